@@ -1,0 +1,266 @@
+"""The feature catalogue: every feature the service computes, declared once, as data.
+
+The online store (Redis), the offline twin (pandas, point in time), the rule compiler
+and the model all read this module; it imports nothing of ours. Changing a definition
+changes ``CATALOG_VERSION``, which a registered model records and the service checks.
+
+Window semantics, shared by both engines: a window of ``W`` seconds is cut into
+``W / bucket`` buckets of ``bucket`` seconds, aligned on the Unix epoch. A payment at time
+``t`` sees the events whose bucket ``floor(s / bucket)`` lies in
+``[floor(t / bucket) - n + 1, floor(t / bucket)]``: the current, partial bucket and the
+``n - 1`` full ones before it. A window therefore looks back between ``W - bucket`` and
+``W`` seconds; ``card_attempts_1h`` covers 55 to 60 minutes. Both engines use exactly this
+rule, so their values agree exactly, not approximately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Literal
+
+
+class Entity(StrEnum):
+    card = "card"
+    customer = "customer"
+    device = "device"
+    ip = "ip"
+    email = "email"
+    account = "account"
+    merchant = "merchant"
+    bin = "bin"
+
+
+# The transaction-log column (also the ``Payment`` attribute) that identifies each entity.
+# A customer id is only unique within its merchant, so its key joins both.
+ENTITY_KEY_COLUMNS: Final[dict[Entity, tuple[str, ...]]] = {
+    Entity.card: ("card_fingerprint",),
+    Entity.customer: ("merchant_id", "customer_id"),
+    Entity.device: ("device_id",),
+    Entity.ip: ("device_ip",),
+    Entity.email: ("customer_email",),
+    Entity.account: ("payment_method_account",),
+    Entity.merchant: ("merchant_id",),
+    Entity.bin: ("card_bin",),
+}
+
+# Seconds per window, and the bucket width that window is counted in.
+WINDOW_SECONDS: Final[dict[str, int]] = {
+    "10m": 600,
+    "1h": 3_600,
+    "24h": 86_400,
+    "7d": 604_800,
+    "30d": 2_592_000,
+}
+BUCKET_SECONDS: Final[dict[str, int]] = {
+    "10m": 60,
+    "1h": 300,
+    "24h": 3_600,
+    "7d": 21_600,
+    "30d": 86_400,
+}
+
+
+class Aggregate(StrEnum):
+    """How the events of a window become one number."""
+
+    count = "count"  # attempts scored
+    declines = "declines"  # the service's own declines
+    sum_usd = "sum_usd"  # USD amount, summed in integer cents
+    mean_usd = "mean_usd"  # sum_usd / count over the same window
+    distinct = "distinct"  # distinct values of ``of`` seen with the entity
+    frauds = "frauds"  # confirmed fraud (feedback) among the window's payments
+
+
+# What a ``distinct`` aggregate counts: the name used in the feature, and its log column.
+DISTINCT_OF: Final[dict[str, str]] = {
+    "cards": "card_fingerprint",
+    "customers": "customer_key",  # merchant_id + customer_id, see ENTITY_KEY_COLUMNS
+    "devices": "device_id",
+    "countries": "device_ip_country",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityFeature:
+    """A windowed aggregate over an entity's history, counting the current attempt."""
+
+    entity: Entity
+    aggregate: Aggregate
+    window: str
+    doc: str
+    of: str | None = None  # for ``distinct``: a key of DISTINCT_OF
+
+    @property
+    def measure(self) -> str:
+        match self.aggregate:
+            case Aggregate.count:
+                return "attempts"
+            case Aggregate.declines:
+                return "declines"
+            case Aggregate.sum_usd:
+                return "amount_usd"
+            case Aggregate.mean_usd:
+                return "amount_usd_mean"
+            case Aggregate.frauds:
+                return "frauds"
+            case Aggregate.distinct:
+                return f"distinct_{self.of}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.entity}_{self.measure}_{self.window}"
+
+    @property
+    def seconds(self) -> int:
+        return WINDOW_SECONDS[self.window]
+
+    @property
+    def bucket(self) -> int:
+        return BUCKET_SECONDS[self.window]
+
+    @property
+    def buckets(self) -> int:
+        return self.seconds // self.bucket
+
+
+FeatureKind = Literal["number", "bool", "string"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeature:
+    """A feature computed from the payment alone, with no history."""
+
+    name: str
+    kind: FeatureKind
+    doc: str
+
+
+def _v(entity: Entity, aggregate: Aggregate, window: str, doc: str, of: str | None = None):
+    return VelocityFeature(entity, aggregate, window, doc, of)
+
+
+E, A = Entity, Aggregate
+
+VELOCITY_FEATURES: Final[tuple[VelocityFeature, ...]] = (
+    # card: card testing, stolen cards spread over merchants and customers
+    _v(E.card, A.count, "10m", "Attempts with this card in the last 10 minutes."),
+    _v(E.card, A.count, "1h", "Attempts with this card in the last hour."),
+    _v(E.card, A.count, "24h", "Attempts with this card in the last 24 hours."),
+    _v(E.card, A.count, "7d", "Attempts with this card in the last 7 days."),
+    _v(E.card, A.declines, "1h", "Attempts with this card the service declined in the last hour."),
+    _v(E.card, A.declines, "24h", "Attempts with this card the service declined in 24 hours."),
+    _v(E.card, A.sum_usd, "24h", "USD amount attempted with this card in 24 hours."),
+    _v(E.card, A.sum_usd, "7d", "USD amount attempted with this card in 7 days."),
+    _v(E.card, A.distinct, "24h", "Customers who used this card in 24 hours.", "customers"),
+    _v(E.card, A.distinct, "24h", "Devices that used this card in 24 hours.", "devices"),
+    _v(E.card, A.distinct, "24h", "IP countries this card was used from in 24 hours.", "countries"),
+    _v(E.card, A.frauds, "30d", "Confirmed frauds among this card's payments of 30 days."),
+    # customer: deposit bursts, deposit chasing, card cycling
+    _v(E.customer, A.count, "10m", "Attempts by this customer in the last 10 minutes."),
+    _v(E.customer, A.count, "1h", "Attempts by this customer in the last hour."),
+    _v(E.customer, A.count, "24h", "Attempts by this customer in the last 24 hours."),
+    _v(E.customer, A.declines, "24h", "This customer's attempts declined in 24 hours."),
+    _v(E.customer, A.sum_usd, "24h", "USD amount attempted by this customer in 24 hours."),
+    _v(E.customer, A.sum_usd, "30d", "USD amount attempted by this customer in 30 days."),
+    _v(E.customer, A.mean_usd, "30d", "Mean USD amount of this customer's attempts, 30 days."),
+    _v(E.customer, A.distinct, "24h", "Cards this customer used in 24 hours.", "cards"),
+    _v(E.customer, A.distinct, "7d", "Cards this customer used in 7 days.", "cards"),
+    _v(E.customer, A.distinct, "24h", "Devices this customer used in 24 hours.", "devices"),
+    _v(E.customer, A.frauds, "30d", "Confirmed frauds among this customer's payments, 30 days."),
+    # device: multi-accounting, card testing from one machine
+    _v(E.device, A.count, "1h", "Attempts from this device in the last hour."),
+    _v(E.device, A.count, "24h", "Attempts from this device in the last 24 hours."),
+    _v(E.device, A.distinct, "24h", "Customers on this device in 24 hours.", "customers"),
+    _v(E.device, A.distinct, "7d", "Customers on this device in 7 days.", "customers"),
+    _v(E.device, A.distinct, "24h", "Cards used on this device in 24 hours.", "cards"),
+    _v(E.device, A.frauds, "30d", "Confirmed frauds among this device's payments, 30 days."),
+    # ip
+    _v(E.ip, A.count, "10m", "Attempts from this IP address in the last 10 minutes."),
+    _v(E.ip, A.count, "1h", "Attempts from this IP address in the last hour."),
+    _v(E.ip, A.distinct, "24h", "Cards used from this IP address in 24 hours.", "cards"),
+    _v(E.ip, A.distinct, "24h", "Customers seen on this IP address in 24 hours.", "customers"),
+    _v(E.ip, A.frauds, "30d", "Confirmed frauds among this IP's payments, 30 days."),
+    # email: one mailbox behind many player accounts
+    _v(E.email, A.count, "24h", "Attempts with this email in 24 hours."),
+    _v(E.email, A.distinct, "7d", "Customer accounts with this email in 7 days.", "customers"),
+    _v(E.email, A.frauds, "30d", "Confirmed frauds among this email's payments, 30 days."),
+    # account: UPI VPA, wallet id, crypto address; mules receive from many customers
+    _v(E.account, A.count, "1h", "Attempts from this payment account in the last hour."),
+    _v(E.account, A.count, "24h", "Attempts from this payment account in 24 hours."),
+    _v(E.account, A.sum_usd, "24h", "USD amount from this payment account in 24 hours."),
+    _v(E.account, A.distinct, "7d", "Customers using this payment account in 7 days.", "customers"),
+    _v(E.account, A.frauds, "30d", "Confirmed frauds among this account's payments, 30 days."),
+    # merchant: compromised merchants and terminals
+    _v(E.merchant, A.count, "1h", "Attempts at this merchant in the last hour."),
+    _v(E.merchant, A.declines, "1h", "Attempts at this merchant declined in the last hour."),
+    _v(E.merchant, A.frauds, "7d", "Confirmed frauds among this merchant's payments, 7 days."),
+    _v(E.merchant, A.frauds, "30d", "Confirmed frauds among this merchant's payments, 30 days."),
+    # bin: card testing across a BIN range
+    _v(E.bin, A.count, "10m", "Attempts with cards of this BIN in the last 10 minutes."),
+    _v(E.bin, A.count, "1h", "Attempts with cards of this BIN in the last hour."),
+    _v(E.bin, A.declines, "1h", "Attempts with cards of this BIN declined in the last hour."),
+)
+
+REQUEST_FEATURES: Final[tuple[RequestFeature, ...]] = (
+    RequestFeature("amount", "number", "Amount in the payment's own currency."),
+    RequestFeature("amount_usd", "number", "Amount converted to USD at the reference rate."),
+    RequestFeature("currency", "string", "ISO 4217 or crypto currency code."),
+    RequestFeature("vertical", "string", "The merchant's vertical."),
+    RequestFeature("merchant_id", "string", "The merchant, for per-merchant rules."),
+    RequestFeature("payment_method_type", "string", "card, upi, wallet, bank_transfer, crypto."),
+    RequestFeature("payment_method_provider", "string", "phonepe, gpay, bkash, pix, …"),
+    RequestFeature("is_crypto", "bool", "Paid with a crypto currency or crypto method."),
+    RequestFeature("card_bin", "string", "The card's BIN (6–8 digits)."),
+    RequestFeature("card_funding", "string", "credit, debit or prepaid."),
+    RequestFeature("card_prepaid", "bool", "The card is a prepaid card."),
+    RequestFeature("card_issuer_country", "string", "ISO 3166 alpha-2 of the card's issuer."),
+    RequestFeature("customer_country", "string", "The customer's declared country."),
+    RequestFeature("ip_country", "string", "The country of the device's IP address."),
+    RequestFeature(
+        "card_ip_country_mismatch", "bool", "Card issuer country differs from IP country."
+    ),
+    RequestFeature(
+        "card_customer_country_mismatch",
+        "bool",
+        "Card issuer country differs from the customer's country.",
+    ),
+    RequestFeature(
+        "ip_customer_country_mismatch", "bool", "IP country differs from the customer's country."
+    ),
+    RequestFeature("account_age_days", "number", "Days since the customer account was created."),
+    RequestFeature("kyc_level", "number", "The customer's KYC level, 0 to 3."),
+    RequestFeature("age_verified", "bool", "The customer's age was verified."),
+    RequestFeature("email_domain", "string", "The domain of the customer's email."),
+    RequestFeature("email_disposable", "bool", "The email's domain is a disposable mailbox."),
+    RequestFeature("first_deposit", "bool", "The customer's first deposit at this merchant."),
+    RequestFeature("has_bonus_code", "bool", "A bonus code came with the deposit."),
+    RequestFeature("subscription_kind", "string", "initial or rebill."),
+    RequestFeature("is_trial", "bool", "The subscription is a trial."),
+    RequestFeature("is_rebill", "bool", "The payment is a subscription rebill."),
+    RequestFeature("three_ds", "string", "none, attempted or authenticated."),
+    RequestFeature("hour_utc", "number", "Hour of the event time, UTC, 0 to 23."),
+)
+
+FEATURES_BY_NAME: Final[dict[str, VelocityFeature | RequestFeature]] = {
+    f.name: f for f in (*VELOCITY_FEATURES, *REQUEST_FEATURES)
+}
+if len(FEATURES_BY_NAME) != len(VELOCITY_FEATURES) + len(REQUEST_FEATURES):
+    raise RuntimeError("duplicate feature name in the catalogue")
+
+
+def feature_kind(name: str) -> FeatureKind:
+    """Velocity features are numbers; request features declare their kind."""
+    feature = FEATURES_BY_NAME[name]
+    return feature.kind if isinstance(feature, RequestFeature) else "number"
+
+
+def _fingerprint() -> str:
+    parts = [f"{f.name}|{f.aggregate}|{f.of}|{f.seconds}|{f.bucket}" for f in VELOCITY_FEATURES] + [
+        f"{f.name}|{f.kind}" for f in REQUEST_FEATURES
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+CATALOG_VERSION: Final[str] = f"catalog-{_fingerprint()}"

@@ -1,0 +1,167 @@
+"""Configuration, read once from a passed-in environment into one immutable object.
+
+Nothing reads ``os.environ`` at import time: ``create_app(Settings.from_env(os.environ))``
+in production, ``Settings(...)`` built by hand in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from service.errors import ConfigurationError
+
+ROLES = frozenset({"score", "feedback", "admin"})
+VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
+DEFAULT_FX_RATES = PACKAGE_DIR.parent / "data" / "fx_rates.csv"
+
+
+class Thresholds(msgspec.Struct, frozen=True):
+    """Score cut-offs (0–100) of the model step of the policy, per vertical."""
+
+    challenge: int
+    review: int
+    decline: int
+
+
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    "forex": Thresholds(challenge=40, review=60, decline=85),
+    "gaming": Thresholds(challenge=45, review=65, decline=85),
+    "adult": Thresholds(challenge=40, review=70, decline=90),
+    "ecommerce": Thresholds(challenge=50, review=70, decline=90),
+    "services": Thresholds(challenge=50, review=70, decline=90),
+}
+
+# What a vertical decides when the velocity store did not answer in time.
+DegradedAction = Literal["approve", "review"]
+DEFAULT_DEGRADED: dict[str, DegradedAction] = {
+    "forex": "review",
+    "gaming": "approve",
+    "adult": "approve",
+    "ecommerce": "approve",
+    "services": "approve",
+}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_keys: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    secret: bytes = b""
+    rules_dir: Path = DEFAULT_RULES_DIR
+    model_dir: Path = Path("models")
+    fx_rates_path: Path = DEFAULT_FX_RATES
+    host: str = "127.0.0.1"
+    port: int = 8000
+    clock: Literal["server", "event"] = "server"
+    max_clock_skew_seconds: float = 300.0
+    redis_timeout_ms: float = 25.0
+    redis_prefix: str = "rs"
+    rules_reload_seconds: float = 2.0
+    thresholds: dict[str, Thresholds] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_THRESHOLDS)
+    )
+    degraded_action: dict[str, DegradedAction] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_DEGRADED)
+    )
+    decision_ttl_days: int = 90
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from environment variables; a bad value names its variable."""
+        get = env.get
+        kwargs: dict[str, object] = {}
+        if url := get("RISKSCORE_REDIS_URL"):
+            if not url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+                raise ConfigurationError("RISKSCORE_REDIS_URL", "must be a redis:// URL")
+            kwargs["redis_url"] = url
+        if keys := get("RISKSCORE_API_KEYS"):
+            kwargs["api_keys"] = parse_api_keys(keys)
+        if secret := get("RISKSCORE_SECRET"):
+            if len(secret) < 16:
+                raise ConfigurationError("RISKSCORE_SECRET", "must be at least 16 characters")
+            kwargs["secret"] = secret.encode()
+        for var, field in (
+            ("RISKSCORE_RULES_DIR", "rules_dir"),
+            ("RISKSCORE_MODEL_DIR", "model_dir"),
+            ("RISKSCORE_FX_RATES", "fx_rates_path"),
+        ):
+            if value := get(var):
+                kwargs[field] = Path(value)
+        if host := get("RISKSCORE_HOST"):
+            kwargs["host"] = host
+        for var, field, convert in (
+            ("RISKSCORE_PORT", "port", int),
+            ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
+            ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
+            ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
+        ):
+            if (value := get(var)) is not None and value != "":
+                try:
+                    kwargs[field] = convert(value)
+                except ValueError:
+                    raise ConfigurationError(var, f"not a number: {value!r}") from None
+        if clock := get("RISKSCORE_CLOCK"):
+            if clock not in ("server", "event"):
+                raise ConfigurationError("RISKSCORE_CLOCK", "must be 'server' or 'event'")
+            kwargs["clock"] = clock
+        if prefix := get("RISKSCORE_REDIS_PREFIX"):
+            kwargs["redis_prefix"] = prefix
+        if level := get("RISKSCORE_LOG_LEVEL"):
+            kwargs["log_level"] = level.upper()
+        if spec := get("RISKSCORE_THRESHOLDS"):
+            kwargs["thresholds"] = {**DEFAULT_THRESHOLDS, **parse_thresholds(spec)}
+        if spec := get("RISKSCORE_DEGRADED_ACTION"):
+            kwargs["degraded_action"] = {**DEFAULT_DEGRADED, **parse_degraded(spec)}
+        return cls(**kwargs)
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
+    """``key=role+role,key2=role`` → {key: roles}. Error messages never include a key."""
+    keys: dict[str, frozenset[str]] = {}
+    for n, item in enumerate(filter(None, (s.strip() for s in spec.split(","))), start=1):
+        key, sep, roles_spec = item.partition("=")
+        roles = frozenset(r.strip() for r in roles_spec.split("+") if r.strip())
+        if not sep or not key.strip() or not roles:
+            raise ConfigurationError("RISKSCORE_API_KEYS", f"entry {n} is not key=role+role")
+        if unknown := roles - ROLES:
+            raise ConfigurationError(
+                "RISKSCORE_API_KEYS", f"entry {n} has unknown roles {sorted(unknown)}"
+            )
+        keys[key.strip()] = roles
+    return keys
+
+
+def parse_thresholds(spec: str) -> dict[str, Thresholds]:
+    """``forex=40/60/85,gaming=45/65/85``: challenge/review/decline score per vertical."""
+    result: dict[str, Thresholds] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        vertical, _, cuts = item.partition("=")
+        try:
+            challenge, review, decline = (int(x) for x in cuts.split("/"))
+        except ValueError:
+            raise ConfigurationError(
+                "RISKSCORE_THRESHOLDS", f"{item!r} is not vertical=challenge/review/decline"
+            ) from None
+        if vertical not in VERTICALS or not 0 <= challenge <= review <= decline <= 101:
+            raise ConfigurationError("RISKSCORE_THRESHOLDS", f"{item!r} is out of range")
+        result[vertical] = Thresholds(challenge, review, decline)
+    return result
+
+
+def parse_degraded(spec: str) -> dict[str, DegradedAction]:
+    """``forex=review,gaming=approve``: the decision floor when velocity is unavailable."""
+    result: dict[str, DegradedAction] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        vertical, _, action = item.partition("=")
+        if vertical not in VERTICALS or action not in ("approve", "review"):
+            raise ConfigurationError("RISKSCORE_DEGRADED_ACTION", f"{item!r} is not valid")
+        result[vertical] = action  # type: ignore[assignment]
+    return result
