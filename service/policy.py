@@ -1,0 +1,149 @@
+"""The decision policy: lists, rules, model score and degradation combined in one order.
+
+1. A block-list hit declines; nothing else is consulted.
+2. An allow-list hit approves, unless an active rule that allow lists may not bypass
+   (compliance rules: age, self-exclusion) decides otherwise; the rule step was run with
+   ``allow_listed=True`` so bypassable rules are already skipped, and the score
+   thresholds are not applied (the score is still computed and returned).
+3. Active rules propose their actions; score rules add to the score.
+4. The score (the model's, or 0 without a model, plus rule adjustments, clipped to 0–100)
+   is held against the vertical's thresholds and proposes challenge, review or decline.
+5. The strongest proposal wins (decline > review > challenge > approve); with none, approve.
+6. When velocity was unavailable, the vertical's degraded floor (approve or review) applies.
+
+Shadow rules are reported and never change the outcome. Every reason that contributed is
+returned, with a stable code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from service.settings import DegradedAction, Thresholds
+
+DecisionName = Literal["approve", "challenge", "review", "decline"]
+Source = Literal["rule", "list", "velocity", "model", "policy"]
+
+STRENGTH: dict[str, int] = {"approve": 0, "challenge": 1, "review": 2, "decline": 3}
+
+
+class Reason(msgspec.Struct, frozen=True):
+    code: str
+    source: Source
+    message: str
+
+
+class ListMatch(msgspec.Struct, frozen=True):
+    list_name: str  # block_card, allow_customer, …
+    reason: str | None = None
+
+
+class RuleOutcome(msgspec.Struct, frozen=True):
+    """What the policy needs of one rule's execution."""
+
+    rule_id: str
+    action: str  # decline, review, challenge, score
+    mode: str  # active, shadow
+    score: int
+    message: str
+
+
+class ModelView(msgspec.Struct, frozen=True):
+    probability: float
+    score: int
+    reasons: list[Reason]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    decision: DecisionName
+    score: int
+    reasons: list[Reason]
+    matched_rules: list[str]
+    shadow_rules: list[str]
+
+
+def _stronger(a: str, b: str) -> str:
+    return a if STRENGTH[a] >= STRENGTH[b] else b
+
+
+def threshold_decision(score: int, thresholds: Thresholds) -> DecisionName:
+    if score >= thresholds.decline:
+        return "decline"
+    if score >= thresholds.review:
+        return "review"
+    if score >= thresholds.challenge:
+        return "challenge"
+    return "approve"
+
+
+def decide(
+    *,
+    list_matches: Sequence[ListMatch],
+    rule_hits: Sequence[RuleOutcome],
+    model: ModelView | None,
+    thresholds: Thresholds,
+    velocity_available: bool,
+    degraded_action: DegradedAction,
+) -> Outcome:
+    """Combine every signal into one decision; pure, so replays and notebooks can call it."""
+    shadow = [r.rule_id for r in rule_hits if r.mode == "shadow"]
+    active = [r for r in rule_hits if r.mode == "active"]
+    blocks = [m for m in list_matches if m.list_name.startswith("block_")]
+    allows = [m for m in list_matches if m.list_name.startswith("allow_")]
+
+    if blocks:
+        reasons = [_list_reason(m, "on a block list") for m in blocks]
+        return Outcome("decline", 100, reasons, [], shadow)
+
+    reasons: list[Reason] = [_list_reason(m, "on an allow list") for m in allows]
+    decision = "approve"
+    for rule in active:
+        if rule.action != "score":
+            decision = _stronger(decision, rule.action)
+        reasons.append(Reason(rule.rule_id, "rule", rule.message))
+
+    base = model.score if model is not None else 0
+    score = max(0, min(100, base + sum(r.score for r in active if r.action == "score")))
+    if model is not None:
+        reasons.extend(model.reasons)
+
+    if not allows:
+        by_score = threshold_decision(score, thresholds)
+        if STRENGTH[by_score] > STRENGTH[decision]:
+            reasons.append(
+                Reason(
+                    f"SCORE_{by_score.upper()}_THRESHOLD",
+                    "policy",
+                    f"score {score} reached the {by_score} threshold of this vertical",
+                )
+            )
+        decision = _stronger(decision, by_score)
+
+    if not velocity_available:
+        reasons.append(
+            Reason(
+                "VELOCITY_UNAVAILABLE",
+                "velocity",
+                "velocity counters did not answer in time; decided without them",
+            )
+        )
+        if STRENGTH[degraded_action] > STRENGTH[decision]:
+            reasons.append(
+                Reason(
+                    "DEGRADED_FLOOR",
+                    "policy",
+                    f"this vertical holds payments for {degraded_action} while degraded",
+                )
+            )
+        decision = _stronger(decision, degraded_action)
+
+    return Outcome(decision, score, reasons, [r.rule_id for r in active], shadow)  # type: ignore[arg-type]
+
+
+def _list_reason(match: ListMatch, phrase: str) -> Reason:
+    kind, _, entity = match.list_name.partition("_")
+    text = f"{entity} is {phrase}" + (f": {match.reason}" if match.reason else "")
+    return Reason(f"{kind.upper()}_LIST_{entity.upper()}", "list", text)
