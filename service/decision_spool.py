@@ -1,0 +1,68 @@
+"""A local append-only file for decisions that could not reach the Redis decision log.
+
+Only the degraded path writes here (Redis did not answer), so the healthy hot path does
+no disk I/O. Each record is flushed and fsynced before the answer goes out; a background
+task moves the spooled records into the decision-log stream once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+
+class DecisionSpool:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, record_json: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path, "ab") as f:
+            f.write(record_json.strip().replace(b"\n", b" ") + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def pending(self) -> int:
+        count = 0
+        for path in (self._draining, self.path):
+            if path.exists():
+                with open(path, "rb") as f:
+                    count += sum(1 for line in f if line.strip())
+        return count
+
+    @property
+    def _draining(self) -> Path:
+        return self.path.with_suffix(".draining")
+
+    def take(self) -> list[bytes]:
+        """The spooled records, set aside until ``done``; a crash before ``done`` keeps them."""
+        with self._lock:
+            if self.path.exists():
+                if self._draining.exists():
+                    with open(self._draining, "ab") as f:
+                        f.write(self.path.read_bytes())
+                        f.flush()
+                        os.fsync(f.fileno())
+                    self.path.unlink()
+                else:
+                    os.replace(self.path, self._draining)
+            if not self._draining.exists():
+                return []
+            return [line for line in self._draining.read_bytes().splitlines() if line.strip()]
+
+    def done(self) -> None:
+        with self._lock:
+            self._draining.unlink(missing_ok=True)
+
+    async def drain(self, send: Callable[[list[bytes]], Awaitable[None]]) -> int:
+        """Send spooled records with ``send``; they are dropped only once it succeeded."""
+        records = await asyncio.to_thread(self.take)
+        if not records:
+            return 0
+        await send(records)
+        await asyncio.to_thread(self.done)
+        return len(records)
