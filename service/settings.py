@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rules_dir: Path = DEFAULT_RULES_DIR
     model_dir: Path = Path("models")
     fx_rates_path: Path = DEFAULT_FX_RATES
+    spool_path: Path = Path(".run/decision-spool.jsonl")
     host: str = "127.0.0.1"
     port: int = 8000
     clock: Literal["server", "event"] = "server"
@@ -91,6 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_RULES_DIR", "rules_dir"),
             ("RISKSCORE_MODEL_DIR", "model_dir"),
             ("RISKSCORE_FX_RATES", "fx_rates_path"),
+            ("RISKSCORE_SPOOL_PATH", "spool_path"),
         ):
             if value := get(var):
                 kwargs[field] = Path(value)

@@ -1,0 +1,60 @@
+# riskscore: `make run` starts the service on 127.0.0.1:8000; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+REDIS_PORT ?= 6379
+
+.PHONY: setup run test lint format redis model bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# A development secret and API keys; kept out of git, printed so they can be used.
+.run/env: | $(STAMP)
+	mkdir -p .run
+	$(BIN)/python -m training.dev_env > .run/env
+	chmod 600 .run/env
+
+# Redis on loopback when none answers (no persistence: a development instance).
+redis:
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)) 2>/dev/null; then \
+	  echo "starting redis-server on 127.0.0.1:$(REDIS_PORT)"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no; \
+	  sleep 0.5; \
+	fi
+
+# Train and register a default model from simulated traffic when none is registered.
+model: | $(STAMP)
+	@if [ -z "$$(ls -d models/*/ 2>/dev/null)" ] && $(BIN)/riskscore --help | grep -q " train "; then \
+	  echo "no model registered: training a default model on simulated traffic"; \
+	  $(BIN)/riskscore simulate --out .run/simulated.parquet --rows 300000 --seed 7 && \
+	  $(BIN)/riskscore train --log .run/simulated.parquet --registry models; \
+	fi
+
+run: setup .run/env redis model
+	@set -a && source .run/env && set +a && \
+	  echo "riskscore on http://127.0.0.1:8000 (keys in .run/env; OpenAPI at /schema)" && \
+	  $(BIN)/riskscore serve
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,37 @@
+"""Print a development environment file: a fresh secret and one API key per role.
+
+``make run`` writes it to ``.run/env`` once; delete that file to get new keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+
+def main() -> None:
+    keys = {
+        role: f"dev-{role}-{secrets.token_urlsafe(18)}" for role in ("score", "feedback", "admin")
+    }
+    print("# riskscore development settings, made by `make run`; not for production")
+    print(f"RISKSCORE_SECRET={secrets.token_urlsafe(32)}")
+    spec = ",".join(
+        [
+            f"{keys['score']}=score",
+            f"{keys['feedback']}=feedback",
+            f"{keys['admin']}=admin+score+feedback",
+        ]
+    )
+    print(f"RISKSCORE_API_KEYS={spec}")
+    print(f"SCORE_KEY={keys['score']}")
+    print(f"ADMIN_KEY={keys['admin']}")
+    print("RISKSCORE_SPOOL_PATH=.run/decision-spool.jsonl")
+    print(
+        f"wrote a development secret and keys to .run/env; try: "
+        f"curl -H 'X-API-Key: {keys['score']}' ...",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
