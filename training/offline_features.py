@@ -1,0 +1,275 @@
+"""The offline twin of the velocity store: the catalogue's features over a whole history.
+
+Training, backtests and notebooks need, for every row of a transaction log, the value the
+online store would have returned when that payment was scored. This module computes
+exactly that, point in time, from a normalised frame (``service.normalise.normalise_frame``
+columns: the ``Payment`` attribute names plus optional ``declined``, ``label`` and
+``label_at``), with the window rule of ``service.catalog`` and nothing else.
+
+Rows are replayed in time order (a stable sort on ``event_time``, so ties keep the frame's
+order). Row ``i`` sees every earlier row and itself, except for ``declines`` (its own
+decline is not known when it is scored) and ``frauds`` (only labels whose ``label_at`` is
+not after ``event_time`` of row ``i``).
+
+Why it is fast: per entity the rows are sorted by (entity, replay position), so each row's
+window is a contiguous run ``[start, i]`` whose start one ``searchsorted`` on a combined
+(entity, bucket) key finds. Counts, sums and declines are then prefix-sum differences;
+frauds and distinct counts are turned around (each contributing row adds one to a
+contiguous run of the rows that see it) and summed with a difference array. Everything is
+``O(n log n)`` numpy; no Python loop runs per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from service import catalog
+from service.catalog import Aggregate, Entity, VelocityFeature
+
+# The column that keys an entity in a normalised frame; the customer's key is the joined
+# ``merchant_id:customer_id`` that ``Payment.customer_key`` carries.
+CUSTOMER_KEY_COLUMN = catalog.DISTINCT_OF["customers"]
+
+
+def entity_column(entity: Entity) -> str:
+    """The normalised frame's column that identifies ``entity``."""
+    columns = catalog.ENTITY_KEY_COLUMNS[entity]
+    return columns[0] if len(columns) == 1 else CUSTOMER_KEY_COLUMN
+
+
+def velocity_features_frame(
+    frame: pd.DataFrame,
+    *,
+    features: Sequence[VelocityFeature] = catalog.VELOCITY_FEATURES,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Every feature in ``features`` for every row of ``frame``, as the online store saw it.
+
+    The result is indexed like ``frame`` (same order) with one float column per feature
+    name. A row whose entity key is missing or empty gets 0 for that entity's features.
+    """
+    history = _History.from_frame(frame)
+    values: dict[str, np.ndarray] = {}
+    for feature in tqdm(features, desc="velocity features", disable=not progress):
+        values[feature.name] = history.feature(feature)
+    return pd.DataFrame(values, index=frame.index, columns=[f.name for f in features])
+
+
+def _codes(column: pd.Series | None, length: int) -> np.ndarray:
+    """Integer codes of a key column; -1 where the key is missing or empty."""
+    if column is None:
+        return np.full(length, -1, dtype=np.int64)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    codes = codes.astype(np.int64, copy=False)
+    if len(uniques):
+        blank = np.asarray(pd.Series(uniques).astype(str).str.strip() == "", dtype=bool)
+        if blank.any():
+            codes = np.where((codes >= 0) & blank[np.maximum(codes, 0)], -1, codes)
+    return codes
+
+
+def _required_numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        raise ValueError(f"{name}: column missing from the frame")
+    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(values).any():
+        raise ValueError(f"{name}: missing or non-numeric values in {np.isnan(values).sum()} rows")
+    return values
+
+
+def _runs(lo: np.ndarray, hi: np.ndarray, length: int) -> np.ndarray:
+    """How many of the closed runs ``[lo[k], hi[k]]`` cover each position ``0..length-1``."""
+    keep = lo <= hi
+    lo, hi = lo[keep], hi[keep]
+    delta = np.bincount(lo, minlength=length + 1) - np.bincount(hi + 1, minlength=length + 1)
+    return np.cumsum(delta[:length])
+
+
+@dataclass
+class _EntityIndex:
+    """One entity's rows in (entity, replay position) order; positions index the replay."""
+
+    rows: np.ndarray  # replay positions of the rows with a key, grouped by entity
+    codes: np.ndarray  # the entity code of each of those rows (non-decreasing)
+    starts: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    bucket_keys: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    label_known_from: np.ndarray | None = None
+
+
+class _History:
+    """The frame's columns in replay order, with caches shared between features."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        order: np.ndarray,
+        time: np.ndarray,
+        cents: np.ndarray,
+    ) -> None:
+        self.frame = frame
+        self.order = order
+        self.size = len(order)
+        self.time = time[order]
+        self.cents = cents[order]
+        self.declined = np.zeros(self.size, dtype=np.int64)
+        if "declined" in frame.columns:
+            declined = pd.to_numeric(frame["declined"], errors="coerce").fillna(0).to_numpy()
+            self.declined = (declined[order] != 0).astype(np.int64)
+        self.fraud_known_at = self._fraud_known_at()
+        self._entities: dict[Entity, _EntityIndex] = {}
+        self._members: dict[str, np.ndarray] = {}
+        self._time_ranks: np.ndarray | None = None
+        self._known_ranks: np.ndarray | None = None
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> _History:
+        time = _required_numbers(frame, "event_time")
+        cents_float = _required_numbers(frame, "amount_usd_cents")
+        cents = cents_float.astype(np.int64)
+        if (cents != cents_float).any():
+            raise ValueError("amount_usd_cents: values must be whole cents")
+        order = np.argsort(time, kind="stable")
+        return cls(frame, order, time, cents)
+
+    def _fraud_known_at(self) -> np.ndarray:
+        """When each row's fraud label became known; +inf for rows never labelled fraud."""
+        known = np.full(self.size, np.inf)
+        if "label" not in self.frame.columns or "label_at" not in self.frame.columns:
+            return known
+        label = pd.to_numeric(self.frame["label"], errors="coerce").to_numpy(dtype=np.float64)
+        label_at = pd.to_numeric(self.frame["label_at"], errors="coerce").to_numpy(dtype=np.float64)
+        fraud = (label == 1) & ~np.isnan(label_at)
+        known[fraud] = label_at[fraud]
+        return known[self.order]
+
+    def _column(self, name: str) -> pd.Series | None:
+        if name in self.frame.columns:
+            return self.frame[name]
+        if name == CUSTOMER_KEY_COLUMN and {"merchant_id", "customer_id"} <= set(
+            self.frame.columns
+        ):
+            merchant = self.frame["merchant_id"].astype("string").replace("", pd.NA)
+            customer = self.frame["customer_id"].astype("string").replace("", pd.NA)
+            return merchant + ":" + customer
+        return None
+
+    def _key_codes(self, name: str) -> np.ndarray:
+        """Codes of a key column in replay order, cached (entities and members share)."""
+        if name not in self._members:
+            self._members[name] = _codes(self._column(name), self.size)[self.order]
+        return self._members[name]
+
+    def entity(self, entity: Entity) -> _EntityIndex:
+        if entity not in self._entities:
+            codes = self._key_codes(entity_column(entity))
+            rows = np.flatnonzero(codes >= 0)
+            rows = rows[np.argsort(codes[rows], kind="stable")]
+            self._entities[entity] = _EntityIndex(rows=rows, codes=codes[rows])
+        return self._entities[entity]
+
+    def _window(self, index: _EntityIndex, feature: VelocityFeature) -> tuple[np.ndarray, ...]:
+        """Combined (entity, bucket) keys and each row's window start, in entity order.
+
+        Keys are offset by the bucket count so a window's lower edge never reaches into the
+        previous entity's keys, nor an upper edge into the next one's.
+        """
+        shape = (feature.bucket, feature.buckets)
+        if shape not in index.starts:
+            buckets = np.floor_divide(self.time[index.rows], feature.bucket).astype(np.int64)
+            if len(buckets):
+                span = int(buckets.max() - buckets.min()) + 2 * feature.buckets + 1
+                keys = index.codes * span + (buckets - buckets.min() + feature.buckets)
+            else:
+                keys = buckets
+            index.bucket_keys[shape] = keys
+            index.starts[shape] = np.searchsorted(keys, keys - (feature.buckets - 1), "left")
+        return index.bucket_keys[shape], index.starts[shape]
+
+    def _label_known_from(self, index: _EntityIndex) -> np.ndarray:
+        """For each row, the first entity-ordered row scored once its fraud label was known."""
+        if index.label_known_from is None:
+            if self._time_ranks is None:
+                ordinal = np.unique(
+                    np.concatenate([self.time, self.fraud_known_at]), return_inverse=True
+                )[1]
+                self._time_ranks = ordinal[: self.size].astype(np.int64)
+                self._known_ranks = ordinal[self.size :].astype(np.int64)
+            assert self._known_ranks is not None
+            width = 2 * self.size + 1
+            time_keys = index.codes * width + self._time_ranks[index.rows]
+            known_keys = index.codes * width + self._known_ranks[index.rows]
+            index.label_known_from = np.searchsorted(time_keys, known_keys, "left")
+        return index.label_known_from
+
+    def feature(self, feature: VelocityFeature) -> np.ndarray:
+        index = self.entity(feature.entity)
+        in_entity = self._aggregate(index, feature)
+        in_replay = np.zeros(self.size)
+        in_replay[index.rows] = in_entity
+        result = np.empty(self.size)
+        result[self.order] = in_replay
+        return result
+
+    def _aggregate(self, index: _EntityIndex, feature: VelocityFeature) -> np.ndarray:
+        n = len(index.rows)
+        keys, start = self._window(index, feature)
+        position = np.arange(n)
+        match feature.aggregate:
+            case Aggregate.count:
+                return (position - start + 1).astype(np.float64)
+            case Aggregate.sum_usd:
+                return _window_sum(self.cents[index.rows], start) / 100
+            case Aggregate.mean_usd:
+                return _window_sum(self.cents[index.rows], start) / 100 / (position - start + 1)
+            case Aggregate.declines:
+                declined = self.declined[index.rows]
+                return (_window_sum(declined, start) - declined).astype(np.float64)
+            case Aggregate.frauds:
+                return self._frauds(index, feature, keys).astype(np.float64)
+            case Aggregate.distinct:
+                assert feature.of is not None
+                return self._distinct(index, catalog.DISTINCT_OF[feature.of], start)
+        raise ValueError(f"{feature.name}: unknown aggregate {feature.aggregate}")
+
+    def _frauds(
+        self, index: _EntityIndex, feature: VelocityFeature, keys: np.ndarray
+    ) -> np.ndarray:
+        """A fraud row is seen from its label's arrival until its bucket leaves the window."""
+        fraud = np.flatnonzero(np.isfinite(self.fraud_known_at[index.rows]))
+        lo = np.maximum(fraud, self._label_known_from(index)[fraud])
+        hi = np.searchsorted(keys, keys[fraud] + (feature.buckets - 1), "right") - 1
+        return _runs(lo, hi, len(index.rows))
+
+    def _distinct(self, index: _EntityIndex, member_column: str, start: np.ndarray) -> np.ndarray:
+        """Distinct members of each window ``[start[i], i]``.
+
+        Row ``k`` is the first occurrence of its member in window ``[s, i]`` exactly when its
+        previous occurrence lies before ``s``; as ``start`` never decreases, the rows ``i``
+        for which that holds form one run, which ``k`` adds one to.
+        """
+        n = len(index.rows)
+        members = self._key_codes(member_column)[index.rows]
+        present = np.flatnonzero(members >= 0)
+        if not len(present):
+            return np.zeros(n)
+        pair = index.codes[present] * (int(members.max()) + 1) + members[present]
+        by_pair = present[np.argsort(pair, kind="stable")]
+        sorted_pair = np.sort(pair, kind="stable")
+        previous = np.full(n, -1, dtype=np.int64)
+        same = sorted_pair[1:] == sorted_pair[:-1]
+        previous[by_pair[1:][same]] = by_pair[:-1][same]
+        previous = previous[present]
+        lo = np.maximum(present, np.searchsorted(start, previous, "right"))
+        hi = np.searchsorted(start, present, "right") - 1
+        return _runs(lo, hi, n).astype(np.float64)
+
+
+def _window_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Exact integer sums of ``values[start[i] : i + 1]`` for every ``i``."""
+    prefix = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+    return prefix[1:] - prefix[start]
