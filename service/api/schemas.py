@@ -1,0 +1,481 @@
+"""The HTTP bodies of the contract as msgspec structs, and the strict decoding of them.
+
+Decoding a score request is two passes over the body. The first decodes it generically, to
+refuse a full card number anywhere in it (any field, known or not, before any field is
+looked at) and to run the semantic checks, which collect every problem they find. The
+second is msgspec's typed decode against the structs below, which reports the first type
+error. Every failure is an ``InvalidRequest`` naming its fields by their dotted paths
+(``payment_method.card.bin``); nothing in a problem message repeats what the caller sent
+except short codes, so an error body or log line never carries personal data or a PAN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from datetime import datetime
+from decimal import Decimal, DecimalException
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+
+import msgspec
+
+from service.errors import FieldProblem, InvalidRequest, PanDetected
+from service.pseudonymise import parse_ip
+from service.reference import COUNTRIES, CURRENCIES
+from service.settings import VERTICALS
+
+# --- vocabularies ---------------------------------------------------------------------------
+
+Vertical = Literal["forex", "gaming", "adult", "ecommerce", "services"]
+PaymentMethodType = Literal["card", "upi", "wallet", "bank_transfer", "crypto"]
+Funding = Literal["credit", "debit", "prepaid"]
+ThreeDS = Literal["none", "attempted", "authenticated"]
+SubscriptionKind = Literal["initial", "rebill"]
+Decision = Literal["approve", "challenge", "review", "decline"]
+ReasonSource = Literal["rule", "list", "velocity", "model", "policy"]
+Label = Literal["fraud", "chargeback", "legit"]
+
+if get_args(Vertical) != VERTICALS:
+    raise RuntimeError("schemas.Vertical and settings.VERTICALS disagree")
+
+# --- constrained scalars ---------------------------------------------------------------------
+
+TRANSACTION_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}$"
+TransactionId = Annotated[str, msgspec.Meta(pattern=TRANSACTION_ID_PATTERN)]
+Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Country = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case")
+]
+Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
+Amount = Annotated[
+    Decimal,
+    msgspec.Meta(description="Decimal string or JSON number; > 0, at most 8 decimals"),
+]
+
+MAX_AMOUNT: Final = Decimal(10) ** 12
+MAX_AMOUNT_DECIMALS: Final = 8
+MAX_DEPTH: Final = 32
+# Event and account-creation times outside these bounds are typos or attacks on the windows.
+EARLIEST_INSTANT: Final = 0.0  # 1970-01-01
+LATEST_INSTANT: Final = 4_102_444_800.0  # 2100-01-01
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+class Card(msgspec.Struct, frozen=True, kw_only=True):
+    bin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6,8}$")] | None = None
+    last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")] | None = None
+    fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    issuer_country: Country | None = None
+    funding: Funding | None = None
+
+
+class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
+    type: PaymentMethodType
+    provider: Id64 | None = None
+    card: Card | None = None
+    account: Text | None = None
+
+
+class Customer(msgspec.Struct, frozen=True, kw_only=True):
+    id: Id64
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)] | None = None
+    created_at: Instant | None = None
+    kyc_level: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    age_verified: bool | None = None
+    country: Country | None = None
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    ip: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
+    ip_country: Country | None = None
+
+
+class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    kind: SubscriptionKind
+    trial: bool | None = None
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    first_deposit: bool | None = None
+    bonus_code: Id64 | None = None
+    subscription: Subscription | None = None
+    three_ds: ThreeDS | None = None
+
+
+class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: TransactionId
+    merchant_id: Id64
+    vertical: Vertical
+    amount: Amount
+    currency: Annotated[str, msgspec.Meta(min_length=1, max_length=8)]
+    payment_method: PaymentMethod
+    customer: Customer
+    timestamp: Instant | None = None
+    device: Device | None = None
+    context: Context | None = None
+    explain: bool = False
+
+
+# --- responses and the other bodies ----------------------------------------------------------
+
+
+class Reason(msgspec.Struct, frozen=True):
+    code: str
+    source: ReasonSource
+    message: str
+
+
+FeatureValue = float | bool | str | None
+
+
+class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    decision: Decision
+    score: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    reasons: list[Reason]
+    matched_rules: list[str]
+    shadow_rules: list[str]
+    model_version: str | None
+    ruleset_version: str
+    model_probability: float | None
+    degraded: list[str]
+    replayed: bool
+    features: dict[str, FeatureValue] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ListChange(msgspec.Struct, frozen=True, kw_only=True):
+    items: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
+        msgspec.Meta(min_length=1, max_length=1000),
+    ]
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: TransactionId
+    label: Label
+    reported_at: Instant | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str
+    problems: list[FieldProblem] = msgspec.field(default_factory=list)
+
+
+# The choices of each enumerated field, so an error lists them instead of echoing the value.
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "vertical": get_args(Vertical),
+    "payment_method.type": get_args(PaymentMethodType),
+    "payment_method.card.funding": get_args(Funding),
+    "context.three_ds": get_args(ThreeDS),
+    "context.subscription.kind": get_args(SubscriptionKind),
+    "label": get_args(Label),
+}
+
+# --- decoding --------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+_TREE_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+_SCORE_DECODER = msgspec.json.Decoder(ScoreRequest)
+_DECODERS: dict[type, msgspec.json.Decoder] = {ScoreRequest: _SCORE_DECODER}
+
+_DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
+# Thirteen digits in a row once spaces and dashes are dropped: a body without that (and
+# without \u escapes, which could spell digits) holds no PAN, and most bodies are like that.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
+_THIRTEEN_ZEROS = b"0" * 13
+
+
+def _may_hold_pan(raw: bytes) -> bool:
+    return _THIRTEEN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -")
+
+
+_GROUP_SPLIT = re.compile(r"[ -]")
+_HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{20,}")
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_CODE = re.compile(r"[A-Za-z]{2,5}")
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_MAX_MESSAGE = 200
+
+
+def decode_score_request(
+    body: bytes | bytearray | memoryview | str, *, currencies: Container[str] | None = None
+) -> ScoreRequest:
+    """Validate a ``/v1/score`` body; ``currencies``, if given, are those with a reference rate.
+
+    Raises ``PanDetected`` for a card number anywhere, else ``InvalidRequest`` with every
+    problem found; never anything else, whatever the bytes.
+    """
+    tree = _decode_tree(body)
+    problems = _check_score_tree(tree, currencies)
+    try:
+        request = _SCORE_DECODER.decode(body)
+    except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
+        first = _problem_from_msgspec(exc)
+        problems = [first, *(p for p in problems if p.field != first.field)]
+    if problems:
+        raise InvalidRequest(problems)
+    return request
+
+
+def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T:
+    """Decode any JSON body of the contract (feedback, list changes) with the PAN screen."""
+    _decode_tree(body)
+    decoder = _DECODERS.get(type_)
+    if decoder is None:
+        decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
+    try:
+        return decoder.decode(body)
+    except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
+        raise InvalidRequest([_problem_from_msgspec(exc)]) from None
+
+
+def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    """The body as plain JSON values (numbers as int or exact Decimal), screened for PANs."""
+    try:
+        tree = _TREE_DECODER.decode(body)
+    except RecursionError:
+        raise InvalidRequest([FieldProblem("body", "JSON nested too deeply")]) from None
+    except (msgspec.MsgspecError, ArithmeticError, ValueError, TypeError) as exc:
+        reason = str(exc) if isinstance(exc, msgspec.DecodeError) else "a number is out of range"
+        raise InvalidRequest([FieldProblem("body", f"not valid JSON: {reason}")]) from None
+    if not isinstance(tree, dict):
+        raise InvalidRequest([FieldProblem("body", "must be a JSON object")])
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        _check_depth(tree)
+    if b"\\u" in raw or _may_hold_pan(raw):
+        screen_for_pan(tree)
+    return tree
+
+
+def _check_depth(tree: Any) -> None:
+    stack: list[tuple[Any, int]] = [(tree, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+# --- PAN screen ------------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _pan_layout(groups: list[str]) -> bool:
+    """How card numbers are written grouped: in fours (the last group shorter), 4-6-4 or
+    4-6-5 (Diners, Amex), or one digit at a time."""
+    sizes = [len(g) for g in groups]
+    return (
+        all(n == 4 for n in sizes[:-1])
+        or sizes in ([4, 6, 4], [4, 6, 5])
+        or all(n == 1 for n in sizes)
+    )
+
+
+def contains_pan(text: str) -> bool:
+    """A Luhn-valid run of 13–19 digits, plain or grouped by single spaces or dashes.
+
+    Plain: any run of exactly 13–19 digits, except one with a letter directly on both sides,
+    or on either side within a string that is one hex token: a stretch of a hash or card
+    fingerprint, where long digit runs occur by chance and one in ten passes the Luhn check.
+    Grouped: any sequence of whole consecutive groups laid
+    out as card numbers are written (``_pan_layout``) with no letter directly before or after
+    it, so ``4111 1111 1111 1111 12/27`` (number and expiry) is caught but the dash-joined
+    groups of a UUID are not.
+    """
+    if len(text) < 13 or not _may_hold_pan(text.encode("utf-8", "surrogatepass")):
+        return False
+    for match in _DIGIT_RUN.finditer(text):
+        run = match.group()
+        if len(run) < 13:
+            continue
+        start, end = match.span()
+        letter_before = start > 0 and text[start - 1].isalpha()
+        letter_after = end < len(text) and text[end].isalpha()
+        groups = _GROUP_SPLIT.split(run)
+        if len(groups) == 1:
+            glued = (letter_before and letter_after) or (
+                (letter_before or letter_after) and _HEX_TOKEN.fullmatch(text) is not None
+            )
+            if len(run) <= 19 and not glued and luhn_valid(run):
+                return True
+            continue
+        last = len(groups) - 1
+        for first in range(len(groups)):
+            if first == 0 and letter_before:
+                continue
+            digits = ""
+            for i in range(first, len(groups)):
+                digits += groups[i]
+                if len(digits) > 19:
+                    break
+                if (
+                    len(digits) >= 13
+                    and not (i == last and letter_after)
+                    and _pan_layout(groups[first : i + 1])
+                    and luhn_valid(digits)
+                ):
+                    return True
+    return False
+
+
+def screen_for_pan(tree: Any) -> None:
+    """Raise ``PanDetected(path)`` for the first string, key or number holding a PAN."""
+    stack: list[tuple[Any, str, int]] = [(tree, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else key
+                if contains_pan(key):
+                    raise PanDetected(path or "body")
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            if contains_pan(value):
+                raise PanDetected(path)
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            # a PAN as a JSON integer; longer integers are not PANs (and may be too long to print)
+            if 10**12 <= abs(value) < 10**19 and contains_pan(str(abs(value))):
+                raise PanDetected(path)
+        elif (
+            isinstance(value, Decimal)
+            and value.is_finite()
+            and value.adjusted() < 19
+            and int(value.as_tuple().exponent) > -30
+            and contains_pan(format(abs(value), "f"))
+        ):
+            raise PanDetected(path)
+
+
+# --- semantic checks -------------------------------------------------------------------------
+
+
+def _check_score_tree(
+    tree: dict[str, Any], currencies: Container[str] | None
+) -> list[FieldProblem]:
+    """Checks beyond types, run on the plain tree so that all of them report, not the first."""
+    problems: list[FieldProblem] = []
+    add = problems.append
+    if "amount" in tree and (message := amount_problem(tree["amount"])):
+        add(FieldProblem("amount", message))
+    currency = tree.get("currency")
+    if isinstance(currency, str):
+        if currency not in CURRENCIES:
+            shown = f" {currency!r}" if _CODE.fullmatch(currency) else ""
+            hint = "; codes are upper case" if currency.upper() in CURRENCIES else ""
+            add(FieldProblem("currency", f"unknown currency code{shown}{hint}"))
+        elif currencies is not None and currency not in currencies:
+            add(FieldProblem("currency", f"no reference rate for {currency}"))
+    for field in ("timestamp", "customer.created_at"):
+        if isinstance(value := _get(tree, field), str) and (message := _instant_problem(value)):
+            add(FieldProblem(field, message))
+    for field in ("customer.country", "device.ip_country", "payment_method.card.issuer_country"):
+        if isinstance(value := _get(tree, field), str) and value not in COUNTRIES:
+            add(FieldProblem(field, "not an ISO 3166-1 alpha-2 country code (upper case)"))
+    if isinstance(ip := _get(tree, "device.ip"), str):
+        try:
+            parse_ip(ip)
+        except ValueError:
+            add(FieldProblem("device.ip", "not an IPv4 or IPv6 address"))
+    method = tree.get("payment_method")
+    if isinstance(method, dict) and method.get("type") == "card":
+        card = method.get("card")
+        if not isinstance(card, dict) or not (card.get("fingerprint") or card.get("bin")):
+            add(
+                FieldProblem(
+                    "payment_method.card",
+                    "required when payment_method.type is card, with a fingerprint or a bin",
+                )
+            )
+    return problems
+
+
+def amount_problem(value: Any) -> str | None:
+    """Why ``value`` is not an acceptable amount, or None when it is."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        return "must be a decimal string or a JSON number"
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            return 'must be a decimal number such as "1250.00"'
+        try:
+            value = Decimal(value)
+        except (DecimalException, ValueError):
+            return "out of range"
+    amount = Decimal(value)
+    if not amount.is_finite():
+        return "must be finite"
+    if amount <= 0:
+        return "must be greater than zero"
+    if amount > MAX_AMOUNT:
+        return "too large (at most 10^12 in its currency)"
+    _, digits, exponent = amount.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if -(int(exponent) + trailing_zeros) > MAX_AMOUNT_DECIMALS:
+        return f"at most {MAX_AMOUNT_DECIMALS} decimals"
+    return None
+
+
+def _instant_problem(text: str) -> str | None:
+    try:
+        instant = msgspec.convert(text, Instant)
+        seconds = instant.timestamp()
+    except (msgspec.ValidationError, OverflowError, ValueError):
+        return "must be an RFC 3339 date-time with a time zone offset"
+    if not EARLIEST_INSTANT <= seconds < LATEST_INSTANT:
+        return "must lie between 1970 and 2100"
+    return None
+
+
+def _get(tree: dict[str, Any], path: str) -> Any:
+    value: Any = tree
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _problem_from_msgspec(exc: BaseException) -> FieldProblem:
+    """msgspec's ``Expected … - at `$.a.b[0]``` as a problem on field ``a.b[0]``."""
+    if isinstance(exc, RecursionError):
+        return FieldProblem("body", "JSON nested too deeply")
+    if not isinstance(exc, msgspec.ValidationError):
+        return FieldProblem("body", "not valid JSON")
+    match = _MSGSPEC_PATH.match(str(exc))
+    assert match is not None
+    message, path = match["message"], (match["path"] or "").lstrip(".")
+    if missing := _MISSING.match(message):
+        return FieldProblem(f"{path}.{missing['name']}" if path else missing["name"], "required")
+    if message.startswith("Invalid enum value"):
+        choices = _CHOICES.get(path)
+        message = "must be one of: " + ", ".join(choices) if choices else "not an accepted value"
+    elif message.startswith("Expected `object`") and not path:
+        return FieldProblem("body", "must be a JSON object")
+    return FieldProblem(path or "body", message[:_MAX_MESSAGE])
