@@ -1,0 +1,140 @@
+"""The model's feature vector: one definition, encoded by two engines.
+
+The model sees numbers only. Every column of its vector is declared here once, as data
+(``MODEL_COLUMNS``), and derived from one catalogue feature (its ``source``): numbers and
+booleans pass through (booleans as 1/0), a few categoricals become named indicator or
+ordinal columns. ``encode_one`` turns the online feature mapping of one payment into the
+vector; ``encode_frame`` does the same for a whole offline frame; a parity test holds them
+to identical output. A missing value is NaN in both: the trees route missing values
+themselves (``missing_go_to_left``), so nothing is imputed.
+
+Changing this list changes ``MODEL_FEATURES``, which a registered model records; the
+service refuses a model whose feature list differs from the one encoded here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+
+from service import catalog
+from service.settings import VERTICALS
+
+ColumnKind = Literal["number", "equals", "ordinal"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelColumn:
+    """One column of the model's vector, computed from one catalogue feature."""
+
+    name: str
+    source: str  # the catalogue feature it is computed from
+    kind: ColumnKind
+    level: str | None = None  # for ``equals``: 1.0 when the source has this value
+    codes: Mapping[str, float] = field(default_factory=dict)  # for ``ordinal``
+
+
+_NUMERIC_REQUEST: Final = ("amount_usd", "account_age_days", "kyc_level", "hour_utc")
+_BOOL_REQUEST: Final = tuple(f.name for f in catalog.REQUEST_FEATURES if f.kind == "bool")
+_ONE_HOT: Final[dict[str, tuple[str, ...]]] = {
+    "vertical": VERTICALS,
+    "payment_method_type": ("card", "upi", "wallet", "bank_transfer", "crypto"),
+    "card_funding": ("credit", "debit", "prepaid"),
+}
+_ORDINAL: Final[dict[str, tuple[str, dict[str, float]]]] = {
+    "three_ds": ("three_ds_level", {"none": 0.0, "attempted": 1.0, "authenticated": 2.0}),
+}
+
+
+def _columns() -> tuple[ModelColumn, ...]:
+    columns = [ModelColumn(f.name, f.name, "number") for f in catalog.VELOCITY_FEATURES]
+    columns += [ModelColumn(n, n, "number") for n in (*_NUMERIC_REQUEST, *_BOOL_REQUEST)]
+    for source, levels in _ONE_HOT.items():
+        columns += [ModelColumn(f"{source}_is_{v}", source, "equals", level=v) for v in levels]
+    for source, (name, codes) in _ORDINAL.items():
+        columns.append(ModelColumn(name, source, "ordinal", codes=codes))
+    unknown = {c.source for c in columns} - set(catalog.FEATURES_BY_NAME)
+    if unknown:
+        raise RuntimeError(f"model columns built from features not in the catalogue: {unknown}")
+    return tuple(columns)
+
+
+MODEL_COLUMNS: Final[tuple[ModelColumn, ...]] = _columns()
+MODEL_FEATURES: Final[tuple[str, ...]] = tuple(c.name for c in MODEL_COLUMNS)
+# The catalogue features the model reads, in first-use order; reasons are given per source.
+MODEL_SOURCES: Final[tuple[str, ...]] = tuple(dict.fromkeys(c.source for c in MODEL_COLUMNS))
+# For each column, the index of its source in MODEL_SOURCES.
+SOURCE_INDEX: Final[np.ndarray] = np.array(
+    [MODEL_SOURCES.index(c.source) for c in MODEL_COLUMNS], dtype=np.intp
+)
+
+# The passing-through columns come first and in one block, so ``encode_one`` converts them
+# with a single ``np.array`` call.
+_PASS: Final = tuple(c.source for c in MODEL_COLUMNS if c.kind == "number")
+_N_PASS: Final = len(_PASS)
+_DERIVED: Final = MODEL_COLUMNS[_N_PASS:]
+if any(c.kind == "number" for c in _DERIVED):
+    raise RuntimeError("pass-through model columns must precede the derived ones")
+_NAN = float("nan")
+
+
+def encode_one(features: Mapping[str, Any]) -> np.ndarray:
+    """The model vector (float64, NaN where missing) of one payment's feature mapping."""
+    get = features.get
+    out = np.empty(len(MODEL_COLUMNS), dtype=np.float64)
+    # None becomes NaN, booleans 1/0, Decimals their float value.
+    out[:_N_PASS] = np.array([get(name) for name in _PASS], dtype=np.float64)
+    i = _N_PASS
+    for column in _DERIVED:
+        value = get(column.source)
+        if value is None or value != value:  # None or NaN
+            out[i] = _NAN
+        elif column.kind == "equals":
+            out[i] = 1.0 if value == column.level else 0.0
+        else:
+            out[i] = column.codes.get(value, _NAN)
+        i += 1
+    return out
+
+
+def encode_frame(frame: pd.DataFrame) -> np.ndarray:
+    """The model matrix (rows × MODEL_FEATURES, float64) of an offline feature frame.
+
+    A source column absent from the frame is missing for every row, as an absent key is
+    online.
+    """
+    out = np.full((len(frame), len(MODEL_COLUMNS)), np.nan, dtype=np.float64)
+    for i, column in enumerate(MODEL_COLUMNS):
+        if column.source not in frame.columns:
+            continue
+        series = frame[column.source]
+        if column.kind == "number":
+            out[:, i] = _numbers(series, column.source)
+            continue
+        text = series.astype("string")
+        missing = text.isna().to_numpy()
+        if column.kind == "equals":
+            values = (text == column.level).fillna(False).to_numpy(dtype=np.float64)
+        else:
+            values = text.map(dict(column.codes)).astype("Float64")
+            values = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        out[:, i] = np.where(missing, np.nan, values)
+    return out
+
+
+def _numbers(series: pd.Series, name: str) -> np.ndarray:
+    try:
+        return pd.array(series, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        pass
+    try:
+        # Object columns mixing None, bools, Decimals and numbers: as encode_one converts.
+        return np.array(
+            [None if v is pd.NA else v for v in series.to_numpy(dtype=object)], dtype=np.float64
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: not a numeric column ({exc})") from None
