@@ -52,12 +52,33 @@ def velocity_features_frame(
 
     The result is indexed like ``frame`` (same order) with one float column per feature
     name. A row whose entity key is missing or empty gets 0 for that entity's features.
+    A row repeating an earlier row's ``transaction_id`` is a retry: online it counts
+    nothing and gets the first attempt's answer, so here it gets the first row's values.
     """
-    history = _History.from_frame(frame)
+    first = _first_attempts(frame)
+    attempts = np.unique(first)
+    history = _History.from_frame(frame.iloc[attempts] if len(attempts) < len(frame) else frame)
+    retried = np.searchsorted(attempts, first)
     values: dict[str, np.ndarray] = {}
     for feature in tqdm(features, desc="velocity features", disable=not progress):
-        values[feature.name] = history.feature(feature)
+        values[feature.name] = history.feature(feature)[retried]
     return pd.DataFrame(values, index=frame.index, columns=[f.name for f in features])
+
+
+def _first_attempts(frame: pd.DataFrame) -> np.ndarray:
+    """For each row, the position of the first row (in replay order) with its transaction id."""
+    positions = np.arange(len(frame))
+    if "transaction_id" not in frame.columns:
+        return positions
+    ids = _codes(frame["transaction_id"], len(frame))
+    order = np.argsort(_required_numbers(frame, "event_time"), kind="stable")
+    known = order[ids[order] >= 0]
+    _, first = np.unique(ids[known], return_index=True)
+    if len(first) == len(known):
+        return positions
+    first_of_id = np.empty(int(ids.max()) + 1, dtype=np.int64)
+    first_of_id[ids[known[first]]] = known[first]
+    return np.where(ids >= 0, first_of_id[np.maximum(ids, 0)], positions)
 
 
 def _codes(column: pd.Series | None, length: int) -> np.ndarray:
@@ -115,6 +136,8 @@ class _History:
         self.order = order
         self.size = len(order)
         self.time = time[order]
+        # Buckets are cut from the whole event second, in integers, as the store cuts them.
+        self.seconds = np.floor(self.time).astype(np.int64)
         self.cents = cents[order]
         self.declined = np.zeros(self.size, dtype=np.int64)
         if "declined" in frame.columns:
@@ -180,7 +203,7 @@ class _History:
         """
         shape = (feature.bucket, feature.buckets)
         if shape not in index.starts:
-            buckets = np.floor_divide(self.time[index.rows], feature.bucket).astype(np.int64)
+            buckets = self.seconds[index.rows] // feature.bucket
             if len(buckets):
                 span = int(buckets.max() - buckets.min()) + 2 * feature.buckets + 1
                 keys = index.codes * span + (buckets - buckets.min() + feature.buckets)

@@ -230,6 +230,22 @@ def test_distinct_members_are_counted_per_entity():
     assert got == [1, 1, 2, 1, 2]
 
 
+def test_a_retried_transaction_counts_once_and_repeats_the_first_answer():
+    frame = rows(
+        {"event_time": 30.0, "transaction_id": "t0"},
+        {"event_time": 10.0, "transaction_id": "t0"},
+        {"event_time": 20.0, "transaction_id": "t1"},
+        {"event_time": 40.0, "transaction_id": "t2"},
+        {"event_time": 10.0, "transaction_id": "t0"},
+    )
+    assert values(frame, "card_attempts_1h")["card_attempts_1h"] == [1, 1, 2, 3, 1]
+
+
+def test_rows_without_a_transaction_id_all_count():
+    frame = rows({"event_time": 10.0}, {"event_time": 20.0}).assign(transaction_id=None)
+    assert values(frame, "card_attempts_1h")["card_attempts_1h"] == [1, 2]
+
+
 def test_missing_event_time_is_named_in_the_error():
     frame = rows({"event_time": 10.0}, {"event_time": None})
     with pytest.raises(ValueError, match="event_time"):
@@ -263,13 +279,14 @@ def test_the_full_catalogue_runs_with_progress_and_gives_floats():
 def reference(frame: pd.DataFrame, feature: VelocityFeature) -> list[float]:
     """The window rule of the catalogue, row by row, in the plainest possible code."""
 
-    def key(row: pd.Series, column: str) -> str | None:
+    def key(row: dict, column: str) -> str | None:
         value = row.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
         return None if str(value).strip() == "" else str(value)
 
-    ordered = [frame.iloc[p] for p in np.argsort(frame["event_time"].to_numpy(), kind="stable")]
+    records = frame.to_dict("records")
+    ordered = [records[p] for p in np.argsort(frame["event_time"].to_numpy(), kind="stable")]
     column = entity_column(feature.entity)
     out: dict[str, float] = {}
     for i, row in enumerate(ordered):
