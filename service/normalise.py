@@ -377,6 +377,10 @@ def normalise_frame(
     are object columns with None for missing, amounts Decimal objects, times float seconds
     (NaN for missing), ``customer_kyc_level`` nullable ``Int64``.
 
+    Read CSV logs with ``dtype=str``: a CSV reader that guesses types turns ``"00123"`` into
+    ``123``, and no engine can give the zeros back (card BINs and last4 are repaired, other
+    ids cannot be). Parquet keeps the types.
+
     ``identifiers="pseudonymised"`` reads a log whose email, account and IP columns already
     hold tokens (a decision export): they are kept, and ``email_domain`` is read from its
     own column when present.
