@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from service.settings import VERTICALS
@@ -197,20 +198,55 @@ def _strings(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
 
 
 def write_log(frame: pd.DataFrame, path: Path | str) -> None:
-    """Write a log as Parquet (``.parquet``) or CSV (``.csv``, ``.csv.gz``), by the suffix.
+    """Write a log as Parquet (``.parquet``) or CSV (``.csv``), by the suffix.
 
     CSV times are RFC 3339 in UTC (``2026-09-01T18:04:05Z``); amounts stay the exact
-    decimal strings they are.
+    decimal strings they are; empty cells are absent values. Both go through Arrow, which
+    writes a million rows in seconds where pandas' own CSV writer takes most of a minute.
     """
     path = Path(path)
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path, engine="pyarrow", index=False)
-    elif path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
-        frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    elif name.endswith(".csv"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(frame, path)
     else:
-        raise ValueError(f"path: {path.name} must end in .parquet, .csv or .csv.gz")
+        raise ValueError(f"path: {path.name} must end in .parquet or .csv")
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    times = {
+        name: _rfc3339(frame[name])
+        for name in frame.columns
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype)
+    }
+    table = pa.Table.from_pandas(frame.assign(**times), preserve_index=False)
+    try:
+        _write_table(table, path, quoting="none")  # plain, as people write CSV
+    except pa.ArrowInvalid:  # a value holds a comma, a quote or a line break
+        _write_table(table, path, quoting="needed")
+
+
+def _write_table(table: pa.Table, path: Path, *, quoting: str) -> None:
+    plain = quoting == "none"
+    with pa.OSFile(str(path), "wb") as sink:
+        if plain:  # Arrow quotes the header whatever the style; names need no quotes here
+            sink.write((",".join(table.column_names) + "\n").encode())
+        options = pacsv.WriteOptions(include_header=not plain, quoting_style=quoting)
+        pacsv.write_csv(table, sink, options)
+
+
+def _rfc3339(column: pd.Series) -> np.ndarray:
+    """``2026-09-01T18:04:05Z``, with microseconds only where a column has them."""
+    utc = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    missing = np.isnat(utc)
+    whole_seconds = bool((utc.astype("datetime64[s]") == utc)[~missing].all())
+    text = np.strings.add(np.datetime_as_string(utc, unit="s" if whole_seconds else "us"), "Z")
+    out = text.astype(object)
+    out[missing] = None
+    return out
 
 
 def summarise(frame: pd.DataFrame) -> dict[str, Any]:

@@ -390,8 +390,19 @@ def test_csv_keeps_exact_amounts_and_rfc3339_times(tmp_path: Path) -> None:
     assert (pd.to_datetime(back["timestamp"], utc=True) == frame["timestamp"]).all()
 
 
+def test_csv_quotes_only_when_a_value_needs_it(tmp_path: Path) -> None:
+    frame = simulate(50, seed=4)
+    write_log(frame, tmp_path / "plain.csv")
+    assert '"' not in (tmp_path / "plain.csv").read_text()
+    frame.loc[0, "context_bonus_code"] = 'SAVE,10 "NOW"'
+    write_log(frame, tmp_path / "quoted.csv")
+    back = pd.read_csv(tmp_path / "quoted.csv", dtype=str)
+    assert back.loc[0, "context_bonus_code"] == 'SAVE,10 "NOW"'
+    assert back["amount"].tolist() == frame["amount"].tolist()
+
+
 def test_write_log_refuses_an_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"\.parquet, \.csv"):
+    with pytest.raises(ValueError, match=r"\.parquet or \.csv"):
         write_log(simulate(10), tmp_path / "log.xlsx")
 
 

@@ -46,7 +46,13 @@ from training.simulation.verticals import (
     WELCOME_CODES,
 )
 
-MERCHANT_PREFIX = {"forex": "fx_", "gaming": "gm_", "adult": "ad_", "ecommerce": "ec_"}
+MERCHANT_PREFIX = {
+    "forex": "fx_",
+    "gaming": "gm_",
+    "adult": "ad_",
+    "ecommerce": "ec_",
+    "services": "sv_",
+}
 PROFILE_LIST = tuple(PROFILES.values())
 
 
@@ -95,7 +101,7 @@ class Merchants:
         vertical = np.repeat(np.arange(len(counts)), counts)
         n = len(vertical)
         names = list(PROFILES)
-        prefix = np.array([MERCHANT_PREFIX.get(names[v], "sv_") for v in vertical])
+        prefix = np.array([MERCHANT_PREFIX[names[v]] for v in vertical])
         merchant_id = np.strings.add(prefix, unique_tokens(rng, n, "", 8).astype(str))
         weight = rng.lognormal(0.0, 0.9, n)
         for code in range(len(counts)):
@@ -320,6 +326,8 @@ class Customers:
         # the same person at two merchants: one e-mail, one device, one card or wallet
         twin = np.flatnonzero(rng.random(n) < 0.06)
         other = rng.integers(0, n, twin.size)
+        elsewhere = merchant[other] != merchant[twin]
+        twin, other = twin[elsewhere], other[elsewhere]
         country[twin] = country[other]
         email[twin] = email[other]
         device[twin] = device[other]

@@ -117,8 +117,9 @@ def sample_times(
         day[rows] = np.minimum(np.searchsorted(cdf, u, side="right"), window.days - 1)
         hourly = np.cumsum(HOURLY[name]) / np.sum(HOURLY[name])
         hour[rows] = np.minimum(np.searchsorted(hourly, rng.random(rows.size), side="right"), 23)
-    # local midnight of the window's first day is ``start - offset`` in UTC
-    seconds = window.start - utc_offsets + day * DAY + hour * HOUR + rng.integers(0, HOUR, n)
+    # local midnight of the day the window starts on, as a UTC instant
+    midnight = (window.start + utc_offsets) // DAY * DAY - utc_offsets
+    seconds = midnight + day * DAY + hour * HOUR + rng.integers(0, HOUR, n)
     times = window.start + (seconds - window.start) % window.span
     if earliest is not None:
         late = times < earliest
