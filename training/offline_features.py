@@ -58,10 +58,11 @@ def velocity_features_frame(
     first = _first_attempts(frame)
     attempts = np.unique(first)
     history = _History.from_frame(frame.iloc[attempts] if len(attempts) < len(frame) else frame)
-    retried = np.searchsorted(attempts, first)
+    retried = None if len(attempts) == len(frame) else np.searchsorted(attempts, first)
     values: dict[str, np.ndarray] = {}
     for feature in tqdm(features, desc="velocity features", disable=not progress):
-        values[feature.name] = history.feature(feature)[retried]
+        column = history.feature(feature)
+        values[feature.name] = column if retried is None else column[retried]
     return pd.DataFrame(values, index=frame.index, columns=[f.name for f in features])
 
 
@@ -231,11 +232,8 @@ class _History:
 
     def feature(self, feature: VelocityFeature) -> np.ndarray:
         index = self.entity(feature.entity)
-        in_entity = self._aggregate(index, feature)
-        in_replay = np.zeros(self.size)
-        in_replay[index.rows] = in_entity
-        result = np.empty(self.size)
-        result[self.order] = in_replay
+        result = np.zeros(self.size)
+        result[self.order[index.rows]] = self._aggregate(index, feature)
         return result
 
     def _aggregate(self, index: _EntityIndex, feature: VelocityFeature) -> np.ndarray:
