@@ -301,12 +301,13 @@ def train_on_dataset(
     # 0 there trains the same trees, and such a feature plays no part in any prediction.
     unseen = np.isnan(train_matrix).all(axis=0)
     train_matrix[:, unseen] = 0.0
-    model.fit(
-        train_matrix,
-        y[split.train],
-        X_val=matrix[split.validation],
-        y_val=y[split.validation],
+    # Early stopping watches the validation period (scikit-learn refuses X_val without it).
+    validation = (
+        {"X_val": matrix[split.validation], "y_val": y[split.validation]}
+        if settings.get("early_stopping", "auto") is not False
+        else {}
     )
+    model.fit(train_matrix, y[split.train], **validation)
     timings["fit_seconds"] = round(time.perf_counter() - clock, 3)
 
     forest = CompiledForest.from_sklearn(model)
