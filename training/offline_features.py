@@ -104,6 +104,21 @@ def _required_numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values
 
 
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0", "", "nan", "none", "<na>"})
+
+
+def _flags(column: pd.Series) -> np.ndarray:
+    """A boolean column as numpy bools; missing is False, text as a CSV log spells it."""
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy() != 0
+    text = column.astype("string").str.strip().str.lower().fillna("")
+    unknown = sorted(set(text.unique()) - _TRUE - _FALSE)
+    if unknown:
+        raise ValueError(f"{column.name}: not a boolean: {', '.join(unknown[:5])}")
+    return text.isin(_TRUE).to_numpy(dtype=bool)
+
+
 def _runs(lo: np.ndarray, hi: np.ndarray, length: int) -> np.ndarray:
     """How many of the closed runs ``[lo[k], hi[k]]`` cover each position ``0..length-1``."""
     keep = lo <= hi
@@ -142,8 +157,7 @@ class _History:
         self.cents = cents[order]
         self.declined = np.zeros(self.size, dtype=np.int64)
         if "declined" in frame.columns:
-            declined = pd.to_numeric(frame["declined"], errors="coerce").fillna(0).to_numpy()
-            self.declined = (declined[order] != 0).astype(np.int64)
+            self.declined = _flags(frame["declined"])[order].astype(np.int64)
         self.fraud_known_at = self._fraud_known_at()
         self._entities: dict[Entity, _EntityIndex] = {}
         self._members: dict[str, np.ndarray] = {}

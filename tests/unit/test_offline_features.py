@@ -165,6 +165,22 @@ def test_declines_count_earlier_declines_but_not_the_current_attempt():
     assert values(frame, "card_declines_1h")["card_declines_1h"] == [0, 1, 1, 2, 0]
 
 
+def test_declines_read_as_text_from_a_csv_log_still_count():
+    frame = rows(
+        {"event_time": 10.0, "declined": "True"},
+        {"event_time": 20.0, "declined": "false"},
+        {"event_time": 30.0, "declined": ""},
+        {"event_time": 40.0, "declined": "1"},
+    )
+    assert values(frame, "card_declines_1h")["card_declines_1h"] == [0, 1, 1, 1]
+
+
+def test_a_declined_value_that_is_not_a_boolean_is_named_in_the_error():
+    frame = rows({"event_time": 10.0, "declined": "maybe"})
+    with pytest.raises(ValueError, match="declined: not a boolean: maybe"):
+        velocity_features_frame(frame)
+
+
 def test_without_a_declined_column_declines_are_zero():
     frame = rows({"event_time": 10.0}, {"event_time": 20.0})
     assert values(frame, "merchant_declines_1h")["merchant_declines_1h"] == [0, 0]
