@@ -20,6 +20,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 import msgspec
 
 from service.errors import FieldProblem, InvalidRequest, PanDetected
+from service.policy import DecisionName, Reason, Source
 from service.pseudonymise import parse_ip
 from service.reference import COUNTRIES, CURRENCIES
 from service.settings import VERTICALS
@@ -31,8 +32,8 @@ PaymentMethodType = Literal["card", "upi", "wallet", "bank_transfer", "crypto"]
 Funding = Literal["credit", "debit", "prepaid"]
 ThreeDS = Literal["none", "attempted", "authenticated"]
 SubscriptionKind = Literal["initial", "rebill"]
-Decision = Literal["approve", "challenge", "review", "decline"]
-ReasonSource = Literal["rule", "list", "velocity", "model", "policy"]
+Decision = DecisionName
+ReasonSource = Source
 Label = Literal["fraud", "chargeback", "legit"]
 
 if get_args(Vertical) != VERTICALS:
@@ -121,12 +122,6 @@ class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --- responses and the other bodies ----------------------------------------------------------
-
-
-class Reason(msgspec.Struct, frozen=True):
-    code: str
-    source: ReasonSource
-    message: str
 
 
 FeatureValue = float | bool | str | None
