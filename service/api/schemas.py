@@ -344,7 +344,7 @@ def screen_for_pan(tree: Any) -> None:
             raise InvalidRequest([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
         if isinstance(value, dict):
             for key, item in value.items():
-                child = f"{path}.{key}" if path else key
+                child = (f"{path}.{key}" if path else key) or "body"
                 if contains_pan(key):
                     raise PanDetected(path or "body")
                 stack.append((item, child, depth + 1))
@@ -352,13 +352,13 @@ def screen_for_pan(tree: Any) -> None:
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
         elif isinstance(value, str):
             if contains_pan(value):
-                raise PanDetected(path)
+                raise PanDetected(path or "body")
         elif isinstance(value, bool):
             continue
         elif isinstance(value, int):
             # a PAN as a JSON integer; longer integers are not PANs (and may be too long to print)
             if 10**12 <= abs(value) < 10**19 and contains_pan(str(abs(value))):
-                raise PanDetected(path)
+                raise PanDetected(path or "body")
         elif (
             isinstance(value, Decimal)
             and value.is_finite()
@@ -366,7 +366,7 @@ def screen_for_pan(tree: Any) -> None:
             and int(value.as_tuple().exponent) > -30
             and contains_pan(format(abs(value), "f"))
         ):
-            raise PanDetected(path)
+            raise PanDetected(path or "body")
 
 
 # --- semantic checks -------------------------------------------------------------------------
