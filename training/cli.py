@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from service.settings import DEFAULT_RULES_DIR, Settings
@@ -63,6 +63,128 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secret() -> bytes | None:
+    value = os.environ.get("RISKSCORE_SECRET")
+    return value.encode() if value else None
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    Console().print(table)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from training.simulate import simulate, summarise, write_log
+
+    started = time.perf_counter()
+    frame = simulate(args.rows, seed=args.seed, start=args.start, progress=not args.json)
+    write_log(frame, args.out)
+    summary = summarise(frame) | {
+        "out": str(args.out),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"wrote {len(frame):,} transactions to {args.out} in {summary['seconds']} s")
+    rates = summary.get("fraud_rate_by_vertical", {})
+    _table("fraud rate by vertical", ["vertical", "fraud rate"], sorted(rates.items()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.logs import read_log
+    from training.train import train
+
+    log = read_log(args.log)
+    report = train(
+        log,
+        registry=args.registry,
+        since=args.since,
+        seed=args.seed,
+        progress=not args.json,
+        target_decline_rate=args.decline_rate,
+        secret=_secret(),
+    )
+    result = report.to_dict()
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"registered {report.version} in {report.directory}")
+    print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
+    test = result.get("metrics", {}).get("test", {})
+    _table("held-out test period", ["metric", "value"], sorted(test.items())[:12])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+    from training.logs import read_log
+
+    result = evaluate(
+        read_log(args.log),
+        registry=args.registry,
+        rules_dir=args.rules,
+        out_dir=args.out,
+        secret=_secret(),
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    columns = ["", "roc_auc", "average_precision", "recall_at_1pct", "recall_at_5pct", "cp_at_100"]
+    rows = []
+    for name in ("model", "rules", "combined"):
+        part = result.get(name) or {}
+        rows.append([name, *(part.get(c) for c in columns[1:])])
+    _table("evaluation", columns, rows)
+    if args.out:
+        print(f"PR and ROC curves in {args.out}")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from training.backtest import backtest
+    from training.logs import read_log
+
+    result = backtest(read_log(args.log), rules_dir=args.rules, secret=_secret())
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = [
+        [rule_id, r["mode"], r["action"], r["hits"], r["precision"], r["recall"]]
+        for rule_id, r in sorted(result["rules"].items(), key=lambda kv: -kv[1]["hits"])
+    ]
+    _table(
+        f"rule set {result['version']} over {result['rows']:,} payments",
+        ["rule", "mode", "action", "hits", "precision", "recall"],
+        rows,
+    )
+    total = result["total"]
+    print(
+        f"approval rate {total['approval_rate']:.3%}, decline rate {total['decline_rate']:.3%}, "
+        f"fraud caught (decline or review) {total['recall']:.1%}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riskscore",
@@ -94,13 +216,55 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=cmd_rules_check)
 
-    for extend in _EXTENSIONS:
-        extend(sub)
+    simulate = sub.add_parser(
+        "simulate",
+        help="write a synthetic, labelled transaction log",
+        description="Generate seeded gateway traffic with labelled fraud patterns "
+        "(Parquet or CSV by the file suffix).",
+    )
+    simulate.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    simulate.add_argument("--rows", type=int, default=100_000, help="payments (default 100000)")
+    simulate.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    simulate.add_argument("--start", default="2026-09-01", help="first day (default 2026-09-01)")
+    simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.set_defaults(func=cmd_simulate)
+
+    train = sub.add_parser(
+        "train",
+        help="build features from a log, train, evaluate and register a model",
+        description="Rows before --since, and rows without a label, are history only: they "
+        "feed the features but are not training examples.",
+    )
+    train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
+    train.add_argument("--since", help="first training example time (RFC 3339)")
+    train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--decline-rate", type=float, default=0.01, help="target decline rate (default 0.01)"
+    )
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a labelled log with the registered model and rules; print metrics",
+    )
+    evaluate.add_argument("--log", type=Path, required=True)
+    evaluate.add_argument("--registry", type=Path, default=Path("models"))
+    evaluate.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
+    evaluate.add_argument("--out", type=Path, help="folder for pr.png and roc.png")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="evaluate a rule set over a labelled log: hits, precision, recall, approval rate",
+    )
+    backtest.add_argument("--log", type=Path, required=True)
+    backtest.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
+    backtest.add_argument("--json", action="store_true", help="print one JSON object")
+    backtest.set_defaults(func=cmd_backtest)
     return parser
-
-
-# Sub-commands of the training side register themselves here (simulate, train, …).
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
