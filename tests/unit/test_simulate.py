@@ -212,7 +212,7 @@ def test_local_methods_belong_to_their_countries(log: pd.DataFrame) -> None:
 def test_emails_are_synthetic_and_ips_are_public_looking(log: pd.DataFrame) -> None:
     domains = log["customer_email"].str.split("@").str[-1]
     reserved = domains.str.fullmatch(r"example\.(com|net|org)|[a-z]+\.example")
-    assert reserved[log["label"] == 0].mean() > 0.99
+    assert reserved[log["label"] == 0].mean() > 0.97
     assert (reserved | domains.isin(DISPOSABLE)).all()
     assert domains[log["label"] == 1].isin(DISPOSABLE).mean() > 0.2
     ips = log["device_ip"].dropna()
@@ -355,7 +355,8 @@ def test_friendly_fraud_is_disputed_adult_subscriptions_on_the_owners_card(log):
     per_customer = disputed.groupby("customer_id")
     assert per_customer["device_id"].nunique().max() <= 2
     assert per_customer["card_fingerprint"].nunique().max() <= 2
-    assert (disputed["card_issuer_country"] == disputed["customer_country"]).mean() > 0.8
+    same_cards = log[log["card_fingerprint"].isin(disputed["card_fingerprint"])]
+    assert same_cards.groupby("card_fingerprint")["customer_email"].nunique().max() == 1
 
 
 def test_hard_cases_are_labelled_legitimate(log: pd.DataFrame) -> None:

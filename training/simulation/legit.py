@@ -4,7 +4,8 @@ Each payment picks a customer by activity, then takes what is stable about them 
 instrument, home address) with the usual small variations: a second phone, mobile data
 from another address, a second card. The hard cases live here too, labelled legitimate:
 travellers paying from abroad, shared family devices, the same person at two merchants,
-large first deposits at forex brokers, and quick retries of a card payment.
+customers behind a VPN, large first deposits at forex brokers, and quick retries of a card
+payment.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from service.settings import VERTICALS
 from training.simulation.batch import MISSING, Batch
 from training.simulation.identities import ip_addresses
-from training.simulation.markets import SPEND_FACTOR
+from training.simulation.markets import SPEND_FACTOR, VPN_COUNTRIES, VPN_EXITS_PER_COUNTRY
 from training.simulation.money import DEPOSIT, PRICE
 from training.simulation.populations import PROFILE_LIST, World, per_vertical
 from training.simulation.rhythm import DAY, sample_times
@@ -79,6 +80,12 @@ def legitimate(rng: np.random.Generator, world: World, n: int) -> Batch:
     fresh = other_device | travelling | (rng.random(base) < 0.2)
     ip = customers.home_ip[who].copy()
     ip[fresh] = ip_addresses(rng, ip_country[fresh])
+    tunnelled = np.flatnonzero((customers.vpn[who] >= 0) & (rng.random(base) < 0.7))
+    exit_country = customers.vpn[who[tunnelled]]
+    ip_country[tunnelled] = np.asarray(VPN_COUNTRIES, dtype=object)[exit_country]
+    ip[tunnelled] = customers.vpn_exits[
+        exit_country, rng.integers(0, VPN_EXITS_PER_COUNTRY, tunnelled.size)
+    ]
 
     usd, style = _amounts(rng, world, who, vertical, country, instrument.type, opening)
     kind, trial, usd, plan = _subscriptions(rng, world, merchant, vertical, opening, usd)

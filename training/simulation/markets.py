@@ -60,6 +60,9 @@ EXPAT_CARD_COUNTRIES: Final[tuple[str, ...]] = ("AE", "SA", "SG", "MY", "GB", "U
 STOLEN_CARD_COUNTRIES: Final[tuple[str, ...]] = ("US", "GB", "DE", "FR", "CA", "AU", "AE", "SG")
 FRAUDSTER_IP_COUNTRIES: Final[tuple[str, ...]] = ("NG", "RU", "PK", "NL", "US", "RO")
 TRAVEL_COUNTRIES: Final[tuple[str, ...]] = ("AE", "SG", "TH", "MY", "GB", "US", "SA")
+# Where commercial VPNs exit: many unrelated customers behind a few addresses.
+VPN_COUNTRIES: Final[tuple[str, ...]] = ("NL", "US", "SG", "DE", "GB")
+VPN_EXITS_PER_COUNTRY: Final[int] = 30
 ISSUER_COUNTRIES: Final[tuple[str, ...]] = tuple(
     dict.fromkeys(HOME_COUNTRIES + EXPAT_CARD_COUNTRIES + STOLEN_CARD_COUNTRIES)
 )

@@ -4,7 +4,8 @@ Customers are built once, with everything that stays stable about them (country,
 devices, home IP, one or two payment instruments, KYC level, spending level), so that
 legitimate traffic is made of repeat customers who look like themselves. Some realistic
 overlaps are built in on purpose, as hard cases for the model: the same person at two
-merchants (one card, one device), families sharing one device, travellers.
+merchants (one card, one device), families sharing one device, travellers, customers
+behind a VPN (many unrelated people on a few foreign addresses).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from training.simulation.markets import (
     LOCAL_METHODS,
     TRAVEL_COUNTRIES,
     UTC_OFFSET_SECONDS,
+    VPN_COUNTRIES,
+    VPN_EXITS_PER_COUNTRY,
 )
 from training.simulation.rhythm import DAY, Window
 from training.simulation.verticals import (
@@ -273,6 +276,8 @@ class Customers:
     travel_start: np.ndarray  # Unix seconds, or -1 for people who stay at home
     travel_end: np.ndarray
     travel_country: np.ndarray
+    vpn: np.ndarray  # index into VPN_COUNTRIES, or -1 for customers without a VPN
+    vpn_exits: np.ndarray  # (len(VPN_COUNTRIES), VPN_EXITS_PER_COUNTRY) shared addresses
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -344,14 +349,19 @@ class Customers:
         device[family, 0] = device[family - 1, 0]
         home_ip[family] = home_ip[family - 1]
 
-        traveller = rng.random(n) < 0.015
+        traveller = rng.random(n) < 0.05
         travel_start = np.where(
             traveller, window.start + (rng.random(n) * window.span).astype(np.int64), -1
         )
         travel_end = np.where(
-            traveller, travel_start + (rng.uniform(2, 12, n) * DAY).astype(np.int64), -1
+            traveller, travel_start + (rng.uniform(3, 20, n) * DAY).astype(np.int64), -1
         )
         travel_country = foreign_countries(rng, country, TRAVEL_COUNTRIES)
+
+        vpn_share = per_vertical([p.vpn_share for p in PROFILE_LIST], vertical)
+        vpn = np.where(rng.random(n) < vpn_share, rng.integers(0, len(VPN_COUNTRIES), n), -1)
+        exits = np.repeat(np.asarray(VPN_COUNTRIES, dtype=object), VPN_EXITS_PER_COUNTRY)
+        vpn_exits = ip_addresses(rng, exits, ipv6_share=0.0).reshape(len(VPN_COUNTRIES), -1)
 
         return cls(
             customer_id=unique_tokens(rng, n, "cus_", 12),
@@ -376,6 +386,8 @@ class Customers:
             travel_start=travel_start,
             travel_end=travel_end,
             travel_country=travel_country,
+            vpn=vpn,
+            vpn_exits=vpn_exits,
         )
 
 

@@ -27,6 +27,7 @@ class Profile:
     kyc: bool  # the merchant reports KYC levels
     age_check: bool  # the merchant reports age verification
     subscription_share: float  # of merchants that sell subscriptions
+    vpn_share: float  # customers who pay through a VPN (sites blocked at home, privacy)
     kyc_old: tuple[float, ...] = (0.25, 0.4, 0.25, 0.1)  # P(level 0..3), established accounts
     kyc_new: tuple[float, ...] = (0.6, 0.3, 0.1, 0.0)  # P(level 0..3), accounts opened lately
 
@@ -44,6 +45,7 @@ PROFILES: Final[dict[str, Profile]] = {
         kyc=True,
         age_check=False,
         subscription_share=0.0,
+        vpn_share=0.02,
         kyc_old=(0.04, 0.14, 0.42, 0.40),
         kyc_new=(0.35, 0.35, 0.25, 0.05),
     ),
@@ -59,6 +61,7 @@ PROFILES: Final[dict[str, Profile]] = {
         kyc=True,
         age_check=True,
         subscription_share=0.0,
+        vpn_share=0.04,
         kyc_old=(0.15, 0.4, 0.35, 0.1),
         kyc_new=(0.55, 0.35, 0.1, 0.0),
     ),
@@ -74,6 +77,7 @@ PROFILES: Final[dict[str, Profile]] = {
         kyc=True,
         age_check=True,
         subscription_share=1.0,
+        vpn_share=0.08,
         kyc_old=(0.55, 0.35, 0.1, 0.0),
         kyc_new=(0.7, 0.25, 0.05, 0.0),
     ),
@@ -89,6 +93,7 @@ PROFILES: Final[dict[str, Profile]] = {
         kyc=False,
         age_check=False,
         subscription_share=0.0,
+        vpn_share=0.01,
     ),
     "services": Profile(
         customer_share=0.17,
@@ -102,6 +107,7 @@ PROFILES: Final[dict[str, Profile]] = {
         kyc=False,
         age_check=False,
         subscription_share=0.5,
+        vpn_share=0.015,
     ),
 }
 if tuple(PROFILES) != VERTICALS:
