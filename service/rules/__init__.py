@@ -2,6 +2,7 @@
 
 - ``language``: ``Expression``, the grammar and missing-value semantics, over
   ``syntax`` (the whitelist checker), ``scalar`` (one request) and ``vectorised`` (a frame).
-- ``rulebook``: rule files (``packs/*.yaml``), ``RuleSet``, ``load_ruleset``,
-  ``check_directory`` and ``RulebookHolder`` (hot reload).
+- ``rulebook``: rule directories: ``load_ruleset``, ``check_directory``, ``RulebookHolder``
+  (hot reload); the file format. Over ``packfile`` (YAML to rules, every problem with
+  file, line and rule id) and ``ruleset`` (``RuleSet.evaluate`` / ``evaluate_frame``).
 """
