@@ -7,9 +7,9 @@ columns: the ``Payment`` attribute names plus optional ``declined``, ``label`` a
 ``label_at``), with the window rule of ``service.catalog`` and nothing else.
 
 Rows are replayed in time order (a stable sort on ``event_time``, so ties keep the frame's
-order). Row ``i`` sees every earlier row and itself, except for ``declines`` (its own
-decline is not known when it is scored) and ``frauds`` (only labels whose ``label_at`` is
-not after ``event_time`` of row ``i``).
+order). Row ``i`` sees every earlier row and itself, except for ``declines`` and ``frauds``:
+a row's own decline or label is not known when it is scored, and an earlier row's fraud
+counts only when its ``label_at`` is not after row ``i``'s ``event_time``.
 
 Why it is fast: per entity the rows are sorted by (entity, replay position), so each row's
 window is a contiguous run ``[start, i]`` whose start one ``searchsorted`` on a combined
@@ -274,9 +274,13 @@ class _History:
     def _frauds(
         self, index: _EntityIndex, feature: VelocityFeature, keys: np.ndarray
     ) -> np.ndarray:
-        """A fraud row is seen from its label's arrival until its bucket leaves the window."""
+        """A fraud row is seen from its label's arrival until its bucket leaves the window.
+
+        Never by itself: online, feedback names a transaction already scored, so a label
+        dated before its own payment (a data error) is first seen by the next payment.
+        """
         fraud = np.flatnonzero(np.isfinite(self.fraud_known_at[index.rows]))
-        lo = np.maximum(fraud, self._label_known_from(index)[fraud])
+        lo = np.maximum(fraud + 1, self._label_known_from(index)[fraud])
         hi = np.searchsorted(keys, keys[fraud] + (feature.buckets - 1), "right") - 1
         return _runs(lo, hi, len(index.rows))
 

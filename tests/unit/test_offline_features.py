@@ -199,22 +199,23 @@ def test_fraud_counts_once_its_label_is_known_and_until_its_bucket_leaves():
     assert values(frame, "card_frauds_30d")["card_frauds_30d"] == [0, 0, 1, 0, 0, 1, 0]
 
 
-def test_a_fraud_labelled_before_its_own_scoring_counts_for_itself_only_from_then():
-    # Not a real sequence online, but the rule is the same: j <= i and label_at <= t_i.
+def test_a_label_dated_before_its_own_payment_is_first_seen_by_the_next_payment():
+    # Online, feedback can only name a transaction already scored.
     frame = rows(
         {"event_time": 100.0},
         {"event_time": 200.0, "label": 1, "label_at": 150.0},
         {"event_time": 200.0},
     )
-    assert values(frame, "merchant_frauds_7d")["merchant_frauds_7d"] == [0, 1, 1]
+    assert values(frame, "merchant_frauds_7d")["merchant_frauds_7d"] == [0, 0, 1]
 
 
-def test_a_fraud_in_a_later_tie_is_not_seen_by_the_earlier_row():
+def test_a_fraud_is_seen_only_by_rows_replayed_after_it_even_in_a_tie():
     frame = rows(
         {"event_time": 200.0},
-        {"event_time": 200.0, "label": 1, "label_at": 100.0},
+        {"event_time": 200.0, "label": 1, "label_at": 200.0},
+        {"event_time": 200.0},
     )
-    assert values(frame, "card_frauds_30d")["card_frauds_30d"] == [0, 1]
+    assert values(frame, "card_frauds_30d")["card_frauds_30d"] == [0, 0, 1]
 
 
 def test_distinct_counts_each_member_once_while_any_of_its_rows_is_in_the_window():
@@ -328,7 +329,11 @@ def reference(frame: pd.DataFrame, feature: VelocityFeature) -> list[float]:
                 value = float(sum(bool(o.get("declined")) for j, o in seen if j < i))
             case Aggregate.frauds:
                 value = float(
-                    sum(o["label"] == 1 and o["label_at"] <= row["event_time"] for _, o in seen)
+                    sum(
+                        o["label"] == 1 and o["label_at"] <= row["event_time"]
+                        for j, o in seen
+                        if j < i
+                    )
                 )
             case Aggregate.distinct:
                 member = catalog.DISTINCT_OF[feature.of]
