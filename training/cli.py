@@ -103,9 +103,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
         return 0
-    print(f"wrote {len(frame):,} transactions to {args.out} in {summary['seconds']} s")
-    rates = summary.get("fraud_rate_by_vertical", {})
-    _table("fraud rate by vertical", ["vertical", "fraud rate"], sorted(rates.items()))
+    print(
+        f"wrote {len(frame):,} transactions to {args.out} in {summary['seconds']} s; "
+        f"{summary['frauds']:,} frauds ({summary['fraud_rate']:.2%})"
+    )
+    _table(
+        "by vertical",
+        ["vertical", "payments", "frauds", "fraud rate"],
+        [
+            [v, r["rows"], r["frauds"], f"{r['fraud_rate']:.2%}"]
+            for v, r in summary["by_vertical"].items()
+        ],
+    )
+    _table(
+        "by fraud pattern",
+        ["pattern", "payments", "share of fraud"],
+        [[p, r["rows"], f"{r['share_of_fraud']:.1%}"] for p, r in summary["by_pattern"].items()],
+    )
     return 0
 
 

@@ -316,7 +316,7 @@ class Customers:
                 )
                 kyc[rows] = levels
             if profile.age_check:
-                verified = np.where(new[rows], 0.45, 0.85)
+                verified = np.where(new[rows], 0.93, 0.99)  # operators verify before deposits
                 age_verified[rows] = rng.random(rows.size) < verified
 
         local_parts = email_local_parts(rng, country)
