@@ -1,0 +1,65 @@
+"""A time budget per Redis call and a circuit breaker, so a slow or dead Redis costs little.
+
+Every call runs under ``asyncio.timeout(budget)``; a timeout, a connection error or any
+other Redis error becomes ``StoreUnavailable``. After ``threshold`` consecutive failures the
+breaker opens: calls fail at once, without touching the network, for ``cooldown`` seconds.
+Then one probe call is let through (the others keep failing fast); its success closes the
+breaker, its failure opens it again for another cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from service.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+
+class Breaker:
+    def __init__(
+        self,
+        *,
+        threshold: int = 3,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._open_until = 0.0
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._failures >= self.threshold
+
+    async def call(self, budget_s: float, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation()`` within ``budget_s`` seconds, or raise ``StoreUnavailable``."""
+        probe = False
+        if self._failures >= self.threshold:
+            if self._probing or self._clock() < self._open_until:
+                raise StoreUnavailable("redis circuit open: failing fast")
+            self._probing = probe = True
+        try:
+            async with asyncio.timeout(budget_s):
+                result = await operation()
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failures += 1
+            if self._failures >= self.threshold:
+                self._open_until = self._clock() + self.cooldown
+            what = "no answer" if isinstance(exc, TimeoutError) else str(exc)[:200]
+            raise StoreUnavailable(
+                f"redis unavailable (budget {budget_s * 1000:.0f} ms): {type(exc).__name__}: {what}"
+            ) from exc
+        finally:
+            if probe:
+                self._probing = False
+        self._failures = 0
+        return result

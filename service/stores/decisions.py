@@ -1,0 +1,88 @@
+"""Reading the decision log and the labels back out of their Redis streams, for export.
+
+``commit`` appends one entry per decision to ``<prefix>:decisions`` (fields
+``transaction_id``, ``record``: the caller's JSON) and ``record_feedback`` one entry per
+label to ``<prefix>:labels``. Both streams are capped approximately (``MAXLEN ~``). Read
+them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
+with ``(``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from service.stores.keys import Keys
+
+
+class DecisionEntry(msgspec.Struct, frozen=True):
+    id: str
+    transaction_id: str
+    record: bytes  # the decision record JSON, as the caller built it
+
+
+class LabelEntry(msgspec.Struct, frozen=True):
+    id: str
+    transaction_id: str
+    label: str
+    reported_at: float
+    event_time: float | None
+    reason: str | None
+
+
+def _start(start: str, after: str | None) -> str:
+    return f"({after}" if after else start
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _read(
+    client: aioredis.Redis, key: str, start: str, count: int
+) -> list[tuple[str, dict[str, bytes]]]:
+    rows = await client.xrange(key, min=start, max="+", count=count)
+    return [(_text(i), {_text(k): v for k, v in fields.items()}) for i, fields in rows]
+
+
+async def read_decisions(
+    client: aioredis.Redis,
+    prefix: str,
+    *,
+    start: str = "-",
+    count: int = 1000,
+    after: str | None = None,
+) -> list[DecisionEntry]:
+    """Up to ``count`` decision-log entries from ``start`` (or just after ``after``)."""
+    rows = await _read(client, Keys(prefix).decisions, _start(start, after), count)
+    return [
+        DecisionEntry(entry_id, _text(f.get("transaction_id", b"")), f.get("record", b""))
+        for entry_id, f in rows
+    ]
+
+
+async def read_labels(
+    client: aioredis.Redis,
+    prefix: str,
+    *,
+    start: str = "-",
+    count: int = 1000,
+    after: str | None = None,
+) -> list[LabelEntry]:
+    """Up to ``count`` labels from ``start`` (or just after ``after``), oldest first."""
+    rows = await _read(client, Keys(prefix).labels, _start(start, after), count)
+    entries = []
+    for entry_id, f in rows:
+        event_time = _text(f.get("event_time", b""))
+        reason = _text(f.get("reason", b""))
+        entries.append(
+            LabelEntry(
+                entry_id,
+                _text(f.get("transaction_id", b"")),
+                _text(f.get("label", b"")),
+                float(f.get("reported_at", 0)),
+                float(event_time) if event_time else None,
+                reason or None,
+            )
+        )
+    return entries

@@ -1,0 +1,39 @@
+-- feedback: apply one label to the fraud counters of a scored transaction's entities, once.
+--
+-- KEYS: 1 tx, 2 labels stream, then the counter hashes of the entities with frauds.
+-- ARGV: 1 label, 2 transaction id, 3 reported_at, 4 stream maxlen, 5 event second,
+--       6 reason, then per counter hash: ttl (s), n, and the n fraud fields of the
+--       transaction's buckets (one per fraud window width).
+-- A fraud or chargeback label adds 1 unless the transaction already counts as fraud; legit
+-- takes a counted fraud back. Every label goes to the stream. Returns the delta applied,
+-- or false when the transaction was never scored.
+
+local function feedback(KEYS, ARGV)
+  local tx = KEYS[1]
+  if call('HEXISTS', tx, 'record') == 0 then return false end
+  local label = ARGV[1]
+  local was = call('HGET', tx, 'fraud') == '1'
+  local fraud = label == 'fraud' or label == 'chargeback'
+  local delta = 0
+  if fraud and not was then
+    delta = 1
+    call('HSET', tx, 'fraud', '1')
+  elseif was and not fraud then
+    delta = -1
+    call('HSET', tx, 'fraud', '0')
+  end
+  if delta ~= 0 then
+    local at = 7
+    for i = 3, #KEYS do
+      local key, ttl, n = KEYS[i], tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+      for j = at + 2, at + 1 + n do
+        if call('HINCRBY', key, ARGV[j], delta) <= 0 then call('HDEL', key, ARGV[j]) end
+      end
+      if call('TTL', key) < ttl then call('EXPIRE', key, ttl) end
+      at = at + 2 + n
+    end
+  end
+  call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'transaction_id', ARGV[2],
+    'label', label, 'reported_at', ARGV[3], 'event_time', ARGV[5], 'reason', ARGV[6])
+  return delta
+end

@@ -1,0 +1,90 @@
+"""Every Redis key the service writes, in one place; ``P`` below is the configured prefix.
+
+Each entity's keys share one hash tag, ``{<entity>:<value>}``, so in a Redis Cluster they
+live in one slot; so do a transaction's keys, and the lists' keys.
+
+==============================  ======  ====================================================
+key                             type    content
+==============================  ======  ====================================================
+``P:{card:<fp>}:c``             hash    the entity's counters, all bucket widths: field
+                                        ``<measure><width code><bucket id>``, e.g.
+                                        ``ah472222`` = attempts in hour bucket 472222;
+                                        measures ``a`` attempts, ``d`` declines, ``s`` USD
+                                        cents, ``f`` frauds; width codes in ``WIDTH_CODES``;
+                                        bucket id ``floor(event_second / width)``
+``P:{card:<fp>}:z``             zset    the entity's distinct members, all kinds: member
+                                        ``<k>:<value>``, score ``k * 10^10 + last_seen``,
+                                        ``k`` the kind's code in ``DISTINCT_CODES``
+``P:{tx:<transaction_id>}``     hash    idempotency and feedback: ``state`` (pending|done),
+                                        ``digest``, ``claimed_at`` (ms), ``decision`` (the
+                                        response JSON), ``record`` (entity keys and event
+                                        second, for feedback), ``fraud`` (0|1)
+``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
+                                        expires_at|null}
+``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
+``P:{lists}:index``             hash    ``version`` (incremented on every change) and the
+                                        item count of each list (``<name>``,
+                                        ``<name>:ranges``), so ``begin`` skips empty lists
+``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
+``P:labels``                    stream  feedback labels: ``transaction_id``, ``label``,
+                                        ``reported_at``, ``event_time``, ``reason``
+==============================  ======  ====================================================
+
+Entity names are those of ``catalog.Entity``; ``customer`` is keyed by
+``Payment.customer_key`` (``merchant_id:customer_id``). A value that contains a brace or
+is unusually long is replaced by ``#`` and a SHA-256 prefix so it cannot break the tag.
+
+Counter and distinct keys expire (see ``plan.py`` for the TTLs); the transaction key lives
+``decision_ttl_days``; the streams are capped by ``MAXLEN ~``; lists live until changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+# One letter per bucket width, so a field names its width in one byte. A catalogue that
+# introduces a new width must add its letter here (plan.py refuses an unknown width).
+WIDTH_CODES: Final[dict[int, str]] = {60: "m", 300: "v", 3600: "h", 21600: "q", 86400: "d"}
+
+# One code per kind of distinct member; fixed, so stored members keep their meaning.
+DISTINCT_CODES: Final[dict[str, int]] = {"cards": 1, "customers": 2, "devices": 3, "countries": 4}
+DISTINCT_SPAN: Final[int] = 10_000_000_000  # score offset between kinds; beyond any Unix second
+
+_MAX_VALUE_LENGTH = 200
+
+
+def tag_value(value: str) -> str:
+    """``value`` as it may appear inside a hash tag."""
+    if len(value) > _MAX_VALUE_LENGTH or "{" in value or "}" in value:
+        return "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
+    return value
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    __slots__ = ("decisions", "labels", "lists_index", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("the Redis key prefix must be non-empty and free of braces")
+        self.prefix = prefix
+        self.lists_index = f"{prefix}:{{lists}}:index"
+        self.decisions = f"{prefix}:decisions"
+        self.labels = f"{prefix}:labels"
+
+    def counters(self, entity: str, value: str) -> str:
+        return f"{self.prefix}:{{{entity}:{tag_value(value)}}}:c"
+
+    def members(self, entity: str, value: str) -> str:
+        return f"{self.prefix}:{{{entity}:{tag_value(value)}}}:z"
+
+    def transaction(self, transaction_id: str) -> str:
+        return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
+
+    def list(self, name: str) -> str:
+        return f"{self.prefix}:{{lists}}:{name}"
+
+    def list_ranges(self, name: str) -> str:
+        return f"{self.prefix}:{{lists}}:{name}:ranges"

@@ -1,0 +1,63 @@
+"""The store's server-side code: one Redis function library (Redis 7 ``FUNCTION LOAD``).
+
+Why functions and not ``EVALSHA``: the catalogue plan is a Lua table of a few hundred
+entries; a script would rebuild it on every call (about a third of the CPU budget of a
+score call), while a library builds it once, when loaded, and its functions keep it.
+
+The library is ``begin.lua``, ``feedback.lua`` and ``list_change.lua`` behind the shared
+locals and the plan's prelude. Its name and function names carry a hash of its source, so
+services built from different catalogues can share one Redis. ``call`` runs a function
+with ``FCALL`` and, when Redis does not know it (a restart without persistence, a flush,
+a new version), loads the library and calls again: the ``NOSCRIPT`` fallback of scripts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from service.stores.plan import Plan
+
+# Globals (redis.call, string, math, ...) exist only while a function runs, not while the
+# library loads, so the shared locals are bound at the start of every call.
+_SHARED = "local call, byte, sub, floor\n"
+_BIND = "  call, byte, sub, floor = redis.call, string.byte, string.sub, math.floor\n"
+_FUNCTIONS = {"begin": "begin.lua", "feedback": "feedback.lua", "list_change": "list_change.lua"}
+
+
+def _source(name: str) -> str:
+    return files("service.stores").joinpath(name).read_text(encoding="utf-8")
+
+
+class Library:
+    def __init__(self, plan: Plan) -> None:
+        body = _SHARED + plan.lua_prelude() + "".join(_source(f) for f in _FUNCTIONS.values())
+        version = hashlib.sha1(body.encode()).hexdigest()[:12]
+        self.name = f"riskscore_{version}"
+        self.functions = {f: f"riskscore_{f}_{version}" for f in _FUNCTIONS}
+        registrations = "".join(
+            f"redis.register_function('{name}', function(keys, args)\n"
+            f"{_BIND}  return {local}(keys, args)\nend)\n"
+            for local, name in self.functions.items()
+        )
+        self.source = f"#!lua name={self.name}\n{body}{registrations}"
+
+    async def load(self, client: aioredis.Redis) -> None:
+        await client.function_load(self.source, replace=True)
+
+    async def call(
+        self, client: aioredis.Redis, function: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        name = self.functions[function]
+        try:
+            return await client.fcall(name, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        await self.load(client)
+        return await client.fcall(name, len(keys), *keys, *args)

@@ -1,0 +1,285 @@
+"""Block and allow lists in Redis: exact items looked up inside ``begin``, IP ranges in memory.
+
+A list is one hash (item → JSON ``{reason, added_at, expires_at}``); an expired item counts
+as absent and is deleted when next seen. Items arrive already normalised: personal data
+(email, account, single IP addresses) as the pseudonyms the scoring path computes. An IP
+range (a CIDR shorter than one address) names a network, not a person, so it is kept in
+the clear in a second hash and matched in memory: ``ListStore`` caches the ranges and
+reloads them when the lists version (returned by every ``begin``) has changed, which costs
+one extra round trip after a change and none otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import msgspec
+import redis.asyncio as aioredis
+
+from service.errors import NotFound
+from service.payment import Payment
+from service.stores.breaker import Breaker
+from service.stores.keys import Keys
+from service.stores.library import Library
+from service.stores.plan import PLAN, present
+
+ENTITIES: Final[tuple[str, ...]] = (
+    "card",
+    "bin",
+    "email",
+    "ip",
+    "device",
+    "customer",
+    "account",
+    "country",
+)
+LIST_NAMES: Final[tuple[str, ...]] = tuple(
+    f"{kind}_{entity}" for kind in ("block", "allow") for entity in ENTITIES
+)
+RANGE_LISTS: Final[tuple[str, ...]] = ("block_ip", "allow_ip")
+
+# What each list entity is compared with: the Payment attributes, in order.
+LOOKUP_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
+    "card": ("card_fingerprint",),
+    "bin": ("card_bin",),
+    "email": ("customer_email",),
+    "ip": ("device_ip",),
+    "device": ("device_id",),
+    "customer": ("customer_key", "customer_id"),
+    "account": ("payment_method_account",),
+    "country": ("customer_country", "device_ip_country", "card_issuer_country"),
+}
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ListHit(msgspec.Struct, frozen=True):
+    list_name: str
+    entity: str  # the Payment attribute that matched, e.g. "card_fingerprint", "device_ip"
+    reason: str | None
+
+
+class ListItem(msgspec.Struct, frozen=True):
+    item: str
+    reason: str | None
+    added_at: float
+    expires_at: float | None
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    reason: str | None = None
+    added_at: float = 0.0
+    expires_at: float | None = None
+
+
+_entry_encoder = msgspec.json.Encoder()
+_entry_decoder = msgspec.json.Decoder(_Entry)
+
+
+def ip_range(item: str) -> IpNetwork | None:
+    """The network of a CIDR item shorter than one address; None for anything else."""
+    if "/" not in item:
+        return None
+    try:
+        network = ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return None
+    return network if network.prefixlen < network.max_prefixlen else None
+
+
+def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(list name, [(attribute, item)]) for every list ``payment`` has something to match."""
+    found = []
+    for entity, attributes in LOOKUP_ATTRIBUTES.items():
+        pairs = []
+        for attribute in attributes:
+            value = present(getattr(payment, attribute))
+            if value is not None:
+                pairs.append((attribute, value))
+        if pairs:
+            found.append((f"block_{entity}", pairs))
+            found.append((f"allow_{entity}", pairs))
+    return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check(name: str) -> None:
+    if name not in LIST_NAMES:
+        raise NotFound(f"no list named {name!r}; lists are {', '.join(LIST_NAMES)}")
+
+
+class ListStore:
+    """The admin API of the lists, and the in-memory IP-range matcher of the hot path."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        timeout_ms: float = 25.0,
+        admin_timeout_ms: float = 2_000.0,
+        breaker: Breaker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._budget = timeout_ms / 1000
+        self._admin_budget = admin_timeout_ms / 1000
+        self._breaker = breaker or Breaker()
+        self._clock = clock
+        self._ranges: list[tuple[IpNetwork, str, str | None, float | None]] = []
+        self._ranges_version: int | None = None
+        self.library = Library(PLAN)
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return LIST_NAMES
+
+    async def sizes(self) -> dict[str, int]:
+        """Items per list, ranges included (expired items not yet removed included)."""
+        index = await self._breaker.call(
+            self._admin_budget, lambda: self.client.hgetall(self.keys.lists_index)
+        )
+        counts = {_text(k): int(v) for k, v in index.items()}
+        return {name: counts.get(name, 0) + counts.get(f"{name}:ranges", 0) for name in LIST_NAMES}
+
+    async def version(self) -> int:
+        raw = await self._breaker.call(
+            self._admin_budget, lambda: self.client.hget(self.keys.lists_index, "version")
+        )
+        return int(raw or 0)
+
+    async def get(self, name: str) -> list[ListItem]:
+        """The list's live items, sorted; expired ones are deleted on the way."""
+        _check(name)
+
+        async def run() -> list[dict[bytes, bytes]]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.list(name))
+                pipe.hgetall(self.keys.list_ranges(name))
+                return await pipe.execute()
+
+        now = self._clock()
+        items: list[ListItem] = []
+        expired: list[list[str]] = [[], []]
+        tables = await self._breaker.call(self._admin_budget, run)
+        for table, gone in zip(tables, expired, strict=True):
+            for raw_item, raw_entry in table.items():
+                entry = _entry_decoder.decode(raw_entry)
+                if entry.expires_at is not None and entry.expires_at <= now:
+                    gone.append(_text(raw_item))
+                    continue
+                items.append(
+                    ListItem(_text(raw_item), entry.reason, entry.added_at, entry.expires_at)
+                )
+        if expired[0] or expired[1]:
+            await self._change("remove", name, expired[0], expired[1], b"")
+        return sorted(items, key=lambda i: i.item)
+
+    async def add(
+        self,
+        name: str,
+        items: Iterable[str],
+        *,
+        ranges: Iterable[str] = (),
+        reason: str | None = None,
+        ttl_seconds: float | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Store items (re-adding one renews its reason and expiry); returns how many.
+
+        Items of an ``*_ip`` list that are CIDR ranges go to the range hash, whether they
+        come in ``items`` or ``ranges``. Single IP addresses must arrive pseudonymised.
+        """
+        _check(name)
+        exact, networks = self._split(name, items, ranges)
+        added_at = self._clock() if now is None else now
+        expires_at = added_at + ttl_seconds if ttl_seconds else None
+        entry = _entry_encoder.encode(_Entry(reason, added_at, expires_at))
+        return await self._change("add", name, exact, networks, entry)
+
+    async def remove(self, name: str, items: Iterable[str], *, ranges: Iterable[str] = ()) -> int:
+        """Delete items; returns how many were there."""
+        _check(name)
+        exact, networks = self._split(name, items, ranges)
+        return await self._change("remove", name, exact, networks, b"")
+
+    async def _change(
+        self, op: str, name: str, exact: list[str], networks: list[str], entry: bytes
+    ) -> int:
+        if not exact and not networks:
+            return 0
+        keys = [self.keys.list(name), self.keys.list_ranges(name), self.keys.lists_index]
+        args = [op, name, entry, len(exact), *exact, *networks]
+        changed = await self._breaker.call(
+            self._admin_budget, lambda: self.library.call(self.client, "list_change", keys, args)
+        )
+        return int(changed)
+
+    @staticmethod
+    def _split(
+        name: str, items: Iterable[str], ranges: Iterable[str]
+    ) -> tuple[list[str], list[str]]:
+        exact: list[str] = []
+        networks: list[str] = []
+        for item in (*items, *ranges):
+            network = ip_range(item) if name in RANGE_LISTS else None
+            if network is not None:
+                networks.append(str(network))
+                continue
+            if name in RANGE_LISTS:
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    pass
+                else:
+                    raise ValueError(f"{name}: a single IP address must be pseudonymised first")
+            exact.append(item)
+        return list(dict.fromkeys(exact)), list(dict.fromkeys(networks))
+
+    async def refresh_ranges_if_stale(self, version: int) -> None:
+        """Reload the IP ranges when the lists changed since the last load."""
+        if version == self._ranges_version:
+            return
+
+        async def run() -> list:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hget(self.keys.lists_index, "version")
+                for name in RANGE_LISTS:
+                    pipe.hgetall(self.keys.list_ranges(name))
+                return await pipe.execute()
+
+        raw_version, *tables = await self._breaker.call(self._budget, run)
+        ranges = []
+        for name, table in zip(RANGE_LISTS, tables, strict=True):
+            for raw_item, raw_entry in table.items():
+                network = ip_range(_text(raw_item))
+                if network is None:
+                    continue
+                entry = _entry_decoder.decode(raw_entry)
+                ranges.append((network, name, entry.reason, entry.expires_at))
+        self._ranges = ranges
+        self._ranges_version = int(raw_version or 0)
+
+    def match_ip(self, ip_address: str | None) -> list[ListHit]:
+        """The cached ranges that contain ``ip_address`` (a clear address, never stored)."""
+        if not ip_address or not self._ranges:
+            return []
+        try:
+            address = ipaddress.ip_address(ip_address.strip())
+        except ValueError:
+            return []
+        now = self._clock()
+        return [
+            ListHit(name, "device_ip", reason)
+            for network, name, reason, expires_at in self._ranges
+            if address.version == network.version
+            and address in network
+            and (expires_at is None or expires_at > now)
+        ]

@@ -1,0 +1,86 @@
+"""The Redis client of the service: lazy, bounded, quick to give up.
+
+``make_client`` connects on first use, so the service starts (and reports not ready)
+while Redis is down. Socket timeouts are small multiples of the per-call budget, and the
+client never retries by itself: a retried ``begin`` could count an attempt twice, and the
+callers' budgets and circuit breaker decide what happens on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.errors import ConfigurationError
+
+POOL_SIZE = 64
+
+
+def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
+    """A pooled client for ``url`` (one Redis; cluster mode is not built yet)."""
+    if url.startswith("redis+cluster://"):
+        raise ConfigurationError(
+            "RISKSCORE_REDIS_URL", "Redis Cluster is not supported yet; use redis://host:port/db"
+        )
+    budget = timeout_ms / 1000
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=POOL_SIZE,
+        timeout=max(0.05, 4 * budget),
+        socket_connect_timeout=max(0.05, 4 * budget),
+        socket_timeout=max(0.5, 40 * budget),
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        client_name="riskscore",
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+async def ping(client: aioredis.Redis, budget: float = 0.5) -> float | None:
+    """Round-trip latency of PING in milliseconds, or None when Redis does not answer."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(budget):
+            await client.ping()
+    except (TimeoutError, RedisError, OSError):
+        return None
+    return (time.perf_counter() - started) * 1000
+
+
+async def _config(client: aioredis.Redis, name: str) -> str | None:
+    try:
+        found = await client.config_get(name)
+    except (RedisError, OSError):
+        return None  # CONFIG may be disabled (managed Redis) or Redis is down
+    value = found.get(name) if isinstance(found, dict) else None
+    if value is None:
+        value = found.get(name.encode()) if isinstance(found, dict) else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def maxmemory_policy_warning(client: aioredis.Redis) -> str | None:
+    """A warning when Redis may evict keys that have no TTL, or any key regardless of TTL."""
+    policy = await _config(client, "maxmemory-policy")
+    if policy is None or policy == "noeviction" or policy.startswith("volatile-"):
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy}: under memory pressure it may evict velocity "
+        "counters, idempotency keys or lists; use noeviction or a volatile-* policy"
+    )
+
+
+async def persistence_warning(client: aioredis.Redis) -> str | None:
+    """A note when append-only persistence is off (a restart loses recent counters)."""
+    appendonly = await _config(client, "appendonly")
+    if appendonly is None or appendonly == "yes":
+        return None
+    return (
+        "Redis appendonly is off: a restart loses counters, decisions and labels written "
+        "since the last RDB snapshot"
+    )

@@ -1,0 +1,138 @@
+"""Retries of one transaction id against a real Redis: replayed, never counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.payment import Payment
+from service.stores.velocity import RiskStore
+
+T0 = 1_700_000_000.0
+DECISION = b'{"transaction_id":"t1","decision":"review","score":61}'
+
+
+def make_payment(transaction_id: str, event_time: float = T0) -> Payment:
+    return Payment(
+        transaction_id=transaction_id,
+        merchant_id="m1",
+        vertical="forex",
+        amount=Decimal("25"),
+        currency="USD",
+        amount_usd=Decimal("25"),
+        amount_usd_cents=2_500,
+        event_time=event_time,
+        payment_method_type="card",
+        customer_id="c1",
+        customer_key="m1:c1",
+        card_fingerprint="fp1",
+        device_id="d1",
+    )
+
+
+@pytest.fixture
+def store(redis_client: aioredis.Redis, redis_prefix: str) -> RiskStore:
+    return RiskStore(
+        redis_client,
+        prefix=redis_prefix,
+        timeout_ms=2_000,
+        decision_ttl_seconds=3_600,
+        pending_timeout_seconds=0.2,
+    )
+
+
+async def commit(store: RiskStore, payment: Payment, *, declined: bool = False) -> None:
+    await store.commit(payment, decision_json=DECISION, record_json=b"{}", declined=declined)
+
+
+async def card_attempts(store: RiskStore, transaction_id: str) -> float:
+    """The card's attempts as a fresh transaction sees them (itself included)."""
+    begin = await store.begin(make_payment(transaction_id, T0 + 1), digest="other")
+    return begin.features["card_attempts_10m"]
+
+
+async def test_retry_of_same_transaction_counts_once(store: RiskStore) -> None:
+    first = await store.begin(make_payment("t1"), digest="d1")
+    assert first.status == "new"
+    await commit(store, make_payment("t1"), declined=True)
+    retry = await store.begin(make_payment("t1"), digest="d1")
+    assert retry.status == "replay"
+    assert retry.stored_decision == DECISION
+    assert retry.features == {}
+    assert await card_attempts(store, "t2") == 2.0
+    declines = (await store.begin(make_payment("t3", T0 + 2), digest="x")).features
+    assert declines["card_declines_1h"] == 1.0
+
+
+async def test_twenty_concurrent_retries_claim_once_and_then_all_replay(
+    store: RiskStore,
+) -> None:
+    payment = make_payment("t1")
+    answers = await asyncio.gather(*(store.begin(payment, digest="d1") for _ in range(20)))
+    statuses = sorted(a.status for a in answers)
+    assert statuses == ["new"] + ["pending"] * 19
+    await commit(store, payment)
+    replays = await asyncio.gather(*(store.begin(payment, digest="d1") for _ in range(20)))
+    assert {(r.status, r.stored_decision) for r in replays} == {("replay", DECISION)}
+    assert await card_attempts(store, "t2") == 2.0
+
+
+async def test_retry_with_another_payload_is_a_conflict(store: RiskStore) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
+    await commit(store, make_payment("t1"))
+    conflict = await store.begin(make_payment("t1"), digest="d2")
+    assert conflict.status == "conflict"
+    assert conflict.stored_decision is None
+    assert await card_attempts(store, "t2") == 2.0
+
+
+async def test_stale_pending_claim_is_taken_over_without_counting_again(
+    store: RiskStore,
+) -> None:
+    first = await store.begin(make_payment("t1"), digest="d1")
+    assert first.status == "new"
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
+    await asyncio.sleep(0.25)  # the first process died between begin and commit
+    takeover = await store.begin(make_payment("t1"), digest="d1")
+    assert takeover.status == "takeover"
+    assert takeover.features == first.features
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
+    await commit(store, make_payment("t1"))
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "replay"
+    assert await card_attempts(store, "t2") == 2.0
+
+
+async def test_waiting_retry_gets_the_decision_once_committed(store: RiskStore) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    assert await store.stored_decision("t1") is None
+
+    async def commit_later() -> None:
+        await asyncio.sleep(0.03)
+        await commit(store, make_payment("t1"))
+
+    waited, _ = await asyncio.gather(store.wait_for_decision("t1", timeout=1.0), commit_later())
+    assert waited == DECISION
+    assert await store.stored_decision("t1") == DECISION
+
+
+async def test_waiting_for_a_decision_that_never_comes_gives_up(store: RiskStore) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await store.wait_for_decision("t1", timeout=0.05) is None
+    assert loop.time() - started < 0.3
+
+
+async def test_transaction_key_lives_for_the_decision_ttl(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    key = f"{redis_prefix}:{{tx:t1}}"
+    assert 3_590 < await redis_client.ttl(key) <= 3_600
+    await commit(store, make_payment("t1"))
+    assert 3_590 < await redis_client.ttl(key) <= 3_600
+    assert await redis_client.hget(key, "state") == b"done"

@@ -1,0 +1,435 @@
+"""The velocity store against a real Redis: every window, entity, TTL and failure mode."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from service import catalog
+from service.catalog import Aggregate
+from service.errors import StoreUnavailable
+from service.payment import Payment
+from service.stores.breaker import Breaker
+from service.stores.keys import DISTINCT_SPAN
+from service.stores.plan import PLAN, entity_attribute
+from service.stores.redis_client import make_client, ping
+from service.stores.velocity import RiskStore
+
+DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
+HOUR = 3_600
+
+
+def make_payment(transaction_id: str, event_time: float, **fields: object) -> Payment:
+    merchant = str(fields.pop("merchant_id", "m1"))
+    customer = str(fields.pop("customer_id", "c1"))
+    cents = int(fields.pop("cents", 1_000))  # type: ignore[call-overload]
+    values: dict[str, object] = {
+        "card_fingerprint": "fp1",
+        "card_bin": "411111",
+        "device_id": "d1",
+        "device_ip": "ip_one",
+        "device_ip_country": "IN",
+        "customer_email": "em_one",
+        "payment_method_account": "ac_one",
+        **fields,
+    }
+    return Payment(
+        transaction_id=transaction_id,
+        merchant_id=merchant,
+        vertical="gaming",
+        amount=Decimal(cents) / 100,
+        currency="USD",
+        amount_usd=Decimal(cents) / 100,
+        amount_usd_cents=cents,
+        event_time=event_time,
+        payment_method_type="card",
+        customer_id=customer,
+        customer_key=f"{merchant}:{customer}",
+        **values,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def store(redis_client: aioredis.Redis, redis_prefix: str) -> RiskStore:
+    return RiskStore(
+        redis_client, prefix=redis_prefix, timeout_ms=2_000, decision_ttl_seconds=86_400
+    )
+
+
+async def score(store: RiskStore, payment: Payment, *, declined: bool = False) -> dict:
+    begin = await store.begin(payment, digest=payment.transaction_id)
+    assert begin.status == "new"
+    await store.commit(
+        payment,
+        decision_json=b'{"decision":"approve"}',
+        record_json=b'{"transaction_id":"%s"}' % payment.transaction_id.encode(),
+        declined=declined,
+    )
+    return begin.features
+
+
+# --- the semantics, feature by feature ------------------------------------------------
+
+
+async def test_every_catalogue_feature_is_returned(store: RiskStore) -> None:
+    features = await score(store, make_payment("t1", DAY0))
+    assert set(features) == {f.name for f in catalog.VELOCITY_FEATURES}
+
+
+async def test_first_attempt_counts_itself(store: RiskStore) -> None:
+    f = await score(store, make_payment("t1", DAY0 + 10, cents=12_345))
+    assert f["card_attempts_10m"] == f["card_attempts_7d"] == f["merchant_attempts_1h"] == 1.0
+    assert f["customer_attempts_24h"] == f["bin_attempts_10m"] == f["account_attempts_24h"] == 1.0
+    assert f["card_amount_usd_24h"] == f["customer_amount_usd_30d"] == 123.45
+    assert f["customer_amount_usd_mean_30d"] == 123.45
+    assert f["device_distinct_customers_24h"] == f["ip_distinct_cards_24h"] == 1.0
+    assert f["card_distinct_countries_24h"] == 1.0
+    assert f["card_declines_1h"] == f["card_frauds_30d"] == f["merchant_frauds_7d"] == 0.0
+
+
+async def test_absent_entities_read_zero_and_write_nothing(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    bare = {
+        "card_fingerprint": None,
+        "card_bin": "",
+        "device_id": "  ",
+        "device_ip": None,
+        "customer_email": None,
+        "payment_method_account": None,
+    }
+    await score(store, make_payment("t1", DAY0, **bare))
+    f = await score(store, make_payment("t2", DAY0 + 5, **bare))
+    for name, value in f.items():
+        if name.startswith(("customer_", "merchant_")):
+            continue
+        assert value == 0.0, name
+    assert f["customer_attempts_1h"] == 2.0
+    assert f["customer_distinct_cards_24h"] == 0.0  # no card, no member
+    keys = {k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}*")}
+    entities = {k.split("{")[1].split(":")[0] for k in keys if "{" in k}
+    assert entities == {"customer", "merchant", "tx"}
+
+
+async def test_counts_follow_bucket_edges_of_the_10m_window(store: RiskStore) -> None:
+    # 10m = 10 buckets of 60 s: the first attempt counts while the current bucket id is
+    # at most 9 above its own, whatever the seconds inside the buckets.
+    await score(store, make_payment("a1", DAY0 + 59, card_fingerprint="A"))
+    inside = await score(store, make_payment("a2", DAY0 + 9 * 60 + 59, card_fingerprint="A"))
+    assert inside["card_attempts_10m"] == 2.0
+    await score(store, make_payment("b1", DAY0, card_fingerprint="B"))
+    outside = await score(store, make_payment("b2", DAY0 + 10 * 60, card_fingerprint="B"))
+    assert outside["card_attempts_10m"] == 1.0
+    assert outside["card_attempts_1h"] == 2.0
+
+
+async def test_one_hour_window_covers_55_to_60_minutes(store: RiskStore) -> None:
+    await score(store, make_payment("a1", DAY0, card_fingerprint="A"))
+    at_59_59 = await score(store, make_payment("a2", DAY0 + 3_599, card_fingerprint="A"))
+    assert at_59_59["card_attempts_1h"] == 2.0
+    await score(store, make_payment("b1", DAY0 + 299, card_fingerprint="B"))
+    at_55_01 = await score(store, make_payment("b2", DAY0 + 299 + 3_302, card_fingerprint="B"))
+    assert at_55_01["card_attempts_1h"] == 1.0  # 55 min later, but 12 buckets on
+
+
+async def test_amounts_sum_in_cents_and_mean_divides_by_the_same_window(store: RiskStore) -> None:
+    await score(store, make_payment("t1", DAY0, cents=1_000))
+    await score(store, make_payment("t2", DAY0 + 2 * 86_400, cents=2_001))
+    f = await score(store, make_payment("t3", DAY0 + 2 * 86_400 + 60, cents=7))
+    assert f["customer_amount_usd_24h"] == 20.08
+    assert f["customer_amount_usd_30d"] == 30.08
+    assert f["customer_amount_usd_mean_30d"] == (3_008 / 100) / 3
+    assert f["card_amount_usd_7d"] == 30.08
+
+
+async def test_distinct_members_slide_out_of_their_window(store: RiskStore) -> None:
+    await score(store, make_payment("t1", DAY0, customer_id="c1", device_id="D"))
+    await score(store, make_payment("t2", DAY0 + 3 * HOUR, customer_id="c2", device_id="D"))
+    await score(store, make_payment("t3", DAY0 + 5 * HOUR, customer_id="c2", device_id="D"))
+    f = await score(store, make_payment("t4", DAY0 + 24 * HOUR, customer_id="c3", device_id="D"))
+    assert f["device_distinct_customers_24h"] == 2.0  # c2 (seen at +5 h) and c3; c1 is out
+    assert f["device_distinct_customers_7d"] == 3.0
+    g = await score(store, make_payment("t5", DAY0 + 8 * 86_400, customer_id="c3", device_id="D"))
+    assert g["device_distinct_customers_7d"] == 1.0
+
+
+async def test_missing_member_is_not_counted(store: RiskStore) -> None:
+    await score(store, make_payment("t1", DAY0, device_ip_country=None))
+    f = await score(store, make_payment("t2", DAY0 + 60, device_ip_country=""))
+    assert f["card_distinct_countries_24h"] == 0.0
+    assert f["card_attempts_10m"] == 2.0
+
+
+async def test_declines_count_at_commit_in_the_attempts_bucket(store: RiskStore) -> None:
+    await score(store, make_payment("t1", DAY0 + 10), declined=True)
+    await score(store, make_payment("t2", DAY0 + 20), declined=False)
+    f = await score(store, make_payment("t3", DAY0 + 30))
+    assert f["card_declines_1h"] == f["card_declines_24h"] == 1.0
+    assert f["merchant_declines_1h"] == f["bin_declines_1h"] == f["customer_declines_24h"] == 1.0
+    later = await score(store, make_payment("t4", DAY0 + HOUR + 10))
+    assert later["card_declines_1h"] == 0.0
+    assert later["card_declines_24h"] == 1.0
+
+
+async def test_fraud_feedback_counts_in_the_original_transactions_buckets(
+    store: RiskStore,
+) -> None:
+    await score(store, make_payment("t1", DAY0))
+    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 5 * 86_400)
+    f = await score(store, make_payment("t2", DAY0 + 6 * 86_400, device_id="other"))
+    assert f["card_frauds_30d"] == f["customer_frauds_30d"] == f["ip_frauds_30d"] == 1.0
+    assert f["email_frauds_30d"] == f["account_frauds_30d"] == f["merchant_frauds_30d"] == 1.0
+    assert f["merchant_frauds_7d"] == 1.0
+    assert f["device_frauds_30d"] == 0.0  # another device
+    g = await score(store, make_payment("t3", DAY0 + 7 * 86_400))
+    assert g["merchant_frauds_7d"] == 0.0  # t1's 6 h bucket is 28 buckets back
+    assert g["device_frauds_30d"] == g["card_frauds_30d"] == 1.0
+    h = await score(store, make_payment("t4", DAY0 + 30 * 86_400))
+    assert h["card_frauds_30d"] == 0.0
+
+
+async def test_fraud_is_counted_once_per_transaction_and_legit_takes_it_back(
+    store: RiskStore,
+) -> None:
+    await score(store, make_payment("t1", DAY0))
+    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
+    assert await store.record_feedback("t1", "chargeback", reported_at=DAY0 + 120)
+    f = await score(store, make_payment("t2", DAY0 + 180))
+    assert f["card_frauds_30d"] == 1.0
+    assert await store.record_feedback("t1", "legit", reported_at=DAY0 + 240)
+    g = await score(store, make_payment("t3", DAY0 + 300))
+    assert g["card_frauds_30d"] == 0.0
+
+
+async def test_feedback_for_an_unknown_transaction_is_refused(store: RiskStore) -> None:
+    assert await store.record_feedback("never-scored", "fraud", reported_at=DAY0) is False
+    await store.begin(make_payment("pending-only", DAY0), digest="d")
+    assert await store.record_feedback("pending-only", "fraud", reported_at=DAY0) is False
+    with pytest.raises(ValueError):
+        await store.record_feedback("pending-only", "stolen", reported_at=DAY0)
+
+
+# --- the rule, checked against a plain reimplementation on random histories ------------
+
+
+@dataclass
+class _Event:
+    payment: Payment
+    declined: bool
+    fraud: bool = field(default=False)
+
+
+def _member(payment: Payment, of: str) -> str | None:
+    value = getattr(payment, catalog.DISTINCT_OF[of])
+    return value if value and value.strip() else None
+
+
+def _oracle(history: list[_Event], current: Payment) -> dict[str, float]:
+    """The catalogue's window rule, written as plainly as possible."""
+    result = {}
+    for f in catalog.VELOCITY_FEATURES:
+        attribute = entity_attribute(f.entity)
+        key = getattr(current, attribute)
+        if not key or not key.strip():
+            result[f.name] = 0.0
+            continue
+        cur = int(current.event_time) // f.bucket
+        past = [
+            e
+            for e in history
+            if getattr(e.payment, attribute) == key
+            and cur - f.buckets + 1 <= int(e.payment.event_time) // f.bucket <= cur
+        ]
+        window = [e.payment for e in past] + [current]
+        match f.aggregate:
+            case Aggregate.count:
+                result[f.name] = float(len(window))
+            case Aggregate.sum_usd:
+                result[f.name] = sum(p.amount_usd_cents for p in window) / 100
+            case Aggregate.mean_usd:
+                result[f.name] = sum(p.amount_usd_cents for p in window) / 100 / len(window)
+            case Aggregate.declines:
+                result[f.name] = float(sum(e.declined for e in past))
+            case Aggregate.frauds:
+                result[f.name] = float(sum(e.fraud for e in past))
+            case Aggregate.distinct:
+                assert f.of is not None
+                members = {_member(p, f.of) for p in window} - {None}
+                result[f.name] = float(len(members))
+    return result
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_store_matches_the_window_rule_on_random_histories(
+    store: RiskStore, seed: int
+) -> None:
+    rng = random.Random(seed)
+    gaps = [0, 1, 59, 60, 61, 299, 300, 301, 3_599, 3_600, 21_599, 21_600, 86_400, 3 * 86_400]
+    t = DAY0 + rng.randrange(86_400)
+    history: list[_Event] = []
+
+    def pick(options: list[str | None]) -> str | None:
+        return rng.choice(options)
+
+    for i in range(90):
+        t += rng.choice(gaps) + rng.random()
+        payment = make_payment(
+            f"r{i}",
+            t,
+            merchant_id=rng.choice(["m1", "m2"]),
+            customer_id=rng.choice(["c1", "c2", "c3"]),
+            card_fingerprint=pick(["A", "B", "C", None]),
+            card_bin=pick(["411111", "522222", None]),
+            device_id=pick(["D1", "D2", "", None]),
+            device_ip=pick(["ip_1", "ip_2", None]),
+            device_ip_country=pick(["IN", "BR", None]),
+            customer_email=pick(["em_1", None]),
+            payment_method_account=pick(["ac_1", "ac_2", None]),
+            cents=rng.randrange(1, 500_000),
+        )
+        expected = _oracle(history, payment)
+        begin = await store.begin(payment, digest="d")
+        assert begin.features == expected, f"event {i}"
+        declined = rng.random() < 0.3
+        await store.commit(payment, decision_json=b"{}", record_json=b"{}", declined=declined)
+        history.append(_Event(payment, declined))
+        if rng.random() < 0.2:
+            target = rng.choice(history)
+            label = "legit" if target.fraud and rng.random() < 0.3 else "fraud"
+            await store.record_feedback(target.payment.transaction_id, label, reported_at=t)
+            target.fraud = label == "fraud"
+
+
+# --- memory: TTLs everywhere, old fields and members pruned -----------------------------
+
+
+async def test_every_key_has_a_ttl_except_streams_and_lists(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    await score(store, make_payment("t1", DAY0), declined=True)
+    await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
+    keys = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}*")]
+    assert len(keys) > 10
+    for key in keys:
+        ttl = await redis_client.ttl(key)
+        if key.endswith((":decisions", ":labels")):
+            assert ttl == -1
+            continue
+        assert 0 < ttl <= 32 * 86_400, key
+
+
+async def test_counter_fields_and_members_stay_bounded(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    # a card used every 20 minutes for 10 days, each time by a new customer
+    for i in range(10 * 72):
+        payment = make_payment(f"t{i}", DAY0 + i * 1_200, customer_id=f"c{i}")
+        await store.begin(payment, digest="d")
+    card = PLAN.entities[0]
+    assert card.entity == "card"
+    fields = await redis_client.hgetall(f"{redis_prefix}:{{card:fp1}}:c")
+    limit = sum((w.keep + 1) * len(w.measures) for w in card.widths)
+    assert len(fields) <= limit
+    now = DAY0 + (10 * 72 - 1) * 1_200
+    for name in fields:
+        text = name.decode()
+        width = next(w for w in card.widths if w.code == text[1])
+        assert int(text[2:]) >= now // width.width - width.keep, text
+    members = await redis_client.zrange(f"{redis_prefix}:{{card:fp1}}:z", 0, -1, withscores=True)
+    oldest_customer = min(s for m, s in members if m.startswith(b"2:")) - 2 * DISTINCT_SPAN
+    assert oldest_customer >= now - 25 * HOUR
+    assert len(members) <= 26 * 3 + 3
+
+
+# --- failure: a dead or silent Redis costs the budget, then nothing ---------------------
+
+
+def _payment() -> Payment:
+    return make_payment("t1", DAY0)
+
+
+async def test_dead_redis_raises_store_unavailable_within_the_budget() -> None:
+    client = make_client("redis://127.0.0.1:1/0", timeout_ms=25)
+    store = RiskStore(client, prefix="dead", timeout_ms=25, decision_ttl_seconds=60)
+    started = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        await store.begin(_payment(), digest="d")
+    assert time.perf_counter() - started < 0.2
+    assert await ping(client) is None
+    await client.aclose()
+
+
+async def test_silent_redis_times_out_at_the_budget() -> None:
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, _: asyncio.StreamWriter):
+        await reader.read(1 << 20)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = make_client(f"redis://127.0.0.1:{port}/0", timeout_ms=25)
+    store = RiskStore(client, prefix="silent", timeout_ms=25, decision_ttl_seconds=60)
+    started = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        await store.begin(_payment(), digest="d")
+    elapsed = time.perf_counter() - started
+    assert 0.02 <= elapsed < 0.2
+    server.close()
+    await client.aclose()
+
+
+async def test_breaker_fails_fast_after_three_failures_then_lets_one_probe_through() -> None:
+    now = [0.0]
+    breaker = Breaker(threshold=3, cooldown=1.0, clock=lambda: now[0])
+    client = make_client("redis://127.0.0.1:1/0", timeout_ms=25)
+    store = RiskStore(
+        client, prefix="dead", timeout_ms=25, decision_ttl_seconds=60, breaker=breaker
+    )
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable, match="budget"):
+            await store.begin(_payment(), digest="d")
+    started = time.perf_counter()
+    for _ in range(100):
+        with pytest.raises(StoreUnavailable, match="circuit open"):
+            await store.begin(_payment(), digest="d")
+    assert time.perf_counter() - started < 0.05
+    now[0] = 1.5  # cooldown over: one probe goes to the network, fails, reopens
+    with pytest.raises(StoreUnavailable, match="budget"):
+        await store.begin(_payment(), digest="d")
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        await store.begin(_payment(), digest="d")
+    await client.aclose()
+
+
+async def test_breaker_closes_after_a_successful_probe(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    now = [0.0]
+    breaker = Breaker(threshold=3, cooldown=1.0, clock=lambda: now[0])
+
+    async def fail() -> None:
+        raise ConnectionError("down")
+
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await breaker.call(0.1, fail)
+    assert breaker.is_open
+    store = RiskStore(
+        redis_client, prefix=redis_prefix, timeout_ms=2_000, decision_ttl_seconds=60,
+        breaker=breaker,
+    )  # fmt: skip
+    now[0] = 2.0
+    assert (await store.begin(_payment(), digest="d")).status == "new"
+    assert not breaker.is_open
+
+
+async def test_store_reloads_its_functions_when_redis_lost_them(
+    store: RiskStore, redis_client: aioredis.Redis
+) -> None:
+    await store.library.load(redis_client)
+    await redis_client.function_delete(store.library.name)
+    assert (await store.begin(_payment(), digest="d")).status == "new"
