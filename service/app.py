@@ -1,0 +1,249 @@
+"""The application factory: settings in, a Litestar app out; long-lived parts in a lifespan.
+
+``create_app(settings)`` opens the Redis client, loads the rule book, the reference data
+and the model in its lifespan, keeps them on ``app.state.engine`` and closes them in
+``finally``. Background tasks reload changed rule files and drain the decision spool;
+neither ever runs on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, Reference, RequestBody
+
+from service.api.routes import ROUTES
+from service.api.schemas import (
+    ErrorBody,
+    FeedbackRequest,
+    ListChange,
+    ScoreRequest,
+    ScoreResponse,
+)
+from service.decision_spool import DecisionSpool
+from service.errors import FieldProblem, IdempotencyConflict, InvalidRequest, NotFound
+from service.log_format import configure_logging
+from service.metrics import Metrics
+from service.model.bundle import ModelBundle, ModelRefused, find_latest
+from service.pseudonymise import Pseudonymiser
+from service.reference import FxTable
+from service.rules.rulebook import RulebookHolder
+from service.scoring import Engine
+from service.settings import Settings
+from service.stores.lists import ListStore
+from service.stores.redis_client import make_client, ping
+from service.stores.velocity import RiskStore
+
+log = logging.getLogger("riskscore")
+
+MAX_BODY_BYTES = 64 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
+    """The newest registered model, or none with the reason it was refused."""
+    try:
+        latest = find_latest(model_dir)
+    except OSError as exc:
+        return None, f"model registry unreadable: {exc}"
+    if latest is None:
+        return None, "no model registered"
+    try:
+        return ModelBundle.load(latest), None
+    except ModelRefused as exc:
+        return None, f"model {latest.name} refused: {exc}"
+
+
+def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
+    client = make_client(settings.redis_url, settings.redis_timeout_ms)
+    store = RiskStore(
+        client,
+        prefix=settings.redis_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        decision_ttl_seconds=settings.decision_ttl_days * 86_400,
+    )
+    lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
+    model, model_problem = load_model(settings.model_dir)
+    metrics.model_loaded.set(1 if model else 0)
+    engine = Engine(
+        settings=settings,
+        fx=FxTable.load(settings.fx_rates_path),
+        pseudonymiser=Pseudonymiser(settings.secret),
+        store=store,
+        lists=lists,
+        rulebook=RulebookHolder(settings.rules_dir),
+        spool=DecisionSpool(settings.spool_path),
+        metrics=metrics,
+        model=model,
+    )
+    return engine, model_problem
+
+
+async def _every(seconds: float, action: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await action()
+        except Exception:  # a background chore must never die silently or loudly
+            log.exception("background task failed")
+
+
+def create_app(settings: Settings) -> Litestar:
+    if not settings.secret:
+        raise ValueError("RISKSCORE_SECRET is required: it keys the pseudonymisation")
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine, model_problem = build_engine(settings, metrics)
+        app.state.engine = engine
+        app.state.model_problem = model_problem
+        if model_problem:
+            log.warning("scoring without a model: %s", model_problem)
+
+        async def reload_rules() -> None:
+            changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
+            if changed is not None:
+                metrics.rules_reloads.labels("ok").inc()
+                log.info("rules reloaded: %s", changed.version)
+            elif engine.rulebook.last_error is not None:
+                metrics.rules_reloads.labels("refused").inc()
+
+        async def drain_spool() -> None:
+            if engine.spool.pending():
+                sent = await engine.spool.drain(engine.store.append_records)
+                log.info("moved %d spooled decisions to the decision log", sent)
+
+        async def readiness() -> dict[str, Any]:
+            return await _readiness(engine, app.state.model_problem)
+
+        app.state.readiness = readiness
+        tasks = [
+            asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
+            asyncio.create_task(_every(5.0, drain_spool)),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.store.client.aclose()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        state=State({"api_keys": settings.api_keys}),
+        request_max_body_size=MAX_BODY_BYTES,
+        exception_handlers={
+            InvalidRequest: _invalid_request,
+            IdempotencyConflict: _conflict,
+            NotFound: _not_found,
+            HTTPException: _http_exception,
+            Exception: _unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="riskscore",
+            version="1",
+            description="Fraud and risk scoring for a payment gateway's authorization step.",
+            path="/schema",
+        ),
+        on_startup=[_document_bodies],
+        debug=False,
+    )
+
+
+async def _readiness(engine: Engine, model_problem: str | None) -> dict[str, Any]:
+    redis_ms = await ping(engine.store.client)
+    rulebook = engine.rulebook
+    report: dict[str, Any] = {
+        "redis": {"ok": redis_ms is not None, "latency_ms": redis_ms},
+        "rules": {
+            "ok": True,
+            "version": rulebook.current.version,
+            "last_error": str(rulebook.last_error) if rulebook.last_error else None,
+        },
+        "model": {
+            "ok": engine.model is not None,
+            "version": engine.model.version if engine.model else None,
+            "problem": model_problem,
+        },
+        "fx_rates": {"ok": True, "as_of": engine.fx.as_of.isoformat()},
+        "decision_spool": {"pending": engine.spool.pending()},
+    }
+    report["ready"] = report["redis"]["ok"]
+    return report
+
+
+def _error(status: int, error: str, problems: list[FieldProblem] | None = None) -> Response:
+    return Response(
+        _encoder.encode(ErrorBody(error=error, problems=problems or [])),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _invalid_request(request: Request, exc: InvalidRequest) -> Response:
+    request.app.state.engine.metrics.bad_requests.labels("invalid").inc()
+    return _error(400, "invalid request", exc.problems)
+
+
+def _conflict(request: Request, exc: IdempotencyConflict) -> Response:
+    return _error(409, str(exc))
+
+
+def _not_found(request: Request, exc: NotFound) -> Response:
+    return _error(404, str(exc))
+
+
+def _http_exception(request: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, exc.detail)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s", request.url.path)
+    return _error(500, "internal error")
+
+
+def _document_bodies(app: Litestar) -> None:
+    """Publish the request bodies the handlers decode themselves (msgspec does the schema)."""
+    bodies = {
+        ("/v1/score", "post"): ScoreRequest,
+        ("/v1/feedback", "post"): FeedbackRequest,
+        ("/v1/lists/{name}/items", "put"): ListChange,
+        ("/v1/lists/{name}/items", "delete"): ListChange,
+    }
+    types = [*bodies.values(), ScoreResponse, ErrorBody]
+    _, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    schema = app.openapi_schema
+    schema.components.schemas.update(components)  # type: ignore[arg-type]
+    for (path, method), type_ in bodies.items():
+        operation = getattr(schema.paths[path], method)  # type: ignore[index]
+        operation.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Reference(ref=f"#/components/schemas/{type_.__name__}")
+                )
+            },
+        )
+
+
+def app_from_env() -> Litestar:
+    """The factory ``riskscore serve`` hands to the ASGI server."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,257 @@
+"""The decision core: one payment in, one recorded decision out; no HTTP here.
+
+``Engine`` holds the long-lived parts (Redis stores, rule book, model, reference data);
+``score`` runs the whole path for one request. Replays, benchmarks and notebooks call it
+without a web server.
+
+Redis is touched in two round trips (``begin``: idempotency claim, velocity update and
+read, list look-ups; ``commit``: stored decision, decision log, decline counters), each
+within the configured budget. When Redis does not answer, the decision is made from what
+is available and says so in ``degraded``; the decision record then goes to the local
+spool so that it is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from service.api.schemas import ScoreRequest, ScoreResponse
+from service.catalog import CATALOG_VERSION, VELOCITY_FEATURES
+from service.decision_spool import DecisionSpool
+from service.errors import IdempotencyConflict, StoreUnavailable
+from service.features.request import request_features
+from service.metrics import Metrics
+from service.model.bundle import ModelBundle
+from service.normalise import normalise, payment_digest
+from service.pseudonymise import Pseudonymiser
+from service.reference import FxTable
+from service.rules.rulebook import RulebookHolder
+from service.settings import Settings
+from service.stores.lists import ListStore
+from service.stores.velocity import Begin, RiskStore
+
+from .policy import ListMatch, ModelView, Outcome, Reason, RuleOutcome, decide
+
+log = logging.getLogger("riskscore.decision")
+
+VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    fx: FxTable
+    pseudonymiser: Pseudonymiser
+    store: RiskStore
+    lists: ListStore
+    rulebook: RulebookHolder
+    spool: DecisionSpool
+    metrics: Metrics = field(default_factory=Metrics)
+    model: ModelBundle | None = None
+    clock: Callable[[], float] = time.time
+
+
+_decision_decoder = msgspec.json.Decoder(ScoreResponse)
+_encoder = msgspec.json.Encoder()
+
+
+async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+    started = time.perf_counter()
+    settings = engine.settings
+    normalised = normalise(
+        request,
+        fx=engine.fx,
+        pseudonymiser=engine.pseudonymiser,
+        now=engine.clock(),
+        clock=settings.clock,
+        max_skew_seconds=settings.max_clock_skew_seconds,
+    )
+    payment = normalised.payment
+    digest = payment_digest(request, key=settings.secret)
+    degraded: list[str] = []
+
+    begin: Begin | None
+    try:
+        t0 = time.perf_counter()
+        begin = await engine.store.begin(payment, digest)
+        engine.metrics.redis_latency.labels("begin").observe(time.perf_counter() - t0)
+    except StoreUnavailable:
+        begin = None
+        degraded.append("velocity")
+
+    if begin is not None and begin.status != "new" and begin.status != "takeover":
+        stored = await _stored_answer(engine, begin, payment.transaction_id)
+        engine.metrics.replayed.inc()
+        return stored
+
+    features: dict[str, Any] = request_features(payment)
+    if begin is not None:
+        features.update(begin.features)
+    else:
+        features.update(dict.fromkeys(VELOCITY_NAMES))
+
+    matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits] if begin else []
+    if normalised.ip is not None and begin is not None:
+        try:
+            await engine.lists.refresh_ranges_if_stale(begin.lists_version)
+        except StoreUnavailable:
+            degraded.append("lists")
+        matches.extend(
+            ListMatch(h.list_name, h.reason) for h in engine.lists.match_ip(str(normalised.ip))
+        )
+    allow_listed = any(m.list_name.startswith("allow_") for m in matches)
+
+    ruleset = engine.rulebook.current
+    executions = ruleset.evaluate(
+        payment.vertical, payment.merchant_id, features, allow_listed=allow_listed
+    )
+    hits = [
+        RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message) for e in executions if e.hit
+    ]
+
+    model_view: ModelView | None = None
+    model = engine.model
+    if model is not None:
+        prediction = model.predict(features)
+        model_view = ModelView(
+            prediction.probability,
+            prediction.score,
+            [Reason(code, "model", message) for code, message, _ in prediction.reasons],
+        )
+    else:
+        degraded.append("model")
+
+    outcome = decide(
+        list_matches=matches,
+        rule_hits=hits,
+        model=model_view,
+        thresholds=(model.thresholds if model is not None else settings.thresholds)[
+            payment.vertical
+        ],
+        velocity_available=begin is not None,
+        degraded_action=settings.degraded_action[payment.vertical],
+    )
+    decision = ScoreResponse(
+        transaction_id=payment.transaction_id,
+        decision=outcome.decision,
+        score=outcome.score,
+        reasons=outcome.reasons,
+        matched_rules=outcome.matched_rules,
+        shadow_rules=outcome.shadow_rules,
+        model_version=model.version if model is not None else None,
+        ruleset_version=ruleset.version,
+        model_probability=model_view.probability if model_view is not None else None,
+        degraded=degraded,
+        replayed=False,
+    )
+    latency_ms = (time.perf_counter() - started) * 1000
+    record = _record(payment, features, executions, outcome, decision, latency_ms)
+    await _commit(engine, payment, decision, record, stored=begin is not None)
+
+    _observe(engine, payment.vertical, decision, executions, started)
+    log.info(
+        "decision",
+        extra={
+            "transaction_id": payment.transaction_id,
+            "merchant_id": payment.merchant_id,
+            "vertical": payment.vertical,
+            "decision": decision.decision,
+            "score": decision.score,
+            "rules": outcome.matched_rules,
+            "degraded": degraded,
+            "latency_ms": round(latency_ms, 3),
+        },
+    )
+    if request.explain:
+        return msgspec.structs.replace(decision, features=features)
+    return decision
+
+
+async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> ScoreResponse:
+    if begin.status == "conflict":
+        raise IdempotencyConflict(transaction_id)
+    raw = begin.stored_decision
+    if raw is None:  # pending: a concurrent call with the same id is still deciding
+        raw = await engine.store.wait_for_decision(
+            transaction_id, timeout=max(1.0, engine.settings.redis_timeout_ms / 1000 * 20)
+        )
+    if raw is None:
+        raise IdempotencyConflict(transaction_id)
+    return msgspec.structs.replace(_decision_decoder.decode(raw), replayed=True)
+
+
+async def _commit(
+    engine: Engine, payment: Any, decision: ScoreResponse, record: dict[str, Any], *, stored: bool
+) -> None:
+    """Record the decision before answering; on a Redis failure, spool it to disk."""
+    decision_json = _encoder.encode(decision)
+    record_json = _encoder.encode(record)
+    if stored:
+        try:
+            t0 = time.perf_counter()
+            await engine.store.commit(
+                payment,
+                decision_json=decision_json,
+                record_json=record_json,
+                declined=decision.decision == "decline",
+            )
+            engine.metrics.redis_latency.labels("commit").observe(time.perf_counter() - t0)
+            return
+        except StoreUnavailable:
+            decision.degraded.append("decision_log")
+    await asyncio.to_thread(engine.spool.append, record_json)
+
+
+def _record(
+    payment: Any,
+    features: dict[str, Any],
+    executions: list[Any],
+    outcome: Outcome,
+    decision: ScoreResponse,
+    latency_ms: float,
+) -> dict[str, Any]:
+    return {
+        "transaction_id": payment.transaction_id,
+        "event_time": payment.event_time,
+        "merchant_id": payment.merchant_id,
+        "vertical": payment.vertical,
+        "amount": str(payment.amount),
+        "currency": payment.currency,
+        "decision": decision.decision,
+        "score": decision.score,
+        "model_probability": decision.model_probability,
+        "model_version": decision.model_version,
+        "ruleset_version": decision.ruleset_version,
+        "catalog_version": CATALOG_VERSION,
+        "reasons": [r.code for r in outcome.reasons],
+        "rules": [
+            {"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error}
+            for e in executions
+            if e.hit or e.error
+        ],
+        "degraded": decision.degraded,
+        "latency_ms": round(latency_ms, 3),
+        "features": features,
+    }
+
+
+def _observe(
+    engine: Engine, vertical: str, decision: ScoreResponse, executions: list[Any], started: float
+) -> None:
+    m = engine.metrics
+    m.decisions.labels(decision.decision, vertical).inc()
+    m.score_latency.labels(decision.decision, vertical).observe(time.perf_counter() - started)
+    for e in executions:
+        if e.hit:
+            m.rule_hits.labels(e.rule_id, e.mode).inc()
+        if e.error:
+            m.rule_errors.labels(e.rule_id).inc()
+    for dependency in decision.degraded:
+        m.degraded.labels(dependency).inc()

@@ -1,0 +1,269 @@
+"""The HTTP service end to end, in process, against the real Redis on loopback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import TEST_REDIS_URL
+
+SCORE_KEY, FEEDBACK_KEY, ADMIN_KEY = "k-score-123", "k-feedback-456", "k-admin-789"
+
+BASE = {
+    "transaction_id": "t-0001",
+    "merchant_id": "shop-1",
+    "vertical": "ecommerce",
+    "amount": "1250.00",
+    "currency": "INR",
+    "payment_method": {
+        "type": "card",
+        "card": {
+            "bin": "412345",
+            "last4": "1111",
+            "fingerprint": "tok_card_a",
+            "issuer_country": "IN",
+            "funding": "debit",
+        },
+    },
+    "customer": {
+        "id": "cust-1",
+        "email": "asha@example.com",
+        "created_at": "2025-01-01T00:00:00Z",
+        "kyc_level": 2,
+        "age_verified": True,
+        "country": "IN",
+    },
+    "device": {"id": "dev-1", "ip": "203.0.113.7", "ip_country": "IN"},
+    "context": {"three_ds": "authenticated"},
+}
+
+
+def payment(tx: str, **changes: object) -> dict:
+    body = copy.deepcopy(BASE)
+    body["transaction_id"] = tx
+    body["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    body.update(changes)
+    return body
+
+
+def settings_for(prefix: str, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict = dict(
+        redis_url=TEST_REDIS_URL,
+        redis_prefix=prefix,
+        api_keys={
+            SCORE_KEY: frozenset({"score"}),
+            FEEDBACK_KEY: frozenset({"feedback"}),
+            ADMIN_KEY: frozenset({"admin", "score"}),
+        },
+        secret=b"test-secret-0123456789",
+        model_dir=tmp_path / "models",
+        spool_path=tmp_path / "spool.jsonl",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def client(redis_client, redis_prefix, tmp_path) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(settings_for(redis_prefix, tmp_path))
+    async with AsyncTestClient(app=app) as c:
+        yield c
+
+
+def headers(key: str = SCORE_KEY) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def test_a_plain_payment_is_approved_with_the_contract_fields(client):
+    r = await client.post("/v1/score", json=payment("plain-1"), headers=headers())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["transaction_id"] == "plain-1"
+    assert body["decision"] == "approve"
+    assert 0 <= body["score"] <= 100
+    assert body["replayed"] is False
+    assert body["degraded"] == ["model"]
+    assert body["model_version"] is None and body["model_probability"] is None
+    assert body["ruleset_version"].startswith("rules-")
+    assert set(body) >= {"reasons", "matched_rules", "shadow_rules"}
+    assert "features" not in body
+
+
+async def test_explain_returns_the_features_and_the_current_attempt_counts(client):
+    first = await client.post("/v1/score", json=payment("ex-1", explain=True), headers=headers())
+    second = await client.post("/v1/score", json=payment("ex-2", explain=True), headers=headers())
+    assert first.json()["features"]["card_attempts_10m"] == 1
+    features = second.json()["features"]
+    assert features["card_attempts_10m"] == 2
+    assert features["customer_attempts_1h"] == 2
+    assert features["amount_usd"] == pytest.approx(1250 * 0.0112, rel=0.2)
+    assert "asha@example.com" not in second.text
+    assert "203.0.113.7" not in second.text
+
+
+async def test_retry_of_same_transaction_counts_once_and_says_replayed(client):
+    body = payment("retry-1", explain=True)
+    first = await client.post("/v1/score", json=body, headers=headers())
+    again = await client.post("/v1/score", json=body, headers=headers())
+    assert again.status_code == 200
+    assert again.json()["replayed"] is True
+    assert again.json()["decision"] == first.json()["decision"]
+    assert again.json()["score"] == first.json()["score"]
+    after = await client.post("/v1/score", json=payment("retry-2", explain=True), headers=headers())
+    assert after.json()["features"]["card_attempts_10m"] == 2
+
+
+async def test_same_transaction_id_with_another_payload_is_a_conflict(client):
+    await client.post("/v1/score", json=payment("dup-1"), headers=headers())
+    r = await client.post("/v1/score", json=payment("dup-1", amount="99.00"), headers=headers())
+    assert r.status_code == 409
+
+
+async def test_missing_wrong_and_underprivileged_keys_are_refused(client):
+    body = payment("auth-1")
+    assert (await client.post("/v1/score", json=body)).status_code == 401
+    wrong = await client.post("/v1/score", json=body, headers=headers("nope"))
+    assert wrong.status_code == 401
+    assert "nope" not in wrong.text
+    assert (
+        await client.post("/v1/score", json=body, headers=headers(FEEDBACK_KEY))
+    ).status_code == 403
+    assert (await client.get("/v1/lists", headers=headers(SCORE_KEY))).status_code == 403
+
+
+async def test_invalid_fields_are_named(client):
+    body = payment("bad-1", amount="-5", currency="XXX")
+    r = await client.post("/v1/score", json=body, headers=headers())
+    assert r.status_code in (400, 422)
+    fields = {p["field"] for p in r.json()["problems"]}
+    assert fields & {"amount", "currency"}
+
+
+async def test_a_card_number_anywhere_is_refused_and_not_echoed(client):
+    body = payment("pan-1")
+    body["customer"]["id"] = "4111 1111 1111 1111"
+    r = await client.post("/v1/score", json=body, headers=headers())
+    assert r.status_code == 400
+    assert "4111" not in r.text
+    assert r.json()["problems"][0]["field"] == "customer.id"
+
+
+async def test_bodies_over_64_kib_wrong_types_and_garbage_never_give_500(client):
+    big = payment("big-1")
+    big["context"]["bonus_code"] = "x" * 70_000
+    assert (await client.post("/v1/score", json=big, headers=headers())).status_code == 413
+    r = await client.post(
+        "/v1/score", content=b"{not json", headers={**headers(), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+    r = await client.post(
+        "/v1/score", content=b"a=b", headers={**headers(), "Content-Type": "text/plain"}
+    )
+    assert r.status_code == 415
+    r = await client.post(
+        "/v1/score", content=b"[1,2,3]", headers={**headers(), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+
+
+async def test_block_list_declines_and_removal_is_seen_by_the_next_score(client):
+    admin = headers(ADMIN_KEY)
+    put = await client.put(
+        "/v1/lists/block_email/items",
+        json={"items": ["Asha@Example.com"], "reason": "chargeback ring"},
+        headers=admin,
+    )
+    assert put.status_code == 200, put.text
+    r = await client.post("/v1/score", json=payment("blk-1"), headers=headers())
+    assert r.json()["decision"] == "decline"
+    assert r.json()["reasons"][0]["code"] == "BLOCK_LIST_EMAIL"
+    listed = await client.get("/v1/lists/block_email", headers=admin)
+    assert "asha@example.com" not in listed.text.lower()
+    await client.request(
+        "DELETE", "/v1/lists/block_email/items", json={"items": ["asha@example.com"]}, headers=admin
+    )
+    assert (await client.post("/v1/score", json=payment("blk-2"), headers=headers())).json()[
+        "decision"
+    ] == "approve"
+
+
+async def test_ip_ranges_block_addresses_inside_them(client):
+    admin = headers(ADMIN_KEY)
+    r = await client.put(
+        "/v1/lists/block_ip/items", json={"items": ["203.0.113.0/24"]}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/score", json=payment("cidr-1"), headers=headers())
+    assert r.json()["decision"] == "decline"
+    assert r.json()["reasons"][0]["code"] == "BLOCK_LIST_IP"
+
+
+async def test_unknown_list_name_is_a_clear_error(client):
+    r = await client.put(
+        "/v1/lists/block_shoe/items", json={"items": ["x"]}, headers=headers(ADMIN_KEY)
+    )
+    assert r.status_code == 400
+    assert r.json()["problems"][0]["field"] == "name"
+
+
+async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity_risk(client):
+    fb = headers(FEEDBACK_KEY)
+    r = await client.post(
+        "/v1/feedback", json={"transaction_id": "never", "label": "fraud"}, headers=fb
+    )
+    assert r.status_code == 404
+    await client.post("/v1/score", json=payment("fb-1"), headers=headers())
+    r = await client.post(
+        "/v1/feedback", json={"transaction_id": "fb-1", "label": "fraud"}, headers=fb
+    )
+    assert r.status_code == 202
+    r = await client.post("/v1/score", json=payment("fb-2", explain=True), headers=headers())
+    assert r.json()["features"]["card_frauds_30d"] == 1
+    assert r.json()["features"]["customer_frauds_30d"] == 1
+
+
+async def test_operational_endpoints(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    report = ready.json()
+    assert report["redis"]["ok"] is True
+    assert report["fx_rates"]["as_of"]
+    assert report["model"]["ok"] is False
+    await client.post("/v1/score", json=payment("m-1"), headers=headers())
+    metrics = (await client.get("/metrics")).text
+    assert 'riskscore_decisions_total{decision="approve",vertical="ecommerce"} 1.0' in metrics
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert "ScoreRequest" in schema["components"]["schemas"]
+    assert schema["paths"]["/v1/score"]["post"]["requestBody"]
+
+
+async def test_redis_down_still_answers_degraded_within_the_budget(redis_prefix, tmp_path):
+    settings = settings_for(
+        redis_prefix, tmp_path, redis_url="redis://127.0.0.1:1/0", redis_timeout_ms=20
+    )
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as c:
+        started = time.perf_counter()
+        r = await c.post("/v1/score", json=payment("down-1"), headers=headers())
+        elapsed = time.perf_counter() - started
+        assert r.status_code == 200, r.text
+        assert "velocity" in r.json()["degraded"]
+        assert elapsed < 1.0
+        forex = payment("down-2", vertical="forex")
+        assert (await c.post("/v1/score", json=forex, headers=headers())).json()[
+            "decision"
+        ] == "review"
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["redis"]["ok"] is False
+    spooled = (tmp_path / "spool.jsonl").read_text().splitlines()
+    assert [json.loads(line)["transaction_id"] for line in spooled] == ["down-1", "down-2"]
