@@ -22,7 +22,8 @@ def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> froze
     return found
 
 
-def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Async so that Litestar calls it inline rather than in a worker thread."""
     role = handler.opt["role"]
     roles = roles_for(connection.app.state.api_keys, connection.headers.get("x-api-key"))
     if roles is None:
