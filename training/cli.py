@@ -143,8 +143,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"registered {report.version} in {report.directory}")
     print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
-    test = result.get("metrics", {}).get("test", {})
-    _table("held-out test period", ["metric", "value"], sorted(test.items())[:12])
+    metrics = result.get("metrics", {})
+    names = ["rows", "frauds", "roc_auc", "average_precision", "recall_at_1%_decline"]
+    names += ["recall_at_5%_decline", "card_precision_at_100"]
+    periods = [p for p in ("validation", "test") if p in metrics]
+    _table(
+        "metrics (test is held out, in time order)",
+        ["metric", *periods],
+        [[n, *(metrics[p].get(n) for p in periods)] for n in names],
+    )
+    by_vertical = metrics.get("test", {}).get("by_vertical", {})
+    _table(
+        "test period by vertical",
+        ["vertical", "rows", "frauds", "roc_auc", "average_precision", "recall_at_1%_decline"],
+        [
+            [
+                v,
+                m.get("rows"),
+                m.get("frauds"),
+                m.get("roc_auc"),
+                m.get("average_precision"),
+                m.get("recall_at_1%_decline"),
+            ]
+            for v, m in by_vertical.items()
+        ],
+    )
     return 0
 
 
