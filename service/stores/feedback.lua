@@ -29,6 +29,7 @@ local function feedback(KEYS, ARGV)
       for j = at + 2, at + 1 + n do
         if call('HINCRBY', key, ARGV[j], delta) <= 0 then call('HDEL', key, ARGV[j]) end
       end
+      call('HDEL', key, '~m')  -- the summary of completed buckets no longer holds
       if call('TTL', key) < ttl then call('EXPIRE', key, ttl) end
       at = at + 2 + n
     end

@@ -11,7 +11,10 @@ key                             type    content
                                         ``ah472222`` = attempts in hour bucket 472222;
                                         measures ``a`` attempts, ``d`` declines, ``s`` USD
                                         cents, ``f`` frauds; width codes in ``WIDTH_CODES``;
-                                        bucket id ``floor(event_second / width)``
+                                        bucket id ``floor(event_second / width)``;
+                                        a busy entity also keeps a summary: ``~m``
+                                        (finest bucket id), ``~f``, ``~1``..``~k``
+                                        (window sums before the current buckets)
 ``P:{card:<fp>}:z``             zset    the entity's distinct members, all kinds: member
                                         ``<k>:<value>``, score ``k * 10^10 + last_seen``,
                                         ``k`` the kind's code in ``DISTINCT_CODES``

@@ -36,6 +36,9 @@ from service.catalog import Aggregate, Entity
 from service.payment import Payment
 from service.stores.keys import DISTINCT_CODES, DISTINCT_SPAN, WIDTH_CODES
 
+# A counter hash with at least this many fields is worth a summary (see begin.lua).
+SUMMARY_FIELDS: Final[int] = 16
+
 _MEASURE: Final[dict[Aggregate, str]] = {
     Aggregate.count: "a",
     Aggregate.declines: "d",
@@ -156,6 +159,15 @@ class EntityPlan:
         return max((d.horizon for d in self.distinct), default=0) + (star.width if star else 0)
 
     @property
+    def finest(self) -> int:
+        """The smallest bucket width of the counters: when no bucket of it opened, none did
+        (the widths divide each other), so its bucket id marks the summary's validity."""
+        return min(w.width for w in self.widths)
+
+    def marker(self, second: int) -> str:
+        return str(second // self.finest)
+
+    @property
     def declines(self) -> tuple[Width, ...]:
         return tuple(w for w in self.widths if "d" in w.measures)
 
@@ -205,6 +217,10 @@ class Clock:
         """A member's score at the event second."""
         return self._add(("s", offset))
 
+    def marker(self, width: int) -> int:
+        """The bucket id at ``width``: names the summary's moment (see ``begin.lua``)."""
+        return self._add(("m", width))
+
     def bound(self, offset: int, width: int, delta: int, exclusive: bool = False) -> int:
         """The score where bucket ``floor(t / width) + delta`` starts."""
         return self._add(("b", offset, width, delta, exclusive))
@@ -220,6 +236,8 @@ class Clock:
                 out.append(f"{prefix}{max(0, second // width + delta)}")
             elif entry[0] == "s":
                 out.append(str(entry[1] + second))
+            elif entry[0] == "m":
+                out.append(str(second // entry[1]))
             else:
                 _, offset, width, delta, exclusive = entry
                 value = offset + max(0, second // width + delta) * width
@@ -297,6 +315,11 @@ class Plan:
                         keep=wide[1],
                     )
                 )
+            if widths and any(w.width % widths[0].width for w in widths):
+                raise RuntimeError(
+                    f"{entity}: bucket widths {[w.width for w in widths]} must be multiples of "
+                    "the smallest, or a summary could outlive a bucket (see begin.lua)"
+                )
             if widths or kinds:
                 entities.append(EntityPlan(entity, entity_attribute(entity), widths, tuple(kinds)))
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
@@ -329,13 +352,16 @@ class Plan:
     def _render(self) -> str:
         """The plan as a Lua table; numbers Redis must see are pre-rendered strings.
 
-        Per entity: ``c`` (has counters); ``f`` key ``measure byte * 256 + code byte`` →
-        {stale threshold, current field, {{window's first field, slot}}} (ARGV positions
-        of clock strings); ``wr`` written widths {attempts field, cents field or false,
-        attempts slots, cents slots, is the TTL-refreshing width}; ``nostar`` (no written
-        width: refresh always); ``ttl`` and ``ttlf`` (with fraud fields) as strings;
-        ``z`` distinct kinds {score, prune bound, offset, top score, {{first score,
-        slot}}}; ``zttl``.
+        Per entity (numbers in braces are ARGV positions of clock strings, or 1-based
+        output slots): ``c`` has counters; ``f`` key ``measure byte * 256 + code byte`` →
+        {stale threshold, current field, {{window's first field, slot}}}; ``wr`` written
+        widths {attempts field, cents field or false, attempts slots, cents slots, is the
+        TTL-refreshing width}; ``nostar`` no written width (refresh the TTL always);
+        ``ttl``/``ttlf`` counter TTL without/with fraud fields; ``mk`` the summary marker;
+        ``hn`` the summary's field names; ``sl`` the slot of each summary value and ``sc``
+        the current field its window shares; ``cf`` current fields {field, {slots}, is a
+        fraud field}; ``z`` distinct kinds {score, prune bound, offset, top score, {{first
+        score, slot}}}; ``zttl``.
         """
         clock = self.clock
         lines = ["local PLAN = {"]
@@ -343,8 +369,18 @@ class Plan:
             star = e.star
             fields = []
             written = []
+            current = []
+            summary_slots = []
+            summary_current = []
             for w in e.widths:
                 for m in sorted(w.measures):
+                    slots = ",".join(str(r.slot + 1) for r in w.reads if r.measure == m)
+                    is_f = "true" if m == "f" else "false"
+                    current.append(f"{{{clock.field(m, w, 0)},{{{slots}}},{is_f}}}")
+                    for r in w.reads:
+                        if r.measure == m:
+                            summary_slots.append(str(r.slot + 1))
+                            summary_current.append(str(clock.field(m, w, 0)))
                     windows = ",".join(
                         f"{{{clock.field(m, w, 1 - r.buckets)},{r.slot + 1}}}"
                         for r in w.reads
@@ -373,14 +409,18 @@ class Plan:
                     f"'{d.offset + DISTINCT_SPAN - 1}',{{{windows}}}}}"
                 )
             ttl = e.counters_ttl
+            marker = clock.marker(e.finest) if e.widths else 0
+            names = ",".join(["'~m'", "'~f'", *(f"'~{i + 1}'" for i in range(len(summary_slots)))])
             lines.append(
                 f"  {{c={'true' if e.widths else 'false'},f={{{','.join(fields)}}},"
                 f"wr={{{','.join(written)}}},nostar={'false' if star else 'true'},"
-                f"ttl='{ttl}',ttlf='{max(ttl, e.frauds_ttl)}',"
+                f"ttl='{ttl}',ttlf='{max(ttl, e.frauds_ttl)}',mk={marker},hn={{{names}}},"
+                f"sl={{{','.join(summary_slots)}}},sc={{{','.join(summary_current)}}},"
+                f"cf={{{','.join(current)}}},"
                 f"z={{{','.join(kinds)}}},zttl='{e.members_ttl}'}}, -- {e.entity}"
             )
         lines.append("}")
-        lines.append(f"local SLOTS, CLOCK = {self.slot_count}, {len(clock)}")
+        lines.append(f"local SLOTS, CLOCK, BIG = {self.slot_count}, {len(clock)}, {SUMMARY_FIELDS}")
         return "\n".join(lines) + "\n"
 
 

@@ -11,9 +11,11 @@ A score call costs two round trips:
    the block/allow lists. A claim left ``pending`` for ``pending_timeout_seconds`` (its
    process died between begin and commit) is taken over by a retry, which reads but does
    not count again (``takeover``).
-2. ``commit``: one MULTI/EXEC stores the decision under the transaction key, appends the
-   decision record to the decision-log stream, and for a decline adds to the entities'
-   decline counters in the attempt's buckets.
+2. ``commit``: one function call stores the decision under the transaction key, appends
+   the decision record to the decision-log stream, and for a decline adds to the
+   entities' decline counters in the attempt's buckets. (A function rather than
+   MULTI/EXEC because a decline that lands behind a newer bucket must also invalidate the
+   entity's summary, a condition MULTI cannot express; it is still one atomic round trip.)
 
 ``record_feedback`` adds a confirmed fraud to the fraud counters of the original
 transaction's entities, in its buckets, once per transaction.
@@ -22,17 +24,29 @@ The key layout is in ``service.stores.keys``; the window rule in ``service.store
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
 is ``StoreUnavailable``.
 
+Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stays lean:
+time-dependent field names come ready from Python (``plan.Clock``), writes are batched,
+and a busy entity (a merchant, a BIN, a card under attack) is read through a summary of
+its completed buckets instead of field by field. Which entities are busy this process
+remembers in a small LRU; that guess decides only how the function reads, never what.
+
+Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
+Redis up to one finest bucket late (concurrent requests across a bucket edge). A distinct
+member is counted by its latest sighting, so for such a late attempt a member seen only
+after it still counts; in time order (replays, the offline twin) the values agree exactly.
+
 Redis Cluster: the keys are tagged so that each entity's keys share a slot, but ``begin``
-touches several entities at once, so it would not run as one function call there. In cluster mode
-the script would be split per entity: claim on the transaction's slot first, then one call
-per entity slot (count and read), pipelined to the nodes in parallel, and the commit
-likewise per slot. Only single-Redis mode is built and tested.
+touches several entities at once, so it cannot run as one function call there. In
+cluster mode it would be split: the claim on the transaction's slot first, then one call
+per entity slot (count and read), sent to the nodes in parallel; the commit likewise per
+slot. Only single-Redis mode is built and tested.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Literal
 
 import msgspec
@@ -46,6 +60,7 @@ from service.stores.lists import ListHit, lookups
 from service.stores.plan import PLAN, Plan, entity_values, event_second, present
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
+BUSY_KEYS = 50_000  # busy counter hashes remembered per process (merchants, BINs, active cards)
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
 
@@ -100,10 +115,13 @@ class RiskStore:
         self._pending_ms = int(pending_timeout_seconds * 1000)
         self._maxlen = stream_maxlen
         self.library = Library(plan)
+        # busy counter hashes (big enough for a summary) → the event second last seen here
+        self._busy: OrderedDict[str, int] = OrderedDict()
 
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
+        second = event_second(payment.event_time)
         keyed = {e.entity: value for e, value in entity_values(self.plan, payment)}
         mask = []
         members = []
@@ -112,9 +130,12 @@ class RiskStore:
             if value is None:
                 mask.append("0")
                 continue
-            mask.append("1")
             if e.widths:
-                keys.append(self.keys.counters(e.entity, value))
+                key = self.keys.counters(e.entity, value)
+                keys.append(key)
+                mask.append(self._path(key, e.finest, second))
+            else:
+                mask.append("1")
             if e.distinct:
                 keys.append(self.keys.members(e.entity, value))
                 for d in e.distinct:
@@ -127,7 +148,7 @@ class RiskStore:
             self._decision_ttl,
             "".join(mask),
             payment.amount_usd_cents,
-            *self.plan.clock.strings(event_second(payment.event_time)),
+            *self.plan.clock.strings(second),
             *members,
         ]
         for name, pairs in lookups(payment):
@@ -141,6 +162,7 @@ class RiskStore:
         )
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status in ("new", "takeover"):
+            self._remember_busy(keys, mask, reply[5], second)
             hits = [
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
                 for name, entity, reason in reply[4]
@@ -149,42 +171,63 @@ class RiskStore:
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
 
+    def _path(self, key: str, finest: int, second: int) -> str:
+        """How ``begin`` reads a counter hash: ``1`` scan it, ``2`` try its summary first
+        (seen in this finest bucket: the summary written then still holds), ``3`` scan it
+        and keep a summary (busy and seen within the finest width: likely back soon).
+
+        Only the work the function does depends on this guess; the values never do.
+        """
+        last = self._busy.get(key)
+        if last is None:
+            return "1"
+        if last // finest == second // finest:
+            return "2"
+        return "3" if abs(second - last) < finest else "1"
+
+    def _remember_busy(self, keys: list[str], mask: list[str], busy: bytes, second: int) -> None:
+        k = 2
+        for e, flag, big in zip(self.plan.entities, mask, busy, strict=True):
+            if flag == "0":
+                continue
+            if e.widths:
+                key = keys[k]
+                if big == ord("1"):
+                    self._busy[key] = second
+                    self._busy.move_to_end(key)
+                    if len(self._busy) > BUSY_KEYS:
+                        self._busy.popitem(last=False)
+                else:
+                    self._busy.pop(key, None)
+                k += 1
+            if e.distinct:
+                k += 1
+
     async def commit(
         self, payment: Payment, *, decision_json: bytes, record_json: bytes, declined: bool
     ) -> None:
-        """Store the decision, log it, and count a decline, in one MULTI/EXEC."""
+        """Store the decision, log it, and count a decline: one function call, atomic."""
         second = event_second(payment.event_time)
         entities = entity_values(self.plan, payment)
         record = TransactionRecord(second, {str(e.entity): value for e, value in entities})
-        tx = self.keys.transaction(payment.transaction_id)
-
-        async def run() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    tx,
-                    mapping={
-                        "state": "done",
-                        "decision": decision_json,
-                        "record": _record_encoder.encode(record),
-                    },
-                )
-                pipe.expire(tx, self._decision_ttl)
-                pipe.xadd(
-                    self.keys.decisions,
-                    {"transaction_id": payment.transaction_id, "record": record_json},
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
-                if declined:
-                    for e, value in entities:
-                        if e.declines:
-                            key = self.keys.counters(e.entity, value)
-                            for w in e.declines:
-                                pipe.hincrby(key, w.field("d", second), 1)
-                            pipe.expire(key, e.counters_ttl, nx=True)
-                await pipe.execute()
-
-        await self.breaker.call(self._budget, run)
+        keys = [self.keys.transaction(payment.transaction_id), self.keys.decisions]
+        args: list[str | int | bytes] = [
+            decision_json,
+            _record_encoder.encode(record),
+            self._decision_ttl,
+            self._maxlen,
+            payment.transaction_id,
+            record_json,
+        ]
+        if declined:
+            for e, value in entities:
+                if e.declines:
+                    keys.append(self.keys.counters(e.entity, value))
+                    fields = [w.field("d", second) for w in e.declines]
+                    args += (e.marker(second), e.counters_ttl, len(fields), *fields)
+        await self.breaker.call(
+            self._budget, lambda: self.library.call(self.client, "commit", keys, args)
+        )
 
     async def stored_decision(self, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
