@@ -165,14 +165,20 @@ local function members(P, key, A, a, write, fresh, newstar, out)
         args[#args + 1] = member
       end
     end
-    if #args > 1 then
+    local given = (#args - 1) / 2
+    if given > 0 then
       local added = call('ZADD', key, unpack(args))
-      if added > 0 and not fresh then
+      -- prune once per TTL-refreshing bucket: the set holds at most its largest window
+      -- plus one such bucket of members (a new entity has nothing to prune, unless its
+      -- set can outlive its counters: zold)
+      if added > 0 and newstar and (P.zold or not fresh) then
         for i = 1, #kinds do
           if with[i] then call('ZREMRANGEBYSCORE', key, kinds[i][3], A[kinds[i][2]]) end
         end
       end
-      if added > 0 or newstar then call('EXPIRE', key, P.zttl) end
+      -- a set that had one of these members had a TTL, refreshed when the bucket opened;
+      -- only a set made of new members alone may be new
+      if newstar or added == given then call('EXPIRE', key, P.zttl) end
     end
   end
   for i = 1, #kinds do

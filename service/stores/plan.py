@@ -168,6 +168,13 @@ class EntityPlan:
         return str(second // self.finest)
 
     @property
+    def members_may_outlive_counters(self) -> bool:
+        """True when an entity whose counters expired may still have its member set (its
+        set's TTL, refreshed up to one star bucket late, exceeds the counters' TTL)."""
+        star = self.star
+        return self.members_ttl + (star.width if star else 0) > self.counters_ttl
+
+    @property
     def declines(self) -> tuple[Width, ...]:
         return tuple(w for w in self.widths if "d" in w.measures)
 
@@ -361,7 +368,7 @@ class Plan:
         ``hn`` the summary's field names; ``sl`` the slot of each summary value and ``sc``
         the current field its window shares; ``cf`` current fields {field, {slots}, is a
         fraud field}; ``z`` distinct kinds {score, prune bound, offset, top score, {{first
-        score, slot}}}; ``zttl``.
+        score, slot}}}; ``zttl``; ``zold`` the member set may outlive the counters.
         """
         clock = self.clock
         lines = ["local PLAN = {"]
@@ -417,7 +424,8 @@ class Plan:
                 f"ttl='{ttl}',ttlf='{max(ttl, e.frauds_ttl)}',mk={marker},hn={{{names}}},"
                 f"sl={{{','.join(summary_slots)}}},sc={{{','.join(summary_current)}}},"
                 f"cf={{{','.join(current)}}},"
-                f"z={{{','.join(kinds)}}},zttl='{e.members_ttl}'}}, -- {e.entity}"
+                f"z={{{','.join(kinds)}}},zttl='{e.members_ttl}',"
+                f"zold={'true' if e.members_may_outlive_counters else 'false'}}}, -- {e.entity}"
             )
         lines.append("}")
         lines.append(f"local SLOTS, CLOCK, BIG = {self.slot_count}, {len(clock)}, {SUMMARY_FIELDS}")
