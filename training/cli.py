@@ -174,10 +174,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
     from training.logs import read_log
+    from training.train import to_unix_seconds
 
     result = evaluate(
         read_log(args.log),
         registry=args.registry,
+        since=to_unix_seconds(args.since),
         rules_dir=args.rules,
         out_dir=args.out,
         secret=_secret(),
@@ -290,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--registry", type=Path, default=Path("models"))
     evaluate.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
     evaluate.add_argument("--out", type=Path, help="folder for pr.png and roc.png")
+    evaluate.add_argument(
+        "--since", help="score only payments from this time (RFC 3339); earlier rows are history"
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=cmd_evaluate)
 
