@@ -30,6 +30,7 @@ from service.features.request import request_features
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle
 from service.normalise import normalise, payment_digest
+from service.payment import Payment
 from service.pseudonymise import Pseudonymiser
 from service.reference import FxTable
 from service.rules.rulebook import RulebookHolder
@@ -210,20 +211,18 @@ async def _commit(
 
 
 def _record(
-    payment: Any,
+    payment: Payment,
     features: dict[str, Any],
     executions: list[Any],
     outcome: Outcome,
     decision: ScoreResponse,
     latency_ms: float,
 ) -> dict[str, Any]:
+    """The decision-log entry: the payment as normalised (pseudonyms only), and the why."""
     return {
+        "payment": payment,
         "transaction_id": payment.transaction_id,
         "event_time": payment.event_time,
-        "merchant_id": payment.merchant_id,
-        "vertical": payment.vertical,
-        "amount": str(payment.amount),
-        "currency": payment.currency,
         "decision": decision.decision,
         "score": decision.score,
         "model_probability": decision.model_probability,
