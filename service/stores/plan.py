@@ -27,6 +27,7 @@ function library (``library.py``), whose version hash changes whenever the catal
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -164,9 +165,6 @@ class EntityPlan:
         (the widths divide each other), so its bucket id marks the summary's validity."""
         return min(w.width for w in self.widths)
 
-    def marker(self, second: int) -> str:
-        return str(second // self.finest)
-
     @property
     def members_may_outlive_counters(self) -> bool:
         """True when an entity whose counters expired may still have its member set (its
@@ -205,7 +203,8 @@ class Clock:
 
     ARGV_BASE = 6  # ARGV[7] is the first clock string
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag  # names the plan in summary markers, so another plan's never match
         self._entries: dict[tuple, int] = {}
         self._cached: tuple[int, list[str]] | None = None
 
@@ -228,6 +227,9 @@ class Clock:
         """The bucket id at ``width``: names the summary's moment (see ``begin.lua``)."""
         return self._add(("m", width))
 
+    def marker_text(self, width: int, second: int) -> str:
+        return f"{self.tag}{second // width}"
+
     def bound(self, offset: int, width: int, delta: int, exclusive: bool = False) -> int:
         """The score where bucket ``floor(t / width) + delta`` starts."""
         return self._add(("b", offset, width, delta, exclusive))
@@ -244,7 +246,7 @@ class Clock:
             elif entry[0] == "s":
                 out.append(str(entry[1] + second))
             elif entry[0] == "m":
-                out.append(str(second // entry[1]))
+                out.append(self.marker_text(entry[1], second))
             else:
                 _, offset, width, delta, exclusive = entry
                 value = offset + max(0, second // width + delta) * width
@@ -332,7 +334,8 @@ class Plan:
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
         self.slot_count = len(slots)
-        self.clock = Clock()
+        shape = repr([(f.name, f.aggregate, f.of, f.bucket, f.buckets) for f in features])
+        self.clock = Clock(hashlib.sha1(shape.encode()).hexdigest()[:6] + ":")
         self._prelude = self._render()
 
     def values(self, raw: list[int]) -> dict[str, float]:
@@ -348,6 +351,10 @@ class Plan:
             else:
                 result[o.name] = float(value)
         return result
+
+    def marker(self, entity: EntityPlan, second: int) -> str:
+        """The summary marker of ``entity``'s counters at ``second`` (as ``begin`` sees it)."""
+        return self.clock.marker_text(entity.finest, second)
 
     def zeros(self) -> dict[str, float]:
         return dict.fromkeys((o.name for o in self.outputs), 0.0)

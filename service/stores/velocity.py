@@ -193,7 +193,7 @@ class RiskStore:
             if e.widths:
                 key = keys[k]
                 if big == ord("1"):
-                    self._busy[key] = second
+                    self._busy[key] = max(second, self._busy.get(key, second))
                     self._busy.move_to_end(key)
                     if len(self._busy) > BUSY_KEYS:
                         self._busy.popitem(last=False)
@@ -224,7 +224,7 @@ class RiskStore:
                 if e.declines:
                     keys.append(self.keys.counters(e.entity, value))
                     fields = [w.field("d", second) for w in e.declines]
-                    args += (e.marker(second), e.counters_ttl, len(fields), *fields)
+                    args += (self.plan.marker(e, second), e.counters_ttl, len(fields), *fields)
         await self.breaker.call(
             self._budget, lambda: self.library.call(self.client, "commit", keys, args)
         )

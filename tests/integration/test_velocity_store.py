@@ -358,6 +358,32 @@ async def test_late_events_of_busy_entities_count_in_their_own_buckets(
     assert store._busy
 
 
+async def test_a_late_decline_drops_the_summary_a_current_one_keeps_it(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    only_merchant = dict.fromkeys(
+        ["card_fingerprint", "card_bin", "device_id", "device_ip", "customer_email"]
+    )
+    t = DAY0
+    for i in range(20):  # 20 buckets of 5 minutes, a decline in each: a busy merchant
+        t = DAY0 + i * 300
+        await score(store, make_payment(f"h{i}", t, **only_merchant), declined=True)
+    key = f"{redis_prefix}:{{merchant:m1}}:c"
+    late = make_payment("late", t - 300, **only_merchant)
+    await store.begin(late, digest="d")
+    now = make_payment("now", t + 1, **only_merchant)
+    await score(store, now, declined=True)  # scanned, summary kept (busy, back within 5 min)
+    assert await redis_client.hexists(key, "~m")
+    again = await store.begin(make_payment("again", t + 2, **only_merchant), digest="d")
+    assert again.features["merchant_declines_1h"] == 12 + 1  # read through the summary
+    assert await redis_client.hexists(key, "~m")
+    await store.commit(late, decision_json=b"{}", record_json=b"{}", declined=True)
+    assert not await redis_client.hexists(key, "~m")
+    after = await store.begin(make_payment("after", t + 3, **only_merchant), digest="d")
+    assert after.features["merchant_declines_1h"] == 12 + 1 + 1
+    assert after.features["merchant_attempts_1h"] == 12 + 1 + 3  # 12 buckets, late, now..after
+
+
 # --- memory: TTLs everywhere, old fields and members pruned -----------------------------
 
 
