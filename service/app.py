@@ -32,7 +32,13 @@ from service.api.schemas import (
     ScoreResponse,
 )
 from service.decision_spool import DecisionSpool
-from service.errors import FieldProblem, IdempotencyConflict, InvalidRequest, NotFound
+from service.errors import (
+    FieldProblem,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    RetryLater,
+)
 from service.log_format import configure_logging
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
@@ -150,6 +156,7 @@ def create_app(settings: Settings) -> Litestar:
             InvalidRequest: _invalid_request,
             IdempotencyConflict: _conflict,
             NotFound: _not_found,
+            RetryLater: _retry_later,
             HTTPException: _http_exception,
             Exception: _unexpected,
         },
@@ -205,6 +212,12 @@ def _conflict(request: Request, exc: IdempotencyConflict) -> Response:
 
 def _not_found(request: Request, exc: NotFound) -> Response:
     return _error(404, str(exc))
+
+
+def _retry_later(request: Request, exc: RetryLater) -> Response:
+    response = _error(503, str(exc))
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _http_exception(request: Request, exc: HTTPException) -> Response:

@@ -8,6 +8,7 @@
 - ``NotFound``: the thing named (a list, a transaction) does not exist.
 - ``RuleError``: a rule file failed to parse or compile; names file, line and rule.
 - ``StoreUnavailable``: Redis did not answer within the budget.
+- ``RetryLater``: a concurrent call with the same transaction id has not finished deciding.
 """
 
 from __future__ import annotations
@@ -63,4 +64,8 @@ class RuleError(RiskscoreError):
 
 
 class StoreUnavailable(RiskscoreError):
+    pass
+
+
+class RetryLater(RiskscoreError):
     pass

@@ -25,7 +25,7 @@ import msgspec
 from service.api.schemas import ScoreRequest, ScoreResponse
 from service.catalog import CATALOG_VERSION, VELOCITY_FEATURES
 from service.decision_spool import DecisionSpool
-from service.errors import IdempotencyConflict, StoreUnavailable
+from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
 from service.features.request import request_features
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle
@@ -180,11 +180,14 @@ async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> S
         raise IdempotencyConflict(transaction_id)
     raw = begin.stored_decision
     if raw is None:  # pending: a concurrent call with the same id is still deciding
-        raw = await engine.store.wait_for_decision(
-            transaction_id, timeout=max(1.0, engine.settings.redis_timeout_ms / 1000 * 20)
-        )
+        try:
+            raw = await engine.store.wait_for_decision(
+                transaction_id, timeout=max(1.0, engine.settings.redis_timeout_ms / 1000 * 20)
+            )
+        except StoreUnavailable:
+            raw = None
     if raw is None:
-        raise IdempotencyConflict(transaction_id)
+        raise RetryLater(f"transaction {transaction_id} is still being scored; retry")
     return msgspec.structs.replace(_decision_decoder.decode(raw), replayed=True)
 
 

@@ -267,3 +267,22 @@ async def test_redis_down_still_answers_degraded_within_the_budget(redis_prefix,
         assert ready.json()["redis"]["ok"] is False
     spooled = (tmp_path / "spool.jsonl").read_text().splitlines()
     assert [json.loads(line)["transaction_id"] for line in spooled] == ["down-1", "down-2"]
+
+
+async def test_a_retry_while_the_first_call_is_still_deciding_gets_503_retry_later(
+    client, redis_client, redis_prefix
+):
+    from service.api.schemas import decode_score_request
+    from service.normalise import payment_digest
+    from service.stores.keys import Keys
+
+    body = payment("pending-1")
+    request = decode_score_request(json.dumps(body).encode())
+    digest = payment_digest(request, key=b"test-secret-0123456789")
+    await redis_client.hset(
+        Keys(redis_prefix).transaction("pending-1"),
+        mapping={"state": "pending", "digest": digest, "claimed_at": int(time.time() * 1000)},
+    )
+    r = await client.post("/v1/score", json=body, headers=headers())
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
