@@ -302,7 +302,7 @@ def evaluate(
     time_ = dataset["event_time"].to_numpy(dtype=np.float64)
     keep = dataset["label"].notna().to_numpy()
     if since is not None:
-        keep &= time_ >= since
+        keep = keep & (time_ >= since)
     frame = dataset.loc[keep]
     if frame.empty:
         raise ValueError("the log holds no labelled rows to evaluate on")

@@ -204,3 +204,12 @@ def test_evaluate_reports_model_metrics_and_saves_curves(log, trained, tmp_path)
     assert result["model"]["roc_auc"] is not None
     for name in ("pr.png", "roc.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_since_scores_only_the_later_period(log, trained):
+    registry, _ = trained
+    everything = evaluate(log, registry=registry, include_rules=False)
+    times = pd.to_datetime(log["timestamp"], utc=True)
+    middle = times.min() + (times.max() - times.min()) / 2
+    later = evaluate(log, registry=registry, include_rules=False, since=middle.timestamp())
+    assert 0 < later["evaluated_rows"] < everything["evaluated_rows"]
