@@ -38,6 +38,7 @@ from service.errors import (
     InvalidRequest,
     NotFound,
     RetryLater,
+    StoreUnavailable,
 )
 from service.log_format import configure_logging
 from service.metrics import Metrics
@@ -48,7 +49,12 @@ from service.rules.rulebook import RulebookHolder
 from service.scoring import Engine
 from service.settings import Settings
 from service.stores.lists import ListStore
-from service.stores.redis_client import make_client, ping
+from service.stores.redis_client import (
+    make_client,
+    maxmemory_policy_warning,
+    persistence_warning,
+    ping,
+)
 from service.stores.velocity import RiskStore
 
 log = logging.getLogger("riskscore")
@@ -132,9 +138,10 @@ def create_app(settings: Settings) -> Litestar:
                 log.info("moved %d spooled decisions to the decision log", sent)
 
         async def readiness() -> dict[str, Any]:
-            return await _readiness(engine, app.state.model_problem)
+            return await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
 
         app.state.readiness = readiness
+        app.state.redis_warnings = await _redis_warnings(engine)
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
             asyncio.create_task(_every(5.0, drain_spool)),
@@ -171,11 +178,29 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-async def _readiness(engine: Engine, model_problem: str | None) -> dict[str, Any]:
+async def _redis_warnings(engine: Engine) -> list[str]:
+    """Configuration that endangers counters or the decision log, said once at startup."""
+    try:
+        async with asyncio.timeout(1.0):
+            found = [
+                await maxmemory_policy_warning(engine.store.client),
+                await persistence_warning(engine.store.client),
+            ]
+    except (TimeoutError, OSError, StoreUnavailable):
+        return []
+    warnings = [w for w in found if w]
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+async def _readiness(
+    engine: Engine, model_problem: str | None, warnings: list[str]
+) -> dict[str, Any]:
     redis_ms = await ping(engine.store.client)
     rulebook = engine.rulebook
     report: dict[str, Any] = {
-        "redis": {"ok": redis_ms is not None, "latency_ms": redis_ms},
+        "redis": {"ok": redis_ms is not None, "latency_ms": redis_ms, "warnings": warnings},
         "rules": {
             "ok": True,
             "version": rulebook.current.version,

@@ -31,6 +31,9 @@ class HiredisPackingConnection(Connection):
     """
 
     def pack_command(self, *args: object) -> list[bytes]:  # type: ignore[override]
+        head = args[0]
+        if isinstance(head, str) and " " in head:  # "CONFIG GET", as redis-py's packer splits
+            args = (*head.split(), *args[1:])
         return [hiredis.pack_command(args)]  # type: ignore[arg-type]
 
 

@@ -230,12 +230,14 @@ async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity
     assert r.json()["features"]["customer_frauds_30d"] == 1
 
 
-async def test_operational_endpoints(client):
+async def test_operational_endpoints(client, redis_client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     report = ready.json()
     assert report["redis"]["ok"] is True
+    appendonly = (await redis_client.config_get("appendonly"))["appendonly"]
+    assert any("appendonly" in w for w in report["redis"]["warnings"]) == (appendonly == "no")
     assert report["fx_rates"]["as_of"]
     assert report["model"]["ok"] is False
     await client.post("/v1/score", json=payment("m-1"), headers=headers())

@@ -20,6 +20,7 @@ from service.stores.keys import DISTINCT_SPAN
 from service.stores.plan import PLAN, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
+from tests.conftest import TEST_REDIS_URL
 
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
 HOUR = 3_600
@@ -526,3 +527,20 @@ async def test_store_reloads_its_functions_when_redis_lost_them(
     await store.library.load(redis_client)
     await redis_client.function_delete(store.library.name)
     assert (await store.begin(_payment(), digest="d")).status == "new"
+
+
+async def test_the_hiredis_packer_sends_what_redis_py_would_including_two_word_commands():
+    from redis.asyncio.connection import Connection
+
+    from service.stores.redis_client import HiredisPackingConnection, make_client
+
+    for args in [("CONFIG GET", "appendonly"), ("FCALL", "f", 2, "k1", "k2", b"\x00v", 3.5)]:
+        ours = b"".join(HiredisPackingConnection().pack_command(*args))
+        assert ours == b"".join(Connection().pack_command(*args))
+    client = make_client(TEST_REDIS_URL, 25)
+    try:
+        assert "appendonly" in {
+            k.decode() if isinstance(k, bytes) else k for k in await client.config_get("appendonly")
+        }
+    finally:
+        await client.aclose()
