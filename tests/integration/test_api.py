@@ -288,3 +288,78 @@ async def test_a_retry_while_the_first_call_is_still_deciding_gets_503_retry_lat
     r = await client.post("/v1/score", json=body, headers=headers())
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
+
+
+async def test_changed_rule_files_are_picked_up_without_restart_and_a_bad_one_is_refused(
+    redis_client, redis_prefix, tmp_path
+):
+    import asyncio
+    import shutil
+
+    from service.settings import DEFAULT_RULES_DIR
+
+    rules = tmp_path / "rules"
+    shutil.copytree(DEFAULT_RULES_DIR, rules)
+    settings = settings_for(redis_prefix, tmp_path, rules_dir=rules, rules_reload_seconds=0.05)
+
+    def replace(name: str, text: str) -> None:
+        staged = rules / f".{name}.tmp"
+        staged.write_text(text)
+        staged.rename(rules / name)
+
+    async def score_until(predicate, tx_prefix: str) -> dict:
+        for n in range(60):
+            body = (
+                await c.post("/v1/score", json=payment(f"{tx_prefix}-{n}"), headers=headers())
+            ).json()
+            if predicate(body):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never saw the expected rule set: {body}")
+
+    async with AsyncTestClient(app=create_app(settings)) as c:
+        before = (await c.post("/v1/score", json=payment("reload-0"), headers=headers())).json()
+        common = (rules / "common.yaml").read_text()
+        replace(
+            "common.yaml",
+            common
+            + "\n  - id: COMMON_TEST_EVERY_INR_PAYMENT\n"
+            + "    description: fires on every INR payment, for this test\n"
+            + '    when: currency == "INR"\n'
+            + "    action: review\n"
+            + "    message: an INR payment\n",
+        )
+        after = await score_until(lambda b: b["ruleset_version"] != before["ruleset_version"], "re")
+        assert "COMMON_TEST_EVERY_INR_PAYMENT" in after["matched_rules"]
+        assert after["decision"] == "review"
+
+        broken = "\n  - id: BROKEN\n    description: x\n    when: no_such_feature > 1\n"
+        replace("common.yaml", common + broken + "    action: review\n    message: x\n")
+        for _ in range(20):
+            ready = (await c.get("/readyz")).json()
+            if ready["rules"]["last_error"]:
+                break
+            await asyncio.sleep(0.05)
+        assert "common.yaml" in ready["rules"]["last_error"]
+        assert "BROKEN" in ready["rules"]["last_error"]
+        assert "no_such_feature" in ready["rules"]["last_error"]
+        assert ready["rules"]["version"] == after["ruleset_version"]
+        still = (await c.post("/v1/score", json=payment("reload-x"), headers=headers())).json()
+        assert still["ruleset_version"] == after["ruleset_version"]
+
+
+async def test_one_json_log_line_per_decision_without_personal_data(client, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="riskscore.decision")
+    await client.post("/v1/score", json=payment("log-1"), headers=headers())
+    records = [r for r in caplog.records if r.name == "riskscore.decision"]
+    assert len(records) == 1
+    from service.log_format import JsonFormatter
+
+    line = JsonFormatter().format(records[0])
+    entry = json.loads(line)
+    assert entry["transaction_id"] == "log-1"
+    assert entry["decision"] == "approve"
+    for secret in ("asha@example.com", "203.0.113.7", SCORE_KEY):
+        assert secret not in line
