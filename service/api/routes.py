@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 
 from service.api.auth import require_role
 from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
@@ -62,14 +63,14 @@ async def list_names(state: State) -> Response[bytes]:
 
 
 @get("/v1/lists/{name:str}", guards=[require_role], opt={"role": "admin"})
-async def list_items(name: str, state: State) -> Response[bytes]:
+async def list_items(name: FromPath[str], state: State) -> Response[bytes]:
     """One list's items (personal data appears as pseudonyms)."""
     items = await state.engine.lists.get(check_name(name))
     return _json({"name": name, "items": items})
 
 
 @put("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"})
-async def add_list_items(name: str, request: Request, state: State) -> Response[bytes]:
+async def add_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Add items to a list, optionally with a reason and a time to live."""
     _require_json(request)
     change = decode_body(await request.body(), ListChange)
@@ -87,7 +88,7 @@ async def add_list_items(name: str, request: Request, state: State) -> Response[
 
 
 @delete("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"}, status_code=200)
-async def remove_list_items(name: str, request: Request, state: State) -> Response[bytes]:
+async def remove_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Remove items from a list."""
     _require_json(request)
     change = decode_body(await request.body(), ListChange)
