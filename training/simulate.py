@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from service.normalise import LOG_COLUMNS
 from service.settings import VERTICALS
 from training.simulation.account_fraud import friendly_fraud
 from training.simulation.batch import MISSING, Batch
@@ -34,36 +35,6 @@ from training.simulation.patterns import FRIENDLY_FRAUD_RATE, PATTERN_NAMES, PAT
 from training.simulation.populations import PROFILE_LIST, World, per_vertical
 from training.simulation.rhythm import Window, default_days
 
-LOG_COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "timestamp",
-    "merchant_id",
-    "vertical",
-    "amount",
-    "currency",
-    "payment_method_type",
-    "payment_method_provider",
-    "card_bin",
-    "card_last4",
-    "card_fingerprint",
-    "card_issuer_country",
-    "card_funding",
-    "payment_method_account",
-    "customer_id",
-    "customer_email",
-    "customer_created_at",
-    "customer_kyc_level",
-    "customer_age_verified",
-    "customer_country",
-    "device_id",
-    "device_ip",
-    "device_ip_country",
-    "context_first_deposit",
-    "context_bonus_code",
-    "context_subscription_kind",
-    "context_subscription_trial",
-    "context_three_ds",
-)
 LABEL_COLUMNS: tuple[str, ...] = ("label", "label_at", "fraud_pattern")
 COLUMNS: tuple[str, ...] = LOG_COLUMNS + LABEL_COLUMNS
 FRAUD_PATTERNS: tuple[str, ...] = PATTERN_NAMES
