@@ -53,5 +53,19 @@ class Metrics:
         )
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
 
+        self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+
+    def decision(self, decision: str, vertical: str, seconds: float) -> None:
+        """Count a decision and its latency; label children are cached, ``labels`` is slow."""
+        children = self._children.get((decision, vertical))
+        if children is None:
+            children = (
+                self.decisions.labels(decision, vertical),
+                self.score_latency.labels(decision, vertical),
+            )
+            self._children[(decision, vertical)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

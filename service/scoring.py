@@ -248,8 +248,7 @@ def _observe(
     engine: Engine, vertical: str, decision: ScoreResponse, executions: list[Any], started: float
 ) -> None:
     m = engine.metrics
-    m.decisions.labels(decision.decision, vertical).inc()
-    m.score_latency.labels(decision.decision, vertical).observe(time.perf_counter() - started)
+    m.decision(decision.decision, vertical, time.perf_counter() - started)
     for e in executions:
         if e.hit:
             m.rule_hits.labels(e.rule_id, e.mode).inc()
