@@ -53,7 +53,7 @@ from service.stores.redis_client import (
     make_client,
     maxmemory_policy_warning,
     persistence_warning,
-    ping,
+    probe,
 )
 from service.stores.velocity import RiskStore
 
@@ -197,10 +197,15 @@ async def _redis_warnings(engine: Engine) -> list[str]:
 async def _readiness(
     engine: Engine, model_problem: str | None, warnings: list[str]
 ) -> dict[str, Any]:
-    redis_ms = await ping(engine.store.client)
+    redis_ms, redis_problem = await probe(engine.store.client)
     rulebook = engine.rulebook
     report: dict[str, Any] = {
-        "redis": {"ok": redis_ms is not None, "latency_ms": redis_ms, "warnings": warnings},
+        "redis": {
+            "ok": redis_ms is not None,
+            "latency_ms": redis_ms,
+            "problem": redis_problem,
+            "warnings": warnings,
+        },
         "rules": {
             "ok": True,
             "version": rulebook.current.version,

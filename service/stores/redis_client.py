@@ -61,13 +61,20 @@ def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
 
 async def ping(client: aioredis.Redis, budget: float = 0.5) -> float | None:
     """Round-trip latency of PING in milliseconds, or None when Redis does not answer."""
+    return (await probe(client, budget))[0]
+
+
+async def probe(client: aioredis.Redis, budget: float = 0.5) -> tuple[float | None, str | None]:
+    """PING latency in milliseconds, or None and why Redis did not answer (for /readyz)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(budget):
             await client.ping()
-    except (TimeoutError, RedisError, OSError):
-        return None
-    return (time.perf_counter() - started) * 1000
+    except TimeoutError:
+        return None, f"redis did not answer PING within {budget * 1000:.0f} ms"
+    except (RedisError, OSError) as exc:
+        return None, f"redis unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+    return (time.perf_counter() - started) * 1000, None
 
 
 async def _config(client: aioredis.Redis, name: str) -> str | None:
