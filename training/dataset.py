@@ -14,7 +14,7 @@ documented default, and a caller may pass the service's ``RISKSCORE_SECRET`` ins
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,8 @@ from service.settings import DEFAULT_FX_RATES
 from training.offline_features import velocity_features_frame
 
 TRAINING_SECRET: Final = b"riskscore-offline-training-pseudonyms"
+# ``log.attrs`` key (kept in Parquet) saying its email, account and IP columns hold tokens.
+IDENTIFIERS_ATTR: Final = "identifiers"
 
 # Carried beside the features: what splits, labels and evaluates the rows.
 META_COLUMNS: Final = (
@@ -47,8 +49,13 @@ def build_dataset(
     secret: bytes | None = None,
     fx: FxTable | None = None,
     progress: bool = False,
+    identifiers: Literal["raw", "pseudonymised"] | None = None,
 ) -> pd.DataFrame:
     """Catalogue features and ``META_COLUMNS`` for every row of ``log``, same index.
+
+    ``identifiers`` says whether email, account and IP are raw or already tokens; by
+    default what ``log.attrs[IDENTIFIERS_ATTR]`` says (``riskscore export`` marks its files
+    ``"pseudonymised"``), else raw.
 
     ``label`` is a float (1 fraud, 0 legitimate, NaN unknown); ``label_at`` Unix seconds;
     ``fraud_pattern`` the simulator's pattern name where the log has one, else None.
@@ -57,7 +64,8 @@ def build_dataset(
     """
     fx = fx if fx is not None else FxTable.load(DEFAULT_FX_RATES)
     pseudonymiser = Pseudonymiser(secret or TRAINING_SECRET)
-    normalised = normalise_frame(log, fx=fx, pseudonymiser=pseudonymiser)
+    identifiers = identifiers or log.attrs.get(IDENTIFIERS_ATTR, "raw")
+    normalised = normalise_frame(log, fx=fx, pseudonymiser=pseudonymiser, identifiers=identifiers)
     declined = _declined(log)
     if declined is not None:
         normalised["declined"] = declined
