@@ -224,6 +224,129 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from training.logs import read_log
+    from training.replay import CLOCK_REMINDER, ReplayError, replay
+
+    log = read_log(args.log)
+    if args.limit is not None:
+        from training.replay import log_seconds
+
+        log = log.iloc[log_seconds(log["timestamp"]).argsort(kind="stable")[: args.limit]]
+    print(f"reminder: {CLOCK_REMINDER}", file=sys.stderr)
+
+    async def run() -> dict:
+        limits = httpx.Limits(max_connections=args.concurrency + 2)
+        async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout, limits=limits) as c:
+            return await replay(
+                log,
+                client=c,
+                api_key=args.api_key,
+                feedback_key=args.feedback_key,
+                concurrency=args.concurrency,
+                progress=not args.json,
+                all_labels=args.all_labels,
+            )
+
+    try:
+        result = asyncio.run(run())
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = result["non_2xx"] + result["transport_errors"]
+    if args.json:
+        _print_json(result)
+        return 1 if failed else 0
+    print(
+        f"replayed {result['sent']:,} payments in {result['seconds']} s "
+        f"({result['requests_per_second'] or 0:,.0f}/s, concurrency {result['concurrency']}); "
+        f"status {result['status']}"
+    )
+    for error in result["errors"]:
+        print(f"  {error['transaction_id']}: {error['status']} {error['detail']}", file=sys.stderr)
+    _table(
+        "decisions",
+        ["decision", "payments", "rate"],
+        [[d, r["count"], f"{r['rate']:.2%}"] for d, r in result["decisions"].items()],
+    )
+    metrics = result["metrics"]
+    if metrics:
+        rows = [
+            [n, metrics.get(n)]
+            for n in ("rows", "frauds", "roc_auc", "average_precision", "card_precision_at_100")
+        ]
+        for part in ("decline", "review_or_decline"):
+            rows += [[f"{part} {k}", metrics[part][k]] for k in ("rate", "precision", "recall")]
+        _table("labelled payments (score and decisions)", ["metric", "value"], rows)
+    latency = result["latency_ms"]
+    _table(
+        "client-side latency of /v1/score (ms)",
+        ["p50", "p99", "p99.9", "max", "requests/s", "non-2xx"],
+        [[*latency.values(), result["requests_per_second"], result["non_2xx"]]],
+    )
+    if result["degraded"]:
+        print("degraded: " + ", ".join(f"{k} {v:,}" for k, v in result["degraded"].items()))
+    fb = result["feedback"]
+    print(
+        f"labels: {fb['accepted']:,} of {fb['sent']:,} sent were accepted; "
+        f"{fb['pending']:,} not yet known when the log ended"
+    )
+    for warning in result["warnings"]:
+        if warning != CLOCK_REMINDER:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from training.export import export
+    from training.train import to_unix_seconds
+
+    url = args.redis_url or os.environ.get("RISKSCORE_REDIS_URL") or Settings().redis_url
+    if url.startswith("redis+cluster://"):
+        print("error: export from a Redis Cluster is not supported yet", file=sys.stderr)
+        return 2
+    prefix = args.prefix or os.environ.get("RISKSCORE_REDIS_PREFIX") or Settings().redis_prefix
+
+    async def run() -> dict:
+        client = aioredis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=5)
+        try:
+            return await export(
+                client,
+                prefix,
+                args.out,
+                since=to_unix_seconds(args.since),
+                progress=not args.json,
+            )
+        finally:
+            await client.aclose()
+
+    result = asyncio.run(run())
+    if args.json:
+        _print_json(result)
+        return 0
+    print(
+        f"exported {result['decisions']:,} decisions and {result['labels']:,} labels "
+        f"to {result['out']}; {result['labelled_transactions']:,} transactions labelled "
+        f"({result['frauds']:,} fraud)"
+    )
+    if result["skipped"] or result["duplicates"]:
+        print(
+            f"skipped {result['skipped']:,} unreadable entries and "
+            f"{result['duplicates']:,} repeated transactions",
+            file=sys.stderr,
+        )
+    _table("files", ["file", "path"], [[n, p] for n, p in result["files"].items()])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riskscore",
@@ -306,6 +429,53 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
     backtest.add_argument("--json", action="store_true", help="print one JSON object")
     backtest.set_defaults(func=cmd_backtest)
+
+    replay = sub.add_parser(
+        "replay",
+        help="send a transaction log to a running service, feeding labels back; print metrics",
+        description="Send the log's payments to POST /v1/score in time order and each label "
+        "to POST /v1/feedback once the replay's clock (the next payment's time) reaches its "
+        "label_at (fraud is sent as 'fraud', 0 as 'legit'). The service must run with "
+        "RISKSCORE_CLOCK=event, or its velocity windows follow its own clock, not the log's. "
+        "Prints decision rates, metrics of the labelled rows and client-side latency; exits 1 "
+        "when some payments were not answered with 2xx.",
+    )
+    replay.add_argument("--log", type=Path, required=True, help="transaction log (.parquet/.csv)")
+    replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    replay.add_argument("--api-key", required=True, help="a key with the score role")
+    replay.add_argument("--feedback-key", help="a key with the feedback role (default: --api-key)")
+    replay.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="payments in flight (default 1: strict time order; more is faster but a "
+        "payment may then be counted before the one just ahead of it)",
+    )
+    replay.add_argument("--limit", type=int, help="only the first N payments in time order")
+    replay.add_argument(
+        "--all-labels",
+        action="store_true",
+        help="at the end, also send labels known only after the log's last payment",
+    )
+    replay.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)"
+    )
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.set_defaults(func=cmd_replay)
+
+    export = sub.add_parser(
+        "export",
+        help="write the decision log and labels from Redis as transaction logs",
+        description="Write DIR/decisions.parquet (log columns with pseudonyms, the decision, "
+        "f_<feature> columns), DIR/labels.parquet and DIR/transactions.parquet (decisions "
+        "with their latest label, for riskscore train --log).",
+    )
+    export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.add_argument("--redis-url", help="default RISKSCORE_REDIS_URL")
+    export.add_argument("--prefix", help="key prefix (default RISKSCORE_REDIS_PREFIX, rs)")
+    export.add_argument("--since", help="only payments from this time on (RFC 3339)")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

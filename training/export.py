@@ -1,0 +1,330 @@
+"""Exporting the service's decision log and labels from Redis as transaction logs.
+
+Three Parquet files in one folder:
+
+- ``decisions.parquet``: one row per decided transaction, in time order: the contract's
+  transaction-log columns as the service normalised them (email, account and IP are the
+  service's pseudonyms, never raw values; ``email_domain`` beside them), then the decision
+  (``decision``, ``score``, ``model_probability``, ``model_version``, ``ruleset_version``,
+  ``catalog_version``, ``matched_rules``, ``shadow_rules``, ``rule_errors``, ``reasons``
+  and ``degraded`` as lists of strings, ``latency_ms``, ``recorded_at``) and every feature
+  value the decision used as an ``f_<name>`` column.
+- ``labels.parquet``: every label received, oldest first (``transaction_id``, ``label``
+  as sent: fraud, chargeback or legit; ``reported_at``, ``reason``, ``recorded_at``, and
+  ``timestamp``, the labelled payment's event second).
+- ``transactions.parquet``: the decided transactions in the contract's log format with the
+  latest label joined on (``label`` 1 for fraud or chargeback, 0 for legit, ``label_at``
+  its ``reported_at``) and ``decision``, so that training counts the service's declines
+  as it did online. ``riskscore train --log DIR/transactions.parquet`` reads it.
+
+The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parquet
+metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
+A copy converted to CSV loses that mark and no longer trains (an IP token is not an IP).
+
+A transaction found twice in the stream (a decision spooled while Redis timed out, then
+drained, although the first write had landed) is exported once, its first record kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+import pandas as pd
+import redis.asyncio as aioredis
+from tqdm.auto import tqdm
+
+from service.catalog import FEATURES_BY_NAME, feature_kind
+from service.normalise import LOG_COLUMNS
+from service.payment import Payment
+from service.stores.decisions import DecisionEntry, LabelEntry, read_decisions, read_labels
+from service.stores.keys import Keys
+from training.dataset import IDENTIFIERS_ATTR
+
+FEATURE_PREFIX: Final = "f_"
+FRAUD_LABELS: Final = frozenset({"fraud", "chargeback"})
+DECISION_COLUMNS: Final = (
+    "decision",
+    "score",
+    "model_probability",
+    "model_version",
+    "ruleset_version",
+    "catalog_version",
+    "matched_rules",
+    "shadow_rules",
+    "rule_errors",
+    "reasons",
+    "degraded",
+    "latency_ms",
+    "recorded_at",
+)
+LABELS_FILE_COLUMNS: Final = (
+    "transaction_id",
+    "label",
+    "reported_at",
+    "reason",
+    "recorded_at",
+    "timestamp",
+)
+_TIME_COLUMNS: Final = ("timestamp", "customer_created_at")
+_BOOL_COLUMNS: Final = (
+    "customer_age_verified",
+    "context_first_deposit",
+    "context_subscription_trial",
+)
+
+
+class _RuleRecord(msgspec.Struct, frozen=True):
+    id: str
+    hit: bool = False
+    mode: str = "active"
+    error: str | None = None
+
+
+class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The decision-log entry ``service.scoring`` writes, as far as an export reads it."""
+
+    payment: Payment
+    decision: str
+    score: int
+    model_probability: float | None = None
+    model_version: str | None = None
+    ruleset_version: str | None = None
+    catalog_version: str | None = None
+    reasons: list[str] = msgspec.field(default_factory=list)
+    rules: list[_RuleRecord] = msgspec.field(default_factory=list)
+    degraded: list[str] = msgspec.field(default_factory=list)
+    latency_ms: float | None = None
+    features: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_record_decoder = msgspec.json.Decoder(DecisionRecord)
+
+
+def _stream_ms(entry_id: str) -> float:
+    """A stream id's milliseconds: when Redis appended the entry."""
+    return float(entry_id.partition("-")[0])
+
+
+def _utc(values: Any, *, unit: str = "s", index: pd.Index | None = None) -> pd.Series:
+    """Unix seconds (or ms) → UTC datetimes to the microsecond; NaN and None → NaT."""
+    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    micros = np.round(
+        numbers.to_numpy(dtype=np.float64, na_value=np.nan) * (1e6 if unit == "s" else 1e3)
+    )
+    missing = np.isnan(micros)
+    stamps = pd.to_datetime(np.where(missing, 0, micros).astype(np.int64), unit="us", utc=True)
+    series = pd.Series(stamps, index=index).astype("datetime64[us, UTC]")
+    return series.mask(missing)
+
+
+def decision_row(entry: DecisionEntry, record: DecisionRecord) -> dict[str, Any]:
+    """One decision as a flat row: log columns, decision columns, ``f_`` features."""
+    payment = record.payment
+    row: dict[str, Any] = {}
+    for name in LOG_COLUMNS:
+        if name == "timestamp":
+            row[name] = payment.event_time
+        elif name == "amount":
+            row[name] = str(payment.amount)
+        else:
+            row[name] = getattr(payment, name)
+    row["email_domain"] = payment.email_domain
+    row["amount_usd"] = str(payment.amount_usd)
+    reasons = set(record.reasons)
+    hits = [r for r in record.rules if r.hit]
+    row.update(
+        decision=record.decision,
+        score=record.score,
+        model_probability=record.model_probability,
+        model_version=record.model_version,
+        ruleset_version=record.ruleset_version,
+        catalog_version=record.catalog_version,
+        # an active rule that fired is a reason unless a block list decided first
+        matched_rules=[r.id for r in hits if r.mode == "active" and r.id in reasons],
+        shadow_rules=[r.id for r in hits if r.mode == "shadow"],
+        rule_errors=[r.id for r in record.rules if r.error],
+        reasons=list(record.reasons),
+        degraded=list(record.degraded),
+        latency_ms=record.latency_ms,
+        recorded_at=_stream_ms(entry.id),
+    )
+    for name, value in record.features.items():
+        row[FEATURE_PREFIX + name] = value
+    return row
+
+
+def _feature_column(name: str, values: pd.Series) -> pd.Series:
+    kind = feature_kind(name) if name in FEATURES_BY_NAME else None
+    if kind == "number":
+        return pd.to_numeric(values, errors="coerce").astype(np.float64)
+    if kind == "bool":
+        return values.astype("boolean")
+    if kind == "string":
+        return values.astype(object).where(values.notna(), None)
+    return values
+
+
+def decisions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of ``decision_row`` as a typed frame, in time order (stable)."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(
+            columns=[*LOG_COLUMNS, "email_domain", "amount_usd", *DECISION_COLUMNS]
+        )
+    for name in _TIME_COLUMNS:
+        frame[name] = _utc(frame[name], index=frame.index)
+    frame["recorded_at"] = _utc(frame["recorded_at"], unit="ms", index=frame.index)
+    frame["customer_kyc_level"] = pd.to_numeric(frame["customer_kyc_level"]).astype("Int64")
+    for name in _BOOL_COLUMNS:
+        frame[name] = frame[name].astype("boolean")
+    frame["score"] = pd.to_numeric(frame["score"]).astype("Int64")
+    for name in ("model_probability", "latency_ms"):
+        frame[name] = pd.to_numeric(frame[name]).astype(np.float64)
+    for column in frame.columns:
+        if column.startswith(FEATURE_PREFIX):
+            frame[column] = _feature_column(column.removeprefix(FEATURE_PREFIX), frame[column])
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    frame.attrs[IDENTIFIERS_ATTR] = "pseudonymised"
+    return frame
+
+
+def labels_frame(entries: list[LabelEntry]) -> pd.DataFrame:
+    """The labels stream as received, oldest first."""
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series([e.transaction_id for e in entries], dtype=object),
+            "label": pd.Series([e.label for e in entries], dtype=object),
+            "reported_at": _utc(e.reported_at for e in entries),
+            "reason": pd.Series([e.reason for e in entries], dtype=object),
+            "recorded_at": _utc((_stream_ms(e.id) for e in entries), unit="ms"),
+            "timestamp": _utc(e.event_time for e in entries),
+        },
+        columns=list(LABELS_FILE_COLUMNS),
+    )
+
+
+def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The decisions as a labelled transaction log: the latest label of each transaction."""
+    latest = labels.drop_duplicates("transaction_id", keep="last")
+    log = decisions[[*LOG_COLUMNS, "email_domain", "decision"]].copy()
+    joined = log[["transaction_id"]].merge(
+        latest[["transaction_id", "label", "reported_at"]], on="transaction_id", how="left"
+    )
+    log["label"] = pd.array(
+        [pd.NA if pd.isna(v) else int(v in FRAUD_LABELS) for v in joined["label"]], dtype="Int8"
+    )
+    log["label_at"] = joined["reported_at"].astype("datetime64[us, UTC]").set_axis(log.index)
+    log.attrs[IDENTIFIERS_ATTR] = "pseudonymised"
+    return log
+
+
+def _write(frames: dict[Path, pd.DataFrame]) -> None:
+    for path, frame in frames.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+
+
+async def export(
+    client: aioredis.Redis,
+    prefix: str,
+    out_dir: Path | str,
+    *,
+    since: float | None = None,
+    page_size: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write the three files of the module docstring to ``out_dir`` and say what was written.
+
+    ``since`` (Unix seconds) keeps decisions whose payment time is at or after it, and the
+    labels of payments at or after it. Streams are read in pages of ``page_size``. Entries
+    that are not decision records of this format are skipped and counted.
+    """
+    keys = Keys(prefix)
+
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    skipped = duplicates = 0
+    bar = tqdm(
+        total=await client.xlen(keys.decisions),
+        unit="decision",
+        disable=not progress,
+        desc="export",
+    )
+    after: str | None = None
+    try:
+        while page := await read_decisions(client, prefix, count=page_size, after=after):
+            after = page[-1].id
+            bar.update(len(page))
+            for entry in page:
+                try:
+                    record = _record_decoder.decode(entry.record)
+                except msgspec.DecodeError:
+                    skipped += 1
+                    continue
+                if since is not None and record.payment.event_time < since:
+                    continue
+                if record.payment.transaction_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(record.payment.transaction_id)
+                rows.append(decision_row(entry, record))
+    finally:
+        bar.close()
+
+    entries: list[LabelEntry] = []
+    after = None
+    while page := await read_labels(client, prefix, count=page_size, after=after):
+        after = page[-1].id
+        entries.extend(
+            e
+            for e in page
+            if since is None
+            or e.transaction_id in seen
+            or (e.event_time is not None and e.event_time >= since)
+        )
+
+    decisions = decisions_frame(rows)
+    labels = labels_frame(entries)
+    transactions = transactions_frame(decisions, labels)
+    out = Path(out_dir)
+    files = {
+        "decisions": out / "decisions.parquet",
+        "labels": out / "labels.parquet",
+        "transactions": out / "transactions.parquet",
+    }
+    await asyncio.to_thread(
+        _write,
+        {
+            files["decisions"]: decisions,
+            files["labels"]: labels,
+            files["transactions"]: transactions,
+        },
+    )
+    return {
+        "out": str(out),
+        "decisions": len(decisions),
+        "labels": len(labels),
+        "labelled_transactions": int(transactions["label"].notna().sum()),
+        "frauds": int((transactions["label"] == 1).sum()),
+        "skipped": skipped,
+        "duplicates": duplicates,
+        "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
+        "files": {name: str(path) for name, path in files.items()},
+    }
+
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "FEATURE_PREFIX",
+    "LABELS_FILE_COLUMNS",
+    "DecisionRecord",
+    "decision_row",
+    "decisions_frame",
+    "export",
+    "labels_frame",
+    "transactions_frame",
+]
