@@ -37,7 +37,7 @@ async def test_export_after_a_replay_writes_the_decisions_labels_and_a_training_
     redis_prefix,
     tmp_path,
 ):
-    log = sample_slice(head=150, every=40)
+    log = sample_slice(head=150, every=80)
     replayed = await replay_sample(service, log)
     accepted = replayed["feedback"]["accepted"]
     assert accepted > 5
@@ -101,7 +101,7 @@ async def test_export_since_keeps_the_later_payments_and_their_labels(
     redis_prefix,
     tmp_path,
 ):
-    log = sample_slice(head=40, every=100)
+    log = sample_slice(head=40, every=200)
     await replay_sample(service, log, all_labels=True)
     cut = float(np.median(log_seconds(log["timestamp"])))
 

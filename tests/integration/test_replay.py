@@ -30,7 +30,7 @@ def _sample() -> pd.DataFrame:
     return read_log(SAMPLE)
 
 
-def sample_slice(head: int = 200, every: int = 25) -> pd.DataFrame:
+def sample_slice(head: int = 200, every: int = 50) -> pd.DataFrame:
     """The sample's first ``head`` rows (card bursts within minutes), every fraud (their
     labels become known within days), and every ``every``-th row for the days between."""
     log = _sample()
