@@ -1,4 +1,5 @@
-# riskscore: `make run` starts the service on 127.0.0.1:8000; `make test` runs the suite.
+# riskscore: `make run` starts the service on 127.0.0.1:8000; `make test` runs the suite;
+# `make bench` measures it.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -55,6 +56,15 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The published benchmark: a private Redis and the service on free loopback ports, driven
+# by wrk; table and JSON in benchmarks/results/. QUICK=1: a few seconds, harness check only.
+# BENCH_ARGS passes more options (see .venv/bin/python benchmarks/run.py --help).
+bench: setup
+	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 2; }
+	@command -v redis-server >/dev/null || \
+	  { echo "redis-server is not installed: apt-get install redis-server" >&2; exit 2; }
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache .hypothesis

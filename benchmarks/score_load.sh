@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load a running service with wrk and report throughput, latency and CPU per request
-# (the server's processes and Redis's), the figures a gateway integrator asks for.
+# Load an already running service with wrk and report throughput, latency and CPU per
+# request (the server's processes and Redis's). `make bench` (benchmarks/run.py) is the
+# reproducible benchmark: it starts its own Redis and service; this is for poking at a live one.
 # usage: benchmarks/score_load.sh <api-key> [connections] [seconds] [url]
 set -euo pipefail
 key=$1; conns=${2:-16}; secs=${3:-20}; url=${4:-http://127.0.0.1:8000}
@@ -15,8 +16,8 @@ tick=$(getconf CLK_TCK)
 c0=$(cpu); r0=$(redis_cpu)
 out=$(wrk -t1 -c"$conns" -d"${secs}s" -s "$here/wrk_score.lua" "$url" -- "$key")
 c1=$(cpu); r1=$(redis_cpu)
-line=$(echo "$out" | tail -1)
+line=$(echo "$out" | sed -n 's/^BENCH //p')
 echo "$line"
-requests=$(echo "$line" | awk '{print $2}' | tr -d ,)
+requests=$(echo "$line" | sed -E 's/.*"requests":([0-9]+).*/\1/')
 awk -v c="$((c1 - c0))" -v t="$tick" -v r0="$r0" -v r1="$r1" -v n="$requests" 'BEGIN {
   printf "server CPU per request %.0f us, Redis CPU per request %.0f us\n", c / t / n * 1e6, (r1 - r0) / n * 1e6 }'

@@ -1,0 +1,258 @@
+"""What each part of one decision costs, in-process, without HTTP: where the time goes.
+
+Times, over realistic and distinct payments (the same mix as ``wrk_score.lua``), one call
+at a time with ``time.perf_counter_ns``, and prints median and p99 in µs:
+
+- ``decode_validate``: ``decode_score_request`` on the raw body (PAN screen, field checks,
+  msgspec decode);
+- ``normalise_pseudonymise``: ``normalise`` (USD conversion, HMAC pseudonyms) and the
+  idempotency digest;
+- ``request_features``: the per-request features of the catalogue;
+- ``redis_begin_commit``: one ``begin`` and one ``commit`` against Redis, awaited in turn
+  (client CPU, loopback and Redis together: the latency of the two round trips);
+- ``rules``: the vertical's pack plus ``common`` on the features ``begin`` returned;
+- ``model``: ``predict`` with reasons (absent without a model);
+- ``response_encode``: the response struct to JSON bytes;
+- ``score_in_process``: the whole ``scoring.score`` (all of the above except the HTTP
+  decode, plus policy, decision log and metrics), to set against the server's CPU per
+  request: the rest is the web framework and the ASGI server.
+
+Needs a Redis it may write to: ``--redis-url`` and a ``--prefix`` of its own.
+
+    .venv/bin/python benchmarks/micro.py --redis-url redis://127.0.0.1:6379/9 [--model-dir models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from service.api.schemas import decode_score_request
+from service.app import build_engine
+from service.features.request import request_features
+from service.metrics import Metrics
+from service.normalise import normalise, payment_digest
+from service.scoring import Engine, score
+from service.settings import Settings
+
+VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
+CURRENCIES = ("INR", "BDT", "IDR", "VND", "BRL", "USD")
+COUNTRIES = ("IN", "BD", "ID", "VN", "BR", "US")
+METHODS = ("upi", "wallet", "card", "card", "bank_transfer", "card")
+
+
+def body(rng: random.Random, transaction_id: str) -> bytes:
+    """A ``/v1/score`` body of the benchmark's traffic mix (about 600 bytes)."""
+    i = rng.randrange(6)
+    card = rng.randint(1, 50_000)
+    customer = rng.randint(1, 20_000)
+    if METHODS[i] == "card":
+        method: dict[str, Any] = {
+            "type": "card",
+            "card": {
+                "bin": f"4{card % 99_999:05d}",
+                "last4": f"{card % 10_000:04d}",
+                "fingerprint": f"tok_{card}",
+                "issuer_country": COUNTRIES[i],
+                "funding": "debit",
+            },
+        }
+    else:
+        method = {"type": METHODS[i], "account": f"acct{card}@bank"}
+    return msgspec.json.encode(
+        {
+            "transaction_id": transaction_id,
+            "merchant_id": f"m-{rng.randint(1, 200)}",
+            "vertical": rng.choice(VERTICALS),
+            "amount": f"{rng.randint(1, 5000)}.{rng.randint(0, 99):02d}",
+            "currency": CURRENCIES[i],
+            "payment_method": method,
+            "customer": {
+                "id": f"c-{customer}",
+                "email": f"user{customer}@example.com",
+                "created_at": "2025-03-01T10:00:00Z",
+                "kyc_level": 2,
+                "age_verified": True,
+                "country": COUNTRIES[i],
+            },
+            "device": {
+                "id": f"d-{customer % 30_000}",
+                "ip": f"198.51.{customer % 250}.{card % 250}",
+                "ip_country": COUNTRIES[i],
+            },
+            "context": {"three_ds": "authenticated", "first_deposit": False},
+        }
+    )
+
+
+def _summary(spent_ns: list[int]) -> dict[str, float]:
+    spent = sorted(spent_ns)
+    p99 = spent[min(len(spent) - 1, int(len(spent) * 0.99))]
+    return {
+        "median_us": round(statistics.median(spent) / 1e3, 1),
+        "p99_us": round(p99 / 1e3, 1),
+        "n": len(spent),
+    }
+
+
+def timed(fn: Callable[[Any], Any], inputs: list[Any]) -> dict[str, float]:
+    for item in inputs[: min(100, len(inputs))]:
+        fn(item)
+    spent = []
+    for item in inputs:
+        start = time.perf_counter_ns()
+        fn(item)
+        spent.append(time.perf_counter_ns() - start)
+    return _summary(spent)
+
+
+async def timed_async(fn: Callable[[Any], Awaitable[Any]], inputs: list[Any]) -> dict[str, float]:
+    spent = []
+    for item in inputs:
+        start = time.perf_counter_ns()
+        await fn(item)
+        spent.append(time.perf_counter_ns() - start)
+    return _summary(spent)
+
+
+async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
+    settings = engine.settings
+    rng = random.Random(seed)
+    run = secrets.token_hex(4)
+    bodies = [body(rng, f"micro-{run}-{n}") for n in range(iterations)]
+    currencies = engine.fx.currencies
+    parts: dict[str, dict[str, float]] = {}
+
+    parts["decode_validate"] = timed(
+        lambda b: decode_score_request(b, currencies=currencies), bodies
+    )
+    requests = [decode_score_request(b, currencies=currencies) for b in bodies]
+
+    def normalise_one(request: Any) -> Any:
+        normalised = normalise(
+            request,
+            fx=engine.fx,
+            pseudonymiser=engine.pseudonymiser,
+            now=time.time(),
+            clock=settings.clock,
+            max_skew_seconds=settings.max_clock_skew_seconds,
+        )
+        return normalised, payment_digest(request, key=settings.secret)
+
+    parts["normalise_pseudonymise"] = timed(normalise_one, requests)
+    normalised = [normalise_one(r) for r in requests]
+    payments = [n.payment for n, _ in normalised]
+    parts["request_features"] = timed(request_features, payments)
+
+    decision_json = b'{"decision":"approve"}'
+    record_json = b'{"bench":true}'
+    begun: list[Any] = []
+
+    async def round_trips(item: tuple[Any, str]) -> None:
+        (n, digest) = item
+        result = await engine.store.begin(n.payment, digest)
+        begun.append(result)
+        await engine.store.commit(
+            n.payment, decision_json=decision_json, record_json=record_json, declined=False
+        )
+
+    warm = [
+        normalise_one(decode_score_request(body(rng, f"micro-{run}-warm-{n}"))) for n in range(50)
+    ]
+    for item in warm:
+        await round_trips(item)
+    begun.clear()
+    parts["redis_begin_commit"] = await timed_async(round_trips, normalised)
+
+    features = []
+    for payment, result in zip(payments, begun, strict=True):
+        f = request_features(payment)
+        f.update(result.features)
+        features.append((payment, f))
+    ruleset = engine.rulebook.current
+    parts["rules"] = timed(
+        lambda pf: ruleset.evaluate(pf[0].vertical, pf[0].merchant_id, pf[1]), features
+    )
+    model = engine.model
+    if model is not None:
+        parts["model"] = timed(lambda pf: model.predict(pf[1]), features)
+
+    fresh = [
+        decode_score_request(body(rng, f"micro-{run}-full-{n}"), currencies=currencies)
+        for n in range(iterations)
+    ]
+    decisions: list[Any] = []
+
+    async def score_one(request: Any) -> None:
+        decisions.append(await score(engine, request))
+
+    parts["score_in_process"] = await timed_async(score_one, fresh)
+    encoder = msgspec.json.Encoder()
+    parts["response_encode"] = timed(encoder.encode, decisions)
+    return {
+        "iterations": iterations,
+        "model": model.version if model is not None else None,
+        "ruleset": ruleset.version,
+        "body_bytes_median": int(statistics.median(len(b) for b in bodies)),
+        "decisions": {
+            d: sum(x.decision == d for x in decisions)
+            for d in sorted({x.decision for x in decisions})
+        },
+        "parts": parts,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    env = {
+        "RISKSCORE_SECRET": secrets.token_urlsafe(32),
+        "RISKSCORE_REDIS_URL": args.redis_url,
+        "RISKSCORE_REDIS_PREFIX": args.prefix,
+        "RISKSCORE_MODEL_DIR": str(args.model_dir) if args.model_dir else "/nonexistent-registry",
+        "RISKSCORE_SPOOL_PATH": os.devnull,
+        "RISKSCORE_REDIS_TIMEOUT_MS": "250",
+    }
+    settings = Settings.from_env(env)
+    engine, problem = build_engine(settings, Metrics())
+    client = engine.store.client
+    try:
+        return await measure(engine, args.iterations, args.seed) | {"model_problem": problem}
+    finally:
+        for pattern in (f"{args.prefix}*", f"{{{args.prefix}*"):
+            async for key in client.scan_iter(match=pattern, count=1000):
+                await client.delete(key)
+        await client.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--prefix", default=f"rsmicro-{secrets.token_hex(4)}")
+    parser.add_argument("--model-dir", type=Path, help="model registry (default: none)")
+    parser.add_argument("--iterations", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.iterations} payments; model {report['model']}; rules {report['ruleset']}")
+    for name, part in report["parts"].items():
+        print(f"  {name:<24} median {part['median_us']:>9,.1f} µs   p99 {part['p99_us']:>9,.1f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

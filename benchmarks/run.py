@@ -1,0 +1,618 @@
+"""The published benchmark: one command, a private Redis and the service as production runs it.
+
+``make bench`` (or ``.venv/bin/python benchmarks/run.py``) starts ``redis-server`` on a free
+loopback port (AOF ``everysec``, ``noeviction``: the production settings the README asks
+for), writes a throw-away secret and API keys, starts ``riskscore serve`` against it, and
+drives it with wrk from this machine:
+
+- the framework floor: ``GET /healthz`` and an empty POST (``{}`` to ``/v1/feedback``,
+  refused with 400 after the API-key guard and the body decode: no Redis, no scoring);
+- ``POST /v1/score`` at maximum throughput (distinct transaction ids, many merchants,
+  cards, customers, devices, IPs, currencies and verticals), and paced at about half of it;
+
+and reads, around every run, the CPU of the server's processes (``/proc``), of Redis
+(``INFO cpu``, ``INFO commandstats``) and of wrk itself, because all three share the
+machine. Then ``benchmarks/micro.py`` times the parts of a decision in-process. Results go
+to ``benchmarks/results/`` as JSON and as the Markdown table the README quotes.
+
+Why wrk and not a Python client: the load generator must not be the bottleneck; its own
+CPU per request is in the table so that the reader can check.
+
+A model: ``--model-dir``, else ``models/`` when it holds one, else one trained once on
+simulated traffic into ``.run/bench-models`` (1–3 minutes; ``--rules-only`` skips it).
+``--quick`` runs every step for about a second, to prove the harness works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks"
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FLOOR_POST_BODY = "{}"
+BENCH_MODEL_REGISTRY = ROOT / ".run" / "bench-models"
+BENCH_MODEL_ROWS = 100_000
+
+
+class BenchError(RuntimeError):
+    """The harness could not run (missing tool, service did not start): said plainly."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants (uvicorn and granian workers are children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of live processes, from ``/proc/<pid>/stat``."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+@dataclass
+class RedisProbe:
+    client: redis.Redis
+
+    def cpu(self) -> float:
+        info = self.client.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    def commands(self) -> dict[str, tuple[int, int]]:
+        stats = self.client.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for name, v in stats.items()
+        }
+
+
+@dataclass
+class Snapshot:
+    server: float
+    redis: float
+    commands: dict[str, tuple[int, int]]
+
+
+@dataclass
+class Bench:
+    url: str
+    server_pid: int
+    probe: RedisProbe
+    score_key: str
+    feedback_key: str
+    tag: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            cpu_seconds(_tree(self.server_pid)), self.probe.cpu(), self.probe.commands()
+        )
+
+    def wrk(
+        self, name: str, script: str, args: list[str], *, connections: int, seconds: float
+    ) -> dict[str, Any]:
+        """One wrk run, with the server's, Redis's and wrk's CPU over exactly that run."""
+        command = [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(HERE / script),
+            self.url,
+            "--",
+            *args,
+        ]
+        before = self.snapshot()
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        after = self.snapshot()
+        match = re.search(r"^BENCH (\{.*\})$", out, re.MULTILINE)
+        if proc.returncode != 0 or match is None:
+            raise BenchError(f"wrk failed ({name}): {out.strip()[-500:]}")
+        r = json.loads(match.group(1))
+        n = max(1, r["requests"])
+        duration = r["duration_us"] / 1e6
+        calls = {
+            cmd: (c - before.commands.get(cmd, (0, 0))[0], u - before.commands.get(cmd, (0, 0))[1])
+            for cmd, (c, u) in after.commands.items()
+        }
+        calls = {cmd: cu for cmd, cu in calls.items() if cu[0] > 0 and cmd != "info"}
+        wrk_cpu = usage.ru_utime + usage.ru_stime
+        result = {
+            "name": name,
+            "connections": connections,
+            "seconds": round(duration, 2),
+            "requests": r["requests"],
+            "requests_per_second": round(r["requests"] / duration, 1),
+            "p50_ms": r["p50_us"] / 1e3,
+            "p90_ms": r["p90_us"] / 1e3,
+            "p99_ms": r["p99_us"] / 1e3,
+            "p99_9_ms": r["p999_us"] / 1e3,
+            "max_ms": r["max_us"] / 1e3,
+            "errors": r["socket_errors"] + r["unexpected_status"],
+            "socket_errors": r["socket_errors"],
+            "unexpected_status": r["unexpected_status"],
+            "degraded": r.get("degraded", 0),
+            "server_cpu_us_per_request": round((after.server - before.server) / n * 1e6, 1),
+            "server_cpu_cores": round((after.server - before.server) / duration, 2),
+            "redis_cpu_us_per_request": round((after.redis - before.redis) / n * 1e6, 1),
+            "redis_command_us_per_request": round(sum(u for _, u in calls.values()) / n, 1),
+            "redis_calls_per_request": {cmd: round(c / n, 3) for cmd, (c, _) in calls.items()},
+            "wrk_cpu_us_per_request": round(wrk_cpu / n * 1e6, 1),
+            "wrk_cpu_cores": round(wrk_cpu / duration, 2),
+        }
+        self.runs.append(result)
+        return result
+
+    def floor_get(self, connections: int, seconds: float) -> dict[str, Any]:
+        args = ["GET", "/healthz", "200"]
+        return self.wrk(
+            "GET /healthz", "wrk_fixed.lua", args, connections=connections, seconds=seconds
+        )
+
+    def floor_post(self, connections: int, seconds: float) -> dict[str, Any]:
+        args = ["POST", "/v1/feedback", "400", self.feedback_key, FLOOR_POST_BODY]
+        return self.wrk(
+            "POST /v1/feedback {} (400)",
+            "wrk_fixed.lua",
+            args,
+            connections=connections,
+            seconds=seconds,
+        )
+
+    def score(self, name: str, connections: int, seconds: float) -> dict[str, Any]:
+        args = [self.score_key, f"{self.tag}-{len(self.runs)}"]
+        return self.wrk(name, "wrk_score.lua", args, connections=connections, seconds=seconds)
+
+    def paced(self, name: str, connections: int, seconds: float, pause_ms: int) -> dict[str, Any]:
+        args = [self.score_key, f"{self.tag}-{len(self.runs)}", str(pause_ms)]
+        result = self.wrk(name, "wrk_paced.lua", args, connections=connections, seconds=seconds)
+        result["pause_ms"] = pause_ms
+        return result
+
+
+def _pause_for(target_rps: float, connections: int, latency_ms: float) -> int:
+    """Each connection sends, waits for the answer, then pauses: rps ≈ c / (pause + latency)."""
+    return max(0, round(connections * 1000 / target_rps - latency_ms))
+
+
+def half_load(
+    bench: Bench, max_rps: float, *, connections: int, seconds: float, probe: bool
+) -> dict[str, Any]:
+    """``POST /v1/score`` paced at about half the maximum; one short probe corrects the pause."""
+    target = max_rps / 2
+    connections = max(1, min(connections, int(target // 50) or 1))
+    pause = _pause_for(target, connections, 1.0)
+    if probe:
+        trial = bench.paced("probe", connections, 3, pause)
+        bench.runs.remove(trial)
+        if trial["requests_per_second"] > 0:
+            latency = connections * 1000 / trial["requests_per_second"] - pause
+            pause = _pause_for(target, connections, max(0.0, latency))
+    result = bench.paced("POST /v1/score, about half load", connections, seconds, pause)
+    result["target_requests_per_second"] = round(target, 1)
+    return result
+
+
+@contextmanager
+def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
+    if shutil.which("redis-server") is None:
+        raise BenchError("redis-server not found; install it: apt-get install redis-server")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(workdir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"redis-server did not start on port {port}") from None
+                time.sleep(0.05)
+        yield RedisProbe(client)
+    finally:
+        client.close()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[Any], *, group: bool = False) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=15)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def server_command(server: str, port: int, workers: int) -> list[str]:
+    if server == "uvicorn":
+        return [str(BIN / "riskscore"), "serve", "--port", str(port), "--workers", str(workers)]
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-ws",
+        "--log-level",
+        "warning",
+        "service.app:app_from_env",
+    ]
+
+
+@contextmanager
+def service(
+    env: dict[str, str], command: list[str], url: str, log_path: Path
+) -> Iterator[subprocess.Popen[Any]]:
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise BenchError(f"the service did not become ready:\n{tail}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        _stop(proc, group=True)
+
+
+def choose_model(args: argparse.Namespace) -> Path | None:
+    """The registry to serve from; None means rules and velocity only."""
+    from service.model.bundle import find_latest
+
+    if args.rules_only:
+        return None
+    if args.model_dir is not None:
+        return args.model_dir
+    for registry in (ROOT / "models", BENCH_MODEL_REGISTRY):
+        if registry.is_dir() and find_latest(registry) is not None:
+            return registry
+    if args.quick:
+        return None
+    print(
+        f"no model registered: training one on {BENCH_MODEL_ROWS:,} simulated payments "
+        f"into {BENCH_MODEL_REGISTRY} (once; 1–3 minutes)",
+        flush=True,
+    )
+    BENCH_MODEL_REGISTRY.mkdir(parents=True, exist_ok=True)
+    log = BENCH_MODEL_REGISTRY.parent / "bench-simulated.parquet"
+    riskscore = str(BIN / "riskscore")
+    for step in (
+        [riskscore, "simulate", "--out", str(log), "--rows", str(BENCH_MODEL_ROWS), "--json"],
+        [riskscore, "train", "--log", str(log), "--registry", str(BENCH_MODEL_REGISTRY), "--json"],
+    ):
+        subprocess.run(step, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return BENCH_MODEL_REGISTRY
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": wrk_version.split()[1] if wrk_version else None,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def run_micro(redis_url: str, prefix: str, model_dir: Path | None, quick: bool) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(HERE / "micro.py"),
+        "--json",
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        prefix,
+        "--iterations",
+        "300" if quick else "5000",
+    ]
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"micro.py failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk not found; install it: apt-get install wrk")
+    model_dir = choose_model(args)
+    seconds = 1 if args.quick else args.seconds
+    connections = 8 if args.quick else args.connections
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "server": {"name": args.server, "workers": args.workers},
+        "redis": {"appendonly": "everysec", "maxmemory_policy": "noeviction"},
+    }
+    with tempfile.TemporaryDirectory(prefix="riskscore-bench-") as tmp:
+        workdir = Path(tmp)
+        redis_port, http_port = free_port(), free_port()
+        prefix = f"rsbench-{secrets.token_hex(4)}"
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        score_key, feedback_key = (f"bench-{secrets.token_urlsafe(12)}" for _ in range(2))
+        empty_models = workdir / "no-models"
+        empty_models.mkdir()
+        env = {
+            **os.environ,
+            "RISKSCORE_SECRET": secrets.token_urlsafe(32),
+            "RISKSCORE_API_KEYS": f"{score_key}=score,{feedback_key}=feedback",
+            "RISKSCORE_REDIS_URL": redis_url,
+            "RISKSCORE_REDIS_PREFIX": prefix,
+            "RISKSCORE_PORT": str(http_port),
+            "RISKSCORE_HOST": "127.0.0.1",
+            "RISKSCORE_MODEL_DIR": str(model_dir or empty_models),
+            "RISKSCORE_SPOOL_PATH": str(workdir / "spool.jsonl"),
+            "RISKSCORE_LOG_LEVEL": args.log_level,
+        }
+        url = f"http://127.0.0.1:{http_port}"
+        with private_redis(workdir, redis_port) as probe:
+            report["redis"]["version"] = probe.client.info("server")["redis_version"]
+            command = server_command(args.server, http_port, args.workers)
+            with service(env, command, url, workdir / "server.log") as proc:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                    ready = json.loads(answer.read())
+                report["model"] = ready["model"]["version"]
+                report["ruleset"] = ready["rules"]["version"]
+                bench = Bench(url, proc.pid, probe, score_key, feedback_key, prefix)
+                bench.score("warm-up", connections, 1 if args.quick else 3)
+                bench.runs.clear()
+                get = bench.floor_get(connections, seconds)
+                post = bench.floor_post(connections, seconds)
+                top = bench.score("POST /v1/score, maximum", connections, seconds)
+                half = half_load(
+                    bench,
+                    top["requests_per_second"],
+                    connections=connections,
+                    seconds=seconds,
+                    probe=not args.quick,
+                )
+                if args.profile:
+                    report["profile"] = profile(bench, args, connections)
+                report["server_log_tail"] = (
+                    (workdir / "server.log").read_text(errors="replace")[-1500:].splitlines()[-5:]
+                )
+            report["runs"] = bench.runs
+            report["micro"] = run_micro(redis_url, prefix, model_dir, args.quick)
+    report["summary"] = {
+        "score_to_empty_post": round(top["requests_per_second"] / post["requests_per_second"], 3),
+        "score_to_healthz": round(top["requests_per_second"] / get["requests_per_second"], 3),
+        "half_load_p99_ms": half["p99_ms"],
+        "errors": sum(r["errors"] for r in bench.runs),
+        "degraded": sum(r["degraded"] for r in bench.runs),
+    }
+    return report
+
+
+def profile(bench: Bench, args: argparse.Namespace, connections: int) -> dict[str, Any]:
+    """py-spy over the server's processes while wrk drives ``/v1/score`` at maximum."""
+    out = ROOT / "benchmarks" / "results" / "profile.svg"
+    pids = _tree(bench.server_pid)
+    target = pids[-1]
+    spy = subprocess.Popen(
+        [
+            str(BIN / "py-spy"),
+            "record",
+            "--pid",
+            str(target),
+            "--duration",
+            str(args.seconds),
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+            "--format",
+            "flamegraph",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    bench.score("POST /v1/score, maximum, under py-spy", connections, args.seconds)
+    bench.runs.pop()
+    _, err = spy.communicate(timeout=60)
+    return {"flamegraph": str(out.relative_to(ROOT)), "pid": target, "py_spy": err[-300:].decode()}
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"riskscore benchmark, {report['started_at']}"
+        + (" (quick: harness check only, not a measurement)" if report["quick"] else ""),
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}; "
+        f"load average at start {m['load_average_at_start'][0]:.2f}. "
+        f"wrk {m['wrk']} (1 thread), the server ({report['server']['name']}, "
+        f"{report['server']['workers']} worker(s)) and Redis {report['redis']['version']} "
+        f"(AOF everysec) share the cores. Model: {report.get('model') or 'none (rules only)'}; "
+        f"rules: {report.get('ruleset')}.",
+        "",
+        "| run | conns | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req "
+        "| Redis CPU µs/req | Redis cmd µs/req | wrk CPU µs/req | errors | degraded |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["runs"]:
+        name = r["name"]
+        if "target_requests_per_second" in r:
+            name += f" (target {r['target_requests_per_second']:,.0f}/s)"
+        lines.append(
+            f"| {name} | {r['connections']} | {r['requests_per_second']:,.0f} "
+            f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {_ms(r['p99_9_ms'])} "
+            f"| {r['server_cpu_us_per_request']:,.0f} | {r['redis_cpu_us_per_request']:,.0f} "
+            f"| {r['redis_command_us_per_request']:,.0f} | {r['wrk_cpu_us_per_request']:,.0f} "
+            f"| {r['errors']} | {r['degraded']} |"
+        )
+    s = report["summary"]
+    lines += [
+        "",
+        f"Score throughput / empty-POST floor: **{s['score_to_empty_post']:.2f}** "
+        f"(/ `GET /healthz`: {s['score_to_healthz']:.2f}); p99 at about half load "
+        f"{s['half_load_p99_ms']:.2f} ms; errors {s['errors']}; decisions degraded by a "
+        f"Redis time-out {s['degraded']}.",
+        "",
+        "Parts of one decision, in-process (`benchmarks/micro.py`):",
+        "",
+        "| part | median µs | p99 µs |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, part in report["micro"]["parts"].items():
+        lines.append(f"| {name} | {part['median_us']:,.1f} | {part['p99_us']:,.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about a second per step")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per run (15)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (1)")
+    parser.add_argument("--model-dir", type=Path, help="model registry to serve")
+    parser.add_argument("--rules-only", action="store_true", help="serve without a model")
+    parser.add_argument("--log-level", default="INFO", help="service log level (INFO)")
+    parser.add_argument("--profile", action="store_true", help="py-spy flame graph of /v1/score")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="results directory (benchmarks/results)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = benchmark(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "quick" if args.quick else "latest"
+    stamp = report["started_at"].replace(":", "").replace("+0000", "Z")
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(table)
+    if not args.quick:
+        (args.out / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(table)
+    print(f"results: {args.out / (name + '.json')}, {args.out / (name + '.md')}")
+    return 1 if report["summary"]["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

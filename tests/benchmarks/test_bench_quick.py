@@ -1,0 +1,74 @@
+"""The benchmark harness runs end to end: private Redis, the served app, wrk, the parts.
+
+Only that it works is asserted (a table and JSON with every figure, zero errors); the
+figures themselves are measurements for ``make bench``, not for a test on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_FIGURES = {
+    "name",
+    "connections",
+    "requests",
+    "requests_per_second",
+    "p50_ms",
+    "p99_ms",
+    "p99_9_ms",
+    "errors",
+    "degraded",
+    "server_cpu_us_per_request",
+    "redis_cpu_us_per_request",
+    "redis_command_us_per_request",
+    "redis_calls_per_request",
+    "wrk_cpu_us_per_request",
+}
+PARTS = {
+    "decode_validate",
+    "normalise_pseudonymise",
+    "request_features",
+    "redis_begin_commit",
+    "rules",
+    "score_in_process",
+    "response_encode",
+}
+
+
+def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # a missing wrk or redis-server is reported by run.py with the apt-get line to fix it
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    report = json.loads((tmp_path / "quick.json").read_text())
+    names = [r["name"] for r in report["runs"]]
+    assert names == [
+        "GET /healthz",
+        "POST /v1/feedback {} (400)",
+        "POST /v1/score, maximum",
+        "POST /v1/score, about half load",
+    ]
+    for run in report["runs"]:
+        assert run.keys() >= RUN_FIGURES, run["name"]
+        assert run["requests"] > 0, run["name"]
+        assert run["errors"] == 0, run
+    assert report["summary"]["errors"] == 0
+    assert report["summary"]["score_to_empty_post"] > 0
+    assert report["micro"]["parts"].keys() >= PARTS
+
+    table = (tmp_path / "quick.md").read_text()
+    assert "| POST /v1/score, maximum |" in table
+    assert "Score throughput / empty-POST floor" in table
