@@ -49,7 +49,9 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     body = decode_body(await request.body(), FeedbackRequest)
     engine: Engine = state.engine
     reported_at = body.reported_at.timestamp() if body.reported_at else engine.clock()
-    known = await engine.store.record_feedback(body.transaction_id, body.label, reported_at)
+    known = await engine.store.record_feedback(
+        body.transaction_id, body.label, reported_at, reason=body.reason
+    )
     if not known:
         raise NotFound(f"transaction {body.transaction_id} was never scored")
     return _json({"transaction_id": body.transaction_id, "label": body.label}, 202)

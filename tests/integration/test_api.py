@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.settings import Settings
+from service.stores.decisions import read_labels
 from tests.conftest import TEST_REDIS_URL
 
 SCORE_KEY, FEEDBACK_KEY, ADMIN_KEY = "k-score-123", "k-feedback-456", "k-admin-789"
@@ -214,7 +215,9 @@ async def test_unknown_list_name_is_a_clear_error(client):
     assert r.json()["problems"][0]["field"] == "name"
 
 
-async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity_risk(client):
+async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity_risk(
+    client, redis_client, redis_prefix
+):
     fb = headers(FEEDBACK_KEY)
     r = await client.post(
         "/v1/feedback", json={"transaction_id": "never", "label": "fraud"}, headers=fb
@@ -222,9 +225,13 @@ async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity
     assert r.status_code == 404
     await client.post("/v1/score", json=payment("fb-1"), headers=headers())
     r = await client.post(
-        "/v1/feedback", json={"transaction_id": "fb-1", "label": "fraud"}, headers=fb
+        "/v1/feedback",
+        json={"transaction_id": "fb-1", "label": "fraud", "reason": "chargeback 4837"},
+        headers=fb,
     )
     assert r.status_code == 202
+    [label] = await read_labels(redis_client, redis_prefix)
+    assert (label.transaction_id, label.reason) == ("fb-1", "chargeback 4837")
     r = await client.post("/v1/score", json=payment("fb-2", explain=True), headers=headers())
     assert r.json()["features"]["card_frauds_30d"] == 1
     assert r.json()["features"]["customer_frauds_30d"] == 1
