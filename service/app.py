@@ -22,6 +22,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, Reference, RequestBody
+from redis.exceptions import RedisError
 
 from service.api.routes import ROUTES
 from service.api.schemas import (
@@ -60,6 +61,7 @@ from service.stores.velocity import RiskStore
 log = logging.getLogger("riskscore")
 
 MAX_BODY_BYTES = 64 * 1024
+WARM_CONNECTIONS = 16  # Redis connections opened at startup
 _encoder = msgspec.json.Encoder()
 
 
@@ -142,6 +144,7 @@ def create_app(settings: Settings) -> Litestar:
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
+        await _warm_up(engine)
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
             asyncio.create_task(_every(5.0, drain_spool)),
@@ -176,6 +179,22 @@ def create_app(settings: Settings) -> Litestar:
         on_startup=[_document_bodies],
         debug=False,
     )
+
+
+async def _warm_up(engine: Engine) -> None:
+    """Load the function library and open connections before traffic arrives.
+
+    Otherwise the first payments of a fresh process spend their Redis budget on connecting
+    and on ``FUNCTION LOAD``, come back degraded, and concurrent retries of one of them
+    each get their own (degraded) evaluation. Redis down at start is not an error here.
+    """
+    client = engine.store.client
+    try:
+        async with asyncio.timeout(2.0):
+            await engine.store.library.load(client)
+            await asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS)))
+    except (TimeoutError, OSError, RedisError) as exc:
+        log.warning("redis warm-up failed: %s: %s", type(exc).__name__, str(exc)[:200])
 
 
 async def _redis_warnings(engine: Engine) -> list[str]:

@@ -278,7 +278,9 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited at start:\n{self.log_path.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200:
+                up = httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200
+                # every worker up, so none is still busy starting when the test begins
+                if up and self.logs().count("Application startup complete") >= self.workers:
                     return self
             time.sleep(0.1)
         raise TimeoutError(f"service did not start:\n{self.log_path.read_text()}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -77,7 +78,7 @@ async def test_redis_down_at_start_degrades_then_recovers_by_itself(
             absent.start()
 
             async def healthy() -> bool:
-                r = await scenario.score(http, payment(f"back-{time.monotonic_ns()}"))
+                r = await scenario.score(http, payment(f"back-{uuid.uuid4().hex[:8]}"))
                 return r.status_code == 200 and "velocity" not in r.json()["degraded"]
 
             recovery_s = await _wait_until(healthy, within=10)
@@ -138,7 +139,7 @@ async def test_hung_redis_costs_bounded_latency_and_the_breaker_probes_it_back(
             server.resume()
 
             async def healthy() -> bool:
-                r = await scenario.score(http, payment(f"hang-back-{time.monotonic_ns()}"))
+                r = await scenario.score(http, payment(f"hang-back-{uuid.uuid4().hex[:8]}"))
                 return "velocity" not in r.json()["degraded"]
 
             recovery_s = await _wait_until(healthy, within=5)
@@ -172,7 +173,7 @@ async def test_slow_and_resetting_redis_behind_a_proxy_stays_within_the_deadline
             proxy.reset_all()
 
         async def healthy() -> bool:
-            r = await scenario.score(http, payment(f"slow-back-{time.monotonic_ns()}"))
+            r = await scenario.score(http, payment(f"slow-back-{uuid.uuid4().hex[:8]}"))
             return "velocity" not in r.json()["degraded"]
 
         recovery_s = await _wait_until(healthy, within=5)
