@@ -289,8 +289,12 @@ def train_on_dataset(
         mask = getattr(split, name)
         if mask.sum() == 0:
             raise TrainingError(f"the {name} period holds no labelled rows")
-    if label[split.train].sum() == 0:
-        raise TrainingError("the training period holds no fraud: nothing to learn")
+    for name in ("train", "validation"):
+        labels = label[getattr(split, name)]
+        if labels.sum() == 0:
+            raise TrainingError(f"the {name} period holds no fraud: nothing to learn")
+        if labels.sum() == len(labels):
+            raise TrainingError(f"the {name} period holds only fraud: no legitimate payments")
 
     matrix = encode_frame(dataset)
     y = (label == 1).astype(np.int64)

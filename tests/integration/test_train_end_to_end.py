@@ -213,3 +213,13 @@ def test_evaluate_since_scores_only_the_later_period(log, trained):
     middle = times.min() + (times.max() - times.min()) / 2
     later = evaluate(log, registry=registry, include_rules=False, since=middle.timestamp())
     assert 0 < later["evaluated_rows"] < everything["evaluated_rows"]
+
+
+def test_a_log_whose_labelled_rows_are_all_fraud_is_refused(log, tmp_path):
+    from training.train import TrainingError
+
+    only_fraud = log.copy()
+    only_fraud.loc[only_fraud["label"].astype(float) == 0, "label"] = None
+    with pytest.raises(TrainingError, match="only fraud"):
+        train(only_fraud, registry=tmp_path, params=SMALL)
+    assert list(tmp_path.iterdir()) == []
