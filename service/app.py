@@ -71,6 +71,8 @@ def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
         latest = find_latest(model_dir)
     except OSError as exc:
         return None, f"model registry unreadable: {exc}"
+    except ModelRefused as exc:  # a LATEST pointer naming no registered model
+        return None, str(exc)
     if latest is None:
         return None, "no model registered"
     try:
