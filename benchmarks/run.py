@@ -101,6 +101,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all cores), from ``/proc/stat``."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 @dataclass
 class RedisProbe:
     client: redis.Redis
@@ -122,6 +129,7 @@ class Snapshot:
     server: float
     redis: float
     commands: dict[str, tuple[int, int]]
+    busy: float
 
 
 @dataclass
@@ -136,7 +144,10 @@ class Bench:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
-            cpu_seconds(_tree(self.server_pid)), self.probe.cpu(), self.probe.commands()
+            cpu_seconds(_tree(self.server_pid)),
+            self.probe.cpu(),
+            self.probe.commands(),
+            machine_busy_seconds(),
         )
 
     def wrk(
@@ -199,6 +210,19 @@ class Bench:
             "redis_calls_per_request": {cmd: round(c / n, 3) for cmd, (c, _) in calls.items()},
             "wrk_cpu_us_per_request": round(wrk_cpu / n * 1e6, 1),
             "wrk_cpu_cores": round(wrk_cpu / duration, 2),
+            "redis_cpu_cores": round((after.redis - before.redis) / duration, 2),
+            # CPU that neither the server, Redis nor wrk used: other work on the machine
+            "other_cpu_cores": round(
+                max(
+                    0.0,
+                    (after.busy - before.busy)
+                    - (after.server - before.server)
+                    - (after.redis - before.redis)
+                    - wrk_cpu,
+                )
+                / duration,
+                2,
+            ),
         }
         self.runs.append(result)
         return result
@@ -405,6 +429,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "wrk": wrk_version.split()[1] if wrk_version else None,
+        "granian_installed": shutil.which("granian", path=str(BIN)) is not None,
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -491,6 +516,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 )
             report["runs"] = bench.runs
             report["micro"] = run_micro(redis_url, prefix, model_dir, args.quick)
+    framework = post["server_cpu_us_per_request"]
+    report["split_at_maximum_us_per_score"] = {
+        "server": top["server_cpu_us_per_request"],
+        "framework_floor": framework,
+        "decision_path": round(top["server_cpu_us_per_request"] - framework, 1),
+        "redis": top["redis_cpu_us_per_request"],
+        "wrk": top["wrk_cpu_us_per_request"],
+    }
     report["summary"] = {
         "score_to_empty_post": round(top["requests_per_second"] / post["requests_per_second"], 3),
         "score_to_healthz": round(top["requests_per_second"] / get["requests_per_second"], 3),
@@ -502,10 +535,16 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def profile(bench: Bench, args: argparse.Namespace, connections: int) -> dict[str, Any]:
-    """py-spy over the server's processes while wrk drives ``/v1/score`` at maximum."""
-    out = ROOT / "benchmarks" / "results" / "profile.svg"
+    """py-spy on the serving process while wrk drives ``/v1/score`` at maximum.
+
+    Writes the collapsed stacks (``profile.txt``, for any flame-graph tool) and returns the
+    functions with the most samples, on-CPU only (py-spy drops threads waiting in epoll).
+    """
+    out = args.out / "profile.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
     pids = _tree(bench.server_pid)
-    target = pids[-1]
+    target = max(pids, key=lambda pid: cpu_seconds([pid]))
+    seconds = max(3, round(args.seconds))
     spy = subprocess.Popen(
         [
             str(BIN / "py-spy"),
@@ -513,22 +552,58 @@ def profile(bench: Bench, args: argparse.Namespace, connections: int) -> dict[st
             "--pid",
             str(target),
             "--duration",
-            str(args.seconds),
+            str(seconds),
             "--rate",
-            "200",
+            "250",
             "--output",
             str(out),
             "--format",
-            "flamegraph",
+            "raw",
             "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    bench.score("POST /v1/score, maximum, under py-spy", connections, args.seconds)
+    time.sleep(0.5)
+    bench.score("POST /v1/score, maximum, under py-spy", connections, seconds)
     bench.runs.pop()
-    _, err = spy.communicate(timeout=60)
-    return {"flamegraph": str(out.relative_to(ROOT)), "pid": target, "py_spy": err[-300:].decode()}
+    _, err = spy.communicate(timeout=120)
+    if spy.returncode != 0 or not out.exists():
+        return {"error": err.decode(errors="replace")[-500:]}
+    return {"collapsed_stacks": str(out), **summarise_stacks(out.read_text())}
+
+
+def _frame(frame: str) -> str:
+    """``fn (path/to/module.py:123)`` → ``fn (module.py)``: lines merged, paths shortened."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    where = where.split("site-packages/", 1)[-1].split("/work/main/", 1)[-1]
+    return f"{name} ({where})"
+
+
+def summarise_stacks(collapsed: str, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first is the thread
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + count
+
+    def share(table: dict[str, int]) -> list[list[Any]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [[name, round(100 * n / max(1, total), 1)] for name, n in ranked]
+
+    return {"samples": total, "self_percent": share(own), "inclusive_percent": share(inclusive)}
 
 
 def _ms(value: float) -> str:
@@ -549,8 +624,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"rules: {report.get('ruleset')}.",
         "",
         "| run | conns | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req "
-        "| Redis CPU µs/req | Redis cmd µs/req | wrk CPU µs/req | errors | degraded |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Redis CPU µs/req | Redis cmd µs/req | wrk CPU µs/req | errors | degraded "
+        "| other load (cores) |",
+        "| --- " + "| ---: " * 12 + "|",
     ]
     for r in report["runs"]:
         name = r["name"]
@@ -561,7 +637,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {_ms(r['p99_9_ms'])} "
             f"| {r['server_cpu_us_per_request']:,.0f} | {r['redis_cpu_us_per_request']:,.0f} "
             f"| {r['redis_command_us_per_request']:,.0f} | {r['wrk_cpu_us_per_request']:,.0f} "
-            f"| {r['errors']} | {r['degraded']} |"
+            f"| {r['errors']} | {r['degraded']} | {r['other_cpu_cores']:.2f} |"
         )
     s = report["summary"]
     lines += [
@@ -571,6 +647,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['half_load_p99_ms']:.2f} ms; errors {s['errors']}; decisions degraded by a "
         f"Redis time-out {s['degraded']}.",
         "",
+        "Where a score call's CPU goes at maximum throughput: server {server:,.0f} µs, of "
+        "which the empty-POST floor {framework_floor:,.0f} µs and the decision path above it "
+        "{decision_path:,.0f} µs; Redis {redis:,.0f} µs; wrk {wrk:,.0f} µs.".format(
+            **report["split_at_maximum_us_per_score"]
+        ),
+        "",
         "Parts of one decision, in-process (`benchmarks/micro.py`):",
         "",
         "| part | median µs | p99 µs |",
@@ -578,6 +660,17 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, part in report["micro"]["parts"].items():
         lines.append(f"| {name} | {part['median_us']:,.1f} | {part['p99_us']:,.1f} |")
+    prof = report.get("profile") or {}
+    if prof.get("self_percent"):
+        lines += [
+            "",
+            f"py-spy, serving process under maximum score load ({prof['samples']:,} on-CPU "
+            "samples), functions by own samples:",
+            "",
+            "| function | own % |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| `{name}` | {pct:.1f} |" for name, pct in prof["self_percent"][:15]]
     return "\n".join(lines) + "\n"
 
 
