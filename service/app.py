@@ -180,6 +180,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
         on_startup=[_document_bodies],
         debug=False,
+        logging_config=None,  # Litestar's default would replace the JSON log lines
     )
 
 

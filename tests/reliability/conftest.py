@@ -110,11 +110,27 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
 
+def dump_redis(client: redis.Redis) -> str:
+    """Every key, and the content of every stream and hash: what the service stored."""
+    lines = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        lines.append(f"key {key!r} {kind!r}")
+        if kind == b"stream":
+            lines += [repr(fields) for _, fields in client.xrange(key)]
+        elif kind == b"hash":
+            lines.append(repr(client.hgetall(key)))
+        elif kind == b"zset":
+            lines.append(repr(client.zrange(key, 0, -1)))
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(evidence_dir: Path) -> Iterator[RedisServer]:
     server = RedisServer().start()
     try:
         yield server
+        (evidence_dir / f"redis-{server.port}.dump").write_text(dump_redis(server.client()))
     finally:
         server.kill()
 
@@ -425,7 +441,9 @@ RESPONSES: list[str] = []  # every response body of the run, for the privacy che
 
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
-    s = Scenario(request.node.name.removeprefix("test_"))
+    name = request.node.name.removeprefix("test_")
+    base, _, param = name.partition("[")
+    s = Scenario(f"{base[: 57 - len(param)]}[{param}" if param else name)
     yield s
     RESPONSES.extend(s.bodies)
     s.bodies.clear()
