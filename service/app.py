@@ -55,6 +55,7 @@ from service.stores.redis_client import (
     maxmemory_policy_warning,
     persistence_warning,
     probe,
+    replica_warning,
 )
 from service.stores.velocity import RiskStore
 
@@ -205,6 +206,7 @@ async def _redis_warnings(engine: Engine) -> list[str]:
     try:
         async with asyncio.timeout(1.0):
             found = [
+                await replica_warning(engine.store.client),
                 await maxmemory_policy_warning(engine.store.client),
                 await persistence_warning(engine.store.client),
             ]

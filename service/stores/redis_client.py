@@ -99,6 +99,20 @@ async def maxmemory_policy_warning(client: aioredis.Redis) -> str | None:
     )
 
 
+async def replica_warning(client: aioredis.Redis) -> str | None:
+    """A warning when Redis is a read-only replica: every score would come back degraded."""
+    try:
+        info = await client.info("replication")
+    except (RedisError, OSError):
+        return None
+    if info.get("role") != "slave" or not int(info.get("slave_read_only", 1)):
+        return None
+    return (
+        "Redis is a read-only replica: counters, idempotency and the decision log cannot be "
+        "written, so every score is degraded; point RISKSCORE_REDIS_URL at the primary"
+    )
+
+
 async def persistence_warning(client: aioredis.Redis) -> str | None:
     """A note when append-only persistence is off (a restart loses recent counters)."""
     appendonly = await _config(client, "appendonly")

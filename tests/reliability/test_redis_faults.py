@@ -225,3 +225,73 @@ async def test_readiness_names_the_reason_when_redis_is_unreachable(
     assert "redis" in ready.json()["redis"]["problem"].lower()
     assert scored.status_code == 200 and "velocity" in scored.json()["degraded"]
     scenario.expected, scenario.found = "503 with reason", ready.json()["redis"]["problem"][:40]
+
+
+async def _degraded_within_deadline(
+    scenario: Scenario, client: httpx.AsyncClient, tag: str, count: int
+) -> list[httpx.Response]:
+    answers = [await scenario.score(client, payment(f"{tag}-{n}")) for n in range(count)]
+    assert {r.status_code for r in answers} == {200}
+    assert scenario.worst_ms < DEADLINE_S * 1000
+    return answers
+
+
+async def test_client_pause_costs_bounded_latency_and_recovers(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    server = RedisServer().start()
+    try:
+        app = create_app(in_process_settings(server.url, tmp_path))
+        async with AsyncTestClient(app=app) as client:
+            server.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            paused = await _degraded_within_deadline(scenario, client, "pause", 10)
+            await asyncio.sleep(1.6)
+
+            async def healthy() -> bool:
+                r = await scenario.score(client, payment(f"unpaused-{uuid.uuid4().hex[:8]}"))
+                return "velocity" not in r.json()["degraded"]
+
+            recovery_s = await _wait_until(healthy, within=5)
+    finally:
+        server.kill()
+    assert all("velocity" in r.json()["degraded"] for r in paused)
+    scenario.expected, scenario.found = "degraded, recovers", f"back in {recovery_s:.1f}s"
+
+
+async def test_a_read_only_replica_degrades_scores_and_is_reported(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    replica = RedisServer().start("--replicaof", "127.0.0.1", str(free_port()))
+    try:
+        app = create_app(in_process_settings(replica.url, tmp_path))
+        async with AsyncTestClient(app=app) as client:
+            answers = await _degraded_within_deadline(scenario, client, "replica", 10)
+            ready = await scenario.send(client, "GET", "/readyz")
+    finally:
+        replica.kill()
+    assert all("velocity" in r.json()["degraded"] for r in answers)
+    warnings = ready.json()["redis"]["warnings"]
+    assert any("replica" in w for w in warnings), warnings
+    scenario.expected, scenario.found = "degraded + replica warning", f"{len(warnings)} warnings"
+
+
+async def test_redis_out_of_memory_degrades_scores_without_errors(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    server = RedisServer().start()
+    try:
+        app = create_app(in_process_settings(server.url, tmp_path))
+        async with AsyncTestClient(app=app) as client:
+            assert (await scenario.score(client, payment("oom-0"))).status_code == 200
+            admin = server.client()
+            admin.set("ballast", "x" * 2_000_000)
+            admin.config_set("maxmemory", "1mb")
+            admin.config_set("maxmemory-policy", "noeviction")
+            answers = await _degraded_within_deadline(scenario, client, "oom", 10)
+            admin.config_set("maxmemory", "0")
+            after = await scenario.score(client, payment("oom-after"))
+    finally:
+        server.kill()
+    assert all("velocity" in r.json()["degraded"] for r in answers)
+    assert after.status_code == 200
+    scenario.expected, scenario.found = "degraded, no 5xx", f"{len(answers)} degraded"
