@@ -73,3 +73,54 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_counts_each_on
         f"attempts {probe.json()['features']['card_attempts_10m']}, logged {logged}; "
         f"{refused} refused, stop {stop_s:.1f}s"
     )
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+async def _burst(
+    scenario: Scenario, http: httpx.AsyncClient, concurrency: int, count: int
+) -> list[float]:
+    """Latencies in seconds of ``count`` distinct payments, ``concurrency`` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one() -> None:
+        async with gate:
+            started = time.perf_counter()
+            r = await scenario.score(http, payment(f"spike-{uuid.uuid4().hex[:10]}"))
+            latencies.append(time.perf_counter() - started)
+            assert r.status_code in (200, 429, 503), r.text
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return sorted(latencies)
+
+
+@pytest.mark.slow
+async def test_a_tenfold_spike_is_answered_memory_stays_flat_and_latency_recovers(
+    scenario: Scenario, http: httpx.AsyncClient, evidence_dir: Path, redis_server: RedisServer
+) -> None:
+    with running_service(redis_server.url, evidence_dir) as service:
+        assert service.proc is not None
+        http.base_url = service.base_url
+        before = await _burst(scenario, http, 16, 300)
+        rss_before = _rss_mb(service.proc.pid)
+        spike = await _burst(scenario, http, 160, 1200)
+        after = await _burst(scenario, http, 16, 300)
+        rss_after = _rss_mb(service.proc.pid)
+
+    def p(values: list[float], q: float) -> float:
+        return values[int(len(values) * q)] * 1000
+
+    assert scenario.server_errors == 0
+    assert rss_after - rss_before < 40
+    assert p(after, 0.5) < 3 * p(before, 0.5) + 50  # back to normal right after the spike
+    scenario.expected = "no 5xx, RSS flat, p50 recovers"
+    scenario.found = (
+        f"p50/p99 ms {p(before, 0.5):.0f}/{p(before, 0.99):.0f} -> spike "
+        f"{p(spike, 0.5):.0f}/{p(spike, 0.99):.0f} -> {p(after, 0.5):.0f}/{p(after, 0.99):.0f}; "
+        f"RSS {rss_before:.0f}->{rss_after:.0f} MB"
+    )
