@@ -2,7 +2,8 @@
 -- customers, devices, IPs, currencies and verticals, so the counters see a realistic
 -- key spread. Every answer is read: a 200 degraded by Redis (velocity, lists or decision
 -- log over budget) is counted apart, as it skipped work a normal decision does; a missing
--- model (rules-only runs) is not.
+-- model (rules-only runs) is not. A replayed answer (a transaction id sent twice) counts as
+-- unexpected: every request of the benchmark must be a new payment.
 -- Ends with one line "BENCH {json}" that benchmarks/run.py reads.
 -- usage: wrk -t1 -c16 -d20s -s benchmarks/wrk_score.lua http://127.0.0.1:8000 -- <api-key> [run-tag]
 
@@ -61,7 +62,7 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then
+  if status ~= 200 or string.find(body, '"replayed":true', 1, true) then
     unexpected = unexpected + 1
   else
     local list = string.match(body, '"degraded":%[([^%]]*)%]')
