@@ -63,6 +63,7 @@ log = logging.getLogger("riskscore")
 
 MAX_BODY_BYTES = 64 * 1024
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
+RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 _encoder = msgspec.json.Encoder()
 
 
@@ -99,7 +100,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         pseudonymiser=Pseudonymiser(settings.secret),
         store=store,
         lists=lists,
-        rulebook=RulebookHolder(settings.rules_dir),
+        rulebook=RulebookHolder(settings.rules_dir, settle_seconds=RULES_SETTLE_SECONDS),
         spool=DecisionSpool(settings.spool_path),
         metrics=metrics,
         model=model,

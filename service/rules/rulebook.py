@@ -44,6 +44,7 @@ files is ``packfile``; the compiled ``RuleSet`` and its two evaluators are ``rul
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from service.errors import RuleError
@@ -112,10 +113,16 @@ class RulebookHolder:
     A change is compiled from one read of every file, and only when the files did not
     change while being read (a half-written file is retried at the next call); an invalid
     snapshot is refused and recorded in ``last_error``.
+
+    ``settle_seconds``: a file written in place (same inode, or a new name) is read only
+    once it has not been modified for that long, so a file written in several pieces (each
+    may be valid YAML on its own: a pack with half its rules) is not served half. A file
+    replaced by a rename (a new inode under a known name) is complete and read at once.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, settle_seconds: float = 0.0) -> None:
         self.directory = Path(directory)
+        self.settle_ns = int(settle_seconds * 1e9)
         self.last_error: RuleError | None = None
         self._lock = threading.Lock()
         self._seen = _signature(self.directory)
@@ -125,6 +132,17 @@ class RulebookHolder:
     def current(self) -> RuleSet:
         return self._current
 
+    def _settling(self, signature: tuple[tuple[str, int, int, int], ...]) -> bool:
+        if not self.settle_ns:
+            return False
+        inodes = {name: inode for name, _, _, inode in self._seen}
+        now = time.time_ns()
+        return any(
+            now - mtime < self.settle_ns
+            for name, mtime, _, inode in signature
+            if inodes.get(name, inode) == inode
+        )
+
     def reload_if_changed(self) -> RuleSet | None:
         """The new set if the files changed and compile; None if unchanged or refused."""
         with self._lock:
@@ -132,6 +150,8 @@ class RulebookHolder:
                 before = _signature(self.directory)
                 if before == self._seen:
                     return None
+                if self._settling(before):
+                    return None  # written in place just now, perhaps not finished
                 files = _read_files(self.directory)
                 if _signature(self.directory) != before:
                     return None  # being written right now: look again next time
