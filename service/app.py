@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,14 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, Reference, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from redis.exceptions import RedisError
 
 from service.api.routes import ROUTES
@@ -65,6 +73,7 @@ MAX_BODY_BYTES = 64 * 1024
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 _encoder = msgspec.json.Encoder()
+_REF = "#/components/schemas/"
 
 
 def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
@@ -284,8 +293,30 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error")
 
 
+_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("/v1/score", "post"): (400, 401, 403, 409, 413, 415, 503),
+    ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415),
+    ("/v1/lists", "get"): (401, 403),
+    ("/v1/lists/{name}", "get"): (400, 401, 403),
+    ("/v1/lists/{name}/items", "put"): (400, 401, 403, 413, 415),
+    ("/v1/lists/{name}/items", "delete"): (400, 401, 403, 413, 415),
+}
+
+
+_OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("/healthz", "get"): (200,),
+    ("/readyz", "get"): (200, 503),
+    ("/v1/feedback", "post"): (202,),
+    ("/v1/lists", "get"): (200,),
+    ("/v1/lists/{name}", "get"): (200,),
+    ("/v1/lists/{name}/items", "put"): (200,),
+    ("/v1/lists/{name}/items", "delete"): (200,),
+}
+
+
 def _document_bodies(app: Litestar) -> None:
-    """Publish the request bodies the handlers decode themselves (msgspec does the schema)."""
+    """Publish the request bodies the handlers decode themselves (msgspec does the schema),
+    the score response, and the error answers each operation gives, all as ``ErrorBody``."""
     bodies = {
         ("/v1/score", "post"): ScoreRequest,
         ("/v1/feedback", "post"): FeedbackRequest,
@@ -308,6 +339,29 @@ def _document_bodies(app: Litestar) -> None:
                 )
             },
         )
+
+    def json_response(status: int, name: str) -> OpenAPIResponse:
+        content = {"application/json": OpenAPIMediaType(schema=Reference(ref=_REF + name))}
+        return OpenAPIResponse(description=HTTPStatus(status).phrase, content=content)
+
+    schema.paths["/v1/score"].post.responses["200"] = json_response(200, "ScoreResponse")  # type: ignore[index,union-attr]
+    schema.paths["/metrics"].get.responses["200"] = OpenAPIResponse(  # type: ignore[index,union-attr]
+        description="Prometheus text format",
+        content={"text/plain": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))},
+    )
+    for (path, method), statuses in _OBJECTS.items():
+        operation = getattr(schema.paths[path], method)  # type: ignore[index]
+        for status in statuses:
+            operation.responses[str(status)] = OpenAPIResponse(
+                description=HTTPStatus(status).phrase,
+                content={
+                    "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))
+                },
+            )
+    for (path, method), statuses in _ERRORS.items():
+        operation = getattr(schema.paths[path], method)  # type: ignore[index]
+        for status in statuses:
+            operation.responses[str(status)] = json_response(status, "ErrorBody")
 
 
 def app_from_env() -> Litestar:

@@ -117,7 +117,8 @@ async def readyz(state: State) -> Response[bytes]:
 async def metrics(state: State) -> Response[bytes]:
     """Prometheus text format."""
     return Response(
-        state.engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        state.engine.metrics.render(),
+        media_type="text/plain; version=0.0.4",  # Litestar appends "; charset=utf-8"
     )
 
 

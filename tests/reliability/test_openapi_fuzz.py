@@ -1,0 +1,49 @@
+"""Schemathesis against the service's own OpenAPI document, on the real server: no server
+error, no undocumented status code, no response that breaks its documented schema."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import RedisServer, Scenario, running_service
+
+ALL_ROLES_KEY = "fuzz-all-roles-key-7c1d9e"
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    scenario: Scenario, evidence_dir: Path, redis_server: RedisServer
+) -> None:
+    env = {"RISKSCORE_API_KEYS": f"{ALL_ROLES_KEY}=score+feedback+admin"}
+    with running_service(redis_server.url, evidence_dir, env=env) as service:
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{service.base_url}/schema/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance,response_schema_conformance,"
+                "content_type_conformance",
+                "--header",
+                f"X-API-Key: {ALL_ROLES_KEY}",
+                "--max-examples",
+                "20",
+                "--generation-deterministic",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        logs = service.logs()
+    generated = re.search(r"(\d+) generated", run.stdout)
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert generated is not None and int(generated.group(1)) > 100
+    assert "Traceback" not in logs
+    scenario.sent = int(generated.group(1))
+    scenario.expected, scenario.found = "0 failures", run.stdout.strip().splitlines()[-1][:60]
