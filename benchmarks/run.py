@@ -531,7 +531,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     (workdir / "server.log").read_text(errors="replace")[-1500:].splitlines()[-5:]
                 )
             report["runs"] = bench.runs
-            report["micro"] = run_micro(redis_url, prefix, model_dir, args.quick)
+            if not args.skip_micro:
+                report["micro"] = run_micro(redis_url, prefix, model_dir, args.quick)
     framework = post["server_cpu_us_per_request"]
     report["split_at_maximum_us_per_score"] = {
         "server": top["server_cpu_us_per_request"],
@@ -676,13 +677,17 @@ def markdown(report: dict[str, Any]) -> str:
         "{decision_path:,.0f} µs; Redis {redis:,.0f} µs; wrk {wrk:,.0f} µs.".format(
             **report["split_at_maximum_us_per_score"]
         ),
-        "",
-        "Parts of one decision, in-process (`benchmarks/micro.py`):",
-        "",
-        "| part | median µs | p99 µs |",
-        "| --- | ---: | ---: |",
     ]
-    for name, part in report["micro"]["parts"].items():
+    parts = report.get("micro", {}).get("parts", {})
+    if parts:
+        lines += [
+            "",
+            "Parts of one decision, in-process (`benchmarks/micro.py`):",
+            "",
+            "| part | median µs | p99 µs |",
+            "| --- | ---: | ---: |",
+        ]
+    for name, part in parts.items():
         lines.append(f"| {name} | {part['median_us']:,.1f} | {part['p99_us']:,.1f} |")
     prof = report.get("profile") or {}
     if prof.get("self_percent"):
@@ -709,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="model registry to serve")
     parser.add_argument("--rules-only", action="store_true", help="serve without a model")
     parser.add_argument("--log-level", default="INFO", help="service log level (INFO)")
-    parser.add_argument("--profile", action="store_true", help="py-spy flame graph of /v1/score")
+    parser.add_argument("--profile", action="store_true", help="py-spy profile of /v1/score")
+    parser.add_argument("--skip-micro", action="store_true", help="load runs only (comparisons)")
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="results directory (benchmarks/results)"
     )
