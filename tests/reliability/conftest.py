@@ -453,7 +453,8 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
 @pytest.fixture
 async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """A client for whatever base URL the test sets with ``http.base_url = ...``."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # idle connections dropped before uvicorn's 5 s keep-alive closes them: no reuse race
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
         yield client
 

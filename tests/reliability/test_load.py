@@ -108,7 +108,7 @@ async def test_a_tenfold_spike_is_answered_memory_stays_flat_and_latency_recover
         http.base_url = service.base_url
         before = await _burst(scenario, http, 16, 300)
         rss_before = _rss_mb(service.proc.pid)
-        spike = await _burst(scenario, http, 160, 1200)
+        spike = await _burst(scenario, http, 160, 800)
         after = await _burst(scenario, http, 16, 300)
         rss_after = _rss_mb(service.proc.pid)
 
