@@ -117,7 +117,7 @@ async def test_a_tenfold_spike_is_answered_memory_stays_flat_and_latency_recover
 
     assert scenario.server_errors == 0
     assert rss_after - rss_before < 40
-    assert p(after, 0.5) < 3 * p(before, 0.5) + 50  # back to normal right after the spike
+    assert p(after, 0.5) < 3 * p(before, 0.5) + 100  # back to normal right after the spike
     scenario.expected = "no 5xx, RSS flat, p50 recovers"
     scenario.found = (
         f"p50/p99 ms {p(before, 0.5):.0f}/{p(before, 0.99):.0f} -> spike "
