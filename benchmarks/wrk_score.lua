@@ -10,8 +10,9 @@
 local counter = 0
 local thread_id = 0
 local threads = {}
-local degraded = 0
-local unexpected = 0
+degraded = 0  -- globals: done() reads them per thread with thread:get
+unexpected = 0
+shed = 0
 local key = "dev"
 local tag = "bench"
 local verticals = {"forex", "gaming", "adult", "ecommerce", "services"}
@@ -62,6 +63,9 @@ function request()
 end
 
 function response(status, headers, body)
+  if status == 503 then
+    shed = shed + 1
+  end
   if status ~= 200 or string.find(body, '"replayed":true', 1, true) then
     unexpected = unexpected + 1
   else
@@ -73,18 +77,19 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local bad, slow = 0, 0
+  local bad, slow, refused = 0, 0, 0
   for _, thread in ipairs(threads) do
     bad = bad + (thread:get("unexpected") or 0)
     slow = slow + (thread:get("degraded") or 0)
+    refused = refused + (thread:get("shed") or 0)
   end
   local e = summary.errors
   io.write(string.format(
     'BENCH {"requests":%d,"duration_us":%d,"bytes":%d,"socket_errors":%d,"status_errors":%d,' ..
-    '"unexpected_status":%d,"degraded":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,' ..
+    '"unexpected_status":%d,"shed_503":%d,"degraded":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,' ..
     '"max_us":%d,"mean_us":%.1f}\n',
     summary.requests, summary.duration, summary.bytes,
-    e.connect + e.read + e.write + e.timeout, e.status, bad, slow,
+    e.connect + e.read + e.write + e.timeout, e.status, bad, refused, slow,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9), latency.max, latency.mean))
 end

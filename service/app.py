@@ -173,7 +173,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        state=State({"api_keys": settings.api_keys}),
+        state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
         request_max_body_size=MAX_BODY_BYTES,
         exception_handlers={
             InvalidRequest: _invalid_request,

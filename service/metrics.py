@@ -51,6 +51,11 @@ class Metrics:
         self.rules_reloads = Counter(
             "riskscore_rules_reloads", "Rule set reloads", ["result"], registry=r
         )
+        self.shed = Counter(
+            "riskscore_shed",
+            "Score calls refused with 503 because too many were in flight",
+            registry=r,
+        )
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}

@@ -71,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: dict(DEFAULT_DEGRADED)
     )
     decision_ttl_days: int = 90
+    max_in_flight: int = 32
     log_level: str = "INFO"
 
     @classmethod
@@ -104,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
+            ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
         ):
             if (value := get(var)) is not None and value != "":
                 try:

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
+from service.api.admission import AdmissionLimit
 from service.api.auth import require_role
 from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
 from service.errors import NotFound
@@ -32,7 +33,13 @@ def _require_json(request: Request) -> None:
         )
 
 
-@post("/v1/score", guards=[require_role], opt={"role": "score"}, status_code=200)
+@post(
+    "/v1/score",
+    guards=[require_role],
+    opt={"role": "score"},
+    status_code=200,
+    middleware=[AdmissionLimit],
+)
 async def score_payment(request: Request, state: State) -> Response[bytes]:
     """Score one payment attempt: approve, challenge, review or decline, with reasons."""
     _require_json(request)

@@ -370,3 +370,16 @@ async def test_one_json_log_line_per_decision_without_personal_data(client, caps
     assert entry["decision"] == "approve"
     for secret in ("asha@example.com", "203.0.113.7", SCORE_KEY):
         assert secret not in line
+
+
+async def test_score_calls_beyond_the_in_flight_limit_are_shed_with_503_and_counted(
+    redis_client, redis_prefix, tmp_path
+):
+    settings = settings_for(redis_prefix, tmp_path, max_in_flight=0)
+    async with AsyncTestClient(app=create_app(settings)) as c:
+        shed = await c.post("/v1/score", json=payment("shed-1"), headers=headers())
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"] == "1"
+        assert "overloaded" in shed.json()["error"]
+        assert "riskscore_shed_total 1.0" in (await c.get("/metrics")).text
+        assert (await c.get("/healthz")).status_code == 200

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.reliability.conftest import (
+    SCORE_KEY,
     RedisServer,
     Scenario,
     payment,
@@ -123,4 +124,49 @@ async def test_a_tenfold_spike_is_answered_memory_stays_flat_and_latency_recover
         f"p50/p99 ms {p(before, 0.5):.0f}/{p(before, 0.99):.0f} -> spike "
         f"{p(spike, 0.5):.0f}/{p(spike, 0.99):.0f} -> {p(after, 0.5):.0f}/{p(after, 0.99):.0f}; "
         f"RSS {rss_before:.0f}->{rss_after:.0f} MB"
+    )
+
+
+def _wrk(base_url: str, connections: int, seconds: int, tag: str) -> dict:
+    """Drive the service with wrk (C, cheap) so the client's own CPU does not set latency."""
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "wrk_score.lua"
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
+    out = subprocess.run(
+        [*command, base_url, "--", SCORE_KEY, tag],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("BENCH "))
+    return json.loads(line.removeprefix("BENCH "))
+
+
+@pytest.mark.slow
+async def test_a_tenfold_spike_is_shed_fast_with_503_and_latency_stays_bounded(
+    scenario: Scenario, evidence_dir: Path, redis_server: RedisServer
+) -> None:
+    with running_service(redis_server.url, evidence_dir) as service:
+        normal = _wrk(service.base_url, 16, 3, f"n{uuid.uuid4().hex[:6]}")
+        spike = _wrk(service.base_url, 160, 4, f"s{uuid.uuid4().hex[:6]}")
+        after = _wrk(service.base_url, 16, 3, f"a{uuid.uuid4().hex[:6]}")
+
+    scenario.sent = normal["requests"] + spike["requests"] + after["requests"]
+    scenario.statuses = {503: spike["shed_503"] + normal["shed_503"] + after["shed_503"]}
+    scenario.worst_ms = max(r["max_us"] for r in (normal, spike, after)) / 1000
+    for run in (normal, spike, after):
+        assert run["socket_errors"] == 0
+        assert run["unexpected_status"] == run["shed_503"]  # only 200s and fast 503s
+    assert spike["shed_503"] > 0
+    assert spike["p99_us"] < 1_000_000  # bounded: a shed answer does not wait in line
+    assert after["p50_us"] < 3 * normal["p50_us"] + 100_000
+    scenario.expected = "only 200 or 503, p99 bounded under 10x, recovery"
+    scenario.found = (
+        f"p50/p99 ms {normal['p50_us'] / 1e3:.0f}/{normal['p99_us'] / 1e3:.0f} -> spike "
+        f"{spike['p50_us'] / 1e3:.0f}/{spike['p99_us'] / 1e3:.0f} "
+        f"({spike['shed_503']} of {spike['requests']} shed) -> "
+        f"{after['p50_us'] / 1e3:.0f}/{after['p99_us'] / 1e3:.0f}"
     )

@@ -1,0 +1,38 @@
+"""Admission control: when too many score calls are already in flight, refuse at once.
+
+A gateway is better served by a fast 503 (and its own fallback) than by an answer that
+arrives after its timeout. Past ``limit`` concurrent score calls in this process, a new
+one is refused before its body is read, for the price of an empty request.
+"""
+
+from __future__ import annotations
+
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+_BODY = b'{"error":"overloaded: too many score calls in flight; retry","problems":[]}'
+_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"retry-after", b"1"),
+    (b"content-length", str(len(_BODY)).encode()),
+]
+
+
+class AdmissionLimit:
+    """Route middleware; the limit is the app's ``state.max_in_flight`` (from settings)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["litestar_app"].state
+        if self.in_flight >= state.max_in_flight:
+            state.engine.metrics.shed.inc()
+            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+            await send({"type": "http.response.body", "body": _BODY})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
