@@ -17,10 +17,11 @@ returned, with a stable code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from service.settings import DegradedAction, Thresholds
 
@@ -77,6 +78,38 @@ def threshold_decision(score: int, thresholds: Thresholds) -> DecisionName:
     if score >= thresholds.challenge:
         return "challenge"
     return "approve"
+
+
+def threshold_strengths(
+    scores: np.ndarray, verticals: np.ndarray, thresholds: Mapping[str, Thresholds]
+) -> np.ndarray:
+    """The vectorised twin of ``threshold_decision``: each row's ``STRENGTH``."""
+    strength = np.zeros(len(scores), dtype=np.int64)
+    for vertical, cut in thresholds.items():
+        rows = verticals == vertical
+        strength[rows] = (
+            (scores[rows] >= cut.challenge).astype(np.int64)
+            + (scores[rows] >= cut.review)
+            + (scores[rows] >= cut.decline)
+        )
+    return strength
+
+
+def decide_frame(
+    *,
+    rule_strength: np.ndarray,
+    rule_adjustment: np.ndarray,
+    model_scores: np.ndarray,
+    verticals: np.ndarray,
+    thresholds: Mapping[str, Thresholds],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectorised twin of ``decide`` over history: (``STRENGTH``, score) per row.
+
+    Steps 3 to 5 only: lists live in Redis and history has no degraded calls, so a
+    backtest or an evaluation sees the policy as a healthy call without list hits would.
+    """
+    score = np.clip(model_scores + rule_adjustment, 0, 100)
+    return np.maximum(rule_strength, threshold_strengths(score, verticals, thresholds)), score
 
 
 def decide(

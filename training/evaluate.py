@@ -34,6 +34,7 @@ from sklearn.metrics import (
 )
 
 from service.model.bundle import ModelBundle, load_latest
+from service.policy import decide_frame, threshold_strengths
 from service.settings import VERTICALS, Thresholds
 
 DECLINE_RATES: Final = (0.01, 0.05)
@@ -328,17 +329,15 @@ def evaluate(
         rules |= _decisions(labels, strength)
         rules |= {"version": outcomes["version"], "by_rule": outcomes["by_rule"]}
         rules["errors"] = outcomes["errors"]
-        adjusted = np.clip(scores + outcomes["adjustment"], 0, 100)
-        by_score = np.zeros(len(frame), dtype=np.int64)
         verticals = frame["vertical"].to_numpy()
-        for vertical, cut in bundle.thresholds.items():
-            rows = verticals == vertical
-            by_score[rows] = (
-                (adjusted[rows] >= cut.challenge).astype(np.int64)
-                + (adjusted[rows] >= cut.review)
-                + (adjusted[rows] >= cut.decline)
-            )
-        combined_strength = np.maximum(strength, by_score)
+        combined_strength, adjusted = decide_frame(
+            rule_strength=strength,
+            rule_adjustment=outcomes["adjustment"],
+            model_scores=scores,
+            verticals=verticals,
+            thresholds=bundle.thresholds,
+        )
+        by_score = threshold_strengths(adjusted, verticals, bundle.thresholds)
         # Ranks by decision first, then by score within a decision.
         combined_risk = combined_strength * 1000.0 + adjusted + probabilities
         combined = ranking_metrics(labels, combined_risk) | _decisions(labels, combined_strength)

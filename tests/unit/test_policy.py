@@ -88,3 +88,47 @@ def test_degraded_velocity_applies_the_vertical_floor_and_says_so():
     open_ = run(velocity_available=False, degraded_action="approve")
     assert open_.decision == "approve"
     assert [r.code for r in open_.reasons] == ["VELOCITY_UNAVAILABLE"]
+
+
+def test_the_vectorised_policy_decides_as_the_scalar_one_row_by_row():
+    import random
+
+    import numpy as np
+
+    from service.policy import STRENGTH, decide_frame
+
+    rng = random.Random(5)
+    thresholds = {"forex": T, "gaming": Thresholds(challenge=30, review=50, decline=70)}
+    rows = []
+    for _ in range(400):
+        hits = [
+            rule(
+                f"R{i}",
+                rng.choice(["challenge", "review", "decline", "score"]),
+                mode=rng.choice(["active", "shadow"]),
+                score=rng.randint(-30, 30),
+            )
+            for i in range(rng.randint(0, 3))
+        ]
+        rows.append((rng.choice(list(thresholds)), rng.randint(0, 100), hits))
+
+    def strength_and_adjustment(hits):
+        active = [h for h in hits if h.mode == "active"]
+        strength = max([STRENGTH[h.action] for h in active if h.action != "score"], default=0)
+        return strength, sum(h.score for h in active if h.action == "score")
+
+    pairs = [strength_and_adjustment(hits) for _, _, hits in rows]
+    strength, score = decide_frame(
+        rule_strength=np.array([p[0] for p in pairs]),
+        rule_adjustment=np.array([p[1] for p in pairs]),
+        model_scores=np.array([r[1] for r in rows]),
+        verticals=np.array([r[0] for r in rows], dtype=object),
+        thresholds=thresholds,
+    )
+    for i, (vertical, model_score, hits) in enumerate(rows):
+        out = run(
+            rule_hits=hits,
+            model=ModelView(0.5, model_score, []),
+            thresholds=thresholds[vertical],
+        )
+        assert (STRENGTH[out.decision], out.score) == (strength[i], score[i])
