@@ -60,6 +60,7 @@ from service.settings import Settings
 from service.stores.lists import ListStore
 from service.stores.redis_client import (
     make_client,
+    make_hot_connection,
     maxmemory_policy_warning,
     persistence_warning,
     probe,
@@ -99,6 +100,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
         decision_ttl_seconds=settings.decision_ttl_days * 86_400,
+        hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
     model, model_problem = load_model(settings.model_dir)
@@ -169,6 +171,8 @@ def create_app(settings: Settings) -> Litestar:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await engine.store.client.aclose()
+            if engine.store.hot is not engine.store.client:
+                await engine.store.hot.aclose()
 
     return Litestar(
         route_handlers=ROUTES,
@@ -207,6 +211,7 @@ async def _warm_up(engine: Engine) -> None:
         async with asyncio.timeout(2.0):
             await engine.store.library.load(client)
             await asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS)))
+            await engine.store.hot.execute_command("PING")
     except (TimeoutError, OSError, RedisError) as exc:
         log.warning("redis warm-up failed: %s: %s", type(exc).__name__, str(exc)[:200])
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.stores.plan import Plan
@@ -40,6 +39,14 @@ def _source(name: str) -> str:
     return files("service.stores").joinpath(name).read_text(encoding="utf-8")
 
 
+class Commands(Protocol):
+    """redis-py's client or the hot path's ``PipelinedConnection``."""
+
+    async def execute_command(self, *args: Any) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Library:
     def __init__(self, plan: Plan) -> None:
         body = _SHARED + plan.lua_prelude() + "".join(_source(f) for f in _FUNCTIONS.values())
@@ -53,17 +60,17 @@ class Library:
         )
         self.source = f"#!lua name={self.name}\n{body}{registrations}"
 
-    async def load(self, client: aioredis.Redis) -> None:
-        await client.function_load(self.source, replace=True)
+    async def load(self, client: Commands) -> None:
+        await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.source)
 
     async def call(
-        self, client: aioredis.Redis, function: str, keys: Sequence[str], args: Sequence[Any]
+        self, client: Commands, function: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         name = self.functions[function]
         try:
-            return await client.fcall(name, len(keys), *keys, *args)
+            return await client.execute_command("FCALL", name, len(keys), *keys, *args)
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
         await self.load(client)
-        return await client.fcall(name, len(keys), *keys, *args)
+        return await client.execute_command("FCALL", name, len(keys), *keys, *args)

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from service.errors import ConfigurationError
+from service.stores.pipelined import PipelinedConnection
 
 POOL_SIZE = 64
 
@@ -57,6 +58,14 @@ def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
         **({"connection_class": HiredisPackingConnection} if url.startswith("redis://") else {}),
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def make_hot_connection(url: str, timeout_ms: float) -> PipelinedConnection:
+    """The pipelined connection ``begin`` and ``commit`` share (see ``pipelined.py``)."""
+    budget = timeout_ms / 1000
+    return PipelinedConnection(
+        url, connect_timeout=max(0.05, 4 * budget), stall_seconds=max(0.5, 40 * budget)
+    )
 
 
 async def ping(client: aioredis.Redis, budget: float = 0.5) -> float | None:

@@ -55,7 +55,7 @@ import redis.asyncio as aioredis
 from service.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
-from service.stores.library import Library
+from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookups
 from service.stores.plan import PLAN, Plan, entity_values, event_second, present
 
@@ -104,8 +104,10 @@ class RiskStore:
         admin_timeout_ms: float = 2_000.0,
         breaker: Breaker | None = None,
         plan: Plan = PLAN,
+        hot: Commands | None = None,
     ) -> None:
         self.client = client
+        self.hot: Commands = hot if hot is not None else client  # begin and commit
         self.keys = Keys(prefix)
         self.plan = plan
         self.breaker = breaker or Breaker()
@@ -158,7 +160,7 @@ class RiskStore:
                 args += (attribute, item)
 
         reply = await self.breaker.call(
-            self._budget, lambda: self.library.call(self.client, "begin", keys, args)
+            self._budget, lambda: self.library.call(self.hot, "begin", keys, args)
         )
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status in ("new", "takeover"):
@@ -226,7 +228,7 @@ class RiskStore:
                     fields = [w.field("d", second) for w in e.declines]
                     args += (self.plan.marker(e, second), e.counters_ttl, len(fields), *fields)
         await self.breaker.call(
-            self._budget, lambda: self.library.call(self.client, "commit", keys, args)
+            self._budget, lambda: self.library.call(self.hot, "commit", keys, args)
         )
 
     async def stored_decision(self, transaction_id: str) -> bytes | None:

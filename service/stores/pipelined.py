@@ -1,0 +1,179 @@
+"""The hot path's Redis connection: one socket, commands of concurrent calls pipelined.
+
+Why not redis-py's asyncio client for ``begin`` and ``commit``: each of its commands takes
+a pooled connection, a lock and a ``StreamReader`` round, about 100–200 µs of CPU on this
+machine even for a ``PING`` (``benchmarks/micro.py``, ``redis_round_trip``), and a score
+call makes two. Here a command is packed by hiredis (C), queued, and every command queued
+during one turn of the event loop goes out in one write; replies are parsed by hiredis'
+reader and handed back in order. Under load many score calls share each system call, on
+this side and in Redis.
+
+A call that gives up (its budget ran out) leaves its place in the queue: its reply, when
+it comes, is dropped, so the stream of replies never shifts. A connection that answers
+nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
+all waiting calls then fail with ``ConnectionError``, which the breaker turns into a
+degraded answer. Everything else (admin, lists, readiness) keeps using redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: PipelinedConnection) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        waiting = self.owner._waiting
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is broken
+                self.owner._drop("unexpected reply from redis")
+                return
+            future = waiting.popleft()[0]
+            if future.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(ResponseError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost(self, exc)
+
+
+class PipelinedConnection:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        stall_seconds: float,
+        client_name: str = "riskscore-hot",
+    ) -> None:
+        options = parse_url(url)
+        self._host: str = options.get("host", "localhost")
+        self._port: int = int(options.get("port", 6379))
+        self._path: str | None = options.get("path")
+        kind = options.get("connection_class")
+        self._unix = kind is UnixDomainSocketConnection
+        self._ssl: ssl.SSLContext | None = None
+        if kind is SSLConnection:
+            self._ssl = ssl.create_default_context()
+            if options.get("ssl_cert_reqs") in ("none", "CERT_NONE"):
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+        self._setup: list[tuple[Any, ...]] = []
+        password, username = options.get("password"), options.get("username")
+        if password:
+            self._setup.append(("AUTH", username, password) if username else ("AUTH", password))
+        if int(options.get("db", 0)):
+            self._setup.append(("SELECT", int(options["db"])))
+        self._setup.append(("CLIENT", "SETNAME", client_name))
+        self._connect_timeout = connect_timeout
+        self._stall = stall_seconds
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._queued: list[bytes] = []
+        self._flush_scheduled = False
+
+    async def execute_command(self, *args: Any) -> Any:
+        """Send one command and wait for its reply (bytes, int, list, None)."""
+        if self._transport is None or self._transport.is_closing():
+            await self._connect()
+        elif self._waiting and time.monotonic() - self._waiting[0][1] > self._stall:
+            self._drop(f"redis answered nothing for {self._stall:.1f} s")
+            await self._connect()
+        return await self._send(hiredis.pack_command(args))
+
+    def _send(self, packed: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((future, time.monotonic()))
+        self._queued.append(packed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._fail_waiting(RedisConnectionError("redis connection closed"))
+            return
+        transport.write(b"".join(queued) if len(queued) > 1 else queued[0])
+
+    async def _connect(self) -> None:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._transport is not None and not self._transport.is_closing():
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    if self._unix:
+                        transport, protocol = await loop.create_unix_connection(
+                            lambda: _Protocol(self), self._path
+                        )
+                    else:
+                        transport, protocol = await loop.create_connection(
+                            lambda: _Protocol(self), self._host, self._port, ssl=self._ssl
+                        )
+            except OSError as exc:
+                raise RedisConnectionError(f"cannot connect to redis: {exc}") from exc
+            self._transport, self._protocol = transport, protocol
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    for command in self._setup:
+                        await self._send(hiredis.pack_command(command))
+            except BaseException:
+                self._drop("redis connection setup failed")
+                raise
+
+    def _drop(self, why: str) -> None:
+        transport, self._transport, self._protocol = self._transport, None, None
+        if transport is not None:
+            transport.abort()
+        self._queued.clear()
+        self._fail_waiting(RedisConnectionError(why))
+
+    def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return  # an older connection, already dropped
+        self._transport, self._protocol = None, None
+        self._queued.clear()
+        self._fail_waiting(RedisConnectionError(f"redis connection lost: {exc or 'closed'}"))
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, collections.deque()
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport, self._protocol = None, None
+        self._fail_waiting(RedisConnectionError("redis connection closed"))
