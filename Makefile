@@ -60,7 +60,12 @@ format: setup
 # The published benchmark: a private Redis and the service on free loopback ports, driven
 # by wrk; table and JSON in benchmarks/results/. QUICK=1: a few seconds, harness check only.
 # BENCH_ARGS passes more options (see .venv/bin/python benchmarks/run.py --help).
-bench: setup
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 2; }
 	@command -v redis-server >/dev/null || \
 	  { echo "redis-server is not installed: apt-get install redis-server" >&2; exit 2; }

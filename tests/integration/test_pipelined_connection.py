@@ -1,0 +1,103 @@
+"""The hot path's pipelined connection against a real Redis: order, timeouts, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from service.stores.pipelined import PipelinedConnection
+from tests.conftest import TEST_REDIS_URL
+
+
+def _connection(**overrides: float) -> PipelinedConnection:
+    options = {"connect_timeout": 1.0, "stall_seconds": 5.0} | overrides
+    return PipelinedConnection(TEST_REDIS_URL, **options)
+
+
+async def test_concurrent_commands_get_their_own_replies(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    conn = _connection()
+    try:
+        keys = [f"{redis_prefix}:k{i}" for i in range(200)]
+        await asyncio.gather(*(conn.execute_command("SET", k, i) for i, k in enumerate(keys)))
+        values = await asyncio.gather(*(conn.execute_command("GET", k) for k in keys))
+        assert values == [str(i).encode() for i in range(200)]
+        # the URL's database, not database 0
+        assert await redis_client.get(keys[7]) == b"7"
+    finally:
+        await conn.aclose()
+
+
+async def test_a_call_that_gave_up_does_not_shift_the_replies_after_it(
+    redis_prefix: str,
+) -> None:
+    conn = _connection()
+    try:
+        await conn.execute_command("SET", f"{redis_prefix}:a", "A")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await conn.execute_command("BLPOP", f"{redis_prefix}:empty", 0.3)
+        # BLPOP's late nil must be dropped, not handed to this GET
+        assert await conn.execute_command("GET", f"{redis_prefix}:a") == b"A"
+    finally:
+        await conn.aclose()
+
+
+async def test_an_error_reply_raises_and_the_connection_goes_on(redis_prefix: str) -> None:
+    conn = _connection()
+    try:
+        await conn.execute_command("SET", f"{redis_prefix}:s", "text")
+        with pytest.raises(ResponseError, match="not an integer"):
+            await conn.execute_command("INCR", f"{redis_prefix}:s")
+        assert await conn.execute_command("INCR", f"{redis_prefix}:n") == 1
+    finally:
+        await conn.aclose()
+
+
+async def test_a_killed_connection_fails_waiting_calls_and_the_next_call_reconnects(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    conn = _connection()
+    try:
+        await conn.execute_command("CLIENT", "SETNAME", f"{redis_prefix}-victim")
+        waiting = asyncio.ensure_future(conn.execute_command("BLPOP", f"{redis_prefix}:empty", 2))
+        await asyncio.sleep(0.05)
+        clients = await redis_client.client_list()
+        victim = next(c for c in clients if c["name"] == f"{redis_prefix}-victim")
+        await redis_client.client_kill_filter(_id=victim["id"])
+        with pytest.raises(RedisConnectionError):
+            await waiting
+        assert await conn.execute_command("PING") == b"PONG"
+    finally:
+        await conn.aclose()
+
+
+async def test_a_connection_that_answers_nothing_is_replaced(redis_prefix: str) -> None:
+    conn = _connection(stall_seconds=0.1)
+    try:
+        stuck = asyncio.ensure_future(conn.execute_command("BLPOP", f"{redis_prefix}:empty", 2))
+        await asyncio.sleep(0.2)
+        # the blocked BLPOP looks like a stalled Redis: the connection is dropped
+        assert await conn.execute_command("PING") == b"PONG"
+        with pytest.raises(RedisConnectionError, match="answered nothing"):
+            await stuck
+    finally:
+        await conn.aclose()
+
+
+async def test_nothing_listening_is_a_connection_error_not_a_hang() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        conn = PipelinedConnection(
+            f"redis://127.0.0.1:{port}/0", connect_timeout=0.5, stall_seconds=1.0
+        )
+        with pytest.raises(RedisConnectionError):
+            await conn.execute_command("PING")
+        await conn.aclose()
