@@ -13,6 +13,9 @@ function init(args)
   pause_ms = tonumber(args[3]) or 0
 end
 
+-- Exponential pauses with the chosen mean: with equal pauses the connections fall into
+-- step and arrive in bursts of all of them at once, which measures the load generator's
+-- convoy rather than the service; random pauses give Poisson-like arrivals.
 function delay()
-  return pause_ms
+  return -pause_ms * math.log(1 - math.random())
 end
