@@ -1,10 +1,15 @@
 """A time budget per Redis call and a circuit breaker, so a slow or dead Redis costs little.
 
-Every call runs under ``asyncio.timeout(budget)``; a timeout, a connection error or any
-other Redis error becomes ``StoreUnavailable``. After ``threshold`` consecutive failures the
-breaker opens: calls fail at once, without touching the network, for ``cooldown`` seconds.
-Then one probe call is let through (the others keep failing fast); its success closes the
-breaker, its failure opens it again for another cooldown.
+A call has ``budget`` seconds. The hot path's pipelined connection enforces the budget
+itself, per command, and counts an answer that arrived but was not yet read by a busy
+event loop as answered; ``asyncio.timeout`` cannot tell the two apart, so here it guards
+with twice the budget, for what hangs elsewhere (connecting, redis-py's admin calls). A
+timeout, a connection error or any other Redis error becomes ``StoreUnavailable``.
+
+After ``threshold`` consecutive failures the breaker opens: calls fail at once, without
+touching the network, for ``cooldown`` seconds. Then one probe call is let through (the
+others keep failing fast); its success closes the breaker, its failure opens it again for
+another cooldown.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from redis.exceptions import RedisError
 from service.errors import StoreUnavailable
 
 T = TypeVar("T")
+GUARD = 2.0  # the outer time-out, in budgets
 
 
 class Breaker:
@@ -48,7 +54,7 @@ class Breaker:
                 raise StoreUnavailable("redis circuit open: failing fast")
             self._probing = probe = True
         try:
-            async with asyncio.timeout(budget_s):
+            async with asyncio.timeout(GUARD * budget_s):
                 result = await operation()
         except (TimeoutError, RedisError, OSError) as exc:
             self._failures += 1

@@ -8,8 +8,13 @@ during one turn of the event loop goes out in one write; replies are parsed by h
 reader and handed back in order. Under load many score calls share each system call, on
 this side and in Redis.
 
-A call that gives up (its budget ran out) leaves its place in the queue: its reply, when
-it comes, is dropped, so the stream of replies never shifts. A connection that answers
+Each command has a time budget from the moment it is queued. When the budget runs out
+the call is given one more turn of the event loop (``GRACE_SECONDS``) before it fails with
+``TimeoutError``: on a busy event loop the reply may have arrived long ago and only not yet
+been read, and that is not Redis being slow. (``asyncio.timeout`` fires before the loop
+polls its sockets, so under load it turned answered calls into degraded decisions.)
+A call that gives up leaves its place in the queue: its reply, when it comes, is dropped,
+so the stream of replies never shifts. A connection that answers
 nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
 all waiting calls then fail with ``ConnectionError``, which the breaker turns into a
 degraded answer. Everything else (admin, lists, readiness) keeps using redis-py.
@@ -27,6 +32,8 @@ import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+GRACE_SECONDS = 0.001  # a timer set now runs after the loop's next poll of its sockets
 
 
 class _Protocol(asyncio.Protocol):
@@ -62,6 +69,7 @@ class PipelinedConnection:
         self,
         url: str,
         *,
+        budget_seconds: float,
         connect_timeout: float,
         stall_seconds: float,
         client_name: str = "riskscore-hot",
@@ -85,6 +93,7 @@ class PipelinedConnection:
         if int(options.get("db", 0)):
             self._setup.append(("SELECT", int(options["db"])))
         self._setup.append(("CLIENT", "SETNAME", client_name))
+        self._budget = budget_seconds
         self._connect_timeout = connect_timeout
         self._stall = stall_seconds
         self._transport: asyncio.Transport | None = None
@@ -101,7 +110,22 @@ class PipelinedConnection:
         elif self._waiting and time.monotonic() - self._waiting[0][1] > self._stall:
             self._drop(f"redis answered nothing for {self._stall:.1f} s")
             await self._connect()
-        return await self._send(hiredis.pack_command(args))
+        future = self._send(hiredis.pack_command(args))
+        timer = future.get_loop().call_later(self._budget, self._expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            future.get_loop().call_later(GRACE_SECONDS, self._time_out, future)
+
+    def _time_out(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            future.set_exception(
+                TimeoutError(f"redis did not answer within {self._budget * 1000:.0f} ms")
+            )
 
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

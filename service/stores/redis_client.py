@@ -64,7 +64,10 @@ def make_hot_connection(url: str, timeout_ms: float) -> PipelinedConnection:
     """The pipelined connection ``begin`` and ``commit`` share (see ``pipelined.py``)."""
     budget = timeout_ms / 1000
     return PipelinedConnection(
-        url, connect_timeout=max(0.05, 4 * budget), stall_seconds=max(0.5, 40 * budget)
+        url,
+        budget_seconds=budget,
+        connect_timeout=max(0.05, 4 * budget),
+        stall_seconds=max(0.5, 40 * budget),
     )
 
 

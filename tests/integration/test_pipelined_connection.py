@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -15,7 +18,7 @@ from tests.conftest import TEST_REDIS_URL
 
 
 def _connection(**overrides: float) -> PipelinedConnection:
-    options = {"connect_timeout": 1.0, "stall_seconds": 5.0} | overrides
+    options = {"budget_seconds": 1.0, "connect_timeout": 1.0, "stall_seconds": 5.0} | overrides
     return PipelinedConnection(TEST_REDIS_URL, **options)
 
 
@@ -47,6 +50,52 @@ async def test_a_call_that_gave_up_does_not_shift_the_replies_after_it(
         assert await conn.execute_command("GET", f"{redis_prefix}:a") == b"A"
     finally:
         await conn.aclose()
+
+
+async def test_redis_slower_than_the_budget_is_a_timeout(redis_prefix: str) -> None:
+    conn = _connection(budget_seconds=0.05)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await conn.execute_command("BLPOP", f"{redis_prefix}:empty", 0.5)
+        assert time.monotonic() - started < 0.3
+    finally:
+        await conn.aclose()
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_an_answer_waiting_behind_a_busy_event_loop_is_not_a_timeout(
+    redis_prefix: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """The loop is busy for five budgets while Redis answers at once: the connection's own
+    deadline sees the answer, where ``asyncio.timeout`` (what the breaker used) cancels."""
+
+    async def scenario(outer_timeout: bool) -> bytes | str:
+        conn = _connection(budget_seconds=0.02)
+
+        async def get() -> bytes:
+            if not outer_timeout:
+                return await conn.execute_command("GET", f"{redis_prefix}:a")
+            async with asyncio.timeout(0.02):
+                return await conn.execute_command("GET", f"{redis_prefix}:a")
+
+        try:
+            await conn.execute_command("SET", f"{redis_prefix}:a", "A")
+            call = asyncio.ensure_future(get())
+            await asyncio.sleep(0)  # queued, then written on the next turn
+            await asyncio.sleep(0)
+            time.sleep(0.1)  # noqa: ASYNC251 - the loop busy elsewhere for five budgets
+            try:
+                return await call
+            except TimeoutError:
+                return "timeout"
+        finally:
+            await conn.execute_command("DEL", f"{redis_prefix}:a")
+            await conn.aclose()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(scenario(outer_timeout=False)) == b"A"
+        assert runner.run(scenario(outer_timeout=True)) == "timeout"
 
 
 async def test_an_error_reply_raises_and_the_connection_goes_on(redis_prefix: str) -> None:
@@ -96,7 +145,10 @@ async def test_nothing_listening_is_a_connection_error_not_a_hang() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connection refused
         conn = PipelinedConnection(
-            f"redis://127.0.0.1:{port}/0", connect_timeout=0.5, stall_seconds=1.0
+            f"redis://127.0.0.1:{port}/0",
+            budget_seconds=0.5,
+            connect_timeout=0.5,
+            stall_seconds=1.0,
         )
         with pytest.raises(RedisConnectionError):
             await conn.execute_command("PING")
