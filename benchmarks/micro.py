@@ -10,6 +10,10 @@ at a time with ``time.perf_counter_ns``, and prints median and p99 in µs:
 - ``request_features``: the per-request features of the catalogue;
 - ``redis_begin_commit``: one ``begin`` and one ``commit`` against Redis, awaited in turn
   (client CPU, loopback and Redis together: the latency of the two round trips);
+- ``redis_ping_redis_py``, ``redis_ping_pipelined``: one ``PING`` through redis-py's asyncio
+  client (what admin calls use) and through the hot path's pipelined connection; and the
+  client CPU per ``PING`` with 32 in flight, as under load (why ``begin`` and ``commit``
+  do not go through redis-py);
 - ``rules``: the vertical's pack plus ``common`` on the features ``begin`` returned;
 - ``model``: ``predict`` with reasons (absent without a model);
 - ``response_encode``: the response struct to JSON bytes;
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import uvloop
 
 from service.api.schemas import decode_score_request
 from service.app import build_engine
@@ -127,6 +132,15 @@ async def timed_async(fn: Callable[[Any], Awaitable[Any]], inputs: list[Any]) ->
     return _summary(spent)
 
 
+async def cpu_per_command(client: Any, iterations: int, concurrent: int = 32) -> float:
+    """Client CPU per ``PING`` with ``concurrent`` in flight, as under load (µs)."""
+    rounds = max(1, iterations // concurrent)
+    started = time.process_time()
+    for _ in range(rounds):
+        await asyncio.gather(*(client.execute_command("PING") for _ in range(concurrent)))
+    return round((time.process_time() - started) / (rounds * concurrent) * 1e6, 1)
+
+
 async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
     settings = engine.settings
     rng = random.Random(seed)
@@ -175,6 +189,17 @@ async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
         await round_trips(item)
     begun.clear()
     parts["redis_begin_commit"] = await timed_async(round_trips, normalised)
+    hot, admin = engine.store.hot, engine.store.client
+    parts["redis_ping_redis_py"] = await timed_async(
+        lambda _: admin.execute_command("PING"), list(range(iterations))
+    )
+    parts["redis_ping_pipelined"] = await timed_async(
+        lambda _: hot.execute_command("PING"), list(range(iterations))
+    )
+    client_cpu = {
+        "redis-py": await cpu_per_command(admin, iterations),
+        "pipelined": await cpu_per_command(hot, iterations),
+    }
 
     features = []
     for payment, result in zip(payments, begun, strict=True):
@@ -211,6 +236,7 @@ async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
             for d in sorted({x.decision for x in decisions})
         },
         "parts": parts,
+        "client_cpu_us_per_command_x32": client_cpu,
     }
 
 
@@ -244,13 +270,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    report = asyncio.run(main_async(args))
+    report = uvloop.run(main_async(args))  # the service's event loop
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.iterations} payments; model {report['model']}; rules {report['ruleset']}")
     for name, part in report["parts"].items():
         print(f"  {name:<24} median {part['median_us']:>9,.1f} µs   p99 {part['p99_us']:>9,.1f} µs")
+    cpu = report["client_cpu_us_per_command_x32"]
+    print(
+        f"  client CPU per PING, 32 in flight: redis-py {cpu['redis-py']} µs, pipelined "
+        f"{cpu['pipelined']} µs"
+    )
     return 0
 
 

@@ -689,6 +689,13 @@ def markdown(report: dict[str, Any]) -> str:
         ]
     for name, part in parts.items():
         lines.append(f"| {name} | {part['median_us']:,.1f} | {part['p99_us']:,.1f} |")
+    client_cpu = report.get("micro", {}).get("client_cpu_us_per_command_x32")
+    if client_cpu:
+        lines += [
+            "",
+            f"Redis client CPU per command with 32 in flight: redis-py {client_cpu['redis-py']} µs,"
+            f" the hot path's pipelined connection {client_cpu['pipelined']} µs.",
+        ]
     prof = report.get("profile") or {}
     if prof.get("self_percent"):
         lines += [
