@@ -11,6 +11,19 @@ Window semantics, shared by both engines: a window of ``W`` seconds is cut into
 ``n - 1`` full ones before it. A window therefore looks back between ``W - bucket`` and
 ``W`` seconds; ``card_attempts_1h`` covers 55 to 60 minutes. Both engines use exactly this
 rule, so their values agree exactly, not approximately.
+
+Distinct counts are capped: an entity remembers, per kind (cards, customers, devices,
+countries), at most ``DISTINCT_CAP`` members, the ones it saw last, each with the second it
+was last seen; a member counts in a window while that second's bucket is in it. A
+``distinct`` feature is therefore ``min(DISTINCT_CAP, true distinct count)``: exact below
+the cap, saturated at it (no rule or model needs to tell 32 cards on a device from 60).
+Both engines apply the cap, so they still agree exactly. Two more approximations, online
+only: the store keeps members as 52-bit digests (a new member of an entity is taken for
+one of the at most ``DISTINCT_CAP`` it holds with odds below ``32 / 2^52``, about 7e-15
+per attempt; such a collision undercounts by one), and an attempt that reaches Redis
+after later ones (a request straddling a concurrent one) is not remembered when its
+entity already holds ``DISTINCT_CAP`` members all seen later than it. In time order
+(replays, the offline twin) the values are exact.
 """
 
 from __future__ import annotations
@@ -71,6 +84,10 @@ class Aggregate(StrEnum):
     mean_usd = "mean_usd"  # sum_usd / count over the same window
     distinct = "distinct"  # distinct values of ``of`` seen with the entity
     frauds = "frauds"  # confirmed fraud (feedback) among the window's payments
+
+
+# A ``distinct`` feature counts at most this many members (see the module docstring).
+DISTINCT_CAP: Final[int] = 32
 
 
 # What a ``distinct`` aggregate counts: the name used in the feature, and its log column.
@@ -138,6 +155,8 @@ class RequestFeature:
 
 
 def _v(entity: Entity, aggregate: Aggregate, window: str, doc: str, of: str | None = None):
+    if aggregate is Aggregate.distinct:
+        doc = f"{doc.rstrip('.')}, counted up to {DISTINCT_CAP}."
     return VelocityFeature(entity, aggregate, window, doc, of)
 
 
@@ -260,6 +279,7 @@ def _fingerprint() -> str:
     parts = [f"{f.name}|{f.aggregate}|{f.of}|{f.seconds}|{f.bucket}" for f in VELOCITY_FEATURES] + [
         f"{f.name}|{f.kind}" for f in REQUEST_FEATURES
     ]
+    parts.append(f"distinct cap {DISTINCT_CAP}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

@@ -9,7 +9,8 @@ columns: the ``Payment`` attribute names plus optional ``declined``, ``label`` a
 Rows are replayed in time order (a stable sort on ``event_time``, so ties keep the frame's
 order). Row ``i`` sees every earlier row and itself, except for ``declines`` and ``frauds``:
 a row's own decline or label is not known when it is scored, and an earlier row's fraud
-counts only when its ``label_at`` is not after row ``i``'s ``event_time``.
+counts only when its ``label_at`` is not after row ``i``'s ``event_time``. Distinct counts
+stop at ``catalog.DISTINCT_CAP``, as the store's do.
 
 Why it is fast: per entity the rows are sorted by (entity, replay position), so each row's
 window is a contiguous run ``[start, i]`` whose start one ``searchsorted`` on a combined
@@ -285,7 +286,10 @@ class _History:
         return _runs(lo, hi, len(index.rows))
 
     def _distinct(self, index: _EntityIndex, member_column: str, start: np.ndarray) -> np.ndarray:
-        """Distinct members of each window ``[start[i], i]``.
+        """Distinct members of each window ``[start[i], i]``, capped at ``DISTINCT_CAP``.
+
+        The store remembers an entity's ``DISTINCT_CAP`` most recently seen members, so in
+        time order it reads ``min(DISTINCT_CAP, distinct count)``: the cap, applied here.
 
         Row ``k`` is the first occurrence of its member in window ``[s, i]`` exactly when its
         previous occurrence lies before ``s``; as ``start`` never decreases, the rows ``i``
@@ -305,7 +309,7 @@ class _History:
         previous = previous[present]
         lo = np.maximum(present, np.searchsorted(start, previous, "right"))
         hi = np.searchsorted(start, present, "right") - 1
-        return _runs(lo, hi, n).astype(np.float64)
+        return np.minimum(_runs(lo, hi, n), catalog.DISTINCT_CAP).astype(np.float64)
 
 
 def _window_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:

@@ -247,6 +247,23 @@ def test_distinct_members_are_counted_per_entity():
     assert got == [1, 1, 2, 1, 2]
 
 
+def test_distinct_counts_stop_at_the_cap_and_fall_back_as_members_leave():
+    cap = catalog.DISTINCT_CAP
+    hour = 3_600.0
+    # cap + 8 cards in the first hour, then one more card a day later
+    specs = [{"event_time": i * 60.0, "card_fingerprint": f"k{i}"} for i in range(cap + 8)]
+    specs.append({"event_time": 24 * hour + 10, "card_fingerprint": "late"})
+    got = values(rows(*specs), "customer_distinct_cards_24h", "customer_distinct_cards_7d")
+    assert got["customer_distinct_cards_24h"] == [*range(1, cap + 1), *[cap] * 8, 1]
+    assert got["customer_distinct_cards_7d"][-2:] == [cap, cap]
+
+
+def test_the_cap_is_part_of_the_catalogue_version(monkeypatch: pytest.MonkeyPatch):
+    version = catalog._fingerprint()
+    monkeypatch.setattr(catalog, "DISTINCT_CAP", catalog.DISTINCT_CAP + 1)
+    assert catalog._fingerprint() != version
+
+
 def test_a_retried_transaction_counts_once_and_repeats_the_first_answer():
     frame = rows(
         {"event_time": 30.0, "transaction_id": "t0"},
