@@ -1,195 +1,205 @@
 -- begin: claim a transaction id, count the attempt, read every velocity feature and look up
 -- the block/allow lists, atomically. Part of the function library that library.py builds
--- (after the shared locals and the catalogue's PLAN); the key layout is in keys.py.
+-- (after the shared locals and the catalogue's PLAN); the key layout is in keys.py. The
+-- state helpers below serve commit.lua and feedback.lua too.
 --
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
---       counter hash and, when it has distinct kinds, its member set; then one key per list.
+--       velocity key; then one key per list.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
---       5 entity mask ('0' absent, else present: '1' scan its counters, '2' try its summary
---       first, '3' scan and keep a summary),
---       6 USD cents, then the clock strings of
---       plan.py (field names and score bounds for the event second), then per distinct
---       kind of each present entity its member ('' when missing), then per list: name, n,
---       n x (entity, item).
--- Returns {status, decision|false, lists version, {raw sums by slot}, {{list, entity, reason}},
---          busy mask ('1' where the entity's counter hash is big enough for a summary)}.
+--       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then per
+--       distinct kind of each present entity its member digest ('' when missing), then per
+--       list: name, n, n x (entity, item).
+-- Returns {status, decision|false, lists version, {raw sums by slot}, {{list, entity, reason}}}.
 --
--- Lean on purpose: each redis.call costs about a microsecond, and so does turning a number
--- into a string in Lua. So writes are batched, TTLs and pruning are touched only when a
--- bucket opens or a member joins, and every time-dependent string arrives ready in ARGV.
--- Fields of one measure and width differ only in their bucket digits, so comparing length
--- first, then bytes, orders them as numbers. Busy entities are read through a summary.
+-- Lean on purpose: a redis.call costs about a microsecond, a Lua table about a tenth of
+-- one, and every number moved in Lua some tens of nanoseconds. So the entities' states
+-- come with one MGET and each goes back with one SET (its whole state, TTL included), its state is one flat run of numbers (no
+-- table per series, no strings), and one pass copies it forward while counting, pruning
+-- and reading the windows.
+--
+-- An entity's state: little-endian doubles, per series of PLAN[e].s in order its pair
+-- count n then n pairs (bucket id, value), buckets ascending; then per kind of PLAN[e].z
+-- its member count n then n pairs (member digest, last-seen second).
 
--- Lua hands numbers to Redis as %.14g: exact below 1e14, so larger sums go as integers.
-local function int(v)
-  if v < 1e14 then return v end
-  return string.format('%d', v)
+local EMPTY, O, FORMATS = {}, {}, {}
+
+local function format(n)
+  local f = FORMATS[n]
+  if not f then
+    f = '<' .. string.rep('d', n)
+    FORMATS[n] = f
+  end
+  return f
 end
 
--- The summary of a busy entity: fields '~m' (the finest bucket id when it was taken),
--- '~f' (fraud fields exist) and '~1'..'~k', each window's sum over its buckets before the
--- current ones. While '~m' is the current finest bucket id no bucket has opened since, so
--- a window is its summary plus its current bucket: one HMGET instead of reading every
--- bucket. Writes outside the current buckets (a late decline, feedback) delete '~m'.
-local function summarised(P, key, A, out, current)
-  local names = {}
-  local hn, cf = P.hn, P.cf
-  for i = 1, #hn do names[i] = hn[i] end
-  for j = 1, #cf do names[#hn + j] = A[cf[j][1]] end
-  local got = call('HMGET', key, unpack(names))
-  if got[1] ~= A[P.mk] then return nil end
-  local has_f = got[2] == '1'
-  local sl = P.sl
-  for i = 1, #sl do
-    local v = got[2 + i]
-    if v and v ~= '0' then out[sl[i]] = out[sl[i]] + tonumber(v) end
+-- An entity's state as one array (struct.unpack's trailing position is ignored).
+local function decode(blob)
+  if not blob then return EMPTY, false end
+  return {struct.unpack(format(#blob / 8), blob)}, true
+end
+
+-- Writes O[1..m] with its TTL, or deletes the state when nothing in it can count.
+local function save(key, m, ttl, existed)
+  if ttl > 0 then
+    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'EX', ttl)
+  elseif existed then
+    call('DEL', key)
   end
-  for j = 1, #cf do
-    local v = got[#hn + j]
-    if v then
-      local c = cf[j]
-      current[names[#hn + j]] = v
-      local n = tonumber(v)
-      local slots = c[2]
-      for s = 1, #slots do out[slots[s]] = out[slots[s]] + n end
-      if c[3] then has_f = true end
+end
+
+-- Copies the series at v[p] to O after m: buckets below ``low`` and values at or below 0
+-- are dropped, ``add`` goes to bucket ``cur`` (a new bucket only for add > 0).
+-- Returns the positions after the series in v and in O.
+local function copy_series(v, p, m, cur, add, low)
+  local last = p + 2 * (v[p] or 0)
+  local h = m + 1
+  m = h
+  for k = p + 1, last, 2 do
+    local b, x = v[k], v[k + 1]
+    if add ~= 0 and b >= cur then
+      if b == cur then
+        x = x + add
+      elseif add > 0 and cur >= low then
+        O[m + 1], O[m + 2] = cur, add
+        m = m + 2
+      end
+      add = 0
+    end
+    if b >= low and x > 0 then
+      O[m + 1], O[m + 2] = b, x
+      m = m + 2
     end
   end
-  return has_f
+  if add > 0 and cur >= low then
+    O[m + 1], O[m + 2] = cur, add
+    m = m + 2
+  end
+  O[h] = (m - h) / 2
+  return last + 1, m
 end
 
--- Every field, once: window sums, stale fields to delete, and the summary to keep.
-local function scanned(P, key, A, out, current, write, keep_summary)
-  local flat = call('HGETALL', key)
-  local F = P.f
-  local stale, has_f, tilde = nil, false, false
-  for i = 1, #flat, 2 do
-    local field = flat[i]
-    local m, wc = byte(field, 1, 2)
-    if m == 126 then
-      if tilde then tilde[#tilde + 1] = field else tilde = {field} end
+-- Copies the members at v[p] to O after m, dropping those last seen before ``low``, and
+-- remembers ``member`` (a digest, or nil) at second ``t``: its last-seen second moves up,
+-- or it joins, in the place of the member seen longest ago when CAP are kept already.
+local function copy_members(v, p, m, member, t, low)
+  local last = p + 2 * (v[p] or 0)
+  local h = m + 1
+  m = h
+  local oldest, at = nil, 0
+  for k = p + 1, last, 2 do
+    local d, seen = v[k], v[k + 1]
+    if d == member then
+      if seen < t then seen = t end
+      member = nil
+    end
+    if seen >= low then
+      O[m + 1], O[m + 2] = d, seen
+      m = m + 2
+      if not oldest or seen < oldest then oldest, at = seen, m - 1 end
+    end
+  end
+  if member and t >= low then
+    if m - h < 2 * CAP then
+      O[m + 1], O[m + 2] = member, t
+      m = m + 2
+    elseif t >= oldest then
+      O[at], O[at + 1] = member, t
+    end
+  end
+  O[h] = (m - h) / 2
+  return last + 1, m
+end
+
+-- Window sums of the pairs X[lo..hi] (bucket, value) into ``out``: {{buckets, slot}}.
+local function sums(X, lo, hi, cur, windows, out)
+  for j = 1, #windows do
+    local first = cur - windows[j][1] + 1
+    local total = 0
+    for k = hi - 1, lo, -2 do
+      local b = X[k]
+      if b < first then break end
+      if b <= cur then total = total + X[k + 1] end
+    end
+    out[windows[j][2]] = total
+  end
+end
+
+-- Members of X[lo..hi] (digest, last seen) per window into ``out``: {{width, buckets, slot}}.
+local function distinct(X, lo, hi, t, windows, out)
+  for j = 1, #windows do
+    local w = windows[j][1]
+    local low = (floor(t / w) - windows[j][2] + 1) * w
+    local n = 0
+    for k = lo + 1, hi, 2 do
+      if X[k] >= low then n = n + 1 end
+    end
+    out[windows[j][3]] = n
+  end
+end
+
+-- Counts the attempt (``write``) and reads the entity's windows into ``out``.
+-- ``A[a]``.. are the member digests of its distinct kinds; returns the next ARGV position.
+local function entity(P, key, blob, A, a, t, cents, write, out)
+  local v, existed = decode(blob)
+  local X = write and O or v
+  local S, Z = P.s, P.z
+  local p, m, ttl = 1, 0, 0
+  for i = 1, #S do
+    local s = S[i]
+    local cur = floor(t / s[2])
+    local lo, hi
+    if write then
+      local add = s[5]
+      if add == 2 then add = cents end
+      lo = m + 2
+      p, m = copy_series(v, p, m, cur, add, cur - s[3])
+      hi = m
+      if hi > lo and s[4] > ttl then ttl = s[4] end
     else
-      local spec = F[m * 256 + wc]
-      local low = spec and A[spec[1]]
-      local n = #field
-      if not spec or n < #low or (n == #low and field < low) then
-        if stale then stale[#stale + 1] = field else stale = {field} end
-      else
-        if m == 102 then has_f = true end
-        local cur = A[spec[2]]
-        local nc = #cur
-        if field == cur then current[field] = flat[i + 1] end
-        local windows = spec[3]
-        if #windows > 0 and (n < nc or (n == nc and field <= cur)) then
-          local v = tonumber(flat[i + 1])
-          for j = 1, #windows do
-            local r = windows[j]
-            local first = A[r[1]]
-            local nf = #first
-            if n > nf or (n == nf and field >= first) then out[r[2]] = out[r[2]] + v end
-          end
-        end
-      end
+      lo, hi = p + 1, p + 2 * (v[p] or 0)
+      p = hi + 1
     end
+    if hi > lo then sums(X, lo, hi, cur, s[6], out) end
   end
-  local summary = nil
-  local big = #flat >= 2 * BIG
-  if write and big and keep_summary then
-    summary = {'~m', A[P.mk], '~f', has_f and '1' or '0'}
-    local sl, sc, hn = P.sl, P.sc, P.hn
-    for i = 1, #sl do
-      summary[#summary + 1] = hn[2 + i]
-      summary[#summary + 1] = int(out[sl[i]] - (tonumber(current[A[sc[i]]]) or 0))
+  for i = 1, #Z do
+    local z = Z[i]
+    local lo, hi
+    if write then
+      lo = m + 2
+      p, m = copy_members(v, p, m, tonumber(A[a + i - 1]), t, (floor(t / z[2]) - z[3]) * z[2])
+      hi = m
+      if hi > lo and z[4] > ttl then ttl = z[4] end
+    else
+      lo, hi = p + 1, p + 2 * (v[p] or 0)
+      p = hi + 1
     end
-  elseif tilde and write then
-    -- an older summary, or a newer one this (late) write would leave wrong: drop it
-    stale = stale or {}
-    for i = 1, #tilde do stale[#stale + 1] = tilde[i] end
+    if hi > lo then distinct(X, lo, hi, t, z[5], out) end
   end
-  if stale then call('HDEL', key, unpack(stale)) end
-  return has_f, #flat == 0, big, summary
+  if write then save(key, m, ttl, existed) end
+  return a + #Z
 end
 
--- Counts the attempt and adds the entity's counter windows to ``out``.
--- Returns: hash was empty, a TTL-refreshing bucket opened, hash is busy.
--- ``flag``: 49 scan, 50 try the summary first, 51 scan and keep a summary (see velocity.py).
-local function counters(P, key, A, write, out, flag)
-  local current = {}
-  local has_f, fresh, big, summary = nil, false, true, nil
-  if flag == 50 then has_f = summarised(P, key, A, out, current) end
-  if has_f == nil then
-    has_f, fresh, big, summary = scanned(P, key, A, out, current, write, flag ~= 49)
+-- Adds ``delta`` to the bucket of second ``t`` of the series ``which`` (a set of positions
+-- in PLAN[e].s): commit's declines, feedback's frauds. Nothing is pruned.
+local function recount(P, key, which, t, delta)
+  local v, existed = decode(call('GET', key))
+  local S, Z = P.s, P.z
+  local p, m, ttl = 1, 0, 0
+  for i = 1, #S do
+    local s = S[i]
+    local h = m
+    p, m = copy_series(v, p, m, floor(t / s[2]), which[i] and delta or 0, -1)
+    if m > h + 1 and s[4] > ttl then ttl = s[4] end
   end
-  local newstar = P.nostar
-  if write and #P.wr > 0 then
-    local cents_text = A[6]
-    local cents = tonumber(cents_text)
-    local args = summary or {}
-    local n = #args
-    for i = 1, #P.wr do
-      local w = P.wr[i]
-      local field = A[w[1]]
-      local old = current[field]
-      if not old and w[5] then newstar = true end
-      args[n + 1] = field
-      args[n + 2] = old and tonumber(old) + 1 or '1'
-      n = n + 2
-      local slots = w[3]
-      for j = 1, #slots do out[slots[j]] = out[slots[j]] + 1 end
-      if w[2] and cents ~= 0 then
-        field = A[w[2]]
-        old = current[field]
-        args[n + 1] = field
-        args[n + 2] = old and int(tonumber(old) + cents) or cents_text
-        n = n + 2
-        slots = w[4]
-        for j = 1, #slots do out[slots[j]] = out[slots[j]] + cents end
-      end
-    end
-    call('HSET', key, unpack(args))
-    if newstar then call('EXPIRE', key, has_f and P.ttlf or P.ttl) end
+  for i = 1, #Z do
+    local n = v[p] or 0
+    O[m + 1] = n
+    for k = 1, 2 * n do O[m + 1 + k] = v[p + k] end
+    m = m + 1 + 2 * n
+    p = p + 1 + 2 * n
+    if n > 0 and Z[i][4] > ttl then ttl = Z[i][4] end
   end
-  return fresh, newstar, big
-end
-
-local function members(P, key, A, a, write, fresh, newstar, out)
-  local kinds = P.z
-  if write then
-    local args = {'GT'}
-    local with = {}
-    for i = 1, #kinds do
-      local member = A[a + i - 1]
-      if member ~= '' then
-        with[i] = true
-        args[#args + 1] = A[kinds[i][1]]
-        args[#args + 1] = member
-      end
-    end
-    local given = (#args - 1) / 2
-    if given > 0 then
-      local added = call('ZADD', key, unpack(args))
-      -- prune once per TTL-refreshing bucket: the set holds at most its largest window
-      -- plus one such bucket of members (a new entity has nothing to prune, unless its
-      -- set can outlive its counters: zold)
-      if added > 0 and newstar and (P.zold or not fresh) then
-        for i = 1, #kinds do
-          if with[i] then call('ZREMRANGEBYSCORE', key, kinds[i][3], A[kinds[i][2]]) end
-        end
-      end
-      -- a set that had one of these members had a TTL, refreshed when the bucket opened;
-      -- only a set made of new members alone may be new
-      if newstar or added == given then call('EXPIRE', key, P.zttl) end
-    end
-  end
-  for i = 1, #kinds do
-    local z = kinds[i]
-    local windows = z[5]
-    for j = 1, #windows do
-      local w = windows[j]
-      out[w[2]] = call('ZCOUNT', key, A[w[1]], z[4])
-    end
-  end
-  return a + #kinds
+  save(key, m, ttl, existed)
 end
 
 local function lists(KEYS, A, k, a, now_ms)
@@ -252,27 +262,21 @@ local function begin(KEYS, ARGV)
   local write = status == 'new'
 
   local mask = ARGV[5]
+  local cents, t = tonumber(ARGV[6]), tonumber(ARGV[7])
   local out = {}
   for i = 1, SLOTS do out[i] = 0 end
-  local busy = {}
-  local k, a = 3, 7 + CLOCK
+  local k, a = 3, 8
+  local present = 0
   for e = 1, #PLAN do
-    local flag = byte(mask, e)
-    busy[e] = '0'
-    if flag ~= 48 then
-      local P = PLAN[e]
-      local fresh, newstar, big = false, P.nostar, false
-      if P.c then
-        fresh, newstar, big = counters(P, KEYS[k], ARGV, write, out, flag)
-        if big then busy[e] = '1' end
-        k = k + 1
-      end
-      if #P.z > 0 then
-        a = members(P, KEYS[k], ARGV, a, write, fresh, newstar, out)
-        k = k + 1
-      end
+    if byte(mask, e) ~= 48 then present = present + 1 end
+  end
+  local blobs = present > 0 and call('MGET', unpack(KEYS, 3, 2 + present)) or EMPTY
+  for e = 1, #PLAN do
+    if byte(mask, e) ~= 48 then
+      a = entity(PLAN[e], KEYS[k], blobs[k - 2], ARGV, a, t, cents, write, out)
+      k = k + 1
     end
   end
   local version, hits = lists(KEYS, ARGV, k, a, tonumber(ARGV[1]))
-  return {status, false, version, out, hits, table.concat(busy)}
+  return {status, false, version, out, hits}
 end

@@ -1,12 +1,11 @@
 -- feedback: apply one label to the fraud counters of a scored transaction's entities, once.
 --
--- KEYS: 1 tx, 2 labels stream, then the counter hashes of the entities with frauds.
+-- KEYS: 1 tx, 2 labels stream, then the velocity keys of the entities with fraud series.
 -- ARGV: 1 label, 2 transaction id, 3 reported_at, 4 stream maxlen, 5 event second,
---       6 reason, then per counter hash: ttl (s), n, and the n fraud fields of the
---       transaction's buckets (one per fraud window width).
--- A fraud or chargeback label adds 1 unless the transaction already counts as fraud; legit
--- takes a counted fraud back. Every label goes to the stream. Returns the delta applied,
--- or false when the transaction was never scored.
+--       6 reason, then per velocity key the entity's position in PLAN.
+-- A fraud or chargeback label adds 1 to the transaction's buckets unless the transaction
+-- already counts as fraud; legit takes a counted fraud back (a bucket at 0 is dropped). Every label goes to the
+-- stream. Returns the delta applied, or false when the transaction was never scored.
 
 local function feedback(KEYS, ARGV)
   local tx = KEYS[1]
@@ -23,15 +22,10 @@ local function feedback(KEYS, ARGV)
     call('HSET', tx, 'fraud', '0')
   end
   if delta ~= 0 then
-    local at = 7
+    local t = tonumber(ARGV[5])
     for i = 3, #KEYS do
-      local key, ttl, n = KEYS[i], tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-      for j = at + 2, at + 1 + n do
-        if call('HINCRBY', key, ARGV[j], delta) <= 0 then call('HDEL', key, ARGV[j]) end
-      end
-      call('HDEL', key, '~m')  -- the summary of completed buckets no longer holds
-      if call('TTL', key) < ttl then call('EXPIRE', key, ttl) end
-      at = at + 2 + n
+      local P = PLAN[tonumber(ARGV[4 + i])]
+      recount(P, KEYS[i], P.f, t, delta)
     end
   end
   call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'transaction_id', ARGV[2],

@@ -6,18 +6,18 @@ live in one slot; so do a transaction's keys, and the lists' keys.
 ==============================  ======  ====================================================
 key                             type    content
 ==============================  ======  ====================================================
-``P:{card:<fp>}:c``             hash    the entity's counters, all bucket widths: field
-                                        ``<measure><width code><bucket id>``, e.g.
-                                        ``ah472222`` = attempts in hour bucket 472222;
-                                        measures ``a`` attempts, ``d`` declines, ``s`` USD
-                                        cents, ``f`` frauds; width codes in ``WIDTH_CODES``;
-                                        bucket id ``floor(event_second / width)``;
-                                        a busy entity also keeps a summary: ``~m``
-                                        (finest bucket id), ``~f``, ``~1``..``~k``
-                                        (window sums before the current buckets)
-``P:{card:<fp>}:z``             zset    the entity's distinct members, all kinds: member
-                                        ``<k>:<value>``, score ``k * 10^10 + last_seen``,
-                                        ``k`` the kind's code in ``DISTINCT_CODES``
+``P:{card:<fp>}:v<layout>``     string  the entity's whole velocity state, packed as
+                                        little-endian doubles: per counter series of the
+                                        entity's plan (``plan.py``: measure ``a``
+                                        attempts, ``d`` declines, ``s`` USD cents, ``f``
+                                        frauds, at one bucket width), its pair count then
+                                        its (bucket id, value) pairs, bucket ids ascending,
+                                        bucket id ``floor(event_second / width)``; then per
+                                        distinct kind its member count then (member digest,
+                                        last-seen second) pairs, at most
+                                        ``catalog.DISTINCT_CAP``; ``<layout>`` names that
+                                        order (``EntityPlan.layout``), the digest is
+                                        ``member_digest`` of the member's value
 ``P:{tx:<transaction_id>}``     hash    idempotency and feedback: ``state`` (pending|done),
                                         ``digest``, ``claimed_at`` (ms), ``decision`` (the
                                         response JSON), ``record`` (entity keys and event
@@ -37,7 +37,7 @@ Entity names are those of ``catalog.Entity``; ``customer`` is keyed by
 ``Payment.customer_key`` (``merchant_id:customer_id``). A value that contains a brace or
 is unusually long is replaced by ``#`` and a SHA-256 prefix so it cannot break the tag.
 
-Counter and distinct keys expire (see ``plan.py`` for the TTLs); the transaction key lives
+Velocity keys expire (see ``plan.py`` for the TTLs); the transaction key lives
 ``decision_ttl_days``; the streams are capped by ``MAXLEN ~``; lists live until changed.
 """
 
@@ -52,7 +52,6 @@ WIDTH_CODES: Final[dict[int, str]] = {60: "m", 300: "v", 3600: "h", 21600: "q", 
 
 # One code per kind of distinct member; fixed, so stored members keep their meaning.
 DISTINCT_CODES: Final[dict[str, int]] = {"cards": 1, "customers": 2, "devices": 3, "countries": 4}
-DISTINCT_SPAN: Final[int] = 10_000_000_000  # score offset between kinds; beyond any Unix second
 
 _MAX_VALUE_LENGTH = 200
 
@@ -62,6 +61,11 @@ def tag_value(value: str) -> str:
     if len(value) > _MAX_VALUE_LENGTH or "{" in value or "}" in value:
         return "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
     return value
+
+
+def member_digest(value: str) -> int:
+    """A distinct member as the store keeps it: 52 bits of BLAKE2b, exact in a double."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=7).digest()) >> 4
 
 
 class Keys:
@@ -77,11 +81,8 @@ class Keys:
         self.decisions = f"{prefix}:decisions"
         self.labels = f"{prefix}:labels"
 
-    def counters(self, entity: str, value: str) -> str:
-        return f"{self.prefix}:{{{entity}:{tag_value(value)}}}:c"
-
-    def members(self, entity: str, value: str) -> str:
-        return f"{self.prefix}:{{{entity}:{tag_value(value)}}}:z"
+    def velocity(self, entity: str, value: str, layout: str) -> str:
+        return f"{self.prefix}:{{{entity}:{tag_value(value)}}}:v{layout}"
 
     def transaction(self, transaction_id: str) -> str:
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"

@@ -1,11 +1,17 @@
 """The feature catalogue compiled into what the Redis store reads and writes.
 
 Window rule (``service.catalog``): at event second ``t`` a window of ``n`` buckets of
-``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``. Counters live in
-one hash per entity (a field per measure, width and bucket id). Distinct members live in
-one sorted set per entity, scored by their last-seen second (the largest seen, ``ZADD
-GT``); a member counts in a window iff ``floor(last_seen/w) >= floor(t/w) - n + 1``, that
-is ``last_seen >= (floor(t/w) - n + 1) * w``: one ``ZCOUNT``. Feature values:
+``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``.
+
+Layout (``keys.py``): each entity's whole state is one MessagePack map in one string key,
+read with one ``GET`` and written with one ``SET ... EX`` (the TTL comes with the write).
+It holds a counter series per measure and width the catalogue reads, a flat list of
+(bucket id, value) pairs in bucket order, and per distinct kind at most
+``catalog.DISTINCT_CAP`` (member digest, last-seen second) pairs: the members seen last,
+an older one giving way to a newer when the list is full. A member counts in a window iff
+``floor(last_seen/w) >= floor(t/w) - n + 1``, that is ``last_seen >= (floor(t/w) - n + 1)
+* w``, so a window reads ``min(DISTINCT_CAP, distinct count)`` (exact in time order, see
+the catalogue's docstring). Feature values:
 
 - ``count``, ``declines``, ``frauds``, ``distinct``: the integer, as a float;
 - ``sum_usd``: ``cents / 100``;
@@ -15,11 +21,13 @@ Everything is counted at the event second ``floor(event_time)`` (``floor(t/w) =
 floor(floor(t)/w)`` for integer ``w``). Missing or blank entity keys and members count
 nothing and read 0.
 
-Memory: fields and members older than the largest window of their width plus one spare
-bucket are deleted when seen (the spare keeps answers exact for concurrent requests that
-straddle a bucket edge). A key's TTL is refreshed when the entity's widest written bucket
-(``star``) opens, to cover every field written until the next refresh; fraud fields
-(written by feedback at the original transaction's bucket) extend it to their horizon.
+Memory: when ``begin`` writes an entity it drops the buckets older than the largest
+window of their series plus one spare bucket (the spare keeps answers exact for
+concurrent requests that straddle a bucket edge), and the members last seen before the
+largest window of their kind plus one spare bucket. The key's TTL, set with every write,
+is the longest horizon (``(kept buckets + 1) * width``) of its non-empty series and kinds,
+so the state disappears once nothing in it can count any more: fraud series (written by
+feedback at the original transaction's bucket) keep an entity up to their 30 days.
 
 The plan is data for ``begin.lua``: ``lua_prelude()`` renders it as a Lua table inside the
 function library (``library.py``), whose version hash changes whenever the catalogue does.
@@ -35,10 +43,7 @@ from typing import Final
 from service import catalog
 from service.catalog import Aggregate, Entity
 from service.payment import Payment
-from service.stores.keys import DISTINCT_CODES, DISTINCT_SPAN, WIDTH_CODES
-
-# A counter hash with at least this many fields is worth a summary (see begin.lua).
-SUMMARY_FIELDS: Final[int] = 16
+from service.stores.keys import DISTINCT_CODES, WIDTH_CODES
 
 _MEASURE: Final[dict[Aggregate, str]] = {
     Aggregate.count: "a",
@@ -46,6 +51,9 @@ _MEASURE: Final[dict[Aggregate, str]] = {
     Aggregate.sum_usd: "s",
     Aggregate.frauds: "f",
 }
+# What ``begin`` adds to a series of each measure: 1 per attempt, its cents, or nothing
+# (declines are counted by ``commit``, frauds by ``feedback``).
+_BEGIN_ADDS: Final[dict[str, int]] = {"a": 1, "s": 2, "d": 0, "f": 0}
 
 # Entities keyed by several log columns take their value from one joined Payment attribute.
 _JOINED_KEY_ATTRIBUTE: Final[dict[Entity, str]] = {Entity.customer: "customer_key"}
@@ -72,34 +80,28 @@ def event_second(event_time: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Read:
-    measure: str
+class SeriesWindow:
     buckets: int
     slot: int
 
 
 @dataclass(frozen=True, slots=True)
-class Width:
-    """One bucket width of an entity's counter hash."""
+class Series:
+    """One counter series of an entity: a measure summed per bucket of one width."""
 
+    measure: str  # a attempts, s USD cents, d declines, f frauds
     width: int
-    code: str
-    keep: int  # buckets kept behind the current one: the largest window, plus one spare
-    measures: frozenset[str]
-    reads: tuple[Read, ...]
+    keep: int  # buckets kept behind the current one: the largest window read (one spare)
+    windows: tuple[SeriesWindow, ...]
 
     @property
-    def written(self) -> bool:
-        """Begin writes attempts here (and cents when summed); frauds-only widths it skips."""
-        return bool(self.measures & {"a", "s", "d"})
+    def name(self) -> str:
+        return self.measure + WIDTH_CODES[self.width]
 
     @property
     def horizon(self) -> int:
-        """Seconds a field stays useful after its bucket was written."""
+        """Seconds a bucket stays useful after it was written."""
         return (self.keep + 1) * self.width
-
-    def field(self, measure: str, second: int) -> str:
-        return f"{measure}{self.code}{second // self.width}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,66 +121,38 @@ class DistinctKind:
     keep: int
 
     @property
-    def offset(self) -> int:
-        return self.code * DISTINCT_SPAN
+    def name(self) -> str:
+        return f"z{self.code}"
 
     @property
     def horizon(self) -> int:
         return (self.keep + 1) * self.keep_width
-
-    def member(self, value: str) -> str:
-        return f"{self.code}:{value}"
 
 
 @dataclass(frozen=True, slots=True)
 class EntityPlan:
     entity: Entity
     attribute: str
-    widths: tuple[Width, ...]
+    index: int  # 1-based position in the plan, as ``commit`` and ``feedback`` name it
+    series: tuple[Series, ...]
     distinct: tuple[DistinctKind, ...]
+    layout: str  # names the packed state's layout (``layout``), part of the key
 
     @property
-    def star(self) -> Width | None:
-        """The written width with the longest horizon: its new buckets refresh the TTLs."""
-        written = [w for w in self.widths if w.written]
-        return max(written, key=lambda w: w.horizon) if written else None
+    def declines(self) -> tuple[Series, ...]:
+        return tuple(s for s in self.series if s.measure == "d")
 
     @property
-    def counters_ttl(self) -> int:
-        star = self.star
-        if star is None:
-            return self.frauds_ttl
-        return max(w.horizon for w in self.widths if w.written) + star.width
+    def frauds(self) -> tuple[Series, ...]:
+        return tuple(s for s in self.series if s.measure == "f")
 
-    @property
-    def frauds_ttl(self) -> int:
-        return max((w.horizon for w in self.widths if "f" in w.measures), default=0)
 
-    @property
-    def members_ttl(self) -> int:
-        star = self.star
-        return max((d.horizon for d in self.distinct), default=0) + (star.width if star else 0)
-
-    @property
-    def finest(self) -> int:
-        """The smallest bucket width of the counters: when no bucket of it opened, none did
-        (the widths divide each other), so its bucket id marks the summary's validity."""
-        return min(w.width for w in self.widths)
-
-    @property
-    def members_may_outlive_counters(self) -> bool:
-        """True when an entity whose counters expired may still have its member set (its
-        set's TTL, refreshed up to one star bucket late, exceeds the counters' TTL)."""
-        star = self.star
-        return self.members_ttl + (star.width if star else 0) > self.counters_ttl
-
-    @property
-    def declines(self) -> tuple[Width, ...]:
-        return tuple(w for w in self.widths if "d" in w.measures)
-
-    @property
-    def frauds(self) -> tuple[Width, ...]:
-        return tuple(w for w in self.widths if "f" in w.measures)
+def layout(series: tuple[Series, ...], distinct: tuple[DistinctKind, ...]) -> str:
+    """Names the layout of an entity's packed state (its series and kinds, in order, and
+    the cap). It is part of the entity's key, so a catalogue that changes the layout
+    starts the entity afresh instead of misreading a state packed by another."""
+    shape = [s.name for s in series] + [d.name for d in distinct]
+    return hashlib.sha1(f"{shape}|{catalog.DISTINCT_CAP}".encode()).hexdigest()[:6]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,72 +165,8 @@ class FeatureSlots:
     count_slot: int = -1  # mean_usd: the attempts of the same window
 
 
-class Clock:
-    """The time-dependent strings ``begin`` compares with, computed in Python per second.
-
-    Formatting numbers in Lua costs about a microsecond each, so the script receives, for
-    the event second, every field name and score bound it needs as a ready string: counter
-    fields ``<measure><code><bucket>`` (current bucket, a window's first bucket, the
-    stale threshold) and member-set scores and bounds. Entries are deduplicated across
-    entities; ``begin.lua`` addresses them by their ARGV position.
-    """
-
-    ARGV_BASE = 6  # ARGV[7] is the first clock string
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag  # names the plan in summary markers, so another plan's never match
-        self._entries: dict[tuple, int] = {}
-        self._cached: tuple[int, list[str]] | None = None
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _add(self, entry: tuple) -> int:
-        """The entry's ARGV position (1-based, as Lua indexes)."""
-        return self.ARGV_BASE + 1 + self._entries.setdefault(entry, len(self._entries))
-
-    def field(self, measure: str, width: Width, delta: int) -> int:
-        """The counter field of bucket ``floor(t / width) + delta``."""
-        return self._add(("f", measure + width.code, width.width, delta))
-
-    def score(self, offset: int) -> int:
-        """A member's score at the event second."""
-        return self._add(("s", offset))
-
-    def marker(self, width: int) -> int:
-        """The bucket id at ``width``: names the summary's moment (see ``begin.lua``)."""
-        return self._add(("m", width))
-
-    def marker_text(self, width: int, second: int) -> str:
-        return f"{self.tag}{second // width}"
-
-    def bound(self, offset: int, width: int, delta: int, exclusive: bool = False) -> int:
-        """The score where bucket ``floor(t / width) + delta`` starts."""
-        return self._add(("b", offset, width, delta, exclusive))
-
-    def strings(self, second: int) -> list[str]:
-        cached = self._cached
-        if cached is not None and cached[0] == second:
-            return cached[1]
-        out = []
-        for entry in self._entries:
-            if entry[0] == "f":
-                _, prefix, width, delta = entry
-                out.append(f"{prefix}{max(0, second // width + delta)}")
-            elif entry[0] == "s":
-                out.append(str(entry[1] + second))
-            elif entry[0] == "m":
-                out.append(self.marker_text(entry[1], second))
-            else:
-                _, offset, width, delta, exclusive = entry
-                value = offset + max(0, second // width + delta) * width
-                out.append(f"({value}" if exclusive else str(value))
-        self._cached = (second, out)
-        return out
-
-
 class Plan:
-    """The catalogue as counter widths, distinct kinds and output slots, per entity."""
+    """The catalogue as counter series, distinct kinds and output slots, per entity."""
 
     def __init__(self, features: tuple[catalog.VelocityFeature, ...]) -> None:
         slots: dict[tuple, int] = {}
@@ -264,9 +174,7 @@ class Plan:
         def slot(key: tuple) -> int:
             return slots.setdefault(key, len(slots))
 
-        measures: dict[tuple[Entity, int], set[str]] = {}
-        reads: dict[tuple[Entity, int], dict[tuple[str, int], int]] = {}
-        largest: dict[tuple[Entity, int], int] = {}
+        series: dict[tuple[Entity, str, int], dict[int, int]] = {}
         distinct: dict[tuple[Entity, str], dict[tuple[int, int], int]] = {}
         outputs: list[FeatureSlots] = []
         for f in features:
@@ -282,31 +190,24 @@ class Plan:
                 )
                 outputs.append(FeatureSlots(f.name, f.aggregate, s))
                 continue
-            key = (f.entity, f.bucket)
-            largest[key] = max(largest.get(key, 0), f.buckets)
             wanted = ("s", "a") if f.aggregate is Aggregate.mean_usd else (_MEASURE[f.aggregate],)
             found = []
             for m in wanted:
-                measures.setdefault(key, set()).add(m)
-                s = slot(("c", f.entity, f.bucket, m, f.buckets))
-                reads.setdefault(key, {})[(m, f.buckets)] = s
+                reads = series.setdefault((f.entity, m, f.bucket), {})
+                s = reads.setdefault(f.buckets, slot(("c", f.entity, f.bucket, m, f.buckets)))
                 found.append(s)
             outputs.append(FeatureSlots(f.name, f.aggregate, *found))
 
-        for ms in measures.values():
-            if ms & {"s", "d"}:
-                ms.add("a")  # begin counts attempts wherever it writes; "a" marks new buckets
         entities = []
         for entity in Entity:
-            widths = tuple(
-                Width(
+            counters = tuple(
+                Series(
+                    measure=m,
                     width=width,
-                    code=WIDTH_CODES[width],
-                    keep=largest[(e, width)],
-                    measures=frozenset(measures[(e, width)]),
-                    reads=tuple(Read(m, n, s) for (m, n), s in reads[(e, width)].items()),
+                    keep=max(reads),
+                    windows=tuple(SeriesWindow(n, s) for n, s in reads.items()),
                 )
-                for e, width in sorted(measures, key=lambda k: k[1])
+                for (e, m, width), reads in sorted(series.items(), key=lambda i: i[0][1:])
                 if e is entity
             )
             kinds = []
@@ -324,18 +225,20 @@ class Plan:
                         keep=wide[1],
                     )
                 )
-            if widths and any(w.width % widths[0].width for w in widths):
-                raise RuntimeError(
-                    f"{entity}: bucket widths {[w.width for w in widths]} must be multiples of "
-                    "the smallest, or a summary could outlive a bucket (see begin.lua)"
+            if counters or kinds:
+                entities.append(
+                    EntityPlan(
+                        entity,
+                        entity_attribute(entity),
+                        len(entities) + 1,
+                        counters,
+                        tuple(kinds),
+                        layout(counters, tuple(kinds)),
+                    )
                 )
-            if widths or kinds:
-                entities.append(EntityPlan(entity, entity_attribute(entity), widths, tuple(kinds)))
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
         self.slot_count = len(slots)
-        shape = repr([(f.name, f.aggregate, f.of, f.bucket, f.buckets) for f in features])
-        self.clock = Clock(hashlib.sha1(shape.encode()).hexdigest()[:6] + ":")
         self._prelude = self._render()
 
     def values(self, raw: list[int]) -> dict[str, float]:
@@ -352,90 +255,44 @@ class Plan:
                 result[o.name] = float(value)
         return result
 
-    def marker(self, entity: EntityPlan, second: int) -> str:
-        """The summary marker of ``entity``'s counters at ``second`` (as ``begin`` sees it)."""
-        return self.clock.marker_text(entity.finest, second)
-
     def zeros(self) -> dict[str, float]:
         return dict.fromkeys((o.name for o in self.outputs), 0.0)
 
     def lua_prelude(self) -> str:
-        """``local PLAN``, ``SLOTS`` and ``CLOCK`` (the clock's size) for ``begin.lua``."""
+        """``local PLAN``, ``SLOTS`` and ``CAP`` for the functions (see ``begin.lua``)."""
         return self._prelude
 
     def _render(self) -> str:
-        """The plan as a Lua table; numbers Redis must see are pre-rendered strings.
+        """The plan as a Lua table, one entry per entity (1-based output slots):
 
-        Per entity (numbers in braces are ARGV positions of clock strings, or 1-based
-        output slots): ``c`` has counters; ``f`` key ``measure byte * 256 + code byte`` →
-        {stale threshold, current field, {{window's first field, slot}}}; ``wr`` written
-        widths {attempts field, cents field or false, attempts slots, cents slots, is the
-        TTL-refreshing width}; ``nostar`` no written width (refresh the TTL always);
-        ``ttl``/``ttlf`` counter TTL without/with fraud fields; ``mk`` the summary marker;
-        ``hn`` the summary's field names; ``sl`` the slot of each summary value and ``sc``
-        the current field its window shares; ``cf`` current fields {field, {slots}, is a
-        fraud field}; ``z`` distinct kinds {score, prune bound, offset, top score, {{first
-        score, slot}}}; ``zttl``; ``zold`` the member set may outlive the counters.
+        ``s`` counter series {name, width, kept buckets, horizon (s), what begin adds (0
+        nothing, 1 one, 2 the cents), {{window buckets, slot}}}; ``d``, ``f`` the positions
+        in ``s`` of the decline and fraud series (as a set); ``z`` distinct kinds {name,
+        pruning width, kept buckets, horizon (s), {{width, window buckets, slot}}}. The
+        state's layout follows ``s`` and ``z`` in this order (``EntityPlan.layout`` names it).
         """
-        clock = self.clock
         lines = ["local PLAN = {"]
         for e in self.entities:
-            star = e.star
-            fields = []
-            written = []
-            current = []
-            summary_slots = []
-            summary_current = []
-            for w in e.widths:
-                for m in sorted(w.measures):
-                    slots = ",".join(str(r.slot + 1) for r in w.reads if r.measure == m)
-                    is_f = "true" if m == "f" else "false"
-                    current.append(f"{{{clock.field(m, w, 0)},{{{slots}}},{is_f}}}")
-                    for r in w.reads:
-                        if r.measure == m:
-                            summary_slots.append(str(r.slot + 1))
-                            summary_current.append(str(clock.field(m, w, 0)))
-                    windows = ",".join(
-                        f"{{{clock.field(m, w, 1 - r.buckets)},{r.slot + 1}}}"
-                        for r in w.reads
-                        if r.measure == m
-                    )
-                    fields.append(
-                        f"[{ord(m) * 256 + ord(w.code)}]="
-                        f"{{{clock.field(m, w, -w.keep)},{clock.field(m, w, 0)},{{{windows}}}}}"
-                    )
-                if w.written:
-                    a_slots = ",".join(str(r.slot + 1) for r in w.reads if r.measure == "a")
-                    s_slots = ",".join(str(r.slot + 1) for r in w.reads if r.measure == "s")
-                    cents = clock.field("s", w, 0) if "s" in w.measures else "false"
-                    is_star = "true" if w is star else "false"
-                    attempts = clock.field("a", w, 0)
-                    written.append(f"{{{attempts},{cents},{{{a_slots}}},{{{s_slots}}},{is_star}}}")
-            kinds = []
-            for d in e.distinct:
-                windows = ",".join(
-                    f"{{{clock.bound(d.offset, w.width, 1 - w.buckets)},{w.slot + 1}}}"
-                    for w in d.windows
-                )
-                prune = clock.bound(d.offset, d.keep_width, -d.keep, exclusive=True)
-                kinds.append(
-                    f"{{{clock.score(d.offset)},{prune},'{d.offset}',"
-                    f"'{d.offset + DISTINCT_SPAN - 1}',{{{windows}}}}}"
-                )
-            ttl = e.counters_ttl
-            marker = clock.marker(e.finest) if e.widths else 0
-            names = ",".join(["'~m'", "'~f'", *(f"'~{i + 1}'" for i in range(len(summary_slots)))])
+            counters = ",".join(
+                f"{{'{s.name}',{s.width},{s.keep},{s.horizon},{_BEGIN_ADDS[s.measure]},"
+                f"{{{','.join(f'{{{w.buckets},{w.slot + 1}}}' for w in s.windows)}}}}}"
+                for s in e.series
+            )
+            kinds = ",".join(
+                f"{{'{d.name}',{d.keep_width},{d.keep},{d.horizon},"
+                f"{{{','.join(f'{{{w.width},{w.buckets},{w.slot + 1}}}' for w in d.windows)}}}}}"
+                for d in e.distinct
+            )
+            declines = ",".join(
+                f"[{i + 1}]=true" for i, s in enumerate(e.series) if s.measure == "d"
+            )
+            frauds = ",".join(f"[{i + 1}]=true" for i, s in enumerate(e.series) if s.measure == "f")
             lines.append(
-                f"  {{c={'true' if e.widths else 'false'},f={{{','.join(fields)}}},"
-                f"wr={{{','.join(written)}}},nostar={'false' if star else 'true'},"
-                f"ttl='{ttl}',ttlf='{max(ttl, e.frauds_ttl)}',mk={marker},hn={{{names}}},"
-                f"sl={{{','.join(summary_slots)}}},sc={{{','.join(summary_current)}}},"
-                f"cf={{{','.join(current)}}},"
-                f"z={{{','.join(kinds)}}},zttl='{e.members_ttl}',"
-                f"zold={'true' if e.members_may_outlive_counters else 'false'}}}, -- {e.entity}"
+                f"  {{s={{{counters}}},d={{{declines}}},f={{{frauds}}},z={{{kinds}}}}},"
+                f" -- {e.entity}"
             )
         lines.append("}")
-        lines.append(f"local SLOTS, CLOCK, BIG = {self.slot_count}, {len(clock)}, {SUMMARY_FIELDS}")
+        lines.append(f"local SLOTS, CAP = {self.slot_count}, {catalog.DISTINCT_CAP}")
         return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,8 @@ A score call costs two round trips:
 2. ``commit``: one function call stores the decision under the transaction key, appends
    the decision record to the decision-log stream, and for a decline adds to the
    entities' decline counters in the attempt's buckets. (A function rather than
-   MULTI/EXEC because a decline that lands behind a newer bucket must also invalidate the
-   entity's summary, a condition MULTI cannot express; it is still one atomic round trip.)
+   MULTI/EXEC because a decline is a read-modify-write of the entity's packed state; it is
+   still one atomic round trip.)
 
 ``record_feedback`` adds a confirmed fraud to the fraud counters of the original
 transaction's entities, in its buckets, once per transaction.
@@ -25,15 +25,17 @@ Every call has a time budget and goes through a circuit breaker (``breaker.py``)
 is ``StoreUnavailable``.
 
 Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stays lean:
-time-dependent field names come ready from Python (``plan.Clock``), writes are batched,
-and a busy entity (a merchant, a BIN, a card under attack) is read through a summary of
-its completed buckets instead of field by field. Which entities are busy this process
-remembers in a small LRU; that guess decides only how the function reads, never what.
+each entity's whole state is one key (``keys.py``), a run of numbers read with one
+``MGET`` for all the payment's entities and written back with one ``SET`` each, which
+carries the TTL; bucket ids are computed in Lua from the event second; members arrive as
+numeric digests.
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
-Redis up to one finest bucket late (concurrent requests across a bucket edge). A distinct
-member is counted by its latest sighting, so for such a late attempt a member seen only
-after it still counts; in time order (replays, the offline twin) the values agree exactly.
+Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
+is counted by its latest sighting and at most ``catalog.DISTINCT_CAP`` members are kept
+(the catalogue's docstring has the approximation), so for such a late attempt a member
+seen only after it still counts; in time order (replays, the offline twin) the values
+agree exactly.
 
 Redis Cluster: the keys are tagged so that each entity's keys share a slot, but ``begin``
 touches several entities at once, so it cannot run as one function call there. In
@@ -46,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from typing import Literal
 
 import msgspec
@@ -54,13 +55,12 @@ import redis.asyncio as aioredis
 
 from service.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.keys import Keys
+from service.stores.keys import Keys, member_digest
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookups
 from service.stores.plan import PLAN, Plan, entity_values, event_second, present
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
-BUSY_KEYS = 50_000  # busy counter hashes remembered per process (merchants, BINs, active cards)
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
 
@@ -117,32 +117,27 @@ class RiskStore:
         self._pending_ms = int(pending_timeout_seconds * 1000)
         self._maxlen = stream_maxlen
         self.library = Library(plan)
-        # busy counter hashes (big enough for a summary) → the event second last seen here
-        self._busy: OrderedDict[str, int] = OrderedDict()
 
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
-        second = event_second(payment.event_time)
         keyed = {e.entity: value for e, value in entity_values(self.plan, payment)}
         mask = []
-        members = []
+        members: list[int | str] = []
+        digests: dict[str, int | str] = {}
         for e in self.plan.entities:
             value = keyed.get(e.entity)
             if value is None:
                 mask.append("0")
                 continue
-            if e.widths:
-                key = self.keys.counters(e.entity, value)
-                keys.append(key)
-                mask.append(self._path(key, e.finest, second))
-            else:
-                mask.append("1")
-            if e.distinct:
-                keys.append(self.keys.members(e.entity, value))
-                for d in e.distinct:
-                    member = present(getattr(payment, d.attribute))
-                    members.append(d.member(member) if member is not None else "")
+            mask.append("1")
+            keys.append(self.keys.velocity(e.entity, value, e.layout))
+            for d in e.distinct:
+                member = digests.get(d.attribute)
+                if member is None:
+                    text = present(getattr(payment, d.attribute))
+                    member = digests[d.attribute] = member_digest(text) if text else ""
+                members.append(member)
         args: list[str | int] = [
             int(time.time() * 1000),
             digest,
@@ -150,7 +145,7 @@ class RiskStore:
             self._decision_ttl,
             "".join(mask),
             payment.amount_usd_cents,
-            *self.plan.clock.strings(second),
+            event_second(payment.event_time),
             *members,
         ]
         for name, pairs in lookups(payment):
@@ -164,7 +159,6 @@ class RiskStore:
         )
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status in ("new", "takeover"):
-            self._remember_busy(keys, mask, reply[5], second)
             hits = [
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
                 for name, entity, reason in reply[4]
@@ -172,38 +166,6 @@ class RiskStore:
             return Begin(status, None, self.plan.values(reply[3]), hits, int(reply[2]))
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
-
-    def _path(self, key: str, finest: int, second: int) -> str:
-        """How ``begin`` reads a counter hash: ``1`` scan it, ``2`` try its summary first
-        (seen in this finest bucket: the summary written then still holds), ``3`` scan it
-        and keep a summary (busy and seen within the finest width: likely back soon).
-
-        Only the work the function does depends on this guess; the values never do.
-        """
-        last = self._busy.get(key)
-        if last is None:
-            return "1"
-        if last // finest == second // finest:
-            return "2"
-        return "3" if abs(second - last) < finest else "1"
-
-    def _remember_busy(self, keys: list[str], mask: list[str], busy: bytes, second: int) -> None:
-        k = 2
-        for e, flag, big in zip(self.plan.entities, mask, busy, strict=True):
-            if flag == "0":
-                continue
-            if e.widths:
-                key = keys[k]
-                if big == ord("1"):
-                    self._busy[key] = max(second, self._busy.get(key, second))
-                    self._busy.move_to_end(key)
-                    if len(self._busy) > BUSY_KEYS:
-                        self._busy.popitem(last=False)
-                else:
-                    self._busy.pop(key, None)
-                k += 1
-            if e.distinct:
-                k += 1
 
     async def commit(
         self, payment: Payment, *, decision_json: bytes, record_json: bytes, declined: bool
@@ -222,11 +184,11 @@ class RiskStore:
             record_json,
         ]
         if declined:
+            args.append(second)
             for e, value in entities:
                 if e.declines:
-                    keys.append(self.keys.counters(e.entity, value))
-                    fields = [w.field("d", second) for w in e.declines]
-                    args += (self.plan.marker(e, second), e.counters_ttl, len(fields), *fields)
+                    keys.append(self.keys.velocity(e.entity, value, e.layout))
+                    args.append(e.index)
         await self.breaker.call(
             self._budget, lambda: self.library.call(self.hot, "commit", keys, args)
         )
@@ -277,11 +239,9 @@ class RiskStore:
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
-            if value is None:
-                continue
-            if e.frauds:
-                keys.append(self.keys.counters(e.entity, value))
-                args += (e.frauds_ttl, len(e.frauds), *(w.field("f", record.t) for w in e.frauds))
+            if value is not None and e.frauds:
+                keys.append(self.keys.velocity(e.entity, value, e.layout))
+                args.append(e.index)
         result = await self.breaker.call(
             self._admin_budget, lambda: self.library.call(self.client, "feedback", keys, args)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,8 +17,7 @@ from service.catalog import Aggregate
 from service.errors import StoreUnavailable
 from service.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.keys import DISTINCT_SPAN
-from service.stores.plan import PLAN, entity_attribute
+from service.stores.plan import PLAN, EntityPlan, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
 from tests.conftest import TEST_REDIS_URL
@@ -61,6 +61,30 @@ def store(redis_client: aioredis.Redis, redis_prefix: str) -> RiskStore:
     return RiskStore(
         redis_client, prefix=redis_prefix, timeout_ms=2_000, decision_ttl_seconds=86_400
     )
+
+
+def plan_of(entity: str) -> EntityPlan:
+    return next(e for e in PLAN.entities if e.entity == entity)
+
+
+async def velocity_state(
+    store: RiskStore, redis_client: aioredis.Redis, entity: str, value: str
+) -> dict[str, list[tuple[int, int]]]:
+    """An entity's stored state, unpacked: series or kind name → its (bucket or member,
+    value or last-seen second) pairs, as ``keys.py`` lays them out."""
+    e = plan_of(entity)
+    raw = await redis_client.get(store.keys.velocity(entity, value, e.layout))
+    assert raw is not None, f"no state for {entity} {value}"
+    numbers = [int(x) for x in struct.unpack(f"<{len(raw) // 8}d", raw)]
+    state, p = {}, 0
+    for name in [s.name for s in e.series] + [d.name for d in e.distinct]:
+        n = numbers[p]
+        state[name] = list(
+            zip(numbers[p + 1 : p + 1 + 2 * n : 2], numbers[p + 2 : p + 2 + 2 * n : 2], strict=True)
+        )
+        p += 1 + 2 * n
+    assert p == len(numbers)
+    return state
 
 
 async def score(store: RiskStore, payment: Payment, *, declined: bool = False) -> dict:
@@ -262,7 +286,7 @@ def _oracle(history: list[_Event], current: Payment) -> dict[str, float]:
             case Aggregate.distinct:
                 assert f.of is not None
                 members = {_member(p, f.of) for p in window} - {None}
-                result[f.name] = float(len(members))
+                result[f.name] = float(min(catalog.DISTINCT_CAP, len(members)))
     return result
 
 
@@ -325,12 +349,31 @@ async def test_store_matches_the_window_rule_on_random_histories(
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-async def test_busy_entities_read_through_their_summary_match_the_window_rule(
-    store: RiskStore, seed: int
-) -> None:
+async def test_busy_entities_match_the_window_rule(store: RiskStore, seed: int) -> None:
     gaps = [0, 1, 5, 20, 59, 60, 61, 120, 299, 300, 900, 3_600]
     await _replay_random_history(store, random.Random(seed), events=250, gaps=gaps, pool=2)
-    assert store._busy  # the fast path was taken
+
+
+async def test_distinct_counts_stop_at_the_cap_and_keep_the_members_seen_last(
+    store: RiskStore,
+) -> None:
+    # one card, 45 customers in turn and some coming back: every answer is the oracle's
+    # min(DISTINCT_CAP, distinct count), also after an evicted customer returns
+    cap = catalog.DISTINCT_CAP
+    rng = random.Random(3)
+    history: list[_Event] = []
+    order = [f"c{i}" for i in range(cap + 13)] + ["c0", "c1", "c40", "c2"] * 3
+    order += [f"c{rng.randrange(60)}" for _ in range(60)]
+    t = DAY0 + 100.0
+    capped = 0
+    for i, customer in enumerate(order):
+        t += rng.choice([1, 30, 600, 1_800])
+        payment = make_payment(f"k{i}", t, customer_id=customer, device_id=f"d{i % 40}")
+        f = await score(store, payment)
+        assert f == _oracle(history, payment), f"event {i}"
+        history.append(_Event(payment, declined=False))
+        capped += f["card_distinct_customers_24h"] == cap
+    assert capped > 10  # the cap was reached, and held
 
 
 async def test_late_events_of_busy_entities_count_in_their_own_buckets(
@@ -356,33 +399,32 @@ async def test_late_events_of_busy_entities_count_in_their_own_buckets(
         declined = rng.random() < 0.3
         await store.commit(payment, decision_json=b"{}", record_json=b"{}", declined=declined)
         history.append(_Event(payment, declined))
-    assert store._busy
 
 
-async def test_a_late_decline_drops_the_summary_a_current_one_keeps_it(
-    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+async def test_a_late_decline_counts_in_its_own_bucket(
+    store: RiskStore, redis_client: aioredis.Redis
 ) -> None:
     only_merchant = dict.fromkeys(
         ["card_fingerprint", "card_bin", "device_id", "device_ip", "customer_email"]
     )
     t = DAY0
-    for i in range(20):  # 20 buckets of 5 minutes, a decline in each: a busy merchant
+    for i in range(20):  # 20 buckets of 5 minutes, a decline in each
         t = DAY0 + i * 300
         await score(store, make_payment(f"h{i}", t, **only_merchant), declined=True)
-    key = f"{redis_prefix}:{{merchant:m1}}:c"
     late = make_payment("late", t - 300, **only_merchant)
     await store.begin(late, digest="d")
     now = make_payment("now", t + 1, **only_merchant)
-    await score(store, now, declined=True)  # scanned, summary kept (busy, back within 5 min)
-    assert await redis_client.hexists(key, "~m")
+    await score(store, now, declined=True)
     again = await store.begin(make_payment("again", t + 2, **only_merchant), digest="d")
-    assert again.features["merchant_declines_1h"] == 12 + 1  # read through the summary
-    assert await redis_client.hexists(key, "~m")
+    assert again.features["merchant_declines_1h"] == 12 + 1
     await store.commit(late, decision_json=b"{}", record_json=b"{}", declined=True)
-    assert not await redis_client.hexists(key, "~m")
     after = await store.begin(make_payment("after", t + 3, **only_merchant), digest="d")
     assert after.features["merchant_declines_1h"] == 12 + 1 + 1
     assert after.features["merchant_attempts_1h"] == 12 + 1 + 3  # 12 buckets, late, now..after
+    state = await velocity_state(store, redis_client, "merchant", "m1")
+    declines = dict(state["dv"])
+    assert declines[int(t - 300) // 300] == 2  # the late one, in the bucket before
+    assert declines[int(t) // 300] == 2
 
 
 # --- memory: TTLs everywhere, old fields and members pruned -----------------------------
@@ -403,42 +445,57 @@ async def test_every_key_has_a_ttl_except_streams_and_lists(
         assert 0 < ttl <= 32 * 86_400, key
 
 
-async def test_counter_fields_and_members_stay_bounded(
-    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+async def test_counter_buckets_and_members_stay_bounded(
+    store: RiskStore, redis_client: aioredis.Redis
 ) -> None:
     # a card used every 20 minutes for 10 days, each time by a new customer
     for i in range(10 * 72):
         payment = make_payment(f"t{i}", DAY0 + i * 1_200, customer_id=f"c{i}")
         await store.begin(payment, digest="d")
-    card = PLAN.entities[0]
-    assert card.entity == "card"
-    fields = await redis_client.hgetall(f"{redis_prefix}:{{card:fp1}}:c")
-    buckets = {k: v for k, v in fields.items() if not k.startswith(b"~")}
-    assert len(buckets) <= sum((w.keep + 1) * len(w.measures) for w in card.widths)
+    card = plan_of("card")
+    state = await velocity_state(store, redis_client, "card", "fp1")
     now = DAY0 + (10 * 72 - 1) * 1_200
-    for name in buckets:
-        text = name.decode()
-        width = next(w for w in card.widths if w.code == text[1])
-        assert int(text[2:]) >= now // width.width - width.keep, text
-    members = await redis_client.zrange(f"{redis_prefix}:{{card:fp1}}:z", 0, -1, withscores=True)
-    oldest_customer = min(s for m, s in members if m.startswith(b"2:")) - 2 * DISTINCT_SPAN
-    assert card.star is not None
-    kept = 25 * HOUR + card.star.width  # largest window, spare bucket, one pruning interval
-    assert oldest_customer >= now - kept
-    assert len(members) <= kept // 1_200 + 1 + 2  # one customer per 20 min, one device, one country
+    for s in card.series:
+        buckets = [b for b, _ in state[s.name]]
+        assert buckets == sorted(buckets), s.name
+        assert len(buckets) <= s.keep + 1, s.name
+        assert all(b >= now // s.width - s.keep for b in buckets), s.name
+        if s.measure == "a":
+            assert buckets[-1] == now // s.width
+    customers = state["z2"]  # DISTINCT_CODES["customers"]
+    assert len(customers) == catalog.DISTINCT_CAP  # 24 h hold 72 customers; the cap, 32
+    assert min(seen for _, seen in customers) == now - (catalog.DISTINCT_CAP - 1) * 1_200
+    assert len(state["z3"]) == len(state["z4"]) == 1  # one device, one country
 
 
 async def test_members_of_an_entity_seen_rarely_are_pruned_too(
-    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+    store: RiskStore, redis_client: aioredis.Redis
 ) -> None:
-    # a device back every 2 days: its counters (26 h TTL) expire in between, its member set
-    # (7 days) does not; TTLs run on the wall clock, so the test expires the counters itself
+    # a device back every 2 days, each time with another customer
     for i in range(30):
-        await redis_client.delete(f"{redis_prefix}:{{device:d1}}:c")
         await store.begin(make_payment(f"t{i}", DAY0 + i * 2 * 86_400, customer_id=f"c{i}"), "d")
-    members = await redis_client.zrange(f"{redis_prefix}:{{device:d1}}:z", 0, -1)
-    customers = [m for m in members if m.startswith(b"2:")]
+    state = await velocity_state(store, redis_client, "device", "d1")
+    customers = state["z2"]
     assert len(customers) <= 5  # 7-day window, one spare 6-hour bucket: at most 4, plus the new
+    assert len(state["av"]) == 1  # the 5-minute buckets of 2 days ago are gone
+
+
+async def test_a_state_lives_as_long_as_its_longest_series(
+    store: RiskStore, redis_client: aioredis.Redis
+) -> None:
+    card = plan_of("card")
+    await score(store, make_payment("t1", DAY0))
+    key = store.keys.velocity("card", "fp1", card.layout)
+    unlabelled = max(
+        [s.horizon for s in card.series if s.measure != "f"] + [d.horizon for d in card.distinct]
+    )
+    assert unlabelled - 5 <= await redis_client.ttl(key) <= unlabelled
+    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
+    fraud = max(x.horizon for x in card.frauds)
+    assert fraud - 5 <= await redis_client.ttl(key) <= fraud
+    assert await store.record_feedback("t1", "legit", reported_at=DAY0 + 120)
+    assert (await velocity_state(store, redis_client, "card", "fp1"))["fd"] == []
+    assert await redis_client.ttl(key) <= unlabelled
 
 
 # --- failure: a dead or silent Redis costs the budget, then nothing ---------------------

@@ -3,7 +3,9 @@
 A history is replayed through the real ``RiskStore`` in time order (each payment's
 ``begin`` then ``commit`` with its decline; each label's feedback at its ``label_at``,
 before the payments of that instant), and every velocity feature the store returned is
-compared with ``velocity_features_frame`` over the same history, to 1e-9.
+compared with ``velocity_features_frame`` over the same history, to 1e-9. Distinct
+counts are capped at ``catalog.DISTINCT_CAP`` in both engines; a history that reaches the
+cap checks that they cap alike.
 """
 
 from __future__ import annotations
@@ -217,6 +219,30 @@ async def test_a_retried_transaction_counts_once_in_both_engines(
     assert differences(online, offline) == []
     plain = velocity_features_frame(frame)
     assert (offline.loc[frame.index].to_numpy() == plain.to_numpy()).all()
+
+
+async def test_both_engines_cap_distinct_counts_alike(
+    redis_client: aioredis.Redis, redis_prefix: str
+):
+    # a burst of card testing: one device and IP try many cards for many accounts, some
+    # of them again later, so members join, get evicted at the cap and come back
+    frame = history(seed=6, size=300, days=2)
+    rng = np.random.default_rng(6)
+    burst = frame.index[100:220]
+    frame.loc[burst, "device_id"] = "dev-1"
+    frame.loc[burst, "device_ip"] = "ip-1"
+    frame.loc[burst, "card_fingerprint"] = [f"fp-{k}" for k in rng.integers(0, 70, len(burst))]
+    customers = [f"c{k}" for k in rng.integers(0, 60, len(burst))]
+    frame.loc[burst, "customer_id"] = customers
+    frame.loc[burst, "customer_key"] = [
+        f"{m}:{c}" for m, c in zip(frame.loc[burst, "merchant_id"], customers, strict=True)
+    ]
+    online = await replay_online(store_for(redis_client, redis_prefix), frame)
+    offline = velocity_features_frame(frame)
+    assert differences(online, offline) == []
+    cap = catalog.DISTINCT_CAP
+    assert (offline["device_distinct_cards_24h"] == cap).sum() > 10
+    assert (offline["ip_distinct_customers_24h"] == cap).sum() > 10
 
 
 SAMPLE_LOG = Path(__file__).parents[2] / "data" / "sample" / "transactions.csv"
