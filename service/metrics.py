@@ -59,6 +59,8 @@ class Metrics:
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+        self.redis_begin = self.redis_latency.labels("begin")
+        self.redis_commit = self.redis_latency.labels("commit")
 
     def decision(self, decision: str, vertical: str, seconds: float) -> None:
         """Count a decision and its latency; label children are cached, ``labels`` is slow."""

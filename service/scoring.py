@@ -82,7 +82,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     try:
         t0 = time.perf_counter()
         begin = await engine.store.begin(payment, digest)
-        engine.metrics.redis_latency.labels("begin").observe(time.perf_counter() - t0)
+        engine.metrics.redis_begin.observe(time.perf_counter() - t0)
     except StoreUnavailable:
         begin = None
         degraded.append("velocity")
@@ -206,7 +206,7 @@ async def _commit(
                 record_json=record_json,
                 declined=decision.decision == "decline",
             )
-            engine.metrics.redis_latency.labels("commit").observe(time.perf_counter() - t0)
+            engine.metrics.redis_commit.observe(time.perf_counter() - t0)
             return
         except StoreUnavailable:
             decision.degraded.append("decision_log")
