@@ -31,10 +31,12 @@ redis:
 	  sleep 0.5; \
 	fi
 
-# Train and register a default model from simulated traffic when none is registered.
+# Train and register a default model from simulated traffic when none the service can load
+# is registered (none yet, or one trained for an older feature catalogue).
 model: | $(STAMP)
-	@if [ -z "$$(ls -d models/*/ 2>/dev/null)" ] && $(BIN)/riskscore --help | grep -q " train "; then \
-	  echo "no model registered: training a default model on simulated traffic"; \
+	@if ! $(BIN)/python -c "import sys; from service.model.bundle import load_latest; \
+	    sys.exit(load_latest('models') is None)" 2>/dev/null; then \
+	  echo "no loadable model registered: training a default model on simulated traffic"; \
 	  $(BIN)/riskscore simulate --out .run/simulated.parquet --rows 300000 --seed 7 && \
 	  $(BIN)/riskscore train --log .run/simulated.parquet --registry models; \
 	fi

@@ -396,20 +396,26 @@ def service(
 
 def choose_model(args: argparse.Namespace) -> Path | None:
     """The registry to serve from; None means rules and velocity only."""
-    from service.model.bundle import find_latest
+    from service.model.bundle import ModelRefused, load_latest
+
+    def serves(registry: Path) -> bool:
+        try:
+            return load_latest(registry) is not None
+        except ModelRefused:  # e.g. trained for an older feature catalogue
+            return False
 
     if args.rules_only:
         return None
     if args.model_dir is not None:
         return args.model_dir
     for registry in (ROOT / "models", BENCH_MODEL_REGISTRY):
-        if registry.is_dir() and find_latest(registry) is not None:
+        if serves(registry):
             return registry
     if args.quick:
         return None
     print(
-        f"no model registered: training one on {BENCH_MODEL_ROWS:,} simulated payments "
-        f"into {BENCH_MODEL_REGISTRY} (once; 1–3 minutes)",
+        f"no model this service can load: training one on {BENCH_MODEL_ROWS:,} simulated "
+        f"payments into {BENCH_MODEL_REGISTRY} (1–3 minutes, once per feature catalogue)",
         flush=True,
     )
     BENCH_MODEL_REGISTRY.mkdir(parents=True, exist_ok=True)
