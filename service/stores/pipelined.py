@@ -8,7 +8,8 @@ during one turn of the event loop goes out in one write; replies are parsed by h
 reader and handed back in order. Under load many score calls share each system call, on
 this side and in Redis.
 
-Each command has a time budget from the moment it is queued. When the budget runs out
+Each command has a time budget from the moment it is written to the socket (time spent
+queued behind a busy event loop is the service's, not Redis'). When the budget runs out
 the call is given one more turn of the event loop (``GRACE_SECONDS``) before it fails with
 ``TimeoutError``: on a busy event loop the reply may have arrived long ago and only not yet
 been read, and that is not Redis being slow. (``asyncio.timeout`` fires before the loop
@@ -36,6 +37,15 @@ from redis.exceptions import ResponseError
 GRACE_SECONDS = 0.001  # a timer set now runs after the loop's next poll of its sockets
 
 
+class _Call:
+    __slots__ = ("future", "queued_at", "timer")
+
+    def __init__(self, future: asyncio.Future[Any], queued_at: float) -> None:
+        self.future = future
+        self.queued_at = queued_at
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: PipelinedConnection) -> None:
         self.owner = owner
@@ -52,7 +62,10 @@ class _Protocol(asyncio.Protocol):
             if not waiting:  # a reply nobody asked for: the stream is broken
                 self.owner._drop("unexpected reply from redis")
                 return
-            future = waiting.popleft()[0]
+            call = waiting.popleft()
+            if call.timer is not None:
+                call.timer.cancel()
+            future = call.future
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -99,23 +112,19 @@ class PipelinedConnection:
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._waiting: collections.deque[_Call] = collections.deque()
         self._queued: list[bytes] = []
+        self._unsent: list[_Call] = []
         self._flush_scheduled = False
 
     async def execute_command(self, *args: Any) -> Any:
         """Send one command and wait for its reply (bytes, int, list, None)."""
         if self._transport is None or self._transport.is_closing():
             await self._connect()
-        elif self._waiting and time.monotonic() - self._waiting[0][1] > self._stall:
+        elif self._waiting and time.monotonic() - self._waiting[0].queued_at > self._stall:
             self._drop(f"redis answered nothing for {self._stall:.1f} s")
             await self._connect()
-        future = self._send(hiredis.pack_command(args))
-        timer = future.get_loop().call_later(self._budget, self._expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await self._send(hiredis.pack_command(args))
 
     def _expire(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -130,7 +139,9 @@ class PipelinedConnection:
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((future, time.monotonic()))
+        call = _Call(future, time.monotonic())
+        self._waiting.append(call)
+        self._unsent.append(call)
         self._queued.append(packed)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -140,6 +151,7 @@ class PipelinedConnection:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
+        unsent, self._unsent = self._unsent, []
         if not queued:
             return
         transport = self._transport
@@ -147,6 +159,10 @@ class PipelinedConnection:
             self._fail_waiting(RedisConnectionError("redis connection closed"))
             return
         transport.write(b"".join(queued) if len(queued) > 1 else queued[0])
+        loop = asyncio.get_running_loop()
+        for call in unsent:
+            if not call.future.done():
+                call.timer = loop.call_later(self._budget, self._expire, call.future)
 
     async def _connect(self) -> None:
         if self._connecting is None:
@@ -181,6 +197,7 @@ class PipelinedConnection:
         if transport is not None:
             transport.abort()
         self._queued.clear()
+        self._unsent.clear()
         self._fail_waiting(RedisConnectionError(why))
 
     def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
@@ -188,13 +205,16 @@ class PipelinedConnection:
             return  # an older connection, already dropped
         self._transport, self._protocol = None, None
         self._queued.clear()
+        self._unsent.clear()
         self._fail_waiting(RedisConnectionError(f"redis connection lost: {exc or 'closed'}"))
 
     def _fail_waiting(self, error: Exception) -> None:
         waiting, self._waiting = self._waiting, collections.deque()
-        for future, _ in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for call in waiting:
+            if call.timer is not None:
+                call.timer.cancel()
+            if not call.future.done():
+                call.future.set_exception(error)
 
     async def aclose(self) -> None:
         if self._transport is not None:
