@@ -11,15 +11,21 @@
 --       list: name, n, n x (entity, item).
 -- Returns {status, decision|false, lists version, {raw sums by slot}, {{list, entity, reason}}}.
 --
--- Lean on purpose: a redis.call costs about a microsecond, a Lua table about a tenth of
--- one, and every number moved in Lua some tens of nanoseconds. So the entities' states
--- come with one MGET and each goes back with one SET (its whole state, TTL included), its state is one flat run of numbers (no
--- table per series, no strings), and one pass copies it forward while counting, pruning
--- and reading the windows.
+-- Lean on purpose: a redis.call costs one to three microseconds (a SET that sets a TTL
+-- about 1.5 more than one that keeps it), a Lua table a tenth of one, and every number
+-- moved in Lua some tens of nanoseconds. So the entities' states come with one MGET and
+-- each goes back with one SET; a state is one flat run of numbers (no table per series, no
+-- strings), and one pass copies it forward while counting, pruning and reading windows.
 --
--- An entity's state: little-endian doubles, per series of PLAN[e].s in order its pair
--- count n then n pairs (bucket id, value), buckets ascending; then per kind of PLAN[e].z
--- its member count n then n pairs (member digest, last-seen second).
+-- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
+-- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
+-- horizon). It is set when the entity is new, when that group opens a bucket, or when the
+-- state needs a longer horizon than before; other writes keep it: a bucket opens at most
+-- one refreshing width after the last one, so the TTL set then still covers them.
+--
+-- An entity's state: little-endian doubles, per group of PLAN[e].g in order its record
+-- count n then n records (bucket id, then a value per measure), buckets ascending; then
+-- per kind of PLAN[e].z its member count n then n pairs (member digest, last seen).
 
 local EMPTY, O, FORMATS = {}, {}, {}
 
@@ -38,44 +44,63 @@ local function decode(blob)
   return {struct.unpack(format(#blob / 8), blob)}, true
 end
 
--- Writes O[1..m] with its TTL, or deletes the state when nothing in it can count.
-local function save(key, m, ttl, existed)
-  if ttl > 0 then
+-- Writes O[1..m]: with the TTL ``ttl`` when ``expire`` (setting a TTL costs about a
+-- microsecond more than keeping one), else keeping the key's TTL; deletes the state when
+-- nothing in it can count (``ttl`` 0).
+local function save(key, m, ttl, existed, expire)
+  if ttl == 0 then
+    if existed then call('DEL', key) end
+  elseif expire or not existed then
     call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'EX', ttl)
-  elseif existed then
-    call('DEL', key)
+  else
+    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
 end
 
--- Copies the series at v[p] to O after m: buckets below ``low`` and values at or below 0
--- are dropped, ``add`` goes to bucket ``cur`` (a new bucket only for add > 0).
--- Returns the positions after the series in v and in O.
-local function copy_series(v, p, m, cur, add, low)
-  local last = p + 2 * (v[p] or 0)
+-- Copies the group at v[p] (its record count, then records of ``k`` values: bucket id and
+-- one value per measure) to O after m. Records of buckets below ``low``, or with no value
+-- above 0, are dropped. With ``codes`` (per record position: 1 add ``one``, 2 add
+-- ``cents``) the record of bucket ``cur`` gets the additions, and is made when missing.
+-- Returns the positions after the group in v and in O, and whether it made a record.
+local function copy_group(v, p, m, k, cur, low, codes, one, cents)
+  local last = p + k * (v[p] or 0)
   local h = m + 1
   m = h
-  for k = p + 1, last, 2 do
-    local b, x = v[k], v[k + 1]
-    if add ~= 0 and b >= cur then
-      if b == cur then
-        x = x + add
-      elseif add > 0 and cur >= low then
-        O[m + 1], O[m + 2] = cur, add
-        m = m + 2
+  local q = p + 1
+  local made = false
+  while q <= last or codes do
+    local b = q <= last and v[q] or nil
+    local src, add = q, nil
+    if codes and (not b or b >= cur) then
+      add, codes = codes, nil
+      if b ~= cur then src = nil end
+      b = cur
+    end
+    if src then q = q + k end
+    if b >= low then
+      O[m + 1] = b
+      local any = false
+      for j = 2, k do
+        local x = src and v[src + j - 1] or 0
+        if add then
+          local c = add[j]
+          if c == 1 then
+            x = x + one
+          elseif c == 2 then
+            x = x + cents
+          end
+        end
+        O[m + j] = x
+        if x > 0 then any = true end
       end
-      add = 0
-    end
-    if b >= low and x > 0 then
-      O[m + 1], O[m + 2] = b, x
-      m = m + 2
+      if any then
+        m = m + k
+        if add and not src then made = true end
+      end
     end
   end
-  if add > 0 and cur >= low then
-    O[m + 1], O[m + 2] = cur, add
-    m = m + 2
-  end
-  O[h] = (m - h) / 2
-  return last + 1, m
+  O[h] = (m - h) / k
+  return last + 1, m, made
 end
 
 -- Copies the members at v[p] to O after m, dropping those last seen before ``low``, and
@@ -110,17 +135,19 @@ local function copy_members(v, p, m, member, t, low)
   return last + 1, m
 end
 
--- Window sums of the pairs X[lo..hi] (bucket, value) into ``out``: {{buckets, slot}}.
-local function sums(X, lo, hi, cur, windows, out)
+-- Window sums of the records X[lo..hi] (``k`` values each) into ``out``:
+-- {{record position of the measure, buckets, slot}}.
+local function sums(X, lo, hi, k, cur, windows, out)
   for j = 1, #windows do
-    local first = cur - windows[j][1] + 1
+    local r = windows[j]
+    local at, first = r[1] - 1, cur - r[2] + 1
     local total = 0
-    for k = hi - 1, lo, -2 do
-      local b = X[k]
+    for q = hi - k + 1, lo, -k do
+      local b = X[q]
       if b < first then break end
-      if b <= cur then total = total + X[k + 1] end
+      if b <= cur then total = total + X[q + at] end
     end
-    out[windows[j][2]] = total
+    out[r[3]] = total
   end
 end
 
@@ -142,64 +169,70 @@ end
 local function entity(P, key, blob, A, a, t, cents, write, out)
   local v, existed = decode(blob)
   local X = write and O or v
-  local S, Z = P.s, P.z
-  local p, m, ttl = 1, 0, 0
-  for i = 1, #S do
-    local s = S[i]
-    local cur = floor(t / s[2])
+  local G, Z, star = P.g, P.z, P.star
+  local p, m, ttl, old, opened = 1, 0, 0, 0, star == 0
+  for i = 1, #G do
+    local g = G[i]
+    local k = g[2]
+    local cur = floor(t / g[1])
     local lo, hi
     if write then
-      local add = s[5]
-      if add == 2 then add = cents end
+      local made
+      if (v[p] or 0) > 0 and g[4] > old then old = g[4] end
       lo = m + 2
-      p, m = copy_series(v, p, m, cur, add, cur - s[3])
+      p, m, made = copy_group(v, p, m, k, cur, cur - g[3], g[5], 1, cents)
       hi = m
-      if hi > lo and s[4] > ttl then ttl = s[4] end
+      if hi > lo and g[4] > ttl then ttl = g[4] end
+      if made and i == star then opened = true end
     else
-      lo, hi = p + 1, p + 2 * (v[p] or 0)
+      lo, hi = p + 1, p + k * (v[p] or 0)
       p = hi + 1
     end
-    if hi > lo then sums(X, lo, hi, cur, s[6], out) end
+    if hi > lo then sums(X, lo, hi, k, cur, g[8], out) end
   end
   for i = 1, #Z do
     local z = Z[i]
     local lo, hi
     if write then
+      if (v[p] or 0) > 0 and z[3] > old then old = z[3] end
       lo = m + 2
-      p, m = copy_members(v, p, m, tonumber(A[a + i - 1]), t, (floor(t / z[2]) - z[3]) * z[2])
+      p, m = copy_members(v, p, m, tonumber(A[a + i - 1]), t, (floor(t / z[1]) - z[2]) * z[1])
       hi = m
-      if hi > lo and z[4] > ttl then ttl = z[4] end
+      if hi > lo and z[3] > ttl then ttl = z[3] end
     else
       lo, hi = p + 1, p + 2 * (v[p] or 0)
       p = hi + 1
     end
-    if hi > lo then distinct(X, lo, hi, t, z[5], out) end
+    if hi > lo then distinct(X, lo, hi, t, z[4], out) end
   end
-  if write then save(key, m, ttl, existed) end
+  if write then save(key, m, ttl + P.refresh, existed, opened or ttl > old) end
   return a + #Z
 end
 
--- Adds ``delta`` to the bucket of second ``t`` of the series ``which`` (a set of positions
--- in PLAN[e].s): commit's declines, feedback's frauds. Nothing is pruned.
+-- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
+-- 7 frauds: a position in PLAN's group entries) marks: commit's declines, feedback's
+-- frauds. Nothing is pruned. The TTL grows when the touched groups need more.
 local function recount(P, key, which, t, delta)
   local v, existed = decode(call('GET', key))
-  local S, Z = P.s, P.z
-  local p, m, ttl = 1, 0, 0
-  for i = 1, #S do
-    local s = S[i]
+  local G, Z = P.g, P.z
+  local p, m, ttl, need = 1, 0, 0, 0
+  for i = 1, #G do
+    local g = G[i]
     local h = m
-    p, m = copy_series(v, p, m, floor(t / s[2]), which[i] and delta or 0, -1)
-    if m > h + 1 and s[4] > ttl then ttl = s[4] end
+    p, m = copy_group(v, p, m, g[2], floor(t / g[1]), -1, g[which], delta, 0)
+    if m > h + 1 and g[4] > ttl then ttl = g[4] end
+    if m > h + 1 and g[which] and g[4] > need then need = g[4] end
   end
   for i = 1, #Z do
     local n = v[p] or 0
     O[m + 1] = n
-    for k = 1, 2 * n do O[m + 1 + k] = v[p + k] end
+    for j = 1, 2 * n do O[m + 1 + j] = v[p + j] end
     m = m + 1 + 2 * n
     p = p + 1 + 2 * n
-    if n > 0 and Z[i][4] > ttl then ttl = Z[i][4] end
+    if n > 0 and Z[i][3] > ttl then ttl = Z[i][3] end
   end
-  save(key, m, ttl, existed)
+  if ttl > 0 then ttl = ttl + P.refresh end
+  save(key, m, ttl, existed, existed and ttl > 0 and call('TTL', key) < need + P.refresh)
 end
 
 local function lists(KEYS, A, k, a, now_ms)

@@ -15,8 +15,7 @@ local function commit(KEYS, ARGV)
   if #KEYS > 2 then
     local t = tonumber(ARGV[7])
     for i = 3, #KEYS do
-      local P = PLAN[tonumber(ARGV[5 + i])]
-      recount(P, KEYS[i], P.d, t, 1)
+      recount(PLAN[tonumber(ARGV[5 + i])], KEYS[i], 6, t, 1)
     end
   end
   return 1

@@ -24,8 +24,7 @@ local function feedback(KEYS, ARGV)
   if delta ~= 0 then
     local t = tonumber(ARGV[5])
     for i = 3, #KEYS do
-      local P = PLAN[tonumber(ARGV[4 + i])]
-      recount(P, KEYS[i], P.f, t, delta)
+      recount(PLAN[tonumber(ARGV[4 + i])], KEYS[i], 7, t, delta)
     end
   end
   call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'transaction_id', ARGV[2],

@@ -7,16 +7,16 @@ live in one slot; so do a transaction's keys, and the lists' keys.
 key                             type    content
 ==============================  ======  ====================================================
 ``P:{card:<fp>}:v<layout>``     string  the entity's whole velocity state, packed as
-                                        little-endian doubles: per counter series of the
-                                        entity's plan (``plan.py``: measure ``a``
-                                        attempts, ``d`` declines, ``s`` USD cents, ``f``
-                                        frauds, at one bucket width), its pair count then
-                                        its (bucket id, value) pairs, bucket ids ascending,
-                                        bucket id ``floor(event_second / width)``; then per
-                                        distinct kind its member count then (member digest,
-                                        last-seen second) pairs, at most
-                                        ``catalog.DISTINCT_CAP``; ``<layout>`` names that
-                                        order (``EntityPlan.layout``), the digest is
+                                        little-endian doubles: per bucket width of the
+                                        entity's plan (``plan.Group``) its record count,
+                                        then per bucket (ascending) its id ``floor(
+                                        event_second / width)`` and a value per measure
+                                        (``a`` attempts, ``d`` declines, ``s`` USD cents,
+                                        ``f`` frauds); then per distinct kind its member
+                                        count and (member digest, last-seen second)
+                                        pairs, at most ``catalog.DISTINCT_CAP``;
+                                        ``<layout>`` names that order
+                                        (``EntityPlan.layout``), the digest is
                                         ``member_digest`` of the member's value
 ``P:{tx:<transaction_id>}``     hash    idempotency and feedback: ``state`` (pending|done),
                                         ``digest``, ``claimed_at`` (ms), ``decision`` (the
@@ -46,8 +46,8 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-# One letter per bucket width, so a field names its width in one byte. A catalogue that
-# introduces a new width must add its letter here (plan.py refuses an unknown width).
+# One letter per bucket width: groups are named by it in a state's layout name. A catalogue
+# that introduces a new width must add its letter here (plan.py refuses an unknown width).
 WIDTH_CODES: Final[dict[int, str]] = {60: "m", 300: "v", 3600: "h", 21600: "q", 86400: "d"}
 
 # One code per kind of distinct member; fixed, so stored members keep their meaning.

@@ -3,15 +3,15 @@
 Window rule (``service.catalog``): at event second ``t`` a window of ``n`` buckets of
 ``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``.
 
-Layout (``keys.py``): each entity's whole state is one MessagePack map in one string key,
-read with one ``GET`` and written with one ``SET ... EX`` (the TTL comes with the write).
-It holds a counter series per measure and width the catalogue reads, a flat list of
-(bucket id, value) pairs in bucket order, and per distinct kind at most
-``catalog.DISTINCT_CAP`` (member digest, last-seen second) pairs: the members seen last,
-an older one giving way to a newer when the list is full. A member counts in a window iff
-``floor(last_seen/w) >= floor(t/w) - n + 1``, that is ``last_seen >= (floor(t/w) - n + 1)
-* w``, so a window reads ``min(DISTINCT_CAP, distinct count)`` (exact in time order, see
-the catalogue's docstring). Feature values:
+Layout (``keys.py``): each entity's whole state is one string key, a run of doubles, read
+with ``MGET`` (all the payment's entities at once) and written with one ``SET``. Per bucket
+width the catalogue reads for the entity (a ``Group``), one record per bucket holds the
+bucket id and a value per measure (attempts, cents, declines, frauds), in bucket order;
+per distinct kind at most ``catalog.DISTINCT_CAP`` (member digest, last-seen second)
+pairs: the members seen last, an older one giving way to a newer when the list is full. A
+member counts in a window iff ``floor(last_seen/w) >= floor(t/w) - n + 1``, that is
+``last_seen >= (floor(t/w) - n + 1) * w``, so a window reads ``min(DISTINCT_CAP, distinct
+count)`` (exact in time order, see the catalogue's docstring). Feature values:
 
 - ``count``, ``declines``, ``frauds``, ``distinct``: the integer, as a float;
 - ``sum_usd``: ``cents / 100``;
@@ -22,11 +22,13 @@ floor(floor(t)/w)`` for integer ``w``). Missing or blank entity keys and members
 nothing and read 0.
 
 Memory: when ``begin`` writes an entity it drops the buckets older than the largest
-window of their series plus one spare bucket (the spare keeps answers exact for
-concurrent requests that straddle a bucket edge), and the members last seen before the
-largest window of their kind plus one spare bucket. The key's TTL, set with every write,
-is the longest horizon (``(kept buckets + 1) * width``) of its non-empty series and kinds,
-so the state disappears once nothing in it can count any more: fraud series (written by
+window of their group plus one spare bucket (the spare keeps answers exact for concurrent
+requests that straddle a bucket edge), and the members last seen before the largest
+window of their kind plus one spare bucket. The key's TTL is the longest horizon
+(``(kept buckets + 1) * width``) of its non-empty groups and kinds plus the width of the
+refreshing group (``EntityPlan.star``), set when the entity is new, when that group opens
+a bucket or when a longer horizon is needed (``begin.lua`` explains why that suffices),
+so a state disappears once nothing in it can count any more: fraud records (written by
 feedback at the original transaction's bucket) keep an entity up to their 30 days.
 
 The plan is data for ``begin.lua``: ``lua_prelude()`` renders it as a Lua table inside the
@@ -105,6 +107,35 @@ class Series:
 
 
 @dataclass(frozen=True, slots=True)
+class Group:
+    """The counter series of one bucket width of an entity, stored together: a record per
+    bucket holds its id and one value per measure, so the measures share the bucket id."""
+
+    width: int
+    series: tuple[Series, ...]  # one per measure, in record order
+    keep: int  # buckets kept behind the current one: the largest window read (one spare)
+
+    @property
+    def name(self) -> str:
+        return WIDTH_CODES[self.width] + "".join(s.measure for s in self.series)
+
+    @property
+    def horizon(self) -> int:
+        """Seconds a bucket stays useful after it was written."""
+        return (self.keep + 1) * self.width
+
+    def codes(self, measures: str) -> str:
+        """The Lua list of what to add per record value: 1 ``one``, 2 the cents, 0 nothing
+        (``false`` when nothing is added at all); ``measures`` are those that get ``one``,
+        and ``s`` gets the cents when listed."""
+        codes = ["0"] + [
+            "2" if s.measure == "s" and "s" in measures else "1" if s.measure in measures else "0"
+            for s in self.series
+        ]
+        return f"{{{','.join(codes)}}}" if set(codes) != {"0"} else "false"
+
+
+@dataclass(frozen=True, slots=True)
 class DistinctWindow:
     width: int
     buckets: int
@@ -134,9 +165,26 @@ class EntityPlan:
     entity: Entity
     attribute: str
     index: int  # 1-based position in the plan, as ``commit`` and ``feedback`` name it
-    series: tuple[Series, ...]
+    groups: tuple[Group, ...]
     distinct: tuple[DistinctKind, ...]
     layout: str  # names the packed state's layout (``layout``), part of the key
+
+    @property
+    def star(self) -> int:
+        """The 1-based position of the group ``begin`` writes with the longest horizon, 0
+        when it writes none: its new buckets refresh the state's TTL."""
+        written = [i for i, g in enumerate(self.groups) if g.codes("as") != "false"]
+        return 1 + max(written, key=lambda i: self.groups[i].horizon) if written else 0
+
+    @property
+    def refresh(self) -> int:
+        """The refreshing group's width, 0 when none: a state's TTL, when set, is its
+        longest horizon plus this (see ``begin.lua``)."""
+        return self.groups[self.star - 1].width if self.star else 0
+
+    @property
+    def series(self) -> tuple[Series, ...]:
+        return tuple(s for g in self.groups for s in g.series)
 
     @property
     def declines(self) -> tuple[Series, ...]:
@@ -147,11 +195,11 @@ class EntityPlan:
         return tuple(s for s in self.series if s.measure == "f")
 
 
-def layout(series: tuple[Series, ...], distinct: tuple[DistinctKind, ...]) -> str:
-    """Names the layout of an entity's packed state (its series and kinds, in order, and
+def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str:
+    """Names the layout of an entity's packed state (its groups and kinds, in order, and
     the cap). It is part of the entity's key, so a catalogue that changes the layout
     starts the entity afresh instead of misreading a state packed by another."""
-    shape = [s.name for s in series] + [d.name for d in distinct]
+    shape = [g.name for g in groups] + [d.name for d in distinct]
     return hashlib.sha1(f"{shape}|{catalog.DISTINCT_CAP}".encode()).hexdigest()[:6]
 
 
@@ -200,16 +248,23 @@ class Plan:
 
         entities = []
         for entity in Entity:
-            counters = tuple(
-                Series(
-                    measure=m,
-                    width=width,
-                    keep=max(reads),
-                    windows=tuple(SeriesWindow(n, s) for n, s in reads.items()),
+            widths = sorted({width for (e, _, width) in series if e is entity})
+            counters = []
+            for width in widths:
+                measures = sorted(m for (e, m, w) in series if e is entity and w == width)
+                keep = max(max(series[(entity, m, width)]) for m in measures)
+                group = tuple(
+                    Series(
+                        measure=m,
+                        width=width,
+                        keep=keep,
+                        windows=tuple(
+                            SeriesWindow(n, s) for n, s in series[(entity, m, width)].items()
+                        ),
+                    )
+                    for m in measures
                 )
-                for (e, m, width), reads in sorted(series.items(), key=lambda i: i[0][1:])
-                if e is entity
-            )
+                counters.append(Group(width, group, keep))
             kinds = []
             for (e, of), windows in distinct.items():
                 if e is not entity:
@@ -231,9 +286,9 @@ class Plan:
                         entity,
                         entity_attribute(entity),
                         len(entities) + 1,
-                        counters,
+                        tuple(counters),
                         tuple(kinds),
-                        layout(counters, tuple(kinds)),
+                        layout(tuple(counters), tuple(kinds)),
                     )
                 )
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
@@ -265,30 +320,34 @@ class Plan:
     def _render(self) -> str:
         """The plan as a Lua table, one entry per entity (1-based output slots):
 
-        ``s`` counter series {name, width, kept buckets, horizon (s), what begin adds (0
-        nothing, 1 one, 2 the cents), {{window buckets, slot}}}; ``d``, ``f`` the positions
-        in ``s`` of the decline and fraud series (as a set); ``z`` distinct kinds {name,
-        pruning width, kept buckets, horizon (s), {{width, window buckets, slot}}}. The
-        state's layout follows ``s`` and ``z`` in this order (``EntityPlan.layout`` names it).
+        ``g`` counter groups {width, values per record (1 + measures), kept buckets,
+        horizon (s), what begin adds, what a decline adds, what a fraud adds (see
+        ``Group.codes``), {{record position of the measure, window buckets, slot}}};
+        ``z`` distinct kinds {pruning width, kept buckets, horizon (s), {{width, window
+        buckets, slot}}}; ``star`` the position of the refreshing group (0 when none),
+        ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout follows
+        ``g`` and ``z`` in this order (``EntityPlan.layout`` names it).
         """
         lines = ["local PLAN = {"]
         for e in self.entities:
-            counters = ",".join(
-                f"{{'{s.name}',{s.width},{s.keep},{s.horizon},{_BEGIN_ADDS[s.measure]},"
-                f"{{{','.join(f'{{{w.buckets},{w.slot + 1}}}' for w in s.windows)}}}}}"
-                for s in e.series
+            groups = ",".join(
+                f"{{{g.width},{1 + len(g.series)},{g.keep},{g.horizon},"
+                f"{g.codes('as')},{g.codes('d')},{g.codes('f')},{{"
+                + ",".join(
+                    f"{{{j + 2},{w.buckets},{w.slot + 1}}}"
+                    for j, series in enumerate(g.series)
+                    for w in series.windows
+                )
+                + "}}"
+                for g in e.groups
             )
             kinds = ",".join(
-                f"{{'{d.name}',{d.keep_width},{d.keep},{d.horizon},"
+                f"{{{d.keep_width},{d.keep},{d.horizon},"
                 f"{{{','.join(f'{{{w.width},{w.buckets},{w.slot + 1}}}' for w in d.windows)}}}}}"
                 for d in e.distinct
             )
-            declines = ",".join(
-                f"[{i + 1}]=true" for i, s in enumerate(e.series) if s.measure == "d"
-            )
-            frauds = ",".join(f"[{i + 1}]=true" for i, s in enumerate(e.series) if s.measure == "f")
             lines.append(
-                f"  {{s={{{counters}}},d={{{declines}}},f={{{frauds}}},z={{{kinds}}}}},"
+                f"  {{g={{{groups}}},z={{{kinds}}},star={e.star},refresh={e.refresh}}},"
                 f" -- {e.entity}"
             )
         lines.append("}")

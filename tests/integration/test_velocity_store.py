@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -70,18 +71,27 @@ def plan_of(entity: str) -> EntityPlan:
 async def velocity_state(
     store: RiskStore, redis_client: aioredis.Redis, entity: str, value: str
 ) -> dict[str, list[tuple[int, int]]]:
-    """An entity's stored state, unpacked: series or kind name → its (bucket or member,
-    value or last-seen second) pairs, as ``keys.py`` lays them out."""
+    """An entity's stored state, unpacked as ``keys.py`` lays it out: per series (measure
+    and width code, e.g. ``dv``) its (bucket id, value) pairs with a value, and per
+    distinct kind (``z<code>``) its (member digest, last-seen second) pairs."""
     e = plan_of(entity)
     raw = await redis_client.get(store.keys.velocity(entity, value, e.layout))
     assert raw is not None, f"no state for {entity} {value}"
     numbers = [int(x) for x in struct.unpack(f"<{len(raw) // 8}d", raw)]
-    state, p = {}, 0
-    for name in [s.name for s in e.series] + [d.name for d in e.distinct]:
+    state: dict[str, list[tuple[int, int]]] = {}
+    p = 0
+    for group in e.groups:
+        k = 1 + len(group.series)
+        records = [numbers[p + 1 + r * k : p + 1 + (r + 1) * k] for r in range(numbers[p])]
+        assert [r[0] for r in records] == sorted({r[0] for r in records}), group.name
+        assert all(any(x > 0 for x in r[1:]) for r in records), group.name
+        for j, series in enumerate(group.series):
+            state[series.name] = [(r[0], r[1 + j]) for r in records if r[1 + j]]
+        p += 1 + k * numbers[p]
+    for kind in e.distinct:
         n = numbers[p]
-        state[name] = list(
-            zip(numbers[p + 1 : p + 1 + 2 * n : 2], numbers[p + 2 : p + 2 + 2 * n : 2], strict=True)
-        )
+        pairs = numbers[p + 1 : p + 1 + 2 * n]
+        state[kind.name] = list(zip(pairs[::2], pairs[1::2], strict=True))
         p += 1 + 2 * n
     assert p == len(numbers)
     return state
@@ -489,13 +499,38 @@ async def test_a_state_lives_as_long_as_its_longest_series(
     unlabelled = max(
         [s.horizon for s in card.series if s.measure != "f"] + [d.horizon for d in card.distinct]
     )
-    assert unlabelled - 5 <= await redis_client.ttl(key) <= unlabelled
+    assert card.refresh == 21_600  # the 7-day group's width: its buckets refresh the TTL
+    assert unlabelled + card.refresh - 5 <= await redis_client.ttl(key) <= unlabelled + card.refresh
     assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
-    fraud = max(x.horizon for x in card.frauds)
+    fraud = max(s.horizon for s in card.frauds) + card.refresh
     assert fraud - 5 <= await redis_client.ttl(key) <= fraud
     assert await store.record_feedback("t1", "legit", reported_at=DAY0 + 120)
     assert (await velocity_state(store, redis_client, "card", "fp1"))["fd"] == []
-    assert await redis_client.ttl(key) <= unlabelled
+    assert await redis_client.ttl(key) <= fraud
+
+
+async def test_a_ttl_is_kept_until_the_refreshing_bucket_opens_or_a_longer_one_is_needed(
+    store: RiskStore, redis_client: aioredis.Redis
+) -> None:
+    card = plan_of("card")
+    key = store.keys.velocity("card", "fp1", card.layout)
+    full = max(x.horizon for x in (*card.groups, *card.distinct) if x.horizon < 2_000_000)
+    await score(store, make_payment("t1", DAY0 + 10))
+    await redis_client.expire(key, 1_000)  # as if time had passed
+    await score(store, make_payment("t2", DAY0 + 21_599))  # same 6-hour bucket
+    assert 990 <= await redis_client.ttl(key) <= 1_000
+    await score(store, make_payment("t3", DAY0 + 21_600))  # the next one
+    assert await redis_client.ttl(key) >= full + card.refresh - 5
+    # a device first seen without a customer needs 26 hours; with one, 7 days and more
+    device = plan_of("device")
+    key = store.keys.velocity("device", "d9", device.layout)
+    bare = make_payment("t4", DAY0 + 30_000, device_id="d9")
+    bare = msgspec.structs.replace(bare, customer_key=None)
+    await score(store, bare)
+    assert await redis_client.ttl(key) <= 26 * HOUR + device.refresh
+    await redis_client.expire(key, 1_000)
+    await score(store, make_payment("t5", DAY0 + 30_001, device_id="d9"))
+    assert await redis_client.ttl(key) >= 7 * 86_400
 
 
 # --- failure: a dead or silent Redis costs the budget, then nothing ---------------------
