@@ -27,8 +27,10 @@ is ``StoreUnavailable``.
 Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stays lean:
 each entity's whole state is one key (``keys.py``), a run of numbers read with one
 ``MGET`` for all the payment's entities and written back with one ``SET`` each, which
-carries the TTL; bucket ids are computed in Lua from the event second; members arrive as
-numeric digests.
+sets the TTL only when the state needs a new one (``begin.lua``); bucket ids are computed
+in Lua from the event second; members arrive as numeric digests. Most of what Redis spends
+on a begin is then that ``SET`` per entity and the fixed work of the claim, the lists and
+the arguments.
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
 Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
