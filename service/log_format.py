@@ -6,9 +6,13 @@ nothing from the request on its own.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
 import time
+from typing import Any
 
 import msgspec
 
@@ -16,11 +20,15 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 _encoder = msgspec.json.Encoder()
 
 
+def _timestamp(created: float) -> str:
+    millis = int(created % 1 * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -37,3 +45,49 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class DecisionLines:
+    """The one log line per decision, in the same JSON shape as ``JsonFormatter``'s.
+
+    Not through ``logging``: a ``LogRecord``, the formatter and a locked, flushed write per
+    decision cost about 25 µs of a score call under load. Here a line is one msgspec
+    encode, and the lines of one event-loop turn leave in one write (at low traffic, each
+    at once). Written only while the logger ``name`` is enabled for INFO, so
+    ``RISKSCORE_LOG_LEVEL`` governs these lines as it governs the others.
+    """
+
+    def __init__(self, name: str = "riskscore.decision", fd: int = 2) -> None:
+        self._logger = logging.getLogger(name)
+        self._name = name
+        self._fd = fd
+        self._lines: list[bytes] = []
+        self._scheduled = False
+        atexit.register(self.flush)  # lines of the last loop turn before shutdown
+
+    def emit(self, fields: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        entry = {"ts": _timestamp(time.time()), "level": "info", "logger": self._name}
+        entry["event"] = "decision"
+        entry.update(fields)
+        self._lines.append(_encoder.encode(entry) + b"\n")
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._scheduled = True
+        except RuntimeError:  # no event loop: a script or a test calling score directly
+            self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        data = memoryview(b"".join(self._lines))
+        self._lines.clear()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:
+            pass  # stderr closed: the decision itself is in the decision log already

@@ -14,7 +14,6 @@ spool so that it is not lost.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from service.catalog import CATALOG_VERSION, VELOCITY_FEATURES
 from service.decision_spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
 from service.features.request import request_features
+from service.log_format import DecisionLines
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle
 from service.normalise import normalise, payment_digest
@@ -40,7 +40,7 @@ from service.stores.velocity import Begin, RiskStore
 
 from .policy import ListMatch, ModelView, Outcome, Reason, RuleOutcome, decide
 
-log = logging.getLogger("riskscore.decision")
+decision_lines = DecisionLines("riskscore.decision")
 
 VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
 
@@ -157,9 +157,8 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     await _commit(engine, payment, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, executions, started)
-    log.info(
-        "decision",
-        extra={
+    decision_lines.emit(
+        {
             "transaction_id": payment.transaction_id,
             "merchant_id": payment.merchant_id,
             "vertical": payment.vertical,
@@ -168,7 +167,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
             "rules": outcome.matched_rules,
             "degraded": degraded,
             "latency_ms": round(latency_ms, 3),
-        },
+        }
     )
     if request.explain:
         return msgspec.structs.replace(decision, features=features)

@@ -46,15 +46,24 @@ class Breaker:
     def is_open(self) -> bool:
         return self._failures >= self.threshold
 
-    async def call(self, budget_s: float, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation()`` within ``budget_s`` seconds, or raise ``StoreUnavailable``."""
+    async def call(
+        self, budget_s: float, operation: Callable[[], Awaitable[T]], *, guard: bool = True
+    ) -> T:
+        """Run ``operation()`` within ``budget_s`` seconds, or raise ``StoreUnavailable``.
+
+        ``guard=False`` when the operation enforces the budget itself (the pipelined
+        connection): the outer ``asyncio.timeout`` then only costs CPU on every call.
+        """
         probe = False
         if self._failures >= self.threshold:
             if self._probing or self._clock() < self._open_until:
                 raise StoreUnavailable("redis circuit open: failing fast")
             self._probing = probe = True
         try:
-            async with asyncio.timeout(GUARD * budget_s):
+            if guard:
+                async with asyncio.timeout(GUARD * budget_s):
+                    result = await operation()
+            else:
                 result = await operation()
         except (TimeoutError, RedisError, OSError) as exc:
             self._failures += 1

@@ -110,6 +110,7 @@ class RiskStore:
     ) -> None:
         self.client = client
         self.hot: Commands = hot if hot is not None else client  # begin and commit
+        self._hot_guard = hot is None  # a pipelined connection keeps its own deadlines
         self.keys = Keys(prefix)
         self.plan = plan
         self.breaker = breaker or Breaker()
@@ -157,7 +158,9 @@ class RiskStore:
                 args += (attribute, item)
 
         reply = await self.breaker.call(
-            self._budget, lambda: self.library.call(self.hot, "begin", keys, args)
+            self._budget,
+            lambda: self.library.call(self.hot, "begin", keys, args),
+            guard=self._hot_guard,
         )
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status in ("new", "takeover"):
@@ -192,7 +195,9 @@ class RiskStore:
                     keys.append(self.keys.velocity(e.entity, value, e.layout))
                     args.append(e.index)
         await self.breaker.call(
-            self._budget, lambda: self.library.call(self.hot, "commit", keys, args)
+            self._budget,
+            lambda: self.library.call(self.hot, "commit", keys, args),
+            guard=self._hot_guard,
         )
 
     async def stored_decision(self, transaction_id: str) -> bytes | None:

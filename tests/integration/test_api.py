@@ -355,21 +355,32 @@ async def test_changed_rule_files_are_picked_up_without_restart_and_a_bad_one_is
         assert still["ruleset_version"] == after["ruleset_version"]
 
 
-async def test_one_json_log_line_per_decision_without_personal_data(client, capsys, caplog):
+async def test_one_json_log_line_per_decision_without_personal_data(client, monkeypatch):
     import logging
+    import os
 
-    caplog.set_level(logging.INFO, logger="riskscore.decision")
-    await client.post("/v1/score", json=payment("log-1"), headers=headers())
-    records = [r for r in caplog.records if r.name == "riskscore.decision"]
-    assert len(records) == 1
-    from service.log_format import JsonFormatter
+    from service import scoring
+    from service.log_format import DecisionLines
 
-    line = JsonFormatter().format(records[0])
-    entry = json.loads(line)
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(scoring, "decision_lines", DecisionLines(fd=write_end))
+    logging.getLogger("riskscore.decision").setLevel(logging.INFO)
+    try:
+        await client.post("/v1/score", json=payment("log-1"), headers=headers())
+        scoring.decision_lines.flush()
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            lines = pipe.read().decode().splitlines()
+    finally:
+        logging.getLogger("riskscore.decision").setLevel(logging.NOTSET)
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["event"] == "decision"
+    assert entry["logger"] == "riskscore.decision"
     assert entry["transaction_id"] == "log-1"
     assert entry["decision"] == "approve"
     for secret in ("asha@example.com", "203.0.113.7", SCORE_KEY):
-        assert secret not in line
+        assert secret not in lines[0]
 
 
 async def test_score_calls_beyond_the_in_flight_limit_are_shed_with_503_and_counted(

@@ -1,0 +1,90 @@
+"""The JSON log lines: the decision line matches the logging formatter's shape and batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+
+import pytest
+
+from service import log_format
+from service.log_format import DecisionLines, JsonFormatter
+
+
+@pytest.fixture
+def pipe():
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    for fd in (read_end, write_end):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _read(read_end: int) -> list[dict]:
+    os.set_blocking(read_end, False)
+    try:
+        data = os.read(read_end, 1 << 20)
+    except BlockingIOError:
+        return []
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+@pytest.fixture
+def info_level():
+    logger = logging.getLogger("riskscore.test-decisions")
+    logger.setLevel(logging.INFO)
+    yield logger
+    logger.setLevel(logging.NOTSET)
+
+
+def test_a_decision_line_has_the_formatters_shape(pipe, info_level) -> None:
+    read_end, write_end = pipe
+    lines = DecisionLines("riskscore.test-decisions", fd=write_end)
+    lines.emit({"transaction_id": "t-1", "decision": "approve", "rules": ["A"]})  # no loop: now
+    [entry] = _read(read_end)
+    record = logging.LogRecord(
+        "riskscore.test-decisions", logging.INFO, "", 0, "decision", None, None
+    )
+    record.transaction_id, record.decision, record.rules = "t-1", "approve", ["A"]
+    expected = json.loads(JsonFormatter().format(record))
+    assert entry.keys() == expected.keys()
+    assert {k: v for k, v in entry.items() if k != "ts"} == {
+        k: v for k, v in expected.items() if k != "ts"
+    }
+    assert entry["ts"].endswith("Z") and len(entry["ts"]) == len("2026-01-01T00:00:00.000Z")
+
+
+async def test_the_lines_of_one_loop_turn_leave_in_one_write(pipe, info_level, monkeypatch):
+    read_end, write_end = pipe
+    writes = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(log_format.os, "write", counting_write)
+    lines = DecisionLines("riskscore.test-decisions", fd=write_end)
+    for n in range(5):
+        lines.emit({"transaction_id": f"t-{n}"})
+    assert writes == []  # queued until the loop turns
+    await asyncio.sleep(0)
+    assert len(writes) == 1
+    assert [e["transaction_id"] for e in _read(read_end)] == [f"t-{n}" for n in range(5)]
+    lines.emit({"transaction_id": "t-5"})
+    await asyncio.sleep(0)
+    assert len(writes) == 2
+
+
+def test_no_line_when_the_logger_is_above_info(pipe) -> None:
+    read_end, write_end = pipe
+    logger = logging.getLogger("riskscore.test-quiet")
+    logger.setLevel(logging.WARNING)
+    try:
+        DecisionLines("riskscore.test-quiet", fd=write_end).emit({"transaction_id": "t"})
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert _read(read_end) == []
