@@ -293,21 +293,30 @@ class Plan:
                 )
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
+        plain = (Aggregate.sum_usd, Aggregate.mean_usd)
+        self._names = tuple(o.name for o in self.outputs)
+        self._plain = tuple((o.name, o.slot) for o in self.outputs if o.aggregate not in plain)
+        self._cents = tuple(
+            (o.name, o.slot) for o in self.outputs if o.aggregate is Aggregate.sum_usd
+        )
+        self._means = tuple(
+            (o.name, o.slot, o.count_slot)
+            for o in self.outputs
+            if o.aggregate is Aggregate.mean_usd
+        )
         self.slot_count = len(slots)
         self._prelude = self._render()
 
     def values(self, raw: list[int]) -> dict[str, float]:
         """Feature name → value from the script's output array."""
-        result: dict[str, float] = {}
-        for o in self.outputs:
-            value = raw[o.slot]
-            if o.aggregate is Aggregate.sum_usd:
-                result[o.name] = value / 100
-            elif o.aggregate is Aggregate.mean_usd:
-                count = raw[o.count_slot]
-                result[o.name] = value / 100 / count if count else 0.0
-            else:
-                result[o.name] = float(value)
+        result: dict[str, float] = dict.fromkeys(self._names, 0.0)  # catalogue order
+        for name, slot in self._plain:
+            result[name] = float(raw[slot])
+        for name, slot in self._cents:
+            result[name] = raw[slot] / 100
+        for name, slot, count_slot in self._means:
+            count = raw[count_slot]
+            result[name] = raw[slot] / 100 / count if count else 0.0
         return result
 
     def zeros(self) -> dict[str, float]:
