@@ -122,12 +122,23 @@ class RedisProbe:
         info = self.client.info("cpu")
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
+    def stalls(self) -> dict[str, int]:
+        """Redis' own latency events since the last call (fork for an AOF rewrite, AOF
+        writes, slow commands), worst milliseconds each; then the record is reset."""
+        events = self.client.execute_command("LATENCY", "LATEST")
+        self.client.execute_command("LATENCY", "RESET")
+        return {_text(e[0]): int(e[3]) for e in events}
+
     def commands(self) -> dict[str, tuple[int, int]]:
         stats = self.client.info("commandstats")
         return {
             name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
             for name, v in stats.items()
         }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -175,6 +186,7 @@ class Bench:
             *args,
         ]
         self.started += 1
+        self.probe.stalls()
         before = self.snapshot()
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -211,6 +223,7 @@ class Bench:
             "socket_errors": r["socket_errors"],
             "unexpected_status": r["unexpected_status"],
             "degraded": r.get("degraded", 0),
+            "redis_stalls_ms": self.probe.stalls(),
             "server_cpu_us_per_request": round((after.server - before.server) / n * 1e6, 1),
             "server_cpu_cores": round((after.server - before.server) / duration, 2),
             "redis_cpu_us_per_request": round((after.redis - before.redis) / n * 1e6, 1),
@@ -306,6 +319,8 @@ def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
             "everysec",
             "--maxmemory-policy",
             "noeviction",
+            "--latency-monitor-threshold",
+            "5",
             "--logfile",
             str(workdir / "redis.log"),
         ],
@@ -677,6 +692,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"(/ `GET /healthz`: {s['score_to_healthz']:.2f}); p99 at about half load "
         f"{s['half_load_p99_ms']:.2f} ms; errors {s['errors']}; decisions degraded by a "
         f"Redis time-out {s['degraded']}.",
+    ]
+    stalls = [
+        f"{r['name']}: " + ", ".join(f"{e} {ms} ms" for e, ms in r["redis_stalls_ms"].items())
+        for r in report["runs"]
+        if r.get("redis_stalls_ms")
+    ]
+    if stalls:
+        lines.append(
+            "Redis' own stalls over 5 ms (`LATENCY LATEST`, worst per event): "
+            + "; ".join(stalls)
+            + "."
+        )
+    lines += [
         "",
         "Where a score call's CPU goes at maximum throughput: server {server:,.0f} µs, of "
         "which the empty-POST floor {framework_floor:,.0f} µs and the decision path above it "
