@@ -4,11 +4,11 @@
 -- state helpers below serve commit.lua and feedback.lua too.
 --
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
---       velocity key; then one key per list.
+--       velocity key; then per looked-up entity its block_ and allow_ list keys.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
 --       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then per
 --       distinct kind of each present entity its member digest ('' when missing), then per
---       list: name, n, n x (entity, item).
+--       looked-up entity: its name, n, n x (attribute, item), for both of its lists.
 -- Returns {status, decision|false, lists version, {raw sums by slot}, {{list, entity, reason}}}.
 --
 -- Lean on purpose: a redis.call costs one to three microseconds (a SET that sets a TTL
@@ -249,28 +249,31 @@ local function lists(KEYS, A, k, a, now_ms)
   local hits = {}
   local now_s = now_ms / 1000
   while a <= #A do
-    local key = KEYS[k]
-    k = k + 1
-    local name = A[a]
+    local entity = A[a]
     local n = tonumber(A[a + 1])
-    if live[name] then
-      local items = {}
-      for i = 1, n do items[i] = A[a + 2 * i + 1] end
-      local found = call('HMGET', key, unpack(items))
-      for i = 1, n do
-        if found[i] then
-          local entry = cjson.decode(found[i])
-          local expires = entry.expires_at
-          if type(expires) == 'number' and expires <= now_s then
-            if call('HDEL', key, items[i]) == 1 then call('HINCRBY', KEYS[2], name, -1) end
-          else
-            local reason = entry.reason
-            if type(reason) ~= 'string' then reason = false end
-            hits[#hits + 1] = {name, A[a + 2 * i], reason}
+    for side = 0, 1 do
+      local name = (side == 0 and 'block_' or 'allow_') .. entity
+      if live[name] then
+        local key = KEYS[k + side]
+        local items = {}
+        for i = 1, n do items[i] = A[a + 2 * i + 1] end
+        local found = call('HMGET', key, unpack(items))
+        for i = 1, n do
+          if found[i] then
+            local entry = cjson.decode(found[i])
+            local expires = entry.expires_at
+            if type(expires) == 'number' and expires <= now_s then
+              if call('HDEL', key, items[i]) == 1 then call('HINCRBY', KEYS[2], name, -1) end
+            else
+              local reason = entry.reason
+              if type(reason) ~= 'string' then reason = false end
+              hits[#hits + 1] = {name, A[a + 2 * i], reason}
+            end
           end
         end
       end
     end
+    k = k + 2
     a = a + 2 + 2 * n
   end
   return version, hits

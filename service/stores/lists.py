@@ -91,7 +91,8 @@ def ip_range(item: str) -> IpNetwork | None:
 
 
 def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(list name, [(attribute, item)]) for every list ``payment`` has something to match."""
+    """(entity, [(attribute, item)]) for every entity ``payment`` has something to match
+    in its ``block_`` and ``allow_`` lists."""
     found = []
     for entity, attributes in LOOKUP_ATTRIBUTES.items():
         pairs = []
@@ -100,8 +101,7 @@ def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
             if value is not None:
                 pairs.append((attribute, value))
         if pairs:
-            found.append((f"block_{entity}", pairs))
-            found.append((f"allow_{entity}", pairs))
+            found.append((entity, pairs))
     return found
 
 

@@ -151,9 +151,9 @@ class RiskStore:
             event_second(payment.event_time),
             *members,
         ]
-        for name, pairs in lookups(payment):
-            keys.append(self.keys.list(name))
-            args += (name, len(pairs))
+        for entity, pairs in lookups(payment):
+            keys += (self.keys.list(f"block_{entity}"), self.keys.list(f"allow_{entity}"))
+            args += (entity, len(pairs))
             for attribute, item in pairs:
                 args += (attribute, item)
 
