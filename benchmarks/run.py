@@ -445,10 +445,18 @@ def choose_model(args: argparse.Namespace) -> Path | None:
 
 
 def revision() -> str:
+    """The commit measured; ``-dirty`` when code differs from it (earlier results do not count)."""
     done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
-    return done.stdout.strip() or "unknown"
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    head = done.stdout.strip() or "unknown"
+    return f"{head}-dirty" if changed.stdout.strip() else head
 
 
 def machine() -> dict[str, Any]:
