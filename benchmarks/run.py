@@ -450,7 +450,7 @@ def revision() -> str:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
     changed = subprocess.run(
-        ["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
         cwd=ROOT,
         capture_output=True,
         text=True,
