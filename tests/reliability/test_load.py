@@ -37,6 +37,7 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_counts_each_on
     with running_service(redis_server.url, evidence_dir) as service:
         http.base_url = service.base_url
         gate = asyncio.Semaphore(16)
+        mid_load = asyncio.Event()  # a hundred answered: signal then, however fast the host
 
         async def one(n: int) -> None:
             nonlocal refused
@@ -45,11 +46,11 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_counts_each_on
                     answered.append(await scenario.score(http, _on_card(f"term-{n}", card)))
                 except httpx.TransportError:
                     refused += 1  # not accepted: the server was already going away
+                if len(answered) >= 100:
+                    mid_load.set()
 
         load = asyncio.gather(*(one(n) for n in range(2000)))
-        deadline = time.monotonic() + 30
-        while len(answered) < 100 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # signal mid-load, however fast this machine scores
+        await asyncio.wait_for(mid_load.wait(), timeout=30)
         assert service.proc is not None
         service.proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
