@@ -113,8 +113,7 @@ class PipelinedConnection:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._waiting: collections.deque[_Call] = collections.deque()
-        self._queued: list[bytes] = []
-        self._unsent: list[_Call] = []
+        self._unsent: list[tuple[bytes, _Call]] = []  # packed commands of this loop turn
         self._flush_scheduled = False
 
     async def execute_command(self, *args: Any) -> Any:
@@ -141,8 +140,7 @@ class PipelinedConnection:
         future: asyncio.Future[Any] = loop.create_future()
         call = _Call(future, time.monotonic())
         self._waiting.append(call)
-        self._unsent.append(call)
-        self._queued.append(packed)
+        self._unsent.append((packed, call))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -150,17 +148,16 @@ class PipelinedConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        queued, self._queued = self._queued, []
         unsent, self._unsent = self._unsent, []
-        if not queued:
+        if not unsent:
             return
         transport = self._transport
         if transport is None or transport.is_closing():
             self._fail_waiting(RedisConnectionError("redis connection closed"))
             return
-        transport.write(b"".join(queued) if len(queued) > 1 else queued[0])
+        transport.write(b"".join(packed for packed, _ in unsent))
         loop = asyncio.get_running_loop()
-        for call in unsent:
+        for _, call in unsent:
             if not call.future.done():
                 call.timer = loop.call_later(self._budget, self._expire, call.future)
 
@@ -196,7 +193,6 @@ class PipelinedConnection:
         transport, self._transport, self._protocol = self._transport, None, None
         if transport is not None:
             transport.abort()
-        self._queued.clear()
         self._unsent.clear()
         self._fail_waiting(RedisConnectionError(why))
 
@@ -204,7 +200,6 @@ class PipelinedConnection:
         if protocol is not self._protocol:
             return  # an older connection, already dropped
         self._transport, self._protocol = None, None
-        self._queued.clear()
         self._unsent.clear()
         self._fail_waiting(RedisConnectionError(f"redis connection lost: {exc or 'closed'}"))
 
