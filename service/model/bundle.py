@@ -170,14 +170,14 @@ class ModelBundle:
 
     def predict(self, features: Mapping[str, Any], *, reasons: int = 3) -> Prediction:
         """Probability, score and up to ``reasons`` model reasons for one payment."""
-        x = encode_one(features)
+        x = encode_one(features)  # contiguous float64 of n_features, as ``explain`` takes
         forest = self.forest
-        leaves = forest.leaves(x)
         if reasons:
-            raw, contributions = forest.contributions(x, leaves)
+            contributions = np.zeros(forest.n_features)
+            raw = forest.explain(x, contributions)
             top = self._explainer.top(contributions, features, reasons)
         else:
-            raw, top = forest.raw(x, leaves), []
+            raw, top = forest.explain(x), []
         logit = self.calibration.logit(raw)
         return Prediction(sigmoid(logit), score_from_logit(logit), top)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import pickle
 
+import numba
 import numpy as np
 import pytest
+from numba.core import caching
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from service.model.compiled import ARRAY_NAMES, CompiledForest
+from service.model import compiled
+from service.model.compiled import ARRAY_NAMES, CompiledForest, _numpy_sum, kernel
 
 N_FEATURES = 12
 
@@ -129,3 +132,141 @@ def test_categorical_splits_are_refused():
     ).fit(x, y)
     with pytest.raises(ValueError, match="categorical"):
         CompiledForest.from_sklearn(model)
+
+
+def _numpy_walk(forest: CompiledForest, x: np.ndarray) -> np.ndarray:
+    """The level-by-level numpy walk the compiled kernel replaced, kept as its reference."""
+    xx = np.concatenate((x, np.where(np.isnan(x), -np.inf, x)))
+    position = forest._roots2
+    for _ in range(forest.max_depth):
+        went_left = xx.take(forest._feat2.take(position)) <= forest._thr2.take(position)
+        position = forest._kids2.take(position + went_left)
+    return position
+
+
+def _missing_and_infinite_rows(rows: int, seed: int) -> np.ndarray:
+    x, _ = _data(rows, seed)
+    rng = np.random.default_rng(seed)
+    x[rng.random(x.shape) < 0.05] = np.inf
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[::11] = np.nan
+    return x
+
+
+def test_kernel_routes_every_row_as_the_numpy_walk_did_and_sums_bit_for_bit(fitted):
+    _, forest = fitted
+    for row in _missing_and_infinite_rows(500, seed=7):
+        leaves = _numpy_walk(forest, row)
+        assert np.array_equal(forest.leaves(row), leaves)
+        assert forest.raw(row) == forest.baseline + float(forest._value2.take(leaves).sum())
+
+
+def test_contributions_are_bit_for_bit_the_bincount_of_the_leaves_paths(fitted):
+    _, forest = fitted
+    for row in _missing_and_infinite_rows(300, seed=8):
+        rows = forest._leaf_row2.take(_numpy_walk(forest, row))
+        expected = np.bincount(
+            forest._path_feature.take(rows, axis=0).ravel(),
+            forest._path_delta.take(rows, axis=0).ravel(),
+            minlength=N_FEATURES,
+        )
+        assert np.array_equal(forest.contributions(row)[1], expected)
+
+
+def test_offline_raw_scores_equal_online_ones_exactly_and_match_sklearn(fitted):
+    model, forest = fitted
+    x = _missing_and_infinite_rows(2500, seed=9)  # more than one numpy batch used to hold
+    offline = forest.raw_many(x)
+    assert np.array_equal(offline, [forest.raw(row) for row in x])
+    assert np.abs(offline - model._raw_predict(x).ravel()).max() <= 1e-9
+    assert np.abs(forest.proba_many(x) - model.predict_proba(x)[:, 1]).max() <= 1e-9
+    assert np.array_equal(forest.raw_many(x[::-1][:, :]), offline[::-1])  # a strided view
+
+
+def test_missing_values_decide_splits_sklearn_makes_on_missingness():
+    # Positives are the rows missing feature 0: scikit-learn splits with a +inf threshold,
+    # every present value left and NaN right.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 3))
+    missing = rng.random(3000) < 0.3
+    x[missing, 0] = np.nan
+    y = (missing ^ (rng.random(3000) < 0.05)).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=20, early_stopping=False).fit(x, y)
+    forest = CompiledForest.from_sklearn(model)
+    assert np.isinf(forest.arrays["node_threshold"]).any()
+    rows = rng.normal(size=(400, 3))
+    rows[::2, 0] = np.nan
+    rows[1::4, 0] = np.inf
+    rows[3::8, 0] = -np.inf
+    expected = model.predict_proba(rows)[:, 1]
+    assert np.abs(forest.proba_many(rows) - expected).max() <= 1e-9
+    assert np.abs(np.array([forest.proba(r) for r in rows]) - expected).max() <= 1e-9
+
+
+@pytest.mark.parametrize("threshold", [np.inf, -np.inf, 0.0])
+@pytest.mark.parametrize("missing_left", [0, 1])
+def test_stumps_route_as_sklearn_does_at_infinite_thresholds(threshold, missing_left):
+    # One stump: root splits feature 0 at ``threshold``; left leaf 1.0, right leaf 10.0.
+    arrays = {
+        "node_feature": np.array([0, 0, 0], dtype=np.int32),
+        "node_threshold": np.array([threshold, 0.0, 0.0]),
+        "node_missing_left": np.array([missing_left, 0, 0], dtype=np.uint8),
+        "node_left": np.array([1, 0, 0], dtype=np.int32),
+        "node_right": np.array([2, 0, 0], dtype=np.int32),
+        "node_is_leaf": np.array([0, 1, 1], dtype=np.uint8),
+        "node_value": np.array([0.0, 1.0, 10.0]),
+        "node_count": np.array([2.0, 1.0, 1.0]),
+        "tree_root": np.array([0], dtype=np.int32),
+        "baseline": np.array([0.0]),
+    }
+    forest = CompiledForest(arrays, 1)
+    for value in (np.nan, -np.inf, -1.0, 0.0, 1.0, np.inf):
+        # scikit-learn's predictor: NaN goes where missing_go_to_left says, else x <= t.
+        left = bool(missing_left) if np.isnan(value) else value <= threshold
+        expected = 1.0 if left else 10.0
+        assert forest.raw(np.array([value])) == expected
+        assert forest.raw_many(np.array([[value]]))[0] == expected
+
+
+def test_leaf_values_are_summed_in_numpys_own_order():
+    rng = np.random.default_rng(12)
+    for n in (*range(1, 140), 150, 200, 255, 256, 257, 300, 513, 1000, 4099):
+        # Magnitudes spread wide, so that summing in any other order changes the last bits.
+        values = rng.normal(size=n) * 10.0 ** rng.uniform(-6, 6, size=n)
+        assert _numpy_sum(values) == values.sum(), n
+
+
+def test_a_row_of_the_wrong_length_is_refused_not_read_past(fitted):
+    _, forest = fitted
+    for bad in (np.zeros(N_FEATURES - 1), np.zeros(N_FEATURES + 1), np.zeros((1, N_FEATURES))):
+        with pytest.raises(ValueError, match="row of"):
+            forest.raw(bad)
+    with pytest.raises(ValueError, match="columns"):
+        forest.raw_many(np.zeros((3, N_FEATURES + 1)))
+
+
+def test_kernels_compile_without_a_writable_cache_directory(monkeypatch):
+    # A read-only install and no writable home: every cache directory numba tries refuses
+    # writes, so numba refuses cache=True; ``kernel`` still gives a working, uncached one.
+    def read_only(self):
+        raise PermissionError(13, "Read-only file system", self.get_cache_path())
+
+    monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", read_only)
+
+    def twice(x: float) -> float:
+        return 2.0 * x
+
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(twice)
+    assert kernel(twice)(21.0) == 42.0
+
+
+def test_loading_a_forest_compiles_its_kernels_so_the_first_row_does_not(fitted):
+    _, forest = fitted
+    loaded = CompiledForest.from_npz_bytes(forest.to_npz_bytes(), N_FEATURES)
+    kernels = (compiled._explain_row, compiled._raw_many, compiled._walk_row)
+    compiled_before = [len(k.signatures) for k in kernels]
+    assert all(compiled_before)
+    x, _ = _data(20, seed=10)
+    loaded.contributions(x[0]), loaded.raw(x[1]), loaded.raw_many(x)
+    assert [len(k.signatures) for k in kernels] == compiled_before
