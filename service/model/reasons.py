@@ -20,6 +20,7 @@ import numpy as np
 
 from service import catalog
 from service.catalog import Aggregate, Entity, VelocityFeature
+from service.model.compiled import kernel
 
 
 class ModelReason(NamedTuple):
@@ -173,16 +174,61 @@ def reason_message(feature: str, value: Any) -> str:
         return f"{feature.replace('_', ' ')}: {value}"
 
 
+@kernel
+def _top_sources(
+    contributions: np.ndarray,
+    group: np.ndarray,
+    minimum: float,
+    per_source: np.ndarray,
+    chosen: np.ndarray,
+) -> int:
+    """Sum ``contributions`` per source into ``per_source``, column by column as
+    ``np.bincount`` does, and write into ``chosen`` the sources of the largest sums above
+    ``minimum``, largest first, up to ``len(chosen)``; return how many.
+
+    Returns -1 instead when a sum is NaN or a chosen sum ties exactly with another source:
+    which of two equal sums comes first is ``np.argsort``'s choice, and the caller asks it.
+    """
+    per_source[:] = 0.0
+    for j in range(len(group)):
+        per_source[group[j]] += contributions[j]
+    count = 0
+    while count < len(chosen):
+        best, tied = -1, False
+        for i in range(len(per_source)):
+            amount = per_source[i]
+            if amount != amount:
+                return -1
+            # Every earlier choice is larger than all the rest: skip those.
+            if count > 0 and amount >= per_source[chosen[count - 1]]:
+                continue
+            if best < 0 or amount > per_source[best]:
+                best, tied = i, False
+            elif amount == per_source[best]:
+                tied = True
+        if best < 0 or per_source[best] <= minimum:
+            break
+        if tied:
+            return -1
+        chosen[count] = best
+        count += 1
+    return count
+
+
 class Explainer:
     """Turns per-column contributions into the top reasons of one payment."""
 
     __slots__ = ("_codes", "_group", "_n_sources", "_sources")
 
     def __init__(self, sources: tuple[str, ...], source_index: np.ndarray) -> None:
+        group = np.ascontiguousarray(source_index, dtype=np.intp)
+        if group.ndim != 1 or np.any((group < 0) | (group >= len(sources))):
+            raise ValueError("source_index must give each column a source of sources")
         self._sources = sources
         self._codes = tuple(reason_code(s) for s in sources)
-        self._group = source_index
+        self._group = group
         self._n_sources = len(sources)
+        self.top(np.zeros(len(group)), {})  # compile (or load) the kernel now
 
     def top(
         self,
@@ -191,11 +237,30 @@ class Explainer:
         limit: int = 3,
         minimum: float = 1e-6,
     ) -> list[ModelReason]:
-        """Up to ``limit`` features with the largest positive contribution, largest first."""
-        per_source = np.bincount(self._group, contributions, minlength=self._n_sources)
-        order = np.argsort(per_source)[::-1][:limit]
+        """Up to ``limit`` features with the largest positive contribution, largest first.
+
+        Indicator columns of one feature add up to that feature's contribution. Exact ties
+        are ordered as ``np.argsort`` orders them, as they always were.
+        """
+        if len(contributions) != len(self._group):
+            raise ValueError(f"expected {len(self._group)} contributions")
+        per_source = np.empty(self._n_sources)
+        chosen = np.empty(max(limit, 0), dtype=np.intp)
+        count = _top_sources(contributions, self._group, minimum, per_source, chosen)
+        if count < 0 or limit < 0:
+            return self._by_argsort(per_source, features, limit, minimum)
+        sources, codes, get = self._sources, self._codes, features.get
+        return [
+            ModelReason(codes[i], reason_message(sources[i], get(sources[i])), float(per_source[i]))
+            for i in chosen[:count].tolist()
+        ]
+
+    def _by_argsort(
+        self, per_source: np.ndarray, features: Mapping[str, Any], limit: int, minimum: float
+    ) -> list[ModelReason]:
+        """``top`` as it was before its kernel, for the cases the kernel leaves to it."""
         reasons = []
-        for i in order.tolist():
+        for i in np.argsort(per_source)[::-1][:limit].tolist():
             amount = float(per_source[i])
             if amount <= minimum:
                 break

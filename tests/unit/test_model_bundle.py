@@ -16,6 +16,8 @@ import pytest
 
 from service import catalog
 from service.model import bundle as bundle_module
+from service.model import compiled
+from service.model import reasons as reasons_module
 from service.model.bundle import (
     FOREST,
     MODEL_CARD,
@@ -24,10 +26,13 @@ from service.model.bundle import (
     ModelRefused,
     find_latest,
     load_latest,
+    score_from_logit,
     score_from_probability,
     scores_from_logits,
 )
-from service.model.encoding import encode_frame
+from service.model.compiled import sigmoid
+from service.model.encoding import MODEL_SOURCES, SOURCE_INDEX, encode_frame, encode_one
+from service.model.reasons import Explainer
 from training.registry import list_models, promote
 from training.train import train_on_dataset
 
@@ -218,3 +223,29 @@ def test_score_is_monotone_in_probability_with_the_documented_anchors():
     assert all(a <= b for a, b in itertools.pairwise(scores))
     logits = np.log(grid) - np.log1p(-grid)
     assert list(scores_from_logits(logits)) == scores
+
+
+def test_a_loaded_model_has_compiled_its_kernels_before_the_first_payment(model_dir):
+    bundle = ModelBundle.load(model_dir)
+    kernels = (compiled._explain_row, reasons_module._top_sources)
+    signatures = [list(k.signatures) for k in kernels]
+    assert all(signatures)
+    bundle.predict({"device_distinct_cards_24h": 4, "three_ds": "none"})
+    bundle.predict({"device_distinct_cards_24h": 1}, reasons=0)
+    assert [list(k.signatures) for k in kernels] == signatures
+
+
+def test_prediction_is_the_forest_contributions_explained(model_dir):
+    bundle = ModelBundle.load(model_dir)
+    explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
+    frame = feature_frame(rows=200, seed=4)
+    for row in frame.to_dict(orient="records"):
+        features = {k: None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+                    for k, v in row.items()}  # fmt: skip
+        raw, contributions = bundle.forest.contributions(encode_one(features))
+        logit = bundle.calibration.logit(raw)
+        prediction = bundle.predict(features, reasons=4)
+        assert prediction.probability == sigmoid(logit)
+        assert prediction.score == score_from_logit(logit)
+        assert prediction.reasons == explainer.top(contributions, features, 4)
+        assert bundle.predict(features, reasons=0).probability == prediction.probability

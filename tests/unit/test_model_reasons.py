@@ -52,3 +52,50 @@ def test_explainer_groups_indicator_columns_and_keeps_the_largest_positive():
     assert reasons[0].contribution == pytest.approx(0.6)
     assert reasons[1].message == "7 cards on this device in 24 h"
     assert explainer.top(-np.abs(contributions), features) == []
+
+
+def _argsort_top(explainer, contributions, features, limit=3, minimum=1e-6):
+    """``Explainer.top`` as it was before its kernel: the reference for order and ties."""
+    per_source = np.bincount(SOURCE_INDEX, contributions, minlength=len(MODEL_SOURCES))
+    reasons = []
+    for i in np.argsort(per_source)[::-1][:limit].tolist():
+        amount = float(per_source[i])
+        if amount <= minimum:
+            break
+        source = MODEL_SOURCES[i]
+        code = reason_code(source)
+        reasons.append((code, reason_message(source, features.get(source)), amount))
+    return reasons
+
+
+def test_top_reasons_keep_the_order_and_ties_argsort_gave():
+    explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
+    rng = np.random.default_rng(4)
+    features = {"vertical": "gaming", "device_distinct_cards_24h": 7, "kyc_level": 0}
+    columns = len(MODEL_FEATURES)
+    cases = []
+    for _ in range(300):
+        contributions = rng.normal(scale=0.2, size=columns)
+        contributions[rng.random(columns) < 0.5] = 0.0
+        cases.append(contributions)
+        tied = contributions.copy()  # exact ties among the largest, and with the runner-up
+        tied[rng.choice(columns, size=4, replace=False)] = np.round(rng.uniform(0.1, 0.3), 1)
+        cases.append(tied)
+        coarse = np.round(contributions, 1)  # many ties, some through indicator groups
+        cases.append(coarse)
+    cases.append(np.zeros(columns))
+    cases.append(np.full(columns, 0.5))
+    cases.append(np.where(np.arange(columns) == 5, np.nan, cases[0]))  # argsort puts NaN first
+    for contributions in cases:
+        for limit in (0, 1, 2, 3, 5, 100, -1):
+            for minimum in (1e-6, 0.15):
+                got = explainer.top(contributions, features, limit, minimum)
+                expected = _argsort_top(explainer, contributions, features, limit, minimum)
+                # repr: amounts equal to the last bit, and NaN equal to NaN
+                assert repr([tuple(r) for r in got]) == repr(expected)
+
+
+def test_top_reasons_refuse_contributions_of_another_length():
+    explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
+    with pytest.raises(ValueError, match="contributions"):
+        explainer.top(np.zeros(len(MODEL_FEATURES) + 1), {})
