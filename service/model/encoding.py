@@ -14,6 +14,7 @@ service refuses a model whose feature list differs from the one encoded here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -72,8 +73,10 @@ SOURCE_INDEX: Final[np.ndarray] = np.array(
     [MODEL_SOURCES.index(c.source) for c in MODEL_COLUMNS], dtype=np.intp
 )
 
-# The passing-through columns come first and in one block, so ``encode_one`` converts them
-# with a single ``np.array`` call.
+# The passing-through columns come first and in one block; each group of derived columns
+# reads one source. ``encode_one`` looks each derived source's value up once, in a table of
+# the values its columns take for every known value of the source (``_derived_table``),
+# and converts the whole row with a single ``np.array`` call.
 _PASS: Final = tuple(c.source for c in MODEL_COLUMNS if c.kind == "number")
 _N_PASS: Final = len(_PASS)
 _DERIVED: Final = MODEL_COLUMNS[_N_PASS:]
@@ -81,24 +84,50 @@ if any(c.kind == "number" for c in _DERIVED):
     raise RuntimeError("pass-through model columns must precede the derived ones")
 _NAN = float("nan")
 
+# Per source, in column order: (source, {known value: the columns' values}, the columns'
+# values for any other value, the columns' values when the source is missing).
+DerivedTable = tuple[str, dict[Any, tuple[float, ...]], tuple[float, ...], tuple[float, ...]]
+
+
+def _derived_value(column: ModelColumn, value: Any) -> float:
+    """A derived column's value for a present (not None, not NaN) source value."""
+    if column.kind == "equals":
+        return 1.0 if value == column.level else 0.0
+    return column.codes.get(value, _NAN)
+
+
+def _derived_table(source: str, columns: tuple[ModelColumn, ...]) -> DerivedTable:
+    known = [c.level for c in columns if c.kind == "equals"]
+    known += [v for c in columns if c.kind == "ordinal" for v in c.codes]
+    table = {v: tuple(_derived_value(c, v) for c in columns) for v in dict.fromkeys(known)}
+    unknown = tuple(_derived_value(c, object()) for c in columns)
+    return source, table, unknown, (_NAN,) * len(columns)
+
+
+def _derived_tables() -> tuple[DerivedTable, ...]:
+    tables = []
+    for source, group in itertools.groupby(_DERIVED, key=lambda c: c.source):
+        tables.append(_derived_table(source, tuple(group)))
+    if len({t[0] for t in tables}) != len(tables):
+        raise RuntimeError("the derived columns of one source must be adjacent")
+    return tuple(tables)
+
+
+_DERIVED_TABLES: Final = _derived_tables()
+
 
 def encode_one(features: Mapping[str, Any]) -> np.ndarray:
     """The model vector (float64, NaN where missing) of one payment's feature mapping."""
     get = features.get
-    out = np.empty(len(MODEL_COLUMNS), dtype=np.float64)
-    # None becomes NaN, booleans 1/0, Decimals their float value.
-    out[:_N_PASS] = np.array([get(name) for name in _PASS], dtype=np.float64)
-    i = _N_PASS
-    for column in _DERIVED:
-        value = get(column.source)
+    values: list[Any] = list(map(get, _PASS))
+    for source, table, unknown, missing in _DERIVED_TABLES:
+        value = get(source)
         if value is None or value != value:  # None or NaN
-            out[i] = _NAN
-        elif column.kind == "equals":
-            out[i] = 1.0 if value == column.level else 0.0
+            values += missing
         else:
-            out[i] = column.codes.get(value, _NAN)
-        i += 1
-    return out
+            values += table.get(value, unknown)
+    # None becomes NaN, booleans 1/0, Decimals their float value.
+    return np.array(values, dtype=np.float64)
 
 
 def encode_frame(frame: pd.DataFrame) -> np.ndarray:

@@ -95,3 +95,46 @@ def test_every_model_column_comes_from_a_catalogue_feature():
     assert set(MODEL_SOURCES) <= set(catalog.FEATURES_BY_NAME)
     assert {f.name for f in catalog.VELOCITY_FEATURES} <= set(MODEL_FEATURES)
     assert all(c.kind != "number" or c.name == c.source for c in MODEL_COLUMNS)
+
+
+def _declared(features: dict) -> np.ndarray:
+    """Each column computed straight from its declaration, one at a time."""
+    out = []
+    for column in MODEL_COLUMNS:
+        value = features.get(column.source)
+        if column.kind == "number":
+            out.append(np.nan if value is None else float(value))
+        elif value is None or value != value:
+            out.append(np.nan)
+        elif column.kind == "equals":
+            out.append(1.0 if value == column.level else 0.0)
+        else:
+            out.append(column.codes.get(value, np.nan))
+    return np.array(out)
+
+
+def test_encode_one_computes_every_column_as_declared():
+    rng = np.random.default_rng(5)
+    sources = list(dict.fromkeys(c.source for c in MODEL_COLUMNS))
+    levels = {c.source: [] for c in MODEL_COLUMNS}
+    for c in MODEL_COLUMNS:
+        levels[c.source] += [c.level] if c.level else list(c.codes)
+    choices = [None, math.nan, True, False, 0, 3, 2.5, Decimal("7.25"), "unheard-of"]
+    for _ in range(500):
+        features = {}
+        for source in sources:
+            if rng.random() < 0.2:
+                continue  # absent
+            if levels[source]:
+                options = [*levels[source], None, math.nan, "unheard-of"]
+            else:
+                options = choices[:-1]
+            features[source] = options[rng.integers(len(options))]
+        assert _same(encode_one(features), _declared(features))
+
+
+def test_an_unknown_category_is_no_indicator_and_a_missing_one_is_nan():
+    x = dict(zip(MODEL_FEATURES, encode_one({"vertical": "lottery"}), strict=True))
+    assert [v for k, v in x.items() if k.startswith("vertical_is_")] == [0.0] * 5
+    x = dict(zip(MODEL_FEATURES, encode_one({"vertical": math.nan}), strict=True))
+    assert all(math.isnan(v) for k, v in x.items() if k.startswith("vertical_is_"))
