@@ -27,13 +27,15 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
+    Operation,
+    PathItem,
     Reference,
     RequestBody,
     Schema,
 )
 from redis.exceptions import RedisError
 
-from service.api.routes import ROUTES
+from service.api.routes import MAX_BODY_BYTES, ROUTES
 from service.api.schemas import (
     ErrorBody,
     FeedbackRequest,
@@ -71,7 +73,6 @@ from service.stores.velocity import RiskStore
 
 log = logging.getLogger("riskscore")
 
-MAX_BODY_BYTES = 64 * 1024
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 _encoder = msgspec.json.Encoder()
@@ -339,6 +340,18 @@ def _document_bodies(app: Litestar) -> None:
     )
     schema = app.openapi_schema
     schema.components.schemas.update(components)  # type: ignore[arg-type]
+    # The score route is a plain ASGI handler (see ``routes._score_app``), which Litestar
+    # leaves out of the schema: its operation is declared here, as Litestar would name it.
+    schema.paths = dict(schema.paths or {})
+    schema.paths["/v1/score"] = PathItem(
+        post=Operation(
+            summary="ScorePayment",
+            description="Score one payment attempt: approve, challenge, review or decline.",
+            operation_id="V1ScoreScorePayment",
+            responses={},
+            deprecated=False,
+        )
+    )
     for (path, method), type_ in bodies.items():
         operation = getattr(schema.paths[path], method)  # type: ignore[index]
         operation.request_body = RequestBody(

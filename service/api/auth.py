@@ -22,11 +22,17 @@ def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> froze
     return found
 
 
-async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Async so that Litestar calls it inline rather than in a worker thread."""
-    role = handler.opt["role"]
-    roles = roles_for(connection.app.state.api_keys, connection.headers.get("x-api-key"))
+def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: str) -> None:
+    """Refuse a missing or unknown key (401) and a key without ``role`` (403)."""
+    roles = roles_for(keys, supplied)
     if roles is None:
         raise NotAuthorizedException("missing or unknown API key (X-API-Key)")
     if role not in roles:
         raise PermissionDeniedException(f"this API key does not have the {role} role")
+
+
+async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Async so that Litestar calls it inline rather than in a worker thread."""
+    authorize(
+        connection.app.state.api_keys, connection.headers.get("x-api-key"), handler.opt["role"]
+    )

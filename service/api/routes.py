@@ -5,19 +5,27 @@ from __future__ import annotations
 import time
 
 import msgspec
-from litestar import Request, Response, delete, get, post, put
+from litestar import Request, Response, asgi, delete, get, post, put
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    MethodNotAllowedException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
+from litestar.types import Receive, Scope, Send
 
 from service.api.admission import AdmissionLimit
-from service.api.auth import require_role
+from service.api.auth import authorize, require_role
 from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
 from service.errors import NotFound
 from service.list_admin import LIST_NAMES, check_name, normalise_items
 from service.scoring import Engine, score
 
 JSON = "application/json"
+MAX_BODY_BYTES = 64 * 1024
+_JSON_HEADERS = ((b"content-type", JSON.encode()),)
 _encoder = msgspec.json.Encoder()
 
 
@@ -33,20 +41,75 @@ def _require_json(request: Request) -> None:
         )
 
 
-@post(
-    "/v1/score",
-    guards=[require_role],
-    opt={"role": "score"},
-    status_code=200,
-    middleware=[AdmissionLimit],
-)
-async def score_payment(request: Request, state: State) -> Response[bytes]:
-    """Score one payment attempt: approve, challenge, review or decline, with reasons."""
-    _require_json(request)
+async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/score`` as a plain ASGI app: no request object, guard or response object.
+
+    Litestar's handler machinery (request and response objects, the guard's copy of the
+    handler, the signature model) costs about 50–70 µs per call on the benchmark machine,
+    a fifth of a score call; the steps below do the same checks in the same order with the
+    same errors, which Litestar's exception handlers render as for every other route.
+    """
+    if scope["method"] != "POST":
+        raise MethodNotAllowedException()
+    api_key = content_type = content_length = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and content_length is None:
+            content_length = value
+    state = scope["litestar_app"].state
+    authorize(state.api_keys, api_key, "score")
+    media_type = content_type.partition(";")[0].strip().lower() if content_type else ""
+    if media_type != JSON:
+        raise HTTPException(
+            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
+        )
     engine: Engine = state.engine
-    score_request = decode_score_request(await request.body(), currencies=engine.fx.currencies)
-    decision = await score(engine, score_request)
-    return _json(decision)
+    body = await _read_body(receive, content_length)
+    score_request = decode_score_request(body, currencies=engine.fx.currencies)
+    answer = _encoder.encode(await score(engine, score_request))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+
+
+async def _read_body(receive: Receive, content_length: bytes | None) -> bytes:
+    """The request body, refused with 413 past ``MAX_BODY_BYTES`` as Litestar refuses it."""
+    if (
+        content_length is not None
+        and content_length.isdigit()
+        and int(content_length) > MAX_BODY_BYTES
+    ):
+        raise RequestEntityTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestEntityTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_admitted_score = AdmissionLimit(_score_app)
+
+
+@asgi("/v1/score", copy_scope=False)
+async def score_payment(scope: Scope, receive: Receive, send: Send) -> None:
+    """Score one payment attempt: approve, challenge, review or decline, with reasons."""
+    await _admitted_score(scope, receive, send)
 
 
 @post("/v1/feedback", guards=[require_role], opt={"role": "feedback"}, status_code=202)

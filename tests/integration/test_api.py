@@ -394,3 +394,27 @@ async def test_score_calls_beyond_the_in_flight_limit_are_shed_with_503_and_coun
         assert "overloaded" in shed.json()["error"]
         assert "riskscore_shed_total 1.0" in (await c.get("/metrics")).text
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_the_score_route_keeps_the_framework_s_answers_at_its_edges(client):
+    """``/v1/score`` is a plain ASGI handler: methods, body limits, content types and the
+    OpenAPI operation must still behave as on the other routes (a body trickled in pieces
+    is covered on the real server, ``tests/reliability/test_hostile_input.py``)."""
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        r = await client.request(method, "/v1/score", headers=headers())
+        assert (r.status_code, r.json()["error"]) == (405, "Method Not Allowed")
+    big = json.dumps(payment("declared-big")).encode() + b" " * 70_000
+    r = await client.post(
+        "/v1/score", content=big, headers={**headers(), "Content-Type": "application/json"}
+    )
+    assert (r.status_code, r.json()["error"]) == (413, "Request Entity Too Large")
+    r = await client.post(
+        "/v1/score",
+        content=json.dumps(payment("mixed-case-1")).encode(),
+        headers={**headers(), "Content-Type": "Application/JSON; charset=utf-8"},
+    )
+    assert r.status_code == 200 and r.json()["transaction_id"] == "mixed-case-1"
+    assert r.headers["content-type"] == "application/json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    operation = (await client.get("/schema/openapi.json")).json()["paths"]["/v1/score"]["post"]
+    assert set(operation["responses"]) >= {"200", "400", "401", "403", "409", "413", "415", "503"}
