@@ -58,6 +58,7 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
     assert names == [
         "GET /healthz",
         "POST /v1/feedback {} (400)",
+        "POST /v1/score {} (400)",
         "POST /v1/score, maximum",
         "POST /v1/score, about half load",
     ]
@@ -67,6 +68,7 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
         assert run["errors"] == 0, run
     assert report["summary"]["errors"] == 0
     assert report["summary"]["score_to_empty_post"] > 0
+    assert report["summary"]["score_to_score_route_floor"] > 0
     assert report["micro"]["parts"].keys() >= PARTS
 
     table = (tmp_path / "quick.md").read_text()
