@@ -578,6 +578,7 @@ async def test_breaker_fails_fast_after_three_failures_then_lets_one_probe_throu
     for _ in range(3):
         with pytest.raises(StoreUnavailable, match="budget"):
             await store.begin(_payment(), digest="d")
+        now[0] += 0.02  # the failures span more than one budget (25 ms): an outage
     started = time.perf_counter()
     for _ in range(100):
         with pytest.raises(StoreUnavailable, match="circuit open"):
@@ -589,6 +590,34 @@ async def test_breaker_fails_fast_after_three_failures_then_lets_one_probe_throu
     with pytest.raises(StoreUnavailable, match="circuit open"):
         await store.begin(_payment(), digest="d")
     await client.aclose()
+
+
+async def test_one_stall_failing_many_calls_at_once_does_not_open_the_breaker() -> None:
+    now = [0.0]
+    breaker = Breaker(threshold=3, cooldown=1.0, clock=lambda: now[0])
+    answers = 0
+
+    async def stalled() -> None:
+        raise TimeoutError
+
+    async def answered() -> None:
+        nonlocal answers
+        answers += 1
+
+    for _ in range(40):  # every call in flight during one stall, timed out together
+        with pytest.raises(StoreUnavailable):
+            await breaker.call(0.025, stalled)
+    assert not breaker.is_open
+    await breaker.call(0.025, answered)
+    assert answers == 1 and not breaker.is_open
+    for _ in range(3):  # failures that last a whole budget: an outage
+        with pytest.raises(StoreUnavailable):
+            await breaker.call(0.025, stalled)
+        now[0] += 0.013
+    assert breaker.is_open
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        await breaker.call(0.025, answered)
+    assert answers == 1
 
 
 async def test_breaker_closes_after_a_successful_probe(
@@ -603,12 +632,13 @@ async def test_breaker_closes_after_a_successful_probe(
     for _ in range(3):
         with pytest.raises(StoreUnavailable):
             await breaker.call(0.1, fail)
+        now[0] += 0.05
     assert breaker.is_open
     store = RiskStore(
         redis_client, prefix=redis_prefix, timeout_ms=2_000, decision_ttl_seconds=60,
         breaker=breaker,
     )  # fmt: skip
-    now[0] = 2.0
+    now[0] = 2.5
     assert (await store.begin(_payment(), digest="d")).status == "new"
     assert not breaker.is_open
 
