@@ -59,6 +59,7 @@ class Metrics:
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+        self._rule_hits: dict[tuple[str, str], Counter] = {}
         self.redis_begin = self.redis_latency.labels("begin")
         self.redis_commit = self.redis_latency.labels("commit")
 
@@ -73,6 +74,12 @@ class Metrics:
             self._children[(decision, vertical)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def rule_hit(self, rule_id: str, mode: str) -> None:
+        child = self._rule_hits.get((rule_id, mode))
+        if child is None:
+            child = self._rule_hits[(rule_id, mode)] = self.rule_hits.labels(rule_id, mode)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -113,9 +113,16 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     executions = ruleset.evaluate(
         payment.vertical, payment.merchant_id, features, allow_listed=allow_listed
     )
-    hits = [
-        RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message) for e in executions if e.hit
-    ]
+    hits: list[RuleOutcome] = []
+    ran: list[dict[str, Any]] = []  # the rules that hit or failed, for the decision log
+    errors: list[str] = []
+    for e in executions:
+        if e.hit or e.error:
+            ran.append({"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error})
+            if e.hit:
+                hits.append(RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message))
+            if e.error:
+                errors.append(e.rule_id)
 
     model_view: ModelView | None = None
     model = engine.model
@@ -153,10 +160,10 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = _record(payment, features, executions, outcome, decision, latency_ms)
+    record = _record(payment, features, ran, outcome, decision, latency_ms)
     await _commit(engine, payment, decision, record, stored=begin is not None)
 
-    _observe(engine, payment.vertical, decision, executions, started)
+    _observe(engine, payment.vertical, decision, hits, errors, started)
     decision_lines.emit(
         {
             "transaction_id": payment.transaction_id,
@@ -215,7 +222,7 @@ async def _commit(
 def _record(
     payment: Payment,
     features: dict[str, Any],
-    executions: list[Any],
+    ran: list[dict[str, Any]],
     outcome: Outcome,
     decision: ScoreResponse,
     latency_ms: float,
@@ -232,11 +239,7 @@ def _record(
         "ruleset_version": decision.ruleset_version,
         "catalog_version": CATALOG_VERSION,
         "reasons": [r.code for r in outcome.reasons],
-        "rules": [
-            {"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error}
-            for e in executions
-            if e.hit or e.error
-        ],
+        "rules": ran,
         "degraded": decision.degraded,
         "latency_ms": round(latency_ms, 3),
         "features": features,
@@ -244,14 +247,18 @@ def _record(
 
 
 def _observe(
-    engine: Engine, vertical: str, decision: ScoreResponse, executions: list[Any], started: float
+    engine: Engine,
+    vertical: str,
+    decision: ScoreResponse,
+    hits: list[RuleOutcome],
+    errors: list[str],
+    started: float,
 ) -> None:
     m = engine.metrics
     m.decision(decision.decision, vertical, time.perf_counter() - started)
-    for e in executions:
-        if e.hit:
-            m.rule_hits.labels(e.rule_id, e.mode).inc()
-        if e.error:
-            m.rule_errors.labels(e.rule_id).inc()
+    for hit in hits:
+        m.rule_hit(hit.rule_id, hit.mode)
+    for rule_id in errors:
+        m.rule_errors.labels(rule_id).inc()
     for dependency in decision.degraded:
         m.degraded.labels(dependency).inc()

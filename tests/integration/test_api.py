@@ -247,9 +247,19 @@ async def test_operational_endpoints(client, redis_client):
     assert any("appendonly" in w for w in report["redis"]["warnings"]) == (appendonly == "no")
     assert report["fx_rates"]["as_of"]
     assert report["model"]["ok"] is False
-    await client.post("/v1/score", json=payment("m-1"), headers=headers())
+    answers = [
+        (await client.post("/v1/score", json=payment(f"m-{n}"), headers=headers())).json()
+        for n in (1, 2)
+    ]
     metrics = (await client.get("/metrics")).text
-    assert 'riskscore_decisions_total{decision="approve",vertical="ecommerce"} 1.0' in metrics
+    assert 'riskscore_decisions_total{decision="approve",vertical="ecommerce"} 2.0' in metrics
+    for mode, key in (("live", "matched_rules"), ("shadow", "shadow_rules")):
+        hits = [rule for answer in answers for rule in answer[key]]
+        for rule in set(hits):
+            line = (
+                f'riskscore_rule_hits_total{{rule_id="{rule}",mode="{mode}"}} {hits.count(rule)}.0'
+            )
+            assert line in metrics
     schema = (await client.get("/schema/openapi.json")).json()
     assert "ScoreRequest" in schema["components"]["schemas"]
     assert schema["paths"]["/v1/score"]["post"]["requestBody"]
