@@ -253,7 +253,7 @@ async def test_operational_endpoints(client, redis_client):
     ]
     metrics = (await client.get("/metrics")).text
     assert 'riskscore_decisions_total{decision="approve",vertical="ecommerce"} 2.0' in metrics
-    for mode, key in (("live", "matched_rules"), ("shadow", "shadow_rules")):
+    for mode, key in (("active", "matched_rules"), ("shadow", "shadow_rules")):
         hits = [rule for answer in answers for rule in answer[key]]
         for rule in set(hits):
             line = (
