@@ -257,7 +257,7 @@ async def test_operational_endpoints(client, redis_client):
         hits = [rule for answer in answers for rule in answer[key]]
         for rule in set(hits):
             line = (
-                f'riskscore_rule_hits_total{{rule_id="{rule}",mode="{mode}"}} {hits.count(rule)}.0'
+                f'riskscore_rule_hits_total{{mode="{mode}",rule_id="{rule}"}} {hits.count(rule)}.0'
             )
             assert line in metrics
     schema = (await client.get("/schema/openapi.json")).json()
