@@ -78,6 +78,10 @@ class _Protocol(asyncio.Protocol):
 
 
 class PipelinedConnection:
+    # The loop of the current socket, set by ``_connect``. Kept rather than asked for with
+    # ``asyncio.get_running_loop()``, which makes a ``getpid`` system call each time.
+    _loop: asyncio.AbstractEventLoop
+
     def __init__(
         self,
         url: str,
@@ -136,7 +140,7 @@ class PipelinedConnection:
             )
 
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
         call = _Call(future, time.monotonic())
         self._waiting.append(call)
@@ -156,7 +160,7 @@ class PipelinedConnection:
             self._fail_waiting(RedisConnectionError("redis connection closed"))
             return
         transport.write(b"".join(packed for packed, _ in unsent))
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         for _, call in unsent:
             if not call.future.done():
                 call.timer = loop.call_later(self._budget, self._expire, call.future)
@@ -167,7 +171,7 @@ class PipelinedConnection:
         async with self._connecting:
             if self._transport is not None and not self._transport.is_closing():
                 return
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     if self._unix:
