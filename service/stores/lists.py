@@ -105,6 +105,15 @@ def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
     return found
 
 
+def lookup_lists(keys: Keys) -> tuple[tuple[str, tuple[str, ...], tuple[str, str]], ...]:
+    """Per list entity, in ``lookups`` order: its attributes and the keys of its ``block_``
+    and ``allow_`` lists, which depend only on the prefix, so ``begin`` builds them once."""
+    return tuple(
+        (entity, attributes, (keys.list(f"block_{entity}"), keys.list(f"allow_{entity}")))
+        for entity, attributes in LOOKUP_ATTRIBUTES.items()
+    )
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 

@@ -50,17 +50,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from collections.abc import Callable, Sequence
+from itertools import compress
+from operator import attrgetter
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
 
 from service.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.keys import Keys, member_digest
+from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
-from service.stores.lists import ListHit, lookups
-from service.stores.plan import PLAN, Plan, entity_values, event_second, present
+from service.stores.lists import ListHit, lookup_lists
+from service.stores.plan import PLAN, Plan, event_second, present
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
@@ -93,6 +96,23 @@ class _DecisionRecord(msgspec.Struct):
 _decision_record_decoder = msgspec.json.Decoder(_DecisionRecord)
 
 
+def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
+    """The ``attributes`` of a payment as a tuple, in one C call (``attrgetter`` of a
+    single name returns the bare value, hence the wrapper)."""
+    if len(attributes) == 1:
+        one = attrgetter(attributes[0])
+        return lambda payment: (one(payment),)
+    return attrgetter(*attributes)
+
+
+def _present_all(values: tuple[Any, ...]) -> list[str | None]:
+    """``present`` of each value; a non-blank ``str`` (nearly every value) is what
+    ``present`` returns it as, so it skips the call."""
+    return [
+        v if v.__class__ is str and v.strip() else None if v is None else present(v) for v in values
+    ]
+
+
 class RiskStore:
     def __init__(
         self,
@@ -121,25 +141,61 @@ class RiskStore:
         self._maxlen = stream_maxlen
         self.library = Library(plan)
 
+        # The hot path's tables, built once from the plan, the lists and the prefix (the
+        # same definitions ``entity_values``, ``lookups`` and ``Keys`` use): every Payment
+        # attribute ``begin`` needs is read once per call, by its position in ``_read``.
+        position: dict[str, int] = {}
+
+        def at(attribute: str) -> int:
+            return position.setdefault(attribute, len(position))
+
+        # per entity: its key attribute, key head and tail, its distinct members' attributes
+        self._entities = tuple(
+            (
+                at(e.attribute),
+                *self.keys.velocity_affixes(e.entity, e.layout),
+                tuple(at(d.attribute) for d in e.distinct),
+            )
+            for e in plan.entities
+        )
+        # per list entity: its name, block and allow list keys, and its (attribute,
+        # position) pairs; an entity of one attribute (most) as that pair, unwrapped
+        self._lookups = tuple(
+            (entity, list_keys, attributes[0], at(attributes[0]))
+            if len(attributes) == 1
+            else (entity, list_keys, None, tuple((a, at(a)) for a in attributes))
+            for entity, attributes, list_keys in lookup_lists(self.keys)
+        )
+        self._read = _reader(tuple(position))
+        # commit reads only the entity keys; per entity its name, and per entity a decline
+        # counts for its name, key head and tail, and plan index
+        self._read_keys = _reader(tuple(e.attribute for e in plan.entities))
+        self._entity_names = tuple(str(e.entity) for e in plan.entities)
+        self._decline_entities = tuple(
+            (str(e.entity), *self.keys.velocity_affixes(e.entity, e.layout), e.index)
+            for e in plan.entities
+            if e.declines
+        )
+
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
+        values = _present_all(self._read(payment))
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
-        keyed = {e.entity: value for e, value in entity_values(self.plan, payment)}
         mask = []
         members: list[int | str] = []
-        digests: dict[str, int | str] = {}
-        for e in self.plan.entities:
-            value = keyed.get(e.entity)
+        digests: list[int | str | None] = [None] * len(values)
+        for at, head, tail, distinct in self._entities:
+            value = values[at]
             if value is None:
                 mask.append("0")
                 continue
             mask.append("1")
-            keys.append(self.keys.velocity(e.entity, value, e.layout))
-            for d in e.distinct:
-                member = digests.get(d.attribute)
+            keys.append(head + tag_value(value) + tail)
+            for i in distinct:
+                member = digests[i]
                 if member is None:
-                    text = present(getattr(payment, d.attribute))
-                    member = digests[d.attribute] = member_digest(text) if text else ""
+                    text = values[i]
+                    member = digests[i] = member_digest(text) if text else ""
                 members.append(member)
         args: list[str | int] = [
             int(time.time() * 1000),
@@ -151,11 +207,21 @@ class RiskStore:
             event_second(payment.event_time),
             *members,
         ]
-        for entity, pairs in lookups(payment):
-            keys += (self.keys.list(f"block_{entity}"), self.keys.list(f"allow_{entity}"))
-            args += (entity, len(pairs))
-            for attribute, item in pairs:
-                args += (attribute, item)
+        for entity, list_keys, single, where in self._lookups:  # as ``lookups`` finds them
+            if single is not None:
+                item = values[where]
+                if item is not None:
+                    keys += list_keys
+                    args += (entity, 1, single, item)
+                continue
+            pairs: list[str] = []
+            for attribute, i in where:
+                item = values[i]
+                if item is not None:
+                    pairs += (attribute, item)
+            if pairs:
+                keys += list_keys
+                args += (entity, len(pairs) // 2, *pairs)
 
         reply = await self.breaker.call(
             self._budget,
@@ -177,8 +243,24 @@ class RiskStore:
     ) -> None:
         """Store the decision, log it, and count a decline: one function call, atomic."""
         second = event_second(payment.event_time)
-        entities = entity_values(self.plan, payment)
-        record = TransactionRecord(second, {str(e.entity): value for e, value in entities})
+        raw = self._read_keys(payment)
+        # The entities' key values as ``entity_values`` finds them, built in C: the truthy
+        # values are kept as they are, which is right when every value is None, "" or a
+        # non-blank str; anything else (blank, not a str; rare) takes ``present``.
+        keyed = dict(compress(zip(self._entity_names, raw, strict=True), raw))
+        try:
+            exact = len(keyed) + raw.count(None) + raw.count("") == len(raw) and all(
+                map(str.strip, keyed.values())
+            )
+        except TypeError:  # a value that is not a str
+            exact = False
+        if not exact:
+            keyed = {
+                name: value
+                for name, value in zip(self._entity_names, _present_all(raw), strict=True)
+                if value is not None
+            }
+        record = TransactionRecord(second, keyed)
         keys = [self.keys.transaction(payment.transaction_id), self.keys.decisions]
         args: list[str | int | bytes] = [
             decision_json,
@@ -190,10 +272,11 @@ class RiskStore:
         ]
         if declined:
             args.append(second)
-            for e, value in entities:
-                if e.declines:
-                    keys.append(self.keys.velocity(e.entity, value, e.layout))
-                    args.append(e.index)
+            for name, head, tail, index in self._decline_entities:
+                value = keyed.get(name)
+                if value is not None:
+                    keys.append(head + tag_value(value) + tail)
+                    args.append(index)
         await self.breaker.call(
             self._budget,
             lambda: self.library.call(self.hot, "commit", keys, args),

@@ -18,6 +18,7 @@ from service.catalog import Aggregate
 from service.errors import StoreUnavailable
 from service.payment import Payment
 from service.stores.breaker import Breaker
+from service.stores.lists import ListHit
 from service.stores.plan import PLAN, EntityPlan, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
@@ -666,3 +667,92 @@ async def test_the_hiredis_packer_sends_what_redis_py_would_including_two_word_c
         }
     finally:
         await client.aclose()
+
+
+class _Recorder:
+    """A hot connection that records what it is sent and answers one canned reply."""
+
+    def __init__(self, reply: list) -> None:
+        self.reply = reply
+        self.sent: tuple = ()
+
+    async def execute_command(self, *args: object) -> list:
+        self.sent = args
+        return self.reply
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _reference_call(store: RiskStore, payment: Payment) -> tuple[list, list, list, list]:
+    """begin's and a decline commit's keys and arguments (begin's clock excluded), built
+    the plain way from the public definitions the hot path's tables are derived from."""
+    from service.stores.keys import member_digest
+    from service.stores.lists import lookups
+    from service.stores.plan import entity_values, event_second, present
+
+    entities = entity_values(store.plan, payment)
+    keyed = {e.entity: value for e, value in entities}
+    keys = [store.keys.transaction(payment.transaction_id), store.keys.lists_index]
+    mask, members = "", []
+    for e in store.plan.entities:
+        if e.entity not in keyed:
+            mask += "0"
+            continue
+        mask += "1"
+        keys.append(store.keys.velocity(e.entity, keyed[e.entity], e.layout))
+        for d in e.distinct:
+            text = present(getattr(payment, d.attribute))
+            members.append(member_digest(text) if text else "")
+    second = event_second(payment.event_time)
+    args = [mask, payment.amount_usd_cents, second, *members]
+    for entity, pairs in lookups(payment):
+        keys += [store.keys.list(f"block_{entity}"), store.keys.list(f"allow_{entity}")]
+        args += [entity, len(pairs), *(x for pair in pairs for x in pair)]
+    record = msgspec.json.encode({"t": second, "e": {str(e.entity): v for e, v in entities}})
+    commit_keys = [store.keys.transaction(payment.transaction_id), store.keys.decisions]
+    commit_args = [b"{}", record, 86_400, 10_000_000, payment.transaction_id, b"r", second]
+    for e, value in entities:
+        if e.declines:
+            commit_keys.append(store.keys.velocity(e.entity, value, e.layout))
+            commit_args.append(e.index)
+    return keys, args, commit_keys, commit_args
+
+
+async def test_begin_and_commit_send_what_the_public_definitions_say(store: RiskStore) -> None:
+    """The hot path reads precomputed tables; for payments with missing, blank, braced,
+    overlong and non-str values its keys and arguments are those of the definitions."""
+    rng = random.Random(11)
+    odd: list[object] = [None, "", "  ", "\t", "{x}", "a}b", "é" * 260, "ok", " ok ", 7]
+    attributes = [
+        "card_fingerprint",
+        "card_bin",
+        "device_id",
+        "device_ip",
+        "device_ip_country",
+        "customer_country",
+        "card_issuer_country",
+        "customer_email",
+        "payment_method_account",
+    ]
+    reply = [b"new", None, 3, [0] * PLAN.slot_count, [[b"block_card", b"card_fingerprint", b""]]]
+    recorder = _Recorder(reply)
+    store.hot = recorder
+    for n in range(300):
+        changes = {a: rng.choice(odd) for a in rng.sample(attributes, rng.randint(0, 9))}
+        payment = make_payment(f"t{{{n}}}" if n % 7 == 0 else f"t{n}", DAY0 + n, **changes)
+        if n % 5 == 0:
+            payment = msgspec.structs.replace(payment, customer_key=rng.choice(["", " ", "m:c"]))
+        keys, args, commit_keys, commit_args = _reference_call(store, payment)
+        begun = await store.begin(payment, "dg")
+        sent = list(recorder.sent[3:])
+        assert sent[: len(keys)] == keys
+        assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
+        assert sent[len(keys) + 4 :] == args
+        assert begun.features == PLAN.values(reply[3])
+        assert begun.list_hits == [ListHit("block_card", "card_fingerprint", None)]
+        assert begun.lists_version == 3
+        await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=True)
+        assert list(recorder.sent[3:]) == commit_keys + commit_args
+        await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=False)
+        assert list(recorder.sent[3:]) == commit_keys[:2] + commit_args[:6]
