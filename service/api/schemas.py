@@ -192,6 +192,11 @@ def _may_hold_pan(raw: bytes) -> bool:
     return _THIRTEEN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -")
 
 
+# ``_DIGITS_AS_ZERO`` that also turns { into [, so that the translated body answers the
+# depth pre-check (a count of [) as well as the PAN pre-check.
+_SCREEN_TABLE: Final = _DIGITS_AS_ZERO.replace(b"{", b"[")
+
+
 _GROUP_SPLIT = re.compile(r"[ -]")
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{20,}")
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -210,13 +215,13 @@ def decode_score_request(
     problem found; never anything else, whatever the bytes.
     """
     tree = _decode_tree(body)
-    problems = _check_score_tree(tree, currencies)
     try:
         request = _SCORE_DECODER.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
         first = _problem_from_msgspec(exc)
-        problems = [first, *(p for p in problems if p.field != first.field)]
-    if problems:
+        problems = _check_score_tree(tree, currencies)
+        raise InvalidRequest([first, *(p for p in problems if p.field != first.field)]) from None
+    if problems := _check_decoded(tree, request, currencies):
         raise InvalidRequest(problems)
     return request
 
@@ -245,9 +250,11 @@ def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise InvalidRequest([FieldProblem("body", "must be a JSON object")])
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+    # One pass for both pre-checks: every { and [ counts as a [, and _may_hold_pan's view.
+    screened = raw.translate(_SCREEN_TABLE, b" -")
+    if screened.count(b"[") > MAX_DEPTH:
         _check_depth(tree)
-    if b"\\u" in raw or _may_hold_pan(raw):
+    if (b"\\" in raw and b"\\u" in raw) or _THIRTEEN_ZEROS in screened:
         screen_for_pan(tree)
     return tree
 
@@ -372,6 +379,10 @@ def screen_for_pan(tree: Any) -> None:
 # --- semantic checks -------------------------------------------------------------------------
 
 
+_NOT_A_COUNTRY: Final = "not an ISO 3166-1 alpha-2 country code (upper case)"
+_CARD_REQUIRED: Final = "required when payment_method.type is card, with a fingerprint or a bin"
+
+
 def _check_score_tree(
     tree: dict[str, Any], currencies: Container[str] | None
 ) -> list[FieldProblem]:
@@ -393,7 +404,7 @@ def _check_score_tree(
             add(FieldProblem(field, message))
     for field in ("customer.country", "device.ip_country", "payment_method.card.issuer_country"):
         if isinstance(value := _get(tree, field), str) and value not in COUNTRIES:
-            add(FieldProblem(field, "not an ISO 3166-1 alpha-2 country code (upper case)"))
+            add(FieldProblem(field, _NOT_A_COUNTRY))
     if isinstance(ip := _get(tree, "device.ip"), str):
         try:
             parse_ip(ip)
@@ -403,17 +414,74 @@ def _check_score_tree(
     if isinstance(method, dict) and method.get("type") == "card":
         card = method.get("card")
         if not isinstance(card, dict) or not (card.get("fingerprint") or card.get("bin")):
-            add(
-                FieldProblem(
-                    "payment_method.card",
-                    "required when payment_method.type is card, with a fingerprint or a bin",
-                )
-            )
+            add(FieldProblem("payment_method.card", _CARD_REQUIRED))
     return problems
+
+
+def _check_decoded(
+    tree: dict[str, Any], request: ScoreRequest, currencies: Container[str] | None
+) -> list[FieldProblem]:
+    """``_check_score_tree`` for a body that decoded into ``request``: the same problems in
+    the same order, read from the struct where the typed decode already holds the tree's value.
+
+    A successful typed decode pins every field these checks look at: the strings are the same
+    strings (the last of duplicate keys wins in both decodes), the times were parsed by the
+    parser ``_instant_problem`` calls, and an empty fingerprint or bin, or a card that is not
+    an object, would have failed it. The amount is read from the tree, whose raw form
+    (``" 12"``, ``"1_000"``) the Decimal in the struct no longer shows.
+    """
+    problems: list[FieldProblem] = []
+    add = problems.append
+    if message := amount_problem(tree["amount"]):
+        add(FieldProblem("amount", message))
+    currency = request.currency
+    if currency not in CURRENCIES:
+        shown = f" {currency!r}" if _CODE.fullmatch(currency) else ""
+        hint = "; codes are upper case" if currency.upper() in CURRENCIES else ""
+        add(FieldProblem("currency", f"unknown currency code{shown}{hint}"))
+    elif currencies is not None and currency not in currencies:
+        add(FieldProblem("currency", f"no reference rate for {currency}"))
+    customer, device, method = request.customer, request.device, request.payment_method
+    card = method.card
+    if request.timestamp is not None and (message := _instant_range_problem(request.timestamp)):
+        add(FieldProblem("timestamp", message))
+    if customer.created_at is not None and (message := _instant_range_problem(customer.created_at)):
+        add(FieldProblem("customer.created_at", message))
+    if customer.country is not None and customer.country not in COUNTRIES:
+        add(FieldProblem("customer.country", _NOT_A_COUNTRY))
+    if device is not None and device.ip_country is not None and device.ip_country not in COUNTRIES:
+        add(FieldProblem("device.ip_country", _NOT_A_COUNTRY))
+    if (
+        card is not None
+        and card.issuer_country is not None
+        and card.issuer_country not in COUNTRIES
+    ):
+        add(FieldProblem("payment_method.card.issuer_country", _NOT_A_COUNTRY))
+    if device is not None and device.ip is not None:
+        try:
+            parse_ip(device.ip)
+        except ValueError:
+            add(FieldProblem("device.ip", "not an IPv4 or IPv6 address"))
+    if method.type == "card" and (card is None or not (card.fingerprint or card.bin)):
+        add(FieldProblem("payment_method.card", _CARD_REQUIRED))
+    return problems
+
+
+# An amount string with at most 12 integer digits (leading zeros aside) and at most 8
+# decimals lies below 10^12 within the decimals: only zero is wrong with it, and no Decimal
+# is needed to tell. Anything else (exponents, signs, more digits, non-ASCII digits) takes
+# the general path.
+_SHORT_AMOUNT = re.compile(r"0*[0-9]{1,12}(?:\.[0-9]{1,8})?")
+_MAX_AMOUNT_INT: Final = 10**12
 
 
 def amount_problem(value: Any) -> str | None:
     """Why ``value`` is not an acceptable amount, or None when it is."""
+    value_type = type(value)
+    if value_type is str and _SHORT_AMOUNT.fullmatch(value):
+        return None if value.strip("0.") else "must be greater than zero"
+    if value_type is int and 0 < value <= _MAX_AMOUNT_INT:
+        return None
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         return "must be a decimal string or a JSON number"
     if isinstance(value, str):
@@ -440,8 +508,15 @@ def amount_problem(value: Any) -> str | None:
 def _instant_problem(text: str) -> str | None:
     try:
         instant = msgspec.convert(text, Instant)
-        seconds = instant.timestamp()
     except (msgspec.ValidationError, OverflowError, ValueError):
+        return "must be an RFC 3339 date-time with a time zone offset"
+    return _instant_range_problem(instant)
+
+
+def _instant_range_problem(instant: datetime) -> str | None:
+    try:
+        seconds = instant.timestamp()
+    except (OverflowError, ValueError):
         return "must be an RFC 3339 date-time with a time zone offset"
     if not EARLIEST_INSTANT <= seconds < LATEST_INSTANT:
         return "must lie between 1970 and 2100"
