@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import io
 import json
 from datetime import UTC, datetime
@@ -17,6 +19,8 @@ from service.api.schemas import ScoreRequest, decode_score_request
 from service.errors import InvalidRequest
 from service.normalise import (
     PAYMENT_COLUMNS,
+    _canonical_decimal,
+    _digest_row,
     normalise,
     normalise_frame,
     payment_digest,
@@ -298,3 +302,75 @@ def test_frame_handles_datetime_columns_and_float_amounts(
     assert frame["event_time"].iloc[0] == online.event_time
     assert frame["amount_usd_cents"].iloc[0] == online.amount_usd_cents
     assert frame["event_time"].dtype == np.float64
+
+
+# --- the cheaper paths give the reference answers -------------------------------------------
+
+
+@pytest.mark.parametrize("key_length", [1, 16, 32, 63, 64, 65, 200])
+def test_keyed_sha256_is_hmac_sha256(key_length: int) -> None:
+    from service.pseudonymise import KeyedSha256
+
+    key = bytes(range(256))[:key_length] * 1
+    for prefix in (b"", b"email\x00", b"p" * 100):
+        keyed = KeyedSha256(key, prefix)
+        for message in (b"", b"a", "Ünï\ud800".encode("utf-8", "surrogatepass"), b"x" * 1000):
+            assert keyed.digest(message) == hmac.digest(key, prefix + message, "sha256")
+
+
+def test_tokens_are_the_documented_hmac(pseudonymiser: Pseudonymiser) -> None:
+    """``HMAC-SHA256(secret, kind NUL canonical)``, 96 bits in base64url: stored tokens
+    depend on exactly this."""
+    for kind, raw, canonical in (
+        ("email", " Alice@Example.COM", "alice@example.com"),
+        ("account", " Alice@YBL ", "alice@ybl"),
+        ("ip", "::ffff:1.2.3.4", "1.2.3.4"),
+    ):
+        mac = hmac.digest(SECRET, f"{kind}\x00{canonical}".encode(), "sha256")[:12]
+        expected = {"email": "em_", "account": "ac_", "ip": "ip_"}[kind]
+        expected += base64.urlsafe_b64encode(mac).decode()
+        assert pseudonymiser.pseudonym(kind, raw) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("0", "-0.00", "100.50", "100.5", "1e3", "1E-7", "0.0000001", "-12.3400", "1000"),
+        *("9" * 20, "123456789012.12345678", "1.10E+5", "NaN", "-Infinity"),
+    ],
+)
+def test_canonical_decimal_matches_its_digit_tuple_reading(text: str) -> None:
+    value = Decimal(text)
+    if not value.is_finite():
+        with pytest.raises(ValueError):
+            _canonical_decimal(value)
+        return
+    sign, digits, exponent = value.as_tuple()
+    coefficient = "".join(map(str, digits)).lstrip("0")
+    stripped = coefficient.rstrip("0")
+    exponent = int(exponent) + len(coefficient) - len(stripped) if stripped else 0
+    assert _canonical_decimal(value) == f"{'-' if sign else ''}{stripped or '0'}e{exponent}"
+    assert _canonical_decimal(value) == _canonical_decimal(value.normalize())
+
+
+def test_digest_row_is_the_sorted_log_row(fx: FxTable) -> None:
+    """The digest encodes its own pre-sorted row: the same bytes as the log row sorted."""
+    variants: list[dict[str, Any]] = [
+        BASE,
+        {**BASE, "amount": "0100.500", "timestamp": "2026-11-20T15:30:00+05:30"},
+        {**BASE, "device": None, "context": {"subscription": {"kind": "rebill"}}},
+        {
+            **BASE,
+            "payment_method": {"type": "card", "card": {"bin": "412345", "funding": "debit"}},
+        },
+    ]
+    for body in variants:
+        request = decode_score_request(json.dumps(body).encode(), currencies=fx.currencies)
+        row = request_to_log_row(request)
+        row["amount"] = _canonical_decimal(request.amount)
+        reference = msgspec.json.encode(row, order="sorted")
+        assert msgspec.json.encode(_digest_row(request)) == reference
+        assert (
+            payment_digest(request, key=SECRET)
+            == (hmac.digest(SECRET, reference, "sha256").hex()[:32])
+        )
