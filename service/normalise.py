@@ -252,9 +252,10 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
 
 
 def _digest_row(request: ScoreRequest) -> dict[str, Any]:
-    """``request_to_log_row`` with the amount canonical, built with its keys already sorted:
-    encoded as it is, the same bytes as that row encoded with ``order="sorted"``, without
-    the sort or the second dict (``tests/unit/test_normalise.py`` holds the two equal)."""
+    """``request_to_log_row`` with the amount canonical, built with its keys already sorted
+    and its times as UTC datetimes: encoded as it is, the same bytes as that row encoded
+    with ``order="sorted"``, without the sort, the second dict or ``isoformat``
+    (``tests/unit/test_normalise.py`` holds the two equal)."""
     method, customer = request.payment_method, request.customer
     card, device, context = method.card, request.device, request.context
     subscription = context.subscription if context else None
@@ -273,7 +274,7 @@ def _digest_row(request: ScoreRequest) -> dict[str, Any]:
         "currency": request.currency,
         "customer_age_verified": customer.age_verified,
         "customer_country": customer.country,
-        "customer_created_at": _rfc3339(customer.created_at),
+        "customer_created_at": _utc(customer.created_at),
         "customer_email": customer.email,
         "customer_id": customer.id,
         "customer_kyc_level": customer.kyc_level,
@@ -284,10 +285,16 @@ def _digest_row(request: ScoreRequest) -> dict[str, Any]:
         "payment_method_account": method.account,
         "payment_method_provider": method.provider,
         "payment_method_type": method.type,
-        "timestamp": _rfc3339(request.timestamp),
+        "timestamp": _utc(request.timestamp),
         "transaction_id": request.transaction_id,
         "vertical": request.vertical,
     }
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The time in UTC, for msgspec to write: its text of a UTC datetime is ``_rfc3339``'s
+    (``Z``, microseconds only when not zero), several times cheaper than ``isoformat``."""
+    return value.astimezone(UTC) if value is not None else None
 
 
 # The HMAC per digest key, its keyed blocks hashed once (a service uses one key).

@@ -129,6 +129,9 @@ class Pseudonymiser:
     def ip(self, raw: str | IPAddress) -> str:
         """Raises ValueError when ``raw`` is not an IP address."""
         address = raw if isinstance(raw, IPAddress) else parse_ip(raw)
+        if type(address) is ipaddress.IPv4Address:
+            # the C formatter writes the dotted quad ``str`` writes, in half the time
+            return self._token("ip", socket.inet_ntoa(address.packed))
         return self._token("ip", str(address))
 
     def pseudonym(self, kind: IdentifierKind, raw: str) -> str:

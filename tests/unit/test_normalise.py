@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import hmac
 import io
+import ipaddress
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,8 @@ from service.normalise import (
     PAYMENT_COLUMNS,
     _canonical_decimal,
     _digest_row,
+    _rfc3339,
+    _utc,
     normalise,
     normalise_frame,
     payment_digest,
@@ -374,3 +377,30 @@ def test_digest_row_is_the_sorted_log_row(fx: FxTable) -> None:
             payment_digest(request, key=SECRET)
             == (hmac.digest(SECRET, reference, "sha256").hex()[:32])
         )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
+        datetime(2026, 11, 20, 10, 0, 0, 250_000, tzinfo=UTC),
+        datetime(2026, 11, 20, 10, 0, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=-14))),
+        datetime(999, 5, 5, 5, 5, 5, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_msgspec_writes_a_utc_time_as_the_log_row_does(value: datetime) -> None:
+    """The digest row leaves its times to msgspec: the text must be the log row's."""
+    assert msgspec.json.encode(_utc(value)) == msgspec.json.encode(_rfc3339(value))
+
+
+@pytest.mark.parametrize(
+    "raw", ["0.0.0.0", "10.0.0.1", "198.51.100.7", "255.255.255.255", "::ffff:1.2.3.4", "::1"]
+)
+def test_ip_tokens_hash_the_canonical_text(pseudonymiser: Pseudonymiser, raw: str) -> None:
+    mac = hmac.digest(
+        SECRET, f"ip\x00{ipaddress.ip_address(str(parse_ip(raw)))}".encode(), "sha256"
+    )
+    expected = "ip_" + base64.urlsafe_b64encode(mac[:12]).decode()
+    assert pseudonymiser.ip(raw) == pseudonymiser.ip(parse_ip(raw)) == expected
