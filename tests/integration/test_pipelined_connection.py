@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,6 +16,18 @@ from redis.exceptions import ResponseError
 
 from service.stores.pipelined import PipelinedConnection
 from tests.conftest import TEST_REDIS_URL
+
+
+@pytest.fixture(autouse=True)
+def _remove_keys(redis_prefix: str) -> Iterator[None]:
+    """Every test here writes under its prefix through the connection under test."""
+    yield
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"{redis_prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 def _connection(**overrides: float) -> PipelinedConnection:
