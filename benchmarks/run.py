@@ -256,20 +256,13 @@ class Bench:
             "GET /healthz", "wrk_fixed.lua", args, connections=connections, seconds=seconds
         )
 
-    def floor_post(self, connections: int, seconds: float) -> dict[str, Any]:
-        args = ["POST", "/v1/feedback", "400", self.feedback_key, FLOOR_POST_BODY]
+    def floor_post(
+        self, path: str, api_key: str, connections: int, seconds: float
+    ) -> dict[str, Any]:
+        """An empty JSON body, refused with 400 after the API key and the decode."""
+        args = ["POST", path, "400", api_key, FLOOR_POST_BODY]
         return self.wrk(
-            "POST /v1/feedback {} (400)",
-            "wrk_fixed.lua",
-            args,
-            connections=connections,
-            seconds=seconds,
-        )
-
-    def score_route_floor(self, connections: int, seconds: float) -> dict[str, Any]:
-        args = ["POST", "/v1/score", "400", self.score_key, FLOOR_POST_BODY]
-        return self.wrk(
-            "POST /v1/score {} (400)",
+            f"POST {path} {{}} (400)",
             "wrk_fixed.lua",
             args,
             connections=connections,
@@ -557,8 +550,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 bench.score("warm-up", connections, 1 if args.quick else 3)
                 bench.runs.clear()
                 get = bench.floor_get(connections, seconds)
-                post = bench.floor_post(connections, seconds)
-                route = bench.score_route_floor(connections, seconds)
+                post = bench.floor_post("/v1/feedback", feedback_key, connections, seconds)
+                route = bench.floor_post("/v1/score", score_key, connections, seconds)
                 top = bench.score("POST /v1/score, maximum", connections, seconds)
                 half = half_load(
                     bench,

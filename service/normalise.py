@@ -247,54 +247,10 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
     covers the raw email, account and IP, so pass the pseudonymisation secret as ``key``
     wherever the digest is stored: unkeyed, it would let anyone holding it test guesses.
     """
-    encoded = msgspec.json.encode(_digest_row(request))
+    row = request_to_log_row(request)
+    row["amount"] = _canonical_decimal(request.amount)
+    encoded = msgspec.json.encode(row, order="sorted")
     return _digest_key(key).digest(encoded).hex()[:32]
-
-
-def _digest_row(request: ScoreRequest) -> dict[str, Any]:
-    """``request_to_log_row`` with the amount canonical, built with its keys already sorted
-    and its times as UTC datetimes: encoded as it is, the same bytes as that row encoded
-    with ``order="sorted"``, without the sort, the second dict or ``isoformat``
-    (``tests/unit/test_normalise.py`` holds the two equal)."""
-    method, customer = request.payment_method, request.customer
-    card, device, context = method.card, request.device, request.context
-    subscription = context.subscription if context else None
-    return {
-        "amount": _canonical_decimal(request.amount),
-        "card_bin": card.bin if card else None,
-        "card_fingerprint": card.fingerprint if card else None,
-        "card_funding": card.funding if card else None,
-        "card_issuer_country": card.issuer_country if card else None,
-        "card_last4": card.last4 if card else None,
-        "context_bonus_code": context.bonus_code if context else None,
-        "context_first_deposit": context.first_deposit if context else None,
-        "context_subscription_kind": subscription.kind if subscription else None,
-        "context_subscription_trial": subscription.trial if subscription else None,
-        "context_three_ds": context.three_ds if context else None,
-        "currency": request.currency,
-        "customer_age_verified": customer.age_verified,
-        "customer_country": customer.country,
-        "customer_created_at": _utc(customer.created_at),
-        "customer_email": customer.email,
-        "customer_id": customer.id,
-        "customer_kyc_level": customer.kyc_level,
-        "device_id": device.id if device else None,
-        "device_ip": device.ip if device else None,
-        "device_ip_country": device.ip_country if device else None,
-        "merchant_id": request.merchant_id,
-        "payment_method_account": method.account,
-        "payment_method_provider": method.provider,
-        "payment_method_type": method.type,
-        "timestamp": _utc(request.timestamp),
-        "transaction_id": request.transaction_id,
-        "vertical": request.vertical,
-    }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """The time in UTC, for msgspec to write: its text of a UTC datetime is ``_rfc3339``'s
-    (``Z``, microseconds only when not zero), several times cheaper than ``isoformat``."""
-    return value.astimezone(UTC) if value is not None else None
 
 
 # The HMAC per digest key, its keyed blocks hashed once (a service uses one key).
