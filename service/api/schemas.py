@@ -392,13 +392,8 @@ def _check_score_tree(
     if "amount" in tree and (message := amount_problem(tree["amount"])):
         add(FieldProblem("amount", message))
     currency = tree.get("currency")
-    if isinstance(currency, str):
-        if currency not in CURRENCIES:
-            shown = f" {currency!r}" if _CODE.fullmatch(currency) else ""
-            hint = "; codes are upper case" if currency.upper() in CURRENCIES else ""
-            add(FieldProblem("currency", f"unknown currency code{shown}{hint}"))
-        elif currencies is not None and currency not in currencies:
-            add(FieldProblem("currency", f"no reference rate for {currency}"))
+    if isinstance(currency, str) and (message := _currency_problem(currency, currencies)):
+        add(FieldProblem("currency", message))
     for field in ("timestamp", "customer.created_at"):
         if isinstance(value := _get(tree, field), str) and (message := _instant_problem(value)):
             add(FieldProblem(field, message))
@@ -418,6 +413,16 @@ def _check_score_tree(
     return problems
 
 
+def _currency_problem(currency: str, currencies: Container[str] | None) -> str | None:
+    if currency not in CURRENCIES:
+        shown = f" {currency!r}" if _CODE.fullmatch(currency) else ""
+        hint = "; codes are upper case" if currency.upper() in CURRENCIES else ""
+        return f"unknown currency code{shown}{hint}"
+    if currencies is not None and currency not in currencies:
+        return f"no reference rate for {currency}"
+    return None
+
+
 def _check_decoded(
     tree: dict[str, Any], request: ScoreRequest, currencies: Container[str] | None
 ) -> list[FieldProblem]:
@@ -434,13 +439,8 @@ def _check_decoded(
     add = problems.append
     if message := amount_problem(tree["amount"]):
         add(FieldProblem("amount", message))
-    currency = request.currency
-    if currency not in CURRENCIES:
-        shown = f" {currency!r}" if _CODE.fullmatch(currency) else ""
-        hint = "; codes are upper case" if currency.upper() in CURRENCIES else ""
-        add(FieldProblem("currency", f"unknown currency code{shown}{hint}"))
-    elif currencies is not None and currency not in currencies:
-        add(FieldProblem("currency", f"no reference rate for {currency}"))
+    if message := _currency_problem(request.currency, currencies):
+        add(FieldProblem("currency", message))
     customer, device, method = request.customer, request.device, request.payment_method
     card = method.card
     if request.timestamp is not None and (message := _instant_range_problem(request.timestamp)):
