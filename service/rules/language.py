@@ -5,7 +5,7 @@ is parsed with ``ast.parse(..., mode="eval")`` and only the nodes below are acce
 everything else (attribute access, indexing, lambdas, comprehensions, calls of anything
 but the functions listed, names starting with ``_``) is refused with a message saying
 what to write instead. Nothing is ever handed to Python's evaluator: the checked tree is
-compiled twice, into one generated Python function for one request (``Expression.scalar``) and into
+compiled twice, into a tree of closures for one request (``Expression.scalar``) and into
 numpy operations over a DataFrame (``Expression.evaluate_frame``). Both read the same
 checked tree, so the language has one meaning, which a property test holds them to.
 
@@ -44,7 +44,7 @@ frame) follow one rule, the same in both engines:
   may only be written as a ``coalesce`` default (``x == None`` is refused: it would
   always be False).
 
-The pieces: ``syntax`` (the whitelist checker and the tree), ``scalar`` (generated code for one
+The pieces: ``syntax`` (the whitelist checker and the tree), ``scalar`` (closures for one
 request), ``vectorised`` (numpy for a frame); ``Expression`` below binds them together.
 """
 
@@ -66,7 +66,7 @@ __all__ = ["Columns", "Expression", "ExpressionError", "parse"]
 class Expression:
     """A checked condition compiled for both engines.
 
-    ``scalar(features, params)`` is the request path: one generated function, no allocation beyond
+    ``scalar(features, params)`` is the request path: a closure tree, no allocation beyond
     the call frames. ``evaluate_columns(columns)`` is the offline path: one bool per row.
     """
 

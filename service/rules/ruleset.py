@@ -1,9 +1,9 @@
 """The compiled rule set: what a request (or a backtest frame) is judged by.
 
 ``RuleSet`` is immutable and shared between threads; ``evaluate`` is the request path
-(generated code, well under a microsecond per rule, never raises for a rule),
-``evaluate_frame`` the offline path (numpy, one column per rule). Both run the same
-``Expression`` per rule. Rule files become a ``RuleSet`` in ``service.rules.packfile``.
+(closures, a few microseconds per rule, never raises for a rule), ``evaluate_frame`` the
+offline path (numpy, one column per rule). Both run the same ``Expression`` per rule.
+Rule files become a ``RuleSet`` in ``service.rules.packfile``.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class Scope:
 class RuleSet:
     """An immutable, compiled rule set; safe to share between threads and requests."""
 
-    __slots__ = ("_fallback", "_scopes", "_steps", "rules", "version")
+    __slots__ = ("_fallback", "_scopes", "rules", "version")
 
     def __init__(
         self, version: str, rules: tuple[CompiledRule, ...], scopes: Mapping[str, Scope]
@@ -152,12 +152,6 @@ class RuleSet:
         self.rules = rules
         self._scopes = dict(scopes)
         self._fallback = self._scopes[COMMON]
-        # Per scope, what evaluate needs of each rule, unpacked once here rather than
-        # looked up as attributes on every request.
-        self._steps = {
-            id(scope): tuple((r.allowlist_bypass, r.when.scalar, r.miss, r) for r in scope.rules)
-            for scope in self._scopes.values()
-        }
 
     def __repr__(self) -> str:
         return f"RuleSet({self.version}, {len(self.rules)} rules)"
@@ -191,11 +185,11 @@ class RuleSet:
         params = scope.merchant_params.get(merchant_id, scope.params)
         out: list[RuleExecution] = []
         append = out.append
-        for bypass, scalar, miss, rule in self._steps[id(scope)]:
-            if bypass and allow_listed:
+        for rule in scope.rules:
+            if allow_listed and rule.allowlist_bypass:
                 continue
             try:
-                hit = scalar(features, params)
+                hit = rule.when.scalar(features, params)
             except Exception as e:  # one broken rule must never fail the decision
                 append(
                     RuleExecution(
@@ -220,7 +214,7 @@ class RuleSet:
                     )
                 )
             else:
-                append(miss)
+                append(rule.miss)
         return out
 
     def evaluate_frame(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -253,16 +253,3 @@ def test_expression_lists_the_features_and_params_it_reads() -> None:
     )
     assert expression.features == {"amount_usd", "card_bin"}
     assert expression.params == {"limit"}
-
-
-def test_deeply_nested_conditions_compile_past_pythons_parenthesis_limit() -> None:
-    """The scalar engine generates Python source; a subtree deep down becomes its own function
-    so 300 chained additions (far beyond 200 nested parentheses) still compile and agree."""
-    chain = " + ".join(["amount_usd"] * 300)
-    expression = Expression(f"{chain} > 5")
-    assert expression.evaluate({"amount_usd": 1})
-    assert not expression.evaluate({"amount_usd": 0.01})
-    assert not expression.evaluate({})  # missing anywhere in the chain: False
-    negations = Expression("not " * 150 + "first_deposit")
-    assert negations.evaluate({"first_deposit": True})
-    assert not negations.evaluate({})  # an even number of nots over False
