@@ -35,7 +35,7 @@ from litestar.openapi.spec import (
 )
 from redis.exceptions import RedisError
 
-from service.api.routes import MAX_BODY_BYTES, ROUTES
+from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schemas import (
     ErrorBody,
     FeedbackRequest,
@@ -130,6 +130,29 @@ async def _every(seconds: float, action: Any) -> None:
             log.exception("background task failed")
 
 
+class ScoringApp(Litestar):
+    """Litestar, with ``POST /v1/score`` taken straight to its handler (``score_direct``).
+
+    Every other path, and the score path under a ``root_path``, go through Litestar as
+    usual. The shortcut skips middleware and ``before_send`` hooks, so it is taken only
+    while the app has none (``direct_score``, set by ``create_app``).
+    """
+
+    direct_score = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            self.direct_score
+            and scope["type"] == "http"
+            and scope["path"] == SCORE_PATH
+            and not scope.get("root_path")
+        ):
+            scope["app"] = scope["litestar_app"] = self
+            await score_direct(self, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Litestar:
     if not settings.secret:
         raise ValueError("RISKSCORE_SECRET is required: it keys the pseudonymisation")
@@ -180,7 +203,7 @@ def create_app(settings: Settings) -> Litestar:
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()
 
-    return Litestar(
+    app = ScoringApp(
         route_handlers=ROUTES,
         lifespan=[lifespan],
         state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
@@ -203,6 +226,8 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
         logging_config=None,  # Litestar's default would replace the JSON log lines
     )
+    app.direct_score = not (app.middleware or app.before_send or app.after_exception)
+    return app
 
 
 async def _warm_up(engine: Engine) -> None:

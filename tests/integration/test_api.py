@@ -428,3 +428,53 @@ async def test_the_score_route_keeps_the_framework_s_answers_at_its_edges(client
     assert int(r.headers["content-length"]) == len(r.content)
     operation = (await client.get("/schema/openapi.json")).json()["paths"]["/v1/score"]["post"]
     assert set(operation["responses"]) >= {"200", "400", "401", "403", "409", "413", "415", "503"}
+
+
+async def test_the_direct_score_entry_answers_as_litestar_s_route_does(
+    redis_client, redis_prefix, tmp_path
+):
+    """``ScoringApp`` takes ``/v1/score`` past Litestar's router and exception middleware;
+    every error must come out byte for byte as through them, and the shortcut must be
+    the path actually taken."""
+    app = create_app(settings_for(redis_prefix, tmp_path))
+    routed = 0
+    litestar_handler = app.asgi_handler
+
+    async def counting(scope, receive, send):  # type: ignore[no-untyped-def]
+        nonlocal routed
+        routed += scope["path"] == "/v1/score"
+        await litestar_handler(scope, receive, send)
+
+    app.asgi_handler = counting
+    json_type = {"Content-Type": "application/json"}
+    big = json.dumps(payment("big")).encode() + b" " * 70_000
+
+    async def answers(c: AsyncTestClient, tag: str) -> list[tuple[int, str, dict[str, str]]]:
+        requests = [
+            ("GET", None, headers(), None),
+            ("POST", payment(f"{tag}-a"), {}, None),
+            ("POST", payment(f"{tag}-b"), headers(FEEDBACK_KEY), None),
+            ("POST", None, {**headers(), "Content-Type": "text/plain"}, b"{}"),
+            ("POST", None, {**headers(), **json_type}, big),
+            ("POST", None, {**headers(), **json_type}, b"{not json"),
+            ("POST", {**payment(f"{tag}-c"), "amount": "-3"}, headers(), None),
+            ("POST", payment(f"{tag}-d"), headers(), None),
+            ("POST", payment(f"{tag}-d", amount="99.00"), headers(), None),
+        ]
+        out = []
+        for method, body, extra, content in requests:
+            r = await c.request(method, "/v1/score", json=body, content=content, headers=extra)
+            kept = {k: v for k, v in r.headers.items() if k != "date"}
+            text = r.text if r.status_code != 200 else r.json()["decision"]
+            out.append((r.status_code, text.replace(tag, "*"), kept))
+        return out
+
+    async with AsyncTestClient(app=app) as c:
+        assert app.direct_score
+        direct = await answers(c, "direct")
+        assert routed == 0
+        app.direct_score = False
+        through_litestar = await answers(c, "routed")
+        assert routed == len(through_litestar)
+    assert [a[0] for a in direct] == [405, 401, 403, 415, 413, 400, 400, 200, 409]
+    assert direct == through_litestar
