@@ -34,6 +34,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is
+        # per-request work for nothing; the Server header only advertises the stack.
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -57,6 +57,7 @@ async def test_ten_concurrent_twins_across_two_workers_are_decided_once(
         features = await _attempts(scenario, http, "tok_twin")
         logged = _decisions_for(redis_server, service.prefix, "twin-1")
     assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
+    assert "server" not in answers[0].headers  # `riskscore serve` does not advertise uvicorn
     bodies = [a.json() for a in answers]
     assert sum(not b.pop("replayed") for b in bodies) == 1, [b["degraded"] for b in bodies]
     assert all(b == bodies[0] for b in bodies)
