@@ -7,11 +7,12 @@ import contextlib
 import json
 import logging
 import os
+import time
 
 import pytest
 
 from service import log_format
-from service.log_format import DecisionLines, JsonFormatter
+from service.log_format import DecisionLines, JsonFormatter, _timestamp
 
 
 @pytest.fixture
@@ -88,3 +89,11 @@ def test_no_line_when_the_logger_is_above_info(pipe) -> None:
     finally:
         logger.setLevel(logging.NOTSET)
     assert _read(read_end) == []
+
+
+def test_timestamps_match_the_plain_format_across_seconds_and_back_in_time() -> None:
+    start = 1_795_819_052.0
+    moments = [start + k * 0.0437 for k in range(200)] + [start - 86_400.5, start + 0.999, start]
+    for moment in moments:
+        plain = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+        assert _timestamp(moment) == plain + f".{int(moment % 1 * 1000):03d}Z"
