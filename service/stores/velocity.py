@@ -265,7 +265,7 @@ class RiskStore:
         args: list[str | int | bytes] = [
             decision_json,
             _record_encoder.encode(record),
-            self._decision_ttl,
+            self._decision_ttl,  # for a claim that vanished since begin (commit.lua)
             self._maxlen,
             payment.transaction_id,
             record_json,

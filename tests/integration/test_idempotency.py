@@ -136,3 +136,41 @@ async def test_transaction_key_lives_for_the_decision_ttl(
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
     assert await redis_client.hget(key, "state") == b"done"
+
+
+async def test_commit_keeps_the_ttl_begin_set_on_the_claim(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """commit does not set the TTL again (begin did, milliseconds before)."""
+    await store.begin(make_payment("t1"), digest="d1")
+    key = f"{redis_prefix}:{{tx:t1}}"
+    await redis_client.expire(key, 1_000)  # as if the claim had been made long ago
+    await commit(store, make_payment("t1"))
+    assert 990 <= await redis_client.ttl(key) <= 1_000
+    assert await redis_client.hget(key, "state") == b"done"
+
+
+async def test_a_takeover_commit_keeps_the_first_claims_ttl(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    key = f"{redis_prefix}:{{tx:t1}}"
+    await redis_client.expire(key, 1_000)
+    await asyncio.sleep(0.25)  # past the pending timeout: the claim may be taken over
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "takeover"
+    await commit(store, make_payment("t1"))
+    assert 990 <= await redis_client.ttl(key) <= 1_000
+    assert await redis_client.hget(key, "decision") == DECISION
+
+
+async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_ttl(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A claim evicted (volatile-* policy) or lost in a failover between begin and commit:
+    the key commit recreates must not live forever."""
+    await store.begin(make_payment("t1"), digest="d1")
+    key = f"{redis_prefix}:{{tx:t1}}"
+    await redis_client.delete(key)
+    await commit(store, make_payment("t1"))
+    assert 3_590 < await redis_client.ttl(key) <= 3_600
+    assert await redis_client.hget(key, "state") == b"done"
