@@ -60,6 +60,7 @@ from service.reference import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.scoring import Engine
 from service.settings import Settings
+from service.stores.decisions import register_catalog
 from service.stores.lists import ListStore
 from service.stores.redis_client import (
     make_client,
@@ -236,6 +237,9 @@ async def _warm_up(engine: Engine) -> None:
     Otherwise the first payments of a fresh process spend their Redis budget on connecting
     and on ``FUNCTION LOAD``, come back degraded, and concurrent retries of one of them
     each get their own (degraded) evaluation. Redis down at start is not an error here.
+
+    It also registers the catalogue's feature names (``register_catalog``), which name the
+    values of the decision records' ``features`` arrays once a later version exports them.
     """
     client = engine.store.client
     try:
@@ -243,6 +247,7 @@ async def _warm_up(engine: Engine) -> None:
             await engine.store.library.load(client)
             await asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS)))
             await engine.store.hot.execute_command("PING")
+            await register_catalog(client, engine.store.keys.prefix)
     except (TimeoutError, OSError, RedisError) as exc:
         log.warning("redis warm-up failed: %s: %s", type(exc).__name__, str(exc)[:200])
 

@@ -268,6 +268,18 @@ FEATURES_BY_NAME: Final[dict[str, VelocityFeature | RequestFeature]] = {
 if len(FEATURES_BY_NAME) != len(VELOCITY_FEATURES) + len(REQUEST_FEATURES):
     raise RuntimeError("duplicate feature name in the catalogue")
 
+# Every feature name in one fixed order: the request features, then the velocity features,
+# each in declaration order. The decision record stores its features as a bare list of
+# values in this order (no names), so the order is part of the catalogue: ``_fingerprint``
+# hashes both tuples in order, hence a rename, addition or reordering in either changes
+# ``CATALOG_VERSION``, which every record carries. Never change the concatenation below
+# (request first): the version would not see it, and old records would be misread.
+# (Not to be confused with ``service.features.request.FEATURE_NAMES``, the request
+# features only.)
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
+    f.name for f in (*REQUEST_FEATURES, *VELOCITY_FEATURES)
+)
+
 
 def feature_kind(name: str) -> FeatureKind:
     """Velocity features are numbers; request features declare their kind."""

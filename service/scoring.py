@@ -17,12 +17,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, Final
 
 import msgspec
 
 from service.api.schemas import ScoreRequest, ScoreResponse
-from service.catalog import CATALOG_VERSION, VELOCITY_FEATURES
+from service.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
 from service.decision_spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
 from service.features.request import request_features
@@ -198,7 +199,12 @@ async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> S
 
 
 async def _commit(
-    engine: Engine, payment: Any, decision: ScoreResponse, record: dict[str, Any], *, stored: bool
+    engine: Engine,
+    payment: Any,
+    decision: ScoreResponse,
+    record: DecisionLogRecord,
+    *,
+    stored: bool,
 ) -> None:
     """Record the decision before answering; on a Redis failure, spool it to disk."""
     decision_json = _encoder.encode(decision)
@@ -219,6 +225,32 @@ async def _commit(
     await asyncio.to_thread(engine.spool.append, record_json)
 
 
+# The record's feature values in catalogue order, picked by name in one C call: right
+# whatever order the features dict was filled in (request features, then begin's or the
+# degraded path's velocity features), and a missing feature is a KeyError, never a
+# silently shifted list.
+_feature_values: Final = itemgetter(*FEATURE_NAMES)
+
+
+class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The decision-log entry, as ``_record`` describes it; a struct rather than a dict
+    because msgspec encodes its field names from a table built once (about 0.3 µs less per
+    record), in this order."""
+
+    payment: Payment
+    decision: str
+    score: int
+    model_probability: float | None
+    model_version: str | None
+    ruleset_version: str | None
+    catalog_version: str
+    reasons: list[str]
+    rules: list[dict[str, Any]]
+    degraded: list[str]
+    latency_ms: float
+    features: tuple[Any, ...]
+
+
 def _record(
     payment: Payment,
     features: dict[str, Any],
@@ -226,24 +258,35 @@ def _record(
     outcome: Outcome,
     decision: ScoreResponse,
     latency_ms: float,
-) -> dict[str, Any]:
-    """The decision-log entry: the payment as normalised (pseudonyms only), and the why."""
-    return {
-        "payment": payment,
-        "transaction_id": payment.transaction_id,
-        "event_time": payment.event_time,
-        "decision": decision.decision,
-        "score": decision.score,
-        "model_probability": decision.model_probability,
-        "model_version": decision.model_version,
-        "ruleset_version": decision.ruleset_version,
-        "catalog_version": CATALOG_VERSION,
-        "reasons": [r.code for r in outcome.reasons],
-        "rules": ran,
-        "degraded": decision.degraded,
-        "latency_ms": round(latency_ms, 3),
-        "features": features,
-    }
+) -> DecisionLogRecord:
+    """The decision-log entry: the payment as normalised (pseudonyms only), and the why.
+
+    One JSON object per decision (``training.export.DecisionRecord`` reads it): ``payment``
+    (its ``transaction_id`` and ``event_time`` are the record's; they are not repeated at
+    the top), ``decision``, ``score``, ``model_probability``, ``model_version``,
+    ``ruleset_version``, ``catalog_version``, ``reasons`` (codes), ``rules`` (the rules
+    that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
+    every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
+    ``catalog_version`` identifies (the service registers each version's names in Redis
+    at startup, see ``service.stores.decisions``). The names were about 1.4 KB of each
+    3.5 KB record, the same in every one; records written before this format hold
+    ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
+    top too), and the export reads both.
+    """
+    return DecisionLogRecord(
+        payment=payment,
+        decision=decision.decision,
+        score=decision.score,
+        model_probability=decision.model_probability,
+        model_version=decision.model_version,
+        ruleset_version=decision.ruleset_version,
+        catalog_version=CATALOG_VERSION,
+        reasons=[r.code for r in outcome.reasons],
+        rules=ran,
+        degraded=decision.degraded,
+        latency_ms=round(latency_ms, 3),
+        features=_feature_values(features),
+    )
 
 
 def _observe(

@@ -21,6 +21,15 @@ The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parq
 metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
 A copy converted to CSV loses that mark and no longer trains (an IP token is not an IP).
 
+Decision records come in two shapes (``service.scoring._record``): ``features`` as a
+name → value object (records written before the compact format), or as an array of values
+in the order of the catalogue its ``catalog_version`` names. The names of the running
+catalogue are known here (``catalog.FEATURE_NAMES``); those of older versions come from
+the ``<prefix>:catalogs`` hash, which every service start fills in, read once per export.
+A record of a catalogue found in neither (or whose array does not match its names) is
+still exported, without ``f_`` columns, and counted as ``unknown_catalog`` in the result,
+with its versions in ``unknown_catalog_versions``.
+
 A transaction found twice in the stream (a decision spooled while Redis timed out, then
 drained, although the first write had landed) is exported once, its first record kept.
 """
@@ -28,6 +37,7 @@ drained, although the first write had landed) is exported once, its first record
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,10 +47,16 @@ import pandas as pd
 import redis.asyncio as aioredis
 from tqdm.auto import tqdm
 
-from service.catalog import FEATURES_BY_NAME, feature_kind
+from service.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
 from service.normalise import LOG_COLUMNS
 from service.payment import Payment
-from service.stores.decisions import DecisionEntry, LabelEntry, read_decisions, read_labels
+from service.stores.decisions import (
+    DecisionEntry,
+    LabelEntry,
+    read_catalogs,
+    read_decisions,
+    read_labels,
+)
 from service.stores.keys import Keys
 from training.dataset import IDENTIFIERS_ATTR
 
@@ -98,10 +114,39 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     rules: list[_RuleRecord] = msgspec.field(default_factory=list)
     degraded: list[str] = msgspec.field(default_factory=list)
     latency_ms: float | None = None
-    features: dict[str, Any] = msgspec.field(default_factory=dict)
+    # name → value (older records), or the values in the order of ``catalog_version``
+    features: dict[str, Any] | list[Any] = msgspec.field(default_factory=dict)
 
 
 _record_decoder = msgspec.json.Decoder(DecisionRecord)
+
+# Catalogue version → its feature names in record order; the running catalogue's.
+CURRENT_CATALOGS: Final[Mapping[str, Sequence[str]]] = {CATALOG_VERSION: FEATURE_NAMES}
+
+
+def feature_names(
+    record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
+) -> Sequence[str] | None:
+    """The names of an array record's feature values: those of its ``catalog_version``
+    in ``catalogs``, when there are exactly as many. None when they are unknown (or the
+    record holds its features by name: then the names are the object's keys)."""
+    features = record.features
+    if isinstance(features, dict) or record.catalog_version is None:
+        return None
+    names = catalogs.get(record.catalog_version)
+    return names if names is not None and len(names) == len(features) else None
+
+
+def record_features(
+    record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
+) -> dict[str, Any] | None:
+    """A record's features by name, whichever its shape; None when it holds an array of
+    a catalogue ``catalogs`` does not know."""
+    features = record.features
+    if isinstance(features, dict):
+        return features
+    names = feature_names(record, catalogs)
+    return None if names is None else dict(zip(names, features, strict=True))
 
 
 def _stream_ms(entry_id: str) -> float:
@@ -121,8 +166,15 @@ def _utc(values: Any, *, unit: str = "s", index: pd.Index | None = None) -> pd.S
     return series.mask(missing)
 
 
-def decision_row(entry: DecisionEntry, record: DecisionRecord) -> dict[str, Any]:
-    """One decision as a flat row: log columns, decision columns, ``f_`` features."""
+def decision_row(
+    entry: DecisionEntry,
+    record: DecisionRecord,
+    catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS,
+) -> dict[str, Any]:
+    """One decision as a flat row: log columns, decision columns, ``f_`` features.
+
+    ``catalogs`` names the values of an array record (``record_features``); a record of
+    an unknown catalogue gets no ``f_`` columns."""
     payment = record.payment
     row: dict[str, Any] = {}
     for name in LOG_COLUMNS:
@@ -152,8 +204,10 @@ def decision_row(entry: DecisionEntry, record: DecisionRecord) -> dict[str, Any]
         latency_ms=record.latency_ms,
         recorded_at=_stream_ms(entry.id),
     )
-    for name, value in record.features.items():
-        row[FEATURE_PREFIX + name] = value
+    features = record_features(record, catalogs)
+    if features is not None:
+        for name, value in features.items():
+            row[FEATURE_PREFIX + name] = value
     return row
 
 
@@ -241,13 +295,18 @@ async def export(
 
     ``since`` (Unix seconds) keeps decisions whose payment time is at or after it, and the
     labels of payments at or after it. Streams are read in pages of ``page_size``. Entries
-    that are not decision records of this format are skipped and counted.
+    that are not decision records of this format are skipped and counted. Records of a
+    catalogue neither running nor registered are exported without features and counted
+    (``unknown_catalog``, their versions in ``unknown_catalog_versions``).
     """
     keys = Keys(prefix)
+    # the running catalogue's names win over whatever the hash says of the same version
+    catalogs = {**await read_catalogs(client, prefix), **CURRENT_CATALOGS}
 
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    skipped = duplicates = 0
+    skipped = duplicates = unknown_catalog = 0
+    unknown_versions: set[str] = set()
     bar = tqdm(
         total=await client.xlen(keys.decisions),
         unit="decision",
@@ -271,7 +330,10 @@ async def export(
                     duplicates += 1
                     continue
                 seen.add(record.payment.transaction_id)
-                rows.append(decision_row(entry, record))
+                if isinstance(record.features, list) and feature_names(record, catalogs) is None:
+                    unknown_catalog += 1
+                    unknown_versions.add(str(record.catalog_version))
+                rows.append(decision_row(entry, record, catalogs))
     finally:
         bar.close()
 
@@ -312,12 +374,15 @@ async def export(
         "frauds": int((transactions["label"] == 1).sum()),
         "skipped": skipped,
         "duplicates": duplicates,
+        "unknown_catalog": unknown_catalog,
+        "unknown_catalog_versions": sorted(unknown_versions),
         "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
         "files": {name: str(path) for name, path in files.items()},
     }
 
 
 __all__ = [
+    "CURRENT_CATALOGS",
     "DECISION_COLUMNS",
     "FEATURE_PREFIX",
     "LABELS_FILE_COLUMNS",
@@ -325,6 +390,8 @@ __all__ = [
     "decision_row",
     "decisions_frame",
     "export",
+    "feature_names",
     "labels_frame",
+    "record_features",
     "transactions_frame",
 ]

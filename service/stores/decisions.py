@@ -5,14 +5,26 @@
 label to ``<prefix>:labels``. Both streams are capped approximately (``MAXLEN ~``). Read
 them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
 with ``(``).
+
+The decision record (``service.scoring._record``) holds its features as a bare array of
+values, in the order of the catalogue named by its ``catalog_version``; older records hold
+a name → value object. The names of each catalogue version live in the
+``<prefix>:catalogs`` hash (version → JSON list of names): ``register_catalog`` writes the
+running catalogue's once at startup, ``read_catalogs`` reads them all for an export, so
+records outlive the service version that wrote them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import redis.asyncio as aioredis
 
+from service.catalog import CATALOG_VERSION, FEATURE_NAMES
 from service.stores.keys import Keys
+
+_names_decoder = msgspec.json.Decoder(list[str])
 
 
 class DecisionEntry(msgspec.Struct, frozen=True):
@@ -86,3 +98,29 @@ async def read_labels(
             )
         )
     return entries
+
+
+async def register_catalog(
+    client: aioredis.Redis,
+    prefix: str,
+    version: str = CATALOG_VERSION,
+    names: Sequence[str] = FEATURE_NAMES,
+) -> None:
+    """Record which feature names, in which order, the records of ``version`` hold.
+
+    Once per process start, off the request path; writing the same names again is
+    harmless (a version is a hash of the definitions, so its names never change)."""
+    await client.hset(Keys(prefix).catalogs, version, msgspec.json.encode(list(names)))
+
+
+async def read_catalogs(client: aioredis.Redis, prefix: str) -> dict[str, tuple[str, ...]]:
+    """Every registered catalogue version's feature names; an entry that is not a JSON
+    list of strings is left out (its records then count as of an unknown catalogue)."""
+    raw = await client.hgetall(Keys(prefix).catalogs)
+    catalogs: dict[str, tuple[str, ...]] = {}
+    for version, names in raw.items():
+        try:
+            catalogs[_text(version)] = tuple(_names_decoder.decode(names))
+        except msgspec.DecodeError:
+            continue
+    return catalogs

@@ -29,6 +29,11 @@ key                             type    content
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
+                                        (the decision record JSON, ``scoring._record``)
+``P:catalogs``                  hash    ``CATALOG_VERSION`` → JSON list of its feature
+                                        names (``catalog.FEATURE_NAMES``), which name the
+                                        decision records' ``features`` arrays; written
+                                        at startup, read by the export
 ``P:labels``                    stream  feedback labels: ``transaction_id``, ``label``,
                                         ``reported_at``, ``event_time``, ``reason``
 ==============================  ======  ====================================================
@@ -38,7 +43,9 @@ Entity names are those of ``catalog.Entity``; ``customer`` is keyed by
 is unusually long is replaced by ``#`` and a SHA-256 prefix so it cannot break the tag.
 
 Velocity keys expire (see ``plan.py`` for the TTLs); the transaction key lives
-``decision_ttl_days``; the streams are capped by ``MAXLEN ~``; lists live until changed.
+``decision_ttl_days``; the streams are capped by ``MAXLEN ~``; lists live until changed;
+the catalogue names never expire (a few KB per catalogue version: records of an old
+version may stay in the stream as long as it keeps them).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ def member_digest(value: str) -> int:
 class Keys:
     """Key names under one prefix."""
 
-    __slots__ = ("decisions", "labels", "lists_index", "prefix")
+    __slots__ = ("catalogs", "decisions", "labels", "lists_index", "prefix")
 
     def __init__(self, prefix: str) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
@@ -87,6 +94,7 @@ class Keys:
         self.prefix = prefix
         self.lists_index = f"{prefix}:{{lists}}:index"
         self.decisions = f"{prefix}:decisions"
+        self.catalogs = f"{prefix}:catalogs"
         self.labels = f"{prefix}:labels"
 
     def velocity(self, entity: str, value: str, layout: str) -> str:

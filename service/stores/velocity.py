@@ -89,7 +89,16 @@ _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(TransactionRecord)
 
 
+class _RecordPayment(msgspec.Struct):
+    transaction_id: str = ""
+
+
 class _DecisionRecord(msgspec.Struct):
+    """What ``append_records`` reads of a spooled decision record: its transaction id,
+    from ``payment`` (every record shape has it there), else from the top-level copy that
+    records written before the compact format also carry."""
+
+    payment: _RecordPayment | None = None
     transaction_id: str = ""
 
 
@@ -338,14 +347,23 @@ class RiskStore:
         return result is not None
 
     async def append_records(self, records: list[bytes]) -> None:
-        """Append decision records (spooled while Redis was away) to the decision log."""
+        """Append decision records (spooled while Redis was away) to the decision log.
+
+        A spool file may predate an upgrade, so any record shape drains: the stream entry's
+        ``transaction_id`` comes from the record's ``payment``, else from its top level."""
         if not records:
             return
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for record_json in records:
-                    transaction_id = _decision_record_decoder.decode(record_json).transaction_id
+                    record = _decision_record_decoder.decode(record_json)
+                    payment = record.payment
+                    transaction_id = (
+                        payment.transaction_id
+                        if payment is not None and payment.transaction_id
+                        else record.transaction_id
+                    )
                     pipe.xadd(
                         self.keys.decisions,
                         {"transaction_id": transaction_id, "record": record_json},

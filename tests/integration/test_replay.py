@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from service.api.schemas import decode_score_request
 from service.app import create_app
+from service.catalog import CATALOG_VERSION, FEATURE_NAMES
 from service.normalise import request_to_log_row
 from service.settings import Settings
 from service.stores.decisions import read_decisions, read_labels
@@ -65,12 +66,16 @@ async def replay_sample(service: AsyncTestClient, log: pd.DataFrame, **options: 
 
 
 async def decision_records(redis_client, prefix: str) -> dict[str, dict]:
+    """The decision records by transaction id, their feature array named by the catalogue."""
     records: dict[str, dict] = {}
     after = None
     while page := await read_decisions(redis_client, prefix, count=200, after=after):
         after = page[-1].id
         for entry in page:
-            records[entry.transaction_id] = msgspec.json.decode(entry.record)
+            record = msgspec.json.decode(entry.record)
+            assert record["catalog_version"] == CATALOG_VERSION
+            record["features"] = dict(zip(FEATURE_NAMES, record["features"], strict=True))
+            records[entry.transaction_id] = record
     return records
 
 
