@@ -347,6 +347,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{result['duplicates']:,} repeated transactions",
             file=sys.stderr,
         )
+    if result["unknown_catalog"]:
+        print(
+            f"{result['unknown_catalog']:,} decisions exported without their features: "
+            f"their feature catalogue is not registered in Redis "
+            f"({', '.join(result['unknown_catalog_versions'])})",
+            file=sys.stderr,
+        )
     _table("files", ["file", "path"], [[n, p] for n, p in result["files"].items()])
     return 0
 

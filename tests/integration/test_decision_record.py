@@ -239,3 +239,26 @@ async def test_spooled_records_of_both_shapes_drain_under_their_transaction_id(
         ("s-new", compact),
         ("s-bare", top_level_only),
     ]
+
+
+def test_the_export_command_says_how_many_decisions_lost_their_features(
+    redis_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import redis
+
+    from tests.conftest import TEST_REDIS_URL
+    from training.cli import main
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.xadd(
+            Keys(redis_prefix).decisions,
+            {"transaction_id": "t-gone", "record": _record("t-gone", "catalog-gone", [1.0])},
+        )
+        argv = ["export", "--out", str(tmp_path), "--redis-url", TEST_REDIS_URL]
+        assert main([*argv, "--prefix", redis_prefix]) == 0
+    finally:
+        client.delete(Keys(redis_prefix).decisions)
+        client.close()
+    err = capsys.readouterr().err
+    assert "1 decisions exported without their features" in err and "catalog-gone" in err
