@@ -15,7 +15,7 @@ fallback of scripts.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -48,8 +48,11 @@ class Commands(Protocol):
 
 
 class Library:
-    def __init__(self, plan: Plan) -> None:
-        body = _SHARED + plan.lua_prelude() + "".join(_source(f) for f in _FUNCTIONS.values())
+    def __init__(self, plan: Plan, sources: Mapping[str, str] | None = None) -> None:
+        """``sources``: function name → Lua text used instead of its file, so a benchmark
+        can time a variant of one function against the same plan and shared code."""
+        texts = {f: _source(file) for f, file in _FUNCTIONS.items()} | dict(sources or {})
+        body = _SHARED + plan.lua_prelude() + "".join(texts[f] for f in _FUNCTIONS)
         version = hashlib.sha1(body.encode()).hexdigest()[:12]
         self.name = f"riskscore_{version}"
         self.functions = {f: f"riskscore_{f}_{version}" for f in _FUNCTIONS}

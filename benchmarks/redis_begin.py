@@ -1,0 +1,484 @@
+"""What ``begin`` costs Redis itself: commandstats µs per call and Redis CPU per call.
+
+``make bench`` reports Redis' CPU per score call for the whole service; this script isolates
+the one Lua function that dominates it. It drives the real ``RiskStore.begin`` (over the hot
+path's pipelined connection, ``--concurrency`` calls in flight, as under load) with the
+benchmark's traffic mix (``wrk_score.lua``: many merchants, cards, customers, devices, IPs,
+payment methods), normalised and pseudonymised as the service does. Each run:
+
+1. a fresh key space (a private prefix; on the private server also ``FLUSHALL``) and the
+   function library loaded;
+2. a warm phase of ``--warm`` begins whose event times span ``--warm-span`` seconds (by
+   default the time they take at ``--rate`` score calls per second, as in ``make bench``;
+   a longer span gives the entities older buckets and more members), so the measured
+   calls meet states of the size a running service has;
+3. ``CONFIG RESETSTAT``, then ``--calls`` begins at ``--rate`` calls per event second;
+4. from ``INFO commandstats``: µs per ``FCALL`` (the whole function, nested commands
+   included), the nested commands per begin and µs per call, and what is left for the Lua
+   VM itself; from ``INFO cpu``: Redis' user+system CPU per begin (all of it: the event
+   loop, the system calls, AOF writes), and the main thread's; with ``--callgrind``, the
+   x86 instructions the server executed per begin (valgrind, so exact from run to run:
+   the way to compare two versions of ``begin.lua`` on a machine shared with other work,
+   where the times move by a fifth from run to run; ``callgrind_annotate`` on a dump kept
+   with ``--callgrind-out`` shows where they go).
+
+Every run of a round sends the same payments at the same event times, so ``--variant``s
+(other ``begin.lua`` texts, for the same plan and shared code) see the same states; each
+variant's feature values are hashed and checked against the first's (they must agree, or
+the variant changed results). Variants run interleaved, in alternating order per round, so
+the drift of a shared machine falls on all of them alike.
+
+By default a private ``redis-server`` (AOF ``everysec``, as ``make bench`` runs it) is
+started on a free loopback port and stopped at the end, so nothing else's commands mix
+into its statistics. With ``--redis-url`` an existing Redis is used instead; note that
+``CONFIG RESETSTAT`` and ``INFO`` are server-wide there, so other clients' commands count
+too. Either way the keys a run wrote are deleted after it.
+
+    .venv/bin/python benchmarks/redis_begin.py --rounds 3
+    .venv/bin/python benchmarks/redis_begin.py --variant old=/tmp/begin_old.lua --rounds 5
+    .venv/bin/python benchmarks/redis_begin.py --warm-span 604800 --lists
+    .venv/bin/python benchmarks/redis_begin.py --callgrind --warm 5000 --calls 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from service.api.schemas import decode_score_request
+from service.normalise import normalise
+from service.payment import Payment
+from service.pseudonymise import Pseudonymiser
+from service.reference import FxTable
+from service.settings import DEFAULT_FX_RATES
+from service.stores.library import Library
+from service.stores.lists import LIST_NAMES, ListStore
+from service.stores.redis_client import make_hot_connection
+from service.stores.velocity import RiskStore
+
+VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
+CURRENCIES = ("INR", "BDT", "IDR", "VND", "BRL", "USD")
+COUNTRIES = ("IN", "BD", "ID", "VN", "BR", "US")
+METHODS = ("upi", "wallet", "card", "card", "bank_transfer", "card")
+# the script's own commands, not begin's (``config|resetstat`` and the like included)
+IGNORED = ("cmdstat_info", "cmdstat_config", "cmdstat_ping", "cmdstat_function")
+
+
+@dataclass(frozen=True)
+class Workload:
+    cards: int
+    customers: int
+    merchants: int
+
+
+def body(rng: random.Random, transaction_id: str, w: Workload) -> bytes:
+    """A ``/v1/score`` body as ``wrk_score.lua`` writes them (pools sized by ``w``)."""
+    i = rng.randrange(6)
+    card = rng.randint(1, w.cards)
+    customer = rng.randint(1, w.customers)
+    if METHODS[i] == "card":
+        method: dict[str, Any] = {
+            "type": "card",
+            "card": {
+                "bin": f"4{card % 99_999:05d}",
+                "last4": f"{card % 10_000:04d}",
+                "fingerprint": f"tok_{card}",
+                "issuer_country": COUNTRIES[i],
+                "funding": "debit",
+            },
+        }
+    else:
+        method = {"type": METHODS[i], "account": f"acct{card}@bank"}
+    return msgspec.json.encode(
+        {
+            "transaction_id": transaction_id,
+            "merchant_id": f"m-{rng.randint(1, w.merchants)}",
+            "vertical": rng.choice(VERTICALS),
+            "amount": f"{rng.randint(1, 5000)}.{rng.randint(0, 99):02d}",
+            "currency": CURRENCIES[i],
+            "payment_method": method,
+            "customer": {
+                "id": f"c-{customer}",
+                "email": f"user{customer}@example.com",
+                "created_at": "2025-03-01T10:00:00Z",
+                "kyc_level": 2,
+                "age_verified": True,
+                "country": COUNTRIES[i],
+            },
+            "device": {
+                "id": f"d-{customer % 30_000}",
+                "ip": f"198.51.{customer % 250}.{card % 250}",
+                "ip_country": COUNTRIES[i],
+            },
+            "context": {"three_ds": "authenticated", "first_deposit": False},
+        }
+    )
+
+
+def payments(args: argparse.Namespace, start: float) -> tuple[list[Payment], list[Payment]]:
+    """The warm phase's and the measured phase's payments, the same for every run."""
+    rng = random.Random(args.seed)
+    fx = FxTable.load(DEFAULT_FX_RATES)
+    pseudonymiser = Pseudonymiser(b"redis-begin-benchmark-secret")
+    w = Workload(args.cards, args.customers, args.merchants)
+    span = args.warm_span if args.warm_span is not None else args.warm / args.rate
+
+    def make(n: int, t: float) -> Payment:
+        request = decode_score_request(body(rng, f"rb-{n}", w))
+        return normalise(
+            request, fx=fx, pseudonymiser=pseudonymiser, now=t, clock="server", max_skew_seconds=0
+        ).payment
+
+    warm_start = start - span
+    warm = [make(n, warm_start + span * n / max(1, args.warm)) for n in range(args.warm)]
+    measured = [make(args.warm + n, start + n / args.rate) for n in range(args.calls)]
+    return warm, measured
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int | None = None  # a private server's process
+    callgrind: Path | None = None  # where a server run under callgrind dumps its counts
+
+
+@contextlib.contextmanager
+def private_redis(aof: bool, callgrind: bool) -> Iterator[Server]:
+    """A ``redis-server`` of our own on a free loopback port, configured as ``make bench``'s;
+    with ``callgrind``, run under valgrind's callgrind, counting nothing until told."""
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server not found; install it or pass --redis-url")
+    if callgrind and shutil.which("valgrind") is None:
+        sys.exit("valgrind not found; install it or leave out --callgrind")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="redis-begin-") as workdir:
+        dumps = Path(workdir) / "callgrind"
+        tool = (
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={dumps}.%p",
+            ]
+            if callgrind
+            else []
+        )
+        options = {
+            "port": str(port),
+            "bind": "127.0.0.1",
+            "dir": workdir,
+            "save": "",
+            "appendonly": "yes" if aof else "no",
+            "appendfsync": "everysec",
+            "maxmemory-policy": "noeviction",
+            "logfile": str(Path(workdir) / "redis.log"),
+        }
+        proc = subprocess.Popen(
+            [*tool, "redis-server", *(x for k, v in options.items() for x in (f"--{k}", v))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port)
+            deadline = time.monotonic() + (60 if callgrind else 10)
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        sys.exit(f"redis-server did not start on port {port}")
+                    time.sleep(0.05)
+            client.close()
+            yield Server(f"redis://127.0.0.1:{port}/0", proc.pid, dumps if callgrind else None)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def _callgrind(server: Server, command: str) -> None:
+    assert server.pid is not None
+    subprocess.run(
+        ["callgrind_control", command, str(server.pid)], check=True, stdout=subprocess.DEVNULL
+    )
+
+
+def _instructions(server: Server) -> tuple[int, Path]:
+    """Instructions the server executed since counting was last switched on (the newest
+    dump's total), and that dump."""
+    assert server.callgrind is not None
+    dumps = server.callgrind.parent.glob(server.callgrind.name + ".*")
+    newest = max(dumps, key=lambda p: p.stat().st_mtime_ns)
+    for line in newest.read_text(errors="replace").splitlines():
+        if line.startswith("totals:"):  # ("summary:" stays 0 after --zero)
+            return int(line.split()[1]), newest
+    raise RuntimeError(f"no instruction total in {newest}")
+
+
+def _cpu(info: dict[str, Any]) -> tuple[float, float]:
+    """Redis' user+system CPU seconds: the whole process, and its main thread."""
+    main = float(info.get("used_cpu_user_main_thread", 0)) + float(
+        info.get("used_cpu_sys_main_thread", 0)
+    )
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), main
+
+
+async def _drive(store: RiskStore, batch: list[Payment], concurrency: int) -> list[Any]:
+    """begin for every payment, ``concurrency`` in flight; the results in order."""
+    results: list[Any] = []
+    for i in range(0, len(batch), concurrency):
+        chunk = batch[i : i + concurrency]
+        results += await asyncio.gather(*(store.begin(p, f"dg-{p.transaction_id}") for p in chunk))
+    return results
+
+
+async def one_run(
+    server: Server,
+    source: str | None,
+    warm: list[Payment],
+    measured: list[Payment],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    url, private = server.url, server.pid is not None
+    admin = redis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url)
+    hot = make_hot_connection(url, timeout_ms=30_000)
+    prefix = f"rbench-{secrets.token_hex(4)}"
+    store = RiskStore(
+        client, prefix=prefix, timeout_ms=30_000, decision_ttl_seconds=86_400, hot=hot
+    )
+    variant = Library(store.plan, {"begin": source}) if source is not None else store.library
+    if not args.warm_with_current:
+        store.library = variant
+    known = {lib[b"library_name"] for lib in admin.execute_command("FUNCTION", "LIST")}
+    try:
+        if private:
+            admin.flushall()
+        await store.library.load(client)
+        if args.lists:
+            lists = ListStore(client, prefix=prefix)
+            for n, name in enumerate(LIST_NAMES):  # one item each: every lookup is made
+                await lists.add(name, [f"no-such-item-{n}"], reason="benchmark")
+        await _drive(store, warm, args.concurrency)
+        store.library = variant
+        await store.library.load(client)
+        admin.config_resetstat()
+        if server.callgrind:
+            _callgrind(server, "--zero")
+            _callgrind(server, "--instr=on")
+        cpu0, main0 = _cpu(admin.info("cpu"))
+        started = time.perf_counter()
+        results = await _drive(store, measured, args.concurrency)
+        wall = time.perf_counter() - started
+        cpu1, main1 = _cpu(admin.info("cpu"))
+        if server.callgrind:
+            _callgrind(server, "--instr=off")
+            _callgrind(server, "--dump")
+        stats = admin.info("commandstats")
+    finally:
+        await hot.aclose()
+        for pattern in (f"{prefix}:*", f"{{{prefix}*"):
+            for keys in _batched(admin.scan_iter(match=pattern, count=1000), 500):
+                admin.unlink(*keys)
+        for library in {variant.name, Library(store.plan).name}:  # ours, the lists'
+            if library.encode() not in known:
+                with contextlib.suppress(redis.ResponseError):
+                    admin.execute_command("FUNCTION", "DELETE", library)
+        await client.aclose()
+        admin.close()
+
+    statuses = {r.status for r in results}
+    if statuses != {"new"}:
+        sys.exit(f"unexpected begin statuses {statuses}: is the key space shared?")
+    digest = hashlib.sha256()
+    for r in results:
+        digest.update(msgspec.json.encode([r.features, r.list_hits, r.lists_version]))
+    n = len(measured)
+    fcall = stats["cmdstat_fcall"]
+    nested = {
+        name.removeprefix("cmdstat_"): (int(v["calls"]) / n, float(v["usec_per_call"]))
+        for name, v in sorted(stats.items())
+        if not name.startswith(IGNORED) and name != "cmdstat_fcall"
+    }
+    fcall_us = float(fcall["usec_per_call"])
+    instructions, dump = _instructions(server) if server.callgrind else (0, None)
+    return {
+        "instructions": instructions / n if server.callgrind else None,
+        "dump": dump,
+        "calls": n,
+        "fcall_calls": int(fcall["calls"]),
+        "fcall_us": fcall_us,
+        "nested_us": sum(per * us for per, us in nested.values()),
+        "lua_us": fcall_us - sum(per * us for per, us in nested.values()),
+        "cpu_us": (cpu1 - cpu0) / n * 1e6,
+        "main_cpu_us": (main1 - main0) / n * 1e6,
+        "wall_us": wall / n * 1e6,
+        "nested": nested,
+        "digest": digest.hexdigest()[:16],
+    }
+
+
+def _batched(items: Any, size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _report(name: str, r: dict[str, Any]) -> None:
+    nested = "  ".join(f"{c} {per:.2f}x{us:.2f}" for c, (per, us) in r["nested"].items())
+    print(
+        f"{name:>10}  fcall {r['fcall_us']:6.2f} µs/call (nested {r['nested_us']:5.2f}, "
+        f"Lua {r['lua_us']:5.2f})  Redis CPU {r['cpu_us']:6.2f} µs/begin "
+        f"(main thread {r['main_cpu_us']:6.2f})  wall {r['wall_us']:5.1f}  "
+        f"results {r['digest']}"
+        + (f"  {r['instructions']:,.0f} instructions/begin" if r["instructions"] else "")
+        + f"\n{'':>10}  nested per begin, calls x µs: {nested}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    parser.add_argument(
+        "--aof",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the private server appends to an AOF, everysec (default: yes)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the private server under valgrind's callgrind and report the "
+        "instructions it executed per begin: slow, but free of the noise of a "
+        "shared machine (use fewer --warm and --calls)",
+    )
+    parser.add_argument(
+        "--callgrind-out",
+        metavar="PATH",
+        help="keep each run's callgrind dump as PATH.<variant>.<round>",
+    )
+    parser.add_argument("--calls", type=int, default=10_000, help="measured begins per run")
+    parser.add_argument("--warm", type=int, default=30_000, help="begins before measuring")
+    parser.add_argument(
+        "--warm-span",
+        type=float,
+        default=None,
+        help="seconds of event time the warm phase spans (default warm/rate)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2_500.0,
+        help="score calls per second of event time (default 2500)",
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="begins in flight")
+    parser.add_argument("--cards", type=int, default=50_000, help="cards (and accounts) drawn from")
+    parser.add_argument("--customers", type=int, default=20_000, help="customers drawn from")
+    parser.add_argument("--merchants", type=int, default=200, help="merchants drawn from")
+    parser.add_argument(
+        "--lists",
+        action="store_true",
+        help="one item in every block/allow list, so every look-up is made",
+    )
+    parser.add_argument(
+        "--warm-with-current",
+        action="store_true",
+        help="warm up with the package's begin, whatever the variant (to time "
+        "parts of begin, in variants that write less or nothing)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every variant")
+    parser.add_argument("--seed", type=int, default=7, help="of the payments drawn")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also time this begin.lua text (repeatable); 'current' is the package's own",
+    )
+    args = parser.parse_args()
+
+    variants: list[tuple[str, str | None]] = [("current", None)]
+    for spec in args.variant:
+        name, _, path = spec.partition("=")
+        if not path:
+            parser.error(f"--variant {spec!r}: expected NAME=PATH")
+        variants.append((name, Path(path).read_text(encoding="utf-8")))
+
+    start = float(int(time.time()))
+    warm, measured = payments(args, start)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    with contextlib.ExitStack() as stack:
+        if args.redis_url:
+            if args.callgrind:
+                parser.error("--callgrind runs a private server: leave out --redis-url")
+            server = Server(args.redis_url)
+        else:
+            server = stack.enter_context(private_redis(args.aof, args.callgrind))
+        print(
+            f"Redis {server.url}, {args.warm} warm + {args.calls} measured begins per run",
+            flush=True,
+        )
+        for round_ in range(args.rounds):
+            order = variants if round_ % 2 == 0 else variants[::-1]
+            for name, source in order:
+                r = asyncio.run(one_run(server, source, warm, measured, args))
+                if args.callgrind_out and r["dump"]:
+                    shutil.copy(r["dump"], f"{args.callgrind_out}.{name}.{round_ + 1}")
+                results[name].append(r)
+                _report(name, r)
+
+    print("\nmedian over rounds:")
+    reference = results["current"][0]["digest"]
+    for name, runs in results.items():
+        same = all(r["digest"] == reference for r in runs)
+        print(
+            f"{name:>10}  fcall {statistics.median(r['fcall_us'] for r in runs):6.2f} µs/call"
+            f"  Lua {statistics.median(r['lua_us'] for r in runs):6.2f}"
+            f"  Redis CPU {statistics.median(r['cpu_us'] for r in runs):6.2f} µs/begin"
+            f"  (main thread {statistics.median(r['main_cpu_us'] for r in runs):6.2f})"
+            + (
+                f"  {statistics.median(r['instructions'] for r in runs):,.0f} instructions/begin"
+                if args.callgrind
+                else ""
+            )
+            + f"  {'same results' if same else 'DIFFERENT RESULTS'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
