@@ -6,16 +6,24 @@
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
 --       velocity key; then per looked-up entity its block_ and allow_ list keys.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
---       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then per
---       distinct kind of each present entity its member digest ('' when missing), then per
---       looked-up entity: its name, n, n x (attribute, item), for both of its lists.
--- Returns {status, decision|false, lists version, {raw sums by slot}, {{list, entity, reason}}}.
+--       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then
+--       MEMBERS member digests, one per distinct code (keys.py), at the code's place ('' when
+--       missing or unused), then per looked-up entity: its name, n, n x (attribute, item),
+--       for both of its lists.
+-- Returns {status, decision|false, lists version, raw sums by slot (SLOTS little-endian
+-- doubles), {{list, entity, reason}}}.
 --
--- Lean on purpose: a redis.call costs one to three microseconds (a SET that sets a TTL
--- about 1.5 more than one that keeps it), a Lua table a tenth of one, and every number
--- moved in Lua some tens of nanoseconds. So the entities' states come with one MGET and
--- each goes back with one SET; a state is one flat run of numbers (no table per series, no
--- strings), and one pass copies it forward while counting, pruning and reading windows.
+-- Lean on purpose: Redis runs this for every score call, on one thread. What it costs,
+-- counted with benchmarks/redis_begin.py --callgrind (x86 instructions per begin on the
+-- benchmark's traffic): a redis.call some 10 to 20 thousand (arguments, the command, its
+-- reply as Lua values, the AOF), an argument of FCALL about a thousand (parsed, then made a
+-- Lua string), tonumber of a long digit string about 1,300 (strtod), a double packed or
+-- unpacked by struct a hundred or two, and every Lua instruction some 30. So the entities'
+-- states come with one MGET and each goes back with one SET; a state is one flat run of
+-- numbers (no table per series, no strings), and one pass per group and kind copies it
+-- forward while counting, pruning and reading windows; what every entity needs (the
+-- bucket of each width, the member digests) is computed once per call; the sums go back
+-- packed in one string (a reply of 49 numbers costs Redis twice the packing).
 --
 -- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
 -- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
@@ -27,7 +35,11 @@
 -- count n then n records (bucket id, then a value per measure), buckets ascending; then
 -- per kind of PLAN[e].z its member count n then n pairs (member digest, last seen).
 
-local EMPTY, O, FORMATS = {}, {}, {}
+-- Scratch tables kept across calls (filled afresh by each, so no call sees another's
+-- values), rather than made per call: O the state being written, OUT the sums by slot,
+-- CUR the bucket of the event second by width, MEMBER the member digests by code.
+local EMPTY, O, OUT, CUR, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}
+local MEMBERS0 = 7  -- ARGV[MEMBERS0 + code]: the member digest of each distinct code
 
 local function format(n)
   local f = FORMATS[n]
@@ -103,10 +115,106 @@ local function copy_group(v, p, m, k, cur, low, codes, one, cents)
   return last + 1, m, made
 end
 
--- Copies the members at v[p] to O after m, dropping those last seen before ``low``, and
--- remembers ``member`` (a digest, or nil) at second ``t``: its last-seen second moves up,
--- or it joins, in the place of the member seen longest ago when CAP are kept already.
-local function copy_members(v, p, m, member, t, low)
+-- begin's pass over one group: copies the group at v[p] to O after m, dropping records of
+-- buckets below cur - keep and records with no value above 0, and adds each record it keeps
+-- to the windows of ``out`` that cover its bucket. g[8] lists the windows by their length
+-- in buckets: {buckets, (record position of the measure, slot)...}; a record of bucket b
+-- is in those with b > cur - buckets, up to cur. With ``add`` the attempt counts: the
+-- record of bucket cur gets 1 at the attempts' position (g[9]) and the cents at the
+-- amount's (g[10]), and is made when missing. Returns the positions after the group in v
+-- and in O, and whether it made a record.
+--
+-- Without ``add`` (a takeover only reads) the copy is only pruned: the records it drops
+-- are in no window (each window reads at most keep buckets back) or count 0.
+--
+-- The three loops (earlier buckets, the current one, later ones: attempts that reached
+-- Redis late) are the one ordered copy, split so that each record is tested once.
+local function count_group(v, p, m, g, cur, add, cents, out, O)
+  local k, W = g[2], g[8]
+  local last = p + k * (v[p] or 0)
+  local h = m + 1
+  m = h
+  local q = p + 1
+  local low = cur - g[3]
+  while q <= last and v[q] < low do q = q + k end  -- records are in bucket order
+  while q <= last do
+    local b = v[q]
+    if b >= cur then break end
+    local any = false
+    for j = 1, k - 1 do
+      local x = v[q + j]
+      O[m + 1 + j] = x
+      if x > 0 then any = true end
+    end
+    if any then
+      O[m + 1] = b
+      for i = 1, #W do
+        local w = W[i]
+        if b > cur - w[1] then
+          for j = 2, #w, 2 do
+            local s = w[j + 1]
+            out[s] = out[s] + O[m + w[j]]
+          end
+        end
+      end
+      m = m + k
+    end
+    q = q + k
+  end
+  local ia, is = g[9], g[10]
+  local found = q <= last and v[q] == cur
+  local made = false
+  if found or (add and (ia > 0 or is > 0)) then
+    if found then
+      for j = 1, k - 1 do O[m + 1 + j] = v[q + j] end
+      q = q + k
+    else
+      for j = 2, k do O[m + j] = 0 end
+    end
+    if add then
+      if ia > 0 then O[m + ia] = O[m + ia] + 1 end
+      if is > 0 then O[m + is] = O[m + is] + cents end
+    end
+    local any = false
+    for j = m + 2, m + k do
+      if O[j] > 0 then any = true end
+    end
+    if any then
+      O[m + 1] = cur
+      for i = 1, #W do  -- the current bucket is in every window
+        local w = W[i]
+        for j = 2, #w, 2 do
+          local s = w[j + 1]
+          out[s] = out[s] + O[m + w[j]]
+        end
+      end
+      m = m + k
+      made = not found
+    end
+  end
+  while q <= last do
+    local any = false
+    for j = 0, k - 1 do
+      local x = v[q + j]
+      O[m + 1 + j] = x
+      if j > 0 and x > 0 then any = true end
+    end
+    if any then m = m + k end
+    q = q + k
+  end
+  O[h] = (m - h) / k
+  return last + 1, m, made
+end
+
+-- begin's pass over one distinct kind: copies the members at v[p] to O after m, dropping
+-- those last seen before ``low`` (the kind's largest window plus one spare bucket), and
+-- remembers ``member`` (a digest, or nil) at second t: its last-seen second moves up, or
+-- it joins, in the place of the member seen longest ago when CAP are kept already. Then
+-- counts the kept members of each window of z[4] (width, buckets, slot; three numbers per
+-- window) into ``out``. Returns the positions after the kind in v and in O. (The members
+-- it drops are in no window, so a takeover, which passes no member, reads the same as
+-- from the stored state.)
+local function count_members(v, p, m, z, member, t, low, cur, out, O)
   local last = p + 2 * (v[p] or 0)
   local h = m + 1
   m = h
@@ -132,81 +240,51 @@ local function copy_members(v, p, m, member, t, low)
     end
   end
   O[h] = (m - h) / 2
+  if m > h then
+    local W = z[4]
+    for i = 1, #W, 3 do
+      local w = W[i]
+      local from = (cur[w] - W[i + 1] + 1) * w
+      local n = 0
+      for j = h + 2, m, 2 do
+        if O[j] >= from then n = n + 1 end
+      end
+      out[W[i + 2]] = n
+    end
+  end
   return last + 1, m
 end
 
--- Window sums of the records X[lo..hi] (``k`` values each) into ``out``:
--- {{record position of the measure, buckets, slot}}.
-local function sums(X, lo, hi, k, cur, windows, out)
-  for j = 1, #windows do
-    local r = windows[j]
-    local at, first = r[1] - 1, cur - r[2] + 1
-    local total = 0
-    for q = hi - k + 1, lo, -k do
-      local b = X[q]
-      if b < first then break end
-      if b <= cur then total = total + X[q + at] end
-    end
-    out[r[3]] = total
+-- Counts the attempt (``write``) and reads the entity's windows into ``out``; ``cur`` holds
+-- the bucket of the event second per width, M the member digest per distinct code.
+local function entity(P, key, blob, M, t, cur, cents, write, out)
+  local O = O
+  local v, existed = EMPTY, false
+  if blob then
+    local n = #blob / 8
+    v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-end
-
--- Members of X[lo..hi] (digest, last seen) per window into ``out``: {{width, buckets, slot}}.
-local function distinct(X, lo, hi, t, windows, out)
-  for j = 1, #windows do
-    local w = windows[j][1]
-    local low = (floor(t / w) - windows[j][2] + 1) * w
-    local n = 0
-    for k = lo + 1, hi, 2 do
-      if X[k] >= low then n = n + 1 end
-    end
-    out[windows[j][3]] = n
-  end
-end
-
--- Counts the attempt (``write``) and reads the entity's windows into ``out``.
--- ``A[a]``.. are the member digests of its distinct kinds; returns the next ARGV position.
-local function entity(P, key, blob, A, a, t, cents, write, out)
-  local v, existed = decode(blob)
-  local X = write and O or v
   local G, Z, star = P.g, P.z, P.star
   local p, m, ttl, old, opened = 1, 0, 0, 0, star == 0
   for i = 1, #G do
     local g = G[i]
-    local k = g[2]
-    local cur = floor(t / g[1])
-    local lo, hi
-    if write then
-      local made
-      if (v[p] or 0) > 0 and g[4] > old then old = g[4] end
-      lo = m + 2
-      p, m, made = copy_group(v, p, m, k, cur, cur - g[3], g[5], 1, cents)
-      hi = m
-      if hi > lo and g[4] > ttl then ttl = g[4] end
-      if made and i == star then opened = true end
-    else
-      lo, hi = p + 1, p + k * (v[p] or 0)
-      p = hi + 1
-    end
-    if hi > lo then sums(X, lo, hi, k, cur, g[8], out) end
+    local h, made = m + 1, false
+    local horizon = g[4]
+    if horizon > old and (v[p] or 0) > 0 then old = horizon end
+    p, m, made = count_group(v, p, m, g, cur[g[1]], write, cents, out, O)
+    if m > h and horizon > ttl then ttl = horizon end
+    if made and i == star then opened = true end
   end
   for i = 1, #Z do
     local z = Z[i]
-    local lo, hi
-    if write then
-      if (v[p] or 0) > 0 and z[3] > old then old = z[3] end
-      lo = m + 2
-      p, m = copy_members(v, p, m, tonumber(A[a + i - 1]), t, (floor(t / z[1]) - z[2]) * z[1])
-      hi = m
-      if hi > lo and z[3] > ttl then ttl = z[3] end
-    else
-      lo, hi = p + 1, p + 2 * (v[p] or 0)
-      p = hi + 1
-    end
-    if hi > lo then distinct(X, lo, hi, t, z[4], out) end
+    local h = m + 1
+    local horizon, w = z[3], z[1]
+    if horizon > old and (v[p] or 0) > 0 then old = horizon end
+    local member = write and M[z[5]] or nil
+    p, m = count_members(v, p, m, z, member, t, (cur[w] - z[2]) * w, cur, out, O)
+    if m > h and horizon > ttl then ttl = horizon end
   end
   if write then save(key, m, ttl + P.refresh, existed, opened or ttl > old) end
-  return a + #Z
 end
 
 -- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
@@ -299,20 +377,27 @@ local function begin(KEYS, ARGV)
 
   local mask = ARGV[5]
   local cents, t = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local out = {}
+  local out, cur, members = OUT, CUR, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
-  local k, a = 3, 8
+  for i = 1, #WIDTHS do
+    local w = WIDTHS[i]
+    cur[w] = floor(t / w)
+  end
+  for i = 1, MEMBERS do members[i] = tonumber(ARGV[MEMBERS0 + i]) or false end
   local present = 0
   for e = 1, #PLAN do
     if byte(mask, e) ~= 48 then present = present + 1 end
   end
-  local blobs = present > 0 and call('MGET', unpack(KEYS, 3, 2 + present)) or EMPTY
-  for e = 1, #PLAN do
-    if byte(mask, e) ~= 48 then
-      a = entity(PLAN[e], KEYS[k], blobs[k - 2], ARGV, a, t, cents, write, out)
-      k = k + 1
+  if present > 0 then
+    local blobs = call('MGET', unpack(KEYS, 3, 2 + present))
+    local k = 3
+    for e = 1, #PLAN do
+      if byte(mask, e) ~= 48 then
+        entity(PLAN[e], KEYS[k], blobs[k - 2], members, t, cur, cents, write, out)
+        k = k + 1
+      end
     end
   end
-  local version, hits = lists(KEYS, ARGV, k, a, tonumber(ARGV[1]))
-  return {status, false, version, out, hits}
+  local version, hits = lists(KEYS, ARGV, 3 + present, MEMBERS0 + MEMBERS + 1, tonumber(ARGV[1]))
+  return {status, false, version, struct.pack(format(SLOTS), unpack(out, 1, SLOTS)), hits}
 end

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
@@ -312,9 +313,11 @@ class Plan:
             if o.aggregate is Aggregate.mean_usd
         )
         self.slot_count = len(slots)
+        # begin's member arguments: one per distinct code (keys.py), at the code's place
+        self.member_slots = max(DISTINCT_CODES.values())
         self._prelude = self._render()
 
-    def values(self, raw: list[int]) -> dict[str, float]:
+    def values(self, raw: Sequence[float]) -> dict[str, float]:
         """Feature name → value from the script's output array, in catalogue order: every
         output as its slot's float first (right for all but the few money features, which
         are then overwritten in place): one pass in C instead of one Python loop step each."""
@@ -339,28 +342,32 @@ class Plan:
 
         ``g`` counter groups {width, values per record (1 + measures), kept buckets,
         horizon (s), what begin adds, what a decline adds, what a fraud adds (see
-        ``Group.codes``), {{record position of the measure, window buckets, slot}}};
-        ``z`` distinct kinds {pruning width, kept buckets, horizon (s), {{width, window
-        buckets, slot}}}; ``star`` the position of the refreshing group (0 when none),
-        ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout follows
-        ``g`` and ``z`` in this order (``EntityPlan.layout`` names it).
+        ``Group.codes``), the windows by length {{buckets, (record position of the
+        measure, slot)...}}, the record position of the attempts and of the cents (0 when
+        the group has none)}; ``z`` distinct kinds {pruning width, kept buckets, horizon
+        (s), {width, window buckets, slot, ...} (three numbers per window), the kind's
+        code (``keys.DISTINCT_CODES``)}; ``star`` the position of the refreshing group (0
+        when none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
+        follows ``g`` and ``z`` in this order (``EntityPlan.layout`` names it).
+
+        Then ``SLOTS``, ``CAP``, ``MEMBERS`` (begin's member arguments, one per distinct
+        code) and ``WIDTHS``, every bucket width the plan reads, whose current bucket begin
+        computes once per call. Flat lists and positions rather than named fields: each
+        lookup is one Lua instruction on the array part, and begin makes thousands.
         """
         lines = ["local PLAN = {"]
         for e in self.entities:
             groups = ",".join(
                 f"{{{g.width},{1 + len(g.series)},{g.keep},{g.horizon},"
                 f"{g.codes('as')},{g.codes('d')},{g.codes('f')},{{"
-                + ",".join(
-                    f"{{{j + 2},{w.buckets},{w.slot + 1}}}"
-                    for j, series in enumerate(g.series)
-                    for w in series.windows
-                )
-                + "}}"
+                + ",".join(_windows(g))
+                + f"}},{_position(g, 'a')},{_position(g, 's')}}}"
                 for g in e.groups
             )
             kinds = ",".join(
                 f"{{{d.keep_width},{d.keep},{d.horizon},"
-                f"{{{','.join(f'{{{w.width},{w.buckets},{w.slot + 1}}}' for w in d.windows)}}}}}"
+                f"{{{','.join(f'{w.width},{w.buckets},{w.slot + 1}' for w in d.windows)}}},"
+                f"{d.code}}}"
                 for d in e.distinct
             )
             lines.append(
@@ -368,8 +375,31 @@ class Plan:
                 f" -- {e.entity}"
             )
         lines.append("}")
-        lines.append(f"local SLOTS, CAP = {self.slot_count}, {catalog.DISTINCT_CAP}")
+        lines.append(
+            f"local SLOTS, CAP, MEMBERS = {self.slot_count}, {catalog.DISTINCT_CAP}, "
+            f"{self.member_slots}"
+        )
+        widths = sorted(
+            {g.width for e in self.entities for g in e.groups}
+            | {d.keep_width for e in self.entities for d in e.distinct}
+            | {w.width for e in self.entities for d in e.distinct for w in d.windows}
+        )
+        lines.append(f"local WIDTHS = {{{','.join(map(str, widths))}}}")
         return "\n".join(lines) + "\n"
+
+
+def _windows(group: Group) -> list[str]:
+    """The group's windows by length: ``{buckets,position,slot,position,slot...}`` each."""
+    by_length: dict[int, list[str]] = {}
+    for j, series in enumerate(group.series):
+        for w in series.windows:
+            by_length.setdefault(w.buckets, []).append(f"{j + 2},{w.slot + 1}")
+    return [f"{{{n},{','.join(reads)}}}" for n, reads in sorted(by_length.items())]
+
+
+def _position(group: Group, measure: str) -> int:
+    """The record position (2 onwards) of ``measure`` in ``group``'s records, 0 if none."""
+    return next((j + 2 for j, s in enumerate(group.series) if s.measure == measure), 0)
 
 
 def entity_values(plan: Plan, payment: Payment) -> list[tuple[EntityPlan, str]]:

@@ -28,9 +28,10 @@ Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stay
 each entity's whole state is one key (``keys.py``), a run of numbers read with one
 ``MGET`` for all the payment's entities and written back with one ``SET`` each, which
 sets the TTL only when the state needs a new one (``begin.lua``); bucket ids are computed
-in Lua from the event second; members arrive as numeric digests. Most of what Redis spends
-on a begin is then that ``SET`` per entity and the fixed work of the claim, the lists and
-the arguments.
+in Lua from the event second; members arrive as numeric digests, one per kind; the window
+sums come back as one string of packed doubles. Most of what Redis spends on a begin is
+then that ``SET`` per entity, the Lua pass over each state and the fixed work of the
+claim, the lists and the arguments (``benchmarks/redis_begin.py`` measures it).
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
 Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
@@ -49,6 +50,7 @@ slot. Only single-Redis mode is built and tested.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable, Sequence
 from itertools import compress
@@ -158,15 +160,18 @@ class RiskStore:
         def at(attribute: str) -> int:
             return position.setdefault(attribute, len(position))
 
-        # per entity: its key attribute, key head and tail, its distinct members' attributes
+        # per entity: its key attribute, key head and tail, and per distinct kind its
+        # place among the member arguments (its code, less one) and its member's attribute
         self._entities = tuple(
             (
                 at(e.attribute),
                 *self.keys.velocity_affixes(e.entity, e.layout),
-                tuple(at(d.attribute) for d in e.distinct),
+                tuple((d.code - 1, at(d.attribute)) for d in e.distinct),
             )
             for e in plan.entities
         )
+        self._member_slots = plan.member_slots
+        self._sums = struct.Struct(f"<{plan.slot_count}d")  # begin's window sums, packed
         # per list entity: its name, block and allow list keys, and its (attribute,
         # position) pairs; an entity of one attribute (most) as that pair, unwrapped
         self._lookups = tuple(
@@ -191,8 +196,9 @@ class RiskStore:
         values = _present_all(self._read(payment))
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
         mask = []
-        members: list[int | str] = []
-        digests: list[int | str | None] = [None] * len(values)
+        # one digest per kind of member, by its code, each made once (several entities
+        # count the same kind); '' when missing or when no present entity counts it
+        members: list[int | str | None] = [None] * self._member_slots
         for at, head, tail, distinct in self._entities:
             value = values[at]
             if value is None:
@@ -200,12 +206,10 @@ class RiskStore:
                 continue
             mask.append("1")
             keys.append(head + tag_value(value) + tail)
-            for i in distinct:
-                member = digests[i]
-                if member is None:
+            for code, i in distinct:
+                if members[code] is None:
                     text = values[i]
-                    member = digests[i] = member_digest(text) if text else ""
-                members.append(member)
+                    members[code] = member_digest(text) if text else ""
         args: list[str | int] = [
             int(time.time() * 1000),
             digest,
@@ -214,7 +218,7 @@ class RiskStore:
             "".join(mask),
             payment.amount_usd_cents,
             event_second(payment.event_time),
-            *members,
+            *["" if m is None else m for m in members],
         ]
         for entity, list_keys, single, where in self._lookups:  # as ``lookups`` finds them
             if single is not None:
@@ -243,7 +247,8 @@ class RiskStore:
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
                 for name, entity, reason in reply[4]
             ]
-            return Begin(status, None, self.plan.values(reply[3]), hits, int(reply[2]))
+            sums = self._sums.unpack(reply[3])
+            return Begin(status, None, self.plan.values(sums), hits, int(reply[2]))
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
 

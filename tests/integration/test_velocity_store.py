@@ -687,14 +687,15 @@ class _Recorder:
 def _reference_call(store: RiskStore, payment: Payment) -> tuple[list, list, list, list]:
     """begin's and a decline commit's keys and arguments (begin's clock excluded), built
     the plain way from the public definitions the hot path's tables are derived from."""
-    from service.stores.keys import member_digest
+    from service.stores.keys import DISTINCT_CODES, member_digest
     from service.stores.lists import lookups
     from service.stores.plan import entity_values, event_second, present
 
     entities = entity_values(store.plan, payment)
     keyed = {e.entity: value for e, value in entities}
     keys = [store.keys.transaction(payment.transaction_id), store.keys.lists_index]
-    mask, members = "", []
+    mask = ""
+    members: list[int | str] = [""] * max(DISTINCT_CODES.values())  # by code, once each
     for e in store.plan.entities:
         if e.entity not in keyed:
             mask += "0"
@@ -703,7 +704,7 @@ def _reference_call(store: RiskStore, payment: Payment) -> tuple[list, list, lis
         keys.append(store.keys.velocity(e.entity, keyed[e.entity], e.layout))
         for d in e.distinct:
             text = present(getattr(payment, d.attribute))
-            members.append(member_digest(text) if text else "")
+            members[d.code - 1] = member_digest(text) if text else ""
     second = event_second(payment.event_time)
     args = [mask, payment.amount_usd_cents, second, *members]
     for entity, pairs in lookups(payment):
@@ -735,7 +736,9 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
         "customer_email",
         "payment_method_account",
     ]
-    reply = [b"new", None, 3, [0] * PLAN.slot_count, [[b"block_card", b"card_fingerprint", b""]]]
+    sums = [float(n * 7 + 1) for n in range(PLAN.slot_count)]  # a value per slot, all apart
+    packed = struct.pack(f"<{PLAN.slot_count}d", *sums)
+    reply = [b"new", None, 3, packed, [[b"block_card", b"card_fingerprint", b""]]]
     recorder = _Recorder(reply)
     store.hot = recorder
     for n in range(300):
@@ -749,7 +752,7 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
         assert sent[: len(keys)] == keys
         assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
         assert sent[len(keys) + 4 :] == args
-        assert begun.features == PLAN.values(reply[3])
+        assert begun.features == PLAN.values(sums)
         assert begun.list_hits == [ListHit("block_card", "card_fingerprint", None)]
         assert begun.lists_version == 3
         await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=True)
