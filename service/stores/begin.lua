@@ -4,14 +4,15 @@
 -- state helpers below serve commit.lua and feedback.lua too.
 --
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
---       velocity key; then per looked-up entity its block_ and allow_ list keys.
+--       velocity key; then the key of each list marked '1' in the lists mask.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
 --       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then
 --       MEMBERS member digests, one per distinct code (keys.py), at the code's place ('' when
---       missing or unused), then per looked-up entity: its name, n, n x (attribute, item),
---       for both of its lists.
+--       missing or unused), then (LISTS0) the lists mask and the items of each list entity
+--       with a list marked '1' (see lookups below).
 -- Returns {status, decision|false, lists version, raw sums by slot (SLOTS little-endian
--- doubles), {{list, entity, reason}}}.
+-- doubles), {{list, entity, reason}}}; or {'lists', mask of the lists that hold items},
+-- having done nothing, when the mask left out one of them (the client sends again).
 --
 -- Lean on purpose: Redis runs this for every score call, on one thread. What it costs,
 -- counted with benchmarks/redis_begin.py --callgrind (x86 instructions per begin on the
@@ -40,6 +41,7 @@
 -- CUR the bucket of the event second by width, MEMBER the member digests by code.
 local EMPTY, O, OUT, CUR, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}
 local MEMBERS0 = 7  -- ARGV[MEMBERS0 + code]: the member digest of each distinct code
+local LISTS0 = MEMBERS0 + MEMBERS + 1  -- ARGV[LISTS0]: the lists mask, then the items
 
 local function format(n)
   local f = FORMATS[n]
@@ -313,51 +315,86 @@ local function recount(P, key, which, t, delta)
   save(key, m, ttl, existed, existed and ttl > 0 and call('TTL', key) < need + P.refresh)
 end
 
-local function lists(KEYS, A, k, a, now_ms)
-  local index = call('HGETALL', KEYS[2])
-  local version = 0
-  local live = {}
-  for i = 1, #index, 2 do
-    if index[i] == 'version' then
-      version = tonumber(index[i + 1])
-    elseif index[i + 1] ~= '0' then
-      live[index[i]] = true
+-- The lists begin looks up: LISTS (library.py) names per list entity the attributes its
+-- items come from and its block_ and allow_ lists; LIST_FIELDS is 'version' then every
+-- list's item count, as the lists index holds them. The client sends a mask of two marks
+-- per list entity (block, allow): '0' it believes the list empty, '1' it sends the list's
+-- key (and, once per entity, its items), '2' it believes the list holds items but the
+-- payment has nothing to look up there. It learns which lists hold items from the answer
+-- below, so a payment carries the keys and items of the lists in use only (none, mostly,
+-- instead of some 40 arguments for the 16 lists every call).
+
+-- The mask of the lists that hold items ('1'), when one of them is marked '0'; else nil.
+local function unseen_lists(index, mask)
+  for i = 2, #LIST_FIELDS do
+    local n = index[i]
+    if n and n ~= '0' and byte(mask, i - 1) == 48 then
+      local live = {}
+      for j = 2, #LIST_FIELDS do
+        local c = index[j]
+        live[j - 1] = (c and c ~= '0') and '1' or '0'
+      end
+      return table.concat(live)
     end
   end
+  return nil
+end
+
+-- Looks up the items A[a].. (per list entity sent, one per attribute, '' when missing) in
+-- the lists sent (KEYS[k].., in LISTS order, block before allow) that hold items; an
+-- expired item counts as absent and is deleted. Returns {{list, attribute, reason|false}}.
+local function lookups(KEYS, A, k, a, mask, index, now_s)
   local hits = {}
-  local now_s = now_ms / 1000
-  while a <= #A do
-    local entity = A[a]
-    local n = tonumber(A[a + 1])
-    for side = 0, 1 do
-      local name = (side == 0 and 'block_' or 'allow_') .. entity
-      if live[name] then
-        local key = KEYS[k + side]
-        local items = {}
-        for i = 1, n do items[i] = A[a + 2 * i + 1] end
-        local found = call('HMGET', key, unpack(items))
-        for i = 1, n do
-          if found[i] then
-            local entry = cjson.decode(found[i])
-            local expires = entry.expires_at
-            if type(expires) == 'number' and expires <= now_s then
-              if call('HDEL', key, items[i]) == 1 then call('HINCRBY', KEYS[2], name, -1) end
-            else
-              local reason = entry.reason
-              if type(reason) ~= 'string' then reason = false end
-              hits[#hits + 1] = {name, A[a + 2 * i], reason}
+  for e = 1, #LISTS do
+    local block, allow = byte(mask, 2 * e - 1) == 49, byte(mask, 2 * e) == 49
+    if block or allow then
+      local L = LISTS[e]
+      local attributes = L[1]
+      for side = 0, 1 do
+        if (side == 0 and block) or (side == 1 and allow) then
+          local key = KEYS[k]
+          local count = index[2 * e + side]
+          k = k + 1
+          if count and count ~= '0' then
+            local items, names = {}, {}
+            for i = 1, #attributes do
+              local item = A[a + i - 1]
+              if item ~= '' then
+                items[#items + 1] = item
+                names[#names + 1] = attributes[i]
+              end
+            end
+            if #items > 0 then
+              local name = L[2 + side]
+              local found = call('HMGET', key, unpack(items))
+              for i = 1, #items do
+                if found[i] then
+                  local entry = cjson.decode(found[i])
+                  local expires = entry.expires_at
+                  if type(expires) == 'number' and expires <= now_s then
+                    if call('HDEL', key, items[i]) == 1 then call('HINCRBY', KEYS[2], name, -1) end
+                  else
+                    local reason = entry.reason
+                    if type(reason) ~= 'string' then reason = false end
+                    hits[#hits + 1] = {name, names[i], reason}
+                  end
+                end
+              end
             end
           end
         end
       end
+      a = a + #attributes
     end
-    k = k + 2
-    a = a + 2 + 2 * n
   end
-  return version, hits
+  return hits
 end
 
 local function begin(KEYS, ARGV)
+  local index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
+  local lists = ARGV[LISTS0]
+  local unseen = unseen_lists(index, lists)
+  if unseen then return {'lists', unseen} end  -- before the claim: nothing happened yet
   local tx = KEYS[1]
   local claim = call('HMGET', tx, 'state', 'digest', 'decision', 'claimed_at')
   local status = 'new'
@@ -398,6 +435,7 @@ local function begin(KEYS, ARGV)
       end
     end
   end
-  local version, hits = lists(KEYS, ARGV, 3 + present, MEMBERS0 + MEMBERS + 1, tonumber(ARGV[1]))
-  return {status, false, version, struct.pack(format(SLOTS), unpack(out, 1, SLOTS)), hits}
+  local hits = lookups(KEYS, ARGV, 3 + present, LISTS0 + 1, lists, index, tonumber(ARGV[1]) / 1000)
+  local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
+  return {status, false, tonumber(index[1]) or 0, sums, hits}
 end

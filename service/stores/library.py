@@ -47,12 +47,32 @@ class Commands(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _lists_prelude() -> str:
+    """``LISTS`` and ``LIST_FIELDS``: the lists ``begin`` looks up (see ``begin.lua``)."""
+    # imported here: lists.py builds its own Library (for list_change), so it imports this
+    from service.stores.lists import LOOKUP_ATTRIBUTES
+
+    entries, fields = [], ["'version'"]
+    for entity, attributes in LOOKUP_ATTRIBUTES.items():
+        names = [f"'{kind}_{entity}'" for kind in ("block", "allow")]
+        quoted = ",".join(f"'{a}'" for a in attributes)
+        entries.append(f"  {{{{{quoted}}},{','.join(names)}}},")
+        fields += names
+    return (
+        "local LISTS = {\n"
+        + "\n".join(entries)
+        + f"\n}}\nlocal LIST_FIELDS = {{{','.join(fields)}}}\n"
+    )
+
+
 class Library:
     def __init__(self, plan: Plan, sources: Mapping[str, str] | None = None) -> None:
         """``sources``: function name → Lua text used instead of its file, so a benchmark
         can time a variant of one function against the same plan and shared code."""
         texts = {f: _source(file) for f, file in _FUNCTIONS.items()} | dict(sources or {})
-        body = _SHARED + plan.lua_prelude() + "".join(texts[f] for f in _FUNCTIONS)
+        body = (
+            _SHARED + plan.lua_prelude() + _lists_prelude() + "".join(texts[f] for f in _FUNCTIONS)
+        )
         version = hashlib.sha1(body.encode()).hexdigest()[:12]
         self.name = f"riskscore_{version}"
         self.functions = {f: f"riskscore_{f}_{version}" for f in _FUNCTIONS}

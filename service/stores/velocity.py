@@ -172,14 +172,16 @@ class RiskStore:
         )
         self._member_slots = plan.member_slots
         self._sums = struct.Struct(f"<{plan.slot_count}d")  # begin's window sums, packed
-        # per list entity: its name, block and allow list keys, and its (attribute,
-        # position) pairs; an entity of one attribute (most) as that pair, unwrapped
+        # per list entity (``lookups`` order): its block and allow list keys and the
+        # positions of its attributes. begin sends the keys and items of the lists it
+        # believes hold items (``begin.lua``): none at first; Redis says which do.
         self._lookups = tuple(
-            (entity, list_keys, attributes[0], at(attributes[0]))
-            if len(attributes) == 1
-            else (entity, list_keys, None, tuple((a, at(a)) for a in attributes))
-            for entity, attributes, list_keys in lookup_lists(self.keys)
+            (list_keys, tuple(at(a) for a in attributes))
+            for _entity, attributes, list_keys in lookup_lists(self.keys)
         )
+        self._no_lists = "0" * (2 * len(self._lookups))
+        self._every_list = "1" * (2 * len(self._lookups))
+        self._lists = self._no_lists
         self._read = _reader(tuple(position))
         # commit reads only the entity keys; per entity its name, and per entity a decline
         # counts for its name, key head and tail, and plan index
@@ -220,27 +222,26 @@ class RiskStore:
             event_second(payment.event_time),
             *["" if m is None else m for m in members],
         ]
-        for entity, list_keys, single, where in self._lookups:  # as ``lookups`` finds them
-            if single is not None:
-                item = values[where]
-                if item is not None:
-                    keys += list_keys
-                    args += (entity, 1, single, item)
-                continue
-            pairs: list[str] = []
-            for attribute, i in where:
-                item = values[i]
-                if item is not None:
-                    pairs += (attribute, item)
-            if pairs:
-                keys += list_keys
-                args += (entity, len(pairs) // 2, *pairs)
-
-        reply = await self.breaker.call(
-            self._budget,
-            lambda: self.library.call(self.hot, "begin", keys, args),
-            guard=self._hot_guard,
-        )
+        # A list that gained items since this process last looked (or since it started)
+        # makes Redis answer 'lists' with those that hold items now, having done nothing:
+        # send again with them (and should they change again meanwhile, with every list).
+        believed = self._lists
+        for attempt in range(3):
+            lists, list_keys, items = self._list_lookups(values, believed)
+            reply = await self.breaker.call(
+                self._budget,
+                lambda k=keys + list_keys, a=[*args, lists, *items]: self.library.call(
+                    self.hot, "begin", k, a
+                ),
+                guard=self._hot_guard,
+            )
+            if reply[0] not in (b"lists", "lists"):
+                break
+            if attempt == 2:
+                raise RuntimeError("begin: Redis asked for the lists when every one was sent")
+            held = reply[1]
+            self._lists = held.decode() if isinstance(held, bytes) else held
+            believed = self._lists if attempt == 0 else self._every_list
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if status in ("new", "takeover"):
             hits = [
@@ -251,6 +252,33 @@ class RiskStore:
             return Begin(status, None, self.plan.values(sums), hits, int(reply[2]))
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
+
+    def _list_lookups(
+        self, values: list[str | None], believed: str
+    ) -> tuple[str, list[str], list[str]]:
+        """begin's lists mask, list keys and items for the payment's ``values``, looking up
+        the lists ``believed`` ('1') to hold items (``begin.lua`` has the protocol)."""
+        if believed == self._no_lists:
+            return believed, [], []
+        marks: list[str] = []
+        keys: list[str] = []
+        items: list[str] = []
+        for i, ((block_key, allow_key), where) in enumerate(self._lookups):
+            block, allow = believed[2 * i], believed[2 * i + 1]
+            if block == allow == "0":
+                marks.append("00")
+                continue
+            found = [values[j] for j in where]
+            if found.count(None) == len(found):  # believed in use, nothing to look up
+                marks.append(("0" if block == "0" else "2") + ("0" if allow == "0" else "2"))
+                continue
+            marks.append(block + allow)
+            if block != "0":
+                keys.append(block_key)
+            if allow != "0":
+                keys.append(allow_key)
+            items += ["" if item is None else item for item in found]
+        return "".join(marks), keys, items
 
     async def commit(
         self, payment: Payment, *, decision_json: bytes, record_json: bytes, declined: bool

@@ -6,6 +6,7 @@ import asyncio
 import random
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -18,7 +19,7 @@ from service.catalog import Aggregate
 from service.errors import StoreUnavailable
 from service.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.lists import ListHit
+from service.stores.lists import ListHit, ListStore
 from service.stores.plan import PLAN, EntityPlan, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
@@ -438,6 +439,96 @@ async def test_a_late_decline_counts_in_its_own_bucket(
     assert declines[int(t) // 300] == 2
 
 
+# --- the lists begin looks up: those Redis says hold items -------------------------------
+
+
+class _CountingBegins:
+    """A hot connection that counts the store's begin calls; ``before(n)`` runs ahead of
+    the n-th (to change the lists between two calls of one ``begin``)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        before: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self.client = client
+        self.before = before
+        self.begins = 0
+
+    async def execute_command(self, *args: object) -> object:
+        if args[0] == "FCALL" and "_begin_" in str(args[1]):
+            self.begins += 1
+            if self.before is not None:
+                await self.before(self.begins)
+        return await self.client.execute_command(*args)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _store_on(hot: _CountingBegins, prefix: str) -> RiskStore:
+    return RiskStore(
+        hot.client, prefix=prefix, timeout_ms=2_000, decision_ttl_seconds=86_400, hot=hot
+    )
+
+
+async def test_begin_learns_which_lists_hold_items_and_counts_the_attempt_once(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    lists = ListStore(redis_client, prefix=redis_prefix)
+    await lists.add("block_device", ["d1"], reason="farm")
+    hot = _CountingBegins(redis_client)
+    store = _store_on(hot, redis_prefix)
+    farm = [ListHit("block_device", "device_id", "farm")]
+
+    first = await store.begin(make_payment("t1", DAY0), digest="d")
+    assert (first.status, first.list_hits, hot.begins) == ("new", farm, 2)  # sent again
+    assert first.features["device_attempts_1h"] == 1.0  # the first call did nothing
+    second = await store.begin(make_payment("t2", DAY0 + 1), digest="d")
+    assert (second.list_hits, hot.begins) == (farm, 3)
+    assert second.features["device_attempts_1h"] == 2.0
+    # no device: nothing of the device lists is sent, and Redis does not ask for them
+    third = await store.begin(make_payment("t3", DAY0 + 2, device_id=None), digest="d")
+    assert (third.list_hits, hot.begins) == ([], 4)
+    # an emptied list is still sent (and found empty) until another list changes
+    await lists.remove("block_device", ["d1"])
+    fourth = await store.begin(make_payment("t4", DAY0 + 3), digest="d")
+    assert (fourth.list_hits, hot.begins) == ([], 5)
+    await lists.add("allow_customer", ["m1:c1"], reason="vip")
+    fifth = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
+    assert (fifth.list_hits, hot.begins) == ([ListHit("allow_customer", "customer_key", "vip")], 7)
+    assert fifth.features["customer_attempts_1h"] == 5.0
+    assert fifth.lists_version == 3
+    # a retried transaction id is answered as before, whatever the lists did meanwhile
+    await lists.add("block_card", ["fp1"])
+    retried = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
+    assert (retried.status, hot.begins) == ("pending", 9)
+
+
+async def test_lists_that_change_again_meanwhile_are_all_looked_up(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    lists = ListStore(redis_client, prefix=redis_prefix)
+    changes = iter([("block_card", "fp1"), ("block_email", "em_one")])
+
+    async def change(n: int) -> None:  # a list gains items ahead of each of two calls
+        if n <= 2:
+            name, item = next(changes)
+            await lists.add(name, [item])
+
+    hot = _CountingBegins(redis_client, change)
+    store = _store_on(hot, redis_prefix)
+    begin = await store.begin(make_payment("t1", DAY0), digest="d")
+    assert hot.begins == 3
+    assert {(h.list_name, h.entity) for h in begin.list_hits} == {
+        ("block_card", "card_fingerprint"),
+        ("block_email", "customer_email"),
+    }
+    assert begin.features["card_attempts_10m"] == 1.0
+    again = await store.begin(make_payment("t2", DAY0 + 1), digest="d")
+    assert (len(again.list_hits), hot.begins) == (2, 4)
+
+
 # --- memory: TTLs everywhere, old fields and members pruned -----------------------------
 
 
@@ -670,25 +761,32 @@ async def test_the_hiredis_packer_sends_what_redis_py_would_including_two_word_c
 
 
 class _Recorder:
-    """A hot connection that records what it is sent and answers one canned reply."""
+    """A hot connection that records what it is sent and answers one canned reply (after
+    the replies queued in ``first``, one per command)."""
 
     def __init__(self, reply: list) -> None:
         self.reply = reply
+        self.first: list[list] = []
         self.sent: tuple = ()
+        self.calls: list[tuple] = []
 
     async def execute_command(self, *args: object) -> list:
         self.sent = args
-        return self.reply
+        self.calls.append(args)
+        return self.first.pop(0) if self.first else self.reply
 
     async def aclose(self) -> None:
         pass
 
 
-def _reference_call(store: RiskStore, payment: Payment) -> tuple[list, list, list, list]:
+def _reference_call(
+    store: RiskStore, payment: Payment, lists: str
+) -> tuple[list, list, list, list]:
     """begin's and a decline commit's keys and arguments (begin's clock excluded), built
-    the plain way from the public definitions the hot path's tables are derived from."""
+    the plain way from the public definitions the hot path's tables are derived from;
+    ``lists`` marks the lists believed to hold items (block, allow per list entity)."""
     from service.stores.keys import DISTINCT_CODES, member_digest
-    from service.stores.lists import lookups
+    from service.stores.lists import LOOKUP_ATTRIBUTES, lookups
     from service.stores.plan import entity_values, event_second, present
 
     entities = entity_values(store.plan, payment)
@@ -707,9 +805,21 @@ def _reference_call(store: RiskStore, payment: Payment) -> tuple[list, list, lis
             members[d.code - 1] = member_digest(text) if text else ""
     second = event_second(payment.event_time)
     args = [mask, payment.amount_usd_cents, second, *members]
-    for entity, pairs in lookups(payment):
-        keys += [store.keys.list(f"block_{entity}"), store.keys.list(f"allow_{entity}")]
-        args += [entity, len(pairs), *(x for pair in pairs for x in pair)]
+    found = dict(lookups(payment))
+    marks, items = "", []
+    for i, (entity, attributes) in enumerate(LOOKUP_ATTRIBUTES.items()):
+        believed = lists[2 * i : 2 * i + 2]
+        if entity not in found:  # nothing to look up: '2' where the list is in use
+            marks += believed.replace("1", "2")
+            continue
+        marks += believed
+        for kind, mark in zip(("block", "allow"), believed, strict=True):
+            if mark == "1":
+                keys.append(store.keys.list(f"{kind}_{entity}"))
+        if believed != "00":
+            pairs = dict(found[entity])
+            items += [pairs.get(attribute, "") for attribute in attributes]
+    args += [marks, *items]
     record = msgspec.json.encode({"t": second, "e": {str(e.entity): v for e, v in entities}})
     commit_keys = [store.keys.transaction(payment.transaction_id), store.keys.decisions]
     commit_args = [b"{}", record, 86_400, 10_000_000, payment.transaction_id, b"r", second]
@@ -741,17 +851,26 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
     reply = [b"new", None, 3, packed, [[b"block_card", b"card_fingerprint", b""]]]
     recorder = _Recorder(reply)
     store.hot = recorder
+    lists = "0" * 16  # what the store believes at first: no list holds items
     for n in range(300):
         changes = {a: rng.choice(odd) for a in rng.sample(attributes, rng.randint(0, 9))}
         payment = make_payment(f"t{{{n}}}" if n % 7 == 0 else f"t{n}", DAY0 + n, **changes)
         if n % 5 == 0:
             payment = msgspec.structs.replace(payment, customer_key=rng.choice(["", " ", "m:c"]))
-        keys, args, commit_keys, commit_args = _reference_call(store, payment)
+        believed = [lists]
+        if n % 3 == 0:  # Redis answers that other lists hold items; the store sends again
+            lists = rng.choice(["0" * 16, "1" * 16, "".join(rng.choices("01", k=16))])
+            recorder.first = [[b"lists", lists.encode()]]
+            believed.append(lists)
+        recorder.calls.clear()
         begun = await store.begin(payment, "dg")
-        sent = list(recorder.sent[3:])
-        assert sent[: len(keys)] == keys
-        assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
-        assert sent[len(keys) + 4 :] == args
+        assert len(recorder.calls) == len(believed)
+        for call, marks in zip(recorder.calls, believed, strict=True):
+            keys, args, commit_keys, commit_args = _reference_call(store, payment, marks)
+            sent = list(call[3:])
+            assert sent[: len(keys)] == keys
+            assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
+            assert sent[len(keys) + 4 :] == args
         assert begun.features == PLAN.values(sums)
         assert begun.list_hits == [ListHit("block_card", "card_fingerprint", None)]
         assert begun.lists_version == 3
