@@ -1,7 +1,7 @@
 -- begin: claim a transaction id, count the attempt, read every velocity feature and look up
 -- the block/allow lists, atomically. Part of the function library that library.py builds
--- (after the shared locals and the catalogue's PLAN); the key layout is in keys.py. The
--- state helpers below serve commit.lua and feedback.lua too.
+-- (after the shared locals, the catalogue's PLAN and COUNT functions, and LISTS); the key
+-- layout is in keys.py. The state helpers below serve commit.lua and feedback.lua too.
 --
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
 --       velocity key; then the key of each list marked '1' in the lists mask.
@@ -21,10 +21,13 @@
 -- Lua string), tonumber of a long digit string about 1,300 (strtod), a double packed or
 -- unpacked by struct a hundred or two, and every Lua instruction some 30. So the entities'
 -- states come with one MGET and each goes back with one SET; a state is one flat run of
--- numbers (no table per series, no strings), and one pass per group and kind copies it
--- forward while counting, pruning and reading windows; what every entity needs (the
+-- numbers (no table per series, no strings), and one pass copies it forward while
+-- counting, pruning and reading windows: COUNT[e], which plan.py writes out per entity
+-- with the plan's numbers as constants (the rules are in its _count_group and
+-- _count_kind), rather than a loop reading them from PLAN; what every entity needs (the
 -- bucket of each width, the member digests) is computed once per call; the sums go back
--- packed in one string (a reply of 49 numbers costs Redis twice the packing).
+-- packed in one string (a reply of 49 numbers costs Redis twice the packing); only the
+-- lists in use are sent (lookups below).
 --
 -- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
 -- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
@@ -58,6 +61,10 @@ local function decode(blob)
   return {struct.unpack(format(#blob / 8), blob)}, true
 end
 
+-- The decimal text of each TTL, made once: Redis 7.0 turns a number argument of
+-- redis.call into text with snprintf('%.17g'), some 2,400 instructions each time.
+local TTLS = {}
+
 -- Writes O[1..m]: with the TTL ``ttl`` when ``expire`` (setting a TTL costs about a
 -- microsecond more than keeping one), else keeping the key's TTL; deletes the state when
 -- nothing in it can count (``ttl`` 0).
@@ -65,7 +72,12 @@ local function save(key, m, ttl, existed, expire)
   if ttl == 0 then
     if existed then call('DEL', key) end
   elseif expire or not existed then
-    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'EX', ttl)
+    local text = TTLS[ttl]
+    if not text then
+      text = tostring(ttl)
+      TTLS[ttl] = text
+    end
+    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'EX', text)
   else
     call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
@@ -117,176 +129,18 @@ local function copy_group(v, p, m, k, cur, low, codes, one, cents)
   return last + 1, m, made
 end
 
--- begin's pass over one group: copies the group at v[p] to O after m, dropping records of
--- buckets below cur - keep and records with no value above 0, and adds each record it keeps
--- to the windows of ``out`` that cover its bucket. g[8] lists the windows by their length
--- in buckets: {buckets, (record position of the measure, slot)...}; a record of bucket b
--- is in those with b > cur - buckets, up to cur. With ``add`` the attempt counts: the
--- record of bucket cur gets 1 at the attempts' position (g[9]) and the cents at the
--- amount's (g[10]), and is made when missing. Returns the positions after the group in v
--- and in O, and whether it made a record.
---
--- Without ``add`` (a takeover only reads) the copy is only pruned: the records it drops
--- are in no window (each window reads at most keep buckets back) or count 0.
---
--- The three loops (earlier buckets, the current one, later ones: attempts that reached
--- Redis late) are the one ordered copy, split so that each record is tested once.
-local function count_group(v, p, m, g, cur, add, cents, out, O)
-  local k, W = g[2], g[8]
-  local last = p + k * (v[p] or 0)
-  local h = m + 1
-  m = h
-  local q = p + 1
-  local low = cur - g[3]
-  while q <= last and v[q] < low do q = q + k end  -- records are in bucket order
-  while q <= last do
-    local b = v[q]
-    if b >= cur then break end
-    local any = false
-    for j = 1, k - 1 do
-      local x = v[q + j]
-      O[m + 1 + j] = x
-      if x > 0 then any = true end
-    end
-    if any then
-      O[m + 1] = b
-      for i = 1, #W do
-        local w = W[i]
-        if b > cur - w[1] then
-          for j = 2, #w, 2 do
-            local s = w[j + 1]
-            out[s] = out[s] + O[m + w[j]]
-          end
-        end
-      end
-      m = m + k
-    end
-    q = q + k
-  end
-  local ia, is = g[9], g[10]
-  local found = q <= last and v[q] == cur
-  local made = false
-  if found or (add and (ia > 0 or is > 0)) then
-    if found then
-      for j = 1, k - 1 do O[m + 1 + j] = v[q + j] end
-      q = q + k
-    else
-      for j = 2, k do O[m + j] = 0 end
-    end
-    if add then
-      if ia > 0 then O[m + ia] = O[m + ia] + 1 end
-      if is > 0 then O[m + is] = O[m + is] + cents end
-    end
-    local any = false
-    for j = m + 2, m + k do
-      if O[j] > 0 then any = true end
-    end
-    if any then
-      O[m + 1] = cur
-      for i = 1, #W do  -- the current bucket is in every window
-        local w = W[i]
-        for j = 2, #w, 2 do
-          local s = w[j + 1]
-          out[s] = out[s] + O[m + w[j]]
-        end
-      end
-      m = m + k
-      made = not found
-    end
-  end
-  while q <= last do
-    local any = false
-    for j = 0, k - 1 do
-      local x = v[q + j]
-      O[m + 1 + j] = x
-      if j > 0 and x > 0 then any = true end
-    end
-    if any then m = m + k end
-    q = q + k
-  end
-  O[h] = (m - h) / k
-  return last + 1, m, made
-end
-
--- begin's pass over one distinct kind: copies the members at v[p] to O after m, dropping
--- those last seen before ``low`` (the kind's largest window plus one spare bucket), and
--- remembers ``member`` (a digest, or nil) at second t: its last-seen second moves up, or
--- it joins, in the place of the member seen longest ago when CAP are kept already. Then
--- counts the kept members of each window of z[4] (width, buckets, slot; three numbers per
--- window) into ``out``. Returns the positions after the kind in v and in O. (The members
--- it drops are in no window, so a takeover, which passes no member, reads the same as
--- from the stored state.)
-local function count_members(v, p, m, z, member, t, low, cur, out, O)
-  local last = p + 2 * (v[p] or 0)
-  local h = m + 1
-  m = h
-  local oldest, at = nil, 0
-  for k = p + 1, last, 2 do
-    local d, seen = v[k], v[k + 1]
-    if d == member then
-      if seen < t then seen = t end
-      member = nil
-    end
-    if seen >= low then
-      O[m + 1], O[m + 2] = d, seen
-      m = m + 2
-      if not oldest or seen < oldest then oldest, at = seen, m - 1 end
-    end
-  end
-  if member and t >= low then
-    if m - h < 2 * CAP then
-      O[m + 1], O[m + 2] = member, t
-      m = m + 2
-    elseif t >= oldest then
-      O[at], O[at + 1] = member, t
-    end
-  end
-  O[h] = (m - h) / 2
-  if m > h then
-    local W = z[4]
-    for i = 1, #W, 3 do
-      local w = W[i]
-      local from = (cur[w] - W[i + 1] + 1) * w
-      local n = 0
-      for j = h + 2, m, 2 do
-        if O[j] >= from then n = n + 1 end
-      end
-      out[W[i + 2]] = n
-    end
-  end
-  return last + 1, m
-end
-
--- Counts the attempt (``write``) and reads the entity's windows into ``out``; ``cur`` holds
--- the bucket of the event second per width, M the member digest per distinct code.
-local function entity(P, key, blob, M, t, cur, cents, write, out)
-  local O = O
+-- Counts the attempt (``write``) and reads entity e's windows into ``out``: COUNT[e]
+-- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
+-- bucket of the event second per width, M the member digest per distinct code. (A
+-- takeover only reads: the same pass, without the attempt, and nothing written.)
+local function entity(e, key, blob, M, t, cur, cents, write, out)
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
     v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-  local G, Z, star = P.g, P.z, P.star
-  local p, m, ttl, old, opened = 1, 0, 0, 0, star == 0
-  for i = 1, #G do
-    local g = G[i]
-    local h, made = m + 1, false
-    local horizon = g[4]
-    if horizon > old and (v[p] or 0) > 0 then old = horizon end
-    p, m, made = count_group(v, p, m, g, cur[g[1]], write, cents, out, O)
-    if m > h and horizon > ttl then ttl = horizon end
-    if made and i == star then opened = true end
-  end
-  for i = 1, #Z do
-    local z = Z[i]
-    local h = m + 1
-    local horizon, w = z[3], z[1]
-    if horizon > old and (v[p] or 0) > 0 then old = horizon end
-    local member = write and M[z[5]] or nil
-    p, m = count_members(v, p, m, z, member, t, (cur[w] - z[2]) * w, cur, out, O)
-    if m > h and horizon > ttl then ttl = horizon end
-  end
-  if write then save(key, m, ttl + P.refresh, existed, opened or ttl > old) end
+  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, t, cents, write)
+  if write then save(key, m, ttl + PLAN[e].refresh, existed, opened or ttl > old) end
 end
 
 -- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
@@ -396,7 +250,11 @@ local function begin(KEYS, ARGV)
   local unseen = unseen_lists(index, lists)
   if unseen then return {'lists', unseen} end  -- before the claim: nothing happened yet
   local tx = KEYS[1]
-  local claim = call('HMGET', tx, 'state', 'digest', 'decision', 'claimed_at')
+  -- (EXISTS first: its one-number reply costs Redis less than four empty fields)
+  local claim = EMPTY
+  if call('EXISTS', tx) == 1 then
+    claim = call('HMGET', tx, 'state', 'digest', 'decision', 'claimed_at')
+  end
   local status = 'new'
   if claim[1] then
     if claim[2] and claim[2] ~= ARGV[2] then return {'conflict'} end
@@ -421,16 +279,17 @@ local function begin(KEYS, ARGV)
     cur[w] = floor(t / w)
   end
   for i = 1, MEMBERS do members[i] = tonumber(ARGV[MEMBERS0 + i]) or false end
+  local marks = {byte(mask, 1, #PLAN)}
   local present = 0
   for e = 1, #PLAN do
-    if byte(mask, e) ~= 48 then present = present + 1 end
+    if marks[e] ~= 48 then present = present + 1 end
   end
   if present > 0 then
     local blobs = call('MGET', unpack(KEYS, 3, 2 + present))
     local k = 3
     for e = 1, #PLAN do
-      if byte(mask, e) ~= 48 then
-        entity(PLAN[e], KEYS[k], blobs[k - 2], members, t, cur, cents, write, out)
+      if marks[e] ~= 48 then
+        entity(e, KEYS[k], blobs[k - 2], members, t, cur, cents, write, out)
         k = k + 1
       end
     end
