@@ -6,10 +6,12 @@
 -- KEYS: 1 tx, 2 lists index, then per present entity (PLAN order, ARGV[5] mask) its
 --       velocity key; then the key of each list marked '1' in the lists mask.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
---       5 entity mask ('0' absent, '1' present), 6 USD cents, 7 event second, then
---       MEMBERS member digests, one per distinct code (keys.py), at the code's place ('' when
---       missing or unused), then (LISTS0) the lists mask and the items of each list entity
---       with a list marked '1' (see lookups below).
+--       5 entity mask ('0' absent, '1' present), 6 little-endian doubles: USD cents, event
+--       second, then MEMBERS member digests, one per distinct code (keys.py) at the code's
+--       place (-1 when missing or unused), 7 the lists mask, then the items of each list
+--       entity with a list marked '1' (see lookups below). (The numbers come packed: as
+--       text, tonumber of a 16-digit digest is some 1,500 instructions of strtod, and each
+--       argument about a thousand more.)
 -- Returns {status, decision|false, lists version, raw sums by slot (SLOTS little-endian
 -- doubles), {{list, entity, reason}}}; or {'lists', mask of the lists that hold items},
 -- having done nothing, when the mask left out one of them (the client sends again).
@@ -43,8 +45,6 @@
 -- values), rather than made per call: O the state being written, OUT the sums by slot,
 -- CUR the bucket of the event second by width, MEMBER the member digests by code.
 local EMPTY, O, OUT, CUR, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}
-local MEMBERS0 = 7  -- ARGV[MEMBERS0 + code]: the member digest of each distinct code
-local LISTS0 = MEMBERS0 + MEMBERS + 1  -- ARGV[LISTS0]: the lists mask, then the items
 
 local function format(n)
   local f = FORMATS[n]
@@ -77,9 +77,9 @@ local function save(key, m, ttl, existed, expire)
       text = tostring(ttl)
       TTLS[ttl] = text
     end
-    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'EX', text)
+    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', text)
   else
-    call('SET', key, struct.pack(format(m), unpack(O, 1, m)), 'KEEPTTL')
+    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
 end
 
@@ -246,7 +246,7 @@ end
 
 local function begin(KEYS, ARGV)
   local index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
-  local lists = ARGV[LISTS0]
+  local lists = ARGV[7]
   local unseen = unseen_lists(index, lists)
   if unseen then return {'lists', unseen} end  -- before the claim: nothing happened yet
   local tx = KEYS[1]
@@ -271,14 +271,18 @@ local function begin(KEYS, ARGV)
   local write = status == 'new'
 
   local mask = ARGV[5]
-  local cents, t = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local numbers = {struct.unpack(format(2 + MEMBERS), ARGV[6])}
+  local cents, t = numbers[1], numbers[2]
   local out, cur, members = OUT, CUR, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
   for i = 1, #WIDTHS do
     local w = WIDTHS[i]
     cur[w] = floor(t / w)
   end
-  for i = 1, MEMBERS do members[i] = tonumber(ARGV[MEMBERS0 + i]) or false end
+  for i = 1, MEMBERS do
+    local digest = numbers[2 + i]
+    members[i] = digest >= 0 and digest
+  end
   local marks = {byte(mask, 1, #PLAN)}
   local present = 0
   for e = 1, #PLAN do
@@ -294,7 +298,10 @@ local function begin(KEYS, ARGV)
       end
     end
   end
-  local hits = lookups(KEYS, ARGV, 3 + present, LISTS0 + 1, lists, index, tonumber(ARGV[1]) / 1000)
+  local hits = EMPTY
+  if #KEYS > 2 + present then  -- a list was sent
+    hits = lookups(KEYS, ARGV, 3 + present, 8, lists, index, tonumber(ARGV[1]) / 1000)
+  end
   local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
   return {status, false, tonumber(index[1]) or 0, sums, hits}
 end

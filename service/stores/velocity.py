@@ -171,7 +171,9 @@ class RiskStore:
             for e in plan.entities
         )
         self._member_slots = plan.member_slots
-        self._sums = struct.Struct(f"<{plan.slot_count}d")  # begin's window sums, packed
+        # begin's numbers (cents, event second, member digests) and its window sums, packed
+        self._numbers = struct.Struct(f"<{2 + plan.member_slots}d")
+        self._sums = struct.Struct(f"<{plan.slot_count}d")
         # per list entity (``lookups`` order): its block and allow list keys and the
         # positions of its attributes. begin sends the keys and items of the lists it
         # believes hold items (``begin.lua``): none at first; Redis says which do.
@@ -199,8 +201,8 @@ class RiskStore:
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
         mask = []
         # one digest per kind of member, by its code, each made once (several entities
-        # count the same kind); '' when missing or when no present entity counts it
-        members: list[int | str | None] = [None] * self._member_slots
+        # count the same kind); -1 when missing or when no present entity counts it
+        members: list[int | None] = [None] * self._member_slots
         for at, head, tail, distinct in self._entities:
             value = values[at]
             if value is None:
@@ -211,16 +213,18 @@ class RiskStore:
             for code, i in distinct:
                 if members[code] is None:
                     text = values[i]
-                    members[code] = member_digest(text) if text else ""
-        args: list[str | int] = [
+                    members[code] = member_digest(text) if text else -1
+        args: list[str | int | bytes] = [
             int(time.time() * 1000),
             digest,
             self._pending_ms,
             self._decision_ttl,
             "".join(mask),
-            payment.amount_usd_cents,
-            event_second(payment.event_time),
-            *["" if m is None else m for m in members],
+            self._numbers.pack(
+                payment.amount_usd_cents,
+                event_second(payment.event_time),
+                *[-1 if m is None else m for m in members],
+            ),
         ]
         # A list that gained items since this process last looked (or since it started)
         # makes Redis answer 'lists' with those that hold items now, having done nothing:

@@ -845,7 +845,7 @@ def _reference_call(
     keyed = {e.entity: value for e, value in entities}
     keys = [store.keys.transaction(payment.transaction_id), store.keys.lists_index]
     mask = ""
-    members: list[int | str] = [""] * max(DISTINCT_CODES.values())  # by code, once each
+    members: list[int] = [-1] * max(DISTINCT_CODES.values())  # by code, once each
     for e in store.plan.entities:
         if e.entity not in keyed:
             mask += "0"
@@ -854,9 +854,10 @@ def _reference_call(
         keys.append(store.keys.velocity(e.entity, keyed[e.entity], e.layout))
         for d in e.distinct:
             text = present(getattr(payment, d.attribute))
-            members[d.code - 1] = member_digest(text) if text else ""
+            members[d.code - 1] = member_digest(text) if text else -1
     second = event_second(payment.event_time)
-    args = [mask, payment.amount_usd_cents, second, *members]
+    numbers = [float(payment.amount_usd_cents), float(second), *map(float, members)]
+    args = [mask, struct.pack(f"<{len(numbers)}d", *numbers)]
     found = dict(lookups(payment))
     marks, items = "", []
     for i, (entity, attributes) in enumerate(LOOKUP_ATTRIBUTES.items()):
