@@ -43,7 +43,8 @@
 
 -- Scratch tables kept across calls (filled afresh by each, so no call sees another's
 -- values), rather than made per call: O the state being written, OUT the sums by slot,
--- CUR the bucket of the event second by width, MEMBER the member digests by code.
+-- CUR the bucket of the event second per width of WIDTHS, MEMBER the member digests by
+-- code.
 local EMPTY, O, OUT, CUR, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}
 
 local function format(n)
@@ -131,7 +132,7 @@ end
 
 -- Counts the attempt (``write``) and reads entity e's windows into ``out``: COUNT[e]
 -- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
--- bucket of the event second per width, M the member digest per distinct code. (A
+-- bucket of the event second per width of WIDTHS, M the member digest per distinct code. (A
 -- takeover only reads: the same pass, without the attempt, and nothing written.)
 local function entity(e, key, blob, M, t, cur, cents, write, out)
   local v, existed = EMPTY, false
@@ -275,10 +276,7 @@ local function begin(KEYS, ARGV)
   local cents, t = numbers[1], numbers[2]
   local out, cur, members = OUT, CUR, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
-  for i = 1, #WIDTHS do
-    local w = WIDTHS[i]
-    cur[w] = floor(t / w)
-  end
+  for i = 1, #WIDTHS do cur[i] = floor(t / WIDTHS[i]) end
   for i = 1, MEMBERS do
     local digest = numbers[2 + i]
     members[i] = digest >= 0 and digest

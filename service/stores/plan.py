@@ -383,20 +383,22 @@ class Plan:
         )
         lines.append(f"local WIDTHS = {{{','.join(map(str, widths))}}}")
         lines.append("local COUNT = {}")
-        lines += (_count_entity(e) for e in self.entities)
+        at = {width: i + 1 for i, width in enumerate(widths)}  # cur[i]: bucket of WIDTHS[i]
+        lines += (_count_entity(e, at) for e in self.entities)
         return "\n".join(lines) + "\n"
 
 
-def _count_entity(e: EntityPlan) -> str:
+def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     """``COUNT[e.index]``: reads the entity's windows into ``out`` while it copies the
     state ``v`` (an array of its doubles, empty when new) to ``O``, counting the attempt
     when ``write``: per group ``_count_group``, per kind ``_count_kind``. ``cur`` holds the
-    bucket of the event second ``t`` per width, ``M`` the member digests by code (false
-    when missing). Returns the length of the state in O, the longest horizon of its
-    non-empty groups and kinds after and before, and whether the refreshing group opened
-    a bucket (begin.lua sets the TTL from them)."""
-    body = "".join(_count_group(e, g, i + 1 == e.star) for i, g in enumerate(e.groups))
-    body += "".join(_count_kind(e, d) for d in e.distinct)
+    bucket of the event second ``t`` per width (``cur[at[width]]``, by the width's place
+    in WIDTHS), ``M`` the member digests by code (false when missing). Returns the
+    length of the state in O, the longest horizon of its non-empty groups and kinds
+    after and before, and whether the refreshing group opened a bucket (begin.lua sets
+    the TTL from them)."""
+    body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
+    body += "".join(_count_kind(e, d, at) for d in e.distinct)
     return (
         f"COUNT[{e.index}] = function(v, O, out, M, cur, t, cents, write) -- {e.entity}\n"
         f"  local p, m, ttl, old, opened = 1, 0, 0, 0, {'false' if e.star else 'true'}\n"
@@ -407,7 +409,7 @@ def _count_entity(e: EntityPlan) -> str:
     )
 
 
-def _count_group(e: EntityPlan, g: Group, star: bool) -> str:
+def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str:
     """One group of ``_count_entity``. The group at v[p] (its record count, then records
     of the bucket id and a value per measure, in bucket order) is copied to O after m:
     records of buckets below cur - keep are dropped (no window reads them), and so are
@@ -438,7 +440,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool) -> str:
     opens = "      if not found then opened = true end\n" if star else ""
     return (
         f"  -- {e.entity} {g.name}: buckets of {g.width} s, {g.keep} kept behind the current\n"
-        f"  c = cur[{g.width}]\n"
+        f"  c = cur[{at[g.width]}]\n"
         "  n = v[p] or 0\n"
         f"  if n > 0 and {g.horizon} > old then old = {g.horizon} end\n"
         f"  last = p + {k} * n\n"
@@ -486,7 +488,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool) -> str:
     )
 
 
-def _count_kind(e: EntityPlan, d: DistinctKind) -> str:
+def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
     """One distinct kind of ``_count_entity``. The members at v[p] (count, then (digest,
     last-seen second) pairs) are copied to O after m, dropping those last seen before
     the kind's largest window plus one spare bucket; the payment's member (a digest, none
@@ -495,7 +497,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind) -> str:
     not after t. Then each window counts the kept members last seen in its buckets."""
     windows = "".join(
         "      do\n"
-        f"        local from, count = (cur[{w.width}] - {w.buckets - 1}) * {w.width}, 0\n"
+        f"        local from, count = (cur[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"
         "        for j = h + 2, m, 2 do\n"
         "          if O[j] >= from then count = count + 1 end\n"
         "        end\n"
@@ -507,7 +509,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind) -> str:
         f"  -- {e.entity} {d.name}: the {d.of} seen with it\n"
         "  do\n"
         f"    local member = write and M[{d.code}] or nil\n"
-        f"    local low = (cur[{d.keep_width}] - {d.keep}) * {d.keep_width}\n"
+        f"    local low = (cur[{at[d.keep_width]}] - {d.keep}) * {d.keep_width}\n"
         "    n = v[p] or 0\n"
         f"    if n > 0 and {d.horizon} > old then old = {d.horizon} end\n"
         "    last = p + 2 * n\n"

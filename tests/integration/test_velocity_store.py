@@ -376,6 +376,45 @@ async def test_busy_entities_match_the_window_rule(store: RiskStore, seed: int) 
     await _replay_random_history(store, random.Random(seed), events=250, gaps=gaps, pool=2)
 
 
+async def test_a_takeover_reads_what_the_claim_counted(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    # A takeover reads through the same pass as a count, without the attempt and without
+    # writing: on states with pruned buckets, several records and members it must read
+    # exactly what the first claim returned.
+    store = RiskStore(
+        redis_client,
+        prefix=redis_prefix,
+        timeout_ms=2_000,
+        decision_ttl_seconds=86_400,
+        pending_timeout_seconds=0,  # a pending claim can be taken over at once
+    )
+    rng = random.Random(21)
+    t = DAY0 + 777.0
+    taken = 0
+    for i in range(200):
+        t += rng.choice([0, 1, 30, 61, 299, 300, 3_600, 21_600, 86_400])
+        payment = make_payment(
+            f"k{i}",
+            t,
+            customer_id=rng.choice(["c1", "c2", "c3"]),
+            device_id=rng.choice(["d1", "d2", None]),
+            device_ip_country=rng.choice(["IN", "BR", None]),
+            cents=rng.randrange(1, 100_000),
+        )
+        first = await store.begin(payment, digest="d")
+        assert first.status == "new"
+        if rng.random() < 0.4:
+            again = await store.begin(payment, digest="d")
+            assert again.status == "takeover"
+            assert again.features == first.features, f"event {i}"
+            taken += 1
+        await store.commit(
+            payment, decision_json=b"{}", record_json=b"{}", declined=rng.random() < 0.3
+        )
+    assert taken > 50
+
+
 # Shapes the catalogue does not have, for the counting code plan.py writes per entity: a
 # group of cents without attempts, groups of declines or frauds only (begin adds nothing
 # to them), a mean in a group of its own, kinds read over two widths and over one window
