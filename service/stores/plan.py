@@ -31,8 +31,11 @@ a bucket or when a longer horizon is needed (``begin.lua`` explains why that suf
 so a state disappears once nothing in it can count any more: fraud records (written by
 feedback at the original transaction's bucket) keep an entity up to their 30 days.
 
-The plan is data for ``begin.lua``: ``lua_prelude()`` renders it as a Lua table inside the
-function library (``library.py``), whose version hash changes whenever the catalogue does.
+The plan is data for ``begin.lua``: ``lua_prelude()`` renders it inside the function
+library (``library.py``), whose version hash changes whenever the catalogue does, as a Lua
+table and, for begin's pass over each entity's state, as one Lua function per entity with
+the plan's numbers written in as constants (``_count_entity``: the rules above, stated
+once in ``_count_group`` and ``_count_kind``).
 """
 
 from __future__ import annotations

@@ -29,9 +29,10 @@ each entity's whole state is one key (``keys.py``), a run of numbers read with o
 ``MGET`` for all the payment's entities and written back with one ``SET`` each, which
 sets the TTL only when the state needs a new one (``begin.lua``); bucket ids are computed
 in Lua from the event second; members arrive as numeric digests, one per kind; the window
-sums come back as one string of packed doubles. Most of what Redis spends on a begin is
-then that ``SET`` per entity, the Lua pass over each state and the fixed work of the
-claim, the lists and the arguments (``benchmarks/redis_begin.py`` measures it).
+sums come back as one string of packed doubles; only the lists in use are sent (the store
+learns from Redis which hold items, ``begin.lua``). Most of what Redis spends on a begin
+is then its commands (the ``SET`` per entity above all, with their AOF records), the Lua
+pass over each state and the arguments (``benchmarks/redis_begin.py`` measures it).
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
 Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
