@@ -12,7 +12,9 @@ payment methods), normalised and pseudonymised as the service does. Each run:
    default the time they take at ``--rate`` score calls per second, as in ``make bench``;
    a longer span gives the entities older buckets and more members), so the measured
    calls meet states of the size a running service has;
-3. ``CONFIG RESETSTAT``, then ``--calls`` begins at ``--rate`` calls per event second;
+3. ``CONFIG RESETSTAT``, then ``--calls`` begins at ``--rate`` calls per event second,
+   from ``--start`` (a fixed instant, so that runs agree: the result hashes of two
+   versions, or of two invocations, are comparable);
 4. from ``INFO commandstats``: µs per ``FCALL`` (the whole function, nested commands
    included), the nested commands per begin and µs per call, and what is left for the Lua
    VM itself; from ``INFO cpu``: Redis' user+system CPU per begin (all of it: the event
@@ -432,6 +434,13 @@ def main() -> None:
         "parts of begin, in variants that write less or nothing)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="runs of every variant")
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=1_795_800_000,
+        help="event second of the first measured begin: fixed, so that every run (and both "
+        "sides of an A/B in two processes) sees the same buckets (default 1795800000)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="of the payments drawn")
     parser.add_argument(
         "--variant",
@@ -449,7 +458,7 @@ def main() -> None:
             parser.error(f"--variant {spec!r}: expected NAME=PATH")
         variants.append((name, Path(path).read_text(encoding="utf-8")))
 
-    start = float(int(time.time()))
+    start = float(args.start)
     warm, measured = payments(args, start)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
     with contextlib.ExitStack() as stack:
