@@ -13,8 +13,9 @@
 --       text, tonumber of a 16-digit digest is some 1,500 instructions of strtod, and each
 --       argument about a thousand more.)
 -- Returns {status, decision|false, lists version, raw sums by slot (SLOTS little-endian
--- doubles), {{list, entity, reason}}}; or {'lists', mask of the lists that hold items},
--- having done nothing, when the mask left out one of them (the client sends again).
+-- doubles), {{list, entity, reason}}, [the mask of the lists that hold items, when the
+-- client's marks one that does not]}; or {'lists', mask of the lists that hold items},
+-- having done nothing, when the client's left out one of them (it sends again).
 --
 -- Lean on purpose: Redis runs this for every score call, on one thread. What it costs,
 -- counted with benchmarks/redis_begin.py --callgrind (x86 instructions per begin on the
@@ -175,24 +176,46 @@ end
 -- list's item count, as the lists index holds them. The client sends a mask of two marks
 -- per list entity (block, allow): '0' it believes the list empty, '1' it sends the list's
 -- key (and, once per entity, its items), '2' it believes the list holds items but the
--- payment has nothing to look up there. It learns which lists hold items from the answer
--- below, so a payment carries the keys and items of the lists in use only (none, mostly,
--- instead of some 40 arguments for the 16 lists every call).
+-- payment has nothing to look up there. It learns which lists hold items from the answers
+-- (check_lists), so a payment carries the keys and items of the lists in use only (none,
+-- mostly, instead of some 40 arguments for the 16 lists every call).
 
--- The mask of the lists that hold items ('1'), when one of them is marked '0'; else nil.
-local function unseen_lists(index, mask)
+local NO_LISTS  -- the mask of a client that believes no list in use (made at the first call)
+
+-- The mask of the lists that hold items ('1', else '0').
+local function held_lists(index)
+  local held = {}
   for i = 2, #LIST_FIELDS do
     local n = index[i]
-    if n and n ~= '0' and byte(mask, i - 1) == 48 then
-      local live = {}
-      for j = 2, #LIST_FIELDS do
-        local c = index[j]
-        live[j - 1] = (c and c ~= '0') and '1' or '0'
-      end
-      return table.concat(live)
+    held[i - 1] = (n and n ~= '0') and '1' or '0'
+  end
+  return table.concat(held)
+end
+
+-- Whether the client's mask leaves out a list that holds items (it must send again), and
+-- the mask of those that do when it differs from the client's (nil when not): a list it
+-- marks but that no longer holds items is reported too, so that it stops sending it.
+local function check_lists(index, mask)
+  NO_LISTS = NO_LISTS or string.rep('0', #LIST_FIELDS - 1)
+  if mask == NO_LISTS then  -- (most calls: no list in use, none believed)
+    for i = 2, #LIST_FIELDS do
+      local n = index[i]
+      if n and n ~= '0' then return true, held_lists(index) end
+    end
+    return false, nil
+  end
+  local differs = false
+  for i = 2, #LIST_FIELDS do
+    local n = index[i]
+    local marked = byte(mask, i - 1) ~= 48
+    if n and n ~= '0' then
+      if not marked then return true, held_lists(index) end
+    elseif marked then
+      differs = true
     end
   end
-  return nil
+  if differs then return false, held_lists(index) end
+  return false, nil
 end
 
 -- Looks up the items A[a].. (per list entity sent, one per attribute, '' when missing) in
@@ -248,8 +271,8 @@ end
 local function begin(KEYS, ARGV)
   local index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
   local lists = ARGV[7]
-  local unseen = unseen_lists(index, lists)
-  if unseen then return {'lists', unseen} end  -- before the claim: nothing happened yet
+  local unseen, held = check_lists(index, lists)
+  if unseen then return {'lists', held} end  -- before the claim: nothing happened yet
   local tx = KEYS[1]
   -- (EXISTS first: its one-number reply costs Redis less than four empty fields)
   local claim = EMPTY
@@ -301,5 +324,5 @@ local function begin(KEYS, ARGV)
     hits = lookups(KEYS, ARGV, 3 + present, 8, lists, index, tonumber(ARGV[1]) / 1000)
   end
   local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
-  return {status, false, tonumber(index[1]) or 0, sums, hits}
+  return {status, false, tonumber(index[1]) or 0, sums, hits, held}
 end

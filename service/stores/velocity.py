@@ -230,6 +230,7 @@ class RiskStore:
         # A list that gained items since this process last looked (or since it started)
         # makes Redis answer 'lists' with those that hold items now, having done nothing:
         # send again with them (and should they change again meanwhile, with every list).
+        # One that lost its last item is reported with the answer.
         believed = self._lists
         for attempt in range(3):
             lists, list_keys, items = self._list_lookups(values, believed)
@@ -248,6 +249,9 @@ class RiskStore:
             self._lists = held.decode() if isinstance(held, bytes) else held
             believed = self._lists if attempt == 0 else self._every_list
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if len(reply) > 5:  # a list it sent holds no items any more: stop sending it
+            held = reply[5]
+            self._lists = held.decode() if isinstance(held, bytes) else held
         if status in ("new", "takeover"):
             hits = [
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)

@@ -545,10 +545,12 @@ class _CountingBegins:
         self.client = client
         self.before = before
         self.begins = 0
+        self.sent: tuple = ()  # the last begin's command
 
     async def execute_command(self, *args: object) -> object:
         if args[0] == "FCALL" and "_begin_" in str(args[1]):
             self.begins += 1
+            self.sent = args
             if self.before is not None:
                 await self.before(self.begins)
         return await self.client.execute_command(*args)
@@ -581,19 +583,22 @@ async def test_begin_learns_which_lists_hold_items_and_counts_the_attempt_once(
     # no device: nothing of the device lists is sent, and Redis does not ask for them
     third = await store.begin(make_payment("t3", DAY0 + 2, device_id=None), digest="d")
     assert (third.list_hits, hot.begins) == ([], 4)
-    # an emptied list is still sent (and found empty) until another list changes
+    # an emptied list is sent once more (found empty, and reported), then no longer
+    device_list = store.keys.list("block_device")
     await lists.remove("block_device", ["d1"])
     fourth = await store.begin(make_payment("t4", DAY0 + 3), digest="d")
-    assert (fourth.list_hits, hot.begins) == ([], 5)
+    assert (fourth.list_hits, hot.begins, device_list in hot.sent) == ([], 5, True)
+    await store.begin(make_payment("t4b", DAY0 + 3), digest="d")
+    assert (hot.begins, device_list in hot.sent) == (6, False)
     await lists.add("allow_customer", ["m1:c1"], reason="vip")
     fifth = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
-    assert (fifth.list_hits, hot.begins) == ([ListHit("allow_customer", "customer_key", "vip")], 7)
-    assert fifth.features["customer_attempts_1h"] == 5.0
+    assert (fifth.list_hits, hot.begins) == ([ListHit("allow_customer", "customer_key", "vip")], 8)
+    assert fifth.features["customer_attempts_1h"] == 6.0
     assert fifth.lists_version == 3
     # a retried transaction id is answered as before, whatever the lists did meanwhile
     await lists.add("block_card", ["fp1"])
     retried = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
-    assert (retried.status, hot.begins) == ("pending", 9)
+    assert (retried.status, hot.begins) == ("pending", 10)
 
 
 async def test_lists_that_change_again_meanwhile_are_all_looked_up(
