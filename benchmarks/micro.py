@@ -58,11 +58,19 @@ COUNTRIES = ("IN", "BD", "ID", "VN", "BR", "US")
 METHODS = ("upi", "wallet", "card", "card", "bank_transfer", "card")
 
 
-def body(rng: random.Random, transaction_id: str) -> bytes:
-    """A ``/v1/score`` body of the benchmark's traffic mix (about 600 bytes)."""
+def body(
+    rng: random.Random,
+    transaction_id: str,
+    *,
+    cards: int = 50_000,
+    customers: int = 20_000,
+    merchants: int = 200,
+) -> bytes:
+    """A ``/v1/score`` body of the benchmark's traffic mix (about 600 bytes), as
+    ``wrk_score.lua`` writes them; the pools' sizes are its defaults."""
     i = rng.randrange(6)
-    card = rng.randint(1, 50_000)
-    customer = rng.randint(1, 20_000)
+    card = rng.randint(1, cards)
+    customer = rng.randint(1, customers)
     if METHODS[i] == "card":
         method: dict[str, Any] = {
             "type": "card",
@@ -79,7 +87,7 @@ def body(rng: random.Random, transaction_id: str) -> bytes:
     return msgspec.json.encode(
         {
             "transaction_id": transaction_id,
-            "merchant_id": f"m-{rng.randint(1, 200)}",
+            "merchant_id": f"m-{rng.randint(1, merchants)}",
             "vertical": rng.choice(VERTICALS),
             "amount": f"{rng.randint(1, 5000)}.{rng.randint(0, 99):02d}",
             "currency": CURRENCIES[i],

@@ -65,6 +65,7 @@ from typing import Any
 import msgspec
 import redis
 import redis.asyncio as aioredis
+from micro import body  # the traffic mix of wrk_score.lua, shared with micro.py
 
 from service.api.schemas import decode_score_request
 from service.normalise import normalise
@@ -77,10 +78,6 @@ from service.stores.lists import LIST_NAMES, LOOKUP_ATTRIBUTES, ListStore
 from service.stores.redis_client import make_hot_connection
 from service.stores.velocity import RiskStore
 
-VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
-CURRENCIES = ("INR", "BDT", "IDR", "VND", "BRL", "USD")
-COUNTRIES = ("IN", "BD", "ID", "VN", "BR", "US")
-METHODS = ("upi", "wallet", "card", "card", "bank_transfer", "card")
 # the script's own commands, not begin's (``config|resetstat`` and the like included)
 IGNORED = ("cmdstat_info", "cmdstat_config", "cmdstat_ping", "cmdstat_function")
 
@@ -92,50 +89,6 @@ class Workload:
     merchants: int
 
 
-def body(rng: random.Random, transaction_id: str, w: Workload) -> bytes:
-    """A ``/v1/score`` body as ``wrk_score.lua`` writes them (pools sized by ``w``)."""
-    i = rng.randrange(6)
-    card = rng.randint(1, w.cards)
-    customer = rng.randint(1, w.customers)
-    if METHODS[i] == "card":
-        method: dict[str, Any] = {
-            "type": "card",
-            "card": {
-                "bin": f"4{card % 99_999:05d}",
-                "last4": f"{card % 10_000:04d}",
-                "fingerprint": f"tok_{card}",
-                "issuer_country": COUNTRIES[i],
-                "funding": "debit",
-            },
-        }
-    else:
-        method = {"type": METHODS[i], "account": f"acct{card}@bank"}
-    return msgspec.json.encode(
-        {
-            "transaction_id": transaction_id,
-            "merchant_id": f"m-{rng.randint(1, w.merchants)}",
-            "vertical": rng.choice(VERTICALS),
-            "amount": f"{rng.randint(1, 5000)}.{rng.randint(0, 99):02d}",
-            "currency": CURRENCIES[i],
-            "payment_method": method,
-            "customer": {
-                "id": f"c-{customer}",
-                "email": f"user{customer}@example.com",
-                "created_at": "2025-03-01T10:00:00Z",
-                "kyc_level": 2,
-                "age_verified": True,
-                "country": COUNTRIES[i],
-            },
-            "device": {
-                "id": f"d-{customer % 30_000}",
-                "ip": f"198.51.{customer % 250}.{card % 250}",
-                "ip_country": COUNTRIES[i],
-            },
-            "context": {"three_ds": "authenticated", "first_deposit": False},
-        }
-    )
-
-
 def payments(args: argparse.Namespace, start: float) -> tuple[list[Payment], list[Payment]]:
     """The warm phase's and the measured phase's payments, the same for every run."""
     rng = random.Random(args.seed)
@@ -145,7 +98,8 @@ def payments(args: argparse.Namespace, start: float) -> tuple[list[Payment], lis
     span = args.warm_span if args.warm_span is not None else args.warm / args.rate
 
     def make(n: int, t: float) -> Payment:
-        request = decode_score_request(body(rng, f"rb-{n}", w))
+        text = body(rng, f"rb-{n}", cards=w.cards, customers=w.customers, merchants=w.merchants)
+        request = decode_score_request(text)
         return normalise(
             request, fx=fx, pseudonymiser=pseudonymiser, now=t, clock="server", max_skew_seconds=0
         ).payment
