@@ -76,6 +76,32 @@ async def test_redis_slower_than_the_budget_is_a_timeout(redis_prefix: str) -> N
         await conn.aclose()
 
 
+async def test_each_call_times_out_one_budget_after_it_was_written(redis_prefix: str) -> None:
+    """A call written later than another, both stuck behind a blocked reply, gives up at
+    its own deadline, not at the first one's, and the late replies shift nothing."""
+    conn = _connection(budget_seconds=0.1)
+    try:
+        await conn.execute_command("SET", f"{redis_prefix}:a", "A")
+        started = time.monotonic()
+        gave_up: dict[str, float] = {}
+
+        async def timed_out(name: str, *command: object) -> None:
+            with pytest.raises(TimeoutError):
+                await conn.execute_command(*command)
+            gave_up[name] = time.monotonic() - started
+
+        first = asyncio.create_task(timed_out("first", "BLPOP", f"{redis_prefix}:empty", 0.4))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(timed_out("second", "GET", f"{redis_prefix}:a"))
+        await asyncio.gather(first, second)
+        assert 0.09 <= gave_up["first"] < 0.14, gave_up
+        assert 0.14 <= gave_up["second"] < 0.3, gave_up
+        await asyncio.sleep(0.4)  # the BLPOP's nil and the GET's late "A" are dropped
+        assert await conn.execute_command("GET", f"{redis_prefix}:a") == b"A"
+    finally:
+        await conn.aclose()
+
+
 @pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
 def test_an_answer_waiting_behind_a_busy_event_loop_is_not_a_timeout(
     redis_prefix: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]
