@@ -51,7 +51,6 @@ import hashlib
 import random
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,6 +65,8 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 from micro import body  # the traffic mix of wrk_score.lua, shared with micro.py
+from run import BenchError, free_port
+from run import private_redis as bench_redis
 
 from service.api.schemas import decode_score_request
 from service.normalise import normalise
@@ -110,12 +111,6 @@ def payments(args: argparse.Namespace, start: float) -> tuple[list[Payment], lis
     return warm, measured
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class Server:
     url: str
@@ -131,7 +126,6 @@ def private_redis(aof: bool, callgrind: bool) -> Iterator[Server]:
         sys.exit("redis-server not found; install it or pass --redis-url")
     if callgrind and shutil.which("valgrind") is None:
         sys.exit("valgrind not found; install it or leave out --callgrind")
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="redis-begin-") as workdir:
         dumps = Path(workdir) / "callgrind"
         tool = (
@@ -144,37 +138,19 @@ def private_redis(aof: bool, callgrind: bool) -> Iterator[Server]:
             if callgrind
             else []
         )
-        options = {
-            "port": str(port),
-            "bind": "127.0.0.1",
-            "dir": workdir,
-            "save": "",
-            "appendonly": "yes" if aof else "no",
-            "appendfsync": "everysec",
-            "maxmemory-policy": "noeviction",
-            "logfile": str(Path(workdir) / "redis.log"),
-        }
-        proc = subprocess.Popen(
-            [*tool, "redis-server", *(x for k, v in options.items() for x in (f"--{k}", v))],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        port = free_port()
         try:
-            client = redis.Redis(host="127.0.0.1", port=port)
-            deadline = time.monotonic() + (60 if callgrind else 10)
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        sys.exit(f"redis-server did not start on port {port}")
-                    time.sleep(0.05)
-            client.close()
-            yield Server(f"redis://127.0.0.1:{port}/0", proc.pid, dumps if callgrind else None)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            with bench_redis(
+                Path(workdir),
+                port,
+                appendonly=aof,
+                wrapper=tool,
+                start_seconds=60 if callgrind else 10,
+            ) as probe:
+                url = f"redis://127.0.0.1:{port}/0"
+                yield Server(url, probe.pid, dumps if callgrind else None)
+        except BenchError as exc:
+            sys.exit(str(exc))
 
 
 def _callgrind(server: Server, command: str) -> None:

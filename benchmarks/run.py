@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +119,7 @@ def machine_busy_seconds() -> float:
 @dataclass
 class RedisProbe:
     client: redis.Redis
+    pid: int
 
     def cpu(self) -> float:
         info = self.client.info("cpu")
@@ -304,11 +305,21 @@ def half_load(
 
 
 @contextmanager
-def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
+def private_redis(
+    workdir: Path,
+    port: int,
+    *,
+    appendonly: bool = True,
+    wrapper: Sequence[str] = (),
+    start_seconds: float = 10,
+) -> Iterator[RedisProbe]:
+    """``redis-server`` on ``port`` as production runs it (AOF everysec unless
+    ``appendonly`` is off), under ``wrapper`` (valgrind, say) when given."""
     if shutil.which("redis-server") is None:
         raise BenchError("redis-server not found; install it: apt-get install redis-server")
     proc = subprocess.Popen(
         [
+            *wrapper,
             "redis-server",
             "--port",
             str(port),
@@ -319,7 +330,7 @@ def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
             "--save",
             "",
             "--appendonly",
-            "yes",
+            "yes" if appendonly else "no",
             "--appendfsync",
             "everysec",
             "--maxmemory-policy",
@@ -334,7 +345,7 @@ def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
     )
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + start_seconds
         while True:
             try:
                 client.ping()
@@ -343,7 +354,7 @@ def private_redis(workdir: Path, port: int) -> Iterator[RedisProbe]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise BenchError(f"redis-server did not start on port {port}") from None
                 time.sleep(0.05)
-        yield RedisProbe(client)
+        yield RedisProbe(client, proc.pid)
     finally:
         client.close()
         _stop(proc)
