@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Litestar, Request, Response
@@ -186,10 +186,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
         await _warm_up(engine)
-        # What startup built (app, rules, model, reference data) lives as long as the
-        # process: take it out of the collector's sight so full collections stay short.
-        gc.collect()
-        gc.freeze()
+        settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
             asyncio.create_task(_every(5.0, drain_spool)),
@@ -229,6 +226,28 @@ def create_app(settings: Settings) -> Litestar:
     )
     app.direct_score = not (app.middleware or app.before_send or app.after_exception)
     return app
+
+
+# The collector's young-generation threshold once the service is up (CPython's is 700).
+YOUNG_COLLECTION_THRESHOLD: Final = 20_000
+
+
+def settle_heap() -> None:
+    """Freeze what startup built and make young collections rare.
+
+    What startup built (app, rules, model, reference data) lives as long as the process:
+    frozen, full collections no longer walk it. A score call frees nearly everything it
+    makes by reference counting, but 32 calls in flight hold well over 700 containers at
+    once, and the young generation's count only falls back to zero at a collection, so
+    at CPython's threshold of 700 a young collection ran every 19 calls or so and found
+    next to nothing (164 objects in 1,879 collections over a 13-second load run): 0.29 s
+    of collector time, about 7 µs per score call. At 20,000 the same run had none; the
+    rare collection that does run scans at most that many objects (about a millisecond).
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
 async def _warm_up(engine: Engine) -> None:
