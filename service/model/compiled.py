@@ -14,10 +14,22 @@ can check against scikit-learn's own predictor.
 One definition, two engines: ``_walk_row`` routes one row through every tree, and both the
 online kernel (``_explain_row``: one payment, raw score and contributions in the same pass)
 and the offline one (``_raw_many``: training, evaluation, backtests) call it, so they cannot
-disagree. The walk runs on doubled positions ``2 * node``: the next position is
-``kids2[position + went_left]``, one load instead of a branch the processor would mispredict
-half the time, and leaves point to themselves, so every tree takes ``max_depth`` steps and
-the loop has no data-dependent exit either.
+disagree. The next position is one load indexed by the comparison, the child offset at
+``links[4 * position + 5 + went_left]``, instead of a branch the processor would mispredict
+half the time (a shift chosen by the comparison compiled to such a branch: 1.4 µs slower per
+row). Leaves point to themselves, so every tree takes ``max_depth`` steps and the loop has
+no data-dependent exit either.
+
+The layout is for a cold cache. Under load the web server and Redis run between two
+payments and evict the forest, so a payment pays for every cache line its walk touches.
+Each node is one 16-byte record holding all the walk reads: the threshold (a leaf's value),
+the column compared and the two child offsets as uint16. Each tree starts on a cache line,
+and each parent is followed by the subtree of the child more training rows took, so a row's
+path mostly runs through consecutive records; a leaf's path (below) is one 64-byte record.
+For the benchmark model (150 trees of depth 6) that is 358 KiB instead of 934 KiB, and a
+row with contributions touches about 515 cache lines instead of 2,280 in seven per-node and
+per-leaf tables. Reading an 8 MB buffer between calls, ``explain`` on one row takes 10.5 µs
+instead of 15.4 (warm: 4.5 instead of 5.0 µs; about 3 µs of either is the call itself).
 
 Missing values are routed exactly as scikit-learn routes them: a node sends NaN to the
 side ``missing_go_to_left`` names. Instead of testing for NaN at each node, the row is laid
@@ -70,6 +82,8 @@ ARRAY_NAMES: Final = (
 )
 _PAIRWISE_BLOCK: Final = 128  # numpy's PW_BLOCKSIZE
 _NOTHING: Final = np.empty(0)  # no contributions wanted (the kernel takes an array)
+_LINE: Final = 64  # bytes in a cache line
+_RECORD: Final = 16  # bytes per node: threshold, then four uint16 (see CompiledForest)
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
@@ -157,57 +171,60 @@ def _numpy_sum(values: np.ndarray) -> float:
 def _walk_row(
     x: np.ndarray,
     roots2: np.ndarray,
-    kids2: np.ndarray,
-    feat2: np.ndarray,
-    thr2: np.ndarray,
+    nodes: np.ndarray,
+    links: np.ndarray,
     max_depth: int,
     positions: np.ndarray,
 ) -> None:
-    """Route row ``x`` through every tree: ``positions[t]`` is twice tree ``t``'s leaf.
+    """Route row ``x`` through every tree: ``positions[t]`` is tree ``t``'s leaf, as a walk
+    position (twice its record's index).
 
     Level by level, all trees at once, as the numpy walk did: the trees' steps within a
     level do not wait on one another, so the processor overlaps them, where one tree's
     steps each wait for the previous (about twice as slow, tree by tree).
     """
     n = len(x)
-    xx = np.empty(2 * n)
+    xx = np.empty(2 * n + 1)
     for j in range(n):
         xx[j] = x[j]
         xx[n + j] = -np.inf if np.isnan(x[j]) else x[j]
+    xx[2 * n] = np.nan  # a leaf's column: it goes "right", to itself
     positions[:] = roots2
     for _ in range(max_depth):
         for t in range(len(positions)):
             position = positions[t]
-            positions[t] = kids2[position + (xx[feat2[position]] <= thr2[position])]
+            went_left = xx[links[4 * position + 4]] <= nodes[position]
+            positions[t] = position + 2 * links[4 * position + 5 + went_left]
 
 
 @kernel
 def _explain_row(
     x: np.ndarray,
     roots2: np.ndarray,
-    kids2: np.ndarray,
-    feat2: np.ndarray,
-    thr2: np.ndarray,
+    nodes: np.ndarray,
+    links: np.ndarray,
     max_depth: int,
-    value2: np.ndarray,
     baseline: float,
-    leaf_row2: np.ndarray,
-    path_feature: np.ndarray,
-    path_delta: np.ndarray,
+    path_of: np.ndarray,
+    paths: np.ndarray,
+    path_features: np.ndarray,
+    width: int,
     contributions: np.ndarray,
 ) -> float:
     """The raw score of row ``x``; adds each feature's contribution into ``contributions``
     (zeros on entry) unless it is empty."""
     positions = np.empty(len(roots2), dtype=np.intp)
-    _walk_row(x, roots2, kids2, feat2, thr2, max_depth, positions)
+    _walk_row(x, roots2, nodes, links, max_depth, positions)
     values = np.empty(len(roots2))
     explain = len(contributions) > 0
     for t in range(len(roots2)):
-        values[t] = value2[positions[t]]
+        position = positions[t]
+        values[t] = nodes[position]
         if explain:
-            row = leaf_row2[positions[t]]
-            for step in range(path_feature.shape[1]):
-                contributions[path_feature[row, step]] += path_delta[row, step]
+            path = path_of[2 * position + 3]  # where the leaf's path record starts
+            features = 4 * (path + width)  # its int16 feature indices follow the changes
+            for step in range(width):
+                contributions[path_features[features + step]] += paths[path + step]
     return baseline + _numpy_sum(values)
 
 
@@ -215,11 +232,9 @@ def _explain_row(
 def _raw_many(
     matrix: np.ndarray,
     roots2: np.ndarray,
-    kids2: np.ndarray,
-    feat2: np.ndarray,
-    thr2: np.ndarray,
+    nodes: np.ndarray,
+    links: np.ndarray,
     max_depth: int,
-    value2: np.ndarray,
     baseline: float,
     out: np.ndarray,
 ) -> None:
@@ -227,10 +242,18 @@ def _raw_many(
     positions = np.empty(len(roots2), dtype=np.intp)
     values = np.empty(len(roots2))
     for i in range(matrix.shape[0]):
-        _walk_row(matrix[i], roots2, kids2, feat2, thr2, max_depth, positions)
+        _walk_row(matrix[i], roots2, nodes, links, max_depth, positions)
         for t in range(len(roots2)):
-            values[t] = value2[positions[t]]
+            values[t] = nodes[positions[t]]
         out[i] = baseline + _numpy_sum(values)
+
+
+def _aligned_zeros(size: int, dtype: type) -> np.ndarray:
+    """``np.zeros(size, dtype)`` starting on a cache line (numpy only promises 16 bytes)."""
+    nbytes = size * np.dtype(dtype).itemsize
+    buffer = np.zeros(nbytes + _LINE, dtype=np.uint8)
+    start = -buffer.ctypes.data % _LINE
+    return buffer[start : start + nbytes].view(dtype)
 
 
 def sigmoid(raw: float) -> float:
@@ -250,14 +273,14 @@ class CompiledForest:
     """A binary gradient-boosted forest: raw score, probability and contributions."""
 
     __slots__ = (
-        "_feat2",
-        "_kids2",
-        "_leaf_row2",
-        "_path_delta",
-        "_path_feature",
+        "_links",
+        "_node2",
+        "_nodes",
+        "_path_features",
+        "_path_of",
+        "_paths",
         "_roots2",
-        "_thr2",
-        "_value2",
+        "_width",
         "arrays",
         "baseline",
         "expected_raw",
@@ -307,23 +330,12 @@ class CompiledForest:
         if np.any(np.isnan(a["node_threshold"][internal])):
             raise ValueError("node_threshold: NaN threshold")
         baseline = float(np.asarray(a["baseline"]).reshape(-1)[0])
+        left, right = np.where(internal, left, index), np.where(internal, right, index)
 
         self.n_features = n_features
         self.n_trees = len(roots)
         self.baseline = baseline
-        # The walk runs on doubled positions ``2 * node``: the next position is then one
-        # gather, ``kids2[position + went_left]``, with ``kids2[2n] = 2 * right(n)`` and
-        # ``kids2[2n + 1] = 2 * left(n)``; per-node tables are repeated to match.
         missing_left = a["node_missing_left"].astype(bool)
-        kids2 = np.empty(2 * n, dtype=np.intp)
-        kids2[0::2] = 2 * np.where(is_leaf, index, right)
-        kids2[1::2] = 2 * np.where(is_leaf, index, left)
-        self._kids2 = kids2
-        self._roots2 = 2 * roots
-        feat_x = np.where(is_leaf, 0, feature + n_features * missing_left).astype(np.intp)
-        self._feat2 = np.repeat(feat_x, 2)
-        self._thr2 = np.repeat(np.where(is_leaf, 0.0, a["node_threshold"]).astype(np.float64), 2)
-        self._value2 = np.repeat(np.where(is_leaf, value, 0.0), 2)
 
         # Expected value of each node: count-weighted mean of its leaves. Children always
         # come after their parent, so one backward pass fills every node.
@@ -342,26 +354,67 @@ class CompiledForest:
         self.expected_raw = baseline + float(expected[roots].sum())
 
         # Each leaf's root-to-leaf path: the feature of every split on it and the change of
-        # expectation it caused; padded with (feature 0, change 0).
+        # expectation it caused, padded with (feature 0, change 0); one record per leaf, on
+        # its own cache line for a depth of 6: the changes, then the features as int16.
         leaves = np.flatnonzero(is_leaf)
-        leaf_row = np.full(n, -1, dtype=np.intp)
-        leaf_row[leaves] = np.arange(len(leaves))
-        self._leaf_row2 = np.repeat(leaf_row, 2)
         width = max(self.max_depth, 1)
-        path_feature = np.zeros((len(leaves), width), dtype=np.intp)
-        path_delta = np.zeros((len(leaves), width), dtype=np.float64)
+        stride = width + math.ceil(width / 4)  # in float64s: the changes, then the features
+        stride += -stride % (_LINE // 8)  # whole cache lines
+        paths = _aligned_zeros(len(leaves) * stride, np.float64)
+        path_features = paths.view(np.int16)
         parent = np.full(n, -1, dtype=np.intp)
         parent[left[internal]] = index[internal]
         parent[right[internal]] = index[internal]
         for row, leaf in enumerate(leaves):
-            node, step = leaf, 0
+            node, step, start = leaf, 0, row * stride
             while parent[node] >= 0:
                 up = parent[node]
-                path_feature[row, step] = feature[up]
-                path_delta[row, step] = expected[node] - expected[up]
+                paths[start + step] = expected[node] - expected[up]
+                path_features[4 * (start + width) + step] = feature[up]
                 node, step = up, step + 1
-        self._path_feature = path_feature
-        self._path_delta = path_delta
+        self._paths, self._path_features, self._width = paths, path_features, width
+
+        # One 16-byte record per node, the walk's only reads: the threshold (a leaf's value)
+        # and four uint16: the column of ``xx`` compared, the offsets (in records) of the
+        # right and left children, and padding. A leaf's column is always NaN, so it goes
+        # right, offset 0, to itself; a uint32 over its left offset and padding says where
+        # its path record starts. Records are laid out tree by tree from a cache line,
+        # parent first, then the subtree of the child more training rows took, then the
+        # other's: a row's path mostly runs through consecutive records.
+        order = np.empty(n, dtype=np.intp)
+        kids = np.stack((left, right), axis=1).tolist()
+        heavier_right = (weight[right] > weight[left]).tolist()
+        is_internal = internal.tolist()
+        record = 0
+        for root in roots.tolist():
+            record += -record % (_LINE // _RECORD)
+            pending = [root]
+            while pending:
+                node = pending.pop()
+                order[node] = record
+                record += 1
+                if is_internal[node]:
+                    first, second = kids[node][::-1] if heavier_right[node] else kids[node]
+                    pending += (second, first)
+        offsets = np.stack((order[right] - order, order[left] - order))
+        if 2 * n_features >= 1 << 16 or offsets.max() >= 1 << 16 or len(paths) >= 1 << 32:
+            raise ValueError(f"forest too large for 16-bit node links: {n} nodes")
+        position = 2 * order
+        nodes = _aligned_zeros(2 * record, np.float64)
+        links = nodes.view(np.uint16)
+        path_of = nodes.view(np.uint32)
+        nodes[position] = np.where(is_leaf, value, a["node_threshold"])
+        links[4 * position + 4] = np.where(
+            is_leaf, 2 * n_features, feature + n_features * missing_left
+        )
+        links[4 * position + 5] = offsets[0]  # a leaf's is 0
+        links[4 * position[internal] + 6] = offsets[1][internal]
+        path_of[2 * position[is_leaf] + 3] = np.arange(len(leaves)) * stride
+        self._nodes, self._links, self._path_of = nodes, links, path_of
+        self._roots2 = position[roots]
+        node2 = np.zeros(2 * record, dtype=np.intp)
+        node2[position] = 2 * index
+        self._node2 = node2
 
         # Compile (or read from the cache) and run both kernels now, on a row of missing
         # values, rather than on the first payment.
@@ -421,14 +474,10 @@ class CompiledForest:
         return x
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
-        """Where each tree routes row ``x``: one walk position (twice the leaf's node index)
-        per tree."""
+        """Where each tree routes row ``x``: twice the leaf's node index, per tree."""
         positions = np.empty(self.n_trees, dtype=np.intp)
-        _walk_row(
-            self._row(x), self._roots2, self._kids2, self._feat2, self._thr2,
-            self.max_depth, positions,
-        )  # fmt: skip
-        return positions
+        _walk_row(self._row(x), self._roots2, self._nodes, self._links, self.max_depth, positions)
+        return self._node2[positions]
 
     def raw(self, x: np.ndarray) -> float:
         """The forest's raw score (log-odds) for one row."""
@@ -451,8 +500,8 @@ class CompiledForest:
         contiguous float64 vector of ``n_features``, as ``encode_one`` makes it.
         """
         return _explain_row(
-            x, self._roots2, self._kids2, self._feat2, self._thr2, self.max_depth,
-            self._value2, self.baseline, self._leaf_row2, self._path_feature, self._path_delta,
+            x, self._roots2, self._nodes, self._links, self.max_depth, self.baseline,
+            self._path_of, self._paths, self._path_features, self._width,
             _NOTHING if contributions is None else contributions,
         )  # fmt: skip
 
@@ -463,9 +512,8 @@ class CompiledForest:
             raise ValueError(f"expected a matrix of {self.n_features} columns")
         out = np.empty(len(matrix), dtype=np.float64)
         _raw_many(
-            matrix, self._roots2, self._kids2, self._feat2, self._thr2, self.max_depth,
-            self._value2, self.baseline, out,
-        )  # fmt: skip
+            matrix, self._roots2, self._nodes, self._links, self.max_depth, self.baseline, out
+        )
         return out
 
     def proba_many(self, matrix: np.ndarray) -> np.ndarray:

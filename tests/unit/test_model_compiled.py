@@ -134,14 +134,47 @@ def test_categorical_splits_are_refused():
         CompiledForest.from_sklearn(model)
 
 
-def _numpy_walk(forest: CompiledForest, x: np.ndarray) -> np.ndarray:
-    """The level-by-level numpy walk the compiled kernel replaced, kept as its reference."""
-    xx = np.concatenate((x, np.where(np.isnan(x), -np.inf, x)))
-    position = forest._roots2
-    for _ in range(forest.max_depth):
-        went_left = xx.take(forest._feat2.take(position)) <= forest._thr2.take(position)
-        position = forest._kids2.take(position + went_left)
-    return position
+def _reference(forest: CompiledForest, x: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """Row ``x`` walked node by node over the saved arrays, as scikit-learn's predictor
+    does: each tree's root-to-leaf path, and every node's expectation (count-weighted mean
+    of the leaves below, in ``CompiledForest``'s order of operations)."""
+    a = forest.arrays
+    leaf, left, right = a["node_is_leaf"], a["node_left"], a["node_right"]
+    expected = a["node_value"].astype(float).tolist()
+    weight = a["node_count"].astype(float).tolist()
+    for node in range(len(leaf) - 1, -1, -1):
+        if not leaf[node]:
+            lo, hi = left[node], right[node]
+            weight[node] = weight[lo] + weight[hi]
+            expected[node] = (expected[lo] * weight[lo] + expected[hi] * weight[hi]) / weight[node]
+    paths = []
+    for root in a["tree_root"]:
+        path = [int(root)]
+        while not leaf[path[-1]]:
+            node = path[-1]
+            value, threshold = x[a["node_feature"][node]], a["node_threshold"][node]
+            goes_left = a["node_missing_left"][node] if np.isnan(value) else value <= threshold
+            path.append(int(left[node] if goes_left else right[node]))
+        paths.append(path)
+    return paths, np.array(expected)
+
+
+def _reference_raw(forest: CompiledForest, paths: list[list[int]]) -> float:
+    """The baseline plus numpy's sum of the leaf values, tree by tree."""
+    values = forest.arrays["node_value"].take([path[-1] for path in paths])
+    return forest.baseline + float(values.sum())
+
+
+def _reference_contributions(
+    forest: CompiledForest, paths: list[list[int]], expected: np.ndarray
+) -> np.ndarray:
+    """``np.bincount`` of every split's change of expectation, tree by tree, leaf upwards."""
+    features, changes = [], []
+    for path in paths:
+        for up, node in zip(path[-2::-1], path[:0:-1], strict=True):
+            features.append(forest.arrays["node_feature"][up])
+            changes.append(expected[node] - expected[up])
+    return np.bincount(features, changes, minlength=forest.n_features)
 
 
 def _missing_and_infinite_rows(rows: int, seed: int) -> np.ndarray:
@@ -153,24 +186,58 @@ def _missing_and_infinite_rows(rows: int, seed: int) -> np.ndarray:
     return x
 
 
-def test_kernel_routes_every_row_as_the_numpy_walk_did_and_sums_bit_for_bit(fitted):
+def test_kernel_routes_every_row_as_the_saved_arrays_do_and_sums_bit_for_bit(fitted):
     _, forest = fitted
     for row in _missing_and_infinite_rows(500, seed=7):
-        leaves = _numpy_walk(forest, row)
-        assert np.array_equal(forest.leaves(row), leaves)
-        assert forest.raw(row) == forest.baseline + float(forest._value2.take(leaves).sum())
+        paths, _ = _reference(forest, row)
+        assert np.array_equal(forest.leaves(row), [2 * path[-1] for path in paths])
+        assert forest.raw(row) == _reference_raw(forest, paths)
 
 
 def test_contributions_are_bit_for_bit_the_bincount_of_the_leaves_paths(fitted):
     _, forest = fitted
     for row in _missing_and_infinite_rows(300, seed=8):
-        rows = forest._leaf_row2.take(_numpy_walk(forest, row))
-        expected = np.bincount(
-            forest._path_feature.take(rows, axis=0).ravel(),
-            forest._path_delta.take(rows, axis=0).ravel(),
-            minlength=N_FEATURES,
-        )
-        assert np.array_equal(forest.contributions(row)[1], expected)
+        paths, expected = _reference(forest, row)
+        reference = _reference_contributions(forest, paths, expected)
+        assert np.array_equal(forest.contributions(row)[1], reference)
+
+
+@pytest.mark.parametrize("max_depth", [1, 6, None])
+def test_packed_layout_gives_exactly_the_reference_walk_of_the_saved_arrays(max_depth):
+    # Depth 6 fills one path record's cache line, no limit gives trees of depth 14 (path
+    # records of three lines); about half the nodes send more rows right than left.
+    x, y = _data(3000, seed=13)
+    model = HistGradientBoostingClassifier(
+        max_iter=40, max_depth=max_depth, early_stopping=False, random_state=0
+    ).fit(x, y)
+    forest = CompiledForest.from_npz_bytes(
+        CompiledForest.from_sklearn(model).to_npz_bytes(), N_FEATURES
+    )
+    rows = _missing_and_infinite_rows(300, seed=14)
+    raw_many = forest.raw_many(rows)
+    for i, row in enumerate(rows):
+        paths, expected = _reference(forest, row)
+        raw, contributions = forest.contributions(row)
+        assert raw == raw_many[i] == forest.explain(row) == _reference_raw(forest, paths)
+        assert np.array_equal(contributions, _reference_contributions(forest, paths, expected))
+        assert np.array_equal(forest.leaves(row), [2 * path[-1] for path in paths])
+
+
+def test_a_forest_too_wide_for_16_bit_links_is_refused():
+    arrays = {
+        "node_feature": np.array([0, 0, 0], dtype=np.int32),
+        "node_threshold": np.array([0.0, 0.0, 0.0]),
+        "node_missing_left": np.array([0, 0, 0], dtype=np.uint8),
+        "node_left": np.array([1, 0, 0], dtype=np.int32),
+        "node_right": np.array([2, 0, 0], dtype=np.int32),
+        "node_is_leaf": np.array([0, 1, 1], dtype=np.uint8),
+        "node_value": np.array([0.0, 1.0, 10.0]),
+        "node_count": np.array([2.0, 1.0, 1.0]),
+        "tree_root": np.array([0], dtype=np.int32),
+        "baseline": np.array([0.0]),
+    }
+    with pytest.raises(ValueError, match="too large"):
+        CompiledForest(arrays, 1 << 15)
 
 
 def test_offline_raw_scores_equal_online_ones_exactly_and_match_sklearn(fitted):
