@@ -174,18 +174,49 @@ def _scalar_condition(node: Node) -> Scalar:
             inner = _scalar_condition(operand)
             return lambda f, p: not inner(f, p)
         case And(operands=operands):
-            parts = tuple(_scalar_condition(o) for o in operands)
-            if len(parts) == 2:
-                a, b = parts
-                return lambda f, p: a(f, p) and b(f, p)
-            return lambda f, p: all(g(f, p) for g in parts)
+            return _all_of(tuple(_scalar_condition(o) for o in operands))
         case Or(operands=operands):
-            parts = tuple(_scalar_condition(o) for o in operands)
-            if len(parts) == 2:
-                a, b = parts
-                return lambda f, p: a(f, p) or b(f, p)
-            return lambda f, p: any(g(f, p) for g in parts)
+            return _any_of(tuple(_scalar_condition(o) for o in operands))
     raise TypeError(f"not a condition: {node!r}")  # the checker makes this unreachable
+
+
+# ``all``/``any`` of a generator make a generator per call and, when they stop early (the
+# usual case of a rule that does not hit), close it by raising GeneratorExit in it: some
+# 0.7 µs a condition, three or so per score call. The usual widths are written out.
+def _all_of(parts: tuple[Scalar, ...]) -> Scalar:
+    match parts:
+        case (a, b):
+            return lambda f, p: a(f, p) and b(f, p)
+        case (a, b, c):
+            return lambda f, p: a(f, p) and b(f, p) and c(f, p)
+        case (a, b, c, d):
+            return lambda f, p: a(f, p) and b(f, p) and c(f, p) and d(f, p)
+
+    def every(f: Mapping[str, Any], p: Mapping[str, float]) -> bool:
+        for part in parts:  # noqa: SIM110 (all() of a generator is what this avoids)
+            if not part(f, p):
+                return False
+        return True
+
+    return every
+
+
+def _any_of(parts: tuple[Scalar, ...]) -> Scalar:
+    match parts:
+        case (a, b):
+            return lambda f, p: a(f, p) or b(f, p)
+        case (a, b, c):
+            return lambda f, p: a(f, p) or b(f, p) or c(f, p)
+        case (a, b, c, d):
+            return lambda f, p: a(f, p) or b(f, p) or c(f, p) or d(f, p)
+
+    def some(f: Mapping[str, Any], p: Mapping[str, float]) -> bool:
+        for part in parts:  # noqa: SIM110 (all() of a generator is what this avoids)
+            if part(f, p):
+                return True
+        return False
+
+    return some
 
 
 def _direct(node: Node) -> str | None:

@@ -117,6 +117,19 @@ def test_and_binds_tighter_than_or() -> None:
     assert not decide("(first_deposit or card_prepaid) and is_trial", row)
 
 
+@pytest.mark.parametrize("width", [2, 3, 4, 5, 6])
+def test_and_or_of_any_width_decide_on_every_operand(width: int) -> None:
+    names = ["first_deposit", "card_prepaid", "is_trial", "age_verified", "is_rebill", "is_crypto"][
+        :width
+    ]
+    for bits in range(2**width):
+        row = {name: bool(bits >> i & 1) for i, name in enumerate(names)}
+        row[names[-1]] = None if bits % 3 == 0 else row[names[-1]]  # missing is false
+        truths = [bool(row[name]) for name in names]
+        assert decide(" and ".join(names), row) is all(truths), row
+        assert decide(" or ".join(names), row) is any(truths), row
+
+
 def test_not_binds_tighter_than_and() -> None:
     row = {"first_deposit": False, "card_prepaid": False}
     assert not decide("not first_deposit and card_prepaid", row)
