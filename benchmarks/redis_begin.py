@@ -1,4 +1,4 @@
-"""What ``begin`` costs Redis itself: commandstats µs per call and Redis CPU per call.
+"""What ``begin`` (or ``commit``) costs Redis itself: commandstats µs and Redis CPU per call.
 
 ``make bench`` reports Redis' CPU per score call for the whole service; this script isolates
 the one Lua function that dominates it. It drives the real ``RiskStore.begin`` (over the hot
@@ -30,6 +30,14 @@ variant's feature values are hashed and checked against the first's (they must a
 the variant changed results). Variants run interleaved, in alternating order per round, so
 the drift of a shared machine falls on all of them alike.
 
+``--commit`` measures a non-declined ``RiskStore.commit`` instead, both ways it can run:
+``multi`` (the ``MULTI``/``EXEC`` the pipelined connection sends) and ``function`` (the
+``commit`` function, as for a decline), interleaved as variants are. The warm phase begins
+and commits every payment; the measured phase begins them all first, unmeasured, then
+measures their commits, ``--concurrency`` in flight, with decision and record JSON of the
+service's sizes. What the commits stored (hashes less begin's clock, TTLs set, the log's
+entries) is hashed and must agree between the two.
+
 By default a private ``redis-server`` (AOF ``everysec``, as ``make bench`` runs it) is
 started on a free loopback port and stopped at the end, so nothing else's commands mix
 into its statistics. With ``--redis-url`` an existing Redis is used instead; note that
@@ -40,6 +48,7 @@ too. Either way the keys a run wrote are deleted after it.
     .venv/bin/python benchmarks/redis_begin.py --variant old=/tmp/begin_old.lua --rounds 5
     .venv/bin/python benchmarks/redis_begin.py --warm-span 604800 --lists
     .venv/bin/python benchmarks/redis_begin.py --callgrind --warm 5000 --calls 1000
+    .venv/bin/python benchmarks/redis_begin.py --commit --rounds 6
 """
 
 from __future__ import annotations
@@ -189,20 +198,77 @@ async def _drive(store: RiskStore, batch: list[Payment], concurrency: int) -> li
     return results
 
 
+class _FunctionsOnly:
+    """The hot connection without its transactions: ``commit`` then calls the function."""
+
+    def __init__(self, hot: Any) -> None:
+        self.execute_command = hot.execute_command
+        self.aclose = hot.aclose
+
+
+def _decision_json(payment: Payment, size: int) -> bytes:
+    """A stand-in of ``size`` bytes for a response or a decision record (their sizes, not
+    their content, are what Redis' cost depends on)."""
+    head = b'{"transaction_id":"%s","pad":"' % payment.transaction_id.encode()
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
+
+
+async def _commit_all(store: RiskStore, batch: list[Payment], args: argparse.Namespace) -> None:
+    """A non-declined commit for every payment, ``concurrency`` in flight."""
+    for i in range(0, len(batch), args.concurrency):
+        await asyncio.gather(
+            *(
+                store.commit(
+                    p,
+                    decision_json=_decision_json(p, args.decision_bytes),
+                    record_json=_decision_json(p, args.record_bytes),
+                    declined=False,
+                )
+                for p in batch[i : i + args.concurrency]
+            )
+        )
+
+
+def _commits_digest(admin: redis.Redis, store: RiskStore, batch: list[Payment]) -> str:
+    """A hash of what the commits of ``batch`` stored: each transaction's hash (less the
+    claim's time) and whether it has a TTL, and the log's entries, by transaction id."""
+    digest = hashlib.sha256()
+    pipe = admin.pipeline(transaction=False)
+    for p in batch:
+        key = store.keys.transaction(p.transaction_id)
+        pipe.hgetall(key)
+        pipe.ttl(key)
+    replies = pipe.execute()
+    for fields, ttl in zip(replies[::2], replies[1::2], strict=True):
+        fields.pop(b"claimed_at", None)
+        digest.update(repr((sorted(fields.items()), ttl > 0)).encode())
+    entries = admin.xrange(store.keys.decisions)
+    for fields in sorted((f for _id, f in entries), key=lambda f: f[b"transaction_id"]):
+        digest.update(repr(sorted(fields.items())).encode())
+    return digest.hexdigest()
+
+
 async def one_run(
     server: Server,
     source: str | None,
     warm: list[Payment],
     measured: list[Payment],
     args: argparse.Namespace,
+    commit: str | None = None,
 ) -> dict[str, Any]:
+    """One run of ``begin`` (of the package's or ``source``) or, with ``commit`` ("multi"
+    or "function"), of a non-declined commit taking that way."""
     url, private = server.url, server.pid is not None
     admin = redis.Redis.from_url(url)
     client = aioredis.Redis.from_url(url)
     hot = make_hot_connection(url, timeout_ms=30_000)
     prefix = f"rbench-{secrets.token_hex(4)}"
     store = RiskStore(
-        client, prefix=prefix, timeout_ms=30_000, decision_ttl_seconds=86_400, hot=hot
+        client,
+        prefix=prefix,
+        timeout_ms=30_000,
+        decision_ttl_seconds=86_400,
+        hot=_FunctionsOnly(hot) if commit == "function" else hot,
     )
     variant = Library(store.plan, {"begin": source}) if source is not None else store.library
     if not args.warm_with_current:
@@ -226,6 +292,9 @@ async def one_run(
                 }
                 await lists.add(name, sorted(items) or ["none"], reason=name)
         await _drive(store, warm, args.concurrency)
+        if commit:
+            await _commit_all(store, warm, args)
+            results = await _drive(store, measured, args.concurrency)
         store.library = variant
         await store.library.load(client)
         admin.config_resetstat()
@@ -233,14 +302,18 @@ async def one_run(
             _callgrind(server, "--zero")
             _callgrind(server, "--instr=on")
         cpu0, main0 = _cpu(admin.info("cpu"))
-        started = time.perf_counter()
-        results = await _drive(store, measured, args.concurrency)
-        wall = time.perf_counter() - started
+        started, process0 = time.perf_counter(), time.process_time()
+        if commit:
+            await _commit_all(store, measured, args)
+        else:
+            results = await _drive(store, measured, args.concurrency)
+        wall, process = time.perf_counter() - started, time.process_time() - process0
         cpu1, main1 = _cpu(admin.info("cpu"))
         if server.callgrind:
             _callgrind(server, "--instr=off")
             _callgrind(server, "--dump")
         stats = admin.info("commandstats")
+        stored = _commits_digest(admin, store, measured) if commit else None
     finally:
         await hot.aclose()
         for pattern in (f"{prefix}:*", f"{{{prefix}*"):
@@ -260,27 +333,31 @@ async def one_run(
     for r in results:
         digest.update(msgspec.json.encode([r.features, r.list_hits, r.lists_version]))
     n = len(measured)
-    fcall = stats["cmdstat_fcall"]
+    # the call (a transaction's EXEC; the function's FCALL) and the commands it ran, with
+    # MULTI as one of them
+    top = "cmdstat_exec" if commit == "multi" else "cmdstat_fcall"
     nested = {
         name.removeprefix("cmdstat_"): (int(v["calls"]) / n, float(v["usec_per_call"]))
         for name, v in sorted(stats.items())
-        if not name.startswith(IGNORED) and name != "cmdstat_fcall"
+        if not name.startswith(IGNORED) and name != top
     }
-    fcall_us = float(fcall["usec_per_call"])
+    top_us = float(stats[top]["usec_per_call"])
     instructions, dump = _instructions(server) if server.callgrind else (0, None)
     return {
         "instructions": instructions / n if server.callgrind else None,
         "dump": dump,
         "calls": n,
-        "fcall_calls": int(fcall["calls"]),
-        "fcall_us": fcall_us,
+        "top": top.removeprefix("cmdstat_"),
+        "fcall_calls": int(stats[top]["calls"]),
+        "fcall_us": top_us,
         "nested_us": sum(per * us for per, us in nested.values()),
-        "lua_us": fcall_us - sum(per * us for per, us in nested.values()),
+        "lua_us": top_us - sum(per * us for per, us in nested.values()),
         "cpu_us": (cpu1 - cpu0) / n * 1e6,
         "main_cpu_us": (main1 - main0) / n * 1e6,
         "wall_us": wall / n * 1e6,
+        "client_cpu_us": process / n * 1e6,
         "nested": nested,
-        "digest": digest.hexdigest()[:16],
+        "digest": (stored or digest.hexdigest())[:16],
         "hits": sum(len(r.list_hits) for r in results),
     }
 
@@ -296,15 +373,16 @@ def _batched(items: Any, size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _report(name: str, r: dict[str, Any]) -> None:
+def _report(name: str, r: dict[str, Any], what: str) -> None:
     nested = "  ".join(f"{c} {per:.2f}x{us:.2f}" for c, (per, us) in r["nested"].items())
     print(
-        f"{name:>10}  fcall {r['fcall_us']:6.2f} µs/call (nested {r['nested_us']:5.2f}, "
-        f"Lua {r['lua_us']:5.2f})  Redis CPU {r['cpu_us']:6.2f} µs/begin "
+        f"{name:>10}  {r['top']} {r['fcall_us']:6.2f} µs/call (nested {r['nested_us']:5.2f}, "
+        f"rest {r['lua_us']:5.2f})  Redis CPU {r['cpu_us']:6.2f} µs/{what} "
         f"(main thread {r['main_cpu_us']:6.2f})  wall {r['wall_us']:5.1f}  "
+        f"this process' CPU {r['client_cpu_us']:5.1f}  "
         f"results {r['digest']} ({r['hits']} list hits)"
-        + (f"  {r['instructions']:,.0f} instructions/begin" if r["instructions"] else "")
-        + f"\n{'':>10}  nested per begin, calls x µs: {nested}",
+        + (f"  {r['instructions']:,.0f} instructions/{what}" if r["instructions"] else "")
+        + f"\n{'':>10}  other commands per {what}, calls x µs: {nested}",
         flush=True,
     )
 
@@ -326,8 +404,26 @@ def main() -> None:
         "--callgrind",
         action="store_true",
         help="run the private server under valgrind's callgrind and report the "
-        "instructions it executed per begin: slow, but free of the noise of a "
+        "instructions it executed per call: slow, but free of the noise of a "
         "shared machine (use fewer --warm and --calls)",
+    )
+    parser.add_argument(
+        "--commit",
+        action="store_true",
+        help="measure a non-declined commit instead of begin, as MULTI/EXEC ('multi') "
+        "and as the function call ('function'), interleaved",
+    )
+    parser.add_argument(
+        "--decision-bytes",
+        type=int,
+        default=300,
+        help="size of the response JSON a commit stores (default 300)",
+    )
+    parser.add_argument(
+        "--record-bytes",
+        type=int,
+        default=1_800,
+        help="size of the decision record a commit logs (default 1800, as the service's)",
     )
     parser.add_argument(
         "--callgrind-out",
@@ -382,6 +478,11 @@ def main() -> None:
     args = parser.parse_args()
 
     variants: list[tuple[str, str | None]] = [("current", None)]
+    if args.commit:
+        if args.variant:
+            parser.error("--commit times the two ways of commit: leave out --variant")
+        variants = [("multi", None), ("function", None)]
+    what = "commit" if args.commit else "begin"
     for spec in args.variant:
         name, _, path = spec.partition("=")
         if not path:
@@ -399,29 +500,32 @@ def main() -> None:
         else:
             server = stack.enter_context(private_redis(args.aof, args.callgrind))
         print(
-            f"Redis {server.url}, {args.warm} warm + {args.calls} measured begins per run",
+            f"Redis {server.url}, {args.warm} warm + {args.calls} measured {what}s per run",
             flush=True,
         )
         for round_ in range(args.rounds):
             order = variants if round_ % 2 == 0 else variants[::-1]
             for name, source in order:
-                r = asyncio.run(one_run(server, source, warm, measured, args))
+                commit = name if args.commit else None
+                r = asyncio.run(one_run(server, source, warm, measured, args, commit))
                 if args.callgrind_out and r["dump"]:
                     shutil.copy(r["dump"], f"{args.callgrind_out}.{name}.{round_ + 1}")
                 results[name].append(r)
-                _report(name, r)
+                _report(name, r, what)
 
     print("\nmedian over rounds:")
-    reference = results["current"][0]["digest"]
+    reference = results[variants[0][0]][0]["digest"]
     for name, runs in results.items():
         same = all(r["digest"] == reference for r in runs)
         print(
-            f"{name:>10}  fcall {statistics.median(r['fcall_us'] for r in runs):6.2f} µs/call"
-            f"  Lua {statistics.median(r['lua_us'] for r in runs):6.2f}"
-            f"  Redis CPU {statistics.median(r['cpu_us'] for r in runs):6.2f} µs/begin"
+            f"{name:>10}  {runs[0]['top']} "
+            f"{statistics.median(r['fcall_us'] for r in runs):6.2f} µs/call"
+            f"  rest {statistics.median(r['lua_us'] for r in runs):6.2f}"
+            f"  Redis CPU {statistics.median(r['cpu_us'] for r in runs):6.2f} µs/{what}"
             f"  (main thread {statistics.median(r['main_cpu_us'] for r in runs):6.2f})"
+            f"  this process' CPU {statistics.median(r['client_cpu_us'] for r in runs):5.1f}"
             + (
-                f"  {statistics.median(r['instructions'] for r in runs):,.0f} instructions/begin"
+                f"  {statistics.median(r['instructions'] for r in runs):,.0f} instructions/{what}"
                 if args.callgrind
                 else ""
             )

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from service.payment import Payment
+from service.stores.library import Commands
+from service.stores.redis_client import make_hot_connection
 from service.stores.velocity import RiskStore
+from tests.conftest import TEST_REDIS_URL
 
 T0 = 1_700_000_000.0
 DECISION = b'{"transaction_id":"t1","decision":"review","score":61}'
@@ -33,15 +38,40 @@ def make_payment(transaction_id: str, event_time: float = T0) -> Payment:
     )
 
 
-@pytest.fixture
-def store(redis_client: aioredis.Redis, redis_prefix: str) -> RiskStore:
-    return RiskStore(
+class _FunctionsOnly:
+    """A hot client that runs no transactions, so that commit calls the function."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["redis-py", "pipelined", "functions"])
+async def store(
+    request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str
+) -> AsyncIterator[RiskStore]:
+    """Each commit path (a non-decline's MULTI over either client, the function call)
+    keeps the same promises."""
+    hot: Commands | None = {
+        "redis-py": None,
+        "pipelined": make_hot_connection(TEST_REDIS_URL, 2_000),
+        "functions": _FunctionsOnly(redis_client),
+    }[request.param]
+    yield RiskStore(
         redis_client,
         prefix=redis_prefix,
         timeout_ms=2_000,
         decision_ttl_seconds=3_600,
         pending_timeout_seconds=0.2,
+        hot=hot,
     )
+    if hot is not None:
+        await hot.aclose()
 
 
 async def commit(store: RiskStore, payment: Payment, *, declined: bool = False) -> None:

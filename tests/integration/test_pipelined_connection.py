@@ -192,3 +192,162 @@ async def test_nothing_listening_is_a_connection_error_not_a_hang() -> None:
         with pytest.raises(RedisConnectionError):
             await conn.execute_command("PING")
         await conn.aclose()
+
+
+# --- transactions: MULTI ... EXEC as one call -------------------------------------------
+
+
+async def test_a_transaction_returns_execs_replies(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    conn = _connection()
+    try:
+        k, n = f"{redis_prefix}:k", f"{redis_prefix}:n"
+        replies = await conn.execute_transaction(
+            ("SET", k, "v"), ("INCR", n), ("GET", k), ("EXPIRE", k, 100, "NX")
+        )
+        assert replies == [b"OK", 1, b"v", 1]
+        assert await conn.execute_transaction() == []
+        assert 90 < await redis_client.ttl(k) <= 100
+        assert await conn.execute_command("GET", n) == b"1"
+    finally:
+        await conn.aclose()
+
+
+async def test_transactions_and_commands_in_flight_together_get_their_own_replies(
+    redis_prefix: str,
+) -> None:
+    """Hundreds of calls queued in one loop turn (so written in one flush), transactions
+    of different lengths among plain commands: each call gets its own reply, also when a
+    reply is cut across reads (a large value)."""
+    conn = _connection()
+    big = b"x" * 100_000
+    try:
+        calls = []
+        expected: list[object] = []
+        for i in range(600):
+            k = f"{redis_prefix}:k{i}"
+            if i % 3 == 0:
+                calls.append(conn.execute_transaction(("SET", k, i), ("INCRBY", k, i)))
+                expected.append([b"OK", 2 * i])
+            elif i % 3 == 1:
+                commands = [("RPUSH", k, j) for j in range(i % 5)]
+                calls.append(
+                    conn.execute_transaction(
+                        ("SET", f"{k}:big", big), *commands, ("GETRANGE", f"{k}:big", 0, -1)
+                    )
+                )
+                expected.append([b"OK", *[j + 1 for j in range(i % 5)], big])
+            else:
+                calls.append(conn.execute_command("ECHO", f"plain {i}"))
+                expected.append(f"plain {i}".encode())
+        assert await asyncio.gather(*calls) == expected
+        values = await asyncio.gather(
+            *(conn.execute_transaction(("GET", f"{redis_prefix}:k{i}")) for i in range(0, 600, 3))
+        )
+        assert values == [[str(2 * i).encode()] for i in range(0, 600, 3)]
+    finally:
+        await conn.aclose()
+
+
+async def test_a_command_redis_refuses_to_queue_aborts_the_transaction_and_only_it(
+    redis_prefix: str,
+) -> None:
+    conn = _connection()
+    k = f"{redis_prefix}:k"
+    try:
+        refused, pong, after = await asyncio.gather(
+            conn.execute_transaction(("SET", k, "v"), ("HSET", k), ("NOSUCHCOMMAND",)),
+            conn.execute_command("PING"),
+            conn.execute_transaction(("SET", f"{k}2", "w"), ("GET", f"{k}2")),
+            return_exceptions=True,
+        )
+        assert isinstance(refused, ResponseError)
+        assert "EXECABORT" in str(refused)
+        assert "wrong number of arguments for 'hset'" in str(refused)  # the first refusal
+        assert (pong, after) == (b"PONG", [b"OK", b"w"])
+        assert await conn.execute_command("EXISTS", k) == 0  # nothing of it ran
+    finally:
+        await conn.aclose()
+
+
+async def test_a_command_failing_inside_the_transaction_raises_and_the_others_ran(
+    redis_prefix: str,
+) -> None:
+    conn = _connection()
+    s, t = f"{redis_prefix}:s", f"{redis_prefix}:t"
+    try:
+        await conn.execute_command("SET", s, "text")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await conn.execute_transaction(("SET", t, "1"), ("HSET", s, "f", "v"), ("INCR", t))
+        assert await conn.execute_command("GET", t) == b"2"  # as Redis does: no rollback
+        assert await conn.execute_transaction(("INCR", t), ("GET", s)) == [3, b"text"]
+    finally:
+        await conn.aclose()
+
+
+async def test_a_transaction_that_timed_out_does_not_shift_the_replies_after_it(
+    redis_prefix: str,
+) -> None:
+    """A transaction stuck behind a blocked reply gives up one budget after it was
+    written; its +OK, +QUEUED and EXEC replies come later and are consumed, not handed to
+    the calls after it."""
+    conn = _connection(budget_seconds=0.1)
+    a, n = f"{redis_prefix}:a", f"{redis_prefix}:n"
+    try:
+        await conn.execute_command("SET", a, "A")
+        started = time.monotonic()
+        blocked = asyncio.ensure_future(conn.execute_command("BLPOP", f"{redis_prefix}:e", 0.3))
+        stuck = asyncio.ensure_future(conn.execute_transaction(("INCR", n), ("GET", a)))
+        with pytest.raises(TimeoutError):
+            await stuck
+        assert time.monotonic() - started < 0.2
+        with pytest.raises(TimeoutError):
+            await blocked
+        await asyncio.sleep(0.3)
+        after = await asyncio.gather(
+            conn.execute_command("GET", a),
+            conn.execute_transaction(("INCR", n), ("GET", a)),
+            conn.execute_command("GET", n),
+        )
+        assert after == [b"A", [2, b"A"], b"2"]  # the stuck one ran, once
+    finally:
+        await conn.aclose()
+
+
+async def test_a_killed_connection_fails_a_waiting_transaction_and_the_next_reconnects(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    conn = _connection()
+    n = f"{redis_prefix}:n"
+    try:
+        await conn.execute_command("CLIENT", "SETNAME", f"{redis_prefix}-victim")
+        blocked = asyncio.ensure_future(conn.execute_command("BLPOP", f"{redis_prefix}:e", 2))
+        waiting = asyncio.ensure_future(conn.execute_transaction(("INCR", n), ("INCR", n)))
+        await asyncio.sleep(0.05)
+        clients = await redis_client.client_list()
+        victim = next(c for c in clients if c["name"] == f"{redis_prefix}-victim")
+        await redis_client.client_kill_filter(_id=victim["id"])
+        for call in (blocked, waiting):
+            with pytest.raises(RedisConnectionError):
+                await call
+        assert await redis_client.get(n) is None  # queued behind BLPOP: never ran
+        assert await conn.execute_transaction(("INCR", n), ("INCR", n)) == [1, 2]
+    finally:
+        await conn.aclose()
+
+
+async def test_a_transaction_waiting_on_a_connection_that_answers_nothing_is_failed(
+    redis_prefix: str,
+) -> None:
+    conn = _connection(stall_seconds=0.1)
+    try:
+        stuck = asyncio.ensure_future(conn.execute_command("BLPOP", f"{redis_prefix}:e", 2))
+        behind = asyncio.ensure_future(conn.execute_transaction(("PING",)))
+        await asyncio.sleep(0.2)
+        assert await conn.execute_transaction(("PING",), ("ECHO", "x")) == [b"PONG", b"x"]
+        for call in (stuck, behind):
+            with pytest.raises(RedisConnectionError, match="answered nothing"):
+                await call
+    finally:
+        await conn.aclose()

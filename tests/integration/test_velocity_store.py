@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -19,7 +20,9 @@ from service.catalog import Aggregate
 from service.errors import StoreUnavailable
 from service.payment import Payment
 from service.stores.breaker import Breaker
+from service.stores.keys import Keys
 from service.stores.lists import ListHit, ListStore
+from service.stores.pipelined import PipelinedConnection
 from service.stores.plan import PLAN, EntityPlan, Plan, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
@@ -721,6 +724,118 @@ async def test_a_ttl_is_kept_until_the_refreshing_bucket_opens_or_a_longer_one_i
     assert await redis_client.ttl(key) >= 7 * 86_400
 
 
+# --- commit: a function call for declines, MULTI/EXEC for the rest ------------------------
+
+
+class _CountingTransactions(PipelinedConnection):
+    """The hot path's connection, counting the transactions it runs."""
+
+    transactions = 0
+
+    async def execute_transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
+        self.transactions += 1
+        return await super().execute_transaction(*commands)
+
+
+_Stored = tuple[
+    dict[str, tuple[dict[bytes, bytes], int]], list[dict[bytes, bytes]], dict[str, bytes]
+]
+
+
+async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _Stored:
+    """What a store holds: per transaction its hash (less begin's clock) and TTL, the
+    decision log's entries (their fields: entry ids are times), and every other string
+    key's value, by its name without the prefix."""
+    transactions: dict[str, tuple[dict[bytes, bytes], int]] = {}
+    for tid in ids:
+        key = keys.transaction(tid)
+        fields = await redis_client.hgetall(key)
+        fields.pop(b"claimed_at", None)  # begin's clock
+        transactions[tid] = (fields, await redis_client.ttl(key))
+    log = [fields for _id, fields in await redis_client.xrange(keys.decisions)]
+    others: dict[str, bytes] = {}
+    async for raw in redis_client.scan_iter(match=f"*{keys.prefix}*", _type="string"):
+        key = raw.decode()
+        if keys.prefix + "-" in key:  # another store's (prefixes that start with this one)
+            continue
+        others[key.replace(keys.prefix, "P")] = await redis_client.get(key)
+    return transactions, log, others
+
+
+async def test_every_commit_path_stores_the_same_thing(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A non-decline's MULTI (over the pipelined connection or redis-py) stores what the
+    commit function stores: the hash's fields and values, the decision log's entries, the
+    TTL rule (begin's TTL kept; the decision TTL where the claim vanished), and a decline
+    (always the function) counts the same."""
+    pipelined = _CountingTransactions(
+        TEST_REDIS_URL, budget_seconds=2.0, connect_timeout=2.0, stall_seconds=5.0
+    )
+    hots: dict[str, Any] = {
+        "pipelined": pipelined,
+        "redis-py": None,
+        "function": _CountingBegins(redis_client),  # no transactions: the function call
+    }
+    ids = [f"t{n}" for n in range(1, 8)]
+    stored: dict[str, tuple[Any, ...]] = {}  # per path: _Stored and the features after
+    try:
+        for name, hot in hots.items():
+            prefix = f"{redis_prefix}-{name}"
+            store = RiskStore(
+                redis_client, prefix=prefix, timeout_ms=2_000, decision_ttl_seconds=86_400,
+                hot=hot,
+            )  # fmt: skip
+            payments = [
+                make_payment("t1", DAY0),
+                make_payment("t2", DAY0 + 1, device_id=None, customer_email=" "),
+                make_payment("t3", DAY0 + 2),
+                make_payment("t4", DAY0 + 3),
+                *[make_payment(f"t{n}", DAY0 + n, customer_id=f"c{n}") for n in (5, 6, 7)],
+            ]
+            for payment in payments:
+                assert (await store.begin(payment, digest="d")).status == "new"
+            await redis_client.expire(store.keys.transaction("t2"), 1_000)  # an old claim
+            await redis_client.delete(store.keys.transaction("t3"))  # a vanished claim
+
+            async def commit(payment: Payment, store: RiskStore = store) -> None:
+                await store.commit(
+                    payment,
+                    decision_json=b'{"decision":"%s"}' % payment.transaction_id.encode(),
+                    record_json=b'{"record":"%s"}' % payment.transaction_id.encode(),
+                    declined=payment.transaction_id == "t4",
+                )
+
+            for payment in payments[:4]:
+                await commit(payment)
+            await asyncio.gather(*(commit(p) for p in payments[4:]))  # in flight together
+            after = await store.begin(make_payment("t8", DAY0 + 9), digest="d")
+            stored[name] = (*await _stored(redis_client, store.keys, ids), after.features)
+    finally:
+        await pipelined.aclose()
+
+    assert pipelined.transactions == 6  # every commit but the decline's
+    reference = stored["function"]
+    assert len(reference[2]) > 10  # the entities' states
+    for name, (transactions, log, others, features) in stored.items():
+        assert {t: fields for t, (fields, _ttl) in transactions.items()} == {
+            t: fields for t, (fields, _ttl) in reference[0].items()
+        }, name
+        ttls = {t: ttl for t, (_fields, ttl) in transactions.items()}
+        assert 990 <= ttls.pop("t2") <= 1_000, name
+        assert all(86_390 <= ttl <= 86_400 for ttl in ttls.values()), (name, ttls)
+        # in order, but for the concurrent commits (redis-py sends them on several sockets)
+        assert log[:4] == reference[1][:4], name
+        assert sorted(log[4:], key=str) == sorted(reference[1][4:], key=str), name
+        assert others == reference[2], name
+        assert features == reference[3], name
+    recreated, _ttl = stored["pipelined"][0]["t3"]
+    assert (recreated[b"state"], set(recreated)) == (b"done", {b"state", b"decision", b"record"})
+    logged = [fields[b"transaction_id"] for fields in stored["pipelined"][1]]
+    assert (logged[:4], sorted(logged[4:])) == ([b"t1", b"t2", b"t3", b"t4"], [b"t5", b"t6", b"t7"])
+    assert stored["pipelined"][3]["card_declines_1h"] == 1.0
+
+
 # --- failure: a dead or silent Redis costs the budget, then nothing ---------------------
 
 
@@ -875,6 +990,18 @@ class _Recorder:
         pass
 
 
+class _TransactionRecorder(_Recorder):
+    """A ``_Recorder`` that also runs transactions, as the pipelined connection does."""
+
+    def __init__(self, reply: list) -> None:
+        super().__init__(reply)
+        self.transactions: list[tuple] = []
+
+    async def execute_transaction(self, *commands: tuple) -> list:
+        self.transactions.append(commands)
+        return [0, 0, b"1-0"]
+
+
 def _reference_call(
     store: RiskStore, payment: Payment, lists: str
 ) -> tuple[list, list, list, list]:
@@ -947,6 +1074,7 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
     packed = struct.pack(f"<{PLAN.slot_count}d", *sums)
     reply = [b"new", None, 3, packed, [[b"block_card", b"card_fingerprint", b""]]]
     recorder = _Recorder(reply)
+    transacting = _TransactionRecorder(reply)
     store.hot = recorder
     lists = "0" * 16  # what the store believes at first: no list holds items
     for n in range(300):
@@ -975,3 +1103,18 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
         assert list(recorder.sent[3:]) == commit_keys + commit_args
         await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=False)
         assert list(recorder.sent[3:]) == commit_keys[:2] + commit_args[:6]
+        # over a connection that runs transactions: a decline calls the function, any
+        # other decision is commit.lua's commands for these keys and arguments, in MULTI
+        store.hot = transacting
+        transacting.calls.clear()
+        await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=True)
+        assert [list(c[3:]) for c in transacting.calls] == [commit_keys + commit_args]
+        await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=False)
+        (tx, stream), (decision, record, ttl, maxlen, tid, log) = commit_keys[:2], commit_args[:6]
+        assert transacting.transactions.pop() == (
+            ("HSET", tx, "state", "done", "decision", decision, "record", record),
+            ("EXPIRE", tx, ttl, "NX"),
+            ("XADD", stream, "MAXLEN", "~", maxlen, "*", "transaction_id", tid, "record", log),
+        )
+        assert (len(transacting.calls), transacting.transactions) == (1, [])
+        store.hot = recorder
