@@ -177,8 +177,15 @@ def create_app(settings: Settings) -> Litestar:
 
         async def drain_spool() -> None:
             if engine.spool.pending():
+                rejected = engine.spool.rejected
                 sent = await engine.spool.drain(engine.store.append_records)
                 log.info("moved %d spooled decisions to the decision log", sent)
+                if engine.spool.rejected > rejected:
+                    log.warning(
+                        "set aside %d spooled lines that are not JSON objects in %s",
+                        engine.spool.rejected - rejected,
+                        engine.spool.rejected_path,
+                    )
 
         async def readiness() -> dict[str, Any]:
             return await _readiness(engine, app.state.model_problem, app.state.redis_warnings)

@@ -3,6 +3,10 @@
 Only the degraded path writes here (Redis did not answer), so the healthy hot path does
 no disk I/O. Each record is flushed and fsynced before the answer goes out; a background
 task moves the spooled records into the decision-log stream once Redis is back.
+
+A line that is not a JSON object (the torn tail of a write the process died in, a hand
+edit) would fail every drain and hold back every record after it, for good: ``take``
+moves such lines to ``<spool>.rejected``, kept for an operator, and drains the rest.
 """
 
 from __future__ import annotations
@@ -13,16 +17,28 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
+
 
 class DecisionSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self.rejected = 0  # lines moved to ``rejected_path`` by this process
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.path.with_suffix(".rejected")
 
     def append(self, record_json: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.path, "ab") as f:
-            f.write(record_json.strip().replace(b"\n", b" ") + b"\n")
+        line = record_json.strip().replace(b"\n", b" ") + b"\n"
+        with self._lock, open(self.path, "a+b") as f:
+            if f.tell():
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a torn tail: start a line of its own
+                    line = b"\n" + line
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
@@ -52,7 +68,16 @@ class DecisionSpool:
                     os.replace(self.path, self._draining)
             if not self._draining.exists():
                 return []
-            return [line for line in self._draining.read_bytes().splitlines() if line.strip()]
+            lines = [line for line in self._draining.read_bytes().splitlines() if line.strip()]
+            records = [line for line in lines if _is_object(line)]
+            if len(records) < len(lines):
+                bad = [line for line in lines if not _is_object(line)]
+                with open(self.rejected_path, "ab") as f:
+                    f.write(b"".join(line + b"\n" for line in bad))
+                    f.flush()
+                    os.fsync(f.fileno())
+                self.rejected += len(bad)
+            return records
 
     def done(self) -> None:
         with self._lock:
@@ -66,3 +91,10 @@ class DecisionSpool:
         await send(records)
         await asyncio.to_thread(self.done)
         return len(records)
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(msgspec.json.decode(line), dict)
+    except msgspec.DecodeError:
+        return False
