@@ -15,7 +15,7 @@ fallback of scripts.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ def _source(name: str) -> str:
 class Commands(Protocol):
     """redis-py's client or the hot path's ``PipelinedConnection``."""
 
-    async def execute_command(self, *args: Any) -> Any: ...
+    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
 
     async def aclose(self) -> None: ...
 

@@ -14,6 +14,10 @@ the call is given one more turn of the event loop (``GRACE_SECONDS``) before it 
 ``TimeoutError``: on a busy event loop the reply may have arrived long ago and only not yet
 been read, and that is not Redis being slow. (``asyncio.timeout`` fires before the loop
 polls its sockets, so under load it turned answered calls into degraded decisions.)
+The calls of one write share a deadline and deadlines come in the order of the writes, so
+one timer serves them all: it is set for the oldest write that still has a call waiting,
+and under load, when every call is answered within milliseconds, it fires about once per
+budget. (A timer per call, set and cancelled, cost uvloop about 1.7 µs, twice per score.)
 A call that gives up leaves its place in the queue: its reply, when it comes, is dropped,
 so the stream of replies never shifts. A connection that answers
 nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
@@ -27,6 +31,12 @@ costs Redis less as a transaction than as a function call, whose Lua VM, argumen
 and nested-call bookkeeping cost more than the three commands themselves. The call skips
 ``MULTI``'s ``+OK`` and each ``+QUEUED`` (counting them, so that a timed-out transaction's
 replies are still all consumed) and is resolved by ``EXEC``'s reply.
+
+``execute_template`` sends a ``TransactionTemplate``: a transaction whose constant
+arguments were packed once, so that only its ``Slot`` values are packed per call. Why:
+hiredis copies every argument twice and formats each header with ``sprintf``; for the
+non-declined commit (28 arguments, 5 of them per call) the template packs in 1.5 µs
+instead of 2.5 µs.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import asyncio
 import collections
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -43,17 +54,91 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 GRACE_SECONDS = 0.001  # a timer set now runs after the loop's next poll of its sockets
+# A deadline this close counts as passed: uvloop rounds a timer's delay to the millisecond,
+# so it may fire that much early, and setting it again would spin the loop until then.
+_SLACK_SECONDS = 0.0005
 _MULTI = hiredis.pack_command(("MULTI",))
 _EXEC = hiredis.pack_command(("EXEC",))
 
 
+class Slot:
+    """The place of the ``index``-th value of a ``TransactionTemplate`` call."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _number(value: Any) -> bytes:
+    """An ``int`` or ``float`` as hiredis packs it: its repr. Anything else (``bytes``
+    and ``str`` are encoded by the caller) raises ``TypeError``, for hiredis to decide."""
+    kind = value.__class__
+    if kind is int or kind is float:
+        return repr(value).encode()
+    raise TypeError(kind.__name__)
+
+
+class TransactionTemplate:
+    """``MULTI``, ``commands`` and ``EXEC``, their constant arguments packed once; the
+    ``Slot`` arguments take the values of each call. ``pack(values)`` is byte for byte
+    ``b"".join`` of ``hiredis.pack_command`` of ``MULTI``, ``commands(values)`` and
+    ``EXEC``; a value hiredis packs other than as it is, as UTF-8 or by repr (a ``bool``,
+    an ``int`` or ``str`` subclass, a ``memoryview``) takes hiredis' own path."""
+
+    def __init__(self, *commands: tuple[Any, ...]) -> None:
+        self._commands = commands
+        self.skip = 1 + len(commands)  # MULTI's +OK and a +QUEUED per command
+        pieces = [_MULTI]
+        order: list[int] = []
+        for command in commands:
+            pieces.append(b"*%d\r\n" % len(command))
+            for arg in command:
+                if isinstance(arg, Slot):
+                    pieces.append(b"$%d\r\n%b\r\n")
+                    order.append(arg.index)
+                else:  # "*1\r\n" and the argument: only the latter, % escaped
+                    pieces.append(hiredis.pack_command((arg,))[4:].replace(b"%", b"%%"))
+        pieces.append(_EXEC)
+        self._format = b"".join(pieces)
+        self._order = tuple(order)
+        self._size = 1 + max(order, default=-1)
+
+    def commands(self, values: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
+        """The commands with ``values`` in their slots, for a connection without
+        ``execute_template`` (redis-py, a test's recorder)."""
+        if len(values) != self._size:
+            raise ValueError(f"a template of {self._size} values was given {len(values)}")
+        return tuple(
+            tuple(values[arg.index] if isinstance(arg, Slot) else arg for arg in command)
+            for command in self._commands
+        )
+
+    def pack(self, values: Sequence[Any]) -> bytes:
+        if len(values) != self._size:
+            raise ValueError(f"a template of {self._size} values was given {len(values)}")
+        try:
+            encoded = [
+                v if v.__class__ is bytes else v.encode() if v.__class__ is str else _number(v)
+                for v in values
+            ]
+        except TypeError:
+            pack_command = hiredis.pack_command
+            commands = self.commands(values)
+            return b"".join([_MULTI, *[pack_command(command) for command in commands], _EXEC])
+        parts: list[int | bytes] = []
+        for index in self._order:
+            value = encoded[index]
+            parts += (len(value), value)
+        return self._format % tuple(parts)
+
+
 class _Call:
-    __slots__ = ("future", "queued_at", "refused", "skip", "timer", "transaction")
+    __slots__ = ("future", "queued_at", "refused", "skip", "transaction")
 
     def __init__(self, future: asyncio.Future[Any], queued_at: float, skip: int = 0) -> None:
         self.future = future
         self.queued_at = queued_at
-        self.timer: asyncio.TimerHandle | None = None
         # a transaction's replies before EXEC's (MULTI's +OK, each +QUEUED), and the first
         # of them that was an error (a command Redis refused to queue)
         self.skip = skip
@@ -98,8 +183,6 @@ class _Protocol(asyncio.Protocol):
                     call.refused = reply
                 continue
             waiting.popleft()
-            if call.timer is not None:
-                call.timer.cancel()
             future = call.future
             if future.done():
                 continue
@@ -157,39 +240,64 @@ class PipelinedConnection:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._waiting: collections.deque[_Call] = collections.deque()
-        self._unsent: list[tuple[bytes, _Call]] = []  # packed commands of this loop turn
+        # the packed commands of this loop turn, and their calls
+        self._unsent: list[bytes] = []
+        self._unsent_calls: list[_Call] = []
         self._flush_scheduled = False
+        # per write still timed: its deadline (loop time) and calls, oldest first
+        self._written: collections.deque[tuple[float, list[_Call]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def execute_command(self, *args: Any) -> Any:
-        """Send one command and wait for its reply (bytes, int, list, None)."""
-        if self._transport is None or self._transport.is_closing():
-            await self._connect()
-        elif self._waiting and time.monotonic() - self._waiting[0].queued_at > self._stall:
-            self._drop(f"redis answered nothing for {self._stall:.1f} s")
-            await self._connect()
-        return await self._send(hiredis.pack_command(args))
+    def execute_command(self, *args: Any) -> Awaitable[Any]:
+        """Send one command; the awaitable gives its reply (bytes, int, list, None).
 
-    async def execute_transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Run ``commands`` as one ``MULTI``/``EXEC`` and return ``EXEC``'s replies.
+        Not a coroutine: on a live connection the call's future itself is returned, which
+        spares the awaiting task a coroutine frame on suspending and on resuming."""
+        now = time.monotonic()
+        if self._reconnect_needed(now):
+            return self._connect_and_send(lambda: hiredis.pack_command(args))
+        return self._send(hiredis.pack_command(args), now)
+
+    def execute_transaction(self, *commands: tuple[Any, ...]) -> Awaitable[list[Any]]:
+        """Run ``commands`` as one ``MULTI``/``EXEC``; the awaitable gives ``EXEC``'s replies.
 
         One call to the queue, the deadline and the breaker: a timeout, a lost connection
         or an error fails the whole transaction. A command Redis refuses to queue aborts
         it (``ResponseError`` with ``EXECABORT`` and the refusal); one that fails when run
         (``WRONGTYPE``) raises ``ResponseError`` too, the others having taken effect.
         """
-        if self._transport is None or self._transport.is_closing():
-            await self._connect()
-        elif self._waiting and time.monotonic() - self._waiting[0].queued_at > self._stall:
-            self._drop(f"redis answered nothing for {self._stall:.1f} s")
-            await self._connect()
-        pack = hiredis.pack_command
-        packed = b"".join([_MULTI, *[pack(command) for command in commands], _EXEC])
-        replies: list[Any] = await self._send(packed, skip=1 + len(commands))
-        return replies
+        now = time.monotonic()
 
-    def _expire(self, future: asyncio.Future[Any]) -> None:
-        if not future.done():
-            future.get_loop().call_later(GRACE_SECONDS, self._time_out, future)
+        def pack() -> bytes:
+            pack_command = hiredis.pack_command
+            return b"".join([_MULTI, *[pack_command(command) for command in commands], _EXEC])
+
+        if self._reconnect_needed(now):
+            return self._connect_and_send(pack, skip=1 + len(commands))
+        return self._send(pack(), now, skip=1 + len(commands))
+
+    def execute_template(
+        self, template: TransactionTemplate, values: Sequence[Any]
+    ) -> Awaitable[list[Any]]:
+        """``execute_transaction(*template.commands(values))``, packed by the template."""
+        now = time.monotonic()
+        if self._reconnect_needed(now):
+            return self._connect_and_send(lambda: template.pack(values), skip=template.skip)
+        return self._send(template.pack(values), now, skip=template.skip)
+
+    def _reconnect_needed(self, now: float) -> bool:
+        """No live connection, or one that answered nothing for ``stall_seconds`` (then
+        dropped here)."""
+        if self._transport is None or self._transport.is_closing():
+            return True
+        if self._waiting and now - self._waiting[0].queued_at > self._stall:
+            self._drop(f"redis answered nothing for {self._stall:.1f} s")
+            return True
+        return False
+
+    async def _connect_and_send(self, pack: Callable[[], bytes], skip: int = 0) -> Any:
+        await self._connect()
+        return await self._send(pack(), time.monotonic(), skip)
 
     def _time_out(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -197,12 +305,13 @@ class PipelinedConnection:
                 TimeoutError(f"redis did not answer within {self._budget * 1000:.0f} ms")
             )
 
-    def _send(self, packed: bytes, skip: int = 0) -> asyncio.Future[Any]:
+    def _send(self, packed: bytes, queued_at: float, skip: int = 0) -> asyncio.Future[Any]:
         loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
-        call = _Call(future, time.monotonic(), skip)
+        call = _Call(future, queued_at, skip)
         self._waiting.append(call)
-        self._unsent.append((packed, call))
+        self._unsent.append(packed)
+        self._unsent_calls.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -211,17 +320,40 @@ class PipelinedConnection:
     def _flush(self) -> None:
         self._flush_scheduled = False
         unsent, self._unsent = self._unsent, []
+        calls, self._unsent_calls = self._unsent_calls, []
         if not unsent:
             return
         transport = self._transport
         if transport is None or transport.is_closing():
             self._fail_waiting(RedisConnectionError("redis connection closed"))
             return
-        transport.write(b"".join(packed for packed, _ in unsent))
+        transport.write(b"".join(unsent))
         loop = self._loop
-        for _, call in unsent:
-            if not call.future.done():
-                call.timer = loop.call_later(self._budget, self._expire, call.future)
+        deadline = loop.time() + self._budget
+        self._written.append((deadline, calls))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """Give every call whose deadline passed its last turn (``GRACE_SECONDS``), drop
+        the writes whose calls are all answered, and set the timer for the oldest write
+        that still has a call waiting."""
+        self._timer = None
+        loop = self._loop
+        now = loop.time()
+        written = self._written
+        while written:
+            deadline, calls = written[0]
+            if deadline > now + _SLACK_SECONDS:
+                for call in calls:
+                    if not call.future.done():
+                        self._timer = loop.call_at(deadline, self._check_deadlines)
+                        return
+            else:
+                for call in calls:
+                    if not call.future.done():
+                        loop.call_later(GRACE_SECONDS, self._time_out, call.future)
+            written.popleft()
 
     async def _connect(self) -> None:
         if self._connecting is None:
@@ -246,7 +378,7 @@ class PipelinedConnection:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     for command in self._setup:
-                        await self._send(hiredis.pack_command(command))
+                        await self._send(hiredis.pack_command(command), time.monotonic())
             except BaseException:
                 self._drop("redis connection setup failed")
                 raise
@@ -256,6 +388,7 @@ class PipelinedConnection:
         if transport is not None:
             transport.abort()
         self._unsent.clear()
+        self._unsent_calls.clear()
         self._fail_waiting(RedisConnectionError(why))
 
     def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
@@ -263,13 +396,16 @@ class PipelinedConnection:
             return  # an older connection, already dropped
         self._transport, self._protocol = None, None
         self._unsent.clear()
+        self._unsent_calls.clear()
         self._fail_waiting(RedisConnectionError(f"redis connection lost: {exc or 'closed'}"))
 
     def _fail_waiting(self, error: Exception) -> None:
         waiting, self._waiting = self._waiting, collections.deque()
+        self._written.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for call in waiting:
-            if call.timer is not None:
-                call.timer.cancel()
             if not call.future.done():
                 call.future.set_exception(error)
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import compress
 from operator import attrgetter
@@ -67,6 +67,7 @@ from service.stores.breaker import Breaker
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
+from service.stores.pipelined import Slot, TransactionTemplate
 from service.stores.plan import PLAN, Plan, event_second, present
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
@@ -134,6 +135,15 @@ async def _redis_py_transaction(client: aioredis.Redis, *commands: tuple[Any, ..
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute()
         return replies
+
+
+def _run_commands(
+    transact: Callable[..., Awaitable[list[Any]]],
+    template: TransactionTemplate,
+    values: Sequence[Any],
+) -> Awaitable[list[Any]]:
+    """``execute_template`` for a hot client that runs transactions of commands only."""
+    return transact(*template.commands(values))
 
 
 class RiskStore:
@@ -205,6 +215,14 @@ class RiskStore:
             (str(e.entity), *self.keys.velocity_affixes(e.entity, e.layout), e.index)
             for e in plan.entities
             if e.declines
+        )
+        # a non-declined commit: transaction key, decision, entity record, id, log record
+        tx, decision, record, tid, log = (Slot(i) for i in range(5))
+        stream = (self.keys.decisions, "MAXLEN", "~", self._maxlen, "*")
+        self._commit_template = TransactionTemplate(
+            ("HSET", tx, "state", "done", "decision", decision, "record", record),
+            ("EXPIRE", tx, self._decision_ttl, "NX"),
+            ("XADD", *stream, "transaction_id", tid, "record", log),
         )
 
     async def begin(self, payment: Payment, digest: str) -> Begin:
@@ -337,19 +355,18 @@ class RiskStore:
         tx = self.keys.transaction(payment.transaction_id)
         hot = self.hot
         if not declined:
-            transact = getattr(hot, "execute_transaction", None)
-            if transact is None and isinstance(hot, aioredis.Redis):
-                transact = partial(_redis_py_transaction, hot)
-            if transact is not None:
-                done = ("state", "done", "decision", decision_json, "record", entity_record)
-                log = ("transaction_id", payment.transaction_id, "record", record_json)
-                commands = (
-                    ("HSET", tx, *done),
-                    ("EXPIRE", tx, self._decision_ttl, "NX"),
-                    ("XADD", self.keys.decisions, "MAXLEN", "~", self._maxlen, "*", *log),
-                )
+            values = (tx, decision_json, entity_record, payment.transaction_id, record_json)
+            template = self._commit_template
+            run = getattr(hot, "execute_template", None)
+            if run is None:
+                transact = getattr(hot, "execute_transaction", None)
+                if transact is None and isinstance(hot, aioredis.Redis):
+                    transact = partial(_redis_py_transaction, hot)
+                if transact is not None:
+                    run = partial(_run_commands, transact)
+            if run is not None:
                 await self.breaker.call(
-                    self._budget, lambda: transact(*commands), guard=self._hot_guard
+                    self._budget, lambda: run(template, values), guard=self._hot_guard
                 )
                 return
         keys = [tx, self.keys.decisions]

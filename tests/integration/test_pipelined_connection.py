@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
 
+import hiredis
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -14,7 +16,7 @@ import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.stores.pipelined import PipelinedConnection
+from service.stores.pipelined import PipelinedConnection, Slot, TransactionTemplate
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -349,5 +351,103 @@ async def test_a_transaction_waiting_on_a_connection_that_answers_nothing_is_fai
         for call in (stuck, behind):
             with pytest.raises(RedisConnectionError, match="answered nothing"):
                 await call
+    finally:
+        await conn.aclose()
+
+
+# --- templates: a transaction's constant arguments packed once --------------------------
+
+
+class _Text(str):
+    pass
+
+
+class _Number(float):
+    pass
+
+
+_VALUES: list[object] = [
+    "",
+    b"",
+    "plain",
+    "é",
+    "ключ {tag}",
+    "\U0001f600" * 300,
+    "%s %d %b %%",
+    b"%b\r\n\x00\xff",
+    b"x" * 100_000,
+    "y" * 5_000,
+    0,
+    -7,
+    2**70,
+    1.5,
+    -0.0,
+    1e300,
+    float("inf"),
+    float("nan"),
+    _Text("sub"),  # hiredis packs these itself: the template hands them over
+    _Number(2.5),
+    memoryview(b"view"),
+]
+
+
+def _hiredis_transaction(commands: tuple[tuple[object, ...], ...]) -> bytes:
+    return b"".join(hiredis.pack_command(c) for c in (("MULTI",), *commands, ("EXEC",)))
+
+
+def test_a_template_packs_exactly_what_hiredis_packs() -> None:
+    rng = random.Random(3)
+    a, b, c = Slot(0), Slot(1), Slot(2)
+    template = TransactionTemplate(
+        ("HSET", a, "state", "done", "ключ", b, "%d%%", c),
+        ("EXPIRE", a, 86_400, "NX"),
+        ("XADD", "p:{stream}", "MAXLEN", "~", 10_000_000, "*", "f", c, "g", b, "h", 1.25, b""),
+        ("PING",),
+    )
+    assert template.skip == 5
+    for _ in range(500):
+        values = rng.choices(_VALUES, k=3)
+        commands = template.commands(values)
+        assert commands[0] == (
+            "HSET",
+            values[0],
+            "state",
+            "done",
+            "ключ",
+            values[1],
+            "%d%%",
+            values[2],
+        )
+        assert template.pack(values) == _hiredis_transaction(commands), values
+    assert TransactionTemplate().pack([]) == _hiredis_transaction(())
+    with pytest.raises(ValueError, match="3 values was given 2"):
+        template.pack(["a", "b"])
+
+
+@pytest.mark.parametrize("odd", [True, None, object(), bytearray(b"x"), 3 + 4j])
+def test_a_template_refuses_what_hiredis_refuses(odd: object) -> None:
+    template = TransactionTemplate(("SET", "k", Slot(0)))
+    with pytest.raises(TypeError) as hiredis_error:
+        hiredis.pack_command(("SET", "k", odd))
+    with pytest.raises(TypeError) as template_error:
+        template.pack([odd])
+    assert str(template_error.value) == str(hiredis_error.value)
+
+
+async def test_a_template_runs_as_its_commands_would(redis_prefix: str) -> None:
+    conn = _connection()
+    k, log = Slot(0), Slot(1)
+    template = TransactionTemplate(
+        ("HSET", k, "state", "done", "decision", Slot(2)),
+        ("EXPIRE", k, 100, "NX"),
+        ("XADD", f"{redis_prefix}:log", "MAXLEN", "~", 1000, "*", "record", log),
+    )
+    try:
+        values = [f"{redis_prefix}:é", "ünïcode", b"\x00\xff" * 1000]
+        hset, expire, entry = await conn.execute_template(template, values)
+        assert (hset, expire) == (2, 1)
+        assert await conn.execute_command("HGET", values[0], "decision") == values[2]
+        ((_id, fields),) = await conn.execute_command("XRANGE", f"{redis_prefix}:log", "-", "+")
+        assert (_id, fields) == (entry, [b"record", "ünïcode".encode()])
     finally:
         await conn.aclose()

@@ -6,11 +6,12 @@ import asyncio
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import hiredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -22,7 +23,7 @@ from service.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.lists import ListHit, ListStore
-from service.stores.pipelined import PipelinedConnection
+from service.stores.pipelined import PipelinedConnection, TransactionTemplate
 from service.stores.plan import PLAN, EntityPlan, Plan, entity_attribute
 from service.stores.redis_client import make_client, ping
 from service.stores.velocity import RiskStore
@@ -736,6 +737,18 @@ class _CountingTransactions(PipelinedConnection):
         self.transactions += 1
         return await super().execute_transaction(*commands)
 
+    async def execute_template(
+        self, template: TransactionTemplate, values: Sequence[Any]
+    ) -> list[Any]:
+        self.transactions += 1
+        return await super().execute_template(template, values)
+
+
+class _CountingCommandTransactions(_CountingTransactions):
+    """The hot path's connection without templates: transactions of commands."""
+
+    execute_template = None  # type: ignore[assignment]
+
 
 _Stored = tuple[
     dict[str, tuple[dict[bytes, bytes], int]], list[dict[bytes, bytes]], dict[str, bytes]
@@ -772,8 +785,12 @@ async def test_every_commit_path_stores_the_same_thing(
     pipelined = _CountingTransactions(
         TEST_REDIS_URL, budget_seconds=2.0, connect_timeout=2.0, stall_seconds=5.0
     )
+    commands = _CountingCommandTransactions(
+        TEST_REDIS_URL, budget_seconds=2.0, connect_timeout=2.0, stall_seconds=5.0
+    )
     hots: dict[str, Any] = {
         "pipelined": pipelined,
+        "pipelined, commands": commands,
         "redis-py": None,
         "function": _CountingBegins(redis_client),  # no transactions: the function call
     }
@@ -813,8 +830,10 @@ async def test_every_commit_path_stores_the_same_thing(
             stored[name] = (*await _stored(redis_client, store.keys, ids), after.features)
     finally:
         await pipelined.aclose()
+        await commands.aclose()
 
-    assert pipelined.transactions == 6  # every commit but the decline's
+    # every commit but the decline's: as a template, and as commands
+    assert (pipelined.transactions, commands.transactions) == (6, 6)
     reference = stored["function"]
     assert len(reference[2]) > 10  # the entities' states
     for name, (transactions, log, others, features) in stored.items():
@@ -1002,6 +1021,17 @@ class _TransactionRecorder(_Recorder):
         return [0, 0, b"1-0"]
 
 
+class _TemplateRecorder(_TransactionRecorder):
+    """A ``_TransactionRecorder`` that runs templates, as the pipelined connection does:
+    it records the template's commands and checks its packing against hiredis'."""
+
+    async def execute_template(self, template: TransactionTemplate, values: Sequence) -> list:
+        commands = template.commands(values)
+        packed = b"".join(hiredis.pack_command(c) for c in (("MULTI",), *commands, ("EXEC",)))
+        assert template.pack(values) == packed
+        return await self.execute_transaction(*commands)
+
+
 def _reference_call(
     store: RiskStore, payment: Payment, lists: str
 ) -> tuple[list, list, list, list]:
@@ -1075,6 +1105,7 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
     reply = [b"new", None, 3, packed, [[b"block_card", b"card_fingerprint", b""]]]
     recorder = _Recorder(reply)
     transacting = _TransactionRecorder(reply)
+    templating = _TemplateRecorder(reply)
     store.hot = recorder
     lists = "0" * 16  # what the store believes at first: no list holds items
     for n in range(300):
@@ -1117,4 +1148,12 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
             ("XADD", stream, "MAXLEN", "~", maxlen, "*", "transaction_id", tid, "record", log),
         )
         assert (len(transacting.calls), transacting.transactions) == (1, [])
+        # over the pipelined connection: the same commands, packed by a template
+        store.hot = templating
+        await store.commit(payment, decision_json=b"{}", record_json=b"r", declined=False)
+        assert templating.transactions.pop() == (
+            ("HSET", tx, "state", "done", "decision", decision, "record", record),
+            ("EXPIRE", tx, ttl, "NX"),
+            ("XADD", stream, "MAXLEN", "~", maxlen, "*", "transaction_id", tid, "record", log),
+        )
         store.hot = recorder
