@@ -2,20 +2,52 @@
 
 A registry per app keeps tests independent. With several worker processes each process
 exposes its own counters; scrape each worker or run one worker per port.
+
+The score call's own observations (Redis round trips, decision and latency, rule hits)
+are queued and added to their metrics in batches: before every collection of the
+registry (so ``/metrics`` is always exact) and every few hundred observations. Per
+observation prometheus_client takes a lock for the sum and one for the bucket, behind a
+few Python calls (about 3.4 µs per score call); a batch takes them once per metric.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Callable, Iterable
+from threading import Lock
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+# Queued observations that trigger a batch outside collections: bounds the queue's memory.
+_BATCH: Final = 512
+
+
+class _BeforeCollection:
+    """A collector of no metrics, registered first: each collection calls it before the
+    metrics' own collectors."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return ()
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # (histogram child, seconds) or (counter child, None), in the order observed
+        self._queue: deque[tuple[Histogram | Counter, float | None]] = deque()
+        self._batching = Lock()
+        r.register(_BeforeCollection(self.flush))
         self.decisions = Counter(
             "riskscore_decisions", "Score calls answered", ["decision", "vertical"], registry=r
         )
@@ -63,6 +95,14 @@ class Metrics:
         self.redis_begin = self.redis_latency.labels("begin")
         self.redis_commit = self.redis_latency.labels("commit")
 
+    def begin_seconds(self, seconds: float) -> None:
+        """Observe a ``begin`` round trip."""
+        self._queue.append((self.redis_begin, seconds))
+
+    def commit_seconds(self, seconds: float) -> None:
+        """Observe a ``commit`` round trip."""
+        self._queue.append((self.redis_commit, seconds))
+
     def decision(self, decision: str, vertical: str, seconds: float) -> None:
         """Count a decision and its latency; label children are cached, ``labels`` is slow."""
         children = self._children.get((decision, vertical))
@@ -72,14 +112,58 @@ class Metrics:
                 self.score_latency.labels(decision, vertical),
             )
             self._children[(decision, vertical)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        queue = self._queue
+        queue.append((children[0], None))
+        queue.append((children[1], seconds))
+        if len(queue) > _BATCH:
+            self.flush()
 
     def rule_hit(self, rule_id: str, mode: str) -> None:
         child = self._rule_hits.get((rule_id, mode))
         if child is None:
             child = self._rule_hits[(rule_id, mode)] = self.rule_hits.labels(rule_id, mode)
-        child.inc()
+        self._queue.append((child, None))
+
+    def flush(self) -> None:
+        """Add the queued observations to their metrics, each metric's in the order they
+        were made, with the values one ``observe`` or ``inc`` per observation gives."""
+        queue = self._queue
+        if not queue:
+            return
+        with self._batching:
+            batches: dict[Histogram | Counter, list[float | None]] = {}
+            while True:
+                try:
+                    child, value = queue.popleft()
+                except IndexError:
+                    break
+                batch = batches.get(child)
+                if batch is None:
+                    batches[child] = [value]
+                else:
+                    batch.append(value)
+            for child, values in batches.items():
+                if isinstance(child, Histogram):
+                    _observe_all(child, values)  # type: ignore[arg-type]
+                else:
+                    child.inc(len(values))  # whole counts add exactly
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _observe_all(child: Histogram, values: list[float]) -> None:
+    """``child.observe`` of each value in turn, taking each lock once.
+
+    The sum is added up value by value from the current one, as ``observe`` adds; each
+    value goes to the first bucket whose bound it does not exceed (``bisect_left`` on the
+    sorted bounds), and NaN to none, as in ``observe``.
+    """
+    total = child._sum.get()
+    for value in values:
+        total += value
+    child._sum.set(total)
+    bounds = child._upper_bounds
+    buckets = child._buckets
+    for i, n in Tally([bisect_left(bounds, v) for v in values if v == v]).items():
+        buckets[i].inc(n)

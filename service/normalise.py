@@ -246,11 +246,92 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
     amount is compared by value (``100.50`` = ``"100.5"``) and times by instant. The digest
     covers the raw email, account and IP, so pass the pseudonymisation secret as ``key``
     wherever the digest is stored: unkeyed, it would let anyone holding it test guesses.
+
+    The message is ``request_to_log_row`` with the canonical amount, as JSON with sorted
+    keys; it is written from ``_DigestRow``, whose fields are those keys in that order,
+    because building and sorting the dict took half the digest's time.
     """
-    row = request_to_log_row(request)
-    row["amount"] = _canonical_decimal(request.amount)
-    encoded = msgspec.json.encode(row, order="sorted")
-    return _digest_key(key).digest(encoded).hex()[:32]
+    method, customer = request.payment_method, request.customer
+    card, device, context = method.card, request.device, request.context
+    subscription = context.subscription if context else None
+    created_at, timestamp = customer.created_at, request.timestamp
+    row = _DigestRow(
+        _canonical_decimal(request.amount),
+        card.bin if card else None,
+        card.fingerprint if card else None,
+        card.funding if card else None,
+        card.issuer_country if card else None,
+        card.last4 if card else None,
+        context.bonus_code if context else None,
+        context.first_deposit if context else None,
+        subscription.kind if subscription else None,
+        subscription.trial if subscription else None,
+        context.three_ds if context else None,
+        request.currency,
+        customer.age_verified,
+        customer.country,
+        None if created_at is None else _utc(created_at),
+        customer.email,
+        customer.id,
+        customer.kyc_level,
+        device.id if device else None,
+        device.ip if device else None,
+        device.ip_country if device else None,
+        request.merchant_id,
+        method.account,
+        method.provider,
+        method.type,
+        None if timestamp is None else _utc(timestamp),
+        request.transaction_id,
+        request.vertical,
+    )
+    return _digest_key(key).digest(_digest_encoder.encode(row))[:16].hex()
+
+
+class _DigestRow(msgspec.Struct):
+    """``request_to_log_row``'s keys in sorted order (checked below)."""
+
+    amount: str
+    card_bin: Any
+    card_fingerprint: Any
+    card_funding: Any
+    card_issuer_country: Any
+    card_last4: Any
+    context_bonus_code: Any
+    context_first_deposit: Any
+    context_subscription_kind: Any
+    context_subscription_trial: Any
+    context_three_ds: Any
+    currency: Any
+    customer_age_verified: Any
+    customer_country: Any
+    customer_created_at: Any
+    customer_email: Any
+    customer_id: Any
+    customer_kyc_level: Any
+    device_id: Any
+    device_ip: Any
+    device_ip_country: Any
+    merchant_id: Any
+    payment_method_account: Any
+    payment_method_provider: Any
+    payment_method_type: Any
+    timestamp: Any
+    transaction_id: Any
+    vertical: Any
+
+
+if _DigestRow.__struct_fields__ != tuple(sorted(LOG_COLUMNS)):
+    raise RuntimeError("_DigestRow must hold the log columns in sorted order")
+_digest_encoder: Final = msgspec.json.Encoder()
+
+
+def _utc(value: datetime) -> datetime | str | None:
+    """A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
+    ``_rfc3339``'s text."""
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value
+    return _rfc3339(value)
 
 
 # The HMAC per digest key, its keyed blocks hashed once (a service uses one key).

@@ -121,29 +121,47 @@ def decide(
     velocity_available: bool,
     degraded_action: DegradedAction,
 ) -> Outcome:
-    """Combine every signal into one decision; pure, so replays and notebooks can call it."""
-    shadow = [r.rule_id for r in rule_hits if r.mode == "shadow"]
-    active = [r for r in rule_hits if r.mode == "active"]
-    blocks = [m for m in list_matches if m.list_name.startswith("block_")]
-    allows = [m for m in list_matches if m.list_name.startswith("allow_")]
+    """Combine every signal into one decision; pure, so replays and notebooks can call it.
 
-    if blocks:
-        reasons = [_list_reason(m, "on a block list") for m in blocks]
-        return Outcome("decline", 100, reasons, [], shadow)
+    Written as plain loops: the rule hits and list matches are nearly always none or one,
+    and a comprehension or generator per list (a frame each) cost more than the work.
+    """
+    shadow: list[str] = []
+    active: list[RuleOutcome] = []
+    matched: list[str] = []
+    for r in rule_hits:
+        if r.mode == "shadow":
+            shadow.append(r.rule_id)
+        elif r.mode == "active":
+            active.append(r)
+            matched.append(r.rule_id)
 
-    reasons: list[Reason] = [_list_reason(m, "on an allow list") for m in allows]
+    reasons: list[Reason] = []
+    allowed = False
+    if list_matches:
+        blocks = [m for m in list_matches if m.list_name.startswith("block_")]
+        if blocks:
+            reasons = [_list_reason(m, "on a block list") for m in blocks]
+            return Outcome("decline", 100, reasons, [], shadow)
+        for m in list_matches:
+            if m.list_name.startswith("allow_"):
+                reasons.append(_list_reason(m, "on an allow list"))
+                allowed = True
+
     decision = "approve"
+    adjustment = 0
     for rule in active:
         if rule.action != "score":
             decision = _stronger(decision, rule.action)
+        else:
+            adjustment += rule.score
         reasons.append(Reason(rule.rule_id, "rule", rule.message))
 
-    base = model.score if model is not None else 0
-    score = max(0, min(100, base + sum(r.score for r in active if r.action == "score")))
+    score = max(0, min(100, (model.score if model is not None else 0) + adjustment))
     if model is not None:
         reasons.extend(model.reasons)
 
-    if not allows:
+    if not allowed:
         by_score = threshold_decision(score, thresholds)
         if STRENGTH[by_score] > STRENGTH[decision]:
             reasons.append(
@@ -153,7 +171,7 @@ def decide(
                     f"score {score} reached the {by_score} threshold of this vertical",
                 )
             )
-        decision = _stronger(decision, by_score)
+            decision = by_score
 
     if not velocity_available:
         reasons.append(
@@ -173,7 +191,7 @@ def decide(
             )
         decision = _stronger(decision, degraded_action)
 
-    return Outcome(decision, score, reasons, [r.rule_id for r in active], shadow)  # type: ignore[arg-type]
+    return Outcome(decision, score, reasons, matched, shadow)  # type: ignore[arg-type]
 
 
 def _list_reason(match: ListMatch, phrase: str) -> Reason:

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Final
 
 import msgspec
@@ -83,7 +83,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     try:
         t0 = time.perf_counter()
         begin = await engine.store.begin(payment, digest)
-        engine.metrics.redis_begin.observe(time.perf_counter() - t0)
+        engine.metrics.begin_seconds(time.perf_counter() - t0)
     except StoreUnavailable:
         begin = None
         degraded.append("velocity")
@@ -99,16 +99,25 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     else:
         features.update(dict.fromkeys(VELOCITY_NAMES))
 
-    matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits] if begin else []
-    if normalised.ip is not None and begin is not None:
-        try:
-            await engine.lists.refresh_ranges_if_stale(begin.lists_version)
-        except StoreUnavailable:
-            degraded.append("lists")
-        matches.extend(
-            ListMatch(h.list_name, h.reason) for h in engine.lists.match_ip(str(normalised.ip))
-        )
-    allow_listed = any(m.list_name.startswith("allow_") for m in matches)
+    matches: list[ListMatch] = []
+    if begin is not None:
+        if begin.list_hits:
+            matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]
+        if normalised.ip is not None:
+            lists = engine.lists
+            if not lists.ranges_current(begin.lists_version):
+                try:
+                    await lists.refresh_ranges_if_stale(begin.lists_version)
+                except StoreUnavailable:
+                    degraded.append("lists")
+            if lists.holds_ranges:
+                for h in lists.match_ip(str(normalised.ip)):
+                    matches.append(ListMatch(h.list_name, h.reason))
+    allow_listed = False
+    for m in matches:
+        if m.list_name.startswith("allow_"):
+            allow_listed = True
+            break
 
     ruleset = engine.rulebook.current
     executions = ruleset.evaluate(
@@ -165,17 +174,15 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     await _commit(engine, payment, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, hits, errors, started)
-    decision_lines.emit(
-        {
-            "transaction_id": payment.transaction_id,
-            "merchant_id": payment.merchant_id,
-            "vertical": payment.vertical,
-            "decision": decision.decision,
-            "score": decision.score,
-            "rules": outcome.matched_rules,
-            "degraded": degraded,
-            "latency_ms": round(latency_ms, 3),
-        }
+    decision_lines.decision(
+        payment.transaction_id,
+        payment.merchant_id,
+        payment.vertical,
+        decision.decision,
+        decision.score,
+        outcome.matched_rules,
+        degraded,
+        record.latency_ms,
     )
     if request.explain:
         return msgspec.structs.replace(decision, features=features)
@@ -218,7 +225,7 @@ async def _commit(
                 record_json=record_json,
                 declined=decision.decision == "decline",
             )
-            engine.metrics.redis_commit.observe(time.perf_counter() - t0)
+            engine.metrics.commit_seconds(time.perf_counter() - t0)
             return
         except StoreUnavailable:
             decision.degraded.append("decision_log")
@@ -230,6 +237,7 @@ async def _commit(
 # degraded path's velocity features), and a missing feature is a KeyError, never a
 # silently shifted list.
 _feature_values: Final = itemgetter(*FEATURE_NAMES)
+_code: Final = attrgetter("code")
 
 
 class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -281,7 +289,7 @@ def _record(
         model_version=decision.model_version,
         ruleset_version=decision.ruleset_version,
         catalog_version=CATALOG_VERSION,
-        reasons=[r.code for r in outcome.reasons],
+        reasons=list(map(_code, outcome.reasons)),
         rules=ran,
         degraded=decision.degraded,
         latency_ms=round(latency_ms, 3),

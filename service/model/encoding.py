@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -79,6 +80,7 @@ SOURCE_INDEX: Final[np.ndarray] = np.array(
 # and converts the whole row with a single ``np.array`` call.
 _PASS: Final = tuple(c.source for c in MODEL_COLUMNS if c.kind == "number")
 _N_PASS: Final = len(_PASS)
+_pass_values: Final = itemgetter(*_PASS)
 _DERIVED: Final = MODEL_COLUMNS[_N_PASS:]
 if any(c.kind == "number" for c in _DERIVED):
     raise RuntimeError("pass-through model columns must precede the derived ones")
@@ -119,7 +121,16 @@ _DERIVED_TABLES: Final = _derived_tables()
 def encode_one(features: Mapping[str, Any]) -> np.ndarray:
     """The model vector (float64, NaN where missing) of one payment's feature mapping."""
     get = features.get
-    values: list[Any] = list(map(get, _PASS))
+    values: list[Any]
+    if type(features) is dict:
+        # The scoring path's dict holds every feature: one C call picks the pass-through
+        # values; a key missing from it falls back to ``get``'s None.
+        try:
+            values = list(_pass_values(features))
+        except KeyError:
+            values = list(map(get, _PASS))
+    else:
+        values = list(map(get, _PASS))
     for source, table, unknown, missing in _DERIVED_TABLES:
         value = get(source)
         if value is None or value != value:  # None or NaN

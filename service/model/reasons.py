@@ -14,6 +14,7 @@ which keeps explaining within a few microseconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -30,6 +31,9 @@ class ModelReason(NamedTuple):
 
 
 Template = Callable[[Any], str]
+
+_new_tuple: Final = tuple.__new__
+_DEFAULT_LIMIT: Final = 3
 
 _WINDOW: Final[dict[str, str]] = {
     "10m": "10 min",
@@ -218,7 +222,7 @@ def _top_sources(
 class Explainer:
     """Turns per-column contributions into the top reasons of one payment."""
 
-    __slots__ = ("_codes", "_group", "_n_sources", "_sources")
+    __slots__ = ("_chosen", "_codes", "_group", "_n_sources", "_owner", "_per_source", "_sources")
 
     def __init__(self, sources: tuple[str, ...], source_index: np.ndarray) -> None:
         group = np.ascontiguousarray(source_index, dtype=np.intp)
@@ -228,13 +232,19 @@ class Explainer:
         self._codes = tuple(reason_code(s) for s in sources)
         self._group = group
         self._n_sources = len(sources)
+        # The kernel's scratch for ``top``'s default limit, reused by the thread that made
+        # it (the scoring loop's): two allocations fewer per payment; other threads and
+        # other limits get their own.
+        self._owner = get_ident()
+        self._per_source = np.empty(self._n_sources)
+        self._chosen = np.empty(_DEFAULT_LIMIT, dtype=np.intp)
         self.top(np.zeros(len(group)), {})  # compile (or load) the kernel now
 
     def top(
         self,
         contributions: np.ndarray,
         features: Mapping[str, Any],
-        limit: int = 3,
+        limit: int = _DEFAULT_LIMIT,
         minimum: float = 1e-6,
     ) -> list[ModelReason]:
         """Up to ``limit`` features with the largest positive contribution, largest first.
@@ -244,16 +254,24 @@ class Explainer:
         """
         if len(contributions) != len(self._group):
             raise ValueError(f"expected {len(self._group)} contributions")
-        per_source = np.empty(self._n_sources)
-        chosen = np.empty(max(limit, 0), dtype=np.intp)
+        if limit == _DEFAULT_LIMIT and get_ident() == self._owner:
+            per_source, chosen = self._per_source, self._chosen
+        else:
+            per_source = np.empty(self._n_sources)
+            chosen = np.empty(max(limit, 0), dtype=np.intp)
         count = _top_sources(contributions, self._group, minimum, per_source, chosen)
         if count < 0 or limit < 0:
             return self._by_argsort(per_source, features, limit, minimum)
         sources, codes, get = self._sources, self._codes, features.get
-        return [
-            ModelReason(codes[i], reason_message(sources[i], get(sources[i])), float(per_source[i]))
-            for i in chosen[:count].tolist()
-        ]
+        amounts = per_source.tolist()
+        reasons: list[ModelReason] = []
+        for i in chosen.tolist()[:count]:
+            source = sources[i]
+            # ModelReason's own __new__ is this call behind a Python frame.
+            reasons.append(
+                _new_tuple(ModelReason, (codes[i], reason_message(source, get(source)), amounts[i]))
+            )
+        return reasons
 
     def _by_argsort(
         self, per_source: np.ndarray, features: Mapping[str, Any], limit: int, minimum: float

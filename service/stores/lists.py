@@ -252,6 +252,17 @@ class ListStore:
             exact.append(item)
         return list(dict.fromkeys(exact)), list(dict.fromkeys(networks))
 
+    def ranges_current(self, version: int) -> bool:
+        """Whether the cached IP ranges are those of lists ``version``: nearly always, and
+        the hot path then skips a coroutine that has nothing to do."""
+        return version == self._ranges_version
+
+    @property
+    def holds_ranges(self) -> bool:
+        """Whether any IP range is cached; without one ``match_ip`` finds nothing, and
+        the hot path need not format the address for it."""
+        return bool(self._ranges)
+
     async def refresh_ranges_if_stale(self, version: int) -> None:
         """Reload the IP ranges when the lists changed since the last load."""
         if version == self._ranges_version:

@@ -178,7 +178,9 @@ async def test_ranges_are_not_reloaded_while_the_version_is_unchanged(
 ) -> None:
     await lists.add("block_ip", ["10.0.0.0/8"])
     version = (await store.begin(make_payment("t1"), digest="d")).lists_version
+    assert not lists.ranges_current(version) and not lists.holds_ranges
     await lists.refresh_ranges_if_stale(version)
+    assert lists.ranges_current(version) and lists.holds_ranges
     await redis_client.delete(f"{redis_prefix}:{{lists}}:block_ip:ranges")  # behind its back
     await lists.refresh_ranges_if_stale(version)
     assert [h.list_name for h in lists.match_ip("10.0.0.1")] == ["block_ip"]
@@ -186,6 +188,7 @@ async def test_ranges_are_not_reloaded_while_the_version_is_unchanged(
     version = (await store.begin(make_payment("t2"), digest="d")).lists_version
     await lists.refresh_ranges_if_stale(version)
     assert lists.match_ip("10.0.0.1") == []
+    assert lists.ranges_current(version) and not lists.holds_ranges
 
 
 async def test_expired_ranges_stop_matching(lists: ListStore, store: RiskStore) -> None:

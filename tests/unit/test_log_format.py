@@ -97,3 +97,36 @@ def test_timestamps_match_the_plain_format_across_seconds_and_back_in_time() -> 
     for moment in moments:
         plain = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
         assert _timestamp(moment) == plain + f".{int(moment % 1 * 1000):03d}Z"
+
+
+def test_a_score_calls_line_is_the_bytes_emit_writes(pipe, info_level, monkeypatch) -> None:
+    read_end, write_end = pipe
+    monkeypatch.setattr(log_format.time, "time", lambda: 1_780_000_000.25)
+    lines = DecisionLines("riskscore.test-decisions", fd=write_end)
+    fields = {
+        "transaction_id": "t-1",
+        "merchant_id": "m-1",
+        "vertical": "gaming",
+        "decision": "review",
+        "score": 61,
+        "rules": ["A", "B"],
+        "degraded": ["model"],
+        "latency_ms": 1.235,
+    }
+    lines.emit(fields)
+    lines.decision(*fields.values())
+    os.set_blocking(read_end, False)
+    first, second = os.read(read_end, 1 << 20).splitlines()
+    assert first == second
+
+
+def test_a_score_calls_line_is_not_written_below_info(pipe) -> None:
+    read_end, write_end = pipe
+    logging.getLogger("riskscore.test-quiet").setLevel(logging.WARNING)
+    try:
+        DecisionLines("riskscore.test-quiet", fd=write_end).decision(
+            "t", "m", "gaming", "approve", 0, [], [], 0.1
+        )
+    finally:
+        logging.getLogger("riskscore.test-quiet").setLevel(logging.NOTSET)
+    assert _read(read_end) == []

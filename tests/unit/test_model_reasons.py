@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from service import catalog
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX
-from service.model.reasons import TEMPLATES, Explainer, reason_code, reason_message
+from service.model.reasons import (
+    TEMPLATES,
+    Explainer,
+    ModelReason,
+    reason_code,
+    reason_message,
+)
 
 
 def test_velocity_messages_read_as_sentences():
@@ -99,3 +107,17 @@ def test_top_reasons_refuse_contributions_of_another_length():
     explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
     with pytest.raises(ValueError, match="contributions"):
         explainer.top(np.zeros(len(MODEL_FEATURES) + 1), {})
+
+
+def test_top_reasons_are_the_same_from_another_thread():
+    """The default limit reuses scratch arrays in the thread that made the explainer; any
+    other thread gets its own, and the same reasons."""
+    explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
+    rng = np.random.default_rng(7)
+    features = {"vertical": "gaming", "device_distinct_cards_24h": 7, "kyc_level": 0}
+    cases = [rng.normal(scale=0.2, size=len(MODEL_FEATURES)) for _ in range(50)]
+    here = [explainer.top(c, features) for c in cases]
+    with ThreadPoolExecutor(2) as pool:
+        there = list(pool.map(lambda c: explainer.top(c, features), cases))
+    assert repr(there) == repr(here)
+    assert all(type(r) is ModelReason for reasons in here for r in reasons)

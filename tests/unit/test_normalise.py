@@ -363,6 +363,22 @@ def test_the_digest_is_the_keyed_hmac_of_the_sorted_log_row(fx: FxTable) -> None
             **BASE,
             "payment_method": {"type": "card", "card": {"bin": "412345", "funding": "debit"}},
         },
+        {
+            **BASE,
+            "timestamp": "2026-11-20T15:30:00.000001-03:00",
+            "customer": {
+                "id": "c",
+                "created_at": "2019-01-01T00:00:00+00:00",
+                "age_verified": False,
+                "country": "IN",
+            },
+            "context": {"three_ds": "none", "subscription": {"kind": "initial", "trial": True}},
+            "payment_method": {
+                "type": "card",
+                "card": {"fingerprint": "f", "last4": "0001", "issuer_country": "IN"},
+            },
+        },
+        {**BASE, "timestamp": None, "customer": {"id": "c"}, "context": None},
     ]
     for body in variants:
         request = decode_score_request(json.dumps(body).encode(), currencies=fx.currencies)
