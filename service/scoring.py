@@ -228,7 +228,9 @@ async def _commit(
             engine.metrics.commit_seconds(time.perf_counter() - t0)
             return
         except StoreUnavailable:
+            # the record shares the answer's degraded list: encode it again to say so
             decision.degraded.append("decision_log")
+            record_json = _encoder.encode(record)
     await asyncio.to_thread(engine.spool.append, record_json)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -19,9 +20,12 @@ from service.catalog import (
     REQUEST_FEATURES,
     VELOCITY_FEATURES,
 )
+from service.decision_spool import DecisionSpool
+from service.errors import StoreUnavailable
+from service.metrics import Metrics
 from service.payment import Payment
 from service.policy import Outcome, Reason
-from service.scoring import _record
+from service.scoring import _commit, _record
 from service.stores.decisions import DecisionEntry
 from training.export import (
     FEATURE_PREFIX,
@@ -191,3 +195,18 @@ def test_an_array_is_named_by_its_own_catalogue_and_unknown_ones_are_not_guessed
     assert feature_names(registered) is None
     current = record(CATALOG_VERSION, list(range(len(FEATURE_NAMES))))
     assert feature_names(current) == FEATURE_NAMES
+
+
+async def test_a_record_spooled_after_a_failed_commit_lists_the_decision_log(tmp_path) -> None:
+    class Down:
+        async def commit(self, *args: Any, **kwargs: Any) -> None:
+            raise StoreUnavailable("redis unavailable")
+
+    spool = DecisionSpool(tmp_path / "spool.jsonl")
+    engine = SimpleNamespace(store=Down(), metrics=Metrics(), spool=spool)
+    decision = msgspec.structs.replace(DECISION, degraded=["model"])
+    record = _record(PAYMENT, shuffled_features(0), [], OUTCOME, decision, 1.0)
+    await _commit(engine, PAYMENT, decision, record, stored=True)  # type: ignore[arg-type]
+    assert decision.degraded == ["model", "decision_log"]
+    [spooled] = spool.take()
+    assert msgspec.json.decode(spooled)["degraded"] == ["model", "decision_log"]
