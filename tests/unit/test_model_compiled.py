@@ -223,11 +223,12 @@ def test_packed_layout_gives_exactly_the_reference_walk_of_the_saved_arrays(max_
         assert np.array_equal(forest.leaves(row), [2 * path[-1] for path in paths])
 
 
-def test_a_forest_too_wide_for_16_bit_links_is_refused():
-    arrays = {
+def stump(threshold: float = 0.0, missing_left: int = 0) -> dict[str, np.ndarray]:
+    """One stump: the root splits feature 0 at ``threshold``; left leaf 1.0, right 10.0."""
+    return {
         "node_feature": np.array([0, 0, 0], dtype=np.int32),
-        "node_threshold": np.array([0.0, 0.0, 0.0]),
-        "node_missing_left": np.array([0, 0, 0], dtype=np.uint8),
+        "node_threshold": np.array([threshold, 0.0, 0.0]),
+        "node_missing_left": np.array([missing_left, 0, 0], dtype=np.uint8),
         "node_left": np.array([1, 0, 0], dtype=np.int32),
         "node_right": np.array([2, 0, 0], dtype=np.int32),
         "node_is_leaf": np.array([0, 1, 1], dtype=np.uint8),
@@ -236,8 +237,11 @@ def test_a_forest_too_wide_for_16_bit_links_is_refused():
         "tree_root": np.array([0], dtype=np.int32),
         "baseline": np.array([0.0]),
     }
+
+
+def test_a_forest_too_wide_for_16_bit_links_is_refused():
     with pytest.raises(ValueError, match="too large"):
-        CompiledForest(arrays, 1 << 15)
+        CompiledForest(stump(), 1 << 15)
 
 
 def test_offline_raw_scores_equal_online_ones_exactly_and_match_sklearn(fitted):
@@ -273,20 +277,7 @@ def test_missing_values_decide_splits_sklearn_makes_on_missingness():
 @pytest.mark.parametrize("threshold", [np.inf, -np.inf, 0.0])
 @pytest.mark.parametrize("missing_left", [0, 1])
 def test_stumps_route_as_sklearn_does_at_infinite_thresholds(threshold, missing_left):
-    # One stump: root splits feature 0 at ``threshold``; left leaf 1.0, right leaf 10.0.
-    arrays = {
-        "node_feature": np.array([0, 0, 0], dtype=np.int32),
-        "node_threshold": np.array([threshold, 0.0, 0.0]),
-        "node_missing_left": np.array([missing_left, 0, 0], dtype=np.uint8),
-        "node_left": np.array([1, 0, 0], dtype=np.int32),
-        "node_right": np.array([2, 0, 0], dtype=np.int32),
-        "node_is_leaf": np.array([0, 1, 1], dtype=np.uint8),
-        "node_value": np.array([0.0, 1.0, 10.0]),
-        "node_count": np.array([2.0, 1.0, 1.0]),
-        "tree_root": np.array([0], dtype=np.int32),
-        "baseline": np.array([0.0]),
-    }
-    forest = CompiledForest(arrays, 1)
+    forest = CompiledForest(stump(threshold, missing_left), 1)
     for value in (np.nan, -np.inf, -1.0, 0.0, 1.0, np.inf):
         # scikit-learn's predictor: NaN goes where missing_go_to_left says, else x <= t.
         left = bool(missing_left) if np.isnan(value) else value <= threshold
