@@ -8,14 +8,15 @@
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
 --       5 entity mask ('0' absent, '1' present), 6 little-endian doubles: USD cents, event
 --       second, then MEMBERS member digests, one per distinct code (keys.py) at the code's
---       place (-1 when missing or unused), 7 the lists mask, then the items of each list
---       entity with a list marked '1' (see lookups below). (The numbers come packed: as
+--       place (-1 when missing or unused), 7 the lists mask, 8 the lists version the mask
+--       is exact for ('' when it is not), then the items of each list entity with a list
+--       marked '1' (see lookups below). (The numbers come packed: as
 --       text, tonumber of a 16-digit digest is some 1,500 instructions of strtod, and each
 --       argument about a thousand more.)
 -- Returns {status, decision|false, lists version, raw sums by slot (SLOTS little-endian
 -- doubles), {{list, entity, reason}}, [the mask of the lists that hold items, when the
--- client's marks one that does not]}; or {'lists', mask of the lists that hold items},
--- having done nothing, when the client's left out one of them (it sends again).
+-- client's marks one that does not]}; or {'lists', mask of the lists that hold items, lists
+-- version}, having done nothing, when the client's left out one of them (it sends again).
 --
 -- Lean on purpose: Redis runs this for every score call, on one thread. What it costs,
 -- counted with benchmarks/redis_begin.py --callgrind (x86 instructions per begin on the
@@ -179,6 +180,22 @@ end
 -- payment has nothing to look up there. It learns which lists hold items from the answers
 -- (check_lists), so a payment carries the keys and items of the lists in use only (none,
 -- mostly, instead of some 40 arguments for the 16 lists every call).
+--
+-- With the mask comes the lists version it is exact for. Only a list change (list_change,
+-- which gives the lists a new version) can make a list gain items, so while the version
+-- is the client's, its mask is right and begin reads the version alone: the index's 17
+-- fields, as arguments and as Lua strings, cost Redis a twentieth of a begin. A version
+-- is unique over time (bump_lists_version), so a client that learned one before the data
+-- was lost (a flush, a restore) cannot mistake a later index for the one it knew.
+
+-- Gives the lists a new version: above the last one, and at least the server's clock in
+-- ms, so that no version comes back after the index was lost and rebuilt.
+local function bump_lists_version(index)
+  local last = tonumber(call('HGET', index, 'version')) or 0
+  local time = call('TIME')
+  local now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
+  call('HSET', index, 'version', string.format('%.0f', math.max(last + 1, now)))
+end
 
 local NO_LISTS  -- the mask of a client that believes no list in use (made at the first call)
 
@@ -219,8 +236,10 @@ local function check_lists(index, mask)
 end
 
 -- Looks up the items A[a].. (per list entity sent, one per attribute, '' when missing) in
--- the lists sent (KEYS[k].., in LISTS order, block before allow) that hold items; an
--- expired item counts as absent and is deleted. Returns {{list, attribute, reason|false}}.
+-- the lists sent (KEYS[k].., in LISTS order, block before allow) that hold items (by
+-- ``index``, when begin read it; else every list sent: the client's mask is exact); an
+-- expired item counts as absent and is deleted (a list it empties gets a new version, so
+-- that clients stop sending it). Returns {{list, attribute, reason|false}}.
 local function lookups(KEYS, A, k, a, mask, index, now_s)
   local hits = {}
   for e = 1, #LISTS do
@@ -231,9 +250,9 @@ local function lookups(KEYS, A, k, a, mask, index, now_s)
       for side = 0, 1 do
         if (side == 0 and block) or (side == 1 and allow) then
           local key = KEYS[k]
-          local count = index[2 * e + side]
+          local count = index and index[2 * e + side]
           k = k + 1
-          if count and count ~= '0' then
+          if not index or (count and count ~= '0') then
             local items, names = {}, {}
             for i = 1, #attributes do
               local item = A[a + i - 1]
@@ -250,7 +269,10 @@ local function lookups(KEYS, A, k, a, mask, index, now_s)
                   local entry = cjson.decode(found[i])
                   local expires = entry.expires_at
                   if type(expires) == 'number' and expires <= now_s then
-                    if call('HDEL', key, items[i]) == 1 then call('HINCRBY', KEYS[2], name, -1) end
+                    if call('HDEL', key, items[i]) == 1
+                      and call('HINCRBY', KEYS[2], name, -1) <= 0 then
+                      bump_lists_version(KEYS[2])
+                    end
                   else
                     local reason = entry.reason
                     if type(reason) ~= 'string' then reason = false end
@@ -269,10 +291,15 @@ local function lookups(KEYS, A, k, a, mask, index, now_s)
 end
 
 local function begin(KEYS, ARGV)
-  local index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
   local lists = ARGV[7]
-  local unseen, held = check_lists(index, lists)
-  if unseen then return {'lists', held} end  -- before the claim: nothing happened yet
+  local version = call('HGET', KEYS[2], 'version') or '0'
+  local index, held = nil, nil
+  if version ~= ARGV[8] then  -- the lists changed since the client learned them
+    index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
+    local unseen
+    unseen, held = check_lists(index, lists)
+    if unseen then return {'lists', held, tonumber(version) or 0} end  -- nothing done yet
+  end
   local tx = KEYS[1]
   -- (EXISTS first: its one-number reply costs Redis less than four empty fields)
   local claim = EMPTY
@@ -321,8 +348,8 @@ local function begin(KEYS, ARGV)
   end
   local hits = EMPTY
   if #KEYS > 2 + present then  -- a list was sent
-    hits = lookups(KEYS, ARGV, 3 + present, 8, lists, index, tonumber(ARGV[1]) / 1000)
+    hits = lookups(KEYS, ARGV, 3 + present, 9, lists, index, tonumber(ARGV[1]) / 1000)
   end
   local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
-  return {status, false, tonumber(index[1]) or 0, sums, hits, held}
+  return {status, false, tonumber(version) or 0, sums, hits, held}
 end

@@ -1,4 +1,5 @@
--- list_change: add or remove items of one list and keep the lists index exact, atomically.
+-- list_change: add or remove items of one list and keep the lists index exact, atomically;
+-- every change gives the lists a new version (bump_lists_version, in begin.lua).
 --
 -- KEYS: 1 the list's hash, 2 its ranges hash, 3 the lists index.
 -- ARGV: 1 'add' or 'remove', 2 list name, 3 entry JSON (add), 4 n exact items,
@@ -19,6 +20,6 @@ local function list_change(KEYS, ARGV)
     end
   end
   call('HSET', KEYS[3], name, call('HLEN', KEYS[1]), name .. ':ranges', call('HLEN', KEYS[2]))
-  call('HINCRBY', KEYS[3], 'version', 1)
+  bump_lists_version(KEYS[3])
   return changed
 end

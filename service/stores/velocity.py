@@ -205,7 +205,9 @@ class RiskStore:
         )
         self._no_lists = "0" * (2 * len(self._lookups))
         self._every_list = "1" * (2 * len(self._lookups))
-        self._lists = self._no_lists
+        # which lists hold items, and the lists version that is exact for ('' until Redis
+        # said): one tuple, so that concurrent calls never pair a mask with another version
+        self._lists: tuple[str, str] = (self._no_lists, "")
         self._read = _reader(tuple(position))
         # commit reads only the entity keys; per entity its name, and per entity a decline
         # counts for its name, key head and tail, and plan index
@@ -257,15 +259,17 @@ class RiskStore:
             ),
         ]
         # A list that gained items since this process last looked (or since it started)
-        # makes Redis answer 'lists' with those that hold items now, having done nothing:
-        # send again with them (and should they change again meanwhile, with every list).
-        # One that lost its last item is reported with the answer.
-        believed = self._lists
+        # makes Redis answer 'lists' with those that hold items now and the lists version,
+        # having done nothing: send again with them (and should they change again
+        # meanwhile, with every list, and no version: that mask is no belief). One that lost
+        # its last item is reported with the answer. Every answer carries the version, and
+        # with it the mask sent is exact (Redis checked it, or the version was ours).
+        believed, version = self._lists
         for attempt in range(3):
             lists, list_keys, items = self._list_lookups(values, believed)
             reply = await self.breaker.call(
                 self._budget,
-                lambda k=keys + list_keys, a=[*args, lists, *items]: self.library.call(
+                lambda k=keys + list_keys, a=[*args, lists, version, *items]: self.library.call(
                     self.hot, "begin", k, a
                 ),
                 guard=self._hot_guard,
@@ -275,12 +279,15 @@ class RiskStore:
             if attempt == 2:
                 raise RuntimeError("begin: Redis asked for the lists when every one was sent")
             held = reply[1]
-            self._lists = held.decode() if isinstance(held, bytes) else held
-            believed = self._lists if attempt == 0 else self._every_list
+            held = held.decode() if isinstance(held, bytes) else held
+            self._lists = (held, str(reply[2]))
+            believed, version = (held, str(reply[2])) if attempt == 0 else (self._every_list, "")
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if len(reply) > 5:  # a list it sent holds no items any more: stop sending it
             held = reply[5]
-            self._lists = held.decode() if isinstance(held, bytes) else held
+            self._lists = (held.decode() if isinstance(held, bytes) else held, str(reply[2]))
+        elif believed is not self._every_list and status in ("new", "takeover"):
+            self._lists = (believed, str(reply[2]))
         if status in ("new", "takeover"):
             hits = [
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)

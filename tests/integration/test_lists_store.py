@@ -76,8 +76,9 @@ async def test_removed_items_are_gone_and_counted(lists: ListStore) -> None:
 async def test_every_change_bumps_the_lists_version(lists: ListStore) -> None:
     before = await lists.version()
     await lists.add("block_bin", ["411111"])
+    added = await lists.version()
     await lists.remove("block_bin", ["411111"])
-    assert await lists.version() == before + 2
+    assert before < added < await lists.version()
 
 
 async def test_sizes_count_items_and_ranges_of_every_list(lists: ListStore) -> None:

@@ -598,7 +598,7 @@ async def test_begin_learns_which_lists_hold_items_and_counts_the_attempt_once(
     fifth = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
     assert (fifth.list_hits, hot.begins) == ([ListHit("allow_customer", "customer_key", "vip")], 8)
     assert fifth.features["customer_attempts_1h"] == 6.0
-    assert fifth.lists_version == 3
+    assert fifth.lists_version == await lists.version()
     # a retried transaction id is answered as before, whatever the lists did meanwhile
     await lists.add("block_card", ["fp1"])
     retried = await store.begin(make_payment("t5", DAY0 + 4), digest="d")
@@ -627,6 +627,66 @@ async def test_lists_that_change_again_meanwhile_are_all_looked_up(
     assert begin.features["card_attempts_10m"] == 1.0
     again = await store.begin(make_payment("t2", DAY0 + 1), digest="d")
     assert (len(again.list_hits), hot.begins) == (2, 4)
+
+
+async def test_begin_sends_the_lists_version_its_mask_is_exact_for(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """Redis skips the lists check while the version sent is the lists' own; any change
+    made through list_change gives a new version, so the next call is checked again."""
+    lists = ListStore(redis_client, prefix=redis_prefix)
+    hot = _CountingBegins(redis_client)
+    store = _store_on(hot, redis_prefix)
+
+    def version_sent() -> str:
+        keys = int(hot.sent[2])
+        return str(hot.sent[3 + keys + 7])  # ARGV[8], after the mask
+
+    await store.begin(make_payment("t1", DAY0), digest="d")
+    assert version_sent() == ""  # nothing learned yet
+    await store.begin(make_payment("t2", DAY0 + 1), digest="d")
+    assert version_sent() == str(await lists.version())
+    # a version that is not the lists' own makes Redis check the mask it came with
+    index = store.keys.lists_index
+    await redis_client.hset(index, "block_device", 1)  # an item count, version unchanged
+    unchanged = await store.begin(make_payment("t3", DAY0 + 2), digest="d")
+    assert (unchanged.status, hot.begins) == ("new", 3)  # trusted: the version is the same
+    await lists.add("block_device", ["d1"], reason="farm")
+    changed = await store.begin(make_payment("t4", DAY0 + 3), digest="d")
+    assert (changed.list_hits, hot.begins) == ([ListHit("block_device", "device_id", "farm")], 5)
+    assert changed.lists_version == await lists.version()
+
+
+async def test_a_lists_version_never_comes_back_after_the_index_is_lost(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    lists = ListStore(redis_client, prefix=redis_prefix)
+    await lists.add("block_card", ["fp1"])
+    await lists.add("block_card", ["fp2"])
+    before = await lists.version()
+    await redis_client.delete(lists.keys.lists_index)  # lost, as in a flush
+    await lists.add("block_card", ["fp3"])
+    after = await lists.version()
+    assert after > before >= time.time() * 1000 - 60_000  # the server's clock, in ms
+    await lists.remove("block_card", ["fp3"])
+    assert await lists.version() > after
+
+
+async def test_a_list_emptied_by_expiry_gets_a_new_version_and_is_no_longer_sent(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    lists = ListStore(redis_client, prefix=redis_prefix)
+    await lists.add("block_device", ["d1"], ttl_seconds=1, now=time.time() - 5)
+    hot = _CountingBegins(redis_client)
+    store = _store_on(hot, redis_prefix)
+    version = await lists.version()
+    first = await store.begin(make_payment("t1", DAY0), digest="d")  # learns, sends again
+    assert (first.list_hits, hot.begins) == ([], 2)
+    assert await lists.version() > version  # the expired item emptied the list
+    device_list = store.keys.list("block_device")
+    await store.begin(make_payment("t2", DAY0 + 1), digest="d")  # told: no items
+    await store.begin(make_payment("t3", DAY0 + 2), digest="d")
+    assert (hot.begins, device_list in hot.sent) == (4, False)
 
 
 # --- memory: TTLs everywhere, old fields and members pruned -----------------------------
@@ -1033,11 +1093,12 @@ class _TemplateRecorder(_TransactionRecorder):
 
 
 def _reference_call(
-    store: RiskStore, payment: Payment, lists: str
+    store: RiskStore, payment: Payment, lists: str, version: str = ""
 ) -> tuple[list, list, list, list]:
     """begin's and a decline commit's keys and arguments (begin's clock excluded), built
     the plain way from the public definitions the hot path's tables are derived from;
-    ``lists`` marks the lists believed to hold items (block, allow per list entity)."""
+    ``lists`` marks the lists believed to hold items (block, allow per list entity) as of
+    lists ``version``."""
     from service.stores.keys import DISTINCT_CODES, member_digest
     from service.stores.lists import LOOKUP_ATTRIBUTES, lookups
     from service.stores.plan import entity_values, event_second, present
@@ -1073,7 +1134,7 @@ def _reference_call(
         if believed != "00":
             pairs = dict(found[entity])
             items += [pairs.get(attribute, "") for attribute in attributes]
-    args += [marks, *items]
+    args += [marks, version, *items]
     record = msgspec.json.encode({"t": second, "e": {str(e.entity): v for e, v in entities}})
     commit_keys = [store.keys.transaction(payment.transaction_id), store.keys.decisions]
     commit_args = [b"{}", record, 86_400, 10_000_000, payment.transaction_id, b"r", second]
@@ -1108,21 +1169,23 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
     templating = _TemplateRecorder(reply)
     store.hot = recorder
     lists = "0" * 16  # what the store believes at first: no list holds items
+    version = ""  # and as of no version: Redis checks
     for n in range(300):
         changes = {a: rng.choice(odd) for a in rng.sample(attributes, rng.randint(0, 9))}
         payment = make_payment(f"t{{{n}}}" if n % 7 == 0 else f"t{n}", DAY0 + n, **changes)
         if n % 5 == 0:
             payment = msgspec.structs.replace(payment, customer_key=rng.choice(["", " ", "m:c"]))
-        believed = [lists]
+        believed = [(lists, version)]
         if n % 3 == 0:  # Redis answers that other lists hold items; the store sends again
             lists = rng.choice(["0" * 16, "1" * 16, "".join(rng.choices("01", k=16))])
-            recorder.first = [[b"lists", lists.encode()]]
-            believed.append(lists)
+            recorder.first = [[b"lists", lists.encode(), 7]]
+            believed.append((lists, "7"))
         recorder.calls.clear()
         begun = await store.begin(payment, "dg")
+        version = "3"  # the answer's: the mask sent is exact for it
         assert len(recorder.calls) == len(believed)
-        for call, marks in zip(recorder.calls, believed, strict=True):
-            keys, args, commit_keys, commit_args = _reference_call(store, payment, marks)
+        for call, (marks, of) in zip(recorder.calls, believed, strict=True):
+            keys, args, commit_keys, commit_args = _reference_call(store, payment, marks, of)
             sent = list(call[3:])
             assert sent[: len(keys)] == keys
             assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
