@@ -25,7 +25,8 @@ key                             type    content
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
-``P:{lists}:index``             hash    ``version`` (incremented on every change) and the
+``P:{lists}:index``             hash    ``version`` (new on every change: above the last,
+                                        at least the server's clock in ms) and the
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
