@@ -187,7 +187,11 @@ async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
         result = await engine.store.begin(n.payment, digest)
         begun.append(result)
         await engine.store.commit(
-            n.payment, decision_json=decision_json, record_json=record_json, declined=False
+            n.payment,
+            digest=digest,
+            decision_json=decision_json,
+            record_json=record_json,
+            declined=False,
         )
 
     warm = [

@@ -35,7 +35,7 @@ the drift of a shared machine falls on all of them alike.
 ``commit`` function, as for a decline), interleaved as variants are. The warm phase begins
 and commits every payment; the measured phase begins them all first, unmeasured, then
 measures their commits, ``--concurrency`` in flight, with decision and record JSON of the
-service's sizes. What the commits stored (hashes less begin's clock, TTLs set, the log's
+service's sizes. What the commits stored (transactions' values, TTLs set, the log's
 entries) is hashed and must agree between the two.
 
 By default a private ``redis-server`` (AOF ``everysec``, as ``make bench`` runs it) is
@@ -220,6 +220,7 @@ async def _commit_all(store: RiskStore, batch: list[Payment], args: argparse.Nam
             *(
                 store.commit(
                     p,
+                    digest=f"dg-{p.transaction_id}",
                     decision_json=_decision_json(p, args.decision_bytes),
                     record_json=_decision_json(p, args.record_bytes),
                     declined=False,
@@ -230,18 +231,17 @@ async def _commit_all(store: RiskStore, batch: list[Payment], args: argparse.Nam
 
 
 def _commits_digest(admin: redis.Redis, store: RiskStore, batch: list[Payment]) -> str:
-    """A hash of what the commits of ``batch`` stored: each transaction's hash (less the
-    claim's time) and whether it has a TTL, and the log's entries, by transaction id."""
+    """A hash of what the commits of ``batch`` stored: each transaction's value and
+    whether it has a TTL, and the log's entries, by transaction id."""
     digest = hashlib.sha256()
     pipe = admin.pipeline(transaction=False)
     for p in batch:
         key = store.keys.transaction(p.transaction_id)
-        pipe.hgetall(key)
+        pipe.get(key)
         pipe.ttl(key)
     replies = pipe.execute()
-    for fields, ttl in zip(replies[::2], replies[1::2], strict=True):
-        fields.pop(b"claimed_at", None)
-        digest.update(repr((sorted(fields.items()), ttl > 0)).encode())
+    for value, ttl in zip(replies[::2], replies[1::2], strict=True):
+        digest.update(repr((value, ttl > 0)).encode())
     entries = admin.xrange(store.keys.decisions)
     for fields in sorted((f for _id, f in entries), key=lambda f: f[b"transaction_id"]):
         digest.update(repr(sorted(fields.items())).encode())

@@ -171,7 +171,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     )
     latency_ms = (time.perf_counter() - started) * 1000
     record = _record(payment, features, ran, outcome, decision, latency_ms)
-    await _commit(engine, payment, decision, record, stored=begin is not None)
+    await _commit(engine, payment, digest, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, hits, errors, started)
     decision_lines.decision(
@@ -208,6 +208,7 @@ async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> S
 async def _commit(
     engine: Engine,
     payment: Any,
+    digest: str,
     decision: ScoreResponse,
     record: DecisionLogRecord,
     *,
@@ -221,6 +222,7 @@ async def _commit(
             t0 = time.perf_counter()
             await engine.store.commit(
                 payment,
+                digest=digest,
                 decision_json=decision_json,
                 record_json=record_json,
                 declined=decision.decision == "decline",

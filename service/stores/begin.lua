@@ -189,11 +189,12 @@ end
 -- was lost (a flush, a restore) cannot mistake a later index for the one it knew.
 
 -- Gives the lists a new version: above the last one, and at least the server's clock in
--- ms, so that no version comes back after the index was lost and rebuilt.
+-- µs, so that no version comes back after the index was lost and rebuilt (a change takes
+-- longer than a µs; a double holds the number exactly).
 local function bump_lists_version(index)
   local last = tonumber(call('HGET', index, 'version')) or 0
   local time = call('TIME')
-  local now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
   call('HSET', index, 'version', string.format('%.0f', math.max(last + 1, now)))
 end
 
@@ -290,6 +291,28 @@ local function lookups(KEYS, A, k, a, mask, index, now_s)
   return hits
 end
 
+-- A transaction's key (keys.py) is one string: a claim 'p', digest, claimed-at (ms); a
+-- decision 'd', digest, fraud mark ('' | '0' | '1'), the entity record (JSON), the
+-- response (JSON); the fields apart by '\n', which JSON text never holds. A claim made
+-- before this layout is a hash (state, digest, claimed_at, decision, record, fraud) and
+-- is still read, until its TTL ends; SET ... GET answers a hash with an error.
+-- Returns the state ('pending' | 'done'), digest, claimed-at, response, and whether the
+-- claim is such a hash.
+local function read_claim(tx, value)
+  if type(value) == 'table' then  -- an error: a hash, else raised
+    if not string.find(value.err or '', 'WRONGTYPE', 1, true) then error(value) end
+    local h = call('HMGET', tx, 'state', 'digest', 'claimed_at', 'decision')
+    return h[1], h[2], h[3], h[4], true
+  end
+  local a = string.find(value, '\n', 3, true)
+  if byte(value, 1) == 112 then  -- 'p'
+    return 'pending', sub(value, 3, a - 1), sub(value, a + 1), nil, false
+  end
+  local b = string.find(value, '\n', a + 1, true)
+  local c = string.find(value, '\n', b + 1, true)
+  return 'done', sub(value, 3, a - 1), nil, sub(value, c + 1), false
+end
+
 local function begin(KEYS, ARGV)
   local lists = ARGV[7]
   local version = call('HGET', KEYS[2], 'version') or '0'
@@ -301,23 +324,23 @@ local function begin(KEYS, ARGV)
     if unseen then return {'lists', held, tonumber(version) or 0} end  -- nothing done yet
   end
   local tx = KEYS[1]
-  -- (EXISTS first: its one-number reply costs Redis less than four empty fields)
-  local claim = EMPTY
-  if call('EXISTS', tx) == 1 then
-    claim = call('HMGET', tx, 'state', 'digest', 'decision', 'claimed_at')
-  end
+  -- One command claims a new id, with its TTL, and hands back a claim already there.
+  local claim = redis.pcall('SET', tx, 'p\n' .. ARGV[2] .. '\n' .. ARGV[1], 'NX', 'GET',
+    'EX', ARGV[4])
   local status = 'new'
-  if claim[1] then
-    if claim[2] and claim[2] ~= ARGV[2] then return {'conflict'} end
-    if claim[1] == 'done' then return {'replay', claim[3]} end
-    if tonumber(ARGV[1]) - tonumber(claim[4] or 0) < tonumber(ARGV[3]) then
+  if claim then
+    local state, digest, at, decision, legacy = read_claim(tx, claim)
+    if digest and digest ~= ARGV[2] then return {'conflict'} end
+    if state == 'done' then return {'replay', decision} end
+    if tonumber(ARGV[1]) - (tonumber(at) or 0) < tonumber(ARGV[3]) then
       return {'pending'}
     end
     status = 'takeover'
-    call('HSET', tx, 'claimed_at', ARGV[1])
-  else
-    call('HSET', tx, 'state', 'pending', 'digest', ARGV[2], 'claimed_at', ARGV[1])
-    call('EXPIRE', tx, ARGV[4])
+    if legacy then
+      call('HSET', tx, 'claimed_at', ARGV[1])
+    else
+      call('SET', tx, 'p\n' .. digest .. '\n' .. ARGV[1], 'KEEPTTL')
+    end
   end
   local write = status == 'new'
 

@@ -4,22 +4,41 @@
 -- ARGV: 1 label, 2 transaction id, 3 reported_at, 4 stream maxlen, 5 event second,
 --       6 reason, then per velocity key the entity's position in PLAN.
 -- A fraud or chargeback label adds 1 to the transaction's buckets unless the transaction
--- already counts as fraud; legit takes a counted fraud back (a bucket at 0 is dropped). Every label goes to the
--- stream. Returns the delta applied, or false when the transaction was never scored.
+-- already counts as fraud; legit takes a counted fraud back (a bucket at 0 is dropped).
+-- The mark is kept in the transaction's decision (read_claim has the layout; a decision
+-- stored before it is a hash, with a 'fraud' field). Every label goes to the stream.
+-- Returns the delta applied, or false when the transaction was never scored.
+
+-- The decision's fraud mark ('1' counted, else not) and a function that stores another.
+local function fraud_mark(tx)
+  local value = redis.pcall('GET', tx)
+  if type(value) == 'table' then  -- a hash, else raised
+    if not string.find(value.err or '', 'WRONGTYPE', 1, true) then error(value) end
+    if call('HEXISTS', tx, 'record') == 0 then return nil end
+    return call('HGET', tx, 'fraud'), function(mark) call('HSET', tx, 'fraud', mark) end
+  end
+  if not value or byte(value, 1) ~= 100 then return nil end  -- none, or not decided ('d')
+  local a = string.find(value, '\n', 3, true)
+  local b = string.find(value, '\n', a + 1, true)
+  return sub(value, a + 1, b - 1), function(mark)
+    call('SET', tx, sub(value, 1, a) .. mark .. sub(value, b), 'KEEPTTL')
+  end
+end
 
 local function feedback(KEYS, ARGV)
   local tx = KEYS[1]
-  if call('HEXISTS', tx, 'record') == 0 then return false end
+  local mark, store = fraud_mark(tx)
+  if not store then return false end
   local label = ARGV[1]
-  local was = call('HGET', tx, 'fraud') == '1'
+  local was = mark == '1'
   local fraud = label == 'fraud' or label == 'chargeback'
   local delta = 0
   if fraud and not was then
     delta = 1
-    call('HSET', tx, 'fraud', '1')
+    store('1')
   elseif was and not fraud then
     delta = -1
-    call('HSET', tx, 'fraud', '0')
+    store('0')
   end
   if delta ~= 0 then
     local t = tonumber(ARGV[5])

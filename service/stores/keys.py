@@ -18,15 +18,21 @@ key                             type    content
                                         ``<layout>`` names that order
                                         (``EntityPlan.layout``), the digest is
                                         ``member_digest`` of the member's value
-``P:{tx:<transaction_id>}``     hash    idempotency and feedback: ``state`` (pending|done),
-                                        ``digest``, ``claimed_at`` (ms), ``decision`` (the
-                                        response JSON), ``record`` (entity keys and event
-                                        second, for feedback), ``fraud`` (0|1)
+``P:{tx:<transaction_id>}``     string  idempotency and feedback, fields apart by
+                                        newlines: a claim ``p``, the payload digest,
+                                        ``claimed_at`` (ms); a decision ``d``, the
+                                        digest, the fraud mark (empty|0|1), the record
+                                        (entity keys and event second, for feedback),
+                                        the response JSON (``velocity.decided_value``).
+                                        One written before this layout is a hash
+                                        (``state``, ``digest``, ``claimed_at``,
+                                        ``decision``, ``record``, ``fraud``), still read
+                                        until its TTL ends
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
 ``P:{lists}:index``             hash    ``version`` (new on every change: above the last,
-                                        at least the server's clock in ms) and the
+                                        at least the server's clock in µs) and the
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``

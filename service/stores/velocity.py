@@ -57,10 +57,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import compress
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from service.payment import Payment
 from service.stores.breaker import Breaker
@@ -92,6 +93,26 @@ class TransactionRecord(msgspec.Struct, frozen=True):
 
 _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(TransactionRecord)
+
+
+class Decided(NamedTuple):
+    record: bytes  # the entity record (TransactionRecord JSON), for feedback
+    decision: bytes  # the response JSON, for a replay
+
+
+def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
+    """A decided transaction's value under its key: ``d``, the payment's digest, the fraud
+    mark (empty until feedback), the entity record and the response, apart by newlines,
+    which JSON text never holds (``begin.lua``'s ``read_claim`` reads it in Redis)."""
+    return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
+
+
+def read_decided(value: bytes | None) -> Decided | None:
+    """``decided_value``'s record and response; None for a claim or a missing key."""
+    if not value or not value.startswith(b"d\n"):
+        return None
+    _, _, _, record, decision = value.split(b"\n", 4)
+    return Decided(record, decision)
 
 
 class _RecordPayment(msgspec.Struct):
@@ -218,12 +239,11 @@ class RiskStore:
             for e in plan.entities
             if e.declines
         )
-        # a non-declined commit: transaction key, decision, entity record, id, log record
-        tx, decision, record, tid, log = (Slot(i) for i in range(5))
+        # a non-declined commit: transaction key, its decision value, id, log record
+        tx, value, tid, log = (Slot(i) for i in range(4))
         stream = (self.keys.decisions, "MAXLEN", "~", self._maxlen, "*")
         self._commit_template = TransactionTemplate(
-            ("HSET", tx, "state", "done", "decision", decision, "record", record),
-            ("EXPIRE", tx, self._decision_ttl, "NX"),
+            ("SET", tx, value, "EX", self._decision_ttl),
             ("XADD", *stream, "transaction_id", tid, "record", log),
         )
 
@@ -326,17 +346,23 @@ class RiskStore:
         return "".join(marks), keys, items
 
     async def commit(
-        self, payment: Payment, *, decision_json: bytes, record_json: bytes, declined: bool
+        self,
+        payment: Payment,
+        *,
+        digest: str,
+        decision_json: bytes,
+        record_json: bytes,
+        declined: bool,
     ) -> None:
         """Store the decision, log it, and count a decline: one atomic round trip.
 
-        A decline recounts its entities' packed states, which only the ``commit`` function
-        can do. Any other decision is a ``MULTI``/``EXEC`` of the commands that function
-        would run: about a quarter less Redis CPU than the function call (no Lua VM, no
-        nested-call bookkeeping; ``benchmarks/redis_begin.py --commit``), for about 2 µs
-        more here (three commands packed, five replies read). ``EXPIRE NX`` is the
-        function's TTL rule: a claim always has a TTL, so only a key that ``HSET``
-        recreated (the claim vanished since begin) gets the decision TTL. A hot client
+        The decision replaces begin's claim under the transaction key, with the payment's
+        ``digest`` (a retry with another payload is still a conflict) and the entity
+        record that feedback reads (``decided_value``). A decline recounts its entities'
+        packed states, which only the ``commit`` function can do. Any other decision is a
+        ``MULTI``/``EXEC`` of the commands that function would run: about a quarter less
+        Redis CPU than the function call (no Lua VM, no nested-call bookkeeping;
+        ``benchmarks/redis_begin.py --commit``), for about 2 µs more here. A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """
@@ -359,10 +385,11 @@ class RiskStore:
                 if value is not None
             }
         entity_record = _record_encoder.encode(TransactionRecord(second, keyed))
+        value = decided_value(digest, entity_record, decision_json)
         tx = self.keys.transaction(payment.transaction_id)
         hot = self.hot
         if not declined:
-            values = (tx, decision_json, entity_record, payment.transaction_id, record_json)
+            values = (tx, value, payment.transaction_id, record_json)
             template = self._commit_template
             run = getattr(hot, "execute_template", None)
             if run is None:
@@ -378,9 +405,8 @@ class RiskStore:
                 return
         keys = [tx, self.keys.decisions]
         args: list[str | int | bytes] = [
-            decision_json,
-            entity_record,
-            self._decision_ttl,  # for a claim that vanished since begin (commit.lua)
+            value,
+            self._decision_ttl,
             self._maxlen,
             payment.transaction_id,
             record_json,
@@ -398,13 +424,27 @@ class RiskStore:
             guard=self._hot_guard,
         )
 
+    async def _decided(self, transaction_id: str, budget: float) -> Decided | None:
+        """A decided transaction's stored decision, else None (undecided or unknown)."""
+        tx = self.keys.transaction(transaction_id)
+
+        async def run() -> Decided | None:
+            try:
+                return read_decided(await self.client.get(tx))
+            except ResponseError as exc:  # a hash: the layout before the string value
+                if "WRONGTYPE" not in str(exc):
+                    raise
+            state, record, decision = await self.client.hmget(tx, ["state", "record", "decision"])
+            if state != b"done" or decision is None:
+                return None
+            return Decided(record or b"", decision)
+
+        return await self.breaker.call(budget, run)
+
     async def stored_decision(self, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        tx = self.keys.transaction(transaction_id)
-        state, decision = await self.breaker.call(
-            self._budget, lambda: self.client.hmget(tx, ["state", "decision"])
-        )
-        return decision if state == b"done" else None
+        decided = await self._decided(transaction_id, self._budget)
+        return decided.decision if decided is not None else None
 
     async def wait_for_decision(
         self,
@@ -428,12 +468,11 @@ class RiskStore:
         """Apply a label to the entity risk of a scored transaction; False if never scored."""
         if label not in LABELS:
             raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        tx = self.keys.transaction(transaction_id)
-        raw = await self.breaker.call(self._admin_budget, lambda: self.client.hget(tx, "record"))
-        if raw is None:
+        decided = await self._decided(transaction_id, self._admin_budget)
+        if decided is None or not decided.record:
             return False
-        record = _record_decoder.decode(raw)
-        keys = [tx, self.keys.labels]
+        record = _record_decoder.decode(decided.record)
+        keys = [self.keys.transaction(transaction_id), self.keys.labels]
         args: list[str | int | float] = [
             label,
             transaction_id,

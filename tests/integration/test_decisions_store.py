@@ -52,7 +52,7 @@ async def decide(store: RiskStore, transaction_id: str) -> None:
     payment = make_payment(transaction_id)
     await store.begin(payment, digest="d")
     await store.commit(
-        payment, decision_json=b"{}", record_json=record(transaction_id), declined=False
+        payment, digest="d", decision_json=b"{}", record_json=record(transaction_id), declined=False
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -74,14 +75,22 @@ async def store(
         await hot.aclose()
 
 
-async def commit(store: RiskStore, payment: Payment, *, declined: bool = False) -> None:
-    await store.commit(payment, decision_json=DECISION, record_json=b"{}", declined=declined)
+async def commit(
+    store: RiskStore, payment: Payment, *, declined: bool = False, digest: str = "d1"
+) -> None:
+    await store.commit(
+        payment, digest=digest, decision_json=DECISION, record_json=b"{}", declined=declined
+    )
 
 
 async def card_attempts(store: RiskStore, transaction_id: str) -> float:
     """The card's attempts as a fresh transaction sees them (itself included)."""
     begin = await store.begin(make_payment(transaction_id, T0 + 1), digest="other")
     return begin.features["card_attempts_10m"]
+
+
+async def card_state(store: RiskStore, transaction_id: str) -> dict[str, float]:
+    return (await store.begin(make_payment(transaction_id, T0 + 90), digest="other")).features
 
 
 async def test_retry_of_same_transaction_counts_once(store: RiskStore) -> None:
@@ -165,32 +174,22 @@ async def test_transaction_key_lives_for_the_decision_ttl(
     assert 3_590 < await redis_client.ttl(key) <= 3_600
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
-    assert await redis_client.hget(key, "state") == b"done"
+    assert await store.stored_decision("t1") == DECISION
 
 
-async def test_commit_keeps_the_ttl_begin_set_on_the_claim(
+async def test_a_decision_lives_the_decision_ttl_from_its_commit(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """commit does not set the TTL again (begin did, milliseconds before)."""
+    """Also after a takeover: a retry can be answered for the whole TTL after the answer."""
     await store.begin(make_payment("t1"), digest="d1")
     key = f"{redis_prefix}:{{tx:t1}}"
     await redis_client.expire(key, 1_000)  # as if the claim had been made long ago
-    await commit(store, make_payment("t1"))
-    assert 990 <= await redis_client.ttl(key) <= 1_000
-    assert await redis_client.hget(key, "state") == b"done"
-
-
-async def test_a_takeover_commit_keeps_the_first_claims_ttl(
-    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
-) -> None:
-    await store.begin(make_payment("t1"), digest="d1")
-    key = f"{redis_prefix}:{{tx:t1}}"
-    await redis_client.expire(key, 1_000)
     await asyncio.sleep(0.25)  # past the pending timeout: the claim may be taken over
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "takeover"
+    assert 990 <= await redis_client.ttl(key) <= 1_000  # the takeover keeps the claim's
     await commit(store, make_payment("t1"))
-    assert 990 <= await redis_client.ttl(key) <= 1_000
-    assert await redis_client.hget(key, "decision") == DECISION
+    assert 3_590 < await redis_client.ttl(key) <= 3_600
+    assert await store.stored_decision("t1") == DECISION
 
 
 async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_ttl(
@@ -203,4 +202,70 @@ async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_tt
     await redis_client.delete(key)
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
-    assert await redis_client.hget(key, "state") == b"done"
+    assert await store.stored_decision("t1") == DECISION
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "replay"
+    assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
+
+
+# --- transactions stored before the string layout: hashes, read until their TTL ends ----
+
+
+async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:{{tx:t1}}"
+    now_ms = int(time.time() * 1000)
+    await redis_client.hset(key, mapping={"state": "pending", "digest": "d1", "claimed_at": now_ms})
+    await redis_client.expire(key, 1_000)
+    assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
+    assert await store.stored_decision("t1") is None
+    await asyncio.sleep(0.25)
+    takeover = await store.begin(make_payment("t1"), digest="d1")
+    assert takeover.status == "takeover"
+    assert takeover.features["card_attempts_10m"] == 0.0  # the old claim counted, not this
+    assert int(await redis_client.hget(key, "claimed_at")) > now_ms
+    await commit(store, make_payment("t1"))
+    assert await redis_client.type(key) == b"string"
+    replay = await store.begin(make_payment("t1"), digest="d1")
+    assert (replay.status, replay.stored_decision) == ("replay", DECISION)
+
+
+async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:{{tx:t1}}"
+    record = b'{"t":%d,"e":{"card":"fp1"}}' % int(T0)
+    fields = {"state": "done", "digest": "d1", "decision": DECISION, "record": record}
+    await redis_client.hset(key, mapping={**fields, "claimed_at": 1})
+    await redis_client.expire(key, 1_000)
+    replay = await store.begin(make_payment("t1"), digest="d1")
+    assert (replay.status, replay.stored_decision) == ("replay", DECISION)
+    assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
+    assert await store.stored_decision("t1") == DECISION
+    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 60)
+    assert await redis_client.hget(key, "fraud") == b"1"
+    frauds = await store.begin(make_payment("t2", T0 + 120), digest="x")
+    assert frauds.features["card_frauds_30d"] == 1.0
+    assert await store.record_feedback("t1", "chargeback", reported_at=T0 + 90)
+    assert await store.record_feedback("t1", "legit", reported_at=T0 + 100)
+    assert await redis_client.hget(key, "fraud") == b"0"
+    again = await store.begin(make_payment("t3", T0 + 130), digest="x")
+    assert again.features["card_frauds_30d"] == 0.0
+
+
+async def test_feedback_marks_the_decision_and_keeps_its_ttl(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    await store.begin(make_payment("t1"), digest="d1")
+    await commit(store, make_payment("t1"))
+    key = f"{redis_prefix}:{{tx:t1}}"
+    await redis_client.expire(key, 1_000)
+    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 60)
+    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 61)  # once
+    assert (await card_state(store, "t2"))["card_frauds_30d"] == 1.0
+    assert 990 <= await redis_client.ttl(key) <= 1_000
+    replay = await store.begin(make_payment("t1"), digest="d1")
+    assert (replay.status, replay.stored_decision) == ("replay", DECISION)
+    assert await store.record_feedback("t1", "legit", reported_at=T0 + 62)
+    assert (await card_state(store, "t3"))["card_frauds_30d"] == 0.0

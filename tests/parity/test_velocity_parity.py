@@ -111,7 +111,11 @@ async def replay_online(
         assert begin.status == "new"
         seen[n] = answered[p.transaction_id] = begin.features
         await store.commit(
-            p, decision_json=b"{}", record_json=b"{}", declined=bool(row["declined"])
+            p,
+            digest=f"digest-{p.transaction_id}",
+            decision_json=b"{}",
+            record_json=b"{}",
+            declined=bool(row["declined"]),
         )
     return pd.DataFrame([seen[n] for n in range(len(frame))], index=frame.index)[NAMES]
 

@@ -111,7 +111,7 @@ class RedisServer:
 
 
 def dump_redis(client: redis.Redis) -> str:
-    """Every key, and the content of every stream and hash: what the service stored."""
+    """Every key, and the content of every stream, hash and string: what the service stored."""
     lines = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
@@ -122,6 +122,8 @@ def dump_redis(client: redis.Redis) -> str:
             lines.append(repr(client.hgetall(key)))
         elif kind == b"zset":
             lines.append(repr(client.zrange(key, 0, -1)))
+        elif kind == b"string":  # a transaction's decision; an entity's packed state
+            lines.append(repr(client.get(key)))
     return "\n".join(lines)
 
 

@@ -206,7 +206,7 @@ async def test_a_record_spooled_after_a_failed_commit_lists_the_decision_log(tmp
     engine = SimpleNamespace(store=Down(), metrics=Metrics(), spool=spool)
     decision = msgspec.structs.replace(DECISION, degraded=["model"])
     record = _record(PAYMENT, shuffled_features(0), [], OUTCOME, decision, 1.0)
-    await _commit(engine, PAYMENT, decision, record, stored=True)  # type: ignore[arg-type]
+    await _commit(engine, PAYMENT, "dg", decision, record, stored=True)  # type: ignore[arg-type]
     assert decision.degraded == ["model", "decision_log"]
     [spooled] = spool.take()
     assert msgspec.json.decode(spooled)["degraded"] == ["model", "decision_log"]
