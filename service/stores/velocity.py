@@ -307,7 +307,9 @@ class RiskStore:
             held = reply[5]
             self._lists = (held.decode() if isinstance(held, bytes) else held, str(reply[2]))
         elif believed is not self._every_list and status in ("new", "takeover"):
-            self._lists = (believed, str(reply[2]))
+            latest = str(reply[2])
+            if latest != version:
+                self._lists = (believed, latest)
         if status in ("new", "takeover"):
             hits = [
                 ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
@@ -360,9 +362,9 @@ class RiskStore:
         ``digest`` (a retry with another payload is still a conflict) and the entity
         record that feedback reads (``decided_value``). A decline recounts its entities'
         packed states, which only the ``commit`` function can do. Any other decision is a
-        ``MULTI``/``EXEC`` of the commands that function would run: about a quarter less
-        Redis CPU than the function call (no Lua VM, no nested-call bookkeeping;
-        ``benchmarks/redis_begin.py --commit``), for about 2 µs more here. A hot client
+        ``MULTI``/``EXEC`` of the commands that function would run: half the Redis
+        instructions of the function call (no Lua VM, no nested-call bookkeeping;
+        ``benchmarks/redis_begin.py --commit --callgrind``), for about 2 µs more here. A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """
