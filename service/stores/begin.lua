@@ -184,7 +184,7 @@ end
 -- With the mask comes the lists version it is exact for. Only a list change (list_change,
 -- which gives the lists a new version) can make a list gain items, so while the version
 -- is the client's, its mask is right and begin reads the version alone: the index's 17
--- fields, as arguments and as Lua strings, cost Redis a twentieth of a begin. A version
+-- fields, as arguments and as Lua strings, cost Redis about 4 % of a begin. A version
 -- is unique over time (bump_lists_version), so a client that learned one before the data
 -- was lost (a flush, a restore) cannot mistake a later index for the one it knew.
 
