@@ -298,18 +298,30 @@ end
 -- is still read, until its TTL ends; SET ... GET answers a hash with an error.
 -- Returns the state ('pending' | 'done'), digest, claimed-at, response, and whether the
 -- claim is such a hash.
+-- Whether redis.pcall's ``reply`` of a string command says the key holds a hash (any
+-- other error is raised).
+local function hash_layout(reply)
+  if type(reply) ~= 'table' then return false end
+  if not string.find(reply.err or '', 'WRONGTYPE', 1, true) then error(reply) end
+  return true
+end
+
+-- The positions of the first three field separators of a transaction's string value.
+local function tx_fields(value)
+  local a = string.find(value, '\n', 3, true)
+  local b = a and string.find(value, '\n', a + 1, true)
+  return a, b, b and string.find(value, '\n', b + 1, true)
+end
+
 local function read_claim(tx, value)
-  if type(value) == 'table' then  -- an error: a hash, else raised
-    if not string.find(value.err or '', 'WRONGTYPE', 1, true) then error(value) end
+  if hash_layout(value) then
     local h = call('HMGET', tx, 'state', 'digest', 'claimed_at', 'decision')
     return h[1], h[2], h[3], h[4], true
   end
-  local a = string.find(value, '\n', 3, true)
+  local a, _, c = tx_fields(value)
   if byte(value, 1) == 112 then  -- 'p'
     return 'pending', sub(value, 3, a - 1), sub(value, a + 1), nil, false
   end
-  local b = string.find(value, '\n', a + 1, true)
-  local c = string.find(value, '\n', b + 1, true)
   return 'done', sub(value, 3, a - 1), nil, sub(value, c + 1), false
 end
 

@@ -12,14 +12,12 @@
 -- The decision's fraud mark ('1' counted, else not) and a function that stores another.
 local function fraud_mark(tx)
   local value = redis.pcall('GET', tx)
-  if type(value) == 'table' then  -- a hash, else raised
-    if not string.find(value.err or '', 'WRONGTYPE', 1, true) then error(value) end
+  if hash_layout(value) then
     if call('HEXISTS', tx, 'record') == 0 then return nil end
     return call('HGET', tx, 'fraud'), function(mark) call('HSET', tx, 'fraud', mark) end
   end
   if not value or byte(value, 1) ~= 100 then return nil end  -- none, or not decided ('d')
-  local a = string.find(value, '\n', 3, true)
-  local b = string.find(value, '\n', a + 1, true)
+  local a, b = tx_fields(value)
   return sub(value, a + 1, b - 1), function(mark)
     call('SET', tx, sub(value, 1, a) .. mark .. sub(value, b), 'KEEPTTL')
   end
