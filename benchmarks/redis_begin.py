@@ -171,9 +171,10 @@ def _callgrind(server: Server, command: str) -> None:
 
 def _instructions(server: Server) -> tuple[int, Path]:
     """Instructions the server executed since counting was last switched on (the newest
-    dump's total), and that dump."""
-    assert server.callgrind is not None
-    dumps = server.callgrind.parent.glob(server.callgrind.name + ".*")
+    dump's total), and that dump. (Only the server's own dumps: an AOF rewrite's child,
+    forked under valgrind too, leaves one of its own when it exits.)"""
+    assert server.callgrind is not None and server.pid is not None
+    dumps = server.callgrind.parent.glob(f"{server.callgrind.name}.{server.pid}*")
     newest = max(dumps, key=lambda p: p.stat().st_mtime_ns)
     for line in newest.read_text(errors="replace").splitlines():
         if line.startswith("totals:"):  # ("summary:" stays 0 after --zero)
