@@ -150,9 +150,7 @@ class RedisProbe:
         grown = int(persistence.get("aof_current_size") or 0) - base
         if base <= 0 or grown < base * REWRITE_AT_GROWTH:
             return False
-        wait_for_no_rewrite(self.client)
-        self.client.bgrewriteaof()
-        wait_for_no_rewrite(self.client)
+        rewrite_aof(self.client)
         return True
 
     def commands(self) -> dict[str, tuple[int, int]]:
@@ -418,6 +416,13 @@ def wait_for_no_rewrite(client: redis.Redis) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+def rewrite_aof(client: redis.Redis) -> dict[str, Any]:
+    """One AOF rewrite, done (after any already under way); Redis' persistence info then."""
+    wait_for_no_rewrite(client)
+    client.bgrewriteaof()
+    return wait_for_no_rewrite(client)
+
+
 def fill_ballast(client: redis.Redis, megabytes: int) -> dict[str, Any]:
     """Fill Redis with ``megabytes`` of incompressible values, then rewrite its AOF once.
 
@@ -444,9 +449,7 @@ def fill_ballast(client: redis.Redis, megabytes: int) -> dict[str, Any]:
         )
     filled = time.monotonic()
 
-    wait_for_no_rewrite(client)  # one the filling itself may have started
-    client.bgrewriteaof()
-    persistence = wait_for_no_rewrite(client)
+    persistence = rewrite_aof(client)  # (after one the filling itself may have started)
     return {
         "megabytes": megabytes,
         "keys": count,
