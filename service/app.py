@@ -2,8 +2,8 @@
 
 ``create_app(settings)`` opens the Redis client, loads the rule book, the reference data
 and the model in its lifespan, keeps them on ``app.state.engine`` and closes them in
-``finally``. Background tasks reload changed rule files and drain the decision spool;
-neither ever runs on the request path.
+``finally``. Background tasks reload changed rule files and reference files and drain the
+decision spool; none ever runs on the request path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -36,6 +35,7 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
+from service.api.schema_pages import assets_router, openapi_config
 from service.api.schemas import (
     ErrorBody,
     FeedbackRequest,
@@ -56,7 +56,7 @@ from service.log_format import configure_logging
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
 from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.reference import ReferenceTables, utc_today
 from service.rules.rulebook import RulebookHolder
 from service.scoring import Engine
 from service.settings import Settings
@@ -96,7 +96,11 @@ def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
         return None, f"model {latest.name} refused: {exc}"
 
 
-def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
+def build_engine(
+    settings: Settings, metrics: Metrics, reference: ReferenceTables | None = None
+) -> tuple[Engine, str | None]:
+    if reference is None:
+        reference = open_reference(settings)
     client = make_client(settings.redis_url, settings.redis_timeout_ms)
     store = RiskStore(
         client,
@@ -110,7 +114,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
     metrics.model_loaded.set(1 if model else 0)
     engine = Engine(
         settings=settings,
-        fx=FxTable.load(settings.fx_rates_path),
+        fx=reference.fx.current,
         pseudonymiser=Pseudonymiser(settings.secret),
         store=store,
         lists=lists,
@@ -120,6 +124,15 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         model=model,
     )
     return engine, model_problem
+
+
+def open_reference(settings: Settings) -> ReferenceTables:
+    """The FX table and the operator's disposable-mailbox list, checked; raises when wrong."""
+    return ReferenceTables(
+        settings.fx_rates_path,
+        settings.disposable_domains_path,
+        settle_seconds=RULES_SETTLE_SECONDS,
+    )
 
 
 async def _every(seconds: float, action: Any) -> None:
@@ -161,7 +174,8 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine, model_problem = build_engine(settings, metrics)
+        reference = open_reference(settings)
+        engine, model_problem = build_engine(settings, metrics, reference)
         app.state.engine = engine
         app.state.model_problem = model_problem
         if model_problem:
@@ -174,6 +188,17 @@ def create_app(settings: Settings) -> Litestar:
                 log.info("rules reloaded: %s", changed.version)
             elif engine.rulebook.last_error is not None:
                 metrics.rules_reloads.labels("refused").inc()
+
+        async def reload_reference() -> None:
+            results = await asyncio.to_thread(reference.reload_if_changed)
+            for table, result in results.items():
+                metrics.reference_reloads.labels(table, result).inc()
+                if result == "ok":
+                    log.info("reference table reloaded: %s", table)
+                else:
+                    log.warning("reference table refused: %s", _last_error(reference, table))
+            if results.get("fx_rates") == "ok":
+                engine.fx = reference.fx.current
 
         async def drain_spool() -> None:
             if engine.spool.pending():
@@ -188,7 +213,11 @@ def create_app(settings: Settings) -> Litestar:
                     )
 
         async def readiness() -> dict[str, Any]:
-            return await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
+            report = await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
+            report.update(
+                reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days)
+            )
+            return report
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
@@ -196,6 +225,7 @@ def create_app(settings: Settings) -> Litestar:
         settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
+            asyncio.create_task(_every(settings.reference_reload_seconds, reload_reference)),
             asyncio.create_task(_every(5.0, drain_spool)),
         ]
         try:
@@ -204,12 +234,13 @@ def create_app(settings: Settings) -> Litestar:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            reference.close()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()
 
     app = ScoringApp(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, assets_router()],
         lifespan=[lifespan],
         state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
         request_max_body_size=MAX_BODY_BYTES,
@@ -221,11 +252,10 @@ def create_app(settings: Settings) -> Litestar:
             HTTPException: _http_exception,
             Exception: _unexpected,
         },
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="riskscore",
             version="1",
             description="Fraud and risk scoring for a payment gateway's authorization step.",
-            path="/schema",
         ),
         on_startup=[_document_bodies],
         debug=False,
@@ -317,11 +347,15 @@ async def _readiness(
             "version": engine.model.version if engine.model else None,
             "problem": model_problem,
         },
-        "fx_rates": {"ok": True, "as_of": engine.fx.as_of.isoformat()},
         "decision_spool": {"pending": engine.spool.pending()},
     }
     report["ready"] = report["redis"]["ok"]
     return report
+
+
+def _last_error(reference: ReferenceTables, table: str) -> str | None:
+    file = reference.fx if table == "fx_rates" else reference.disposable
+    return file.last_error if file is not None else None
 
 
 def _error(status: int, error: str, problems: list[FieldProblem] | None = None) -> Response:

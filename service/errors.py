@@ -7,6 +7,8 @@
 - ``IdempotencyConflict``: a transaction id was reused with a different payload.
 - ``NotFound``: the thing named (a list, a transaction) does not exist.
 - ``RuleError``: a rule file failed to parse or compile; names file, line and rule.
+- ``ReferenceDataError``: a reference table (FX rates, disposable domains) was refused;
+  names the file and line. Also a ``ValueError``, as bad input to the loaders always was.
 - ``StoreUnavailable``: Redis did not answer within the budget.
 - ``RetryLater``: a concurrent call with the same transaction id has not finished deciding.
 """
@@ -61,6 +63,10 @@ class RuleError(RiskscoreError):
         where = file + (f":{line}" if line is not None else "")
         super().__init__(f"{where}: " + (f"rule {rule}: " if rule else "") + message)
         self.file, self.line, self.rule, self.detail = file, line, rule, message
+
+
+class ReferenceDataError(RiskscoreError, ValueError):
+    pass
 
 
 class StoreUnavailable(RiskscoreError):

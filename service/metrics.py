@@ -83,6 +83,12 @@ class Metrics:
         self.rules_reloads = Counter(
             "riskscore_rules_reloads", "Rule set reloads", ["result"], registry=r
         )
+        self.reference_reloads = Counter(
+            "riskscore_reference_reloads",
+            "Reference table reloads (FX rates, disposable domains)",
+            ["table", "result"],
+            registry=r,
+        )
         self.shed = Counter(
             "riskscore_shed",
             "Score calls refused with 503 because too many were in flight",

@@ -67,9 +67,10 @@ _encoder = msgspec.json.Encoder()
 async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     started = time.perf_counter()
     settings = engine.settings
+    fx = engine.fx  # one table for the whole call: a reload may swap ``engine.fx`` meanwhile
     normalised = normalise(
         request,
-        fx=engine.fx,
+        fx=fx,
         pseudonymiser=engine.pseudonymiser,
         now=engine.clock(),
         clock=settings.clock,
@@ -170,7 +171,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = _record(payment, features, ran, outcome, decision, latency_ms)
+    record = _record(payment, features, ran, outcome, decision, latency_ms, fx.as_of_text)
     await _commit(engine, payment, digest, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, hits, errors, started)
@@ -256,6 +257,7 @@ class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str | None
     ruleset_version: str | None
     catalog_version: str
+    fx_as_of: str | None = None  # the FX table's date; records before it have none
     reasons: list[str]
     rules: list[dict[str, Any]]
     degraded: list[str]
@@ -270,13 +272,15 @@ def _record(
     outcome: Outcome,
     decision: ScoreResponse,
     latency_ms: float,
+    fx_as_of: str | None = None,
 ) -> DecisionLogRecord:
     """The decision-log entry: the payment as normalised (pseudonyms only), and the why.
 
     One JSON object per decision (``training.export.DecisionRecord`` reads it): ``payment``
     (its ``transaction_id`` and ``event_time`` are the record's; they are not repeated at
     the top), ``decision``, ``score``, ``model_probability``, ``model_version``,
-    ``ruleset_version``, ``catalog_version``, ``reasons`` (codes), ``rules`` (the rules
+    ``ruleset_version``, ``catalog_version``, ``fx_as_of`` (the date of the FX table that
+    converted the amount), ``reasons`` (codes), ``rules`` (the rules
     that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
     every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
     ``catalog_version`` identifies (the service registers each version's names in Redis
@@ -293,6 +297,7 @@ def _record(
         model_version=decision.model_version,
         ruleset_version=decision.ruleset_version,
         catalog_version=CATALOG_VERSION,
+        fx_as_of=fx_as_of,
         reasons=list(map(_code, outcome.reasons)),
         rules=ran,
         degraded=decision.degraded,

@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rules_dir: Path = DEFAULT_RULES_DIR
     model_dir: Path = Path("models")
     fx_rates_path: Path = DEFAULT_FX_RATES
+    fx_max_age_days: float = 4.0  # /readyz warns about an FX table older than this
+    disposable_domains_path: Path | None = None  # extra disposable-mailbox domains
+    reference_reload_seconds: float = 2.0  # how often the reference files are checked
     spool_path: Path = Path(".run/decision-spool.jsonl")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -93,6 +96,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_RULES_DIR", "rules_dir"),
             ("RISKSCORE_MODEL_DIR", "model_dir"),
             ("RISKSCORE_FX_RATES", "fx_rates_path"),
+            ("RISKSCORE_DISPOSABLE_DOMAINS", "disposable_domains_path"),
             ("RISKSCORE_SPOOL_PATH", "spool_path"),
         ):
             if value := get(var):
@@ -104,6 +108,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_FX_MAX_AGE_DAYS", "fx_max_age_days", float),
+            ("RISKSCORE_REFERENCE_RELOAD_SECONDS", "reference_reload_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
         ):

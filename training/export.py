@@ -6,7 +6,8 @@ Three Parquet files in one folder:
   transaction-log columns as the service normalised them (email, account and IP are the
   service's pseudonyms, never raw values; ``email_domain`` beside them), then the decision
   (``decision``, ``score``, ``model_probability``, ``model_version``, ``ruleset_version``,
-  ``catalog_version``, ``matched_rules``, ``shadow_rules``, ``rule_errors``, ``reasons``
+  ``catalog_version``, ``fx_as_of`` (the FX table's date; empty for older records),
+  ``matched_rules``, ``shadow_rules``, ``rule_errors``, ``reasons``
   and ``degraded`` as lists of strings, ``latency_ms``, ``recorded_at``) and every feature
   value the decision used as an ``f_<name>`` column.
 - ``labels.parquet``: every label received, oldest first (``transaction_id``, ``label``
@@ -69,6 +70,7 @@ DECISION_COLUMNS: Final = (
     "model_version",
     "ruleset_version",
     "catalog_version",
+    "fx_as_of",
     "matched_rules",
     "shadow_rules",
     "rule_errors",
@@ -110,6 +112,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str | None = None
     ruleset_version: str | None = None
     catalog_version: str | None = None
+    fx_as_of: str | None = None  # absent from records written before it
     reasons: list[str] = msgspec.field(default_factory=list)
     rules: list[_RuleRecord] = msgspec.field(default_factory=list)
     degraded: list[str] = msgspec.field(default_factory=list)
@@ -195,6 +198,7 @@ def decision_row(
         model_version=record.model_version,
         ruleset_version=record.ruleset_version,
         catalog_version=record.catalog_version,
+        fx_as_of=record.fx_as_of,
         # an active rule that fired is a reason unless a block list decided first
         matched_rules=[r.id for r in hits if r.mode == "active" and r.id in reasons],
         shadow_rules=[r.id for r in hits if r.mode == "shadow"],

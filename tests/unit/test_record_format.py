@@ -133,6 +133,7 @@ def test_the_transaction_id_and_event_time_are_only_in_the_payment() -> None:
         "model_version",
         "ruleset_version",
         "catalog_version",
+        "fx_as_of",
         "reasons",
         "rules",
         "degraded",
