@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 REDIS_PORT ?= 6379
 
-.PHONY: setup run test lint format redis model bench clean
+.PHONY: setup run test lint format redis model bench clean assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ bench: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || \
 	  { echo "redis-server is not installed: apt-get install redis-server" >&2; exit 2; }
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# The UI files of /schema (Redoc, Swagger UI), fetched with npm at the versions pinned in
+# service/api/assets/sources.json; commit what it changes.
+assets: setup
+	$(BIN)/riskscore assets update
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache .hypothesis

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import DEFAULT_RULES_DIR, Settings
+from service.settings import DEFAULT_FX_RATES, DEFAULT_RULES_DIR, Settings
 
 
 def _print_json(obj: object) -> None:
@@ -64,6 +64,130 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     for pack, modes in sorted(packs.items()):
         shadow = modes.count("shadow")
         print(f"  {pack:<10} {len(modes):>3} rules ({shadow} shadow)")
+    return 0
+
+
+def cmd_reference_check(args: argparse.Namespace) -> int:
+    from service.errors import ReferenceDataError
+    from service.reference import (
+        LIBRARY_DISPOSABLE_DOMAINS,
+        read_disposable_domains,
+        read_fx_rates,
+        utc_today,
+    )
+
+    fx_path = Path(args.fx or os.environ.get("RISKSCORE_FX_RATES") or DEFAULT_FX_RATES)
+    extra = args.disposable or os.environ.get("RISKSCORE_DISPOSABLE_DOMAINS")
+    try:
+        max_age = float(args.max_age_days or os.environ.get("RISKSCORE_FX_MAX_AGE_DAYS") or 4)
+    except ValueError:
+        print(
+            "riskscore reference check: RISKSCORE_FX_MAX_AGE_DAYS is not a number", file=sys.stderr
+        )
+        return 2
+    today = utc_today()
+    result: dict[str, object] = {}
+    failed = False
+    try:
+        table = read_fx_rates(fx_path.read_bytes(), source=str(fx_path), today=today)
+        age = (today - table.as_of).days
+        result["fx_rates"] = {
+            "path": str(fx_path),
+            "ok": True,
+            "as_of": table.as_of_text,
+            "age_days": age,
+            "currencies": len(table.currencies),
+            "warning": f"older than {max_age:g} days" if age > max_age else None,
+        }
+    except (OSError, ReferenceDataError) as exc:
+        failed = True
+        result["fx_rates"] = {"path": str(fx_path), "ok": False, "problem": _problem(exc)}
+    if extra:
+        path = Path(extra)
+        try:
+            domains = read_disposable_domains(path.read_bytes(), source=str(path))
+            result["disposable_domains"] = {
+                "path": str(path),
+                "ok": True,
+                "domains": len(domains),
+                "new": len(domains - LIBRARY_DISPOSABLE_DOMAINS),
+            }
+        except (OSError, ReferenceDataError) as exc:
+            failed = True
+            result["disposable_domains"] = {
+                "path": str(path),
+                "ok": False,
+                "problem": _problem(exc),
+            }
+    if args.json:
+        _print_json({"ok": not failed, **result})
+        return 1 if failed else 0
+    fx = result["fx_rates"]
+    assert isinstance(fx, dict)
+    if fx["ok"]:
+        print(
+            f"FX rates {fx['path']}: valid, {fx['currencies']} currencies "
+            f"as of {fx['as_of']} ({fx['age_days']} days old)"
+        )
+        if fx["warning"]:
+            print(f"  warning: {fx['warning']} (RISKSCORE_FX_MAX_AGE_DAYS)")
+    else:
+        print(f"FX rates {fx['path']}: refused: {fx['problem']}", file=sys.stderr)
+    listed = result.get("disposable_domains")
+    if isinstance(listed, dict):
+        if listed["ok"]:
+            print(
+                f"disposable domains {listed['path']}: valid, {listed['domains']} domains "
+                f"({listed['new']} not in the library's list of {len(LIBRARY_DISPOSABLE_DOMAINS)})"
+            )
+        else:
+            print(
+                f"disposable domains {listed['path']}: refused: {listed['problem']}",
+                file=sys.stderr,
+            )
+    else:
+        print(
+            f"disposable domains: the library's list alone ({len(LIBRARY_DISPOSABLE_DOMAINS)}); "
+            "no extra list given (--disposable, RISKSCORE_DISPOSABLE_DOMAINS)"
+        )
+    return 1 if failed else 0
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return str(exc)
+
+
+def cmd_assets_update(args: argparse.Namespace) -> int:
+    from training.assets import AssetError, update
+
+    bump = {}
+    for spec in args.packages:
+        name, at, version = spec.rpartition("@")
+        if not at or not name or not version:
+            print(f"riskscore assets update: {spec!r} is not NAME@VERSION", file=sys.stderr)
+            return 2
+        bump[name] = version
+    try:
+        for line in update(bump, npm=args.npm):
+            print(f"updated {line}")
+    except AssetError as exc:
+        print(f"riskscore assets update: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_assets_check(args: argparse.Namespace) -> int:
+    from training.assets import check, load_sources
+
+    problems = check()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    for name, pin in load_sources()["packages"].items():
+        print(f"{name} {pin['version']} ({pin['license']}): {len(pin['files'])} files as pinned")
     return 0
 
 
@@ -388,6 +512,45 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("directory", nargs="?", help="rule directory (RISKSCORE_RULES_DIR)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=cmd_rules_check)
+
+    reference = sub.add_parser("reference", help="work with reference tables")
+    reference_sub = reference.add_subparsers(
+        dest="reference_command", required=True, metavar="ACTION"
+    )
+    ref_check = reference_sub.add_parser(
+        "check",
+        help="validate the FX table and the extra disposable-mailbox list",
+        description="Check the files as the service does before it takes them; exit 1 "
+        "naming file, line and problem when either would be refused.",
+    )
+    ref_check.add_argument("--fx", help="FX table (RISKSCORE_FX_RATES, the package's)")
+    ref_check.add_argument(
+        "--disposable", help="extra disposable-mailbox domains (RISKSCORE_DISPOSABLE_DOMAINS)"
+    )
+    ref_check.add_argument(
+        "--max-age-days",
+        type=float,
+        help="warn when the FX table is older (RISKSCORE_FX_MAX_AGE_DAYS, 4)",
+    )
+    ref_check.add_argument("--json", action="store_true", help="print one JSON object")
+    ref_check.set_defaults(func=cmd_reference_check)
+
+    assets = sub.add_parser("assets", help="the files the service's pages load")
+    assets_sub = assets.add_subparsers(dest="assets_command", required=True, metavar="ACTION")
+    assets_update = assets_sub.add_parser(
+        "update",
+        help="fetch the pinned UI files from npm (make assets)",
+        description="npm pack each package pinned in service/api/assets/sources.json, copy "
+        "its files into service/api/assets, and rewrite the pins. NAME@VERSION moves a "
+        "package to another version first.",
+    )
+    assets_update.add_argument("packages", nargs="*", metavar="NAME@VERSION")
+    assets_update.add_argument("--npm", default="npm", help="the npm command (npm)")
+    assets_update.set_defaults(func=cmd_assets_update)
+    assets_check = assets_sub.add_parser(
+        "check", help="compare the shipped UI files with their pinned SHA-256"
+    )
+    assets_check.set_defaults(func=cmd_assets_check)
 
     simulate = sub.add_parser(
         "simulate",
