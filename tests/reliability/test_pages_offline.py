@@ -79,18 +79,20 @@ def browser_context() -> Iterator[object]:
             pytest.fail("Debian's chromium is not installed: .ci/run must install it")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with tempfile.TemporaryDirectory(prefix="riskscore-chromium-") as profile:
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-            )
-            try:
-                yield context
-            finally:
-                context.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="riskscore-chromium-") as profile,
+        sync_api.sync_playwright() as playwright,
+    ):
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
 
 
 def visit(context: object, base_url: str, page_spec: Page) -> tuple[Visit, str]:
@@ -113,9 +115,9 @@ def visit(context: object, base_url: str, page_spec: Page) -> tuple[Visit, str]:
     page.on("request", lambda request: seen.requests.append(request.url))
     page.on(
         "console",
-        lambda message: seen.console.append(message.text)
-        if message.type in ("error", "warning")
-        else None,
+        lambda message: (
+            seen.console.append(message.text) if message.type in ("error", "warning") else None
+        ),
     )
     page.on("pageerror", lambda error: seen.script_errors.append(str(error)))
     try:
