@@ -19,10 +19,10 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
 import msgspec
 
+from service.decision.policy import DecisionName, Reason, Source
 from service.errors import FieldProblem, InvalidRequest, PanDetected
-from service.policy import DecisionName, Reason, Source
-from service.pseudonymise import parse_ip
-from service.reference import COUNTRIES, CURRENCIES
+from service.normalisation.pseudonymise import parse_ip
+from service.reference.tables import COUNTRIES, CURRENCIES
 from service.settings import VERTICALS
 
 # --- vocabularies ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.errors import NotFound
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.library import Library
