@@ -36,7 +36,7 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
-from service.api.schemas import (
+from service.contract import (
     ErrorBody,
     FeedbackRequest,
     ListChange,

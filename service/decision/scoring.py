@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from service.api.schemas import ScoreRequest, ScoreResponse
+from service.contract import ScoreRequest, ScoreResponse
 from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES

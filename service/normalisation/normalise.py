@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.api.schemas import ScoreRequest
+from service.contract import ScoreRequest
 from service.errors import FieldProblem, InvalidRequest
 from service.normalisation.payment import Payment
 from service.normalisation.pseudonymise import (

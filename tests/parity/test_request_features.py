@@ -14,7 +14,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import ScoreRequest, decode_score_request
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
 from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
 from service.normalisation.normalise import (

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.api.schemas import ScoreRequest, decode_score_request
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
 from service.errors import InvalidRequest
 from service.normalisation.normalise import (
     PAYMENT_COLUMNS,

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from service.api.schemas import ScoreResponse
+from service.contract import ScoreResponse
 from service.decision.policy import Outcome, Reason
 from service.decision.scoring import _commit, _record
 from service.decision.spool import DecisionSpool
