@@ -1,6 +1,8 @@
 """The ``riskscore`` command line: one entry point for operators and analysts.
 
-Sub-commands import what they need when they run, so ``riskscore --help`` stays instant.
+Sub-commands import what they need when they run, so ``riskscore --help`` stays instant
+and ``riskscore serve`` (``service.cli``) runs where only the service is installed; the
+offline commands need the ``train`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -12,35 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import DEFAULT_FX_RATES, DEFAULT_RULES_DIR, Settings
+from service.cli import add_reference_command, add_serve_command
+from service.settings import DEFAULT_RULES_DIR, Settings
+
+# The import names of the `train` extra's packages (pyproject.toml).
+TRAIN_EXTRA_MODULES = frozenset(
+    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx"}
+)
 
 
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    settings = Settings.from_env(os.environ)
-    if not settings.secret:
-        print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
-        return 2
-    uvicorn.run(
-        "service.app:app_from_env",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is
-        # per-request work for nothing; the Server header only advertises the stack.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -65,98 +49,6 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
         shadow = modes.count("shadow")
         print(f"  {pack:<10} {len(modes):>3} rules ({shadow} shadow)")
     return 0
-
-
-def cmd_reference_check(args: argparse.Namespace) -> int:
-    from service.errors import ReferenceDataError
-    from service.reference import (
-        LIBRARY_DISPOSABLE_DOMAINS,
-        read_disposable_domains,
-        read_fx_rates,
-        utc_today,
-    )
-
-    fx_path = Path(args.fx or os.environ.get("RISKSCORE_FX_RATES") or DEFAULT_FX_RATES)
-    extra = args.disposable or os.environ.get("RISKSCORE_DISPOSABLE_DOMAINS")
-    try:
-        max_age = float(args.max_age_days or os.environ.get("RISKSCORE_FX_MAX_AGE_DAYS") or 4)
-    except ValueError:
-        print(
-            "riskscore reference check: RISKSCORE_FX_MAX_AGE_DAYS is not a number", file=sys.stderr
-        )
-        return 2
-    today = utc_today()
-    result: dict[str, object] = {}
-    failed = False
-    try:
-        table = read_fx_rates(fx_path.read_bytes(), source=str(fx_path), today=today)
-        age = (today - table.as_of).days
-        result["fx_rates"] = {
-            "path": str(fx_path),
-            "ok": True,
-            "as_of": table.as_of_text,
-            "age_days": age,
-            "currencies": len(table.currencies),
-            "warning": f"older than {max_age:g} days" if age > max_age else None,
-        }
-    except (OSError, ReferenceDataError) as exc:
-        failed = True
-        result["fx_rates"] = {"path": str(fx_path), "ok": False, "problem": _problem(exc)}
-    if extra:
-        path = Path(extra)
-        try:
-            domains = read_disposable_domains(path.read_bytes(), source=str(path))
-            result["disposable_domains"] = {
-                "path": str(path),
-                "ok": True,
-                "domains": len(domains),
-                "new": len(domains - LIBRARY_DISPOSABLE_DOMAINS),
-            }
-        except (OSError, ReferenceDataError) as exc:
-            failed = True
-            result["disposable_domains"] = {
-                "path": str(path),
-                "ok": False,
-                "problem": _problem(exc),
-            }
-    if args.json:
-        _print_json({"ok": not failed, **result})
-        return 1 if failed else 0
-    fx = result["fx_rates"]
-    assert isinstance(fx, dict)
-    if fx["ok"]:
-        print(
-            f"FX rates {fx['path']}: valid, {fx['currencies']} currencies "
-            f"as of {fx['as_of']} ({fx['age_days']} days old)"
-        )
-        if fx["warning"]:
-            print(f"  warning: {fx['warning']} (RISKSCORE_FX_MAX_AGE_DAYS)")
-    else:
-        print(f"FX rates {fx['path']}: refused: {fx['problem']}", file=sys.stderr)
-    listed = result.get("disposable_domains")
-    if isinstance(listed, dict):
-        if listed["ok"]:
-            print(
-                f"disposable domains {listed['path']}: valid, {listed['domains']} domains "
-                f"({listed['new']} not in the library's list of {len(LIBRARY_DISPOSABLE_DOMAINS)})"
-            )
-        else:
-            print(
-                f"disposable domains {listed['path']}: refused: {listed['problem']}",
-                file=sys.stderr,
-            )
-    else:
-        print(
-            f"disposable domains: the library's list alone ({len(LIBRARY_DISPOSABLE_DOMAINS)}); "
-            "no extra list given (--disposable, RISKSCORE_DISPOSABLE_DOMAINS)"
-        )
-    return 1 if failed else 0
-
-
-def _problem(exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"cannot read: {exc.strerror or exc}"
-    return str(exc)
 
 
 def cmd_assets_update(args: argparse.Namespace) -> int:
@@ -490,16 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the HTTP service",
-        description="Run the HTTP scoring service. Configuration comes from RISKSCORE_* "
-        "environment variables (see README); options here override host and port.",
-    )
-    serve.add_argument("--host", help="address to listen on (RISKSCORE_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (RISKSCORE_PORT, 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.set_defaults(func=cmd_serve)
+    add_serve_command(sub)
 
     rules = sub.add_parser("rules", help="work with rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -513,27 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=cmd_rules_check)
 
-    reference = sub.add_parser("reference", help="work with reference tables")
-    reference_sub = reference.add_subparsers(
-        dest="reference_command", required=True, metavar="ACTION"
-    )
-    ref_check = reference_sub.add_parser(
-        "check",
-        help="validate the FX table and the extra disposable-mailbox list",
-        description="Check the files as the service does before it takes them; exit 1 "
-        "naming file, line and problem when either would be refused.",
-    )
-    ref_check.add_argument("--fx", help="FX table (RISKSCORE_FX_RATES, the package's)")
-    ref_check.add_argument(
-        "--disposable", help="extra disposable-mailbox domains (RISKSCORE_DISPOSABLE_DOMAINS)"
-    )
-    ref_check.add_argument(
-        "--max-age-days",
-        type=float,
-        help="warn when the FX table is older (RISKSCORE_FX_MAX_AGE_DAYS, 4)",
-    )
-    ref_check.add_argument("--json", action="store_true", help="print one JSON object")
-    ref_check.set_defaults(func=cmd_reference_check)
+    add_reference_command(sub)
 
     assets = sub.add_parser("assets", help="the files the service's pages load")
     assets_sub = assets.add_subparsers(dest="assets_command", required=True, metavar="ACTION")
@@ -657,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"riskscore {args.command}: needs {exc.name}, of the train extra: "
+            "pip install 'riskscore[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.errors import ReferenceDataError
-from service.reference import (
+from service.reference.tables import (
     CONTRACT_CURRENCIES,
     LIBRARY_DISPOSABLE_DOMAINS,
     FxTable,

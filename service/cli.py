@@ -1,0 +1,190 @@
+"""``riskscore serve`` and ``riskscore reference check``: the operators' commands.
+
+The service's own commands, needing nothing beyond the service's dependencies. The
+``riskscore`` entry point (``training.cli``) offers it beside the offline commands;
+``python -m service.cli serve`` runs it where the ``train`` extra is not installed (and
+``python -m service.cli reference check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.settings import DEFAULT_FX_RATES, Settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve ``service.app`` with the settings from the environment; 2 without a secret."""
+    import uvicorn
+
+    settings = Settings.from_env(os.environ)
+    if not settings.secret:
+        print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
+        return 2
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is
+        # per-request work for nothing; the Server header only advertises the stack.
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_reference_check(args: argparse.Namespace) -> int:
+    """Check the FX table and the extra domain list as the service would; 1 when refused."""
+    from service.errors import ReferenceDataError
+    from service.reference.tables import (
+        LIBRARY_DISPOSABLE_DOMAINS,
+        read_disposable_domains,
+        read_fx_rates,
+        utc_today,
+    )
+
+    fx_path = Path(args.fx or os.environ.get("RISKSCORE_FX_RATES") or DEFAULT_FX_RATES)
+    extra = args.disposable or os.environ.get("RISKSCORE_DISPOSABLE_DOMAINS")
+    try:
+        max_age = float(args.max_age_days or os.environ.get("RISKSCORE_FX_MAX_AGE_DAYS") or 4)
+    except ValueError:
+        print(
+            "riskscore reference check: RISKSCORE_FX_MAX_AGE_DAYS is not a number", file=sys.stderr
+        )
+        return 2
+    today = utc_today()
+    result: dict[str, object] = {}
+    failed = False
+    try:
+        table = read_fx_rates(fx_path.read_bytes(), source=str(fx_path), today=today)
+        age = (today - table.as_of).days
+        result["fx_rates"] = {
+            "path": str(fx_path),
+            "ok": True,
+            "as_of": table.as_of_text,
+            "age_days": age,
+            "currencies": len(table.currencies),
+            "warning": f"older than {max_age:g} days" if age > max_age else None,
+        }
+    except (OSError, ReferenceDataError) as exc:
+        failed = True
+        result["fx_rates"] = {"path": str(fx_path), "ok": False, "problem": _problem(exc)}
+    if extra:
+        path = Path(extra)
+        try:
+            domains = read_disposable_domains(path.read_bytes(), source=str(path))
+            result["disposable_domains"] = {
+                "path": str(path),
+                "ok": True,
+                "domains": len(domains),
+                "new": len(domains - LIBRARY_DISPOSABLE_DOMAINS),
+            }
+        except (OSError, ReferenceDataError) as exc:
+            failed = True
+            result["disposable_domains"] = {
+                "path": str(path),
+                "ok": False,
+                "problem": _problem(exc),
+            }
+    if args.json:
+        print(json.dumps({"ok": not failed, **result}, indent=2))
+        return 1 if failed else 0
+    fx = result["fx_rates"]
+    assert isinstance(fx, dict)
+    if fx["ok"]:
+        print(
+            f"FX rates {fx['path']}: valid, {fx['currencies']} currencies "
+            f"as of {fx['as_of']} ({fx['age_days']} days old)"
+        )
+        if fx["warning"]:
+            print(f"  warning: {fx['warning']} (RISKSCORE_FX_MAX_AGE_DAYS)")
+    else:
+        print(f"FX rates {fx['path']}: refused: {fx['problem']}", file=sys.stderr)
+    listed = result.get("disposable_domains")
+    if isinstance(listed, dict):
+        if listed["ok"]:
+            print(
+                f"disposable domains {listed['path']}: valid, {listed['domains']} domains "
+                f"({listed['new']} not in the library's list of {len(LIBRARY_DISPOSABLE_DOMAINS)})"
+            )
+        else:
+            print(
+                f"disposable domains {listed['path']}: refused: {listed['problem']}",
+                file=sys.stderr,
+            )
+    else:
+        print(
+            f"disposable domains: the library's list alone ({len(LIBRARY_DISPOSABLE_DOMAINS)}); "
+            "no extra list given (--disposable, RISKSCORE_DISPOSABLE_DOMAINS)"
+        )
+    return 1 if failed else 0
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return str(exc)
+
+
+def add_serve_command(sub: Any) -> None:
+    """Register ``serve`` on an ``argparse`` sub-parsers object."""
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Run the HTTP scoring service. Configuration comes from RISKSCORE_* "
+        "environment variables (see README); options here override host and port.",
+    )
+    serve.add_argument("--host", help="address to listen on (RISKSCORE_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (RISKSCORE_PORT, 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+
+def add_reference_command(sub: Any) -> None:
+    """Register ``reference check`` on an ``argparse`` sub-parsers object."""
+    reference = sub.add_parser("reference", help="work with reference tables")
+    reference_sub = reference.add_subparsers(
+        dest="reference_command", required=True, metavar="ACTION"
+    )
+    ref_check = reference_sub.add_parser(
+        "check",
+        help="validate the FX table and the extra disposable-mailbox list",
+        description="Check the files as the service does before it takes them; exit 1 "
+        "naming file, line and problem when either would be refused.",
+    )
+    ref_check.add_argument("--fx", help="FX table (RISKSCORE_FX_RATES, the package's)")
+    ref_check.add_argument(
+        "--disposable", help="extra disposable-mailbox domains (RISKSCORE_DISPOSABLE_DOMAINS)"
+    )
+    ref_check.add_argument(
+        "--max-age-days",
+        type=float,
+        help="warn when the FX table is older (RISKSCORE_FX_MAX_AGE_DAYS, 4)",
+    )
+    ref_check.add_argument("--json", action="store_true", help="print one JSON object")
+    ref_check.set_defaults(func=cmd_reference_check)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The service-only command line: ``serve``, ``reference check``."""
+    parser = argparse.ArgumentParser(prog="python -m service.cli")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_command(sub)
+    add_reference_command(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
