@@ -76,6 +76,7 @@ log = logging.getLogger("riskscore")
 
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
+REFERENCE_RELOAD_TIMEOUT_SECONDS = 10.0  # a reference file read in a thread: how long to wait
 _encoder = msgspec.json.Encoder()
 _REF = "#/components/schemas/"
 
@@ -190,7 +191,16 @@ def create_app(settings: Settings) -> Litestar:
                 metrics.rules_reloads.labels("refused").inc()
 
         async def reload_reference() -> None:
-            results = await asyncio.to_thread(reference.reload_if_changed)
+            # In a thread, as for rule files; the files are capped in size, and this wait
+            # gives up after a while whatever happens (the next tick skips while it reads).
+            try:
+                async with asyncio.timeout(REFERENCE_RELOAD_TIMEOUT_SECONDS):
+                    results = await asyncio.to_thread(reference.reload_if_changed)
+            except TimeoutError:
+                log.warning(
+                    "reference files still being read after %ss", REFERENCE_RELOAD_TIMEOUT_SECONDS
+                )
+                return
             for table, result in results.items():
                 metrics.reference_reloads.labels(table, result).inc()
                 if result == "ok":

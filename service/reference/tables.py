@@ -298,7 +298,8 @@ class ReferenceFile(Generic[T]):
     written in place only once unmodified for ``settle_seconds``; one that changes while read
     is read again next time. ``parse(data, source, current)`` builds the table or raises
     ``ReferenceDataError``: then the table in use stays and ``last_error`` says why, until a
-    good file (or the same bytes as the table in use) comes.
+    good file (or the same bytes as the table in use) comes. A file over ``max_bytes`` is
+    refused unread; a call while another is still reading returns at once.
     """
 
     def __init__(
@@ -307,15 +308,17 @@ class ReferenceFile(Generic[T]):
         parse: Callable[[bytes, str, T | None], T],
         *,
         settle_seconds: float = 0.0,
+        max_bytes: int = 64 << 20,
     ) -> None:
         self.path = Path(path)
         self.settle_ns = int(settle_seconds * 1e9)
+        self.max_bytes = max_bytes
         self.last_error: str | None = None
         self.refused_at: float | None = None
         self._parse = parse
         self._lock = threading.Lock()
         self._seen = _signature(self.path)
-        data = self.path.read_bytes()
+        data = self._read(self._seen)
         self._current = parse(data, str(self.path), None)
         self._digest = hashlib.sha256(data).digest()
         self.loaded_at = time.time()
@@ -326,37 +329,55 @@ class ReferenceFile(Generic[T]):
 
     def reload_if_changed(self) -> T | None:
         """The new table if the file changed and was accepted; None otherwise."""
-        with self._lock:
-            try:
-                before = _signature(self.path)
-                if before == self._seen:
-                    return None
-                written_in_place = before[2] == self._seen[2]
-                if written_in_place and time.time_ns() - before[0] < self.settle_ns:
-                    return None  # being written in place, perhaps not finished
-                data = self.path.read_bytes()
-                if _signature(self.path) != before:
-                    return None  # changed while read: look again next time
-            except OSError as exc:
-                self._refuse(f"{self.path}: cannot read: {exc.strerror or exc}")
+        if not self._lock.acquire(blocking=False):
+            return None  # another call is still reading: never queue behind it
+        try:
+            return self._reload()
+        finally:
+            self._lock.release()
+
+    def _read(self, signature: Signature) -> bytes:
+        if signature[1] > self.max_bytes:
+            raise ReferenceDataError(
+                f"{self.path}: {signature[1]} bytes, more than the {self.max_bytes} allowed"
+            )
+        return self.path.read_bytes()
+
+    def _reload(self) -> T | None:
+        try:
+            before = _signature(self.path)
+            if before == self._seen:
                 return None
+            written_in_place = before[2] == self._seen[2]
+            if written_in_place and time.time_ns() - before[0] < self.settle_ns:
+                return None  # being written in place, perhaps not finished
+            data = self._read(before)
+            if _signature(self.path) != before:
+                return None  # changed while read: look again next time
+        except OSError as exc:
+            self._refuse(f"{self.path}: cannot read: {exc.strerror or exc}")
+            return None
+        except ReferenceDataError as exc:
             self._seen = before
-            digest = hashlib.sha256(data).digest()
-            if digest == self._digest:
-                self.last_error = self.refused_at = None
-                return None
-            try:
-                table = self._parse(data, str(self.path), self._current)
-            except ReferenceDataError as exc:
-                self._refuse(str(exc))
-                return None
-            except Exception as exc:  # a parser bug must not stop the reload task
-                self._refuse(f"{self.path}: cannot read: {exc!r}")
-                return None
-            self._current, self._digest = table, digest
+            self._refuse(str(exc))
+            return None
+        self._seen = before
+        digest = hashlib.sha256(data).digest()
+        if digest == self._digest:
             self.last_error = self.refused_at = None
-            self.loaded_at = time.time()
-            return table
+            return None
+        try:
+            table = self._parse(data, str(self.path), self._current)
+        except ReferenceDataError as exc:
+            self._refuse(str(exc))
+            return None
+        except Exception as exc:  # a parser bug must not stop the reload task
+            self._refuse(f"{self.path}: cannot read: {exc!r}")
+            return None
+        self._current, self._digest = table, digest
+        self.last_error = self.refused_at = None
+        self.loaded_at = time.time()
+        return table
 
     def _refuse(self, message: str) -> None:
         if message != self.last_error:  # a file missing for a while is one refusal
@@ -372,6 +393,10 @@ def _domains_parse(data: bytes, source: str, _: frozenset[str] | None) -> frozen
     return read_disposable_domains(data, source=source)
 
 
+FX_MAX_BYTES: Final = 1 << 20  # a few hundred currencies take 20 KB
+DOMAINS_MAX_BYTES: Final = 32 << 20  # about a million domains; the library lists 10,000
+
+
 class ReferenceTables:
     """The reference files a service reads: the FX table and, optionally, the operator's
     disposable-mailbox list (applied process-wide with ``use_disposable_domains``)."""
@@ -379,11 +404,16 @@ class ReferenceTables:
     def __init__(
         self, fx_path: Path, disposable_path: Path | None = None, *, settle_seconds: float = 0.0
     ) -> None:
-        self.fx = ReferenceFile(fx_path, _fx_parse, settle_seconds=settle_seconds)
+        self.fx = ReferenceFile(
+            fx_path, _fx_parse, settle_seconds=settle_seconds, max_bytes=FX_MAX_BYTES
+        )
         self.disposable: ReferenceFile[frozenset[str]] | None = None
         if disposable_path is not None:
             self.disposable = ReferenceFile(
-                disposable_path, _domains_parse, settle_seconds=settle_seconds
+                disposable_path,
+                _domains_parse,
+                settle_seconds=settle_seconds,
+                max_bytes=DOMAINS_MAX_BYTES,
             )
             use_disposable_domains(self.disposable.current)
 

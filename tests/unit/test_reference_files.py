@@ -286,3 +286,16 @@ def test_reference_check_fails_naming_file_and_line(
     assert f"{domains}:2:" in err
     assert main(["reference", "check", "--fx", str(tmp_path / "absent.csv"), "--json"]) == 1
     assert '"problem": "cannot read' in capsys.readouterr().out
+
+
+def test_a_file_over_its_size_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "domains.txt"
+    path.write_text("burner.example\n")
+    file = ReferenceFile(path, lambda data, source, _: read_disposable_domains(data), max_bytes=64)
+    replace(path, b"burner.example\n" * 10)
+    assert file.reload_if_changed() is None
+    assert file.current == {"burner.example"}
+    assert "150 bytes, more than the 64 allowed" in (file.last_error or "")
+    path.write_bytes(b"x" * 65)
+    with pytest.raises(ReferenceDataError, match="more than the 64 allowed"):
+        ReferenceFile(path, lambda data, source, _: read_disposable_domains(data), max_bytes=64)
