@@ -119,13 +119,18 @@ def canonical_domain(text: str) -> str:
         raise ValueError("empty")
     if "@" in name:
         raise ValueError("an email address: give its domain alone")
-    try:
-        name = idna.encode(name, uts46=True).decode("ascii")
-        if "xn--" in name:
-            idna.decode(name)  # an ASCII label that claims to be punycode must be valid
-    except idna.IDNAError as exc:
-        raise ValueError(f"not a valid domain name ({exc})") from None
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError:  # IDNA 2008 refuses symbols (emoji) that names in use hold
+            name = ".".join(_punycode(label) for label in name.split("."))
     labels = name.split(".")
+    for label in labels:
+        if label.startswith("xn--"):
+            try:  # an ASCII label that claims to be punycode must decode
+                label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                raise ValueError(f"label {label!r} is not valid punycode") from None
     if len(labels) < 2:
         raise ValueError("needs a name and a top-level domain")
     if len(name) > 253:
@@ -136,6 +141,15 @@ def canonical_domain(text: str) -> str:
     if labels[-1].isdigit():
         raise ValueError("a numeric top-level domain (an IP address is not a mail domain)")
     return name
+
+
+def _punycode(label: str) -> str:
+    if label.isascii():
+        return label
+    try:
+        return "xn--" + label.encode("punycode").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"label {label!r} cannot be IDNA-encoded ({exc})") from None
 
 
 def read_disposable_domains(data: bytes, *, source: str = "domains") -> frozenset[str]:
@@ -246,17 +260,34 @@ class FxTable:
         return f"FxTable(as_of={self.as_of.isoformat()}, currencies={len(self._rates)})"
 
 
+# Bounds of a believable rate (the smallest rated unit in use is worth about 1e-5 USD, the
+# largest, BTC, about 1e5), so that a typo cannot make an accepted amount's USD value
+# overflow the exact arithmetic or its cents.
+MIN_RATE: Final = Decimal("1e-12")
+MAX_RATE: Final = Decimal("1e9")
+MAX_DIGITS: Final = 24
+
+
 def utc_today() -> date:
     return datetime.now(UTC).date()
 
 
 def fx_problems(table: FxTable, *, today: date, running: FxTable | None = None) -> list[str]:
     """What keeps a well-formed table from serving: a currency the contract names without a
-    rate, USD not 1, a date in the future, or (against the table in use) a currency dropped,
-    which would turn that currency's payments into 400s without a restart."""
+    rate, a rate beyond belief (outside ``MIN_RATE``..``MAX_RATE``, or over ``MAX_DIGITS``
+    digits), USD not 1, a date in the future, or (against the table in use) a currency
+    dropped, which would turn that currency's payments into 400s without a restart."""
     problems = []
     if missing := sorted(CONTRACT_CURRENCIES - table.currencies):
         problems.append(f"no rate for {', '.join(missing)} (every contract currency needs one)")
+    if outside := sorted(
+        code for code in table.currencies if not MIN_RATE <= table.rate(code) <= MAX_RATE
+    ):
+        problems.append(f"rates outside {MIN_RATE}..{MAX_RATE} USD: {', '.join(outside)}")
+    if long := sorted(
+        code for code in table.currencies if len(table.rate(code).as_tuple().digits) > MAX_DIGITS
+    ):
+        problems.append(f"rates with more than {MAX_DIGITS} significant digits: {', '.join(long)}")
     if "USD" in table and table.rate("USD") != 1:
         problems.append(f"USD must be 1, not {table.rate('USD')}")
     if table.as_of > today + timedelta(days=1):

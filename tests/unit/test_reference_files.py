@@ -73,6 +73,9 @@ def test_the_shipped_table_passes_the_checks() -> None:
         (fx_csv(EUR="NaN"), "positive and finite"),
         (fx_csv(EUR="Infinity"), "positive and finite"),
         (fx_csv(USD="1.01"), "USD must be 1"),
+        (fx_csv(EUR="1e999999"), "rates outside"),
+        (fx_csv(IDR="1e-13"), "rates outside"),
+        (fx_csv(EUR="1.1" + "1" * 30), "significant digits"),
         (fx_csv(as_of=""), "expected currency,usd_per_unit,as_of"),
         (fx_csv(as_of="2026-11-24"), "in the future"),
         (b"currency,usd_per_unit,as_of\n", "one as_of date"),
@@ -92,9 +95,10 @@ def test_a_new_table_may_not_drop_a_currency_the_running_one_rates() -> None:
 
 
 @given(st.decimals(allow_nan=True, allow_infinity=True, places=None))
-def test_only_positive_finite_rates_are_taken(rate: Decimal) -> None:
+def test_only_positive_finite_believable_rates_are_taken(rate: Decimal) -> None:
     data = fx_csv(EUR=str(rate))
-    if rate.is_finite() and rate > 0:
+    believable = rate.is_finite() and Decimal("1e-12") <= rate <= Decimal("1e9")
+    if believable and len(rate.as_tuple().digits) <= 24:
         assert read_fx_rates(data, today=TODAY).rate("EUR") == rate
     else:
         with pytest.raises(ReferenceDataError):
@@ -177,6 +181,7 @@ def test_a_bad_file_at_start_is_an_error_naming_it(tmp_path: Path) -> None:
         ("Bücher.example", "xn--bcher-kva.example"),
         ("ＢＵＲＮＥＲ．ｅｘａｍｐｌｅ", "burner.example"),  # fullwidth, NFKC
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("😭.abrdns.com", "xn--o38h.abrdns.com"),  # refused by IDNA 2008, listed all the same
     ],
 )
 def test_domains_are_canonical(text: str, canonical: str) -> None:
@@ -212,6 +217,12 @@ LABEL = st.text(string.ascii_letters + string.digits, min_size=1, max_size=20)
 def test_canonical_is_lowercase_and_stable(labels: list[str], tld: str) -> None:
     domain = canonical_domain(".".join([*labels, tld]))
     assert domain == domain.lower() == canonical_domain(domain)
+
+
+def test_the_library_list_is_canonical_as_it_stands() -> None:
+    """So an operator may start from a copy of it, and it and the extra list compare alike."""
+    data = "\n".join(sorted(LIBRARY_DISPOSABLE_DOMAINS)).encode()
+    assert read_disposable_domains(data) == LIBRARY_DISPOSABLE_DOMAINS
 
 
 def test_an_extra_list_is_merged_with_the_library_and_its_subdomains_match() -> None:
