@@ -223,11 +223,12 @@ def create_app(settings: Settings) -> Litestar:
                     )
 
         async def readiness() -> dict[str, Any]:
-            report = await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
-            report.update(
-                reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days)
+            return await _readiness(
+                engine,
+                app.state.model_problem,
+                app.state.redis_warnings,
+                reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days),
             )
-            return report
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
@@ -336,7 +337,10 @@ async def _redis_warnings(engine: Engine) -> list[str]:
 
 
 async def _readiness(
-    engine: Engine, model_problem: str | None, warnings: list[str]
+    engine: Engine,
+    model_problem: str | None,
+    warnings: list[str],
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     redis_ms, redis_problem = await probe(engine.store.client)
     rulebook = engine.rulebook
@@ -357,6 +361,7 @@ async def _readiness(
             "version": engine.model.version if engine.model else None,
             "problem": model_problem,
         },
+        **(reference or {}),
         "decision_spool": {"pending": engine.spool.pending()},
     }
     report["ready"] = report["redis"]["ok"]

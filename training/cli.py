@@ -516,9 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that compute features offline: they check emails against the operator's
+# disposable-mailbox list too, as the service does, when RISKSCORE_DISPOSABLE_DOMAINS names one.
+OFFLINE_FEATURE_COMMANDS = frozenset({"train", "evaluate", "backtest"})
+
+
+def _use_operator_domains() -> None:
+    from service.reference.tables import read_disposable_domains, use_disposable_domains
+
+    if path := os.environ.get("RISKSCORE_DISPOSABLE_DOMAINS"):
+        use_disposable_domains(read_disposable_domains(Path(path).read_bytes(), source=path))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in OFFLINE_FEATURE_COMMANDS:
+            _use_operator_domains()
         return int(args.func(args) or 0)
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] not in TRAIN_EXTRA_MODULES:

@@ -310,3 +310,16 @@ def test_a_file_over_its_size_cap_is_refused_unread(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 65)
     with pytest.raises(ReferenceDataError, match="more than the 64 allowed"):
         ReferenceFile(path, lambda data, source, _: read_disposable_domains(data), max_bytes=64)
+
+
+def test_offline_commands_use_the_operators_list_as_the_service_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    domains = tmp_path / "domains.txt"
+    domains.write_text("not a domain\n")
+    monkeypatch.setenv("RISKSCORE_DISPOSABLE_DOMAINS", str(domains))
+    assert main(["backtest", "--log", str(tmp_path / "absent.parquet")]) == 2
+    assert f"{domains}:1:" in capsys.readouterr().err  # refused before any work
+    domains.write_text("burner.example\n")
+    main(["backtest", "--log", str(tmp_path / "absent.parquet")])
+    assert is_disposable_domain("mail.burner.example") is True
