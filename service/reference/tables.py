@@ -114,6 +114,8 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 def canonical_domain(text: str) -> str:
     """A mail domain as the email check compares it: NFKC, case-folded, without a trailing
     dot, IDNA-encoded (UTS 46). Raises ``ValueError`` saying why ``text`` is no domain."""
+    if len(text) > 1024:  # before any work on it: no domain is this long
+        raise ValueError("longer than 253 characters")
     name = unicodedata.normalize("NFKC", text).strip().rstrip(".").casefold()
     if not name:
         raise ValueError("empty")
