@@ -55,6 +55,7 @@ def openapi_config(*, title: str, version: str, description: str) -> OpenAPIConf
         openapi_router=Router(
             path="/schema",
             route_handlers=[],
+            include_in_schema=False,
             response_headers=[
                 ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY)
             ],

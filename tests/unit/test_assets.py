@@ -163,3 +163,11 @@ def test_update_fetches_the_pins_applies_the_patches_and_refuses_a_changed_tarba
         update(sources_file=pins, assets_dir=assets, npm=npm)
     with pytest.raises(AssetError, match=r"npm pack viewer@9\.9\.9 failed"):
         update({"viewer": "9.9.9"}, sources_file=pins, assets_dir=assets, npm=npm)
+
+
+def test_the_pages_and_their_files_stay_out_of_the_api_document() -> None:
+    from service.app import create_app
+    from service.settings import Settings
+
+    paths = create_app(Settings(secret=b"assets-test-secret")).openapi_schema.paths or {}
+    assert not [p for p in paths if p.startswith(("/schema", "/assets"))]
