@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -35,6 +34,7 @@ from litestar.openapi.spec import (
 )
 from redis.exceptions import RedisError
 
+from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.contract import (
     ErrorBody,
@@ -46,11 +46,7 @@ from service.contract import (
 from service.decision.scoring import Engine
 from service.decision.spool import DecisionSpool
 from service.errors import (
-    FieldProblem,
-    IdempotencyConflict,
-    InvalidRequest,
-    NotFound,
-    RetryLater,
+    ConfigurationError,
     StoreUnavailable,
 )
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
@@ -76,7 +72,6 @@ log = logging.getLogger("riskscore")
 
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
-_encoder = msgspec.json.Encoder()
 _REF = "#/components/schemas/"
 
 
@@ -156,7 +151,7 @@ class ScoringApp(Litestar):
 
 def create_app(settings: Settings) -> Litestar:
     if not settings.secret:
-        raise ValueError("RISKSCORE_SECRET is required: it keys the pseudonymisation")
+        raise ConfigurationError("RISKSCORE_SECRET", "required: it keys the pseudonymisation")
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -213,14 +208,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
         request_max_body_size=MAX_BODY_BYTES,
-        exception_handlers={
-            InvalidRequest: _invalid_request,
-            IdempotencyConflict: _conflict,
-            NotFound: _not_found,
-            RetryLater: _retry_later,
-            HTTPException: _http_exception,
-            Exception: _unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="riskscore",
             version="1",
@@ -322,42 +310,6 @@ async def _readiness(
     }
     report["ready"] = report["redis"]["ok"]
     return report
-
-
-def _error(status: int, error: str, problems: list[FieldProblem] | None = None) -> Response:
-    return Response(
-        _encoder.encode(ErrorBody(error=error, problems=problems or [])),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def _invalid_request(request: Request, exc: InvalidRequest) -> Response:
-    request.app.state.engine.metrics.bad_requests.labels("invalid").inc()
-    return _error(400, "invalid request", exc.problems)
-
-
-def _conflict(request: Request, exc: IdempotencyConflict) -> Response:
-    return _error(409, str(exc))
-
-
-def _not_found(request: Request, exc: NotFound) -> Response:
-    return _error(404, str(exc))
-
-
-def _retry_later(request: Request, exc: RetryLater) -> Response:
-    response = _error(503, str(exc))
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def _http_exception(request: Request, exc: HTTPException) -> Response:
-    return _error(exc.status_code, exc.detail)
-
-
-def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s", request.url.path)
-    return _error(500, "internal error")
 
 
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {

@@ -1,4 +1,7 @@
-"""The service's exceptions; the HTTP layer maps them to responses in one place.
+"""The project's exceptions: one tree, which the HTTP layer maps to answers in one table.
+
+Everything raised on purpose derives from ``RiskscoreError`` (``service.api.errors`` gives
+each its status; training's ``TrainingError`` and ``ReplayError`` derive from it too):
 
 - ``RiskscoreError``: the root; anything the service raises on purpose.
 - ``ConfigurationError``: a setting is missing or malformed; names the variable.
@@ -7,11 +10,15 @@
 - ``IdempotencyConflict``: a transaction id was reused with a different payload.
 - ``NotFound``: the thing named (a list, a transaction) does not exist.
 - ``RuleError``: a rule file failed to parse or compile; names file, line and rule.
+- ``ExpressionError``: a rule condition does not parse or type-check; says where.
+- ``ModelRefused``: a registered model failed verification and is not served.
 - ``StoreUnavailable``: Redis did not answer within the budget.
 - ``RetryLater``: a concurrent call with the same transaction id has not finished deciding.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import msgspec
 
@@ -61,6 +68,28 @@ class RuleError(RiskscoreError):
         where = file + (f":{line}" if line is not None else "")
         super().__init__(f"{where}: " + (f"rule {rule}: " if rule else "") + message)
         self.file, self.line, self.rule, self.detail = file, line, rule, message
+
+
+class ExpressionError(RiskscoreError):
+    """A condition that does not parse or does not type-check; says where and what to write."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
+        where = ""
+        if column is not None:
+            where = (
+                f" (line {line}, column {column})" if line and line > 1 else f" (column {column})"
+            )
+        super().__init__(message + where)
+        self.message, self.line, self.column = message, line, column
+
+
+class ModelRefused(RiskscoreError):
+    """A model directory failed verification; nothing in it was parsed past the failure."""
+
+    def __init__(self, directory: Path | str, reason: str) -> None:
+        super().__init__(f"model {directory} refused: {reason}")
+        self.directory = str(directory)
+        self.reason = reason
 
 
 class StoreUnavailable(RiskscoreError):

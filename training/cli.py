@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.cli import add_serve_command
+from service.errors import RiskscoreError
 from service.settings import DEFAULT_RULES_DIR, Settings
 
 # The import names of the `train` extra's packages (pyproject.toml).
@@ -478,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
+    except (RiskscoreError, ValueError, FileNotFoundError) as exc:  # say what, no traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2
 

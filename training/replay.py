@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from service.errors import RiskscoreError
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
 FRAUD_LABEL: Final = "fraud"
@@ -55,7 +56,7 @@ _TRUE: Final = frozenset({"true", "1", "1.0"})
 _FALSE: Final = frozenset({"false", "0", "0.0"})
 
 
-class ReplayError(Exception):
+class ReplayError(RiskscoreError):
     """The replay cannot go on: the service is unreachable or refuses the API key."""
 
 

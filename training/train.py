@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from service.contract import VERTICALS
+from service.errors import RiskscoreError
 from service.features import catalog
 from service.model.bundle import (
     FOREST,
@@ -56,7 +58,7 @@ from service.model.bundle import (
 from service.model.compiled import CompiledForest, sigmoid_many
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, encode_frame
 from service.reference.tables import FxTable
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.evaluate import model_metrics
 from training.registry import register, version_name
@@ -81,7 +83,7 @@ MIN_VERTICAL_ROWS: Final = 200  # fewer validation rows: the vertical takes the 
 PARITY_TOLERANCE: Final = 1e-9
 
 
-class TrainingError(ValueError):
+class TrainingError(RiskscoreError):
     """The log cannot train a model; the message says what is missing."""
 
 

@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 
 from service.contract import DecisionName, Reason
-from service.settings import DegradedAction, Thresholds
+from service.verticals import DegradedAction, Thresholds
 
 STRENGTH: dict[str, int] = {"approve": 0, "challenge": 1, "review": 2, "decline": 3}
 

@@ -36,7 +36,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.errors import RiskscoreError
+from service.contract import VERTICALS
+from service.errors import ModelRefused
 from service.features import catalog
 from service.model.compiled import CompiledForest, sigmoid, sigmoid_many
 from service.model.encoding import (
@@ -47,7 +48,7 @@ from service.model.encoding import (
     encode_one,
 )
 from service.model.reasons import Explainer, ModelReason
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 
 FORMAT: Final = "riskscore-model/1"
 MODEL_CARD: Final = "model_card.json"
@@ -65,15 +66,6 @@ SCORE_LOG10_ODDS_AT_0: Final = -4.0
 SCORE_LOG10_ODDS_AT_100: Final = 2.0
 _LN10: Final = math.log(10.0)
 _SCORE_SCALE: Final = 100.0 / (SCORE_LOG10_ODDS_AT_100 - SCORE_LOG10_ODDS_AT_0)
-
-
-class ModelRefused(RiskscoreError):
-    """A model directory failed verification; nothing in it was parsed past the failure."""
-
-    def __init__(self, directory: Path | str, reason: str) -> None:
-        super().__init__(f"model {directory} refused: {reason}")
-        self.directory = str(directory)
-        self.reason = reason
 
 
 class Calibration(msgspec.Struct, frozen=True):

@@ -56,8 +56,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.errors import ExpressionError
 from service.rules.scalar import Scalar, compile_scalar
-from service.rules.syntax import ExpressionError, Feature, Node, Param, parse, walk
+from service.rules.syntax import Feature, Node, Param, parse, walk
 from service.rules.vectorised import Columns, Vector, compile_vector
 
 __all__ = ["Columns", "Expression", "ExpressionError", "parse"]

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import msgspec
 import yaml
 
+from service.contract import VERTICALS
 from service.errors import RuleError
 from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
@@ -31,7 +32,6 @@ from service.rules.ruleset import (
     RuleSet,
     Scope,
 )
-from service.settings import VERTICALS
 
 PACKS: Final[tuple[str, ...]] = (COMMON, *VERTICALS)
 MAX_FILE_BYTES: Final = 1_000_000

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, NoReturn
 
+from service.errors import ExpressionError
 from service.features.catalog import FEATURES_BY_NAME, feature_kind
 
 Kind = Literal["number", "string", "bool", "none"]
@@ -36,19 +37,6 @@ _KIND_PLURALS: Final[dict[str, str]] = {
     "bool": "true/false values",
     "none": "None",
 }
-
-
-class ExpressionError(ValueError):
-    """A condition that does not parse or does not type-check; says where and what to write."""
-
-    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
-        where = ""
-        if column is not None:
-            where = (
-                f" (line {line}, column {column})" if line and line > 1 else f" (column {column})"
-            )
-        super().__init__(message + where)
-        self.message, self.line, self.column = message, line, column
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.settings import VERTICALS
+from service.contract import VERTICALS
 from training.simulation.batch import MISSING, Batch
 from training.simulation.identities import ip_addresses
 from training.simulation.markets import SPEND_FACTOR, VPN_COUNTRIES, VPN_EXITS_PER_COUNTRY
