@@ -233,11 +233,10 @@ def settle_heap() -> None:
     What startup built (app, rules, model, reference data) lives as long as the process:
     frozen, full collections no longer walk it. A score call frees nearly everything it
     makes by reference counting, but 32 calls in flight hold well over 700 containers at
-    once, and the young generation's count only falls back to zero at a collection, so
-    at CPython's threshold of 700 a young collection ran every 19 calls or so and found
-    next to nothing (164 objects in 1,879 collections over a 13-second load run): 0.29 s
-    of collector time, about 7 µs per score call. At 20,000 the same run had none; the
-    rare collection that does run scans at most that many objects (about a millisecond).
+    once, and the young generation's count only falls back to zero at a collection, so at
+    CPython's threshold of 700 young collections run every few calls and find next to
+    nothing. At ``YOUNG_COLLECTION_THRESHOLD`` they are rare, and the one that does run
+    scans at most that many objects (the measurements: ``benchmarks/README.md``).
     """
     gc.collect()
     gc.freeze()

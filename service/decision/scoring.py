@@ -245,9 +245,11 @@ _code: Final = attrgetter("code")
 
 
 class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry, as ``_record`` describes it; a struct rather than a dict
-    because msgspec encodes its field names from a table built once (about 0.3 µs less per
-    record), in this order."""
+    """The decision-log entry, as ``_record`` describes it, in this order.
+
+    A struct rather than a dict because msgspec encodes its field names from a table built
+    once.
+    """
 
     payment: Payment
     decision: str
@@ -280,8 +282,8 @@ def _record(
     that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
     every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
     ``catalog_version`` identifies (the service registers each version's names in Redis
-    at startup, see ``service.stores.decisions``). The names were about 1.4 KB of each
-    3.5 KB record, the same in every one; records written before this format hold
+    at startup, see ``service.stores.decisions``), since the names were the same in every
+    record and a large part of each; records written before this format hold
     ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
     top too), and the export reads both.
     """

@@ -5,19 +5,18 @@ set-up); the authorization budget leaves the model a few microseconds. A gradien
 forest is a sum over trees of the value of the leaf each tree routes the row to, so the
 forest is flattened into node arrays (all trees end to end) and walked by a kernel compiled
 with numba. A numpy walk (one vectorised gather per depth level, all trees at once) spent
-most of its 15–20 µs in the overhead of a few dozen small numpy calls, not in the ~1,000
-comparisons a row needs. Compiled, the walk is a plain loop over levels and trees: about
-1.5 µs for 150 trees of depth 6, and 1 µs more for the contributions. numba rather than a
-C extension: no build step and no wheels to publish, and the kernel stays Python a reader
-can check against scikit-learn's own predictor.
+most of its time in the overhead of a few dozen small numpy calls, not in the comparisons a
+row needs; compiled, the walk is a plain loop over levels and trees (the timings:
+``benchmarks/README.md``). numba rather than a C extension: no build step and no wheels to
+publish, and the kernel stays Python a reader can check against scikit-learn's own predictor.
 
 One definition, two engines: ``_walk_row`` routes one row through every tree, and both the
 online kernel (``_explain_row``: one payment, raw score and contributions in the same pass)
 and the offline one (``_raw_many``: training, evaluation, backtests) call it, so they cannot
 disagree. The next position is one load indexed by the comparison, the child offset at
 ``links[4 * position + 5 + went_left]``, instead of a branch the processor would mispredict
-half the time (a shift chosen by the comparison compiled to such a branch: 1.4 µs slower per
-row). Leaves point to themselves, so every tree takes ``max_depth`` steps and the loop has
+half the time (a shift chosen by the comparison compiled to such a branch, and was slower).
+Leaves point to themselves, so every tree takes ``max_depth`` steps and the loop has
 no data-dependent exit either.
 
 The layout is for a cold cache. Under load the web server and Redis run between two
@@ -26,10 +25,8 @@ Each node is one 16-byte record holding all the walk reads: the threshold (a lea
 the column compared and the two child offsets as uint16. Each tree starts on a cache line,
 and each parent is followed by the subtree of the child more training rows took, so a row's
 path mostly runs through consecutive records; a leaf's path (below) is one 64-byte record.
-For the benchmark model (150 trees of depth 6) that is 358 KiB instead of 934 KiB, and a
-row with contributions touches about 515 cache lines instead of 2,280 in seven per-node and
-per-leaf tables. Reading an 8 MB buffer between calls, ``explain`` on one row takes 10.5 µs
-instead of 15.4 (warm: 4.5 instead of 5.0 µs; about 3 µs of either is the call itself).
+A row's walk therefore touches a fraction of the cache lines that separate per-node and
+per-leaf tables would (the sizes and timings: ``benchmarks/README.md``).
 
 Missing values are routed exactly as scikit-learn routes them: a node sends NaN to the
 side ``missing_go_to_left`` names. Instead of testing for NaN at each node, the row is laid
@@ -52,8 +49,7 @@ of the numpy walk, and of the models already registered and evaluated with it.
 Kernels compile on first use and are cached on disk (next to this file, else in the user's
 cache directory); where neither is writable they are compiled at every start instead of
 failing. ``CompiledForest.__init__`` runs each kernel once, so a model load pays for
-compilation (two to three seconds) or the cache read (about a quarter of a second), never
-the first payment.
+compilation or the cache read, never the first payment.
 
 Nothing here unpickles: the forest is saved and loaded as plain arrays in an ``.npz``.
 """

@@ -38,8 +38,8 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 def parse_ip(raw: str) -> IPAddress:
     """The canonical address object; ValueError when ``raw`` is not an IP address.
 
-    Parsed by the C ``inet_pton`` (strict: no leading zeros in IPv4, no IPv6 zone ids), several
-    times faster than ``ipaddress``'s own parser on the hot path.
+    Parsed by the C ``inet_pton`` (strict: no leading zeros in IPv4, no IPv6 zone ids), which
+    is cheaper on the hot path than ``ipaddress``'s own parser.
     """
     text = raw.strip()
     try:
@@ -71,8 +71,8 @@ class KeyedSha256:
 
     The construction is RFC 2104's, the one ``hmac`` runs, so
     ``KeyedSha256(key, prefix).digest(m) == hmac.digest(key, prefix + m, "sha256")`` for
-    every key and message (``tests/unit/test_normalise.py`` holds it to that); about 2.5
-    times cheaper than ``hmac.digest``, which hashes the padded key again on every call.
+    every key and message (``tests/unit/test_normalise.py`` holds it to that); cheaper than
+    ``hmac.digest``, which hashes the padded key again on every call.
     """
 
     __slots__ = ("_inner", "_outer")

@@ -1,8 +1,8 @@
 """The store's server-side code: one Redis function library (Redis 7 ``FUNCTION LOAD``).
 
 Why functions and not ``EVALSHA``: the catalogue plan is a Lua table of a few hundred
-entries; a script would rebuild it on every call (about a third of the CPU budget of a
-score call), while a library builds it once, when loaded, and its functions keep it.
+entries; a script would rebuild it on every call, while a library builds it once, when
+loaded, and its functions keep it.
 
 The library is ``begin.lua``, ``commit.lua``, ``feedback.lua`` and ``list_change.lua``
 behind the shared locals and the plan's prelude. Its name and function names carry a hash

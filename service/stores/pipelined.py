@@ -1,9 +1,9 @@
 """The hot path's Redis connection: one socket, commands of concurrent calls pipelined.
 
 Why not redis-py's asyncio client for ``begin`` and ``commit``: each of its commands takes
-a pooled connection, a lock and a ``StreamReader`` round, about 100–200 µs of CPU on this
-machine even for a ``PING`` (``benchmarks/micro.py``, ``redis_round_trip``), and a score
-call makes two. Here a command is packed by hiredis (C), queued, and every command queued
+a pooled connection, a lock and a ``StreamReader`` round, which costs more CPU than the
+command itself even for a ``PING`` (``benchmarks/micro.py``, ``redis_round_trip``), and a
+score call makes two. Here a command is packed by hiredis (C), queued, and every command queued
 during one turn of the event loop goes out in one write; replies are parsed by hiredis'
 reader and handed back in order. Under load many score calls share each system call, on
 this side and in Redis.
@@ -17,7 +17,7 @@ polls its sockets, so under load it turned answered calls into degraded decision
 The calls of one write share a deadline and deadlines come in the order of the writes, so
 one timer serves them all: it is set for the oldest write that still has a call waiting,
 and under load, when every call is answered within milliseconds, it fires about once per
-budget. (A timer per call, set and cancelled, cost uvloop about 1.7 µs, twice per score.)
+budget, where a timer per call would be set and cancelled twice per score.
 A call that gives up leaves its place in the queue: its reply, when it comes, is dropped,
 so the stream of replies never shifts. A connection that answers
 nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
@@ -34,9 +34,8 @@ replies are still all consumed) and is resolved by ``EXEC``'s reply.
 
 ``execute_template`` sends a ``TransactionTemplate``: a transaction whose constant
 arguments were packed once, so that only its ``Slot`` values are packed per call. Why:
-hiredis copies every argument twice and formats each header with ``sprintf``; for the
-non-declined commit (17 arguments, 4 of them per call, a decision record of 1.5 KB) the
-template packs in about two thirds of the time.
+hiredis copies every argument twice and formats each header with ``sprintf``, while most
+of the non-declined commit's arguments are the same in every call.
 """
 
 from __future__ import annotations

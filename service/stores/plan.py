@@ -356,9 +356,9 @@ class Plan:
 
         ``COUNT[e]``: begin's pass over entity e's state, one Lua function per entity
         written out from the plan (``_count_entity``). A loop over the plan's tables did
-        the same with some 30 Lua instructions of bookkeeping per value moved (which
-        group, how many measures, which window, which slot); with those as constants in
-        the code a begin costs Redis a sixth fewer instructions. The functions are text
+        the same with Lua bookkeeping per value moved (which group, how many measures,
+        which window, which slot); with those as constants in the code a begin costs Redis
+        fewer instructions. The functions are text
         made from the plan's own numbers, with the rules spelled out once, in
         ``_count_group`` and ``_count_kind``.
         """

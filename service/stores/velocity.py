@@ -362,9 +362,9 @@ class RiskStore:
         ``digest`` (a retry with another payload is still a conflict) and the entity
         record that feedback reads (``decided_value``). A decline recounts its entities'
         packed states, which only the ``commit`` function can do. Any other decision is a
-        ``MULTI``/``EXEC`` of the commands that function would run: half the Redis
-        instructions of the function call (no Lua VM, no nested-call bookkeeping;
-        ``benchmarks/redis_begin.py --commit --callgrind``), for about 2 µs more here. A hot client
+        ``MULTI``/``EXEC`` of the commands that function would run, which costs Redis
+        less than the function call (no Lua VM, no nested-call bookkeeping;
+        ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """

@@ -79,7 +79,7 @@ class DecisionLines:
     """The one log line per decision, in the same JSON shape as ``JsonFormatter``'s.
 
     Not through ``logging``: a ``LogRecord``, the formatter and a locked, flushed write per
-    decision cost about 25 µs of a score call under load. Here a line is one msgspec
+    decision are a noticeable part of a score call under load. Here a line is one msgspec
     encode, and the lines of one event-loop turn leave in one write (at low traffic, each
     at once). Written only while the logger ``name`` is enabled for INFO, so
     ``RISKSCORE_LOG_LEVEL`` governs these lines as it governs the others.
