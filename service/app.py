@@ -92,6 +92,7 @@ def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
+    """The decision core's long-lived parts from ``settings``, and why there is no model, if so."""
     client = make_client(settings.redis_url, settings.redis_timeout_ms)
     store = RiskStore(
         client,
@@ -137,6 +138,7 @@ class ScoringApp(Litestar):
     direct_score = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Send ``POST /v1/score`` to ``score_direct`` when allowed, all else to Litestar."""
         if (
             self.direct_score
             and scope["type"] == "http"
@@ -150,6 +152,7 @@ class ScoringApp(Litestar):
 
 
 def create_app(settings: Settings) -> Litestar:
+    """The app for ``settings``: routes, the error table, a lifespan owning the engine."""
     if not settings.secret:
         raise ConfigurationError("RISKSCORE_SECRET", "required: it keys the pseudonymisation")
     metrics = Metrics()
@@ -333,8 +336,11 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
 
 
 def _document_bodies(app: Litestar) -> None:
-    """Publish the request bodies the handlers decode themselves (msgspec does the schema),
-    the score response, and the error answers each operation gives, all as ``ErrorBody``."""
+    """Publish the bodies, responses and errors of every operation in the OpenAPI schema.
+
+    Publish the request bodies the handlers decode themselves (msgspec does the schema),
+    the score response, and the error answers each operation gives, all as ``ErrorBody``.
+    """
     bodies = {
         ("/v1/score", "post"): ScoreRequest,
         ("/v1/feedback", "post"): FeedbackRequest,

@@ -24,6 +24,8 @@ import msgspec
 
 
 class FieldProblem(msgspec.Struct, frozen=True):
+    """One problem of a request, named by the field's dotted path."""
+
     field: str
     message: str
 
@@ -33,18 +35,24 @@ class RiskscoreError(Exception):
 
 
 class ConfigurationError(RiskscoreError):
+    """A setting is missing or malformed; names the variable."""
+
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
 
 
 class InvalidRequest(RiskscoreError):
+    """The caller sent something we refuse; carries every field-level problem found."""
+
     def __init__(self, problems: list[FieldProblem]) -> None:
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
         self.problems = problems
 
 
 class PanDetected(InvalidRequest):
+    """A full card number appeared in the request; names the field, never the number."""
+
     def __init__(self, field: str) -> None:
         super().__init__(
             [FieldProblem(field, "looks like a full card number (PAN); PANs are never accepted")]
@@ -52,16 +60,22 @@ class PanDetected(InvalidRequest):
 
 
 class IdempotencyConflict(RiskscoreError):
+    """A transaction id was reused with a different payload."""
+
     def __init__(self, transaction_id: str) -> None:
         super().__init__(f"transaction_id {transaction_id} was scored with a different payload")
         self.transaction_id = transaction_id
 
 
 class NotFound(RiskscoreError):
+    """The thing named (a list, a transaction) does not exist."""
+
     pass
 
 
 class RuleError(RiskscoreError):
+    """A rule file failed to parse or compile; names file, line and rule."""
+
     def __init__(
         self, file: str, message: str, *, line: int | None = None, rule: str | None = None
     ) -> None:
@@ -93,8 +107,12 @@ class ModelRefused(RiskscoreError):
 
 
 class StoreUnavailable(RiskscoreError):
+    """Redis did not answer within the budget, or the breaker is open."""
+
     pass
 
 
 class RetryLater(RiskscoreError):
+    """A concurrent call with the same transaction id has not finished deciding."""
+
     pass

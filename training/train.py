@@ -89,6 +89,8 @@ class TrainingError(RiskscoreError):
 
 @dataclass(frozen=True, slots=True)
 class Split:
+    """The boolean row masks of the time-ordered train, validation and test periods."""
+
     train: np.ndarray  # boolean masks over the dataset's rows
     validation: np.ndarray
     test: np.ndarray
@@ -97,12 +99,15 @@ class Split:
 
 @dataclass(slots=True)
 class TrainReport:
+    """What a training run produced and measured."""
+
     version: str
     directory: Path
     card: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values."""
         return {"version": self.version, "directory": str(self.directory)} | self.card
 
 

@@ -46,8 +46,11 @@ def error_body(status: int, body: ErrorBody, retry_after: str | None = None) -> 
 
 
 def answer_error(request: Request, exc: Exception) -> Response:
-    """The app's one exception handler: the answer of ``exc``'s nearest class in the table,
-    Litestar's own HTTP errors with their status and detail, and 500 for anything else."""
+    """The app's one exception handler, answering from ``ERROR_ANSWERS``.
+
+    The app's one exception handler: the answer of ``exc``'s nearest class in the table,
+    Litestar's own HTTP errors with their status and detail, and 500 for anything else.
+    """
     answer = next((ERROR_ANSWERS[c] for c in type(exc).__mro__ if c in ERROR_ANSWERS), None)
     if answer is not None:
         problems = []

@@ -48,6 +48,8 @@ VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
 
 @dataclass
 class Engine:
+    """The long-lived parts one score call uses: settings, reference data, stores, rules, model."""
+
     settings: Settings
     fx: FxTable
     pseudonymiser: Pseudonymiser
@@ -65,6 +67,16 @@ _encoder = msgspec.json.Encoder()
 
 
 async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+    """Decide one validated request and record the decision before returning it.
+
+    A transaction id is decided once: a retry with the same payload gets the stored answer
+    (``replayed``), another payload ``IdempotencyConflict``, and a retry while the first
+    call still decides waits for its answer or gets ``RetryLater``. Otherwise the payment is
+    normalised, counted and looked up in the lists (one Redis round trip), run through the
+    rules and the model, decided by the policy, and stored and logged (a second round trip,
+    or the local spool while Redis is away). A Redis step that misses its budget is skipped
+    and named in ``degraded``; nothing here raises for that.
+    """
     started = time.perf_counter()
     settings = engine.settings
     normalised = normalise(

@@ -85,9 +85,12 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 def kernel(function: _Function) -> _Function:
-    """``numba.njit(cache=True)``, degrading to an uncached ``njit`` when no cache directory
+    """``numba.njit(cache=True)``, or an uncached ``njit`` where nothing can be cached.
+
+    ``numba.njit(cache=True)``, degrading to an uncached ``njit`` when no cache directory
     is writable (a read-only install, no home directory): numba refuses ``cache=True``
-    outright then, and a slower start beats a service that cannot import."""
+    outright then, and a slower start beats a service that cannot import.
+    """
     try:
         return numba.njit(cache=True)(function)
     except RuntimeError:
@@ -125,10 +128,13 @@ def _block_sum(values: np.ndarray, start: int, n: int) -> float:
 
 @kernel
 def _numpy_sum(values: np.ndarray) -> float:
-    """``values.sum()`` to the last bit: numpy's pairwise summation (``pairwise_sum_DOUBLE``)
+    """``values.sum()`` to the last bit, as numpy computes it.
+
+    ``values.sum()`` to the last bit: numpy's pairwise summation (``pairwise_sum_DOUBLE``)
     from 0.0, which sums blocks of up to 128 values and splits longer runs in two halves
     (the first a multiple of 8). numpy recurses; this walks the same halves with a stack,
-    because numba's on-disk cache cannot hold a recursive function."""
+    because numba's on-disk cache cannot hold a recursive function.
+    """
     n = len(values)
     if n <= _PAIRWISE_BLOCK:
         return 0.0 + _block_sum(values, 0, n)
@@ -172,7 +178,9 @@ def _walk_row(
     max_depth: int,
     positions: np.ndarray,
 ) -> None:
-    """Route row ``x`` through every tree: ``positions[t]`` is tree ``t``'s leaf, as a walk
+    """Route row ``x`` through every tree to its leaves.
+
+    Route row ``x`` through every tree: ``positions[t]`` is tree ``t``'s leaf, as a walk
     position (twice its record's index).
 
     Level by level, all trees at once, as the numpy walk did: the trees' steps within a
@@ -207,8 +215,11 @@ def _explain_row(
     width: int,
     contributions: np.ndarray,
 ) -> float:
-    """The raw score of row ``x``; adds each feature's contribution into ``contributions``
-    (zeros on entry) unless it is empty."""
+    """The raw score of row ``x`` and its features' contributions.
+
+    The raw score of row ``x``; adds each feature's contribution into ``contributions``
+    (zeros on entry) unless it is empty.
+    """
     positions = np.empty(len(roots2), dtype=np.intp)
     _walk_row(x, roots2, nodes, links, max_depth, positions)
     values = np.empty(len(roots2))
@@ -261,6 +272,7 @@ def sigmoid(raw: float) -> float:
 
 
 def sigmoid_many(raw: np.ndarray) -> np.ndarray:
+    """The logistic function over an array of raw scores."""
     z = np.exp(-np.abs(raw))
     return np.where(raw >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
@@ -452,18 +464,23 @@ class CompiledForest:
         return cls(arrays, int(model.n_features_in_))
 
     def to_npz_bytes(self) -> bytes:
+        """The forest as an ``.npz`` of plain arrays (no pickle)."""
         buffer = io.BytesIO()
         np.savez(buffer, **self.arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_npz_bytes(cls, data: bytes, n_features: int) -> CompiledForest:
+        """A forest from ``to_npz_bytes``' output, checked before use."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return cls({name: npz[name] for name in npz.files}, n_features)
 
     def _row(self, x: np.ndarray) -> np.ndarray:
-        """``x`` as the kernels take it: contiguous float64 of ``n_features`` (an array of
-        another length would read past its end: the kernels do not check bounds)."""
+        """``x`` in the layout the kernels take.
+
+        ``x`` as the kernels take it: contiguous float64 of ``n_features`` (an array of
+        another length would read past its end: the kernels do not check bounds).
+        """
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.shape != (self.n_features,):
             raise ValueError(f"expected a row of {self.n_features} features, got {x.shape}")
@@ -489,8 +506,10 @@ class CompiledForest:
         return self.explain(self._row(x), contributions), contributions
 
     def explain(self, x: np.ndarray, contributions: np.ndarray | None = None) -> float:
-        """The raw score of ``x``, and each feature's contribution added into
-        ``contributions`` (zeros of ``n_features``) when given.
+        """The raw score of ``x`` with each feature's contribution.
+
+        The raw score of ``x``, and each feature's contribution added into ``contributions`` (zeros
+        of ``n_features``) when given.
 
         The scoring path's entry: no conversion or check of its own, so ``x`` must be a
         contiguous float64 vector of ``n_features``, as ``encode_one`` makes it.
@@ -513,4 +532,5 @@ class CompiledForest:
         return out
 
     def proba_many(self, matrix: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities of many rows, as scikit-learn's ``predict_proba[:, 1]``."""
         return sigmoid_many(self.raw_many(matrix))

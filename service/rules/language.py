@@ -94,9 +94,11 @@ class Expression:
     def evaluate(
         self, features: Mapping[str, Any], params: Mapping[str, float] | None = None
     ) -> bool:
+        """The condition's value for one payment's features and params."""
         return bool(self.scalar(features, params if params is not None else {}))
 
     def evaluate_columns(self, columns: Columns) -> np.ndarray:
+        """The condition over whole columns, one boolean per row."""
         with np.errstate(all="ignore"):
             result = self._vector(columns)
         result = np.asarray(result, dtype=bool)
@@ -107,4 +109,5 @@ class Expression:
     def evaluate_frame(
         self, frame: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> np.ndarray:
+        """The condition over a feature frame, one boolean per row."""
         return self.evaluate_columns(Columns(frame, params))

@@ -58,6 +58,8 @@ class PackFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """One rule as written in a pack file, before it is checked and compiled."""
+
     id: str
     description: str
     when: str
@@ -131,8 +133,11 @@ def _error_line(root: yaml.Node, path: Sequence[str | int], about_key: bool) -> 
 
 
 def _split_msgspec(error: msgspec.ValidationError) -> tuple[str, list[str | int], bool]:
-    """msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
-    complaint is about a mapping's key rather than a value."""
+    """msgspec's error message split into its text, its path, and key-or-value.
+
+    msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
+    complaint is about a mapping's key rather than a value.
+    """
     text = str(error)
     match = _MSGSPEC_PATH.search(text)
     path: list[str | int] = []

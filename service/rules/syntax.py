@@ -45,30 +45,40 @@ _KIND_PLURALS: Final[dict[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Feature:
+    """A feature of the catalogue, by name."""
+
     name: str
     kind: Kind
 
 
 @dataclass(frozen=True, slots=True)
 class Constant:
+    """A literal number, string, true/false or None."""
+
     value: float | str | bool | None
     kind: Kind
 
 
 @dataclass(frozen=True, slots=True)
 class Param:
+    """A number set in the rule file, by name."""
+
     name: str
     kind: ClassVar[Kind] = "number"
 
 
 @dataclass(frozen=True, slots=True)
 class Negate:
+    """Unary minus."""
+
     operand: Node
     kind: ClassVar[Kind] = "number"
 
 
 @dataclass(frozen=True, slots=True)
 class Arithmetic:
+    """``+ - * /`` of two numbers."""
+
     op: str  # + - * /
     left: Node
     right: Node
@@ -77,6 +87,8 @@ class Arithmetic:
 
 @dataclass(frozen=True, slots=True)
 class Function:
+    """``min``, ``max`` or ``abs`` of numbers."""
+
     name: str  # min, max, abs
     args: tuple[Node, ...]
     kind: ClassVar[Kind] = "number"
@@ -84,6 +96,8 @@ class Function:
 
 @dataclass(frozen=True, slots=True)
 class Coalesce:
+    """A value, or a default where it is missing."""
+
     value: Node
     default: Node
     kind: Kind
@@ -91,12 +105,16 @@ class Coalesce:
 
 @dataclass(frozen=True, slots=True)
 class IsMissing:
+    """Whether a value is missing."""
+
     operand: Node
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
+    """A comparison of two values."""
+
     op: str  # == != < <= > >=
     left: Node
     right: Node
@@ -105,6 +123,8 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """Whether a value is in a list of literals."""
+
     operand: Node
     values: frozenset[Any]
     negated: bool
@@ -113,18 +133,24 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class And:
+    """All of the conditions."""
+
     operands: tuple[Node, ...]
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
+    """Any of the conditions."""
+
     operands: tuple[Node, ...]
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """The negation of a condition."""
+
     operand: Node
     kind: ClassVar[Kind] = "bool"
 

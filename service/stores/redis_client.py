@@ -32,6 +32,7 @@ class HiredisPackingConnection(Connection):
     """
 
     def pack_command(self, *args: object) -> list[bytes]:  # type: ignore[override]
+        """The command's RESP bytes, packed by hiredis."""
         head = args[0]
         if isinstance(head, str) and " " in head:  # "CONFIG GET", as redis-py's packer splits
             args = (*head.split(), *args[1:])

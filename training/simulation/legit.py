@@ -46,6 +46,7 @@ def three_ds(rng: np.random.Generator, issuer_countries: np.ndarray) -> np.ndarr
 
 
 def legitimate(rng: np.random.Generator, world: World, n: int) -> Batch:
+    """``n`` legitimate payments by the world's customers."""
     customers, window = world.customers, world.window
     retries = round(n * RETRY_SHARE) if n >= 100 else 0
     base = n - retries

@@ -16,6 +16,8 @@ from service.contract import VERTICALS
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """One vertical's shape: its share of customers, merchants, amounts and habits."""
+
     customer_share: float  # of the customer population
     merchants: int  # at a million rows; fewer for small logs
     country_mix: tuple[float, ...]  # over HOME_COUNTRIES: IN, BD, ID, VN, BR
