@@ -33,16 +33,20 @@ class AssetError(ValueError):
 
 
 def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, as ``sources.json`` pins it."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_sources(path: Path = SOURCES_FILE) -> dict[str, Any]:
+    """The pin file."""
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def check(sources_file: Path = SOURCES_FILE, assets_dir: Path = ASSETS_DIR) -> list[str]:
-    """Every shipped file that is missing or differs from its pinned SHA-256; empty when
-    the files are exactly those ``sources.json`` names."""
+    """Every shipped file that is missing or differs from its pinned SHA-256.
+
+    Empty when the files are exactly those ``sources.json`` names.
+    """
     sources = load_sources(sources_file)
     problems = []
     shipped = {dst for pin in sources["packages"].values() for dst in pin["files"].values()}
@@ -81,8 +85,10 @@ def update(
     assets_dir: Path = ASSETS_DIR,
     npm: str = "npm",
 ) -> list[str]:
-    """Fetch every pinned package (those in ``bump`` at the version given there), ship the
-    files its pin lists, and rewrite the pins. Returns one line per package."""
+    """Fetch every pinned package, ship the files its pin lists, and rewrite the pins.
+
+    Packages in ``bump`` move to the version given there first. Returns one line per package.
+    """
     sources = load_sources(sources_file)
     packages: dict[str, Any] = sources["packages"]
     bump = dict(bump or {})

@@ -46,8 +46,11 @@ CONTENT_SECURITY_POLICY: Final = (
 
 
 def openapi_config(*, title: str, version: str, description: str) -> OpenAPIConfig:
-    """``/schema`` (Redoc, also at ``/schema/redoc``), ``/schema/swagger``, and the document
-    as ``/schema/openapi.json`` and ``/schema/openapi.yaml``; nothing else."""
+    """The OpenAPI pages, their files local, and the document; nothing else.
+
+    ``/schema`` (Redoc, also at ``/schema/redoc``), ``/schema/swagger``, and the document as
+    ``/schema/openapi.json`` and ``/schema/openapi.yaml``.
+    """
     return OpenAPIConfig(
         title=title,
         version=version,

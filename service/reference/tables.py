@@ -79,10 +79,12 @@ _ONE = Decimal(1)
 
 
 def is_currency(code: str) -> bool:
+    """Whether ``code`` is a currency a payment can be made in."""
     return code in CURRENCIES
 
 
 def is_country(code: str) -> bool:
+    """Whether ``code`` is an ISO 3166-1 alpha-2 country code."""
     return code in COUNTRIES
 
 
@@ -112,8 +114,11 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 def canonical_domain(text: str) -> str:
-    """A mail domain as the email check compares it: NFKC, case-folded, without a trailing
-    dot, IDNA-encoded (UTS 46). Raises ``ValueError`` saying why ``text`` is no domain."""
+    """A mail domain as the email check compares it.
+
+    NFKC, case-folded, without a trailing dot, IDNA-encoded (UTS 46; punycode per label for
+    what IDNA 2008 refuses). Raises ``ValueError`` saying why ``text`` is no domain.
+    """
     if len(text) > 1024:  # before any work on it: no domain is this long
         raise ValueError("longer than 253 characters")
     name = unicodedata.normalize("NFKC", text).strip().rstrip(".").casefold()
@@ -155,9 +160,12 @@ def _punycode(label: str) -> str:
 
 
 def read_disposable_domains(data: bytes, *, source: str = "domains") -> frozenset[str]:
-    """An operator's list of disposable-mailbox domains: UTF-8, one domain a line, ``#``
-    starts a comment, blank lines ignored. Every domain is canonical (``canonical_domain``);
-    a file with any line that is not a domain is refused whole, every bad line named."""
+    """An operator's list of disposable-mailbox domains, each canonical.
+
+    UTF-8, one domain a line, ``#`` starts a comment, blank lines ignored. Every domain is
+    made canonical (``canonical_domain``); a file with any line that is not a domain is
+    refused whole, every bad line named.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -216,6 +224,7 @@ class FxTable:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, str]], *, source: str = "rates") -> FxTable:
+        """A table from ``currency, usd_per_unit, as_of`` rows, every row checked."""
         rates: dict[str, Decimal] = {}
         dates: set[date] = set()
         for n, row in enumerate(rows, start=2):
@@ -241,9 +250,11 @@ class FxTable:
 
     @property
     def currencies(self) -> frozenset[str]:
+        """The currencies with a reference rate."""
         return frozenset(self._rates)
 
     def rate(self, currency: str) -> Decimal:
+        """USD per unit of ``currency``; ``InvalidRequest`` when it has no rate."""
         try:
             return self._rates[currency]
         except KeyError:
@@ -271,14 +282,18 @@ MAX_DIGITS: Final = 24
 
 
 def utc_today() -> date:
+    """Today in UTC: the date an FX table's age is counted against."""
     return datetime.now(UTC).date()
 
 
 def fx_problems(table: FxTable, *, today: date, running: FxTable | None = None) -> list[str]:
-    """What keeps a well-formed table from serving: a currency the contract names without a
-    rate, a rate beyond belief (outside ``MIN_RATE``..``MAX_RATE``, or over ``MAX_DIGITS``
-    digits), USD not 1, a date in the future, or (against the table in use) a currency
-    dropped, which would turn that currency's payments into 400s without a restart."""
+    """What keeps a well-formed table from serving; empty when nothing does.
+
+    A currency the contract names without a rate, a rate beyond belief (outside
+    ``MIN_RATE``..``MAX_RATE``, or over ``MAX_DIGITS`` digits), USD not 1, a date in the
+    future, or (against the table in use) a currency dropped, which would turn that
+    currency's payments into 400s without a restart.
+    """
     problems = []
     if missing := sorted(CONTRACT_CURRENCIES - table.currencies):
         problems.append(f"no rate for {', '.join(missing)} (every contract currency needs one)")
@@ -305,8 +320,11 @@ def fx_problems(table: FxTable, *, today: date, running: FxTable | None = None) 
 def read_fx_rates(
     data: bytes, *, source: str = "rates", today: date | None = None, running: FxTable | None = None
 ) -> FxTable:
-    """An FX table fit to serve from a file's bytes; ``ReferenceDataError`` names every
-    problem (``FxTable.from_bytes``'s, then ``fx_problems``')."""
+    """An FX table fit to serve, from a file's bytes.
+
+    ``ReferenceDataError`` names every problem (``FxTable.from_bytes``'s, then
+    ``fx_problems``').
+    """
     table = FxTable.from_bytes(data, source=source)
     if problems := fx_problems(table, today=today or utc_today(), running=running):
         raise ReferenceDataError(f"{source}: " + "; ".join(problems))
@@ -358,6 +376,7 @@ class ReferenceFile(Generic[T]):
 
     @property
     def current(self) -> T:
+        """The table in use."""
         return self._current
 
     def reload_if_changed(self) -> T | None:
@@ -431,8 +450,11 @@ DOMAINS_MAX_BYTES: Final = 32 << 20  # about a million domains; the library list
 
 
 class ReferenceTables:
-    """The reference files a service reads: the FX table and, optionally, the operator's
-    disposable-mailbox list (applied process-wide with ``use_disposable_domains``)."""
+    """The reference files a service reads, each reloaded when replaced.
+
+    The FX table and, optionally, the operator's disposable-mailbox list (applied
+    process-wide with ``use_disposable_domains``).
+    """
 
     def __init__(
         self, fx_path: Path, disposable_path: Path | None = None, *, settle_seconds: float = 0.0
@@ -451,8 +473,11 @@ class ReferenceTables:
             use_disposable_domains(self.disposable.current)
 
     def reload_if_changed(self) -> dict[str, str]:
-        """Look at both files (file I/O: from a thread); ``{table: "ok"|"refused"}`` for each
-        that changed. An accepted domain list is in use on return."""
+        """Look at both files (file I/O: call it from a thread).
+
+        Returns ``{table: "ok"|"refused"}`` for each that changed. An accepted domain list
+        is in use on return.
+        """
         results: dict[str, str] = {}
         files = {"fx_rates": self.fx, "disposable_domains": self.disposable}
         for name, file in files.items():

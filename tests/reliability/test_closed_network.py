@@ -1,8 +1,10 @@
-"""The service runs where nothing but loopback answers: started with every connection,
-datagram and name lookup to anything else refused and recorded (``no_network_guard.c``,
-loaded with LD_PRELOAD under Python, uvloop and every C extension alike), it starts,
-scores, reloads the FX table and the disposable-mailbox list, and serves every page and
-every file those pages load, and nothing in it tried to reach another address.
+"""The service runs where nothing but loopback answers.
+
+Started with every connection, datagram and name lookup to anything else refused and
+recorded (``no_network_guard.c``, loaded with LD_PRELOAD under Python, uvloop and every C
+extension alike), it starts, scores, reloads the FX table and the disposable-mailbox list,
+and serves every page and every file those pages load, and nothing in it tried to reach
+another address.
 """
 
 from __future__ import annotations
@@ -65,9 +67,11 @@ def guarded_env(guard: Path, log: Path) -> dict[str, str]:
 def test_the_guard_refuses_and_records_what_would_leave_the_machine(
     guard: Path, tmp_path: Path
 ) -> None:
-    """Not vacuous: under the guard a connection to a non-loopback address is refused and
-    recorded, while loopback works. 0.0.0.0 is the address tried: were the guard broken,
-    Linux would take it to this machine itself, so nothing ever leaves."""
+    """Not vacuous: off loopback is refused and recorded, loopback works.
+
+    0.0.0.0 is the address tried: were the guard broken, Linux would take it to this
+    machine itself, so nothing ever leaves.
+    """
     log = tmp_path / "attempts.log"
     port = free_port()
     code = f"""
@@ -104,8 +108,11 @@ except socket.gaierror:
 def test_the_guard_sees_what_the_service_itself_tries(
     guard: Path, evidence_dir: Path, tmp_path: Path
 ) -> None:
-    """Not vacuous for the service either: its Redis client connects through uvloop, and a
-    Redis URL off loopback is refused and recorded (0.0.0.0 again: nothing could leave)."""
+    """Not vacuous for the service either: what it tries through uvloop is caught.
+
+    Its Redis client connects through uvloop, and a Redis URL off loopback is refused and
+    recorded (0.0.0.0 again: nothing could leave).
+    """
     log = tmp_path / "attempts.log"
     with running_service("redis://0.0.0.0:1/0", evidence_dir, env=guarded_env(guard, log)):
         pass

@@ -1,5 +1,6 @@
-"""Every page the service serves renders with nothing but the service: Debian's Chromium
-opens each one with every request to another host aborted and recorded.
+"""Every page the service serves renders with nothing but the service.
+
+Debian's Chromium opens each one with every request to another host aborted and recorded.
 
 A page fails on any such request, on a console error about a load (a failed resource, a
 load the Content-Security-Policy refused), on an uncaught script error, or when what it

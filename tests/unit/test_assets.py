@@ -1,5 +1,8 @@
-"""The UI files the pages load are shipped, pinned and licensed; the update tool fetches
-exactly what the pins say (an npm stand-in here: the test never reaches a registry)."""
+"""The UI files the pages load are shipped, pinned and licensed.
+
+The update tool fetches exactly what the pins say (an npm stand-in here: the test never
+reaches a registry).
+"""
 
 from __future__ import annotations
 
@@ -73,8 +76,10 @@ def tarball(files: dict[str, bytes]) -> bytes:
 
 
 def fake_npm(tmp_path: Path, packages: dict[str, bytes]) -> str:
-    """An ``npm`` that answers ``npm pack NAME@VERSION --json --pack-destination DIR`` from
-    ``packages`` (``name@version`` → tarball), as npm does."""
+    """An ``npm`` that answers ``npm pack`` from ``packages``, as npm does.
+
+    ``npm pack NAME@VERSION --json --pack-destination DIR``, from ``name@version`` → tarball.
+    """
     store = tmp_path / "registry"
     store.mkdir()
     for spec, data in packages.items():

@@ -1,5 +1,8 @@
-"""Reference files change without a restart: checked first, refused whole, the last good
-table kept; the disposable-mailbox list takes an operator's domains, canonical."""
+"""Reference files change without a restart.
+
+Checked first, refused whole, the last good table kept; the disposable-mailbox list takes an
+operator's domains, canonical.
+"""
 
 from __future__ import annotations
 
