@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from service.api.schema_pages import ASSETS_DIR, SOURCES_FILE
+from service.errors import RiskscoreError
 
 
-class AssetError(ValueError):
+class AssetError(RiskscoreError, ValueError):
     """An asset could not be fetched, or a shipped file is not the pinned one."""
 
 
