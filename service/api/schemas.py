@@ -152,6 +152,7 @@ class ListChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    merchant_id: Id64  # with transaction_id, names the payment: the idempotency key
     transaction_id: TransactionId
     label: Label
     reported_at: Instant | None = None

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from service import catalog
 from service.normalise import normalise_frame, payment_from_row
-from service.payment import Payment
+from service.payment import Payment, merchant_scoped
 from service.pseudonymise import Pseudonymiser
 from service.reference import FxTable
 from service.settings import DEFAULT_FX_RATES
@@ -101,7 +101,7 @@ async def replay_online(
         row = rows[n]
         if kind == "label":
             label = "fraud" if labels[n] == 1 else "legit"
-            assert await store.record_feedback(row["transaction_id"], label, at)
+            assert await store.record_feedback(row["merchant_id"], row["transaction_id"], label, at)
             continue
         p = build(row)
         begin = await store.begin(p, f"digest-{p.transaction_id}")
@@ -158,7 +158,9 @@ def history(seed: int, size: int, days: float) -> pd.DataFrame:
             "transaction_id": [f"tx{n:04d}" for n in range(size)],
             "merchant_id": merchants,
             "customer_id": customers,
-            "customer_key": [f"{m}:{c}" for m, c in zip(merchants, customers, strict=True)],
+            "customer_key": [
+                merchant_scoped(m, c) for m, c in zip(merchants, customers, strict=True)
+            ],
             "event_time": times,
             "amount_usd_cents": rng.integers(1, 500_000, size),
             "card_fingerprint": pick(["fp-a", "fp-b", "fp-c", "fp-d", "fp-e"], 0.1),
@@ -239,7 +241,8 @@ async def test_both_engines_cap_distinct_counts_alike(
     customers = [f"c{k}" for k in rng.integers(0, 60, len(burst))]
     frame.loc[burst, "customer_id"] = customers
     frame.loc[burst, "customer_key"] = [
-        f"{m}:{c}" for m, c in zip(frame.loc[burst, "merchant_id"], customers, strict=True)
+        merchant_scoped(m, c)
+        for m, c in zip(frame.loc[burst, "merchant_id"], customers, strict=True)
     ]
     online = await replay_online(store_for(redis_client, redis_prefix), frame)
     offline = velocity_features_frame(frame)
@@ -286,7 +289,7 @@ def small_histories(draw: st.DrawFn) -> pd.DataFrame:
                 "transaction_id": f"h{n}",
                 "merchant_id": merchant,
                 "customer_id": customer,
-                "customer_key": f"{merchant}:{customer}",
+                "customer_key": merchant_scoped(merchant, customer),
                 "event_time": t,
                 "amount_usd_cents": draw(st.integers(1, 10**7)),
                 "card_fingerprint": draw(st.sampled_from(["k1", "k2", "k3", None, " "])),
