@@ -95,7 +95,7 @@ async def replay_online(
             events.append((at, 0, n, "label") if at > times[n] else (times[n], 1, n + 0.5, "label"))
     rows = frame.to_dict("records")
     seen: dict[int, dict[str, float]] = {}
-    answered: dict[str, dict[str, float]] = {}
+    answered: dict[tuple[str, str], dict[str, float]] = {}
     for at, _, place, kind in sorted(events):
         n = int(place)
         row = rows[n]
@@ -106,10 +106,10 @@ async def replay_online(
         p = build(row)
         begin = await store.begin(p, f"digest-{p.transaction_id}")
         if begin.status == "replay":  # a retry: the service answers with the first decision
-            seen[n] = answered[p.transaction_id]
+            seen[n] = answered[(p.merchant_id, p.transaction_id)]
             continue
         assert begin.status == "new"
-        seen[n] = answered[p.transaction_id] = begin.features
+        seen[n] = answered[(p.merchant_id, p.transaction_id)] = begin.features
         await store.commit(
             p,
             digest=f"digest-{p.transaction_id}",
@@ -225,6 +225,32 @@ async def test_a_retried_transaction_counts_once_in_both_engines(
     assert differences(online, offline) == []
     plain = velocity_features_frame(frame)
     assert (offline.loc[frame.index].to_numpy() == plain.to_numpy()).all()
+
+
+async def test_another_merchants_payment_with_a_used_id_is_a_payment_in_both_engines(
+    redis_client: aioredis.Redis, redis_prefix: str
+):
+    """(merchant_id, transaction_id) is the idempotency key: the same id at another
+    merchant (a colon-split merchant too) counts, a retry at the same merchant does not."""
+    frame = history(seed=5, size=150, days=2)
+    others = frame.iloc[[3, 10, 11, 60]].copy()
+    others["merchant_id"] = ["m3", "m1:c1", "m3", "m1\\"]
+    others["customer_key"] = [
+        merchant_scoped(m, c)
+        for m, c in zip(others["merchant_id"], others["customer_id"], strict=True)
+    ]
+    others["event_time"] += 30.0
+    retries = frame.iloc[[20, 21]]
+    mixed = pd.concat([frame, others, retries], ignore_index=True)
+    mixed = mixed.sort_values("event_time", kind="stable")
+    online = await replay_online(store_for(redis_client, redis_prefix), mixed)
+    offline = velocity_features_frame(mixed)
+    assert differences(online, offline) == []
+    # (replay_online fails on a copy answered as a retry: no answer of its pair is known)
+    copies = offline.loc[len(frame) : len(frame) + len(others) - 1]
+    assert (copies["merchant_attempts_1h"] >= 1).all()
+    without_key = velocity_features_frame(mixed.drop(columns=["customer_key"]))
+    assert differences(online, without_key) == []
 
 
 async def test_both_engines_cap_distinct_counts_alike(
