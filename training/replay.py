@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from service.normalise import merchant_scoped_series
+from service.normalisation.normalise import merchant_scoped_series
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
 FRAUD_LABEL: Final = "fraud"
@@ -120,7 +120,7 @@ def _digits(value: Any, width: int = 0) -> str:
 
 def log_row_to_request(row: dict[str, Any]) -> dict[str, Any]:
     """One transaction-log row as a ``/v1/score`` JSON body: the inverse of
-    ``service.normalise.request_to_log_row``.
+    ``service.normalisation.normalise.request_to_log_row``.
 
     Missing values (None, NaN, NA, empty text) are left out, and so is an object left
     empty; booleans may be text (``true``/``false``, as CSV logs hold them); amounts are

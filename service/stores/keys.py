@@ -72,7 +72,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-from service.payment import merchant_scoped
+from service.normalisation.payment import merchant_scoped
 
 # One letter per bucket width: groups are named by it in a state's layout name. A catalogue
 # that introduces a new width must add its letter here (plan.py refuses an unknown width).

@@ -14,10 +14,11 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import ScoreRequest, decode_score_request
-from service.catalog import REQUEST_FEATURES
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
+from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
-from service.normalise import (
+from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
     merchant_scoped_series,
     normalise,
@@ -25,9 +26,9 @@ from service.normalise import (
     payment_from_row,
     request_to_log_row,
 )
-from service.payment import merchant_scoped
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.payment import merchant_scoped
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 
 FX = FxTable.load(DEFAULT_FX_RATES)

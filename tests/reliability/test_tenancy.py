@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.payment import merchant_scoped, split_scoped
-from service.pseudonymise import canonical_account, canonical_email, email_domain
-from service.reference import is_disposable_domain
+from service.normalisation.payment import merchant_scoped, split_scoped
+from service.normalisation.pseudonymise import canonical_account, canonical_email, email_domain
+from service.reference.tables import is_disposable_domain
 from service.stores.keys import Keys, tag_value
 from tests.reliability.conftest import (
     ADMIN_KEY,

@@ -17,9 +17,9 @@ import ipaddress
 import re
 
 from service.errors import FieldProblem, InvalidRequest
-from service.payment import merchant_scoped, split_scoped
-from service.pseudonymise import Pseudonymiser
-from service.reference import is_country
+from service.normalisation.payment import merchant_scoped, split_scoped
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import is_country
 
 ENTITIES = ("card", "bin", "email", "ip", "device", "customer", "account", "country")
 LIST_NAMES = tuple(f"{kind}_{entity}" for kind in ("block", "allow") for entity in ENTITIES)
