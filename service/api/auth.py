@@ -17,8 +17,11 @@ from litestar.handlers.base import BaseRouteHandler
 
 
 def matching_key(keys: Mapping[str, frozenset[str]], supplied: str | None) -> str | None:
-    """The configured key equal to ``supplied``, comparing against every key so timing
-    reveals nothing."""
+    """The configured key equal to ``supplied``, or None.
+
+    The configured key equal to ``supplied``, comparing against every key so timing
+    reveals nothing.
+    """
     if not supplied:
         return None
     supplied_bytes = supplied.encode()
@@ -36,8 +39,11 @@ def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> froze
 
 
 def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: str) -> str:
-    """Refuse a missing or unknown key (401) and a key without ``role`` (403); returns
-    the key, for ``check_merchant``."""
+    """Let a key with ``role`` in, and return it.
+
+    Refuse a missing or unknown key (401) and a key without ``role`` (403); returns
+    the key, for ``check_merchant``.
+    """
     key = matching_key(keys, supplied)
     if key is None:
         raise NotAuthorizedException("missing or unknown API key (X-API-Key)")
@@ -54,9 +60,12 @@ def check_merchant(scopes: Mapping[str, frozenset[str]], key: str, merchant_id: 
 
 
 async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """The route's role (``opt["role"]``); with ``opt["every_merchant"]``, a key limited
+    """The route guard: the route's role, and for some routes an unscoped key.
+
+    The route's role (``opt["role"]``); with ``opt["every_merchant"]``, a key limited
     to merchants is refused too. Async so that Litestar calls it inline rather than in a
-    worker thread."""
+    worker thread.
+    """
     state = connection.app.state
     key = authorize(state.api_keys, connection.headers.get("x-api-key"), handler.opt["role"])
     if handler.opt.get("every_merchant") and key in state.api_key_merchants:
@@ -66,8 +75,11 @@ async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) ->
 
 
 def require_merchant(connection: ASGIConnection, merchant_id: str) -> None:
-    """``check_merchant`` for a route that learns the merchant from its body (after
-    ``require_role`` let the key in)."""
+    """Refuse (403) a scoped key acting for a merchant outside its scope.
+
+    ``check_merchant`` for a route that learns the merchant from its body (after
+    ``require_role`` let the key in).
+    """
     state = connection.app.state
     if not state.api_key_merchants:
         return

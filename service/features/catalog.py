@@ -35,6 +35,8 @@ from typing import Final, Literal
 
 
 class Entity(StrEnum):
+    """What a velocity feature counts by: card, customer, device, IP, email, account, ..."""
+
     card = "card"
     customer = "customer"
     device = "device"
@@ -111,6 +113,7 @@ class VelocityFeature:
 
     @property
     def measure(self) -> str:
+        """The measure's part of the feature name (``attempts``, ``distinct_cards``, ...)."""
         match self.aggregate:
             case Aggregate.count:
                 return "attempts"
@@ -127,18 +130,22 @@ class VelocityFeature:
 
     @property
     def name(self) -> str:
+        """The feature's name: entity, measure and window."""
         return f"{self.entity}_{self.measure}_{self.window}"
 
     @property
     def seconds(self) -> int:
+        """The window's length in seconds."""
         return WINDOW_SECONDS[self.window]
 
     @property
     def bucket(self) -> int:
+        """The width of the window's buckets in seconds."""
         return BUCKET_SECONDS[self.window]
 
     @property
     def buckets(self) -> int:
+        """How many buckets the window spans."""
         return self.seconds // self.bucket
 
 
@@ -288,9 +295,10 @@ def feature_kind(name: str) -> FeatureKind:
 
 
 # How entities are identified, part of what a feature means: canonical identities (one
-# email, account or IP entity per person, ``service.pseudonymise``) and escaped composite
-# keys (``service.payment.merchant_scoped``). Version 2 made them so; records and models of
-# the catalogue before count one person's spellings apart, so the version changes with it.
+# email, account or IP entity per person, ``service.normalisation.pseudonymise``) and
+# escaped composite keys (``service.normalisation.payment.merchant_scoped``). Version 2
+# made them so; records and models of the catalogue before count one person's spellings
+# apart, so the version changes with it.
 IDENTITY_SCHEME: Final[str] = (
     "identities 2: email NFKC casefold confusables IDNA provider dots/tags; account NFKC"
     " casefold trim; ip v4-mapped/compatible as v4, v6 /64; customer merchant_scoped"

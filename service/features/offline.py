@@ -71,9 +71,12 @@ def velocity_features_frame(
 
 
 def _first_attempts(frame: pd.DataFrame) -> np.ndarray:
-    """For each row, the position of the first row (in replay order) with its idempotency
+    """Per row, the position of the first row with its idempotency key.
+
+    For each row, the position of the first row (in replay order) with its idempotency
     key: (merchant_id, transaction_id), or the transaction id alone in a frame without
-    merchants."""
+    merchants.
+    """
     positions = np.arange(len(frame))
     if "transaction_id" not in frame.columns:
         return positions

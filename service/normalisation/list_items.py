@@ -1,13 +1,13 @@
-"""What an analyst's list item becomes before it is stored or compared.
+r"""What an analyst's list item becomes before it is stored or compared.
 
 Items of personal data (email, account, single IP addresses) are stored as the same
 pseudonyms the scoring path computes, so a match needs no clear value; they are made
-canonical first by the same functions (``service.pseudonymise``), so every spelling of
+canonical first by the same functions (``service.normalisation.pseudonymise``), so every spelling of
 one email or address is one item. A single IPv6 address is its ``ip`` entity, its /64.
-A customer item is ``merchant_id:customer_id`` (a ``:`` or ``\\`` in the merchant id
-escaped with ``\\``: ``payment.merchant_scoped``'s form) or a customer id alone, for every
-merchant (a ``:`` in it escaped likewise). An IP range
-(a CIDR shorter than a single address) is kept in the clear: it names a network, not a
+A customer item is ``merchant_id:customer_id`` (a ``:`` or ``\`` in the merchant id
+escaped with ``\``: ``normalisation.payment.merchant_scoped``'s form) or a customer id
+alone, for every merchant (a ``:`` in it escaped likewise). An IP range (a CIDR shorter
+than a single address) is kept in the clear: it names a network, not a
 person, and is matched in memory.
 """
 
@@ -27,12 +27,15 @@ _BIN = re.compile(r"^[0-9]{6,8}$")
 
 
 class ListItems:
+    """List items once normalised: exact items, and IP ranges kept apart."""
+
     def __init__(self, exact: list[str], ranges: list[str]) -> None:
         self.exact = exact
         self.ranges = ranges
 
 
 def check_name(name: str) -> str:
+    """``name`` if it names a list, else ``InvalidRequest`` listing the names."""
     if name not in LIST_NAMES:
         raise InvalidRequest(
             [FieldProblem("name", f"unknown list; one of {', '.join(LIST_NAMES)}")]

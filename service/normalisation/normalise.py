@@ -333,8 +333,11 @@ _digest_encoder: Final = msgspec.json.Encoder()
 
 
 def _utc(value: datetime) -> datetime | str | None:
-    """A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
-    ``_rfc3339``'s text."""
+    """A UTC datetime as it is, else converted to UTC.
+
+    A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
+    ``_rfc3339``'s text.
+    """
     if type(value) is datetime and value.tzinfo is UTC:
         return value
     return _rfc3339(value)
@@ -479,7 +482,9 @@ def _unix_seconds(column: str, series: pd.Series, *, required: bool) -> np.ndarr
 
 
 def merchant_scoped_series(merchants: pd.Series, values: pd.Series) -> pd.Series:
-    """``merchant_scoped`` of each row's (merchant, value), missing where either is (an
+    """The offline twin of ``merchant_scoped``, row by row.
+
+    ``merchant_scoped`` of each row's (merchant, value), missing where either is (an
     empty string counts as missing); the merchant part is made once per distinct merchant.
     """
     merchant_part = _by_unique(merchants, lambda m: merchant_scoped(str(m), ""))

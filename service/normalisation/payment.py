@@ -14,12 +14,12 @@ import msgspec
 
 
 def merchant_scoped(merchant_id: str, value: str) -> str:
-    """The pair (merchant, value) as one string that no other pair spells.
+    r"""The pair (merchant, value) as one string that no other pair spells.
 
-    The merchant's ``\\`` and ``:`` are escaped with a ``\\``, then comes a bare ``:``, then
+    The merchant's ``\`` and ``:`` are escaped with a ``\``, then comes a bare ``:``, then
     the value as it is: the first unescaped ``:`` ends the merchant, so merchant ``acmeX``
     with customer ``x:bob`` (``acmeX:x:bob``) and merchant ``acmeX:x`` with customer ``bob``
-    (``acmeX\\:x:bob``) are two keys. A merchant id with neither character reads as
+    (``acmeX\:x:bob``) are two keys. A merchant id with neither character reads as
     ``merchant:value``, the form keys had before. The empty merchant (no merchant id is
     empty) stands for every merchant: ``:bob`` is a list item for customer ``bob``
     anywhere. Every composite key of the service is built here (customers, transactions).
@@ -30,8 +30,11 @@ def merchant_scoped(merchant_id: str, value: str) -> str:
 
 
 def split_scoped(text: str) -> tuple[str, str] | None:
-    """``merchant_scoped``'s pair back from its text (None without an unescaped ``:``);
-    the form list administration reads customer items in."""
+    """The pair ``merchant_scoped`` made, read back from its text.
+
+    ``merchant_scoped``'s pair back from its text (None without an unescaped ``:``);
+    the form list administration reads customer items in.
+    """
     merchant: list[str] = []
     i = 0
     while i < len(text):
@@ -48,6 +51,8 @@ def split_scoped(text: str) -> tuple[str, str] | None:
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):
+    """A normalised payment: log-column names, USD amounts, pseudonyms, Unix times."""
+
     transaction_id: str
     merchant_id: str
     vertical: str

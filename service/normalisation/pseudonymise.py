@@ -1,4 +1,6 @@
-"""Keyed pseudonyms for personal identifiers: email, payment account (VPA, wallet, crypto
+"""Keyed pseudonyms for personal identifiers: email, payment account, IP address.
+
+Keyed pseudonyms for personal identifiers: email, payment account (VPA, wallet, crypto
 address) and IP address.
 
 A pseudonym is ``HMAC-SHA256(secret, kind NUL canonical value)``, cut to 96 bits and written
@@ -48,8 +50,8 @@ def parse_ip(raw: str) -> IPAddress:
 
     An IPv4-mapped (``::ffff:1.2.3.4``) or IPv4-compatible (``::1.2.3.4``, but not ``::``
     and ``::1``) IPv6 address is the IPv4 address it carries. Parsed by the C
-    ``inet_pton`` (strict: no leading zeros in IPv4, no IPv6 zone ids), several times
-    faster than ``ipaddress``'s own parser on the hot path.
+    ``inet_pton`` (strict: no leading zeros in IPv4, no IPv6 zone ids), which is cheaper
+    on the hot path than ``ipaddress``'s own parser.
     """
     text = raw.strip()
     try:
@@ -74,8 +76,11 @@ IP_PREFIX_V6 = 64  # the ``ip`` entity of an IPv6 address: its /64 network
 
 
 def canonical_ip(address: IPAddress) -> str:
-    """The ``ip`` entity of a parsed address (``parse_ip``): an IPv4 address as its dotted
-    quad, an IPv6 address as its /64 network (``2001:db8:1:2::/64``)."""
+    """The ``ip`` entity of a parsed address.
+
+    The ``ip`` entity of a parsed address (``parse_ip``): an IPv4 address as its dotted
+    quad, an IPv6 address as its /64 network (``2001:db8:1:2::/64``).
+    """
     if type(address) is ipaddress.IPv4Address:
         # the C formatter writes the dotted quad ``str`` writes, in half the time
         return socket.inet_ntoa(address.packed)
@@ -124,8 +129,11 @@ _PLUS_TAG_DOMAINS: Final = frozenset(
 
 
 def _fold(text: str) -> str:
-    """NFKC, case folding, invisible format characters (category Cf: zero-width spaces
-    and joiners, BOM, soft hyphen, bidi marks) removed, look-alikes read as Latin."""
+    """Text folded to one form of each character.
+
+    NFKC, case folding, invisible format characters (category Cf: zero-width spaces
+    and joiners, BOM, soft hyphen, bidi marks) removed, look-alikes read as Latin.
+    """
     text = unicodedata.normalize("NFKC", text).casefold()
     if not text.isascii():
         text = "".join(c for c in text if unicodedata.category(c) != "Cf")
@@ -134,8 +142,11 @@ def _fold(text: str) -> str:
 
 
 def _idna(domain: str) -> str:
-    """The domain as IDNA (``xn--`` labels) without a trailing dot; a domain IDNA refuses
-    (an empty or over-long label) stays as it is, so every spelling still has one form."""
+    """The domain as IDNA, without a trailing dot.
+
+    The domain as IDNA (``xn--`` labels) without a trailing dot; a domain IDNA refuses
+    (an empty or over-long label) stays as it is, so every spelling still has one form.
+    """
     domain = domain.rstrip(".")
     if domain.isascii():
         return domain
@@ -166,7 +177,8 @@ def canonical_email(raw: str) -> str:
     NFKC, case-folded, invisible format characters removed, look-alike letters read as
     Latin (``_fold``); the domain after the last ``@`` IDNA-encoded without a trailing dot;
     for the providers that ignore them, dots and ``+tags`` of the local part dropped. Text
-    without an ``@`` is folded alike and kept whole."""
+    without an ``@`` is folded alike and kept whole.
+    """
     local, domain = _split_email(raw)
     return local if domain is None else f"{local}@{domain}"
 
@@ -177,8 +189,11 @@ def email_domain(raw: str) -> str | None:
 
 
 def canonical_account(raw: str) -> str:
-    """A payment account (UPI VPA, wallet id, crypto address): NFKC, case-folded, trimmed,
-    invisible format characters removed."""
+    """One payment account, one spelling.
+
+    A payment account (UPI VPA, wallet id, crypto address): NFKC, case-folded, trimmed,
+    invisible format characters removed.
+    """
     if raw.isascii():
         return raw.strip().lower()
     text = unicodedata.normalize("NFKC", raw).casefold()
@@ -191,13 +206,15 @@ _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 class KeyedSha256:
-    """HMAC-SHA256 under one key, with the keyed blocks (and a fixed message prefix) hashed
+    """HMAC-SHA256 under one key, its keyed states computed once.
+
+    HMAC-SHA256 under one key, with the keyed blocks (and a fixed message prefix) hashed
     once: per message, two copies of precomputed hash states instead of the whole HMAC.
 
     The construction is RFC 2104's, the one ``hmac`` runs, so
     ``KeyedSha256(key, prefix).digest(m) == hmac.digest(key, prefix + m, "sha256")`` for
-    every key and message (``tests/unit/test_normalise.py`` holds it to that); about 2.5
-    times cheaper than ``hmac.digest``, which hashes the padded key again on every call.
+    every key and message (``tests/unit/test_normalise.py`` holds it to that); cheaper than
+    ``hmac.digest``, which hashes the padded key again on every call.
     """
 
     __slots__ = ("_inner", "_outer")
@@ -214,6 +231,7 @@ class KeyedSha256:
         return "KeyedSha256(<key>)"
 
     def digest(self, message: bytes) -> bytes:
+        """HMAC-SHA256 of the prefix and ``message`` under the key."""
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
@@ -246,14 +264,23 @@ class Pseudonymiser:
         return _PREFIX[kind] + encoded.decode("ascii")
 
     def email(self, raw: str) -> str:
+        """The pseudonym of an email address (``canonical_email`` first)."""
         return self._token("email", canonical_email(raw))
 
     def account(self, raw: str) -> str:
+        """The pseudonym of a payment account.
+
+        The pseudonym of a payment account: VPA, wallet or crypto address
+        (``canonical_account`` first).
+        """
         return self._token("account", canonical_account(raw))
 
     def ip(self, raw: str | IPAddress) -> str:
-        """The token of the address's ``ip`` entity (``canonical_ip``: an IPv6 address's
-        /64). Raises ValueError when ``raw`` is not an IP address."""
+        """The pseudonym of an IP address's ``ip`` entity.
+
+        The token of the address's ``ip`` entity (``canonical_ip``: an IPv6 address's
+        /64). Raises ValueError when ``raw`` is not an IP address.
+        """
         address = raw if isinstance(raw, IPAddress) else parse_ip(raw)
         return self._token("ip", canonical_ip(address))
 
@@ -274,4 +301,5 @@ class Pseudonymiser:
 
     @staticmethod
     def email_domain(raw: str) -> str | None:
+        """The email's domain, in the clear: a domain names a provider, not a person."""
         return email_domain(raw)

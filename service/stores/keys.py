@@ -1,4 +1,4 @@
-"""Every Redis key the service writes, in one place; ``P`` below is the configured prefix.
+r"""Every Redis key the service writes, in one place; ``P`` below is the configured prefix.
 
 Each entity's keys share one hash tag, ``{<entity>:<value>}``, so in a Redis Cluster they
 live in one slot; so do a transaction's keys, and the lists' keys.
@@ -20,8 +20,8 @@ key                             type    content
                                         ``member_digest`` of the member's value
 ``P:{txn:<m>:<transaction_id>}`` string idempotency and feedback, one key per
                                         (merchant, transaction id): ``<m>:<id>`` is
-                                        ``payment.merchant_scoped`` of the pair (the
-                                        merchant's ``\\`` and ``:`` escaped). Fields apart by
+                                        ``normalisation.payment.merchant_scoped`` of the pair (the
+                                        merchant's ``\`` and ``:`` escaped). Fields apart by
                                         newlines: a claim ``p``, the payload digest,
                                         ``claimed_at`` (ms); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
@@ -55,8 +55,9 @@ key                             type    content
 ==============================  ======  ====================================================
 
 Entity names are those of ``catalog.Entity``; ``customer`` is keyed by
-``Payment.customer_key`` (``payment.merchant_scoped(merchant_id, customer_id)``). A value
-that contains a brace, starts with ``#`` or is unusually long is replaced by ``#`` and a
+``Payment.customer_key`` (``normalisation.payment.merchant_scoped(merchant_id,
+customer_id)``). A value that contains a brace, starts with ``#`` or is unusually long
+is replaced by ``#`` and a
 SHA-256 prefix, so it cannot break the tag and no value spells another's replacement.
 Every key is thus unambiguous by construction: the prefix and kind are fixed, a tagged
 value ends at the tag's closing brace, and a composite value is an escaped pair.
@@ -98,7 +99,8 @@ def member_digest(value: str) -> int:
     """A distinct member as the store keeps it: 52 bits of BLAKE2b, exact in a double.
 
     (Copying an empty hash object costs less than constructing one with its parameters,
-    and ``begin`` digests several members per call.)"""
+    and ``begin`` digests several members per call.)
+    """
     h = _MEMBER_HASH.copy()
     h.update(value.encode())
     return int.from_bytes(h.digest()) >> 4
@@ -119,16 +121,20 @@ class Keys:
         self.labels = f"{prefix}:labels"
 
     def velocity(self, entity: str, value: str, layout: str) -> str:
+        """The key of one entity's packed velocity state."""
         head, tail = self.velocity_affixes(entity, layout)
         return head + tag_value(value) + tail
 
     def velocity_affixes(self, entity: str, layout: str) -> tuple[str, str]:
-        """What comes before and after the tagged value in ``velocity``: fixed per entity,
-        so the hot path builds them once and only joins the value in per call."""
+        """The fixed text before and after the tagged value of an entity's velocity key.
+
+        What comes before and after the tagged value in ``velocity``: fixed per entity,
+        so the hot path builds them once and only joins the value in per call.
+        """
         return f"{self.prefix}:{{{entity}:", f"}}:v{layout}"
 
     def transaction(self, merchant_id: str, transaction_id: str) -> str:
-        """The key of the idempotency key (merchant_id, transaction_id)."""
+        """The key of a transaction's claim or stored decision: one per idempotency key."""
         return f"{self.prefix}:{{txn:{tag_value(merchant_scoped(merchant_id, transaction_id))}}}"
 
     def legacy_transaction(self, transaction_id: str) -> str:
@@ -136,7 +142,9 @@ class Keys:
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
 
     def list(self, name: str) -> str:
+        """The key of a list's exact items."""
         return f"{self.prefix}:{{lists}}:{name}"
 
     def list_ranges(self, name: str) -> str:
+        """The key of a list's IP ranges."""
         return f"{self.prefix}:{{lists}}:{name}:ranges"

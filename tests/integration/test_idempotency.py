@@ -57,8 +57,11 @@ class _FunctionsOnly:
 async def store(
     request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str
 ) -> AsyncIterator[RiskStore]:
-    """Each commit path (a non-decline's MULTI over either client, the function call)
-    keeps the same promises."""
+    """A store for each commit path.
+
+    Each commit path (a non-decline's MULTI over either client, the function call)
+    keeps the same promises.
+    """
     hot: Commands | None = {
         "redis-py": None,
         "pipelined": make_hot_connection(TEST_REDIS_URL, 2_000),
@@ -198,8 +201,11 @@ async def test_a_decision_lives_the_decision_ttl_from_its_commit(
 async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_ttl(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """A claim evicted (volatile-* policy) or lost in a failover between begin and commit:
-    the key commit recreates must not live forever."""
+    """A claim lost between begin and commit: the key commit recreates expires.
+
+    A claim evicted (volatile-* policy) or lost in a failover between begin and commit:
+    the key commit recreates must not live forever.
+    """
     await store.begin(make_payment("t1"), digest="d1")
     key = Keys(redis_prefix).transaction("m1", "t1")
     await redis_client.delete(key)
@@ -261,8 +267,11 @@ async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
 async def test_a_decision_of_the_key_layout_without_merchants_takes_its_merchants_feedback_only(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str, layout: str
 ) -> None:
-    """Keys written before (merchant, transaction id) was the key: feedback still finds
-    them when the record's merchant is the label's; scoring no longer reads them."""
+    """Keys of the layout before merchants were part of them.
+
+    Keys written before (merchant, transaction id) was the key: feedback still finds
+    them when the record's merchant is the label's; scoring no longer reads them.
+    """
     key = Keys(redis_prefix).legacy_transaction("t1")
     record = b'{"t":%d,"e":{"card":"fp1","merchant":"m1"}}' % int(T0)
     if layout == "hash":

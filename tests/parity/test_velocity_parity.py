@@ -230,8 +230,11 @@ async def test_a_retried_transaction_counts_once_in_both_engines(
 async def test_another_merchants_payment_with_a_used_id_is_a_payment_in_both_engines(
     redis_client: aioredis.Redis, redis_prefix: str
 ):
-    """(merchant_id, transaction_id) is the idempotency key: the same id at another
-    merchant (a colon-split merchant too) counts, a retry at the same merchant does not."""
+    """The same id at another merchant is a payment of its own.
+
+    (merchant_id, transaction_id) is the idempotency key: the same id at another
+    merchant (a colon-split merchant too) counts, a retry at the same merchant does not.
+    """
     frame = history(seed=5, size=150, days=2)
     others = frame.iloc[[3, 10, 11, 60]].copy()
     others["merchant_id"] = ["m3", "m1:c1", "m3", "m1\\"]

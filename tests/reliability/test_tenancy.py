@@ -1,4 +1,6 @@
-"""Tenancy and identity, tried as a hostile merchant would: no merchant reaches another's
+"""Tenancy and identity, tried as a hostile merchant would.
+
+Tenancy and identity, tried as a hostile merchant would: no merchant reaches another's
 payments, labels or history, no key acts beyond its merchants, composite keys cannot be
 made to collide, and every spelling of one email or IP address is one entity.
 
@@ -263,8 +265,11 @@ async def test_a_scoped_key_refuses_any_other_merchant_id(
 async def test_customers_of_merchants_split_at_a_colon_share_no_history(
     client: AsyncTestClient, left: str, right: str, joint: str
 ) -> None:
-    """Merchant ``acmeX`` with customer ``x:bob`` and merchant ``acmeX:x`` with customer
-    ``bob``, and the same with backslashes around the colon."""
+    """Customers of merchants split at a colon are two customers.
+
+    Merchant ``acmeX`` with customer ``x:bob`` and merchant ``acmeX:x`` with customer
+    ``bob``, and the same with backslashes around the colon.
+    """
     run = unique("r")
     merchant = left + run
     pairs = [(merchant, f"{right}{joint}bob"), (f"{merchant}{joint}", f"{right}bob")]
