@@ -2,8 +2,9 @@ r"""What an analyst's list item becomes before it is stored or compared.
 
 Items of personal data (email, account, single IP addresses) are stored as the same
 pseudonyms the scoring path computes, so a match needs no clear value; they are made
-canonical first by the same functions (``service.normalisation.pseudonymise``), so every spelling of
-one email or address is one item. A single IPv6 address is its ``ip`` entity, its /64.
+canonical first by the same functions (``service.normalisation.pseudonymise``), so
+every spelling of one email or address is one item. A single IPv6 address is its ``ip``
+entity, its /64.
 A customer item is ``merchant_id:customer_id`` (a ``:`` or ``\`` in the merchant id
 escaped with ``\``: ``normalisation.payment.merchant_scoped``'s form) or a customer id
 alone, for every merchant (a ``:`` in it escaped likewise). An IP range (a CIDR shorter
