@@ -17,7 +17,7 @@ from service.errors import ConfigurationError
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "admin"})
-_HIDDEN = frozenset({"secret", "api_keys"})  # fields ``repr`` leaves out
+_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``repr`` leaves out
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -30,6 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``redis_url`` (``RISKSCORE_REDIS_URL``): the Redis of counters, lists and decisions.
     - ``api_keys`` (``RISKSCORE_API_KEYS``): API key → its roles (``score``, ``feedback``,
       ``admin``). Secret.
+    - ``api_key_merchants`` (``RISKSCORE_API_KEYS``, ``key=role+role@m1+m2``): the keys
+      limited to merchants → those merchants; such a key acts for no other merchant and
+      not on the lists. Secret (its keys).
     - ``secret`` (``RISKSCORE_SECRET``): the pseudonymisation key, 16 bytes or more. Secret.
     - ``rules_dir`` (``RISKSCORE_RULES_DIR``): the rule files, reloaded when they change.
     - ``model_dir`` (``RISKSCORE_MODEL_DIR``): the model registry.
@@ -91,6 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return "<hidden>"
         if name == "api_keys":
             return f"<{len(self.api_keys)} keys>"
+        if name == "api_key_merchants":
+            return f"<{len(self.api_key_merchants)} keys>"
         return getattr(self, name)
 
     def __repr__(self) -> str:
