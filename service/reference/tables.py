@@ -28,19 +28,18 @@ import io
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, Generic, TypeVar
 
-import idna
 import iso4217
 import pycountry
 from disposable_email_domains import blocklist as _disposable_blocklist
 
 from service.errors import FieldProblem, InvalidRequest, ReferenceDataError
+from service.normalisation.pseudonymise import email_domain
 
 # Decimals of the smallest unit each crypto code is quoted in. Stablecoins follow their
 # issuers' token contracts (6); BTC (satoshi) and ETH (quoted, not wei) use 8.
@@ -114,23 +113,20 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 def canonical_domain(text: str) -> str:
-    """A mail domain as the email check compares it.
+    """A mail domain as the email check compares it: the domain of a canonical email.
 
-    NFKC, case-folded, without a trailing dot, IDNA-encoded (UTS 46; punycode per label for
-    what IDNA 2008 refuses). Raises ``ValueError`` saying why ``text`` is no domain.
+    ``normalisation.pseudonymise.email_domain``'s spelling (NFKC, case-folded, no trailing
+    dot, IDNA-encoded, aliases such as googlemail.com → gmail.com), so that a listed domain
+    and an email's domain compare alike. Raises ``ValueError`` saying why ``text`` is no
+    domain.
     """
     if len(text) > 1024:  # before any work on it: no domain is this long
         raise ValueError("longer than 253 characters")
-    name = unicodedata.normalize("NFKC", text).strip().rstrip(".").casefold()
+    if "@" in text:
+        raise ValueError("an email address: give its domain alone")
+    name = email_domain("x@" + text.strip())
     if not name:
         raise ValueError("empty")
-    if "@" in name:
-        raise ValueError("an email address: give its domain alone")
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError:  # IDNA 2008 refuses symbols (emoji) that names in use hold
-            name = ".".join(_punycode(label) for label in name.split("."))
     labels = name.split(".")
     for label in labels:
         if label.startswith("xn--"):
@@ -148,15 +144,6 @@ def canonical_domain(text: str) -> str:
     if labels[-1].isdigit():
         raise ValueError("a numeric top-level domain (an IP address is not a mail domain)")
     return name
-
-
-def _punycode(label: str) -> str:
-    if label.isascii():
-        return label
-    try:
-        return "xn--" + label.encode("punycode").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"label {label!r} cannot be IDNA-encoded ({exc})") from None
 
 
 def read_disposable_domains(data: bytes, *, source: str = "domains") -> frozenset[str]:
