@@ -267,6 +267,11 @@ class Pseudonymiser:
         """The pseudonym of an email address (``canonical_email`` first)."""
         return self._token("email", canonical_email(raw))
 
+    def email_and_domain(self, raw: str) -> tuple[str, str | None]:
+        """``email``'s pseudonym and ``email_domain``'s domain, canonicalised once."""
+        local, domain = _split_email(raw)
+        return self._token("email", local if domain is None else f"{local}@{domain}"), domain
+
     def account(self, raw: str) -> str:
         """The pseudonym of a payment account.
 

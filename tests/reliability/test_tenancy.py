@@ -24,7 +24,12 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.normalisation.payment import merchant_scoped, split_scoped
-from service.normalisation.pseudonymise import canonical_account, canonical_email, email_domain
+from service.normalisation.pseudonymise import (
+    Pseudonymiser,
+    canonical_account,
+    canonical_email,
+    email_domain,
+)
 from service.reference.tables import is_disposable_domain
 from service.stores.keys import Keys, tag_value
 from tests.reliability.conftest import (
@@ -511,3 +516,5 @@ def test_canonical_identities_are_fixed_points(raw: str) -> None:
     assert canonical_email(canonical_email(raw)) == canonical_email(raw)
     assert canonical_account(canonical_account(raw)) == canonical_account(raw)
     assert canonical_account(f"  {raw.upper()} ") == canonical_account(raw.upper())
+    pseudonymiser = Pseudonymiser(b"tenancy-secret-0123456789")
+    assert pseudonymiser.email_and_domain(raw) == (pseudonymiser.email(raw), email_domain(raw))
