@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.normalisation.normalise import LOG_COLUMNS
 from service.normalisation.payment import merchant_scoped, split_scoped
 from service.normalisation.pseudonymise import (
     Pseudonymiser,
@@ -42,7 +43,7 @@ from tests.reliability.conftest import (
     in_process_settings,
     payment,
 )
-from training.export import export
+from training.export import export, transactions_frame
 
 SCOPED_SCORE = "rel-scoped-score-3f9a61"
 SCOPED_FEEDBACK = "rel-scoped-feedback-7c20d4"
@@ -518,3 +519,30 @@ def test_canonical_identities_are_fixed_points(raw: str) -> None:
     assert canonical_account(f"  {raw.upper()} ") == canonical_account(raw.upper())
     pseudonymiser = Pseudonymiser(b"tenancy-secret-0123456789")
     assert pseudonymiser.email_and_domain(raw) == (pseudonymiser.email(raw), email_domain(raw))
+
+
+def test_export_joins_labels_on_merchant_and_id_and_old_labels_only_when_unambiguous() -> None:
+    """A label joins its merchant's payment; an old one only an id no merchants share."""
+    rows = [("shop-a", "order-1"), ("shop-b", "order-1"), ("shop-a", "order-2")]
+    decisions = pd.DataFrame(
+        [
+            {**dict.fromkeys(LOG_COLUMNS), "merchant_id": m, "transaction_id": t}
+            | {"email_domain": None, "decision": "approve"}
+            for m, t in rows
+        ]
+    )
+    stamp = pd.Timestamp("2026-12-01", tz="UTC")
+    labels = pd.DataFrame(
+        {
+            "merchant_id": ["shop-b", None, None],
+            "transaction_id": ["order-1", "order-1", "order-2"],
+            "label": ["chargeback", "fraud", "fraud"],
+            "reported_at": [stamp] * 3,
+        }
+    )
+    log = transactions_frame(decisions, labels)
+    got = {
+        (m, t): (None if pd.isna(v) else int(v))
+        for m, t, v in zip(log["merchant_id"], log["transaction_id"], log["label"], strict=True)
+    }
+    assert got == {("shop-a", "order-1"): None, ("shop-b", "order-1"): 1, ("shop-a", "order-2"): 1}
