@@ -10,6 +10,7 @@ private Redis, under a prefix of its own.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +30,9 @@ from service.normalisation.pseudonymise import (
     Pseudonymiser,
     canonical_account,
     canonical_email,
+    canonical_ip,
     email_domain,
+    parse_ip,
 )
 from service.reference.tables import is_disposable_domain
 from service.stores.keys import Keys, tag_value
@@ -546,3 +549,20 @@ def test_export_joins_labels_on_merchant_and_id_and_old_labels_only_when_unambig
         for m, t, v in zip(log["merchant_id"], log["transaction_id"], log["label"], strict=True)
     }
     assert got == {("shop-a", "order-1"): None, ("shop-b", "order-1"): 1, ("shop-a", "order-2"): 1}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    high=st.integers(0, 2**64 - 1),
+    low=st.integers(0, 2**64 - 1),
+    mask=st.sampled_from([2**64 - 1, 0xFFFF0000FFFF0000, 0xFFFF00000000FFFF, 0xFFFF, 0]),
+)
+def test_an_ipv6_entity_is_its_64_network_as_ipaddress_writes_it(
+    high: int, low: int, mask: int
+) -> None:
+    address = ipaddress.IPv6Address(((high & mask) << 64) | low)
+    parsed = parse_ip(str(address))
+    if parsed.version == 4:  # an IPv4-compatible address: its IPv4 address
+        assert (high & mask) == 0 and low >> 32 in (0, 0xFFFF)
+        return
+    assert canonical_ip(parsed) == str(ipaddress.ip_network(f"{address}/64", strict=False))
