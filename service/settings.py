@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from service.catalog import MAX_BACKDATING_SECONDS
 from service.errors import ConfigurationError
 
 ROLES = frozenset({"score", "feedback", "admin"})
@@ -112,6 +113,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     kwargs[field] = convert(value)
                 except ValueError:
                     raise ConfigurationError(var, f"not a number: {value!r}") from None
+        skew = kwargs.get("max_clock_skew_seconds", 0.0)
+        if not 0 <= skew <= MAX_BACKDATING_SECONDS / 2:  # the windows are exact up to it
+            raise ConfigurationError(
+                "RISKSCORE_MAX_CLOCK_SKEW_SECONDS", f"must be 0 to {MAX_BACKDATING_SECONDS // 2}"
+            )
         if clock := get("RISKSCORE_CLOCK"):
             if clock not in ("server", "event"):
                 raise ConfigurationError("RISKSCORE_CLOCK", "must be 'server' or 'event'")

@@ -1,7 +1,9 @@
 """The feature catalogue compiled into what the Redis store reads and writes.
 
 Window rule (``service.catalog``): at event second ``t`` a window of ``n`` buckets of
-``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``.
+``w`` seconds covers the bucket ids from ``floor(t/w) - n + 1`` on, up to the newest the
+entity holds (attempts counted before this one but stamped later count too; in time order
+that is ``[floor(t/w) - n + 1, floor(t/w)]``).
 
 Layout (``keys.py``): each entity's whole state is one string key, a run of doubles, read
 with ``MGET`` (all the payment's entities at once) and written with one ``SET``. Per bucket
@@ -22,14 +24,17 @@ floor(floor(t)/w)`` for integer ``w``). Missing or blank entity keys and members
 nothing and read 0.
 
 Memory: when ``begin`` writes an entity it drops the buckets older than the largest
-window of their group plus one spare bucket (the spare keeps answers exact for concurrent
-requests that straddle a bucket edge), and the members last seen before the largest
-window of their kind plus one spare bucket. The key's TTL is the longest horizon
-(``(kept buckets + 1) * width``) of its non-empty groups and kinds plus the width of the
-refreshing group (``EntityPlan.star``), set when the entity is new, when that group opens
-a bucket or when a longer horizon is needed (``begin.lua`` explains why that suffices),
-so a state disappears once nothing in it can count any more: fraud records (written by
-feedback at the original transaction's bucket) keep an entity up to their 30 days.
+window of their group plus ``backdating_buckets`` (at least one spare bucket, for
+concurrent requests that straddle a bucket edge; as many as
+``catalog.MAX_BACKDATING_SECONDS`` needs, so that an attempt stamped that much before the
+newest still finds its whole window), and the members last seen before the largest window
+of their kind plus ``MAX_BACKDATING_SECONDS`` (rounded up to its bucket). The key's TTL
+is the longest horizon (``(kept buckets + 1) * width``) of its non-empty groups and kinds
+plus the width of the refreshing group (``EntityPlan.star``), set when the entity is new,
+when that group opens a bucket or when a longer horizon is needed (``begin.lua`` explains
+why that suffices), so a state disappears once nothing in it can count any more: fraud
+records (written by feedback at the original transaction's bucket) keep an entity up to
+their 30 days.
 
 The plan is data for ``begin.lua``: ``lua_prelude()`` renders it inside the function
 library (``library.py``), whose version hash changes whenever the catalogue does, as a Lua
@@ -84,6 +89,15 @@ def present(value: object) -> str | None:
 
 def event_second(event_time: float) -> int:
     return math.floor(event_time)
+
+
+def backdating_buckets(width: int) -> int:
+    """Buckets of ``width`` an attempt may lie behind the entity's newest one: at least one
+    (concurrent requests across a bucket edge), and enough for
+    ``catalog.MAX_BACKDATING_SECONDS``. A group keeps its largest window less one plus
+    these behind the current bucket, so what a backdated attempt's window reads is still
+    there (the module docstring has the rule)."""
+    return max(1, -(-catalog.MAX_BACKDATING_SECONDS // width))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +271,8 @@ class Plan:
             counters = []
             for width in widths:
                 measures = sorted(m for (e, m, w) in series if e is entity and w == width)
-                keep = max(max(series[(entity, m, width)]) for m in measures)
+                keep = max(max(series[(entity, m, width)]) for m in measures) - 1
+                keep += backdating_buckets(width)
                 group = tuple(
                     Series(
                         measure=m,
@@ -275,6 +290,7 @@ class Plan:
                 if e is not entity:
                     continue
                 wide = max(windows, key=lambda wn: wn[0] * wn[1])
+                reach = wide[0] * wide[1] + catalog.MAX_BACKDATING_SECONDS
                 kinds.append(
                     DistinctKind(
                         of=of,
@@ -282,7 +298,7 @@ class Plan:
                         code=DISTINCT_CODES[of],
                         windows=tuple(DistinctWindow(w, n, s) for (w, n), s in windows.items()),
                         keep_width=wide[0],
-                        keep=wide[1],
+                        keep=-(-reach // wide[0]),
                     )
                 )
             if counters or kinds:
@@ -419,9 +435,10 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     records with no value above 0. Each kept record of a bucket b <= cur adds its values
     to the windows that cover it: b > cur - buckets. The current bucket's record gets the
     attempt (1 to the attempts, the cents to the amount) and is made when missing. Records
-    of later buckets (attempts that reached Redis after this one) are copied, in no
-    window. A takeover reads through the same code without the attempt: what it drops
-    counts in no window."""
+    of later buckets (attempts counted before this one but stamped later) are copied and
+    count in every window: a backdated stamp cannot hide the entity's newest activity. A
+    takeover reads through the same code without the attempt: what it drops counts in no
+    window."""
     k = 1 + len(g.series)
     xs = [s.measure for s in g.series]  # one Lua local per measure, named by its letter
     values = ", ".join(xs)
@@ -481,6 +498,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
         f"    local {values} = {at_q}\n"
         f"    if {kept} then\n"
         f"      {store} = v[q], {values}\n"
+        f"{current}"
         f"      m = m + {k}\n"
         "    end\n"
         f"    q = q + {k}\n"

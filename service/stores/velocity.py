@@ -35,7 +35,9 @@ is then its commands (the ``SET`` per entity above all, with their AOF records),
 pass over each state and the arguments (``benchmarks/redis_begin.py`` measures it).
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
-Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
+Redis after later-stamped ones (concurrent requests across a bucket edge, or a stamp
+backdated within ``catalog.MAX_BACKDATING_SECONDS`` of the entity's newest): its windows
+reach from their first bucket up to the newest counted. A distinct member
 is counted by its latest sighting and at most ``catalog.DISTINCT_CAP`` members are kept
 (the catalogue's docstring has the approximation), so for such a late attempt a member
 seen only after it still counts; in time order (replays, the offline twin) the values

@@ -15,6 +15,8 @@ import hiredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service import catalog
 from service.catalog import Aggregate
@@ -278,7 +280,9 @@ def _oracle(
     current: Payment,
     features: tuple[catalog.VelocityFeature, ...] = catalog.VELOCITY_FEATURES,
 ) -> dict[str, float]:
-    """The catalogue's window rule, written as plainly as possible."""
+    """The catalogue's window rule, written as plainly as possible: the entity's events
+    counted before (``history``, in the order they reached the store) from the window's
+    first bucket on, also those stamped later than ``current``."""
     result = {}
     for f in features:
         attribute = entity_attribute(f.entity)
@@ -291,7 +295,7 @@ def _oracle(
             e
             for e in history
             if getattr(e.payment, attribute) == key
-            and cur - f.buckets + 1 <= int(e.payment.event_time) // f.bucket <= cur
+            and cur - f.buckets + 1 <= int(e.payment.event_time) // f.bucket
         ]
         window = [e.payment for e in past] + [current]
         match f.aggregate:
@@ -489,6 +493,87 @@ async def test_distinct_counts_stop_at_the_cap_and_keep_the_members_seen_last(
         history.append(_Event(payment, declined=False))
         capped += f["card_distinct_customers_24h"] == cap
     assert capped > 10  # the cap was reached, and held
+
+
+async def test_fifty_attempts_stamped_backwards_within_the_skew_all_count(
+    store: RiskStore,
+) -> None:
+    # card testing with a clock run backwards: each attempt stamped a few seconds before
+    # the one before it, 5 minutes in all (the server accepts 5 minutes of skew)
+    newest = DAY0 + 40_000.5
+    seen = []
+    for i in range(50):
+        t = newest - i * 6.1
+        begin = await store.begin(make_payment(f"bd{i}", t, card_fingerprint="tok_bd"), "d")
+        seen.append(begin.features["card_attempts_10m"])
+    assert seen == [float(n) for n in range(1, 51)]
+
+
+async def test_an_attempt_stamped_just_before_the_last_one_across_a_minute_edge_sees_it(
+    store: RiskStore,
+) -> None:
+    edge = DAY0 + 40_020.0  # a minute boundary
+    for gap, (later, earlier) in enumerate([(0.5, 1.5), (1.0, 2.0), (0.001, 0.002)]):
+        card = f"tok_edge{gap}"
+        await store.begin(make_payment(f"e{gap}a", edge + later, card_fingerprint=card), "d")
+        begin = await store.begin(
+            make_payment(f"e{gap}b", edge - earlier, card_fingerprint=card), "d"
+        )
+        assert begin.features["card_attempts_10m"] == 2
+        assert begin.features["card_attempts_1h"] == 2
+
+
+_backdated_example = iter(range(10**9))
+
+
+@st.composite
+def _backdated_histories(draw: st.DrawFn) -> list[tuple[float, dict[str, Any], bool]]:
+    """Payments in the order they reach the store, many stamped before the newest one (up
+    to MAX_BACKDATING_SECONDS), across minute and hour edges; whether each is declined."""
+    newest = DAY0 + 3_600 * draw(st.integers(0, 48)) - draw(st.sampled_from([0, 1, 61]))
+    events = []
+    for _ in range(draw(st.integers(1, 40))):
+        newest += draw(st.sampled_from([0, 0.5, 1, 2, 30, 59, 60, 61, 299, 600, 3_599]))
+        back = draw(st.one_of(st.just(0), st.integers(0, catalog.MAX_BACKDATING_SECONDS)))
+        t = newest - back - draw(st.sampled_from([0.0, 0.001, 0.5, 0.999]))
+        fields = {
+            "card_fingerprint": draw(st.sampled_from(["k1", "k2", None])),
+            "customer_id": draw(st.sampled_from(["c1", "c2"])),
+            "device_id": draw(st.sampled_from(["d1", "d2", None])),
+            "device_ip": draw(st.sampled_from(["i1", None])),
+            "device_ip_country": draw(st.sampled_from(["IN", "BR", None])),
+            "payment_method_account": draw(st.sampled_from(["a1", None])),
+            "cents": draw(st.integers(1, 10**6)),
+        }
+        events.append((t, fields, draw(st.booleans())))
+    return events
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(_backdated_histories())
+async def test_backdated_attempts_see_everything_counted_from_their_window_on(
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    events: list[tuple[float, dict[str, Any], bool]],
+) -> None:
+    store = RiskStore(
+        redis_client,
+        prefix=f"{redis_prefix}-bd{next(_backdated_example)}",
+        timeout_ms=2_000,
+        decision_ttl_seconds=86_400,
+    )
+    history: list[_Event] = []
+    for i, (t, fields, declined) in enumerate(events):
+        payment = make_payment(f"b{i}", t, **fields)
+        expected = _oracle(history, payment)
+        begin = await store.begin(payment, digest="d")
+        assert begin.features == expected, f"event {i}"
+        await store.commit(payment, **{**DR, "digest": "d"}, declined=declined)
+        history.append(_Event(payment, declined))
 
 
 async def test_late_events_of_busy_entities_count_in_their_own_buckets(
