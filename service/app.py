@@ -178,8 +178,18 @@ def create_app(settings: Settings) -> Litestar:
         async def drain_spool() -> None:
             if engine.spool.pending():
                 rejected = engine.spool.rejected
-                sent = await engine.spool.drain(engine.store.append_records)
-                log.info("moved %d spooled decisions to the decision log", sent)
+                outcomes: dict[str, int] = {}
+
+                async def send(records: list[bytes]) -> None:
+                    outcomes.update(await engine.store.append_records(records))
+
+                try:
+                    sent = await engine.spool.drain(send)
+                except StoreUnavailable:  # Redis still away: the next round tries again
+                    return
+                # outcomes: stored (now the transaction's answer), superseded or conflict
+                # (another answer was stored first), duplicate (drained before), ...
+                log.info("moved %d spooled decisions to Redis: %s", sent, outcomes)
                 if engine.spool.rejected > rejected:
                     log.warning(
                         "set aside %d spooled lines that are not JSON objects in %s",
@@ -196,7 +206,7 @@ def create_app(settings: Settings) -> Litestar:
         settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
-            asyncio.create_task(_every(5.0, drain_spool)),
+            asyncio.create_task(_every(1.0, drain_spool)),
         ]
         try:
             yield

@@ -1,8 +1,10 @@
 """A local append-only file for decisions that could not reach the Redis decision log.
 
 Only the degraded path writes here (Redis did not answer), so the healthy hot path does
-no disk I/O. Each record is flushed and fsynced before the answer goes out; a background
-task moves the spooled records into the decision-log stream once Redis is back.
+no disk I/O. Each entry (``RiskStore.spool_entry``) is flushed and fsynced before the
+answer goes out; a background task moves the spooled entries into Redis once it is back
+(``RiskStore.append_records``: the transaction's stored answer and the decision log,
+exactly once per line, so a drain that dies midway is simply sent again).
 
 A line that is not a JSON object (the torn tail of a write the process died in, a hand
 edit) would fail every drain and hold back every record after it, for good: ``take``
@@ -84,7 +86,8 @@ class DecisionSpool:
             self._draining.unlink(missing_ok=True)
 
     async def drain(self, send: Callable[[list[bytes]], Awaitable[None]]) -> int:
-        """Send spooled records with ``send``; they are dropped only once it succeeded."""
+        """Send spooled records with ``send``; they are dropped only once it succeeded
+        (``send`` must take a line it has taken before as a no-op)."""
         records = await asyncio.to_thread(self.take)
         if not records:
             return 0

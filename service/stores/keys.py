@@ -20,7 +20,8 @@ key                             type    content
                                         ``member_digest`` of the member's value
 ``P:{tx:<transaction_id>}``     string  idempotency and feedback, fields apart by
                                         newlines: a claim ``p``, the payload digest,
-                                        ``claimed_at`` (ms); a decision ``d``, the
+                                        ``claimed_at`` (ms, the call's ``new_claim``;
+                                        the claim lives an hour); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
                                         (entity keys and event second, for feedback),
                                         the response JSON (``velocity.decided_value``).
@@ -28,6 +29,9 @@ key                             type    content
                                         (``state``, ``digest``, ``claimed_at``,
                                         ``decision``, ``record``, ``fraud``), still read
                                         until its TTL ends
+``P:{tx:<id>}:spooled``         hash    the spool entries drained into Redis for the
+                                        transaction: entry id (a digest of its line) →
+                                        outcome (``drain.lua``); lives as the decision
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
@@ -36,7 +40,11 @@ key                             type    content
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
-                                        (the decision record JSON, ``scoring._record``)
+                                        (the decision record JSON, ``scoring._record``),
+                                        and for an entry drained from the spool
+                                        ``spooled``: ``stored`` (the transaction's
+                                        answer), ``superseded`` or ``conflict`` (not
+                                        its answer), ``logged`` (an old spool line)
 ``P:catalogs``                  hash    ``CATALOG_VERSION`` → JSON list of its feature
                                         names (``catalog.FEATURE_NAMES``), which name the
                                         decision records' ``features`` arrays; written
@@ -115,6 +123,10 @@ class Keys:
 
     def transaction(self, transaction_id: str) -> str:
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
+
+    def spool_marks(self, transaction_key: str) -> str:
+        """The drained spool entries of the transaction whose key is ``transaction_key``."""
+        return transaction_key + ":spooled"
 
     def list(self, name: str) -> str:
         return f"{self.prefix}:{{lists}}:{name}"

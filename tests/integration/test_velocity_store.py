@@ -28,7 +28,7 @@ from service.stores.lists import ListHit, ListStore
 from service.stores.pipelined import PipelinedConnection, TransactionTemplate
 from service.stores.plan import PLAN, EntityPlan, Plan, entity_attribute
 from service.stores.redis_client import make_client, ping
-from service.stores.velocity import RiskStore, read_decided
+from service.stores.velocity import CLAIM_TTL_SECONDS, RiskStore, read_decided
 from tests.conftest import TEST_REDIS_URL
 
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
@@ -1283,7 +1283,8 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
             keys, args, commit_keys, commit_args = _reference_call(store, payment, marks, of)
             sent = list(call[3:])
             assert sent[: len(keys)] == keys
-            assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
+            # the claim lives CLAIM_TTL_SECONDS (shorter than this store's decisions)
+            assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, CLAIM_TTL_SECONDS]
             assert sent[len(keys) + 4 :] == args
         assert begun.features == PLAN.values(sums)
         assert begun.list_hits == [ListHit("block_card", "card_fingerprint", None)]
