@@ -75,7 +75,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
@@ -92,6 +92,8 @@ LABELS = frozenset({*FRAUD_LABELS, "legit"})
 
 
 class Begin(msgspec.Struct, frozen=True):
+    """What ``begin`` answered: the claim's status, velocity features and list hits."""
+
     status: BeginStatus
     stored_decision: bytes | None  # the response JSON, for ``replay``
     features: dict[str, float]  # every catalog.VELOCITY_FEATURES name, for new and takeover
@@ -111,20 +113,27 @@ _record_decoder = msgspec.json.Decoder(TransactionRecord)
 
 
 class Decided(NamedTuple):
+    """A decided transaction's stored parts: the entity record and the response."""
+
     record: bytes  # the entity record (TransactionRecord JSON), for feedback
     decision: bytes  # the response JSON, for a replay
 
 
 def new_claim() -> str:
-    """The claimed-at (ms, the service clock, to the µs) a call's ``begin`` sends: it
-    times the claim and, as good as unique per transaction, names the call."""
+    """The claimed-at (ms, the service clock, to the µs) a call's ``begin`` sends.
+
+    It times the claim and, as good as unique per transaction, names the call.
+    """
     return f"{time.time() * 1000:.3f}"
 
 
 def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
-    """A decided transaction's value under its key: ``d``, the payment's digest, the fraud
-    mark (empty until feedback), the entity record and the response, apart by newlines,
-    which JSON text never holds (``begin.lua``'s ``read_claim`` reads it in Redis)."""
+    """A decided transaction's value under its key.
+
+    ``d``, the payment's digest, the fraud mark (empty until feedback), the entity record and the
+    response, apart by newlines, which JSON text never holds (``begin.lua``'s ``read_claim`` reads
+    it in Redis).
+    """
     return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
 
 
@@ -141,10 +150,12 @@ class _RecordPayment(msgspec.Struct):
 
 
 class _SpoolEntry(msgspec.Struct, omit_defaults=True):
-    """A spooled line as ``append_records`` reads it: ``spool_entry``'s object (``spool``
-    1), or a bare decision record of the format before it, whose transaction id is in
-    ``payment`` (every record shape has it there), else in the top-level copy that records
-    written before the compact format also carry."""
+    """A spooled line as ``append_records`` reads it.
+
+    ``spool_entry``'s object (``spool`` 1), or a bare decision record of the format before it,
+    whose transaction id is in ``payment`` (every record shape has it there), else in the
+    top-level copy that records written before the compact format also carry.
+    """
 
     spool: int = 0
     tx: str = ""
@@ -166,8 +177,11 @@ _DRAIN_BATCH = 500
 
 
 def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
-    """The ``attributes`` of a payment as a tuple, in one C call (``attrgetter`` of a
-    single name returns the bare value, hence the wrapper)."""
+    """The ``attributes`` of a payment as a tuple, in one C call.
+
+    The ``attributes`` of a payment as a tuple, in one C call (``attrgetter`` of a
+    single name returns the bare value, hence the wrapper).
+    """
     if len(attributes) == 1:
         one = attrgetter(attributes[0])
         return lambda payment: (one(payment),)
@@ -175,16 +189,22 @@ def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
 
 
 def _present_all(values: tuple[Any, ...]) -> list[str | None]:
-    """``present`` of each value; a non-blank ``str`` (nearly every value) is what
-    ``present`` returns it as, so it skips the call."""
+    """``present`` of each value, fast for the common case.
+
+    ``present`` of each value; a non-blank ``str`` (nearly every value) is what
+    ``present`` returns it as, so it skips the call.
+    """
     return [
         v if v.__class__ is str and v.strip() else None if v is None else present(v) for v in values
     ]
 
 
 async def _redis_py_transaction(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """``PipelinedConnection.execute_transaction`` for a redis-py hot client (tests, tools
-    built without the pipelined connection): the same commands, in redis-py's transaction."""
+    """``PipelinedConnection.execute_transaction`` for a redis-py hot client.
+
+    ``PipelinedConnection.execute_transaction`` for a redis-py hot client (tests, tools
+    built without the pipelined connection): the same commands, in redis-py's transaction.
+    """
     async with client.pipeline(transaction=True) as pipe:
         for command in commands:
             pipe.execute_command(*command)
@@ -202,6 +222,8 @@ def _run_commands(
 
 
 class RiskStore:
+    """The velocity store: claims, counters, decisions and feedback in Redis."""
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -285,8 +307,9 @@ class RiskStore:
     async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits.
 
-        ``claim`` (``new_claim``, made here when None) is the claimed-at the claim
-        records: a call that spools its decision spools it too."""
+        ``claim`` (``new_claim``, made here when None) is the claimed-at the claim records: a
+        call that spools its decision spools it too.
+        """
         values = _present_all(self._read(payment))
         keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
         mask = []
@@ -361,8 +384,11 @@ class RiskStore:
     def _list_lookups(
         self, values: list[str | None], believed: str
     ) -> tuple[str, list[str], list[str]]:
-        """begin's lists mask, list keys and items for the payment's ``values``, looking up
-        the lists ``believed`` ('1') to hold items (``begin.lua`` has the protocol)."""
+        """The list part of begin's arguments for the payment's ``values``.
+
+        begin's lists mask, list keys and items for the payment's ``values``, looking up
+        the lists ``believed`` ('1') to hold items (``begin.lua`` has the protocol).
+        """
         if believed == self._no_lists:
             return believed, [], []
         marks: list[str] = []
@@ -400,9 +426,9 @@ class RiskStore:
         ``digest`` (a retry with another payload is still a conflict) and the entity
         record that feedback reads (``decided_value``). A decline recounts its entities'
         packed states, which only the ``commit`` function can do. Any other decision is a
-        ``MULTI``/``EXEC`` of the commands that function would run: half the Redis
-        instructions of the function call (no Lua VM, no nested-call bookkeeping;
-        ``benchmarks/redis_begin.py --commit --callgrind``), for about 2 µs more here. A hot client
+        ``MULTI``/``EXEC`` of the commands that function would run, which costs Redis
+        less than the function call (no Lua VM, no nested-call bookkeeping;
+        ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """
@@ -445,8 +471,10 @@ class RiskStore:
     def _decision(
         self, payment: Payment, digest: str, decision_json: bytes
     ) -> tuple[str, bytes, dict[str, str], int]:
-        """The transaction key, the decided value ``commit`` stores there, the payment's
-        entity keys by entity name, and its event second."""
+        """The transaction key, its decided value, the entity keys by name and the event second.
+
+        The decided value is what ``commit`` stores under the key.
+        """
         second = event_second(payment.event_time)
         raw = self._read_keys(payment)
         # The entities' key values as ``entity_values`` finds them, built in C: the truthy
@@ -493,9 +521,12 @@ class RiskStore:
         declined: bool,
         committed: bytes | None = None,
     ) -> bytes:
-        """The spool line of a decision Redis did not take: all ``append_records`` needs
-        to store it as the transaction's answer and log it (``drain.lua``). ``claim`` is
-        what the call's begin sent; ``committed`` the value its commit tried to store."""
+        """The spool line of a decision Redis did not take.
+
+        It holds all ``append_records`` needs to store it as the transaction's answer and log it
+        (``drain.lua``). ``claim`` is what the call's begin sent; ``committed`` the value its
+        commit tried to store.
+        """
         tx, value, keyed, second = self._decision(payment, digest, decision_json)
         entry = _SpoolEntry(
             spool=1,
@@ -579,14 +610,16 @@ class RiskStore:
         return result is not None
 
     async def append_records(self, records: list[bytes]) -> dict[str, int]:
-        """Drain spooled lines into Redis, each exactly once however often it is sent (a
-        drain killed midway is sent again): ``drain.lua`` keeps every line's id (a digest
-        of the line) in its transaction's marks. Returns the count of each outcome.
+        """Drain spooled lines into Redis, each exactly once; returns the count of each outcome.
 
-        A line of ``spool_entry`` becomes the transaction's stored answer unless another
-        was stored, or claimed by another call, first; a bare record (spooled before that
-        format, of any record shape) is logged under the transaction id of its
-        ``payment``, else of its top level."""
+        However often a line is sent (a drain killed midway is sent again), ``drain.lua`` keeps
+        every line's id (a digest of the line) in its transaction's marks.
+
+        A line of ``spool_entry`` becomes the transaction's stored answer unless another was
+        stored, or claimed by another call, first; a bare record (spooled before that format, of
+        any record shape) is logged under the transaction id of its ``payment``, else of its top
+        level.
+        """
         outcomes: dict[str, int] = {}
         for start in range(0, len(records), _DRAIN_BATCH):
             calls = [self._drain_call(line) for line in records[start : start + _DRAIN_BATCH]]

@@ -23,14 +23,14 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import catalog
-from service.normalise import normalise_frame, payment_from_row
-from service.payment import Payment
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.features import catalog
+from service.features.offline import velocity_features_frame
+from service.normalisation.normalise import normalise_frame, payment_from_row
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 from service.stores.velocity import RiskStore
-from training.offline_features import velocity_features_frame
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a day (and week-bucket) boundary
 NAMES = [f.name for f in catalog.VELOCITY_FEATURES]
@@ -320,8 +320,10 @@ async def test_store_and_offline_frame_agree_on_random_small_histories(
 
 @st.composite
 def minute_edge_histories(draw: st.DrawFn) -> pd.DataFrame:
-    """Payments a second or less either side of minute (and hour) boundaries, ties
-    included, sorted in time as a replay sends them: the windows' edges, exercised."""
+    """Payments a second or less either side of minute (and hour) boundaries.
+
+    Ties included, sorted in time as a replay sends them: the windows' edges, exercised.
+    """
     frame = draw(small_histories())
     edges = draw(st.lists(st.integers(0, 180), min_size=len(frame), max_size=len(frame)))
     offsets = draw(

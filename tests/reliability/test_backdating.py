@@ -1,5 +1,8 @@
-"""Event time cannot dodge a window: payments stamped backwards, within the clock skew the
-server accepts, still see what their card did up to the newest time seen."""
+"""Event time cannot dodge a window.
+
+Payments stamped backwards, within the clock skew the server accepts, still see what their
+card did up to the newest time seen.
+"""
 
 from __future__ import annotations
 

@@ -121,10 +121,12 @@ async def test_an_attempt_applied_after_its_timeout_then_retried_counts_once(
     proxy: FaultProxy,
     redis_server: RedisServer,
 ) -> None:
-    """Redis applies ``begin`` after the service gave up on it (latency past the budget);
-    the gateway retries: the retry must not count the attempt again, and gets the answer
-    the first call gave (spooled, then stored by the drain over its own claim), once
-    logged."""
+    """A ``begin`` Redis ran after the service gave up is not counted again on retry.
+
+    Redis applies ``begin`` after the service gave up on it (latency past the budget); the
+    gateway retries: the retry must not count the attempt again, and gets the answer the
+    first call gave (spooled, then stored by the drain over its own claim), logged once.
+    """
     with running_service(proxy.url, evidence_dir) as service:
         http.base_url = service.base_url
         body = _on_card("late-1", "tok_late")
@@ -162,10 +164,13 @@ async def test_every_payment_answered_through_redis_faults_is_replayed_and_logge
     proxy: FaultProxy,
     redis_server: RedisServer,
 ) -> None:
-    """Latency past the budget, a stalled connection, connection resets: whatever each
-    call was answered (degraded or not), once Redis is healthy and the spool drained, the
-    identical retry gets that answer back with ``replayed: true`` and the log holds one
-    record of it that is the stored answer."""
+    """Through Redis faults, every answer given is the one a retry gets back.
+
+    Latency past the budget, a stalled connection, connection resets: whatever each call was
+    answered (degraded or not), once Redis is healthy and the spool drained, the identical
+    retry gets that answer back with ``replayed: true`` and the log holds one record of it
+    that is the stored answer.
+    """
     faults = ("latency", "stall", "reset", "reset", "none")
     bodies, firsts = [], []
     with running_service(proxy.url, evidence_dir) as service:

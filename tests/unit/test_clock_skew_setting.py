@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.catalog import MAX_BACKDATING_SECONDS
 from service.errors import ConfigurationError
+from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.settings import Settings
 
 ENV = {"RISKSCORE_SECRET": "a-test-secret-of-some-length"}
