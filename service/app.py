@@ -100,6 +100,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         timeout_ms=settings.redis_timeout_ms,
         decision_ttl_seconds=settings.decision_ttl_days * 86_400,
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
+        server_clock=settings.clock == "server",
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
     model, model_problem = load_model(settings.model_dir)
@@ -174,7 +175,7 @@ def create_app(settings: Settings) -> Litestar:
                 metrics.rules_reloads.labels("refused").inc()
 
         async def drain_spool() -> None:
-            if engine.spool.pending():
+            if engine.spool.has_pending():
                 rejected = engine.spool.rejected
                 outcomes: dict[str, int] = {}
 
@@ -187,7 +188,8 @@ def create_app(settings: Settings) -> Litestar:
                     return
                 # outcomes: stored (now the transaction's answer), superseded or conflict
                 # (another answer was stored first), duplicate (drained before), ...
-                log.info("moved %d spooled decisions to Redis: %s", sent, outcomes)
+                if sent:
+                    log.info("moved %d spooled decisions to Redis: %s", sent, outcomes)
                 if engine.spool.rejected > rejected:
                     log.warning(
                         "set aside %d spooled lines that are not JSON objects in %s",

@@ -48,6 +48,10 @@ class DecisionSpool:
             f.flush()
             os.fsync(f.fileno())
 
+    def has_pending(self) -> bool:
+        """Whether a spool file exists: two ``stat`` calls, cheap enough for every second."""
+        return self._draining.exists() or self.path.exists()
+
     def pending(self) -> int:
         """How many records wait to be drained (being drained or newly spooled)."""
         count = 0
@@ -97,9 +101,8 @@ class DecisionSpool:
         ``send`` must take a line it has taken before as a no-op.
         """
         records = await asyncio.to_thread(self.take)
-        if not records:
-            return 0
-        await send(records)
+        if records:
+            await send(records)
         await asyncio.to_thread(self.done)
         return len(records)
 

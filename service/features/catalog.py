@@ -10,7 +10,10 @@ Window semantics, shared by both engines: a window of ``W`` seconds is cut into
 ``floor(s / bucket)`` is at least ``floor(t / bucket) - n + 1``: from the ``n - 1`` full
 buckets before its own on, up to the newest event the entity has seen, also when that was
 stamped later than ``t``. So a payment stamped earlier than payments already counted still
-sees them (event time cannot be used to dodge a window); in time order, which is how the
+sees them (event time cannot be used to dodge a window). With the server clock, a payment
+stamped later than the server's time (within the skew) has its window start from the
+server's time instead (``floor(min(t, now) / bucket) - n + 1``), so a stamp in the future
+cannot shorten it either. In time order, which is how the
 offline engine replays a log and how a replay sends it, nothing counted is later than
 ``t`` and the window is ``[floor(t / bucket) - n + 1, floor(t / bucket)]``: the current,
 partial bucket and the ``n - 1`` full ones before it. A window therefore looks back between

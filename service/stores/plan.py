@@ -1,9 +1,12 @@
 """The feature catalogue compiled into what the Redis store reads and writes.
 
 Window rule (``service.features.catalog``): at event second ``t`` a window of ``n`` buckets
-of ``w`` seconds covers the bucket ids from ``floor(t/w) - n + 1`` on, up to the newest the
+of ``w`` seconds covers the bucket ids from ``floor(s/w) - n + 1`` on, up to the newest the
 entity holds (attempts counted before this one but stamped later count too; in time order
-that is ``[floor(t/w) - n + 1, floor(t/w)]``).
+that is ``[floor(t/w) - n + 1, floor(t/w)]``). ``s``, the window second, is ``t``, or with
+the server clock the server's second when that is earlier (a stamp in the future, within
+the skew, cannot move a window's start forward past the attempts it should see). The
+attempt itself is counted at ``t``.
 
 Layout (``keys.py``): each entity's whole state is one string key, a run of doubles, read
 with ``MGET`` (all the payment's entities at once) and written with one ``SET``. Per bucket
@@ -452,17 +455,18 @@ def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     state ``v`` (an array of its doubles, empty when new) to ``O``, counting the attempt
     when ``write``: per group ``_count_group``, per kind ``_count_kind``. ``cur`` holds the
     bucket of the event second ``t`` per width (``cur[at[width]]``, by the width's place
-    in WIDTHS), ``M`` the member digests by code (false when missing). Returns the
-    length of the state in O, the longest horizon of its non-empty groups and kinds
-    after and before, and whether the refreshing group opened a bucket (begin.lua sets
-    the TTL from them).
+    in WIDTHS), ``start`` that of the window second (``t``, or the server's second when
+    that is earlier: the module docstring), ``M`` the member digests by code (false when
+    missing). Returns the length of the state in O, the longest horizon of its non-empty
+    groups and kinds after and before, and whether the refreshing group opened a bucket
+    (begin.lua sets the TTL from them).
     """
     body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
     body += "".join(_count_kind(e, d, at) for d in e.distinct)
     return (
-        f"COUNT[{e.index}] = function(v, O, out, M, cur, t, cents, write) -- {e.entity}\n"
+        f"COUNT[{e.index}] = function(v, O, out, M, cur, start, t, cents, write) -- {e.entity}\n"
         f"  local p, m, ttl, old, opened = 1, 0, 0, 0, {'false' if e.star else 'true'}\n"
-        "  local n, last, h, q, c\n"
+        "  local n, last, h, q, c, sb\n"
         f"{body}"
         "  return m, ttl, old, opened\n"
         "end"
@@ -473,9 +477,10 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     """One group of ``_count_entity``.
 
     The group at v[p] (its record count, then records of the bucket id and a value per measure, in
-    bucket order) is copied to O after m: records of buckets below cur - keep are dropped (no window
-    reads them), and so are records with no value above 0. Each kept record of a bucket b <= cur
-    adds its values to the windows that cover it: b > cur - buckets. The current bucket's record
+    bucket order) is copied to O after m: records of buckets below start - keep are dropped (no
+    window reads them; start is the bucket of the window second, cur's or earlier), and so are
+    records with no value above 0. Each kept record of a bucket b < cur adds its values to the
+    windows that cover it: b > start - buckets. The current bucket's record
     gets the attempt (1 to the attempts, the cents to the amount) and is made when missing. Records
     of later buckets (attempts counted before this one but stamped later) are copied and count in
     every window: a backdated stamp cannot hide the entity's newest activity. A takeover reads
@@ -494,7 +499,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
                 f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
             )
     earlier = "".join(
-        f"      if b > c - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
+        f"      if b > sb - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
     )
     current = "".join(f"      {'; '.join(adds)}\n" for _, adds in sorted(windows.items()))
     attempt = [f"{x} = {x} + {add}" for x, add in (("a", "1"), ("s", "cents")) if x in xs]
@@ -502,14 +507,14 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     opens = "      if not found then opened = true end\n" if star else ""
     return (
         f"  -- {e.entity} {g.name}: buckets of {g.width} s, {g.keep} kept behind the current\n"
-        f"  c = cur[{at[g.width]}]\n"
+        f"  c, sb = cur[{at[g.width]}], start[{at[g.width]}]\n"
         "  n = v[p] or 0\n"
         f"  if n > 0 and {g.horizon} > old then old = {g.horizon} end\n"
         f"  last = p + {k} * n\n"
         "  h = m + 1\n"
         "  m = h\n"
         "  q = p + 1\n"
-        f"  while q <= last and v[q] < c - {g.keep} do q = q + {k} end\n"
+        f"  while q <= last and v[q] < sb - {g.keep} do q = q + {k} end\n"
         "  while q <= last do -- earlier buckets\n"
         "    local b = v[q]\n"
         "    if b >= c then break end\n"
@@ -562,7 +567,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
     """
     windows = "".join(
         "      do\n"
-        f"        local from, count = (cur[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"
+        f"        local from, count = (start[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"
         "        for j = h + 2, m, 2 do\n"
         "          if O[j] >= from then count = count + 1 end\n"
         "        end\n"
@@ -574,7 +579,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
         f"  -- {e.entity} {d.name}: the {d.of} seen with it\n"
         "  do\n"
         f"    local member = write and M[{d.code}] or nil\n"
-        f"    local low = (cur[{at[d.keep_width]}] - {d.keep}) * {d.keep_width}\n"
+        f"    local low = (start[{at[d.keep_width]}] - {d.keep}) * {d.keep_width}\n"
         "    n = v[p] or 0\n"
         f"    if n > 0 and {d.horizon} > old then old = {d.horizon} end\n"
         "    last = p + 2 * n\n"

@@ -237,8 +237,12 @@ class RiskStore:
         breaker: Breaker | None = None,
         plan: Plan = PLAN,
         hot: Commands | None = None,
+        server_clock: bool = False,
     ) -> None:
         self.client = client
+        # with the server clock (RISKSCORE_CLOCK=server) a window starts from the earlier of
+        # the event second and the server's (plan.py): a stamp in the future cannot shorten it
+        self._server_clock = server_clock
         self.hot: Commands = hot if hot is not None else client  # begin and commit
         self._hot_guard = hot is None  # a pipelined connection keeps its own deadlines
         self.keys = Keys(prefix)
@@ -272,7 +276,7 @@ class RiskStore:
         )
         self._member_slots = plan.member_slots
         # begin's numbers (cents, event second, member digests) and its window sums, packed
-        self._numbers = struct.Struct(f"<{2 + plan.member_slots}d")
+        self._numbers = struct.Struct(f"<{3 + plan.member_slots}d")
         self._sums = struct.Struct(f"<{plan.slot_count}d")
         # per list entity (``lookups`` order): its block and allow list keys and the
         # positions of its attributes. begin sends the keys and items of the lists it
@@ -327,15 +331,23 @@ class RiskStore:
                 if members[code] is None:
                     text = values[i]
                     members[code] = member_digest(text) if text else -1
+        claim = claim or new_claim()
+        second = event_second(payment.event_time)
+        start = second
+        if self._server_clock:
+            now = int(float(claim) // 1000)
+            if now < start:
+                start = now
         args: list[str | int | bytes] = [
-            claim or new_claim(),
+            claim,
             digest,
             self._pending_ms,
             self._claim_ttl,
             "".join(mask),
             self._numbers.pack(
                 payment.amount_usd_cents,
-                event_second(payment.event_time),
+                second,
+                start,
                 *[-1 if m is None else m for m in members],
             ),
         ]

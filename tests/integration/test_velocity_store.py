@@ -282,11 +282,13 @@ def _oracle(
     history: list[_Event],
     current: Payment,
     features: tuple[catalog.VelocityFeature, ...] = catalog.VELOCITY_FEATURES,
+    now: float | None = None,
 ) -> dict[str, float]:
     """The catalogue's window rule, written as plainly as possible.
 
     The entity's events counted before (``history``, in the order they reached the store)
-    from the window's first bucket on, also those stamped later than ``current``.
+    from the window's first bucket on, also those stamped later than ``current``; with the
+    server's time ``now``, the window starts from the earlier of it and the event time.
     """
     result = {}
     for f in features:
@@ -295,7 +297,8 @@ def _oracle(
         if not key or not key.strip():
             result[f.name] = 0.0
             continue
-        cur = int(current.event_time) // f.bucket
+        start = current.event_time if now is None else min(current.event_time, now)
+        cur = int(start) // f.bucket
         past = [
             e
             for e in history
@@ -535,17 +538,20 @@ _backdated_example = iter(range(10**9))
 
 
 @st.composite
-def _backdated_histories(draw: st.DrawFn) -> list[tuple[float, dict[str, Any], bool]]:
-    """Payments in the order they reach the store, many stamped before the newest one.
+def _backdated_histories(draw: st.DrawFn) -> list[tuple[float, float, dict[str, Any], bool]]:
+    """Payments in the order they reach the store, stamped up to the skew either side.
 
-    Up to MAX_BACKDATING_SECONDS back, across minute and hour edges; whether each is declined.
+    Each is (the server's time, the stamp, its fields, whether declined): the server's time
+    moves on, stamps lie within 300 s of it (so up to MAX_BACKDATING_SECONDS before the
+    newest), across minute and hour edges.
     """
-    newest = DAY0 + 3_600 * draw(st.integers(0, 48)) - draw(st.sampled_from([0, 1, 61]))
+    skew = catalog.MAX_BACKDATING_SECONDS // 2
+    now = DAY0 + 3_600 * draw(st.integers(0, 48)) - draw(st.sampled_from([0, 1, 61]))
     events = []
     for _ in range(draw(st.integers(1, 40))):
-        newest += draw(st.sampled_from([0, 0.5, 1, 2, 30, 59, 60, 61, 299, 600, 3_599]))
-        back = draw(st.one_of(st.just(0), st.integers(0, catalog.MAX_BACKDATING_SECONDS)))
-        t = newest - back - draw(st.sampled_from([0.0, 0.001, 0.5, 0.999]))
+        now += draw(st.sampled_from([0, 0.5, 1, 2, 30, 59, 60, 61, 299, 600, 3_599]))
+        offset = draw(st.one_of(st.just(0), st.integers(-skew, skew)))
+        t = now + offset - draw(st.sampled_from([0.0, 0.001, 0.5, 0.999]))
         fields = {
             "card_fingerprint": draw(st.sampled_from(["k1", "k2", None])),
             "customer_id": draw(st.sampled_from(["c1", "c2"])),
@@ -555,32 +561,35 @@ def _backdated_histories(draw: st.DrawFn) -> list[tuple[float, dict[str, Any], b
             "payment_method_account": draw(st.sampled_from(["a1", None])),
             "cents": draw(st.integers(1, 10**6)),
         }
-        events.append((t, fields, draw(st.booleans())))
+        events.append((now, t, fields, draw(st.booleans())))
     return events
 
 
+@pytest.mark.parametrize("server_clock", [False, True])
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(_backdated_histories())
-async def test_backdated_attempts_see_everything_counted_from_their_window_on(
+@given(events=_backdated_histories())
+async def test_backdated_and_forward_dated_attempts_see_everything_of_their_window(
     redis_client: aioredis.Redis,
     redis_prefix: str,
-    events: list[tuple[float, dict[str, Any], bool]],
+    server_clock: bool,
+    events: list[tuple[float, float, dict[str, Any], bool]],
 ) -> None:
     store = RiskStore(
         redis_client,
         prefix=f"{redis_prefix}-bd{next(_backdated_example)}",
         timeout_ms=2_000,
         decision_ttl_seconds=86_400,
+        server_clock=server_clock,
     )
     history: list[_Event] = []
-    for i, (t, fields, declined) in enumerate(events):
+    for i, (now, t, fields, declined) in enumerate(events):
         payment = make_payment(f"b{i}", t, **fields)
-        expected = _oracle(history, payment)
-        begin = await store.begin(payment, digest="d")
+        expected = _oracle(history, payment, now=now if server_clock else None)
+        begin = await store.begin(payment, "d", f"{now * 1000:.3f}")
         assert begin.features == expected, f"event {i}"
         await store.commit(payment, **{**DR, "digest": "d"}, declined=declined)
         history.append(_Event(payment, declined))
@@ -1243,7 +1252,8 @@ def _reference_call(
             text = present(getattr(payment, d.attribute))
             members[d.code - 1] = member_digest(text) if text else -1
     second = event_second(payment.event_time)
-    numbers = [float(payment.amount_usd_cents), float(second), *map(float, members)]
+    # the window second is the event second: this store follows the event clock
+    numbers = [float(payment.amount_usd_cents), float(second), float(second), *map(float, members)]
     args = [mask, struct.pack(f"<{len(numbers)}d", *numbers)]
     found = dict(lookups(payment))
     marks, items = "", []

@@ -6,6 +6,7 @@ card did up to the newest time seen.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import UTC, datetime
@@ -71,3 +72,29 @@ async def test_a_payment_stamped_just_before_the_last_across_a_minute_edge_sees_
             found.append(second.json()["features"]["card_attempts_10m"])
     assert found == [2, 2, 2]
     scenario.expected, scenario.found = "card_attempts_10m 2", f"{found}"
+
+
+async def test_attempts_stamped_early_then_late_within_the_skew_still_see_each_other(
+    scenario: Scenario, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # five stamped 299 s early, then five 299 s late: ten minute buckets apart, so a window
+    # cut at the late stamp would miss the early ones; but it starts no later than the
+    # server's time, so they are seen and the burst rule fires
+    app = create_app(in_process_settings(redis_server.url, tmp_path))
+    phase = (time.time() - 299) % 60
+    if not 3 <= phase <= 50:  # early one's second within its minute: 10 buckets, not 9
+        await asyncio.sleep((63 - phase) % 60)
+    now = time.time()
+    seen, fired = [], 0
+    async with AsyncTestClient(app=app) as client:
+        for n in range(10):
+            at = now - 299 if n < 5 else now + 299
+            r = await scenario.score(
+                client, _stamped(f"split-{n}", "tok_split", at), headers=auth()
+            )
+            assert r.status_code == 200, r.text
+            seen.append(r.json()["features"]["card_attempts_10m"])
+            fired += "COMMON_CARD_BURST" in r.json()["matched_rules"]
+    assert seen == list(range(1, 11))
+    assert fired == 5
+    scenario.expected, scenario.found = "card_attempts_10m 1..10, 5 bursts", f"{seen}, {fired}"
