@@ -201,7 +201,7 @@ async def test_a_commit_that_landed_after_its_timeout_is_not_logged_again(
         declined=False,
     )
     assert await store.append_records([other]) == {"conflict": 1}
-    assert await store.stored_decision("slow-1") == answer
+    assert await store.stored_decision("m1", "slow-1") == answer
     scenario.expected, scenario.found = "committed; conflict", "committed; conflict"
 
 
@@ -322,7 +322,7 @@ def test_a_drain_killed_at_random_points_leaves_every_record_exactly_once(
     assert len(entries) == count, f"{len(entries) - count} extra entries over {kills} kills"
     assert per_tx == {f"k{n}".encode(): 1 for n in range(count)}
     assert {fields[b"spooled"] for _, fields in entries} == {b"stored", b"logged"}
-    stored = client.get(Keys(prefix).transaction("k1"))
+    stored = client.get(Keys(prefix).transaction("m1", "k1"))
     assert stored is not None and stored.startswith(b"d\n")
     assert kills >= 3  # the drain was cut short, several times
     scenario.expected = f"{count} records once each"
