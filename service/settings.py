@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_ms: float = 25.0
     redis_prefix: str = "rs"
     rules_reload_seconds: float = 2.0
+    # Rule files: each at most this many bytes, at most this many rules in the directory,
+    # and a (re)load that compiles for longer than this is refused (service.rules.RuleLimits).
+    rules_max_file_bytes: int = 256 * 1024
+    rules_max_rules: int = 1_000
+    rules_reload_timeout_seconds: float = 5.0
     thresholds: dict[str, Thresholds] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS)
     )
@@ -104,6 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_RULES_MAX_FILE_BYTES", "rules_max_file_bytes", int),
+            ("RISKSCORE_RULES_MAX_RULES", "rules_max_rules", int),
+            ("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", "rules_reload_timeout_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
         ):

@@ -19,9 +19,10 @@ from litestar.types import Message, Receive, Scope, Send
 from service.api.admission import AdmissionLimit
 from service.api.auth import authorize, require_role
 from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
-from service.errors import NotFound
+from service.errors import FieldProblem, InvalidRequest, NotFound
 from service.list_admin import LIST_NAMES, check_name, normalise_items
 from service.scoring import Engine, score
+from service.stores.lists import MAX_RANGES
 
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024
@@ -186,6 +187,11 @@ async def add_list_items(name: FromPath[str], request: Request, state: State) ->
     change = decode_body(await request.body(), ListChange)
     engine: Engine = state.engine
     items = normalise_items(name, change.items, engine.pseudonymiser)
+    if items.ranges:
+        held = await engine.lists.range_count(name)
+        if held + len(items.ranges) > MAX_RANGES:
+            problem = f"{name} holds {held} IP ranges; at most {MAX_RANGES} in all"
+            raise InvalidRequest([FieldProblem("items", problem)])
     added = await engine.lists.add(
         name,
         items.exact,

@@ -57,6 +57,7 @@ Amount = Annotated[
 MAX_AMOUNT: Final = Decimal(10) ** 12
 MAX_AMOUNT_DECIMALS: Final = 8
 MAX_DEPTH: Final = 32
+MAX_LIST_TTL_SECONDS: Final = 10 * 366 * 86_400  # ten years; longer is "no ttl_seconds"
 # Event and account-creation times outside these bounds are typos or attacks on the windows.
 EARLIEST_INSTANT: Final = 0.0  # 1970-01-01
 LATEST_INSTANT: Final = 4_102_444_800.0  # 2100-01-01
@@ -148,7 +149,7 @@ class ListChange(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.Meta(min_length=1, max_length=1000),
     ]
     reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_TTL_SECONDS)] | None = None
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -31,10 +32,89 @@ from service.rules.ruleset import (
     RuleSet,
     Scope,
 )
-from service.settings import VERTICALS
+from service.settings import VERTICALS, Settings
 
 PACKS: Final[tuple[str, ...]] = (COMMON, *VERTICALS)
-MAX_FILE_BYTES: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLimits:
+    """What a rule directory may hold, so that no file can take long to read or compile.
+
+    ``max_file_bytes`` per file, ``max_rules`` over the directory, ``max_depth`` levels
+    of YAML nesting (the shipped packs use 4), and ``seconds``: a compile still running
+    after that long is abandoned and the files refused. Anchors and aliases are always
+    refused (an alias bomb expands 10 KB into gigabytes). ``Settings`` sets the first two
+    and ``seconds`` (``RISKSCORE_RULES_MAX_FILE_BYTES``, ``RISKSCORE_RULES_MAX_RULES``,
+    ``RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS``).
+    """
+
+    max_file_bytes: int = 256 * 1024
+    max_rules: int = 1_000
+    max_depth: int = 32
+    seconds: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> RuleLimits:
+        """The limits the settings ask for."""
+        return cls(
+            max_file_bytes=settings.rules_max_file_bytes,
+            max_rules=settings.rules_max_rules,
+            seconds=settings.rules_reload_timeout_seconds,
+        )
+
+
+DEFAULT_LIMITS: Final = RuleLimits()
+
+
+class _TooSlow(Exception):
+    """The compile ran past ``RuleLimits.seconds``."""
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML construct rule files may not use (anchor, alias, deep nesting)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _RuleLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses anchors and aliases and nesting past ``max_depth``,
+    naming the line, before composing any further, and checks the time limit per node.
+
+    PyYAML's composer recurses once per level, so 20,000 ``[`` would otherwise end in a
+    ``RecursionError``; it is stopped here at ``max_depth``.
+    """
+
+    def __init__(self, text: str, max_depth: int, tick: Callable[[], None]) -> None:
+        super().__init__(text)
+        self.max_depth = max_depth
+        self.depth = 0
+        self.tick = tick
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:  # type: ignore[override]
+        self.tick()
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                f"alias *{event.anchor} is not allowed in rule files; write the value out",
+                event.start_mark,
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                f"anchor &{event.anchor} is not allowed in rule files; write values out",
+                event.start_mark,
+            )
+        if not isinstance(event, yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        if self.depth >= self.max_depth:
+            raise _Refused(f"nested deeper than {self.max_depth} levels", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        finally:
+            self.depth -= 1
+
 
 _RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 _MSGSPEC_PATH = re.compile(r" - at (`key` in )?`\$([^`]*)`$")
@@ -112,6 +192,9 @@ def _line(node: yaml.Node) -> int:
 
 
 _STR_TAG: Final = "tag:yaml.org,2002:str"
+_INT_TAG: Final = "tag:yaml.org,2002:int"
+_FLOAT_TAG: Final = "tag:yaml.org,2002:float"
+MAX_NUMBER_CHARS: Final = 100  # Python refuses to read integers of more than 4,300 digits
 
 
 def _error_line(root: yaml.Node, path: Sequence[str | int], about_key: bool) -> int:
@@ -164,6 +247,19 @@ def _convert(value: Any, type_: Any) -> tuple[Any, str | None]:
         return None, str(e)
 
 
+def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    """Every scalar node of a (depth-bounded) tree, keys included."""
+    if isinstance(node, yaml.ScalarNode):
+        yield node
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _scalars(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _scalars(key)
+            yield from _scalars(value)
+
+
 def _duplicate_keys(
     node: yaml.Node, path: list[str | int]
 ) -> Iterator[tuple[yaml.Node, str, list]]:
@@ -183,15 +279,36 @@ def _duplicate_keys(
 class _Compiler:
     """Compiles one snapshot of a directory's files, collecting every problem it finds."""
 
-    def __init__(self, directory: Path, files: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, directory: Path, files: Mapping[str, bytes], limits: RuleLimits = DEFAULT_LIMITS
+    ) -> None:
         self.directory = directory
         self.files = files
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
         self.errors: list[RuleError] = []
+        self.rule_count = 0
+
+    def tick(self) -> None:
+        """Raise ``_TooSlow`` once past the time limit; called per YAML node and rule."""
+        if time.monotonic() > self.deadline:
+            raise _TooSlow
 
     def error(self, file: str, message: str, *, line: int | None = None, rule: str | None = None):
         self.errors.append(RuleError(file, message, line=line, rule=rule))
 
     def run(self) -> RuleSet | None:
+        try:
+            return self._run()
+        except _TooSlow:
+            self.error(
+                str(self.directory),
+                f"compiling took longer than {self.limits.seconds:g} s; the files were refused "
+                "(RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS)",
+            )
+            return None
+
+    def _run(self) -> RuleSet | None:
         packs: dict[str, _Pack] = {}
         for name in sorted(self.files):
             pack = self.read_pack(name, self.files[name])
@@ -239,16 +356,25 @@ class _Compiler:
                 + ", ".join(f"{v}.yaml" for v in VERTICALS),
             )
             return None
-        if len(data) > MAX_FILE_BYTES:
-            self.error(file, f"file is larger than {MAX_FILE_BYTES} bytes")
+        if len(data) > self.limits.max_file_bytes:
+            self.error(
+                file,
+                f"file is larger than {self.limits.max_file_bytes} bytes "
+                "(RISKSCORE_RULES_MAX_FILE_BYTES)",
+            )
             return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             self.error(file, f"not UTF-8 text: {e.reason} at byte {e.start}")
             return None
+        composer = _RuleLoader(text, self.limits.max_depth, self.tick)
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = composer.get_single_node()
+        except _Refused as e:
+            mark = e.problem_mark
+            self.error(file, str(e.problem), line=mark.line + 1 if mark else None)
+            return None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             problem = " ".join(filter(None, [e.context, e.problem]))
@@ -257,12 +383,20 @@ class _Compiler:
         except yaml.YAMLError as e:
             self.error(file, f"invalid YAML: {e}")
             return None
+        finally:
+            composer.dispose()
         if root is None:
             self.error(file, "file is empty; it needs at least 'pack'")
             return None
         if not isinstance(root, yaml.MappingNode):
             self.error(file, "the file must be a mapping with 'pack' and 'rules'", line=_line(root))
             return None
+        for node in _scalars(root):
+            if node.tag in (_INT_TAG, _FLOAT_TAG) and len(node.value) > MAX_NUMBER_CHARS:
+                self.error(
+                    file, f"a number of more than {MAX_NUMBER_CHARS} characters", line=_line(node)
+                )
+                return None
         duplicates = list(_duplicate_keys(root, []))
         for key, value, path in duplicates:
             self.error(
@@ -276,8 +410,14 @@ class _Compiler:
         loader = yaml.SafeLoader("")
         try:
             raw = loader.construct_document(root)
-        except yaml.YAMLError as e:
-            self.error(file, f"invalid YAML: {e}")
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            problem = " ".join(filter(None, [e.context, e.problem]))
+            self.error(file, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None)
+            return None
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            # e.g. an integer of more than 4,300 digits, or a bad !!timestamp
+            self.error(file, f"invalid YAML value: {str(e)[:200]}")
             return None
         finally:
             loader.dispose()
@@ -399,6 +539,16 @@ class _Compiler:
         out: list[CompiledRule] = []
         for index, raw in enumerate(pack.spec.rules):
             node = _node_at(pack.root, ["rules", index])
+            self.tick()
+            self.rule_count += 1
+            if self.rule_count > self.limits.max_rules:
+                self.error(
+                    pack.file,
+                    f"more than {self.limits.max_rules} rules in the directory "
+                    "(RISKSCORE_RULES_MAX_RULES)",
+                    line=_line(node),
+                )
+                break
             rule_id = raw.get("id") if isinstance(raw, dict) else None
             rule_id = rule_id if isinstance(rule_id, str) else None
             try:
@@ -509,11 +659,13 @@ class _Compiler:
 
 
 def compile_files(
-    directory: Path, files: Mapping[str, bytes]
+    directory: Path, files: Mapping[str, bytes], limits: RuleLimits = DEFAULT_LIMITS
 ) -> tuple[RuleSet | None, list[RuleError]]:
-    """Compile a snapshot of rule files (name -> bytes); the set, or every problem found."""
+    """Compile a snapshot of rule files (name -> bytes); the set, or every problem found.
+
+    Never runs longer than about ``limits.seconds``, whatever the bytes."""
     wrong = [name for name in files if name.endswith(".yml")]
-    compiler = _Compiler(directory, {k: v for k, v in files.items() if k not in wrong})
+    compiler = _Compiler(directory, {k: v for k, v in files.items() if k not in wrong}, limits)
     for name in wrong:
         compiler.error(str(directory / name), "rule files end in .yaml; rename it")
     ruleset = compiler.run()
