@@ -77,6 +77,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     decision_ttl_days: int = 90
     max_in_flight: int = 32
+    # Slow clients (service.api.connections): time to send a request's headers, then its
+    # body; idle time allowed between requests on a kept-alive connection; request line
+    # and headers size; open connections (the longest-waiting idle one is closed beyond).
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1_000
     log_level: str = "INFO"
 
     @classmethod
@@ -114,6 +122,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", "rules_reload_timeout_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
+            ("RISKSCORE_HEADER_TIMEOUT_SECONDS", "header_timeout_seconds", float),
+            ("RISKSCORE_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", float),
+            ("RISKSCORE_KEEP_ALIVE_SECONDS", "keep_alive_seconds", float),
+            ("RISKSCORE_MAX_HEADER_BYTES", "max_header_bytes", int),
+            ("RISKSCORE_MAX_CONNECTIONS", "max_connections", int),
         ):
             if (value := get(var)) is not None and value != "":
                 try:

@@ -69,6 +69,11 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         )
     engine: Engine = state.engine
     body = await _read_body(receive, content_length)
+    # admitted once the body is in, so that a client trickling its body holds no slot
+    await _admission.admit(scope, send, lambda: _score_body(engine, body, send))
+
+
+async def _score_body(engine: Engine, body: bytes, send: Send) -> None:
     score_request = decode_score_request(body, currencies=engine.fx.currencies)
     answer = _encoder.encode(await score(engine, score_request))
     await send(
@@ -104,14 +109,14 @@ async def _read_body(receive: Receive, content_length: bytes | None) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-_admitted_score = AdmissionLimit(_score_app)
+_admission = AdmissionLimit()
 SCORE_PATH = "/v1/score"
 
 
 @asgi(SCORE_PATH, copy_scope=False)
 async def score_payment(scope: Scope, receive: Receive, send: Send) -> None:
     """Score one payment attempt: approve, challenge, review or decline, with reasons."""
-    await _admitted_score(scope, receive, send)
+    await _score_app(scope, receive, send)
 
 
 async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,7 +135,7 @@ async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send
         await send(message)
 
     try:
-        await _admitted_score(scope, receive, tracked)
+        await _score_app(scope, receive, tracked)
     except Exception as exc:
         if started:
             raise

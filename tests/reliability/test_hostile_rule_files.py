@@ -300,7 +300,7 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
             during, versions = await _p50_ms(scenario, client, 60)
             await swapping
         assert versions == {old}
-        assert watch.worst < 0.25, f"event loop blocked for {watch.worst * 1000:.0f} ms"
+        assert watch.worst < 0.5, f"event loop blocked for {watch.worst * 1000:.0f} ms"
         assert during < max(3 * before, before + 10), f"p50 {before:.1f} -> {during:.1f} ms"
 
         # a valid file afterwards is still picked up, and /readyz clears
