@@ -66,9 +66,24 @@ class RuleLimits:
 
 DEFAULT_LIMITS: Final = RuleLimits()
 
+# Per pack file: section -> (entries, entries of one entry). Every merchant of a pack gets
+# a copy of every param, so params x merchants is bounded (100 x 1,000 per pack).
+SECTION_LIMITS: Final[dict[str, tuple[int, int]]] = {
+    "params": (100, 10_000),
+    "lists": (100, 10_000),
+    "merchants": (1_000, 100),
+}
+
 
 class _TooSlow(Exception):
     """The compile ran past ``RuleLimits.seconds``."""
+
+
+class _TooMany(Exception):
+    """``MAX_ERRORS`` problems found: enough to fix first."""
+
+
+MAX_ERRORS: Final = 200
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -78,23 +93,22 @@ class _Refused(yaml.MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class _RuleLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses anchors and aliases and nesting past ``max_depth``,
-    naming the line, before composing any further, and checks the time limit per node.
+# libyaml when PyYAML has it (about six times faster), the pure-Python loader otherwise.
+_LOADER: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    PyYAML's composer recurses once per level, so 20,000 ``[`` would otherwise end in a
-    ``RecursionError``; it is stopped here at ``max_depth``.
+
+def _screen(text: str, max_depth: int, tick: Callable[[], None]) -> None:
+    """Refuse anchors, aliases and nesting past ``max_depth`` (``_Refused``, with the mark)
+    from the event stream, before anything is composed.
+
+    The parser keeps its own stack, so 20,000 ``[`` cost nothing here; PyYAML's composer
+    recurses once per level and would end in a ``RecursionError``, and an alias bomb would
+    expand 10 KB into gigabytes.
     """
-
-    def __init__(self, text: str, max_depth: int, tick: Callable[[], None]) -> None:
-        super().__init__(text)
-        self.max_depth = max_depth
-        self.depth = 0
-        self.tick = tick
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:  # type: ignore[override]
-        self.tick()
-        event = self.peek_event()
+    depth = 0
+    for count, event in enumerate(yaml.parse(text, Loader=_LOADER)):
+        if count % 256 == 0:
+            tick()
         if isinstance(event, yaml.AliasEvent):
             raise _Refused(
                 f"alias *{event.anchor} is not allowed in rule files; write the value out",
@@ -105,15 +119,12 @@ class _RuleLoader(yaml.SafeLoader):
                 f"anchor &{event.anchor} is not allowed in rule files; write values out",
                 event.start_mark,
             )
-        if not isinstance(event, yaml.CollectionStartEvent):
-            return super().compose_node(parent, index)  # type: ignore[arg-type]
-        if self.depth >= self.max_depth:
-            raise _Refused(f"nested deeper than {self.max_depth} levels", event.start_mark)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)  # type: ignore[arg-type]
-        finally:
-            self.depth -= 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > max_depth:
+                raise _Refused(f"nested deeper than {max_depth} levels", event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 _RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
@@ -296,10 +307,17 @@ class _Compiler:
 
     def error(self, file: str, message: str, *, line: int | None = None, rule: str | None = None):
         self.errors.append(RuleError(file, message, line=line, rule=rule))
+        if len(self.errors) >= MAX_ERRORS:
+            raise _TooMany
 
     def run(self) -> RuleSet | None:
         try:
             return self._run()
+        except _TooMany:
+            self.errors.append(
+                RuleError(str(self.directory), f"stopped after {MAX_ERRORS} problems")
+            )
+            return None
         except _TooSlow:
             self.error(
                 str(self.directory),
@@ -368,9 +386,9 @@ class _Compiler:
         except UnicodeDecodeError as e:
             self.error(file, f"not UTF-8 text: {e.reason} at byte {e.start}")
             return None
-        composer = _RuleLoader(text, self.limits.max_depth, self.tick)
         try:
-            root = composer.get_single_node()
+            _screen(text, self.limits.max_depth, self.tick)
+            root = yaml.compose(text, Loader=_LOADER)
         except _Refused as e:
             mark = e.problem_mark
             self.error(file, str(e.problem), line=mark.line + 1 if mark else None)
@@ -383,8 +401,6 @@ class _Compiler:
         except yaml.YAMLError as e:
             self.error(file, f"invalid YAML: {e}")
             return None
-        finally:
-            composer.dispose()
         if root is None:
             self.error(file, "file is empty; it needs at least 'pack'")
             return None
@@ -397,6 +413,8 @@ class _Compiler:
                     file, f"a number of more than {MAX_NUMBER_CHARS} characters", line=_line(node)
                 )
                 return None
+        if not self.check_sizes(file, root):
+            return None
         duplicates = list(_duplicate_keys(root, []))
         for key, value, path in duplicates:
             self.error(
@@ -437,6 +455,31 @@ class _Compiler:
         params = self.check_params(file, root, spec)
         lists = self.check_lists(file, root, spec)
         return _Pack(stem, file, spec, root, params, lists, {})
+
+    def check_sizes(self, file: str, root: yaml.MappingNode) -> bool:
+        """Whether params, lists and merchants stay within ``SECTION_LIMITS``: each
+        merchant gets a copy of every param, so their product must stay small."""
+        ok = True
+        for key, value in root.value:
+            limit = SECTION_LIMITS.get(key.value) if isinstance(key, yaml.ScalarNode) else None
+            if limit is None or not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
+                continue
+            entries, inner = limit
+            if len(value.value) > entries:
+                self.error(file, f"{key.value}: more than {entries} entries", line=_line(key))
+                ok = False
+                continue
+            if isinstance(value, yaml.MappingNode):
+                for name, item in value.value:
+                    size = len(item.value) if isinstance(item.value, list) else 0
+                    if size > inner:
+                        self.error(
+                            file,
+                            f"{key.value}: '{name.value}' has more than {inner} entries",
+                            line=_line(name),
+                        )
+                        ok = False
+        return ok
 
     def rule_id_at(self, root: yaml.Node, path: Sequence[str | int]) -> str | None:
         if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
@@ -501,6 +544,7 @@ class _Compiler:
         """Turns ``pack.merchants`` into checked ``{merchant: {param: number}}``."""
         checked: dict[str, dict[str, float]] = {}
         for merchant, raw in pack.spec.merchants.items():
+            self.tick()
             overrides, problem = _convert(raw, dict[str, Any])
             if problem:
                 line = _line(_node_at(pack.root, ["merchants", merchant]))
