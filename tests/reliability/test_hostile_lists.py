@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from service.api.schemas import MAX_LIST_TTL_SECONDS
 from service.app import create_app
-from service.stores.lists import LIST_NAMES, MAX_RANGES, RangeIndex, ipv4_part
+from service.contract import MAX_LIST_TTL_SECONDS
+from service.stores.list_names import LIST_NAMES
+from service.stores.lists import MAX_RANGES, RangeIndex, ipv4_part
 from tests.reliability.conftest import (
     ADMIN_KEY,
     RedisServer,
