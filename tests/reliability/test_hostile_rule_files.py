@@ -167,7 +167,7 @@ def test_oversized_sections_are_refused_fast(variant: str, tmp_path: Path) -> No
     elapsed = time.perf_counter() - started
     assert any(expected in str(p) for p in problems), problems[-3:]
     assert len(problems) <= 201
-    assert elapsed < 2.0, f"{variant}: {elapsed:.2f} s"
+    assert elapsed < 5.0, f"{variant}: {elapsed:.2f} s"  # it was 37 s; 0.5 s on a quiet machine
 
 
 def test_a_compile_past_its_time_limit_is_refused_not_waited_for(tmp_path: Path) -> None:
