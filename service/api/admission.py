@@ -30,6 +30,7 @@ class AdmissionLimit:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, or answer 503 with ``Retry-After`` at once when the limit is reached."""
         app = self.app
         assert app is not None
         await self.admit(scope, send, lambda: app(scope, receive, send))

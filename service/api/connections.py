@@ -54,6 +54,7 @@ class ConnectionLimits:
 
     @classmethod
     def of(cls, settings: Settings) -> ConnectionLimits:
+        """The limits the settings ask for."""
         return cls(
             header_timeout_seconds=settings.header_timeout_seconds,
             body_timeout_seconds=settings.body_timeout_seconds,
@@ -63,13 +64,16 @@ class ConnectionLimits:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with header and body time limits, a header size limit
-    and a connection cap; pass it as ``uvicorn.run(..., http=GuardedProtocol)``."""
+    """uvicorn's httptools protocol with time, size and connection limits.
+
+    Pass it as ``uvicorn.run(..., http=GuardedProtocol)``.
+    """
 
     _limits: ClassVar[ConnectionLimits | None] = None
 
     @classmethod
     def limits(cls) -> ConnectionLimits:
+        """The limits, read from the environment once per process."""
         if GuardedProtocol._limits is None:
             GuardedProtocol._limits = ConnectionLimits.of(Settings.from_env(os.environ))
         return GuardedProtocol._limits
@@ -102,6 +106,7 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- the protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the header clock, and make room when past the connection cap."""
         super().connection_made(transport)
         self._waiting_since = self.loop.time()
         self._arm(self._guard_limits.header_timeout_seconds)
@@ -123,10 +128,12 @@ class GuardedProtocol(HttpToolsProtocol):
         (oldest or self).transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock."""
         self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Start the header clock on a kept-alive connection's next request; count header bytes."""
         if self._in_headers:
             if self._deadline is None and not self._busy:
                 # the first byte of a request on a kept-alive connection
@@ -140,22 +147,26 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_message_begin(self) -> None:
+        """A request starts: its headers are counted."""
         self._in_headers = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        """Headers in: the body's clock starts."""
         self._in_headers = False
         self._header_bytes = 0
         self._arm(self._guard_limits.body_timeout_seconds)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        """The request is in: no clock while it is answered."""
         self._disarm()
         if self.cycle is not None and not self.cycle.response_complete:
             self._busy = True  # (an early answer, say a 413, leaves nothing in hand)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        """Answered: idle again (uvicorn's keep-alive clock runs)."""
         queued = bool(self.pipeline)  # a pipelined request starts now: still busy
         # answered before its body was read in full: the body's time limit still runs
         body_pending = self.cycle is not None and self.cycle.more_body and not queued

@@ -15,14 +15,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 import yaml
 
+from service.contract import VERTICALS
 from service.errors import RuleError
 from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 from service.rules.ruleset import (
     COMMON,
     NAME,
@@ -32,7 +36,6 @@ from service.rules.ruleset import (
     RuleSet,
     Scope,
 )
-from service.settings import VERTICALS, Settings
 
 PACKS: Final[tuple[str, ...]] = (COMMON, *VERTICALS)
 
@@ -98,8 +101,9 @@ _LOADER: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _screen(text: str, max_depth: int, tick: Callable[[], None]) -> None:
-    """Refuse anchors, aliases and nesting past ``max_depth`` (``_Refused``, with the mark)
-    from the event stream, before anything is composed.
+    """Refuse anchors, aliases and nesting past ``max_depth`` from the event stream.
+
+    Raises ``_Refused`` with the event's mark, before anything is composed.
 
     The parser keeps its own stack, so 20,000 ``[`` cost nothing here; PyYAML's composer
     recurses once per level and would end in a ``RecursionError``, and an alias bomb would
@@ -149,6 +153,8 @@ class PackFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """One rule as written in a pack file, before it is checked and compiled."""
+
     id: str
     description: str
     when: str
@@ -225,8 +231,11 @@ def _error_line(root: yaml.Node, path: Sequence[str | int], about_key: bool) -> 
 
 
 def _split_msgspec(error: msgspec.ValidationError) -> tuple[str, list[str | int], bool]:
-    """msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
-    complaint is about a mapping's key rather than a value."""
+    """msgspec's error message split into its text, its path, and key-or-value.
+
+    msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
+    complaint is about a mapping's key rather than a value.
+    """
     text = str(error)
     match = _MSGSPEC_PATH.search(text)
     path: list[str | int] = []
@@ -457,8 +466,10 @@ class _Compiler:
         return _Pack(stem, file, spec, root, params, lists, {})
 
     def check_sizes(self, file: str, root: yaml.MappingNode) -> bool:
-        """Whether params, lists and merchants stay within ``SECTION_LIMITS``: each
-        merchant gets a copy of every param, so their product must stay small."""
+        """Whether params, lists and merchants stay within ``SECTION_LIMITS``.
+
+        Each merchant gets a copy of every param, so their product must stay small.
+        """
         ok = True
         for key, value in root.value:
             limit = SECTION_LIMITS.get(key.value) if isinstance(key, yaml.ScalarNode) else None
@@ -707,7 +718,8 @@ def compile_files(
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Compile a snapshot of rule files (name -> bytes); the set, or every problem found.
 
-    Never runs longer than about ``limits.seconds``, whatever the bytes."""
+    Never runs longer than about ``limits.seconds``, whatever the bytes.
+    """
     wrong = [name for name in files if name.endswith(".yml")]
     compiler = _Compiler(directory, {k: v for k, v in files.items() if k not in wrong}, limits)
     for name in wrong:

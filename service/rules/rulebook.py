@@ -80,8 +80,10 @@ def _rule_files(directory: Path) -> list[Path]:
 
 
 def _read_files(directory: Path, limits: RuleLimits = DEFAULT_LIMITS) -> dict[str, bytes]:
-    """Each rule file's bytes, at most one byte past the size limit (which is then refused);
-    a file that is not a pack is not read at all (it is refused by its name)."""
+    """Each rule file's bytes, at most one byte past the size limit (then refused).
+
+    A file that is not a pack is not read at all (it is refused by its name).
+    """
     files: dict[str, bytes] = {}
     for path in _rule_files(directory):
         if path.stem not in PACKS:
@@ -153,6 +155,7 @@ class RulebookHolder:
 
     @property
     def current(self) -> RuleSet:
+        """The rule set in force: the last valid one loaded."""
         return self._current
 
     def _settling(self, signature: tuple[tuple[str, int, int, int], ...]) -> bool:

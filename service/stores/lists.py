@@ -33,12 +33,16 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ListHit(msgspec.Struct, frozen=True):
+    """A list entry that matched a payment: the list, the attribute and the entry's reason."""
+
     list_name: str
     entity: str  # the Payment attribute that matched, e.g. "card_fingerprint", "device_ip"
     reason: str | None
 
 
 class ListItem(msgspec.Struct, frozen=True):
+    """One stored list item with its reason and times."""
+
     item: str
     reason: str | None
     added_at: float
@@ -61,8 +65,9 @@ _COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
 
 
 def ipv4_part(network: IpNetwork) -> ipaddress.IPv4Network | None:
-    """The IPv4 addresses an IPv6 range covers through their mapped (``::ffff:a.b.c.d``)
-    or compatible (``::a.b.c.d``) spellings, as one IPv4 network; None when it covers none.
+    """The IPv4 network an IPv6 range covers through IPv4-mapped or -compatible addresses.
+
+    Mapped is ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``; None when it covers none.
 
     ``::/0`` and ``::ffff:0:0/96`` cover every IPv4 address, ``::ffff:10.0.0.0/104`` is
     ``10.0.0.0/8``: an IPv4 client is the same client in either spelling.
@@ -81,8 +86,10 @@ def ipv4_part(network: IpNetwork) -> ipaddress.IPv4Network | None:
 def canonical_address(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IPv4-mapped or IPv4-compatible IPv6 address as its IPv4 address (``::`` and
-    ``::1`` excepted); any other address as it is."""
+    """An IPv4-mapped or IPv4-compatible IPv6 address as its IPv4 address.
+
+    ``::`` and ``::1`` excepted; any other address as it is.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
@@ -93,8 +100,11 @@ def canonical_address(
 
 
 class RangeIndex:
-    """IP ranges by version and prefix length, so a lookup costs one dict probe per
-    prefix length in use (at most 33 + 129), not one containment test per range."""
+    """IP ranges by version and prefix length, for lookups in a few dict probes.
+
+    A lookup costs one probe per prefix length in use (at most 33 + 129), not one
+    containment test per range.
+    """
 
     def __init__(self, ranges: Iterable[tuple[IpNetwork, str, str | None, float | None]]) -> None:
         self._tables: dict[tuple[int, int], dict[int, list[tuple[str, str | None, float | None]]]]
@@ -117,6 +127,7 @@ class RangeIndex:
     def match(
         self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> Iterator[tuple[str, str | None, float | None]]:
+        """(list name, reason, expiry) of every range holding ``address``."""
         value, version = int(address), address.version
         for (table_version, shift), table in self._tables.items():
             if table_version == version:
@@ -135,8 +146,11 @@ def ip_range(item: str) -> IpNetwork | None:
 
 
 def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(entity, [(attribute, item)]) for every entity ``payment`` has something to match
-    in its ``block_`` and ``allow_`` lists."""
+    """What ``payment`` can be matched on in each entity's lists.
+
+    (entity, [(attribute, item)]) for every entity ``payment`` has something to match
+    in its ``block_`` and ``allow_`` lists.
+    """
     found = []
     for entity, attributes in LOOKUP_ATTRIBUTES.items():
         pairs = []
@@ -150,8 +164,11 @@ def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def lookup_lists(keys: Keys) -> tuple[tuple[str, tuple[str, ...], tuple[str, str]], ...]:
-    """Per list entity, in ``lookups`` order: its attributes and the keys of its ``block_``
-    and ``allow_`` lists, which depend only on the prefix, so ``begin`` builds them once."""
+    """Per list entity: its attributes and its lists' keys.
+
+    Per list entity, in ``lookups`` order: its attributes and the keys of its ``block_``
+    and ``allow_`` lists, which depend only on the prefix, so ``begin`` builds them once.
+    """
     return tuple(
         (entity, attributes, (keys.list(f"block_{entity}"), keys.list(f"allow_{entity}")))
         for entity, attributes in LOOKUP_ATTRIBUTES.items()
@@ -192,6 +209,7 @@ class ListStore:
 
     @staticmethod
     def names() -> tuple[str, ...]:
+        """Every list's name."""
         return LIST_NAMES
 
     async def sizes(self) -> dict[str, int]:
@@ -212,6 +230,7 @@ class ListStore:
         )
 
     async def version(self) -> int:
+        """The lists' version in Redis, which every list change bumps."""
         raw = await self._breaker.call(
             self._admin_budget, lambda: self.client.hget(self.keys.lists_index, "version")
         )
@@ -306,14 +325,19 @@ class ListStore:
         return list(dict.fromkeys(exact)), list(dict.fromkeys(networks))
 
     def ranges_current(self, version: int) -> bool:
-        """Whether the cached IP ranges are those of lists ``version``: nearly always, and
-        the hot path then skips a coroutine that has nothing to do."""
+        """Whether the cached IP ranges are those of lists ``version``.
+
+        Nearly always, and the hot path then skips a coroutine that has nothing to do.
+        """
         return version == self._ranges_version
 
     @property
     def holds_ranges(self) -> bool:
-        """Whether any IP range is cached; without one ``match_ip`` finds nothing, and
-        the hot path need not format the address for it."""
+        """Whether any IP range is cached.
+
+        Whether any IP range is cached; without one ``match_ip`` finds nothing, and
+        the hot path need not format the address for it.
+        """
         return bool(self._ranges)
 
     async def refresh_ranges_if_stale(self, version: int) -> None:

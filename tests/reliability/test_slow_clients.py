@@ -141,8 +141,11 @@ async def test_an_idle_kept_alive_connection_is_closed(
 async def test_headers_past_the_size_limit_are_cut_off(
     service: ServiceProcess, scenario: Scenario, size: int
 ) -> None:
-    """A 431 when the server reads them before closing; for a flood of header bytes the
-    close may arrive first as a reset. Either way the server stops reading at once."""
+    """A 431 when the server reads them before closing, or a reset for a flood.
+
+    For a flood of header bytes the close may arrive first as a reset. Either way the
+    server stops reading at once.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     answer, cut = b"", False
     started = time.perf_counter()
@@ -240,8 +243,10 @@ async def test_a_swarm_of_silent_and_half_header_connections_cannot_exhaust_the_
 async def test_clients_trickling_their_body_hold_no_admission_slot(
     service: ServiceProcess, scenario: Scenario
 ) -> None:
-    """Twice the in-flight limit of authenticated score calls whose bodies never finish:
-    real score calls are still admitted (the slots count calls being scored, not read)."""
+    """Bodies trickled by twice the in-flight limit of callers shed no real call.
+
+    The slots count calls being scored, not calls being read.
+    """
     head = (
         b"POST /v1/score HTTP/1.1\r\nHost: riskscore\r\nContent-Type: application/json\r\n"
         b"X-API-Key: " + auth()["X-API-Key"].encode() + b"\r\nContent-Length: 400\r\n\r\n{"
