@@ -21,7 +21,7 @@ import msgspec
 import yaml
 
 from service.contract import VERTICALS
-from service.errors import RuleError
+from service.errors import RiskscoreError, RuleError
 from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
 
@@ -78,22 +78,23 @@ SECTION_LIMITS: Final[dict[str, tuple[int, int]]] = {
 }
 
 
-class _TooSlow(Exception):
+class _TooSlow(RiskscoreError):
     """The compile ran past ``RuleLimits.seconds``."""
 
 
-class _TooMany(Exception):
+class _TooMany(RiskscoreError):
     """``MAX_ERRORS`` problems found: enough to fix first."""
 
 
 MAX_ERRORS: Final = 200
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """A YAML construct rule files may not use (anchor, alias, deep nesting)."""
+class _Refused(RiskscoreError):
+    """A YAML construct rule files may not use (anchor, alias, deep nesting), and where."""
 
     def __init__(self, problem: str, mark: yaml.Mark) -> None:
-        super().__init__(problem=problem, problem_mark=mark)
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
 
 
 # libyaml when PyYAML has it (about six times faster), the pure-Python loader otherwise.
