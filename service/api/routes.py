@@ -68,13 +68,14 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         raise HTTPException(
             status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
         )
-    engine: Engine = state.engine
     body = await _read_body(receive, content_length)
     # admitted once the body is in, so that a client trickling its body holds no slot
-    await _admission.admit(scope, send, lambda: _score_body(engine, body, send))
+    await _admission.admit(scope, send, lambda: _score_body(state, key, body, send))
 
 
-async def _score_body(engine: Engine, body: bytes, send: Send) -> None:
+async def _score_body(state: State, key: str, body: bytes, send: Send) -> None:
+    """Decode, check the key's merchants, score and answer: the admitted part of a call."""
+    engine: Engine = state.engine
     score_request = decode_score_request(body, currencies=engine.fx.currencies)
     if state.api_key_merchants:
         check_merchant(state.api_key_merchants, key, score_request.merchant_id)
