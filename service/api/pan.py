@@ -107,19 +107,23 @@ _DOUBLED: Final = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9], dtype=np.int32)
 # --- the cheap pre-check ------------------------------------------------------------------
 
 # Digits and every non-ASCII byte (which may be a digit or a separator) as 0, ASCII
-# separators dropped: a body holds no PAN unless this leaves thirteen 0s in a row. The
-# table also turns { into [, so the same translated body answers the depth pre-check.
+# separators dropped: a body holds no PAN unless this leaves thirteen 0s in a row, or it
+# has escapes (which may spell digits). DEL becomes a backslash, so that one look for a
+# backslash also tells whether an ASCII body's strings are certainly printable. The table
+# also turns { into [, so the same translated body answers the depth pre-check.
 _PRECHECK_TABLE: Final = bytes.maketrans(
-    b"0123456789{" + bytes(range(0x80, 0x100)), b"0" * 10 + b"[" + b"0" * 0x80
+    b"0123456789{\x7f" + bytes(range(0x80, 0x100)), b"0" * 10 + b"[\\" + b"0" * 0x80
 )
 _PRECHECK_DELETE: Final = _ASCII_SEPARATORS.encode()
 _THIRTEEN_ZEROS: Final = b"0" * MIN_DIGITS
 
 
-def precheck(raw: bytes) -> tuple[bool, bytes]:
-    """Whether ``raw`` may hold a PAN (False is certain), and the translated body."""
+def precheck(raw: bytes) -> tuple[bool, bool, bytes]:
+    """Whether ``raw`` may hold a PAN, and whether it may hold unprintable text (False is
+    certain for both), and the translated body."""
     screened = raw.translate(_PRECHECK_TABLE, _PRECHECK_DELETE)
-    return (b"\\" in raw or _THIRTEEN_ZEROS in screened), screened
+    escapes = b"\\" in screened
+    return escapes or _THIRTEEN_ZEROS in screened, escapes or not raw.isascii(), screened
 
 
 # --- the scan ------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ def decode_score_request(
     Raises ``PanDetected`` for a card number anywhere, else ``InvalidRequest`` with every
     problem found; never anything else, whatever the bytes.
     """
-    tree = _decode_tree(body)
+    tree, plain = _screened_tree(body)
     try:
         request = _SCORE_DECODER.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
@@ -205,7 +205,7 @@ def decode_score_request(
         problems = _check_score_tree(tree, currencies)
         raise InvalidRequest([first, *(p for p in problems if p.field != first.field)]) from None
     problems = _check_decoded(tree, request, currencies)
-    if _may_be_unprintable(body):
+    if not plain:
         problems += unprintable_fields(request)
     if problems:
         raise InvalidRequest(problems)
@@ -214,7 +214,7 @@ def decode_score_request(
 
 def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T:
     """Decode any JSON body of the contract (feedback, list changes) with the PAN screen."""
-    _decode_tree(body)
+    _, plain = _screened_tree(body)
     decoder = _DECODERS.get(type_)
     if decoder is None:
         decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
@@ -222,13 +222,18 @@ def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T
         decoded = decoder.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
         raise InvalidRequest([_problem_from_msgspec(exc)]) from None
-    if _may_be_unprintable(body) and (problems := unprintable_fields(decoded)):
+    if not plain and (problems := unprintable_fields(decoded)):
         raise InvalidRequest(problems)
     return decoded
 
 
 def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """The body as plain JSON values (numbers as int or exact Decimal), screened for PANs."""
+    return _screened_tree(body)[0]
+
+
+def _screened_tree(body: bytes | bytearray | memoryview | str) -> tuple[dict[str, Any], bool]:
+    """``_decode_tree``'s tree, and whether every string in it is certainly printable."""
     try:
         tree = _TREE_DECODER.decode(body)
     except RecursionError:
@@ -238,14 +243,17 @@ def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
         raise InvalidRequest([FieldProblem("body", f"not valid JSON: {reason}")]) from None
     if not isinstance(tree, dict):
         raise InvalidRequest([FieldProblem("body", "must be a JSON object")])
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if type(body) is bytes:
+        raw = body
+    else:
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     # One pass for both pre-checks: every { and [ counts as a [ in the PAN pre-check's view.
-    may_hold_pan, screened = precheck(raw)
+    may_hold_pan, may_be_unprintable, screened = precheck(raw)
     if screened.count(b"[") > MAX_DEPTH:
         _check_depth(tree)
     if may_hold_pan and (field := find_pan(raw, tree)) is not None:
         raise PanDetected(field)
-    return tree
+    return tree, not may_be_unprintable
 
 
 # --- printable text -------------------------------------------------------------------------
@@ -254,15 +262,6 @@ UNPRINTABLE: Final = (
     "must be printable text: no control, format (zero-width, bidi), surrogate, private-use "
     "or unassigned characters, and no space but U+0020"
 )
-
-
-def _may_be_unprintable(body: bytes | bytearray | memoryview | str) -> bool:
-    """False when every string of the JSON ``body`` is certainly printable: ASCII without
-    escapes or DEL (JSON forbids raw control characters in strings)."""
-    if isinstance(body, str):
-        return not body.isascii() or "\\" in body or "\x7f" in body
-    raw = body if isinstance(body, bytes) else bytes(body)
-    return not raw.isascii() or b"\\" in raw or b"\x7f" in raw
 
 
 def unprintable_fields(value: Any, path: str = "") -> list[FieldProblem]:
