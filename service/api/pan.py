@@ -261,6 +261,8 @@ class _HexTokens:
             self.quotes = np.flatnonzero(classes == _QUOTE)
             self.not_hex = np.zeros(len(classes) + 1, dtype=np.int32)
             np.cumsum((classes >= 10) & (classes != _HEX), out=self.not_hex[1:])
+        if not len(self.quotes):
+            return np.zeros(len(at), dtype=bool)
         after = np.searchsorted(self.quotes, at)
         inside = (after > 0) & (after < len(self.quotes))
         opening = self.quotes[np.maximum(after - 1, 0)]
@@ -303,20 +305,24 @@ def find_pan(raw: bytes, tree: Any) -> str | None:
     ``tree``; a key's PAN names the object holding it), or None. Linear in the body."""
     if b"\\" in raw:
         # Escapes may spell digits or separators: scan the tree re-encoded, where the only
-        # escapes left are of quotes, backslashes and control characters, each neutralised
-        # in place (same length, so positions still point into ``original``).
-        original = msgspec.json.encode(tree)
-        text = original.replace(b"\\\\", b"||").replace(b'\\"', b"||")
-        text = _UNICODE_ESCAPE.sub(b"\n     ", text)
-        text = _SHORT_ESCAPE.sub(b"\n ", text)
+        # escapes left are of quotes, backslashes and control characters; each becomes the
+        # one character ``_neutral`` makes of what it stands for.
+        text = msgspec.json.encode(tree).replace(b"\\\\", b"|").replace(b'\\"', b"|")
+        text = _SHORT_ESCAPE.sub(b" ", _UNICODE_ESCAPE.sub(b" ", text))
     else:
-        original = text = raw
-    if text.isascii():
-        at = _scan_json(text)
-        return None if at < 0 else _field_at(text.decode(), original.decode(), at, tree)
+        text = raw
     neutral = text.decode("utf-8", "replace")
-    at = _scan_json(neutral)
-    return None if at < 0 else _field_at(neutral, original.decode("utf-8", "replace"), at, tree)
+    at = _scan_json(text if text.isascii() else neutral)
+    return None if at < 0 else _field_at(neutral, at, tree)
+
+
+# What a string of the tree looks like in the scanned text: control characters as a
+# space, quotes and backslashes as a bar.
+_NEUTRAL: Final = {**dict.fromkeys(range(0x20), " "), ord('"'): "|", ord("\\"): "|"}
+
+
+def _neutral(text: str) -> str:
+    return text.translate(_NEUTRAL)
 
 
 def _scan_json(text: bytes | str) -> int:
@@ -330,14 +336,12 @@ _WALK_BUDGET: Final = 4096
 _WALK_WIDTH: Final = 256
 
 
-def _field_at(neutral: str, original: str, at: int, tree: Any) -> str:
-    """The path of the string, key or number of ``tree`` at character ``at`` of its JSON
-    text ``original``; in ``neutral``, the same text, quotes only delimit strings."""
+def _field_at(neutral: str, at: int, tree: Any) -> str:
+    """The path of the string, key or number of ``tree`` at character ``at`` of its
+    scanned JSON text ``neutral``, where quotes only delimit strings."""
     wanted: Any
     if neutral.count('"', 0, at) % 2 == 1:
-        start = neutral.rfind('"', 0, at)
-        end = neutral.find('"', at)
-        wanted = msgspec.json.decode(original[start : end + 1])
+        wanted = neutral[neutral.rfind('"', 0, at) + 1 : neutral.find('"', at)]
     else:
         start = end = at
         while start > 0 and neutral[start - 1] in _NUMBER_CHARS:
@@ -352,7 +356,9 @@ def _field_at(neutral: str, original: str, at: int, tree: Any) -> str:
         if isinstance(value, bool):
             continue
         if isinstance(wanted, str):
-            if value == wanted or (isinstance(value, Decimal) and str(value) == wanted):
+            if isinstance(value, str) and (value == wanted or _neutral(value) == wanted):
+                return path
+            if isinstance(value, Decimal) and str(value) == wanted:
                 return path
         elif isinstance(value, int | Decimal) and value == wanted:
             return path

@@ -62,6 +62,7 @@ SEPARATORS = [
     "\u00ad",  # soft hyphen
     "\u202e",  # right-to-left override
     "\u0301",  # combining acute accent
+    *"\n\t\r",  # control characters: escaped in JSON, one character each all the same
 ]
 CLOCK = re.compile(r"\d\d:\d\d:\d\d")  # hh:mm:ss reads as a time (documented)
 BEFORE = ["", "card ", "PAN: ", "ref-", "n°", "(", "4 x "]
