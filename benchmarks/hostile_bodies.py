@@ -1,5 +1,6 @@
-"""What the PAN screen and the whole request decoding cost on hostile bodies: the worst
-64 KiB bodies we could construct for it, beside a normal score body.
+"""What the PAN screen and the whole request decoding cost on hostile bodies.
+
+The worst 64 KiB bodies we could construct for the screen, beside a normal score body.
 
 For each body class, in-process and one call at a time: ``screen`` is the PAN screen alone
 (``service.api.pan``: pre-check, then the scan when the pre-check cannot rule a PAN out,
@@ -58,10 +59,12 @@ def array(item: bytes) -> bytes:
 
 
 def normal() -> bytes:
+    """A score body of the benchmark traffic (``micro.body``)."""
     return score_body(random.Random(7), "hostile-normal-1")
 
 
 def normal_dict() -> dict[str, Any]:
+    """``normal()`` decoded."""
     return msgspec.json.decode(normal())
 
 
@@ -90,6 +93,7 @@ BODIES: dict[str, Callable[[], bytes]] = {
 
 
 def timed(fn: Callable[[bytes], Any], raw: bytes, repeat: int) -> dict[str, float]:
+    """Median and worst CPU time of ``repeat`` calls of ``fn(raw)``, in ms."""
     spent = []
     for _ in range(repeat):
         started = time.thread_time()
@@ -121,6 +125,7 @@ def _screen_for(raw: bytes) -> Callable[[bytes], Any] | None:
 
 
 def main() -> int:
+    """Time every body class and print the table (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="calls per body (default 30)")
     parser.add_argument("--only", help="only the body classes whose name contains this")

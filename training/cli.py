@@ -1,6 +1,8 @@
 """The ``riskscore`` command line: one entry point for operators and analysts.
 
-Sub-commands import what they need when they run, so ``riskscore --help`` stays instant.
+Sub-commands import what they need when they run, so ``riskscore --help`` stays instant
+and ``riskscore serve`` (``service.cli``) runs where only the service is installed; the
+offline commands need the ``train`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -12,38 +14,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.cli import add_serve_command
+from service.errors import RiskscoreError
 from service.settings import DEFAULT_RULES_DIR, Settings
+
+# The import names of the `train` extra's packages (pyproject.toml).
+TRAIN_EXTRA_MODULES = frozenset(
+    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx"}
+)
 
 
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    settings = Settings.from_env(os.environ)
-    if not settings.secret:
-        print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
-        return 2
-    uvicorn.run(
-        "service.app:app_from_env",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is
-        # per-request work for nothing; the Server header only advertises the stack.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
-
-
 def cmd_rules_check(args: argparse.Namespace) -> int:
+    """``riskscore rules check``: validate rule files."""
     from service.rules.rulebook import check_directory, load_ruleset
 
     directory = Path(args.directory or os.environ.get("RISKSCORE_RULES_DIR") or DEFAULT_RULES_DIR)
@@ -93,6 +79,7 @@ def _cell(value: object) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """``riskscore simulate``: write a synthetic, labelled transaction log."""
     import time
 
     from training.simulate import simulate, summarise, write_log
@@ -128,6 +115,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``riskscore train``: train, evaluate and register a model."""
     from training.logs import read_log
     from training.train import train
 
@@ -176,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``riskscore evaluate``: the registered model and rules over a labelled log."""
     from training.evaluate import evaluate
     from training.logs import read_log
     from training.train import to_unix_seconds
@@ -204,6 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    """``riskscore backtest``: a rule set over a labelled log."""
     from training.backtest import backtest
     from training.logs import read_log
 
@@ -229,6 +219,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``riskscore replay``: send a log to a running service, labels included."""
     import asyncio
 
     import httpx
@@ -306,6 +297,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``riskscore export``: the decision log and labels as transaction logs."""
     import asyncio
 
     import redis.asyncio as aioredis
@@ -359,6 +351,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``riskscore`` argument parser, every command registered."""
     parser = argparse.ArgumentParser(
         prog="riskscore",
         description="Fraud and risk scoring for a payment gateway: serve, simulate, train, "
@@ -366,16 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the HTTP service",
-        description="Run the HTTP scoring service. Configuration comes from RISKSCORE_* "
-        "environment variables (see README); options here override host and port.",
-    )
-    serve.add_argument("--host", help="address to listen on (RISKSCORE_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (RISKSCORE_PORT, 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.set_defaults(func=cmd_serve)
+    add_serve_command(sub)
 
     rules = sub.add_parser("rules", help="work with rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -491,10 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``riskscore`` command; bad input is a message and exit 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"riskscore {args.command}: needs {exc.name}, of the train extra: "
+            "pip install 'riskscore[train]'",
+            file=sys.stderr,
+        )
+        return 2
+    except (RiskscoreError, ValueError, FileNotFoundError) as exc:  # say what, no traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2
 

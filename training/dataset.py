@@ -1,5 +1,7 @@
-"""From a transaction log to the frame the model learns from: one row per log row, with
-every catalogue feature as the service would have computed it when that payment was scored.
+"""From a transaction log to the frame the model learns from.
+
+One row per log row, with every catalogue feature as the service would have computed it when that
+payment was scored.
 
 The chain is the service's own, run offline: ``normalise_frame`` (USD, pseudonyms, Unix
 times), ``request_features_frame`` and ``velocity_features_frame`` (point in time, labels
@@ -19,12 +21,12 @@ from typing import Final, Literal
 import numpy as np
 import pandas as pd
 
+from service.features.offline import velocity_features_frame
 from service.features.request import request_features_frame
-from service.normalise import normalise_frame
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.normalise import normalise_frame
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
-from training.offline_features import velocity_features_frame
 
 TRAINING_SECRET: Final = b"riskscore-offline-training-pseudonyms"
 # ``log.attrs`` key (kept in Parquet) saying its email, account and IP columns hold tokens.
@@ -107,8 +109,11 @@ def _declined(log: pd.DataFrame) -> pd.Series | None:
 
 
 def fingerprint(log: pd.DataFrame) -> str:
-    """SHA-256 of a log's content (columns in name order, values as text, row order kept):
-    the model card's training-data fingerprint."""
+    """SHA-256 of a log's content.
+
+    SHA-256 of a log's content (columns in name order, values as text, row order kept):
+    the model card's training-data fingerprint.
+    """
     digest = hashlib.sha256()
     columns = sorted(map(str, log.columns))
     digest.update("\x1f".join(columns).encode())

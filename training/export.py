@@ -21,7 +21,7 @@ The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parq
 metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
 A copy converted to CSV loses that mark and no longer trains (an IP token is not an IP).
 
-Decision records come in two shapes (``service.scoring._record``): ``features`` as a
+Decision records come in two shapes (``service.decision.scoring._record``): ``features`` as a
 name → value object (records written before the compact format), or as an array of values
 in the order of the catalogue its ``catalog_version`` names. The names of the running
 catalogue are known here (``catalog.FEATURE_NAMES``); those of older versions come from
@@ -47,9 +47,9 @@ import pandas as pd
 import redis.asyncio as aioredis
 from tqdm.auto import tqdm
 
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
-from service.normalise import LOG_COLUMNS
-from service.payment import Payment
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
+from service.normalisation.normalise import LOG_COLUMNS
+from service.normalisation.payment import Payment
 from service.stores.decisions import (
     DecisionEntry,
     LabelEntry,
@@ -101,7 +101,7 @@ class _RuleRecord(msgspec.Struct, frozen=True):
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry ``service.scoring`` writes, as far as an export reads it."""
+    """The decision-log entry ``service.decision.scoring`` writes, as far as an export reads it."""
 
     payment: Payment
     decision: str
@@ -127,9 +127,11 @@ CURRENT_CATALOGS: Final[Mapping[str, Sequence[str]]] = {CATALOG_VERSION: FEATURE
 def feature_names(
     record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
 ) -> Sequence[str] | None:
-    """The names of an array record's feature values: those of its ``catalog_version``
-    in ``catalogs``, when there are exactly as many. None when they are unknown (or the
-    record holds its features by name: then the names are the object's keys)."""
+    """The names of an array record's feature values.
+
+    Those of its ``catalog_version`` in ``catalogs``, when there are exactly as many. None when they
+    are unknown (or the record holds its features by name: then the names are the object's keys).
+    """
     features = record.features
     if isinstance(features, dict) or record.catalog_version is None:
         return None
@@ -140,8 +142,11 @@ def feature_names(
 def record_features(
     record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
 ) -> dict[str, Any] | None:
-    """A record's features by name, whichever its shape; None when it holds an array of
-    a catalogue ``catalogs`` does not know."""
+    """A record's features by name, whichever its shape.
+
+    A record's features by name, whichever its shape; None when it holds an array of
+    a catalogue ``catalogs`` does not know.
+    """
     features = record.features
     if isinstance(features, dict):
         return features
@@ -174,7 +179,8 @@ def decision_row(
     """One decision as a flat row: log columns, decision columns, ``f_`` features.
 
     ``catalogs`` names the values of an array record (``record_features``); a record of
-    an unknown catalogue gets no ``f_`` columns."""
+    an unknown catalogue gets no ``f_`` columns.
+    """
     payment = record.payment
     row: dict[str, Any] = {}
     for name in LOG_COLUMNS:

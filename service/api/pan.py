@@ -17,7 +17,8 @@ directly on both sides (``a4111111111111111b``), or on one side within a string 
 one hex token of 20 or more characters (a hash, a card fingerprint), is part of a token;
 a multi-group candidate touching a letter is not a card number (the dash-joined groups of
 a UUID). A clock time ``hh:mm:ss`` with its fraction is a time, not digit groups, so a
-date-time with nanoseconds (``2026-11-20 10:00:00.123456789``) is not a PAN.
+date-time with nanoseconds (``2026-11-20 10:00:00.123456789``) is not a PAN; and two
+groups joined by a lone ``.`` or ``,`` are a decimal number (``12345.12345678`` USDT).
 
 The scan is linear in the body with a small constant and no backtracking: the body's JSON
 text is mapped to one class per character through a table, and every candidate window is
@@ -119,8 +120,11 @@ _THIRTEEN_ZEROS: Final = b"0" * MIN_DIGITS
 
 
 def precheck(raw: bytes) -> tuple[bool, bool, bytes]:
-    """Whether ``raw`` may hold a PAN, and whether it may hold unprintable text (False is
-    certain for both), and the translated body."""
+    """Pre-check a raw body in one translation.
+
+    Returns whether ``raw`` may hold a PAN, whether it may hold unprintable text (False is
+    certain for both), and the translated body.
+    """
     screened = raw.translate(_PRECHECK_TABLE, _PRECHECK_DELETE)
     escapes = b"\\" in screened
     return escapes or _THIRTEEN_ZEROS in screened, escapes or not raw.isascii(), screened
@@ -141,8 +145,10 @@ def _classes(text: bytes | str) -> np.ndarray:
 
 
 def _json_classes(text: bytes | str) -> np.ndarray:
-    """Classes of a JSON text whose strings hold no escapes: outside strings (numbers,
-    structure) only digits stay, everything else ends a run."""
+    """Classes of a JSON text whose strings hold no escapes.
+
+    Outside strings (numbers, structure) only digits stay; everything else ends a run.
+    """
     classes = _classes(text)
     quotes = classes == _QUOTE
     outside = (np.cumsum(quotes, dtype=np.int32) & 1) == 0
@@ -219,6 +225,7 @@ def _first_pan(classes: np.ndarray) -> int:
     end[1::2] = prefix[0][1::2]
     begin_odd = prefix[0].copy()
     begin_odd[1::2] = prefix[1][1::2]
+    boundary_at = np.flatnonzero(boundary)
     first = -1
     hex_token = _HexTokens(classes)
     for width in range(MIN_DIGITS, min(MAX_DIGITS, n) + 1):
@@ -232,6 +239,7 @@ def _first_pan(classes: np.ndarray) -> int:
         starts = np.flatnonzero(ok)
         lasts = starts + width - 1
         starts = starts[~_glued(classes, digit_at[starts], digit_at[lasts], width, hex_token)]
+        starts = starts[~_decimal(classes, digit_at, boundary_at, starts, width)]
         if len(starts):
             at = int(digit_at[starts[0]])
             first = at if first < 0 else min(first, at)
@@ -247,8 +255,10 @@ def _mod10(sums: np.ndarray) -> np.ndarray:
 
 
 class _HexTokens:
-    """Whether a character lies in a JSON string that is one hex token of 20 or more
-    characters (computed on first use)."""
+    """Whether characters lie in a JSON string that is one hex token.
+
+    A hex token is 20 or more hex digits; computed on first use.
+    """
 
     def __init__(self, classes: np.ndarray) -> None:
         self.classes = classes
@@ -285,6 +295,32 @@ def _glued(
     return np.where(single, (before & after) | (either & hex_token[begin]), either)
 
 
+def _decimal(
+    classes: np.ndarray,
+    digit_at: np.ndarray,
+    boundary_at: np.ndarray,
+    starts: np.ndarray,
+    width: int,
+) -> np.ndarray:
+    """Which windows are decimal numbers: two groups joined by one ``.`` or ``,``.
+
+    An amount such as ``12345.12345678`` (a crypto amount has 8 decimals) is a number; no
+    one writes a card number in two groups split by a lone point.
+    """
+    # the first boundary after each window's start; a two-group window has exactly one
+    # boundary inside, and the next one at its end
+    inner = np.searchsorted(boundary_at, starts + 1)
+    inner_at = boundary_at[np.minimum(inner, len(boundary_at) - 1)]
+    following = boundary_at[np.minimum(inner + 1, len(boundary_at) - 1)]
+    two_groups = (inner_at < starts + width) & (following == starts + width)
+    if not two_groups.any():
+        return two_groups
+    joint = np.minimum(inner_at, len(digit_at) - 1)
+    lone = digit_at[joint] - digit_at[np.maximum(joint - 1, 0)] == 2
+    point = classes[np.maximum(digit_at[joint] - 1, 0)] == _POINT
+    return two_groups & lone & point
+
+
 def _is_letter(classes: np.ndarray) -> np.ndarray:
     return (classes == _LETTER) | (classes == _HEX)
 
@@ -301,8 +337,11 @@ def contains_pan(text: str) -> bool:
 
 
 def find_pan(raw: bytes, tree: Any) -> str | None:
-    """The dotted path of a field holding a PAN in the JSON body ``raw`` (decoded as
-    ``tree``; a key's PAN names the object holding it), or None. Linear in the body."""
+    """The dotted path of a field holding a PAN in the JSON body ``raw``, or None.
+
+    ``tree`` is ``raw`` decoded; a PAN in a key names the object holding it. Linear in the
+    body.
+    """
     if b"\\" in raw:
         # Escapes may spell digits or separators: scan the tree re-encoded, where the only
         # escapes left are of quotes, backslashes and control characters; each becomes the
@@ -337,8 +376,10 @@ _WALK_WIDTH: Final = 256
 
 
 def _field_at(neutral: str, at: int, tree: Any) -> str:
-    """The path of the string, key or number of ``tree`` at character ``at`` of its
-    scanned JSON text ``neutral``, where quotes only delimit strings."""
+    """The path of the string, key or number of ``tree`` at character ``at``.
+
+    ``neutral`` is the scanned JSON text of ``tree``, where quotes only delimit strings.
+    """
     wanted: Any
     if neutral.count('"', 0, at) % 2 == 1:
         wanted = neutral[neutral.rfind('"', 0, at) + 1 : neutral.find('"', at)]
@@ -366,10 +407,12 @@ def _field_at(neutral: str, at: int, tree: Any) -> str:
 
 
 def _walk(tree: Any) -> Iterator[tuple[str, Any]]:
-    """Keys (with their object's path) and leaves of ``tree`` with their paths, shallowest
-    first, at most ``_WALK_WIDTH`` children of each object or array and ``_WALK_BUDGET``
+    """Keys (with their object's path) and leaves of ``tree``, shallowest first.
+
+    At most ``_WALK_WIDTH`` children of each object or array and ``_WALK_BUDGET``
     in all: the contract's fields lie near the top, and a PAN deep in a huge unknown
-    structure is named ``body``."""
+    structure is named ``body``.
+    """
     queue: deque[tuple[Any, str]] = deque([(tree, "")])
     budget = _WALK_BUDGET
     while queue and budget > 0:

@@ -24,15 +24,17 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from service.catalog import REQUEST_FEATURES
-from service.payment import Payment
-from service.reference import CRYPTO_CURRENCIES, is_disposable_domain
+from service.features.catalog import REQUEST_FEATURES
+from service.normalisation.payment import Payment
+from service.reference.tables import CRYPTO_CURRENCIES, is_disposable_domain
 
 SECONDS_PER_DAY: Final = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
 class Definition:
+    """One request feature: its name and its two executors, per payment and per frame."""
+
     name: str
     scalar: Callable[[Payment], Any]
     frame: Callable[[pd.DataFrame], pd.Series]

@@ -24,8 +24,8 @@ Grammar, loosest binding first (Python's own precedence)::
                 | param("name") | min(value, value, …) | max(value, value, …) | abs(value)
                 | coalesce(value, default) | is_missing(value)
 
-A *feature* is a name of ``service.catalog.FEATURES_BY_NAME``; ``param("name")`` is a number
-set in the rule file (a merchant may override it); ``list("name")`` is a list of literals
+A *feature* is a name of ``service.features.catalog.FEATURES_BY_NAME``; ``param("name")`` is a
+number set in the rule file (a merchant may override it); ``list("name")`` is a list of literals
 from the rule file. Types are checked when the rule is loaded: numbers, strings and
 true/false values do not mix; strings and booleans compare with ``==``/``!=`` only;
 ``+ - * /`` and ``min``/``max``/``abs`` take numbers; ``and``/``or``/``not`` take conditions
@@ -56,8 +56,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.errors import ExpressionError
 from service.rules.scalar import Scalar, compile_scalar
-from service.rules.syntax import ExpressionError, Feature, Node, Param, parse, walk
+from service.rules.syntax import Feature, Node, Param, parse, walk
 from service.rules.vectorised import Columns, Vector, compile_vector
 
 __all__ = ["Columns", "Expression", "ExpressionError", "parse"]
@@ -93,9 +94,11 @@ class Expression:
     def evaluate(
         self, features: Mapping[str, Any], params: Mapping[str, float] | None = None
     ) -> bool:
+        """The condition's value for one payment's features and params."""
         return bool(self.scalar(features, params if params is not None else {}))
 
     def evaluate_columns(self, columns: Columns) -> np.ndarray:
+        """The condition over whole columns, one boolean per row."""
         with np.errstate(all="ignore"):
             result = self._vector(columns)
         result = np.asarray(result, dtype=bool)
@@ -106,4 +109,5 @@ class Expression:
     def evaluate_frame(
         self, frame: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> np.ndarray:
+        """The condition over a feature frame, one boolean per row."""
         return self.evaluate_columns(Columns(frame, params))

@@ -1,5 +1,8 @@
-"""The compact decision record end to end: scored, logged, spooled, drained, registered
-and exported, next to records of the old shape and of other catalogues."""
+"""The compact decision record end to end.
+
+Scored, logged, spooled, drained, registered and exported, next to records of the old shape and of
+other catalogues.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,13 @@ import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, REQUEST_FEATURES, VELOCITY_FEATURES
-from service.payment import Payment
+from service.features.catalog import (
+    CATALOG_VERSION,
+    FEATURE_NAMES,
+    REQUEST_FEATURES,
+    VELOCITY_FEATURES,
+)
+from service.normalisation.payment import Payment
 from service.stores.decisions import read_catalogs, read_decisions, register_catalog
 from service.stores.keys import Keys
 from service.stores.velocity import RiskStore
@@ -47,8 +55,10 @@ async def stream_records(redis_client: aioredis.Redis, prefix: str) -> dict[str,
 
 
 def old_shape(record: dict[str, Any], names: tuple[str, ...] = FEATURE_NAMES) -> dict:
-    """A record as the service wrote it before the compact format: features by name, the
-    transaction id and event time repeated at the top."""
+    """A record as the service wrote it before the compact format.
+
+    Features by name, the transaction id and event time repeated at the top.
+    """
     old = dict(record)
     old["transaction_id"] = record["payment"]["transaction_id"]
     old["event_time"] = record["payment"]["event_time"]

@@ -1,5 +1,8 @@
-"""Online and offline engines agree: normalise vs normalise_frame, request_features vs
-request_features_frame, value for value, over hypothesis-generated valid requests."""
+"""Online and offline engines agree on normalisation and request features.
+
+Online and offline engines agree: normalise vs normalise_frame, request_features vs
+request_features_frame, value for value, over hypothesis-generated valid requests.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +17,19 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import ScoreRequest, decode_score_request
-from service.catalog import REQUEST_FEATURES
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
+from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
-from service.normalise import (
+from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
     normalise,
     normalise_frame,
     payment_from_row,
     request_to_log_row,
 )
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 
 FX = FxTable.load(DEFAULT_FX_RATES)

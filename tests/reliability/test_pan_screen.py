@@ -1,7 +1,9 @@
-"""The PAN screen, attacked with generated spellings: any separators, groupings and Unicode
-digit sets, in every string field of every body, are refused, never echoed, logged or
-stored; identifiers that merely hold digits pass; hostile bodies cost little; and every
-identifier and free string is printable text."""
+"""The PAN screen, attacked with generated spellings.
+
+Any separators, groupings and Unicode digit sets, in every string field of every body,
+are refused, never echoed, logged or stored; identifiers that merely hold digits pass;
+hostile bodies cost little; and every identifier and free string is printable text.
+"""
 
 from __future__ import annotations
 
@@ -95,8 +97,11 @@ def pans(draw: st.DrawFn) -> str:
 
 @st.composite
 def spellings(draw: st.DrawFn) -> tuple[str, str]:
-    """(the number, a spelling of it): any grouping, separator runs, digit sets, and
-    text around it that does not glue letters to the digits."""
+    """(the number, a spelling of it).
+
+    Any grouping, separator runs, digit sets, and text around it that does not glue
+    letters to the digits.
+    """
     pan = draw(pans())
     cuts = sorted(draw(st.sets(st.integers(1, len(pan) - 1), max_size=len(pan) - 1)))
     groups = [pan[a:b] for a, b in zip([0, *cuts], [*cuts, len(pan)], strict=True)]
@@ -120,8 +125,10 @@ def spellings(draw: st.DrawFn) -> tuple[str, str]:
 
 
 def ascii_digits(text: str) -> str:
-    """Every digit of ``text`` as ASCII, with letters kept (they break numbers) and every
-    other character dropped: where a number written with separators shows up whole."""
+    """Every digit of ``text`` as ASCII, letters kept and every other character dropped.
+
+    Letters break numbers; a number written with separators shows up whole.
+    """
     return "".join(
         str(unicodedata.digit(c)) if c.isdigit() else c if c.isalpha() else ""
         for c in unicodedata.normalize("NFKC", text)
@@ -157,7 +164,7 @@ def test_a_spelling_anywhere_in_a_body_is_found_and_named(
 
 
 def _escaped(body: Any) -> bytes:
-    """``body`` as JSON with every non-ASCII character written as a \\u escape."""
+    """``body`` as JSON with every non-ASCII character written as a unicode escape."""
     import json
 
     return json.dumps(body, ensure_ascii=True).encode()
@@ -185,8 +192,10 @@ def test_things_that_merely_hold_digits_are_not_card_numbers(text: str) -> None:
 
 @st.composite
 def benign_ids(draw: st.DrawFn) -> str:
-    """Identifiers with plenty of digits that are not card numbers: runs of at most 12
-    digits between letters, or one 13–19 digit order number failing Luhn."""
+    """Identifiers with plenty of digits that are not card numbers.
+
+    Runs of at most 12 digits between letters, or one 13–19 digit order number failing Luhn.
+    """
     if draw(st.booleans()):
         parts = draw(st.lists(st.text("0123456789", min_size=1, max_size=12), min_size=1,
                               max_size=6))  # fmt: skip
@@ -204,6 +213,16 @@ def benign_ids(draw: st.DrawFn) -> str:
 @given(benign_ids())
 def test_identifiers_that_are_not_card_numbers_pass(text: str) -> None:
     assert not contains_pan(text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(0, 10**12), st.integers(1, 8), st.integers(0, 10**8 - 1), st.sampled_from(".,"))
+def test_decimal_amounts_are_numbers_not_card_numbers(
+    units: int, places: int, fraction: int, point: str
+) -> None:
+    text = f"{units}{point}{fraction % 10**places:0{places}d}"
+    assert not contains_pan(text)
+    assert not contains_pan(f"amount {text} USDT")
 
 
 # --- through the service: refused, never echoed, logged or stored ---------------------------

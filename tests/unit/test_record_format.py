@@ -1,5 +1,8 @@
-"""The compact decision record: features as an array in the catalogue's order, read back
-by the export in both shapes (the old name → value object and the array)."""
+"""The compact decision record.
+
+Features as an array in the catalogue's order, read back by the export in both shapes (the old name
+→ value object and the array).
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,22 @@ from typing import Any
 import msgspec
 import pytest
 
-from service import catalog
-from service.api.schemas import ScoreResponse
-from service.catalog import (
+from service.contract import ScoreResponse
+from service.decision.policy import Outcome, Reason
+from service.decision.scoring import _commit, _record
+from service.decision.spool import DecisionSpool
+from service.errors import StoreUnavailable
+from service.features import catalog
+from service.features.catalog import (
     CATALOG_VERSION,
     FEATURE_NAMES,
     FEATURES_BY_NAME,
     REQUEST_FEATURES,
     VELOCITY_FEATURES,
 )
-from service.decision_spool import DecisionSpool
-from service.errors import StoreUnavailable
-from service.metrics import Metrics
-from service.payment import Payment
-from service.policy import Outcome, Reason
-from service.scoring import _commit, _record
+from service.normalisation.payment import Payment
 from service.stores.decisions import DecisionEntry
+from service.telemetry.metrics import Metrics
 from training.export import (
     FEATURE_PREFIX,
     DecisionRecord,
@@ -67,8 +70,11 @@ ENTRY = DecisionEntry("1700000124000-0", "rec-1", b"")
 
 
 def shuffled_features(seed: int) -> dict[str, Any]:
-    """Every feature, each with a value of its own (its catalogue position), inserted in
-    a random order: a record that followed the dict's order would come out shuffled."""
+    """Every feature with a value of its own, inserted in a random order.
+
+    Every feature, each with a value of its own (its catalogue position), inserted in
+    a random order: a record that followed the dict's order would come out shuffled.
+    """
     names = list(FEATURE_NAMES)
     random.Random(seed).shuffle(names)
     return {name: float(FEATURE_NAMES.index(name)) for name in names}

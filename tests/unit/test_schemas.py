@@ -13,15 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.api.pan import contains_pan
-from service.api.schemas import (
-    FeedbackRequest,
-    ListChange,
-    Reason,
-    ScoreRequest,
-    ScoreResponse,
-    decode_body,
-    decode_score_request,
-)
+from service.api.schemas import decode_body, decode_score_request
+from service.contract import FeedbackRequest, ListChange, Reason, ScoreRequest, ScoreResponse
 from service.errors import InvalidRequest, PanDetected
 
 PAN = "4111111111111111"  # Luhn-valid test Visa

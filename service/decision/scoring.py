@@ -22,22 +22,22 @@ from typing import Any, Final
 
 import msgspec
 
-from service.api.schemas import ScoreRequest, ScoreResponse
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
-from service.decision_spool import DecisionSpool
+from service.contract import ScoreRequest, ScoreResponse
+from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
 from service.features.request import request_features
-from service.log_format import DecisionLines
-from service.metrics import Metrics
 from service.model.bundle import ModelBundle
-from service.normalise import normalise, payment_digest
-from service.payment import Payment
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.normalise import normalise, payment_digest
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
 from service.stores.lists import ListStore
 from service.stores.velocity import Begin, RiskStore
+from service.telemetry.log_format import DecisionLines
+from service.telemetry.metrics import Metrics
 
 from .policy import ListMatch, ModelView, Outcome, Reason, RuleOutcome, decide
 
@@ -48,6 +48,8 @@ VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
 
 @dataclass
 class Engine:
+    """The long-lived parts one score call uses: settings, reference data, stores, rules, model."""
+
     settings: Settings
     fx: FxTable
     pseudonymiser: Pseudonymiser
@@ -65,6 +67,16 @@ _encoder = msgspec.json.Encoder()
 
 
 async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+    """Decide one validated request and record the decision before returning it.
+
+    A transaction id is decided once: a retry with the same payload gets the stored answer
+    (``replayed``), another payload ``IdempotencyConflict``, and a retry while the first
+    call still decides waits for its answer or gets ``RetryLater``. Otherwise the payment is
+    normalised, counted and looked up in the lists (one Redis round trip), run through the
+    rules and the model, decided by the policy, and stored and logged (a second round trip,
+    or the local spool while Redis is away). A Redis step that misses its budget is skipped
+    and named in ``degraded``; nothing here raises for that.
+    """
     started = time.perf_counter()
     settings = engine.settings
     normalised = normalise(
@@ -245,9 +257,11 @@ _code: Final = attrgetter("code")
 
 
 class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry, as ``_record`` describes it; a struct rather than a dict
-    because msgspec encodes its field names from a table built once (about 0.3 µs less per
-    record), in this order."""
+    """The decision-log entry, as ``_record`` describes it, in this order.
+
+    A struct rather than a dict because msgspec encodes its field names from a table built
+    once.
+    """
 
     payment: Payment
     decision: str
@@ -280,8 +294,8 @@ def _record(
     that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
     every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
     ``catalog_version`` identifies (the service registers each version's names in Redis
-    at startup, see ``service.stores.decisions``). The names were about 1.4 KB of each
-    3.5 KB record, the same in every one; records written before this format hold
+    at startup, see ``service.stores.decisions``), since the names were the same in every
+    record and a large part of each; records written before this format hold
     ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
     top too), and the export reads both.
     """

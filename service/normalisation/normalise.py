@@ -20,11 +20,17 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.api.schemas import ScoreRequest
+from service.contract import ScoreRequest
 from service.errors import FieldProblem, InvalidRequest
-from service.payment import Payment
-from service.pseudonymise import IPAddress, KeyedSha256, Pseudonymiser, email_domain, parse_ip
-from service.reference import FxTable, usd_cents
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import (
+    IPAddress,
+    KeyedSha256,
+    Pseudonymiser,
+    email_domain,
+    parse_ip,
+)
+from service.reference.tables import FxTable, usd_cents
 
 Clock = Literal["server", "event"]
 
@@ -327,8 +333,11 @@ _digest_encoder: Final = msgspec.json.Encoder()
 
 
 def _utc(value: datetime) -> datetime | str | None:
-    """A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
-    ``_rfc3339``'s text."""
+    """A UTC datetime as it is, else converted to UTC.
+
+    A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
+    ``_rfc3339``'s text.
+    """
     if type(value) is datetime and value.tzinfo is UTC:
         return value
     return _rfc3339(value)
