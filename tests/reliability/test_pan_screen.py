@@ -112,6 +112,8 @@ def spellings(draw: st.DrawFn) -> tuple[str, str]:
         if i:
             run = draw(st.lists(st.sampled_from(SEPARATORS), min_size=1,
                                 max_size=MAX_SEPARATOR_RUN))  # fmt: skip
+            if len(groups) == 2 and len(run) == 1 and unicodedata.normalize("NFKC", run[0]) in ".,":
+                run = [" "]  # two groups split by a lone point read as a decimal (documented)
             text += "".join(run)
         for ch in group:
             digits = draw(st.sampled_from(DIGIT_SETS)) if mixed else one_set
