@@ -7,9 +7,9 @@ joined by short runs (at most ``MAX_SEPARATOR_RUN`` characters) of separators: s
 every kind, dashes, ``.``, ``_``, ``:``, ``/``, ``,``, ``'``, their fullwidth and
 other compatibility forms, and invisible characters (zero-width, bidi, combining marks).
 Anything else (a letter, a symbol, a quote, a bracket) ends a run. A candidate is a
-stretch of whole consecutive groups of one run, so ``4111 1111 1111 1111 12/27`` is
-caught and the 20-digit run of ``4111111111111111 1234``'s neighbours is not read inside
-a group. No IIN prefix is required: domestic schemes (NAPAS 9704, GPN 9360, UATP 1…)
+stretch of whole consecutive groups of one run, so ``4111 1111 1111 1111 12/27`` (number
+and expiry) is caught, while a group is never cut: an unbroken run of 20 or more digits
+is some other number. No IIN prefix is required: domestic schemes (NAPAS 9704, GPN 9360, UATP 1…)
 start with any digit.
 
 Two exceptions keep identifiers working: a single unseparated group with a letter
