@@ -270,7 +270,10 @@ class RiskStore:
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
         values = _present_all(self._read(payment))
-        keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
+        keys = [
+            self.keys.transaction(payment.merchant_id, payment.transaction_id),
+            self.keys.lists_index,
+        ]
         mask = []
         # one digest per kind of member, by its code, each made once (several entities
         # count the same kind); -1 when missing or when no present entity counts it
@@ -411,7 +414,7 @@ class RiskStore:
             }
         entity_record = _record_encoder.encode(TransactionRecord(second, keyed))
         value = decided_value(digest, entity_record, decision_json)
-        tx = self.keys.transaction(payment.transaction_id)
+        tx = self.keys.transaction(payment.merchant_id, payment.transaction_id)
         hot = self.hot
         if not declined:
             values = (tx, value, payment.transaction_id, record_json)
@@ -449,9 +452,12 @@ class RiskStore:
             guard=self._hot_guard,
         )
 
-    async def _decided(self, transaction_id: str, budget: float) -> Decided | None:
-        """A decided transaction's stored decision, else None (undecided or unknown)."""
-        tx = self.keys.transaction(transaction_id)
+    async def _decided(self, tx: str, budget: float) -> Decided | None:
+        """The stored decision under transaction key ``tx``.
+
+        The stored decision under transaction key ``tx``, else None (undecided or
+        unknown).
+        """
 
         async def run() -> Decided | None:
             try:
@@ -466,13 +472,15 @@ class RiskStore:
 
         return await self.breaker.call(budget, run)
 
-    async def stored_decision(self, transaction_id: str) -> bytes | None:
+    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        decided = await self._decided(transaction_id, self._budget)
+        tx = self.keys.transaction(merchant_id, transaction_id)
+        decided = await self._decided(tx, self._budget)
         return decided.decision if decided is not None else None
 
     async def wait_for_decision(
         self,
+        merchant_id: str,
         transaction_id: str,
         timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
     ) -> bytes | None:
@@ -480,7 +488,7 @@ class RiskStore:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
-            decision = await self.stored_decision(transaction_id)
+            decision = await self.stored_decision(merchant_id, transaction_id)
             left = deadline - time.monotonic()
             if decision is not None or left <= 0:
                 return decision
@@ -488,16 +496,37 @@ class RiskStore:
             pause = min(pause * 2, 0.05)
 
     async def record_feedback(
-        self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
     ) -> bool:
-        """Apply a label to the entity risk of a scored transaction; False if never scored."""
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        Apply a label to the entity risk of the merchant's scored transaction; False if
+        that merchant never had it scored (another merchant's payment of the same id is
+        never touched).
+
+        A transaction decided before merchants were part of its key (``keys.py``) is
+        found under its old key when its record's merchant is ``merchant_id``.
+        """
         if label not in LABELS:
             raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        decided = await self._decided(transaction_id, self._admin_budget)
+        tx = self.keys.transaction(merchant_id, transaction_id)
+        decided = await self._decided(tx, self._admin_budget)
+        if decided is None:
+            tx = self.keys.legacy_transaction(transaction_id)
+            decided = await self._decided(tx, self._admin_budget)
+            if decided is not None and decided.record:
+                legacy = _record_decoder.decode(decided.record)
+                if legacy.e.get("merchant") != merchant_id:
+                    return False
         if decided is None or not decided.record:
             return False
         record = _record_decoder.decode(decided.record)
-        keys = [self.keys.transaction(transaction_id), self.keys.labels]
+        keys = [tx, self.keys.labels]
         args: list[str | int | float] = [
             label,
             transaction_id,
@@ -505,6 +534,7 @@ class RiskStore:
             self._maxlen,
             record.t,
             reason or "",
+            merchant_id,
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
