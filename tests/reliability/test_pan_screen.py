@@ -311,8 +311,9 @@ async def test_generated_card_numbers_in_any_field_are_refused_never_echoed_logg
         body = _set(payment(f"pan-{uuid.uuid4().hex[:8]}"), field, text)
         r = await client.post("/v1/score", json=body, headers=auth())
     elif where == "feedback":
-        field = data.draw(st.sampled_from(["transaction_id", "reason", "note"]))
-        body = _set({"transaction_id": "fb-1", "label": "fraud"}, field, text)
+        field = data.draw(st.sampled_from(["merchant_id", "transaction_id", "reason", "note"]))
+        feedback = {"merchant_id": "shop-rel", "transaction_id": "fb-1", "label": "fraud"}
+        body = _set(feedback, field, text)
         r = await client.post("/v1/feedback", json=body, headers=auth(FEEDBACK_KEY))
     else:
         field = data.draw(st.sampled_from(["items[0]", "items[1]", "reason"]))
@@ -451,12 +452,12 @@ async def test_unprintable_characters_in_ids_and_free_strings_are_400_naming_the
         assert r.status_code == 400, (field, r.text)
         assert field in {p["field"] for p in r.json()["problems"]}, (field, r.text)
         assert bad not in r.text
-    r = await client.post(
-        "/v1/feedback",
-        json={"transaction_id": "fb-1", "label": "fraud", "reason": f"x{bad}y"},
-        headers=auth(FEEDBACK_KEY),
-    )
-    assert r.status_code == 400 and r.json()["problems"][0]["field"] == "reason", r.text
+    for field in ("merchant_id", "reason"):
+        feedback = {"merchant_id": "shop-rel", "transaction_id": "fb-1", "label": "fraud"}
+        r = await client.post(
+            "/v1/feedback", json=_set(feedback, field, f"x{bad}y"), headers=auth(FEEDBACK_KEY)
+        )
+        assert r.status_code == 400 and r.json()["problems"][0]["field"] == field, r.text
     r = await client.put(
         "/v1/lists/block_customer/items",
         json={"items": ["fine", f"x{bad}y"], "reason": "ok"},
