@@ -130,8 +130,27 @@ def _screened_tree(body: bytes | bytearray | memoryview | str) -> tuple[dict[str
     if screened.count(b"[") > MAX_DEPTH:
         _check_depth(tree)
     if may_hold_pan and (field := find_pan(raw, tree)) is not None:
-        raise PanDetected(field)
+        if field == "device.ip" and _is_ip(tree):
+            # An address such as 2001:4860:4860::8888 reads as digit groups; it is
+            # pseudonymised on arrival, never stored or logged. Screen the rest.
+            device = {**tree["device"], "ip": ""}
+            rest = {**tree, "device": device}
+            field = find_pan(msgspec.json.encode(rest), rest)
+        if field is not None:
+            raise PanDetected(field)
     return tree, not may_be_unprintable
+
+
+def _is_ip(tree: dict[str, Any]) -> bool:
+    device = tree.get("device")
+    ip = device.get("ip") if isinstance(device, dict) else None
+    if not isinstance(ip, str):
+        return False
+    try:
+        parse_ip(ip)
+    except ValueError:
+        return False
+    return True
 
 
 # --- printable text -------------------------------------------------------------------------

@@ -227,6 +227,14 @@ def test_decimal_amounts_are_numbers_not_card_numbers(
     assert not contains_pan(f"amount {text} USDT")
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.ip_addresses(), st.booleans())
+def test_device_ip_addresses_are_not_card_numbers(address: Any, exploded: bool) -> None:
+    body = payment("ip-prop")
+    body["device"]["ip"] = address.exploded if exploded else str(address)
+    assert decode_score_request(msgspec.json.encode(body)).device.ip == body["device"]["ip"]
+
+
 # --- through the service: refused, never echoed, logged or stored ---------------------------
 
 SCORE_FIELDS = [
