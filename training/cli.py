@@ -136,6 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         log,
         registry=args.registry,
         since=args.since,
+        legit_after_days=args.legit_after,
+        as_of=args.as_of,
+        promote=not args.no_promote,
         seed=args.seed,
         progress=not args.json,
         target_decline_rate=args.decline_rate,
@@ -145,8 +148,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    print(f"registered {report.version} in {report.directory}")
+    live = "not promoted: `riskscore models promote` makes it live" if args.no_promote else "live"
+    print(f"registered {report.version} in {report.directory} ({live})")
     print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
+    maturity = report.card["training_data"].get("maturity")
+    if maturity:
+        print(
+            f"--legit-after {maturity['legit_after_days']:g} days as of {maturity['as_of']}: "
+            f"{maturity['unlabelled_counted_legit']:,} unlabelled payments up to "
+            f"{maturity['mature_until']} counted legitimate; "
+            f"{maturity['younger_rows_history_only']:,} younger payments are history only"
+        )
     metrics = result.get("metrics", {})
     names = ["rows", "frauds", "roc_auc", "average_precision", "recall_at_1%_decline"]
     names += ["recall_at_5%_decline", "card_precision_at_100"]
@@ -406,10 +418,33 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="build features from a log, train, evaluate and register a model",
         description="Rows before --since, and rows without a label, are history only: they "
-        "feed the features but are not training examples.",
+        "feed the features but are not training examples. A production export carries only "
+        "fraud and chargeback labels (nobody reports a payment as fine): train it with "
+        "--legit-after DAYS, so that a payment without a fraud label that is older than DAYS "
+        "counts as legitimate; younger payments are then history only, labelled or not. "
+        "The new model goes live (LATEST) unless --no-promote.",
     )
     train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
     train.add_argument("--since", help="first training example time (RFC 3339)")
+    train.add_argument(
+        "--legit-after",
+        type=float,
+        metavar="DAYS",
+        help="an unlabelled payment older than DAYS at --as-of is legitimate (chargebacks "
+        "come within about 120 days for cards, days for UPI and wallets: choose the longest "
+        "window your methods have; see README)",
+    )
+    train.add_argument(
+        "--as-of",
+        metavar="TS",
+        help="the moment maturity is counted from (RFC 3339; default: the log's last "
+        "payment or label)",
+    )
+    train.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="register the model without making it live (LATEST stays as it is)",
+    )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
