@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -54,7 +53,7 @@ from service.errors import (
 )
 from service.log_format import configure_logging
 from service.metrics import Metrics
-from service.model.bundle import ModelBundle, ModelRefused, find_latest
+from service.model.live import LiveModel
 from service.pseudonymise import Pseudonymiser
 from service.reference import FxTable
 from service.rules.rulebook import RulebookHolder
@@ -80,23 +79,11 @@ _encoder = msgspec.json.Encoder()
 _REF = "#/components/schemas/"
 
 
-def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
-    """The newest registered model, or none with the reason it was refused."""
-    try:
-        latest = find_latest(model_dir)
-    except OSError as exc:
-        return None, f"model registry unreadable: {exc}"
-    except ModelRefused as exc:  # a LATEST pointer naming no registered model
-        return None, str(exc)
-    if latest is None:
-        return None, "no model registered"
-    try:
-        return ModelBundle.load(latest), None
-    except ModelRefused as exc:
-        return None, f"model {latest.name} refused: {exc}"
-
-
-def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
+def build_engine(
+    settings: Settings, metrics: Metrics, live: LiveModel | None = None
+) -> tuple[Engine, str | None]:
+    """The engine, with the model ``live`` (by default a new ``LiveModel`` of the
+    settings' registry) loads now, and why no model serves (None when one does)."""
     client = make_client(settings.redis_url, settings.redis_timeout_ms)
     store = RiskStore(
         client,
@@ -106,7 +93,8 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
-    model, model_problem = load_model(settings.model_dir)
+    live = live if live is not None else LiveModel(settings.model_dir)
+    model = live.load()
     metrics.model_loaded.set(1 if model else 0)
     engine = Engine(
         settings=settings,
@@ -119,7 +107,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         metrics=metrics,
         model=model,
     )
-    return engine, model_problem
+    return engine, live.problem
 
 
 async def _every(seconds: float, action: Any) -> None:
@@ -161,11 +149,23 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine, model_problem = build_engine(settings, metrics)
+        live = LiveModel(settings.model_dir)
+        engine, model_problem = build_engine(settings, metrics, live)
         app.state.engine = engine
-        app.state.model_problem = model_problem
         if model_problem:
             log.warning("scoring without a model: %s", model_problem)
+
+        async def follow_model() -> None:
+            before = live.problem
+            model = await asyncio.to_thread(live.reload_if_changed)
+            if model is not None:
+                engine.model = model  # one assignment: a score call sees one model or the other
+                metrics.model_loaded.set(1)
+                metrics.model_reloads.labels("ok").inc()
+                log.info("model now serving: %s", model.version)
+            elif live.problem is not None and live.problem != before:
+                metrics.model_reloads.labels("refused").inc()
+                log.warning("model not swapped: %s", live.problem)
 
         async def reload_rules() -> None:
             changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
@@ -188,7 +188,7 @@ def create_app(settings: Settings) -> Litestar:
                     )
 
         async def readiness() -> dict[str, Any]:
-            return await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
+            return await _readiness(engine, live.problem, app.state.redis_warnings)
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
@@ -196,6 +196,7 @@ def create_app(settings: Settings) -> Litestar:
         settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
+            asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(5.0, drain_spool)),
         ]
         try:

@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_ms: float = 25.0
     redis_prefix: str = "rs"
     rules_reload_seconds: float = 2.0
+    model_reload_seconds: float = 2.0
     thresholds: dict[str, Thresholds] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS)
     )
@@ -104,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_MODEL_RELOAD_SECONDS", "model_reload_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
         ):

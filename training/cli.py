@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from service.settings import DEFAULT_RULES_DIR, Settings
 
@@ -72,16 +73,23 @@ def _secret() -> bytes | None:
     return value.encode() if value else None
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def _table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *, width: int = 0
+) -> None:
+    """A table on stdout, at least ``width`` characters wide (lines wrap in a narrower
+    terminal rather than truncating values)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
+        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=bool(width))
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
-    Console().print(table)
+    console = Console()
+    if width > console.width:
+        console = Console(width=width)
+    console.print(table)
 
 
 def _cell(value: object) -> str:
@@ -370,6 +378,175 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_dir(args: argparse.Namespace) -> Path:
+    return Path(args.registry or os.environ.get("RISKSCORE_MODEL_DIR") or "models")
+
+
+_MODEL_COLUMNS = (
+    *("version", "live", "created", "data (train start to test end)", "test rows", "frauds"),
+    *("roc_auc", "avg precision", "recall@1%"),
+)
+
+
+def _minute(stamp: str | None) -> str | None:
+    """``2026-09-01T00:05:20+00:00`` as ``2026-09-01 00:05`` (UTC)."""
+    return stamp[:16].replace("T", " ") if stamp else None
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from training.registry import list_models
+
+    registry = _registry_dir(args)
+    models = list_models(registry)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "version": m.version,
+                    "live": m.latest,
+                    "created_at": m.created_at,
+                    "data_start": m.data_start,
+                    "data_end": m.data_end,
+                    "test": m.test_metrics,
+                }
+                for m in models
+            ]
+        )
+        return 0
+    if not models:
+        print(f"no models registered in {registry}")
+        return 0
+    _table(
+        f"models in {registry} (test: the held-out period of each model's card)",
+        _MODEL_COLUMNS,
+        [
+            [
+                m.version,
+                "LATEST" if m.latest else "",
+                _minute(m.created_at),
+                f"{_minute(m.data_start)} to {_minute(m.data_end)}",
+                m.test_metrics.get("rows"),
+                m.test_metrics.get("frauds"),
+                m.test_metrics.get("roc_auc"),
+                m.test_metrics.get("average_precision"),
+                m.test_metrics.get("recall_at_1%_decline"),
+            ]
+            for m in models
+        ],
+        width=160,
+    )
+    return 0
+
+
+def _model_directory(registry: Path, version: str) -> Path:
+    from service.model.bundle import MODEL_CARD, VERSION_PATTERN, find_latest
+
+    if version in ("LATEST", "live"):
+        directory = find_latest(registry)
+        if directory is None:
+            raise ValueError(f"no models registered in {registry}")
+        return directory
+    directory = registry / version
+    if not VERSION_PATTERN.match(version) or not (directory / MODEL_CARD).is_file():
+        raise ValueError(f"{version!r} is not a registered model in {registry}")
+    return directory
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from service.model.bundle import MODEL_CARD, MODEL_CARD_MD
+
+    directory = _model_directory(_registry_dir(args), args.version)
+    if args.json:
+        print((directory / MODEL_CARD).read_text(encoding="utf-8"))
+    else:
+        print((directory / MODEL_CARD_MD).read_text(encoding="utf-8"))
+    return 0
+
+
+_FOLLOW = "a running service follows within RISKSCORE_MODEL_RELOAD_SECONDS (2 s by default)"
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from service.model.bundle import ModelBundle, ModelRefused
+    from training.registry import promote
+
+    registry = _registry_dir(args)
+    directory = _model_directory(registry, args.version)
+    try:
+        ModelBundle.load(directory)  # what the service will do: refuse it here first
+    except ModelRefused as exc:
+        print(f"riskscore models promote: not promoted: {exc}", file=sys.stderr)
+        return 1
+    previous = promote(registry, directory.name)
+    if args.json:
+        _print_json({"live": directory.name, "previous": previous})
+    else:
+        print(f"{directory.name} is live (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from training.registry import rollback
+
+    live, previous = rollback(_registry_dir(args))
+    if args.json:
+        _print_json({"live": live, "previous": previous})
+    else:
+        print(f"rolled back: {live} is live again (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
+def _add_models_commands(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="list, show, promote and roll back registered models",
+        description="The model registry (--registry, else RISKSCORE_MODEL_DIR, else models/): "
+        "LATEST names the live model, PROMOTIONS.json keeps the promotion history. A running "
+        "service follows LATEST within seconds, without a restart.",
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    def action(name: str, func: Any, help_: str, description: str) -> argparse.ArgumentParser:
+        parser = models_sub.add_parser(name, help=help_, description=description)
+        parser.add_argument(
+            "--registry", type=Path, help="the registry (RISKSCORE_MODEL_DIR, else models/)"
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.set_defaults(func=func)
+        return parser
+
+    action(
+        "list",
+        cmd_models_list,
+        "every registered model: version, created, data period, test metrics, which is live",
+        "Every registered model, oldest first: when it was made, the period of its training "
+        "data (first training payment to last test payment), its held-out test figures, and "
+        "LATEST beside the live one.",
+    )
+    show = action(
+        "show",
+        cmd_models_show,
+        "print a model's card",
+        "Print the model card (MODEL_CARD.md; with --json, model_card.json) of VERSION.",
+    )
+    show.add_argument("version", metavar="VERSION", help="a version, or LATEST for the live one")
+    promote = action(
+        "promote",
+        cmd_models_promote,
+        "make a registered model live",
+        "Verify VERSION as the service will (card, hashes, catalogue), then point LATEST at "
+        "it and record the promotion; a model that fails the checks is not promoted (exit 1).",
+    )
+    promote.add_argument("version", metavar="VERSION", help="the version to make live")
+    action(
+        "rollback",
+        cmd_models_rollback,
+        "make the model live before the current one live again",
+        "Go back to the model that was live before the current one (the promotion history, "
+        "PROMOTIONS.json); a second rollback goes one further back.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riskscore",
@@ -522,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only payments from this time on (RFC 3339)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
+    _add_models_commands(sub)
     return parser
 
 
