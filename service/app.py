@@ -34,6 +34,7 @@ from litestar.openapi.spec import (
 )
 from redis.exceptions import RedisError
 
+from service.api.feedback_batch import FeedbackBatch
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schemas import (
     ErrorBody,
@@ -363,7 +364,8 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/score", "post"): (400, 401, 403, 409, 413, 415, 503),
-    ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415),
+    ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415, 503),
+    ("/v1/feedback/batch", "post"): (400, 401, 403, 413, 415, 503),
     ("/v1/lists", "get"): (401, 403),
     ("/v1/lists/{name}", "get"): (400, 401, 403),
     ("/v1/lists/{name}/items", "put"): (400, 401, 403, 413, 415),
@@ -375,6 +377,7 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/healthz", "get"): (200,),
     ("/readyz", "get"): (200, 503),
     ("/v1/feedback", "post"): (202,),
+    ("/v1/feedback/batch", "post"): (200,),
     ("/v1/lists", "get"): (200,),
     ("/v1/lists/{name}", "get"): (200,),
     ("/v1/lists/{name}/items", "put"): (200,),
@@ -388,6 +391,7 @@ def _document_bodies(app: Litestar) -> None:
     bodies = {
         ("/v1/score", "post"): ScoreRequest,
         ("/v1/feedback", "post"): FeedbackRequest,
+        ("/v1/feedback/batch", "post"): FeedbackBatch,
         ("/v1/lists/{name}/items", "put"): ListChange,
         ("/v1/lists/{name}/items", "delete"): ListChange,
     }

@@ -89,6 +89,12 @@ class Metrics:
             registry=r,
         )
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
+        self.labels = Counter(
+            "riskscore_labels",
+            "Labels received (feedback and batches), by outcome: recorded, duplicate, unknown",
+            ["result"],
+            registry=r,
+        )
         self.model_reloads = Counter(
             "riskscore_model_reloads",
             "Models swapped in, or refused, after LATEST changed",

@@ -16,10 +16,12 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 from litestar.types import Message, Receive, Scope, Send
 
+from service.api import feedback_batch
 from service.api.admission import AdmissionLimit
 from service.api.auth import authorize, require_role
 from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
-from service.errors import NotFound
+from service.errors import NotFound, RetryLater, StoreUnavailable
+from service.feedback import record_labels
 from service.list_admin import LIST_NAMES, check_name, normalise_items
 from service.scoring import Engine, score
 
@@ -155,14 +157,50 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     """Record a label (fraud, chargeback, legit) for a scored transaction."""
     _require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
-    engine: Engine = state.engine
-    reported_at = body.reported_at.timestamp() if body.reported_at else engine.clock()
-    known = await engine.store.record_feedback(
-        body.transaction_id, body.label, reported_at, reason=body.reason
-    )
-    if not known:
+    [outcome] = await _record(state.engine, [body])
+    if outcome == "unknown":
         raise NotFound(f"transaction {body.transaction_id} was never scored")
-    return _json({"transaction_id": body.transaction_id, "label": body.label}, 202)
+    return _json(
+        {"transaction_id": body.transaction_id, "label": body.label, "result": outcome}, 202
+    )
+
+
+@post(
+    "/v1/feedback/batch",
+    guards=[require_role],
+    opt={"role": "feedback"},
+    status_code=200,
+    request_max_body_size=feedback_batch.MAX_BODY_BYTES,
+)
+async def feedback_batch_route(request: Request, state: State) -> Response[bytes]:
+    """Record up to 1,000 labels; one result per label, in order (``recorded``,
+    ``duplicate``, ``unknown``, or ``invalid`` with the field problems)."""
+    _require_json(request)
+    decoded = feedback_batch.decode_feedback_batch(await request.body())
+    valid = [item for item in decoded if isinstance(item, FeedbackRequest)]
+    outcomes = iter(await _record(state.engine, valid))
+    results: list[dict[str, object]] = []
+    counts = dict.fromkeys(("recorded", "duplicate", "unknown", "invalid"), 0)
+    for index, item in enumerate(decoded):
+        if isinstance(item, FeedbackRequest):
+            outcome = next(outcomes)
+            results.append(
+                {"index": index, "transaction_id": item.transaction_id, "result": outcome}
+            )
+        else:
+            outcome = "invalid"
+            results.append({"index": index, "result": outcome, "problems": item})
+        counts[outcome] += 1
+    return _json({"results": results, "counts": counts})
+
+
+async def _record(engine: Engine, labels: list[FeedbackRequest]) -> list[str]:
+    """``record_labels``, with Redis out of reach answered as 503 (a retry is safe: a
+    label applied twice is a duplicate)."""
+    try:
+        return list(await record_labels(engine, labels))
+    except StoreUnavailable as exc:
+        raise RetryLater(f"labels not recorded, retry: {exc}") from None
 
 
 @get("/v1/lists", guards=[require_role], opt={"role": "admin"})
@@ -233,6 +271,7 @@ async def metrics(state: State) -> Response[bytes]:
 ROUTES = [
     score_payment,
     feedback,
+    feedback_batch_route,
     list_names,
     list_items,
     add_list_items,

@@ -17,8 +17,10 @@ A score call costs two round trips:
    read-modify-write of the entities' packed states); any other decision a MULTI/EXEC of
    the same writes, which costs Redis less.
 
-``record_feedback`` adds a confirmed fraud to the fraud counters of the original
-transaction's entities, in its buckets, once per transaction.
+``record_feedback_many`` adds a confirmed fraud to the fraud counters of the original
+transaction's entities, in its buckets, once per transaction, for any number of labels in
+two pipelined round trips (one reads the transactions, one applies the labels in order);
+``record_feedback`` is the same for one label.
 
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
@@ -74,6 +76,18 @@ from service.stores.plan import PLAN, Plan, event_second, present
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
+# recorded: it changed the transaction's label; duplicate: it carried the label the
+# transaction had already (counted once); unknown: the transaction was never scored.
+FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
+
+
+class FeedbackLabel(NamedTuple):
+    """One label for ``record_feedback_many``."""
+
+    transaction_id: str
+    label: str  # one of LABELS
+    reported_at: float  # Unix seconds
+    reason: str | None = None
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -468,30 +482,85 @@ class RiskStore:
         self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
     ) -> bool:
         """Apply a label to the entity risk of a scored transaction; False if never scored."""
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        decided = await self._decided(transaction_id, self._admin_budget)
-        if decided is None or not decided.record:
-            return False
-        record = _record_decoder.decode(decided.record)
-        keys = [self.keys.transaction(transaction_id), self.keys.labels]
+        [outcome] = await self.record_feedback_many(
+            [FeedbackLabel(transaction_id, label, reported_at, reason)]
+        )
+        return outcome != "unknown"
+
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order (a later label of the same transaction sees the earlier
+        one), in two pipelined round trips whatever their number: one outcome per label."""
+        for item in labels:
+            if item.label not in LABELS:
+                raise ValueError(f"label must be one of {sorted(LABELS)}, not {item.label!r}")
+        if not labels:
+            return []
+
+        async def run() -> list[FeedbackOutcome]:
+            decided = await self._decided_many([item.transaction_id for item in labels])
+            outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
+            calls, positions = [], []
+            for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
+                if found is not None and found.record:
+                    calls.append(self._feedback_call(item, found.record))
+                    positions.append(i)
+            results = await self.library.call_many(self.client, "feedback", calls)
+            for i, result in zip(positions, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                if result is not None:
+                    outcomes[i] = "duplicate" if result == b"duplicate" else "recorded"
+            return outcomes
+
+        return await self.breaker.call(self._admin_budget, run)
+
+    def _feedback_call(
+        self, item: FeedbackLabel, record_json: bytes
+    ) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of ``feedback.lua`` for one label."""
+        record = _record_decoder.decode(record_json)
+        keys = [self.keys.transaction(item.transaction_id), self.keys.labels]
         args: list[str | int | float] = [
-            label,
-            transaction_id,
-            reported_at,
+            item.label,
+            item.transaction_id,
+            item.reported_at,
             self._maxlen,
             record.t,
-            reason or "",
+            item.reason or "",
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
             if value is not None and e.frauds:
                 keys.append(self.keys.velocity(e.entity, value, e.layout))
                 args.append(e.index)
-        result = await self.breaker.call(
-            self._admin_budget, lambda: self.library.call(self.client, "feedback", keys, args)
-        )
-        return result is not None
+        return keys, args
+
+    async def _decided_many(self, transaction_ids: Sequence[str]) -> list[Decided | None]:
+        """``_decided`` of many transactions: one pipelined round trip (and one more for
+        those still stored as hashes, the layout before the string value)."""
+        keys = [self.keys.transaction(t) for t in transaction_ids]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute(raise_on_error=False)
+        found: list[Decided | None] = []
+        hashes = []
+        for i, value in enumerate(values):
+            if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
+                hashes.append(i)
+                found.append(None)
+            elif isinstance(value, Exception):
+                raise value
+            else:
+                found.append(read_decided(value))
+        if hashes:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in hashes:
+                    pipe.hmget(keys[i], ["state", "record", "decision"])
+                for i, (state, record, decision) in zip(hashes, await pipe.execute(), strict=True):
+                    if state == b"done" and decision is not None:
+                        found[i] = Decided(record or b"", decision)
+        return found
 
     async def append_records(self, records: list[bytes]) -> None:
         """Append decision records (spooled while Redis was away) to the decision log.

@@ -1,0 +1,51 @@
+"""Labels from the dispute feed, one definition for ``POST /v1/feedback`` and
+``POST /v1/feedback/batch`` (and so for ``riskscore labels import``).
+
+A label updates the entity risk that later scores see and joins the labels stream kept for
+retraining (``RiskStore.record_feedback_many``). Each label's outcome is ``recorded`` (it
+changed the transaction's label), ``duplicate`` (the transaction carried that label already:
+counted once) or ``unknown`` (never scored). A label without ``reported_at`` is stamped
+with the engine's clock. Redis out of reach is ``StoreUnavailable``: nothing is half done
+that a retry would count twice, since a label applied twice is a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from service.scoring import Engine
+from service.stores.velocity import FeedbackLabel, FeedbackOutcome
+
+
+class Label(Protocol):
+    """What a label carries (the contract's feedback body)."""
+
+    @property
+    def transaction_id(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def reported_at(self) -> datetime | None: ...
+    @property
+    def reason(self) -> str | None: ...
+
+
+async def record_labels(engine: Engine, labels: Sequence[Label]) -> list[FeedbackOutcome]:
+    """Apply ``labels`` in order; one outcome per label, in two Redis round trips."""
+    now = engine.clock()
+    outcomes = await engine.store.record_feedback_many(
+        [
+            FeedbackLabel(
+                item.transaction_id,
+                item.label,
+                item.reported_at.timestamp() if item.reported_at else now,
+                item.reason,
+            )
+            for item in labels
+        ]
+    )
+    for outcome in outcomes:
+        engine.metrics.labels.labels(outcome).inc()
+    return outcomes
