@@ -33,8 +33,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from service.decision.policy import decide_frame, threshold_strengths
 from service.model.bundle import ModelBundle, load_latest
-from service.policy import decide_frame, threshold_strengths
 from service.settings import VERTICALS, Thresholds
 
 DECLINE_RATES: Final = (0.01, 0.05)
@@ -228,7 +228,7 @@ def weekly_metrics(frame: pd.DataFrame, risk: np.ndarray) -> dict[str, Any]:
 
 def rule_outcomes(frame: pd.DataFrame, rules_dir: Path) -> dict[str, Any]:
     """Run a rule set over scored rows: per-row strongest action and score adjustment."""
-    from service.policy import STRENGTH
+    from service.decision.policy import STRENGTH
     from service.rules.rulebook import load_ruleset
 
     ruleset = load_ruleset(rules_dir)

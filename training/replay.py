@@ -119,7 +119,7 @@ def _digits(value: Any, width: int = 0) -> str:
 
 def log_row_to_request(row: dict[str, Any]) -> dict[str, Any]:
     """One transaction-log row as a ``/v1/score`` JSON body: the inverse of
-    ``service.normalise.request_to_log_row``.
+    ``service.normalisation.normalise.request_to_log_row``.
 
     Missing values (None, NaN, NA, empty text) are left out, and so is an object left
     empty; booleans may be text (``true``/``false``, as CSV logs hold them); amounts are

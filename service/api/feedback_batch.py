@@ -1,4 +1,4 @@
-"""``POST /v1/feedback/batch``'s body: up to ``MAX_LABELS`` labels, each checked on its own.
+"""``POST /v1/feedback/batch``'s body (``contract.FeedbackBatch``), each label checked on its own.
 
 The body is ``{"labels": [label, …]}``. The envelope must be sound (JSON, an object, a list
 of 1 to ``MAX_LABELS`` labels) or the whole call is a 400; each label is then decoded by
@@ -13,18 +13,13 @@ from typing import Annotated, Final
 
 import msgspec
 
-from service.api.schemas import FeedbackRequest, decode_body
+from service.api.schemas import decode_body
+from service.contract import MAX_BATCH_LABELS as MAX_LABELS
+from service.contract import FeedbackRequest
 from service.errors import FieldProblem, InvalidRequest
 
-MAX_LABELS: Final = 1_000
 # A label is at most about 800 bytes of JSON (ids, time, a 512-character reason).
 MAX_BODY_BYTES: Final = 1 << 20
-
-
-class FeedbackBatch(msgspec.Struct, frozen=True):
-    """The batch body as the contract writes it (published in the OpenAPI schema)."""
-
-    labels: Annotated[list[FeedbackRequest], msgspec.Meta(min_length=1, max_length=MAX_LABELS)]
 
 
 class _Envelope(msgspec.Struct, frozen=True):

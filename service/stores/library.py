@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from service.stores.list_names import LOOKUP_ATTRIBUTES
 from service.stores.plan import Plan
 
 # Globals (redis.call, string, math, ...) exist only while a function runs, not while the
@@ -50,9 +51,6 @@ class Commands(Protocol):
 
 def _lists_prelude() -> str:
     """``LISTS`` and ``LIST_FIELDS``: the lists ``begin`` looks up (see ``begin.lua``)."""
-    # imported here: lists.py builds its own Library (for list_change), so it imports this
-    from service.stores.lists import LOOKUP_ATTRIBUTES
-
     entries, fields = [], ["'version'"]
     for entity, attributes in LOOKUP_ATTRIBUTES.items():
         names = [f"'{kind}_{entity}'" for kind in ("block", "allow")]

@@ -1,4 +1,4 @@
-from service.policy import ListMatch, ModelView, Reason, RuleOutcome, decide
+from service.decision.policy import ListMatch, ModelView, Reason, RuleOutcome, decide
 from service.settings import Thresholds
 
 T = Thresholds(challenge=40, review=60, decline=85)
@@ -95,7 +95,7 @@ def test_the_vectorised_policy_decides_as_the_scalar_one_row_by_row():
 
     import numpy as np
 
-    from service.policy import STRENGTH, decide_frame
+    from service.decision.policy import STRENGTH, decide_frame
 
     rng = random.Random(5)
     thresholds = {"forex": T, "gaming": Thresholds(challenge=30, review=50, decline=70)}

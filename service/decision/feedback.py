@@ -12,27 +12,13 @@ that a retry would count twice, since a label applied twice is a duplicate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Protocol
 
-from service.scoring import Engine
+from service.contract import FeedbackRequest
+from service.decision.scoring import Engine
 from service.stores.velocity import FeedbackLabel, FeedbackOutcome
 
 
-class Label(Protocol):
-    """What a label carries (the contract's feedback body)."""
-
-    @property
-    def transaction_id(self) -> str: ...
-    @property
-    def label(self) -> str: ...
-    @property
-    def reported_at(self) -> datetime | None: ...
-    @property
-    def reason(self) -> str | None: ...
-
-
-async def record_labels(engine: Engine, labels: Sequence[Label]) -> list[FeedbackOutcome]:
+async def record_labels(engine: Engine, labels: Sequence[FeedbackRequest]) -> list[FeedbackOutcome]:
     """Apply ``labels`` in order; one outcome per label, in two Redis round trips."""
     now = engine.clock()
     outcomes = await engine.store.record_feedback_many(

@@ -18,23 +18,14 @@ returned, with a stable code.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import msgspec
 import numpy as np
 
+from service.contract import DecisionName, Reason
 from service.settings import DegradedAction, Thresholds
 
-DecisionName = Literal["approve", "challenge", "review", "decline"]
-Source = Literal["rule", "list", "velocity", "model", "policy"]
-
 STRENGTH: dict[str, int] = {"approve": 0, "challenge": 1, "review": 2, "decline": 3}
-
-
-class Reason(msgspec.Struct, frozen=True):
-    code: str
-    source: Source
-    message: str
 
 
 class ListMatch(msgspec.Struct, frozen=True):
