@@ -362,6 +362,91 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labels_import(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from training.labels import LabelsImportError, import_labels, label_bodies, read_labels_file
+
+    try:
+        bodies = label_bodies(read_labels_file(args.path))
+    except LabelsImportError as exc:
+        print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict:
+        async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout) as client:
+            return await import_labels(
+                bodies,
+                client=client,
+                api_key=args.api_key,
+                batch_size=args.batch_size,
+                retries=args.retries,
+                progress=not args.json,
+            )
+
+    try:
+        result = asyncio.run(run())
+    except LabelsImportError as exc:
+        print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+    result = {"file": str(args.path)} | result
+    invalid = result["counts"]["invalid"]
+    if args.json:
+        _print_json(result)
+        return 1 if invalid else 0
+    counts = result["counts"]
+    print(
+        f"sent {result['labels']:,} labels from {args.path} in {result['batches']:,} batches "
+        f"in {result['seconds']} s ({result['labels_per_second'] or 0:,}/s); "
+        f"{result['resent_batches']} batches resent after a failure"
+    )
+    _table("labels by result", ["result", "labels"], [[k, v] for k, v in counts.items()])
+    if result["unknown_rows"]:
+        rows = ", ".join(map(str, result["unknown_rows"][:10]))
+        print(f"unknown (never scored for that merchant): rows {rows}", file=sys.stderr)
+    for problem in result["problems"][:20]:
+        print(f"row {problem['row']}: {problem['field']}: {problem['message']}", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def _add_labels_commands(sub: Any) -> None:
+    labels = sub.add_parser(
+        "labels",
+        help="send labels (chargebacks, confirmed fraud) to a running service",
+        description="Work with the labels the dispute feed produces.",
+    )
+    labels_sub = labels.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    send = labels_sub.add_parser(
+        "import",
+        help="send a CSV or Parquet file of labels through POST /v1/feedback/batch",
+        description="Send a CSV or Parquet file with the columns merchant_id, transaction_id, "
+        "label (fraud, chargeback or legit; 1 and 0 read as fraud and legit), reported_at "
+        "(RFC 3339; an empty cell is stamped by the service) and optionally reason, in file "
+        "order, in batches of up to 1,000, to POST /v1/feedback/batch. Every label updates "
+        "entity risk and the labels stream exactly as POST /v1/feedback does. Batches that "
+        "meet a connection error or a 5xx are resent with backoff (a label sent twice counts "
+        "once). Prints the labels per result (recorded, duplicate, unknown: never scored, "
+        "invalid: with row and field); exits 1 when some rows were invalid, 2 when the file "
+        "cannot be read or the service refused the import.",
+    )
+    send.add_argument("path", metavar="PATH", type=Path, help="labels file (.csv or .parquet)")
+    send.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    send.add_argument("--api-key", required=True, help="a key with the feedback role")
+    send.add_argument(
+        "--batch-size", type=int, default=1000, help="labels per call (1 to 1000; default 1000)"
+    )
+    send.add_argument(
+        "--retries", type=int, default=6, help="resends of a failed batch (default 6)"
+    )
+    send.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per HTTP call (default 30)"
+    )
+    send.add_argument("--json", action="store_true", help="print one JSON object")
+    send.set_defaults(func=cmd_labels_import)
+
+
 def _registry_dir(args: argparse.Namespace) -> Path:
     return Path(args.registry or os.environ.get("RISKSCORE_MODEL_DIR") or "models")
 
@@ -674,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only payments from this time on (RFC 3339)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
+    _add_labels_commands(sub)
     _add_models_commands(sub)
     return parser
 
