@@ -231,3 +231,22 @@ async def _batch_and_singles(labels: list[tuple[str, str]]) -> None:
 @given(labels=_LABELS)
 def test_a_batch_leaves_redis_as_the_same_labels_sent_one_by_one(labels):
     asyncio.run(_batch_and_singles(labels))
+
+
+async def test_a_full_batch_may_exceed_the_score_routes_64_kib_but_not_1_mib(
+    client,  # noqa: F811
+):
+    labels = [
+        {"transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 200}
+        for i in range(MAX_LABELS)
+    ]
+    r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
+    assert len(r.request.content) > 200_000
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["unknown"] == MAX_LABELS
+    labels = [
+        {"transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 512} for i in range(2200)
+    ]
+    r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
+    assert len(r.request.content) > 1 << 20
+    assert r.status_code == 413
