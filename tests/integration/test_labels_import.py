@@ -270,3 +270,11 @@ def test_the_learning_loop_from_production_labels_to_a_registered_model(
     assert maturity["unlabelled_counted_legit"] > 0
     test = card["metrics"]["test"]
     assert 0 < test["frauds"] < test["rows"] and np.isfinite(test["roc_auc"])
+
+    # a retrained model registered without going live; LATEST stays on the first
+    assert main([*train, "--legit-after", "20", "--no-promote", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)["version"]
+    assert find_latest(registry) == registry / card["version"]
+    assert main(["models", "list", "--registry", str(registry), "--json"]) == 0
+    listed = {m["version"]: m["live"] for m in json.loads(capsys.readouterr().out)}
+    assert listed == {card["version"]: True, second: False}
