@@ -1,4 +1,4 @@
-"""How fast ``riskscore labels import`` loads labels into a running service.
+r"""How fast ``riskscore labels import`` loads labels into a running service.
 
 Scores ``--payments`` payments (one card, customer and device per 20 of them), then
 imports ``--labels`` labels over them in rounds, fraud and legit in turn, so every label
@@ -57,6 +57,7 @@ async def _score(url: str, key: str, run: str, n: int, concurrency: int = 16) ->
 
 
 async def main() -> None:
+    """Score, import, print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--score-key", required=True)

@@ -23,11 +23,13 @@ _NAMES = {v: k for k, v in STRENGTH.items()}
 def backtest(
     log: pd.DataFrame, *, rules_dir: Path | str | None = None, secret: bytes | None = None
 ) -> dict[str, Any]:
+    """Run a rule set over a labelled log: per rule, hits, precision and recall."""
     frame = build_dataset(log, secret=secret)
     return backtest_dataset(frame, rules_dir=Path(rules_dir or DEFAULT_RULES_DIR))
 
 
 def backtest_dataset(frame: pd.DataFrame, *, rules_dir: Path) -> dict[str, Any]:
+    """``backtest`` over a dataset already built from a log."""
     outcome = rule_outcomes(frame, rules_dir)
     strength = outcome["strength"]
     labelled = frame["label"].notna().to_numpy()

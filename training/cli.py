@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli import add_serve_command
+from service.errors import RiskscoreError
 from service.settings import DEFAULT_RULES_DIR, Settings
 
 # The import names of the `train` extra's packages (pyproject.toml).
@@ -29,6 +30,7 @@ def _print_json(obj: object) -> None:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
+    """``riskscore rules check``: validate rule files."""
     from service.rules.rulebook import check_directory, load_ruleset
 
     directory = Path(args.directory or os.environ.get("RISKSCORE_RULES_DIR") or DEFAULT_RULES_DIR)
@@ -60,8 +62,10 @@ def _secret() -> bytes | None:
 def _table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *, width: int = 0
 ) -> None:
-    """A table on stdout, at least ``width`` characters wide (lines wrap in a narrower
-    terminal rather than truncating values)."""
+    """A table on stdout, at least ``width`` characters wide.
+
+    In a narrower terminal lines wrap rather than values being cut.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -85,6 +89,7 @@ def _cell(value: object) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """``riskscore simulate``: write a synthetic, labelled transaction log."""
     import time
 
     from training.simulate import simulate, summarise, write_log
@@ -120,6 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``riskscore train``: train, evaluate and register a model."""
     from training.logs import read_log
     from training.train import train
 
@@ -180,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``riskscore evaluate``: the registered model and rules over a labelled log."""
     from training.evaluate import evaluate
     from training.logs import read_log
     from training.train import to_unix_seconds
@@ -208,6 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    """``riskscore backtest``: a rule set over a labelled log."""
     from training.backtest import backtest
     from training.logs import read_log
 
@@ -233,6 +241,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``riskscore replay``: send a log to a running service, labels included."""
     import asyncio
 
     import httpx
@@ -310,6 +319,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``riskscore export``: the decision log and labels as transaction logs."""
     import asyncio
 
     import redis.asyncio as aioredis
@@ -363,6 +373,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_labels_import(args: argparse.Namespace) -> int:
+    """``riskscore labels import``: 0 when sent, 1 with invalid rows, 2 when refused."""
     import asyncio
 
     import httpx
@@ -463,6 +474,7 @@ def _minute(stamp: str | None) -> str | None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
+    """``riskscore models list``: every registered model, the live one marked."""
     from training.registry import list_models
 
     registry = _registry_dir(args)
@@ -522,6 +534,7 @@ def _model_directory(registry: Path, version: str) -> Path:
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
+    """``riskscore models show VERSION``: its model card."""
     from service.model.bundle import MODEL_CARD, MODEL_CARD_MD
 
     directory = _model_directory(_registry_dir(args), args.version)
@@ -536,6 +549,7 @@ _FOLLOW = "a running service follows within RISKSCORE_MODEL_RELOAD_SECONDS (2 s 
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
+    """``riskscore models promote VERSION``: verify it, then make it live; 1 if refused."""
     from service.model.bundle import ModelBundle, ModelRefused
     from training.registry import promote
 
@@ -555,6 +569,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """``riskscore models rollback``: make the model live before the current one live."""
     from training.registry import rollback
 
     live, previous = rollback(_registry_dir(args))
@@ -617,6 +632,7 @@ def _add_models_commands(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``riskscore`` argument parser, every command registered."""
     parser = argparse.ArgumentParser(
         prog="riskscore",
         description="Fraud and risk scoring for a payment gateway: serve, simulate, train, "
@@ -765,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``riskscore`` command; bad input is a message and exit 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -777,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
+    except (RiskscoreError, ValueError, FileNotFoundError) as exc:  # say what, no traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -33,9 +33,10 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from service.contract import VERTICALS
 from service.decision.policy import decide_frame, threshold_strengths
 from service.model.bundle import ModelBundle, load_latest
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 
 DECLINE_RATES: Final = (0.01, 0.05)
 CP_K: Final = 100

@@ -42,8 +42,10 @@ class LabelsImportError(ValueError):
 
 
 def read_labels_file(path: Path | str) -> pd.DataFrame:
-    """The labels file as text columns (``reported_at`` as RFC 3339); a clear
-    ``LabelsImportError`` for a missing file, an unreadable one or a missing column."""
+    """The labels file as text columns (``reported_at`` as RFC 3339 or timestamps).
+
+    A missing file, an unreadable one or a missing column is a clear ``LabelsImportError``.
+    """
     path = Path(path)
     if not path.is_file():
         raise LabelsImportError(f"no labels file at {path}")
@@ -66,8 +68,11 @@ def read_labels_file(path: Path | str) -> pd.DataFrame:
 
 
 def label_bodies(frame: pd.DataFrame) -> list[dict[str, str]]:
-    """One feedback body per row, in file order; empty cells are left out (the service
-    then names a missing required field, or stamps ``reported_at`` itself)."""
+    """One feedback body per row, in file order.
+
+    Empty cells are left out: the service then names a missing required field, or stamps
+    ``reported_at`` itself.
+    """
     columns: dict[str, list[Any]] = {}
     for name in (*REQUIRED, *(c for c in OPTIONAL if c in frame.columns)):
         column = frame[name]

@@ -31,7 +31,8 @@ from typing import Any, Final
 
 import msgspec
 
-from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, ModelRefused, find_latest
+from service.errors import ModelRefused
+from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, find_latest
 
 PROMOTIONS: Final = "PROMOTIONS.json"
 _LOCK: Final = ".lock"
@@ -42,6 +43,8 @@ class RegistryError(ValueError):
 
 
 class PromotionEvent(msgspec.Struct, frozen=True):
+    """One promotion or rollback, as ``PROMOTIONS.json`` keeps it."""
+
     at: str  # RFC 3339, UTC
     action: str  # "promote" or "rollback"
     version: str  # live after the event
@@ -56,6 +59,7 @@ class Promotions(msgspec.Struct):
 
 
 def version_name(created: datetime, artifact_sha256: str) -> str:
+    """A model version's name: its creation time and a prefix of its artifact hash."""
     return f"{created:%Y-%m-%dT%H%M%SZ}-{artifact_sha256[:8]}"
 
 
@@ -140,8 +144,10 @@ def _point(
 
 
 def promote(registry: Path | str, version: str) -> str | None:
-    """Make ``version`` live: ``LATEST`` names it, and a running service follows within
-    seconds. Returns the version live before (None when there was none)."""
+    """Make ``version`` live; returns the version live before (None when none).
+
+    ``LATEST`` names it, and a running service follows within seconds.
+    """
     registry = Path(registry)
     if not _registered(registry, version):
         raise RegistryError(f"{version!r} is not a registered model in {registry}")
@@ -187,6 +193,8 @@ def rollback(registry: Path | str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class RegisteredModel:
+    """A registered model: version, directory, whether it is the latest, test metrics."""
+
     version: str
     directory: Path
     latest: bool

@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from service.contract import VERTICALS
+from service.errors import RiskscoreError
 from service.features import catalog
 from service.model.bundle import (
     FOREST,
@@ -61,7 +63,7 @@ from service.model.bundle import (
 from service.model.compiled import CompiledForest, sigmoid_many
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, encode_frame
 from service.reference.tables import FxTable
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.evaluate import model_metrics
 from training.registry import register, version_name
@@ -86,12 +88,14 @@ MIN_VERTICAL_ROWS: Final = 200  # fewer validation rows: the vertical takes the 
 PARITY_TOLERANCE: Final = 1e-9
 
 
-class TrainingError(ValueError):
+class TrainingError(RiskscoreError):
     """The log cannot train a model; the message says what is missing."""
 
 
 @dataclass(frozen=True, slots=True)
 class Split:
+    """The boolean row masks of the time-ordered train, validation and test periods."""
+
     train: np.ndarray  # boolean masks over the dataset's rows
     validation: np.ndarray
     test: np.ndarray
@@ -100,12 +104,15 @@ class Split:
 
 @dataclass(slots=True)
 class TrainReport:
+    """What a training run produced and measured."""
+
     version: str
     directory: Path
     card: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values."""
         return {"version": self.version, "directory": str(self.directory)} | self.card
 
 
@@ -177,6 +184,7 @@ class Maturity:
     young_history_only: int  # payments after the cut-off: history only
 
     def card(self) -> dict[str, Any]:
+        """The model card's ``training_data.maturity``."""
         return {
             "legit_after_days": self.legit_after_days,
             "as_of": _iso(self.as_of),
@@ -189,8 +197,10 @@ class Maturity:
 def mature_labels(
     dataset: pd.DataFrame, legit_after_days: float, as_of: float | None = None
 ) -> Maturity:
-    """Labels with unlabelled payments older than ``legit_after_days`` at ``as_of`` counted
-    legitimate, and every payment younger than that made history only (module doc, step 2).
+    """The labels as ``--legit-after`` makes them (module doc, step 2).
+
+    Unlabelled payments older than ``legit_after_days`` at ``as_of`` count as legitimate,
+    and every payment younger than that is history only.
 
     ``as_of`` defaults to the log's last payment or label, whichever is later.
     """
@@ -349,8 +359,10 @@ def train_on_dataset(
     params: Mapping[str, Any] | None = None,
     data_fingerprint: str | None = None,
 ) -> TrainReport:
-    """Train on a ``training.dataset`` frame (features and meta columns) and register;
-    ``promote=False`` registers without pointing ``LATEST`` at the new model."""
+    """Train on a ``training.dataset`` frame (features and meta columns) and register.
+
+    ``promote=False`` registers without pointing ``LATEST`` at the new model.
+    """
     if not 0 < target_decline_rate < 1:
         raise TrainingError("target_decline_rate must lie between 0 and 1")
     timings: dict[str, float] = {}

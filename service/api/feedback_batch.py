@@ -32,8 +32,10 @@ _envelope = msgspec.json.Decoder(_Envelope)
 def decode_feedback_batch(
     body: bytes | bytearray | memoryview,
 ) -> list[FeedbackRequest | list[FieldProblem]]:
-    """Each label decoded, or its problems (fields prefixed ``labels[i]``); a 400
-    (``InvalidRequest``) only when the envelope itself is wrong."""
+    """Each label decoded, or its problems (fields prefixed ``labels[i]``).
+
+    ``InvalidRequest`` (a 400) only when the envelope itself is wrong.
+    """
     try:
         envelope = _envelope.decode(body)
     except msgspec.ValidationError as exc:

@@ -23,7 +23,7 @@ from service.api.schemas import decode_body, decode_score_request
 from service.contract import FeedbackRequest, ListChange
 from service.decision.feedback import record_labels
 from service.decision.scoring import Engine, score
-from service.errors import NotFound, RetryLater, StoreUnavailable
+from service.errors import NotFound
 from service.normalisation.list_items import LIST_NAMES, check_name, normalise_items
 
 JSON = "application/json"
@@ -48,9 +48,9 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /v1/score`` as a plain ASGI app: no request object, guard or response object.
 
     Litestar's handler machinery (request and response objects, the guard's copy of the
-    handler, the signature model) costs about 50–70 µs per call on the benchmark machine,
-    a fifth of a score call; the steps below do the same checks in the same order with the
-    same errors, which Litestar's exception handlers render as for every other route.
+    handler, the signature model) is a large share of a score call's CPU
+    (``benchmarks/README.md``); the steps below do the same checks in the same order with
+    the same errors, which Litestar's exception handlers render as for every other route.
     """
     if scope["method"] != "POST":
         raise MethodNotAllowedException()
@@ -119,10 +119,10 @@ async def score_payment(scope: Scope, receive: Receive, send: Send) -> None:
 async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send) -> None:
     """``score_payment`` without Litestar's router and exception middleware in front.
 
-    ``ScoringApp`` hands ``/v1/score`` here first: routing, the scope state and the
-    exception middleware's send wrapper cost 15–20 µs of a score call on the benchmark
-    machine. An error is rendered by the app's own exception handlers, as that middleware
-    renders it, so the answers are the same either way (a test compares them).
+    ``ScoringApp`` hands ``/v1/score`` here first, skipping routing, the scope state and
+    the exception middleware's send wrapper. An error is rendered by the app's own
+    exception handler, as that middleware renders it, so the answers are the same either
+    way (a test compares them).
     """
     started = False
 
@@ -174,8 +174,11 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     request_max_body_size=feedback_batch.MAX_BODY_BYTES,
 )
 async def feedback_batch_route(request: Request, state: State) -> Response[bytes]:
-    """Record up to 1,000 labels; one result per label, in order (``recorded``,
-    ``duplicate``, ``unknown``, or ``invalid`` with the field problems)."""
+    """Record up to 1,000 labels; one result per label, in order.
+
+    A result is ``recorded``, ``duplicate``, ``unknown``, or ``invalid`` with the field
+    problems.
+    """
     _require_json(request)
     decoded = feedback_batch.decode_feedback_batch(await request.body())
     valid = [item for item in decoded if isinstance(item, FeedbackRequest)]
@@ -196,12 +199,12 @@ async def feedback_batch_route(request: Request, state: State) -> Response[bytes
 
 
 async def _record(engine: Engine, labels: list[FeedbackRequest]) -> list[str]:
-    """``record_labels``, with Redis out of reach answered as 503 (a retry is safe: a
-    label applied twice is a duplicate)."""
-    try:
-        return list(await record_labels(engine, labels))
-    except StoreUnavailable as exc:
-        raise RetryLater(f"labels not recorded, retry: {exc}") from None
+    """``record_labels``, shared by both feedback routes.
+
+    Redis out of reach (``StoreUnavailable``) is a 503; a retry is safe, since a label
+    applied twice is a duplicate.
+    """
+    return list(await record_labels(engine, labels))
 
 
 @get("/v1/lists", guards=[require_role], opt={"role": "admin"})

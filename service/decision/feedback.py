@@ -1,5 +1,7 @@
-"""Labels from the dispute feed, one definition for ``POST /v1/feedback`` and
-``POST /v1/feedback/batch`` (and so for ``riskscore labels import``).
+"""Labels from the dispute feed: one definition for single and batch feedback.
+
+Both ``POST /v1/feedback`` and ``POST /v1/feedback/batch`` (and so ``riskscore labels
+import``) record labels here.
 
 A label updates the entity risk that later scores see and joins the labels stream kept for
 retraining (``RiskStore.record_feedback_many``). Each label's outcome is ``recorded`` (it

@@ -23,12 +23,14 @@ import msgspec
 import numpy as np
 
 from service.contract import DecisionName, Reason
-from service.settings import DegradedAction, Thresholds
+from service.verticals import DegradedAction, Thresholds
 
 STRENGTH: dict[str, int] = {"approve": 0, "challenge": 1, "review": 2, "decline": 3}
 
 
 class ListMatch(msgspec.Struct, frozen=True):
+    """A block- or allow-list hit, as the policy sees it."""
+
     list_name: str  # block_card, allow_customer, …
     reason: str | None = None
 
@@ -44,12 +46,16 @@ class RuleOutcome(msgspec.Struct, frozen=True):
 
 
 class ModelView(msgspec.Struct, frozen=True):
+    """What the policy needs of the model's prediction."""
+
     probability: float
     score: int
     reasons: list[Reason]
 
 
 class Outcome(msgspec.Struct, frozen=True):
+    """The policy's decision with its score and every reason that contributed."""
+
     decision: DecisionName
     score: int
     reasons: list[Reason]
@@ -62,6 +68,7 @@ def _stronger(a: str, b: str) -> str:
 
 
 def threshold_decision(score: int, thresholds: Thresholds) -> DecisionName:
+    """The decision the score alone proposes against a vertical's thresholds."""
     if score >= thresholds.decline:
         return "decline"
     if score >= thresholds.review:

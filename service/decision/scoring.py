@@ -48,6 +48,8 @@ VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
 
 @dataclass
 class Engine:
+    """The long-lived parts one score call uses: settings, reference data, stores, rules, model."""
+
     settings: Settings
     fx: FxTable
     pseudonymiser: Pseudonymiser
@@ -65,6 +67,16 @@ _encoder = msgspec.json.Encoder()
 
 
 async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+    """Decide one validated request and record the decision before returning it.
+
+    A transaction id is decided once: a retry with the same payload gets the stored answer
+    (``replayed``), another payload ``IdempotencyConflict``, and a retry while the first
+    call still decides waits for its answer or gets ``RetryLater``. Otherwise the payment is
+    normalised, counted and looked up in the lists (one Redis round trip), run through the
+    rules and the model, decided by the policy, and stored and logged (a second round trip,
+    or the local spool while Redis is away). A Redis step that misses its budget is skipped
+    and named in ``degraded``; nothing here raises for that.
+    """
     started = time.perf_counter()
     settings = engine.settings
     normalised = normalise(
@@ -245,9 +257,11 @@ _code: Final = attrgetter("code")
 
 
 class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry, as ``_record`` describes it; a struct rather than a dict
-    because msgspec encodes its field names from a table built once (about 0.3 µs less per
-    record), in this order."""
+    """The decision-log entry, as ``_record`` describes it, in this order.
+
+    A struct rather than a dict because msgspec encodes its field names from a table built
+    once.
+    """
 
     payment: Payment
     decision: str
@@ -280,8 +294,8 @@ def _record(
     that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
     every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
     ``catalog_version`` identifies (the service registers each version's names in Redis
-    at startup, see ``service.stores.decisions``). The names were about 1.4 KB of each
-    3.5 KB record, the same in every one; records written before this format hold
+    at startup, see ``service.stores.decisions``), since the names were the same in every
+    record and a large part of each; records written before this format hold
     ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
     top too), and the export reads both.
     """

@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from service.model.bundle import LATEST, ModelBundle, ModelRefused, find_latest
+from service.errors import ModelRefused
+from service.model.bundle import LATEST, ModelBundle, find_latest
 
 _Signature = tuple[tuple[int, int, int] | None, int | None]
 
@@ -54,8 +55,11 @@ class LiveModel:
         return self.reload_if_changed()
 
     def reload_if_changed(self) -> ModelBundle | None:
-        """The newly loaded model when the registry names another one that loads; else None
-        (unchanged, or refused: ``problem`` says why and ``current`` keeps serving)."""
+        """The newly loaded model when the registry names another one that loads.
+
+        None when nothing changed, or when the new model is refused: ``problem`` then says
+        why and ``current`` keeps serving.
+        """
         with self._lock:
             signature = self._signature()
             if signature == self._seen:

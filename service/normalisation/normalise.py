@@ -333,8 +333,11 @@ _digest_encoder: Final = msgspec.json.Encoder()
 
 
 def _utc(value: datetime) -> datetime | str | None:
-    """A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
-    ``_rfc3339``'s text."""
+    """A UTC datetime as it is, else converted to UTC.
+
+    A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
+    ``_rfc3339``'s text.
+    """
     if type(value) is datetime and value.tzinfo is UTC:
         return value
     return _rfc3339(value)

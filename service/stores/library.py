@@ -1,8 +1,8 @@
 """The store's server-side code: one Redis function library (Redis 7 ``FUNCTION LOAD``).
 
 Why functions and not ``EVALSHA``: the catalogue plan is a Lua table of a few hundred
-entries; a script would rebuild it on every call (about a third of the CPU budget of a
-score call), while a library builds it once, when loaded, and its functions keep it.
+entries; a script would rebuild it on every call, while a library builds it once, when
+loaded, and its functions keep it.
 
 The library is ``begin.lua``, ``commit.lua``, ``feedback.lua`` and ``list_change.lua``
 behind the shared locals and the plan's prelude. Its name and function names carry a hash
@@ -44,9 +44,11 @@ def _source(name: str) -> str:
 class Commands(Protocol):
     """redis-py's client or the hot path's ``PipelinedConnection``."""
 
-    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
+    def execute_command(self, *args: Any) -> Awaitable[Any]:
+        """Send one command and await its reply."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close the client's connections."""
 
 
 def _lists_prelude() -> str:
@@ -65,9 +67,14 @@ def _lists_prelude() -> str:
 
 
 class Library:
+    """The Redis function library for one plan: its source, name and function names."""
+
     def __init__(self, plan: Plan, sources: Mapping[str, str] | None = None) -> None:
-        """``sources``: function name → Lua text used instead of its file, so a benchmark
-        can time a variant of one function against the same plan and shared code."""
+        """The library for ``plan``, with any function's source replaced by ``sources``.
+
+        ``sources``: function name → Lua text used instead of its file, so a benchmark
+        can time a variant of one function against the same plan and shared code.
+        """
         texts = {f: _source(file) for f, file in _FUNCTIONS.items()} | dict(sources or {})
         body = (
             _SHARED + plan.lua_prelude() + _lists_prelude() + "".join(texts[f] for f in _FUNCTIONS)
@@ -83,6 +90,7 @@ class Library:
         self.source = f"#!lua name={self.name}\n{body}{registrations}"
 
     async def load(self, client: Commands) -> None:
+        """Load (or replace) the library in Redis."""
         await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.source)
 
     async def call_many(
@@ -91,9 +99,11 @@ class Library:
         function: str,
         calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
     ) -> list[Any]:
-        """``call`` for many (keys, args) in one pipelined round trip, run in order; an
-        error of one call is returned in its place. Calls refused because the library is
-        not loaded (none of them ran) are sent again once it is."""
+        """``call`` for many (keys, args) in one pipelined round trip, run in order.
+
+        An error of one call is returned in its place. Calls refused because the library
+        is not loaded (none of them ran) are sent again once it is.
+        """
         name = self.functions[function]
 
         async def send(indices: Sequence[int]) -> list[Any]:
@@ -118,6 +128,7 @@ class Library:
     async def call(
         self, client: Commands, function: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
+        """Call one of the library's functions, loading the library when Redis lacks it."""
         name = self.functions[function]
         try:
             return await client.execute_command("FCALL", name, len(keys), *keys, *args)

@@ -1,5 +1,7 @@
-"""POST /v1/feedback/batch: one result per label in order, a bad label never stops the rest,
-the same path as single feedback, and a bounded number of Redis round trips."""
+"""POST /v1/feedback/batch: one result per label, in order, on single feedback's path.
+
+A bad label never stops the rest, and a batch costs a bounded number of Redis round trips.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""``riskscore labels import`` against a running service: counts per result, idempotent
-re-imports, retries, clear errors, and the learning loop end to end (replay, fraud-only
-label import, export, ``train --legit-after``, a registered model)."""
+"""``riskscore labels import`` against a running service.
+
+Counts per result, idempotent re-imports, retries, clear errors, and the learning loop end
+to end (replay, fraud-only label import, export, ``train --legit-after``, a registered
+model).
+"""
 
 from __future__ import annotations
 
@@ -145,8 +148,10 @@ def test_a_batch_is_resent_after_a_connection_error_and_a_5xx(service, redis_ser
     failures = iter(["connect", "503", "lost"])
 
     class Flaky(httpx.AsyncHTTPTransport):
-        """Fails the first calls as a network and a proxy do, then passes calls on; the
-        third call reaches the service but its answer is lost on the way back."""
+        """Fails the first calls as a network and a proxy do, then passes calls on.
+
+        The third call reaches the service but its answer is lost on the way back.
+        """
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             failure = next(failures, None)
@@ -229,8 +234,10 @@ def fresh_service(redis_server, tmp_path) -> Iterator[ServiceProcess]:
 def test_the_learning_loop_from_production_labels_to_a_registered_model(
     fresh_service, redis_server, tmp_path, capsys
 ):
-    """Payments replayed with no labels; the dispute feed's frauds imported as a file (a
-    real feed never says "legitimate"); the export then holds fraud labels only."""
+    """Payments replayed with no labels, the dispute feed's frauds imported as a file.
+
+    A real feed never says "legitimate": the export then holds fraud labels only.
+    """
     service = fresh_service
     log = sample_slice(head=600, every=3)
     frauds = log[log["label"] == "1"]

@@ -1,6 +1,8 @@
-"""A running service follows the registry's LATEST: a promotion and a rollback reach it
-within seconds, without a restart and without a failed request, and a model that fails its
-checks never replaces the one serving."""
+"""A running service follows the registry's LATEST.
+
+A promotion and a rollback reach it within seconds, without a restart and without a failed
+request, and a model that fails its checks never replaces the one serving.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The model lifecycle: register without promoting, promote, roll back, list, show, and a
-live model that follows LATEST and never swaps in a model that fails its checks."""
+"""The model lifecycle: register without promoting, promote, roll back, list, show.
+
+And a live model that follows LATEST and never swaps in a model that fails its checks.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 from service.decision.policy import ListMatch, ModelView, Reason, RuleOutcome, decide
-from service.settings import Thresholds
+from service.verticals import Thresholds
 
 T = Thresholds(challenge=40, review=60, decline=85)
 
