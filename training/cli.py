@@ -521,15 +521,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def _model_directory(registry: Path, version: str) -> Path:
     from service.model.bundle import MODEL_CARD, VERSION_PATTERN, find_latest
+    from training.registry import RegistryError
 
     if version in ("LATEST", "live"):
         directory = find_latest(registry)
         if directory is None:
-            raise ValueError(f"no models registered in {registry}")
+            raise RegistryError(f"no models registered in {registry}")
         return directory
     directory = registry / version
     if not VERSION_PATTERN.match(version) or not (directory / MODEL_CARD).is_file():
-        raise ValueError(f"{version!r} is not a registered model in {registry}")
+        raise RegistryError(f"{version!r} is not a registered model in {registry}")
     return directory
 
 

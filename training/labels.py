@@ -28,6 +28,8 @@ import msgspec
 import pandas as pd
 from tqdm.auto import tqdm
 
+from service.errors import RiskscoreError
+
 REQUIRED: Final = ("merchant_id", "transaction_id", "label", "reported_at")
 OPTIONAL: Final = ("reason",)
 BATCH_PATH: Final = "/v1/feedback/batch"
@@ -37,7 +39,7 @@ _LABEL_CODES: Final = {"1": "fraud", "0": "legit", "1.0": "fraud", "0.0": "legit
 _KEPT_PROBLEMS: Final = 50
 
 
-class LabelsImportError(ValueError):
+class LabelsImportError(RiskscoreError):
     """The file cannot be read or the service refused the import; the message says why."""
 
 

@@ -31,14 +31,14 @@ from typing import Any, Final
 
 import msgspec
 
-from service.errors import ModelRefused
+from service.errors import ModelRefused, RiskscoreError
 from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, find_latest
 
 PROMOTIONS: Final = "PROMOTIONS.json"
 _LOCK: Final = ".lock"
 
 
-class RegistryError(ValueError):
+class RegistryError(RiskscoreError):
     """A promotion or rollback that cannot be done; the message says why."""
 
 
