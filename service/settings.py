@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``redis_prefix`` (``RISKSCORE_REDIS_PREFIX``): the prefix of every Redis key.
     - ``rules_reload_seconds`` (``RISKSCORE_RULES_RELOAD_SECONDS``): how often rule files
       are checked for changes.
+    - ``model_reload_seconds`` (``RISKSCORE_MODEL_RELOAD_SECONDS``): how often the model
+      registry's ``LATEST`` is checked; a new live model is loaded off the event loop.
     - ``thresholds`` (``RISKSCORE_THRESHOLDS``): vertical → challenge/review/decline scores
       when the model sets none.
     - ``degraded_action`` (``RISKSCORE_DEGRADED_ACTION``): vertical → the decision floor
