@@ -373,7 +373,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_labels_import(args: argparse.Namespace) -> int:
-    """``riskscore labels import``: 0 when sent, 1 with invalid rows, 2 when refused."""
+    """``riskscore labels import``: 0 when sent, 1 with invalid or forbidden rows, 2 refused."""
     import asyncio
 
     import httpx
@@ -403,7 +403,7 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         print(f"riskscore labels import: {exc}", file=sys.stderr)
         return 2
     result = {"file": str(args.path)} | result
-    invalid = result["counts"]["invalid"]
+    invalid = result["counts"]["invalid"] + result["counts"]["forbidden"]
     if args.json:
         _print_json(result)
         return 1 if invalid else 0
@@ -439,7 +439,8 @@ def _add_labels_commands(sub: Any) -> None:
         "entity risk and the labels stream exactly as POST /v1/feedback does. Batches that "
         "meet a connection error or a 5xx are resent with backoff (a label sent twice counts "
         "once). Prints the labels per result (recorded, duplicate, unknown: never scored, "
-        "invalid: with row and field); exits 1 when some rows were invalid, 2 when the file "
+        "invalid: with row and field; forbidden: a merchant outside the key's scope); exits 1 "
+        "when some rows were invalid or forbidden, 2 when the file "
         "cannot be read or the service refused the import.",
     )
     send.add_argument("path", metavar="PATH", type=Path, help="labels file (.csv or .parquet)")

@@ -34,7 +34,7 @@ REQUIRED: Final = ("merchant_id", "transaction_id", "label", "reported_at")
 OPTIONAL: Final = ("reason",)
 BATCH_PATH: Final = "/v1/feedback/batch"
 MAX_BATCH: Final = 1_000
-RESULTS: Final = ("recorded", "duplicate", "unknown", "invalid")
+RESULTS: Final = ("recorded", "duplicate", "unknown", "invalid", "forbidden")
 _LABEL_CODES: Final = {"1": "fraud", "0": "legit", "1.0": "fraud", "0.0": "legit"}
 _KEPT_PROBLEMS: Final = 50
 

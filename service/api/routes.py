@@ -18,7 +18,13 @@ from litestar.types import Message, Receive, Scope, Send
 
 from service.api import feedback_batch
 from service.api.admission import AdmissionLimit
-from service.api.auth import authorize, require_role
+from service.api.auth import (
+    authorize,
+    check_merchant,
+    merchant_scope,
+    require_merchant,
+    require_role,
+)
 from service.api.schemas import decode_body, decode_score_request
 from service.contract import FeedbackRequest, ListChange
 from service.decision.feedback import record_labels
@@ -63,7 +69,7 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         elif name == b"content-length" and content_length is None:
             content_length = value
     state = scope["litestar_app"].state
-    authorize(state.api_keys, api_key, "score")
+    key = authorize(state.api_keys, api_key, "score")
     media_type = content_type.partition(";")[0].strip().lower() if content_type else ""
     if media_type != JSON:
         raise HTTPException(
@@ -72,6 +78,8 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
     engine: Engine = state.engine
     body = await _read_body(receive, content_length)
     score_request = decode_score_request(body, currencies=engine.fx.currencies)
+    if state.api_key_merchants:
+        check_merchant(state.api_key_merchants, key, score_request.merchant_id)
     answer = _encoder.encode(await score(engine, score_request))
     await send(
         {
@@ -158,11 +166,20 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     """Record a label (fraud, chargeback, legit) for a scored transaction."""
     _require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
+    require_merchant(request, body.merchant_id)
     [outcome] = await _record(state.engine, [body])
     if outcome == "unknown":
-        raise NotFound(f"transaction {body.transaction_id} was never scored")
+        raise NotFound(
+            f"transaction {body.transaction_id} was never scored for merchant {body.merchant_id}"
+        )
     return _json(
-        {"transaction_id": body.transaction_id, "label": body.label, "result": outcome}, 202
+        {
+            "merchant_id": body.merchant_id,
+            "transaction_id": body.transaction_id,
+            "label": body.label,
+            "result": outcome,
+        },
+        202,
     )
 
 
@@ -176,24 +193,38 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
 async def feedback_batch_route(request: Request, state: State) -> Response[bytes]:
     """Record up to 1,000 labels; one result per label, in order.
 
-    A result is ``recorded``, ``duplicate``, ``unknown``, or ``invalid`` with the field
-    problems.
+    A result is ``recorded``, ``duplicate``, ``unknown``, ``invalid`` with the field
+    problems, or ``forbidden`` for a merchant outside the API key's scope.
     """
     _require_json(request)
     decoded = feedback_batch.decode_feedback_batch(await request.body())
-    valid = [item for item in decoded if isinstance(item, FeedbackRequest)]
+    scope = merchant_scope(request)
+    allowed = [
+        isinstance(item, FeedbackRequest) and (scope is None or item.merchant_id in scope)
+        for item in decoded
+    ]
+    valid = [
+        item
+        for item, ok in zip(decoded, allowed, strict=True)
+        if ok and isinstance(item, FeedbackRequest)
+    ]
     outcomes = iter(await _record(state.engine, valid))
     results: list[dict[str, object]] = []
-    counts = dict.fromkeys(("recorded", "duplicate", "unknown", "invalid"), 0)
-    for index, item in enumerate(decoded):
-        if isinstance(item, FeedbackRequest):
-            outcome = next(outcomes)
-            results.append(
-                {"index": index, "transaction_id": item.transaction_id, "result": outcome}
-            )
-        else:
+    counts = dict.fromkeys(("recorded", "duplicate", "unknown", "invalid", "forbidden"), 0)
+    for index, (item, ok) in enumerate(zip(decoded, allowed, strict=True)):
+        if not isinstance(item, FeedbackRequest):
             outcome = "invalid"
             results.append({"index": index, "result": outcome, "problems": item})
+        else:
+            outcome = next(outcomes) if ok else "forbidden"
+            results.append(
+                {
+                    "index": index,
+                    "merchant_id": item.merchant_id,
+                    "transaction_id": item.transaction_id,
+                    "result": outcome,
+                }
+            )
         counts[outcome] += 1
     return _json({"results": results, "counts": counts})
 
@@ -207,21 +238,25 @@ async def _record(engine: Engine, labels: list[FeedbackRequest]) -> list[str]:
     return list(await record_labels(engine, labels))
 
 
-@get("/v1/lists", guards=[require_role], opt={"role": "admin"})
+# The lists serve every merchant: an admin key limited to merchants may not change them.
+_LIST_ADMIN: dict[str, object] = {"role": "admin", "every_merchant": True}
+
+
+@get("/v1/lists", guards=[require_role], opt=_LIST_ADMIN)
 async def list_names(state: State) -> Response[bytes]:
     """The block and allow lists, with their sizes."""
     sizes = await state.engine.lists.sizes()
     return _json({"lists": [{"name": n, "items": sizes.get(n, 0)} for n in LIST_NAMES]})
 
 
-@get("/v1/lists/{name:str}", guards=[require_role], opt={"role": "admin"})
+@get("/v1/lists/{name:str}", guards=[require_role], opt=_LIST_ADMIN)
 async def list_items(name: FromPath[str], state: State) -> Response[bytes]:
     """One list's items (personal data appears as pseudonyms)."""
     items = await state.engine.lists.get(check_name(name))
     return _json({"name": name, "items": items})
 
 
-@put("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"})
+@put("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN)
 async def add_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Add items to a list, optionally with a reason and a time to live."""
     _require_json(request)
@@ -239,7 +274,7 @@ async def add_list_items(name: FromPath[str], request: Request, state: State) ->
     return _json({"name": name, "added": added})
 
 
-@delete("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"}, status_code=200)
+@delete("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN, status_code=200)
 async def remove_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Remove items from a list."""
     _require_json(request)

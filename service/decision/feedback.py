@@ -26,6 +26,7 @@ async def record_labels(engine: Engine, labels: Sequence[FeedbackRequest]) -> li
     outcomes = await engine.store.record_feedback_many(
         [
             FeedbackLabel(
+                item.merchant_id,
                 item.transaction_id,
                 item.label,
                 item.reported_at.timestamp() if item.reported_at else now,

@@ -30,7 +30,8 @@ LOOKUP_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     "email": ("customer_email",),
     "ip": ("device_ip",),
     "device": ("device_id",),
-    "customer": ("customer_key", "customer_id"),
+    # ``merchant_scoped(merchant, customer)``, and ``:customer`` for every merchant
+    "customer": ("customer_key", "customer_anywhere"),
     "account": ("payment_method_account",),
     "country": ("customer_country", "device_ip_country", "card_issuer_country"),
 }

@@ -84,6 +84,7 @@ FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
 class FeedbackLabel(NamedTuple):
     """One label for ``record_feedback_many``."""
 
+    merchant_id: str
     transaction_id: str
     label: str  # one of LABELS
     reported_at: float  # Unix seconds
@@ -284,7 +285,10 @@ class RiskStore:
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
         values = _present_all(self._read(payment))
-        keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
+        keys = [
+            self.keys.transaction(payment.merchant_id, payment.transaction_id),
+            self.keys.lists_index,
+        ]
         mask = []
         # one digest per kind of member, by its code, each made once (several entities
         # count the same kind); -1 when missing or when no present entity counts it
@@ -425,7 +429,7 @@ class RiskStore:
             }
         entity_record = _record_encoder.encode(TransactionRecord(second, keyed))
         value = decided_value(digest, entity_record, decision_json)
-        tx = self.keys.transaction(payment.transaction_id)
+        tx = self.keys.transaction(payment.merchant_id, payment.transaction_id)
         hot = self.hot
         if not declined:
             values = (tx, value, payment.transaction_id, record_json)
@@ -463,9 +467,12 @@ class RiskStore:
             guard=self._hot_guard,
         )
 
-    async def _decided(self, transaction_id: str, budget: float) -> Decided | None:
-        """A decided transaction's stored decision, else None (undecided or unknown)."""
-        tx = self.keys.transaction(transaction_id)
+    async def _decided(self, tx: str, budget: float) -> Decided | None:
+        """The stored decision under transaction key ``tx``.
+
+        The stored decision under transaction key ``tx``, else None (undecided or
+        unknown).
+        """
 
         async def run() -> Decided | None:
             try:
@@ -480,13 +487,15 @@ class RiskStore:
 
         return await self.breaker.call(budget, run)
 
-    async def stored_decision(self, transaction_id: str) -> bytes | None:
+    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        decided = await self._decided(transaction_id, self._budget)
+        tx = self.keys.transaction(merchant_id, transaction_id)
+        decided = await self._decided(tx, self._budget)
         return decided.decision if decided is not None else None
 
     async def wait_for_decision(
         self,
+        merchant_id: str,
         transaction_id: str,
         timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
     ) -> bytes | None:
@@ -494,7 +503,7 @@ class RiskStore:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
-            decision = await self.stored_decision(transaction_id)
+            decision = await self.stored_decision(merchant_id, transaction_id)
             left = deadline - time.monotonic()
             if decision is not None or left <= 0:
                 return decision
@@ -502,18 +511,31 @@ class RiskStore:
             pause = min(pause * 2, 0.05)
 
     async def record_feedback(
-        self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
     ) -> bool:
-        """Apply a label to the entity risk of a scored transaction; False if never scored."""
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        False if that merchant never had it scored (another merchant's payment of the same
+        id is never touched). ``record_feedback_many`` of one label.
+        """
         [outcome] = await self.record_feedback_many(
-            [FeedbackLabel(transaction_id, label, reported_at, reason)]
+            [FeedbackLabel(merchant_id, transaction_id, label, reported_at, reason)]
         )
         return outcome != "unknown"
 
     async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
-        """Apply labels in order, in two pipelined round trips whatever their number.
+        """Apply labels in order, in a bounded number of pipelined round trips.
 
-        A later label of the same transaction sees the earlier one. One outcome per label.
+        One reads every transaction under its merchant's key, one more (only when some
+        were not found) under the key of the layout before merchants were part of it (a
+        transaction decided then is found when its record's merchant is the label's), and
+        one applies the labels. A later label of the same transaction sees the earlier
+        one. One outcome per label.
         """
         for item in labels:
             if item.label not in LABELS:
@@ -522,12 +544,23 @@ class RiskStore:
             return []
 
         async def run() -> list[FeedbackOutcome]:
-            decided = await self._decided_many([item.transaction_id for item in labels])
+            keys = [self.keys.transaction(i.merchant_id, i.transaction_id) for i in labels]
+            decided = await self._decided_many(keys)
+            missing = [i for i, found in enumerate(decided) if found is None]
+            if missing:
+                legacy = [self.keys.legacy_transaction(labels[i].transaction_id) for i in missing]
+                for i, key, found in zip(
+                    missing, legacy, await self._decided_many(legacy), strict=True
+                ):
+                    if found is not None and found.record:
+                        merchant = _record_decoder.decode(found.record).e.get("merchant")
+                        if merchant == labels[i].merchant_id:
+                            keys[i], decided[i] = key, found
             outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
             calls, positions = [], []
             for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
                 if found is not None and found.record:
-                    calls.append(self._feedback_call(item, found.record))
+                    calls.append(self._feedback_call(keys[i], item, found.record))
                     positions.append(i)
             results = await self.library.call_many(self.client, "feedback", calls)
             for i, result in zip(positions, results, strict=True):
@@ -540,11 +573,11 @@ class RiskStore:
         return await self.breaker.call(self._admin_budget, run)
 
     def _feedback_call(
-        self, item: FeedbackLabel, record_json: bytes
+        self, tx: str, item: FeedbackLabel, record_json: bytes
     ) -> tuple[list[str], list[str | int | float]]:
-        """The keys and arguments of ``feedback.lua`` for one label."""
+        """The keys and arguments of ``feedback.lua`` for one label of transaction key ``tx``."""
         record = _record_decoder.decode(record_json)
-        keys = [self.keys.transaction(item.transaction_id), self.keys.labels]
+        keys = [tx, self.keys.labels]
         args: list[str | int | float] = [
             item.label,
             item.transaction_id,
@@ -552,6 +585,7 @@ class RiskStore:
             self._maxlen,
             record.t,
             item.reason or "",
+            item.merchant_id,
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
@@ -560,12 +594,11 @@ class RiskStore:
                 args.append(e.index)
         return keys, args
 
-    async def _decided_many(self, transaction_ids: Sequence[str]) -> list[Decided | None]:
+    async def _decided_many(self, keys: Sequence[str]) -> list[Decided | None]:
         """``_decided`` of many transactions, in one pipelined round trip.
 
         One more reads those still stored as hashes (the layout before the string value).
         """
-        keys = [self.keys.transaction(t) for t in transaction_ids]
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(key)

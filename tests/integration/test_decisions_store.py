@@ -101,9 +101,9 @@ async def test_every_label_is_kept_for_retraining(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await decide(store, "t1")
-    await store.record_feedback("t1", "chargeback", reported_at=T0 + 86_400, reason="4837")
-    await store.record_feedback("t1", "fraud", reported_at=T0 + 90_000)
-    await store.record_feedback("unknown", "fraud", reported_at=T0)
+    await store.record_feedback("m1", "t1", "chargeback", reported_at=T0 + 86_400, reason="4837")
+    await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 90_000)
+    await store.record_feedback("m1", "unknown", "fraud", reported_at=T0)
     labels = await read_labels(redis_client, redis_prefix)
     assert [(x.transaction_id, x.label, x.reported_at, x.reason) for x in labels] == [
         ("t1", "chargeback", T0 + 86_400, "4837"),

@@ -13,13 +13,21 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient
 from redis.asyncio.client import Pipeline, Redis
 
 from service.api.feedback_batch import MAX_LABELS
+from service.app import create_app
 from service.stores.decisions import read_labels
 from service.stores.velocity import FeedbackLabel, RiskStore
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.test_api import FEEDBACK_KEY, client, headers, payment  # noqa: F401
+from tests.integration.test_api import (  # noqa: F401
+    FEEDBACK_KEY,
+    client,
+    headers,
+    payment,
+    settings_for,
+)
 from tests.integration.test_decisions_store import T0, decide
 
 BATCH = "/v1/feedback/batch"
@@ -37,20 +45,22 @@ async def test_each_label_gets_its_result_in_order_and_bad_ones_stop_nothing(
     redis_prefix,
 ):
     await _score(client, "b-1", "b-2", "b-3")
-    one = {"transaction_id": "b-3", "label": "fraud"}
+    one = {"merchant_id": "shop-1", "transaction_id": "b-3", "label": "fraud"}
     r = await client.post("/v1/feedback", json=one, headers=headers(FEEDBACK_KEY))
     assert r.json()["result"] == "recorded"
+    shop = {"merchant_id": "shop-1"}
     labels = [
-        {"transaction_id": "b-1", "label": "chargeback", "reason": "4837"},
-        {"transaction_id": "b-1", "label": "fraud"},  # same label again: counted once
-        {"transaction_id": "never", "label": "fraud"},
-        {"transaction_id": "b-2", "label": "stolen"},
-        {"label": "fraud"},
+        shop | {"transaction_id": "b-1", "label": "chargeback", "reason": "4837"},
+        shop | {"transaction_id": "b-1", "label": "fraud"},  # same label again: counted once
+        shop | {"transaction_id": "never", "label": "fraud"},
+        shop | {"transaction_id": "b-2", "label": "stolen"},
+        shop | {"label": "fraud"},
         "not an object",
-        {"transaction_id": "b-2", "label": "fraud", "reason": "card 4111 1111 1111 1111"},
-        {"transaction_id": "b-3", "label": "fraud"},  # already fraud from the single route
-        {"transaction_id": "b-2", "label": "legit", "reported_at": "2026-12-01T00:00:00Z"},
-        {"transaction_id": "b-2", "label": "legit"},
+        shop | {"transaction_id": "b-2", "label": "fraud", "reason": "card 4111 1111 1111 1111"},
+        shop | {"transaction_id": "b-3", "label": "fraud"},  # already fraud, single route
+        shop | {"transaction_id": "b-2", "label": "legit", "reported_at": "2026-12-01T00:00:00Z"},
+        shop | {"transaction_id": "b-2", "label": "legit"},
+        {"merchant_id": "shop-2", "transaction_id": "b-1", "label": "fraud"},  # not its payment
     ]
     r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
     assert r.status_code == 200, r.text
@@ -68,8 +78,15 @@ async def test_each_label_gets_its_result_in_order_and_bad_ones_stop_nothing(
         "duplicate",
         "recorded",
         "duplicate",
+        "unknown",
     ]
-    assert body["counts"] == {"recorded": 2, "duplicate": 3, "unknown": 1, "invalid": 4}
+    assert body["counts"] == {
+        "recorded": 2,
+        "duplicate": 3,
+        "unknown": 2,
+        "invalid": 4,
+        "forbidden": 0,
+    }
     assert [p["field"] for p in results[3]["problems"]] == ["labels[3].label"]
     assert [p["field"] for p in results[4]["problems"]] == ["labels[4].transaction_id"]
     assert [p["field"] for p in results[5]["problems"]] == ["labels[5]"]
@@ -115,7 +132,7 @@ async def test_a_broken_envelope_is_a_400_naming_it(client, body, field):  # noq
 
 
 async def test_the_batch_needs_the_feedback_role_and_json(client):  # noqa: F811
-    one = {"labels": [{"transaction_id": "x", "label": "fraud"}]}
+    one = {"labels": [{"merchant_id": "m", "transaction_id": "x", "label": "fraud"}]}
     assert (await client.post(BATCH, json=one)).status_code == 401
     assert (await client.post(BATCH, json=one, headers=headers())).status_code == 403
     r = await client.post(
@@ -131,7 +148,11 @@ async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
     scored = [f"full-{i}" for i in range(40)]
     await _score(client, *scored)
     labels = [
-        {"transaction_id": scored[i % 40] if i % 3 else f"unknown-{i}", "label": "fraud"}
+        {
+            "merchant_id": "shop-1",
+            "transaction_id": scored[i % 40] if i % 3 else f"unknown-{i}",
+            "label": "fraud",
+        }
         for i in range(MAX_LABELS)
     ]
     trips = {"pipelines": 0, "commands": 0}
@@ -155,7 +176,8 @@ async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
     counts = r.json()["counts"]
     assert counts["recorded"] == 40 and counts["unknown"] == MAX_LABELS // 3 + 1
     assert counts["duplicate"] == MAX_LABELS - 40 - counts["unknown"]
-    assert trips == {"pipelines": 2, "commands": 0}
+    # read under the merchant's keys, the unknown ones under the old layout's, apply
+    assert trips == {"pipelines": 3, "commands": 0}
     assert elapsed < 10  # in process, with the test client; about 0.2 s on a quiet machine
 
 
@@ -206,7 +228,7 @@ async def _batch_and_singles(labels: list[tuple[str, str]]) -> None:
         for store in stores:
             for tx in _TRANSACTIONS[:-1]:
                 await decide(store, tx)
-        items = [FeedbackLabel(tx, label, T0 + i) for i, (tx, label) in enumerate(labels)]
+        items = [FeedbackLabel("m1", tx, label, T0 + i) for i, (tx, label) in enumerate(labels)]
         batch = await stores[0].record_feedback_many(items)
         singles = [(await stores[1].record_feedback_many([item]))[0] for item in items]
         assert batch == singles == _expected(labels)
@@ -239,7 +261,7 @@ async def test_a_full_batch_may_exceed_the_score_routes_64_kib_but_not_1_mib(
     client,  # noqa: F811
 ):
     labels = [
-        {"transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 200}
+        {"merchant_id": "m", "transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 200}
         for i in range(MAX_LABELS)
     ]
     r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
@@ -247,8 +269,34 @@ async def test_a_full_batch_may_exceed_the_score_routes_64_kib_but_not_1_mib(
     assert r.status_code == 200, r.text
     assert r.json()["counts"]["unknown"] == MAX_LABELS
     labels = [
-        {"transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 512} for i in range(2200)
+        {"merchant_id": "m", "transaction_id": f"big-{i}", "label": "fraud", "reason": "r" * 512}
+        for i in range(2200)
     ]
     r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
     assert len(r.request.content) > 1 << 20
     assert r.status_code == 413
+
+
+async def test_a_key_limited_to_merchants_records_only_theirs(redis_client, redis_prefix, tmp_path):
+    scoped = "k-feedback-scoped"
+    settings = settings_for(
+        redis_prefix,
+        tmp_path,
+        api_keys={"k-score-123": frozenset({"score"}), scoped: frozenset({"feedback"})},
+        api_key_merchants={scoped: frozenset({"shop-1"})},
+    )
+    async with AsyncTestClient(app=create_app(settings)) as scoped_client:
+        for merchant in ("shop-1", "shop-2"):
+            r = await scoped_client.post(
+                "/v1/score", json=payment("s-1", merchant_id=merchant), headers=headers()
+            )
+            assert r.status_code == 200, r.text
+        labels = [
+            {"merchant_id": m, "transaction_id": "s-1", "label": "fraud"}
+            for m in ("shop-2", "shop-1")
+        ]
+        r = await scoped_client.post(BATCH, json={"labels": labels}, headers={"X-API-Key": scoped})
+        assert r.status_code == 200, r.text
+        assert [x["result"] for x in r.json()["results"]] == ["forbidden", "recorded"]
+    stream = await read_labels(redis_client, redis_prefix)
+    assert [(x.merchant_id, x.transaction_id) for x in stream] == [("shop-1", "s-1")]

@@ -107,7 +107,13 @@ def test_a_csv_is_sent_in_batches_and_counted_per_result(service, redis_server, 
     code, result = _import(capsys, path, service, "--batch-size", "4")
     assert code == 1  # one row was invalid
     assert result["labels"] == 14 and result["batches"] == 4
-    assert result["counts"] == {"recorded": 12, "duplicate": 0, "unknown": 1, "invalid": 1}
+    assert result["counts"] == {
+        "recorded": 12,
+        "duplicate": 0,
+        "unknown": 1,
+        "invalid": 1,
+        "forbidden": 0,
+    }
     assert result["problems"] == [
         {"row": 13, "field": "label", "message": result["problems"][0]["message"]}
     ]
@@ -124,7 +130,13 @@ def test_a_csv_is_sent_in_batches_and_counted_per_result(service, redis_server, 
     # a second import of the same file counts nothing again: every label is a duplicate,
     # but for the two of ids[0], whose fraud and then legit are applied once more in turn
     code, again = _import(capsys, path, service)
-    assert again["counts"] == {"recorded": 2, "duplicate": 10, "unknown": 1, "invalid": 1}
+    assert again["counts"] == {
+        "recorded": 2,
+        "duplicate": 10,
+        "unknown": 1,
+        "invalid": 1,
+        "forbidden": 0,
+    }
 
 
 def test_a_parquet_file_with_timestamps_is_read_as_sent(service, redis_server, tmp_path, capsys):
@@ -174,7 +186,13 @@ def test_a_batch_is_resent_after_a_connection_error_and_a_5xx(service, redis_ser
     result = asyncio.run(run())
     assert result["resent_batches"] == 3
     # the batch whose answer was lost was applied once; its resend came back as duplicates
-    assert result["counts"] == {"recorded": 3, "duplicate": 2, "unknown": 0, "invalid": 0}
+    assert result["counts"] == {
+        "recorded": 3,
+        "duplicate": 2,
+        "unknown": 0,
+        "invalid": 0,
+        "forbidden": 0,
+    }
     stream = [x.transaction_id for x in _stream(redis_server, service.prefix)]
     assert sorted(t for t in stream if t.startswith("retry-")) == sorted([*ids, *ids[:2]])
 
