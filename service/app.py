@@ -47,12 +47,13 @@ from service.decision.scoring import Engine
 from service.decision.spool import DecisionSpool
 from service.errors import (
     ConfigurationError,
+    RuleError,
     StoreUnavailable,
 )
 from service.model.live import LiveModel
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import FxTable
-from service.rules.rulebook import RulebookHolder
+from service.rules.rulebook import RulebookHolder, RuleLimits
 from service.settings import Settings
 from service.stores.decisions import register_catalog
 from service.stores.lists import ListStore
@@ -90,6 +91,7 @@ def build_engine(
         timeout_ms=settings.redis_timeout_ms,
         decision_ttl_seconds=settings.decision_ttl_days * 86_400,
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
+        server_clock=settings.clock == "server",
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
     live = live if live is not None else LiveModel(settings.model_dir)
@@ -101,7 +103,9 @@ def build_engine(
         pseudonymiser=Pseudonymiser(settings.secret),
         store=store,
         lists=lists,
-        rulebook=RulebookHolder(settings.rules_dir, settle_seconds=RULES_SETTLE_SECONDS),
+        rulebook=RulebookHolder(
+            settings.rules_dir, settle_seconds=RULES_SETTLE_SECONDS, limits=RuleLimits.of(settings)
+        ),
         spool=DecisionSpool(settings.spool_path),
         metrics=metrics,
         model=model,
@@ -169,7 +173,18 @@ def create_app(settings: Settings) -> Litestar:
                 log.warning("model not swapped: %s", live.problem)
 
         async def reload_rules() -> None:
-            changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
+            # In a thread, so reading and compiling never block the event loop; the compile
+            # stops itself at its time limit, and this wait gives up a little later whatever
+            # happens (the thread is then left to finish; the next tick skips while it runs).
+            try:
+                async with asyncio.timeout(settings.rules_reload_timeout_seconds + 1.0):
+                    changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
+            except TimeoutError:
+                engine.rulebook.last_error = RuleError(
+                    str(settings.rules_dir), "reload did not finish in time; files refused"
+                )
+                metrics.rules_reloads.labels("refused").inc()
+                return
             if changed is not None:
                 metrics.rules_reloads.labels("ok").inc()
                 log.info("rules reloaded: %s", changed.version)
@@ -177,10 +192,21 @@ def create_app(settings: Settings) -> Litestar:
                 metrics.rules_reloads.labels("refused").inc()
 
         async def drain_spool() -> None:
-            if engine.spool.pending():
+            if engine.spool.has_pending():
                 rejected = engine.spool.rejected
-                sent = await engine.spool.drain(engine.store.append_records)
-                log.info("moved %d spooled decisions to the decision log", sent)
+                outcomes: dict[str, int] = {}
+
+                async def send(records: list[bytes]) -> None:
+                    outcomes.update(await engine.store.append_records(records))
+
+                try:
+                    sent = await engine.spool.drain(send)
+                except StoreUnavailable:  # Redis still away: the next round tries again
+                    return
+                # outcomes: stored (now the transaction's answer), superseded or conflict
+                # (another answer was stored first), duplicate (drained before), ...
+                if sent:
+                    log.info("moved %d spooled decisions to Redis: %s", sent, outcomes)
                 if engine.spool.rejected > rejected:
                     log.warning(
                         "set aside %d spooled lines that are not JSON objects in %s",
@@ -198,7 +224,7 @@ def create_app(settings: Settings) -> Litestar:
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
-            asyncio.create_task(_every(5.0, drain_spool)),
+            asyncio.create_task(_every(1.0, drain_spool)),
         ]
         try:
             yield
@@ -309,8 +335,8 @@ async def _readiness(
             "problem": redis_problem,
             "warnings": warnings,
         },
-        "rules": {
-            "ok": True,
+        "rules": {  # ok: the newest files are the ones served (else last_error says why not)
+            "ok": rulebook.last_error is None,
             "version": rulebook.current.version,
             "last_error": str(rulebook.last_error) if rulebook.last_error else None,
         },

@@ -35,7 +35,7 @@ from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
 from service.stores.lists import ListStore
-from service.stores.velocity import Begin, RiskStore
+from service.stores.velocity import Begin, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
@@ -89,12 +89,13 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     )
     payment = normalised.payment
     digest = payment_digest(request, key=settings.secret)
+    claim = new_claim()
     degraded: list[str] = []
 
     begin: Begin | None
     try:
         t0 = time.perf_counter()
-        begin = await engine.store.begin(payment, digest)
+        begin = await engine.store.begin(payment, digest, claim)
         engine.metrics.begin_seconds(time.perf_counter() - t0)
     except StoreUnavailable:
         begin = None
@@ -183,7 +184,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     )
     latency_ms = (time.perf_counter() - started) * 1000
     record = _record(payment, features, ran, outcome, decision, latency_ms)
-    await _commit(engine, payment, digest, decision, record, stored=begin is not None)
+    await _commit(engine, payment, digest, claim, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, hits, errors, started)
     decision_lines.decision(
@@ -225,14 +226,21 @@ async def _commit(
     engine: Engine,
     payment: Any,
     digest: str,
+    claim: str,
     decision: ScoreResponse,
     record: DecisionLogRecord,
     *,
     stored: bool,
 ) -> None:
-    """Record the decision before answering; on a Redis failure, spool it to disk."""
+    """Record the decision before answering; on a Redis failure, spool it to disk.
+
+    The spool entry holds what the drain needs to make it the transaction's stored answer
+    (``RiskStore.spool_entry``).
+    """
     decision_json = _encoder.encode(decision)
     record_json = _encoder.encode(record)
+    declined = decision.decision == "decline"
+    committed: bytes | None = None
     if stored:
         try:
             t0 = time.perf_counter()
@@ -241,15 +249,27 @@ async def _commit(
                 digest=digest,
                 decision_json=decision_json,
                 record_json=record_json,
-                declined=decision.decision == "decline",
+                declined=declined,
             )
             engine.metrics.commit_seconds(time.perf_counter() - t0)
             return
         except StoreUnavailable:
-            # the record shares the answer's degraded list: encode it again to say so
+            # Redis may still apply the commit: the drain then finds this value stored
+            committed = engine.store.decided_value(payment, digest, decision_json)
+            # the record shares the answer's degraded list: encode both again to say so
             decision.degraded.append("decision_log")
+            decision_json = _encoder.encode(decision)
             record_json = _encoder.encode(record)
-    await asyncio.to_thread(engine.spool.append, record_json)
+    entry = engine.store.spool_entry(
+        payment,
+        digest=digest,
+        claim=claim,
+        decision_json=decision_json,
+        record_json=record_json,
+        declined=declined,
+        committed=committed,
+    )
+    await asyncio.to_thread(engine.spool.append, entry)
 
 
 # The record's feature values in catalogue order, picked by name in one C call: right

@@ -34,6 +34,8 @@ class DecisionEntry(msgspec.Struct, frozen=True):
     id: str
     transaction_id: str
     record: bytes  # the decision record JSON, as the caller built it
+    # drained from the spool: 'stored', 'superseded', 'conflict' or 'logged' (drain.lua)
+    spooled: str = ""
 
 
 class LabelEntry(msgspec.Struct, frozen=True):
@@ -74,7 +76,12 @@ async def read_decisions(
     """Up to ``count`` decision-log entries from ``start`` (or just after ``after``)."""
     rows = await _read(client, Keys(prefix).decisions, _start(start, after), count)
     return [
-        DecisionEntry(entry_id, _text(f.get("transaction_id", b"")), f.get("record", b""))
+        DecisionEntry(
+            entry_id,
+            _text(f.get("transaction_id", b"")),
+            f.get("record", b""),
+            _text(f.get("spooled", b"")),
+        )
         for entry_id, f in rows
     ]
 

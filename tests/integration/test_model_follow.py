@@ -6,6 +6,7 @@ request, and a model that fails its checks never replaces the one serving.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -100,6 +101,13 @@ class Traffic:
         self._thread.join(10)
 
 
+def _point(registry: Path, version: str) -> None:
+    """Point LATEST at ``version`` by hand, as an operator would: written, then renamed."""
+    temporary = registry / ".LATEST.by-hand"
+    temporary.write_text(version + "\n")
+    os.replace(temporary, registry / LATEST)
+
+
 def _score_version(service: ServiceProcess, tx: str) -> str | None:
     response = httpx.post(
         service.base_url + "/v1/score", json=payment(tx), headers=auth(), timeout=5
@@ -142,7 +150,7 @@ def test_a_model_that_fails_its_checks_never_replaces_the_one_serving(service, r
     shutil.copytree(directory / second, directory / bad)
     (directory / bad / FOREST).write_bytes(b"not the forest the card names")
     try:
-        (directory / LATEST).write_text(bad + "\n")  # by hand: the command would refuse it
+        _point(directory, bad)  # by hand: the command would refuse it
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _ready(service)["problem"]:
             time.sleep(0.05)
@@ -153,7 +161,7 @@ def test_a_model_that_fails_its_checks_never_replaces_the_one_serving(service, r
         metrics = httpx.get(service.base_url + "/metrics", timeout=5).text
         assert 'riskscore_model_reloads_total{result="refused"} 1.0' in metrics
     finally:
-        (directory / LATEST).write_text(serving + "\n")
+        _point(directory, serving)
         shutil.rmtree(directory / bad)
     _wait_for_version(service, serving)
     deadline = time.monotonic() + 10
