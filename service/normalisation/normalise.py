@@ -155,6 +155,9 @@ def normalise(
                 [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
             ) from None
     email = customer.email
+    email_token, domain = (
+        pseudonymiser.email_and_domain(email) if email is not None else (None, None)
+    )
 
     payment = Payment(
         transaction_id=request.transaction_id,
@@ -177,8 +180,8 @@ def normalise(
         payment_method_account=(
             pseudonymiser.account(method.account) if method.account is not None else None
         ),
-        customer_email=pseudonymiser.email(email) if email is not None else None,
-        email_domain=email_domain(email) if email is not None else None,
+        customer_email=email_token,
+        email_domain=domain,
         customer_created_at=(
             customer.created_at.timestamp() if customer.created_at is not None else None
         ),
