@@ -26,8 +26,10 @@ transaction's stored answer when no decision is there and no other call holds th
 (so a retry after recovery is replayed), else it is logged as ``superseded`` by the
 answer that was stored first.
 
-``record_feedback`` adds a confirmed fraud to the fraud counters of the original
-transaction's entities, in its buckets, once per transaction.
+``record_feedback_many`` adds a confirmed fraud to the fraud counters of the original
+transaction's entities, in its buckets, once per transaction, for any number of labels in
+at most three pipelined round trips (reads, a read of the old key layout for those not
+found, the labels applied in order); ``record_feedback`` is the same for one label.
 
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
@@ -89,6 +91,19 @@ BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
 CLAIM_TTL_SECONDS = 3_600
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
+# recorded: it changed the transaction's label; duplicate: it carried the label the
+# transaction had already (counted once); unknown: the transaction was never scored.
+FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
+
+
+class FeedbackLabel(NamedTuple):
+    """One label for ``record_feedback_many``."""
+
+    merchant_id: str
+    transaction_id: str
+    label: str  # one of LABELS
+    reported_at: float  # Unix seconds
+    reason: str | None = None
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -616,46 +631,107 @@ class RiskStore:
     ) -> bool:
         """Apply a label to the entity risk of the merchant's scored transaction.
 
-        Apply a label to the entity risk of the merchant's scored transaction; False if
-        that merchant never had it scored (another merchant's payment of the same id is
-        never touched).
-
-        A transaction decided before merchants were part of its key (``keys.py``) is
-        found under its old key when its record's merchant is ``merchant_id``.
+        False if that merchant never had it scored (another merchant's payment of the same
+        id is never touched). ``record_feedback_many`` of one label.
         """
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        tx = self.keys.transaction(merchant_id, transaction_id)
-        decided = await self._decided(tx, self._admin_budget)
-        if decided is None:
-            tx = self.keys.legacy_transaction(transaction_id)
-            decided = await self._decided(tx, self._admin_budget)
-            if decided is not None and decided.record:
-                legacy = _record_decoder.decode(decided.record)
-                if legacy.e.get("merchant") != merchant_id:
-                    return False
-        if decided is None or not decided.record:
-            return False
-        record = _record_decoder.decode(decided.record)
+        [outcome] = await self.record_feedback_many(
+            [FeedbackLabel(merchant_id, transaction_id, label, reported_at, reason)]
+        )
+        return outcome != "unknown"
+
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order, in a bounded number of pipelined round trips.
+
+        One reads every transaction under its merchant's key, one more (only when some
+        were not found) under the key of the layout before merchants were part of it (a
+        transaction decided then is found when its record's merchant is the label's), and
+        one applies the labels. A later label of the same transaction sees the earlier
+        one. One outcome per label.
+        """
+        for item in labels:
+            if item.label not in LABELS:
+                raise ValueError(f"label must be one of {sorted(LABELS)}, not {item.label!r}")
+        if not labels:
+            return []
+
+        async def run() -> list[FeedbackOutcome]:
+            keys = [self.keys.transaction(i.merchant_id, i.transaction_id) for i in labels]
+            decided = await self._decided_many(keys)
+            missing = [i for i, found in enumerate(decided) if found is None]
+            if missing:
+                legacy = [self.keys.legacy_transaction(labels[i].transaction_id) for i in missing]
+                for i, key, found in zip(
+                    missing, legacy, await self._decided_many(legacy), strict=True
+                ):
+                    if found is not None and found.record:
+                        merchant = _record_decoder.decode(found.record).e.get("merchant")
+                        if merchant == labels[i].merchant_id:
+                            keys[i], decided[i] = key, found
+            outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
+            calls, positions = [], []
+            for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
+                if found is not None and found.record:
+                    calls.append(self._feedback_call(keys[i], item, found.record))
+                    positions.append(i)
+            results = await self.library.call_many(self.client, "feedback", calls)
+            for i, result in zip(positions, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                if result is not None:
+                    outcomes[i] = "duplicate" if result == b"duplicate" else "recorded"
+            return outcomes
+
+        return await self.breaker.call(self._admin_budget, run)
+
+    def _feedback_call(
+        self, tx: str, item: FeedbackLabel, record_json: bytes
+    ) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of ``feedback.lua`` for one label of transaction key ``tx``."""
+        record = _record_decoder.decode(record_json)
         keys = [tx, self.keys.labels]
         args: list[str | int | float] = [
-            label,
-            transaction_id,
-            reported_at,
+            item.label,
+            item.transaction_id,
+            item.reported_at,
             self._maxlen,
             record.t,
-            reason or "",
-            merchant_id,
+            item.reason or "",
+            item.merchant_id,
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
             if value is not None and e.frauds:
                 keys.append(self.keys.velocity(e.entity, value, e.layout))
                 args.append(e.index)
-        result = await self.breaker.call(
-            self._admin_budget, lambda: self.library.call(self.client, "feedback", keys, args)
-        )
-        return result is not None
+        return keys, args
+
+    async def _decided_many(self, keys: Sequence[str]) -> list[Decided | None]:
+        """``_decided`` of many transactions, in one pipelined round trip.
+
+        One more reads those still stored as hashes (the layout before the string value).
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute(raise_on_error=False)
+        found: list[Decided | None] = []
+        hashes = []
+        for i, value in enumerate(values):
+            if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
+                hashes.append(i)
+                found.append(None)
+            elif isinstance(value, Exception):
+                raise value
+            else:
+                found.append(read_decided(value))
+        if hashes:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in hashes:
+                    pipe.hmget(keys[i], ["state", "record", "decision"])
+                for i, (state, record, decision) in zip(hashes, await pipe.execute(), strict=True):
+                    if state == b"done" and decision is not None:
+                        found[i] = Decided(record or b"", decision)
+        return found
 
     async def append_records(self, records: list[bytes]) -> dict[str, int]:
         """Drain spooled lines into Redis, each exactly once; returns the count of each outcome.
