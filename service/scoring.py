@@ -30,7 +30,7 @@ from service.features.request import request_features
 from service.log_format import DecisionLines
 from service.metrics import Metrics
 from service.model.bundle import ModelBundle
-from service.normalise import normalise, payment_digest
+from service.normalise import Normalised, normalise, payment_digest
 from service.payment import Payment
 from service.pseudonymise import Pseudonymiser
 from service.reference import FxTable
@@ -39,11 +39,12 @@ from service.settings import Settings
 from service.stores.lists import ListStore
 from service.stores.velocity import Begin, RiskStore
 
-from .policy import ListMatch, ModelView, Outcome, Reason, RuleOutcome, decide
+from .policy import ListMatch, Outcome, Policy, RuleOutcome, decide_payment
 
 decision_lines = DecisionLines("riskscore.decision")
 
 VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
+_NO_VELOCITY: Final = dict.fromkeys(VELOCITY_NAMES)  # the velocity features when Redis is away
 
 
 @dataclass
@@ -65,6 +66,14 @@ _encoder = msgspec.json.Encoder()
 
 
 async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+    """Score one validated payment and record the decision; the service's whole path.
+
+    Normalise it, claim its id and count it in Redis (``begin``), decide it with
+    ``policy.decide_payment``, then record the decision (``commit``, else the spool) before
+    answering. A retry of a decided id gets the stored answer (``replayed``); another
+    payload under a used id is ``IdempotencyConflict``. A dependency that does not answer
+    (velocity, lists, model) is named in ``degraded`` and decided without.
+    """
     started = time.perf_counter()
     settings = engine.settings
     normalised = normalise(
@@ -78,84 +87,27 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     payment = normalised.payment
     digest = payment_digest(request, key=settings.secret)
     degraded: list[str] = []
-
-    begin: Begin | None
-    try:
-        t0 = time.perf_counter()
-        begin = await engine.store.begin(payment, digest)
-        engine.metrics.begin_seconds(time.perf_counter() - t0)
-    except StoreUnavailable:
-        begin = None
-        degraded.append("velocity")
-
+    begin = await _begin(engine, payment, digest, degraded)
     if begin is not None and begin.status != "new" and begin.status != "takeover":
         stored = await _stored_answer(engine, begin, payment.transaction_id)
         engine.metrics.replayed.inc()
         return stored
 
     features: dict[str, Any] = request_features(payment)
-    if begin is not None:
-        features.update(begin.features)
-    else:
-        features.update(dict.fromkeys(VELOCITY_NAMES))
-
-    matches: list[ListMatch] = []
-    if begin is not None:
-        if begin.list_hits:
-            matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]
-        if normalised.ip is not None:
-            lists = engine.lists
-            if not lists.ranges_current(begin.lists_version):
-                try:
-                    await lists.refresh_ranges_if_stale(begin.lists_version)
-                except StoreUnavailable:
-                    degraded.append("lists")
-            if lists.holds_ranges:
-                for h in lists.match_ip(str(normalised.ip)):
-                    matches.append(ListMatch(h.list_name, h.reason))
-    allow_listed = False
-    for m in matches:
-        if m.list_name.startswith("allow_"):
-            allow_listed = True
-            break
-
-    ruleset = engine.rulebook.current
-    executions = ruleset.evaluate(
-        payment.vertical, payment.merchant_id, features, allow_listed=allow_listed
-    )
-    hits: list[RuleOutcome] = []
-    ran: list[dict[str, Any]] = []  # the rules that hit or failed, for the decision log
-    errors: list[str] = []
-    for e in executions:
-        if e.hit or e.error:
-            ran.append({"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error})
-            if e.hit:
-                hits.append(RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message))
-            if e.error:
-                errors.append(e.rule_id)
-
-    model_view: ModelView | None = None
-    model = engine.model
-    if model is not None:
-        prediction = model.predict(features)
-        model_view = ModelView(
-            prediction.probability,
-            prediction.score,
-            [Reason(code, "model", message) for code, message, _ in prediction.reasons],
-        )
-    else:
+    features.update(begin.features if begin is not None else _NO_VELOCITY)
+    matches = [] if begin is None else await _list_matches(engine, begin, normalised, degraded)
+    ruleset, model = engine.rulebook.current, engine.model
+    if model is None:
         degraded.append("model")
-
-    outcome = decide(
+    verdict = decide_payment(
+        features,
         list_matches=matches,
-        rule_hits=hits,
-        model=model_view,
-        thresholds=(model.thresholds if model is not None else settings.thresholds)[
-            payment.vertical
-        ],
+        ruleset=ruleset,
+        model=model,
+        policy=Policy.of(settings, model),
         velocity_available=begin is not None,
-        degraded_action=settings.degraded_action[payment.vertical],
     )
+    outcome = verdict.outcome
     decision = ScoreResponse(
         transaction_id=payment.transaction_id,
         decision=outcome.decision,
@@ -165,15 +117,15 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         shadow_rules=outcome.shadow_rules,
         model_version=model.version if model is not None else None,
         ruleset_version=ruleset.version,
-        model_probability=model_view.probability if model_view is not None else None,
+        model_probability=verdict.model.probability if verdict.model is not None else None,
         degraded=degraded,
         replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = _record(payment, features, ran, outcome, decision, latency_ms)
+    record = _record(payment, features, verdict.rules, outcome, decision, latency_ms)
     await _commit(engine, payment, digest, decision, record, stored=begin is not None)
 
-    _observe(engine, payment.vertical, decision, hits, errors, started)
+    _observe(engine, payment.vertical, decision, verdict.hits, verdict.errors, started)
     decision_lines.decision(
         payment.transaction_id,
         payment.merchant_id,
@@ -187,6 +139,42 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     if request.explain:
         return msgspec.structs.replace(decision, features=features)
     return decision
+
+
+async def _begin(
+    engine: Engine, payment: Payment, digest: str, degraded: list[str]
+) -> Begin | None:
+    """``begin`` in Redis; None (and ``velocity`` degraded) when Redis does not answer."""
+    try:
+        t0 = time.perf_counter()
+        begin = await engine.store.begin(payment, digest)
+        engine.metrics.begin_seconds(time.perf_counter() - t0)
+        return begin
+    except StoreUnavailable:
+        degraded.append("velocity")
+        return None
+
+
+async def _list_matches(
+    engine: Engine, begin: Begin, normalised: Normalised, degraded: list[str]
+) -> list[ListMatch]:
+    """The payment's list matches: begin's exact items, then the IP ranges held in memory
+    (refreshed first when begin's lists version says they changed; ``lists`` degraded
+    when that refresh fails)."""
+    matches: list[ListMatch] = []
+    if begin.list_hits:
+        matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]
+    if normalised.ip is not None:
+        lists = engine.lists
+        if not lists.ranges_current(begin.lists_version):
+            try:
+                await lists.refresh_ranges_if_stale(begin.lists_version)
+            except StoreUnavailable:
+                degraded.append("lists")
+        if lists.holds_ranges:
+            for h in lists.match_ip(str(normalised.ip)):
+                matches.append(ListMatch(h.list_name, h.reason))
+    return matches
 
 
 async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> ScoreResponse:
