@@ -12,7 +12,7 @@ REDIS_PORT ?= 6379
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -64,7 +64,7 @@ format: setup
 # BENCH_ARGS passes more options (see .venv/bin/python benchmarks/run.py --help).
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

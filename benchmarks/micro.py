@@ -46,11 +46,11 @@ import uvloop
 
 from service.api.schemas import decode_score_request
 from service.app import build_engine
+from service.decision.scoring import Engine, score
 from service.features.request import request_features
-from service.metrics import Metrics
-from service.normalise import normalise, payment_digest
-from service.scoring import Engine, score
+from service.normalisation.normalise import normalise, payment_digest
 from service.settings import Settings
+from service.telemetry.metrics import Metrics
 
 VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
 CURRENCIES = ("INR", "BDT", "IDR", "VND", "BRL", "USD")

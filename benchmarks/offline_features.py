@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from service import catalog
-from training.offline_features import velocity_features_frame
+from service.features import catalog
+from service.features.offline import velocity_features_frame
 
 
 def _keys(rng: np.random.Generator, prefix: str, population: int, rows: int) -> np.ndarray:

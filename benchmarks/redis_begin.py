@@ -78,10 +78,10 @@ from run import BenchError, free_port
 from run import private_redis as bench_redis
 
 from service.api.schemas import decode_score_request
-from service.normalise import normalise
-from service.payment import Payment
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.normalise import normalise
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 from service.stores.library import Library
 from service.stores.lists import LIST_NAMES, LOOKUP_ATTRIBUTES, ListStore

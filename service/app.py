@@ -36,14 +36,15 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
-from service.api.schemas import (
+from service.contract import (
     ErrorBody,
     FeedbackRequest,
     ListChange,
     ScoreRequest,
     ScoreResponse,
 )
-from service.decision_spool import DecisionSpool
+from service.decision.scoring import Engine
+from service.decision.spool import DecisionSpool
 from service.errors import (
     FieldProblem,
     IdempotencyConflict,
@@ -52,13 +53,10 @@ from service.errors import (
     RetryLater,
     StoreUnavailable,
 )
-from service.log_format import configure_logging
-from service.metrics import Metrics
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
-from service.scoring import Engine
 from service.settings import Settings
 from service.stores.decisions import register_catalog
 from service.stores.lists import ListStore
@@ -71,6 +69,8 @@ from service.stores.redis_client import (
     replica_warning,
 )
 from service.stores.velocity import RiskStore
+from service.telemetry.log_format import configure_logging
+from service.telemetry.metrics import Metrics
 
 log = logging.getLogger("riskscore")
 

@@ -12,10 +12,10 @@ from typing import Literal
 
 import msgspec
 
+from service.contract import VERTICALS
 from service.errors import ConfigurationError
 
 ROLES = frozenset({"score", "feedback", "admin"})
-VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.policy import DECISIONS, STRENGTH
+from service.decision.policy import DECISIONS, STRENGTH
 from service.settings import DEFAULT_RULES_DIR
 from training.dataset import build_dataset
 from training.evaluate import rule_outcomes

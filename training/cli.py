@@ -1,6 +1,8 @@
 """The ``riskscore`` command line: one entry point for operators and analysts.
 
-Sub-commands import what they need when they run, so ``riskscore --help`` stays instant.
+Sub-commands import what they need when they run, so ``riskscore --help`` stays instant
+and ``riskscore serve`` (``service.cli``) runs where only the service is installed; the
+offline commands need the ``train`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -12,35 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.cli import add_serve_command
 from service.settings import DEFAULT_RULES_DIR, Settings
+
+# The import names of the `train` extra's packages (pyproject.toml).
+TRAIN_EXTRA_MODULES = frozenset(
+    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx"}
+)
 
 
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    settings = Settings.from_env(os.environ)
-    if not settings.secret:
-        print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
-        return 2
-    uvicorn.run(
-        "service.app:app_from_env",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is
-        # per-request work for nothing; the Server header only advertises the stack.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -366,16 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the HTTP service",
-        description="Run the HTTP scoring service. Configuration comes from RISKSCORE_* "
-        "environment variables (see README); options here override host and port.",
-    )
-    serve.add_argument("--host", help="address to listen on (RISKSCORE_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (RISKSCORE_PORT, 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.set_defaults(func=cmd_serve)
+    add_serve_command(sub)
 
     rules = sub.add_parser("rules", help="work with rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -494,6 +469,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"riskscore {args.command}: needs {exc.name}, of the train extra: "
+            "pip install 'riskscore[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2

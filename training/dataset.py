@@ -19,12 +19,12 @@ from typing import Final, Literal
 import numpy as np
 import pandas as pd
 
+from service.features.offline import velocity_features_frame
 from service.features.request import request_features_frame
-from service.normalise import normalise_frame
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.normalise import normalise_frame
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
-from training.offline_features import velocity_features_frame
 
 TRAINING_SECRET: Final = b"riskscore-offline-training-pseudonyms"
 # ``log.attrs`` key (kept in Parquet) saying its email, account and IP columns hold tokens.

@@ -34,7 +34,7 @@ from sklearn.metrics import (
 )
 
 from service.model.bundle import ModelBundle, load_latest
-from service.policy import (
+from service.decision.policy import (
     STRENGTH,
     Policy,
     decide_history,

@@ -21,7 +21,7 @@ The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parq
 metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
 A copy converted to CSV loses that mark and no longer trains (an IP token is not an IP).
 
-Decision records come in two shapes (``service.scoring._record``): ``features`` as a
+Decision records come in two shapes (``service.decision.scoring._record``): ``features`` as a
 name → value object (records written before the compact format), or as an array of values
 in the order of the catalogue its ``catalog_version`` names. The names of the running
 catalogue are known here (``catalog.FEATURE_NAMES``); those of older versions come from
@@ -47,9 +47,9 @@ import pandas as pd
 import redis.asyncio as aioredis
 from tqdm.auto import tqdm
 
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
-from service.normalise import LOG_COLUMNS
-from service.payment import Payment
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
+from service.normalisation.normalise import LOG_COLUMNS
+from service.normalisation.payment import Payment
 from service.stores.decisions import (
     DecisionEntry,
     LabelEntry,
@@ -101,7 +101,7 @@ class _RuleRecord(msgspec.Struct, frozen=True):
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry ``service.scoring`` writes, as far as an export reads it."""
+    """The decision-log entry ``service.decision.scoring`` writes, as far as an export reads it."""
 
     payment: Payment
     decision: str

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from service.normalise import FLAT_FORM, FlatField
+from service.normalisation.normalise import FLAT_FORM, FlatField
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
 FRAUD_LABEL: Final = "fraud"
@@ -121,7 +121,7 @@ def _digits(value: Any, width: int = 0) -> str:
 
 def log_row_to_request(row: dict[str, Any]) -> dict[str, Any]:
     """One transaction-log row as a ``/v1/score`` JSON body: the inverse of
-    ``service.normalise.request_to_log_row``, both read from ``FLAT_FORM``.
+    ``service.normalisation.normalise.request_to_log_row``, both read from ``FLAT_FORM``.
 
     Missing values (None, NaN, NA, empty text) are left out, and so is an object left
     empty (a subscription without its kind too); booleans may be text (``true``/``false``,

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from service.normalise import LOG_COLUMNS
+from service.normalisation.normalise import LOG_COLUMNS
 from service.settings import VERTICALS
 from training.simulation.account_fraud import friendly_fraud
 from training.simulation.batch import MISSING, Batch

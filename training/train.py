@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from service import catalog
+from service.features import catalog
 from service.model.bundle import (
     FOREST,
     FORMAT,
@@ -55,7 +55,7 @@ from service.model.bundle import (
 )
 from service.model.compiled import CompiledForest, sigmoid_many
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, encode_frame
-from service.reference import FxTable
+from service.reference.tables import FxTable
 from service.settings import VERTICALS, Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.evaluate import model_metrics

@@ -18,10 +18,11 @@ from litestar.types import Message, Receive, Scope, Send
 
 from service.api.admission import AdmissionLimit
 from service.api.auth import authorize, require_role
-from service.api.schemas import FeedbackRequest, ListChange, decode_body, decode_score_request
+from service.api.schemas import decode_body, decode_score_request
+from service.contract import FeedbackRequest, ListChange
+from service.decision.scoring import Engine, score
 from service.errors import NotFound
-from service.list_admin import LIST_NAMES, check_name, normalise_items
-from service.scoring import Engine, score
+from service.normalisation.list_items import LIST_NAMES, check_name, normalise_items
 
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024

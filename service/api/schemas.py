@@ -1,9 +1,9 @@
-"""The HTTP bodies of the contract as msgspec structs, and the strict decoding of them.
+"""The strict decoding of the contract's HTTP bodies (their structs are ``service.contract``).
 
 Decoding a score request is two passes over the body. The first decodes it generically, to
 refuse a full card number anywhere in it (any field, known or not, before any field is
 looked at) and to run the semantic checks, which collect every problem they find. The
-second is msgspec's typed decode against the structs below, which reports the first type
+second is msgspec's typed decode against the contract's structs, which reports the first type
 error. Every failure is an ``InvalidRequest`` naming its fields by their dotted paths
 (``payment_method.card.bin``); nothing in a problem message repeats what the caller sent
 except short codes, so an error body or log line never carries personal data or a PAN.
@@ -15,44 +15,23 @@ import re
 from collections.abc import Container
 from datetime import datetime
 from decimal import Decimal, DecimalException
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 
+from service.contract import (
+    Funding,
+    Instant,
+    Label,
+    PaymentMethodType,
+    ScoreRequest,
+    SubscriptionKind,
+    ThreeDS,
+    Vertical,
+)
 from service.errors import FieldProblem, InvalidRequest, PanDetected
-from service.policy import DecisionName, Reason, Source
-from service.pseudonymise import parse_ip
-from service.reference import COUNTRIES, CURRENCIES
-from service.settings import VERTICALS
-
-# --- vocabularies ---------------------------------------------------------------------------
-
-Vertical = Literal["forex", "gaming", "adult", "ecommerce", "services"]
-PaymentMethodType = Literal["card", "upi", "wallet", "bank_transfer", "crypto"]
-Funding = Literal["credit", "debit", "prepaid"]
-ThreeDS = Literal["none", "attempted", "authenticated"]
-SubscriptionKind = Literal["initial", "rebill"]
-Decision = DecisionName
-ReasonSource = Source
-Label = Literal["fraud", "chargeback", "legit"]
-
-if get_args(Vertical) != VERTICALS:
-    raise RuntimeError("schemas.Vertical and settings.VERTICALS disagree")
-
-# --- constrained scalars ---------------------------------------------------------------------
-
-TRANSACTION_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}$"
-TransactionId = Annotated[str, msgspec.Meta(pattern=TRANSACTION_ID_PATTERN)]
-Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Country = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case")
-]
-Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
-Amount = Annotated[
-    Decimal,
-    msgspec.Meta(description="Decimal string or JSON number; > 0, at most 8 decimals"),
-]
+from service.normalisation.pseudonymise import parse_ip
+from service.reference.tables import COUNTRIES, CURRENCIES
 
 MAX_AMOUNT: Final = Decimal(10) ** 12
 MAX_AMOUNT_DECIMALS: Final = 8
@@ -60,107 +39,6 @@ MAX_DEPTH: Final = 32
 # Event and account-creation times outside these bounds are typos or attacks on the windows.
 EARLIEST_INSTANT: Final = 0.0  # 1970-01-01
 LATEST_INSTANT: Final = 4_102_444_800.0  # 2100-01-01
-
-
-# --- request ---------------------------------------------------------------------------------
-
-
-class Card(msgspec.Struct, frozen=True, kw_only=True):
-    bin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6,8}$")] | None = None
-    last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")] | None = None
-    fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
-    issuer_country: Country | None = None
-    funding: Funding | None = None
-
-
-class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
-    type: PaymentMethodType
-    provider: Id64 | None = None
-    card: Card | None = None
-    account: Text | None = None
-
-
-class Customer(msgspec.Struct, frozen=True, kw_only=True):
-    id: Id64
-    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)] | None = None
-    created_at: Instant | None = None
-    kyc_level: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
-    age_verified: bool | None = None
-    country: Country | None = None
-
-
-class Device(msgspec.Struct, frozen=True, kw_only=True):
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
-    ip: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
-    ip_country: Country | None = None
-
-
-class Subscription(msgspec.Struct, frozen=True, kw_only=True):
-    kind: SubscriptionKind
-    trial: bool | None = None
-
-
-class Context(msgspec.Struct, frozen=True, kw_only=True):
-    first_deposit: bool | None = None
-    bonus_code: Id64 | None = None
-    subscription: Subscription | None = None
-    three_ds: ThreeDS | None = None
-
-
-class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
-    transaction_id: TransactionId
-    merchant_id: Id64
-    vertical: Vertical
-    amount: Amount
-    currency: Annotated[str, msgspec.Meta(min_length=1, max_length=8)]
-    payment_method: PaymentMethod
-    customer: Customer
-    timestamp: Instant | None = None
-    device: Device | None = None
-    context: Context | None = None
-    explain: bool = False
-
-
-# --- responses and the other bodies ----------------------------------------------------------
-
-
-FeatureValue = float | bool | str | None
-
-
-class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
-    transaction_id: str
-    decision: Decision
-    score: Annotated[int, msgspec.Meta(ge=0, le=100)]
-    reasons: list[Reason]
-    matched_rules: list[str]
-    shadow_rules: list[str]
-    model_version: str | None
-    ruleset_version: str
-    model_probability: float | None
-    degraded: list[str]
-    replayed: bool
-    features: dict[str, FeatureValue] | msgspec.UnsetType = msgspec.UNSET
-
-
-class ListChange(msgspec.Struct, frozen=True, kw_only=True):
-    items: Annotated[
-        list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
-        msgspec.Meta(min_length=1, max_length=1000),
-    ]
-    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
-
-
-class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
-    transaction_id: TransactionId
-    label: Label
-    reported_at: Instant | None = None
-    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
-
-
-class ErrorBody(msgspec.Struct, frozen=True):
-    error: str
-    problems: list[FieldProblem] = msgspec.field(default_factory=list)
 
 
 # The choices of each enumerated field, so an error lists them instead of echoing the value.

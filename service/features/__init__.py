@@ -1,0 +1,1 @@
+"""The features: the catalogue, request features, and the offline (vectorised) executor."""

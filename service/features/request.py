@@ -24,9 +24,9 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from service.catalog import REQUEST_FEATURES
-from service.payment import Payment
-from service.reference import CRYPTO_CURRENCIES, is_disposable_domain
+from service.features.catalog import REQUEST_FEATURES
+from service.normalisation.payment import Payment
+from service.reference.tables import CRYPTO_CURRENCIES, is_disposable_domain
 
 SECONDS_PER_DAY: Final = 86_400.0
 

@@ -36,8 +36,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service import catalog
 from service.errors import RiskscoreError
+from service.features import catalog
 from service.model.compiled import CompiledForest, sigmoid, sigmoid_many
 from service.model.encoding import (
     MODEL_FEATURES,

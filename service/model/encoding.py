@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from service import catalog
+from service.features import catalog
 from service.settings import VERTICALS
 
 ColumnKind = Literal["number", "equals", "ordinal"]

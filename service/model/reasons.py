@@ -19,8 +19,8 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from service import catalog
-from service.catalog import Aggregate, Entity, VelocityFeature
+from service.features import catalog
+from service.features.catalog import Aggregate, Entity, VelocityFeature
 from service.model.compiled import kernel
 
 

@@ -24,8 +24,8 @@ Grammar, loosest binding first (Python's own precedence)::
                 | param("name") | min(value, value, …) | max(value, value, …) | abs(value)
                 | coalesce(value, default) | is_missing(value)
 
-A *feature* is a name of ``service.catalog.FEATURES_BY_NAME``; ``param("name")`` is a number
-set in the rule file (a merchant may override it); ``list("name")`` is a list of literals
+A *feature* is a name of ``service.features.catalog.FEATURES_BY_NAME``; ``param("name")`` is a
+number set in the rule file (a merchant may override it); ``list("name")`` is a list of literals
 from the rule file. Types are checked when the rule is loaded: numbers, strings and
 true/false values do not mix; strings and booleans compare with ``==``/``!=`` only;
 ``+ - * /`` and ``min``/``max``/``abs`` take numbers; ``and``/``or``/``not`` take conditions

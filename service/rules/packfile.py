@@ -19,8 +19,8 @@ from typing import Any, Final, Literal
 import msgspec
 import yaml
 
-from service.catalog import FEATURES_BY_NAME
 from service.errors import RuleError
+from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
 from service.rules.ruleset import (
     COMMON,

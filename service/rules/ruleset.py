@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.catalog import FEATURES_BY_NAME
+from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Columns, Expression
 
 COMMON: Final = "common"

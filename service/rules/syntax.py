@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, NoReturn
 
-from service.catalog import FEATURES_BY_NAME, feature_kind
+from service.features.catalog import FEATURES_BY_NAME, feature_kind
 
 Kind = Literal["number", "string", "bool", "none"]
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
+from service.stores.list_names import LOOKUP_ATTRIBUTES
 from service.stores.plan import Plan
 
 # Globals (redis.call, string, math, ...) exist only while a function runs, not while the
@@ -49,9 +50,6 @@ class Commands(Protocol):
 
 def _lists_prelude() -> str:
     """``LISTS`` and ``LIST_FIELDS``: the lists ``begin`` looks up (see ``begin.lua``)."""
-    # imported here: lists.py builds its own Library (for list_change), so it imports this
-    from service.stores.lists import LOOKUP_ATTRIBUTES
-
     entries, fields = [], ["'version'"]
     for entity, attributes in LOOKUP_ATTRIBUTES.items():
         names = [f"'{kind}_{entity}'" for kind in ("block", "allow")]

@@ -14,44 +14,17 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from typing import Final
 
 import msgspec
 import redis.asyncio as aioredis
 
 from service.errors import NotFound
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.library import Library
+from service.stores.list_names import LIST_NAMES, LOOKUP_ATTRIBUTES, RANGE_LISTS
 from service.stores.plan import PLAN, present
-
-ENTITIES: Final[tuple[str, ...]] = (
-    "card",
-    "bin",
-    "email",
-    "ip",
-    "device",
-    "customer",
-    "account",
-    "country",
-)
-LIST_NAMES: Final[tuple[str, ...]] = tuple(
-    f"{kind}_{entity}" for kind in ("block", "allow") for entity in ENTITIES
-)
-RANGE_LISTS: Final[tuple[str, ...]] = ("block_ip", "allow_ip")
-
-# What each list entity is compared with: the Payment attributes, in order.
-LOOKUP_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
-    "card": ("card_fingerprint",),
-    "bin": ("card_bin",),
-    "email": ("customer_email",),
-    "ip": ("device_ip",),
-    "device": ("device_id",),
-    "customer": ("customer_key", "customer_id"),
-    "account": ("payment_method_account",),
-    "country": ("customer_country", "device_ip_country", "card_issuer_country"),
-}
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

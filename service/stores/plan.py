@@ -1,6 +1,6 @@
 """The feature catalogue compiled into what the Redis store reads and writes.
 
-Window rule (``service.catalog``): at event second ``t`` a window of ``n`` buckets of
+Window rule (``service.features.catalog``): at event second ``t`` a window of ``n`` buckets of
 ``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``.
 
 Layout (``keys.py``): each entity's whole state is one string key, a run of doubles, read
@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
 
-from service import catalog
-from service.catalog import Aggregate, Entity
-from service.payment import Payment
+from service.features import catalog
+from service.features.catalog import Aggregate, Entity
+from service.normalisation.payment import Payment
 from service.stores.keys import DISTINCT_CODES, WIDTH_CODES
 
 _MEASURE: Final[dict[Aggregate, str]] = {

@@ -63,7 +63,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library

@@ -67,10 +67,12 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
         assert run["requests"] > 0, run["name"]
         assert run["errors"] == 0, run
     assert report["summary"]["errors"] == 0
+    assert 0 < report["summary"]["score_to_healthz"] < 1
+    assert len(report["rounds"]["score_to_healthz"]) == report["rounds"]["count"]
     assert report["summary"]["score_to_empty_post"] > 0
     assert report["summary"]["score_to_score_route_floor"] > 0
     assert report["micro"]["parts"].keys() >= PARTS
 
     table = (tmp_path / "quick.md").read_text()
     assert "| POST /v1/score, maximum |" in table
-    assert "Score throughput / empty-POST floor" in table
+    assert "Score throughput / `GET /healthz`" in table

@@ -295,7 +295,7 @@ async def test_a_retry_while_the_first_call_is_still_deciding_gets_503_retry_lat
     client, redis_client, redis_prefix
 ):
     from service.api.schemas import decode_score_request
-    from service.normalise import payment_digest
+    from service.normalisation.normalise import payment_digest
     from service.stores.keys import Keys
 
     body = payment("pending-1")
@@ -372,8 +372,8 @@ async def test_one_json_log_line_per_decision_without_personal_data(client, monk
     import logging
     import os
 
-    from service import scoring
-    from service.log_format import DecisionLines
+    from service.decision import scoring
+    from service.telemetry.log_format import DecisionLines
 
     read_end, write_end = os.pipe()
     monkeypatch.setattr(scoring, "decision_lines", DecisionLines(fd=write_end))

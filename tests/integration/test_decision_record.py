@@ -17,8 +17,13 @@ import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, REQUEST_FEATURES, VELOCITY_FEATURES
-from service.payment import Payment
+from service.features.catalog import (
+    CATALOG_VERSION,
+    FEATURE_NAMES,
+    REQUEST_FEATURES,
+    VELOCITY_FEATURES,
+)
+from service.normalisation.payment import Payment
 from service.stores.decisions import read_catalogs, read_decisions, register_catalog
 from service.stores.keys import Keys
 from service.stores.velocity import RiskStore

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.decisions import read_decisions, read_labels
 from service.stores.redis_client import maxmemory_policy_warning, persistence_warning
 from service.stores.velocity import RiskStore

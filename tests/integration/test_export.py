@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from service.catalog import FEATURES_BY_NAME, VELOCITY_FEATURES
-from service.normalise import LOG_COLUMNS
+from service.features.catalog import FEATURES_BY_NAME, VELOCITY_FEATURES
+from service.normalisation.normalise import LOG_COLUMNS
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.test_replay import replay_sample, sample_slice, service  # noqa: F401
 from training.cli import main

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.library import Commands
 from service.stores.redis_client import make_hot_connection
 from service.stores.velocity import RiskStore

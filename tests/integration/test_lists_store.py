@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import NotFound
-from service.payment import Payment
+from service.normalisation.payment import Payment
 from service.stores.lists import LIST_NAMES, ListItem, ListStore, ip_range
 from service.stores.velocity import RiskStore
 

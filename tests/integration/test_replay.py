@@ -14,8 +14,8 @@ from litestar.testing import AsyncTestClient
 
 from service.api.schemas import decode_score_request
 from service.app import create_app
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES
-from service.normalise import request_to_log_row
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES
+from service.normalisation.normalise import request_to_log_row
 from service.settings import Settings
 from service.stores.decisions import read_decisions, read_labels
 from tests.conftest import TEST_REDIS_URL

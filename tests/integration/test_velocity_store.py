@@ -16,10 +16,10 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from service import catalog
-from service.catalog import Aggregate
 from service.errors import StoreUnavailable
-from service.payment import Payment
+from service.features import catalog
+from service.features.catalog import Aggregate
+from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.lists import ListHit, ListStore

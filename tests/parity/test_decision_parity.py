@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.model.bundle import ModelBundle
-from service.policy import (
+from service.decision.policy import (
     DECISIONS,
     ListMatch,
     Policy,

@@ -14,18 +14,19 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import ScoreRequest, decode_score_request
-from service.catalog import REQUEST_FEATURES
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
+from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
-from service.normalise import (
+from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
     normalise,
     normalise_frame,
     payment_from_row,
     request_to_log_row,
 )
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 
 FX = FxTable.load(DEFAULT_FX_RATES)

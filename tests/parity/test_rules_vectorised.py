@@ -13,7 +13,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.catalog import feature_kind
+from service.features.catalog import feature_kind
 from service.rules.language import Expression
 from service.rules.rulebook import load_ruleset
 from service.settings import DEFAULT_RULES_DIR, VERTICALS

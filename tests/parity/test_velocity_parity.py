@@ -23,14 +23,14 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import catalog
-from service.normalise import normalise_frame, payment_from_row
-from service.payment import Payment
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.features import catalog
+from service.features.offline import velocity_features_frame
+from service.normalisation.normalise import normalise_frame, payment_from_row
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 from service.stores.velocity import RiskStore
-from training.offline_features import velocity_features_frame
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a day (and week-bucket) boundary
 NAMES = [f.name for f in catalog.VELOCITY_FEATURES]

@@ -1,6 +1,6 @@
 import pytest
 
-from service.decision_spool import DecisionSpool
+from service.decision.spool import DecisionSpool
 
 
 async def test_spooled_records_survive_until_sent(tmp_path):

@@ -24,7 +24,7 @@ from service.api.schemas import (
     ScoreRequest,
     Subscription,
 )
-from service.normalise import (
+from service.normalisation.normalise import (
     FLAT_FORM,
     LOG_COLUMNS,
     REQUIRED_LOG_COLUMNS,

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from service import log_format
-from service.log_format import DecisionLines, JsonFormatter, _timestamp
+from service.telemetry import log_format
+from service.telemetry.log_format import DecisionLines, JsonFormatter, _timestamp
 
 
 @pytest.fixture

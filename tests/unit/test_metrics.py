@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from service.metrics import LATENCY_BUCKETS, REDIS_BUCKETS, Metrics
+from service.telemetry.metrics import LATENCY_BUCKETS, REDIS_BUCKETS, Metrics
 
 
 class _Direct:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service import catalog
+from service.features import catalog
 from service.model import bundle as bundle_module
 from service.model import compiled
 from service.model import reasons as reasons_module

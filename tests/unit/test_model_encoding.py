@@ -9,7 +9,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from service import catalog
+from service.features import catalog
 from service.model.encoding import (
     MODEL_COLUMNS,
     MODEL_FEATURES,

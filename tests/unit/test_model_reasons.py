@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service import catalog
+from service.features import catalog
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX
 from service.model.reasons import (
     TEMPLATES,

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.api.schemas import ScoreRequest, decode_score_request
+from service.api.schemas import decode_score_request
+from service.contract import ScoreRequest
 from service.errors import InvalidRequest
-from service.normalise import (
+from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
     _canonical_decimal,
     normalise,
@@ -27,8 +28,8 @@ from service.normalise import (
     payment_from_row,
     request_to_log_row,
 )
-from service.pseudonymise import Pseudonymiser, email_domain, parse_ip
-from service.reference import FxTable
+from service.normalisation.pseudonymise import Pseudonymiser, email_domain, parse_ip
+from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
 
 SECRET = b"test-secret-of-sixteen+"
@@ -309,7 +310,7 @@ def test_frame_handles_datetime_columns_and_float_amounts(
 
 @pytest.mark.parametrize("key_length", [1, 16, 32, 63, 64, 65, 200])
 def test_keyed_sha256_is_hmac_sha256(key_length: int) -> None:
-    from service.pseudonymise import KeyedSha256
+    from service.normalisation.pseudonymise import KeyedSha256
 
     key = bytes(range(256))[:key_length] * 1
     for prefix in (b"", b"email\x00", b"p" * 100):

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import catalog
-from service.catalog import Aggregate, Entity, VelocityFeature
-from training.offline_features import entity_column, velocity_features_frame
+from service.features import catalog
+from service.features.catalog import Aggregate, Entity, VelocityFeature
+from service.features.offline import entity_column, velocity_features_frame
 
 BY_NAME = {f.name: f for f in catalog.VELOCITY_FEATURES}
 DAY = 86_400

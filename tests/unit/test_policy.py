@@ -4,7 +4,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.policy import (
+from service.decision.policy import (
     DECISIONS,
     STRENGTH,
     ListMatch,

@@ -11,22 +11,22 @@ from typing import Any
 import msgspec
 import pytest
 
-from service import catalog
-from service.api.schemas import ScoreResponse
-from service.catalog import (
+from service.contract import ScoreResponse
+from service.decision.policy import Outcome, Reason
+from service.decision.scoring import _commit, _record
+from service.decision.spool import DecisionSpool
+from service.errors import StoreUnavailable
+from service.features import catalog
+from service.features.catalog import (
     CATALOG_VERSION,
     FEATURE_NAMES,
     FEATURES_BY_NAME,
     REQUEST_FEATURES,
     VELOCITY_FEATURES,
 )
-from service.decision_spool import DecisionSpool
-from service.errors import StoreUnavailable
-from service.metrics import Metrics
-from service.payment import Payment
-from service.policy import Outcome, Reason
-from service.scoring import _commit, _record
+from service.normalisation.payment import Payment
 from service.stores.decisions import DecisionEntry
+from service.telemetry.metrics import Metrics
 from training.export import (
     FEATURE_PREFIX,
     DecisionRecord,

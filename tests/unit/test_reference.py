@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import InvalidRequest
-from service.reference import (
+from service.reference.tables import (
     CRYPTO_CURRENCIES,
     CURRENCY_EXPONENTS,
     FxTable,

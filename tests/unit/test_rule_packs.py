@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from service.catalog import REQUEST_FEATURES, VELOCITY_FEATURES, Aggregate
+from service.features.catalog import REQUEST_FEATURES, VELOCITY_FEATURES, Aggregate
 from service.rules.rulebook import RuleSet, load_ruleset
 from service.settings import DEFAULT_RULES_DIR
 

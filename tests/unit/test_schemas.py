@@ -12,16 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import (
-    FeedbackRequest,
-    ListChange,
-    Reason,
-    ScoreRequest,
-    ScoreResponse,
-    contains_pan,
-    decode_body,
-    decode_score_request,
-)
+from service.api.schemas import contains_pan, decode_body, decode_score_request
+from service.contract import FeedbackRequest, ListChange, Reason, ScoreRequest, ScoreResponse
 from service.errors import InvalidRequest, PanDetected
 
 PAN = "4111111111111111"  # Luhn-valid test Visa

@@ -20,11 +20,17 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.api.schemas import ScoreRequest
+from service.contract import ScoreRequest
 from service.errors import FieldProblem, InvalidRequest
-from service.payment import Payment
-from service.pseudonymise import IPAddress, KeyedSha256, Pseudonymiser, email_domain, parse_ip
-from service.reference import FxTable, usd_cents
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import (
+    IPAddress,
+    KeyedSha256,
+    Pseudonymiser,
+    email_domain,
+    parse_ip,
+)
+from service.reference.tables import FxTable, usd_cents
 
 Clock = Literal["server", "event"]
 

@@ -2,9 +2,10 @@
 
 Training, backtests and notebooks need, for every row of a transaction log, the value the
 online store would have returned when that payment was scored. This module computes
-exactly that, point in time, from a normalised frame (``service.normalise.normalise_frame``
-columns: the ``Payment`` attribute names plus optional ``declined``, ``label`` and
-``label_at``), with the window rule of ``service.catalog`` and nothing else.
+exactly that, point in time, from a normalised frame
+(``service.normalisation.normalise.normalise_frame`` columns: the ``Payment`` attribute
+names plus optional ``declined``, ``label`` and ``label_at``), with the window rule of
+``service.features.catalog`` and nothing else.
 
 Rows are replayed in time order (a stable sort on ``event_time``, so ties keep the frame's
 order). Row ``i`` sees every earlier row and itself, except for ``declines`` and ``frauds``:
@@ -29,8 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from service import catalog
-from service.catalog import Aggregate, Entity, VelocityFeature
+from service.features import catalog
+from service.features.catalog import Aggregate, Entity, VelocityFeature
 
 # The column that keys an entity in a normalised frame; the customer's key is the joined
 # ``merchant_id:customer_id`` that ``Payment.customer_key`` carries.

@@ -12,8 +12,8 @@ import ipaddress
 import re
 
 from service.errors import FieldProblem, InvalidRequest
-from service.pseudonymise import Pseudonymiser
-from service.reference import is_country
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import is_country
 
 ENTITIES = ("card", "bin", "email", "ip", "device", "customer", "account", "country")
 LIST_NAMES = tuple(f"{kind}_{entity}" for kind in ("block", "allow") for entity in ENTITIES)

@@ -22,22 +22,22 @@ from typing import Any, Final
 
 import msgspec
 
-from service.api.schemas import ScoreRequest, ScoreResponse
-from service.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
-from service.decision_spool import DecisionSpool
+from service.contract import ScoreRequest, ScoreResponse
+from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
 from service.features.request import request_features
-from service.log_format import DecisionLines
-from service.metrics import Metrics
 from service.model.bundle import ModelBundle
-from service.normalise import Normalised, normalise, payment_digest
-from service.payment import Payment
-from service.pseudonymise import Pseudonymiser
-from service.reference import FxTable
+from service.normalisation.normalise import Normalised, normalise, payment_digest
+from service.normalisation.payment import Payment
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
 from service.stores.lists import ListStore
 from service.stores.velocity import Begin, RiskStore
+from service.telemetry.log_format import DecisionLines
+from service.telemetry.metrics import Metrics
 
 from .policy import ListMatch, Outcome, Policy, RuleOutcome, decide_payment
 

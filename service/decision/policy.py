@@ -25,30 +25,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 import numpy as np
 import pandas as pd
 
+from service.contract import DecisionName, Reason
 from service.settings import DegradedAction, Settings, Thresholds
 
 if TYPE_CHECKING:
     from service.model.bundle import ModelBundle
     from service.rules.ruleset import RuleExecution, RuleSet
 
-DecisionName = Literal["approve", "challenge", "review", "decline"]
-Source = Literal["rule", "list", "velocity", "model", "policy"]
-
 # The decisions from weakest to strongest: a decision's strength is its index here.
 DECISIONS: Final[tuple[DecisionName, ...]] = ("approve", "challenge", "review", "decline")
 STRENGTH: Final[dict[str, int]] = {name: i for i, name in enumerate(DECISIONS)}
-
-
-class Reason(msgspec.Struct, frozen=True):
-    code: str
-    source: Source
-    message: str
 
 
 class ListMatch(msgspec.Struct, frozen=True):

@@ -1,0 +1,153 @@
+"""The integration contract's shapes: the HTTP bodies as msgspec structs, and their vocabularies.
+
+This is the bottom of the service: the domain's words (a score request, a decision, a
+reason) that every other layer speaks. It imports nothing of ours but ``errors``; checking
+a body against these shapes is ``service.api.schemas``' job, and the HTTP layer above it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Final, Literal, get_args
+
+import msgspec
+
+from service.errors import FieldProblem
+
+# --- vocabularies ---------------------------------------------------------------------------
+
+Vertical = Literal["forex", "gaming", "adult", "ecommerce", "services"]
+PaymentMethodType = Literal["card", "upi", "wallet", "bank_transfer", "crypto"]
+Funding = Literal["credit", "debit", "prepaid"]
+ThreeDS = Literal["none", "attempted", "authenticated"]
+SubscriptionKind = Literal["initial", "rebill"]
+DecisionName = Literal["approve", "challenge", "review", "decline"]
+Source = Literal["rule", "list", "velocity", "model", "policy"]
+Decision = DecisionName
+ReasonSource = Source
+Label = Literal["fraud", "chargeback", "legit"]
+
+VERTICALS: Final[tuple[str, ...]] = get_args(Vertical)
+
+# --- constrained scalars ---------------------------------------------------------------------
+
+TRANSACTION_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}$"
+TransactionId = Annotated[str, msgspec.Meta(pattern=TRANSACTION_ID_PATTERN)]
+Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Country = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case")
+]
+Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
+Amount = Annotated[
+    Decimal,
+    msgspec.Meta(description="Decimal string or JSON number; > 0, at most 8 decimals"),
+]
+
+
+class Reason(msgspec.Struct, frozen=True):
+    code: str
+    source: Source
+    message: str
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+class Card(msgspec.Struct, frozen=True, kw_only=True):
+    bin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6,8}$")] | None = None
+    last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")] | None = None
+    fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    issuer_country: Country | None = None
+    funding: Funding | None = None
+
+
+class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
+    type: PaymentMethodType
+    provider: Id64 | None = None
+    card: Card | None = None
+    account: Text | None = None
+
+
+class Customer(msgspec.Struct, frozen=True, kw_only=True):
+    id: Id64
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)] | None = None
+    created_at: Instant | None = None
+    kyc_level: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    age_verified: bool | None = None
+    country: Country | None = None
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    ip: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
+    ip_country: Country | None = None
+
+
+class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    kind: SubscriptionKind
+    trial: bool | None = None
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    first_deposit: bool | None = None
+    bonus_code: Id64 | None = None
+    subscription: Subscription | None = None
+    three_ds: ThreeDS | None = None
+
+
+class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: TransactionId
+    merchant_id: Id64
+    vertical: Vertical
+    amount: Amount
+    currency: Annotated[str, msgspec.Meta(min_length=1, max_length=8)]
+    payment_method: PaymentMethod
+    customer: Customer
+    timestamp: Instant | None = None
+    device: Device | None = None
+    context: Context | None = None
+    explain: bool = False
+
+
+# --- responses and the other bodies ----------------------------------------------------------
+
+
+FeatureValue = float | bool | str | None
+
+
+class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    decision: Decision
+    score: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    reasons: list[Reason]
+    matched_rules: list[str]
+    shadow_rules: list[str]
+    model_version: str | None
+    ruleset_version: str
+    model_probability: float | None
+    degraded: list[str]
+    replayed: bool
+    features: dict[str, FeatureValue] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ListChange(msgspec.Struct, frozen=True, kw_only=True):
+    items: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
+        msgspec.Meta(min_length=1, max_length=1000),
+    ]
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: TransactionId
+    label: Label
+    reported_at: Instant | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str
+    problems: list[FieldProblem] = msgspec.field(default_factory=list)

@@ -1,0 +1,1 @@
+"""From a validated request or log rows to a normalised, pseudonymised ``Payment``."""

@@ -1,0 +1,1 @@
+"""Reference data: currency and country codes, disposable mailboxes, USD reference rates."""
