@@ -33,7 +33,6 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from service.model.bundle import ModelBundle, load_latest
 from service.decision.policy import (
     STRENGTH,
     Policy,
@@ -41,6 +40,7 @@ from service.decision.policy import (
     rule_effects_frame,
     threshold_strengths,
 )
+from service.model.bundle import ModelBundle, load_latest
 from service.settings import VERTICALS, Thresholds
 
 DECLINE_RATES: Final = (0.01, 0.05)

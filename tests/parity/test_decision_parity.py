@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.model.bundle import ModelBundle
 from service.decision.policy import (
     DECISIONS,
     ListMatch,
@@ -26,6 +25,7 @@ from service.decision.policy import (
     decide_history,
     decide_payment,
 )
+from service.model.bundle import ModelBundle
 from service.rules.rulebook import load_ruleset
 from service.settings import DEFAULT_DEGRADED, DEFAULT_RULES_DIR
 from training.dataset import build_dataset

@@ -15,7 +15,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import (
+from service.contract import (
     Card,
     Context,
     Customer,
