@@ -18,7 +18,7 @@ from litestar.types import Message, Receive, Scope, Send
 
 from service.api.admission import AdmissionLimit
 from service.api.auth import authorize, require_role
-from service.api.schemas import decode_body, decode_score_request
+from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
 from service.decision.scoring import Engine, score
 from service.errors import NotFound
@@ -69,8 +69,8 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         )
     engine: Engine = state.engine
     body = await _read_body(receive, content_length)
-    score_request = decode_score_request(body, currencies=engine.fx.currencies)
-    answer = _encoder.encode(await score(engine, score_request))
+    valid = decode_score(body, currencies=engine.fx.currencies)
+    answer = _encoder.encode(await score(engine, valid.request, ip=valid.ip))
     await send(
         {
             "type": "http.response.start",

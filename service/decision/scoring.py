@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -30,7 +30,7 @@ from service.features.request import request_features
 from service.model.bundle import ModelBundle
 from service.normalisation.normalise import Normalised, normalise, payment_digest
 from service.normalisation.payment import Payment
-from service.normalisation.pseudonymise import Pseudonymiser
+from service.normalisation.pseudonymise import IPAddress, Pseudonymiser
 from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
@@ -65,14 +65,20 @@ _decision_decoder = msgspec.json.Decoder(ScoreResponse)
 _encoder = msgspec.json.Encoder()
 
 
-async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+async def score(
+    engine: Engine,
+    request: ScoreRequest,
+    *,
+    ip: IPAddress | Literal["unparsed"] | None = "unparsed",
+) -> ScoreResponse:
     """Score one validated payment and record the decision; the service's whole path.
 
     Normalise it, claim its id and count it in Redis (``begin``), decide it with
     ``policy.decide_payment``, then record the decision (``commit``, else the spool) before
     answering. A retry of a decided id gets the stored answer (``replayed``); another
     payload under a used id is ``IdempotencyConflict``. A dependency that does not answer
-    (velocity, lists, model) is named in ``degraded`` and decided without.
+    (velocity, lists, model) is named in ``degraded`` and decided without. ``ip`` is the
+    request's address as validation parsed it (``ValidRequest.ip``), else parsed here.
     """
     started = time.perf_counter()
     settings = engine.settings
@@ -83,6 +89,7 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         now=engine.clock(),
         clock=settings.clock,
         max_skew_seconds=settings.max_clock_skew_seconds,
+        ip=ip,
     )
     payment = normalised.payment
     digest = payment_digest(request, key=settings.secret)
@@ -172,7 +179,7 @@ async def _list_matches(
             except StoreUnavailable:
                 degraded.append("lists")
         if lists.holds_ranges:
-            for h in lists.match_ip(str(normalised.ip)):
+            for h in lists.match_ip(normalised.ip):
                 matches.append(ListMatch(h.list_name, h.reason))
     return matches
 

@@ -189,8 +189,14 @@ def normalise(
     now: float,
     clock: Clock,
     max_skew_seconds: float,
+    ip: IPAddress | Literal["unparsed"] | None = "unparsed",
 ) -> Normalised:
-    """Raises ``InvalidRequest`` for a currency without a reference rate or a bad IP address."""
+    """The request's ``Payment``, pseudonymised, and its IP address for list ranges.
+
+    ``ip`` is ``device.ip`` as validation already parsed it (``ValidRequest.ip``), so that
+    a request's address is parsed once; by default it is parsed here. Raises
+    ``InvalidRequest`` for a currency without a reference rate or a bad IP address.
+    """
     (
         transaction_id,
         _timestamp,
@@ -222,14 +228,15 @@ def normalise(
         context_three_ds,
     ) = _read_flat(request)
     amount_usd = fx.to_usd(amount, currency)
-    ip: IPAddress | None = None
-    if raw_ip is not None:
-        try:
-            ip = parse_ip(raw_ip)
-        except ValueError:
-            raise InvalidRequest(
-                [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
-            ) from None
+    if isinstance(ip, str):  # "unparsed"
+        ip = None
+        if raw_ip is not None:
+            try:
+                ip = parse_ip(raw_ip)
+            except ValueError:
+                raise InvalidRequest(
+                    [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
+                ) from None
 
     payment = Payment(
         transaction_id=transaction_id,

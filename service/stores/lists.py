@@ -27,6 +27,7 @@ from service.stores.list_names import LIST_NAMES, LOOKUP_ATTRIBUTES, RANGE_LISTS
 from service.stores.plan import PLAN, present
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ListHit(msgspec.Struct, frozen=True):
@@ -260,14 +261,18 @@ class ListStore:
         self._ranges = ranges
         self._ranges_version = int(raw_version or 0)
 
-    def match_ip(self, ip_address: str | None) -> list[ListHit]:
-        """The cached ranges that contain ``ip_address`` (a clear address, never stored)."""
+    def match_ip(self, ip_address: IpAddress | str | None) -> list[ListHit]:
+        """The cached ranges that contain ``ip_address`` (a clear address, never stored);
+        the scoring path passes the address normalisation parsed, text is parsed here."""
         if not ip_address or not self._ranges:
             return []
-        try:
-            address = ipaddress.ip_address(ip_address.strip())
-        except ValueError:
-            return []
+        if isinstance(ip_address, str):
+            try:
+                address: IpAddress = ipaddress.ip_address(ip_address.strip())
+            except ValueError:
+                return []
+        else:
+            address = ip_address
         now = self._clock()
         return [
             ListHit(name, "device_ip", reason)
