@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from service.contract import DecisionName, Reason
+from service.decision.record import RuleRecord
 from service.settings import DegradedAction, Settings, Thresholds
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class Verdict(msgspec.Struct, frozen=True):
     """
 
     outcome: Outcome
-    rules: list[dict[str, Any]]
+    rules: list[RuleRecord]
     hits: list[RuleOutcome]
     errors: list[str]
     model: ModelView | None
@@ -280,15 +281,15 @@ def is_allow_listed(list_matches: Sequence[ListMatch]) -> bool:
 
 def rule_effects(
     executions: Sequence[RuleExecution],
-) -> tuple[list[RuleOutcome], list[dict[str, Any]], list[str]]:
+) -> tuple[list[RuleOutcome], list[RuleRecord], list[str]]:
     """A rule set's executions as the policy and the record take them: (hits, the rules
     that hit or failed as record entries, the ids of the rules that failed)."""
     hits: list[RuleOutcome] = []
-    ran: list[dict[str, Any]] = []
+    ran: list[RuleRecord] = []
     errors: list[str] = []
     for e in executions:
         if e.hit or e.error:
-            ran.append({"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error})
+            ran.append(RuleRecord(e.rule_id, e.hit, e.mode, e.error))
             if e.hit:
                 hits.append(RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message))
             if e.error:

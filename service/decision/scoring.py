@@ -17,15 +17,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
 from typing import Any, Final, Literal
 
 import msgspec
 
 from service.contract import ScoreRequest, ScoreResponse
+from service.decision.record import DecisionRecord, decision_record, encode_record
 from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
-from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
+from service.features.catalog import VELOCITY_FEATURES
 from service.features.request import request_features
 from service.model.bundle import ModelBundle
 from service.normalisation.normalise import Normalised, normalise, payment_digest
@@ -39,7 +39,7 @@ from service.stores.velocity import Begin, RiskStore
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
-from .policy import ListMatch, Outcome, Policy, RuleOutcome, decide_payment
+from .policy import ListMatch, Policy, RuleOutcome, decide_payment
 
 decision_lines = DecisionLines("riskscore.decision")
 
@@ -129,7 +129,7 @@ async def score(
         replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = _record(payment, features, verdict.rules, outcome, decision, latency_ms)
+    record = decision_record(payment, features, verdict.rules, decision, latency_ms)
     await _commit(engine, payment, digest, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, verdict.hits, verdict.errors, started)
@@ -205,13 +205,13 @@ async def _commit(
     payment: Any,
     digest: str,
     decision: ScoreResponse,
-    record: DecisionLogRecord,
+    record: DecisionRecord,
     *,
     stored: bool,
 ) -> None:
     """Record the decision before answering; on a Redis failure, spool it to disk."""
     decision_json = _encoder.encode(decision)
-    record_json = _encoder.encode(record)
+    record_json = encode_record(record)
     if stored:
         try:
             t0 = time.perf_counter()
@@ -227,73 +227,8 @@ async def _commit(
         except StoreUnavailable:
             # the record shares the answer's degraded list: encode it again to say so
             decision.degraded.append("decision_log")
-            record_json = _encoder.encode(record)
+            record_json = encode_record(record)
     await asyncio.to_thread(engine.spool.append, record_json)
-
-
-# The record's feature values in catalogue order, picked by name in one C call: right
-# whatever order the features dict was filled in (request features, then begin's or the
-# degraded path's velocity features), and a missing feature is a KeyError, never a
-# silently shifted list.
-_feature_values: Final = itemgetter(*FEATURE_NAMES)
-_code: Final = attrgetter("code")
-
-
-class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry, as ``_record`` describes it; a struct rather than a dict
-    because msgspec encodes its field names from a table built once (about 0.3 µs less per
-    record), in this order."""
-
-    payment: Payment
-    decision: str
-    score: int
-    model_probability: float | None
-    model_version: str | None
-    ruleset_version: str | None
-    catalog_version: str
-    reasons: list[str]
-    rules: list[dict[str, Any]]
-    degraded: list[str]
-    latency_ms: float
-    features: tuple[Any, ...]
-
-
-def _record(
-    payment: Payment,
-    features: dict[str, Any],
-    ran: list[dict[str, Any]],
-    outcome: Outcome,
-    decision: ScoreResponse,
-    latency_ms: float,
-) -> DecisionLogRecord:
-    """The decision-log entry: the payment as normalised (pseudonyms only), and the why.
-
-    One JSON object per decision (``training.export.DecisionRecord`` reads it): ``payment``
-    (its ``transaction_id`` and ``event_time`` are the record's; they are not repeated at
-    the top), ``decision``, ``score``, ``model_probability``, ``model_version``,
-    ``ruleset_version``, ``catalog_version``, ``reasons`` (codes), ``rules`` (the rules
-    that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
-    every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
-    ``catalog_version`` identifies (the service registers each version's names in Redis
-    at startup, see ``service.stores.decisions``). The names were about 1.4 KB of each
-    3.5 KB record, the same in every one; records written before this format hold
-    ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
-    top too), and the export reads both.
-    """
-    return DecisionLogRecord(
-        payment=payment,
-        decision=decision.decision,
-        score=decision.score,
-        model_probability=decision.model_probability,
-        model_version=decision.model_version,
-        ruleset_version=decision.ruleset_version,
-        catalog_version=CATALOG_VERSION,
-        reasons=list(map(_code, outcome.reasons)),
-        rules=ran,
-        degraded=decision.degraded,
-        latency_ms=round(latency_ms, 3),
-        features=_feature_values(features),
-    )
 
 
 def _observe(

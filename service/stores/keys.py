@@ -36,7 +36,7 @@ key                             type    content
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
-                                        (the decision record JSON, ``scoring._record``)
+                                        (the decision record JSON, ``decision.record``)
 ``P:catalogs``                  hash    ``CATALOG_VERSION`` → JSON list of its feature
                                         names (``catalog.FEATURE_NAMES``), which name the
                                         decision records' ``features`` arrays; written

@@ -63,6 +63,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from service.decision.record import record_transaction_id
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys, member_digest, tag_value
@@ -113,22 +114,6 @@ def read_decided(value: bytes | None) -> Decided | None:
         return None
     _, _, _, record, decision = value.split(b"\n", 4)
     return Decided(record, decision)
-
-
-class _RecordPayment(msgspec.Struct):
-    transaction_id: str = ""
-
-
-class _DecisionRecord(msgspec.Struct):
-    """What ``append_records`` reads of a spooled decision record: its transaction id,
-    from ``payment`` (every record shape has it there), else from the top-level copy that
-    records written before the compact format also carry."""
-
-    payment: _RecordPayment | None = None
-    transaction_id: str = ""
-
-
-_decision_record_decoder = msgspec.json.Decoder(_DecisionRecord)
 
 
 def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
@@ -496,21 +481,15 @@ class RiskStore:
     async def append_records(self, records: list[bytes]) -> None:
         """Append decision records (spooled while Redis was away) to the decision log.
 
-        A spool file may predate an upgrade, so any record shape drains: the stream entry's
-        ``transaction_id`` comes from the record's ``payment``, else from its top level."""
+        A spool file may predate an upgrade, so a record of any version drains
+        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's."""
         if not records:
             return
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for record_json in records:
-                    record = _decision_record_decoder.decode(record_json)
-                    payment = record.payment
-                    transaction_id = (
-                        payment.transaction_id
-                        if payment is not None and payment.transaction_id
-                        else record.transaction_id
-                    )
+                    transaction_id = record_transaction_id(record_json)
                     pipe.xadd(
                         self.keys.decisions,
                         {"transaction_id": transaction_id, "record": record_json},
