@@ -66,8 +66,11 @@ def body(
     customers: int = 20_000,
     merchants: int = 200,
 ) -> bytes:
-    """A ``/v1/score`` body of the benchmark's traffic mix (about 600 bytes), as
-    ``wrk_score.lua`` writes them; the pools' sizes are its defaults."""
+    """One score body of the benchmark's traffic mix.
+
+    A ``/v1/score`` body of the benchmark's traffic mix (about 600 bytes), as
+    ``wrk_score.lua`` writes them; the pools' sizes are its defaults.
+    """
     i = rng.randrange(6)
     card = rng.randint(1, cards)
     customer = rng.randint(1, customers)
@@ -121,6 +124,7 @@ def _summary(spent_ns: list[int]) -> dict[str, float]:
 
 
 def timed(fn: Callable[[Any], Any], inputs: list[Any]) -> dict[str, float]:
+    """Median and p99 nanoseconds of ``fn`` over ``inputs``, after a warm-up."""
     for item in inputs[: min(100, len(inputs))]:
         fn(item)
     spent = []
@@ -132,6 +136,7 @@ def timed(fn: Callable[[Any], Any], inputs: list[Any]) -> dict[str, float]:
 
 
 async def timed_async(fn: Callable[[Any], Awaitable[Any]], inputs: list[Any]) -> dict[str, float]:
+    """``timed`` for a coroutine function, awaited one input at a time."""
     spent = []
     for item in inputs:
         start = time.perf_counter_ns()
@@ -150,6 +155,7 @@ async def cpu_per_command(client: Any, iterations: int, concurrent: int = 32) ->
 
 
 async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
+    """Time each part of a decision over ``iterations`` distinct payments."""
     settings = engine.settings
     rng = random.Random(seed)
     run = secrets.token_hex(4)
@@ -253,6 +259,7 @@ async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Build an engine on the given Redis and model, measure, clean up."""
     env = {
         "RISKSCORE_SECRET": secrets.token_urlsafe(32),
         "RISKSCORE_REDIS_URL": args.redis_url,
@@ -274,6 +281,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
+    """Parse the options, run the measurements, print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--prefix", default=f"rsmicro-{secrets.token_hex(4)}")

@@ -59,6 +59,7 @@ def _once(fn: Callable[[], Any]) -> float:
 
 
 def main() -> None:
+    """Train a small model on simulated rows and time single-row inference."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=60_000, help="simulated rows")
     parser.add_argument("--repeat", type=int, default=5_000, help="payments timed")

@@ -29,6 +29,7 @@ def _keys(rng: np.random.Generator, prefix: str, population: int, rows: int) -> 
 
 
 def synthetic_history(rows: int, *, seed: int = 7, days: int = 90) -> pd.DataFrame:
+    """A normalised frame of ``rows`` payments over ``days`` days, labelled."""
     rng = np.random.default_rng(seed)
     event_time = 1_750_000_000 + np.sort(rng.uniform(0, days * 86_400, rows)).round(3)
     fraud = rng.random(rows) < 0.01
@@ -60,6 +61,7 @@ def synthetic_history(rows: int, *, seed: int = 7, days: int = 90) -> pd.DataFra
 
 
 def main() -> None:
+    """Time the offline velocity features over a synthetic history."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)

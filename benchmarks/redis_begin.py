@@ -94,6 +94,8 @@ IGNORED = ("cmdstat_info", "cmdstat_config", "cmdstat_ping", "cmdstat_function")
 
 @dataclass(frozen=True)
 class Workload:
+    """How many cards, customers and merchants the traffic draws from."""
+
     cards: int
     customers: int
     merchants: int
@@ -122,6 +124,8 @@ def payments(args: argparse.Namespace, start: float) -> tuple[list[Payment], lis
 
 @dataclass(frozen=True)
 class Server:
+    """The Redis measured: its URL, and its process when private."""
+
     url: str
     pid: int | None = None  # a private server's process
     callgrind: Path | None = None  # where a server run under callgrind dumps its counts
@@ -129,8 +133,11 @@ class Server:
 
 @contextlib.contextmanager
 def private_redis(aof: bool, callgrind: bool) -> Iterator[Server]:
-    """A ``redis-server`` of our own on a free loopback port, configured as ``make bench``'s;
-    with ``callgrind``, run under valgrind's callgrind, counting nothing until told."""
+    """A private ``redis-server`` configured as ``make bench``'s.
+
+    A ``redis-server`` of our own on a free loopback port, configured as ``make bench``'s;
+    with ``callgrind``, run under valgrind's callgrind, counting nothing until told.
+    """
     if shutil.which("redis-server") is None:
         sys.exit("redis-server not found; install it or pass --redis-url")
     if callgrind and shutil.which("valgrind") is None:
@@ -170,9 +177,12 @@ def _callgrind(server: Server, command: str) -> None:
 
 
 def _instructions(server: Server) -> tuple[int, Path]:
-    """Instructions the server executed since counting was last switched on (the newest
+    """The server's instruction count since counting was switched on, and its dump.
+
+    Instructions the server executed since counting was last switched on (the newest
     dump's total), and that dump. (Only the server's own dumps: an AOF rewrite's child,
-    forked under valgrind too, leaves one of its own when it exits.)"""
+    forked under valgrind too, leaves one of its own when it exits.)
+    """
     assert server.callgrind is not None and server.pid is not None
     dumps = server.callgrind.parent.glob(f"{server.callgrind.name}.{server.pid}*")
     newest = max(dumps, key=lambda p: p.stat().st_mtime_ns)
@@ -208,8 +218,11 @@ class _FunctionsOnly:
 
 
 def _decision_json(payment: Payment, size: int) -> bytes:
-    """A stand-in of ``size`` bytes for a response or a decision record (their sizes, not
-    their content, are what Redis' cost depends on)."""
+    """A stand-in for a response or decision record of ``size`` bytes.
+
+    A stand-in of ``size`` bytes for a response or a decision record (their sizes, not
+    their content, are what Redis' cost depends on).
+    """
     head = b'{"transaction_id":"%s","pad":"' % payment.transaction_id.encode()
     return head + b"x" * max(0, size - len(head) - 2) + b'"}'
 
@@ -232,8 +245,10 @@ async def _commit_all(store: RiskStore, batch: list[Payment], args: argparse.Nam
 
 
 def _commits_digest(admin: redis.Redis, store: RiskStore, batch: list[Payment]) -> str:
-    """A hash of what the commits of ``batch`` stored: each transaction's value and
-    whether it has a TTL, and the log's entries, by transaction id."""
+    """A hash of what the commits of ``batch`` stored.
+
+    Each transaction's value and whether it has a TTL, and the log's entries, by transaction id.
+    """
     digest = hashlib.sha256()
     pipe = admin.pipeline(transaction=False)
     for p in batch:
@@ -257,8 +272,11 @@ async def one_run(
     args: argparse.Namespace,
     commit: str | None = None,
 ) -> dict[str, Any]:
-    """One run of ``begin`` (of the package's or ``source``) or, with ``commit`` ("multi"
-    or "function"), of a non-declined commit taking that way."""
+    """One measured run of ``begin`` or of a commit variant.
+
+    One run of ``begin`` (of the package's or ``source``) or, with ``commit`` ("multi"
+    or "function"), of a non-declined commit taking that way.
+    """
     url, private = server.url, server.pid is not None
     admin = redis.Redis.from_url(url)
     client = aioredis.Redis.from_url(url)
@@ -389,6 +407,7 @@ def _report(name: str, r: dict[str, Any], what: str) -> None:
 
 
 def main() -> None:
+    """Parse the options and measure ``begin`` (or ``commit``) in Redis."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -80,6 +80,7 @@ class BenchError(RuntimeError):
 
 
 def free_port() -> int:
+    """A loopback port free at the time of the call."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -126,27 +127,36 @@ def machine_busy_seconds() -> float:
 
 @dataclass
 class RedisProbe:
+    """The benchmark's view into its private Redis: CPU, commands, stalls, rewrites."""
+
     client: redis.Redis
     pid: int
     rewrites: int = 0  # AOF rewrites ``rewrite_when_due`` made
 
     def cpu(self) -> float:
+        """Redis' CPU seconds so far, system and user."""
         info = self.client.info("cpu")
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
     def stalls(self) -> dict[str, int]:
-        """Redis' own latency events since the last call (fork for an AOF rewrite, AOF
-        writes, slow commands), worst milliseconds each; then the record is reset."""
+        """Redis' own latency events since the last call.
+
+        Redis' own latency events since the last call (fork for an AOF rewrite, AOF
+        writes, slow commands), worst milliseconds each; then the record is reset.
+        """
         events = self.client.execute_command("LATENCY", "LATEST")
         self.client.execute_command("LATENCY", "RESET")
         return {_text(e[0]): int(e[3]) for e in events}
 
     def rewrite_when_due(self) -> bool:
-        """Rewrite the AOF now, between runs, when it has grown by half its base: Redis'
+        """Rewrite the AOF between runs once it has grown by half its base.
+
+        Rewrite the AOF now, between runs, when it has grown by half its base: Redis'
         own trigger (growth of 100 %, the default) would otherwise fire inside a run. How
         far a run takes the file depends on the machine's speed (on a fast one the whole
         benchmark appends more than the ballast), so the ballast alone cannot keep every
-        rewrite out; a production Redis's rewrites are hours apart (``fill_ballast``)."""
+        rewrite out; a production Redis's rewrites are hours apart (``fill_ballast``).
+        """
         persistence = self.client.info("persistence")
         base = int(persistence.get("aof_base_size") or 0)
         grown = int(persistence.get("aof_current_size") or 0) - base
@@ -157,6 +167,7 @@ class RedisProbe:
         return True
 
     def commands(self) -> dict[str, tuple[int, int]]:
+        """Per command: calls and microseconds so far (``INFO commandstats``)."""
         stats = self.client.info("commandstats")
         return {
             name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
@@ -170,6 +181,8 @@ def _text(value: bytes | str) -> str:
 
 @dataclass
 class Snapshot:
+    """CPU counters of the server, Redis and the machine at one moment."""
+
     server: float
     redis: float
     commands: dict[str, tuple[int, int]]
@@ -178,6 +191,8 @@ class Snapshot:
 
 @dataclass
 class Bench:
+    """One benchmark session: the service, its Redis and the wrk runs against them."""
+
     url: str
     server_pid: int
     probe: RedisProbe
@@ -188,6 +203,7 @@ class Bench:
     started: int = 0  # wrk runs so far, probes included: each run's transaction ids are new
 
     def snapshot(self) -> Snapshot:
+        """The counters now, to difference around a run."""
         return Snapshot(
             cpu_seconds(_tree(self.server_pid)),
             self.probe.cpu(),
@@ -278,6 +294,7 @@ class Bench:
         return result
 
     def floor_get(self, connections: int, seconds: float) -> dict[str, Any]:
+        """Run ``GET /healthz``, the headline's floor."""
         args = ["GET", "/healthz", "200"]
         return self.wrk(
             "GET /healthz", "wrk_fixed.lua", args, connections=connections, seconds=seconds
@@ -297,10 +314,12 @@ class Bench:
         )
 
     def score(self, name: str, connections: int, seconds: float) -> dict[str, Any]:
+        """Run score calls at the maximum rate."""
         args = [self.score_key, f"{self.tag}-{self.started}"]
         return self.wrk(name, "wrk_score.lua", args, connections=connections, seconds=seconds)
 
     def paced(self, name: str, connections: int, seconds: float, pause_ms: int) -> dict[str, Any]:
+        """Run score calls paced by random pauses of mean ``pause_ms``."""
         args = [self.score_key, f"{self.tag}-{self.started}", str(pause_ms)]
         result = self.wrk(name, "wrk_paced.lua", args, connections=connections, seconds=seconds)
         result["pause_ms"] = pause_ms
@@ -321,8 +340,11 @@ def half_load(
     probe: bool,
     rounds: int = 1,
 ) -> list[dict[str, Any]]:
-    """``POST /v1/score`` paced at about half the maximum, ``rounds`` times at one pause;
-    one short probe corrects the pause first."""
+    """The half-load runs of ``POST /v1/score``.
+
+    ``POST /v1/score`` paced at about half the maximum, ``rounds`` times at one pause;
+    one short probe corrects the pause first.
+    """
     target = max_rps / 2
     connections = max(1, min(connections, int(target // 50) or 1))
     pause = _pause_for(target, connections, 1.0)
@@ -342,8 +364,11 @@ def half_load(
 
 
 def median_run(runs: Sequence[dict[str, Any]], figure: str) -> dict[str, Any]:
-    """The run whose ``figure`` is the median of the rounds' (the lower middle one of an
-    even count): a whole run, so that its figures stay those of one measurement."""
+    """The round whose figure is the median of the rounds'.
+
+    The run whose ``figure`` is the median of the rounds' (the lower middle one of an
+    even count): a whole run, so that its figures stay those of one measurement.
+    """
     ranked = sorted(runs, key=lambda r: r[figure])
     return ranked[(len(ranked) - 1) // 2]
 
@@ -357,8 +382,11 @@ def private_redis(
     wrapper: Sequence[str] = (),
     start_seconds: float = 10,
 ) -> Iterator[RedisProbe]:
-    """``redis-server`` on ``port`` as production runs it (AOF everysec unless
-    ``appendonly`` is off), under ``wrapper`` (valgrind, say) when given."""
+    """A private ``redis-server`` on ``port``, configured as production runs it.
+
+    ``redis-server`` on ``port`` as production runs it (AOF everysec unless
+    ``appendonly`` is off), under ``wrapper`` (valgrind, say) when given.
+    """
     if shutil.which("redis-server") is None:
         raise BenchError("redis-server not found; install it: apt-get install redis-server")
     proc = subprocess.Popen(
@@ -412,6 +440,7 @@ REWRITE_AT_GROWTH = 0.5
 
 
 def wait_for_no_rewrite(client: redis.Redis) -> dict[str, Any]:
+    """Wait until no AOF rewrite runs or is scheduled; Redis' persistence info."""
     while True:
         persistence = client.info("persistence")
         if not (persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"]):
@@ -482,6 +511,7 @@ def _stop(proc: subprocess.Popen[Any], *, group: bool = False) -> None:
 
 
 def server_command(server: str, port: int, workers: int) -> list[str]:
+    """The command line of the service under ``server`` with ``workers``."""
     if server == "uvicorn":
         return [str(BIN / "riskscore"), "serve", "--port", str(port), "--workers", str(workers)]
     return [
@@ -506,6 +536,7 @@ def server_command(server: str, port: int, workers: int) -> list[str]:
 def service(
     env: dict[str, str], command: list[str], url: str, log_path: Path
 ) -> Iterator[subprocess.Popen[Any]]:
+    """Run the service until the block ends, once it answers ``/healthz``."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -579,6 +610,7 @@ def revision() -> str:
 
 
 def machine() -> dict[str, Any]:
+    """The machine and the tools' versions the run was made on, for the report."""
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -598,6 +630,7 @@ def machine() -> dict[str, Any]:
 
 
 def run_micro(redis_url: str, prefix: str, model_dir: Path | None, quick: bool) -> dict[str, Any]:
+    """Run ``micro.py`` against the benchmark's Redis; its JSON figures."""
     command = [
         sys.executable,
         str(HERE / "micro.py"),
@@ -618,6 +651,7 @@ def run_micro(redis_url: str, prefix: str, model_dir: Path | None, quick: bool) 
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark: Redis, service, every run and round; the report."""
     if shutil.which("wrk") is None:
         raise BenchError("wrk not found; install it: apt-get install wrk")
     model_dir = choose_model(args)
@@ -841,6 +875,7 @@ def _ms(value: float) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The report as the Markdown table the README quotes."""
     m = report["machine"]
     lines = [
         f"riskscore benchmark, {report['started_at']}"
@@ -950,6 +985,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run the benchmark, write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about a second per step")
     parser.add_argument("--seconds", type=float, default=10, help="seconds per run (10)")

@@ -24,6 +24,7 @@ CONFIGURATIONS = (("uvicorn", 1), ("granian", 1), ("uvicorn", 2), ("granian", 2)
 
 
 def measure(server: str, workers: int, seconds: float, out: Path) -> dict[str, Any]:
+    """One whole benchmark with ``server`` and ``workers``; its report."""
     command = [
         sys.executable,
         str(HERE / "run.py"),
@@ -42,6 +43,7 @@ def measure(server: str, workers: int, seconds: float, out: Path) -> dict[str, A
 
 
 def row(report: dict[str, Any]) -> str:
+    """One configuration's table row from its report."""
     runs = report["runs"]
     get = next(r for r in runs if r["name"].startswith("GET"))
     post = next(r for r in runs if r["name"].startswith("POST /v1/feedback"))
@@ -58,6 +60,7 @@ def row(report: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    """Benchmark every server configuration and write the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=12, help="seconds per run (12)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")

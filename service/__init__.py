@@ -1,0 +1,1 @@
+"""riskscore's online service: the scoring API and the decision core behind it."""

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -35,6 +34,7 @@ from litestar.openapi.spec import (
 )
 from redis.exceptions import RedisError
 
+from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.contract import (
     ErrorBody,
@@ -46,11 +46,7 @@ from service.contract import (
 from service.decision.scoring import Engine
 from service.decision.spool import DecisionSpool
 from service.errors import (
-    FieldProblem,
-    IdempotencyConflict,
-    InvalidRequest,
-    NotFound,
-    RetryLater,
+    ConfigurationError,
     StoreUnavailable,
 )
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
@@ -76,7 +72,6 @@ log = logging.getLogger("riskscore")
 
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
-_encoder = msgspec.json.Encoder()
 _REF = "#/components/schemas/"
 
 
@@ -97,6 +92,7 @@ def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
+    """The decision core's long-lived parts from ``settings``, and why there is no model, if so."""
     client = make_client(settings.redis_url, settings.redis_timeout_ms)
     store = RiskStore(
         client,
@@ -142,6 +138,7 @@ class ScoringApp(Litestar):
     direct_score = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Send ``POST /v1/score`` to ``score_direct`` when allowed, all else to Litestar."""
         if (
             self.direct_score
             and scope["type"] == "http"
@@ -155,8 +152,9 @@ class ScoringApp(Litestar):
 
 
 def create_app(settings: Settings) -> Litestar:
+    """The app for ``settings``: routes, the error table, a lifespan owning the engine."""
     if not settings.secret:
-        raise ValueError("RISKSCORE_SECRET is required: it keys the pseudonymisation")
+        raise ConfigurationError("RISKSCORE_SECRET", "required: it keys the pseudonymisation")
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -213,14 +211,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
         request_max_body_size=MAX_BODY_BYTES,
-        exception_handlers={
-            InvalidRequest: _invalid_request,
-            IdempotencyConflict: _conflict,
-            NotFound: _not_found,
-            RetryLater: _retry_later,
-            HTTPException: _http_exception,
-            Exception: _unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="riskscore",
             version="1",
@@ -245,11 +236,10 @@ def settle_heap() -> None:
     What startup built (app, rules, model, reference data) lives as long as the process:
     frozen, full collections no longer walk it. A score call frees nearly everything it
     makes by reference counting, but 32 calls in flight hold well over 700 containers at
-    once, and the young generation's count only falls back to zero at a collection, so
-    at CPython's threshold of 700 a young collection ran every 19 calls or so and found
-    next to nothing (164 objects in 1,879 collections over a 13-second load run): 0.29 s
-    of collector time, about 7 µs per score call. At 20,000 the same run had none; the
-    rare collection that does run scans at most that many objects (about a millisecond).
+    once, and the young generation's count only falls back to zero at a collection, so at
+    CPython's threshold of 700 young collections run every few calls and find next to
+    nothing. At ``YOUNG_COLLECTION_THRESHOLD`` they are rare, and the one that does run
+    scans at most that many objects (the measurements: ``benchmarks/README.md``).
     """
     gc.collect()
     gc.freeze()
@@ -324,42 +314,6 @@ async def _readiness(
     return report
 
 
-def _error(status: int, error: str, problems: list[FieldProblem] | None = None) -> Response:
-    return Response(
-        _encoder.encode(ErrorBody(error=error, problems=problems or [])),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def _invalid_request(request: Request, exc: InvalidRequest) -> Response:
-    request.app.state.engine.metrics.bad_requests.labels("invalid").inc()
-    return _error(400, "invalid request", exc.problems)
-
-
-def _conflict(request: Request, exc: IdempotencyConflict) -> Response:
-    return _error(409, str(exc))
-
-
-def _not_found(request: Request, exc: NotFound) -> Response:
-    return _error(404, str(exc))
-
-
-def _retry_later(request: Request, exc: RetryLater) -> Response:
-    response = _error(503, str(exc))
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def _http_exception(request: Request, exc: HTTPException) -> Response:
-    return _error(exc.status_code, exc.detail)
-
-
-def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s", request.url.path)
-    return _error(500, "internal error")
-
-
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/score", "post"): (400, 401, 403, 409, 413, 415, 503),
     ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415),
@@ -382,8 +336,11 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
 
 
 def _document_bodies(app: Litestar) -> None:
-    """Publish the request bodies the handlers decode themselves (msgspec does the schema),
-    the score response, and the error answers each operation gives, all as ``ErrorBody``."""
+    """Publish the bodies, responses and errors of every operation in the OpenAPI schema.
+
+    Publish the request bodies the handlers decode themselves (msgspec does the schema),
+    the score response, and the error answers each operation gives, all as ``ErrorBody``.
+    """
     bodies = {
         ("/v1/score", "post"): ScoreRequest,
         ("/v1/feedback", "post"): FeedbackRequest,

@@ -47,6 +47,8 @@ Amount = Annotated[
 
 
 class Reason(msgspec.Struct, frozen=True):
+    """Why a decision was made: a stable code, its source and a message an analyst can read."""
+
     code: str
     source: Source
     message: str
@@ -56,6 +58,8 @@ class Reason(msgspec.Struct, frozen=True):
 
 
 class Card(msgspec.Struct, frozen=True, kw_only=True):
+    """The card of a card payment: BIN, last four digits, fingerprint, never the number."""
+
     bin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6,8}$")] | None = None
     last4: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")] | None = None
     fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
@@ -64,6 +68,8 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
+    """How the customer pays: the method's type, provider, card or account."""
+
     type: PaymentMethodType
     provider: Id64 | None = None
     card: Card | None = None
@@ -71,6 +77,8 @@ class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Customer(msgspec.Struct, frozen=True, kw_only=True):
+    """The paying customer as the merchant knows them."""
+
     id: Id64
     email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)] | None = None
     created_at: Instant | None = None
@@ -80,17 +88,23 @@ class Customer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Device(msgspec.Struct, frozen=True, kw_only=True):
+    """The device and network the payment came from."""
+
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     ip: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
     ip_country: Country | None = None
 
 
 class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    """A subscription payment's kind (first or rebill) and trial flag."""
+
     kind: SubscriptionKind
     trial: bool | None = None
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """What the merchant knows of the payment's circumstances."""
+
     first_deposit: bool | None = None
     bonus_code: Id64 | None = None
     subscription: Subscription | None = None
@@ -98,6 +112,8 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of ``POST /v1/score``: one payment attempt to decide."""
+
     transaction_id: TransactionId
     merchant_id: Id64
     vertical: Vertical
@@ -118,6 +134,8 @@ FeatureValue = float | bool | str | None
 
 
 class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a score call: decision, score, reasons, the versions that decided it."""
+
     transaction_id: str
     decision: Decision
     score: Annotated[int, msgspec.Meta(ge=0, le=100)]
@@ -133,6 +151,8 @@ class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ListChange(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of a list change: items to add or remove, a reason, an optional TTL."""
+
     items: Annotated[
         list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
         msgspec.Meta(min_length=1, max_length=1000),
@@ -142,6 +162,8 @@ class ListChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of ``POST /v1/feedback``: a label for a scored transaction."""
+
     transaction_id: TransactionId
     label: Label
     reported_at: Instant | None = None
@@ -149,5 +171,7 @@ class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
+    """The body of every error answer: what went wrong and, for bad input, each field's problem."""
+
     error: str
     problems: list[FieldProblem] = msgspec.field(default_factory=list)

@@ -6,7 +6,7 @@ in production, ``Settings(...)`` built by hand in tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -14,42 +14,51 @@ import msgspec
 
 from service.contract import VERTICALS
 from service.errors import ConfigurationError
+from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "admin"})
+_HIDDEN = frozenset({"secret", "api_keys"})  # fields ``repr`` leaves out
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
 DEFAULT_FX_RATES = PACKAGE_DIR.parent / "data" / "fx_rates.csv"
 
 
-class Thresholds(msgspec.Struct, frozen=True):
-    """Score cut-offs (0–100) of the model step of the policy, per vertical."""
-
-    challenge: int
-    review: int
-    decline: int
-
-
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "forex": Thresholds(challenge=40, review=60, decline=85),
-    "gaming": Thresholds(challenge=45, review=65, decline=85),
-    "adult": Thresholds(challenge=40, review=70, decline=90),
-    "ecommerce": Thresholds(challenge=50, review=70, decline=90),
-    "services": Thresholds(challenge=50, review=70, decline=90),
-}
-
-# What a vertical decides when the velocity store did not answer in time.
-DegradedAction = Literal["approve", "review"]
-DEFAULT_DEGRADED: dict[str, DegradedAction] = {
-    "forex": "review",
-    "gaming": "approve",
-    "adult": "approve",
-    "ecommerce": "approve",
-    "services": "approve",
-}
-
-
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service is configured with, each field from one environment variable.
+
+    - ``redis_url`` (``RISKSCORE_REDIS_URL``): the Redis of counters, lists and decisions.
+    - ``api_keys`` (``RISKSCORE_API_KEYS``): API key → its roles (``score``, ``feedback``,
+      ``admin``). Secret.
+    - ``secret`` (``RISKSCORE_SECRET``): the pseudonymisation key, 16 bytes or more. Secret.
+    - ``rules_dir`` (``RISKSCORE_RULES_DIR``): the rule files, reloaded when they change.
+    - ``model_dir`` (``RISKSCORE_MODEL_DIR``): the model registry.
+    - ``fx_rates_path`` (``RISKSCORE_FX_RATES``): the reference FX table (CSV).
+    - ``spool_path`` (``RISKSCORE_SPOOL_PATH``): where decisions go while Redis is down.
+    - ``host``, ``port`` (``RISKSCORE_HOST``, ``RISKSCORE_PORT``): where ``serve`` listens.
+    - ``clock`` (``RISKSCORE_CLOCK``): ``server`` trusts event times within the skew;
+      ``event`` follows the log's times (replays).
+    - ``max_clock_skew_seconds`` (``RISKSCORE_MAX_CLOCK_SKEW_SECONDS``): beyond it, the
+      server's clock cuts the windows.
+    - ``redis_timeout_ms`` (``RISKSCORE_REDIS_TIMEOUT_MS``): the budget of each Redis round
+      trip, past which the answer degrades.
+    - ``redis_prefix`` (``RISKSCORE_REDIS_PREFIX``): the prefix of every Redis key.
+    - ``rules_reload_seconds`` (``RISKSCORE_RULES_RELOAD_SECONDS``): how often rule files
+      are checked for changes.
+    - ``thresholds`` (``RISKSCORE_THRESHOLDS``): vertical → challenge/review/decline scores
+      when the model sets none.
+    - ``degraded_action`` (``RISKSCORE_DEGRADED_ACTION``): vertical → the decision floor
+      when Redis is unavailable.
+    - ``decision_ttl_days`` (``RISKSCORE_DECISION_TTL_DAYS``): how long a decision is kept
+      for retries and feedback.
+    - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
+      before new ones get an immediate 503.
+    - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
+
+    The defaults of ``thresholds`` and ``degraded_action`` are domain data
+    (``service.verticals``). ``repr`` shows neither the secret nor the API keys.
+    """
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     api_keys: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
     secret: bytes = b""
@@ -73,6 +82,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     decision_ttl_days: int = 90
     max_in_flight: int = 32
     log_level: str = "INFO"
+
+    def _shown(self, name: str) -> object:
+        """A field's value as ``repr`` may show it: the secret and keys left out."""
+        if name == "secret":
+            return "<hidden>"
+        if name == "api_keys":
+            return f"<{len(self.api_keys)} keys>"
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        """The fields, the secret and the API keys left out (settings get logged)."""
+        shown = (
+            f"{n}={v}" if n in _HIDDEN else f"{n}={v!r}"
+            for n, v in ((n, self._shown(n)) for n in self.__struct_fields__)
+        )
+        return f"Settings({', '.join(shown)})"
+
+    def __rich_repr__(self) -> Iterator[tuple[str, object]]:
+        """What ``rich`` prints: the fields of ``repr``, the same two left out."""
+        for name in self.__struct_fields__:
+            yield name, self._shown(name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

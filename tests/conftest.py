@@ -36,9 +36,12 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_function_libraries_the_run_loaded() -> Iterator[None]:
-    """Redis functions belong to the server, not to a database or a prefix: a run that
+    """Delete the riskscore function libraries this run loaded.
+
+    Redis functions belong to the server, not to a database or a prefix: a run that
     loads a version of the riskscore library nobody had loaded deletes it afterwards (a
-    service that still wants it loads it again on its next call)."""
+    service that still wants it loads it again on its next call).
+    """
     client = redis.Redis.from_url(TEST_REDIS_URL)
 
     def libraries() -> set[str]:

@@ -1,0 +1,1 @@
+"""The offline side: simulation, training, evaluation, backtests, replays, exports, the CLI."""

@@ -23,6 +23,7 @@ _NAMES = dict(enumerate(DECISIONS))  # strength → decision
 def backtest(
     log: pd.DataFrame, *, rules_dir: Path | str | None = None, secret: bytes | None = None
 ) -> dict[str, Any]:
+    """Run a rule set over a labelled log: per rule, hits, precision and recall."""
     frame = build_dataset(log, secret=secret)
     return backtest_dataset(frame, rules_dir=Path(rules_dir or DEFAULT_RULES_DIR))
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.cli import add_serve_command
+from service.errors import RiskscoreError
 from service.settings import DEFAULT_RULES_DIR, Settings
 
 # The import names of the `train` extra's packages (pyproject.toml).
@@ -28,6 +29,7 @@ def _print_json(obj: object) -> None:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
+    """``riskscore rules check``: validate rule files."""
     from service.rules.rulebook import check_directory, load_ruleset
 
     directory = Path(args.directory or os.environ.get("RISKSCORE_RULES_DIR") or DEFAULT_RULES_DIR)
@@ -77,6 +79,7 @@ def _cell(value: object) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """``riskscore simulate``: write a synthetic, labelled transaction log."""
     import time
 
     from training.simulate import simulate, summarise, write_log
@@ -112,6 +115,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``riskscore train``: train, evaluate and register a model."""
     from training.logs import read_log
     from training.train import train
 
@@ -160,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``riskscore evaluate``: the registered model and rules over a labelled log."""
     from training.evaluate import evaluate
     from training.logs import read_log
     from training.train import to_unix_seconds
@@ -188,6 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    """``riskscore backtest``: a rule set over a labelled log."""
     from training.backtest import backtest
     from training.logs import read_log
 
@@ -213,6 +219,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``riskscore replay``: send a log to a running service, labels included."""
     import asyncio
 
     import httpx
@@ -290,6 +297,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``riskscore export``: the decision log and labels as transaction logs."""
     import asyncio
 
     import redis.asyncio as aioredis
@@ -343,6 +351,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``riskscore`` argument parser, every command registered."""
     parser = argparse.ArgumentParser(
         prog="riskscore",
         description="Fraud and risk scoring for a payment gateway: serve, simulate, train, "
@@ -466,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``riskscore`` command; bad input is a message and exit 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -478,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ValueError, FileNotFoundError) as exc:  # bad input: say what, not a traceback
+    except (RiskscoreError, ValueError, FileNotFoundError) as exc:  # say what, no traceback
         print(f"riskscore {args.command}: {exc}", file=sys.stderr)
         return 2
 

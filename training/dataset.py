@@ -1,5 +1,7 @@
-"""From a transaction log to the frame the model learns from: one row per log row, with
-every catalogue feature as the service would have computed it when that payment was scored.
+"""From a transaction log to the frame the model learns from.
+
+One row per log row, with every catalogue feature as the service would have computed it when that
+payment was scored.
 
 The chain is the service's own, run offline: ``normalise_frame`` (USD, pseudonyms, Unix
 times), ``request_features_frame`` and ``velocity_features_frame`` (point in time, labels
@@ -107,8 +109,11 @@ def _declined(log: pd.DataFrame) -> pd.Series | None:
 
 
 def fingerprint(log: pd.DataFrame) -> str:
-    """SHA-256 of a log's content (columns in name order, values as text, row order kept):
-    the model card's training-data fingerprint."""
+    """SHA-256 of a log's content.
+
+    SHA-256 of a log's content (columns in name order, values as text, row order kept):
+    the model card's training-data fingerprint.
+    """
     digest = hashlib.sha256()
     columns = sorted(map(str, log.columns))
     digest.update("\x1f".join(columns).encode())

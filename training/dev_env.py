@@ -10,6 +10,7 @@ import sys
 
 
 def main() -> None:
+    """Print a development secret and API keys as ``.run/env`` lines."""
     keys = {
         role: f"dev-{role}-{secrets.token_urlsafe(18)}" for role in ("score", "feedback", "admin")
     }

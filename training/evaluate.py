@@ -33,6 +33,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from service.contract import VERTICALS
 from service.decision.policy import (
     STRENGTH,
     Policy,
@@ -41,7 +42,7 @@ from service.decision.policy import (
     threshold_strengths,
 )
 from service.model.bundle import ModelBundle, load_latest
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 
 DECLINE_RATES: Final = (0.01, 0.05)
 CP_K: Final = 100
@@ -233,8 +234,10 @@ def weekly_metrics(frame: pd.DataFrame, risk: np.ndarray) -> dict[str, Any]:
 
 
 def rule_outcomes(frame: pd.DataFrame, rules_dir: Path) -> dict[str, Any]:
-    """Run a rule set over scored rows: per-row strongest action and score adjustment
-    (the policy's rule step, ``policy.rule_effects_frame``), and each rule's hits."""
+    """Run a rule set over scored rows: per-row strength and adjustment, per-rule hits.
+
+    The strength and adjustment are the policy's rule step (``policy.rule_effects_frame``).
+    """
     from service.rules.rulebook import load_ruleset
 
     ruleset = load_ruleset(rules_dir)

@@ -101,9 +101,11 @@ CURRENT_CATALOGS: Final[Mapping[str, Sequence[str]]] = {CATALOG_VERSION: FEATURE
 def feature_names(
     record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
 ) -> Sequence[str] | None:
-    """The names of an array record's feature values: those of its ``catalog_version``
-    in ``catalogs``, when there are exactly as many. None when they are unknown (or the
-    record holds its features by name: then the names are the object's keys)."""
+    """The names of an array record's feature values.
+
+    Those of its ``catalog_version`` in ``catalogs``, when there are exactly as many. None when they
+    are unknown (or the record holds its features by name: then the names are the object's keys).
+    """
     features = record.features
     if isinstance(features, dict) or record.catalog_version is None:
         return None
@@ -114,8 +116,11 @@ def feature_names(
 def record_features(
     record: DecisionRecord, catalogs: Mapping[str, Sequence[str]] = CURRENT_CATALOGS
 ) -> dict[str, Any] | None:
-    """A record's features by name, whichever its shape; None when it holds an array of
-    a catalogue ``catalogs`` does not know."""
+    """A record's features by name, whichever its shape.
+
+    A record's features by name, whichever its shape; None when it holds an array of
+    a catalogue ``catalogs`` does not know.
+    """
     features = record.features
     if isinstance(features, dict):
         return features
@@ -148,7 +153,8 @@ def decision_row(
     """One decision as a flat row: log columns, decision columns, ``f_`` features.
 
     ``catalogs`` names the values of an array record (``record_features``); a record of
-    an unknown catalogue gets no ``f_`` columns."""
+    an unknown catalogue gets no ``f_`` columns.
+    """
     payment = record.payment
     row: dict[str, Any] = {}
     for name in LOG_COLUMNS:

@@ -27,6 +27,7 @@ from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, find_lates
 
 
 def version_name(created: datetime, artifact_sha256: str) -> str:
+    """A model version's name: its creation time and a prefix of its artifact hash."""
     return f"{created:%Y-%m-%dT%H%M%SZ}-{artifact_sha256[:8]}"
 
 
@@ -69,6 +70,8 @@ def promote(registry: Path | str, version: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RegisteredModel:
+    """A registered model: version, directory, whether it is the latest, test metrics."""
+
     version: str
     directory: Path
     latest: bool

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from service.errors import RiskscoreError
 from service.normalisation.normalise import FLAT_FORM, FlatField
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
@@ -57,7 +58,7 @@ _TRUE: Final = frozenset({"true", "1", "1.0"})
 _FALSE: Final = frozenset({"false", "0", "0.0"})
 
 
-class ReplayError(Exception):
+class ReplayError(RiskscoreError):
     """The replay cannot go on: the service is unreachable or refuses the API key."""
 
 
@@ -120,8 +121,10 @@ def _digits(value: Any, width: int = 0) -> str:
 
 
 def log_row_to_request(row: dict[str, Any]) -> dict[str, Any]:
-    """One transaction-log row as a ``/v1/score`` JSON body: the inverse of
-    ``service.normalisation.normalise.request_to_log_row``, both read from ``FLAT_FORM``.
+    """One transaction-log row as a ``/v1/score`` JSON body.
+
+    The inverse of ``service.normalisation.normalise.request_to_log_row``; both read
+    ``FLAT_FORM``.
 
     Missing values (None, NaN, NA, empty text) are left out, and so is an object left
     empty (a subscription without its kind too); booleans may be text (``true``/``false``,

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from service.contract import VERTICALS
 from service.normalisation.normalise import LOG_COLUMNS
-from service.settings import VERTICALS
 from training.simulation.account_fraud import friendly_fraud
 from training.simulation.batch import MISSING, Batch
 from training.simulation.identities import unique_tokens

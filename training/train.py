@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from service.contract import VERTICALS
+from service.errors import RiskscoreError
 from service.features import catalog
 from service.model.bundle import (
     FOREST,
@@ -56,7 +58,7 @@ from service.model.bundle import (
 from service.model.compiled import CompiledForest, sigmoid_many
 from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, encode_frame
 from service.reference.tables import FxTable
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.evaluate import model_metrics
 from training.registry import register, version_name
@@ -81,12 +83,14 @@ MIN_VERTICAL_ROWS: Final = 200  # fewer validation rows: the vertical takes the 
 PARITY_TOLERANCE: Final = 1e-9
 
 
-class TrainingError(ValueError):
+class TrainingError(RiskscoreError):
     """The log cannot train a model; the message says what is missing."""
 
 
 @dataclass(frozen=True, slots=True)
 class Split:
+    """The boolean row masks of the time-ordered train, validation and test periods."""
+
     train: np.ndarray  # boolean masks over the dataset's rows
     validation: np.ndarray
     test: np.ndarray
@@ -95,12 +99,15 @@ class Split:
 
 @dataclass(slots=True)
 class TrainReport:
+    """What a training run produced and measured."""
+
     version: str
     directory: Path
     card: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values."""
         return {"version": self.version, "directory": str(self.directory)} | self.card
 
 

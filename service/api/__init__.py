@@ -1,0 +1,1 @@
+"""The HTTP layer: validation, routes, API keys, admission; it translates and decides nothing."""

@@ -25,6 +25,7 @@ class AdmissionLimit:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, or answer 503 with ``Retry-After`` at once when the limit is reached."""
         state = scope["litestar_app"].state
         if self.in_flight >= state.max_in_flight:
             state.engine.metrics.shed.inc()

@@ -46,9 +46,9 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /v1/score`` as a plain ASGI app: no request object, guard or response object.
 
     Litestar's handler machinery (request and response objects, the guard's copy of the
-    handler, the signature model) costs about 50–70 µs per call on the benchmark machine,
-    a fifth of a score call; the steps below do the same checks in the same order with the
-    same errors, which Litestar's exception handlers render as for every other route.
+    handler, the signature model) is a large share of a score call's CPU
+    (``benchmarks/README.md``); the steps below do the same checks in the same order with
+    the same errors, which Litestar's exception handlers render as for every other route.
     """
     if scope["method"] != "POST":
         raise MethodNotAllowedException()
@@ -117,10 +117,10 @@ async def score_payment(scope: Scope, receive: Receive, send: Send) -> None:
 async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send) -> None:
     """``score_payment`` without Litestar's router and exception middleware in front.
 
-    ``ScoringApp`` hands ``/v1/score`` here first: routing, the scope state and the
-    exception middleware's send wrapper cost 15–20 µs of a score call on the benchmark
-    machine. An error is rendered by the app's own exception handlers, as that middleware
-    renders it, so the answers are the same either way (a test compares them).
+    ``ScoringApp`` hands ``/v1/score`` here first, skipping routing, the scope state and
+    the exception middleware's send wrapper. An error is rendered by the app's own
+    exception handler, as that middleware renders it, so the answers are the same either
+    way (a test compares them).
     """
     started = False
 

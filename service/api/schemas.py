@@ -85,8 +85,11 @@ _MAX_MESSAGE = 200
 
 
 class ValidRequest(NamedTuple):
-    """A validated score request, and its ``device.ip`` as validation parsed it (None when
-    absent), which normalisation takes as it is rather than parsing it again."""
+    """A validated score request and its parsed ``device.ip``.
+
+    ``ip`` is None when the request has none; normalisation takes it as it is rather than
+    parsing the address again.
+    """
 
     request: ScoreRequest
     ip: IPAddress | None
@@ -169,6 +172,7 @@ def _check_depth(tree: Any) -> None:
 
 
 def luhn_valid(digits: str) -> bool:
+    """Whether ``digits`` (ASCII digits only) pass the Luhn check of card numbers."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -179,8 +183,11 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _pan_layout(groups: list[str]) -> bool:
-    """How card numbers are written grouped: in fours (the last group shorter), 4-6-4 or
-    4-6-5 (Diners, Amex), or one digit at a time."""
+    """Whether digit groups are laid out as card numbers are written.
+
+    How card numbers are written grouped: in fours (the last group shorter), 4-6-4 or
+    4-6-5 (Diners, Amex), or one digit at a time.
+    """
     sizes = [len(g) for g in groups]
     return (
         all(n == 4 for n in sizes[:-1])
@@ -320,9 +327,11 @@ def _currency_problem(currency: str, currencies: Container[str] | None) -> str |
 def _check_decoded(
     tree: dict[str, Any], request: ScoreRequest, currencies: Container[str] | None
 ) -> tuple[list[FieldProblem], IPAddress | None]:
-    """``_check_score_tree`` for a body that decoded into ``request``: the same problems in
-    the same order, read from the struct where the typed decode already holds the tree's value;
-    and the parsed ``device.ip``.
+    """The semantic checks of ``_check_score_tree``, read from a decoded request.
+
+    ``_check_score_tree`` for a body that decoded into ``request``: the same problems in
+    the same order, read from the struct where the typed decode already holds the tree's
+    value; and the parsed ``device.ip``.
 
     A successful typed decode pins every field these checks look at: the strings are the same
     strings (the last of duplicate keys wins in both decodes), the times were parsed by the

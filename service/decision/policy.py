@@ -33,7 +33,8 @@ import pandas as pd
 
 from service.contract import DecisionName, Reason
 from service.decision.record import RuleRecord
-from service.settings import DegradedAction, Settings, Thresholds
+from service.settings import Settings
+from service.verticals import DegradedAction, Thresholds
 
 if TYPE_CHECKING:
     from service.model.bundle import ModelBundle
@@ -45,6 +46,8 @@ STRENGTH: Final[dict[str, int]] = {name: i for i, name in enumerate(DECISIONS)}
 
 
 class ListMatch(msgspec.Struct, frozen=True):
+    """A block- or allow-list hit, as the policy sees it."""
+
     list_name: str  # block_card, allow_customer, …
     reason: str | None = None
 
@@ -60,12 +63,16 @@ class RuleOutcome(msgspec.Struct, frozen=True):
 
 
 class ModelView(msgspec.Struct, frozen=True):
+    """What the policy needs of the model's prediction."""
+
     probability: float
     score: int
     reasons: list[Reason]
 
 
 class Outcome(msgspec.Struct, frozen=True):
+    """The policy's decision with its score and every reason that contributed."""
+
     decision: DecisionName
     score: int
     reasons: list[Reason]
@@ -81,8 +88,10 @@ class Policy(msgspec.Struct, frozen=True):
 
     @classmethod
     def of(cls, settings: Settings, model: ModelBundle | None) -> Policy:
-        """The service's policy: a model's own thresholds when there is one, else the
-        settings' (the model's are calibrated to its scores)."""
+        """The service's policy: the model's thresholds, else the settings'.
+
+        A model's own thresholds are calibrated to its scores, so they win when there is one.
+        """
         return cls(
             model.thresholds if model is not None else settings.thresholds,
             settings.degraded_action,
@@ -93,13 +102,24 @@ class Rule(Protocol):
     """What the rule step needs of a rule (``CompiledRule`` is one)."""
 
     @property
-    def rule_id(self) -> str: ...
+    def rule_id(self) -> str:
+        """The rule's stable id."""
+        ...
+
     @property
-    def action(self) -> str: ...
+    def action(self) -> str:
+        """decline, review, challenge or score."""
+        ...
+
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> str:
+        """active or shadow."""
+        ...
+
     @property
-    def score(self) -> int: ...
+    def score(self) -> int:
+        """The adjustment of a score rule; 0 otherwise."""
+        ...
 
 
 def _stronger(a: str, b: str) -> str:
@@ -107,6 +127,7 @@ def _stronger(a: str, b: str) -> str:
 
 
 def threshold_decision(score: int, thresholds: Thresholds) -> DecisionName:
+    """The decision the score alone proposes against a vertical's thresholds."""
     if score >= thresholds.decline:
         return "decline"
     if score >= thresholds.review:
@@ -282,8 +303,11 @@ def is_allow_listed(list_matches: Sequence[ListMatch]) -> bool:
 def rule_effects(
     executions: Sequence[RuleExecution],
 ) -> tuple[list[RuleOutcome], list[RuleRecord], list[str]]:
-    """A rule set's executions as the policy and the record take them: (hits, the rules
-    that hit or failed as record entries, the ids of the rules that failed)."""
+    """A rule set's executions as the policy and the record take them.
+
+    Returns the hits, the rules that hit or failed as record entries, and the ids of the
+    rules that failed.
+    """
     hits: list[RuleOutcome] = []
     ran: list[RuleRecord] = []
     errors: list[str] = []
@@ -307,10 +331,11 @@ def decide_payment(
     velocity_available: bool = True,
     model_reasons: int = 3,
 ) -> Verdict:
-    """Decide one payment from its features (``features["vertical"]`` and
-    ``["merchant_id"]`` pick the rules and their params), its list matches, the rule set,
-    the model (None: the score is the rules' adjustments alone) and the policy. Pure: no
-    I/O, the same answer for the same inputs; ``model_reasons`` caps the model's reasons.
+    """Decide one payment: lists, rules, model and policy, in the policy's order.
+
+    ``features["vertical"]`` and ``["merchant_id"]`` pick the rules and their params; a
+    ``model`` of None scores by the rules' adjustments alone. Pure: no I/O, the same answer
+    for the same inputs; ``model_reasons`` caps the model's reasons.
     """
     vertical = features["vertical"]
     executions = ruleset.evaluate(
@@ -340,9 +365,12 @@ def decide_payment(
 
 
 def rule_effects_frame(hits: pd.DataFrame, rules: Sequence[Rule]) -> tuple[np.ndarray, np.ndarray]:
-    """The policy's step 3 over history: per row, the strongest active rule action's
-    ``STRENGTH`` and the sum of the active score rules' adjustments. ``hits`` holds one
-    bool column per rule id (``RuleSet.evaluate_frame``); shadow rules count for nothing."""
+    """The policy's rule step over history: (strength, adjustment) per row.
+
+    The strongest active rule action's ``STRENGTH`` and the sum of the active score rules'
+    adjustments. ``hits`` holds one bool column per rule id (``RuleSet.evaluate_frame``);
+    shadow rules count for nothing.
+    """
     strength = np.zeros(len(hits), dtype=np.int64)
     adjustment = np.zeros(len(hits), dtype=np.int64)
     for rule in rules:
@@ -388,8 +416,10 @@ def decide_history(
     model: ModelBundle | None,
     policy: Policy,
 ) -> HistoryDecisions:
-    """``decide_payment`` over a frame of payments (feature columns plus ``vertical`` and
-    ``merchant_id``, as ``training.dataset.build_dataset`` makes them), vectorised.
+    """``decide_payment`` over a frame of payments, vectorised.
+
+    The frame holds feature columns plus ``vertical`` and ``merchant_id``, as
+    ``training.dataset.build_dataset`` makes them.
 
     Optional bool columns hold what a log does not: ``allow_listed`` and ``block_listed``
     (a row matched an allow / block list; none by default) and ``velocity_available``

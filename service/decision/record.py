@@ -44,8 +44,10 @@ class RuleRecord(msgspec.Struct, frozen=True):
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One decision-log entry (see the module docstring); a record without
-    ``record_version`` is version 1, and fields it lacks take their defaults."""
+    """One decision-log entry (see the module docstring).
+
+    A record without ``record_version`` is version 1; fields it lacks take their defaults.
+    """
 
     record_version: int = 1
     payment: Payment
@@ -112,8 +114,11 @@ class _KeyPayment(msgspec.Struct):
 
 
 class _Key(msgspec.Struct):
-    """What the spool drain reads of a record: its transaction id, from ``payment`` (every
-    record has it there), else from the top-level copy of version 1's name → value shape."""
+    """What the spool drain reads of a record: its transaction id.
+
+    From ``payment`` (every record has it there), else from the top-level copy of version
+    1's name → value shape.
+    """
 
     payment: _KeyPayment | None = None
     transaction_id: str = ""

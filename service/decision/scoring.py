@@ -49,6 +49,8 @@ _NO_VELOCITY: Final = dict.fromkeys(VELOCITY_NAMES)  # the velocity features whe
 
 @dataclass
 class Engine:
+    """The long-lived parts one score call uses: settings, reference data, stores, rules, model."""
+
     settings: Settings
     fx: FxTable
     pseudonymiser: Pseudonymiser
@@ -71,7 +73,7 @@ async def score(
     *,
     ip: IPAddress | Literal["unparsed"] | None = "unparsed",
 ) -> ScoreResponse:
-    """Score one validated payment and record the decision; the service's whole path.
+    """Decide one validated request and record the decision before returning it.
 
     Normalise it, claim its id and count it in Redis (``begin``), decide it with
     ``policy.decide_payment``, then record the decision (``commit``, else the spool) before
@@ -165,9 +167,11 @@ async def _begin(
 async def _list_matches(
     engine: Engine, begin: Begin, normalised: Normalised, degraded: list[str]
 ) -> list[ListMatch]:
-    """The payment's list matches: begin's exact items, then the IP ranges held in memory
-    (refreshed first when begin's lists version says they changed; ``lists`` degraded
-    when that refresh fails)."""
+    """The payment's list matches: begin's exact items, then the IP ranges in memory.
+
+    The ranges are refreshed first when begin's lists version says they changed; when
+    that refresh fails, ``lists`` is degraded.
+    """
     matches: list[ListMatch] = []
     if begin.list_hits:
         matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]

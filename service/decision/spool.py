@@ -21,6 +21,8 @@ import msgspec
 
 
 class DecisionSpool:
+    """Decision records kept on local disk while Redis is away, until they are drained."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
@@ -28,9 +30,11 @@ class DecisionSpool:
 
     @property
     def rejected_path(self) -> Path:
+        """Where lines that are not JSON objects are set aside."""
         return self.path.with_suffix(".rejected")
 
     def append(self, record_json: bytes) -> None:
+        """Append one record and fsync it before returning."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = record_json.strip().replace(b"\n", b" ") + b"\n"
         with self._lock, open(self.path, "a+b") as f:
@@ -43,6 +47,7 @@ class DecisionSpool:
             os.fsync(f.fileno())
 
     def pending(self) -> int:
+        """How many records wait to be drained (being drained or newly spooled)."""
         count = 0
         for path in (self._draining, self.path):
             if path.exists():
@@ -80,6 +85,7 @@ class DecisionSpool:
             return records
 
     def done(self) -> None:
+        """Forget the records of the last ``take``: they reached the decision log."""
         with self._lock:
             self._draining.unlink(missing_ok=True)
 

@@ -35,6 +35,8 @@ from typing import Final, Literal, NamedTuple
 
 
 class Entity(StrEnum):
+    """What a velocity feature counts by: card, customer, device, IP, email, account, ..."""
+
     card = "card"
     customer = "customer"
     device = "device"
@@ -149,6 +151,7 @@ class VelocityFeature:
 
     @property
     def measure(self) -> str:
+        """The measure's part of the feature name (``attempts``, ``distinct_cards``, ...)."""
         match self.aggregate:
             case Aggregate.count:
                 return "attempts"
@@ -165,18 +168,22 @@ class VelocityFeature:
 
     @property
     def name(self) -> str:
+        """The feature's name: entity, measure and window."""
         return f"{self.entity}_{self.measure}_{self.window}"
 
     @property
     def seconds(self) -> int:
+        """The window's length in seconds."""
         return WINDOW_SECONDS[self.window]
 
     @property
     def bucket(self) -> int:
+        """The width of the window's buckets in seconds."""
         return BUCKET_SECONDS[self.window]
 
     @property
     def buckets(self) -> int:
+        """How many buckets the window spans."""
         return self.seconds // self.bucket
 
 

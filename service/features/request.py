@@ -33,6 +33,8 @@ SECONDS_PER_DAY: Final = 86_400.0
 
 @dataclass(frozen=True, slots=True)
 class Definition:
+    """One request feature: its name and its two executors, per payment and per frame."""
+
     name: str
     scalar: Callable[[Payment], Any]
     frame: Callable[[pd.DataFrame], pd.Series]

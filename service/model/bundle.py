@@ -36,7 +36,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.errors import RiskscoreError
+from service.contract import VERTICALS
+from service.errors import ModelRefused
 from service.features import catalog
 from service.model.compiled import CompiledForest, sigmoid, sigmoid_many
 from service.model.encoding import (
@@ -47,7 +48,7 @@ from service.model.encoding import (
     encode_one,
 )
 from service.model.reasons import Explainer, ModelReason
-from service.settings import VERTICALS, Thresholds
+from service.verticals import Thresholds
 
 FORMAT: Final = "riskscore-model/1"
 MODEL_CARD: Final = "model_card.json"
@@ -67,15 +68,6 @@ _LN10: Final = math.log(10.0)
 _SCORE_SCALE: Final = 100.0 / (SCORE_LOG10_ODDS_AT_100 - SCORE_LOG10_ODDS_AT_0)
 
 
-class ModelRefused(RiskscoreError):
-    """A model directory failed verification; nothing in it was parsed past the failure."""
-
-    def __init__(self, directory: Path | str, reason: str) -> None:
-        super().__init__(f"model {directory} refused: {reason}")
-        self.directory = str(directory)
-        self.reason = reason
-
-
 class Calibration(msgspec.Struct, frozen=True):
     """Platt scaling fitted on the validation period: ``p = sigmoid(a * raw + b)``."""
 
@@ -84,6 +76,7 @@ class Calibration(msgspec.Struct, frozen=True):
     b: float
 
     def logit(self, raw: float) -> float:
+        """The calibrated log-odds of a raw forest score."""
         return self.a * raw + self.b
 
 
@@ -99,6 +92,8 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Prediction(msgspec.Struct, frozen=True):
+    """The model's answer for one payment: probability, 0–100 score and reasons."""
+
     probability: float  # calibrated
     score: int  # 0–100, see the module docstring
     reasons: list[ModelReason]
@@ -117,11 +112,13 @@ def scores_from_logits(logits: np.ndarray) -> np.ndarray:
 
 
 def score_from_probability(probability: float) -> int:
+    """The 0–100 score of a probability (the module docstring gives the scale)."""
     p = min(max(probability, 1e-15), 1.0 - 1e-15)
     return score_from_logit(math.log(p) - math.log1p(-p))
 
 
 def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` as lower-case hex, as model cards list it."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -249,7 +246,9 @@ def _check_spec(directory: Path, spec: ModelSpec, card: Mapping[str, Any]) -> No
 
 
 def find_latest(registry: Path | str) -> Path | None:
-    """The directory of the model to serve: the one ``LATEST`` names, else the greatest
+    """The directory of the model to serve, or None when none is registered.
+
+    The directory of the model to serve: the one ``LATEST`` names, else the greatest
     version name (names sort by time); None when nothing is registered.
 
     A ``LATEST`` naming no registered model is refused rather than silently replaced by

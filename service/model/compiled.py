@@ -5,19 +5,18 @@ set-up); the authorization budget leaves the model a few microseconds. A gradien
 forest is a sum over trees of the value of the leaf each tree routes the row to, so the
 forest is flattened into node arrays (all trees end to end) and walked by a kernel compiled
 with numba. A numpy walk (one vectorised gather per depth level, all trees at once) spent
-most of its 15–20 µs in the overhead of a few dozen small numpy calls, not in the ~1,000
-comparisons a row needs. Compiled, the walk is a plain loop over levels and trees: about
-1.5 µs for 150 trees of depth 6, and 1 µs more for the contributions. numba rather than a
-C extension: no build step and no wheels to publish, and the kernel stays Python a reader
-can check against scikit-learn's own predictor.
+most of its time in the overhead of a few dozen small numpy calls, not in the comparisons a
+row needs; compiled, the walk is a plain loop over levels and trees (the timings:
+``benchmarks/README.md``). numba rather than a C extension: no build step and no wheels to
+publish, and the kernel stays Python a reader can check against scikit-learn's own predictor.
 
 One definition, two engines: ``_walk_row`` routes one row through every tree, and both the
 online kernel (``_explain_row``: one payment, raw score and contributions in the same pass)
 and the offline one (``_raw_many``: training, evaluation, backtests) call it, so they cannot
 disagree. The next position is one load indexed by the comparison, the child offset at
 ``links[4 * position + 5 + went_left]``, instead of a branch the processor would mispredict
-half the time (a shift chosen by the comparison compiled to such a branch: 1.4 µs slower per
-row). Leaves point to themselves, so every tree takes ``max_depth`` steps and the loop has
+half the time (a shift chosen by the comparison compiled to such a branch, and was slower).
+Leaves point to themselves, so every tree takes ``max_depth`` steps and the loop has
 no data-dependent exit either.
 
 The layout is for a cold cache. Under load the web server and Redis run between two
@@ -26,10 +25,8 @@ Each node is one 16-byte record holding all the walk reads: the threshold (a lea
 the column compared and the two child offsets as uint16. Each tree starts on a cache line,
 and each parent is followed by the subtree of the child more training rows took, so a row's
 path mostly runs through consecutive records; a leaf's path (below) is one 64-byte record.
-For the benchmark model (150 trees of depth 6) that is 358 KiB instead of 934 KiB, and a
-row with contributions touches about 515 cache lines instead of 2,280 in seven per-node and
-per-leaf tables. Reading an 8 MB buffer between calls, ``explain`` on one row takes 10.5 µs
-instead of 15.4 (warm: 4.5 instead of 5.0 µs; about 3 µs of either is the call itself).
+A row's walk therefore touches a fraction of the cache lines that separate per-node and
+per-leaf tables would (the sizes and timings: ``benchmarks/README.md``).
 
 Missing values are routed exactly as scikit-learn routes them: a node sends NaN to the
 side ``missing_go_to_left`` names. Instead of testing for NaN at each node, the row is laid
@@ -52,8 +49,7 @@ of the numpy walk, and of the models already registered and evaluated with it.
 Kernels compile on first use and are cached on disk (next to this file, else in the user's
 cache directory); where neither is writable they are compiled at every start instead of
 failing. ``CompiledForest.__init__`` runs each kernel once, so a model load pays for
-compilation (two to three seconds) or the cache read (about a quarter of a second), never
-the first payment.
+compilation or the cache read, never the first payment.
 
 Nothing here unpickles: the forest is saved and loaded as plain arrays in an ``.npz``.
 """
@@ -89,9 +85,12 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 def kernel(function: _Function) -> _Function:
-    """``numba.njit(cache=True)``, degrading to an uncached ``njit`` when no cache directory
+    """``numba.njit(cache=True)``, or an uncached ``njit`` where nothing can be cached.
+
+    ``numba.njit(cache=True)``, degrading to an uncached ``njit`` when no cache directory
     is writable (a read-only install, no home directory): numba refuses ``cache=True``
-    outright then, and a slower start beats a service that cannot import."""
+    outright then, and a slower start beats a service that cannot import.
+    """
     try:
         return numba.njit(cache=True)(function)
     except RuntimeError:
@@ -129,10 +128,13 @@ def _block_sum(values: np.ndarray, start: int, n: int) -> float:
 
 @kernel
 def _numpy_sum(values: np.ndarray) -> float:
-    """``values.sum()`` to the last bit: numpy's pairwise summation (``pairwise_sum_DOUBLE``)
+    """``values.sum()`` to the last bit, as numpy computes it.
+
+    ``values.sum()`` to the last bit: numpy's pairwise summation (``pairwise_sum_DOUBLE``)
     from 0.0, which sums blocks of up to 128 values and splits longer runs in two halves
     (the first a multiple of 8). numpy recurses; this walks the same halves with a stack,
-    because numba's on-disk cache cannot hold a recursive function."""
+    because numba's on-disk cache cannot hold a recursive function.
+    """
     n = len(values)
     if n <= _PAIRWISE_BLOCK:
         return 0.0 + _block_sum(values, 0, n)
@@ -176,7 +178,9 @@ def _walk_row(
     max_depth: int,
     positions: np.ndarray,
 ) -> None:
-    """Route row ``x`` through every tree: ``positions[t]`` is tree ``t``'s leaf, as a walk
+    """Route row ``x`` through every tree to its leaves.
+
+    Route row ``x`` through every tree: ``positions[t]`` is tree ``t``'s leaf, as a walk
     position (twice its record's index).
 
     Level by level, all trees at once, as the numpy walk did: the trees' steps within a
@@ -211,8 +215,11 @@ def _explain_row(
     width: int,
     contributions: np.ndarray,
 ) -> float:
-    """The raw score of row ``x``; adds each feature's contribution into ``contributions``
-    (zeros on entry) unless it is empty."""
+    """The raw score of row ``x`` and its features' contributions.
+
+    The raw score of row ``x``; adds each feature's contribution into ``contributions``
+    (zeros on entry) unless it is empty.
+    """
     positions = np.empty(len(roots2), dtype=np.intp)
     _walk_row(x, roots2, nodes, links, max_depth, positions)
     values = np.empty(len(roots2))
@@ -265,6 +272,7 @@ def sigmoid(raw: float) -> float:
 
 
 def sigmoid_many(raw: np.ndarray) -> np.ndarray:
+    """The logistic function over an array of raw scores."""
     z = np.exp(-np.abs(raw))
     return np.where(raw >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
@@ -456,18 +464,23 @@ class CompiledForest:
         return cls(arrays, int(model.n_features_in_))
 
     def to_npz_bytes(self) -> bytes:
+        """The forest as an ``.npz`` of plain arrays (no pickle)."""
         buffer = io.BytesIO()
         np.savez(buffer, **self.arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_npz_bytes(cls, data: bytes, n_features: int) -> CompiledForest:
+        """A forest from ``to_npz_bytes``' output, checked before use."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return cls({name: npz[name] for name in npz.files}, n_features)
 
     def _row(self, x: np.ndarray) -> np.ndarray:
-        """``x`` as the kernels take it: contiguous float64 of ``n_features`` (an array of
-        another length would read past its end: the kernels do not check bounds)."""
+        """``x`` in the layout the kernels take.
+
+        ``x`` as the kernels take it: contiguous float64 of ``n_features`` (an array of
+        another length would read past its end: the kernels do not check bounds).
+        """
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.shape != (self.n_features,):
             raise ValueError(f"expected a row of {self.n_features} features, got {x.shape}")
@@ -493,8 +506,10 @@ class CompiledForest:
         return self.explain(self._row(x), contributions), contributions
 
     def explain(self, x: np.ndarray, contributions: np.ndarray | None = None) -> float:
-        """The raw score of ``x``, and each feature's contribution added into
-        ``contributions`` (zeros of ``n_features``) when given.
+        """The raw score of ``x`` with each feature's contribution.
+
+        The raw score of ``x``, and each feature's contribution added into ``contributions`` (zeros
+        of ``n_features``) when given.
 
         The scoring path's entry: no conversion or check of its own, so ``x`` must be a
         contiguous float64 vector of ``n_features``, as ``encode_one`` makes it.
@@ -517,4 +532,5 @@ class CompiledForest:
         return out
 
     def proba_many(self, matrix: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities of many rows, as scikit-learn's ``predict_proba[:, 1]``."""
         return sigmoid_many(self.raw_many(matrix))

@@ -23,8 +23,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from service.contract import VERTICALS
 from service.features import catalog
-from service.settings import VERTICALS
 
 ColumnKind = Literal["number", "equals", "ordinal"]
 

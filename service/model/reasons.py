@@ -25,6 +25,8 @@ from service.model.compiled import kernel
 
 
 class ModelReason(NamedTuple):
+    """One model reason: its code, its message and the log-odds its feature added."""
+
     code: str
     message: str
     contribution: float  # log-odds the feature added to this payment's raw score
@@ -161,6 +163,7 @@ TEMPLATES: Final[dict[str, Template]] = _templates()
 
 
 def reason_code(feature: str) -> str:
+    """The stable reason code of a model feature (``MODEL_`` and its name)."""
     return f"MODEL_{feature.upper()}"
 
 
@@ -186,9 +189,10 @@ def _top_sources(
     per_source: np.ndarray,
     chosen: np.ndarray,
 ) -> int:
-    """Sum ``contributions`` per source into ``per_source``, column by column as
-    ``np.bincount`` does, and write into ``chosen`` the sources of the largest sums above
-    ``minimum``, largest first, up to ``len(chosen)``; return how many.
+    """Sum ``contributions`` per source into ``per_source``.
+
+    Column by column as ``np.bincount`` does, and write into ``chosen`` the sources of the largest
+    sums above ``minimum``, largest first, up to ``len(chosen)``; return how many.
 
     Returns -1 instead when a sum is NaN or a chosen sum ties exactly with another source:
     which of two equal sums comes first is ``np.argsort``'s choice, and the caller asks it.

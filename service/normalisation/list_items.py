@@ -21,12 +21,15 @@ _BIN = re.compile(r"^[0-9]{6,8}$")
 
 
 class ListItems:
+    """List items once normalised: exact items, and IP ranges kept apart."""
+
     def __init__(self, exact: list[str], ranges: list[str]) -> None:
         self.exact = exact
         self.ranges = ranges
 
 
 def check_name(name: str) -> str:
+    """``name`` if it names a list, else ``InvalidRequest`` listing the names."""
     if name not in LIST_NAMES:
         raise InvalidRequest(
             [FieldProblem("name", f"unknown list; one of {', '.join(LIST_NAMES)}")]

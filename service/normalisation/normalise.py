@@ -41,10 +41,12 @@ FlatKind = Literal["text", "amount", "instant", "bool", "int", "digits"]
 
 
 class FlatField(NamedTuple):
-    """One column of the contract's flat form (the transaction log) and the request field
-    it holds: ``path`` is the attribute path in a ``ScoreRequest``, ``kind`` how the value
-    is written flat (``amount`` an exact decimal, ``instant`` RFC 3339, ``digits`` a run of
-    digits that a log read as a number must pad back to ``width``)."""
+    """One column of the contract's flat form (the transaction log) and its request field.
+
+    ``path`` is the attribute path in a ``ScoreRequest``, ``kind`` how the value is written
+    flat (``amount`` an exact decimal, ``instant`` RFC 3339, ``digits`` a run of digits that
+    a log read as a number must pad back to ``width``).
+    """
 
     column: str
     path: tuple[str, ...]
@@ -92,8 +94,9 @@ LOG_COLUMNS: Final[tuple[str, ...]] = tuple(f.column for f in FLAT_FORM)
 def flat_reader(
     fields: Sequence[FlatField], convert: Mapping[str, Callable[[Any], Any]] | None = None
 ) -> Callable[[ScoreRequest], tuple[Any, ...]]:
-    """A function giving a request's values of ``fields``, in their order: None where an
-    object on the path is absent, ``convert[kind]`` applied to present values.
+    """A function giving a request's values of ``fields``, in their order.
+
+    None where an object on the path is absent, ``convert[kind]`` applied to present values.
 
     It runs on every score call (``normalise``, ``payment_digest``), so it is generated
     once as straight-line attribute reads, each object on a path read once.
@@ -308,8 +311,11 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
 
 
 def _utc(value: datetime) -> datetime | str | None:
-    """A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
-    ``_rfc3339``'s text."""
+    """A UTC datetime as it is, else converted to UTC.
+
+    A UTC datetime as it is (msgspec writes it as ``_rfc3339`` would), else
+    ``_rfc3339``'s text.
+    """
     if type(value) is datetime and value.tzinfo is UTC:
         return value
     return _rfc3339(value)

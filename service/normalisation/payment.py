@@ -14,6 +14,8 @@ import msgspec
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):
+    """A normalised payment: log-column names, USD amounts, pseudonyms, Unix times."""
+
     transaction_id: str
     merchant_id: str
     vertical: str

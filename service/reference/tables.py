@@ -59,10 +59,12 @@ _ONE = Decimal(1)
 
 
 def is_currency(code: str) -> bool:
+    """Whether ``code`` is a currency a payment can be made in."""
     return code in CURRENCIES
 
 
 def is_country(code: str) -> bool:
+    """Whether ``code`` is an ISO 3166-1 alpha-2 country code."""
     return code in COUNTRIES
 
 
@@ -107,6 +109,7 @@ class FxTable:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, str]], *, source: str = "rates") -> FxTable:
+        """A table from ``currency, usd_per_unit, as_of`` rows, every row checked."""
         rates: dict[str, Decimal] = {}
         dates: set[date] = set()
         for n, row in enumerate(rows, start=2):
@@ -127,9 +130,11 @@ class FxTable:
 
     @property
     def currencies(self) -> frozenset[str]:
+        """The currencies with a reference rate."""
         return frozenset(self._rates)
 
     def rate(self, currency: str) -> Decimal:
+        """USD per unit of ``currency``; ``InvalidRequest`` when it has no rate."""
         try:
             return self._rates[currency]
         except KeyError:

@@ -56,8 +56,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.errors import ExpressionError
 from service.rules.scalar import Scalar, compile_scalar
-from service.rules.syntax import ExpressionError, Feature, Node, Param, parse, walk
+from service.rules.syntax import Feature, Node, Param, parse, walk
 from service.rules.vectorised import Columns, Vector, compile_vector
 
 __all__ = ["Columns", "Expression", "ExpressionError", "parse"]
@@ -93,9 +94,11 @@ class Expression:
     def evaluate(
         self, features: Mapping[str, Any], params: Mapping[str, float] | None = None
     ) -> bool:
+        """The condition's value for one payment's features and params."""
         return bool(self.scalar(features, params if params is not None else {}))
 
     def evaluate_columns(self, columns: Columns) -> np.ndarray:
+        """The condition over whole columns, one boolean per row."""
         with np.errstate(all="ignore"):
             result = self._vector(columns)
         result = np.asarray(result, dtype=bool)
@@ -106,4 +109,5 @@ class Expression:
     def evaluate_frame(
         self, frame: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> np.ndarray:
+        """The condition over a feature frame, one boolean per row."""
         return self.evaluate_columns(Columns(frame, params))

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import msgspec
 import yaml
 
+from service.contract import VERTICALS
 from service.errors import RuleError
 from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
@@ -31,7 +32,6 @@ from service.rules.ruleset import (
     RuleSet,
     Scope,
 )
-from service.settings import VERTICALS
 
 PACKS: Final[tuple[str, ...]] = (COMMON, *VERTICALS)
 MAX_FILE_BYTES: Final = 1_000_000
@@ -58,6 +58,8 @@ class PackFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """One rule as written in a pack file, before it is checked and compiled."""
+
     id: str
     description: str
     when: str
@@ -131,8 +133,11 @@ def _error_line(root: yaml.Node, path: Sequence[str | int], about_key: bool) -> 
 
 
 def _split_msgspec(error: msgspec.ValidationError) -> tuple[str, list[str | int], bool]:
-    """msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
-    complaint is about a mapping's key rather than a value."""
+    """msgspec's error message split into its text, its path, and key-or-value.
+
+    msgspec's message without its ``- at `$.a[0].b``` suffix, that path, and whether the
+    complaint is about a mapping's key rather than a value.
+    """
     text = str(error)
     match = _MSGSPEC_PATH.search(text)
     path: list[str | int] = []

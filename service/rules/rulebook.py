@@ -130,6 +130,7 @@ class RulebookHolder:
 
     @property
     def current(self) -> RuleSet:
+        """The rule set in force: the last valid one loaded."""
         return self._current
 
     def _settling(self, signature: tuple[tuple[str, int, int, int], ...]) -> bool:

@@ -76,6 +76,7 @@ class MessageTemplate:
 
     @classmethod
     def parse(cls, text: str, params: Mapping[str, float]) -> MessageTemplate:
+        """A template from a rule's message, its placeholders checked: features or params."""
         pieces = []
         try:
             parsed = list(string.Formatter().parse(text))
@@ -97,9 +98,11 @@ class MessageTemplate:
 
     @property
     def features(self) -> frozenset[str]:
+        """The features the message shows."""
         return frozenset(n for _, n, _, is_param in self.pieces if n and not is_param)
 
     def render(self, features: Mapping[str, Any], params: Mapping[str, float]) -> str:
+        """The message for one payment's features and the rule's params."""
         if len(self.pieces) == 1 and self.pieces[0][1] is None:
             return self.text.replace("{{", "{").replace("}}", "}")
         out = []
@@ -117,6 +120,8 @@ class MessageTemplate:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
+    """One checked rule, its condition compiled for both executors."""
+
     rule_id: str
     pack: str
     description: str
@@ -161,6 +166,7 @@ class RuleSet:
         return self._scopes.get(vertical, self._fallback).rules
 
     def params_for(self, vertical: str, merchant_id: str) -> Mapping[str, float]:
+        """The rules' params for a vertical and merchant, merchant overrides applied."""
         scope = self._scopes.get(vertical, self._fallback)
         return scope.merchant_params.get(merchant_id, scope.params)
 

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, NoReturn
 
+from service.errors import ExpressionError
 from service.features.catalog import FEATURES_BY_NAME, feature_kind
 
 Kind = Literal["number", "string", "bool", "none"]
@@ -38,49 +39,46 @@ _KIND_PLURALS: Final[dict[str, str]] = {
 }
 
 
-class ExpressionError(ValueError):
-    """A condition that does not parse or does not type-check; says where and what to write."""
-
-    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
-        where = ""
-        if column is not None:
-            where = (
-                f" (line {line}, column {column})" if line and line > 1 else f" (column {column})"
-            )
-        super().__init__(message + where)
-        self.message, self.line, self.column = message, line, column
-
-
 # ---------------------------------------------------------------------------------------
 # The checked tree. Value nodes may be missing at run time; condition nodes never are.
 
 
 @dataclass(frozen=True, slots=True)
 class Feature:
+    """A feature of the catalogue, by name."""
+
     name: str
     kind: Kind
 
 
 @dataclass(frozen=True, slots=True)
 class Constant:
+    """A literal number, string, true/false or None."""
+
     value: float | str | bool | None
     kind: Kind
 
 
 @dataclass(frozen=True, slots=True)
 class Param:
+    """A number set in the rule file, by name."""
+
     name: str
     kind: ClassVar[Kind] = "number"
 
 
 @dataclass(frozen=True, slots=True)
 class Negate:
+    """Unary minus."""
+
     operand: Node
     kind: ClassVar[Kind] = "number"
 
 
 @dataclass(frozen=True, slots=True)
 class Arithmetic:
+    """``+ - * /`` of two numbers."""
+
     op: str  # + - * /
     left: Node
     right: Node
@@ -89,6 +87,8 @@ class Arithmetic:
 
 @dataclass(frozen=True, slots=True)
 class Function:
+    """``min``, ``max`` or ``abs`` of numbers."""
+
     name: str  # min, max, abs
     args: tuple[Node, ...]
     kind: ClassVar[Kind] = "number"
@@ -96,6 +96,8 @@ class Function:
 
 @dataclass(frozen=True, slots=True)
 class Coalesce:
+    """A value, or a default where it is missing."""
+
     value: Node
     default: Node
     kind: Kind
@@ -103,12 +105,16 @@ class Coalesce:
 
 @dataclass(frozen=True, slots=True)
 class IsMissing:
+    """Whether a value is missing."""
+
     operand: Node
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
+    """A comparison of two values."""
+
     op: str  # == != < <= > >=
     left: Node
     right: Node
@@ -117,6 +123,8 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """Whether a value is in a list of literals."""
+
     operand: Node
     values: frozenset[Any]
     negated: bool
@@ -125,18 +133,24 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class And:
+    """All of the conditions."""
+
     operands: tuple[Node, ...]
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
+    """Any of the conditions."""
+
     operands: tuple[Node, ...]
     kind: ClassVar[Kind] = "bool"
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """The negation of a condition."""
+
     operand: Node
     kind: ClassVar[Kind] = "bool"
 

@@ -50,6 +50,7 @@ class Columns:
         self._cache: dict[tuple[str, str], Any] = {}
 
     def number(self, name: str) -> np.ndarray:
+        """A numeric feature's column, NaN where missing."""
         key = ("number", name)
         if key not in self._cache:
             if name not in self.frame.columns:
@@ -60,6 +61,7 @@ class Columns:
         return self._cache[key]
 
     def string(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A string feature's column and its missing mask."""
         key = ("string", name)
         if key not in self._cache:
             if name not in self.frame.columns:
@@ -72,6 +74,7 @@ class Columns:
         return self._cache[key]
 
     def boolean(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A boolean feature's column and its missing mask."""
         key = ("bool", name)
         if key not in self._cache:
             if name not in self.frame.columns:
@@ -91,6 +94,7 @@ class Columns:
         return self._cache[key]
 
     def param(self, name: str) -> Any:
+        """A param's value: one for every row, or one per row where merchants differ."""
         value = self.params[name]
         return value if np.isscalar(value) else np.asarray(value, dtype=np.float64)
 

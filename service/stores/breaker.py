@@ -35,6 +35,8 @@ GUARD = 2.0  # the outer time-out, in budgets
 
 
 class Breaker:
+    """A circuit breaker: fail fast for a cooldown after repeated failures, then probe."""
+
     def __init__(
         self,
         *,
@@ -53,6 +55,7 @@ class Breaker:
 
     @property
     def is_open(self) -> bool:
+        """Whether calls currently fail fast."""
         return self._open
 
     async def call(

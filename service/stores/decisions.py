@@ -28,12 +28,16 @@ _names_decoder = msgspec.json.Decoder(list[str])
 
 
 class DecisionEntry(msgspec.Struct, frozen=True):
+    """One decision-log stream entry: its id, transaction and record JSON."""
+
     id: str
     transaction_id: str
     record: bytes  # the decision record JSON, as the caller built it
 
 
 class LabelEntry(msgspec.Struct, frozen=True):
+    """One labels stream entry: a label received for a transaction."""
+
     id: str
     transaction_id: str
     label: str
@@ -109,13 +113,17 @@ async def register_catalog(
     """Record which feature names, in which order, the records of ``version`` hold.
 
     Once per process start, off the request path; writing the same names again is
-    harmless (a version is a hash of the definitions, so its names never change)."""
+    harmless (a version is a hash of the definitions, so its names never change).
+    """
     await client.hset(Keys(prefix).catalogs, version, msgspec.json.encode(list(names)))
 
 
 async def read_catalogs(client: aioredis.Redis, prefix: str) -> dict[str, tuple[str, ...]]:
-    """Every registered catalogue version's feature names; an entry that is not a JSON
-    list of strings is left out (its records then count as of an unknown catalogue)."""
+    """Every registered catalogue version's feature names.
+
+    Every registered catalogue version's feature names; an entry that is not a JSON
+    list of strings is left out (its records then count as of an unknown catalogue).
+    """
     raw = await client.hgetall(Keys(prefix).catalogs)
     catalogs: dict[str, tuple[str, ...]] = {}
     for version, names in raw.items():

@@ -84,7 +84,8 @@ def member_digest(value: str) -> int:
     """A distinct member as the store keeps it: 52 bits of BLAKE2b, exact in a double.
 
     (Copying an empty hash object costs less than constructing one with its parameters,
-    and ``begin`` digests several members per call.)"""
+    and ``begin`` digests several members per call.)
+    """
     h = _MEMBER_HASH.copy()
     h.update(value.encode())
     return int.from_bytes(h.digest()) >> 4
@@ -105,19 +106,26 @@ class Keys:
         self.labels = f"{prefix}:labels"
 
     def velocity(self, entity: str, value: str, layout: str) -> str:
+        """The key of one entity's packed velocity state."""
         head, tail = self.velocity_affixes(entity, layout)
         return head + tag_value(value) + tail
 
     def velocity_affixes(self, entity: str, layout: str) -> tuple[str, str]:
-        """What comes before and after the tagged value in ``velocity``: fixed per entity,
-        so the hot path builds them once and only joins the value in per call."""
+        """The fixed text before and after the tagged value of an entity's velocity key.
+
+        What comes before and after the tagged value in ``velocity``: fixed per entity,
+        so the hot path builds them once and only joins the value in per call.
+        """
         return f"{self.prefix}:{{{entity}:", f"}}:v{layout}"
 
     def transaction(self, transaction_id: str) -> str:
+        """The key of a transaction's claim or stored decision."""
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
 
     def list(self, name: str) -> str:
+        """The key of a list's exact items."""
         return f"{self.prefix}:{{lists}}:{name}"
 
     def list_ranges(self, name: str) -> str:
+        """The key of a list's IP ranges."""
         return f"{self.prefix}:{{lists}}:{name}:ranges"

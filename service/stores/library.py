@@ -1,8 +1,8 @@
 """The store's server-side code: one Redis function library (Redis 7 ``FUNCTION LOAD``).
 
 Why functions and not ``EVALSHA``: the catalogue plan is a Lua table of a few hundred
-entries; a script would rebuild it on every call (about a third of the CPU budget of a
-score call), while a library builds it once, when loaded, and its functions keep it.
+entries; a script would rebuild it on every call, while a library builds it once, when
+loaded, and its functions keep it.
 
 The library is ``begin.lua``, ``commit.lua``, ``feedback.lua`` and ``list_change.lua``
 behind the shared locals and the plan's prelude. Its name and function names carry a hash
@@ -43,9 +43,11 @@ def _source(name: str) -> str:
 class Commands(Protocol):
     """redis-py's client or the hot path's ``PipelinedConnection``."""
 
-    def execute_command(self, *args: Any) -> Awaitable[Any]: ...
+    def execute_command(self, *args: Any) -> Awaitable[Any]:
+        """Send one command and await its reply."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close the client's connections."""
 
 
 def _lists_prelude() -> str:
@@ -64,9 +66,14 @@ def _lists_prelude() -> str:
 
 
 class Library:
+    """The Redis function library for one plan: its source, name and function names."""
+
     def __init__(self, plan: Plan, sources: Mapping[str, str] | None = None) -> None:
-        """``sources``: function name → Lua text used instead of its file, so a benchmark
-        can time a variant of one function against the same plan and shared code."""
+        """The library for ``plan``, with any function's source replaced by ``sources``.
+
+        ``sources``: function name → Lua text used instead of its file, so a benchmark
+        can time a variant of one function against the same plan and shared code.
+        """
         texts = {f: _source(file) for f, file in _FUNCTIONS.items()} | dict(sources or {})
         body = (
             _SHARED + plan.lua_prelude() + _lists_prelude() + "".join(texts[f] for f in _FUNCTIONS)
@@ -82,11 +89,13 @@ class Library:
         self.source = f"#!lua name={self.name}\n{body}{registrations}"
 
     async def load(self, client: Commands) -> None:
+        """Load (or replace) the library in Redis."""
         await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.source)
 
     async def call(
         self, client: Commands, function: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
+        """Call one of the library's functions, loading the library when Redis lacks it."""
         name = self.functions[function]
         try:
             return await client.execute_command("FCALL", name, len(keys), *keys, *args)

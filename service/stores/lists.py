@@ -31,12 +31,16 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ListHit(msgspec.Struct, frozen=True):
+    """A list entry that matched a payment: the list, the attribute and the entry's reason."""
+
     list_name: str
     entity: str  # the Payment attribute that matched, e.g. "card_fingerprint", "device_ip"
     reason: str | None
 
 
 class ListItem(msgspec.Struct, frozen=True):
+    """One stored list item with its reason and times."""
+
     item: str
     reason: str | None
     added_at: float
@@ -65,8 +69,11 @@ def ip_range(item: str) -> IpNetwork | None:
 
 
 def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(entity, [(attribute, item)]) for every entity ``payment`` has something to match
-    in its ``block_`` and ``allow_`` lists."""
+    """What ``payment`` can be matched on in each entity's lists.
+
+    (entity, [(attribute, item)]) for every entity ``payment`` has something to match
+    in its ``block_`` and ``allow_`` lists.
+    """
     found = []
     for entity, attributes in LOOKUP_ATTRIBUTES.items():
         pairs = []
@@ -80,8 +87,11 @@ def lookups(payment: Payment) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def lookup_lists(keys: Keys) -> tuple[tuple[str, tuple[str, ...], tuple[str, str]], ...]:
-    """Per list entity, in ``lookups`` order: its attributes and the keys of its ``block_``
-    and ``allow_`` lists, which depend only on the prefix, so ``begin`` builds them once."""
+    """Per list entity: its attributes and its lists' keys.
+
+    Per list entity, in ``lookups`` order: its attributes and the keys of its ``block_``
+    and ``allow_`` lists, which depend only on the prefix, so ``begin`` builds them once.
+    """
     return tuple(
         (entity, attributes, (keys.list(f"block_{entity}"), keys.list(f"allow_{entity}")))
         for entity, attributes in LOOKUP_ATTRIBUTES.items()
@@ -122,6 +132,7 @@ class ListStore:
 
     @staticmethod
     def names() -> tuple[str, ...]:
+        """Every list's name."""
         return LIST_NAMES
 
     async def sizes(self) -> dict[str, int]:
@@ -133,6 +144,7 @@ class ListStore:
         return {name: counts.get(name, 0) + counts.get(f"{name}:ranges", 0) for name in LIST_NAMES}
 
     async def version(self) -> int:
+        """The lists' version in Redis, which every list change bumps."""
         raw = await self._breaker.call(
             self._admin_budget, lambda: self.client.hget(self.keys.lists_index, "version")
         )
@@ -227,14 +239,19 @@ class ListStore:
         return list(dict.fromkeys(exact)), list(dict.fromkeys(networks))
 
     def ranges_current(self, version: int) -> bool:
-        """Whether the cached IP ranges are those of lists ``version``: nearly always, and
-        the hot path then skips a coroutine that has nothing to do."""
+        """Whether the cached IP ranges are those of lists ``version``.
+
+        Nearly always, and the hot path then skips a coroutine that has nothing to do.
+        """
         return version == self._ranges_version
 
     @property
     def holds_ranges(self) -> bool:
-        """Whether any IP range is cached; without one ``match_ip`` finds nothing, and
-        the hot path need not format the address for it."""
+        """Whether any IP range is cached.
+
+        Whether any IP range is cached; without one ``match_ip`` finds nothing, and
+        the hot path need not format the address for it.
+        """
         return bool(self._ranges)
 
     async def refresh_ranges_if_stale(self, version: int) -> None:
@@ -262,8 +279,10 @@ class ListStore:
         self._ranges_version = int(raw_version or 0)
 
     def match_ip(self, ip_address: IpAddress | str | None) -> list[ListHit]:
-        """The cached ranges that contain ``ip_address`` (a clear address, never stored);
-        the scoring path passes the address normalisation parsed, text is parsed here."""
+        """The cached ranges that contain ``ip_address`` (a clear address, never stored).
+
+        The scoring path passes the address it parsed; text is parsed here.
+        """
         if not ip_address or not self._ranges:
             return []
         if isinstance(ip_address, str):

@@ -1,9 +1,9 @@
 """The hot path's Redis connection: one socket, commands of concurrent calls pipelined.
 
 Why not redis-py's asyncio client for ``begin`` and ``commit``: each of its commands takes
-a pooled connection, a lock and a ``StreamReader`` round, about 100–200 µs of CPU on this
-machine even for a ``PING`` (``benchmarks/micro.py``, ``redis_round_trip``), and a score
-call makes two. Here a command is packed by hiredis (C), queued, and every command queued
+a pooled connection, a lock and a ``StreamReader`` round, which costs more CPU than the
+command itself even for a ``PING`` (``benchmarks/micro.py``, ``redis_round_trip``), and a
+score call makes two. Here a command is packed by hiredis (C), queued, and every command queued
 during one turn of the event loop goes out in one write; replies are parsed by hiredis'
 reader and handed back in order. Under load many score calls share each system call, on
 this side and in Redis.
@@ -17,7 +17,7 @@ polls its sockets, so under load it turned answered calls into degraded decision
 The calls of one write share a deadline and deadlines come in the order of the writes, so
 one timer serves them all: it is set for the oldest write that still has a call waiting,
 and under load, when every call is answered within milliseconds, it fires about once per
-budget. (A timer per call, set and cancelled, cost uvloop about 1.7 µs, twice per score.)
+budget, where a timer per call would be set and cancelled twice per score.
 A call that gives up leaves its place in the queue: its reply, when it comes, is dropped,
 so the stream of replies never shifts. A connection that answers
 nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
@@ -34,9 +34,8 @@ replies are still all consumed) and is resolved by ``EXEC``'s reply.
 
 ``execute_template`` sends a ``TransactionTemplate``: a transaction whose constant
 arguments were packed once, so that only its ``Slot`` values are packed per call. Why:
-hiredis copies every argument twice and formats each header with ``sprintf``; for the
-non-declined commit (17 arguments, 4 of them per call, a decision record of 1.5 KB) the
-template packs in about two thirds of the time.
+hiredis copies every argument twice and formats each header with ``sprintf``, while most
+of the non-declined commit's arguments are the same in every call.
 """
 
 from __future__ import annotations
@@ -71,8 +70,11 @@ class Slot:
 
 
 def _number(value: Any) -> bytes:
-    """An ``int`` or ``float`` as hiredis packs it: its repr. Anything else (``bytes``
-    and ``str`` are encoded by the caller) raises ``TypeError``, for hiredis to decide."""
+    """An ``int`` or ``float`` as hiredis packs it: its repr.
+
+    Anything else (``bytes`` and ``str`` are encoded by the caller) raises ``TypeError``,
+    for hiredis to decide.
+    """
     kind = value.__class__
     if kind is int or kind is float:
         return repr(value).encode()
@@ -80,11 +82,14 @@ def _number(value: Any) -> bytes:
 
 
 class TransactionTemplate:
-    """``MULTI``, ``commands`` and ``EXEC``, their constant arguments packed once; the
+    """A transaction whose constant arguments are packed once.
+
+    ``MULTI``, ``commands`` and ``EXEC``, their constant arguments packed once; the
     ``Slot`` arguments take the values of each call. ``pack(values)`` is byte for byte
     ``b"".join`` of ``hiredis.pack_command`` of ``MULTI``, ``commands(values)`` and
     ``EXEC``; a value hiredis packs other than as it is, as UTF-8 or by repr (a ``bool``,
-    an ``int`` or ``str`` subclass, a ``memoryview``) takes hiredis' own path."""
+    an ``int`` or ``str`` subclass, a ``memoryview``) takes hiredis' own path.
+    """
 
     def __init__(self, *commands: tuple[Any, ...]) -> None:
         self._commands = commands
@@ -105,8 +110,11 @@ class TransactionTemplate:
         self._size = 1 + max(order, default=-1)
 
     def commands(self, values: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
-        """The commands with ``values`` in their slots, for a connection without
-        ``execute_template`` (redis-py, a test's recorder)."""
+        """The transaction's commands with ``values`` in their slots.
+
+        The commands with ``values`` in their slots, for a connection without
+        ``execute_template`` (redis-py, a test's recorder).
+        """
         if len(values) != self._size:
             raise ValueError(f"a template of {self._size} values was given {len(values)}")
         return tuple(
@@ -115,6 +123,7 @@ class TransactionTemplate:
         )
 
     def pack(self, values: Sequence[Any]) -> bytes:
+        """The transaction's bytes with ``values`` in its slots."""
         if len(values) != self._size:
             raise ValueError(f"a template of {self._size} values was given {len(values)}")
         try:
@@ -147,9 +156,12 @@ class _Call:
 
 
 def _transaction_error(call: _Call, reply: Any) -> ResponseError | None:
-    """The error of a transaction's ``EXEC`` reply: Redis refused to queue a command
+    """The error of a transaction's ``EXEC`` reply, or None.
+
+    The error of a transaction's ``EXEC`` reply: Redis refused to queue a command
     (``EXECABORT``, with the refusal itself, which says which and why), or a command
-    failed when run (``WRONGTYPE`` and the like; the others' effects stay, as in Redis)."""
+    failed when run (``WRONGTYPE`` and the like; the others' effects stay, as in Redis).
+    """
     if isinstance(reply, hiredis.ReplyError):
         refused = f": {call.refused}" if call.refused is not None else ""
         return ResponseError(f"{reply}{refused}")
@@ -203,6 +215,8 @@ class _Protocol(asyncio.Protocol):
 class PipelinedConnection:
     # The loop of the current socket, set by ``_connect``. Kept rather than asked for with
     # ``asyncio.get_running_loop()``, which makes a ``getpid`` system call each time.
+    """One Redis connection on which concurrent calls' commands are pipelined."""
+
     _loop: asyncio.AbstractEventLoop
 
     def __init__(
@@ -252,7 +266,8 @@ class PipelinedConnection:
         """Send one command; the awaitable gives its reply (bytes, int, list, None).
 
         Not a coroutine: on a live connection the call's future itself is returned, which
-        spares the awaiting task a coroutine frame on suspending and on resuming."""
+        spares the awaiting task a coroutine frame on suspending and on resuming.
+        """
         now = time.monotonic()
         if self._reconnect_needed(now):
             return self._connect_and_send(lambda: hiredis.pack_command(args))
@@ -286,8 +301,11 @@ class PipelinedConnection:
         return self._send(template.pack(values), now, skip=template.skip)
 
     def _reconnect_needed(self, now: float) -> bool:
-        """No live connection, or one that answered nothing for ``stall_seconds`` (then
-        dropped here)."""
+        """Whether there is no live connection, or a stalled one (then dropped).
+
+        No live connection, or one that answered nothing for ``stall_seconds`` (then
+        dropped here).
+        """
         if self._transport is None or self._transport.is_closing():
             return True
         if self._waiting and now - self._waiting[0].queued_at > self._stall:
@@ -335,9 +353,12 @@ class PipelinedConnection:
             self._timer = loop.call_at(deadline, self._check_deadlines)
 
     def _check_deadlines(self) -> None:
-        """Give every call whose deadline passed its last turn (``GRACE_SECONDS``), drop
+        """Expire the calls whose deadline passed, after their last turn.
+
+        Give every call whose deadline passed its last turn (``GRACE_SECONDS``), drop
         the writes whose calls are all answered, and set the timer for the oldest write
-        that still has a call waiting."""
+        that still has a call waiting.
+        """
         self._timer = None
         loop = self._loop
         now = loop.time()
@@ -410,6 +431,7 @@ class PipelinedConnection:
                 call.future.set_exception(error)
 
     async def aclose(self) -> None:
+        """Close the socket; waiting calls fail with ``ConnectionError``."""
         if self._transport is not None:
             self._transport.close()
         self._transport, self._protocol = None, None

@@ -72,11 +72,14 @@ def present(value: object) -> str | None:
 
 
 def event_second(event_time: float) -> int:
+    """The whole second an event time falls in."""
     return math.floor(event_time)
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesWindow:
+    """Where one window of a series is read: its buckets and output slot."""
+
     buckets: int
     slot: int
 
@@ -92,6 +95,7 @@ class Series:
 
     @property
     def name(self) -> str:
+        """The series' short name in the packed state."""
         return self.measure + WIDTH_CODES[self.width]
 
     @property
@@ -102,8 +106,10 @@ class Series:
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """The counter series of one bucket width of an entity, stored together: a record per
-    bucket holds its id and one value per measure, so the measures share the bucket id."""
+    """The counter series of one bucket width of an entity, stored together.
+
+    A record per bucket holds its id and one value per measure, so the measures share the bucket id.
+    """
 
     width: int
     series: tuple[Series, ...]  # one per measure, in record order
@@ -111,6 +117,7 @@ class Group:
 
     @property
     def name(self) -> str:
+        """The group's short name in the packed state."""
         return WIDTH_CODES[self.width] + "".join(s.measure for s in self.series)
 
     @property
@@ -119,9 +126,12 @@ class Group:
         return (self.keep + 1) * self.width
 
     def codes(self, measures: str) -> str:
-        """The Lua list of what to add per record value: 1 ``one``, 2 the cents, 0 nothing
+        """The Lua list of what each record value adds.
+
+        The Lua list of what to add per record value: 1 ``one``, 2 the cents, 0 nothing
         (``false`` when nothing is added at all); ``measures`` are those that get ``one``,
-        and ``s`` gets the cents when listed."""
+        and ``s`` gets the cents when listed.
+        """
         codes = ["0"] + [
             "2" if s.measure == "s" and "s" in measures else "1" if s.measure in measures else "0"
             for s in self.series
@@ -131,6 +141,8 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class DistinctWindow:
+    """One window of a distinct count: bucket width, buckets and output slot."""
+
     width: int
     buckets: int
     slot: int
@@ -138,6 +150,8 @@ class DistinctWindow:
 
 @dataclass(frozen=True, slots=True)
 class DistinctKind:
+    """The members one entity remembers of one kind (cards, devices, ...) and their windows."""
+
     of: str
     attribute: str
     code: int
@@ -147,15 +161,19 @@ class DistinctKind:
 
     @property
     def name(self) -> str:
+        """The kind's short name in the packed state."""
         return f"z{self.code}"
 
     @property
     def horizon(self) -> int:
+        """Seconds a member stays useful after it was last seen."""
         return (self.keep + 1) * self.keep_width
 
 
 @dataclass(frozen=True, slots=True)
 class EntityPlan:
+    """What ``begin`` counts and reads for one entity."""
+
     entity: Entity
     attribute: str
     index: int  # 1-based position in the plan, as ``commit`` and ``feedback`` name it
@@ -165,34 +183,45 @@ class EntityPlan:
 
     @property
     def star(self) -> int:
-        """The 1-based position of the group ``begin`` writes with the longest horizon, 0
-        when it writes none: its new buckets refresh the state's TTL."""
+        """The position of the group with the longest horizon, 0 when none.
+
+        The 1-based position of the group ``begin`` writes with the longest horizon, 0
+        when it writes none: its new buckets refresh the state's TTL.
+        """
         written = [i for i, g in enumerate(self.groups) if g.codes("as") != "false"]
         return 1 + max(written, key=lambda i: self.groups[i].horizon) if written else 0
 
     @property
     def refresh(self) -> int:
-        """The refreshing group's width, 0 when none: a state's TTL, when set, is its
-        longest horizon plus this (see ``begin.lua``)."""
+        """The refreshing group's width, 0 when none.
+
+        A state's TTL, when set, is its longest horizon plus this (see ``begin.lua``).
+        """
         return self.groups[self.star - 1].width if self.star else 0
 
     @property
     def series(self) -> tuple[Series, ...]:
+        """Every series of the entity, group by group."""
         return tuple(s for g in self.groups for s in g.series)
 
     @property
     def declines(self) -> tuple[Series, ...]:
+        """The entity's decline series."""
         return tuple(s for s in self.series if s.measure == "d")
 
     @property
     def frauds(self) -> tuple[Series, ...]:
+        """The entity's confirmed-fraud series."""
         return tuple(s for s in self.series if s.measure == "f")
 
 
 def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str:
-    """Names the layout of an entity's packed state (its groups and kinds, in order, and
+    """The name of an entity's packed-state layout, part of its key.
+
+    Names the layout of an entity's packed state (its groups and kinds, in order, and
     the cap). It is part of the entity's key, so a catalogue that changes the layout
-    starts the entity afresh instead of misreading a state packed by another."""
+    starts the entity afresh instead of misreading a state packed by another.
+    """
     shape = [g.name for g in groups] + [d.name for d in distinct]
     return hashlib.sha1(f"{shape}|{catalog.DISTINCT_CAP}".encode()).hexdigest()[:6]
 
@@ -310,9 +339,12 @@ class Plan:
         self._prelude = self._render()
 
     def values(self, raw: Sequence[float]) -> dict[str, float]:
-        """Feature name → value from the script's output array, in catalogue order: every
-        output as its slot's float first (right for all but the few money features, which
-        are then overwritten in place): one pass in C instead of one Python loop step each."""
+        """Feature name → value from the script's output array.
+
+        In catalogue order: every output as its slot's float first (right for all but the few money
+        features, which are then overwritten in place): one pass in C instead of one Python loop
+        step each.
+        """
         result = self._zeros.copy()  # the names, without a resize per insert
         result.update(zip(self._names, map(float, self._raw_in_order(raw)), strict=True))
         for name, slot in self._cents:
@@ -323,11 +355,15 @@ class Plan:
         return result
 
     def zeros(self) -> dict[str, float]:
+        """Every velocity feature at 0, for a payment without history."""
         return dict.fromkeys((o.name for o in self.outputs), 0.0)
 
     def lua_prelude(self) -> str:
-        """``PLAN``, ``SLOTS``, ``CAP``, ``MEMBERS``, ``WIDTHS`` and ``COUNT`` for the
-        functions (see ``_render`` and ``begin.lua``)."""
+        """The Lua prelude of the plan: its tables and per-entity functions.
+
+        ``PLAN``, ``SLOTS``, ``CAP``, ``MEMBERS``, ``WIDTHS`` and ``COUNT`` for the
+        functions (see ``_render`` and ``begin.lua``).
+        """
         return self._prelude
 
     def _render(self) -> str:
@@ -345,9 +381,9 @@ class Plan:
 
         ``COUNT[e]``: begin's pass over entity e's state, one Lua function per entity
         written out from the plan (``_count_entity``). A loop over the plan's tables did
-        the same with some 30 Lua instructions of bookkeeping per value moved (which
-        group, how many measures, which window, which slot); with those as constants in
-        the code a begin costs Redis a sixth fewer instructions. The functions are text
+        the same with Lua bookkeeping per value moved (which group, how many measures,
+        which window, which slot); with those as constants in the code a begin costs Redis
+        fewer instructions. The functions are text
         made from the plan's own numbers, with the rules spelled out once, in
         ``_count_group`` and ``_count_kind``.
         """
@@ -381,14 +417,17 @@ class Plan:
 
 
 def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
-    """``COUNT[e.index]``: reads the entity's windows into ``out`` while it copies the
+    """The Lua of ``COUNT[e.index]``: one entity's pass over its state.
+
+    ``COUNT[e.index]``: reads the entity's windows into ``out`` while it copies the
     state ``v`` (an array of its doubles, empty when new) to ``O``, counting the attempt
     when ``write``: per group ``_count_group``, per kind ``_count_kind``. ``cur`` holds the
     bucket of the event second ``t`` per width (``cur[at[width]]``, by the width's place
     in WIDTHS), ``M`` the member digests by code (false when missing). Returns the
     length of the state in O, the longest horizon of its non-empty groups and kinds
     after and before, and whether the refreshing group opened a bucket (begin.lua sets
-    the TTL from them)."""
+    the TTL from them).
+    """
     body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
     body += "".join(_count_kind(e, d, at) for d in e.distinct)
     return (
@@ -402,15 +441,16 @@ def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
 
 
 def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str:
-    """One group of ``_count_entity``. The group at v[p] (its record count, then records
-    of the bucket id and a value per measure, in bucket order) is copied to O after m:
-    records of buckets below cur - keep are dropped (no window reads them), and so are
-    records with no value above 0. Each kept record of a bucket b <= cur adds its values
-    to the windows that cover it: b > cur - buckets. The current bucket's record gets the
-    attempt (1 to the attempts, the cents to the amount) and is made when missing. Records
-    of later buckets (attempts that reached Redis after this one) are copied, in no
-    window. A takeover reads through the same code without the attempt: what it drops
-    counts in no window."""
+    """One group of ``_count_entity``.
+
+    The group at v[p] (its record count, then records of the bucket id and a value per measure, in
+    bucket order) is copied to O after m: records of buckets below cur - keep are dropped (no window
+    reads them), and so are records with no value above 0. Each kept record of a bucket b <= cur
+    adds its values to the windows that cover it: b > cur - buckets. The current bucket's record
+    gets the attempt (1 to the attempts, the cents to the amount) and is made when missing. Records
+    of later buckets (attempts that reached Redis after this one) are copied, in no window. A
+    takeover reads through the same code without the attempt: what it drops counts in no window.
+    """
     k = 1 + len(g.series)
     xs = [s.measure for s in g.series]  # one Lua local per measure, named by its letter
     values = ", ".join(xs)
@@ -481,12 +521,14 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
 
 
 def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
-    """One distinct kind of ``_count_entity``. The members at v[p] (count, then (digest,
-    last-seen second) pairs) are copied to O after m, dropping those last seen before
-    the kind's largest window plus one spare bucket; the payment's member (a digest, none
-    when missing or reading) moves its last-seen second up to t, or joins: appended while
-    fewer than CAP are kept, else in the place of the member seen longest ago if that was
-    not after t. Then each window counts the kept members last seen in its buckets."""
+    """One distinct kind of ``_count_entity``.
+
+    The members at v[p] (count, then (digest, last-seen second) pairs) are copied to O after m,
+    dropping those last seen before the kind's largest window plus one spare bucket; the payment's
+    member (a digest, none when missing or reading) moves its last-seen second up to t, or joins:
+    appended while fewer than CAP are kept, else in the place of the member seen longest ago if that
+    was not after t. Then each window counts the kept members last seen in its buckets.
+    """
     windows = "".join(
         "      do\n"
         f"        local from, count = (cur[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"

@@ -27,11 +27,12 @@ POOL_SIZE = 64
 class HiredisPackingConnection(Connection):
     """Packs commands with hiredis (C) rather than redis-py's Python packer.
 
-    A ``begin`` call carries about a hundred arguments; redis-py's asyncio connection
-    packs them in Python at ~160 µs, hiredis at ~16 µs, byte for byte the same.
+    A ``begin`` call carries about a hundred arguments; hiredis packs them byte for byte as
+    redis-py's asyncio connection does, in a fraction of the time.
     """
 
     def pack_command(self, *args: object) -> list[bytes]:  # type: ignore[override]
+        """The command's RESP bytes, packed by hiredis."""
         head = args[0]
         if isinstance(head, str) and " " in head:  # "CONFIG GET", as redis-py's packer splits
             args = (*head.split(), *args[1:])

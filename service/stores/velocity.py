@@ -78,6 +78,8 @@ LABELS = frozenset({*FRAUD_LABELS, "legit"})
 
 
 class Begin(msgspec.Struct, frozen=True):
+    """What ``begin`` answered: the claim's status, velocity features and list hits."""
+
     status: BeginStatus
     stored_decision: bytes | None  # the response JSON, for ``replay``
     features: dict[str, float]  # every catalog.VELOCITY_FEATURES name, for new and takeover
@@ -97,14 +99,19 @@ _record_decoder = msgspec.json.Decoder(TransactionRecord)
 
 
 class Decided(NamedTuple):
+    """A decided transaction's stored parts: the entity record and the response."""
+
     record: bytes  # the entity record (TransactionRecord JSON), for feedback
     decision: bytes  # the response JSON, for a replay
 
 
 def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
-    """A decided transaction's value under its key: ``d``, the payment's digest, the fraud
-    mark (empty until feedback), the entity record and the response, apart by newlines,
-    which JSON text never holds (``begin.lua``'s ``read_claim`` reads it in Redis)."""
+    """A decided transaction's value under its key.
+
+    ``d``, the payment's digest, the fraud mark (empty until feedback), the entity record and the
+    response, apart by newlines, which JSON text never holds (``begin.lua``'s ``read_claim`` reads
+    it in Redis).
+    """
     return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
 
 
@@ -117,8 +124,11 @@ def read_decided(value: bytes | None) -> Decided | None:
 
 
 def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
-    """The ``attributes`` of a payment as a tuple, in one C call (``attrgetter`` of a
-    single name returns the bare value, hence the wrapper)."""
+    """The ``attributes`` of a payment as a tuple, in one C call.
+
+    The ``attributes`` of a payment as a tuple, in one C call (``attrgetter`` of a
+    single name returns the bare value, hence the wrapper).
+    """
     if len(attributes) == 1:
         one = attrgetter(attributes[0])
         return lambda payment: (one(payment),)
@@ -126,16 +136,22 @@ def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
 
 
 def _present_all(values: tuple[Any, ...]) -> list[str | None]:
-    """``present`` of each value; a non-blank ``str`` (nearly every value) is what
-    ``present`` returns it as, so it skips the call."""
+    """``present`` of each value, fast for the common case.
+
+    ``present`` of each value; a non-blank ``str`` (nearly every value) is what
+    ``present`` returns it as, so it skips the call.
+    """
     return [
         v if v.__class__ is str and v.strip() else None if v is None else present(v) for v in values
     ]
 
 
 async def _redis_py_transaction(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """``PipelinedConnection.execute_transaction`` for a redis-py hot client (tests, tools
-    built without the pipelined connection): the same commands, in redis-py's transaction."""
+    """``PipelinedConnection.execute_transaction`` for a redis-py hot client.
+
+    ``PipelinedConnection.execute_transaction`` for a redis-py hot client (tests, tools
+    built without the pipelined connection): the same commands, in redis-py's transaction.
+    """
     async with client.pipeline(transaction=True) as pipe:
         for command in commands:
             pipe.execute_command(*command)
@@ -153,6 +169,8 @@ def _run_commands(
 
 
 class RiskStore:
+    """The velocity store: claims, counters, decisions and feedback in Redis."""
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -308,8 +326,11 @@ class RiskStore:
     def _list_lookups(
         self, values: list[str | None], believed: str
     ) -> tuple[str, list[str], list[str]]:
-        """begin's lists mask, list keys and items for the payment's ``values``, looking up
-        the lists ``believed`` ('1') to hold items (``begin.lua`` has the protocol)."""
+        """The list part of begin's arguments for the payment's ``values``.
+
+        begin's lists mask, list keys and items for the payment's ``values``, looking up
+        the lists ``believed`` ('1') to hold items (``begin.lua`` has the protocol).
+        """
         if believed == self._no_lists:
             return believed, [], []
         marks: list[str] = []
@@ -347,9 +368,9 @@ class RiskStore:
         ``digest`` (a retry with another payload is still a conflict) and the entity
         record that feedback reads (``decided_value``). A decline recounts its entities'
         packed states, which only the ``commit`` function can do. Any other decision is a
-        ``MULTI``/``EXEC`` of the commands that function would run: half the Redis
-        instructions of the function call (no Lua VM, no nested-call bookkeeping;
-        ``benchmarks/redis_begin.py --commit --callgrind``), for about 2 µs more here. A hot client
+        ``MULTI``/``EXEC`` of the commands that function would run, which costs Redis
+        less than the function call (no Lua VM, no nested-call bookkeeping;
+        ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """
@@ -482,7 +503,8 @@ class RiskStore:
         """Append decision records (spooled while Redis was away) to the decision log.
 
         A spool file may predate an upgrade, so a record of any version drains
-        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's."""
+        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's.
+        """
         if not records:
             return
 

@@ -21,8 +21,11 @@ _encoder = msgspec.json.Encoder()
 
 
 class _SecondText:
-    """The formatted second of the latest timestamp: every decision line takes a timestamp,
-    and formatting the date costs more than the rest of the line's fields together."""
+    """The formatted second of the latest timestamp, kept between lines.
+
+    The formatted second of the latest timestamp: every decision line takes a timestamp,
+    and formatting the date costs more than the rest of the line's fields together.
+    """
 
     second = -1
     text = ""
@@ -37,7 +40,10 @@ def _timestamp(created: float) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON object with its ``extra`` fields."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
         entry = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
@@ -51,6 +57,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """Send the root logger's records, as JSON lines, to stderr at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -79,7 +86,7 @@ class DecisionLines:
     """The one log line per decision, in the same JSON shape as ``JsonFormatter``'s.
 
     Not through ``logging``: a ``LogRecord``, the formatter and a locked, flushed write per
-    decision cost about 25 µs of a score call under load. Here a line is one msgspec
+    decision are a noticeable part of a score call under load. Here a line is one msgspec
     encode, and the lines of one event-loop turn leave in one write (at low traffic, each
     at once). Written only while the logger ``name`` is enabled for INFO, so
     ``RISKSCORE_LOG_LEVEL`` governs these lines as it governs the others.
@@ -94,6 +101,7 @@ class DecisionLines:
         atexit.register(self.flush)  # lines of the last loop turn before shutdown
 
     def emit(self, fields: dict[str, Any]) -> None:
+        """Queue one decision line (while INFO is on); it leaves with this loop turn's write."""
         if not self._logger.isEnabledFor(logging.INFO):
             return
         entry = {"ts": _timestamp(time.time()), "level": "info", "logger": self._name}
@@ -112,8 +120,11 @@ class DecisionLines:
         degraded: list[str],
         latency_ms: float,
     ) -> None:
-        """``emit`` of the score call's fields, the same bytes: a struct encodes its field
-        names from a table built once, and nothing is built while the level is off."""
+        """``emit`` of the score call's fields, from a struct.
+
+        ``emit`` of the score call's fields, the same bytes: a struct encodes its field
+        names from a table built once, and nothing is built while the level is off.
+        """
         if not self._logger.isEnabledFor(logging.INFO):
             return
         line = _DecisionLine(
@@ -143,6 +154,7 @@ class DecisionLines:
             self.flush()
 
     def flush(self) -> None:
+        """Write every queued line now."""
         self._scheduled = False
         if not self._lines:
             return

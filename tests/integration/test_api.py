@@ -410,9 +410,12 @@ async def test_score_calls_beyond_the_in_flight_limit_are_shed_with_503_and_coun
 
 
 async def test_the_score_route_keeps_the_framework_s_answers_at_its_edges(client):
-    """``/v1/score`` is a plain ASGI handler: methods, body limits, content types and the
+    """The plain ASGI score route keeps the framework's answers at its edges.
+
+    ``/v1/score`` is a plain ASGI handler: methods, body limits, content types and the
     OpenAPI operation must still behave as on the other routes (a body trickled in pieces
-    is covered on the real server, ``tests/reliability/test_hostile_input.py``)."""
+    is covered on the real server, ``tests/reliability/test_hostile_input.py``).
+    """
     for method in ("GET", "PUT", "DELETE", "PATCH"):
         r = await client.request(method, "/v1/score", headers=headers())
         assert (r.status_code, r.json()["error"]) == (405, "Method Not Allowed")
@@ -436,9 +439,12 @@ async def test_the_score_route_keeps_the_framework_s_answers_at_its_edges(client
 async def test_the_direct_score_entry_answers_as_litestar_s_route_does(
     redis_client, redis_prefix, tmp_path
 ):
-    """``ScoringApp`` takes ``/v1/score`` past Litestar's router and exception middleware;
+    """``ScoringApp``'s shortcut is taken and answers byte for byte as the routed path.
+
+    ``ScoringApp`` takes ``/v1/score`` past Litestar's router and exception middleware;
     every error must come out byte for byte as through them, and the shortcut must be
-    the path actually taken."""
+    the path actually taken.
+    """
     app = create_app(settings_for(redis_prefix, tmp_path))
     routed = 0
     litestar_handler = app.asgi_handler

@@ -1,5 +1,8 @@
-"""The compact decision record end to end: scored, logged, spooled, drained, registered
-and exported, next to records of the old shape and of other catalogues."""
+"""The compact decision record end to end.
+
+Scored, logged, spooled, drained, registered and exported, next to records of the old shape and of
+other catalogues.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ async def stream_records(redis_client: aioredis.Redis, prefix: str) -> dict[str,
 
 
 def old_shape(record: dict[str, Any], names: tuple[str, ...] = FEATURE_NAMES) -> dict:
-    """A record as the service wrote it before the compact format: features by name, the
-    transaction id and event time repeated at the top."""
+    """A record as the service wrote it before the compact format.
+
+    Features by name, the transaction id and event time repeated at the top.
+    """
     old = dict(record)
     old["transaction_id"] = record["payment"]["transaction_id"]
     old["event_time"] = record["payment"]["event_time"]

@@ -56,8 +56,11 @@ class _FunctionsOnly:
 async def store(
     request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str
 ) -> AsyncIterator[RiskStore]:
-    """Each commit path (a non-decline's MULTI over either client, the function call)
-    keeps the same promises."""
+    """A store for each commit path.
+
+    Each commit path (a non-decline's MULTI over either client, the function call)
+    keeps the same promises.
+    """
     hot: Commands | None = {
         "redis-py": None,
         "pipelined": make_hot_connection(TEST_REDIS_URL, 2_000),
@@ -195,8 +198,11 @@ async def test_a_decision_lives_the_decision_ttl_from_its_commit(
 async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_ttl(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """A claim evicted (volatile-* policy) or lost in a failover between begin and commit:
-    the key commit recreates must not live forever."""
+    """A claim lost between begin and commit: the key commit recreates expires.
+
+    A claim evicted (volatile-* policy) or lost in a failover between begin and commit:
+    the key commit recreates must not live forever.
+    """
     await store.begin(make_payment("t1"), digest="d1")
     key = f"{redis_prefix}:{{tx:t1}}"
     await redis_client.delete(key)

@@ -79,8 +79,11 @@ async def test_redis_slower_than_the_budget_is_a_timeout(redis_prefix: str) -> N
 
 
 async def test_each_call_times_out_one_budget_after_it_was_written(redis_prefix: str) -> None:
-    """A call written later than another, both stuck behind a blocked reply, gives up at
-    its own deadline, not at the first one's, and the late replies shift nothing."""
+    """Calls stuck behind a blocked reply give up in write order.
+
+    A call written later than another, both stuck behind a blocked reply, gives up at
+    its own deadline, not at the first one's, and the late replies shift nothing.
+    """
     conn = _connection(budget_seconds=0.1)
     try:
         await conn.execute_command("SET", f"{redis_prefix}:a", "A")
@@ -108,8 +111,11 @@ async def test_each_call_times_out_one_budget_after_it_was_written(redis_prefix:
 def test_an_answer_waiting_behind_a_busy_event_loop_is_not_a_timeout(
     redis_prefix: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]
 ) -> None:
-    """The loop is busy for five budgets while Redis answers at once: the connection's own
-    deadline sees the answer, where ``asyncio.timeout`` (what the breaker used) cancels."""
+    """A busy loop: the connection's own deadline still sees Redis' answer.
+
+    The loop is busy for five budgets while Redis answers at once: the connection's own
+    deadline sees the answer, where ``asyncio.timeout`` (what the breaker used) cancels.
+    """
 
     async def scenario(outer_timeout: bool) -> bytes | str:
         conn = _connection(budget_seconds=0.02)
@@ -219,9 +225,12 @@ async def test_a_transaction_returns_execs_replies(
 async def test_transactions_and_commands_in_flight_together_get_their_own_replies(
     redis_prefix: str,
 ) -> None:
-    """Hundreds of calls queued in one loop turn (so written in one flush), transactions
+    """Hundreds of calls in one flush each get their own reply.
+
+    Hundreds of calls queued in one loop turn (so written in one flush), transactions
     of different lengths among plain commands: each call gets its own reply, also when a
-    reply is cut across reads (a large value)."""
+    reply is cut across reads (a large value).
+    """
     conn = _connection()
     big = b"x" * 100_000
     try:
@@ -291,9 +300,12 @@ async def test_a_command_failing_inside_the_transaction_raises_and_the_others_ra
 async def test_a_transaction_that_timed_out_does_not_shift_the_replies_after_it(
     redis_prefix: str,
 ) -> None:
-    """A transaction stuck behind a blocked reply gives up one budget after it was
+    """A stuck transaction gives up one budget after it was written.
+
+    A transaction stuck behind a blocked reply gives up one budget after it was
     written; its +OK, +QUEUED and EXEC replies come later and are consumed, not handed to
-    the calls after it."""
+    the calls after it.
+    """
     conn = _connection(budget_seconds=0.1)
     a, n = f"{redis_prefix}:a", f"{redis_prefix}:n"
     try:

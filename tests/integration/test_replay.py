@@ -32,8 +32,11 @@ def _sample() -> pd.DataFrame:
 
 
 def sample_slice(head: int = 200, every: int = 50) -> pd.DataFrame:
-    """The sample's first ``head`` rows (card bursts within minutes), every fraud (their
-    labels become known within days), and every ``every``-th row for the days between."""
+    """A small replay log: the sample's head and every fraud.
+
+    The sample's first ``head`` rows (card bursts within minutes), every fraud (their
+    labels become known within days), and every ``every``-th row for the days between.
+    """
     log = _sample()
     rest = log.iloc[head:]
     parts = [log.iloc[:head], rest[rest["label"] == "1"], rest.iloc[::every]]
@@ -80,8 +83,11 @@ async def decision_records(redis_client, prefix: str) -> dict[str, dict]:
 
 
 def expected_card_attempts_10m(log: pd.DataFrame) -> dict[str, int]:
-    """The catalogue's rule for ``card_attempts_10m``, by hand: attempts of the card in the
-    current minute bucket and the nine before it, this one included, in time order."""
+    """``card_attempts_10m`` of each row, computed by hand.
+
+    The catalogue's rule for ``card_attempts_10m``, by hand: attempts of the card in the
+    current minute bucket and the nine before it, this one included, in time order.
+    """
     seconds = log_seconds(log["timestamp"])
     order = np.argsort(seconds, kind="stable")
     seen: dict[str, list[int]] = {}

@@ -29,8 +29,11 @@ FUNDING = ("debit", "credit", "prepaid", "debit")
 
 
 def synthetic_log(customers: int = 500, attacks: int = 50, seed: int = 3) -> pd.DataFrame:
-    """Legitimate customers paying now and then (some travelling, some without 3-D Secure),
-    plus card testing and account takeover: about 5,000 rows, 4 % of them fraud."""
+    """A labelled log of legitimate traffic and fraud patterns.
+
+    Legitimate customers paying now and then (some travelling, some without 3-D Secure),
+    plus card testing and account takeover: about 5,000 rows, 4 % of them fraud.
+    """
     rng = np.random.default_rng(seed)
     verticals = ["forex", "gaming", "adult", "ecommerce", "services"]
     records: list[dict] = []

@@ -78,9 +78,12 @@ def plan_of(entity: str) -> EntityPlan:
 async def velocity_state(
     store: RiskStore, redis_client: aioredis.Redis, entity: str, value: str
 ) -> dict[str, list[tuple[int, int]]]:
-    """An entity's stored state, unpacked as ``keys.py`` lays it out: per series (measure
+    """An entity's stored state, unpacked.
+
+    An entity's stored state, unpacked as ``keys.py`` lays it out: per series (measure
     and width code, e.g. ``dv``) its (bucket id, value) pairs with a value, and per
-    distinct kind (``z<code>``) its (member digest, last-seen second) pairs."""
+    distinct kind (``z<code>``) its (member digest, last-seen second) pairs.
+    """
     e = plan_of(entity)
     raw = await redis_client.get(store.keys.velocity(entity, value, e.layout))
     assert raw is not None, f"no state for {entity} {value}"
@@ -321,8 +324,11 @@ async def _replay_random_history(
     pool: int,
     features: tuple[catalog.VelocityFeature, ...] = catalog.VELOCITY_FEATURES,
 ) -> None:
-    """Score random payments, committing some only after the next begin, with feedback in
-    between, and compare every feature of every begin with the oracle."""
+    """Random payments, late commits and feedback: every begin matches the oracle.
+
+    Score random payments, committing some only after the next begin, with feedback in
+    between, and compare every feature of every begin with the oracle.
+    """
     t = DAY0 + rng.randrange(86_400)
     history: list[_Event] = []
     uncommitted: list[tuple[Payment, bool]] = []
@@ -548,8 +554,11 @@ async def test_a_late_decline_counts_in_its_own_bucket(
 
 
 class _CountingBegins:
-    """A hot connection that counts the store's begin calls; ``before(n)`` runs ahead of
-    the n-th (to change the lists between two calls of one ``begin``)."""
+    """A hot connection that counts the store's begin calls.
+
+    A hot connection that counts the store's begin calls; ``before(n)`` runs ahead of
+    the n-th (to change the lists between two calls of one ``begin``).
+    """
 
     def __init__(
         self,
@@ -642,8 +651,11 @@ async def test_lists_that_change_again_meanwhile_are_all_looked_up(
 async def test_begin_sends_the_lists_version_its_mask_is_exact_for(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """Redis skips the lists check while the version sent is the lists' own; any change
-    made through list_change gives a new version, so the next call is checked again."""
+    """Redis skips the lists check until the lists' version changes.
+
+    Redis skips the lists check while the version sent is the lists' own; any change
+    made through list_change gives a new version, so the next call is checked again.
+    """
     lists = ListStore(redis_client, prefix=redis_prefix)
     hot = _CountingBegins(redis_client)
     store = _store_on(hot, redis_prefix)
@@ -824,9 +836,12 @@ _Stored = tuple[dict[str, tuple[bytes, int]], list[dict[bytes, bytes]], dict[str
 
 
 async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _Stored:
-    """What a store holds: per transaction its value and TTL, the decision log's entries
+    """What a store holds, for comparing two stores.
+
+    What a store holds: per transaction its value and TTL, the decision log's entries
     (their fields: entry ids are times), and every other string key's value, by its name
-    without the prefix."""
+    without the prefix.
+    """
     transactions: dict[str, tuple[bytes, int]] = {}
     for tid in ids:
         key = keys.transaction(tid)
@@ -844,10 +859,13 @@ async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _
 async def test_every_commit_path_stores_the_same_thing(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """A non-decline's MULTI (over the pipelined connection or redis-py) stores what the
+    """A non-decline's MULTI stores what the commit function stores.
+
+    A non-decline's MULTI (over the pipelined connection or redis-py) stores what the
     commit function stores: the transaction's value, the decision log's entries, the
     decision TTL (also where the claim was old, or vanished), and a decline (always the
-    function) counts the same."""
+    function) counts the same.
+    """
     pipelined = _CountingTransactions(
         TEST_REDIS_URL, budget_seconds=2.0, connect_timeout=2.0, stall_seconds=5.0
     )
@@ -1060,8 +1078,11 @@ async def test_the_hiredis_packer_sends_what_redis_py_would_including_two_word_c
 
 
 class _Recorder:
-    """A hot connection that records what it is sent and answers one canned reply (after
-    the replies queued in ``first``, one per command)."""
+    """A hot connection that records what it is sent.
+
+    A hot connection that records what it is sent and answers one canned reply (after
+    the replies queued in ``first``, one per command).
+    """
 
     def __init__(self, reply: list) -> None:
         self.reply = reply
@@ -1091,8 +1112,11 @@ class _TransactionRecorder(_Recorder):
 
 
 class _TemplateRecorder(_TransactionRecorder):
-    """A ``_TransactionRecorder`` that runs templates, as the pipelined connection does:
-    it records the template's commands and checks its packing against hiredis'."""
+    """A ``_TransactionRecorder`` that runs templates.
+
+    As the pipelined connection does: it records the template's commands and checks its packing
+    against hiredis'.
+    """
 
     async def execute_template(self, template: TransactionTemplate, values: Sequence) -> list:
         commands = template.commands(values)
@@ -1104,10 +1128,13 @@ class _TemplateRecorder(_TransactionRecorder):
 def _reference_call(
     store: RiskStore, payment: Payment, lists: str, version: str = ""
 ) -> tuple[list, list, list, list]:
-    """begin's and a decline commit's keys and arguments (begin's clock excluded), built
+    """Begin's and a decline commit's arguments, built the plain way.
+
+    begin's and a decline commit's keys and arguments (begin's clock excluded), built
     the plain way from the public definitions the hot path's tables are derived from;
     ``lists`` marks the lists believed to hold items (block, allow per list entity) as of
-    lists ``version``."""
+    lists ``version``.
+    """
     from service.stores.keys import DISTINCT_CODES, member_digest
     from service.stores.lists import LOOKUP_ATTRIBUTES, lookups
     from service.stores.plan import entity_values, event_second, present
@@ -1156,8 +1183,11 @@ def _reference_call(
 
 
 async def test_begin_and_commit_send_what_the_public_definitions_say(store: RiskStore) -> None:
-    """The hot path reads precomputed tables; for payments with missing, blank, braced,
-    overlong and non-str values its keys and arguments are those of the definitions."""
+    """The hot path's tables give the arguments the plain way gives.
+
+    The hot path reads precomputed tables; for payments with missing, blank, braced,
+    overlong and non-str values its keys and arguments are those of the definitions.
+    """
     rng = random.Random(11)
     odd: list[object] = [None, "", "  ", "\t", "{x}", "a}b", "é" * 260, "ok", " ok ", 7]
     attributes = [

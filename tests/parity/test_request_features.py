@@ -1,5 +1,8 @@
-"""Online and offline engines agree: normalise vs normalise_frame, request_features vs
-request_features_frame, value for value, over hypothesis-generated valid requests."""
+"""Online and offline engines agree on normalisation and request features.
+
+Online and offline engines agree: normalise vs normalise_frame, request_features vs
+request_features_frame, value for value, over hypothesis-generated valid requests.
+"""
 
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.contract import VERTICALS
 from service.features.catalog import feature_kind
 from service.rules.language import Expression
 from service.rules.rulebook import load_ruleset
-from service.settings import DEFAULT_RULES_DIR, VERTICALS
+from service.settings import DEFAULT_RULES_DIR
 
 NUMBERS = ["card_attempts_10m", "amount_usd", "kyc_level", "account_age_days", "bin_declines_1h"]
 STRINGS = ["card_issuer_country", "ip_country", "three_ds"]

@@ -1,5 +1,7 @@
-"""The fault-injection harness: a private redis-server, a TCP proxy that misbehaves on
-command, and the service both as a real process and in process.
+"""The fault-injection harness.
+
+A private redis-server, a TCP proxy that misbehaves on command, and the service both as a real
+process and in process.
 
 Each test module gets its own ``redis-server`` on a free loopback port (no persistence),
 so a test may pause, kill and restart it without touching anyone else's Redis. The proxy
@@ -245,8 +247,11 @@ def proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
 
 
 class ServiceProcess:
-    """``uvicorn service.app:app_from_env --factory`` (or ``riskscore serve``) on a free port;
-    stderr (the JSON logs) goes to a file kept for the privacy checks."""
+    """The real server on a free port, until the block ends.
+
+    ``uvicorn service.app:app_from_env --factory`` (or ``riskscore serve``) on a free port;
+    stderr (the JSON logs) goes to a file kept for the privacy checks.
+    """
 
     def __init__(
         self,

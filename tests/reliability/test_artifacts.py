@@ -1,5 +1,8 @@
-"""Model artifacts: a damaged, planted, missing or foreign model is refused before anything in
-it is parsed; the service starts without it (``degraded: ["model"]``) and says why."""
+"""Model artifacts that cannot be trusted are refused.
+
+Model artifacts: a damaged, planted, missing or foreign model is refused before anything in
+it is parsed; the service starts without it (``degraded: ["model"]``) and says why.
+"""
 
 from __future__ import annotations
 

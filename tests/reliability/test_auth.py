@@ -1,5 +1,8 @@
-"""Authentication on the real server: missing, wrong, revoked and underprivileged keys are
-refused alike, nothing about the keys leaks, and no key ever reaches the logs."""
+"""Authentication on the real server.
+
+Missing, wrong, revoked and underprivileged keys are refused alike, nothing about the keys leaks,
+and no key ever reaches the logs.
+"""
 
 from __future__ import annotations
 

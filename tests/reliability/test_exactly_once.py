@@ -117,8 +117,11 @@ async def test_a_thousand_concurrent_payments_on_one_card_count_a_thousand(
 async def test_an_attempt_applied_after_its_timeout_then_retried_counts_once(
     scenario: Scenario, http: httpx.AsyncClient, evidence_dir: Path, proxy: FaultProxy
 ) -> None:
-    """Redis applies ``begin`` after the service gave up on it (latency past the budget);
-    the gateway retries: the retry must not count the attempt again."""
+    """A ``begin`` Redis ran after the service gave up is not counted again on retry.
+
+    Redis applies ``begin`` after the service gave up on it (latency past the budget);
+    the gateway retries: the retry must not count the attempt again.
+    """
     with running_service(proxy.url, evidence_dir) as service:
         http.base_url = service.base_url
         body = _on_card("late-1", "tok_late")

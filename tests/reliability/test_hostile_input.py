@@ -1,5 +1,8 @@
-"""Hostile input: every malformed, oversized, nested, poisoned or PAN-carrying body is a
-4xx naming its field, never a 500, and never repeats a card number."""
+"""Hostile input gets a 4xx, never a 5xx or a hang.
+
+Hostile input: every malformed, oversized, nested, poisoned or PAN-carrying body is a
+4xx naming its field, never a 500, and never repeats a card number.
+"""
 
 from __future__ import annotations
 

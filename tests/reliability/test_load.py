@@ -1,5 +1,8 @@
-"""Load: SIGTERM under load finishes what it accepted and counts it exactly once; a spike of
-ten times the concurrency is answered or shed, never failed."""
+"""Load: shutdown under load and spikes lose nothing and count nothing twice.
+
+Load: SIGTERM under load finishes what it accepted and counts it exactly once; a spike of
+ten times the concurrency is answered or shed, never failed.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Schemathesis against the service's own OpenAPI document, on the real server: no server
-error, no undocumented status code, no response that breaks its documented schema."""
+"""Schemathesis against the service's own OpenAPI document.
+
+On the real server: no server error, no undocumented status code, no response that breaks its
+documented schema.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Privacy, checked last: whatever the whole reliability run left behind (the logs of every
+"""Privacy, checked last, over everything the reliability run left.
+
+Privacy, checked last: whatever the whole reliability run left behind (the logs of every
 service process, every Redis the run used, the spools, every response body) holds no card
-number, and none of the emails, VPAs or IP addresses the tests sent."""
+number, and none of the emails, VPAs or IP addresses the tests sent.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +47,11 @@ def luhn_valid(digits: str) -> bool:
 
 
 def card_numbers_in(text: str) -> list[str]:
-    """Luhn-valid runs of 13–19 digits (spaces or dashes between them allowed) that start
-    like a card (3–6), outside hex tokens and decimals."""
+    """The card numbers the privacy sweep finds in a text.
+
+    Luhn-valid runs of 13–19 digits (spaces or dashes between them allowed) that start
+    like a card (3–6), outside hex tokens and decimals.
+    """
     found = []
     for match in CARD_RUN.finditer(text):
         digits = re.sub(r"[ -]", "", match.group())

@@ -1,5 +1,8 @@
-"""Rule files changed while traffic flows: every answer comes from the old rule set or the
-new one, never from a half-written file, and an invalid file changes nothing."""
+"""Rule files changed while traffic flows.
+
+Every answer comes from the old rule set or the new one, never from a half-written file, and an
+invalid file changes nothing.
+"""
 
 from __future__ import annotations
 

@@ -37,8 +37,10 @@ ENTRY = DecisionEntry("1795788181000-0", "rec-v1-0001", V1)
 
 
 def by_name(raw: bytes) -> bytes:
-    """The record in the shape before the compact format: features by name, the id and time
-    repeated at the top."""
+    """The record in the shape before the compact format.
+
+    Features by name, the transaction id and time repeated at the top.
+    """
     record = msgspec.json.decode(raw)
     names = V1_CATALOGS[record["catalog_version"]]
     record["transaction_id"] = record["payment"]["transaction_id"]
@@ -75,8 +77,10 @@ def test_the_export_reads_records_written_before_versions(shape: str) -> None:
 
 
 def test_todays_record_is_the_old_one_with_its_version_first() -> None:
-    """Re-encoding a version 1 record as today's writer would gives the same bytes but
-    for the version field: nothing else in the format changed."""
+    """Today's writer gives a version 1 record's bytes but for the version field.
+
+    Nothing else in the format changed.
+    """
     old = decode_record(V1)
     current = msgspec.structs.replace(old, record_version=RECORD_VERSION)
     assert encode_record(current) == b'{"record_version":%d,' % RECORD_VERSION + V1[1:]

@@ -134,8 +134,10 @@ def test_a_request_survives_the_flat_form(request: ScoreRequest) -> None:
 @settings(max_examples=100, deadline=None)
 @given(request=requests)
 def test_the_digest_is_the_sorted_log_row(request: ScoreRequest) -> None:
-    """``payment_digest`` hashes ``request_to_log_row`` (canonical amount, sorted keys): a
-    request that changes any column changes the digest, one that changes none keeps it."""
+    """``payment_digest`` hashes ``request_to_log_row`` (canonical amount, sorted keys).
+
+    A request that changes any column changes the digest, one that changes none keeps it.
+    """
     row = request_to_log_row(request)
     for field in FLAT_FORM:
         if row[field.column] is None or field.column in REQUIRED_LOG_COLUMNS:

@@ -25,8 +25,11 @@ def modules(package: str, root: Path = ROOT) -> list[Path]:
 
 
 def imports_of(path: Path, root: Path = ROOT) -> set[str]:
-    """Every module name ``path`` imports, relative imports resolved, ``from m import n``
-    counted as ``m.n`` too (a submodule, or a name of ``m``: ``graph`` keeps the modules)."""
+    """Every module name ``path`` imports.
+
+    Relative imports resolved, ``from m import n`` counted as ``m.n`` too (a submodule, or a name of
+    ``m``: ``graph`` keeps the modules).
+    """
     package = module_name(path if path.name == "__init__.py" else path.parent, root)
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):

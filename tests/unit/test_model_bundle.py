@@ -41,8 +41,11 @@ SMALL = {"max_iter": 30, "n_iter_no_change": 10, "min_samples_leaf": 20}
 
 
 def feature_frame(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """A dataset frame as ``training.dataset`` builds it, made up: fraud rises with the cards
-    seen on the device and with missing 3-D Secure."""
+    """A made-up dataset frame where fraud rises with the features.
+
+    A dataset frame as ``training.dataset`` builds it, made up: fraud rises with the cards
+    seen on the device and with missing 3-D Secure.
+    """
     rng = np.random.default_rng(seed)
     cards = rng.poisson(1.0, rows) + 1
     three_ds = rng.choice(np.array(["none", "attempted", "authenticated"], dtype=object), rows)

@@ -135,9 +135,12 @@ def test_categorical_splits_are_refused():
 
 
 def _reference(forest: CompiledForest, x: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
-    """Row ``x`` walked node by node over the saved arrays, as scikit-learn's predictor
+    """Row ``x`` walked node by node, as scikit-learn's predictor walks it.
+
+    Row ``x`` walked node by node over the saved arrays, as scikit-learn's predictor
     does: each tree's root-to-leaf path, and every node's expectation (count-weighted mean
-    of the leaves below, in ``CompiledForest``'s order of operations)."""
+    of the leaves below, in ``CompiledForest``'s order of operations).
+    """
     a = forest.arrays
     leaf, left, right = a["node_is_leaf"], a["node_left"], a["node_right"]
     expected = a["node_value"].astype(float).tolist()

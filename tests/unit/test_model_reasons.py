@@ -110,8 +110,11 @@ def test_top_reasons_refuse_contributions_of_another_length():
 
 
 def test_top_reasons_are_the_same_from_another_thread():
-    """The default limit reuses scratch arrays in the thread that made the explainer; any
-    other thread gets its own, and the same reasons."""
+    """Another thread gets scratch arrays of its own, and the same reasons.
+
+    The default limit reuses scratch arrays in the thread that made the explainer; any
+    other thread gets its own, and the same reasons.
+    """
     explainer = Explainer(MODEL_SOURCES, SOURCE_INDEX)
     rng = np.random.default_rng(7)
     features = {"vertical": "gaming", "device_distinct_cards_24h": 7, "kyc_level": 0}

@@ -320,8 +320,11 @@ def test_keyed_sha256_is_hmac_sha256(key_length: int) -> None:
 
 
 def test_tokens_are_the_documented_hmac(pseudonymiser: Pseudonymiser) -> None:
-    """``HMAC-SHA256(secret, kind NUL canonical)``, 96 bits in base64url: stored tokens
-    depend on exactly this."""
+    """Tokens are exactly the documented HMAC.
+
+    ``HMAC-SHA256(secret, kind NUL canonical)``, 96 bits in base64url: stored tokens
+    depend on exactly this.
+    """
     for kind, raw, canonical in (
         ("email", " Alice@Example.COM", "alice@example.com"),
         ("account", " Alice@YBL ", "alice@ybl"),

@@ -18,7 +18,7 @@ from service.decision.policy import (
     rule_effects_frame,
 )
 from service.rules.ruleset import RuleExecution
-from service.settings import Thresholds
+from service.verticals import Thresholds
 
 T = Thresholds(challenge=40, review=60, decline=85)
 
@@ -171,8 +171,10 @@ def histories(draw):
 @settings(max_examples=300, deadline=None)
 @given(history=histories())
 def test_the_vectorised_policy_decides_as_the_scalar_one_row_by_row(history):
-    """``decide_frame`` (with ``rule_effects_frame``) and ``decide`` (with ``rule_effects``)
-    give every row the same decision and score: lists, rules, model, degraded floor."""
+    """``decide_frame`` and ``decide`` give every row the same decision and score.
+
+    With ``rule_effects_frame`` and ``rule_effects``: lists, rules, model, degraded floor.
+    """
     rules, with_model, rows, policy = history
     hits = pd.DataFrame(
         {r.rule_id: [row["runs"][i] == 1 for row in rows] for i, r in enumerate(rules)},

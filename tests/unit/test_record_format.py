@@ -1,5 +1,8 @@
-"""The compact decision record: features as an array in the catalogue's order, read back
-by the export in both shapes (the old name → value object and the array)."""
+"""The compact decision record.
+
+Features as an array in the catalogue's order, read back by the export in both shapes (the old name
+→ value object and the array).
+"""
 
 from __future__ import annotations
 
@@ -68,8 +71,11 @@ ENTRY = DecisionEntry("1700000124000-0", "rec-1", b"")
 
 
 def shuffled_features(seed: int) -> dict[str, Any]:
-    """Every feature, each with a value of its own (its catalogue position), inserted in
-    a random order: a record that followed the dict's order would come out shuffled."""
+    """Every feature with a value of its own, inserted in a random order.
+
+    Every feature, each with a value of its own (its catalogue position), inserted in
+    a random order: a record that followed the dict's order would come out shuffled.
+    """
     names = list(FEATURE_NAMES)
     random.Random(seed).shuffle(names)
     return {name: float(FEATURE_NAMES.index(name)) for name in names}

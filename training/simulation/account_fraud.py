@@ -67,6 +67,7 @@ def _ring_members(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def account_takeover(rng: np.random.Generator, world: World, incidents: int, size: float) -> Batch:
+    """Taken-over accounts paying out from new devices and places."""
     customers, window = world.customers, world.window
     eligible = np.flatnonzero(
         np.isin(customers.vertical, (FOREX, GAMING, ECOMMERCE, SERVICES))

@@ -56,6 +56,8 @@ REQUIRED: Final[frozenset[str]] = frozenset(
 
 @dataclass(slots=True)
 class Batch:
+    """Generated rows as named columns, in the log's schema."""
+
     columns: dict[str, np.ndarray]
 
     @classmethod
@@ -90,8 +92,10 @@ class Batch:
         self.columns[name] = value
 
     def take(self, rows: np.ndarray) -> Batch:
+        """The batch's rows at ``rows``."""
         return Batch({name: column[rows] for name, column in self.columns.items()})
 
     @classmethod
     def concat(cls, batches: list[Batch]) -> Batch:
+        """The batches' rows one after another."""
         return cls({name: np.concatenate([b.columns[name] for b in batches]) for name in SCHEMA})

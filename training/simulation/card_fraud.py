@@ -50,6 +50,7 @@ def _issuers(rng: np.random.Generator, n: int, foreign_share: float) -> np.ndarr
 
 
 def card_testing(rng: np.random.Generator, world: World, incidents: int, size: float) -> Batch:
+    """Bursts of small payments testing stolen card numbers."""
     k = incidents
     count = sizes(rng, k, size, minimum=6, maximum=150)
     n = int(count.sum())
@@ -94,6 +95,7 @@ def card_testing(rng: np.random.Generator, world: World, incidents: int, size: f
 
 
 def stolen_card(rng: np.random.Generator, world: World, incidents: int, size: float) -> Batch:
+    """Stolen cards spent fast on new devices."""
     k = incidents
     count = sizes(rng, k, size, minimum=2, maximum=10)
     n = int(count.sum())
@@ -143,6 +145,7 @@ def stolen_card(rng: np.random.Generator, world: World, incidents: int, size: fl
 def first_deposit_fraud(
     rng: np.random.Generator, world: World, incidents: int, size: float
 ) -> Batch:
+    """Large first deposits by fresh accounts with stolen cards."""
     k = incidents
     count = 1 + (rng.random(k) < 0.3) * rng.integers(1, 3, k)  # some come back for more
     n = int(count.sum())
@@ -196,6 +199,7 @@ def first_deposit_fraud(
 def compromised_merchant(
     rng: np.random.Generator, world: World, incidents: int, size: float
 ) -> Batch:
+    """Cards used at a compromised merchant, defrauded elsewhere later."""
     k = incidents
     count = sizes(rng, k, size, minimum=10, maximum=400)
     n = int(count.sum())

@@ -36,11 +36,14 @@ class Cards:
     network: np.ndarray
 
     def take(self, rows: np.ndarray) -> Cards:
+        """The cards at ``rows``."""
         return Cards(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 @dataclass(frozen=True, slots=True)
 class BinTable:
+    """The BINs the simulation issues cards from, with network, issuer country and funding."""
+
     bin: np.ndarray
     country: np.ndarray
     network: np.ndarray

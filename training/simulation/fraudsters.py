@@ -38,6 +38,7 @@ def starts(rng: np.random.Generator, window: Window, n: int, room: float = 0.0) 
 
 
 def within(window: Window, ts: np.ndarray) -> np.ndarray:
+    """Times clipped into the window."""
     return np.clip(ts, window.start, window.end - 1)
 
 
@@ -48,6 +49,7 @@ def label_delays(rng: np.random.Generator, n: int, low_days: float, high_days: f
 
 
 def new_devices(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` device ids never seen before."""
     return unique_tokens(rng, n, "dev_", 16)
 
 
@@ -77,6 +79,7 @@ def new_accounts(
 
 
 def card_columns(cards: Cards) -> dict[str, np.ndarray]:
+    """The log's payment-method columns for card payments with ``cards``."""
     return Instruments.of_cards(cards).columns()
 
 
@@ -109,6 +112,7 @@ def card_currency(rng: np.random.Generator, world: World, merchants: np.ndarray,
 
 
 def main_country(world: World, merchants: np.ndarray) -> np.ndarray:
+    """Each merchant's main customer country."""
     return np.asarray(HOME_COUNTRIES, dtype=object)[
         world.merchants.country_mix[merchants].argmax(axis=1)
     ]

@@ -77,6 +77,7 @@ def digit_strings(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
 
 
 def choose(rng: np.random.Generator, options: tuple[str, ...] | list[str], n: int, p=None):
+    """``n`` draws from ``options``, with probabilities ``p`` if given."""
     return np.asarray(options, dtype=object)[rng.choice(len(options), size=n, p=p)]
 
 

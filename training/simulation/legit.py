@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.settings import VERTICALS
+from service.contract import VERTICALS
 from training.simulation.batch import MISSING, Batch
 from training.simulation.identities import ip_addresses
 from training.simulation.markets import SPEND_FACTOR, VPN_COUNTRIES, VPN_EXITS_PER_COUNTRY
@@ -46,6 +46,7 @@ def three_ds(rng: np.random.Generator, issuer_countries: np.ndarray) -> np.ndarr
 
 
 def legitimate(rng: np.random.Generator, world: World, n: int) -> Batch:
+    """``n`` legitimate payments by the world's customers."""
     customers, window = world.customers, world.window
     retries = round(n * RETRY_SHARE) if n >= 100 else 0
     base = n - retries

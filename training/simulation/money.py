@@ -18,6 +18,8 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Currency:
+    """A currency the simulation pays in: its rough rate, decimals and rounding steps."""
+
     per_usd: float  # units of the currency one US dollar buys, roughly
     exponent: int  # digits after the decimal point (ISO 4217; 8 at most for crypto)
     price_step: int  # in minor units: what a price is rounded to

@@ -37,6 +37,8 @@ ALWAYS_PRESENT_FROM: Final[int] = 2_000  # rows from which every pattern has an 
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
+    """A fraud pattern: its share of rows, incident size and generator."""
+
     name: str
     rate: float  # share of all rows
     size: float  # typical accounts (or rows) per incident in a large log
@@ -45,9 +47,11 @@ class Pattern:
     generate: Generate
 
     def typical_size(self, rows: int) -> float:
+        """The typical incident size for a log of ``rows`` rows."""
         return max(self.minimum, self.size * incident_scale(rows))
 
     def incidents(self, rng: np.random.Generator, rows: int) -> int:
+        """How many incidents a log of ``rows`` rows holds."""
         expected = self.rate * rows / (self.typical_size(rows) * self.rows_per_unit)
         if rows >= ALWAYS_PRESENT_FROM:
             return max(1, int(expected))
@@ -55,6 +59,7 @@ class Pattern:
 
 
 def incident_scale(rows: int) -> float:
+    """How incident sizes shrink for logs under 100,000 rows."""
     return min(1.0, rows / 100_000)
 
 

@@ -66,6 +66,8 @@ def per_vertical(values: list | tuple, verticals: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Merchants:
+    """The simulated merchants: vertical, share of customers, country mix, offers."""
+
     merchant_id: np.ndarray
     vertical: np.ndarray  # code into VERTICALS
     weight: np.ndarray  # share of its vertical's customers
@@ -80,6 +82,7 @@ class Merchants:
         return len(self.merchant_id)
 
     def in_verticals(self, *codes: int) -> np.ndarray:
+        """The indices of the merchants in the given verticals."""
         return np.flatnonzero(np.isin(self.vertical, codes))
 
     def pick(
@@ -145,6 +148,7 @@ class Instruments:
     account: np.ndarray  # VPA, wallet id, PIX key or address; None for cards
 
     def take(self, rows: np.ndarray) -> Instruments:
+        """The instruments at ``rows``."""
         return Instruments(*(getattr(self, f.name)[rows] for f in fields(self)))
 
     def columns(self) -> dict[str, np.ndarray]:
@@ -162,6 +166,7 @@ class Instruments:
 
     @classmethod
     def of_cards(cls, cards: Cards) -> Instruments:
+        """Card instruments for ``cards``."""
         n = len(cards.bin)
         return cls(
             type=np.full(n, "card", dtype=object),
@@ -185,6 +190,7 @@ class Instruments:
         )
 
     def assign(self, rows: np.ndarray, source: Instruments) -> None:
+        """Overwrite the instruments at ``rows`` with ``source``'s."""
         for f in fields(self):
             getattr(self, f.name)[rows] = getattr(source, f.name)
 
@@ -201,7 +207,7 @@ class Instruments:
         expat_share: float = 0.03,
         with_cards: bool = True,
     ) -> Instruments:
-        """Instruments by local habit: UPI in India, bKash in Bangladesh, PIX in Brazil, …"""
+        """Instruments by local habit: UPI in India, bKash in Bangladesh, PIX in Brazil..."""
         n = len(countries)
         kind = np.empty(n, dtype=object)
         provider = np.empty(n, dtype=object)
@@ -254,6 +260,8 @@ class Instruments:
 
 @dataclass(frozen=True, slots=True)
 class Customers:
+    """The simulated customers: merchant, identity, instruments and habits."""
+
     customer_id: np.ndarray
     merchant: np.ndarray
     vertical: np.ndarray
@@ -286,6 +294,7 @@ class Customers:
     def build(
         cls, rng: np.random.Generator, window: Window, merchants: Merchants, bins: BinTable, n: int
     ) -> Customers:
+        """``n`` customers spread over the merchants by vertical."""
         share = np.array([p.customer_share for p in PROFILE_LIST])[merchants.vertical]
         merchant = np.sort(
             rng.choice(
@@ -402,6 +411,7 @@ class World:
 
     @classmethod
     def build(cls, rng: np.random.Generator, window: Window, rows: int) -> World:
+        """A world sized for a log of ``rows`` rows."""
         bins = BinTable.generate(rng)
         merchants = Merchants.build(rng, rows)
         customers = Customers.build(rng, window, merchants, bins, max(300, rows // 6))

@@ -52,14 +52,17 @@ class Window:
 
     @property
     def end(self) -> int:
+        """The window's first second after its end."""
         return self.start + self.days * DAY
 
     @property
     def span(self) -> int:
+        """The window's length in seconds."""
         return self.days * DAY
 
     @classmethod
     def of(cls, start: datetime | date | str, days: int) -> Window:
+        """A window of ``days`` days from ``start``."""
         if days < 1:
             raise ValueError(f"days: must be at least 1, got {days}")
         return cls(start=_unix_seconds(start), days=days)

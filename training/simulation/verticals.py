@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from service.settings import VERTICALS
+from service.contract import VERTICALS
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """One vertical's shape: its share of customers, merchants, amounts and habits."""
+
     customer_share: float  # of the customer population
     merchants: int  # at a million rows; fewer for small logs
     country_mix: tuple[float, ...]  # over HOME_COUNTRIES: IN, BD, ID, VN, BR
@@ -111,7 +113,7 @@ PROFILES: Final[dict[str, Profile]] = {
     ),
 }
 if tuple(PROFILES) != VERTICALS:
-    raise RuntimeError("every vertical of service.settings.VERTICALS needs a profile, in order")
+    raise RuntimeError("every vertical of service.contract.VERTICALS needs a profile, in order")
 
 VERTICAL_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(VERTICALS)}
 FOREX, GAMING, ADULT = VERTICAL_CODE["forex"], VERTICAL_CODE["gaming"], VERTICAL_CODE["adult"]

@@ -1,0 +1,69 @@
+"""The HTTP answer to every error, from one table: error class → status and body.
+
+The core raises the ``RiskscoreError`` tree (``service.errors``) and knows nothing of
+HTTP; this table is the one place that turns those errors into statuses. Every answer
+is an ``ErrorBody``; an error the table does not name is a 500 that says nothing of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, NamedTuple
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from service.contract import ErrorBody
+from service.errors import IdempotencyConflict, InvalidRequest, NotFound, RetryLater
+
+log = logging.getLogger("riskscore")
+_encoder = msgspec.json.Encoder()
+
+
+class ErrorAnswer(NamedTuple):
+    """How one class of error is answered."""
+
+    status: int
+    error: str | None = None  # the body's ``error``; None: the exception's own message
+    retry_after: str | None = None  # the ``Retry-After`` header, in seconds
+
+
+ERROR_ANSWERS: Final[dict[type[Exception], ErrorAnswer]] = {
+    InvalidRequest: ErrorAnswer(400, "invalid request"),  # with its field problems
+    NotFound: ErrorAnswer(404),
+    IdempotencyConflict: ErrorAnswer(409),
+    RetryLater: ErrorAnswer(503, retry_after="1"),
+}
+
+
+def error_body(status: int, body: ErrorBody, retry_after: str | None = None) -> Response:
+    """An ``ErrorBody`` as a JSON response."""
+    response = Response(_encoder.encode(body), status_code=status, media_type="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+def answer_error(request: Request, exc: Exception) -> Response:
+    """The app's one exception handler, answering from ``ERROR_ANSWERS``.
+
+    The app's one exception handler: the answer of ``exc``'s nearest class in the table,
+    Litestar's own HTTP errors with their status and detail, and 500 for anything else.
+    """
+    answer = next((ERROR_ANSWERS[c] for c in type(exc).__mro__ if c in ERROR_ANSWERS), None)
+    if answer is not None:
+        problems = []
+        if isinstance(exc, InvalidRequest):
+            request.app.state.engine.metrics.bad_requests.labels("invalid").inc()
+            problems = exc.problems
+        body = ErrorBody(error=answer.error or str(exc), problems=problems)
+        return error_body(answer.status, body, answer.retry_after)
+    if isinstance(exc, HTTPException):
+        return error_body(exc.status_code, ErrorBody(error=exc.detail))
+    log.exception("unexpected error on %s", request.url.path)
+    return error_body(500, ErrorBody(error="internal error"))
+
+
+# What ``create_app`` registers: every exception goes through the one table.
+EXCEPTION_HANDLERS: Final = {Exception: answer_error}

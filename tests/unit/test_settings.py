@@ -1,0 +1,60 @@
+"""Settings: every field documented, secrets never in a repr, domain defaults complete."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.contract import VERTICALS
+from service.settings import Settings, parse_api_keys
+from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS
+
+TOKENS = st.text(alphabet=string.ascii_letters + string.digits, min_size=16, max_size=40)
+
+
+def test_every_field_is_documented_with_its_variable():
+    doc = Settings.__doc__ or ""
+    for name in Settings.__struct_fields__:
+        assert f"``{name}``" in doc, name
+    for variable in ("RISKSCORE_SECRET", "RISKSCORE_API_KEYS", "RISKSCORE_REDIS_URL"):
+        assert variable in doc
+
+
+@given(secret=TOKENS, keys=st.lists(TOKENS, min_size=1, max_size=4, unique=True))
+def test_repr_shows_neither_the_secret_nor_the_api_keys(secret: str, keys: list[str]):
+    settings = Settings.from_env(
+        {
+            "RISKSCORE_SECRET": secret,
+            "RISKSCORE_API_KEYS": ",".join(f"{k}=score+admin" for k in keys),
+        }
+    )
+    assert settings.secret == secret.encode() and set(settings.api_keys) == set(keys)
+    rich_fields = dict(settings.__rich_repr__())
+    for shown in (repr(settings), str(settings), f"{settings!r}", repr(rich_fields)):
+        assert secret not in shown
+        assert not any(key in shown for key in keys)
+    assert "secret=<hidden>" in repr(settings)
+    assert f"api_keys=<{len(keys)} keys>" in repr(settings)
+    assert "redis_url='redis://127.0.0.1:6379/0'" in repr(settings)  # the rest is shown
+    assert set(rich_fields) == set(Settings.__struct_fields__)
+
+
+def test_parse_api_keys_errors_never_name_a_key():
+    key = "k-very-secret-0123456789"
+    try:
+        parse_api_keys(f"{key}=score+nope")
+    except Exception as exc:
+        assert key not in str(exc)
+    else:
+        raise AssertionError("an unknown role was accepted")
+
+
+def test_the_domain_defaults_cover_every_vertical_once():
+    assert tuple(DEFAULT_THRESHOLDS) == VERTICALS
+    assert tuple(DEFAULT_DEGRADED) == VERTICALS
+    for cuts in DEFAULT_THRESHOLDS.values():
+        assert 0 <= cuts.challenge <= cuts.review <= cuts.decline <= 100
+    assert Settings().thresholds == DEFAULT_THRESHOLDS
+    assert Settings().degraded_action == DEFAULT_DEGRADED
