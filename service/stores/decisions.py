@@ -1,8 +1,9 @@
-"""Reading the decision log and the labels back out of their Redis streams, for export.
+"""The decision log and the labels streams: spooled records in, everything out for export.
 
 ``commit`` appends one entry per decision to ``<prefix>:decisions`` (fields
-``transaction_id``, ``record``: the caller's JSON) and ``record_feedback`` one entry per
-label to ``<prefix>:labels``. Both streams are capped approximately (``MAXLEN ~``). Read
+``transaction_id``, ``record``: the caller's JSON), ``DecisionLog.append_records`` the
+records spooled while Redis was away, and ``record_feedback`` one entry per label to
+``<prefix>:labels``. Both streams are capped approximately (``MAXLEN ~``). Read
 them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
 with ``(``).
 
@@ -21,7 +22,9 @@ from collections.abc import Sequence
 import msgspec
 import redis.asyncio as aioredis
 
+from service.decision.record import record_transaction_id
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES
+from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 
 _names_decoder = msgspec.json.Decoder(list[str])
@@ -132,3 +135,39 @@ async def read_catalogs(client: aioredis.Redis, prefix: str) -> dict[str, tuple[
         except msgspec.DecodeError:
             continue
     return catalogs
+
+
+class DecisionLog:
+    """Appends decision records spooled while Redis was away to the decision log."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, breaker: Breaker, *, budget: float, maxlen: int
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.breaker = breaker
+        self._budget = budget
+        self._maxlen = maxlen
+
+    async def append_records(self, records: list[bytes]) -> None:
+        """Append decision records (spooled while Redis was away) to the decision log.
+
+        A spool file may predate an upgrade, so a record of any version drains
+        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's.
+        """
+        if not records:
+            return
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for record_json in records:
+                    transaction_id = record_transaction_id(record_json)
+                    pipe.xadd(
+                        self.keys.decisions,
+                        {"transaction_id": transaction_id, "record": record_json},
+                        maxlen=self._maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+
+        await self.breaker.call(self._budget, run)

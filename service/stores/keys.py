@@ -23,7 +23,7 @@ key                             type    content
                                         ``claimed_at`` (ms); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
                                         (entity keys and event second, for feedback),
-                                        the response JSON (``velocity.decided_value``).
+                                        the response JSON (``transactions.decided_value``).
                                         One written before this layout is a hash
                                         (``state``, ``digest``, ``claimed_at``,
                                         ``decision``, ``record``, ``fraud``), still read

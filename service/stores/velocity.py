@@ -1,5 +1,9 @@
 """The Redis side of a score call: idempotency, velocity, entity risk and list look-ups.
 
+``RiskStore`` puts the service's Redis stores behind one object: ``VelocityStore`` (this
+module: the two round trips below), ``transactions.TransactionStore`` (stored decisions),
+``feedback.FeedbackStore`` (labels) and ``decisions.DecisionLog`` (spooled records).
+
 A score call costs two round trips:
 
 1. ``begin``: one Lua function call (``begin.lua`` in the library of ``library.py``)
@@ -17,7 +21,7 @@ A score call costs two round trips:
    read-modify-write of the entities' packed states); any other decision a MULTI/EXEC of
    the same writes, which costs Redis less.
 
-``record_feedback`` adds a confirmed fraud to the fraud counters of the original
+Feedback (``feedback.py``) adds a confirmed fraud to the fraud counters of the original
 transaction's entities, in its buckets, once per transaction.
 
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
@@ -50,31 +54,34 @@ slot. Only single-Redis mode is built and tested.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import compress
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from service.decision.record import record_transaction_id
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
+from service.stores.decisions import DecisionLog
+from service.stores.feedback import FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
 from service.stores.pipelined import Slot, TransactionTemplate
 from service.stores.plan import PLAN, Plan, event_second, present
+from service.stores.transactions import (
+    TransactionRecord,
+    TransactionStore,
+    decided_value,
+    transaction_record_encoder,
+)
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
-FRAUD_LABELS = frozenset({"fraud", "chargeback"})
-LABELS = frozenset({*FRAUD_LABELS, "legit"})
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -85,42 +92,6 @@ class Begin(msgspec.Struct, frozen=True):
     features: dict[str, float]  # every catalog.VELOCITY_FEATURES name, for new and takeover
     list_hits: list[ListHit]
     lists_version: int
-
-
-class TransactionRecord(msgspec.Struct, frozen=True):
-    """What feedback needs of a scored transaction: its event second and entity keys."""
-
-    t: int
-    e: dict[str, str]
-
-
-_record_encoder = msgspec.json.Encoder()
-_record_decoder = msgspec.json.Decoder(TransactionRecord)
-
-
-class Decided(NamedTuple):
-    """A decided transaction's stored parts: the entity record and the response."""
-
-    record: bytes  # the entity record (TransactionRecord JSON), for feedback
-    decision: bytes  # the response JSON, for a replay
-
-
-def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
-    """A decided transaction's value under its key.
-
-    ``d``, the payment's digest, the fraud mark (empty until feedback), the entity record and the
-    response, apart by newlines, which JSON text never holds (``begin.lua``'s ``read_claim`` reads
-    it in Redis).
-    """
-    return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
-
-
-def read_decided(value: bytes | None) -> Decided | None:
-    """``decided_value``'s record and response; None for a claim or a missing key."""
-    if not value or not value.startswith(b"d\n"):
-        return None
-    _, _, _, record, decision = value.split(b"\n", 4)
-    return Decided(record, decision)
 
 
 def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
@@ -168,8 +139,8 @@ def _run_commands(
     return transact(*template.commands(values))
 
 
-class RiskStore:
-    """The velocity store: claims, counters, decisions and feedback in Redis."""
+class VelocityStore:
+    """The hot path's two round trips: ``begin`` (claim, count, read, lists) and ``commit``."""
 
     def __init__(
         self,
@@ -392,7 +363,7 @@ class RiskStore:
                 for name, value in zip(self._entity_names, _present_all(raw), strict=True)
                 if value is not None
             }
-        entity_record = _record_encoder.encode(TransactionRecord(second, keyed))
+        entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
         value = decided_value(digest, entity_record, decision_json)
         tx = self.keys.transaction(payment.transaction_id)
         hot = self.hot
@@ -432,27 +403,36 @@ class RiskStore:
             guard=self._hot_guard,
         )
 
-    async def _decided(self, transaction_id: str, budget: float) -> Decided | None:
-        """A decided transaction's stored decision, else None (undecided or unknown)."""
-        tx = self.keys.transaction(transaction_id)
 
-        async def run() -> Decided | None:
-            try:
-                return read_decided(await self.client.get(tx))
-            except ResponseError as exc:  # a hash: the layout before the string value
-                if "WRONGTYPE" not in str(exc):
-                    raise
-            state, record, decision = await self.client.hmget(tx, ["state", "record", "decision"])
-            if state != b"done" or decision is None:
-                return None
-            return Decided(record or b"", decision)
+class RiskStore(VelocityStore):
+    """The service's Redis stores behind one object: what ``Engine.store`` is.
 
-        return await self.breaker.call(budget, run)
+    Its own ``begin`` and ``commit`` are ``VelocityStore``'s (the two round trips of a
+    score call); ``transactions`` reads stored decisions (replays, concurrent retries),
+    ``feedback`` applies labels, ``log`` appends spooled records to the decision log. All
+    share one client, key layout, circuit breaker and function library.
+    """
+
+    def __init__(self, client: aioredis.Redis, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.transactions = TransactionStore(client, self.keys, self.breaker, budget=self._budget)
+        self.feedback = FeedbackStore(
+            client,
+            self.keys,
+            self.breaker,
+            self.library,
+            self.plan,
+            self.transactions,
+            budget=self._admin_budget,
+            stream_maxlen=self._maxlen,
+        )
+        self.log = DecisionLog(
+            client, self.keys, self.breaker, budget=self._admin_budget, maxlen=self._maxlen
+        )
 
     async def stored_decision(self, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        decided = await self._decided(transaction_id, self._budget)
-        return decided.decision if decided is not None else None
+        return await self.transactions.stored_decision(transaction_id)
 
     async def wait_for_decision(
         self,
@@ -460,64 +440,14 @@ class RiskStore:
         timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
     ) -> bytes | None:
         """Poll for the decision of a concurrent call with the same id, up to ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            decision = await self.stored_decision(transaction_id)
-            left = deadline - time.monotonic()
-            if decision is not None or left <= 0:
-                return decision
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
+        return await self.transactions.wait_for_decision(transaction_id, timeout)
 
     async def record_feedback(
         self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
     ) -> bool:
         """Apply a label to the entity risk of a scored transaction; False if never scored."""
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        decided = await self._decided(transaction_id, self._admin_budget)
-        if decided is None or not decided.record:
-            return False
-        record = _record_decoder.decode(decided.record)
-        keys = [self.keys.transaction(transaction_id), self.keys.labels]
-        args: list[str | int | float] = [
-            label,
-            transaction_id,
-            reported_at,
-            self._maxlen,
-            record.t,
-            reason or "",
-        ]
-        for e in self.plan.entities:
-            value = record.e.get(str(e.entity))
-            if value is not None and e.frauds:
-                keys.append(self.keys.velocity(e.entity, value, e.layout))
-                args.append(e.index)
-        result = await self.breaker.call(
-            self._admin_budget, lambda: self.library.call(self.client, "feedback", keys, args)
-        )
-        return result is not None
+        return await self.feedback.record_feedback(transaction_id, label, reported_at, reason)
 
     async def append_records(self, records: list[bytes]) -> None:
-        """Append decision records (spooled while Redis was away) to the decision log.
-
-        A spool file may predate an upgrade, so a record of any version drains
-        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's.
-        """
-        if not records:
-            return
-
-        async def run() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for record_json in records:
-                    transaction_id = record_transaction_id(record_json)
-                    pipe.xadd(
-                        self.keys.decisions,
-                        {"transaction_id": transaction_id, "record": record_json},
-                        maxlen=self._maxlen,
-                        approximate=True,
-                    )
-                await pipe.execute()
-
-        await self.breaker.call(self._admin_budget, run)
+        """Append decision records spooled while Redis was away to the decision log."""
+        await self.log.append_records(records)

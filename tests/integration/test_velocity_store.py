@@ -26,7 +26,8 @@ from service.stores.lists import ListHit, ListStore
 from service.stores.pipelined import PipelinedConnection, TransactionTemplate
 from service.stores.plan import PLAN, EntityPlan, Plan
 from service.stores.redis_client import make_client, ping
-from service.stores.velocity import RiskStore, read_decided
+from service.stores.transactions import read_decided
+from service.stores.velocity import RiskStore
 from tests.conftest import TEST_REDIS_URL
 
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
