@@ -252,7 +252,7 @@ def _commits_digest(admin: redis.Redis, store: RiskStore, batch: list[Payment]) 
     digest = hashlib.sha256()
     pipe = admin.pipeline(transaction=False)
     for p in batch:
-        key = store.keys.transaction(p.transaction_id)
+        key = store.keys.transaction(p.merchant_id, p.transaction_id)
         pipe.get(key)
         pipe.ttl(key)
     replies = pipe.execute()

@@ -209,7 +209,13 @@ def create_app(settings: Settings) -> Litestar:
     app = ScoringApp(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        state=State({"api_keys": settings.api_keys, "max_in_flight": settings.max_in_flight}),
+        state=State(
+            {
+                "api_keys": settings.api_keys,
+                "api_key_merchants": settings.api_key_merchants,
+                "max_in_flight": settings.max_in_flight,
+            }
+        ),
         request_max_body_size=MAX_BODY_BYTES,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -264,6 +270,8 @@ async def _warm_up(engine: Engine) -> None:
             await asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS)))
             await engine.store.hot.execute_command("PING")
             await register_catalog(client, engine.store.keys.prefix)
+            if moved := await engine.lists.migrate_customer_items():
+                log.info("rewrote %d customer list items to the escaped layout", moved)
     except (TimeoutError, OSError, RedisError) as exc:
         log.warning("redis warm-up failed: %s: %s", type(exc).__name__, str(exc)[:200])
 

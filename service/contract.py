@@ -162,8 +162,9 @@ class ListChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """The body of ``POST /v1/feedback``: a label for a scored transaction."""
+    """The body of ``POST /v1/feedback``: a label for a merchant's scored transaction."""
 
+    merchant_id: Id64  # with transaction_id, names the payment: the idempotency key
     transaction_id: TransactionId
     label: Label
     reported_at: Instant | None = None

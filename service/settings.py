@@ -17,7 +17,7 @@ from service.errors import ConfigurationError
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "admin"})
-_HIDDEN = frozenset({"secret", "api_keys"})  # fields ``repr`` leaves out
+_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``repr`` leaves out
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -30,6 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``redis_url`` (``RISKSCORE_REDIS_URL``): the Redis of counters, lists and decisions.
     - ``api_keys`` (``RISKSCORE_API_KEYS``): API key → its roles (``score``, ``feedback``,
       ``admin``). Secret.
+    - ``api_key_merchants`` (``RISKSCORE_API_KEYS``, ``key=role+role@m1+m2``): the keys
+      limited to merchants → those merchants; such a key acts for no other merchant and
+      not on the lists. Secret (its keys).
     - ``secret`` (``RISKSCORE_SECRET``): the pseudonymisation key, 16 bytes or more. Secret.
     - ``rules_dir`` (``RISKSCORE_RULES_DIR``): the rule files, reloaded when they change.
     - ``model_dir`` (``RISKSCORE_MODEL_DIR``): the model registry.
@@ -61,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     api_keys: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    # the keys limited to merchants (``key=role@m1+m2``): key → its merchants
+    api_key_merchants: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
     secret: bytes = b""
     rules_dir: Path = DEFAULT_RULES_DIR
     model_dir: Path = Path("models")
@@ -89,6 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return "<hidden>"
         if name == "api_keys":
             return f"<{len(self.api_keys)} keys>"
+        if name == "api_key_merchants":
+            return f"<{len(self.api_key_merchants)} keys>"
         return getattr(self, name)
 
     def __repr__(self) -> str:
@@ -115,6 +122,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             kwargs["redis_url"] = url
         if keys := get("RISKSCORE_API_KEYS"):
             kwargs["api_keys"] = parse_api_keys(keys)
+            kwargs["api_key_merchants"] = parse_api_key_merchants(keys)
         if secret := get("RISKSCORE_SECRET"):
             if len(secret) < 16:
                 raise ConfigurationError("RISKSCORE_SECRET", "must be at least 16 characters")
@@ -157,20 +165,49 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(**kwargs)
 
 
-def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
-    """``key=role+role,key2=role`` → {key: roles}. Error messages never include a key."""
+def _parse_keys(
+    spec: str,
+) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """Parse ``RISKSCORE_API_KEYS`` into roles and merchant scopes.
+
+    ``key=role+role@m1+m2,key2=role`` → ({key: roles}, {scoped key: merchants}).
+    Error messages never include a key.
+    """
     keys: dict[str, frozenset[str]] = {}
+    scopes: dict[str, frozenset[str]] = {}
     for n, item in enumerate(filter(None, (s.strip() for s in spec.split(","))), start=1):
-        key, sep, roles_spec = item.partition("=")
+        key, sep, grant = item.partition("=")
+        roles_spec, at, merchants_spec = grant.partition("@")
         roles = frozenset(r.strip() for r in roles_spec.split("+") if r.strip())
         if not sep or not key.strip() or not roles:
-            raise ConfigurationError("RISKSCORE_API_KEYS", f"entry {n} is not key=role+role")
+            raise ConfigurationError(
+                "RISKSCORE_API_KEYS", f"entry {n} is not key=role+role[@merchant+merchant]"
+            )
         if unknown := roles - ROLES:
             raise ConfigurationError(
                 "RISKSCORE_API_KEYS", f"entry {n} has unknown roles {sorted(unknown)}"
             )
+        if key.strip() in keys:
+            raise ConfigurationError("RISKSCORE_API_KEYS", f"entry {n} repeats a key")
         keys[key.strip()] = roles
-    return keys
+        if at:
+            merchants = frozenset(m.strip() for m in merchants_spec.split("+") if m.strip())
+            if not merchants:
+                raise ConfigurationError(
+                    "RISKSCORE_API_KEYS", f"entry {n} names no merchant after @"
+                )
+            scopes[key.strip()] = merchants
+    return keys, scopes
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
+    """``key=role+role[@m1+m2],…`` → {key: roles}. Error messages never include a key."""
+    return _parse_keys(spec)[0]
+
+
+def parse_api_key_merchants(spec: str) -> dict[str, frozenset[str]]:
+    """The keys of ``spec`` limited to merchants (``@m1+m2``) → their merchants."""
+    return _parse_keys(spec)[1]
 
 
 def parse_thresholds(spec: str) -> dict[str, Thresholds]:

@@ -9,13 +9,16 @@ Three Parquet files in one folder:
   ``catalog_version``, ``matched_rules``, ``shadow_rules``, ``rule_errors``, ``reasons``
   and ``degraded`` as lists of strings, ``latency_ms``, ``recorded_at``) and every feature
   value the decision used as an ``f_<name>`` column.
-- ``labels.parquet``: every label received, oldest first (``transaction_id``, ``label``
+- ``labels.parquet``: every label received, oldest first (``merchant_id`` (empty for a
+  label written before labels named their merchant), ``transaction_id``, ``label``
   as sent: fraud, chargeback or legit; ``reported_at``, ``reason``, ``recorded_at``, and
   ``timestamp``, the labelled payment's event second).
 - ``transactions.parquet``: the decided transactions in the contract's log format with the
-  latest label joined on (``label`` 1 for fraud or chargeback, 0 for legit, ``label_at``
-  its ``reported_at``) and ``decision``, so that training counts the service's declines
-  as it did online. ``riskscore train --log DIR/transactions.parquet`` reads it.
+  latest label of the same ``(merchant_id, transaction_id)`` joined on (a label without a
+  merchant joins the one decided transaction of its id, and none when merchants share it;
+  ``label`` 1 for fraud or chargeback, 0 for legit, ``label_at`` its ``reported_at``) and
+  ``decision``, so that training counts the service's declines as it did online.
+  ``riskscore train --log DIR/transactions.parquet`` reads it.
 
 The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parquet
 metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
@@ -31,8 +34,10 @@ A record of a catalogue found in neither (or whose array does not match its name
 still exported, without ``f_`` columns, and counted as ``unknown_catalog`` in the result,
 with its versions in ``unknown_catalog_versions``.
 
-A transaction found twice in the stream (a decision spooled while Redis timed out, then
-drained, although the first write had landed) is exported once, its first record kept.
+A transaction (a ``(merchant_id, transaction_id)`` pair: two merchants' payments of one id
+are two transactions) found twice in the stream (a decision spooled while Redis timed out,
+then drained, although the first write had landed) is exported once, its first record
+kept.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ DECISION_COLUMNS: Final = (
     "recorded_at",
 )
 LABELS_FILE_COLUMNS: Final = (
+    "merchant_id",
     "transaction_id",
     "label",
     "reported_at",
@@ -230,6 +236,7 @@ def labels_frame(entries: list[LabelEntry]) -> pd.DataFrame:
     """The labels stream as received, oldest first."""
     return pd.DataFrame(
         {
+            "merchant_id": pd.Series([e.merchant_id for e in entries], dtype=object),
             "transaction_id": pd.Series([e.transaction_id for e in entries], dtype=object),
             "label": pd.Series([e.label for e in entries], dtype=object),
             "reported_at": _utc(e.reported_at for e in entries),
@@ -242,11 +249,31 @@ def labels_frame(entries: list[LabelEntry]) -> pd.DataFrame:
 
 
 def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The decisions as a labelled transaction log: the latest label of each transaction."""
-    latest = labels.drop_duplicates("transaction_id", keep="last")
+    """The decisions as a labelled transaction log.
+
+    The decisions as a labelled transaction log: the latest label of each transaction
+    (merchant and transaction id); a label without a merchant (written before labels named
+    one) is the label of the one merchant that has a decision of its id, else of none.
+    """
     log = decisions[[*LOG_COLUMNS, "email_domain", "decision"]].copy()
-    joined = log[["transaction_id"]].merge(
-        latest[["transaction_id", "label", "reported_at"]], on="transaction_id", how="left"
+    labels = labels.copy()
+    if "merchant_id" not in labels.columns:
+        labels["merchant_id"] = None
+    unnamed = labels["merchant_id"].isna().to_numpy(dtype=bool)
+    if unnamed.any():
+        pairs = log[["transaction_id", "merchant_id"]].drop_duplicates()
+        single = pairs.drop_duplicates("transaction_id", keep=False)
+        merchant_of = dict(zip(single["transaction_id"], single["merchant_id"], strict=True))
+        labels.loc[unnamed, "merchant_id"] = [
+            merchant_of.get(t) for t in labels.loc[unnamed, "transaction_id"]
+        ]
+    latest = labels.dropna(subset=["merchant_id"]).drop_duplicates(
+        ["merchant_id", "transaction_id"], keep="last"
+    )
+    joined = log[["merchant_id", "transaction_id"]].merge(
+        latest[["merchant_id", "transaction_id", "label", "reported_at"]],
+        on=["merchant_id", "transaction_id"],
+        how="left",
     )
     log["label"] = pd.array(
         [pd.NA if pd.isna(v) else int(v in FRAUD_LABELS) for v in joined["label"]], dtype="Int8"
@@ -284,7 +311,7 @@ async def export(
     catalogs = {**await read_catalogs(client, prefix), **CURRENT_CATALOGS}
 
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     skipped = duplicates = unknown_catalog = 0
     unknown_versions: set[str] = set()
     bar = tqdm(
@@ -306,10 +333,11 @@ async def export(
                     continue
                 if since is not None and record.payment.event_time < since:
                     continue
-                if record.payment.transaction_id in seen:
+                pair = (record.payment.merchant_id, record.payment.transaction_id)
+                if pair in seen:
                     duplicates += 1
                     continue
-                seen.add(record.payment.transaction_id)
+                seen.add(pair)
                 if (
                     not isinstance(record.features, dict)
                     and feature_names(record, catalogs) is None
@@ -320,6 +348,7 @@ async def export(
     finally:
         bar.close()
 
+    seen_ids = {transaction_id for _, transaction_id in seen}
     entries: list[LabelEntry] = []
     after = None
     while page := await read_labels(client, prefix, count=page_size, after=after):
@@ -328,7 +357,11 @@ async def export(
             e
             for e in page
             if since is None
-            or e.transaction_id in seen
+            or (
+                (e.merchant_id, e.transaction_id) in seen
+                if e.merchant_id is not None
+                else e.transaction_id in seen_ids
+            )
             or (e.event_time is not None and e.event_time >= since)
         )
 

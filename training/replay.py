@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from service.errors import RiskscoreError
-from service.normalisation.normalise import FLAT_FORM, FlatField
+from service.normalisation.normalise import FLAT_FORM, FlatField, merchant_scoped_series
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
 FRAUD_LABEL: Final = "fraud"
@@ -229,7 +229,8 @@ class _Run:
         self.answered = 0
         self.errors: list[dict[str, Any]] = []
         self.fatal: str | None = None
-        self.due: list[tuple[float, int, str, str]] = []  # (label_at, row, transaction, label)
+        # (label_at, row, merchant, transaction, label)
+        self.due: list[tuple[float, int, str, str, str]] = []
         self.feedback: Counter[str] = Counter()
         self.feedback_refused = False
         self.bar = tqdm(total=n, unit="payment", disable=not progress, desc="replay")
@@ -260,7 +261,9 @@ class _Run:
         self.degraded.update(answer.get("degraded") or [])
         self.replayed += bool(answer.get("replayed"))
         if label is not None:
-            heapq.heappush(self.due, (label[0], i, body["transaction_id"], label[1]))
+            heapq.heappush(
+                self.due, (label[0], i, body["merchant_id"], body["transaction_id"], label[1])
+            )
 
     def _example(self, body: dict[str, Any], status: str, detail: str) -> None:
         if len(self.errors) < _MAX_ERROR_EXAMPLES:
@@ -271,11 +274,12 @@ class _Run:
     async def send_labels(self, clock: float) -> None:
         """Every label known by ``clock`` (label_at ≤ clock) whose payment was answered."""
         while self.due and self.due[0][0] <= clock:
-            label_at, _, transaction_id, label = heapq.heappop(self.due)
+            label_at, _, merchant_id, transaction_id, label = heapq.heappop(self.due)
             if self.feedback_refused:
                 self.feedback["not_sent"] += 1
                 continue
             body = {
+                "merchant_id": merchant_id,
                 "transaction_id": transaction_id,
                 "label": label,
                 "reported_at": _rfc3339(label_at),
@@ -451,10 +455,8 @@ def _metrics(
                 "event_time": log_seconds(labelled["timestamp"]),
                 "card_fingerprint": _column(labelled, "card_fingerprint"),
                 "payment_method_account": _column(labelled, "payment_method_account"),
-                "customer_key": (
-                    labelled["merchant_id"].astype("string")
-                    + ":"
-                    + labelled["customer_id"].astype("string")
+                "customer_key": merchant_scoped_series(
+                    labelled["merchant_id"], labelled["customer_id"]
                 ).to_numpy(dtype=object),
                 "label": truth,
             }

@@ -1,4 +1,10 @@
-"""API keys and roles: ``X-API-Key`` checked in constant time, never logged."""
+"""API keys, roles and merchant scopes: ``X-API-Key`` checked in constant time, never logged.
+
+A key has roles (``score``, ``feedback``, ``admin``) and may be limited to merchants
+(``key=role+role@m1+m2`` in ``RISKSCORE_API_KEYS``): such a key acts only for those
+merchants' payments (scoring, labels) and gets 403 for any other merchant, and for what
+serves every merchant at once (the block and allow lists).
+"""
 
 from __future__ import annotations
 
@@ -10,29 +16,73 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 
-def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> frozenset[str] | None:
-    """The roles of the supplied key, comparing against every key so timing reveals nothing."""
+def matching_key(keys: Mapping[str, frozenset[str]], supplied: str | None) -> str | None:
+    """The configured key equal to ``supplied``, or None.
+
+    The configured key equal to ``supplied``, comparing against every key so timing
+    reveals nothing.
+    """
     if not supplied:
         return None
     supplied_bytes = supplied.encode()
-    found: frozenset[str] | None = None
-    for key, roles in keys.items():
+    found: str | None = None
+    for key in keys:
         if hmac.compare_digest(key.encode(), supplied_bytes):
-            found = roles
+            found = key
     return found
 
 
-def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: str) -> None:
-    """Refuse a missing or unknown key (401) and a key without ``role`` (403)."""
-    roles = roles_for(keys, supplied)
-    if roles is None:
+def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> frozenset[str] | None:
+    """The roles of the supplied key; None for a missing or unknown key."""
+    key = matching_key(keys, supplied)
+    return None if key is None else keys[key]
+
+
+def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: str) -> str:
+    """Let a key with ``role`` in, and return it.
+
+    Refuse a missing or unknown key (401) and a key without ``role`` (403); returns
+    the key, for ``check_merchant``.
+    """
+    key = matching_key(keys, supplied)
+    if key is None:
         raise NotAuthorizedException("missing or unknown API key (X-API-Key)")
-    if role not in roles:
+    if role not in keys[key]:
         raise PermissionDeniedException(f"this API key does not have the {role} role")
+    return key
+
+
+def check_merchant(scopes: Mapping[str, frozenset[str]], key: str, merchant_id: str) -> None:
+    """Refuse (403) a key limited to merchants acting for another one."""
+    merchants = scopes.get(key)
+    if merchants is not None and merchant_id not in merchants:
+        raise PermissionDeniedException("this API key may not act for this merchant_id")
 
 
 async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Async so that Litestar calls it inline rather than in a worker thread."""
-    authorize(
-        connection.app.state.api_keys, connection.headers.get("x-api-key"), handler.opt["role"]
-    )
+    """The route guard: the route's role, and for some routes an unscoped key.
+
+    The route's role (``opt["role"]``); with ``opt["every_merchant"]``, a key limited
+    to merchants is refused too. Async so that Litestar calls it inline rather than in a
+    worker thread.
+    """
+    state = connection.app.state
+    key = authorize(state.api_keys, connection.headers.get("x-api-key"), handler.opt["role"])
+    if handler.opt.get("every_merchant") and key in state.api_key_merchants:
+        raise PermissionDeniedException(
+            "this API key is limited to merchants; this route serves every merchant"
+        )
+
+
+def require_merchant(connection: ASGIConnection, merchant_id: str) -> None:
+    """Refuse (403) a scoped key acting for a merchant outside its scope.
+
+    ``check_merchant`` for a route that learns the merchant from its body (after
+    ``require_role`` let the key in).
+    """
+    state = connection.app.state
+    if not state.api_key_merchants:
+        return
+    key = matching_key(state.api_keys, connection.headers.get("x-api-key"))
+    if key is not None:
+        check_merchant(state.api_key_merchants, key, merchant_id)

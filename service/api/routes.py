@@ -17,7 +17,7 @@ from litestar.params import FromPath
 from litestar.types import Message, Receive, Scope, Send
 
 from service.api.admission import AdmissionLimit
-from service.api.auth import authorize, require_role
+from service.api.auth import authorize, check_merchant, require_merchant, require_role
 from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
 from service.decision.scoring import Engine, score
@@ -61,7 +61,7 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         elif name == b"content-length" and content_length is None:
             content_length = value
     state = scope["litestar_app"].state
-    authorize(state.api_keys, api_key, "score")
+    key = authorize(state.api_keys, api_key, "score")
     media_type = content_type.partition(";")[0].strip().lower() if content_type else ""
     if media_type != JSON:
         raise HTTPException(
@@ -70,6 +70,8 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
     engine: Engine = state.engine
     body = await _read_body(receive, content_length)
     valid = decode_score(body, currencies=engine.fx.currencies)
+    if state.api_key_merchants:
+        check_merchant(state.api_key_merchants, key, valid.request.merchant_id)
     answer = _encoder.encode(await score(engine, valid.request, ip=valid.ip))
     await send(
         {
@@ -156,31 +158,45 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     """Record a label (fraud, chargeback, legit) for a scored transaction."""
     _require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
+    require_merchant(request, body.merchant_id)
     engine: Engine = state.engine
     reported_at = body.reported_at.timestamp() if body.reported_at else engine.clock()
     known = await engine.store.record_feedback(
-        body.transaction_id, body.label, reported_at, reason=body.reason
+        body.merchant_id, body.transaction_id, body.label, reported_at, reason=body.reason
     )
     if not known:
-        raise NotFound(f"transaction {body.transaction_id} was never scored")
-    return _json({"transaction_id": body.transaction_id, "label": body.label}, 202)
+        raise NotFound(
+            f"transaction {body.transaction_id} was never scored for merchant {body.merchant_id}"
+        )
+    return _json(
+        {
+            "merchant_id": body.merchant_id,
+            "transaction_id": body.transaction_id,
+            "label": body.label,
+        },
+        202,
+    )
 
 
-@get("/v1/lists", guards=[require_role], opt={"role": "admin"})
+# The lists serve every merchant: an admin key limited to merchants may not change them.
+_LIST_ADMIN: dict[str, object] = {"role": "admin", "every_merchant": True}
+
+
+@get("/v1/lists", guards=[require_role], opt=_LIST_ADMIN)
 async def list_names(state: State) -> Response[bytes]:
     """The block and allow lists, with their sizes."""
     sizes = await state.engine.lists.sizes()
     return _json({"lists": [{"name": n, "items": sizes.get(n, 0)} for n in LIST_NAMES]})
 
 
-@get("/v1/lists/{name:str}", guards=[require_role], opt={"role": "admin"})
+@get("/v1/lists/{name:str}", guards=[require_role], opt=_LIST_ADMIN)
 async def list_items(name: FromPath[str], state: State) -> Response[bytes]:
     """One list's items (personal data appears as pseudonyms)."""
     items = await state.engine.lists.get(check_name(name))
     return _json({"name": name, "items": items})
 
 
-@put("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"})
+@put("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN)
 async def add_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Add items to a list, optionally with a reason and a time to live."""
     _require_json(request)
@@ -198,7 +214,7 @@ async def add_list_items(name: FromPath[str], request: Request, state: State) ->
     return _json({"name": name, "added": added})
 
 
-@delete("/v1/lists/{name:str}/items", guards=[require_role], opt={"role": "admin"}, status_code=200)
+@delete("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN, status_code=200)
 async def remove_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Remove items from a list."""
     _require_json(request)

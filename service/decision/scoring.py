@@ -98,7 +98,7 @@ async def score(
     degraded: list[str] = []
     begin = await _begin(engine, payment, digest, degraded)
     if begin is not None and begin.status != "new" and begin.status != "takeover":
-        stored = await _stored_answer(engine, begin, payment.transaction_id)
+        stored = await _stored_answer(engine, begin, payment.merchant_id, payment.transaction_id)
         engine.metrics.replayed.inc()
         return stored
 
@@ -188,14 +188,18 @@ async def _list_matches(
     return matches
 
 
-async def _stored_answer(engine: Engine, begin: Begin, transaction_id: str) -> ScoreResponse:
+async def _stored_answer(
+    engine: Engine, begin: Begin, merchant_id: str, transaction_id: str
+) -> ScoreResponse:
     if begin.status == "conflict":
         raise IdempotencyConflict(transaction_id)
     raw = begin.stored_decision
     if raw is None:  # pending: a concurrent call with the same id is still deciding
         try:
             raw = await engine.store.wait_for_decision(
-                transaction_id, timeout=max(1.0, engine.settings.redis_timeout_ms / 1000 * 20)
+                merchant_id,
+                transaction_id,
+                timeout=max(1.0, engine.settings.redis_timeout_ms / 1000 * 20),
             )
         except StoreUnavailable:
             raw = None

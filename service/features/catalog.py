@@ -63,11 +63,12 @@ class EntityKey(NamedTuple):
 
 # Every entity a payment names, and how: the one table the velocity plan, the offline twin
 # and the lists read. A customer id is only unique within its merchant, so its key joins
-# both (``Payment.customer_key``); a list item also matches the bare customer id.
+# both (``Payment.customer_key``, ``merchant_scoped(merchant, customer)``); a list item
+# also matches ``:customer`` for every merchant (``Payment.customer_anywhere``).
 ENTITY_MAP: Final[dict[str, EntityKey]] = {
     "card": EntityKey("card_fingerprint", ("card_fingerprint",), ("card_fingerprint",)),
     "customer": EntityKey(
-        "customer_key", ("merchant_id", "customer_id"), ("customer_key", "customer_id")
+        "customer_key", ("merchant_id", "customer_id"), ("customer_key", "customer_anywhere")
     ),
     "device": EntityKey("device_id", ("device_id",), ("device_id",)),
     "ip": EntityKey("device_ip", ("device_ip",), ("device_ip",)),
@@ -332,11 +333,23 @@ def feature_kind(name: str) -> FeatureKind:
     return feature.kind if isinstance(feature, RequestFeature) else "number"
 
 
+# How entities are identified, part of what a feature means: canonical identities (one
+# email, account or IP entity per person, ``service.normalisation.pseudonymise``) and
+# escaped composite keys (``service.normalisation.payment.merchant_scoped``). Version 2
+# made them so; records and models of the catalogue before count one person's spellings
+# apart, so the version changes with it.
+IDENTITY_SCHEME: Final[str] = (
+    "identities 2: email NFKC casefold confusables IDNA provider dots/tags; account NFKC"
+    " casefold trim; ip v4-mapped/compatible as v4, v6 /64; customer merchant_scoped"
+)
+
+
 def _fingerprint() -> str:
     parts = [f"{f.name}|{f.aggregate}|{f.of}|{f.seconds}|{f.bucket}" for f in VELOCITY_FEATURES] + [
         f"{f.name}|{f.kind}" for f in REQUEST_FEATURES
     ]
     parts.append(f"distinct cap {DISTINCT_CAP}")
+    parts.append(IDENTITY_SCHEME)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

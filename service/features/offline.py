@@ -32,9 +32,11 @@ from tqdm.auto import tqdm
 
 from service.features import catalog
 from service.features.catalog import Aggregate, Entity, VelocityFeature
+from service.normalisation.normalise import merchant_scoped_series
 
-# The customer's key column, built here from ``merchant_id`` and ``customer_id`` when a
-# frame lacks it.
+# The customer's key column, built here from ``merchant_id`` and ``customer_id`` (the
+# ``merchant_scoped(merchant_id, customer_id)`` that ``Payment.customer_key`` carries) when
+# a frame lacks it.
 CUSTOMER_KEY_COLUMN = catalog.entity_attribute(Entity.customer)
 
 
@@ -53,8 +55,9 @@ def velocity_features_frame(
 
     The result is indexed like ``frame`` (same order) with one float column per feature
     name. A row whose entity key is missing or empty gets 0 for that entity's features.
-    A row repeating an earlier row's ``transaction_id`` is a retry: online it counts
-    nothing and gets the first attempt's answer, so here it gets the first row's values.
+    A row repeating an earlier row's ``(merchant_id, transaction_id)`` is a retry: online it
+    counts nothing and gets the first attempt's answer, so here it gets the first row's
+    values; another merchant's row with the same transaction id is a payment of its own.
     """
     first = _first_attempts(frame)
     attempts = np.unique(first)
@@ -68,11 +71,21 @@ def velocity_features_frame(
 
 
 def _first_attempts(frame: pd.DataFrame) -> np.ndarray:
-    """For each row, the position of the first row (in replay order) with its transaction id."""
+    """Per row, the position of the first row with its idempotency key.
+
+    For each row, the position of the first row (in replay order) with its idempotency
+    key: (merchant_id, transaction_id), or the transaction id alone in a frame without
+    merchants.
+    """
     positions = np.arange(len(frame))
     if "transaction_id" not in frame.columns:
         return positions
-    ids = _codes(frame["transaction_id"], len(frame))
+    ids = _codes(
+        merchant_scoped_series(frame["merchant_id"], frame["transaction_id"])
+        if "merchant_id" in frame.columns
+        else frame["transaction_id"],
+        len(frame),
+    )
     order = np.argsort(_required_numbers(frame, "event_time"), kind="stable")
     known = order[ids[order] >= 0]
     _, first = np.unique(ids[known], return_index=True)
@@ -192,9 +205,7 @@ class _History:
         if name == CUSTOMER_KEY_COLUMN and {"merchant_id", "customer_id"} <= set(
             self.frame.columns
         ):
-            merchant = self.frame["merchant_id"].astype("string").replace("", pd.NA)
-            customer = self.frame["customer_id"].astype("string").replace("", pd.NA)
-            return merchant + ":" + customer
+            return merchant_scoped_series(self.frame["merchant_id"], self.frame["customer_id"])
         return None
 
     def _key_codes(self, name: str) -> np.ndarray:

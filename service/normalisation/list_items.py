@@ -1,8 +1,14 @@
-"""What an analyst's list item becomes before it is stored or compared.
+r"""What an analyst's list item becomes before it is stored or compared.
 
 Items of personal data (email, account, single IP addresses) are stored as the same
-pseudonyms the scoring path computes, so a match needs no clear value. An IP range
-(a CIDR shorter than a single address) is kept in the clear: it names a network, not a
+pseudonyms the scoring path computes, so a match needs no clear value; they are made
+canonical first by the same functions (``service.normalisation.pseudonymise``), so
+every spelling of one email or address is one item. A single IPv6 address is its ``ip``
+entity, its /64.
+A customer item is ``merchant_id:customer_id`` (a ``:`` or ``\`` in the merchant id
+escaped with ``\``: ``normalisation.payment.merchant_scoped``'s form) or a customer id
+alone, for every merchant (a ``:`` in it escaped likewise). An IP range (a CIDR shorter
+than a single address) is kept in the clear: it names a network, not a
 person, and is matched in memory.
 """
 
@@ -12,6 +18,7 @@ import ipaddress
 import re
 
 from service.errors import FieldProblem, InvalidRequest
+from service.normalisation.payment import merchant_scoped, split_scoped
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import is_country
 
@@ -70,6 +77,17 @@ def normalise_items(name: str, items: list[str], pseudonymiser: Pseudonymiser) -
                 problems.append(FieldProblem(where, "a BIN is 6 to 8 digits"))
             else:
                 exact.append(item)
+        elif entity == "customer":
+            pair = split_scoped(item)
+            if pair is None:  # a customer id at every merchant, its escapes read
+                alone = split_scoped(item + ":")
+                exact.append(merchant_scoped("", alone[0] if alone else item))
+            elif not pair[0] or not pair[1]:
+                problems.append(
+                    FieldProblem(where, "merchant_id:customer_id, or a customer id alone")
+                )
+            else:
+                exact.append(merchant_scoped(*pair))
         elif entity == "country":
             if not is_country(item.upper()):
                 problems.append(FieldProblem(where, "not an ISO 3166-1 alpha-2 country code"))

@@ -22,7 +22,7 @@ import pandas as pd
 
 from service.contract import ScoreRequest
 from service.errors import FieldProblem, InvalidRequest
-from service.normalisation.payment import Payment
+from service.normalisation.payment import Payment, merchant_scoped
 from service.normalisation.pseudonymise import (
     IPAddress,
     KeyedSha256,
@@ -252,7 +252,7 @@ def normalise(
         event_time=event_time(request, now=now, clock=clock, max_skew_seconds=max_skew_seconds),
         payment_method_type=payment_method_type,
         customer_id=customer_id,
-        customer_key=f"{merchant_id}:{customer_id}",
+        customer_key=merchant_scoped(merchant_id, customer_id),
         payment_method_provider=payment_method_provider,
         card_bin=card_bin,
         card_last4=card_last4,
@@ -472,6 +472,27 @@ def _unix_seconds(column: str, series: pd.Series, *, required: bool) -> np.ndarr
     return seconds
 
 
+def merchant_scoped_series(merchants: pd.Series, values: pd.Series) -> pd.Series:
+    """The offline twin of ``merchant_scoped``, row by row.
+
+    ``merchant_scoped`` of each row's (merchant, value), missing where either is (an
+    empty string counts as missing); the merchant part is made once per distinct merchant.
+    """
+    merchant_part = _by_unique(merchants, lambda m: merchant_scoped(str(m), ""))
+    value_text = _text(values)
+    result = np.full(len(values), None, dtype=object)
+    present = (merchant_part.notna() & value_text.notna()).to_numpy(dtype=bool)
+    result[present] = [
+        m + v
+        for m, v in zip(
+            merchant_part.to_numpy(dtype=object)[present],
+            value_text.to_numpy(dtype=object)[present],
+            strict=True,
+        )
+    ]
+    return pd.Series(result, index=values.index, dtype=object)
+
+
 def normalise_frame(
     log: pd.DataFrame,
     *,
@@ -534,11 +555,7 @@ def normalise_frame(
     out["event_time"] = pd.Series(
         _unix_seconds("timestamp", log["timestamp"], required=True), index=index
     )
-    out["customer_key"] = pd.Series(
-        [f"{m}:{c}" for m, c in zip(out["merchant_id"], out["customer_id"], strict=True)],
-        index=index,
-        dtype=object,
-    )
+    out["customer_key"] = merchant_scoped_series(out["merchant_id"], out["customer_id"])
     for name in _TEXT_COLUMNS:
         out[name] = _text(column(name))
     out["card_bin"] = _text(column("card_bin"))
@@ -602,6 +619,7 @@ __all__ = [
     "Clock",
     "Normalised",
     "event_time",
+    "merchant_scoped_series",
     "normalise",
     "normalise_frame",
     "payment_digest",

@@ -13,6 +13,43 @@ from decimal import Decimal
 import msgspec
 
 
+def merchant_scoped(merchant_id: str, value: str) -> str:
+    r"""The pair (merchant, value) as one string that no other pair spells.
+
+    The merchant's ``\`` and ``:`` are escaped with a ``\``, then comes a bare ``:``, then
+    the value as it is: the first unescaped ``:`` ends the merchant, so merchant ``acmeX``
+    with customer ``x:bob`` (``acmeX:x:bob``) and merchant ``acmeX:x`` with customer ``bob``
+    (``acmeX\:x:bob``) are two keys. A merchant id with neither character reads as
+    ``merchant:value``, the form keys had before. The empty merchant (no merchant id is
+    empty) stands for every merchant: ``:bob`` is a list item for customer ``bob``
+    anywhere. Every composite key of the service is built here (customers, transactions).
+    """
+    if "\\" in merchant_id or ":" in merchant_id:
+        merchant_id = merchant_id.replace("\\", "\\\\").replace(":", "\\:")
+    return f"{merchant_id}:{value}"
+
+
+def split_scoped(text: str) -> tuple[str, str] | None:
+    """The pair ``merchant_scoped`` made, read back from its text.
+
+    ``merchant_scoped``'s pair back from its text (None without an unescaped ``:``);
+    the form list administration reads customer items in.
+    """
+    merchant: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            merchant.append(text[i + 1])
+            i += 2
+        elif c == ":":
+            return "".join(merchant), text[i + 1 :]
+        else:
+            merchant.append(c)
+            i += 1
+    return None
+
+
 class Payment(msgspec.Struct, frozen=True, kw_only=True):
     """A normalised payment: log-column names, USD amounts, pseudonyms, Unix times."""
 
@@ -26,7 +63,7 @@ class Payment(msgspec.Struct, frozen=True, kw_only=True):
     event_time: float  # Unix seconds; the windows are cut from this
     payment_method_type: str
     customer_id: str
-    customer_key: str  # merchant_id + ":" + customer_id
+    customer_key: str  # merchant_scoped(merchant_id, customer_id)
     payment_method_provider: str | None = None
     card_bin: str | None = None
     card_last4: str | None = None
@@ -48,3 +85,8 @@ class Payment(msgspec.Struct, frozen=True, kw_only=True):
     context_subscription_kind: str | None = None
     context_subscription_trial: bool | None = None
     context_three_ds: str | None = None
+
+    @property
+    def customer_anywhere(self) -> str:
+        """The customer as an item of a list entry for every merchant (``:<customer_id>``)."""
+        return merchant_scoped("", self.customer_id)

@@ -1,9 +1,10 @@
 """The decision log and the labels streams: spooled records in, everything out for export.
 
 ``commit`` appends one entry per decision to ``<prefix>:decisions`` (fields
-``transaction_id``, ``record``: the caller's JSON), ``DecisionLog.append_records`` the
-records spooled while Redis was away, and ``record_feedback`` one entry per label to
-``<prefix>:labels``. Both streams are capped approximately (``MAXLEN ~``). Read
+``transaction_id``, ``record``: the caller's JSON, whose ``payment`` names the merchant),
+``DecisionLog.append_records`` the records spooled while Redis was away, and
+``record_feedback`` one entry per label to ``<prefix>:labels`` (with ``merchant_id``
+since labels name their merchant). Both streams are capped approximately (``MAXLEN ~``). Read
 them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
 with ``(``).
 
@@ -47,6 +48,7 @@ class LabelEntry(msgspec.Struct, frozen=True):
     reported_at: float
     event_time: float | None
     reason: str | None
+    merchant_id: str | None = None  # None for labels written before it was kept
 
 
 def _start(start: str, after: str | None) -> str:
@@ -94,6 +96,7 @@ async def read_labels(
     for entry_id, f in rows:
         event_time = _text(f.get("event_time", b""))
         reason = _text(f.get("reason", b""))
+        merchant_id = _text(f.get("merchant_id", b""))
         entries.append(
             LabelEntry(
                 entry_id,
@@ -102,6 +105,7 @@ async def read_labels(
                 float(f.get("reported_at", 0)),
                 float(event_time) if event_time else None,
                 reason or None,
+                merchant_id or None,
             )
         )
     return entries

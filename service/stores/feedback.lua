@@ -2,7 +2,7 @@
 --
 -- KEYS: 1 tx, 2 labels stream, then the velocity keys of the entities with fraud series.
 -- ARGV: 1 label, 2 transaction id, 3 reported_at, 4 stream maxlen, 5 event second,
---       6 reason, then per velocity key the entity's position in PLAN.
+--       6 reason, 7 merchant id, then per velocity key the entity's position in PLAN.
 -- A fraud or chargeback label adds 1 to the transaction's buckets unless the transaction
 -- already counts as fraud; legit takes a counted fraud back (a bucket at 0 is dropped).
 -- The mark is kept in the transaction's decision (read_claim has the layout; a decision
@@ -41,10 +41,11 @@ local function feedback(KEYS, ARGV)
   if delta ~= 0 then
     local t = tonumber(ARGV[5])
     for i = 3, #KEYS do
-      recount(PLAN[tonumber(ARGV[4 + i])], KEYS[i], 7, t, delta)
+      recount(PLAN[tonumber(ARGV[5 + i])], KEYS[i], 7, t, delta)
     end
   end
   call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'transaction_id', ARGV[2],
-    'label', label, 'reported_at', ARGV[3], 'event_time', ARGV[5], 'reason', ARGV[6])
+    'label', label, 'reported_at', ARGV[3], 'event_time', ARGV[5], 'reason', ARGV[6],
+    'merchant_id', ARGV[7])
   return delta
 end

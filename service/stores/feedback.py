@@ -45,16 +45,35 @@ class FeedbackStore:
         self._maxlen = stream_maxlen
 
     async def record_feedback(
-        self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
     ) -> bool:
-        """Apply a label to the entity risk of a scored transaction; False if never scored."""
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        False if that merchant never had it scored (another merchant's payment of the same
+        id is never touched). A transaction decided before merchants were part of its key
+        (``keys.py``) is found under its old key when its record's merchant is
+        ``merchant_id``.
+        """
         if label not in LABELS:
             raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        decided = await self.transactions.decided(transaction_id, self._budget)
+        tx = self.keys.transaction(merchant_id, transaction_id)
+        decided = await self.transactions.decided(tx, self._budget)
+        if decided is None:
+            tx = self.keys.legacy_transaction(transaction_id)
+            decided = await self.transactions.decided(tx, self._budget)
+            if decided is not None and decided.record:
+                legacy = transaction_record_decoder.decode(decided.record)
+                if legacy.e.get("merchant") != merchant_id:
+                    return False
         if decided is None or not decided.record:
             return False
         record = transaction_record_decoder.decode(decided.record)
-        keys = [self.keys.transaction(transaction_id), self.keys.labels]
+        keys = [tx, self.keys.labels]
         args: list[str | int | float] = [
             label,
             transaction_id,
@@ -62,6 +81,7 @@ class FeedbackStore:
             self._maxlen,
             record.t,
             reason or "",
+            merchant_id,
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))

@@ -1,4 +1,4 @@
-"""Every Redis key the service writes, in one place; ``P`` below is the configured prefix.
+r"""Every Redis key the service writes, in one place; ``P`` below is the configured prefix.
 
 Each entity's keys share one hash tag, ``{<entity>:<value>}``, so in a Redis Cluster they
 live in one slot; so do a transaction's keys, and the lists' keys.
@@ -18,7 +18,10 @@ key                             type    content
                                         ``<layout>`` names that order
                                         (``EntityPlan.layout``), the digest is
                                         ``member_digest`` of the member's value
-``P:{tx:<transaction_id>}``     string  idempotency and feedback, fields apart by
+``P:{txn:<m>:<transaction_id>}`` string idempotency and feedback, one key per
+                                        (merchant, transaction id): ``<m>:<id>`` is
+                                        ``normalisation.payment.merchant_scoped`` of the pair (the
+                                        merchant's ``\`` and ``:`` escaped). Fields apart by
                                         newlines: a claim ``p``, the payload digest,
                                         ``claimed_at`` (ms); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
@@ -27,7 +30,10 @@ key                             type    content
                                         One written before this layout is a hash
                                         (``state``, ``digest``, ``claimed_at``,
                                         ``decision``, ``record``, ``fraud``), still read
-                                        until its TTL ends
+                                        until its TTL ends. Keys of the layout before
+                                        merchants were part of the key, ``P:{tx:<id>}``,
+                                        are read by feedback alone (when the record's
+                                        merchant is the label's), until their TTL ends
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
@@ -36,18 +42,25 @@ key                             type    content
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
-                                        (the decision record JSON, ``decision.record``)
+                                        (the decision record JSON, ``decision.record``,
+                                        whose ``payment`` names the merchant)
 ``P:catalogs``                  hash    ``CATALOG_VERSION`` → JSON list of its feature
                                         names (``catalog.FEATURE_NAMES``), which name the
                                         decision records' ``features`` arrays; written
                                         at startup, read by the export
 ``P:labels``                    stream  feedback labels: ``transaction_id``, ``label``,
-                                        ``reported_at``, ``event_time``, ``reason``
+                                        ``reported_at``, ``event_time``, ``reason``,
+                                        ``merchant_id`` (absent from labels written
+                                        before it was kept)
 ==============================  ======  ====================================================
 
 Entity names are those of ``catalog.Entity``; ``customer`` is keyed by
-``Payment.customer_key`` (``merchant_id:customer_id``). A value that contains a brace or
-is unusually long is replaced by ``#`` and a SHA-256 prefix so it cannot break the tag.
+``Payment.customer_key`` (``normalisation.payment.merchant_scoped(merchant_id,
+customer_id)``). A value that contains a brace, starts with ``#`` or is unusually long
+is replaced by ``#`` and a
+SHA-256 prefix, so it cannot break the tag and no value spells another's replacement.
+Every key is thus unambiguous by construction: the prefix and kind are fixed, a tagged
+value ends at the tag's closing brace, and a composite value is an escaped pair.
 
 Velocity keys expire (see ``plan.py`` for the TTLs); the transaction key lives
 ``decision_ttl_days``; the streams are capped by ``MAXLEN ~``; lists live until changed;
@@ -59,6 +72,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import Final
+
+from service.normalisation.payment import merchant_scoped
 
 # One letter per bucket width: groups are named by it in a state's layout name. A catalogue
 # that introduces a new width must add its letter here (plan.py refuses an unknown width).
@@ -72,7 +87,7 @@ _MAX_VALUE_LENGTH = 200
 
 def tag_value(value: str) -> str:
     """``value`` as it may appear inside a hash tag."""
-    if len(value) > _MAX_VALUE_LENGTH or "{" in value or "}" in value:
+    if len(value) > _MAX_VALUE_LENGTH or "{" in value or "}" in value or value[:1] == "#":
         return "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
     return value
 
@@ -118,8 +133,12 @@ class Keys:
         """
         return f"{self.prefix}:{{{entity}:", f"}}:v{layout}"
 
-    def transaction(self, transaction_id: str) -> str:
-        """The key of a transaction's claim or stored decision."""
+    def transaction(self, merchant_id: str, transaction_id: str) -> str:
+        """The key of a transaction's claim or stored decision: one per idempotency key."""
+        return f"{self.prefix}:{{txn:{tag_value(merchant_scoped(merchant_id, transaction_id))}}}"
+
+    def legacy_transaction(self, transaction_id: str) -> str:
+        """A transaction's key in the layout before merchants were part of it (read only)."""
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
 
     def list(self, name: str) -> str:

@@ -19,7 +19,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.errors import NotFound
-from service.normalisation.payment import Payment
+from service.normalisation.payment import Payment, split_scoped
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.library import Library
@@ -237,6 +237,31 @@ class ListStore:
                     raise ValueError(f"{name}: a single IP address must be pseudonymised first")
             exact.append(item)
         return list(dict.fromkeys(exact)), list(dict.fromkeys(networks))
+
+    async def migrate_customer_items(self) -> int:
+        """Rewrite customer items of the layout before composite keys were escaped.
+
+        A bare customer id (an item without an unescaped ``:``) used to match that
+        customer at every merchant; it is now stored as ``:<id>`` (``merchant_scoped`` of
+        the empty merchant), which no merchant's own customer key can spell. Items with a
+        ``:`` keep their reading ``merchant:customer``; they no longer also match a bare
+        customer id that contains a colon. Returns how many items moved; run at startup,
+        and a no-op once done.
+        """
+        moved = 0
+        for name in ("block_customer", "allow_customer"):
+            key = self.keys.list(name)
+            table = await self._breaker.call(
+                self._admin_budget, lambda k=key: self.client.hgetall(k)
+            )
+            for raw_item, entry in table.items():
+                item = _text(raw_item)
+                if split_scoped(item) is not None:
+                    continue
+                await self._change("add", name, [":" + item], [], entry)
+                await self._change("remove", name, [item], [], b"")
+                moved += 1
+        return moved
 
     def ranges_current(self, version: int) -> bool:
         """Whether the cached IP ranges are those of lists ``version``.

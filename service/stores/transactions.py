@@ -68,9 +68,8 @@ class TransactionStore:
         self.breaker = breaker
         self._budget = budget
 
-    async def decided(self, transaction_id: str, budget: float) -> Decided | None:
-        """A decided transaction's stored parts, else None (undecided or unknown)."""
-        tx = self.keys.transaction(transaction_id)
+    async def decided(self, tx: str, budget: float) -> Decided | None:
+        """The stored decision under transaction key ``tx``, else None (undecided or unknown)."""
 
         async def run() -> Decided | None:
             try:
@@ -85,13 +84,15 @@ class TransactionStore:
 
         return await self.breaker.call(budget, run)
 
-    async def stored_decision(self, transaction_id: str) -> bytes | None:
+    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        decided = await self.decided(transaction_id, self._budget)
+        tx = self.keys.transaction(merchant_id, transaction_id)
+        decided = await self.decided(tx, self._budget)
         return decided.decision if decided is not None else None
 
     async def wait_for_decision(
         self,
+        merchant_id: str,
         transaction_id: str,
         timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
     ) -> bytes | None:
@@ -99,7 +100,7 @@ class TransactionStore:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
-            decision = await self.stored_decision(transaction_id)
+            decision = await self.stored_decision(merchant_id, transaction_id)
             left = deadline - time.monotonic()
             if decision is not None or left <= 0:
                 return decision

@@ -224,7 +224,10 @@ class VelocityStore:
     async def begin(self, payment: Payment, digest: str) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits."""
         values = _present_all(self._read(payment))
-        keys = [self.keys.transaction(payment.transaction_id), self.keys.lists_index]
+        keys = [
+            self.keys.transaction(payment.merchant_id, payment.transaction_id),
+            self.keys.lists_index,
+        ]
         mask = []
         # one digest per kind of member, by its code, each made once (several entities
         # count the same kind); -1 when missing or when no present entity counts it
@@ -365,7 +368,7 @@ class VelocityStore:
             }
         entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
         value = decided_value(digest, entity_record, decision_json)
-        tx = self.keys.transaction(payment.transaction_id)
+        tx = self.keys.transaction(payment.merchant_id, payment.transaction_id)
         hot = self.hot
         if not declined:
             values = (tx, value, payment.transaction_id, record_json)
@@ -430,23 +433,34 @@ class RiskStore(VelocityStore):
             client, self.keys, self.breaker, budget=self._admin_budget, maxlen=self._maxlen
         )
 
-    async def stored_decision(self, transaction_id: str) -> bytes | None:
+    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
         """The stored response JSON of a decided transaction, else None."""
-        return await self.transactions.stored_decision(transaction_id)
+        return await self.transactions.stored_decision(merchant_id, transaction_id)
 
     async def wait_for_decision(
         self,
+        merchant_id: str,
         transaction_id: str,
         timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
     ) -> bytes | None:
         """Poll for the decision of a concurrent call with the same id, up to ``timeout`` s."""
-        return await self.transactions.wait_for_decision(transaction_id, timeout)
+        return await self.transactions.wait_for_decision(merchant_id, transaction_id, timeout)
 
     async def record_feedback(
-        self, transaction_id: str, label: str, reported_at: float, reason: str | None = None
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
     ) -> bool:
-        """Apply a label to the entity risk of a scored transaction; False if never scored."""
-        return await self.feedback.record_feedback(transaction_id, label, reported_at, reason)
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        False if that merchant never had it scored (``FeedbackStore.record_feedback``).
+        """
+        return await self.feedback.record_feedback(
+            merchant_id, transaction_id, label, reported_at, reason
+        )
 
     async def append_records(self, records: list[bytes]) -> None:
         """Append decision records spooled while Redis was away to the decision log."""

@@ -220,13 +220,20 @@ async def test_feedback_for_an_unknown_transaction_is_404_and_fraud_feeds_entity
 ):
     fb = headers(FEEDBACK_KEY)
     r = await client.post(
-        "/v1/feedback", json={"transaction_id": "never", "label": "fraud"}, headers=fb
+        "/v1/feedback",
+        json={"merchant_id": "m-1", "transaction_id": "never", "label": "fraud"},
+        headers=fb,
     )
     assert r.status_code == 404
     await client.post("/v1/score", json=payment("fb-1"), headers=headers())
     r = await client.post(
         "/v1/feedback",
-        json={"transaction_id": "fb-1", "label": "fraud", "reason": "chargeback 4837"},
+        json={
+            "merchant_id": payment("fb-1")["merchant_id"],
+            "transaction_id": "fb-1",
+            "label": "fraud",
+            "reason": "chargeback 4837",
+        },
         headers=fb,
     )
     assert r.status_code == 202
@@ -302,7 +309,7 @@ async def test_a_retry_while_the_first_call_is_still_deciding_gets_503_retry_lat
     request = decode_score_request(json.dumps(body).encode())
     digest = payment_digest(request, key=b"test-secret-0123456789")
     await redis_client.hset(
-        Keys(redis_prefix).transaction("pending-1"),
+        Keys(redis_prefix).transaction(body["merchant_id"], "pending-1"),
         mapping={"state": "pending", "digest": digest, "claimed_at": int(time.time() * 1000)},
     )
     r = await client.post("/v1/score", json=body, headers=headers())

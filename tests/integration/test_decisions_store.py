@@ -101,9 +101,9 @@ async def test_every_label_is_kept_for_retraining(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await decide(store, "t1")
-    await store.record_feedback("t1", "chargeback", reported_at=T0 + 86_400, reason="4837")
-    await store.record_feedback("t1", "fraud", reported_at=T0 + 90_000)
-    await store.record_feedback("unknown", "fraud", reported_at=T0)
+    await store.record_feedback("m1", "t1", "chargeback", reported_at=T0 + 86_400, reason="4837")
+    await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 90_000)
+    await store.record_feedback("m1", "unknown", "fraud", reported_at=T0)
     labels = await read_labels(redis_client, redis_prefix)
     assert [(x.transaction_id, x.label, x.reported_at, x.reason) for x in labels] == [
         ("t1", "chargeback", T0 + 86_400, "4837"),
@@ -136,9 +136,9 @@ async def test_the_named_stores_share_the_facades_redis_keys_and_breaker(
         assert part.keys is store.keys
         assert part.breaker is store.breaker
     await decide(store, "t-parts")
-    assert await store.transactions.stored_decision("t-parts") == b"{}"
-    assert await store.feedback.record_feedback("t-parts", "fraud", reported_at=T0 + 60)
-    assert not await store.feedback.record_feedback("t-none", "fraud", reported_at=T0)
+    assert await store.transactions.stored_decision("m1", "t-parts") == b"{}"
+    assert await store.feedback.record_feedback("m1", "t-parts", "fraud", reported_at=T0 + 60)
+    assert not await store.feedback.record_feedback("m1", "t-none", "fraud", reported_at=T0)
     await store.log.append_records([record("s-parts")])
     entries = await read_decisions(redis_client, redis_prefix)
     assert [e.transaction_id for e in entries] == ["t-parts", "s-parts"]

@@ -12,9 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.normalisation.payment import Payment
+from service.stores.keys import Keys
 from service.stores.library import Commands
 from service.stores.redis_client import make_hot_connection
-from service.stores.velocity import RiskStore
+from service.stores.velocity import RiskStore, decided_value
 from tests.conftest import TEST_REDIS_URL
 
 T0 = 1_700_000_000.0
@@ -150,22 +151,24 @@ async def test_stale_pending_claim_is_taken_over_without_counting_again(
 
 async def test_waiting_retry_gets_the_decision_once_committed(store: RiskStore) -> None:
     await store.begin(make_payment("t1"), digest="d1")
-    assert await store.stored_decision("t1") is None
+    assert await store.stored_decision("m1", "t1") is None
 
     async def commit_later() -> None:
         await asyncio.sleep(0.03)
         await commit(store, make_payment("t1"))
 
-    waited, _ = await asyncio.gather(store.wait_for_decision("t1", timeout=1.0), commit_later())
+    waited, _ = await asyncio.gather(
+        store.wait_for_decision("m1", "t1", timeout=1.0), commit_later()
+    )
     assert waited == DECISION
-    assert await store.stored_decision("t1") == DECISION
+    assert await store.stored_decision("m1", "t1") == DECISION
 
 
 async def test_waiting_for_a_decision_that_never_comes_gives_up(store: RiskStore) -> None:
     await store.begin(make_payment("t1"), digest="d1")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert await store.wait_for_decision("t1", timeout=0.05) is None
+    assert await store.wait_for_decision("m1", "t1", timeout=0.05) is None
     assert loop.time() - started < 0.3
 
 
@@ -173,11 +176,11 @@ async def test_transaction_key_lives_for_the_decision_ttl(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await store.begin(make_payment("t1"), digest="d1")
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     assert 3_590 < await redis_client.ttl(key) <= 3_600
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
-    assert await store.stored_decision("t1") == DECISION
+    assert await store.stored_decision("m1", "t1") == DECISION
 
 
 async def test_a_decision_lives_the_decision_ttl_from_its_commit(
@@ -185,14 +188,14 @@ async def test_a_decision_lives_the_decision_ttl_from_its_commit(
 ) -> None:
     """Also after a takeover: a retry can be answered for the whole TTL after the answer."""
     await store.begin(make_payment("t1"), digest="d1")
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     await redis_client.expire(key, 1_000)  # as if the claim had been made long ago
     await asyncio.sleep(0.25)  # past the pending timeout: the claim may be taken over
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "takeover"
     assert 990 <= await redis_client.ttl(key) <= 1_000  # the takeover keeps the claim's
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
-    assert await store.stored_decision("t1") == DECISION
+    assert await store.stored_decision("m1", "t1") == DECISION
 
 
 async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_ttl(
@@ -204,11 +207,11 @@ async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_tt
     the key commit recreates must not live forever.
     """
     await store.begin(make_payment("t1"), digest="d1")
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     await redis_client.delete(key)
     await commit(store, make_payment("t1"))
     assert 3_590 < await redis_client.ttl(key) <= 3_600
-    assert await store.stored_decision("t1") == DECISION
+    assert await store.stored_decision("m1", "t1") == DECISION
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "replay"
     assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
 
@@ -219,13 +222,13 @@ async def test_a_commit_whose_claim_vanished_still_gives_the_key_the_decision_tt
 async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     now_ms = int(time.time() * 1000)
     await redis_client.hset(key, mapping={"state": "pending", "digest": "d1", "claimed_at": now_ms})
     await redis_client.expire(key, 1_000)
     assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
-    assert await store.stored_decision("t1") is None
+    assert await store.stored_decision("m1", "t1") is None
     await asyncio.sleep(0.25)
     takeover = await store.begin(make_payment("t1"), digest="d1")
     assert takeover.status == "takeover"
@@ -240,7 +243,7 @@ async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
 async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     record = b'{"t":%d,"e":{"card":"fp1"}}' % int(T0)
     fields = {"state": "done", "digest": "d1", "decision": DECISION, "record": record}
     await redis_client.hset(key, mapping={**fields, "claimed_at": 1})
@@ -248,16 +251,42 @@ async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
     replay = await store.begin(make_payment("t1"), digest="d1")
     assert (replay.status, replay.stored_decision) == ("replay", DECISION)
     assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
-    assert await store.stored_decision("t1") == DECISION
-    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 60)
+    assert await store.stored_decision("m1", "t1") == DECISION
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 60)
     assert await redis_client.hget(key, "fraud") == b"1"
     frauds = await store.begin(make_payment("t2", T0 + 120), digest="x")
     assert frauds.features["card_frauds_30d"] == 1.0
-    assert await store.record_feedback("t1", "chargeback", reported_at=T0 + 90)
-    assert await store.record_feedback("t1", "legit", reported_at=T0 + 100)
+    assert await store.record_feedback("m1", "t1", "chargeback", reported_at=T0 + 90)
+    assert await store.record_feedback("m1", "t1", "legit", reported_at=T0 + 100)
     assert await redis_client.hget(key, "fraud") == b"0"
     again = await store.begin(make_payment("t3", T0 + 130), digest="x")
     assert again.features["card_frauds_30d"] == 0.0
+
+
+@pytest.mark.parametrize("layout", ["string", "hash"])
+async def test_a_decision_of_the_key_layout_without_merchants_takes_its_merchants_feedback_only(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str, layout: str
+) -> None:
+    """Keys of the layout before merchants were part of them.
+
+    Keys written before (merchant, transaction id) was the key: feedback still finds
+    them when the record's merchant is the label's; scoring no longer reads them.
+    """
+    key = Keys(redis_prefix).legacy_transaction("t1")
+    record = b'{"t":%d,"e":{"card":"fp1","merchant":"m1"}}' % int(T0)
+    if layout == "hash":
+        fields = {"state": "done", "digest": "d1", "decision": DECISION, "record": record}
+        await redis_client.hset(key, mapping={**fields, "claimed_at": 1})
+    else:
+        await redis_client.set(key, decided_value("d1", record, DECISION))
+    await redis_client.expire(key, 1_000)
+    assert not await store.record_feedback("m2", "t1", "fraud", reported_at=T0 + 60)
+    assert (await card_state(store, "t2"))["card_frauds_30d"] == 0.0
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 60)
+    assert (await card_state(store, "t3"))["card_frauds_30d"] == 1.0
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 61)  # once
+    assert (await card_state(store, "t4"))["card_frauds_30d"] == 1.0
+    assert (await store.begin(make_payment("t1"), digest="d1")).status == "new"
 
 
 async def test_feedback_marks_the_decision_and_keeps_its_ttl(
@@ -265,13 +294,13 @@ async def test_feedback_marks_the_decision_and_keeps_its_ttl(
 ) -> None:
     await store.begin(make_payment("t1"), digest="d1")
     await commit(store, make_payment("t1"))
-    key = f"{redis_prefix}:{{tx:t1}}"
+    key = Keys(redis_prefix).transaction("m1", "t1")
     await redis_client.expire(key, 1_000)
-    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 60)
-    assert await store.record_feedback("t1", "fraud", reported_at=T0 + 61)  # once
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 60)
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 61)  # once
     assert (await card_state(store, "t2"))["card_frauds_30d"] == 1.0
     assert 990 <= await redis_client.ttl(key) <= 1_000
     replay = await store.begin(make_payment("t1"), digest="d1")
     assert (replay.status, replay.stored_decision) == ("replay", DECISION)
-    assert await store.record_feedback("t1", "legit", reported_at=T0 + 62)
+    assert await store.record_feedback("m1", "t1", "legit", reported_at=T0 + 62)
     assert (await card_state(store, "t3"))["card_frauds_30d"] == 0.0

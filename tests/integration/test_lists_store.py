@@ -127,7 +127,7 @@ async def test_begin_reports_every_matching_list_and_attribute(
     await lists.add("block_ip", ["ip_pseudo1"])
     await lists.add("block_device", ["d1"])
     await lists.add("block_account", ["ac_pseudo1"])
-    await lists.add("allow_customer", ["m1:c1", "c1"], reason="vip")
+    await lists.add("allow_customer", ["m1:c1", ":c1"], reason="vip")
     await lists.add("block_country", ["BR", "IN", "BD"])
     await lists.add("allow_card", ["someone-else"])
     begin = await store.begin(make_payment("t1"), digest="d")
@@ -140,7 +140,7 @@ async def test_begin_reports_every_matching_list_and_attribute(
         ("block_device", "device_id", None),
         ("block_account", "payment_method_account", None),
         ("allow_customer", "customer_key", "vip"),
-        ("allow_customer", "customer_id", "vip"),
+        ("allow_customer", "customer_anywhere", "vip"),
         ("block_country", "customer_country", None),
         ("block_country", "device_ip_country", None),
         ("block_country", "card_issuer_country", None),

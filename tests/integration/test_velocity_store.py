@@ -161,7 +161,7 @@ async def test_absent_entities_read_zero_and_write_nothing(
     assert f["customer_distinct_cards_24h"] == 0.0  # no card, no member
     keys = {k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}*")}
     entities = {k.split("{")[1].split(":")[0] for k in keys if "{" in k}
-    assert entities == {"customer", "merchant", "tx"}
+    assert entities == {"customer", "merchant", "txn"}
 
 
 async def test_counts_follow_bucket_edges_of_the_10m_window(store: RiskStore) -> None:
@@ -228,7 +228,7 @@ async def test_fraud_feedback_counts_in_the_original_transactions_buckets(
     store: RiskStore,
 ) -> None:
     await score(store, make_payment("t1", DAY0))
-    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 5 * 86_400)
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=DAY0 + 5 * 86_400)
     f = await score(store, make_payment("t2", DAY0 + 6 * 86_400, device_id="other"))
     assert f["card_frauds_30d"] == f["customer_frauds_30d"] == f["ip_frauds_30d"] == 1.0
     assert f["email_frauds_30d"] == f["account_frauds_30d"] == f["merchant_frauds_30d"] == 1.0
@@ -245,21 +245,21 @@ async def test_fraud_is_counted_once_per_transaction_and_legit_takes_it_back(
     store: RiskStore,
 ) -> None:
     await score(store, make_payment("t1", DAY0))
-    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
-    assert await store.record_feedback("t1", "chargeback", reported_at=DAY0 + 120)
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=DAY0 + 60)
+    assert await store.record_feedback("m1", "t1", "chargeback", reported_at=DAY0 + 120)
     f = await score(store, make_payment("t2", DAY0 + 180))
     assert f["card_frauds_30d"] == 1.0
-    assert await store.record_feedback("t1", "legit", reported_at=DAY0 + 240)
+    assert await store.record_feedback("m1", "t1", "legit", reported_at=DAY0 + 240)
     g = await score(store, make_payment("t3", DAY0 + 300))
     assert g["card_frauds_30d"] == 0.0
 
 
 async def test_feedback_for_an_unknown_transaction_is_refused(store: RiskStore) -> None:
-    assert await store.record_feedback("never-scored", "fraud", reported_at=DAY0) is False
+    assert await store.record_feedback("m1", "never-scored", "fraud", reported_at=DAY0) is False
     await store.begin(make_payment("pending-only", DAY0), digest="d")
-    assert await store.record_feedback("pending-only", "fraud", reported_at=DAY0) is False
+    assert await store.record_feedback("m1", "pending-only", "fraud", reported_at=DAY0) is False
     with pytest.raises(ValueError):
-        await store.record_feedback("pending-only", "stolen", reported_at=DAY0)
+        await store.record_feedback("m1", "pending-only", "stolen", reported_at=DAY0)
 
 
 # --- the rule, checked against a plain reimplementation on random histories ------------
@@ -373,7 +373,9 @@ async def _replay_random_history(
             target = rng.choice(history)
             label = "legit" if target.fraud and rng.random() < 0.3 else "fraud"
             if target.payment not in [p for p, _ in uncommitted]:
-                await store.record_feedback(target.payment.transaction_id, label, reported_at=t)
+                await store.record_feedback(
+                    target.payment.merchant_id, target.payment.transaction_id, label, reported_at=t
+                )
                 target.fraud = label == "fraud"
 
 
@@ -719,7 +721,7 @@ async def test_every_key_has_a_ttl_except_streams_and_lists(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await score(store, make_payment("t1", DAY0), declined=True)
-    await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
+    await store.record_feedback("m1", "t1", "fraud", reported_at=DAY0 + 60)
     keys = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}*")]
     assert len(keys) > 10
     for key in keys:
@@ -776,10 +778,10 @@ async def test_a_state_lives_as_long_as_its_longest_series(
     )
     assert card.refresh == 21_600  # the 7-day group's width: its buckets refresh the TTL
     assert unlabelled + card.refresh - 5 <= await redis_client.ttl(key) <= unlabelled + card.refresh
-    assert await store.record_feedback("t1", "fraud", reported_at=DAY0 + 60)
+    assert await store.record_feedback("m1", "t1", "fraud", reported_at=DAY0 + 60)
     fraud = max(s.horizon for s in card.frauds) + card.refresh
     assert fraud - 5 <= await redis_client.ttl(key) <= fraud
-    assert await store.record_feedback("t1", "legit", reported_at=DAY0 + 120)
+    assert await store.record_feedback("m1", "t1", "legit", reported_at=DAY0 + 120)
     assert (await velocity_state(store, redis_client, "card", "fp1"))["fd"] == []
     assert await redis_client.ttl(key) <= fraud
 
@@ -845,13 +847,13 @@ async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _
     """
     transactions: dict[str, tuple[bytes, int]] = {}
     for tid in ids:
-        key = keys.transaction(tid)
+        key = keys.transaction("m1", tid)
         transactions[tid] = (await redis_client.get(key), await redis_client.ttl(key))
     log = [fields for _id, fields in await redis_client.xrange(keys.decisions)]
     others: dict[str, bytes] = {}
     async for raw in redis_client.scan_iter(match=f"*{keys.prefix}*", _type="string"):
         key = raw.decode()
-        if keys.prefix + "-" in key or "{tx:" in key:  # another store's; transactions
+        if keys.prefix + "-" in key or "{txn:" in key:  # another store's; transactions
             continue
         others[key.replace(keys.prefix, "P")] = await redis_client.get(key)
     return transactions, log, others
@@ -897,8 +899,8 @@ async def test_every_commit_path_stores_the_same_thing(
             ]
             for payment in payments:
                 assert (await store.begin(payment, digest="d")).status == "new"
-            await redis_client.expire(store.keys.transaction("t2"), 1_000)  # an old claim
-            await redis_client.delete(store.keys.transaction("t3"))  # a vanished claim
+            await redis_client.expire(store.keys.transaction("m1", "t2"), 1_000)  # an old claim
+            await redis_client.delete(store.keys.transaction("m1", "t3"))  # a vanished claim
 
             async def commit(payment: Payment, store: RiskStore = store) -> None:
                 await store.commit(
@@ -1142,7 +1144,10 @@ def _reference_call(
 
     entities = entity_values(store.plan, payment)
     keyed = {e.entity: value for e, value in entities}
-    keys = [store.keys.transaction(payment.transaction_id), store.keys.lists_index]
+    keys = [
+        store.keys.transaction(payment.merchant_id, payment.transaction_id),
+        store.keys.lists_index,
+    ]
     mask = ""
     members: list[int] = [-1] * max(DISTINCT_CODES.values())  # by code, once each
     for e in store.plan.entities:
@@ -1173,7 +1178,10 @@ def _reference_call(
             items += [pairs.get(attribute, "") for attribute in attributes]
     args += [marks, version, *items]
     record = msgspec.json.encode({"t": second, "e": {str(e.entity): v for e, v in entities}})
-    commit_keys = [store.keys.transaction(payment.transaction_id), store.keys.decisions]
+    commit_keys = [
+        store.keys.transaction(payment.merchant_id, payment.transaction_id),
+        store.keys.decisions,
+    ]
     value = b"d\ndg\n\n" + record + b"\n{}"  # digest dg, no fraud mark, record, response
     commit_args = [value, 86_400, 10_000_000, payment.transaction_id, b"r", second]
     for e, value in entities:

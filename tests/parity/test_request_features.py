@@ -23,11 +23,13 @@ from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
 from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
+    merchant_scoped_series,
     normalise,
     normalise_frame,
     payment_from_row,
     request_to_log_row,
 )
+from service.normalisation.payment import merchant_scoped
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import FxTable
 from service.settings import DEFAULT_FX_RATES
@@ -51,19 +53,38 @@ zones = st.sampled_from(
 instants = st.datetimes(
     min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=zones
 )
+# Spellings of a few identities (canonical identities, issue 15 class 3): both engines
+# must reach each through the same canonical function.
 emails = st.sampled_from(
     [
         "alice@example.com",
         " Alice@Example.COM ",
+        "alice@example.com.",
+        "ａｌｉｃｅ@ｅｘａｍｐｌｅ.ｃｏｍ",
         "bob@mailinator.com",
+        "bob@mаilinator.com",  # Cyrillic а
+        "bob@MAILINATOR.COM.",
         "carol@sub.guerrillamail.com",
         "dave@gmail.com",
+        "D.a.v.e+promo@googlemail.com",
+        "dave@bücher.de",
         "no-at-sign",
     ]
 )
-accounts = st.sampled_from(["alice@ybl", "ALICE@YBL ", "01712345678", "0xAbC123", "pix-key-1"])
+accounts = st.sampled_from(
+    ["alice@ybl", "ALICE@YBL ", "ａｌｉｃｅ@ｙｂｌ", "01712345678", "0xAbC123", "pix-key-1"]
+)
 ips = st.sampled_from(
-    ["203.0.113.7", "::ffff:203.0.113.7", "2001:db8::1", "2001:DB8:0:0::1", "10.0.0.1"]
+    [
+        "203.0.113.7",
+        "::ffff:203.0.113.7",
+        "::203.0.113.7",
+        "2001:db8::1",
+        "2001:DB8:0:0::1",
+        "2001:db8::ffff:1",
+        "2001:db8:0:1::1",
+        "10.0.0.1",
+    ]
 )
 
 
@@ -105,7 +126,7 @@ def request_bodies(draw: st.DrawFn) -> dict[str, Any]:
     }
     body: dict[str, Any] = {
         "transaction_id": draw(ids),
-        "merchant_id": draw(st.sampled_from(["m1", "m2", "merchant:3"])),
+        "merchant_id": draw(st.sampled_from(["m1", "m2", "merchant:3", "m\\4", "m1:c"])),
         "vertical": draw(st.sampled_from(["forex", "gaming", "adult", "ecommerce", "services"])),
         "amount": draw(amounts()),
         "currency": draw(st.sampled_from(sorted(FX.currencies))),
@@ -231,3 +252,22 @@ def test_frame_engine_keeps_the_row_index() -> None:
     assert row["card_prepaid"] is True and row["is_rebill"] is True
     assert row["is_trial"] is None and row["card_ip_country_mismatch"] is None
     assert request_features(online(request).payment)["account_age_days"] == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=8)),
+            st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=8)),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_merchant_scoped_keys_are_the_same_in_both_engines(pairs: list[tuple[Any, Any]]) -> None:
+    merchants = pd.Series([m for m, _ in pairs], dtype=object)
+    values = pd.Series([v for _, v in pairs], dtype=object)
+    offline = merchant_scoped_series(merchants, values)
+    for (m, v), key in zip(pairs, offline, strict=True):
+        assert key == (merchant_scoped(m, v) if m and v else None), (m, v, key)

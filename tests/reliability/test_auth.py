@@ -52,7 +52,11 @@ async def test_bad_keys_are_refused_alike_and_no_key_is_ever_logged_or_echoed(
                 http,
                 "POST",
                 "/v1/feedback",
-                json={"transaction_id": "auth-1", "label": "fraud"},
+                json={
+                    "merchant_id": body["merchant_id"],
+                    "transaction_id": "auth-1",
+                    "label": "fraud",
+                },
                 headers=auth(SCORE_KEY),
             ),
             await scenario.send(http, "GET", "/v1/lists", headers=auth(SCORE_KEY)),

@@ -236,7 +236,10 @@ async def test_card_numbers_hidden_anywhere_are_refused_and_never_echoed(
         _assert_refused(r)
         _assert_no_pan(r.text)
     for path, body in (
-        ("/v1/feedback", {"transaction_id": "fb-1", "label": "fraud", "reason": PANS[0]}),
+        (
+            "/v1/feedback",
+            {"merchant_id": "m", "transaction_id": "fb-1", "label": "fraud", "reason": PANS[0]},
+        ),
         ("/v1/lists/block_customer/items", {"items": [PANS[1]], "reason": "x"}),
     ):
         method = "PUT" if path.startswith("/v1/lists") else "POST"

@@ -83,7 +83,12 @@ async def _traffic(scenario: Scenario, http: httpx.AsyncClient) -> None:
     assert (await scenario.score(http, wallet)).status_code == 200
     card = payment("priv-card")
     assert (await scenario.score(http, card)).status_code == 200
-    fb = {"transaction_id": "priv-card", "label": "fraud", "reason": "customer disputed"}
+    fb = {
+        "merchant_id": card["merchant_id"],
+        "transaction_id": "priv-card",
+        "label": "fraud",
+        "reason": "customer disputed",
+    }
     feedback = await scenario.send(
         http, "POST", "/v1/feedback", json=fb, headers=auth(FEEDBACK_KEY)
     )

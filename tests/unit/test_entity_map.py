@@ -27,7 +27,7 @@ def test_lists_compare_each_entity_with_the_attributes_the_map_names() -> None:
     assert list(LOOKUP_ATTRIBUTES) == list(ENTITIES)
     for entity in ENTITIES:
         assert LOOKUP_ATTRIBUTES[entity] == ENTITY_MAP[entity].listed_by
-        assert set(LOOKUP_ATTRIBUTES[entity]) <= set(Payment.__struct_fields__)
+        assert all(hasattr(Payment, attribute) for attribute in LOOKUP_ATTRIBUTES[entity])
     # a velocity entity that lists name is matched by its own key first
     for entity in set(ENTITIES) & set(Entity):
         assert LOOKUP_ATTRIBUTES[entity][0] == entity_attribute(Entity(entity))

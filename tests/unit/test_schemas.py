@@ -370,10 +370,14 @@ def test_list_change_refuses_a_pan_item() -> None:
 
 
 def test_feedback_label_must_be_known() -> None:
-    feedback = decode_body(b'{"transaction_id": "t1", "label": "chargeback"}', FeedbackRequest)
+    feedback = decode_body(
+        b'{"merchant_id": "m", "transaction_id": "t1", "label": "chargeback"}', FeedbackRequest
+    )
     assert feedback.label == "chargeback"
     with pytest.raises(InvalidRequest) as info:
-        decode_body(b'{"transaction_id": "t1", "label": "spam"}', FeedbackRequest)
+        decode_body(
+            b'{"merchant_id": "m", "transaction_id": "t1", "label": "spam"}', FeedbackRequest
+        )
     assert info.value.problems[0].field == "label"
 
 

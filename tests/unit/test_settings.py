@@ -27,10 +27,13 @@ def test_repr_shows_neither_the_secret_nor_the_api_keys(secret: str, keys: list[
     settings = Settings.from_env(
         {
             "RISKSCORE_SECRET": secret,
-            "RISKSCORE_API_KEYS": ",".join(f"{k}=score+admin" for k in keys),
+            "RISKSCORE_API_KEYS": ",".join(
+                f"{k}=score+admin" + ("@m1+m2" if n == 0 else "") for n, k in enumerate(keys)
+            ),
         }
     )
     assert settings.secret == secret.encode() and set(settings.api_keys) == set(keys)
+    assert settings.api_key_merchants == {keys[0]: frozenset({"m1", "m2"})}
     rich_fields = dict(settings.__rich_repr__())
     for shown in (repr(settings), str(settings), f"{settings!r}", repr(rich_fields)):
         assert secret not in shown
