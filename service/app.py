@@ -100,6 +100,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         timeout_ms=settings.redis_timeout_ms,
         decision_ttl_seconds=settings.decision_ttl_days * 86_400,
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
+        server_clock=settings.clock == "server",
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
     model, model_problem = load_model(settings.model_dir)
@@ -174,10 +175,21 @@ def create_app(settings: Settings) -> Litestar:
                 metrics.rules_reloads.labels("refused").inc()
 
         async def drain_spool() -> None:
-            if engine.spool.pending():
+            if engine.spool.has_pending():
                 rejected = engine.spool.rejected
-                sent = await engine.spool.drain(engine.store.append_records)
-                log.info("moved %d spooled decisions to the decision log", sent)
+                outcomes: dict[str, int] = {}
+
+                async def send(records: list[bytes]) -> None:
+                    outcomes.update(await engine.store.append_records(records))
+
+                try:
+                    sent = await engine.spool.drain(send)
+                except StoreUnavailable:  # Redis still away: the next round tries again
+                    return
+                # outcomes: stored (now the transaction's answer), superseded or conflict
+                # (another answer was stored first), duplicate (drained before), ...
+                if sent:
+                    log.info("moved %d spooled decisions to Redis: %s", sent, outcomes)
                 if engine.spool.rejected > rejected:
                     log.warning(
                         "set aside %d spooled lines that are not JSON objects in %s",
@@ -194,7 +206,7 @@ def create_app(settings: Settings) -> Litestar:
         settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
-            asyncio.create_task(_every(5.0, drain_spool)),
+            asyncio.create_task(_every(1.0, drain_spool)),
         ]
         try:
             yield

@@ -14,6 +14,7 @@ import msgspec
 
 from service.contract import VERTICALS
 from service.errors import ConfigurationError
+from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "admin"})
@@ -42,7 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``clock`` (``RISKSCORE_CLOCK``): ``server`` trusts event times within the skew;
       ``event`` follows the log's times (replays).
     - ``max_clock_skew_seconds`` (``RISKSCORE_MAX_CLOCK_SKEW_SECONDS``): beyond it, the
-      server's clock cuts the windows.
+      server's clock cuts the windows; at most half ``MAX_BACKDATING_SECONDS`` (300), for which
+      the store keeps the windows of backdated payments exact.
     - ``redis_timeout_ms`` (``RISKSCORE_REDIS_TIMEOUT_MS``): the budget of each Redis round
       trip, past which the answer degrades.
     - ``redis_prefix`` (``RISKSCORE_REDIS_PREFIX``): the prefix of every Redis key.
@@ -150,6 +152,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     kwargs[field] = convert(value)
                 except ValueError:
                     raise ConfigurationError(var, f"not a number: {value!r}") from None
+        skew = kwargs.get("max_clock_skew_seconds", 0.0)
+        if not 0 <= skew <= MAX_BACKDATING_SECONDS / 2:  # the windows are exact up to it
+            raise ConfigurationError(
+                "RISKSCORE_MAX_CLOCK_SKEW_SECONDS", f"must be 0 to {MAX_BACKDATING_SECONDS // 2}"
+            )
         if clock := get("RISKSCORE_CLOCK"):
             if clock not in ("server", "event"):
                 raise ConfigurationError("RISKSCORE_CLOCK", "must be 'server' or 'event'")

@@ -302,9 +302,10 @@ async def export(
 
     ``since`` (Unix seconds) keeps decisions whose payment time is at or after it, and the
     labels of payments at or after it. Streams are read in pages of ``page_size``. Entries
-    that are not decision records of this format are skipped and counted. Records of a
-    catalogue neither running nor registered are exported without features and counted
-    (``unknown_catalog``, their versions in ``unknown_catalog_versions``).
+    that are not decision records of this format are skipped and counted; so are
+    (``superseded``) the spooled decisions another answer was stored before (``drain.lua``).
+    Records of a catalogue neither running nor registered are exported without features and
+    counted (``unknown_catalog``, their versions in ``unknown_catalog_versions``).
     """
     keys = Keys(prefix)
     # the running catalogue's names win over whatever the hash says of the same version
@@ -312,7 +313,7 @@ async def export(
 
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    skipped = duplicates = unknown_catalog = 0
+    skipped = duplicates = unknown_catalog = superseded = 0
     unknown_versions: set[str] = set()
     bar = tqdm(
         total=await client.xlen(keys.decisions),
@@ -326,6 +327,9 @@ async def export(
             after = page[-1].id
             bar.update(len(page))
             for entry in page:
+                if entry.spooled in ("superseded", "conflict"):  # not the stored answer
+                    superseded += 1
+                    continue
                 try:
                     record = decode_record(entry.record)
                 except msgspec.DecodeError:
@@ -390,6 +394,7 @@ async def export(
         "frauds": int((transactions["label"] == 1).sum()),
         "skipped": skipped,
         "duplicates": duplicates,
+        "superseded": superseded,
         "unknown_catalog": unknown_catalog,
         "unknown_catalog_versions": sorted(unknown_versions),
         "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),

@@ -111,13 +111,14 @@ def decode_record(raw: bytes | str) -> DecisionRecord:
 
 class _KeyPayment(msgspec.Struct):
     transaction_id: str = ""
+    merchant_id: str = ""
 
 
 class _Key(msgspec.Struct):
-    """What the spool drain reads of a record: its transaction id.
+    """What the spool drain reads of a bare record: its merchant and transaction id.
 
-    From ``payment`` (every record has it there), else from the top-level copy of version
-    1's name → value shape.
+    From ``payment`` (every record has it there), else the transaction id from the
+    top-level copy of version 1's name → value shape.
     """
 
     payment: _KeyPayment | None = None
@@ -127,12 +128,16 @@ class _Key(msgspec.Struct):
 _key_decoder: Final = msgspec.json.Decoder(_Key)
 
 
-def record_transaction_id(raw: bytes | str) -> str:
-    """The transaction id of a record of any version, without decoding the rest of it."""
-    key = _key_decoder.decode(raw)
+def record_key(raw: bytes | str) -> tuple[str, str]:
+    """(merchant id, transaction id) of a record of any version; the merchant may be "".
+
+    Reads only those fields, and takes anything that is a JSON object.
+    """
+    try:
+        key = _key_decoder.decode(raw)
+    except msgspec.ValidationError:  # an object of another shape: no key in it
+        return "", ""
     payment = key.payment
-    return (
-        payment.transaction_id
-        if payment is not None and payment.transaction_id
-        else key.transaction_id
-    )
+    if payment is not None and payment.transaction_id:
+        return payment.merchant_id, payment.transaction_id
+    return (payment.merchant_id if payment is not None else ""), key.transaction_id

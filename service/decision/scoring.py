@@ -35,7 +35,7 @@ from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
 from service.stores.lists import ListStore
-from service.stores.velocity import Begin, RiskStore
+from service.stores.velocity import Begin, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
@@ -95,8 +95,9 @@ async def score(
     )
     payment = normalised.payment
     digest = payment_digest(request, key=settings.secret)
+    claim = new_claim()
     degraded: list[str] = []
-    begin = await _begin(engine, payment, digest, degraded)
+    begin = await _begin(engine, payment, digest, claim, degraded)
     if begin is not None and begin.status != "new" and begin.status != "takeover":
         stored = await _stored_answer(engine, begin, payment.merchant_id, payment.transaction_id)
         engine.metrics.replayed.inc()
@@ -132,7 +133,7 @@ async def score(
     )
     latency_ms = (time.perf_counter() - started) * 1000
     record = decision_record(payment, features, verdict.rules, decision, latency_ms)
-    await _commit(engine, payment, digest, decision, record, stored=begin is not None)
+    await _commit(engine, payment, digest, claim, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, verdict.hits, verdict.errors, started)
     decision_lines.decision(
@@ -151,12 +152,12 @@ async def score(
 
 
 async def _begin(
-    engine: Engine, payment: Payment, digest: str, degraded: list[str]
+    engine: Engine, payment: Payment, digest: str, claim: str, degraded: list[str]
 ) -> Begin | None:
     """``begin`` in Redis; None (and ``velocity`` degraded) when Redis does not answer."""
     try:
         t0 = time.perf_counter()
-        begin = await engine.store.begin(payment, digest)
+        begin = await engine.store.begin(payment, digest, claim)
         engine.metrics.begin_seconds(time.perf_counter() - t0)
         return begin
     except StoreUnavailable:
@@ -212,14 +213,21 @@ async def _commit(
     engine: Engine,
     payment: Any,
     digest: str,
+    claim: str,
     decision: ScoreResponse,
     record: DecisionRecord,
     *,
     stored: bool,
 ) -> None:
-    """Record the decision before answering; on a Redis failure, spool it to disk."""
+    """Record the decision before answering; on a Redis failure, spool it to disk.
+
+    The spool entry holds what the drain needs to make it the transaction's stored answer
+    (``RiskStore.spool_entry``).
+    """
     decision_json = _encoder.encode(decision)
     record_json = encode_record(record)
+    declined = decision.decision == "decline"
+    committed: bytes | None = None
     if stored:
         try:
             t0 = time.perf_counter()
@@ -228,15 +236,27 @@ async def _commit(
                 digest=digest,
                 decision_json=decision_json,
                 record_json=record_json,
-                declined=decision.decision == "decline",
+                declined=declined,
             )
             engine.metrics.commit_seconds(time.perf_counter() - t0)
             return
         except StoreUnavailable:
-            # the record shares the answer's degraded list: encode it again to say so
+            # Redis may still apply the commit: the drain then finds this value stored
+            committed = engine.store.decided_value(payment, digest, decision_json)
+            # the record shares the answer's degraded list: encode both again to say so
             decision.degraded.append("decision_log")
+            decision_json = _encoder.encode(decision)
             record_json = encode_record(record)
-    await asyncio.to_thread(engine.spool.append, record_json)
+    entry = engine.store.spool_entry(
+        payment,
+        digest=digest,
+        claim=claim,
+        decision_json=decision_json,
+        record_json=record_json,
+        declined=declined,
+        committed=committed,
+    )
+    await asyncio.to_thread(engine.spool.append, entry)
 
 
 def _observe(

@@ -1,8 +1,10 @@
 """A local append-only file for decisions that could not reach the Redis decision log.
 
 Only the degraded path writes here (Redis did not answer), so the healthy hot path does
-no disk I/O. Each record is flushed and fsynced before the answer goes out; a background
-task moves the spooled records into the decision-log stream once Redis is back.
+no disk I/O. Each entry (``RiskStore.spool_entry``) is flushed and fsynced before the
+answer goes out; a background task moves the spooled entries into Redis once it is back
+(``RiskStore.append_records``: the transaction's stored answer and the decision log,
+exactly once per line, so a drain that dies midway is simply sent again).
 
 A line that is not a JSON object (the torn tail of a write the process died in, a hand
 edit) would fail every drain and hold back every record after it, for good: ``take``
@@ -45,6 +47,10 @@ class DecisionSpool:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+    def has_pending(self) -> bool:
+        """Whether a spool file exists: two ``stat`` calls, cheap enough for every second."""
+        return self._draining.exists() or self.path.exists()
 
     def pending(self) -> int:
         """How many records wait to be drained (being drained or newly spooled)."""
@@ -90,11 +96,13 @@ class DecisionSpool:
             self._draining.unlink(missing_ok=True)
 
     async def drain(self, send: Callable[[list[bytes]], Awaitable[None]]) -> int:
-        """Send spooled records with ``send``; they are dropped only once it succeeded."""
+        """Send spooled records with ``send``; they are dropped only once it succeeded.
+
+        ``send`` must take a line it has taken before as a no-op.
+        """
         records = await asyncio.to_thread(self.take)
-        if not records:
-            return 0
-        await send(records)
+        if records:
+            await send(records)
         await asyncio.to_thread(self.done)
         return len(records)
 

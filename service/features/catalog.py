@@ -6,11 +6,23 @@ changes ``CATALOG_VERSION``, which a registered model records and the service ch
 
 Window semantics, shared by both engines: a window of ``W`` seconds is cut into
 ``W / bucket`` buckets of ``bucket`` seconds, aligned on the Unix epoch. A payment at time
-``t`` sees the events whose bucket ``floor(s / bucket)`` lies in
-``[floor(t / bucket) - n + 1, floor(t / bucket)]``: the current, partial bucket and the
-``n - 1`` full ones before it. A window therefore looks back between ``W - bucket`` and
-``W`` seconds; ``card_attempts_1h`` covers 55 to 60 minutes. Both engines use exactly this
-rule, so their values agree exactly, not approximately.
+``t`` sees the events of its entity counted before it (and itself) whose bucket
+``floor(s / bucket)`` is at least ``floor(t / bucket) - n + 1``: from the ``n - 1`` full
+buckets before its own on, up to the newest event the entity has seen, also when that was
+stamped later than ``t``. So a payment stamped earlier than payments already counted still
+sees them (event time cannot be used to dodge a window). With the server clock, a payment
+stamped later than the server's time (within the skew) has its window start from the
+server's time instead (``floor(min(t, now) / bucket) - n + 1``), so a stamp in the future
+cannot shorten it either. In time order, which is how the
+offline engine replays a log and how a replay sends it, nothing counted is later than
+``t`` and the window is ``[floor(t / bucket) - n + 1, floor(t / bucket)]``: the current,
+partial bucket and the ``n - 1`` full ones before it. A window therefore looks back between
+``W - bucket`` and ``W`` seconds; ``card_attempts_1h`` covers 55 to 60 minutes. Both engines
+use exactly this rule, so their values agree exactly, not approximately. The online store
+keeps what the rule needs for payments stamped up to ``MAX_BACKDATING_SECONDS`` before the
+entity's newest (twice the largest clock skew the service accepts); one stamped further
+back (only an out-of-order replay with the event clock sends those) may miss the oldest
+part of its window.
 
 Distinct counts are capped: an entity remembers, per kind (cards, customers, devices,
 countries), at most ``DISTINCT_CAP`` members, the ones it saw last, each with the second it
@@ -129,6 +141,11 @@ class Aggregate(StrEnum):
 
 # A ``distinct`` feature counts at most this many members (see the module docstring).
 DISTINCT_CAP: Final[int] = 32
+
+# How far behind an entity's newest payment another may be stamped with windows still
+# exact (see the module docstring): a payment stamped the largest accepted clock skew
+# early after one stamped as much late.
+MAX_BACKDATING_SECONDS: Final[int] = 600
 
 
 # What a ``distinct`` aggregate counts: the name used in the feature, and its log column.

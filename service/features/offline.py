@@ -11,7 +11,10 @@ Rows are replayed in time order (a stable sort on ``event_time``, so ties keep t
 order). Row ``i`` sees every earlier row and itself, except for ``declines`` and ``frauds``:
 a row's own decline or label is not known when it is scored, and an earlier row's fraud
 counts only when its ``label_at`` is not after row ``i``'s ``event_time``. Distinct counts
-stop at ``catalog.DISTINCT_CAP``, as the store's do.
+stop at ``catalog.DISTINCT_CAP``, as the store's do. The rule's reach up to the entity's
+newest event (a payment stamped before ones already counted still sees them) needs no code
+here: replayed in time order, no row counted before row ``i`` is stamped later than it, so
+its window ends at its own bucket, as the store's does for a replay in time order.
 
 Why it is fast: per entity the rows are sorted by (entity, replay position), so each row's
 window is a contiguous run ``[start, i]`` whose start one ``searchsorted`` on a combined

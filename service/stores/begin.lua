@@ -7,7 +7,8 @@
 --       velocity key; then the key of each list marked '1' in the lists mask.
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
 --       5 entity mask ('0' absent, '1' present), 6 little-endian doubles: USD cents, event
---       second, then MEMBERS member digests, one per distinct code (keys.py) at the code's
+--       second, window second (plan.py: the event second, or the server's when earlier),
+--       then MEMBERS member digests, one per distinct code (keys.py) at the code's
 --       place (-1 when missing or unused), 7 the lists mask, 8 the lists version the mask
 --       is exact for ('' when it is not), then the items of each list entity with a list
 --       marked '1' (see lookups below). (The numbers come packed: as
@@ -45,9 +46,10 @@
 
 -- Scratch tables kept across calls (filled afresh by each, so no call sees another's
 -- values), rather than made per call: O the state being written, OUT the sums by slot,
--- CUR the bucket of the event second per width of WIDTHS, MEMBER the member digests by
+-- CUR the bucket of the event second per width of WIDTHS, START that of the window second
+-- (where the windows start), MEMBER the member digests by
 -- code.
-local EMPTY, O, OUT, CUR, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}
+local EMPTY, O, OUT, CUR, START, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}, {}
 
 local function format(n)
   local f = FORMATS[n]
@@ -136,13 +138,13 @@ end
 -- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
 -- bucket of the event second per width of WIDTHS, M the member digest per distinct code. (A
 -- takeover only reads: the same pass, without the attempt, and nothing written.)
-local function entity(e, key, blob, M, t, cur, cents, write, out)
+local function entity(e, key, blob, M, t, cur, start, cents, write, out)
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
     v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, t, cents, write)
+  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, start, t, cents, write)
   if write then save(key, m, ttl + PLAN[e].refresh, existed, opened or ttl > old) end
 end
 
@@ -357,13 +359,16 @@ local function begin(KEYS, ARGV)
   local write = status == 'new'
 
   local mask = ARGV[5]
-  local numbers = {struct.unpack(format(2 + MEMBERS), ARGV[6])}
-  local cents, t = numbers[1], numbers[2]
-  local out, cur, members = OUT, CUR, MEMBER
+  local numbers = {struct.unpack(format(3 + MEMBERS), ARGV[6])}
+  local cents, t, from = numbers[1], numbers[2], numbers[3]
+  local out, cur, start, members = OUT, CUR, START, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
-  for i = 1, #WIDTHS do cur[i] = floor(t / WIDTHS[i]) end
+  for i = 1, #WIDTHS do
+    cur[i] = floor(t / WIDTHS[i])
+    start[i] = floor(from / WIDTHS[i])
+  end
   for i = 1, MEMBERS do
-    local digest = numbers[2 + i]
+    local digest = numbers[3 + i]
     members[i] = digest >= 0 and digest
   end
   local marks = {byte(mask, 1, #PLAN)}
@@ -376,7 +381,7 @@ local function begin(KEYS, ARGV)
     local k = 3
     for e = 1, #PLAN do
       if marks[e] ~= 48 then
-        entity(e, KEYS[k], blobs[k - 2], members, t, cur, cents, write, out)
+        entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, write, out)
         k = k + 1
       end
     end

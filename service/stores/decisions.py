@@ -1,9 +1,8 @@
-"""The decision log and the labels streams: spooled records in, everything out for export.
+"""Reading the decision log and the labels back out of their Redis streams, for export.
 
 ``commit`` appends one entry per decision to ``<prefix>:decisions`` (fields
-``transaction_id``, ``record``: the caller's JSON, whose ``payment`` names the merchant),
-``DecisionLog.append_records`` the records spooled while Redis was away, and
-``record_feedback`` one entry per label to ``<prefix>:labels`` (with ``merchant_id``
+``transaction_id``, ``record``: the caller's JSON, whose ``payment`` names the merchant)
+and ``record_feedback`` one entry per label to ``<prefix>:labels`` (with ``merchant_id``
 since labels name their merchant). Both streams are capped approximately (``MAXLEN ~``). Read
 them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
 with ``(``).
@@ -23,9 +22,7 @@ from collections.abc import Sequence
 import msgspec
 import redis.asyncio as aioredis
 
-from service.decision.record import record_transaction_id
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES
-from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 
 _names_decoder = msgspec.json.Decoder(list[str])
@@ -37,6 +34,8 @@ class DecisionEntry(msgspec.Struct, frozen=True):
     id: str
     transaction_id: str
     record: bytes  # the decision record JSON, as the caller built it
+    # drained from the spool: 'stored', 'superseded', 'conflict' or 'logged' (drain.lua)
+    spooled: str = ""
 
 
 class LabelEntry(msgspec.Struct, frozen=True):
@@ -77,7 +76,12 @@ async def read_decisions(
     """Up to ``count`` decision-log entries from ``start`` (or just after ``after``)."""
     rows = await _read(client, Keys(prefix).decisions, _start(start, after), count)
     return [
-        DecisionEntry(entry_id, _text(f.get("transaction_id", b"")), f.get("record", b""))
+        DecisionEntry(
+            entry_id,
+            _text(f.get("transaction_id", b"")),
+            f.get("record", b""),
+            _text(f.get("spooled", b"")),
+        )
         for entry_id, f in rows
     ]
 
@@ -139,39 +143,3 @@ async def read_catalogs(client: aioredis.Redis, prefix: str) -> dict[str, tuple[
         except msgspec.DecodeError:
             continue
     return catalogs
-
-
-class DecisionLog:
-    """Appends decision records spooled while Redis was away to the decision log."""
-
-    def __init__(
-        self, client: aioredis.Redis, keys: Keys, breaker: Breaker, *, budget: float, maxlen: int
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self.breaker = breaker
-        self._budget = budget
-        self._maxlen = maxlen
-
-    async def append_records(self, records: list[bytes]) -> None:
-        """Append decision records (spooled while Redis was away) to the decision log.
-
-        A spool file may predate an upgrade, so a record of any version drains
-        (``record_transaction_id``): the stream entry's ``transaction_id`` is its payment's.
-        """
-        if not records:
-            return
-
-        async def run() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for record_json in records:
-                    transaction_id = record_transaction_id(record_json)
-                    pipe.xadd(
-                        self.keys.decisions,
-                        {"transaction_id": transaction_id, "record": record_json},
-                        maxlen=self._maxlen,
-                        approximate=True,
-                    )
-                await pipe.execute()
-
-        await self.breaker.call(self._budget, run)

@@ -23,7 +23,8 @@ key                             type    content
                                         ``normalisation.payment.merchant_scoped`` of the pair (the
                                         merchant's ``\`` and ``:`` escaped). Fields apart by
                                         newlines: a claim ``p``, the payload digest,
-                                        ``claimed_at`` (ms); a decision ``d``, the
+                                        ``claimed_at`` (ms, the call's ``new_claim``;
+                                        the claim lives an hour); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
                                         (entity keys and event second, for feedback),
                                         the response JSON (``transactions.decided_value``).
@@ -34,6 +35,9 @@ key                             type    content
                                         merchants were part of the key, ``P:{tx:<id>}``,
                                         are read by feedback alone (when the record's
                                         merchant is the label's), until their TTL ends
+``<transaction key>:spooled``   hash    the spool entries drained into Redis for the
+                                        transaction: entry id (a digest of its line) →
+                                        outcome (``drain.lua``); lives as the decision
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
@@ -43,7 +47,11 @@ key                             type    content
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
                                         (the decision record JSON, ``decision.record``,
-                                        whose ``payment`` names the merchant)
+                                        whose ``payment`` names the merchant), and for
+                                        an entry drained from the spool ``spooled``:
+                                        ``stored`` (the transaction's answer),
+                                        ``superseded`` or ``conflict`` (not its answer),
+                                        ``logged`` (an old spool line)
 ``P:catalogs``                  hash    ``CATALOG_VERSION`` → JSON list of its feature
                                         names (``catalog.FEATURE_NAMES``), which name the
                                         decision records' ``features`` arrays; written
@@ -140,6 +148,10 @@ class Keys:
     def legacy_transaction(self, transaction_id: str) -> str:
         """A transaction's key in the layout before merchants were part of it (read only)."""
         return f"{self.prefix}:{{tx:{tag_value(transaction_id)}}}"
+
+    def spool_marks(self, transaction_key: str) -> str:
+        """The drained spool entries of the transaction whose key is ``transaction_key``."""
+        return transaction_key + ":spooled"
 
     def list(self, name: str) -> str:
         """The key of a list's exact items."""

@@ -4,12 +4,12 @@ Why functions and not ``EVALSHA``: the catalogue plan is a Lua table of a few hu
 entries; a script would rebuild it on every call, while a library builds it once, when
 loaded, and its functions keep it.
 
-The library is ``begin.lua``, ``commit.lua``, ``feedback.lua`` and ``list_change.lua``
-behind the shared locals and the plan's prelude. Its name and function names carry a hash
-of its source, so services built from different catalogues can share one Redis. ``call``
-runs a function with ``FCALL`` and, when Redis does not know it (a restart without
-persistence, a flush, a new version), loads the library and calls again: the ``NOSCRIPT``
-fallback of scripts.
+The library is ``begin.lua``, ``commit.lua``, ``feedback.lua``, ``list_change.lua`` and
+``drain.lua`` behind the shared locals and the plan's prelude. Its name and function names
+carry a hash of its source, so services built from different catalogues can share one
+Redis. ``call`` runs a function with ``FCALL`` and, when Redis does not know it (a restart
+without persistence, a flush, a new version), loads the library and calls again: the
+``NOSCRIPT`` fallback of scripts.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _FUNCTIONS = {
     "commit": "commit.lua",
     "feedback": "feedback.lua",
     "list_change": "list_change.lua",
+    "drain": "drain.lua",
 }
 
 

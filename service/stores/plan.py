@@ -1,7 +1,12 @@
 """The feature catalogue compiled into what the Redis store reads and writes.
 
-Window rule (``service.features.catalog``): at event second ``t`` a window of ``n`` buckets of
-``w`` seconds covers the bucket ids ``[floor(t/w) - n + 1, floor(t/w)]``.
+Window rule (``service.features.catalog``): at event second ``t`` a window of ``n`` buckets
+of ``w`` seconds covers the bucket ids from ``floor(s/w) - n + 1`` on, up to the newest the
+entity holds (attempts counted before this one but stamped later count too; in time order
+that is ``[floor(t/w) - n + 1, floor(t/w)]``). ``s``, the window second, is ``t``, or with
+the server clock the server's second when that is earlier (a stamp in the future, within
+the skew, cannot move a window's start forward past the attempts it should see). The
+attempt itself is counted at ``t``.
 
 Layout (``keys.py``): each entity's whole state is one string key, a run of doubles, read
 with ``MGET`` (all the payment's entities at once) and written with one ``SET``. Per bucket
@@ -22,14 +27,17 @@ floor(floor(t)/w)`` for integer ``w``). Missing or blank entity keys and members
 nothing and read 0.
 
 Memory: when ``begin`` writes an entity it drops the buckets older than the largest
-window of their group plus one spare bucket (the spare keeps answers exact for concurrent
-requests that straddle a bucket edge), and the members last seen before the largest
-window of their kind plus one spare bucket. The key's TTL is the longest horizon
-(``(kept buckets + 1) * width``) of its non-empty groups and kinds plus the width of the
-refreshing group (``EntityPlan.star``), set when the entity is new, when that group opens
-a bucket or when a longer horizon is needed (``begin.lua`` explains why that suffices),
-so a state disappears once nothing in it can count any more: fraud records (written by
-feedback at the original transaction's bucket) keep an entity up to their 30 days.
+window of their group plus ``backdating_buckets`` (at least one spare bucket, for
+concurrent requests that straddle a bucket edge; as many as
+``catalog.MAX_BACKDATING_SECONDS`` needs, so that an attempt stamped that much before the
+newest still finds its whole window), and the members last seen before the largest window
+of their kind plus ``MAX_BACKDATING_SECONDS`` (rounded up to its bucket). The key's TTL
+is the longest horizon (``(kept buckets + 1) * width``) of its non-empty groups and kinds
+plus the width of the refreshing group (``EntityPlan.star``), set when the entity is new,
+when that group opens a bucket or when a longer horizon is needed (``begin.lua`` explains
+why that suffices), so a state disappears once nothing in it can count any more: fraud
+records (written by feedback at the original transaction's bucket) keep an entity up to
+their 30 days.
 
 The plan is data for ``begin.lua``: ``lua_prelude()`` renders it inside the function
 library (``library.py``), whose version hash changes whenever the catalogue does, as a Lua
@@ -74,6 +82,17 @@ def present(value: object) -> str | None:
 def event_second(event_time: float) -> int:
     """The whole second an event time falls in."""
     return math.floor(event_time)
+
+
+def backdating_buckets(width: int) -> int:
+    """Buckets of ``width`` an attempt may lie behind the entity's newest one.
+
+    At least one (concurrent requests across a bucket edge), and enough for
+    ``catalog.MAX_BACKDATING_SECONDS``. A group keeps its largest window less one plus these
+    behind the current bucket, so what a backdated attempt's window reads is still there (the
+    module docstring has the rule).
+    """
+    return max(1, -(-catalog.MAX_BACKDATING_SECONDS // width))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +294,8 @@ class Plan:
             counters = []
             for width in widths:
                 measures = sorted(m for (e, m, w) in series if e is entity and w == width)
-                keep = max(max(series[(entity, m, width)]) for m in measures)
+                keep = max(max(series[(entity, m, width)]) for m in measures) - 1
+                keep += backdating_buckets(width)
                 group = tuple(
                     Series(
                         measure=m,
@@ -293,6 +313,7 @@ class Plan:
                 if e is not entity:
                     continue
                 wide = max(windows, key=lambda wn: wn[0] * wn[1])
+                reach = wide[0] * wide[1] + catalog.MAX_BACKDATING_SECONDS
                 kinds.append(
                     DistinctKind(
                         of=of,
@@ -300,7 +321,7 @@ class Plan:
                         code=DISTINCT_CODES[of],
                         windows=tuple(DistinctWindow(w, n, s) for (w, n), s in windows.items()),
                         keep_width=wide[0],
-                        keep=wide[1],
+                        keep=-(-reach // wide[0]),
                     )
                 )
             if counters or kinds:
@@ -423,17 +444,18 @@ def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     state ``v`` (an array of its doubles, empty when new) to ``O``, counting the attempt
     when ``write``: per group ``_count_group``, per kind ``_count_kind``. ``cur`` holds the
     bucket of the event second ``t`` per width (``cur[at[width]]``, by the width's place
-    in WIDTHS), ``M`` the member digests by code (false when missing). Returns the
-    length of the state in O, the longest horizon of its non-empty groups and kinds
-    after and before, and whether the refreshing group opened a bucket (begin.lua sets
-    the TTL from them).
+    in WIDTHS), ``start`` that of the window second (``t``, or the server's second when
+    that is earlier: the module docstring), ``M`` the member digests by code (false when
+    missing). Returns the length of the state in O, the longest horizon of its non-empty
+    groups and kinds after and before, and whether the refreshing group opened a bucket
+    (begin.lua sets the TTL from them).
     """
     body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
     body += "".join(_count_kind(e, d, at) for d in e.distinct)
     return (
-        f"COUNT[{e.index}] = function(v, O, out, M, cur, t, cents, write) -- {e.entity}\n"
+        f"COUNT[{e.index}] = function(v, O, out, M, cur, start, t, cents, write) -- {e.entity}\n"
         f"  local p, m, ttl, old, opened = 1, 0, 0, 0, {'false' if e.star else 'true'}\n"
-        "  local n, last, h, q, c\n"
+        "  local n, last, h, q, c, sb\n"
         f"{body}"
         "  return m, ttl, old, opened\n"
         "end"
@@ -444,12 +466,14 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     """One group of ``_count_entity``.
 
     The group at v[p] (its record count, then records of the bucket id and a value per measure, in
-    bucket order) is copied to O after m: records of buckets below cur - keep are dropped (no window
-    reads them), and so are records with no value above 0. Each kept record of a bucket b <= cur
-    adds its values to the windows that cover it: b > cur - buckets. The current bucket's record
+    bucket order) is copied to O after m: records of buckets below start - keep are dropped (no
+    window reads them; start is the bucket of the window second, cur's or earlier), and so are
+    records with no value above 0. Each kept record of a bucket b < cur adds its values to the
+    windows that cover it: b > start - buckets. The current bucket's record
     gets the attempt (1 to the attempts, the cents to the amount) and is made when missing. Records
-    of later buckets (attempts that reached Redis after this one) are copied, in no window. A
-    takeover reads through the same code without the attempt: what it drops counts in no window.
+    of later buckets (attempts counted before this one but stamped later) are copied and count in
+    every window: a backdated stamp cannot hide the entity's newest activity. A takeover reads
+    through the same code without the attempt: what it drops counts in no window.
     """
     k = 1 + len(g.series)
     xs = [s.measure for s in g.series]  # one Lua local per measure, named by its letter
@@ -464,7 +488,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
                 f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
             )
     earlier = "".join(
-        f"      if b > c - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
+        f"      if b > sb - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
     )
     current = "".join(f"      {'; '.join(adds)}\n" for _, adds in sorted(windows.items()))
     attempt = [f"{x} = {x} + {add}" for x, add in (("a", "1"), ("s", "cents")) if x in xs]
@@ -472,14 +496,14 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     opens = "      if not found then opened = true end\n" if star else ""
     return (
         f"  -- {e.entity} {g.name}: buckets of {g.width} s, {g.keep} kept behind the current\n"
-        f"  c = cur[{at[g.width]}]\n"
+        f"  c, sb = cur[{at[g.width]}], start[{at[g.width]}]\n"
         "  n = v[p] or 0\n"
         f"  if n > 0 and {g.horizon} > old then old = {g.horizon} end\n"
         f"  last = p + {k} * n\n"
         "  h = m + 1\n"
         "  m = h\n"
         "  q = p + 1\n"
-        f"  while q <= last and v[q] < c - {g.keep} do q = q + {k} end\n"
+        f"  while q <= last and v[q] < sb - {g.keep} do q = q + {k} end\n"
         "  while q <= last do -- earlier buckets\n"
         "    local b = v[q]\n"
         "    if b >= c then break end\n"
@@ -510,6 +534,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
         f"    local {values} = {at_q}\n"
         f"    if {kept} then\n"
         f"      {store} = v[q], {values}\n"
+        f"{current}"
         f"      m = m + {k}\n"
         "    end\n"
         f"    q = q + {k}\n"
@@ -531,7 +556,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
     """
     windows = "".join(
         "      do\n"
-        f"        local from, count = (cur[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"
+        f"        local from, count = (start[{at[w.width]}] - {w.buckets - 1}) * {w.width}, 0\n"
         "        for j = h + 2, m, 2 do\n"
         "          if O[j] >= from then count = count + 1 end\n"
         "        end\n"
@@ -543,7 +568,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
         f"  -- {e.entity} {d.name}: the {d.of} seen with it\n"
         "  do\n"
         f"    local member = write and M[{d.code}] or nil\n"
-        f"    local low = (cur[{at[d.keep_width]}] - {d.keep}) * {d.keep_width}\n"
+        f"    local low = (start[{at[d.keep_width]}] - {d.keep}) * {d.keep_width}\n"
         "    n = v[p] or 0\n"
         f"    if n > 0 and {d.horizon} > old then old = {d.horizon} end\n"
         "    last = p + 2 * n\n"

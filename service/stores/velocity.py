@@ -2,7 +2,7 @@
 
 ``RiskStore`` puts the service's Redis stores behind one object: ``VelocityStore`` (this
 module: the two round trips below), ``transactions.TransactionStore`` (stored decisions),
-``feedback.FeedbackStore`` (labels) and ``decisions.DecisionLog`` (spooled records).
+``feedback.FeedbackStore`` (labels).
 
 A score call costs two round trips:
 
@@ -14,12 +14,21 @@ A score call costs two round trips:
    every velocity feature (the current attempt included), the entities' fraud counters and
    the block/allow lists. A claim left ``pending`` for ``pending_timeout_seconds`` (its
    process died between begin and commit) is taken over by a retry, which reads but does
-   not count again (``takeover``).
+   not count again (``takeover``). A claim lives ``CLAIM_TTL_SECONDS`` unless a decision
+   replaces it; it carries the claimed-at its call sent (``new_claim``), by which the
+   spool drain recognises the claim of its own call.
 2. ``commit``: one atomic round trip stores the decision under the transaction key,
    appends the decision record to the decision-log stream, and for a decline adds to the
    entities' decline counters in the attempt's buckets. A decline is a function call (a
    read-modify-write of the entities' packed states); any other decision a MULTI/EXEC of
    the same writes, which costs Redis less.
+
+A decision that could not be stored (Redis away or past its budget) goes to the local
+spool (``spool_entry``) and, once Redis answers again, ``append_records`` drains it with
+the ``drain`` function (``drain.lua``), exactly once per entry: it becomes the
+transaction's stored answer when no decision is there and no other call holds the claim
+(so a retry after recovery is replayed), else it is logged as ``superseded`` by the
+answer that was stored first.
 
 Feedback (``feedback.py``) adds a confirmed fraud to the fraud counters of the original
 transaction's entities, in its buckets, once per transaction.
@@ -39,7 +48,9 @@ is then its commands (the ``SET`` per entity above all, with their AOF records),
 pass over each state and the arguments (``benchmarks/redis_begin.py`` measures it).
 
 Exactness: counters follow the catalogue's rule exactly, also for an attempt that reaches
-Redis up to one bucket late (concurrent requests across a bucket edge). A distinct member
+Redis after later-stamped ones (concurrent requests across a bucket edge, or a stamp
+backdated within ``catalog.MAX_BACKDATING_SECONDS`` of the entity's newest): its windows
+reach from their first bucket up to the newest counted. A distinct member
 is counted by its latest sighting and at most ``catalog.DISTINCT_CAP`` members are kept
 (the catalogue's docstring has the approximation), so for such a late attempt a member
 seen only after it still counts; in time order (replays, the offline twin) the values
@@ -54,6 +65,7 @@ slot. Only single-Redis mode is built and tested.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,9 +77,9 @@ from typing import Any, Literal
 import msgspec
 import redis.asyncio as aioredis
 
+from service.decision.record import record_key
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.decisions import DecisionLog
 from service.stores.feedback import FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
@@ -82,6 +94,9 @@ from service.stores.transactions import (
 )
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
+# How long a claim that no decision replaced lives (a call that died, or whose spooled
+# decision never drained): a retry within it takes the claim over without counting again.
+CLAIM_TTL_SECONDS = 3_600
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -92,6 +107,39 @@ class Begin(msgspec.Struct, frozen=True):
     features: dict[str, float]  # every catalog.VELOCITY_FEATURES name, for new and takeover
     list_hits: list[ListHit]
     lists_version: int
+
+
+def new_claim() -> str:
+    """The claimed-at (ms, the service clock, to the µs) a call's ``begin`` sends.
+
+    It times the claim and, as good as unique per transaction, names the call.
+    """
+    return f"{time.time() * 1000:.3f}"
+
+
+class _SpoolEntry(msgspec.Struct, omit_defaults=True):
+    """A spooled line as ``append_records`` reads it.
+
+    ``spool_entry``'s object (``spool`` 1), or a bare decision record of the format before it
+    (its merchant and transaction id: ``record.record_key``).
+    """
+
+    spool: int = 0
+    tx: str = ""
+    transaction_id: str = ""
+    digest: str = ""
+    claim: str = ""
+    value: str = ""
+    committed: str = ""
+    second: int = 0
+    declines: list[tuple[str, int]] = []
+    record: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
+
+
+_spool_entry_decoder = msgspec.json.Decoder(_SpoolEntry)
+_spool_encoder = msgspec.json.Encoder()
+# spool entries drained per pipelined round trip
+_DRAIN_BATCH = 500
 
 
 def _reader(attributes: Sequence[str]) -> Callable[[Payment], tuple[Any, ...]]:
@@ -155,8 +203,12 @@ class VelocityStore:
         breaker: Breaker | None = None,
         plan: Plan = PLAN,
         hot: Commands | None = None,
+        server_clock: bool = False,
     ) -> None:
         self.client = client
+        # with the server clock (RISKSCORE_CLOCK=server) a window starts from the earlier of
+        # the event second and the server's (plan.py): a stamp in the future cannot shorten it
+        self._server_clock = server_clock
         self.hot: Commands = hot if hot is not None else client  # begin and commit
         self._hot_guard = hot is None  # a pipelined connection keeps its own deadlines
         self.keys = Keys(prefix)
@@ -165,6 +217,7 @@ class VelocityStore:
         self._budget = timeout_ms / 1000
         self._admin_budget = admin_timeout_ms / 1000
         self._decision_ttl = int(decision_ttl_seconds)
+        self._claim_ttl = min(self._decision_ttl, CLAIM_TTL_SECONDS)
         self._pending_ms = int(pending_timeout_seconds * 1000)
         self._maxlen = stream_maxlen
         self.library = Library(plan)
@@ -189,7 +242,7 @@ class VelocityStore:
         )
         self._member_slots = plan.member_slots
         # begin's numbers (cents, event second, member digests) and its window sums, packed
-        self._numbers = struct.Struct(f"<{2 + plan.member_slots}d")
+        self._numbers = struct.Struct(f"<{3 + plan.member_slots}d")
         self._sums = struct.Struct(f"<{plan.slot_count}d")
         # per list entity (``lookups`` order): its block and allow list keys and the
         # positions of its attributes. begin sends the keys and items of the lists it
@@ -221,8 +274,12 @@ class VelocityStore:
             ("XADD", *stream, "transaction_id", tid, "record", log),
         )
 
-    async def begin(self, payment: Payment, digest: str) -> Begin:
-        """Claim the transaction id, count the attempt, read features and list hits."""
+    async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
+        """Claim the transaction id, count the attempt, read features and list hits.
+
+        ``claim`` (``new_claim``, made here when None) is the claimed-at the claim records: a
+        call that spools its decision spools it too.
+        """
         values = _present_all(self._read(payment))
         keys = [
             self.keys.transaction(payment.merchant_id, payment.transaction_id),
@@ -243,15 +300,23 @@ class VelocityStore:
                 if members[code] is None:
                     text = values[i]
                     members[code] = member_digest(text) if text else -1
+        claim = claim or new_claim()
+        second = event_second(payment.event_time)
+        start = second
+        if self._server_clock:
+            now = int(float(claim) // 1000)
+            if now < start:
+                start = now
         args: list[str | int | bytes] = [
-            int(time.time() * 1000),
+            claim,
             digest,
             self._pending_ms,
-            self._decision_ttl,
+            self._claim_ttl,
             "".join(mask),
             self._numbers.pack(
                 payment.amount_usd_cents,
-                event_second(payment.event_time),
+                second,
+                start,
                 *[-1 if m is None else m for m in members],
             ),
         ]
@@ -348,27 +413,7 @@ class VelocityStore:
         that cannot run transactions (a test's wrapper) gets the function call, which
         stores the same.
         """
-        second = event_second(payment.event_time)
-        raw = self._read_keys(payment)
-        # The entities' key values as ``entity_values`` finds them, built in C: the truthy
-        # values are kept as they are, which is right when every value is None, "" or a
-        # non-blank str; anything else (blank, not a str; rare) takes ``present``.
-        keyed = dict(compress(zip(self._entity_names, raw, strict=True), raw))
-        try:
-            exact = len(keyed) + raw.count(None) + raw.count("") == len(raw) and all(
-                map(str.strip, keyed.values())
-            )
-        except TypeError:  # a value that is not a str
-            exact = False
-        if not exact:
-            keyed = {
-                name: value
-                for name, value in zip(self._entity_names, _present_all(raw), strict=True)
-                if value is not None
-            }
-        entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
-        value = decided_value(digest, entity_record, decision_json)
-        tx = self.keys.transaction(payment.merchant_id, payment.transaction_id)
+        tx, value, keyed, second = self._decision(payment, digest, decision_json)
         hot = self.hot
         if not declined:
             values = (tx, value, payment.transaction_id, record_json)
@@ -395,25 +440,168 @@ class VelocityStore:
         ]
         if declined:
             args.append(second)
-            for name, head, tail, index in self._decline_entities:
-                value = keyed.get(name)
-                if value is not None:
-                    keys.append(head + tag_value(value) + tail)
-                    args.append(index)
+            for key, index in self._decline_keys(keyed):
+                keys.append(key)
+                args.append(index)
         await self.breaker.call(
             self._budget,
             lambda: self.library.call(hot, "commit", keys, args),
             guard=self._hot_guard,
         )
 
+    def _decision(
+        self, payment: Payment, digest: str, decision_json: bytes
+    ) -> tuple[str, bytes, dict[str, str], int]:
+        """The transaction key, its decided value, the entity keys by name and the event second.
+
+        The decided value is what ``commit`` stores under the key.
+        """
+        second = event_second(payment.event_time)
+        raw = self._read_keys(payment)
+        # The entities' key values as ``entity_values`` finds them, built in C: the truthy
+        # values are kept as they are, which is right when every value is None, "" or a
+        # non-blank str; anything else (blank, not a str; rare) takes ``present``.
+        keyed = dict(compress(zip(self._entity_names, raw, strict=True), raw))
+        try:
+            exact = len(keyed) + raw.count(None) + raw.count("") == len(raw) and all(
+                map(str.strip, keyed.values())
+            )
+        except TypeError:  # a value that is not a str
+            exact = False
+        if not exact:
+            keyed = {
+                name: value
+                for name, value in zip(self._entity_names, _present_all(raw), strict=True)
+                if value is not None
+            }
+        entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
+        value = decided_value(digest, entity_record, decision_json)
+        return (
+            self.keys.transaction(payment.merchant_id, payment.transaction_id),
+            value,
+            keyed,
+            second,
+        )
+
+    def decided_value(self, payment: Payment, digest: str, decision_json: bytes) -> bytes:
+        """The value ``commit`` stores under the transaction's key."""
+        return self._decision(payment, digest, decision_json)[1]
+
+    def _decline_keys(self, keyed: dict[str, str]) -> list[tuple[str, int]]:
+        """The velocity keys a decline counts in, each with its entity's plan index."""
+        found = []
+        for name, head, tail, index in self._decline_entities:
+            value = keyed.get(name)
+            if value is not None:
+                found.append((head + tag_value(value) + tail, index))
+        return found
+
+    def spool_entry(
+        self,
+        payment: Payment,
+        *,
+        digest: str,
+        claim: str,
+        decision_json: bytes,
+        record_json: bytes,
+        declined: bool,
+        committed: bytes | None = None,
+    ) -> bytes:
+        """The spool line of a decision Redis did not take.
+
+        It holds all ``append_records`` needs to store it as the transaction's answer and log it
+        (``drain.lua``). ``claim`` is what the call's begin sent; ``committed`` the value its
+        commit tried to store.
+        """
+        tx, value, keyed, second = self._decision(payment, digest, decision_json)
+        entry = _SpoolEntry(
+            spool=1,
+            tx=tx,
+            transaction_id=payment.transaction_id,
+            digest=digest,
+            claim=claim,
+            value=value.decode(),
+            committed=committed.decode() if committed else "",
+            second=second,
+            declines=self._decline_keys(keyed) if declined else [],
+            record=msgspec.Raw(record_json),
+        )
+        return _spool_encoder.encode(entry)
+
+    async def append_records(self, records: list[bytes]) -> dict[str, int]:
+        """Drain spooled lines into Redis, each exactly once; returns the count of each outcome.
+
+        However often a line is sent (a drain killed midway is sent again), ``drain.lua`` keeps
+        every line's id (a digest of the line) in its transaction's marks.
+
+        A line of ``spool_entry`` becomes the transaction's stored answer unless another was
+        stored, or claimed by another call, first; a bare record (spooled before that format, of
+        any record shape) is logged under the transaction id of its ``payment``, else of its top
+        level.
+        """
+        outcomes: dict[str, int] = {}
+        for start in range(0, len(records), _DRAIN_BATCH):
+            calls = [self._drain_call(line) for line in records[start : start + _DRAIN_BATCH]]
+
+            async def run(calls: list[tuple[list[str], list[Any]]] = calls) -> list[Any]:
+                # the first alone: it loads the library if Redis lacks it (a pipeline cannot)
+                first = await self.library.call(self.client, "drain", *calls[0])
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls[1:]:
+                        pipe.fcall(self.library.functions["drain"], len(keys), *keys, *args)
+                    return [first, *await pipe.execute()]
+
+            for outcome in await self.breaker.call(self._admin_budget, run):
+                name = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+                outcomes[name] = outcomes.get(name, 0) + 1
+        return outcomes
+
+    def _drain_call(self, line: bytes) -> tuple[list[str], list[Any]]:
+        """``drain``'s keys and arguments for one spooled line."""
+        try:
+            entry = _spool_entry_decoder.decode(line)
+        except msgspec.ValidationError:  # an object of another shape: logged as it is
+            entry = _SpoolEntry()
+        spool_id = hashlib.blake2b(line, digest_size=16).hexdigest()
+        if entry.spool:
+            tx, transaction_id, record = entry.tx, entry.transaction_id, bytes(entry.record)
+        else:
+            merchant, transaction_id = record_key(line)
+            # only the marks go under it: the key of its merchant's transaction, else the
+            # merchant-less layout's
+            tx = (
+                self.keys.transaction(merchant, transaction_id)
+                if merchant
+                else self.keys.legacy_transaction(transaction_id)
+            )
+            record = line
+        keys = [tx, self.keys.spool_marks(tx), self.keys.decisions]
+        args: list[Any] = [
+            spool_id,
+            transaction_id,
+            record,
+            self._maxlen,
+            self._decision_ttl,
+            entry.value,
+            entry.digest,
+            entry.claim,
+            entry.committed,
+        ]
+        if entry.declines:
+            args.append(entry.second)
+            for key, index in entry.declines:
+                keys.append(key)
+                args.append(index)
+        return keys, args
+
 
 class RiskStore(VelocityStore):
     """The service's Redis stores behind one object: what ``Engine.store`` is.
 
-    Its own ``begin`` and ``commit`` are ``VelocityStore``'s (the two round trips of a
-    score call); ``transactions`` reads stored decisions (replays, concurrent retries),
-    ``feedback`` applies labels, ``log`` appends spooled records to the decision log. All
-    share one client, key layout, circuit breaker and function library.
+    Its own ``begin``, ``commit`` and the spool's ``append_records`` are ``VelocityStore``'s
+    (the two round trips of a score call, and a commit deferred while Redis was away);
+    ``transactions`` reads stored decisions (replays, concurrent retries) and ``feedback``
+    applies labels. All share one client, key layout, circuit breaker and function library.
     """
 
     def __init__(self, client: aioredis.Redis, **options: Any) -> None:
@@ -428,9 +616,6 @@ class RiskStore(VelocityStore):
             self.transactions,
             budget=self._admin_budget,
             stream_maxlen=self._maxlen,
-        )
-        self.log = DecisionLog(
-            client, self.keys, self.breaker, budget=self._admin_budget, maxlen=self._maxlen
         )
 
     async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
@@ -461,7 +646,3 @@ class RiskStore(VelocityStore):
         return await self.feedback.record_feedback(
             merchant_id, transaction_id, label, reported_at, reason
         )
-
-    async def append_records(self, records: list[bytes]) -> None:
-        """Append decision records spooled while Redis was away to the decision log."""
-        await self.log.append_records(records)

@@ -292,7 +292,7 @@ async def test_redis_down_still_answers_degraded_within_the_budget(redis_prefix,
         assert ready.status_code == 503
         assert ready.json()["redis"]["ok"] is False
     spooled = (tmp_path / "spool.jsonl").read_text().splitlines()
-    assert [json.loads(line)["payment"]["transaction_id"] for line in spooled] == [
+    assert [json.loads(line)["record"]["payment"]["transaction_id"] for line in spooled] == [
         "down-1",
         "down-2",
     ]

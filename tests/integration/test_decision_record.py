@@ -141,7 +141,9 @@ async def test_a_degraded_record_is_spooled_in_catalogue_order_and_drains_and_ex
 
     spooled = (tmp_path / "spool.jsonl").read_bytes().splitlines()
     assert len(spooled) == 1
-    record = msgspec.json.decode(spooled[0])
+    entry = msgspec.json.decode(spooled[0])
+    assert entry["spool"] == 1 and entry["transaction_id"] == "deg-1"
+    record = entry["record"]
     assert record["payment"]["transaction_id"] == "deg-1" and "transaction_id" not in record
     assert record["features"] == [explained[name] for name in FEATURE_NAMES]
     values = dict(zip(FEATURE_NAMES, record["features"], strict=True))
@@ -150,8 +152,9 @@ async def test_a_degraded_record_is_spooled_in_catalogue_order_and_drains_and_ex
     assert values["vertical"] == "ecommerce" and values["amount"] == 1250.0
 
     store = RiskStore(redis_client, prefix=redis_prefix, timeout_ms=2_000, decision_ttl_seconds=60)
-    await store.append_records(spooled)
-    assert await stream_records(redis_client, redis_prefix) == {"deg-1": spooled[0]}
+    assert await store.append_records(spooled) == {"stored": 1}
+    logged = await stream_records(redis_client, redis_prefix)
+    assert list(logged) == ["deg-1"] and msgspec.json.decode(logged["deg-1"]) == record
     result = await export(redis_client, redis_prefix, tmp_path / "out", progress=False)
     assert result["decisions"] == 1 and result["unknown_catalog"] == 0
     row = pd.read_parquet(tmp_path / "out" / "decisions.parquet").iloc[0]

@@ -131,7 +131,7 @@ async def test_the_named_stores_share_the_facades_redis_keys_and_breaker(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     """``RiskStore`` is its parts: each named store works on its own, on shared plumbing."""
-    for part in (store.transactions, store.feedback, store.log):
+    for part in (store.transactions, store.feedback):
         assert part.client is store.client
         assert part.keys is store.keys
         assert part.breaker is store.breaker
@@ -139,7 +139,7 @@ async def test_the_named_stores_share_the_facades_redis_keys_and_breaker(
     assert await store.transactions.stored_decision("m1", "t-parts") == b"{}"
     assert await store.feedback.record_feedback("m1", "t-parts", "fraud", reported_at=T0 + 60)
     assert not await store.feedback.record_feedback("m1", "t-none", "fraud", reported_at=T0)
-    await store.log.append_records([record("s-parts")])
+    await store.append_records([record("s-parts")])
     entries = await read_decisions(redis_client, redis_prefix)
     assert [e.transaction_id for e in entries] == ["t-parts", "s-parts"]
     assert [e.transaction_id for e in await read_labels(redis_client, redis_prefix)] == ["t-parts"]

@@ -233,7 +233,7 @@ async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
     takeover = await store.begin(make_payment("t1"), digest="d1")
     assert takeover.status == "takeover"
     assert takeover.features["card_attempts_10m"] == 0.0  # the old claim counted, not this
-    assert int(await redis_client.hget(key, "claimed_at")) > now_ms
+    assert float(await redis_client.hget(key, "claimed_at")) > now_ms
     await commit(store, make_payment("t1"))
     assert await redis_client.type(key) == b"string"
     replay = await store.begin(make_payment("t1"), digest="d1")

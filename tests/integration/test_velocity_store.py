@@ -15,6 +15,8 @@ import hiredis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.errors import StoreUnavailable
 from service.features import catalog
@@ -27,7 +29,7 @@ from service.stores.pipelined import PipelinedConnection, TransactionTemplate
 from service.stores.plan import PLAN, EntityPlan, Plan
 from service.stores.redis_client import make_client, ping
 from service.stores.transactions import read_decided
-from service.stores.velocity import RiskStore
+from service.stores.velocity import CLAIM_TTL_SECONDS, RiskStore
 from tests.conftest import TEST_REDIS_URL
 
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
@@ -281,8 +283,14 @@ def _oracle(
     history: list[_Event],
     current: Payment,
     features: tuple[catalog.VelocityFeature, ...] = catalog.VELOCITY_FEATURES,
+    now: float | None = None,
 ) -> dict[str, float]:
-    """The catalogue's window rule, written as plainly as possible."""
+    """The catalogue's window rule, written as plainly as possible.
+
+    The entity's events counted before (``history``, in the order they reached the store)
+    from the window's first bucket on, also those stamped later than ``current``; with the
+    server's time ``now``, the window starts from the earlier of it and the event time.
+    """
     result = {}
     for f in features:
         attribute = entity_attribute(f.entity)
@@ -290,12 +298,13 @@ def _oracle(
         if not key or not key.strip():
             result[f.name] = 0.0
             continue
-        cur = int(current.event_time) // f.bucket
+        start = current.event_time if now is None else min(current.event_time, now)
+        cur = int(start) // f.bucket
         past = [
             e
             for e in history
             if getattr(e.payment, attribute) == key
-            and cur - f.buckets + 1 <= int(e.payment.event_time) // f.bucket <= cur
+            and cur - f.buckets + 1 <= int(e.payment.event_time) // f.bucket
         ]
         window = [e.payment for e in past] + [current]
         match f.aggregate:
@@ -498,6 +507,95 @@ async def test_distinct_counts_stop_at_the_cap_and_keep_the_members_seen_last(
         history.append(_Event(payment, declined=False))
         capped += f["card_distinct_customers_24h"] == cap
     assert capped > 10  # the cap was reached, and held
+
+
+async def test_fifty_attempts_stamped_backwards_within_the_skew_all_count(
+    store: RiskStore,
+) -> None:
+    # card testing with a clock run backwards: each attempt stamped a few seconds before
+    # the one before it, 5 minutes in all (the server accepts 5 minutes of skew)
+    newest = DAY0 + 40_000.5
+    seen = []
+    for i in range(50):
+        t = newest - i * 6.1
+        begin = await store.begin(make_payment(f"bd{i}", t, card_fingerprint="tok_bd"), "d")
+        seen.append(begin.features["card_attempts_10m"])
+    assert seen == [float(n) for n in range(1, 51)]
+
+
+async def test_an_attempt_stamped_just_before_the_last_one_across_a_minute_edge_sees_it(
+    store: RiskStore,
+) -> None:
+    edge = DAY0 + 40_020.0  # a minute boundary
+    for gap, (later, earlier) in enumerate([(0.5, 1.5), (1.0, 2.0), (0.001, 0.002)]):
+        card = f"tok_edge{gap}"
+        await store.begin(make_payment(f"e{gap}a", edge + later, card_fingerprint=card), "d")
+        begin = await store.begin(
+            make_payment(f"e{gap}b", edge - earlier, card_fingerprint=card), "d"
+        )
+        assert begin.features["card_attempts_10m"] == 2
+        assert begin.features["card_attempts_1h"] == 2
+
+
+_backdated_example = iter(range(10**9))
+
+
+@st.composite
+def _backdated_histories(draw: st.DrawFn) -> list[tuple[float, float, dict[str, Any], bool]]:
+    """Payments in the order they reach the store, stamped up to the skew either side.
+
+    Each is (the server's time, the stamp, its fields, whether declined): the server's time
+    moves on, stamps lie within 300 s of it (so up to MAX_BACKDATING_SECONDS before the
+    newest), across minute and hour edges.
+    """
+    skew = catalog.MAX_BACKDATING_SECONDS // 2
+    now = DAY0 + 3_600 * draw(st.integers(0, 48)) - draw(st.sampled_from([0, 1, 61]))
+    events = []
+    for _ in range(draw(st.integers(1, 40))):
+        now += draw(st.sampled_from([0, 0.5, 1, 2, 30, 59, 60, 61, 299, 600, 3_599]))
+        offset = draw(st.one_of(st.just(0), st.integers(-skew, skew)))
+        t = now + offset - draw(st.sampled_from([0.0, 0.001, 0.5, 0.999]))
+        fields = {
+            "card_fingerprint": draw(st.sampled_from(["k1", "k2", None])),
+            "customer_id": draw(st.sampled_from(["c1", "c2"])),
+            "device_id": draw(st.sampled_from(["d1", "d2", None])),
+            "device_ip": draw(st.sampled_from(["i1", None])),
+            "device_ip_country": draw(st.sampled_from(["IN", "BR", None])),
+            "payment_method_account": draw(st.sampled_from(["a1", None])),
+            "cents": draw(st.integers(1, 10**6)),
+        }
+        events.append((now, t, fields, draw(st.booleans())))
+    return events
+
+
+@pytest.mark.parametrize("server_clock", [False, True])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(events=_backdated_histories())
+async def test_backdated_and_forward_dated_attempts_see_everything_of_their_window(
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    server_clock: bool,
+    events: list[tuple[float, float, dict[str, Any], bool]],
+) -> None:
+    store = RiskStore(
+        redis_client,
+        prefix=f"{redis_prefix}-bd{next(_backdated_example)}",
+        timeout_ms=2_000,
+        decision_ttl_seconds=86_400,
+        server_clock=server_clock,
+    )
+    history: list[_Event] = []
+    for i, (now, t, fields, declined) in enumerate(events):
+        payment = make_payment(f"b{i}", t, **fields)
+        expected = _oracle(history, payment, now=now if server_clock else None)
+        begin = await store.begin(payment, "d", f"{now * 1000:.3f}")
+        assert begin.features == expected, f"event {i}"
+        await store.commit(payment, **{**DR, "digest": "d"}, declined=declined)
+        history.append(_Event(payment, declined))
 
 
 async def test_late_events_of_busy_entities_count_in_their_own_buckets(
@@ -1160,7 +1258,8 @@ def _reference_call(
             text = present(getattr(payment, d.attribute))
             members[d.code - 1] = member_digest(text) if text else -1
     second = event_second(payment.event_time)
-    numbers = [float(payment.amount_usd_cents), float(second), *map(float, members)]
+    # the window second is the event second: this store follows the event clock
+    numbers = [float(payment.amount_usd_cents), float(second), float(second), *map(float, members)]
     args = [mask, struct.pack(f"<{len(numbers)}d", *numbers)]
     found = dict(lookups(payment))
     marks, items = "", []
@@ -1237,7 +1336,8 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
             keys, args, commit_keys, commit_args = _reference_call(store, payment, marks, of)
             sent = list(call[3:])
             assert sent[: len(keys)] == keys
-            assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, 86_400]
+            # the claim lives CLAIM_TTL_SECONDS (shorter than this store's decisions)
+            assert sent[len(keys) + 1 : len(keys) + 4] == ["dg", 5_000, CLAIM_TTL_SECONDS]
             assert sent[len(keys) + 4 :] == args
         assert begun.features == PLAN.values(sums)
         assert begun.list_hits == [ListHit("block_card", "card_fingerprint", None)]

@@ -348,3 +348,37 @@ async def test_store_and_offline_frame_agree_on_random_small_histories(
     store = store_for(redis_client, f"{redis_prefix}-{next(_example)}")
     online = await replay_online(store, frame)
     assert differences(online, velocity_features_frame(frame)) == []
+
+
+@st.composite
+def minute_edge_histories(draw: st.DrawFn) -> pd.DataFrame:
+    """Payments a second or less either side of minute (and hour) boundaries.
+
+    Ties included, sorted in time as a replay sends them: the windows' edges, exercised.
+    """
+    frame = draw(small_histories())
+    edges = draw(st.lists(st.integers(0, 180), min_size=len(frame), max_size=len(frame)))
+    offsets = draw(
+        st.lists(
+            st.sampled_from([-2.0, -1.0, -0.5, -0.001, 0.0, 0.001, 0.5, 1.0, 2.0]),
+            min_size=len(frame),
+            max_size=len(frame),
+        )
+    )
+    frame["event_time"] = [START + 60 * e + o for e, o in zip(edges, offsets, strict=True)]
+    frame["label_at"] = frame["event_time"] + np.where(frame["label"].notna(), 30.0, np.nan)
+    return frame.sort_values("event_time", kind="stable")
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(minute_edge_histories())
+async def test_store_and_offline_frame_agree_across_minute_edges(
+    redis_client: aioredis.Redis, redis_prefix: str, frame: pd.DataFrame
+):
+    store = store_for(redis_client, f"{redis_prefix}-{next(_example)}")
+    online = await replay_online(store, frame)
+    assert differences(online, velocity_features_frame(frame)) == []

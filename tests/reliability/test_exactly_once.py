@@ -115,12 +115,17 @@ async def test_a_thousand_concurrent_payments_on_one_card_count_a_thousand(
 
 @pytest.mark.slow
 async def test_an_attempt_applied_after_its_timeout_then_retried_counts_once(
-    scenario: Scenario, http: httpx.AsyncClient, evidence_dir: Path, proxy: FaultProxy
+    scenario: Scenario,
+    http: httpx.AsyncClient,
+    evidence_dir: Path,
+    proxy: FaultProxy,
+    redis_server: RedisServer,
 ) -> None:
     """A ``begin`` Redis ran after the service gave up is not counted again on retry.
 
-    Redis applies ``begin`` after the service gave up on it (latency past the budget);
-    the gateway retries: the retry must not count the attempt again.
+    Redis applies ``begin`` after the service gave up on it (latency past the budget); the
+    gateway retries: the retry must not count the attempt again, and gets the answer the
+    first call gave (spooled, then stored by the drain over its own claim), logged once.
     """
     with running_service(proxy.url, evidence_dir) as service:
         http.base_url = service.base_url
@@ -138,10 +143,83 @@ async def test_an_attempt_applied_after_its_timeout_then_retried_counts_once(
             await asyncio.sleep(float(retry.headers["Retry-After"]))
         retry_s = time.monotonic() - retry_started
         features = await _attempts(scenario, http, "tok_late")
+        logged = _decisions_for(redis_server, service.prefix, "late-1")
     assert late.status_code == 200 and "velocity" in late.json()["degraded"]
     assert retry.status_code == 200, retry.text
+    assert retry.json() == {**late.json(), "replayed": True}
+    assert logged == 1
+    assert retry_s < 5  # resolved by the drain within seconds, not by a takeover
     assert features["card_attempts_10m"] == 2
     assert scenario.server_errors == 0
     assert late.elapsed.total_seconds() < DEADLINE_S
-    scenario.expected = "card_attempts_10m 2"
-    scenario.found = f"{features['card_attempts_10m']}; retry answered after {retry_s:.1f}s"
+    scenario.expected = "card_attempts_10m 2, replayed, 1 logged"
+    scenario.found = f"{features['card_attempts_10m']}; replayed after {retry_s:.1f}s, {logged}"
+
+
+@pytest.mark.slow
+async def test_every_payment_answered_through_redis_faults_is_replayed_and_logged_once(
+    scenario: Scenario,
+    http: httpx.AsyncClient,
+    evidence_dir: Path,
+    proxy: FaultProxy,
+    redis_server: RedisServer,
+) -> None:
+    """Through Redis faults, every answer given is the one a retry gets back.
+
+    Latency past the budget, a stalled connection, connection resets: whatever each call was
+    answered (degraded or not), once Redis is healthy and the spool drained, the identical
+    retry gets that answer back with ``replayed: true`` and the log holds one record of it
+    that is the stored answer.
+    """
+    faults = ("latency", "stall", "reset", "reset", "none")
+    bodies, firsts = [], []
+    with running_service(proxy.url, evidence_dir) as service:
+        http.base_url = service.base_url
+        gate = asyncio.Semaphore(6)
+        for n, fault in enumerate(faults):
+            for probe in range(50):  # each round starts healthy (the breaker closed)
+                answer = await scenario.score(http, _on_card(f"healthy-{n}-{probe}", "tok_h"))
+                if "velocity" not in answer.json()["degraded"]:
+                    break
+                await asyncio.sleep(0.2)
+            if fault == "latency":
+                proxy.latency = 0.03  # past the 25 ms budget: begins land after it
+            elif fault == "stall":
+                proxy.stalled = True
+
+            async def one(k: int, n: int = n) -> tuple[dict[str, Any], httpx.Response]:
+                async with gate:
+                    body = _on_card(f"fault-{n}-{k}", f"tok_fault_{k % 3}")
+                    return body, await scenario.score(http, body)
+
+            task = asyncio.gather(*(one(k) for k in range(24)))
+            if fault == "reset":
+                await asyncio.sleep(0.02)
+                proxy.reset_all()
+            for body, answer in await task:
+                assert answer.status_code == 200, answer.text
+                bodies.append(body)
+                firsts.append(answer.json())
+            proxy.heal()
+        drained = False
+        for _ in range(100):
+            ready = await scenario.send(http, "GET", "/readyz")
+            if ready.json()["decision_spool"]["pending"] == 0:
+                drained = True
+                break
+            await asyncio.sleep(0.1)
+        assert drained
+        retries = [await scenario.score(http, body) for body in bodies]
+        entries = redis_server.client().xrange(f"{service.prefix}:decisions")
+    degraded = sum(bool(set(f["degraded"]) - {"model"}) for f in firsts)
+    assert 10 < degraded < len(firsts)  # the faults did land, and not on every call
+    assert [r.status_code for r in retries] == [200] * len(bodies)
+    assert [r.json() for r in retries] == [{**f, "replayed": True} for f in firsts]
+    stored: dict[bytes, int] = {}
+    for _, fields in entries:
+        tx = fields[b"transaction_id"]
+        if tx.startswith(b"fault-") and fields.get(b"spooled") not in (b"superseded", b"conflict"):
+            stored[tx] = stored.get(tx, 0) + 1
+    assert stored == {b["transaction_id"].encode(): 1 for b in bodies}
+    scenario.expected = "every retry replayed, 1 stored record each"
+    scenario.found = f"{len(retries)} replayed ({degraded} degraded first), {len(entries)} logged"

@@ -22,7 +22,7 @@ from service.decision.record import (
     decision_record,
     decode_record,
     encode_record,
-    record_transaction_id,
+    record_key,
 )
 from service.features.catalog import FEATURE_NAMES
 from service.stores.decisions import DecisionEntry
@@ -60,7 +60,7 @@ def test_a_record_written_before_versions_is_version_1_and_reads_whole() -> None
     ]
     assert record.reasons == ["FX_PREPAID_CARD", "SCORE_DECLINE_THRESHOLD"]
     assert len(record.features) == len(next(iter(V1_CATALOGS.values())))
-    assert record_transaction_id(V1) == record_transaction_id(by_name(V1)) == "rec-v1-0001"
+    assert record_key(V1) == record_key(by_name(V1)) == ("broker-7", "rec-v1-0001")
 
 
 @pytest.mark.parametrize("shape", ["array", "by_name"])

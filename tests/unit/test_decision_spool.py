@@ -46,3 +46,18 @@ async def test_a_torn_line_is_set_aside_and_does_not_hold_back_the_rest(tmp_path
     assert spool.pending() == 0
     assert spool.rejected == 2
     assert spool.rejected_path.read_bytes() == (b'{"transaction_id":"b","payment":{"am\n[1, 2]\n')
+
+
+async def test_an_empty_spool_file_is_cleared_so_the_cheap_check_stops_seeing_it(tmp_path):
+    spool = DecisionSpool(tmp_path / "spool.jsonl")
+    assert not spool.has_pending()
+    spool.path.write_bytes(b"\n")  # emptied by hand, or only blank lines
+
+    async def never(records):
+        raise AssertionError("nothing to send")
+
+    assert spool.has_pending()
+    assert await spool.drain(never) == 0
+    assert not spool.has_pending()
+    spool.append(b'{"transaction_id":"a"}')
+    assert spool.has_pending()

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from service.contract import ScoreResponse
 from service.decision.policy import Outcome, Reason
@@ -30,6 +31,7 @@ from service.features.catalog import (
 )
 from service.normalisation.payment import Payment
 from service.stores.decisions import DecisionEntry
+from service.stores.velocity import RiskStore, read_decided
 from service.telemetry.metrics import Metrics
 from training.export import (
     FEATURE_PREFIX,
@@ -206,15 +208,21 @@ def test_an_array_is_named_by_its_own_catalogue_and_unknown_ones_are_not_guessed
 
 
 async def test_a_record_spooled_after_a_failed_commit_lists_the_decision_log(tmp_path) -> None:
-    class Down:
+    class Down(RiskStore):
         async def commit(self, *args: Any, **kwargs: Any) -> None:
             raise StoreUnavailable("redis unavailable")
 
     spool = DecisionSpool(tmp_path / "spool.jsonl")
-    engine = SimpleNamespace(store=Down(), metrics=Metrics(), spool=spool)
+    store = Down(aioredis.Redis(), prefix="rs", timeout_ms=25, decision_ttl_seconds=60)
+    engine = SimpleNamespace(store=store, metrics=Metrics(), spool=spool)
     decision = msgspec.structs.replace(DECISION, degraded=["model"])
     record = decision_record(PAYMENT, shuffled_features(0), [], decision, 1.0)
-    await _commit(engine, PAYMENT, "dg", decision, record, stored=True)  # type: ignore[arg-type]
+    await _commit(engine, PAYMENT, "dg", "1.000", decision, record, stored=True)  # type: ignore[arg-type]
     assert decision.degraded == ["model", "decision_log"]
     [spooled] = spool.take()
-    assert msgspec.json.decode(spooled)["degraded"] == ["model", "decision_log"]
+    entry = msgspec.json.decode(spooled)
+    assert entry["record"]["degraded"] == ["model", "decision_log"]
+    # the answer the drain will store says so too; the value the commit tried does not
+    assert read_decided(entry["value"].encode()).decision == msgspec.json.encode(decision)
+    assert b'"decision_log"' not in entry["committed"].encode()
+    assert entry["claim"] == "1.000" and entry["digest"] == "dg"
