@@ -87,9 +87,11 @@ from service.stores.lists import ListHit, lookup_lists
 from service.stores.pipelined import Slot, TransactionTemplate
 from service.stores.plan import PLAN, Plan, event_second, present
 from service.stores.transactions import (
+    Decided,
     TransactionRecord,
     TransactionStore,
     decided_value,
+    read_decided,
     transaction_record_encoder,
 )
 
@@ -646,3 +648,15 @@ class RiskStore(VelocityStore):
         return await self.feedback.record_feedback(
             merchant_id, transaction_id, label, reported_at, reason
         )
+
+
+__all__ = [  # the stored decision's layout is ``transactions``', re-exported for callers here
+    "CLAIM_TTL_SECONDS",
+    "Begin",
+    "Decided",
+    "RiskStore",
+    "VelocityStore",
+    "decided_value",
+    "new_claim",
+    "read_decided",
+]
