@@ -61,6 +61,15 @@ class Engine:
     metrics: Metrics = field(default_factory=Metrics)
     model: ModelBundle | None = None
     clock: Callable[[], float] = time.time
+    _policy: tuple[ModelBundle | None, Policy] | None = field(default=None, repr=False)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy of the current model and settings (``Policy.of``), made once per model."""
+        cached = self._policy
+        if cached is None or cached[0] is not self.model:
+            cached = self._policy = (self.model, Policy.of(self.settings, self.model))
+        return cached[1]
 
 
 _decision_decoder = msgspec.json.Decoder(ScoreResponse)
@@ -114,7 +123,7 @@ async def score(
         list_matches=matches,
         ruleset=ruleset,
         model=model,
-        policy=Policy.of(settings, model),
+        policy=engine.policy,
         velocity_available=begin is not None,
     )
     outcome = verdict.outcome

@@ -228,3 +228,20 @@ def test_the_vectorised_policy_decides_as_the_scalar_one_row_by_row(history):
 def test_strengths_follow_the_decisions_order():
     assert [STRENGTH[d] for d in DECISIONS] == [0, 1, 2, 3]
     assert DECISIONS == ("approve", "challenge", "review", "decline")
+
+
+def test_the_engines_policy_follows_its_model():
+    """The service's policy is made once per model: the model's thresholds, else the settings'."""
+    from types import SimpleNamespace
+
+    from service.decision.scoring import Engine
+    from service.settings import Settings
+
+    settings = Settings()
+    engine = Engine(settings, None, None, None, None, None, None)  # type: ignore[arg-type]
+    assert engine.policy == Policy.of(settings, None)
+    assert engine.policy.thresholds == settings.thresholds
+    assert engine.policy is engine.policy
+    engine.model = SimpleNamespace(thresholds={"forex": T})  # type: ignore[assignment]
+    assert engine.policy.thresholds == {"forex": T}
+    assert engine.policy.degraded_action == settings.degraded_action
