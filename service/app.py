@@ -47,12 +47,13 @@ from service.decision.scoring import Engine
 from service.decision.spool import DecisionSpool
 from service.errors import (
     ConfigurationError,
+    RuleError,
     StoreUnavailable,
 )
 from service.model.bundle import ModelBundle, ModelRefused, find_latest
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import FxTable
-from service.rules.rulebook import RulebookHolder
+from service.rules.rulebook import RulebookHolder, RuleLimits
 from service.settings import Settings
 from service.stores.decisions import register_catalog
 from service.stores.lists import ListStore
@@ -111,7 +112,9 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         pseudonymiser=Pseudonymiser(settings.secret),
         store=store,
         lists=lists,
-        rulebook=RulebookHolder(settings.rules_dir, settle_seconds=RULES_SETTLE_SECONDS),
+        rulebook=RulebookHolder(
+            settings.rules_dir, settle_seconds=RULES_SETTLE_SECONDS, limits=RuleLimits.of(settings)
+        ),
         spool=DecisionSpool(settings.spool_path),
         metrics=metrics,
         model=model,
@@ -167,7 +170,18 @@ def create_app(settings: Settings) -> Litestar:
             log.warning("scoring without a model: %s", model_problem)
 
         async def reload_rules() -> None:
-            changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
+            # In a thread, so reading and compiling never block the event loop; the compile
+            # stops itself at its time limit, and this wait gives up a little later whatever
+            # happens (the thread is then left to finish; the next tick skips while it runs).
+            try:
+                async with asyncio.timeout(settings.rules_reload_timeout_seconds + 1.0):
+                    changed = await asyncio.to_thread(engine.rulebook.reload_if_changed)
+            except TimeoutError:
+                engine.rulebook.last_error = RuleError(
+                    str(settings.rules_dir), "reload did not finish in time; files refused"
+                )
+                metrics.rules_reloads.labels("refused").inc()
+                return
             if changed is not None:
                 metrics.rules_reloads.labels("ok").inc()
                 log.info("rules reloaded: %s", changed.version)
@@ -317,8 +331,8 @@ async def _readiness(
             "problem": redis_problem,
             "warnings": warnings,
         },
-        "rules": {
-            "ok": True,
+        "rules": {  # ok: the newest files are the ones served (else last_error says why not)
+            "ok": rulebook.last_error is None,
             "version": rulebook.current.version,
             "last_error": str(rulebook.last_error) if rulebook.last_error else None,
         },

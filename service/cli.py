@@ -20,6 +20,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve ``service.app`` with the settings from the environment; 2 without a secret."""
     import uvicorn
 
+    from service.api.connections import GuardedProtocol
+
     settings = Settings.from_env(os.environ)
     if not settings.secret:
         print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
@@ -37,6 +39,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # Slow and silent clients: header and body time limits, a header size limit and a
+        # connection cap (service.api.connections); idle kept-alive connections closed.
+        http=GuardedProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
     return 0
 

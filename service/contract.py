@@ -150,6 +150,9 @@ class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
     features: dict[str, FeatureValue] | msgspec.UnsetType = msgspec.UNSET
 
 
+MAX_LIST_TTL_SECONDS: Final = 10 * 366 * 86_400  # ten years; longer is "no ttl_seconds"
+
+
 class ListChange(msgspec.Struct, frozen=True, kw_only=True):
     """The body of a list change: items to add or remove, a reason, an optional TTL."""
 
@@ -158,7 +161,7 @@ class ListChange(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.Meta(min_length=1, max_length=1000),
     ]
     reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_TTL_SECONDS)] | None = None
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):

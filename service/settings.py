@@ -50,6 +50,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``redis_prefix`` (``RISKSCORE_REDIS_PREFIX``): the prefix of every Redis key.
     - ``rules_reload_seconds`` (``RISKSCORE_RULES_RELOAD_SECONDS``): how often rule files
       are checked for changes.
+    - ``rules_max_file_bytes``, ``rules_max_rules`` (``RISKSCORE_RULES_MAX_FILE_BYTES``,
+      ``RISKSCORE_RULES_MAX_RULES``): a larger rule file, or more rules in the directory,
+      are refused (``service.rules.RuleLimits``).
+    - ``rules_reload_timeout_seconds`` (``RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS``): a
+      (re)load compiling longer is abandoned and its files refused.
+    - ``header_timeout_seconds``, ``body_timeout_seconds``
+      (``RISKSCORE_HEADER_TIMEOUT_SECONDS``, ``RISKSCORE_BODY_TIMEOUT_SECONDS``): time a
+      connection has to send a request's headers, then its body, before it is closed.
+    - ``keep_alive_seconds`` (``RISKSCORE_KEEP_ALIVE_SECONDS``): an idle kept-alive
+      connection is closed after it.
+    - ``max_header_bytes`` (``RISKSCORE_MAX_HEADER_BYTES``): request line and headers;
+      more is a 431.
+    - ``max_connections`` (``RISKSCORE_MAX_CONNECTIONS``): open connections per worker;
+      beyond it the one waiting longest without a request in hand is closed
+      (``service.api.connections``).
     - ``thresholds`` (``RISKSCORE_THRESHOLDS``): vertical → challenge/review/decline scores
       when the model sets none.
     - ``degraded_action`` (``RISKSCORE_DEGRADED_ACTION``): vertical → the decision floor
@@ -80,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_ms: float = 25.0
     redis_prefix: str = "rs"
     rules_reload_seconds: float = 2.0
+    rules_max_file_bytes: int = 256 * 1024
+    rules_max_rules: int = 1_000
+    rules_reload_timeout_seconds: float = 5.0
     thresholds: dict[str, Thresholds] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS)
     )
@@ -88,6 +106,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     decision_ttl_days: int = 90
     max_in_flight: int = 32
+    header_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1_000
     log_level: str = "INFO"
 
     def _shown(self, name: str) -> object:
@@ -144,8 +167,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_RULES_MAX_FILE_BYTES", "rules_max_file_bytes", int),
+            ("RISKSCORE_RULES_MAX_RULES", "rules_max_rules", int),
+            ("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", "rules_reload_timeout_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
+            ("RISKSCORE_HEADER_TIMEOUT_SECONDS", "header_timeout_seconds", float),
+            ("RISKSCORE_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", float),
+            ("RISKSCORE_KEEP_ALIVE_SECONDS", "keep_alive_seconds", float),
+            ("RISKSCORE_MAX_HEADER_BYTES", "max_header_bytes", int),
+            ("RISKSCORE_MAX_CONNECTIONS", "max_connections", int),
         ):
             if (value := get(var)) is not None and value != "":
                 try:

@@ -30,16 +30,17 @@ def _print_json(obj: object) -> None:
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
     """``riskscore rules check``: validate rule files."""
-    from service.rules.rulebook import check_directory, load_ruleset
+    from service.rules.rulebook import RuleLimits, check_directory, load_ruleset
 
     directory = Path(args.directory or os.environ.get("RISKSCORE_RULES_DIR") or DEFAULT_RULES_DIR)
-    problems = check_directory(directory)
+    limits = RuleLimits.of(Settings.from_env(os.environ))  # the service's own limits
+    problems = check_directory(directory, limits)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(problems)} problem(s) in {directory}", file=sys.stderr)
         return 1
-    ruleset = load_ruleset(directory)
+    ruleset = load_ruleset(directory, limits)
     packs: dict[str, list[str]] = {}
     for rule in ruleset.rules:
         packs.setdefault(rule.pack, []).append(rule.mode)

@@ -21,8 +21,9 @@ from service.api.auth import authorize, check_merchant, require_merchant, requir
 from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
 from service.decision.scoring import Engine, score
-from service.errors import NotFound
+from service.errors import FieldProblem, InvalidRequest, NotFound
 from service.normalisation.list_items import LIST_NAMES, check_name, normalise_items
+from service.stores.lists import MAX_RANGES
 
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024
@@ -67,8 +68,14 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
         raise HTTPException(
             status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
         )
-    engine: Engine = state.engine
     body = await _read_body(receive, content_length)
+    # admitted once the body is in, so that a client trickling its body holds no slot
+    await _admission.admit(scope, send, lambda: _score_body(state, key, body, send))
+
+
+async def _score_body(state: State, key: str, body: bytes, send: Send) -> None:
+    """Decode, check the key's merchants, score and answer: the admitted part of a call."""
+    engine: Engine = state.engine
     valid = decode_score(body, currencies=engine.fx.currencies)
     if state.api_key_merchants:
         check_merchant(state.api_key_merchants, key, valid.request.merchant_id)
@@ -106,14 +113,14 @@ async def _read_body(receive: Receive, content_length: bytes | None) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-_admitted_score = AdmissionLimit(_score_app)
+_admission = AdmissionLimit()
 SCORE_PATH = "/v1/score"
 
 
 @asgi(SCORE_PATH, copy_scope=False)
 async def score_payment(scope: Scope, receive: Receive, send: Send) -> None:
     """Score one payment attempt: approve, challenge, review or decline, with reasons."""
-    await _admitted_score(scope, receive, send)
+    await _score_app(scope, receive, send)
 
 
 async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,7 +139,7 @@ async def score_direct(app: Litestar, scope: Scope, receive: Receive, send: Send
         await send(message)
 
     try:
-        await _admitted_score(scope, receive, tracked)
+        await _score_app(scope, receive, tracked)
     except Exception as exc:
         if started:
             raise
@@ -203,6 +210,11 @@ async def add_list_items(name: FromPath[str], request: Request, state: State) ->
     change = decode_body(await request.body(), ListChange)
     engine: Engine = state.engine
     items = normalise_items(name, change.items, engine.pseudonymiser)
+    if items.ranges:
+        held = await engine.lists.range_count(name)
+        if held + len(items.ranges) > MAX_RANGES:
+            problem = f"{name} holds {held} IP ranges; at most {MAX_RANGES} in all"
+            raise InvalidRequest([FieldProblem("items", problem)])
     added = await engine.lists.add(
         name,
         items.exact,

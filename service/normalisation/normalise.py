@@ -240,6 +240,9 @@ def normalise(
                 raise InvalidRequest(
                     [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
                 ) from None
+    email_token, domain = (
+        pseudonymiser.email_and_domain(email) if email is not None else (None, None)
+    )
 
     payment = Payment(
         transaction_id=transaction_id,
@@ -260,8 +263,8 @@ def normalise(
         card_issuer_country=card_issuer_country,
         card_funding=card_funding,
         payment_method_account=pseudonymiser.account(account) if account is not None else None,
-        customer_email=pseudonymiser.email(email) if email is not None else None,
-        email_domain=email_domain(email) if email is not None else None,
+        customer_email=email_token,
+        email_domain=domain,
         customer_created_at=created_at.timestamp() if created_at is not None else None,
         customer_kyc_level=customer_kyc_level,
         customer_age_verified=customer_age_verified,

@@ -11,18 +11,22 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 import yaml
 
 from service.contract import VERTICALS
-from service.errors import RuleError
+from service.errors import RiskscoreError, RuleError
 from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Expression, ExpressionError
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 from service.rules.ruleset import (
     COMMON,
     NAME,
@@ -34,7 +38,99 @@ from service.rules.ruleset import (
 )
 
 PACKS: Final[tuple[str, ...]] = (COMMON, *VERTICALS)
-MAX_FILE_BYTES: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLimits:
+    """What a rule directory may hold, so that no file can take long to read or compile.
+
+    ``max_file_bytes`` per file, ``max_rules`` over the directory, ``max_depth`` levels
+    of YAML nesting (the shipped packs use 4), and ``seconds``: a compile still running
+    after that long is abandoned and the files refused. Anchors and aliases are always
+    refused (an alias bomb expands 10 KB into gigabytes). ``Settings`` sets the first two
+    and ``seconds`` (``RISKSCORE_RULES_MAX_FILE_BYTES``, ``RISKSCORE_RULES_MAX_RULES``,
+    ``RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS``).
+    """
+
+    max_file_bytes: int = 256 * 1024
+    max_rules: int = 1_000
+    max_depth: int = 32
+    seconds: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> RuleLimits:
+        """The limits the settings ask for."""
+        return cls(
+            max_file_bytes=settings.rules_max_file_bytes,
+            max_rules=settings.rules_max_rules,
+            seconds=settings.rules_reload_timeout_seconds,
+        )
+
+
+DEFAULT_LIMITS: Final = RuleLimits()
+
+# Per pack file: section -> (entries, entries of one entry). Every merchant of a pack gets
+# a copy of every param, so params x merchants is bounded (100 x 1,000 per pack).
+SECTION_LIMITS: Final[dict[str, tuple[int, int]]] = {
+    "params": (100, 10_000),
+    "lists": (100, 10_000),
+    "merchants": (1_000, 100),
+}
+
+
+class _TooSlow(RiskscoreError):
+    """The compile ran past ``RuleLimits.seconds``."""
+
+
+class _TooMany(RiskscoreError):
+    """``MAX_ERRORS`` problems found: enough to fix first."""
+
+
+MAX_ERRORS: Final = 200
+
+
+class _Refused(RiskscoreError):
+    """A YAML construct rule files may not use (anchor, alias, deep nesting), and where."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+# libyaml when PyYAML has it (about six times faster), the pure-Python loader otherwise.
+_LOADER: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _screen(text: str, max_depth: int, tick: Callable[[], None]) -> None:
+    """Refuse anchors, aliases and nesting past ``max_depth`` from the event stream.
+
+    Raises ``_Refused`` with the event's mark, before anything is composed.
+
+    The parser keeps its own stack, so 20,000 ``[`` cost nothing here; PyYAML's composer
+    recurses once per level and would end in a ``RecursionError``, and an alias bomb would
+    expand 10 KB into gigabytes.
+    """
+    depth = 0
+    for count, event in enumerate(yaml.parse(text, Loader=_LOADER)):
+        if count % 256 == 0:
+            tick()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                f"alias *{event.anchor} is not allowed in rule files; write the value out",
+                event.start_mark,
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                f"anchor &{event.anchor} is not allowed in rule files; write values out",
+                event.start_mark,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > max_depth:
+                raise _Refused(f"nested deeper than {max_depth} levels", event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
 
 _RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 _MSGSPEC_PATH = re.compile(r" - at (`key` in )?`\$([^`]*)`$")
@@ -114,6 +210,9 @@ def _line(node: yaml.Node) -> int:
 
 
 _STR_TAG: Final = "tag:yaml.org,2002:str"
+_INT_TAG: Final = "tag:yaml.org,2002:int"
+_FLOAT_TAG: Final = "tag:yaml.org,2002:float"
+MAX_NUMBER_CHARS: Final = 100  # Python refuses to read integers of more than 4,300 digits
 
 
 def _error_line(root: yaml.Node, path: Sequence[str | int], about_key: bool) -> int:
@@ -169,6 +268,19 @@ def _convert(value: Any, type_: Any) -> tuple[Any, str | None]:
         return None, str(e)
 
 
+def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    """Every scalar node of a (depth-bounded) tree, keys included."""
+    if isinstance(node, yaml.ScalarNode):
+        yield node
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _scalars(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _scalars(key)
+            yield from _scalars(value)
+
+
 def _duplicate_keys(
     node: yaml.Node, path: list[str | int]
 ) -> Iterator[tuple[yaml.Node, str, list]]:
@@ -188,15 +300,43 @@ def _duplicate_keys(
 class _Compiler:
     """Compiles one snapshot of a directory's files, collecting every problem it finds."""
 
-    def __init__(self, directory: Path, files: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, directory: Path, files: Mapping[str, bytes], limits: RuleLimits = DEFAULT_LIMITS
+    ) -> None:
         self.directory = directory
         self.files = files
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
         self.errors: list[RuleError] = []
+        self.rule_count = 0
+
+    def tick(self) -> None:
+        """Raise ``_TooSlow`` once past the time limit; called per YAML node and rule."""
+        if time.monotonic() > self.deadline:
+            raise _TooSlow
 
     def error(self, file: str, message: str, *, line: int | None = None, rule: str | None = None):
         self.errors.append(RuleError(file, message, line=line, rule=rule))
+        if len(self.errors) >= MAX_ERRORS:
+            raise _TooMany
 
     def run(self) -> RuleSet | None:
+        try:
+            return self._run()
+        except _TooMany:
+            self.errors.append(
+                RuleError(str(self.directory), f"stopped after {MAX_ERRORS} problems")
+            )
+            return None
+        except _TooSlow:
+            self.error(
+                str(self.directory),
+                f"compiling took longer than {self.limits.seconds:g} s; the files were refused "
+                "(RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS)",
+            )
+            return None
+
+    def _run(self) -> RuleSet | None:
         packs: dict[str, _Pack] = {}
         for name in sorted(self.files):
             pack = self.read_pack(name, self.files[name])
@@ -244,8 +384,12 @@ class _Compiler:
                 + ", ".join(f"{v}.yaml" for v in VERTICALS),
             )
             return None
-        if len(data) > MAX_FILE_BYTES:
-            self.error(file, f"file is larger than {MAX_FILE_BYTES} bytes")
+        if len(data) > self.limits.max_file_bytes:
+            self.error(
+                file,
+                f"file is larger than {self.limits.max_file_bytes} bytes "
+                "(RISKSCORE_RULES_MAX_FILE_BYTES)",
+            )
             return None
         try:
             text = data.decode("utf-8")
@@ -253,7 +397,12 @@ class _Compiler:
             self.error(file, f"not UTF-8 text: {e.reason} at byte {e.start}")
             return None
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            _screen(text, self.limits.max_depth, self.tick)
+            root = yaml.compose(text, Loader=_LOADER)
+        except _Refused as e:
+            mark = e.problem_mark
+            self.error(file, str(e.problem), line=mark.line + 1 if mark else None)
+            return None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             problem = " ".join(filter(None, [e.context, e.problem]))
@@ -268,6 +417,14 @@ class _Compiler:
         if not isinstance(root, yaml.MappingNode):
             self.error(file, "the file must be a mapping with 'pack' and 'rules'", line=_line(root))
             return None
+        for node in _scalars(root):
+            if node.tag in (_INT_TAG, _FLOAT_TAG) and len(node.value) > MAX_NUMBER_CHARS:
+                self.error(
+                    file, f"a number of more than {MAX_NUMBER_CHARS} characters", line=_line(node)
+                )
+                return None
+        if not self.check_sizes(file, root):
+            return None
         duplicates = list(_duplicate_keys(root, []))
         for key, value, path in duplicates:
             self.error(
@@ -281,8 +438,14 @@ class _Compiler:
         loader = yaml.SafeLoader("")
         try:
             raw = loader.construct_document(root)
-        except yaml.YAMLError as e:
-            self.error(file, f"invalid YAML: {e}")
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            problem = " ".join(filter(None, [e.context, e.problem]))
+            self.error(file, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None)
+            return None
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            # e.g. an integer of more than 4,300 digits, or a bad !!timestamp
+            self.error(file, f"invalid YAML value: {str(e)[:200]}")
             return None
         finally:
             loader.dispose()
@@ -302,6 +465,33 @@ class _Compiler:
         params = self.check_params(file, root, spec)
         lists = self.check_lists(file, root, spec)
         return _Pack(stem, file, spec, root, params, lists, {})
+
+    def check_sizes(self, file: str, root: yaml.MappingNode) -> bool:
+        """Whether params, lists and merchants stay within ``SECTION_LIMITS``.
+
+        Each merchant gets a copy of every param, so their product must stay small.
+        """
+        ok = True
+        for key, value in root.value:
+            limit = SECTION_LIMITS.get(key.value) if isinstance(key, yaml.ScalarNode) else None
+            if limit is None or not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
+                continue
+            entries, inner = limit
+            if len(value.value) > entries:
+                self.error(file, f"{key.value}: more than {entries} entries", line=_line(key))
+                ok = False
+                continue
+            if isinstance(value, yaml.MappingNode):
+                for name, item in value.value:
+                    size = len(item.value) if isinstance(item.value, list) else 0
+                    if size > inner:
+                        self.error(
+                            file,
+                            f"{key.value}: '{name.value}' has more than {inner} entries",
+                            line=_line(name),
+                        )
+                        ok = False
+        return ok
 
     def rule_id_at(self, root: yaml.Node, path: Sequence[str | int]) -> str | None:
         if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
@@ -366,6 +556,7 @@ class _Compiler:
         """Turns ``pack.merchants`` into checked ``{merchant: {param: number}}``."""
         checked: dict[str, dict[str, float]] = {}
         for merchant, raw in pack.spec.merchants.items():
+            self.tick()
             overrides, problem = _convert(raw, dict[str, Any])
             if problem:
                 line = _line(_node_at(pack.root, ["merchants", merchant]))
@@ -404,6 +595,16 @@ class _Compiler:
         out: list[CompiledRule] = []
         for index, raw in enumerate(pack.spec.rules):
             node = _node_at(pack.root, ["rules", index])
+            self.tick()
+            self.rule_count += 1
+            if self.rule_count > self.limits.max_rules:
+                self.error(
+                    pack.file,
+                    f"more than {self.limits.max_rules} rules in the directory "
+                    "(RISKSCORE_RULES_MAX_RULES)",
+                    line=_line(node),
+                )
+                break
             rule_id = raw.get("id") if isinstance(raw, dict) else None
             rule_id = rule_id if isinstance(rule_id, str) else None
             try:
@@ -514,11 +715,14 @@ class _Compiler:
 
 
 def compile_files(
-    directory: Path, files: Mapping[str, bytes]
+    directory: Path, files: Mapping[str, bytes], limits: RuleLimits = DEFAULT_LIMITS
 ) -> tuple[RuleSet | None, list[RuleError]]:
-    """Compile a snapshot of rule files (name -> bytes); the set, or every problem found."""
+    """Compile a snapshot of rule files (name -> bytes); the set, or every problem found.
+
+    Never runs longer than about ``limits.seconds``, whatever the bytes.
+    """
     wrong = [name for name in files if name.endswith(".yml")]
-    compiler = _Compiler(directory, {k: v for k, v in files.items() if k not in wrong})
+    compiler = _Compiler(directory, {k: v for k, v in files.items() if k not in wrong}, limits)
     for name in wrong:
         compiler.error(str(directory / name), "rule files end in .yaml; rename it")
     ruleset = compiler.run()

@@ -48,12 +48,19 @@ import time
 from pathlib import Path
 
 from service.errors import RuleError
-from service.rules.packfile import compile_files, version_of
+from service.rules.packfile import (
+    DEFAULT_LIMITS,
+    PACKS,
+    RuleLimits,
+    compile_files,
+    version_of,
+)
 from service.rules.ruleset import CompiledRule, RuleExecution, RuleSet
 
 __all__ = [
     "CompiledRule",
     "RuleExecution",
+    "RuleLimits",
     "RuleSet",
     "RulebookHolder",
     "check_directory",
@@ -72,25 +79,36 @@ def _rule_files(directory: Path) -> list[Path]:
     )
 
 
-def _read_files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in _rule_files(directory)}
+def _read_files(directory: Path, limits: RuleLimits = DEFAULT_LIMITS) -> dict[str, bytes]:
+    """Each rule file's bytes, at most one byte past the size limit (then refused).
+
+    A file that is not a pack is not read at all (it is refused by its name).
+    """
+    files: dict[str, bytes] = {}
+    for path in _rule_files(directory):
+        if path.stem not in PACKS:
+            files[path.name] = b""
+            continue
+        with path.open("rb") as f:
+            files[path.name] = f.read(limits.max_file_bytes + 1)
+    return files
 
 
-def check_directory(directory: Path) -> list[RuleError]:
+def check_directory(directory: Path, limits: RuleLimits = DEFAULT_LIMITS) -> list[RuleError]:
     """Every problem in a rule directory, for ``riskscore rules check``; empty when valid."""
     try:
-        files = _read_files(Path(directory))
+        files = _read_files(Path(directory), limits)
     except RuleError as e:
         return [e]
     except OSError as e:
         return [RuleError(str(directory), f"cannot read: {e}")]
-    return compile_files(Path(directory), files)[1]
+    return compile_files(Path(directory), files, limits)[1]
 
 
-def load_ruleset(directory: Path) -> RuleSet:
+def load_ruleset(directory: Path, limits: RuleLimits = DEFAULT_LIMITS) -> RuleSet:
     """Load and compile a rule directory; raises ``RuleError`` on the first problem."""
     directory = Path(directory)
-    ruleset, errors = compile_files(directory, _read_files(directory))
+    ruleset, errors = compile_files(directory, _read_files(directory, limits), limits)
     if errors:
         raise errors[0]
     assert ruleset is not None
@@ -120,13 +138,20 @@ class RulebookHolder:
     replaced by a rename (a new inode under a known name) is complete and read at once.
     """
 
-    def __init__(self, directory: Path, *, settle_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        settle_seconds: float = 0.0,
+        limits: RuleLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.directory = Path(directory)
         self.settle_ns = int(settle_seconds * 1e9)
+        self.limits = limits
         self.last_error: RuleError | None = None
         self._lock = threading.Lock()
         self._seen = _signature(self.directory)
-        self._current = load_ruleset(self.directory)
+        self._current = load_ruleset(self.directory, limits)
 
     @property
     def current(self) -> RuleSet:
@@ -145,33 +170,44 @@ class RulebookHolder:
         )
 
     def reload_if_changed(self) -> RuleSet | None:
-        """The new set if the files changed and compile; None if unchanged or refused."""
-        with self._lock:
-            try:
-                before = _signature(self.directory)
-                if before == self._seen:
-                    return None
-                if self._settling(before):
-                    return None  # written in place just now, perhaps not finished
-                files = _read_files(self.directory)
-                if _signature(self.directory) != before:
-                    return None  # being written right now: look again next time
-            except (OSError, RuleError) as e:
-                self.last_error = (
-                    e if isinstance(e, RuleError) else RuleError(str(self.directory), str(e))
-                )
+        """The new set if the files changed and compile; None if unchanged or refused.
+
+        Returns None at once while another call is still compiling (the caller may have
+        stopped waiting for it); a compile never runs past ``limits.seconds``.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._reload()
+        finally:
+            self._lock.release()
+
+    def _reload(self) -> RuleSet | None:
+        try:
+            before = _signature(self.directory)
+            if before == self._seen:
                 return None
-            self._seen = before
-            if version_of(files) == self._current.version:
-                self.last_error = None
-                return None
-            try:
-                ruleset, errors = compile_files(self.directory, files)
-            except Exception as e:  # a compiler bug must not stop the reload thread
-                ruleset, errors = None, [RuleError(str(self.directory), f"cannot compile: {e!r}")]
-            if ruleset is None:
-                self.last_error = errors[0]
-                return None
+            if self._settling(before):
+                return None  # written in place just now, perhaps not finished
+            files = _read_files(self.directory, self.limits)
+            if _signature(self.directory) != before:
+                return None  # being written right now: look again next time
+        except (OSError, RuleError) as e:
+            self.last_error = (
+                e if isinstance(e, RuleError) else RuleError(str(self.directory), str(e))
+            )
+            return None
+        self._seen = before
+        if version_of(files) == self._current.version:
             self.last_error = None
-            self._current = ruleset
-            return ruleset
+            return None
+        try:
+            ruleset, errors = compile_files(self.directory, files, self.limits)
+        except Exception as e:  # a compiler bug must not stop the reload thread
+            ruleset, errors = None, [RuleError(str(self.directory), f"cannot compile: {e!r}")]
+        if ruleset is None:
+            self.last_error = errors[0]
+            return None
+        self.last_error = None
+        self._current = ruleset
+        return ruleset

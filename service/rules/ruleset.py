@@ -24,6 +24,14 @@ from service.features.catalog import FEATURES_BY_NAME
 from service.rules.language import Columns, Expression
 
 COMMON: Final = "common"
+MAX_MESSAGE_CHARS: Final = 500
+MAX_PLACEHOLDERS: Final = 20
+MAX_WIDTH: Final = 20
+MAX_VALUE_CHARS: Final = 64  # of one rendered value: a reason stays short, whatever the input
+MAX_PRECISION: Final = 6
+# A message placeholder's format spec: an optional width (1-20), ',' and a precision of
+# 0-6 with 'f' or '%'. No fill, alignment, nested fields or larger widths.
+FORMAT_SPEC: Final = re.compile(r"(?:[1-9]|1[0-9]|20)?,?(?:\.[0-6][f%])?")
 NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")  # params, lists, message placeholders
 
 
@@ -76,12 +84,21 @@ class MessageTemplate:
 
     @classmethod
     def parse(cls, text: str, params: Mapping[str, float]) -> MessageTemplate:
-        """A template from a rule's message, its placeholders checked: features or params."""
+        """Check and split a message; a ``ValueError`` says what is wrong and what to write.
+
+        Placeholders are plain names (no attribute, index or nested field, no ``!r``) with
+        at most a spec of ``FORMAT_SPEC`` (``,``, a precision up to 6, a width up to 20),
+        so no rule can make a reason longer than ``MAX_MESSAGE_CHARS`` plus its values.
+        """
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"message is longer than {MAX_MESSAGE_CHARS} characters")
         pieces = []
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as e:
             raise ValueError(f"message: {e} (write {{{{ and }}}} for literal braces)") from None
+        if sum(1 for _, name, _, _ in parsed if name is not None) > MAX_PLACEHOLDERS:
+            raise ValueError(f"message has more than {MAX_PLACEHOLDERS} placeholders")
         for literal, name, spec, conversion in parsed:
             if name is None:
                 pieces.append((literal, None, "", False))
@@ -93,6 +110,12 @@ class MessageTemplate:
                 )
             if name not in FEATURES_BY_NAME and name not in params:
                 raise ValueError(f"message names unknown feature or param {{{name}}}")
+            if spec and not FORMAT_SPEC.fullmatch(spec):
+                raise ValueError(
+                    f"message placeholder {{{name}:{spec}}}: the format may only be a width "
+                    f"up to {MAX_WIDTH}, ',' and a precision up to {MAX_PRECISION} with f or %, "
+                    "like {amount_usd:,.2f} or {amount_usd:.0f}"
+                )
             pieces.append((literal, name, spec or "", name in params))
         return cls(text, tuple(pieces))
 
@@ -110,7 +133,7 @@ class MessageTemplate:
             out.append(literal)
             if name is not None:
                 value = params.get(name) if is_param else features.get(name)
-                out.append(_format_value(value, spec))
+                out.append(_format_value(value, spec)[:MAX_VALUE_CHARS])
         return "".join(out)
 
 

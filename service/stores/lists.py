@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 import msgspec
 import redis.asyncio as aioredis
@@ -25,6 +26,8 @@ from service.stores.keys import Keys
 from service.stores.library import Library
 from service.stores.list_names import LIST_NAMES, LOOKUP_ATTRIBUTES, RANGE_LISTS
 from service.stores.plan import PLAN, present
+
+MAX_RANGES: Final = 10_000  # per list: every score process holds them all in memory
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -55,6 +58,81 @@ class _Entry(msgspec.Struct, frozen=True):
 
 _entry_encoder = msgspec.json.Encoder()
 _entry_decoder = msgspec.json.Decoder(_Entry)
+
+
+# IPv6 spellings of IPv4 addresses: ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible).
+_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
+
+
+def ipv4_part(network: IpNetwork) -> ipaddress.IPv4Network | None:
+    """The IPv4 network an IPv6 range covers through IPv4-mapped or -compatible addresses.
+
+    Mapped is ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``; None when it covers none.
+
+    ``::/0`` and ``::ffff:0:0/96`` cover every IPv4 address, ``::ffff:10.0.0.0/104`` is
+    ``10.0.0.0/8``: an IPv4 client is the same client in either spelling.
+    """
+    if not isinstance(network, ipaddress.IPv6Network):
+        return None
+    for space in (_MAPPED, _COMPATIBLE):
+        if space.subnet_of(network):
+            return ipaddress.IPv4Network("0.0.0.0/0")
+        if network.subnet_of(space):
+            low = int(network.network_address) & 0xFFFF_FFFF
+            return ipaddress.IPv4Network((low, network.prefixlen - 96))
+    return None
+
+
+def canonical_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4-mapped or IPv4-compatible IPv6 address as its IPv4 address.
+
+    ``::`` and ``::1`` excepted; any other address as it is.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        value = int(address)
+        if value >> 32 == 0 and value > 1:
+            return ipaddress.IPv4Address(value)
+    return address
+
+
+class RangeIndex:
+    """IP ranges by version and prefix length, for lookups in a few dict probes.
+
+    A lookup costs one probe per prefix length in use (at most 33 + 129), not one
+    containment test per range.
+    """
+
+    def __init__(self, ranges: Iterable[tuple[IpNetwork, str, str | None, float | None]]) -> None:
+        self._tables: dict[tuple[int, int], dict[int, list[tuple[str, str | None, float | None]]]]
+        self._tables = {}
+        self.size = 0
+        for network, name, reason, expires_at in ranges:
+            for net in (network, ipv4_part(network)):
+                if net is None:
+                    continue
+                shift = net.max_prefixlen - net.prefixlen
+                table = self._tables.setdefault((net.version, shift), {})
+                table.setdefault(int(net.network_address) >> shift, []).append(
+                    (name, reason, expires_at)
+                )
+                self.size += 1
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def match(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> Iterator[tuple[str, str | None, float | None]]:
+        """(list name, reason, expiry) of every range holding ``address``."""
+        value, version = int(address), address.version
+        for (table_version, shift), table in self._tables.items():
+            if table_version == version:
+                yield from table.get(value >> shift, ())
 
 
 def ip_range(item: str) -> IpNetwork | None:
@@ -126,7 +204,7 @@ class ListStore:
         self._admin_budget = admin_timeout_ms / 1000
         self._breaker = breaker or Breaker()
         self._clock = clock
-        self._ranges: list[tuple[IpNetwork, str, str | None, float | None]] = []
+        self._ranges = RangeIndex(())
         self._ranges_version: int | None = None
         self.library = Library(PLAN)
 
@@ -142,6 +220,15 @@ class ListStore:
         )
         counts = {_text(k): int(v) for k, v in index.items()}
         return {name: counts.get(name, 0) + counts.get(f"{name}:ranges", 0) for name in LIST_NAMES}
+
+    async def range_count(self, name: str) -> int:
+        """How many IP ranges a list holds (expired ones not yet removed included)."""
+        _check(name)
+        return int(
+            await self._breaker.call(
+                self._admin_budget, lambda: self.client.hlen(self.keys.list_ranges(name))
+            )
+        )
 
     async def version(self) -> int:
         """The lists' version in Redis, which every list change bumps."""
@@ -300,7 +387,7 @@ class ListStore:
                     continue
                 entry = _entry_decoder.decode(raw_entry)
                 ranges.append((network, name, entry.reason, entry.expires_at))
-        self._ranges = ranges
+        self._ranges = RangeIndex(ranges)
         self._ranges_version = int(raw_version or 0)
 
     def match_ip(self, ip_address: IpAddress | str | None) -> list[ListHit]:
@@ -312,16 +399,14 @@ class ListStore:
             return []
         if isinstance(ip_address, str):
             try:
-                address: IpAddress = ipaddress.ip_address(ip_address.strip())
+                address: IpAddress = canonical_address(ipaddress.ip_address(ip_address.strip()))
             except ValueError:
                 return []
         else:
-            address = ip_address
+            address = canonical_address(ip_address)
         now = self._clock()
         return [
             ListHit(name, "device_ip", reason)
-            for network, name, reason, expires_at in self._ranges
-            if address.version == network.version
-            and address in network
-            and (expires_at is None or expires_at > now)
+            for name, reason, expires_at in self._ranges.match(address)
+            if expires_at is None or expires_at > now
         ]

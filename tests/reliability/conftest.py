@@ -261,10 +261,12 @@ class ServiceProcess:
         workers: int = 1,
         model_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        serve: bool = False,
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.workers = workers
+        self.serve = serve  # launch with `riskscore serve` (as production does) even for one worker
         self.prefix = f"rel-{uuid.uuid4().hex[:8]}"
         self.log_path = workdir / f"service-{self.port}.log"
         self.env = {
@@ -286,7 +288,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         bin_dir = Path(sys.executable).parent
-        if self.workers > 1:
+        if self.workers > 1 or self.serve:
             cmd = [str(bin_dir / "riskscore"), "serve", "--port", str(self.port)]
             cmd += ["--workers", str(self.workers)]
         else:

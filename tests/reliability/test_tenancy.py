@@ -10,6 +10,7 @@ private Redis, under a prefix of its own.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +24,16 @@ from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.normalisation.normalise import LOG_COLUMNS
 from service.normalisation.payment import merchant_scoped, split_scoped
-from service.normalisation.pseudonymise import canonical_account, canonical_email, email_domain
+from service.normalisation.pseudonymise import (
+    Pseudonymiser,
+    canonical_account,
+    canonical_email,
+    canonical_ip,
+    email_domain,
+    parse_ip,
+)
 from service.reference.tables import is_disposable_domain
 from service.stores.keys import Keys, tag_value
 from tests.reliability.conftest import (
@@ -37,7 +46,7 @@ from tests.reliability.conftest import (
     in_process_settings,
     payment,
 )
-from training.export import export
+from training.export import export, transactions_frame
 
 SCOPED_SCORE = "rel-scoped-score-3f9a61"
 SCOPED_FEEDBACK = "rel-scoped-feedback-7c20d4"
@@ -76,6 +85,7 @@ async def client(
         redis_prefix=prefix,
         api_keys=KEYS,
         api_key_merchants=SCOPES,
+        redis_timeout_ms=2_000.0,  # semantics, not timing: no answer degraded by a busy CI
     )
     async with AsyncTestClient(app=create_app(settings_)) as c:
         yield c
@@ -511,3 +521,49 @@ def test_canonical_identities_are_fixed_points(raw: str) -> None:
     assert canonical_email(canonical_email(raw)) == canonical_email(raw)
     assert canonical_account(canonical_account(raw)) == canonical_account(raw)
     assert canonical_account(f"  {raw.upper()} ") == canonical_account(raw.upper())
+    pseudonymiser = Pseudonymiser(b"tenancy-secret-0123456789")
+    assert pseudonymiser.email_and_domain(raw) == (pseudonymiser.email(raw), email_domain(raw))
+
+
+def test_export_joins_labels_on_merchant_and_id_and_old_labels_only_when_unambiguous() -> None:
+    """A label joins its merchant's payment; an old one only an id no merchants share."""
+    rows = [("shop-a", "order-1"), ("shop-b", "order-1"), ("shop-a", "order-2")]
+    decisions = pd.DataFrame(
+        [
+            {**dict.fromkeys(LOG_COLUMNS), "merchant_id": m, "transaction_id": t}
+            | {"email_domain": None, "decision": "approve"}
+            for m, t in rows
+        ]
+    )
+    stamp = pd.Timestamp("2026-12-01", tz="UTC")
+    labels = pd.DataFrame(
+        {
+            "merchant_id": ["shop-b", None, None],
+            "transaction_id": ["order-1", "order-1", "order-2"],
+            "label": ["chargeback", "fraud", "fraud"],
+            "reported_at": [stamp] * 3,
+        }
+    )
+    log = transactions_frame(decisions, labels)
+    got = {
+        (m, t): (None if pd.isna(v) else int(v))
+        for m, t, v in zip(log["merchant_id"], log["transaction_id"], log["label"], strict=True)
+    }
+    assert got == {("shop-a", "order-1"): None, ("shop-b", "order-1"): 1, ("shop-a", "order-2"): 1}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    high=st.integers(0, 2**64 - 1),
+    low=st.integers(0, 2**64 - 1),
+    mask=st.sampled_from([2**64 - 1, 0xFFFF0000FFFF0000, 0xFFFF00000000FFFF, 0xFFFF, 0]),
+)
+def test_an_ipv6_entity_is_its_64_network_as_ipaddress_writes_it(
+    high: int, low: int, mask: int
+) -> None:
+    address = ipaddress.IPv6Address(((high & mask) << 64) | low)
+    parsed = parse_ip(str(address))
+    if parsed.version == 4:  # an IPv4-compatible address: its IPv4 address
+        assert (high & mask) == 0 and low >> 32 in (0, 0xFFFF)
+        return
+    assert canonical_ip(parsed) == str(ipaddress.ip_network(f"{address}/64", strict=False))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.contract import VERTICALS
-from service.settings import Settings, parse_api_keys
+from service.errors import ConfigurationError
+from service.settings import Settings, parse_api_key_merchants, parse_api_keys
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS
 
 TOKENS = st.text(alphabet=string.ascii_letters + string.digits, min_size=16, max_size=40)
@@ -61,3 +63,17 @@ def test_the_domain_defaults_cover_every_vertical_once():
         assert 0 <= cuts.challenge <= cuts.review <= cuts.decline <= 100
     assert Settings().thresholds == DEFAULT_THRESHOLDS
     assert Settings().degraded_action == DEFAULT_DEGRADED
+
+
+def test_api_keys_may_be_limited_to_merchants():
+    spec = "k-one=score+feedback@shop-a+shop-b, k-two=admin"
+    assert parse_api_keys(spec) == {
+        "k-one": frozenset({"score", "feedback"}),
+        "k-two": frozenset({"admin"}),
+    }
+    assert parse_api_key_merchants(spec) == {"k-one": frozenset({"shop-a", "shop-b"})}
+    key = "secret-key-5c1e"
+    for bad in ("{k}=score@", "{k}=score@ + ", "{k}=score,{k}=admin", "{k}=@shop-a"):
+        with pytest.raises(ConfigurationError) as refused:
+            parse_api_keys(bad.format(k=key))
+        assert "RISKSCORE_API_KEYS" in str(refused.value) and key not in str(refused.value)
