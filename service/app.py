@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -38,6 +37,7 @@ from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.contract import (
     ErrorBody,
+    FeedbackBatch,
     FeedbackRequest,
     ListChange,
     ScoreRequest,
@@ -50,7 +50,7 @@ from service.errors import (
     RuleError,
     StoreUnavailable,
 )
-from service.model.bundle import ModelBundle, ModelRefused, find_latest
+from service.model.live import LiveModel
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder, RuleLimits
@@ -76,24 +76,14 @@ RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 _REF = "#/components/schemas/"
 
 
-def load_model(model_dir: Path) -> tuple[ModelBundle | None, str | None]:
-    """The newest registered model, or none with the reason it was refused."""
-    try:
-        latest = find_latest(model_dir)
-    except OSError as exc:
-        return None, f"model registry unreadable: {exc}"
-    except ModelRefused as exc:  # a LATEST pointer naming no registered model
-        return None, str(exc)
-    if latest is None:
-        return None, "no model registered"
-    try:
-        return ModelBundle.load(latest), None
-    except ModelRefused as exc:
-        return None, f"model {latest.name} refused: {exc}"
+def build_engine(
+    settings: Settings, metrics: Metrics, live: LiveModel | None = None
+) -> tuple[Engine, str | None]:
+    """The decision core's long-lived parts from ``settings``, and why there is no model.
 
-
-def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | None]:
-    """The decision core's long-lived parts from ``settings``, and why there is no model, if so."""
+    The model is what ``live`` (by default a new ``LiveModel`` of the settings' registry)
+    loads now; the reason is None when one serves.
+    """
     client = make_client(settings.redis_url, settings.redis_timeout_ms)
     store = RiskStore(
         client,
@@ -104,7 +94,8 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         server_clock=settings.clock == "server",
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
-    model, model_problem = load_model(settings.model_dir)
+    live = live if live is not None else LiveModel(settings.model_dir)
+    model = live.load()
     metrics.model_loaded.set(1 if model else 0)
     engine = Engine(
         settings=settings,
@@ -119,7 +110,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, str | No
         metrics=metrics,
         model=model,
     )
-    return engine, model_problem
+    return engine, live.problem
 
 
 async def _every(seconds: float, action: Any) -> None:
@@ -163,11 +154,23 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine, model_problem = build_engine(settings, metrics)
+        live = LiveModel(settings.model_dir)
+        engine, model_problem = build_engine(settings, metrics, live)
         app.state.engine = engine
-        app.state.model_problem = model_problem
         if model_problem:
             log.warning("scoring without a model: %s", model_problem)
+
+        async def follow_model() -> None:
+            before = live.problem
+            model = await asyncio.to_thread(live.reload_if_changed)
+            if model is not None:
+                engine.model = model  # one assignment: a score call sees one model or the other
+                metrics.model_loaded.set(1)
+                metrics.model_reloads.labels("ok").inc()
+                log.info("model now serving: %s", model.version)
+            elif live.problem is not None and live.problem != before:
+                metrics.model_reloads.labels("refused").inc()
+                log.warning("model not swapped: %s", live.problem)
 
         async def reload_rules() -> None:
             # In a thread, so reading and compiling never block the event loop; the compile
@@ -212,7 +215,7 @@ def create_app(settings: Settings) -> Litestar:
                     )
 
         async def readiness() -> dict[str, Any]:
-            return await _readiness(engine, app.state.model_problem, app.state.redis_warnings)
+            return await _readiness(engine, live.problem, app.state.redis_warnings)
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
@@ -220,6 +223,7 @@ def create_app(settings: Settings) -> Litestar:
         settle_heap()
         tasks = [
             asyncio.create_task(_every(settings.rules_reload_seconds, reload_rules)),
+            asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
         try:
@@ -350,7 +354,8 @@ async def _readiness(
 
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/score", "post"): (400, 401, 403, 409, 413, 415, 503),
-    ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415),
+    ("/v1/feedback", "post"): (400, 401, 403, 404, 413, 415, 503),
+    ("/v1/feedback/batch", "post"): (400, 401, 403, 413, 415, 503),
     ("/v1/lists", "get"): (401, 403),
     ("/v1/lists/{name}", "get"): (400, 401, 403),
     ("/v1/lists/{name}/items", "put"): (400, 401, 403, 413, 415),
@@ -362,6 +367,7 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/healthz", "get"): (200,),
     ("/readyz", "get"): (200, 503),
     ("/v1/feedback", "post"): (202,),
+    ("/v1/feedback/batch", "post"): (200,),
     ("/v1/lists", "get"): (200,),
     ("/v1/lists/{name}", "get"): (200,),
     ("/v1/lists/{name}/items", "put"): (200,),
@@ -378,6 +384,7 @@ def _document_bodies(app: Litestar) -> None:
     bodies = {
         ("/v1/score", "post"): ScoreRequest,
         ("/v1/feedback", "post"): FeedbackRequest,
+        ("/v1/feedback/batch", "post"): FeedbackBatch,
         ("/v1/lists/{name}/items", "put"): ListChange,
         ("/v1/lists/{name}/items", "delete"): ListChange,
     }

@@ -174,6 +174,17 @@ class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
 
 
+MAX_BATCH_LABELS: Final = 1_000
+
+
+class FeedbackBatch(msgspec.Struct, frozen=True):
+    """``POST /v1/feedback/batch``: up to ``MAX_BATCH_LABELS`` feedback bodies."""
+
+    labels: Annotated[
+        list[FeedbackRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH_LABELS)
+    ]
+
+
 class ErrorBody(msgspec.Struct, frozen=True):
     """The body of every error answer: what went wrong and, for bad input, each field's problem."""
 

@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``redis_prefix`` (``RISKSCORE_REDIS_PREFIX``): the prefix of every Redis key.
     - ``rules_reload_seconds`` (``RISKSCORE_RULES_RELOAD_SECONDS``): how often rule files
       are checked for changes.
+    - ``model_reload_seconds`` (``RISKSCORE_MODEL_RELOAD_SECONDS``): how often the model
+      registry's ``LATEST`` is checked; a new live model is loaded off the event loop.
     - ``rules_max_file_bytes``, ``rules_max_rules`` (``RISKSCORE_RULES_MAX_FILE_BYTES``,
       ``RISKSCORE_RULES_MAX_RULES``): a larger rule file, or more rules in the directory,
       are refused (``service.rules.RuleLimits``).
@@ -95,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_ms: float = 25.0
     redis_prefix: str = "rs"
     rules_reload_seconds: float = 2.0
+    model_reload_seconds: float = 2.0
     rules_max_file_bytes: int = 256 * 1024
     rules_max_rules: int = 1_000
     rules_reload_timeout_seconds: float = 5.0
@@ -167,6 +170,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_MAX_CLOCK_SKEW_SECONDS", "max_clock_skew_seconds", float),
             ("RISKSCORE_REDIS_TIMEOUT_MS", "redis_timeout_ms", float),
             ("RISKSCORE_RULES_RELOAD_SECONDS", "rules_reload_seconds", float),
+            ("RISKSCORE_MODEL_RELOAD_SECONDS", "model_reload_seconds", float),
             ("RISKSCORE_RULES_MAX_FILE_BYTES", "rules_max_file_bytes", int),
             ("RISKSCORE_RULES_MAX_RULES", "rules_max_rules", int),
             ("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", "rules_reload_timeout_seconds", float),

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from service.cli import add_serve_command
 from service.errors import RiskscoreError
@@ -59,16 +60,25 @@ def _secret() -> bytes | None:
     return value.encode() if value else None
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def _table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *, width: int = 0
+) -> None:
+    """A table on stdout, at least ``width`` characters wide.
+
+    In a narrower terminal lines wrap rather than values being cut.
+    """
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
+        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=bool(width))
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
-    Console().print(table)
+    console = Console()
+    if width > console.width:
+        console = Console(width=width)
+    console.print(table)
 
 
 def _cell(value: object) -> str:
@@ -125,6 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         log,
         registry=args.registry,
         since=args.since,
+        legit_after_days=args.legit_after,
+        as_of=args.as_of,
+        promote=not args.no_promote,
         seed=args.seed,
         progress=not args.json,
         target_decline_rate=args.decline_rate,
@@ -134,8 +147,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    print(f"registered {report.version} in {report.directory}")
+    live = "not promoted: `riskscore models promote` makes it live" if args.no_promote else "live"
+    print(f"registered {report.version} in {report.directory} ({live})")
     print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
+    maturity = report.card["training_data"].get("maturity")
+    if maturity:
+        print(
+            f"--legit-after {maturity['legit_after_days']:g} days as of {maturity['as_of']}: "
+            f"{maturity['unlabelled_counted_legit']:,} unlabelled payments up to "
+            f"{maturity['mature_until']} counted legitimate; "
+            f"{maturity['younger_rows_history_only']:,} younger payments are history only"
+        )
     metrics = result.get("metrics", {})
     names = ["rows", "frauds", "roc_auc", "average_precision", "recall_at_1%_decline"]
     names += ["recall_at_5%_decline", "card_precision_at_100"]
@@ -351,6 +373,267 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labels_import(args: argparse.Namespace) -> int:
+    """``riskscore labels import``: 0 when sent, 1 with invalid or forbidden rows, 2 refused."""
+    import asyncio
+
+    import httpx
+
+    from training.labels import LabelsImportError, import_labels, label_bodies, read_labels_file
+
+    try:
+        bodies = label_bodies(read_labels_file(args.path))
+    except LabelsImportError as exc:
+        print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict:
+        async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout) as client:
+            return await import_labels(
+                bodies,
+                client=client,
+                api_key=args.api_key,
+                batch_size=args.batch_size,
+                retries=args.retries,
+                progress=not args.json,
+            )
+
+    try:
+        result = asyncio.run(run())
+    except LabelsImportError as exc:
+        print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+    result = {"file": str(args.path)} | result
+    invalid = result["counts"]["invalid"] + result["counts"]["forbidden"]
+    if args.json:
+        _print_json(result)
+        return 1 if invalid else 0
+    counts = result["counts"]
+    print(
+        f"sent {result['labels']:,} labels from {args.path} in {result['batches']:,} batches "
+        f"in {result['seconds']} s ({result['labels_per_second'] or 0:,}/s); "
+        f"{result['resent_batches']} batches resent after a failure"
+    )
+    _table("labels by result", ["result", "labels"], [[k, v] for k, v in counts.items()])
+    if result["unknown_rows"]:
+        rows = ", ".join(map(str, result["unknown_rows"][:10]))
+        print(f"unknown (never scored for that merchant): rows {rows}", file=sys.stderr)
+    for problem in result["problems"][:20]:
+        print(f"row {problem['row']}: {problem['field']}: {problem['message']}", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def _add_labels_commands(sub: Any) -> None:
+    labels = sub.add_parser(
+        "labels",
+        help="send labels (chargebacks, confirmed fraud) to a running service",
+        description="Work with the labels the dispute feed produces.",
+    )
+    labels_sub = labels.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    send = labels_sub.add_parser(
+        "import",
+        help="send a CSV or Parquet file of labels through POST /v1/feedback/batch",
+        description="Send a CSV or Parquet file with the columns merchant_id, transaction_id, "
+        "label (fraud, chargeback or legit; 1 and 0 read as fraud and legit), reported_at "
+        "(RFC 3339; an empty cell is stamped by the service) and optionally reason, in file "
+        "order, in batches of up to 1,000, to POST /v1/feedback/batch. Every label updates "
+        "entity risk and the labels stream exactly as POST /v1/feedback does. Batches that "
+        "meet a connection error or a 5xx are resent with backoff (a label sent twice counts "
+        "once). Prints the labels per result (recorded, duplicate, unknown: never scored, "
+        "invalid: with row and field; forbidden: a merchant outside the key's scope); exits 1 "
+        "when some rows were invalid or forbidden, 2 when the file "
+        "cannot be read or the service refused the import.",
+    )
+    send.add_argument("path", metavar="PATH", type=Path, help="labels file (.csv or .parquet)")
+    send.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    send.add_argument("--api-key", required=True, help="a key with the feedback role")
+    send.add_argument(
+        "--batch-size", type=int, default=1000, help="labels per call (1 to 1000; default 1000)"
+    )
+    send.add_argument(
+        "--retries", type=int, default=6, help="resends of a failed batch (default 6)"
+    )
+    send.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per HTTP call (default 30)"
+    )
+    send.add_argument("--json", action="store_true", help="print one JSON object")
+    send.set_defaults(func=cmd_labels_import)
+
+
+def _registry_dir(args: argparse.Namespace) -> Path:
+    return Path(args.registry or os.environ.get("RISKSCORE_MODEL_DIR") or "models")
+
+
+_MODEL_COLUMNS = (
+    *("version", "live", "created", "data (train start to test end)", "test rows", "frauds"),
+    *("roc_auc", "avg precision", "recall@1%"),
+)
+
+
+def _minute(stamp: str | None) -> str | None:
+    """``2026-09-01T00:05:20+00:00`` as ``2026-09-01 00:05`` (UTC)."""
+    return stamp[:16].replace("T", " ") if stamp else None
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """``riskscore models list``: every registered model, the live one marked."""
+    from training.registry import list_models
+
+    registry = _registry_dir(args)
+    models = list_models(registry)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "version": m.version,
+                    "live": m.latest,
+                    "created_at": m.created_at,
+                    "data_start": m.data_start,
+                    "data_end": m.data_end,
+                    "test": m.test_metrics,
+                }
+                for m in models
+            ]
+        )
+        return 0
+    if not models:
+        print(f"no models registered in {registry}")
+        return 0
+    _table(
+        f"models in {registry} (test: the held-out period of each model's card)",
+        _MODEL_COLUMNS,
+        [
+            [
+                m.version,
+                "LATEST" if m.latest else "",
+                _minute(m.created_at),
+                f"{_minute(m.data_start)} to {_minute(m.data_end)}",
+                m.test_metrics.get("rows"),
+                m.test_metrics.get("frauds"),
+                m.test_metrics.get("roc_auc"),
+                m.test_metrics.get("average_precision"),
+                m.test_metrics.get("recall_at_1%_decline"),
+            ]
+            for m in models
+        ],
+        width=160,
+    )
+    return 0
+
+
+def _model_directory(registry: Path, version: str) -> Path:
+    from service.model.bundle import MODEL_CARD, VERSION_PATTERN, find_latest
+    from training.registry import RegistryError
+
+    if version in ("LATEST", "live"):
+        directory = find_latest(registry)
+        if directory is None:
+            raise RegistryError(f"no models registered in {registry}")
+        return directory
+    directory = registry / version
+    if not VERSION_PATTERN.match(version) or not (directory / MODEL_CARD).is_file():
+        raise RegistryError(f"{version!r} is not a registered model in {registry}")
+    return directory
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    """``riskscore models show VERSION``: its model card."""
+    from service.model.bundle import MODEL_CARD, MODEL_CARD_MD
+
+    directory = _model_directory(_registry_dir(args), args.version)
+    if args.json:
+        print((directory / MODEL_CARD).read_text(encoding="utf-8"))
+    else:
+        print((directory / MODEL_CARD_MD).read_text(encoding="utf-8"))
+    return 0
+
+
+_FOLLOW = "a running service follows within RISKSCORE_MODEL_RELOAD_SECONDS (2 s by default)"
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    """``riskscore models promote VERSION``: verify it, then make it live; 1 if refused."""
+    from service.model.bundle import ModelBundle, ModelRefused
+    from training.registry import promote
+
+    registry = _registry_dir(args)
+    directory = _model_directory(registry, args.version)
+    try:
+        ModelBundle.load(directory)  # what the service will do: refuse it here first
+    except ModelRefused as exc:
+        print(f"riskscore models promote: not promoted: {exc}", file=sys.stderr)
+        return 1
+    previous = promote(registry, directory.name)
+    if args.json:
+        _print_json({"live": directory.name, "previous": previous})
+    else:
+        print(f"{directory.name} is live (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """``riskscore models rollback``: make the model live before the current one live."""
+    from training.registry import rollback
+
+    live, previous = rollback(_registry_dir(args))
+    if args.json:
+        _print_json({"live": live, "previous": previous})
+    else:
+        print(f"rolled back: {live} is live again (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
+def _add_models_commands(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="list, show, promote and roll back registered models",
+        description="The model registry (--registry, else RISKSCORE_MODEL_DIR, else models/): "
+        "LATEST names the live model, PROMOTIONS.json keeps the promotion history. A running "
+        "service follows LATEST within seconds, without a restart.",
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    def action(name: str, func: Any, help_: str, description: str) -> argparse.ArgumentParser:
+        parser = models_sub.add_parser(name, help=help_, description=description)
+        parser.add_argument(
+            "--registry", type=Path, help="the registry (RISKSCORE_MODEL_DIR, else models/)"
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.set_defaults(func=func)
+        return parser
+
+    action(
+        "list",
+        cmd_models_list,
+        "every registered model: version, created, data period, test metrics, which is live",
+        "Every registered model, oldest first: when it was made, the period of its training "
+        "data (first training payment to last test payment), its held-out test figures, and "
+        "LATEST beside the live one.",
+    )
+    show = action(
+        "show",
+        cmd_models_show,
+        "print a model's card",
+        "Print the model card (MODEL_CARD.md; with --json, model_card.json) of VERSION.",
+    )
+    show.add_argument("version", metavar="VERSION", help="a version, or LATEST for the live one")
+    promote = action(
+        "promote",
+        cmd_models_promote,
+        "make a registered model live",
+        "Verify VERSION as the service will (card, hashes, catalogue), then point LATEST at "
+        "it and record the promotion; a model that fails the checks is not promoted (exit 1).",
+    )
+    promote.add_argument("version", metavar="VERSION", help="the version to make live")
+    action(
+        "rollback",
+        cmd_models_rollback,
+        "make the model live before the current one live again",
+        "Go back to the model that was live before the current one (the promotion history, "
+        "PROMOTIONS.json); a second rollback goes one further back.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``riskscore`` argument parser, every command registered."""
     parser = argparse.ArgumentParser(
@@ -391,10 +674,33 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="build features from a log, train, evaluate and register a model",
         description="Rows before --since, and rows without a label, are history only: they "
-        "feed the features but are not training examples.",
+        "feed the features but are not training examples. A production export carries only "
+        "fraud and chargeback labels (nobody reports a payment as fine): train it with "
+        "--legit-after DAYS, so that a payment without a fraud label that is older than DAYS "
+        "counts as legitimate; younger payments are then history only, labelled or not. "
+        "The new model goes live (LATEST) unless --no-promote.",
     )
     train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
     train.add_argument("--since", help="first training example time (RFC 3339)")
+    train.add_argument(
+        "--legit-after",
+        type=float,
+        metavar="DAYS",
+        help="an unlabelled payment older than DAYS at --as-of is legitimate (chargebacks "
+        "come within about 120 days for cards, days for UPI and wallets: choose the longest "
+        "window your methods have; see README)",
+    )
+    train.add_argument(
+        "--as-of",
+        metavar="TS",
+        help="the moment maturity is counted from (RFC 3339; default: the log's last "
+        "payment or label)",
+    )
+    train.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="register the model without making it live (LATEST stays as it is)",
+    )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -472,6 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only payments from this time on (RFC 3339)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
+    _add_labels_commands(sub)
+    _add_models_commands(sub)
     return parser
 
 

@@ -6,24 +6,56 @@
 time. A model is written into a hidden staging directory and renamed into place in one
 step, so a reader never sees half a model; ``LATEST`` is replaced atomically too.
 
+``<registry>/PROMOTIONS.json`` is the promotion history: ``live``, the models that were
+live, oldest first, the current one last (``rollback`` pops it and makes the one before
+live again), and ``events``, every promotion and rollback with its time. It is rewritten
+whole and renamed into place, under a lock file (``.lock``) that serialises promotions.
+A running service follows ``LATEST`` (``service.model.live``).
+
 The service finds and verifies models with ``service.model.bundle`` alone (it never
 imports training); this module is the writing side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
+from service.errors import ModelRefused, RiskscoreError
 from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, find_latest
+
+PROMOTIONS: Final = "PROMOTIONS.json"
+_LOCK: Final = ".lock"
+
+
+class RegistryError(RiskscoreError):
+    """A promotion or rollback that cannot be done; the message says why."""
+
+
+class PromotionEvent(msgspec.Struct, frozen=True):
+    """One promotion or rollback, as ``PROMOTIONS.json`` keeps it."""
+
+    at: str  # RFC 3339, UTC
+    action: str  # "promote" or "rollback"
+    version: str  # live after the event
+    previous: str | None  # live before it
+
+
+class Promotions(msgspec.Struct):
+    """The content of ``PROMOTIONS.json``."""
+
+    live: list[str] = msgspec.field(default_factory=list)
+    events: list[PromotionEvent] = msgspec.field(default_factory=list)
 
 
 def version_name(created: datetime, artifact_sha256: str) -> str:
@@ -58,14 +90,105 @@ def register(
     return final
 
 
-def promote(registry: Path | str, version: str) -> None:
-    """Make ``version`` the model the service loads (at its next start or reload)."""
+def _registered(registry: Path, version: str) -> bool:
+    return bool(VERSION_PATTERN.match(version)) and (registry / version / MODEL_CARD).is_file()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it, rename it over ``path``."""
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    try:
+        with temporary.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(registry: Path) -> Iterator[None]:
+    with (registry / _LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def promotions(registry: Path | str) -> Promotions:
+    """The promotion history; empty when the registry has none (or it cannot be read)."""
+    path = Path(registry) / PROMOTIONS
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Promotions)
+    except (OSError, msgspec.DecodeError):
+        return Promotions()
+
+
+def live_version(registry: Path | str) -> str | None:
+    """The version ``LATEST`` names (or the service would load); None when none."""
+    directory = find_latest(registry)
+    return directory.name if directory is not None else None
+
+
+def _point(
+    registry: Path, history: Promotions, action: str, version: str, previous: str | None
+) -> None:
+    history.events.append(
+        PromotionEvent(datetime.now(UTC).isoformat(timespec="seconds"), action, version, previous)
+    )
+    _write_atomically(registry / PROMOTIONS, msgspec.json.format(msgspec.json.encode(history)))
+    _write_atomically(registry / LATEST, (version + "\n").encode())
+
+
+def promote(registry: Path | str, version: str) -> str | None:
+    """Make ``version`` live; returns the version live before (None when none).
+
+    ``LATEST`` names it, and a running service follows within seconds.
+    """
     registry = Path(registry)
-    if not VERSION_PATTERN.match(version) or not (registry / version / MODEL_CARD).is_file():
-        raise ValueError(f"{version!r} is not a registered model in {registry}")
-    temporary = registry / f".{LATEST}.{uuid.uuid4().hex}"
-    temporary.write_text(version + "\n", encoding="utf-8")
-    os.replace(temporary, registry / LATEST)
+    if not _registered(registry, version):
+        raise RegistryError(f"{version!r} is not a registered model in {registry}")
+    with _locked(registry):
+        try:
+            previous = live_version(registry)
+        except ModelRefused:  # a LATEST naming no registered model: nothing to go back to
+            previous = None
+        history = promotions(registry)
+        if previous is not None and (not history.live or history.live[-1] != previous):
+            history.live.append(previous)  # live before the history began (or set by hand)
+        if not history.live or history.live[-1] != version:
+            history.live.append(version)
+        _point(registry, history, "promote", version, previous)
+        return previous
+
+
+def rollback(registry: Path | str) -> tuple[str, str | None]:
+    """Make the model live before the current one live again; ``(now live, was live)``.
+
+    Successive rollbacks walk further back through the history. A version since deleted
+    from the registry is skipped; with nothing to go back to it is a ``RegistryError``.
+    """
+    registry = Path(registry)
+    with _locked(registry):
+        try:
+            current = live_version(registry)
+        except ModelRefused:
+            current = None
+        history = promotions(registry)
+        live = history.live
+        while live and (live[-1] == current or not _registered(registry, live[-1])):
+            live.pop()
+        if not live:
+            raise RegistryError(
+                f"no earlier live model to roll back to in {registry} "
+                f"(the promotion history in {PROMOTIONS} holds none before {current})"
+            )
+        target = live[-1]
+        _point(registry, history, "rollback", target, current)
+        return target, current
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +200,8 @@ class RegisteredModel:
     latest: bool
     created_at: str | None
     test_metrics: dict[str, Any]
+    data_start: str | None = None  # first payment of the training period
+    data_end: str | None = None  # last payment of the test period
 
 
 def list_models(registry: Path | str) -> list[RegisteredModel]:
@@ -96,11 +221,20 @@ def list_models(registry: Path | str) -> list[RegisteredModel]:
             card = msgspec.json.decode(card_path.read_bytes())
         except msgspec.DecodeError:
             card = {}
+        if not isinstance(card, dict):
+            card = {}
         test = (card.get("metrics") or {}).get("test") or {}
         headline = {k: v for k, v in test.items() if not isinstance(v, dict)}
+        periods = card.get("periods") or {}
         out.append(
             RegisteredModel(
-                directory.name, directory, directory == current, card.get("created_at"), headline
+                directory.name,
+                directory,
+                directory == current,
+                card.get("created_at"),
+                headline,
+                (periods.get("train") or {}).get("start"),
+                (periods.get("test") or {}).get("end"),
             )
         )
     return out

@@ -2,7 +2,12 @@
 
 1. Features for every row, point in time (``training.dataset``).
 2. Examples are the labelled rows at or after ``since``; every other row is history that
-   only feeds the features.
+   only feeds the features. With ``legit_after_days`` (``--legit-after``), a payment with
+   no fraud label that is older than that many days at ``as_of`` (by default the log's
+   last payment or label) is legitimate: no business reports "this payment was fine", a
+   payment becomes legitimate by maturing without a dispute. Rows younger than that are
+   history only, labelled or not: among them only the frauds are known yet, and as
+   examples they would teach (and test) a fraud rate far above the real one.
 3. The examples are split in time order: train (the first 60 % of the examples' time
    span by rows), validation (the next 20 %), test (the last 20 %). A gap as long as the
    typical label delay (median time from a fraud to its label, at most 5 % of the span)
@@ -128,6 +133,9 @@ def train(
     *,
     registry: Path | str,
     since: float | str | datetime | None = None,
+    legit_after_days: float | None = None,
+    as_of: float | str | datetime | None = None,
+    promote: bool = True,
     seed: int = 0,
     progress: bool = False,
     target_decline_rate: float = 0.01,
@@ -144,6 +152,9 @@ def train(
         dataset,
         registry=registry,
         since=since,
+        legit_after_days=legit_after_days,
+        as_of=as_of,
+        promote=promote,
         seed=seed,
         target_decline_rate=target_decline_rate,
         target_precision=target_precision,
@@ -152,6 +163,67 @@ def train(
     )
     report.timings = {"features_seconds": round(built - started, 3)} | report.timings
     return report
+
+
+_LEGIT_AFTER_HINT: Final = (
+    ". A log that carries only fraud labels (a production export: nobody reports a payment "
+    "as fine) trains with --legit-after DAYS, which counts unlabelled payments older than "
+    "DAYS as legitimate"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Maturity:
+    """What ``--legit-after`` made of a log's labels (``mature_labels``)."""
+
+    label: np.ndarray  # 1 fraud, 0 legitimate, NaN not an example
+    legit_after_days: float
+    as_of: float  # Unix seconds
+    cutoff: float  # payments at or before it are mature
+    matured_as_legit: int  # unlabelled payments that became legitimate
+    young_history_only: int  # payments after the cut-off: history only
+
+    def card(self) -> dict[str, Any]:
+        """The model card's ``training_data.maturity``."""
+        return {
+            "legit_after_days": self.legit_after_days,
+            "as_of": _iso(self.as_of),
+            "mature_until": _iso(self.cutoff),
+            "unlabelled_counted_legit": self.matured_as_legit,
+            "younger_rows_history_only": self.young_history_only,
+        }
+
+
+def mature_labels(
+    dataset: pd.DataFrame, legit_after_days: float, as_of: float | None = None
+) -> Maturity:
+    """The labels as ``--legit-after`` makes them (module doc, step 2).
+
+    Unlabelled payments older than ``legit_after_days`` at ``as_of`` count as legitimate,
+    and every payment younger than that is history only.
+
+    ``as_of`` defaults to the log's last payment or label, whichever is later.
+    """
+    if not (math.isfinite(legit_after_days) and legit_after_days >= 0):
+        raise TrainingError(f"--legit-after must be a number of days >= 0, not {legit_after_days}")
+    time_ = dataset["event_time"].to_numpy(dtype=np.float64)
+    label = dataset["label"].to_numpy(dtype=np.float64).copy()
+    if as_of is None:
+        label_at = dataset["label_at"].to_numpy(dtype=np.float64)
+        as_of = float(np.nanmax(np.concatenate([time_, label_at, [-np.inf]])))
+    cutoff = as_of - legit_after_days * 86_400.0
+    mature = time_ <= cutoff
+    unlabelled = np.isnan(label)
+    label[mature & unlabelled] = 0.0
+    label[~mature] = np.nan
+    return Maturity(
+        label=label,
+        legit_after_days=float(legit_after_days),
+        as_of=float(as_of),
+        cutoff=float(cutoff),
+        matured_as_legit=int((mature & unlabelled).sum()),
+        young_history_only=int((~mature).sum()),
+    )
 
 
 def split_periods(dataset: pd.DataFrame, since: float | None = None) -> Split:
@@ -278,19 +350,35 @@ def train_on_dataset(
     *,
     registry: Path | str,
     since: float | str | datetime | None = None,
+    legit_after_days: float | None = None,
+    as_of: float | str | datetime | None = None,
+    promote: bool = True,
     seed: int = 0,
     target_decline_rate: float = 0.01,
     target_precision: float | None = None,
     params: Mapping[str, Any] | None = None,
     data_fingerprint: str | None = None,
 ) -> TrainReport:
-    """Train on a ``training.dataset`` frame (features and meta columns) and register."""
+    """Train on a ``training.dataset`` frame (features and meta columns) and register.
+
+    ``promote=False`` registers without pointing ``LATEST`` at the new model.
+    """
     if not 0 < target_decline_rate < 1:
         raise TrainingError("target_decline_rate must lie between 0 and 1")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     since_seconds = to_unix_seconds(since)
-    split = split_periods(dataset, since_seconds)
+    maturity = None
+    if legit_after_days is not None:
+        maturity = mature_labels(dataset, legit_after_days, to_unix_seconds(as_of))
+        dataset = dataset.assign(label=maturity.label)
+    elif as_of is not None:
+        raise TrainingError("--as-of goes with --legit-after")
+    hint = "" if maturity is not None else _LEGIT_AFTER_HINT
+    try:
+        split = split_periods(dataset, since_seconds)
+    except TrainingError as exc:
+        raise TrainingError(f"{exc}{hint}") from None
     label = dataset["label"].to_numpy(dtype=np.float64)
     for name in ("train", "validation", "test"):
         mask = getattr(split, name)
@@ -301,7 +389,9 @@ def train_on_dataset(
         if labels.sum() == 0:
             raise TrainingError(f"the {name} period holds no fraud: nothing to learn")
         if labels.sum() == len(labels):
-            raise TrainingError(f"the {name} period holds only fraud: no legitimate payments")
+            raise TrainingError(
+                f"the {name} period holds only fraud: no legitimate payments" + hint
+            )
 
     matrix = encode_frame(dataset)
     y = (label == 1).astype(np.int64)
@@ -378,6 +468,7 @@ def train_on_dataset(
             "rows": len(dataset),
             "labelled_rows": int((~np.isnan(label)).sum()),
             "since": _iso(since_seconds) if since_seconds is not None else None,
+            "maturity": maturity.card() if maturity is not None else None,
         },
         "periods": {
             "history": _range(time_, np.ones(len(time_), dtype=bool)),
@@ -420,6 +511,7 @@ def train_on_dataset(
             MODEL_CARD: card_bytes,
             MODEL_CARD_MD: model_card_markdown(card).encode(),
         },
+        make_latest=promote,
     )
     return TrainReport(version, directory, card, timings)
 
@@ -501,6 +593,17 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _maturity_lines(maturity: Mapping[str, Any] | None) -> list[str]:
+    if not maturity:
+        return []
+    return [
+        f"- legitimate by maturity (--legit-after {maturity['legit_after_days']:g} days, as of "
+        f"{maturity['as_of']}): {maturity['unlabelled_counted_legit']:,} unlabelled payments "
+        f"up to {maturity['mature_until']}; {maturity['younger_rows_history_only']:,} younger "
+        "payments are history only"
+    ]
+
+
 def model_card_markdown(card: Mapping[str, Any]) -> str:
     """The model card for people: what the model is, what it was trained on, how it does."""
     test = card["metrics"]["test"]
@@ -518,6 +621,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         f"- rows: {card['training_data']['rows']:,} "
         f"({card['training_data']['labelled_rows']:,} labelled)",
         f"- label-delay gap between periods: {periods['label_delay_gap_seconds'] / 3600:.1f} h",
+        *_maturity_lines(card["training_data"].get("maturity")),
         "",
         "| period | from | to | rows | frauds | fraud rate |",
         "| --- | --- | --- | ---: | ---: | ---: |",

@@ -74,6 +74,19 @@ async def require_role(connection: ASGIConnection, handler: BaseRouteHandler) ->
         )
 
 
+def merchant_scope(connection: ASGIConnection) -> frozenset[str] | None:
+    """The merchants the request's key may act for; None for every merchant.
+
+    For a route that checks many merchants at once (a batch of labels), after
+    ``require_role`` let the key in.
+    """
+    state = connection.app.state
+    if not state.api_key_merchants:
+        return None
+    key = matching_key(state.api_keys, connection.headers.get("x-api-key"))
+    return state.api_key_merchants.get(key) if key is not None else frozenset()
+
+
 def require_merchant(connection: ASGIConnection, merchant_id: str) -> None:
     """Refuse (403) a scoped key acting for a merchant outside its scope.
 

@@ -15,7 +15,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from service.contract import ErrorBody
-from service.errors import IdempotencyConflict, InvalidRequest, NotFound, RetryLater
+from service.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    RetryLater,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("riskscore")
 _encoder = msgspec.json.Encoder()
@@ -34,6 +40,8 @@ ERROR_ANSWERS: Final[dict[type[Exception], ErrorAnswer]] = {
     NotFound: ErrorAnswer(404),
     IdempotencyConflict: ErrorAnswer(409),
     RetryLater: ErrorAnswer(503, retry_after="1"),
+    # Redis out of reach outside the score path (which degrades instead): feedback, lists
+    StoreUnavailable: ErrorAnswer(503, "redis unavailable, retry", retry_after="1"),
 }
 
 

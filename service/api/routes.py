@@ -16,10 +16,18 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 from litestar.types import Message, Receive, Scope, Send
 
+from service.api import feedback_batch
 from service.api.admission import AdmissionLimit
-from service.api.auth import authorize, check_merchant, require_merchant, require_role
+from service.api.auth import (
+    authorize,
+    check_merchant,
+    merchant_scope,
+    require_merchant,
+    require_role,
+)
 from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
+from service.decision.feedback import record_labels
 from service.decision.scoring import Engine, score
 from service.errors import FieldProblem, InvalidRequest, NotFound
 from service.normalisation.list_items import LIST_NAMES, check_name, normalise_items
@@ -166,12 +174,8 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     _require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
     require_merchant(request, body.merchant_id)
-    engine: Engine = state.engine
-    reported_at = body.reported_at.timestamp() if body.reported_at else engine.clock()
-    known = await engine.store.record_feedback(
-        body.merchant_id, body.transaction_id, body.label, reported_at, reason=body.reason
-    )
-    if not known:
+    [outcome] = await _record(state.engine, [body])
+    if outcome == "unknown":
         raise NotFound(
             f"transaction {body.transaction_id} was never scored for merchant {body.merchant_id}"
         )
@@ -180,9 +184,65 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
             "merchant_id": body.merchant_id,
             "transaction_id": body.transaction_id,
             "label": body.label,
+            "result": outcome,
         },
         202,
     )
+
+
+@post(
+    "/v1/feedback/batch",
+    guards=[require_role],
+    opt={"role": "feedback"},
+    status_code=200,
+    request_max_body_size=feedback_batch.MAX_BODY_BYTES,
+)
+async def feedback_batch_route(request: Request, state: State) -> Response[bytes]:
+    """Record up to 1,000 labels; one result per label, in order.
+
+    A result is ``recorded``, ``duplicate``, ``unknown``, ``invalid`` with the field
+    problems, or ``forbidden`` for a merchant outside the API key's scope.
+    """
+    _require_json(request)
+    decoded = feedback_batch.decode_feedback_batch(await request.body())
+    scope = merchant_scope(request)
+    allowed = [
+        isinstance(item, FeedbackRequest) and (scope is None or item.merchant_id in scope)
+        for item in decoded
+    ]
+    valid = [
+        item
+        for item, ok in zip(decoded, allowed, strict=True)
+        if ok and isinstance(item, FeedbackRequest)
+    ]
+    outcomes = iter(await _record(state.engine, valid))
+    results: list[dict[str, object]] = []
+    counts = dict.fromkeys(("recorded", "duplicate", "unknown", "invalid", "forbidden"), 0)
+    for index, (item, ok) in enumerate(zip(decoded, allowed, strict=True)):
+        if not isinstance(item, FeedbackRequest):
+            outcome = "invalid"
+            results.append({"index": index, "result": outcome, "problems": item})
+        else:
+            outcome = next(outcomes) if ok else "forbidden"
+            results.append(
+                {
+                    "index": index,
+                    "merchant_id": item.merchant_id,
+                    "transaction_id": item.transaction_id,
+                    "result": outcome,
+                }
+            )
+        counts[outcome] += 1
+    return _json({"results": results, "counts": counts})
+
+
+async def _record(engine: Engine, labels: list[FeedbackRequest]) -> list[str]:
+    """``record_labels``, shared by both feedback routes.
+
+    Redis out of reach (``StoreUnavailable``) is a 503; a retry is safe, since a label
+    applied twice is a duplicate.
+    """
+    return list(await record_labels(engine, labels))
 
 
 # The lists serve every merchant: an admin key limited to merchants may not change them.
@@ -262,6 +322,7 @@ async def metrics(state: State) -> Response[bytes]:
 ROUTES = [
     score_payment,
     feedback,
+    feedback_batch_route,
     list_names,
     list_items,
     add_list_items,

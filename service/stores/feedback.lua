@@ -6,8 +6,10 @@
 -- A fraud or chargeback label adds 1 to the transaction's buckets unless the transaction
 -- already counts as fraud; legit takes a counted fraud back (a bucket at 0 is dropped).
 -- The mark is kept in the transaction's decision (read_claim has the layout; a decision
--- stored before it is a hash, with a 'fraud' field). Every label goes to the stream.
--- Returns the delta applied, or false when the transaction was never scored.
+-- stored before it is a hash, with a 'fraud' field): '1' fraud, '0' legit, '' no label.
+-- A label that changes nothing (fraud or chargeback on a fraud, legit on a legit) is a
+-- duplicate: it counts once. Every label goes to the stream. Returns the delta applied,
+-- 'duplicate', or false when the transaction was never scored.
 
 -- The decision's fraud mark ('1' counted, else not) and a function that stores another.
 local function fraud_mark(tx)
@@ -30,12 +32,13 @@ local function feedback(KEYS, ARGV)
   local label = ARGV[1]
   local was = mark == '1'
   local fraud = label == 'fraud' or label == 'chargeback'
+  local duplicate = (fraud and was) or (not fraud and mark == '0')
   local delta = 0
-  if fraud and not was then
+  if fraud and not duplicate then
     delta = 1
     store('1')
-  elseif was and not fraud then
-    delta = -1
+  elseif not duplicate then
+    if was then delta = -1 end
     store('0')
   end
   if delta ~= 0 then
@@ -47,5 +50,6 @@ local function feedback(KEYS, ARGV)
   call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'transaction_id', ARGV[2],
     'label', label, 'reported_at', ARGV[3], 'event_time', ARGV[5], 'reason', ARGV[6],
     'merchant_id', ARGV[7])
+  if duplicate then return 'duplicate' end
   return delta
 end

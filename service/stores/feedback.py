@@ -1,12 +1,16 @@
 """Labels into entity risk: a confirmed fraud counts for the scored transaction's entities.
 
-``record_feedback`` reads the entity record that ``commit`` kept beside the decision
-(``transactions.TransactionRecord``), then one Redis function (``feedback`` in the
-library) marks the transaction, appends the label to the labels stream, and for a fraud
-label adds to its entities' fraud counters in its buckets, once per transaction.
+``record_feedback_many`` reads the entity records that ``commit`` kept beside the
+decisions (``transactions.TransactionRecord``), then one Redis function call per label
+(``feedback`` in the library) marks the transaction, appends the label to the labels
+stream, and for a fraud label adds to its entities' fraud counters in its buckets, once per
+transaction; ``record_feedback`` is the same for one label.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -18,6 +22,19 @@ from service.stores.transactions import TransactionStore, transaction_record_dec
 
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
+# recorded: it changed the transaction's label; duplicate: it carried the label the
+# transaction had already (counted once); unknown: the transaction was never scored.
+FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
+
+
+class FeedbackLabel(NamedTuple):
+    """One label for ``record_feedback_many``."""
+
+    merchant_id: str
+    transaction_id: str
+    label: str  # one of LABELS
+    reported_at: float  # Unix seconds
+    reason: str | None = None
 
 
 class FeedbackStore:
@@ -55,40 +72,75 @@ class FeedbackStore:
         """Apply a label to the entity risk of the merchant's scored transaction.
 
         False if that merchant never had it scored (another merchant's payment of the same
-        id is never touched). A transaction decided before merchants were part of its key
-        (``keys.py``) is found under its old key when its record's merchant is
-        ``merchant_id``.
+        id is never touched). ``record_feedback_many`` of one label.
         """
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {sorted(LABELS)}, not {label!r}")
-        tx = self.keys.transaction(merchant_id, transaction_id)
-        decided = await self.transactions.decided(tx, self._budget)
-        if decided is None:
-            tx = self.keys.legacy_transaction(transaction_id)
-            decided = await self.transactions.decided(tx, self._budget)
-            if decided is not None and decided.record:
-                legacy = transaction_record_decoder.decode(decided.record)
-                if legacy.e.get("merchant") != merchant_id:
-                    return False
-        if decided is None or not decided.record:
-            return False
-        record = transaction_record_decoder.decode(decided.record)
+        [outcome] = await self.record_feedback_many(
+            [FeedbackLabel(merchant_id, transaction_id, label, reported_at, reason)]
+        )
+        return outcome != "unknown"
+
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order, in a bounded number of pipelined round trips.
+
+        One reads every transaction under its merchant's key, one more (only when some
+        were not found) under the key of the layout before merchants were part of it (a
+        transaction decided then is found when its record's merchant is the label's), and
+        one applies the labels. A later label of the same transaction sees the earlier
+        one. One outcome per label.
+        """
+        for item in labels:
+            if item.label not in LABELS:
+                raise ValueError(f"label must be one of {sorted(LABELS)}, not {item.label!r}")
+        if not labels:
+            return []
+
+        async def run() -> list[FeedbackOutcome]:
+            keys = [self.keys.transaction(i.merchant_id, i.transaction_id) for i in labels]
+            decided = await self.transactions.decided_many(keys)
+            missing = [i for i, found in enumerate(decided) if found is None]
+            if missing:
+                legacy = [self.keys.legacy_transaction(labels[i].transaction_id) for i in missing]
+                for i, key, found in zip(
+                    missing, legacy, await self.transactions.decided_many(legacy), strict=True
+                ):
+                    if found is not None and found.record:
+                        merchant = transaction_record_decoder.decode(found.record).e.get("merchant")
+                        if merchant == labels[i].merchant_id:
+                            keys[i], decided[i] = key, found
+            outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
+            calls, positions = [], []
+            for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
+                if found is not None and found.record:
+                    calls.append(self._feedback_call(keys[i], item, found.record))
+                    positions.append(i)
+            results = await self.library.call_many(self.client, "feedback", calls)
+            for i, result in zip(positions, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                if result is not None:
+                    outcomes[i] = "duplicate" if result == b"duplicate" else "recorded"
+            return outcomes
+
+        return await self.breaker.call(self._budget, run)
+
+    def _feedback_call(
+        self, tx: str, item: FeedbackLabel, record_json: bytes
+    ) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of ``feedback.lua`` for one label of transaction key ``tx``."""
+        record = transaction_record_decoder.decode(record_json)
         keys = [tx, self.keys.labels]
         args: list[str | int | float] = [
-            label,
-            transaction_id,
-            reported_at,
+            item.label,
+            item.transaction_id,
+            item.reported_at,
             self._maxlen,
             record.t,
-            reason or "",
-            merchant_id,
+            item.reason or "",
+            item.merchant_id,
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
             if value is not None and e.frauds:
                 keys.append(self.keys.velocity(e.entity, value, e.layout))
                 args.append(e.index)
-        result = await self.breaker.call(
-            self._budget, lambda: self.library.call(self.client, "feedback", keys, args)
-        )
-        return result is not None
+        return keys, args

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.stores.list_names import LOOKUP_ATTRIBUTES
@@ -92,6 +93,38 @@ class Library:
     async def load(self, client: Commands) -> None:
         """Load (or replace) the library in Redis."""
         await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.source)
+
+    async def call_many(
+        self,
+        client: aioredis.Redis,
+        function: str,
+        calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+    ) -> list[Any]:
+        """``call`` for many (keys, args) in one pipelined round trip, run in order.
+
+        An error of one call is returned in its place. Calls refused because the library
+        is not loaded (none of them ran) are sent again once it is.
+        """
+        name = self.functions[function]
+
+        async def send(indices: Sequence[int]) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for i in indices:
+                    keys, args = calls[i]
+                    pipe.execute_command("FCALL", name, len(keys), *keys, *args)
+                return await pipe.execute(raise_on_error=False)
+
+        results = await send(range(len(calls)))
+        missing = [
+            i
+            for i, result in enumerate(results)
+            if isinstance(result, ResponseError) and "function not found" in str(result).lower()
+        ]
+        if missing:
+            await self.load(client)
+            for i, result in zip(missing, await send(missing), strict=True):
+                results[i] = result
+        return results
 
     async def call(
         self, client: Commands, function: str, keys: Sequence[str], args: Sequence[Any]

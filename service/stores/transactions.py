@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -106,3 +107,31 @@ class TransactionStore:
                 return decision
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
+
+    async def decided_many(self, keys: Sequence[str]) -> list[Decided | None]:
+        """``decided`` of many transaction keys, in one pipelined round trip.
+
+        One more reads those still stored as hashes (the layout before the string value).
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute(raise_on_error=False)
+        found: list[Decided | None] = []
+        hashes = []
+        for i, value in enumerate(values):
+            if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
+                hashes.append(i)
+                found.append(None)
+            elif isinstance(value, Exception):
+                raise value
+            else:
+                found.append(read_decided(value))
+        if hashes:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in hashes:
+                    pipe.hmget(keys[i], ["state", "record", "decision"])
+                for i, (state, record, decision) in zip(hashes, await pipe.execute(), strict=True):
+                    if state == b"done" and decision is not None:
+                        found[i] = Decided(record or b"", decision)
+        return found

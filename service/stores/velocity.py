@@ -31,7 +31,9 @@ transaction's stored answer when no decision is there and no other call holds th
 answer that was stored first.
 
 Feedback (``feedback.py``) adds a confirmed fraud to the fraud counters of the original
-transaction's entities, in its buckets, once per transaction.
+transaction's entities, in its buckets, once per transaction, for any number of labels in
+at most three pipelined round trips (reads, a read of the old key layout for those not
+found, the labels applied in order); ``record_feedback`` is the same for one label.
 
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
@@ -80,7 +82,7 @@ import redis.asyncio as aioredis
 from service.decision.record import record_key
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
-from service.stores.feedback import FeedbackStore
+from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
@@ -649,11 +651,17 @@ class RiskStore(VelocityStore):
             merchant_id, transaction_id, label, reported_at, reason
         )
 
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order, in a bounded number of round trips (``FeedbackStore``)."""
+        return await self.feedback.record_feedback_many(labels)
+
 
 __all__ = [  # the stored decision's layout is ``transactions``', re-exported for callers here
     "CLAIM_TTL_SECONDS",
     "Begin",
     "Decided",
+    "FeedbackLabel",
+    "FeedbackOutcome",
     "RiskStore",
     "VelocityStore",
     "decided_value",

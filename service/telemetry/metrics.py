@@ -94,6 +94,18 @@ class Metrics:
             registry=r,
         )
         self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
+        self.labels = Counter(
+            "riskscore_labels",
+            "Labels received (feedback and batches), by outcome: recorded, duplicate, unknown",
+            ["result"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "riskscore_model_reloads",
+            "Models swapped in, or refused, after LATEST changed",
+            ["result"],
+            registry=r,
+        )
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
         self._rule_hits: dict[tuple[str, str], Counter] = {}

@@ -205,3 +205,18 @@ def test_only_cidr_ranges_shorter_than_an_address_are_ranges() -> None:
     assert ip_range("10.1.2.3/32") is None
     assert ip_range("10.1.2.3") is None
     assert ip_range("ip_AbCd-_x/3") is None
+
+
+async def test_bare_customer_items_of_the_old_layout_are_rewritten_once(
+    lists: ListStore, store: RiskStore
+) -> None:
+    await lists.add("allow_customer", ["c1", "m1:c9"], reason="vip")  # as stored before
+    assert (await store.begin(make_payment("t1"), digest="d")).list_hits == []
+    assert await lists.migrate_customer_items() == 1
+    assert await lists.migrate_customer_items() == 0
+    assert sorted(i.item for i in await lists.get("allow_customer")) == [":c1", "m1:c9"]
+    assert (await lists.sizes())["allow_customer"] == 2
+    hits = (await store.begin(make_payment("t2"), digest="d")).list_hits
+    assert [(h.list_name, h.entity, h.reason) for h in hits] == [
+        ("allow_customer", "customer_anywhere", "vip")
+    ]

@@ -5,16 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from service.model.bundle import find_latest
 from service.model.compiled import sigmoid_many
+from tests.integration.test_train_end_to_end import SMALL, synthetic_log
 from training.train import (
     TrainingError,
     choose_thresholds,
     cut_for_precision,
     cut_for_rate,
     fit_platt,
+    mature_labels,
     split_periods,
     to_unix_seconds,
+    train,
 )
 
 DAY = 86_400
@@ -110,3 +116,77 @@ def test_thresholds_are_ordered_per_vertical_with_a_global_fallback():
         assert cut.challenge <= cut.review <= cut.decline
     assert cuts["adult"] == cuts["gaming"]  # too few rows: the global cut-offs
     assert (scores[verticals == "forex"] >= cuts["forex"].decline).mean() <= 0.01
+
+
+# --- --legit-after: payments become legitimate by maturing without a dispute ----------------
+
+
+@st.composite
+def _label_logs(draw: st.DrawFn) -> pd.DataFrame:
+    n = draw(st.integers(1, 60))
+    times = draw(st.lists(st.integers(0, 90 * DAY), min_size=n, max_size=n))
+    labels = draw(st.lists(st.sampled_from([np.nan, 0.0, 1.0]), min_size=n, max_size=n))
+    delays = draw(st.lists(st.integers(0, 40 * DAY), min_size=n, max_size=n))
+    label = np.array(labels)
+    return pd.DataFrame(
+        {
+            "event_time": np.array(times, dtype=float),
+            "label": label,
+            "label_at": np.where(np.isnan(label), np.nan, np.array(times) + np.array(delays)),
+        }
+    )
+
+
+@given(log=_label_logs(), days=st.floats(0, 100), as_of=st.none() | st.integers(0, 200 * DAY))
+def test_legit_after_labels_only_mature_payments_and_keeps_every_known_label(log, days, as_of):
+    maturity = mature_labels(log, days, None if as_of is None else float(as_of))
+    t = log["event_time"].to_numpy()
+    before = log["label"].to_numpy()
+    end = float(np.nanmax([t.max(), np.nanmax(log["label_at"].to_numpy(), initial=-np.inf)]))
+    assert maturity.as_of == (end if as_of is None else as_of)
+    mature = t <= maturity.as_of - days * DAY
+    after = maturity.label
+    # a mature payment is an example: its own label, else legitimate
+    assert np.array_equal(after[mature], np.where(np.isnan(before), 0.0, before)[mature])
+    # a younger payment is history only, whatever it carries
+    assert np.isnan(after[~mature]).all()
+    assert maturity.matured_as_legit == int((mature & np.isnan(before)).sum())
+    assert maturity.young_history_only == int((~mature).sum())
+
+
+def test_legit_after_must_be_a_number_of_days():
+    with pytest.raises(TrainingError, match="--legit-after"):
+        mature_labels(_dataset(), -1.0)
+
+
+def _fraud_only_log() -> pd.DataFrame:
+    """What a production export holds: frauds labelled, every other payment unlabelled."""
+    log = synthetic_log(customers=250, attacks=40)
+    log["label"] = log["label"].where(log["label"] == 1, None)
+    return log
+
+
+def test_a_fraud_only_log_fails_with_advice_to_use_legit_after(tmp_path):
+    with pytest.raises(TrainingError, match="--legit-after"):
+        train(_fraud_only_log(), registry=tmp_path, params=SMALL)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_fraud_only_log_trains_with_legit_after_and_the_card_says_how(tmp_path):
+    log = _fraud_only_log()
+    report = train(log, registry=tmp_path, legit_after_days=3, params=SMALL)
+    maturity = report.card["training_data"]["maturity"]
+    assert maturity["legit_after_days"] == 3
+    unlabelled = log["label"].isna()
+    assert 0 < maturity["unlabelled_counted_legit"] < int(unlabelled.sum())
+    periods = report.card["periods"]
+    assert periods["test"]["end"] <= maturity["mature_until"]
+    for name in ("train", "validation", "test"):
+        assert 0 < periods[name]["frauds"] < periods[name]["rows"]
+    assert find_latest(tmp_path) == report.directory
+    assert "--legit-after 3 days" in (report.directory / "MODEL_CARD.md").read_text()
+
+
+def test_as_of_without_legit_after_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="--as-of"):
+        train(_fraud_only_log(), registry=tmp_path, as_of="2026-10-01", params=SMALL)
