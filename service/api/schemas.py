@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 
+from service.api.pan import find_pan, precheck
 from service.contract import (
     Funding,
     Instant,
@@ -59,24 +60,6 @@ _TREE_DECODER = msgspec.json.Decoder(float_hook=Decimal)
 _SCORE_DECODER = msgspec.json.Decoder(ScoreRequest)
 _DECODERS: dict[type, msgspec.json.Decoder] = {ScoreRequest: _SCORE_DECODER}
 
-_DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
-# Thirteen digits in a row once spaces and dashes are dropped: a body without that (and
-# without \u escapes, which could spell digits) holds no PAN, and most bodies are like that.
-_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
-_THIRTEEN_ZEROS = b"0" * 13
-
-
-def _may_hold_pan(raw: bytes) -> bool:
-    return _THIRTEEN_ZEROS in raw.translate(_DIGITS_AS_ZERO, b" -")
-
-
-# ``_DIGITS_AS_ZERO`` that also turns { into [, so that the translated body answers the
-# depth pre-check (a count of [) as well as the PAN pre-check.
-_SCREEN_TABLE: Final = _DIGITS_AS_ZERO.replace(b"{", b"[")
-
-
-_GROUP_SPLIT = re.compile(r"[ -]")
-_HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{20,}")
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _CODE = re.compile(r"[A-Za-z]{2,5}")
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -92,32 +75,43 @@ def decode_score_request(
     Raises ``PanDetected`` for a card number anywhere, else ``InvalidRequest`` with every
     problem found; never anything else, whatever the bytes.
     """
-    tree = _decode_tree(body)
+    tree, plain = _screened_tree(body)
     try:
         request = _SCORE_DECODER.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
         first = _problem_from_msgspec(exc)
         problems = _check_score_tree(tree, currencies)
         raise InvalidRequest([first, *(p for p in problems if p.field != first.field)]) from None
-    if problems := _check_decoded(tree, request, currencies):
+    problems = _check_decoded(tree, request, currencies)
+    if not plain:
+        problems += unprintable_fields(request)
+    if problems:
         raise InvalidRequest(problems)
     return request
 
 
 def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T:
     """Decode any JSON body of the contract (feedback, list changes) with the PAN screen."""
-    _decode_tree(body)
+    _, plain = _screened_tree(body)
     decoder = _DECODERS.get(type_)
     if decoder is None:
         decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
         raise InvalidRequest([_problem_from_msgspec(exc)]) from None
+    if not plain and (problems := unprintable_fields(decoded)):
+        raise InvalidRequest(problems)
+    return decoded
 
 
 def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """The body as plain JSON values (numbers as int or exact Decimal), screened for PANs."""
+    return _screened_tree(body)[0]
+
+
+def _screened_tree(body: bytes | bytearray | memoryview | str) -> tuple[dict[str, Any], bool]:
+    """``_decode_tree``'s tree, and whether every string in it is certainly printable."""
     try:
         tree = _TREE_DECODER.decode(body)
     except RecursionError:
@@ -127,14 +121,65 @@ def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:
         raise InvalidRequest([FieldProblem("body", f"not valid JSON: {reason}")]) from None
     if not isinstance(tree, dict):
         raise InvalidRequest([FieldProblem("body", "must be a JSON object")])
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    # One pass for both pre-checks: every { and [ counts as a [, and _may_hold_pan's view.
-    screened = raw.translate(_SCREEN_TABLE, b" -")
+    if type(body) is bytes:
+        raw = body
+    else:
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    # One pass for both pre-checks: every { and [ counts as a [ in the PAN pre-check's view.
+    may_hold_pan, may_be_unprintable, screened = precheck(raw)
     if screened.count(b"[") > MAX_DEPTH:
         _check_depth(tree)
-    if (b"\\" in raw and b"\\u" in raw) or _THIRTEEN_ZEROS in screened:
-        screen_for_pan(tree)
-    return tree
+    if may_hold_pan and (field := find_pan(raw, tree)) is not None:
+        if field == "device.ip" and _is_ip(tree):
+            # An address such as 2001:4860:4860::8888 reads as digit groups; it is
+            # pseudonymised on arrival, never stored or logged. Screen the rest.
+            device = {**tree["device"], "ip": ""}
+            rest = {**tree, "device": device}
+            field = find_pan(msgspec.json.encode(rest), rest)
+        if field is not None:
+            raise PanDetected(field)
+    return tree, not may_be_unprintable
+
+
+def _is_ip(tree: dict[str, Any]) -> bool:
+    device = tree.get("device")
+    ip = device.get("ip") if isinstance(device, dict) else None
+    if not isinstance(ip, str):
+        return False
+    try:
+        parse_ip(ip)
+    except ValueError:
+        return False
+    return True
+
+
+# --- printable text -------------------------------------------------------------------------
+
+UNPRINTABLE: Final = (
+    "must be printable text: no control, format (zero-width, bidi), surrogate, private-use "
+    "or unassigned characters, and no space but U+0020"
+)
+
+
+def unprintable_fields(value: Any, path: str = "") -> list[FieldProblem]:
+    """Every string field of the decoded body ``value`` (a struct) that is not printable.
+
+    Printable is ``str.isprintable``: letters, marks, numbers, punctuation, symbols and
+    U+0020.
+    """
+    problems: list[FieldProblem] = []
+    if isinstance(value, str):
+        if not value.isprintable():
+            problems.append(FieldProblem(path or "body", UNPRINTABLE))
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            child = getattr(value, name)
+            if child is not None and not isinstance(child, bool | int | float | Decimal):
+                problems += unprintable_fields(child, f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problems += unprintable_fields(item, f"{path}[{i}]")
+    return problems
 
 
 def _check_depth(tree: Any) -> None:
@@ -147,115 +192,6 @@ def _check_depth(tree: Any) -> None:
             stack.extend((item, depth + 1) for item in value.values())
         elif isinstance(value, list):
             stack.extend((item, depth + 1) for item in value)
-
-
-# --- PAN screen ------------------------------------------------------------------------------
-
-
-def luhn_valid(digits: str) -> bool:
-    """Whether ``digits`` (ASCII digits only) pass the Luhn check of card numbers."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _pan_layout(groups: list[str]) -> bool:
-    """Whether digit groups are laid out as card numbers are written.
-
-    How card numbers are written grouped: in fours (the last group shorter), 4-6-4 or
-    4-6-5 (Diners, Amex), or one digit at a time.
-    """
-    sizes = [len(g) for g in groups]
-    return (
-        all(n == 4 for n in sizes[:-1])
-        or sizes in ([4, 6, 4], [4, 6, 5])
-        or all(n == 1 for n in sizes)
-    )
-
-
-def contains_pan(text: str) -> bool:
-    """A Luhn-valid run of 13–19 digits, plain or grouped by single spaces or dashes.
-
-    Plain: any run of exactly 13–19 digits, except one with a letter directly on both sides,
-    or on either side within a string that is one hex token: a stretch of a hash or card
-    fingerprint, where long digit runs occur by chance and one in ten passes the Luhn check.
-    Grouped: any sequence of whole consecutive groups laid
-    out as card numbers are written (``_pan_layout``) with no letter directly before or after
-    it, so ``4111 1111 1111 1111 12/27`` (number and expiry) is caught but the dash-joined
-    groups of a UUID are not.
-    """
-    if len(text) < 13 or not _may_hold_pan(text.encode("utf-8", "surrogatepass")):
-        return False
-    for match in _DIGIT_RUN.finditer(text):
-        run = match.group()
-        if len(run) < 13:
-            continue
-        start, end = match.span()
-        letter_before = start > 0 and text[start - 1].isalpha()
-        letter_after = end < len(text) and text[end].isalpha()
-        groups = _GROUP_SPLIT.split(run)
-        if len(groups) == 1:
-            glued = (letter_before and letter_after) or (
-                (letter_before or letter_after) and _HEX_TOKEN.fullmatch(text) is not None
-            )
-            if len(run) <= 19 and not glued and luhn_valid(run):
-                return True
-            continue
-        last = len(groups) - 1
-        for first in range(len(groups)):
-            if first == 0 and letter_before:
-                continue
-            digits = ""
-            for i in range(first, len(groups)):
-                digits += groups[i]
-                if len(digits) > 19:
-                    break
-                if (
-                    len(digits) >= 13
-                    and not (i == last and letter_after)
-                    and _pan_layout(groups[first : i + 1])
-                    and luhn_valid(digits)
-                ):
-                    return True
-    return False
-
-
-def screen_for_pan(tree: Any) -> None:
-    """Raise ``PanDetected(path)`` for the first string, key or number holding a PAN."""
-    stack: list[tuple[Any, str, int]] = [(tree, "", 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidRequest([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
-        if isinstance(value, dict):
-            for key, item in value.items():
-                child = (f"{path}.{key}" if path else key) or "body"
-                if contains_pan(key):
-                    raise PanDetected(path or "body")
-                stack.append((item, child, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-        elif isinstance(value, str):
-            if contains_pan(value):
-                raise PanDetected(path or "body")
-        elif isinstance(value, bool):
-            continue
-        elif isinstance(value, int):
-            # a PAN as a JSON integer; longer integers are not PANs (and may be too long to print)
-            if 10**12 <= abs(value) < 10**19 and contains_pan(str(abs(value))):
-                raise PanDetected(path or "body")
-        elif (
-            isinstance(value, Decimal)
-            and value.is_finite()
-            and value.adjusted() < 19
-            and int(value.as_tuple().exponent) > -30
-            and contains_pan(format(abs(value), "f"))
-        ):
-            raise PanDetected(path or "body")
 
 
 # --- semantic checks -------------------------------------------------------------------------

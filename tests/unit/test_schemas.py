@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.schemas import contains_pan, decode_body, decode_score_request
+from service.api.pan import contains_pan
+from service.api.schemas import decode_body, decode_score_request
 from service.contract import FeedbackRequest, ListChange, Reason, ScoreRequest, ScoreResponse
 from service.errors import InvalidRequest, PanDetected
 
@@ -315,7 +316,6 @@ def test_pan_spelled_with_unicode_escapes_is_refused() -> None:
         "550e8400-e29b-41d4-a716-446655440000",
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "a4111111111111111b",  # digits inside a token
-        "4111  1111 1111 1111",  # a double space is not a single separator
         "41111111111111111111",  # 20 digits: some other number
     ],
 )
@@ -324,7 +324,15 @@ def test_things_that_are_not_pans_pass(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", [PAN, "4111 1111 1111 1111", "4111-1111-1111-1111", f"card:{PAN}", "6011000990139424"]
+    "text",
+    [
+        PAN,
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4111  1111 1111 1111",  # a double space
+        f"card:{PAN}",
+        "6011000990139424",
+    ],
 )
 def test_card_numbers_are_recognised(text: str) -> None:
     assert contains_pan(text)
