@@ -12,12 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from service.decision.policy import STRENGTH
+from service.decision.policy import DECISIONS, STRENGTH
 from service.settings import DEFAULT_RULES_DIR
 from training.dataset import build_dataset
 from training.evaluate import rule_outcomes
 
-_NAMES = {v: k for k, v in STRENGTH.items()}
+_NAMES = dict(enumerate(DECISIONS))  # strength → decision
 
 
 def backtest(
@@ -29,7 +29,7 @@ def backtest(
 
 
 def backtest_dataset(frame: pd.DataFrame, *, rules_dir: Path) -> dict[str, Any]:
-    """``backtest`` over a dataset already built from a log."""
+    """The rules alone over dataset rows: the policy's rule step (no model, no lists)."""
     outcome = rule_outcomes(frame, rules_dir)
     strength = outcome["strength"]
     labelled = frame["label"].notna().to_numpy()

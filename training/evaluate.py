@@ -20,7 +20,7 @@ either declines), with PR and ROC curves saved as PNG.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,7 +34,13 @@ from sklearn.metrics import (
 )
 
 from service.contract import VERTICALS
-from service.decision.policy import decide_frame, threshold_strengths
+from service.decision.policy import (
+    STRENGTH,
+    Policy,
+    decide_history,
+    rule_effects_frame,
+    threshold_strengths,
+)
 from service.model.bundle import ModelBundle, load_latest
 from service.verticals import Thresholds
 
@@ -228,45 +234,44 @@ def weekly_metrics(frame: pd.DataFrame, risk: np.ndarray) -> dict[str, Any]:
 
 
 def rule_outcomes(frame: pd.DataFrame, rules_dir: Path) -> dict[str, Any]:
-    """Run a rule set over scored rows: per-row strongest action and score adjustment."""
-    from service.decision.policy import STRENGTH
+    """Run a rule set over scored rows: per-row strength and adjustment, per-rule hits.
+
+    The strength and adjustment are the policy's rule step (``policy.rule_effects_frame``).
+    """
     from service.rules.rulebook import load_ruleset
 
     ruleset = load_ruleset(rules_dir)
     hits = ruleset.evaluate_frame(frame)
-    strength = np.zeros(len(frame), dtype=np.int64)
-    adjustment = np.zeros(len(frame), dtype=np.int64)
-    labels = frame["label"].to_numpy() == 1
-    by_rule: dict[str, Any] = {}
-    for rule in ruleset.rules:
+    strength, adjustment = rule_effects_frame(hits, ruleset.rules)
+    return {
+        "version": ruleset.version,
+        "strength": strength,
+        "adjustment": adjustment,
+        "by_rule": by_rule(hits, ruleset.rules, frame["label"].to_numpy() == 1),
+        "errors": hits.attrs.get("rule_errors", {}),
+    }
+
+
+def by_rule(hits: pd.DataFrame, rules: Sequence[Any], labels: np.ndarray) -> dict[str, Any]:
+    """Each rule's mode, action, hits, and the precision and recall of its hits."""
+    out: dict[str, Any] = {}
+    for rule in rules:
         fired = hits[rule.rule_id].to_numpy(dtype=bool)
-        by_rule[rule.rule_id] = {
+        out[rule.rule_id] = {
             "mode": rule.mode,
             "action": rule.action,
             "hits": int(fired.sum()),
             "precision": float(labels[fired].mean()) if fired.any() else None,
             "recall": float(fired[labels].mean()) if labels.any() else None,
         }
-        if rule.mode != "active":
-            continue
-        if rule.action == "score":
-            adjustment += np.where(fired, rule.score, 0)
-        else:
-            strength = np.maximum(strength, np.where(fired, STRENGTH[rule.action], 0))
-    return {
-        "version": ruleset.version,
-        "strength": strength,
-        "adjustment": adjustment,
-        "by_rule": by_rule,
-        "errors": hits.attrs.get("rule_errors", {}),
-    }
+    return out
 
 
 def _decisions(labels: np.ndarray, strength: np.ndarray) -> dict[str, Any]:
     return {
-        "decline": decision_metrics(labels, strength >= 3),
-        "review_or_decline": decision_metrics(labels, strength >= 2),
-        "challenge_or_worse": decision_metrics(labels, strength >= 1),
+        "decline": decision_metrics(labels, strength >= STRENGTH["decline"]),
+        "review_or_decline": decision_metrics(labels, strength >= STRENGTH["review"]),
+        "challenge_or_worse": decision_metrics(labels, strength >= STRENGTH["challenge"]),
     }
 
 
@@ -291,7 +296,8 @@ def evaluate(
     rules' adjustments against the vertical's thresholds, and the strongest of that and
     the active rules' actions. PR and ROC curves go to ``out_dir`` when given.
     """
-    from service.settings import DEFAULT_RULES_DIR
+    from service.rules.rulebook import load_ruleset
+    from service.settings import DEFAULT_DEGRADED, DEFAULT_RULES_DIR
     from training.dataset import build_dataset
 
     if bundle is None:
@@ -324,20 +330,23 @@ def evaluate(
     curves = {"model": (labels.astype(np.int64), probabilities)}
 
     if include_rules:
-        outcomes = rule_outcomes(frame, Path(rules_dir or DEFAULT_RULES_DIR))
-        strength = outcomes["strength"]
+        ruleset = load_ruleset(Path(rules_dir or DEFAULT_RULES_DIR))
+        decided = decide_history(
+            frame,
+            ruleset=ruleset,
+            model=bundle,
+            policy=Policy(bundle.thresholds, DEFAULT_DEGRADED),
+        )
+        strength = decided.rule_strength
         rules = ranking_metrics(labels, strength.astype(np.float64))
         rules |= _decisions(labels, strength)
-        rules |= {"version": outcomes["version"], "by_rule": outcomes["by_rule"]}
-        rules["errors"] = outcomes["errors"]
+        rules |= {
+            "version": ruleset.version,
+            "by_rule": by_rule(decided.hits, ruleset.rules, labels),
+        }
+        rules["errors"] = decided.rule_errors
         verticals = frame["vertical"].to_numpy()
-        combined_strength, adjusted = decide_frame(
-            rule_strength=strength,
-            rule_adjustment=outcomes["adjustment"],
-            model_scores=scores,
-            verticals=verticals,
-            thresholds=bundle.thresholds,
-        )
+        combined_strength, adjusted = decided.strength, decided.score
         by_score = threshold_strengths(adjusted, verticals, bundle.thresholds)
         # Ranks by decision first, then by score within a decision.
         combined_risk = combined_strength * 1000.0 + adjusted + probabilities

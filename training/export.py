@@ -25,11 +25,12 @@ The two log files carry ``attrs["identifiers"] = "pseudonymised"`` in their Parq
 metadata, which tells ``training.dataset.build_dataset`` to keep the tokens as they are.
 A copy converted to CSV loses that mark and no longer trains (an IP token is not an IP).
 
-Decision records come in two shapes (``service.decision.scoring._record``): ``features`` as a
-name → value object (records written before the compact format), or as an array of values
-in the order of the catalogue its ``catalog_version`` names. The names of the running
-catalogue are known here (``catalog.FEATURE_NAMES``); those of older versions come from
-the ``<prefix>:catalogs`` hash, which every service start fills in, read once per export.
+Decision records (``service.decision.record``, every version) hold ``features`` as a
+name → value object (version 1 records written before the compact format), or as an
+array of values in the order of the catalogue its ``catalog_version`` names. The names
+of the running catalogue are known here (``catalog.FEATURE_NAMES``); those of older
+versions come from the ``<prefix>:catalogs`` hash, which every service start fills in,
+read once per export.
 A record of a catalogue found in neither (or whose array does not match its names) is
 still exported, without ``f_`` columns, and counted as ``unknown_catalog`` in the result,
 with its versions in ``unknown_catalog_versions``.
@@ -53,9 +54,9 @@ import pandas as pd
 import redis.asyncio as aioredis
 from tqdm.auto import tqdm
 
+from service.decision.record import DecisionRecord, decode_record
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
 from service.normalisation.normalise import LOG_COLUMNS
-from service.normalisation.payment import Payment
 from service.stores.decisions import (
     DecisionEntry,
     LabelEntry,
@@ -100,34 +101,6 @@ _BOOL_COLUMNS: Final = (
     "context_subscription_trial",
 )
 
-
-class _RuleRecord(msgspec.Struct, frozen=True):
-    id: str
-    hit: bool = False
-    mode: str = "active"
-    error: str | None = None
-
-
-class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry ``service.decision.scoring`` writes, as far as an export reads it."""
-
-    payment: Payment
-    decision: str
-    score: int
-    model_probability: float | None = None
-    model_version: str | None = None
-    ruleset_version: str | None = None
-    catalog_version: str | None = None
-    fx_as_of: str | None = None  # absent from records written before it
-    reasons: list[str] = msgspec.field(default_factory=list)
-    rules: list[_RuleRecord] = msgspec.field(default_factory=list)
-    degraded: list[str] = msgspec.field(default_factory=list)
-    latency_ms: float | None = None
-    # name → value (older records), or the values in the order of ``catalog_version``
-    features: dict[str, Any] | list[Any] = msgspec.field(default_factory=dict)
-
-
-_record_decoder = msgspec.json.Decoder(DecisionRecord)
 
 # Catalogue version → its feature names in record order; the running catalogue's.
 CURRENT_CATALOGS: Final[Mapping[str, Sequence[str]]] = {CATALOG_VERSION: FEATURE_NAMES}
@@ -361,7 +334,7 @@ async def export(
                     superseded += 1
                     continue
                 try:
-                    record = _record_decoder.decode(entry.record)
+                    record = decode_record(entry.record)
                 except msgspec.DecodeError:
                     skipped += 1
                     continue
@@ -372,7 +345,10 @@ async def export(
                     duplicates += 1
                     continue
                 seen.add(pair)
-                if isinstance(record.features, list) and feature_names(record, catalogs) is None:
+                if (
+                    not isinstance(record.features, dict)
+                    and feature_names(record, catalogs) is None
+                ):
                     unknown_catalog += 1
                     unknown_versions.add(str(record.catalog_version))
                 rows.append(decision_row(entry, record, catalogs))

@@ -29,6 +29,7 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -39,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from service.errors import RiskscoreError
-from service.normalisation.normalise import merchant_scoped_series
+from service.normalisation.normalise import FLAT_FORM, FlatField, merchant_scoped_series
 from training.evaluate import card_precision_at_k, decision_metrics, ranking_metrics
 
 FRAUD_LABEL: Final = "fraud"
@@ -122,90 +123,51 @@ def _digits(value: Any, width: int = 0) -> str:
 def log_row_to_request(row: dict[str, Any]) -> dict[str, Any]:
     """One transaction-log row as a ``/v1/score`` JSON body.
 
-    The inverse of ``service.normalisation.normalise.request_to_log_row``.
+    The inverse of ``service.normalisation.normalise.request_to_log_row``; both read
+    ``FLAT_FORM``.
 
     Missing values (None, NaN, NA, empty text) are left out, and so is an object left
-    empty; booleans may be text (``true``/``false``, as CSV logs hold them); amounts are
-    sent as exact decimal strings; times as RFC 3339 (UTC when the log has no offset).
-    Columns that are not request fields (``label``, ``label_at``, …) are ignored.
-    Raises ``ValueError`` naming the column of a value that cannot be converted.
+    empty (a subscription without its kind too); booleans may be text (``true``/``false``,
+    as CSV logs hold them); amounts are sent as exact decimal strings; times as RFC 3339
+    (UTC when the log has no offset). Columns that are not request fields (``label``,
+    ``label_at``, …) are ignored. Raises ``ValueError`` naming the column of a value that
+    cannot be converted.
     """
-
-    def get(name: str) -> Any:
-        value = row.get(name)
-        return None if _missing(value) else value
-
-    def put(target: dict[str, Any], key: str, value: Any) -> None:
-        if value is not None:
-            target[key] = value
-
-    def text(name: str) -> str | None:
-        value = get(name)
-        return None if value is None else _text(value)
-
-    def flag(name: str) -> bool | None:
-        value = get(name)
-        return None if value is None else _boolean(name, value)
-
-    def instant(name: str) -> str | None:
-        value = get(name)
-        return None if value is None else _instant(name, value)
-
     body: dict[str, Any] = {}
-    for name in ("transaction_id", "merchant_id", "vertical"):
-        put(body, name, text(name))
-    amount = get("amount")
-    put(body, "amount", None if amount is None else _amount(amount))
-    put(body, "currency", text("currency"))
-    put(body, "timestamp", instant("timestamp"))
-
-    card: dict[str, Any] = {}
-    if (bin_ := get("card_bin")) is not None:
-        card["bin"] = _digits(bin_)
-    if (last4 := get("card_last4")) is not None:
-        card["last4"] = _digits(last4, 4)
-    put(card, "fingerprint", text("card_fingerprint"))
-    put(card, "issuer_country", text("card_issuer_country"))
-    put(card, "funding", text("card_funding"))
-    method: dict[str, Any] = {}
-    put(method, "type", text("payment_method_type"))
-    put(method, "provider", text("payment_method_provider"))
-    if card:
-        method["card"] = card
-    put(method, "account", text("payment_method_account"))
-    body["payment_method"] = method
-
-    customer: dict[str, Any] = {}
-    put(customer, "id", text("customer_id"))
-    put(customer, "email", text("customer_email"))
-    put(customer, "created_at", instant("customer_created_at"))
-    if (kyc := get("customer_kyc_level")) is not None:
-        try:
-            customer["kyc_level"] = int(float(kyc))
-        except (TypeError, ValueError):
-            raise ValueError("customer_kyc_level: not an integer") from None
-    put(customer, "age_verified", flag("customer_age_verified"))
-    put(customer, "country", text("customer_country"))
-    body["customer"] = customer
-
-    device: dict[str, Any] = {}
-    put(device, "id", text("device_id"))
-    put(device, "ip", text("device_ip"))
-    put(device, "ip_country", text("device_ip_country"))
-    if device:
-        body["device"] = device
-
-    context: dict[str, Any] = {}
-    put(context, "first_deposit", flag("context_first_deposit"))
-    put(context, "bonus_code", text("context_bonus_code"))
-    if (kind := text("context_subscription_kind")) is not None:
-        subscription: dict[str, Any] = {"kind": kind}
-        put(subscription, "trial", flag("context_subscription_trial"))
-        context["subscription"] = subscription
-    put(context, "three_ds", text("context_three_ds"))
-    if context:
-        body["context"] = context
+    for field in FLAT_FORM:
+        value = row.get(field.column)
+        if _missing(value):
+            continue
+        target = body
+        for name in field.path[:-1]:
+            target = target.setdefault(name, {})
+        target[field.path[-1]] = _FROM_LOG[field.kind](field, value)
+    for required in ("payment_method", "customer"):  # sent even empty: the service names them
+        body.setdefault(required, {})
+    subscription = body.get("context", {}).get("subscription")
+    if subscription is not None and "kind" not in subscription:
+        del body["context"]["subscription"]
+        if not body["context"]:
+            del body["context"]
     return body
+
+
+def _int(column: str, value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"{column}: not an integer") from None
+
+
+# How each kind of flat value becomes its JSON value in a request body.
+_FROM_LOG: Final[dict[str, Callable[[FlatField, Any], Any]]] = {
+    "text": lambda field, value: _text(value),
+    "amount": lambda field, value: _amount(value),
+    "instant": lambda field, value: _instant(field.column, value),
+    "bool": lambda field, value: _boolean(field.column, value),
+    "int": lambda field, value: _int(field.column, value),
+    "digits": lambda field, value: _digits(value, field.width),
+}
 
 
 # --- the replay ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from service.api.auth import (
     require_merchant,
     require_role,
 )
-from service.api.schemas import decode_body, decode_score_request
+from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
 from service.decision.feedback import record_labels
 from service.decision.scoring import Engine, score
@@ -84,10 +84,10 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def _score_body(state: State, key: str, body: bytes, send: Send) -> None:
     """Decode, check the key's merchants, score and answer: the admitted part of a call."""
     engine: Engine = state.engine
-    score_request = decode_score_request(body, currencies=engine.fx.currencies)
+    valid = decode_score(body, currencies=engine.fx.currencies)
     if state.api_key_merchants:
-        check_merchant(state.api_key_merchants, key, score_request.merchant_id)
-    answer = _encoder.encode(await score(engine, score_request))
+        check_merchant(state.api_key_merchants, key, valid.request.merchant_id)
+    answer = _encoder.encode(await score(engine, valid.request, ip=valid.ip))
     await send(
         {
             "type": "http.response.start",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Container
 from datetime import datetime
 from decimal import Decimal, DecimalException
-from typing import Any, Final, TypeVar, get_args
+from typing import Any, Final, NamedTuple, TypeVar, get_args
 
 import msgspec
 
@@ -31,7 +31,7 @@ from service.contract import (
     Vertical,
 )
 from service.errors import FieldProblem, InvalidRequest, PanDetected
-from service.normalisation.pseudonymise import parse_ip
+from service.normalisation.pseudonymise import IPAddress, parse_ip
 from service.reference.tables import COUNTRIES, CURRENCIES
 
 MAX_AMOUNT: Final = Decimal(10) ** 12
@@ -67,6 +67,17 @@ _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 _MAX_MESSAGE = 200
 
 
+class ValidRequest(NamedTuple):
+    """A validated score request and its parsed ``device.ip``.
+
+    ``ip`` is None when the request has none; normalisation takes it as it is rather than
+    parsing the address again.
+    """
+
+    request: ScoreRequest
+    ip: IPAddress | None
+
+
 def decode_score_request(
     body: bytes | bytearray | memoryview | str, *, currencies: Container[str] | None = None
 ) -> ScoreRequest:
@@ -75,6 +86,13 @@ def decode_score_request(
     Raises ``PanDetected`` for a card number anywhere, else ``InvalidRequest`` with every
     problem found; never anything else, whatever the bytes.
     """
+    return decode_score(body, currencies=currencies).request
+
+
+def decode_score(
+    body: bytes | bytearray | memoryview | str, *, currencies: Container[str] | None = None
+) -> ValidRequest:
+    """``decode_score_request``, with the parsed IP address beside the request."""
     tree, plain = _screened_tree(body)
     try:
         request = _SCORE_DECODER.decode(body)
@@ -82,12 +100,12 @@ def decode_score_request(
         first = _problem_from_msgspec(exc)
         problems = _check_score_tree(tree, currencies)
         raise InvalidRequest([first, *(p for p in problems if p.field != first.field)]) from None
-    problems = _check_decoded(tree, request, currencies)
+    problems, ip = _check_decoded(tree, request, currencies)
     if not plain:
         problems += unprintable_fields(request)
     if problems:
         raise InvalidRequest(problems)
-    return request
+    return ValidRequest(request, ip)
 
 
 def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T:
@@ -243,11 +261,12 @@ def _currency_problem(currency: str, currencies: Container[str] | None) -> str |
 
 def _check_decoded(
     tree: dict[str, Any], request: ScoreRequest, currencies: Container[str] | None
-) -> list[FieldProblem]:
+) -> tuple[list[FieldProblem], IPAddress | None]:
     """The semantic checks of ``_check_score_tree``, read from a decoded request.
 
     ``_check_score_tree`` for a body that decoded into ``request``: the same problems in
-    the same order, read from the struct where the typed decode already holds the tree's value.
+    the same order, read from the struct where the typed decode already holds the tree's
+    value; and the parsed ``device.ip``.
 
     A successful typed decode pins every field these checks look at: the strings are the same
     strings (the last of duplicate keys wins in both decodes), the times were parsed by the
@@ -277,14 +296,15 @@ def _check_decoded(
         and card.issuer_country not in COUNTRIES
     ):
         add(FieldProblem("payment_method.card.issuer_country", _NOT_A_COUNTRY))
+    ip = None
     if device is not None and device.ip is not None:
         try:
-            parse_ip(device.ip)
+            ip = parse_ip(device.ip)
         except ValueError:
             add(FieldProblem("device.ip", "not an IPv4 or IPv6 address"))
     if method.type == "card" and (card is None or not (card.fingerprint or card.bin)):
         add(FieldProblem("payment_method.card", _CARD_REQUIRED))
-    return problems
+    return problems, ip
 
 
 # An amount string with at most 12 integer digits (leading zeros aside) and at most 8

@@ -17,20 +17,20 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
 from service.contract import ScoreRequest, ScoreResponse
+from service.decision.record import DecisionRecord, decision_record, encode_record
 from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
-from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, VELOCITY_FEATURES
+from service.features.catalog import VELOCITY_FEATURES
 from service.features.request import request_features
 from service.model.bundle import ModelBundle
-from service.normalisation.normalise import normalise, payment_digest
+from service.normalisation.normalise import Normalised, normalise, payment_digest
 from service.normalisation.payment import Payment
-from service.normalisation.pseudonymise import Pseudonymiser
+from service.normalisation.pseudonymise import IPAddress, Pseudonymiser
 from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
@@ -39,11 +39,12 @@ from service.stores.velocity import Begin, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
-from .policy import ListMatch, ModelView, Outcome, Reason, RuleOutcome, decide
+from .policy import ListMatch, Policy, RuleOutcome, decide_payment
 
 decision_lines = DecisionLines("riskscore.decision")
 
 VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
+_NO_VELOCITY: Final = dict.fromkeys(VELOCITY_NAMES)  # the velocity features when Redis is away
 
 
 @dataclass
@@ -60,22 +61,35 @@ class Engine:
     metrics: Metrics = field(default_factory=Metrics)
     model: ModelBundle | None = None
     clock: Callable[[], float] = time.time
+    _policy: tuple[ModelBundle | None, Policy] | None = field(default=None, repr=False)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy of the current model and settings (``Policy.of``), made once per model."""
+        cached = self._policy
+        if cached is None or cached[0] is not self.model:
+            cached = self._policy = (self.model, Policy.of(self.settings, self.model))
+        return cached[1]
 
 
 _decision_decoder = msgspec.json.Decoder(ScoreResponse)
 _encoder = msgspec.json.Encoder()
 
 
-async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
+async def score(
+    engine: Engine,
+    request: ScoreRequest,
+    *,
+    ip: IPAddress | Literal["unparsed"] | None = "unparsed",
+) -> ScoreResponse:
     """Decide one validated request and record the decision before returning it.
 
-    A transaction id is decided once: a retry with the same payload gets the stored answer
-    (``replayed``), another payload ``IdempotencyConflict``, and a retry while the first
-    call still decides waits for its answer or gets ``RetryLater``. Otherwise the payment is
-    normalised, counted and looked up in the lists (one Redis round trip), run through the
-    rules and the model, decided by the policy, and stored and logged (a second round trip,
-    or the local spool while Redis is away). A Redis step that misses its budget is skipped
-    and named in ``degraded``; nothing here raises for that.
+    Normalise it, claim its id and count it in Redis (``begin``), decide it with
+    ``policy.decide_payment``, then record the decision (``commit``, else the spool) before
+    answering. A retry of a decided id gets the stored answer (``replayed``); another
+    payload under a used id is ``IdempotencyConflict``. A dependency that does not answer
+    (velocity, lists, model) is named in ``degraded`` and decided without. ``ip`` is the
+    request's address as validation parsed it (``ValidRequest.ip``), else parsed here.
     """
     started = time.perf_counter()
     settings = engine.settings
@@ -87,89 +101,33 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         now=engine.clock(),
         clock=settings.clock,
         max_skew_seconds=settings.max_clock_skew_seconds,
+        ip=ip,
     )
     payment = normalised.payment
     digest = payment_digest(request, key=settings.secret)
     claim = new_claim()
     degraded: list[str] = []
-
-    begin: Begin | None
-    try:
-        t0 = time.perf_counter()
-        begin = await engine.store.begin(payment, digest, claim)
-        engine.metrics.begin_seconds(time.perf_counter() - t0)
-    except StoreUnavailable:
-        begin = None
-        degraded.append("velocity")
-
+    begin = await _begin(engine, payment, digest, claim, degraded)
     if begin is not None and begin.status != "new" and begin.status != "takeover":
         stored = await _stored_answer(engine, begin, payment.merchant_id, payment.transaction_id)
         engine.metrics.replayed.inc()
         return stored
 
     features: dict[str, Any] = request_features(payment)
-    if begin is not None:
-        features.update(begin.features)
-    else:
-        features.update(dict.fromkeys(VELOCITY_NAMES))
-
-    matches: list[ListMatch] = []
-    if begin is not None:
-        if begin.list_hits:
-            matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]
-        if normalised.ip is not None:
-            lists = engine.lists
-            if not lists.ranges_current(begin.lists_version):
-                try:
-                    await lists.refresh_ranges_if_stale(begin.lists_version)
-                except StoreUnavailable:
-                    degraded.append("lists")
-            if lists.holds_ranges:
-                for h in lists.match_ip(str(normalised.ip)):
-                    matches.append(ListMatch(h.list_name, h.reason))
-    allow_listed = False
-    for m in matches:
-        if m.list_name.startswith("allow_"):
-            allow_listed = True
-            break
-
-    ruleset = engine.rulebook.current
-    executions = ruleset.evaluate(
-        payment.vertical, payment.merchant_id, features, allow_listed=allow_listed
-    )
-    hits: list[RuleOutcome] = []
-    ran: list[dict[str, Any]] = []  # the rules that hit or failed, for the decision log
-    errors: list[str] = []
-    for e in executions:
-        if e.hit or e.error:
-            ran.append({"id": e.rule_id, "hit": e.hit, "mode": e.mode, "error": e.error})
-            if e.hit:
-                hits.append(RuleOutcome(e.rule_id, e.action, e.mode, e.score, e.message))
-            if e.error:
-                errors.append(e.rule_id)
-
-    model_view: ModelView | None = None
-    model = engine.model
-    if model is not None:
-        prediction = model.predict(features)
-        model_view = ModelView(
-            prediction.probability,
-            prediction.score,
-            [Reason(code, "model", message) for code, message, _ in prediction.reasons],
-        )
-    else:
+    features.update(begin.features if begin is not None else _NO_VELOCITY)
+    matches = [] if begin is None else await _list_matches(engine, begin, normalised, degraded)
+    ruleset, model = engine.rulebook.current, engine.model
+    if model is None:
         degraded.append("model")
-
-    outcome = decide(
+    verdict = decide_payment(
+        features,
         list_matches=matches,
-        rule_hits=hits,
-        model=model_view,
-        thresholds=(model.thresholds if model is not None else settings.thresholds)[
-            payment.vertical
-        ],
+        ruleset=ruleset,
+        model=model,
+        policy=engine.policy,
         velocity_available=begin is not None,
-        degraded_action=settings.degraded_action[payment.vertical],
     )
+    outcome = verdict.outcome
     decision = ScoreResponse(
         transaction_id=payment.transaction_id,
         decision=outcome.decision,
@@ -179,15 +137,15 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
         shadow_rules=outcome.shadow_rules,
         model_version=model.version if model is not None else None,
         ruleset_version=ruleset.version,
-        model_probability=model_view.probability if model_view is not None else None,
+        model_probability=verdict.model.probability if verdict.model is not None else None,
         degraded=degraded,
         replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = _record(payment, features, ran, outcome, decision, latency_ms, fx.as_of_text)
+    record = decision_record(payment, features, verdict.rules, decision, latency_ms, fx.as_of_text)
     await _commit(engine, payment, digest, claim, decision, record, stored=begin is not None)
 
-    _observe(engine, payment.vertical, decision, hits, errors, started)
+    _observe(engine, payment.vertical, decision, verdict.hits, verdict.errors, started)
     decision_lines.decision(
         payment.transaction_id,
         payment.merchant_id,
@@ -201,6 +159,44 @@ async def score(engine: Engine, request: ScoreRequest) -> ScoreResponse:
     if request.explain:
         return msgspec.structs.replace(decision, features=features)
     return decision
+
+
+async def _begin(
+    engine: Engine, payment: Payment, digest: str, claim: str, degraded: list[str]
+) -> Begin | None:
+    """``begin`` in Redis; None (and ``velocity`` degraded) when Redis does not answer."""
+    try:
+        t0 = time.perf_counter()
+        begin = await engine.store.begin(payment, digest, claim)
+        engine.metrics.begin_seconds(time.perf_counter() - t0)
+        return begin
+    except StoreUnavailable:
+        degraded.append("velocity")
+        return None
+
+
+async def _list_matches(
+    engine: Engine, begin: Begin, normalised: Normalised, degraded: list[str]
+) -> list[ListMatch]:
+    """The payment's list matches: begin's exact items, then the IP ranges in memory.
+
+    The ranges are refreshed first when begin's lists version says they changed; when
+    that refresh fails, ``lists`` is degraded.
+    """
+    matches: list[ListMatch] = []
+    if begin.list_hits:
+        matches = [ListMatch(h.list_name, h.reason) for h in begin.list_hits]
+    if normalised.ip is not None:
+        lists = engine.lists
+        if not lists.ranges_current(begin.lists_version):
+            try:
+                await lists.refresh_ranges_if_stale(begin.lists_version)
+            except StoreUnavailable:
+                degraded.append("lists")
+        if lists.holds_ranges:
+            for h in lists.match_ip(normalised.ip):
+                matches.append(ListMatch(h.list_name, h.reason))
+    return matches
 
 
 async def _stored_answer(
@@ -229,7 +225,7 @@ async def _commit(
     digest: str,
     claim: str,
     decision: ScoreResponse,
-    record: DecisionLogRecord,
+    record: DecisionRecord,
     *,
     stored: bool,
 ) -> None:
@@ -239,7 +235,7 @@ async def _commit(
     (``RiskStore.spool_entry``).
     """
     decision_json = _encoder.encode(decision)
-    record_json = _encoder.encode(record)
+    record_json = encode_record(record)
     declined = decision.decision == "decline"
     committed: bytes | None = None
     if stored:
@@ -260,7 +256,7 @@ async def _commit(
             # the record shares the answer's degraded list: encode both again to say so
             decision.degraded.append("decision_log")
             decision_json = _encoder.encode(decision)
-            record_json = _encoder.encode(record)
+            record_json = encode_record(record)
     entry = engine.store.spool_entry(
         payment,
         digest=digest,
@@ -271,77 +267,6 @@ async def _commit(
         committed=committed,
     )
     await asyncio.to_thread(engine.spool.append, entry)
-
-
-# The record's feature values in catalogue order, picked by name in one C call: right
-# whatever order the features dict was filled in (request features, then begin's or the
-# degraded path's velocity features), and a missing feature is a KeyError, never a
-# silently shifted list.
-_feature_values: Final = itemgetter(*FEATURE_NAMES)
-_code: Final = attrgetter("code")
-
-
-class DecisionLogRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The decision-log entry, as ``_record`` describes it, in this order.
-
-    A struct rather than a dict because msgspec encodes its field names from a table built
-    once.
-    """
-
-    payment: Payment
-    decision: str
-    score: int
-    model_probability: float | None
-    model_version: str | None
-    ruleset_version: str | None
-    catalog_version: str
-    fx_as_of: str | None = None  # the FX table's date; records before it have none
-    reasons: list[str]
-    rules: list[dict[str, Any]]
-    degraded: list[str]
-    latency_ms: float
-    features: tuple[Any, ...]
-
-
-def _record(
-    payment: Payment,
-    features: dict[str, Any],
-    ran: list[dict[str, Any]],
-    outcome: Outcome,
-    decision: ScoreResponse,
-    latency_ms: float,
-    fx_as_of: str | None = None,
-) -> DecisionLogRecord:
-    """The decision-log entry: the payment as normalised (pseudonyms only), and the why.
-
-    One JSON object per decision (``training.export.DecisionRecord`` reads it): ``payment``
-    (its ``transaction_id`` and ``event_time`` are the record's; they are not repeated at
-    the top), ``decision``, ``score``, ``model_probability``, ``model_version``,
-    ``ruleset_version``, ``catalog_version``, ``fx_as_of`` (the date of the FX table that
-    converted the amount), ``reasons`` (codes), ``rules`` (the rules
-    that hit or failed), ``degraded``, ``latency_ms``, and ``features``: a JSON array of
-    every feature's value in ``catalog.FEATURE_NAMES`` order, without the names, which
-    ``catalog_version`` identifies (the service registers each version's names in Redis
-    at startup, see ``service.stores.decisions``), since the names were the same in every
-    record and a large part of each; records written before this format hold
-    ``features`` as a name → value object (and ``transaction_id``, ``event_time`` at the
-    top too), and the export reads both.
-    """
-    return DecisionLogRecord(
-        payment=payment,
-        decision=decision.decision,
-        score=decision.score,
-        model_probability=decision.model_probability,
-        model_version=decision.model_version,
-        ruleset_version=decision.ruleset_version,
-        catalog_version=CATALOG_VERSION,
-        fx_as_of=fx_as_of,
-        reasons=list(map(_code, outcome.reasons)),
-        rules=ran,
-        degraded=decision.degraded,
-        latency_ms=round(latency_ms, 3),
-        features=_feature_values(features),
-    )
 
 
 def _observe(

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 
 class Entity(StrEnum):
@@ -59,18 +59,57 @@ class Entity(StrEnum):
     bin = "bin"
 
 
-# The transaction-log column (also the ``Payment`` attribute) that identifies each entity.
-# A customer id is only unique within its merchant, so its key joins both.
-ENTITY_KEY_COLUMNS: Final[dict[Entity, tuple[str, ...]]] = {
-    Entity.card: ("card_fingerprint",),
-    Entity.customer: ("merchant_id", "customer_id"),
-    Entity.device: ("device_id",),
-    Entity.ip: ("device_ip",),
-    Entity.email: ("customer_email",),
-    Entity.account: ("payment_method_account",),
-    Entity.merchant: ("merchant_id",),
-    Entity.bin: ("card_bin",),
+class EntityKey(NamedTuple):
+    """How a payment names one entity.
+
+    ``attribute`` is the ``Payment`` attribute (and the normalised frame's column) whose
+    value keys the entity's history, None for an entity only lists name; ``log_columns``
+    the transaction-log columns that value is made of; ``listed_by`` the attributes a
+    block or allow list item of the entity is compared with, in order (empty: no lists).
+    """
+
+    attribute: str | None
+    log_columns: tuple[str, ...]
+    listed_by: tuple[str, ...] = ()
+
+
+# Every entity a payment names, and how: the one table the velocity plan, the offline twin
+# and the lists read. A customer id is only unique within its merchant, so its key joins
+# both (``Payment.customer_key``, ``merchant_scoped(merchant, customer)``); a list item
+# also matches ``:customer`` for every merchant (``Payment.customer_anywhere``).
+ENTITY_MAP: Final[dict[str, EntityKey]] = {
+    "card": EntityKey("card_fingerprint", ("card_fingerprint",), ("card_fingerprint",)),
+    "customer": EntityKey(
+        "customer_key", ("merchant_id", "customer_id"), ("customer_key", "customer_anywhere")
+    ),
+    "device": EntityKey("device_id", ("device_id",), ("device_id",)),
+    "ip": EntityKey("device_ip", ("device_ip",), ("device_ip",)),
+    "email": EntityKey("customer_email", ("customer_email",), ("customer_email",)),
+    "account": EntityKey(
+        "payment_method_account", ("payment_method_account",), ("payment_method_account",)
+    ),
+    "merchant": EntityKey("merchant_id", ("merchant_id",)),
+    "bin": EntityKey("card_bin", ("card_bin",), ("card_bin",)),
+    "country": EntityKey(
+        None,
+        ("customer_country", "device_ip_country", "card_issuer_country"),
+        ("customer_country", "device_ip_country", "card_issuer_country"),
+    ),
 }
+
+# The transaction-log columns that identify each entity with a history.
+ENTITY_KEY_COLUMNS: Final[dict[Entity, tuple[str, ...]]] = {
+    entity: ENTITY_MAP[entity].log_columns for entity in Entity
+}
+
+
+def entity_attribute(entity: Entity) -> str:
+    """The ``Payment`` attribute (and normalised column) whose value keys ``entity``."""
+    attribute = ENTITY_MAP[entity].attribute
+    if attribute is None:
+        raise KeyError(f"{entity} has no history")
+    return attribute
+
 
 # Seconds per window, and the bucket width that window is counted in.
 WINDOW_SECONDS: Final[dict[str, int]] = {
@@ -111,9 +150,9 @@ MAX_BACKDATING_SECONDS: Final[int] = 600
 
 # What a ``distinct`` aggregate counts: the name used in the feature, and its log column.
 DISTINCT_OF: Final[dict[str, str]] = {
-    "cards": "card_fingerprint",
-    "customers": "customer_key",  # merchant_id + customer_id, see ENTITY_KEY_COLUMNS
-    "devices": "device_id",
+    "cards": entity_attribute(Entity.card),
+    "customers": entity_attribute(Entity.customer),
+    "devices": entity_attribute(Entity.device),
     "countries": "device_ip_country",
 }
 

@@ -37,15 +37,15 @@ from service.features import catalog
 from service.features.catalog import Aggregate, Entity, VelocityFeature
 from service.normalisation.normalise import merchant_scoped_series
 
-# The column that keys an entity in a normalised frame; the customer's key is the
-# ``merchant_scoped(merchant_id, customer_id)`` that ``Payment.customer_key`` carries.
-CUSTOMER_KEY_COLUMN = catalog.DISTINCT_OF["customers"]
+# The customer's key column, built here from ``merchant_id`` and ``customer_id`` (the
+# ``merchant_scoped(merchant_id, customer_id)`` that ``Payment.customer_key`` carries) when
+# a frame lacks it.
+CUSTOMER_KEY_COLUMN = catalog.entity_attribute(Entity.customer)
 
 
 def entity_column(entity: Entity) -> str:
-    """The normalised frame's column that identifies ``entity``."""
-    columns = catalog.ENTITY_KEY_COLUMNS[entity]
-    return columns[0] if len(columns) == 1 else CUSTOMER_KEY_COLUMN
+    """The normalised frame's column that identifies ``entity`` (``catalog.ENTITY_MAP``)."""
+    return catalog.entity_attribute(entity)
 
 
 def velocity_features_frame(

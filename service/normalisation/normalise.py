@@ -11,10 +11,10 @@ Offline, the log's own timestamps are trusted (the ``event`` clock): the log is 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, DecimalException
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -37,37 +37,98 @@ Clock = Literal["server", "event"]
 PAYMENT_COLUMNS: Final[tuple[str, ...]] = Payment.__struct_fields__
 LABEL_COLUMNS: Final[tuple[str, ...]] = ("label", "label_at")
 
-# The contract's transaction-log columns, in its order.
-LOG_COLUMNS: Final[tuple[str, ...]] = (
-    "transaction_id",
-    "timestamp",
-    "merchant_id",
-    "vertical",
-    "amount",
-    "currency",
-    "payment_method_type",
-    "payment_method_provider",
-    "card_bin",
-    "card_last4",
-    "card_fingerprint",
-    "card_issuer_country",
-    "card_funding",
-    "payment_method_account",
-    "customer_id",
-    "customer_email",
-    "customer_created_at",
-    "customer_kyc_level",
-    "customer_age_verified",
-    "customer_country",
-    "device_id",
-    "device_ip",
-    "device_ip_country",
-    "context_first_deposit",
-    "context_bonus_code",
-    "context_subscription_kind",
-    "context_subscription_trial",
-    "context_three_ds",
+FlatKind = Literal["text", "amount", "instant", "bool", "int", "digits"]
+
+
+class FlatField(NamedTuple):
+    """One column of the contract's flat form (the transaction log) and its request field.
+
+    ``path`` is the attribute path in a ``ScoreRequest``, ``kind`` how the value is written
+    flat (``amount`` an exact decimal, ``instant`` RFC 3339, ``digits`` a run of digits that
+    a log read as a number must pad back to ``width``).
+    """
+
+    column: str
+    path: tuple[str, ...]
+    kind: FlatKind
+    width: int = 0
+
+
+# The contract's flat form, in its column order: the one table that ``normalise``,
+# ``request_to_log_row``, ``payment_digest`` and ``training.replay.log_row_to_request``
+# read request fields and log columns by.
+FLAT_FORM: Final[tuple[FlatField, ...]] = (
+    FlatField("transaction_id", ("transaction_id",), "text"),
+    FlatField("timestamp", ("timestamp",), "instant"),
+    FlatField("merchant_id", ("merchant_id",), "text"),
+    FlatField("vertical", ("vertical",), "text"),
+    FlatField("amount", ("amount",), "amount"),
+    FlatField("currency", ("currency",), "text"),
+    FlatField("payment_method_type", ("payment_method", "type"), "text"),
+    FlatField("payment_method_provider", ("payment_method", "provider"), "text"),
+    FlatField("card_bin", ("payment_method", "card", "bin"), "digits"),
+    FlatField("card_last4", ("payment_method", "card", "last4"), "digits", 4),
+    FlatField("card_fingerprint", ("payment_method", "card", "fingerprint"), "text"),
+    FlatField("card_issuer_country", ("payment_method", "card", "issuer_country"), "text"),
+    FlatField("card_funding", ("payment_method", "card", "funding"), "text"),
+    FlatField("payment_method_account", ("payment_method", "account"), "text"),
+    FlatField("customer_id", ("customer", "id"), "text"),
+    FlatField("customer_email", ("customer", "email"), "text"),
+    FlatField("customer_created_at", ("customer", "created_at"), "instant"),
+    FlatField("customer_kyc_level", ("customer", "kyc_level"), "int"),
+    FlatField("customer_age_verified", ("customer", "age_verified"), "bool"),
+    FlatField("customer_country", ("customer", "country"), "text"),
+    FlatField("device_id", ("device", "id"), "text"),
+    FlatField("device_ip", ("device", "ip"), "text"),
+    FlatField("device_ip_country", ("device", "ip_country"), "text"),
+    FlatField("context_first_deposit", ("context", "first_deposit"), "bool"),
+    FlatField("context_bonus_code", ("context", "bonus_code"), "text"),
+    FlatField("context_subscription_kind", ("context", "subscription", "kind"), "text"),
+    FlatField("context_subscription_trial", ("context", "subscription", "trial"), "bool"),
+    FlatField("context_three_ds", ("context", "three_ds"), "text"),
 )
+# The contract's transaction-log columns, in its order.
+LOG_COLUMNS: Final[tuple[str, ...]] = tuple(f.column for f in FLAT_FORM)
+
+
+def flat_reader(
+    fields: Sequence[FlatField], convert: Mapping[str, Callable[[Any], Any]] | None = None
+) -> Callable[[ScoreRequest], tuple[Any, ...]]:
+    """A function giving a request's values of ``fields``, in their order.
+
+    None where an object on the path is absent, ``convert[kind]`` applied to present values.
+
+    It runs on every score call (``normalise``, ``payment_digest``), so it is generated
+    once as straight-line attribute reads, each object on a path read once.
+    """
+    convert = dict(convert or {})
+    lines = ["def read(request):"]
+    bound: dict[tuple[str, ...], str] = {(): "request"}
+    for field in fields:
+        for depth in range(1, len(field.path)):
+            prefix = field.path[:depth]
+            if prefix not in bound:
+                parent = bound[prefix[:-1]]
+                name = bound[prefix] = "_" + "_".join(prefix)
+                lines.append(
+                    f"    {name} = {parent}.{prefix[-1]} if {parent} is not None else None"
+                )
+    values = []
+    for field in fields:
+        parent = bound[field.path[:-1]]
+        value = f"{parent}.{field.path[-1]}"
+        if parent != "request":
+            value = f"({value} if {parent} is not None else None)"
+        if field.kind in convert:
+            value = f"(None if {value} is None else convert_{field.kind}({value}))"
+        values.append(value)
+    lines.append(f"    return ({', '.join(values)},)")
+    namespace: dict[str, Any] = {f"convert_{kind}": fn for kind, fn in convert.items()}
+    exec("\n".join(lines), namespace)  # the code is built from the table, never from input
+    read: Callable[[ScoreRequest], tuple[Any, ...]] = namespace["read"]
+    return read
+
+
 REQUIRED_LOG_COLUMNS: Final[tuple[str, ...]] = (
     "transaction_id",
     "timestamp",
@@ -79,24 +140,16 @@ REQUIRED_LOG_COLUMNS: Final[tuple[str, ...]] = (
     "customer_id",
 )
 
-# Log columns copied into the payment as they are (strings), missing → None.
-_TEXT_COLUMNS: Final[tuple[str, ...]] = (
-    "payment_method_provider",
-    "card_fingerprint",
-    "card_issuer_country",
-    "card_funding",
-    "customer_country",
-    "device_id",
-    "device_ip_country",
-    "context_bonus_code",
-    "context_subscription_kind",
-    "context_three_ds",
+# Log columns copied into the payment as they are (strings), missing → None: the text
+# columns but those required, read in pseudonymised or with their own rule.
+_TEXT_COLUMNS: Final[tuple[str, ...]] = tuple(
+    f.column
+    for f in FLAT_FORM
+    if f.kind == "text"
+    and f.column not in REQUIRED_LOG_COLUMNS
+    and f.column not in ("payment_method_account", "customer_email", "device_ip")
 )
-_BOOL_COLUMNS: Final[tuple[str, ...]] = (
-    "customer_age_verified",
-    "context_first_deposit",
-    "context_subscription_trial",
-)
+_BOOL_COLUMNS: Final[tuple[str, ...]] = tuple(f.column for f in FLAT_FORM if f.kind == "bool")
 _TRUE: Final = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 _FALSE: Final = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
@@ -139,63 +192,91 @@ def normalise(
     now: float,
     clock: Clock,
     max_skew_seconds: float,
+    ip: IPAddress | Literal["unparsed"] | None = "unparsed",
 ) -> Normalised:
-    """Raises ``InvalidRequest`` for a currency without a reference rate or a bad IP address."""
-    amount_usd = fx.to_usd(request.amount, request.currency)
-    method, customer = request.payment_method, request.customer
-    card, device, context = method.card, request.device, request.context
-    subscription = context.subscription if context else None
+    """The request's ``Payment``, pseudonymised, and its IP address for list ranges.
 
-    ip: IPAddress | None = None
-    if device is not None and device.ip is not None:
-        try:
-            ip = parse_ip(device.ip)
-        except ValueError:
-            raise InvalidRequest(
-                [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
-            ) from None
-    email = customer.email
+    ``ip`` is ``device.ip`` as validation already parsed it (``ValidRequest.ip``), so that
+    a request's address is parsed once; by default it is parsed here. Raises
+    ``InvalidRequest`` for a currency without a reference rate or a bad IP address.
+    """
+    (
+        transaction_id,
+        _timestamp,
+        merchant_id,
+        vertical,
+        amount,
+        currency,
+        payment_method_type,
+        payment_method_provider,
+        card_bin,
+        card_last4,
+        card_fingerprint,
+        card_issuer_country,
+        card_funding,
+        account,
+        customer_id,
+        email,
+        created_at,
+        customer_kyc_level,
+        customer_age_verified,
+        customer_country,
+        device_id,
+        raw_ip,
+        device_ip_country,
+        context_first_deposit,
+        context_bonus_code,
+        context_subscription_kind,
+        context_subscription_trial,
+        context_three_ds,
+    ) = _read_flat(request)
+    amount_usd = fx.to_usd(amount, currency)
+    if isinstance(ip, str):  # "unparsed"
+        ip = None
+        if raw_ip is not None:
+            try:
+                ip = parse_ip(raw_ip)
+            except ValueError:
+                raise InvalidRequest(
+                    [FieldProblem("device.ip", "not an IPv4 or IPv6 address")]
+                ) from None
     email_token, domain = (
         pseudonymiser.email_and_domain(email) if email is not None else (None, None)
     )
 
     payment = Payment(
-        transaction_id=request.transaction_id,
-        merchant_id=request.merchant_id,
-        vertical=request.vertical,
-        amount=request.amount,
-        currency=request.currency,
+        transaction_id=transaction_id,
+        merchant_id=merchant_id,
+        vertical=vertical,
+        amount=amount,
+        currency=currency,
         amount_usd=amount_usd,
         amount_usd_cents=usd_cents(amount_usd),
         event_time=event_time(request, now=now, clock=clock, max_skew_seconds=max_skew_seconds),
-        payment_method_type=method.type,
-        customer_id=customer.id,
-        customer_key=merchant_scoped(request.merchant_id, customer.id),
-        payment_method_provider=method.provider,
-        card_bin=card.bin if card else None,
-        card_last4=card.last4 if card else None,
-        card_fingerprint=card.fingerprint if card else None,
-        card_issuer_country=card.issuer_country if card else None,
-        card_funding=card.funding if card else None,
-        payment_method_account=(
-            pseudonymiser.account(method.account) if method.account is not None else None
-        ),
+        payment_method_type=payment_method_type,
+        customer_id=customer_id,
+        customer_key=merchant_scoped(merchant_id, customer_id),
+        payment_method_provider=payment_method_provider,
+        card_bin=card_bin,
+        card_last4=card_last4,
+        card_fingerprint=card_fingerprint,
+        card_issuer_country=card_issuer_country,
+        card_funding=card_funding,
+        payment_method_account=pseudonymiser.account(account) if account is not None else None,
         customer_email=email_token,
         email_domain=domain,
-        customer_created_at=(
-            customer.created_at.timestamp() if customer.created_at is not None else None
-        ),
-        customer_kyc_level=customer.kyc_level,
-        customer_age_verified=customer.age_verified,
-        customer_country=customer.country,
-        device_id=device.id if device else None,
+        customer_created_at=created_at.timestamp() if created_at is not None else None,
+        customer_kyc_level=customer_kyc_level,
+        customer_age_verified=customer_age_verified,
+        customer_country=customer_country,
+        device_id=device_id,
         device_ip=pseudonymiser.ip(ip) if ip is not None else None,
-        device_ip_country=device.ip_country if device else None,
-        context_first_deposit=context.first_deposit if context else None,
-        context_bonus_code=context.bonus_code if context else None,
-        context_subscription_kind=subscription.kind if subscription else None,
-        context_subscription_trial=subscription.trial if subscription else None,
-        context_three_ds=context.three_ds if context else None,
+        device_ip_country=device_ip_country,
+        context_first_deposit=context_first_deposit,
+        context_bonus_code=context_bonus_code,
+        context_subscription_kind=context_subscription_kind,
+        context_subscription_trial=context_subscription_trial,
+        context_three_ds=context_three_ds,
     )
     return Normalised(payment=payment, ip=ip)
 
@@ -213,39 +294,7 @@ def request_to_log_row(request: ScoreRequest) -> dict[str, Any]:
     simulator writes and replays read, not for anything the service stores. Times are
     RFC 3339 in UTC, the amount its exact decimal string.
     """
-    method, customer = request.payment_method, request.customer
-    card, device, context = method.card, request.device, request.context
-    subscription = context.subscription if context else None
-    return {
-        "transaction_id": request.transaction_id,
-        "timestamp": _rfc3339(request.timestamp),
-        "merchant_id": request.merchant_id,
-        "vertical": request.vertical,
-        "amount": str(request.amount),
-        "currency": request.currency,
-        "payment_method_type": method.type,
-        "payment_method_provider": method.provider,
-        "card_bin": card.bin if card else None,
-        "card_last4": card.last4 if card else None,
-        "card_fingerprint": card.fingerprint if card else None,
-        "card_issuer_country": card.issuer_country if card else None,
-        "card_funding": card.funding if card else None,
-        "payment_method_account": method.account,
-        "customer_id": customer.id,
-        "customer_email": customer.email,
-        "customer_created_at": _rfc3339(customer.created_at),
-        "customer_kyc_level": customer.kyc_level,
-        "customer_age_verified": customer.age_verified,
-        "customer_country": customer.country,
-        "device_id": device.id if device else None,
-        "device_ip": device.ip if device else None,
-        "device_ip_country": device.ip_country if device else None,
-        "context_first_deposit": context.first_deposit if context else None,
-        "context_bonus_code": context.bonus_code if context else None,
-        "context_subscription_kind": subscription.kind if subscription else None,
-        "context_subscription_trial": subscription.trial if subscription else None,
-        "context_three_ds": context.three_ds if context else None,
-    }
+    return dict(zip(LOG_COLUMNS, _read_log_row(request), strict=True))
 
 
 def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
@@ -260,79 +309,8 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
     keys; it is written from ``_DigestRow``, whose fields are those keys in that order,
     because building and sorting the dict took half the digest's time.
     """
-    method, customer = request.payment_method, request.customer
-    card, device, context = method.card, request.device, request.context
-    subscription = context.subscription if context else None
-    created_at, timestamp = customer.created_at, request.timestamp
-    row = _DigestRow(
-        _canonical_decimal(request.amount),
-        card.bin if card else None,
-        card.fingerprint if card else None,
-        card.funding if card else None,
-        card.issuer_country if card else None,
-        card.last4 if card else None,
-        context.bonus_code if context else None,
-        context.first_deposit if context else None,
-        subscription.kind if subscription else None,
-        subscription.trial if subscription else None,
-        context.three_ds if context else None,
-        request.currency,
-        customer.age_verified,
-        customer.country,
-        None if created_at is None else _utc(created_at),
-        customer.email,
-        customer.id,
-        customer.kyc_level,
-        device.id if device else None,
-        device.ip if device else None,
-        device.ip_country if device else None,
-        request.merchant_id,
-        method.account,
-        method.provider,
-        method.type,
-        None if timestamp is None else _utc(timestamp),
-        request.transaction_id,
-        request.vertical,
-    )
+    row = _DigestRow(*_read_digest_row(request))
     return _digest_key(key).digest(_digest_encoder.encode(row))[:16].hex()
-
-
-class _DigestRow(msgspec.Struct):
-    """``request_to_log_row``'s keys in sorted order (checked below)."""
-
-    amount: str
-    card_bin: Any
-    card_fingerprint: Any
-    card_funding: Any
-    card_issuer_country: Any
-    card_last4: Any
-    context_bonus_code: Any
-    context_first_deposit: Any
-    context_subscription_kind: Any
-    context_subscription_trial: Any
-    context_three_ds: Any
-    currency: Any
-    customer_age_verified: Any
-    customer_country: Any
-    customer_created_at: Any
-    customer_email: Any
-    customer_id: Any
-    customer_kyc_level: Any
-    device_id: Any
-    device_ip: Any
-    device_ip_country: Any
-    merchant_id: Any
-    payment_method_account: Any
-    payment_method_provider: Any
-    payment_method_type: Any
-    timestamp: Any
-    transaction_id: Any
-    vertical: Any
-
-
-if _DigestRow.__struct_fields__ != tuple(sorted(LOG_COLUMNS)):
-    raise RuntimeError("_DigestRow must hold the log columns in sorted order")
-_digest_encoder: Final = msgspec.json.Encoder()
 
 
 def _utc(value: datetime) -> datetime | str | None:
@@ -381,6 +359,19 @@ def _canonical_decimal(value: Decimal) -> str:
     stripped = text.rstrip("0")
     exponent = int(exponent) + len(text) - len(stripped)
     return f"{'-' if sign else ''}{stripped or '0'}e{exponent if stripped else 0}"
+
+
+# The flat form's readers and the digest's row, generated from ``FLAT_FORM``.
+_read_flat: Final = flat_reader(FLAT_FORM)
+_read_log_row: Final = flat_reader(FLAT_FORM, {"amount": str, "instant": _rfc3339})
+_DIGEST_FIELDS: Final = tuple(sorted(FLAT_FORM, key=lambda f: f.column))
+_read_digest_row: Final = flat_reader(
+    _DIGEST_FIELDS, {"amount": _canonical_decimal, "instant": _utc}
+)
+# ``request_to_log_row``'s keys in sorted order: msgspec encodes a struct's fields from a
+# table built once, in this order, which is the JSON of the sorted dict.
+_DigestRow: Final = msgspec.defstruct("_DigestRow", [(f.column, Any) for f in _DIGEST_FIELDS])
+_digest_encoder: Final = msgspec.json.Encoder()
 
 
 # --- offline -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ since labels name their merchant). Both streams are capped approximately (``MAXL
 them in pages: pass the last entry's ``id`` back as ``after`` (or as ``start`` prefixed
 with ``(``).
 
-The decision record (``service.decision.scoring._record``) holds its features as a bare array of
+The decision record (``service.decision.record``) holds its features as a bare array of
 values, in the order of the catalogue named by its ``catalog_version``; older records hold
 a name → value object. The names of each catalogue version live in the
 ``<prefix>:catalogs`` hash (version → JSON list of names): ``register_catalog`` writes the

@@ -27,7 +27,7 @@ key                             type    content
                                         the claim lives an hour); a decision ``d``, the
                                         digest, the fraud mark (empty|0|1), the record
                                         (entity keys and event second, for feedback),
-                                        the response JSON (``velocity.decided_value``).
+                                        the response JSON (``transactions.decided_value``).
                                         One written before this layout is a hash
                                         (``state``, ``digest``, ``claimed_at``,
                                         ``decision``, ``record``, ``fraud``), still read
@@ -46,7 +46,7 @@ key                             type    content
                                         item count of each list (``<name>``,
                                         ``<name>:ranges``), so ``begin`` skips empty lists
 ``P:decisions``                 stream  the decision log: ``transaction_id``, ``record``
-                                        (the decision record JSON, ``scoring._record``,
+                                        (the decision record JSON, ``decision.record``,
                                         whose ``payment`` names the merchant), and for
                                         an entry drained from the spool ``spooled``:
                                         ``stored`` (the transaction's answer),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from service.features.catalog import ENTITY_MAP
+
 ENTITIES: Final[tuple[str, ...]] = (
     "card",
     "bin",
@@ -25,13 +27,5 @@ RANGE_LISTS: Final[tuple[str, ...]] = ("block_ip", "allow_ip")
 
 # What each list entity is compared with: the Payment attributes, in order.
 LOOKUP_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
-    "card": ("card_fingerprint",),
-    "bin": ("card_bin",),
-    "email": ("customer_email",),
-    "ip": ("device_ip",),
-    "device": ("device_id",),
-    # ``merchant_scoped(merchant, customer)``, and ``:customer`` for every merchant
-    "customer": ("customer_key", "customer_anywhere"),
-    "account": ("payment_method_account",),
-    "country": ("customer_country", "device_ip_country", "card_issuer_country"),
+    entity: ENTITY_MAP[entity].listed_by for entity in ENTITIES
 }

@@ -30,6 +30,7 @@ from service.stores.plan import PLAN, present
 MAX_RANGES: Final = 10_000  # per list: every score process holds them all in memory
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ListHit(msgspec.Struct, frozen=True):
@@ -389,14 +390,20 @@ class ListStore:
         self._ranges = RangeIndex(ranges)
         self._ranges_version = int(raw_version or 0)
 
-    def match_ip(self, ip_address: str | None) -> list[ListHit]:
-        """The cached ranges that contain ``ip_address`` (a clear address, never stored)."""
+    def match_ip(self, ip_address: IpAddress | str | None) -> list[ListHit]:
+        """The cached ranges that contain ``ip_address`` (a clear address, never stored).
+
+        The scoring path passes the address it parsed; text is parsed here.
+        """
         if not ip_address or not self._ranges:
             return []
-        try:
-            address = canonical_address(ipaddress.ip_address(ip_address.strip()))
-        except ValueError:
-            return []
+        if isinstance(ip_address, str):
+            try:
+                address: IpAddress = canonical_address(ipaddress.ip_address(ip_address.strip()))
+            except ValueError:
+                return []
+        else:
+            address = canonical_address(ip_address)
         now = self._clock()
         return [
             ListHit(name, "device_ip", reason)

@@ -70,17 +70,6 @@ _MEASURE: Final[dict[Aggregate, str]] = {
 # (declines are counted by ``commit``, frauds by ``feedback``).
 _BEGIN_ADDS: Final[dict[str, int]] = {"a": 1, "s": 2, "d": 0, "f": 0}
 
-# Entities keyed by several log columns take their value from one joined Payment attribute.
-_JOINED_KEY_ATTRIBUTE: Final[dict[Entity, str]] = {Entity.customer: "customer_key"}
-for _entity, _columns in catalog.ENTITY_KEY_COLUMNS.items():
-    if len(_columns) != 1 and _entity not in _JOINED_KEY_ATTRIBUTE:
-        raise RuntimeError(f"{_entity}: a multi-column entity key needs a joined attribute")
-
-
-def entity_attribute(entity: Entity) -> str:
-    """The ``Payment`` attribute whose value keys ``entity``."""
-    return _JOINED_KEY_ATTRIBUTE.get(entity) or catalog.ENTITY_KEY_COLUMNS[entity][0]
-
 
 def present(value: object) -> str | None:
     """A key or member value, or None when it is missing or blank."""
@@ -339,7 +328,7 @@ class Plan:
                 entities.append(
                     EntityPlan(
                         entity,
-                        entity_attribute(entity),
+                        catalog.entity_attribute(entity),
                         len(entities) + 1,
                         tuple(counters),
                         tuple(kinds),

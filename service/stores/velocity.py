@@ -1,5 +1,9 @@
 """The Redis side of a score call: idempotency, velocity, entity risk and list look-ups.
 
+``RiskStore`` puts the service's Redis stores behind one object: ``VelocityStore`` (this
+module: the two round trips below), ``transactions.TransactionStore`` (stored decisions),
+``feedback.FeedbackStore`` (labels).
+
 A score call costs two round trips:
 
 1. ``begin``: one Lua function call (``begin.lua`` in the library of ``library.py``)
@@ -26,7 +30,7 @@ transaction's stored answer when no decision is there and no other call holds th
 (so a retry after recovery is replayed), else it is logged as ``superseded`` by the
 answer that was stored first.
 
-``record_feedback_many`` adds a confirmed fraud to the fraud counters of the original
+Feedback (``feedback.py``) adds a confirmed fraud to the fraud counters of the original
 transaction's entities, in its buckets, once per transaction, for any number of labels in
 at most three pipelined round trips (reads, a read of the old key layout for those not
 found, the labels applied in order); ``record_feedback`` is the same for one label.
@@ -63,7 +67,6 @@ slot. Only single-Redis mode is built and tested.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import struct
 import time
@@ -71,39 +74,33 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from itertools import compress
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
+from service.decision.record import record_key
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
+from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
 from service.stores.pipelined import Slot, TransactionTemplate
 from service.stores.plan import PLAN, Plan, event_second, present
+from service.stores.transactions import (
+    Decided,
+    TransactionRecord,
+    TransactionStore,
+    decided_value,
+    read_decided,
+    transaction_record_encoder,
+)
 
 BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
 # How long a claim that no decision replaced lives (a call that died, or whose spooled
 # decision never drained): a retry within it takes the claim over without counting again.
 CLAIM_TTL_SECONDS = 3_600
-FRAUD_LABELS = frozenset({"fraud", "chargeback"})
-LABELS = frozenset({*FRAUD_LABELS, "legit"})
-# recorded: it changed the transaction's label; duplicate: it carried the label the
-# transaction had already (counted once); unknown: the transaction was never scored.
-FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
-
-
-class FeedbackLabel(NamedTuple):
-    """One label for ``record_feedback_many``."""
-
-    merchant_id: str
-    transaction_id: str
-    label: str  # one of LABELS
-    reported_at: float  # Unix seconds
-    reason: str | None = None
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -116,24 +113,6 @@ class Begin(msgspec.Struct, frozen=True):
     lists_version: int
 
 
-class TransactionRecord(msgspec.Struct, frozen=True):
-    """What feedback needs of a scored transaction: its event second and entity keys."""
-
-    t: int
-    e: dict[str, str]
-
-
-_record_encoder = msgspec.json.Encoder()
-_record_decoder = msgspec.json.Decoder(TransactionRecord)
-
-
-class Decided(NamedTuple):
-    """A decided transaction's stored parts: the entity record and the response."""
-
-    record: bytes  # the entity record (TransactionRecord JSON), for feedback
-    decision: bytes  # the response JSON, for a replay
-
-
 def new_claim() -> str:
     """The claimed-at (ms, the service clock, to the µs) a call's ``begin`` sends.
 
@@ -142,35 +121,11 @@ def new_claim() -> str:
     return f"{time.time() * 1000:.3f}"
 
 
-def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
-    """A decided transaction's value under its key.
-
-    ``d``, the payment's digest, the fraud mark (empty until feedback), the entity record and the
-    response, apart by newlines, which JSON text never holds (``begin.lua``'s ``read_claim`` reads
-    it in Redis).
-    """
-    return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
-
-
-def read_decided(value: bytes | None) -> Decided | None:
-    """``decided_value``'s record and response; None for a claim or a missing key."""
-    if not value or not value.startswith(b"d\n"):
-        return None
-    _, _, _, record, decision = value.split(b"\n", 4)
-    return Decided(record, decision)
-
-
-class _RecordPayment(msgspec.Struct):
-    transaction_id: str = ""
-    merchant_id: str = ""
-
-
 class _SpoolEntry(msgspec.Struct, omit_defaults=True):
     """A spooled line as ``append_records`` reads it.
 
-    ``spool_entry``'s object (``spool`` 1), or a bare decision record of the format before it,
-    whose transaction id is in ``payment`` (every record shape has it there), else in the
-    top-level copy that records written before the compact format also carry.
+    ``spool_entry``'s object (``spool`` 1), or a bare decision record of the format before it
+    (its merchant and transaction id: ``record.record_key``).
     """
 
     spool: int = 0
@@ -183,7 +138,6 @@ class _SpoolEntry(msgspec.Struct, omit_defaults=True):
     second: int = 0
     declines: list[tuple[str, int]] = []
     record: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
-    payment: _RecordPayment | None = None
 
 
 _spool_entry_decoder = msgspec.json.Decoder(_SpoolEntry)
@@ -237,8 +191,8 @@ def _run_commands(
     return transact(*template.commands(values))
 
 
-class RiskStore:
-    """The velocity store: claims, counters, decisions and feedback in Redis."""
+class VelocityStore:
+    """The hot path's two round trips: ``begin`` (claim, count, read, lists) and ``commit``."""
 
     def __init__(
         self,
@@ -524,7 +478,7 @@ class RiskStore:
                 for name, value in zip(self._entity_names, _present_all(raw), strict=True)
                 if value is not None
             }
-        entity_record = _record_encoder.encode(TransactionRecord(second, keyed))
+        entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
         value = decided_value(digest, entity_record, decision_json)
         return (
             self.keys.transaction(payment.merchant_id, payment.transaction_id),
@@ -578,161 +532,6 @@ class RiskStore:
         )
         return _spool_encoder.encode(entry)
 
-    async def _decided(self, tx: str, budget: float) -> Decided | None:
-        """The stored decision under transaction key ``tx``.
-
-        The stored decision under transaction key ``tx``, else None (undecided or
-        unknown).
-        """
-
-        async def run() -> Decided | None:
-            try:
-                return read_decided(await self.client.get(tx))
-            except ResponseError as exc:  # a hash: the layout before the string value
-                if "WRONGTYPE" not in str(exc):
-                    raise
-            state, record, decision = await self.client.hmget(tx, ["state", "record", "decision"])
-            if state != b"done" or decision is None:
-                return None
-            return Decided(record or b"", decision)
-
-        return await self.breaker.call(budget, run)
-
-    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
-        """The stored response JSON of a decided transaction, else None."""
-        tx = self.keys.transaction(merchant_id, transaction_id)
-        decided = await self._decided(tx, self._budget)
-        return decided.decision if decided is not None else None
-
-    async def wait_for_decision(
-        self,
-        merchant_id: str,
-        transaction_id: str,
-        timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
-    ) -> bytes | None:
-        """Poll for the decision of a concurrent call with the same id, up to ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            decision = await self.stored_decision(merchant_id, transaction_id)
-            left = deadline - time.monotonic()
-            if decision is not None or left <= 0:
-                return decision
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
-
-    async def record_feedback(
-        self,
-        merchant_id: str,
-        transaction_id: str,
-        label: str,
-        reported_at: float,
-        reason: str | None = None,
-    ) -> bool:
-        """Apply a label to the entity risk of the merchant's scored transaction.
-
-        False if that merchant never had it scored (another merchant's payment of the same
-        id is never touched). ``record_feedback_many`` of one label.
-        """
-        [outcome] = await self.record_feedback_many(
-            [FeedbackLabel(merchant_id, transaction_id, label, reported_at, reason)]
-        )
-        return outcome != "unknown"
-
-    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
-        """Apply labels in order, in a bounded number of pipelined round trips.
-
-        One reads every transaction under its merchant's key, one more (only when some
-        were not found) under the key of the layout before merchants were part of it (a
-        transaction decided then is found when its record's merchant is the label's), and
-        one applies the labels. A later label of the same transaction sees the earlier
-        one. One outcome per label.
-        """
-        for item in labels:
-            if item.label not in LABELS:
-                raise ValueError(f"label must be one of {sorted(LABELS)}, not {item.label!r}")
-        if not labels:
-            return []
-
-        async def run() -> list[FeedbackOutcome]:
-            keys = [self.keys.transaction(i.merchant_id, i.transaction_id) for i in labels]
-            decided = await self._decided_many(keys)
-            missing = [i for i, found in enumerate(decided) if found is None]
-            if missing:
-                legacy = [self.keys.legacy_transaction(labels[i].transaction_id) for i in missing]
-                for i, key, found in zip(
-                    missing, legacy, await self._decided_many(legacy), strict=True
-                ):
-                    if found is not None and found.record:
-                        merchant = _record_decoder.decode(found.record).e.get("merchant")
-                        if merchant == labels[i].merchant_id:
-                            keys[i], decided[i] = key, found
-            outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
-            calls, positions = [], []
-            for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
-                if found is not None and found.record:
-                    calls.append(self._feedback_call(keys[i], item, found.record))
-                    positions.append(i)
-            results = await self.library.call_many(self.client, "feedback", calls)
-            for i, result in zip(positions, results, strict=True):
-                if isinstance(result, Exception):
-                    raise result
-                if result is not None:
-                    outcomes[i] = "duplicate" if result == b"duplicate" else "recorded"
-            return outcomes
-
-        return await self.breaker.call(self._admin_budget, run)
-
-    def _feedback_call(
-        self, tx: str, item: FeedbackLabel, record_json: bytes
-    ) -> tuple[list[str], list[str | int | float]]:
-        """The keys and arguments of ``feedback.lua`` for one label of transaction key ``tx``."""
-        record = _record_decoder.decode(record_json)
-        keys = [tx, self.keys.labels]
-        args: list[str | int | float] = [
-            item.label,
-            item.transaction_id,
-            item.reported_at,
-            self._maxlen,
-            record.t,
-            item.reason or "",
-            item.merchant_id,
-        ]
-        for e in self.plan.entities:
-            value = record.e.get(str(e.entity))
-            if value is not None and e.frauds:
-                keys.append(self.keys.velocity(e.entity, value, e.layout))
-                args.append(e.index)
-        return keys, args
-
-    async def _decided_many(self, keys: Sequence[str]) -> list[Decided | None]:
-        """``_decided`` of many transactions, in one pipelined round trip.
-
-        One more reads those still stored as hashes (the layout before the string value).
-        """
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-            values = await pipe.execute(raise_on_error=False)
-        found: list[Decided | None] = []
-        hashes = []
-        for i, value in enumerate(values):
-            if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
-                hashes.append(i)
-                found.append(None)
-            elif isinstance(value, Exception):
-                raise value
-            else:
-                found.append(read_decided(value))
-        if hashes:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for i in hashes:
-                    pipe.hmget(keys[i], ["state", "record", "decision"])
-                for i, (state, record, decision) in zip(hashes, await pipe.execute(), strict=True):
-                    if state == b"done" and decision is not None:
-                        found[i] = Decided(record or b"", decision)
-        return found
-
     async def append_records(self, records: list[bytes]) -> dict[str, int]:
         """Drain spooled lines into Redis, each exactly once; returns the count of each outcome.
 
@@ -771,13 +570,7 @@ class RiskStore:
         if entry.spool:
             tx, transaction_id, record = entry.tx, entry.transaction_id, bytes(entry.record)
         else:
-            payment = entry.payment
-            transaction_id = (
-                payment.transaction_id
-                if payment is not None and payment.transaction_id
-                else entry.transaction_id
-            )
-            merchant = payment.merchant_id if payment is not None else ""
+            merchant, transaction_id = record_key(line)
             # only the marks go under it: the key of its merchant's transaction, else the
             # merchant-less layout's
             tx = (
@@ -804,3 +597,74 @@ class RiskStore:
                 keys.append(key)
                 args.append(index)
         return keys, args
+
+
+class RiskStore(VelocityStore):
+    """The service's Redis stores behind one object: what ``Engine.store`` is.
+
+    Its own ``begin``, ``commit`` and the spool's ``append_records`` are ``VelocityStore``'s
+    (the two round trips of a score call, and a commit deferred while Redis was away);
+    ``transactions`` reads stored decisions (replays, concurrent retries) and ``feedback``
+    applies labels. All share one client, key layout, circuit breaker and function library.
+    """
+
+    def __init__(self, client: aioredis.Redis, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.transactions = TransactionStore(client, self.keys, self.breaker, budget=self._budget)
+        self.feedback = FeedbackStore(
+            client,
+            self.keys,
+            self.breaker,
+            self.library,
+            self.plan,
+            self.transactions,
+            budget=self._admin_budget,
+            stream_maxlen=self._maxlen,
+        )
+
+    async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
+        """The stored response JSON of a decided transaction, else None."""
+        return await self.transactions.stored_decision(merchant_id, transaction_id)
+
+    async def wait_for_decision(
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        timeout: float,  # noqa: ASYNC109 - a polling deadline; each poll has its own budget
+    ) -> bytes | None:
+        """Poll for the decision of a concurrent call with the same id, up to ``timeout`` s."""
+        return await self.transactions.wait_for_decision(merchant_id, transaction_id, timeout)
+
+    async def record_feedback(
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
+    ) -> bool:
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        False if that merchant never had it scored (``FeedbackStore.record_feedback``).
+        """
+        return await self.feedback.record_feedback(
+            merchant_id, transaction_id, label, reported_at, reason
+        )
+
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order, in a bounded number of round trips (``FeedbackStore``)."""
+        return await self.feedback.record_feedback_many(labels)
+
+
+__all__ = [  # the stored decision's layout is ``transactions``', re-exported for callers here
+    "CLAIM_TTL_SECONDS",
+    "Begin",
+    "Decided",
+    "FeedbackLabel",
+    "FeedbackOutcome",
+    "RiskStore",
+    "VelocityStore",
+    "decided_value",
+    "new_claim",
+    "read_decided",
+]

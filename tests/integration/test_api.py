@@ -494,3 +494,35 @@ async def test_the_direct_score_entry_answers_as_litestar_s_route_does(
         assert routed == len(through_litestar)
     assert [a[0] for a in direct] == [405, 401, 403, 415, 413, 400, 400, 200, 409]
     assert direct == through_litestar
+
+
+async def test_a_score_call_parses_its_ip_address_once(client, monkeypatch):
+    """Validation parses ``device.ip``; normalisation and the range lists use that address."""
+    import ipaddress
+
+    from service.api import schemas
+    from service.normalisation import normalise, pseudonymise
+
+    calls: list[str] = []
+    real_parse, real_ip_address = pseudonymise.parse_ip, ipaddress.ip_address
+
+    def counted_parse(raw: str):
+        calls.append(raw)
+        return real_parse(raw)
+
+    def counted_ip_address(raw: object):
+        calls.append(str(raw))
+        return real_ip_address(raw)
+
+    admin = {"X-API-Key": ADMIN_KEY}
+    added = await client.put(
+        "/v1/lists/block_ip/items", json={"items": ["203.0.113.0/24"]}, headers=admin
+    )
+    assert added.status_code == 200
+    for module in (schemas, normalise, pseudonymise):
+        monkeypatch.setattr(module, "parse_ip", counted_parse)
+    monkeypatch.setattr(ipaddress, "ip_address", counted_ip_address)
+    answer = await client.post("/v1/score", json=payment("t-ip-once"), headers=admin)
+    assert answer.status_code == 200
+    assert answer.json()["decision"] == "decline"  # the range matched the parsed address
+    assert calls == ["203.0.113.7"]

@@ -125,3 +125,21 @@ async def test_startup_warnings_follow_the_redis_configuration(
     assert (warning is None) == (policy == "noeviction" or policy.startswith("volatile-"))
     appendonly = (await redis_client.config_get("appendonly"))["appendonly"]
     assert (await persistence_warning(redis_client) is None) == (appendonly == "yes")
+
+
+async def test_the_named_stores_share_the_facades_redis_keys_and_breaker(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """``RiskStore`` is its parts: each named store works on its own, on shared plumbing."""
+    for part in (store.transactions, store.feedback):
+        assert part.client is store.client
+        assert part.keys is store.keys
+        assert part.breaker is store.breaker
+    await decide(store, "t-parts")
+    assert await store.transactions.stored_decision("m1", "t-parts") == b"{}"
+    assert await store.feedback.record_feedback("m1", "t-parts", "fraud", reported_at=T0 + 60)
+    assert not await store.feedback.record_feedback("m1", "t-none", "fraud", reported_at=T0)
+    await store.append_records([record("s-parts")])
+    entries = await read_decisions(redis_client, redis_prefix)
+    assert [e.transaction_id for e in entries] == ["t-parts", "s-parts"]
+    assert [e.transaction_id for e in await read_labels(redis_client, redis_prefix)] == ["t-parts"]

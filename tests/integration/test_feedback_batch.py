@@ -178,7 +178,7 @@ async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
     assert counts["duplicate"] == MAX_LABELS - 40 - counts["unknown"]
     # read under the merchant's keys, the unknown ones under the old layout's, apply
     assert trips == {"pipelines": 3, "commands": 0}
-    assert elapsed < 10  # in process, with the test client; about 0.2 s on a quiet machine
+    assert elapsed < 10  # generous: a loaded machine (benchmarks/README.md has the figure)
 
 
 # --- the store: a batch does exactly what the same labels sent one by one do ----------------

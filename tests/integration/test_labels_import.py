@@ -296,8 +296,9 @@ def test_the_learning_loop_from_production_labels_to_a_registered_model(
     test = card["metrics"]["test"]
     assert 0 < test["frauds"] < test["rows"] and np.isfinite(test["roc_auc"])
 
-    # a retrained model registered without going live; LATEST stays on the first
-    assert main([*train, "--legit-after", "20", "--no-promote", "--json"]) == 0
+    # another model (later examples only) registered without going live; LATEST stays
+    later = ["--since", "2026-09-03T00:00:00Z"]
+    assert main([*train, "--legit-after", "30", *later, "--no-promote", "--json"]) == 0
     second = json.loads(capsys.readouterr().out)["version"]
     assert find_latest(registry) == registry / card["version"]
     assert main(["models", "list", "--registry", str(registry), "--json"]) == 0

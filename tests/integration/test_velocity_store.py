@@ -20,15 +20,16 @@ from hypothesis import strategies as st
 
 from service.errors import StoreUnavailable
 from service.features import catalog
-from service.features.catalog import Aggregate
+from service.features.catalog import Aggregate, entity_attribute
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.lists import ListHit, ListStore
 from service.stores.pipelined import PipelinedConnection, TransactionTemplate
-from service.stores.plan import PLAN, EntityPlan, Plan, entity_attribute
+from service.stores.plan import PLAN, EntityPlan, Plan
 from service.stores.redis_client import make_client, ping
-from service.stores.velocity import CLAIM_TTL_SECONDS, RiskStore, read_decided
+from service.stores.transactions import read_decided
+from service.stores.velocity import CLAIM_TTL_SECONDS, RiskStore
 from tests.conftest import TEST_REDIS_URL
 
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from service.contract import ScoreResponse
 from service.decision.policy import Outcome, Reason
-from service.decision.scoring import _commit, _record
+from service.decision.record import decision_record
+from service.decision.scoring import _commit
 from service.decision.spool import DecisionSpool
 from service.errors import StoreUnavailable
 from service.features import catalog
@@ -83,7 +84,7 @@ def shuffled_features(seed: int) -> dict[str, Any]:
 
 
 def encoded_record(features: dict[str, Any]) -> dict[str, Any]:
-    raw = msgspec.json.encode(_record(PAYMENT, features, [], OUTCOME, DECISION, 1.23456))
+    raw = msgspec.json.encode(decision_record(PAYMENT, features, [], DECISION, 1.23456))
     return msgspec.json.decode(raw)
 
 
@@ -125,7 +126,7 @@ def test_a_missing_feature_fails_rather_than_shifting_the_others() -> None:
     features = shuffled_features(0)
     del features["card_attempts_1h"]
     with pytest.raises(KeyError, match="card_attempts_1h"):
-        _record(PAYMENT, features, [], OUTCOME, DECISION, 1.0)
+        decision_record(PAYMENT, features, [], DECISION, 1.0)
 
 
 def test_the_transaction_id_and_event_time_are_only_in_the_payment() -> None:
@@ -134,6 +135,7 @@ def test_the_transaction_id_and_event_time_are_only_in_the_payment() -> None:
     assert record["payment"]["transaction_id"] == "rec-1"
     assert record["payment"]["event_time"] == 1_700_000_123.5
     assert list(record) == [
+        "record_version",
         "payment",
         "decision",
         "score",
@@ -215,7 +217,7 @@ async def test_a_record_spooled_after_a_failed_commit_lists_the_decision_log(tmp
     store = Down(aioredis.Redis(), prefix="rs", timeout_ms=25, decision_ttl_seconds=60)
     engine = SimpleNamespace(store=store, metrics=Metrics(), spool=spool)
     decision = msgspec.structs.replace(DECISION, degraded=["model"])
-    record = _record(PAYMENT, shuffled_features(0), [], OUTCOME, decision, 1.0)
+    record = decision_record(PAYMENT, shuffled_features(0), [], decision, 1.0)
     await _commit(engine, PAYMENT, "dg", "1.000", decision, record, stored=True)  # type: ignore[arg-type]
     assert decision.degraded == ["model", "decision_log"]
     [spooled] = spool.take()

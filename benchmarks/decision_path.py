@@ -1,0 +1,90 @@
+"""The decision path's own CPU, without Redis or a model: what a change to it costs.
+
+Validates, normalises, digests, computes request features, decides (rules and policy,
+``decide_payment``), builds the response and the decision record and encodes both, for
+``N`` payments of ``micro.py``'s traffic mix (velocity features made up, no list matches).
+Deterministic, so that instruction counts compare across revisions on a shared machine:
+
+    valgrind --tool=callgrind .venv/bin/python benchmarks/decision_path.py 200
+    valgrind --tool=callgrind .venv/bin/python benchmarks/decision_path.py 1200
+
+and take (the second total - the first) / 1000 as the instructions per payment.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import micro
+
+from service.api.schemas import decode_score
+from service.contract import ScoreResponse
+from service.decision.policy import Policy, decide_payment
+from service.decision.record import decision_record, encode_record
+from service.features.catalog import VELOCITY_FEATURES
+from service.features.request import request_features
+from service.normalisation.normalise import normalise, payment_digest
+from service.normalisation.pseudonymise import Pseudonymiser
+from service.reference.tables import FxTable
+from service.rules.rulebook import load_ruleset
+from service.settings import DEFAULT_FX_RATES, DEFAULT_RULES_DIR, Settings
+
+
+def main(n: int) -> None:
+    """Decide ``n`` payments and print the CPU per payment."""
+    settings = Settings()
+    fx = FxTable.load(DEFAULT_FX_RATES)
+    pseudonymiser = Pseudonymiser(b"benchmark-secret-0123456789abcdef")
+    ruleset = load_ruleset(DEFAULT_RULES_DIR)
+    policy = Policy.of(settings, None)
+    encoder = msgspec.json.Encoder()
+    rng = random.Random(5)
+    bodies = [micro.body(rng, f"p{i}") for i in range(n)]
+    velocity = {f.name: float(i % 5) for i, f in enumerate(VELOCITY_FEATURES)}
+    started = time.process_time()
+    for body in bodies:
+        valid = decode_score(body, currencies=fx.currencies)
+        payment = normalise(
+            valid.request,
+            fx=fx,
+            pseudonymiser=pseudonymiser,
+            now=1.8e9,
+            clock="server",
+            max_skew_seconds=300,
+            ip=valid.ip,
+        ).payment
+        payment_digest(valid.request, key=b"digest-key")
+        features = request_features(payment)
+        features.update(velocity)
+        verdict = decide_payment(
+            features, list_matches=[], ruleset=ruleset, model=None, policy=policy
+        )
+        outcome = verdict.outcome
+        decision = ScoreResponse(
+            transaction_id=payment.transaction_id,
+            decision=outcome.decision,
+            score=outcome.score,
+            reasons=outcome.reasons,
+            matched_rules=outcome.matched_rules,
+            shadow_rules=outcome.shadow_rules,
+            model_version=None,
+            ruleset_version=ruleset.version,
+            model_probability=None,
+            degraded=["model"],
+            replayed=False,
+        )
+        encode_record(decision_record(payment, features, verdict.rules, decision, 1.5))
+        encoder.encode(decision)
+    spent = time.process_time() - started
+    print(f"{n} payments, {spent / max(n, 1) * 1e6:.1f} µs of CPU each")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)

@@ -1,0 +1,146 @@
+"""Labels into entity risk: a confirmed fraud counts for the scored transaction's entities.
+
+``record_feedback_many`` reads the entity records that ``commit`` kept beside the
+decisions (``transactions.TransactionRecord``), then one Redis function call per label
+(``feedback`` in the library) marks the transaction, appends the label to the labels
+stream, and for a fraud label adds to its entities' fraud counters in its buckets, once per
+transaction; ``record_feedback`` is the same for one label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import redis.asyncio as aioredis
+
+from service.stores.breaker import Breaker
+from service.stores.keys import Keys
+from service.stores.library import Library
+from service.stores.plan import Plan
+from service.stores.transactions import TransactionStore, transaction_record_decoder
+
+FRAUD_LABELS = frozenset({"fraud", "chargeback"})
+LABELS = frozenset({*FRAUD_LABELS, "legit"})
+# recorded: it changed the transaction's label; duplicate: it carried the label the
+# transaction had already (counted once); unknown: the transaction was never scored.
+FeedbackOutcome = Literal["recorded", "duplicate", "unknown"]
+
+
+class FeedbackLabel(NamedTuple):
+    """One label for ``record_feedback_many``."""
+
+    merchant_id: str
+    transaction_id: str
+    label: str  # one of LABELS
+    reported_at: float  # Unix seconds
+    reason: str | None = None
+
+
+class FeedbackStore:
+    """Labels for scored transactions, applied to their entities' fraud counters."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        breaker: Breaker,
+        library: Library,
+        plan: Plan,
+        transactions: TransactionStore,
+        *,
+        budget: float,
+        stream_maxlen: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.breaker = breaker
+        self.library = library
+        self.plan = plan
+        self.transactions = transactions
+        self._budget = budget
+        self._maxlen = stream_maxlen
+
+    async def record_feedback(
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        label: str,
+        reported_at: float,
+        reason: str | None = None,
+    ) -> bool:
+        """Apply a label to the entity risk of the merchant's scored transaction.
+
+        False if that merchant never had it scored (another merchant's payment of the same
+        id is never touched). ``record_feedback_many`` of one label.
+        """
+        [outcome] = await self.record_feedback_many(
+            [FeedbackLabel(merchant_id, transaction_id, label, reported_at, reason)]
+        )
+        return outcome != "unknown"
+
+    async def record_feedback_many(self, labels: Sequence[FeedbackLabel]) -> list[FeedbackOutcome]:
+        """Apply labels in order, in a bounded number of pipelined round trips.
+
+        One reads every transaction under its merchant's key, one more (only when some
+        were not found) under the key of the layout before merchants were part of it (a
+        transaction decided then is found when its record's merchant is the label's), and
+        one applies the labels. A later label of the same transaction sees the earlier
+        one. One outcome per label.
+        """
+        for item in labels:
+            if item.label not in LABELS:
+                raise ValueError(f"label must be one of {sorted(LABELS)}, not {item.label!r}")
+        if not labels:
+            return []
+
+        async def run() -> list[FeedbackOutcome]:
+            keys = [self.keys.transaction(i.merchant_id, i.transaction_id) for i in labels]
+            decided = await self.transactions.decided_many(keys)
+            missing = [i for i, found in enumerate(decided) if found is None]
+            if missing:
+                legacy = [self.keys.legacy_transaction(labels[i].transaction_id) for i in missing]
+                for i, key, found in zip(
+                    missing, legacy, await self.transactions.decided_many(legacy), strict=True
+                ):
+                    if found is not None and found.record:
+                        merchant = transaction_record_decoder.decode(found.record).e.get("merchant")
+                        if merchant == labels[i].merchant_id:
+                            keys[i], decided[i] = key, found
+            outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
+            calls, positions = [], []
+            for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
+                if found is not None and found.record:
+                    calls.append(self._feedback_call(keys[i], item, found.record))
+                    positions.append(i)
+            results = await self.library.call_many(self.client, "feedback", calls)
+            for i, result in zip(positions, results, strict=True):
+                if isinstance(result, Exception):
+                    raise result
+                if result is not None:
+                    outcomes[i] = "duplicate" if result == b"duplicate" else "recorded"
+            return outcomes
+
+        return await self.breaker.call(self._budget, run)
+
+    def _feedback_call(
+        self, tx: str, item: FeedbackLabel, record_json: bytes
+    ) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of ``feedback.lua`` for one label of transaction key ``tx``."""
+        record = transaction_record_decoder.decode(record_json)
+        keys = [tx, self.keys.labels]
+        args: list[str | int | float] = [
+            item.label,
+            item.transaction_id,
+            item.reported_at,
+            self._maxlen,
+            record.t,
+            item.reason or "",
+            item.merchant_id,
+        ]
+        for e in self.plan.entities:
+            value = record.e.get(str(e.entity))
+            if value is not None and e.frauds:
+                keys.append(self.keys.velocity(e.entity, value, e.layout))
+                args.append(e.index)
+        return keys, args

@@ -1,0 +1,111 @@
+"""One decision record, versioned: today's records and those written before stay readable.
+
+``tests/fixtures/decision-record-e1c800c.json`` is a record as the service wrote it at
+commit e1c800c, before ``record_version`` (captured from that code, byte for byte), with its
+catalogue's feature names beside it; the by-name shape of older records is made from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from service.contract import ScoreResponse
+from service.decision.record import (
+    RECORD_VERSION,
+    DecisionRecord,
+    RuleRecord,
+    decision_record,
+    decode_record,
+    encode_record,
+    record_key,
+)
+from service.features.catalog import FEATURE_NAMES
+from service.stores.decisions import DecisionEntry
+from training.export import decision_row
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+V1 = (FIXTURES / "decision-record-e1c800c.json").read_bytes().strip()
+V1_CATALOGS: dict[str, list[str]] = json.loads(
+    (FIXTURES / "decision-record-e1c800c.catalog.json").read_text()
+)
+ENTRY = DecisionEntry("1795788181000-0", "rec-v1-0001", V1)
+
+
+def by_name(raw: bytes) -> bytes:
+    """The record in the shape before the compact format.
+
+    Features by name, the transaction id and time repeated at the top.
+    """
+    record = msgspec.json.decode(raw)
+    names = V1_CATALOGS[record["catalog_version"]]
+    record["transaction_id"] = record["payment"]["transaction_id"]
+    record["event_time"] = record["payment"]["event_time"]
+    record["features"] = dict(zip(names, record["features"], strict=True))
+    return msgspec.json.encode(record)
+
+
+def test_a_record_written_before_versions_is_version_1_and_reads_whole() -> None:
+    record = decode_record(V1)
+    assert record.record_version == 1
+    assert record.payment.transaction_id == "rec-v1-0001"
+    assert record.rules == [
+        RuleRecord("FX_PREPAID_CARD", True, "active", None),
+        RuleRecord("FX_SHADOW_X", True, "shadow", None),
+        RuleRecord("FX_BROKEN", False, "active", "TypeError: unsupported operand"),
+    ]
+    assert record.reasons == ["FX_PREPAID_CARD", "SCORE_DECLINE_THRESHOLD"]
+    assert len(record.features) == len(next(iter(V1_CATALOGS.values())))
+    assert record_key(V1) == record_key(by_name(V1)) == ("broker-7", "rec-v1-0001")
+
+
+@pytest.mark.parametrize("shape", ["array", "by_name"])
+def test_the_export_reads_records_written_before_versions(shape: str) -> None:
+    raw = V1 if shape == "array" else by_name(V1)
+    row = decision_row(ENTRY, decode_record(raw), V1_CATALOGS)
+    assert row["transaction_id"] == "rec-v1-0001"
+    assert (row["decision"], row["score"]) == ("decline", 91)
+    assert row["matched_rules"] == ["FX_PREPAID_CARD"]
+    assert row["shadow_rules"] == ["FX_SHADOW_X"]
+    assert row["rule_errors"] == ["FX_BROKEN"]
+    assert row["f_vertical"] == "forex"
+    assert row["customer_email"].startswith("em_")
+
+
+def test_todays_record_is_the_old_one_with_its_version_first() -> None:
+    """Today's writer gives a version 1 record's bytes but for the version field.
+
+    Nothing else in the format changed.
+    """
+    old = decode_record(V1)
+    current = msgspec.structs.replace(old, record_version=RECORD_VERSION)
+    assert encode_record(current) == b'{"record_version":%d,' % RECORD_VERSION + V1[1:]
+
+
+def test_the_writer_and_the_readers_use_one_struct() -> None:
+    features: dict[str, Any] = {name: float(i) for i, name in enumerate(FEATURE_NAMES)}
+    decision = ScoreResponse(
+        transaction_id="t-1",
+        decision="approve",
+        score=3,
+        reasons=[],
+        matched_rules=[],
+        shadow_rules=[],
+        model_version=None,
+        ruleset_version="rules-x",
+        model_probability=None,
+        degraded=["model"],
+        replayed=False,
+    )
+    payment = decode_record(V1).payment
+    record = decision_record(payment, features, [RuleRecord("R", True, "shadow")], decision, 2.5)
+    assert isinstance(record, DecisionRecord)
+    back = decode_record(encode_record(record))
+    assert back.record_version == RECORD_VERSION == 2
+    assert back.features == tuple(float(i) for i in range(len(FEATURE_NAMES)))
+    assert back.rules == [RuleRecord("R", True, "shadow", None)]
+    assert back.payment == payment
