@@ -77,13 +77,16 @@ def test_the_export_reads_records_written_before_versions(shape: str) -> None:
 
 
 def test_todays_record_is_the_old_one_with_its_version_first() -> None:
-    """Today's writer gives a version 1 record's bytes but for the version field.
+    """Today's writer gives a version 1 record's bytes but for the version and FX date.
 
-    Nothing else in the format changed.
+    Nothing else in the format changed (``fx_as_of``, version 3, follows ``catalog_version``).
     """
     old = decode_record(V1)
-    current = msgspec.structs.replace(old, record_version=RECORD_VERSION)
-    assert encode_record(current) == b'{"record_version":%d,' % RECORD_VERSION + V1[1:]
+    assert old.fx_as_of is None
+    current = msgspec.structs.replace(old, record_version=RECORD_VERSION, fx_as_of="2026-11-20")
+    head, sep, tail = V1[1:].partition(b',"reasons":')
+    expected = b'{"record_version":%d,' % RECORD_VERSION + head + b',"fx_as_of":"2026-11-20"'
+    assert encode_record(current) == expected + sep + tail
 
 
 def test_the_writer_and_the_readers_use_one_struct() -> None:
@@ -102,10 +105,12 @@ def test_the_writer_and_the_readers_use_one_struct() -> None:
         replayed=False,
     )
     payment = decode_record(V1).payment
-    record = decision_record(payment, features, [RuleRecord("R", True, "shadow")], decision, 2.5)
+    rules = [RuleRecord("R", True, "shadow")]
+    record = decision_record(payment, features, rules, decision, 2.5, "2026-11-20")
     assert isinstance(record, DecisionRecord)
     back = decode_record(encode_record(record))
-    assert back.record_version == RECORD_VERSION == 2
+    assert back.record_version == RECORD_VERSION == 3
+    assert back.fx_as_of == "2026-11-20"
     assert back.features == tuple(float(i) for i in range(len(FEATURE_NAMES)))
     assert back.rules == [RuleRecord("R", True, "shadow", None)]
     assert back.payment == payment
