@@ -164,7 +164,7 @@ def _split_email(raw: str) -> tuple[str, str | None]:
     local, at, domain = text.rpartition("@")
     if not at:
         return text, None
-    domain = _idna(domain.strip())
+    local, domain = local.strip(), _idna(domain.strip())
     domain = _DOMAIN_ALIASES.get(domain, domain)
     if domain in _PLUS_TAG_DOMAINS:
         local = local.partition("+")[0]

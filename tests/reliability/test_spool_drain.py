@@ -264,7 +264,8 @@ _DRAINER = textwrap.dedent(
 def _drain_with_kills(port: int, prefix: str, spool: DecisionSpool, count: int) -> tuple[int, int]:
     """Run drainers until the spool is empty, killing each (SIGKILL) at a random point.
 
-    When the log reaches a random length short of ``count``, or at a random early moment
+    When the log reaches a random length short of ``count`` (always, until three kills), or
+    at a random early moment
     (while it starts, takes the spool, sends again what is logged already), or none.
     Returns (kills, runs).
     """
@@ -278,8 +279,12 @@ def _drain_with_kills(port: int, prefix: str, spool: DecisionSpool, count: int) 
             [sys.executable, "-c", _DRAINER, str(port), prefix, str(spool.path)], cwd=ROOT
         )
         logged, draw = client.xlen(stream), rng.random()
-        # mostly once the log grew to a random length, else at a random moment, or not at all
-        target = rng.randrange(logged + 1, count + 1) if draw < 0.7 and logged < count else None
+        # mostly once the log grew to a random length, else at a random moment, or not at all;
+        # the first three runs always by length (short of the end), so that however fast the
+        # machine, the drain is cut short at least three times
+        if kills < 3 and logged + 1 < count:
+            draw = min(draw, 0.69)
+        target = rng.randrange(logged + 1, count) if draw < 0.7 and logged + 1 < count else None
         deadline = time.monotonic() + (rng.uniform(0.05, 1.0) if draw < 0.9 else 60)
         if target is not None:
             deadline += 60

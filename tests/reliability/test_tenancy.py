@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
@@ -517,6 +517,7 @@ def test_invisible_and_compatibility_forms_give_one_canonical_email(
 
 @settings(max_examples=200, deadline=None)
 @given(raw=st.text(max_size=30))
+@example(raw="0 @")  # a space before an empty domain: kept once, dropped the next time
 def test_canonical_identities_are_fixed_points(raw: str) -> None:
     assert canonical_email(canonical_email(raw)) == canonical_email(raw)
     assert canonical_account(canonical_account(raw)) == canonical_account(raw)
