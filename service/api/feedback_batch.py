@@ -20,6 +20,8 @@ from service.errors import FieldProblem, InvalidRequest
 
 # A label is at most about 800 bytes of JSON (ids, time, a 512-character reason).
 MAX_BODY_BYTES: Final = 1 << 20
+# Bodies larger than the score route's limit are decoded off the event loop.
+OFF_LOOP_BYTES: Final = 64 << 10
 
 
 class _Envelope(msgspec.Struct, frozen=True):

@@ -300,3 +300,31 @@ async def test_a_key_limited_to_merchants_records_only_theirs(redis_client, redi
         assert [x["result"] for x in r.json()["results"]] == ["forbidden", "recorded"]
     stream = await read_labels(redis_client, redis_prefix)
     assert [(x.merchant_id, x.transaction_id) for x in stream] == [("shop-1", "s-1")]
+
+
+async def test_a_large_batch_is_screened_off_the_event_loop(client, monkeypatch):  # noqa: F811
+    """A hostile full batch ("1 1 1 …" reasons) is decoded in a thread, a small one in place."""
+    from service.api import feedback_batch
+
+    decode = feedback_batch.decode_feedback_batch
+    threads: list[bool] = []  # decoded on the event loop?
+
+    def recording(body):
+        try:
+            asyncio.get_running_loop()
+            threads.append(True)  # on the event loop's thread
+        except RuntimeError:
+            threads.append(False)  # in a worker thread
+        return decode(body)
+
+    monkeypatch.setattr(feedback_batch, "decode_feedback_batch", recording)
+    hostile = [
+        {"merchant_id": "m", "transaction_id": f"h-{i}", "label": "fraud", "reason": "1 " * 250}
+        for i in range(MAX_LABELS)
+    ]
+    small = [{"merchant_id": "m", "transaction_id": "h-0", "label": "fraud"}]
+    for labels in (hostile, small):
+        r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
+        assert r.status_code == 200, r.text
+    assert threads == [False, True]
+    assert r.json()["counts"]["unknown"] == 1
