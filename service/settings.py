@@ -22,7 +22,7 @@ _HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``rep
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
-DEFAULT_FX_RATES = PACKAGE_DIR.parent / "data" / "fx_rates.csv"
+DEFAULT_FX_RATES = PACKAGE_DIR / "reference" / "fx_rates.csv"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

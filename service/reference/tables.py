@@ -6,8 +6,8 @@ crypto codes are listed here, because no ISO table covers them. An operator may 
 disposable-mailbox domains of their own in a list file (``read_disposable_domains``),
 merged with the library's.
 
-Reference rates come from ``data/fx_rates.csv`` (``currency,usd_per_unit,as_of``). The file
-shipped in the repository is a dated snapshot for development, tests and backtests. A
+Reference rates come from ``fx_rates.csv`` beside this module (``currency,usd_per_unit,as_of``).
+The file shipped in the package is a dated snapshot for development, tests and backtests. A
 production deployment replaces it (``RISKSCORE_FX_RATES``) with the treasury's daily
 reference rates (for example the central-bank fixings or the acquirer's settlement rates
 for fiat, an exchange's daily close for crypto), written in the same format by a daily job.

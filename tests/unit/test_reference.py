@@ -114,3 +114,16 @@ def test_comment_lines_in_the_table_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "rates.csv"
     path.write_text("# from the treasury job\ncurrency,usd_per_unit,as_of\nUSD,1,2026-11-21\n")
     assert FxTable.load(path).as_of == date(2026, 11, 21)
+
+
+def test_the_default_fx_table_ships_inside_the_package() -> None:
+    """A non-editable install carries the default FX table (package data), not only a checkout."""
+    import tomllib
+
+    from service.settings import DEFAULT_FX_RATES, PACKAGE_DIR
+
+    assert DEFAULT_FX_RATES.is_file()
+    relative = DEFAULT_FX_RATES.relative_to(PACKAGE_DIR)
+    pyproject = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["service"]
+    assert any(relative.match(p) for p in patterns), (relative, patterns)

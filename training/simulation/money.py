@@ -4,7 +4,7 @@ Amounts are drawn in USD (per vertical), converted with these rough rates and ro
 way customers actually pay: deposits to round figures (₹500, Rp50.000), prices to the
 currency's small units. The result is an integer count of minor units, written out as an
 exact decimal string, so no binary float ever reaches the log. The rates are the
-simulator's own round figures, close to the snapshot in ``data/fx_rates.csv`` that the
+simulator's own round figures, close to the snapshot in ``service/reference/fx_rates.csv`` that the
 service converts with; exponents follow ISO 4217 and the service's crypto table.
 """
 
