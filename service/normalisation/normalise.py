@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, DecimalException
+from operator import attrgetter, itemgetter
 from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
@@ -98,34 +99,67 @@ def flat_reader(
 
     None where an object on the path is absent, ``convert[kind]`` applied to present values.
 
-    It runs on every score call (``normalise``, ``payment_digest``), so it is generated
-    once as straight-line attribute reads, each object on a path read once.
+    It runs on every score call (``normalise``, ``payment_digest``), so each object on a
+    path is read once, and the attributes of one object by one ``attrgetter`` call.
     """
     convert = dict(convert or {})
-    lines = ["def read(request):"]
-    bound: dict[tuple[str, ...], str] = {(): "request"}
-    for field in fields:
-        for depth in range(1, len(field.path)):
-            prefix = field.path[:depth]
-            if prefix not in bound:
-                parent = bound[prefix[:-1]]
-                name = bound[prefix] = "_" + "_".join(prefix)
-                lines.append(
-                    f"    {name} = {parent}.{prefix[-1]} if {parent} is not None else None"
-                )
-    values = []
-    for field in fields:
-        parent = bound[field.path[:-1]]
-        value = f"{parent}.{field.path[-1]}"
-        if parent != "request":
-            value = f"({value} if {parent} is not None else None)"
-        if field.kind in convert:
-            value = f"(None if {value} is None else convert_{field.kind}({value}))"
-        values.append(value)
-    lines.append(f"    return ({', '.join(values)},)")
-    namespace: dict[str, Any] = {f"convert_{kind}": fn for kind, fn in convert.items()}
-    exec("\n".join(lines), namespace)  # the code is built from the table, never from input
-    read: Callable[[ScoreRequest], tuple[Any, ...]] = namespace["read"]
+    read_all = _object_reader([f.path for f in fields])
+    # read_all gives the leaves depth first; put them back in the order of ``fields``
+    order = _leaf_order([f.path for f in fields])
+    position = {path: i for i, path in enumerate(order)}
+    reorder = itemgetter(*(position[f.path] for f in fields))
+    conversions = tuple((i, convert[f.kind]) for i, f in enumerate(fields) if f.kind in convert)
+
+    def read(request: ScoreRequest) -> tuple[Any, ...]:
+        values = reorder(read_all(request))
+        if len(fields) == 1:
+            values = (values,)
+        if not conversions:
+            return values
+        out = list(values)
+        for i, fn in conversions:
+            if out[i] is not None:
+                out[i] = fn(out[i])
+        return tuple(out)
+
+    return read
+
+
+def _leaf_order(paths: Sequence[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The paths in _object_reader's order: this object's own, then each child's."""
+    own = [p for p in paths if len(p) == 1]
+    children: dict[str, list[tuple[str, ...]]] = {}
+    for p in paths:
+        if len(p) > 1:
+            children.setdefault(p[0], []).append(p[1:])
+    return own + [(name, *sub) for name, subs in children.items() for sub in _leaf_order(subs)]
+
+
+def _object_reader(paths: Sequence[tuple[str, ...]]) -> Callable[[Any], tuple[Any, ...]]:
+    """A reader of ``paths`` under one object (None: all None), in ``_leaf_order``."""
+    own = [p[0] for p in paths if len(p) == 1]
+    grouped: dict[str, list[tuple[str, ...]]] = {}
+    for p in paths:
+        if len(p) > 1:
+            grouped.setdefault(p[0], []).append(p[1:])
+    names = own + list(grouped)
+    get = itemgetter(0) if not names else attrgetter(*names)
+    single = len(names) == 1
+    children = tuple(_object_reader(subs) for subs in grouped.values())
+    absent = (None,) * len(_leaf_order(paths))
+    n_own = len(own)
+
+    def read(obj: Any) -> tuple[Any, ...]:
+        if obj is None:
+            return absent
+        got = (get(obj),) if single else get(obj)
+        if not children:
+            return got
+        out = got[:n_own]
+        for child, value in zip(children, got[n_own:], strict=True):
+            out += child(value)
+        return out
+
     return read
 
 
