@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 REDIS_PORT ?= 6379
 
-.PHONY: setup run test lint format redis model bench clean assets
+.PHONY: setup run test lint format redis model bench clean browser assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,18 @@ run: setup .run/env redis model
 	  echo "riskscore on http://127.0.0.1:8000 (keys in .run/env; OpenAPI at /schema)" && \
 	  $(BIN)/riskscore serve
 
-test: setup
+# The browser test of the pages (tests/reliability/test_pages_offline.py) drives Debian's
+# Chromium with Playwright, which never downloads a browser of its own; the network test
+# builds its guard with the C compiler.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
+	fi
+	@command -v cc >/dev/null || command -v gcc >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q gcc >/dev/null; }
+
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
