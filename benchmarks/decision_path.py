@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import micro
 
 from service.api.schemas import decode_score
-from service.contract import ScoreResponse
 from service.decision.policy import Policy, decide_payment
 from service.decision.record import decision_record, encode_record
+from service.decision.scoring import response_of
 from service.features.catalog import VELOCITY_FEATURES
 from service.features.request import request_features
 from service.normalisation.normalise import normalise, payment_digest
@@ -66,19 +66,12 @@ def main(n: int) -> None:
         verdict = decide_payment(
             features, list_matches=[], ruleset=ruleset, model=None, policy=policy
         )
-        outcome = verdict.outcome
-        decision = ScoreResponse(
-            transaction_id=payment.transaction_id,
-            decision=outcome.decision,
-            score=outcome.score,
-            reasons=outcome.reasons,
-            matched_rules=outcome.matched_rules,
-            shadow_rules=outcome.shadow_rules,
-            model_version=None,
+        decision = response_of(
+            payment.transaction_id,
+            verdict,
             ruleset_version=ruleset.version,
-            model_probability=None,
+            model_version=None,
             degraded=["model"],
-            replayed=False,
         )
         encode_record(decision_record(payment, features, verdict.rules, decision, 1.5))
         encoder.encode(decision)

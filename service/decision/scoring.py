@@ -39,7 +39,7 @@ from service.stores.velocity import Begin, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
-from .policy import ListMatch, Policy, RuleOutcome, decide_payment
+from .policy import ListMatch, Policy, RuleOutcome, Verdict, decide_payment
 
 decision_lines = DecisionLines("riskscore.decision")
 
@@ -127,19 +127,12 @@ async def score(
         policy=engine.policy,
         velocity_available=begin is not None,
     )
-    outcome = verdict.outcome
-    decision = ScoreResponse(
-        transaction_id=payment.transaction_id,
-        decision=outcome.decision,
-        score=outcome.score,
-        reasons=outcome.reasons,
-        matched_rules=outcome.matched_rules,
-        shadow_rules=outcome.shadow_rules,
-        model_version=model.version if model is not None else None,
+    decision = response_of(
+        payment.transaction_id,
+        verdict,
         ruleset_version=ruleset.version,
-        model_probability=verdict.model.probability if verdict.model is not None else None,
+        model_version=model.version if model is not None else None,
         degraded=degraded,
-        replayed=False,
     )
     latency_ms = (time.perf_counter() - started) * 1000
     record = decision_record(payment, features, verdict.rules, decision, latency_ms, fx.as_of_text)
@@ -152,7 +145,7 @@ async def score(
         payment.vertical,
         decision.decision,
         decision.score,
-        outcome.matched_rules,
+        decision.matched_rules,
         degraded,
         record.latency_ms,
     )
@@ -285,3 +278,28 @@ def _observe(
         m.rule_errors.labels(rule_id).inc()
     for dependency in decision.degraded:
         m.degraded.labels(dependency).inc()
+
+
+def response_of(
+    transaction_id: str,
+    verdict: Verdict,
+    *,
+    ruleset_version: str,
+    model_version: str | None,
+    degraded: list[str],
+) -> ScoreResponse:
+    """The answer to the gateway for ``decide_payment``'s verdict (never a replay)."""
+    outcome = verdict.outcome
+    return ScoreResponse(
+        transaction_id=transaction_id,
+        decision=outcome.decision,
+        score=outcome.score,
+        reasons=outcome.reasons,
+        matched_rules=outcome.matched_rules,
+        shadow_rules=outcome.shadow_rules,
+        model_version=model_version,
+        ruleset_version=ruleset_version,
+        model_probability=verdict.model.probability if verdict.model is not None else None,
+        degraded=degraded,
+        replayed=False,
+    )
