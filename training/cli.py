@@ -359,17 +359,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     import redis.asyncio as aioredis
 
+    from service.stores.redis_client import is_cluster_url, make_client
     from training.export import export
     from training.train import to_unix_seconds
 
     url = args.redis_url or os.environ.get("RISKSCORE_REDIS_URL") or Settings().redis_url
-    if url.startswith("redis+cluster://"):
-        print("error: export from a Redis Cluster is not supported yet", file=sys.stderr)
-        return 2
     prefix = args.prefix or os.environ.get("RISKSCORE_REDIS_PREFIX") or Settings().redis_prefix
 
     async def run() -> dict:
-        client = aioredis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=5)
+        if is_cluster_url(url):  # the streams are one key each: read from their nodes
+            client = make_client(url, timeout_ms=1_500)  # 60 s socket timeout, as below
+        else:
+            client = aioredis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=5)
         try:
             return await export(
                 client,

@@ -240,6 +240,7 @@ async def _commit(
                 decision_json=decision_json,
                 record_json=record_json,
                 declined=declined,
+                claim=claim,
             )
             engine.metrics.commit_seconds(time.perf_counter() - t0)
             return

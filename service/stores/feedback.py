@@ -10,15 +10,17 @@ transaction; ``record_feedback`` is the same for one label.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from service.stores.breaker import Breaker
+from service.stores.cluster import run_commands
 from service.stores.keys import Keys
 from service.stores.library import Library
 from service.stores.plan import Plan
-from service.stores.transactions import TransactionStore, transaction_record_decoder
+from service.stores.transactions import Decided, TransactionStore, transaction_record_decoder
 
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
 LABELS = frozenset({*FRAUD_LABELS, "legit"})
@@ -51,6 +53,7 @@ class FeedbackStore:
         *,
         budget: float,
         stream_maxlen: int,
+        mark_ttl: int = 90 * 86_400,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -60,6 +63,7 @@ class FeedbackStore:
         self.transactions = transactions
         self._budget = budget
         self._maxlen = stream_maxlen
+        self._mark_ttl = mark_ttl  # cluster: an entity's fraud mark lives as the decision
 
     async def record_feedback(
         self,
@@ -107,6 +111,8 @@ class FeedbackStore:
                         merchant = transaction_record_decoder.decode(found.record).e.get("merchant")
                         if merchant == labels[i].merchant_id:
                             keys[i], decided[i] = key, found
+            if isinstance(self.client, RedisCluster):
+                return await self._apply_in_cluster(labels, keys, decided)
             outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
             calls, positions = [], []
             for i, (item, found) in enumerate(zip(labels, decided, strict=True)):
@@ -122,6 +128,67 @@ class FeedbackStore:
             return outcomes
 
         return await self.breaker.call(self._budget, run)
+
+    async def _apply_in_cluster(
+        self,
+        labels: Sequence[FeedbackLabel],
+        keys: Sequence[str],
+        decided: Sequence[Decided | None],
+    ) -> list[FeedbackOutcome]:
+        """The labels applied on a Redis Cluster, where the stream and entities are apart.
+
+        ``cluster_label`` changes each transaction's fraud mark (in order, on its slot);
+        then, in one pipeline, every accepted label joins the labels stream and each
+        labelled transaction's entities are brought to its final mark (``cluster_fraud``:
+        +1 or -1 only where the entity's own mark differs), so a label sent again after a
+        half-applied one completes it and never counts twice (``cluster.py``).
+        """
+        outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
+        positions = [i for i, found in enumerate(decided) if found is not None and found.record]
+        marked = await run_commands(
+            self.client,
+            self.library,
+            [("FCALL", "cluster_label", [keys[i]], [labels[i].label]) for i in positions],
+        )
+        final: dict[str, tuple[str, bytes]] = {}
+        rest: list[tuple[Any, ...]] = []
+        for i, reply in zip(positions, marked, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            outcome, mark = (x.decode() if isinstance(x, bytes) else str(x) for x in reply[:2])
+            if outcome == "unknown":
+                continue
+            outcomes[i] = "duplicate" if outcome == "duplicate" else "recorded"
+            record = decided[i].record  # type: ignore[union-attr]
+            final[keys[i]] = (mark, record)
+            item = labels[i]
+            t = transaction_record_decoder.decode(record).t
+            rest.append(
+                (
+                    "XADD", self.keys.labels, "MAXLEN", "~", self._maxlen, "*",
+                    "transaction_id", item.transaction_id, "label", item.label,
+                    "reported_at", item.reported_at, "event_time", t,
+                    "reason", item.reason or "", "merchant_id", item.merchant_id,
+                )
+            )  # fmt: skip
+        for tx, (mark, record_json) in final.items():
+            record = transaction_record_decoder.decode(record_json)
+            for e in self.plan.entities:
+                value = record.e.get(str(e.entity))
+                if value is not None and e.frauds:
+                    key = self.keys.velocity(e.entity, value, e.layout)
+                    rest.append(
+                        (
+                            "FCALL",
+                            "cluster_fraud",
+                            [key, self.keys.entity_mark(key, "f", tx)],
+                            [e.index, record.t, mark, self._mark_ttl],
+                        )
+                    )
+        for result in await run_commands(self.client, self.library, rest):
+            if isinstance(result, Exception):
+                raise result
+        return outcomes
 
     def _feedback_call(
         self, tx: str, item: FeedbackLabel, record_json: bytes

@@ -38,6 +38,16 @@ key                             type    content
 ``<transaction key>:spooled``   hash    the spool entries drained into Redis for the
                                         transaction: entry id (a digest of its line) →
                                         outcome (``drain.lua``); lives as the decision
+``<velocity key>:<k>:<tx>``     string  Redis Cluster only (``cluster.py``): the mark that
+                                        the transaction (``<tx>``: ``mark_token`` of its
+                                        key) was counted in the entity: ``k`` is ``n``
+                                        its attempt, ``d`` its decline (both live
+                                        ``CLAIM_TTL_SECONDS``), ``f`` its confirmed fraud
+                                        (lives as the decision); in the entity's slot
+``{P:decisions}:logged:<token>`` string Redis Cluster only: the call (``<token>``) whose
+                                        decision-log entry was appended; tagged with the
+                                        stream's name, so in the stream's slot; lives
+                                        ``CLAIM_TTL_SECONDS``
 ``P:{lists}:<name>``            hash    a block/allow list: item → JSON {reason, added_at,
                                         expires_at|null}
 ``P:{lists}:<name>:ranges``     hash    IP ranges (CIDR, in the clear) of an ``*_ip`` list
@@ -114,6 +124,11 @@ def member_digest(value: str) -> int:
     return int.from_bytes(h.digest()) >> 4
 
 
+def mark_token(*parts: str) -> str:
+    """A short, fixed-length name for a transaction key (or a call: key and claimed-at)."""
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
+
+
 class Keys:
     """Key names under one prefix."""
 
@@ -152,6 +167,21 @@ class Keys:
     def spool_marks(self, transaction_key: str) -> str:
         """The drained spool entries of the transaction whose key is ``transaction_key``."""
         return transaction_key + ":spooled"
+
+    def entity_mark(self, velocity_key: str, kind: str, transaction_key: str) -> str:
+        """The mark in a velocity key's slot that a transaction counted there (cluster mode).
+
+        ``kind``: ``n`` the attempt, ``d`` a decline, ``f`` a confirmed fraud.
+        """
+        return f"{velocity_key}:{kind}:{mark_token(transaction_key)}"
+
+    def log_mark(self, token: str) -> str:
+        """The mark, in the decision stream's slot, that a call's entry was appended.
+
+        The stream's key has no hash tag, so its slot is that of its whole name; a key
+        tagged with that name lives in the same slot.
+        """
+        return f"{{{self.decisions}}}:logged:{token}"
 
     def list(self, name: str) -> str:
         """The key of a list's exact items."""

@@ -5,7 +5,8 @@ entries; a script would rebuild it on every call, while a library builds it once
 loaded, and its functions keep it.
 
 The library is ``begin.lua``, ``commit.lua``, ``feedback.lua``, ``list_change.lua`` and
-``drain.lua`` behind the shared locals and the plan's prelude. Its name and function names
+``drain.lua`` behind the shared locals and the plan's prelude, then ``cluster.lua``, their
+one-slot forms for a Redis Cluster (``cluster.py``). Its name and function names
 carry a hash of its source, so services built from different catalogues can share one
 Redis. ``call`` runs a function with ``FCALL`` and, when Redis does not know it (a restart
 without persistence, a flush, a new version), loads the library and calls again: the
@@ -20,6 +21,7 @@ from importlib.resources import files
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from service.stores.list_names import LOOKUP_ATTRIBUTES
@@ -36,6 +38,17 @@ _FUNCTIONS = {
     "list_change": "list_change.lua",
     "drain": "drain.lua",
 }
+# The Redis Cluster forms (``cluster.py``), one hash slot each, all in ``cluster.lua``.
+CLUSTER_FUNCTIONS = (
+    "cluster_claim",
+    "cluster_count",
+    "cluster_lists",
+    "cluster_log",
+    "cluster_decline",
+    "cluster_fraud",
+    "cluster_label",
+    "cluster_drain_tx",
+)
 
 
 def _source(name: str) -> str:
@@ -78,11 +91,15 @@ class Library:
         """
         texts = {f: _source(file) for f, file in _FUNCTIONS.items()} | dict(sources or {})
         body = (
-            _SHARED + plan.lua_prelude() + _lists_prelude() + "".join(texts[f] for f in _FUNCTIONS)
+            _SHARED
+            + plan.lua_prelude()
+            + _lists_prelude()
+            + "".join(texts[f] for f in _FUNCTIONS)
+            + _source("cluster.lua")
         )
         version = hashlib.sha1(body.encode()).hexdigest()[:12]
         self.name = f"riskscore_{version}"
-        self.functions = {f: f"riskscore_{f}_{version}" for f in _FUNCTIONS}
+        self.functions = {f: f"riskscore_{f}_{version}" for f in (*_FUNCTIONS, *CLUSTER_FUNCTIONS)}
         registrations = "".join(
             f"redis.register_function('{name}', function(keys, args)\n"
             f"{_BIND}  return {local}(keys, args)\nend)\n"
@@ -91,7 +108,16 @@ class Library:
         self.source = f"#!lua name={self.name}\n{body}{registrations}"
 
     async def load(self, client: Commands) -> None:
-        """Load (or replace) the library in Redis."""
+        """Load (or replace) the library in Redis: on every primary of a Redis Cluster.
+
+        (A replica receives it from its primary, so a promoted replica has it; one that
+        lacks it, a node added later say, gets it with the next ``call`` it fails.)
+        """
+        if isinstance(client, RedisCluster):
+            await client.execute_command(
+                "FUNCTION", "LOAD", "REPLACE", self.source, target_nodes=RedisCluster.PRIMARIES
+            )
+            return
         await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.source)
 
     async def call_many(

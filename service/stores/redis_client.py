@@ -2,20 +2,24 @@
 
 ``make_client`` connects on first use, so the service starts (and reports not ready)
 while Redis is down. Socket timeouts are small multiples of the per-call budget, and the
-client never retries by itself: a retried ``begin`` could count an attempt twice, and the
-callers' budgets and circuit breaker decide what happens on failure.
+single-Redis client never retries by itself: a retried ``begin`` could count an attempt
+twice, and the callers' budgets and circuit breaker decide what happens on failure. The
+Redis Cluster client (``redis+cluster://``) does retry, to follow a failover within a
+call; what it sends counts once however often it arrives (``cluster.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import unquote
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from service.errors import ConfigurationError
@@ -39,13 +43,63 @@ class HiredisPackingConnection(Connection):
         return [hiredis.pack_command(args)]  # type: ignore[arg-type]
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """The startup nodes and credentials of ``redis+cluster://[user:pass@]host:port[,…]``.
+
+    Raises ``ConfigurationError`` naming the variable for anything else.
+    """
+    rest = url[len(CLUSTER_SCHEME) :].split("?", 1)[0].rstrip("/")
+    credentials: dict[str, str] = {}
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        user, _, password = auth.partition(":")
+        if user:
+            credentials["username"] = unquote(user)
+        if password:
+            credentials["password"] = unquote(password)
+    nodes = []
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                "RISKSCORE_REDIS_URL",
+                f"{part.strip()!r} is not host:port; use redis+cluster://host:port[,host:port…]",
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, credentials
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEME)
+
+
 def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
-    """A pooled client for ``url`` (one Redis; cluster mode is not built yet)."""
-    if url.startswith("redis+cluster://"):
-        raise ConfigurationError(
-            "RISKSCORE_REDIS_URL", "Redis Cluster is not supported yet; use redis://host:port/db"
-        )
+    """A pooled client for ``url``: one Redis, or redis-py's ``RedisCluster``.
+
+    The cluster client follows ``MOVED``/``ASK`` and refreshes its view of the topology
+    after a failover by itself. Unlike the single client it may send a command again after
+    a connection error (that is how it reaches a promoted replica within the call): every
+    write the store sends to a cluster counts once however often it arrives
+    (``cluster.py``).
+    """
     budget = timeout_ms / 1000
+    if is_cluster_url(url):
+        nodes, credentials = cluster_nodes(url)
+        return RedisCluster(  # type: ignore[return-value]
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            require_full_coverage=False,
+            max_connections=POOL_SIZE,
+            socket_connect_timeout=max(0.05, 4 * budget),
+            socket_timeout=max(0.5, 40 * budget),
+            socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+            client_name="riskscore",
+            **credentials,  # type: ignore[arg-type]
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=POOL_SIZE,
@@ -61,8 +115,13 @@ def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-def make_hot_connection(url: str, timeout_ms: float) -> PipelinedConnection:
-    """The pipelined connection ``begin`` and ``commit`` share (see ``pipelined.py``)."""
+def make_hot_connection(url: str, timeout_ms: float) -> PipelinedConnection | None:
+    """The pipelined connection ``begin`` and ``commit`` share (see ``pipelined.py``).
+
+    None for a Redis Cluster: there the cluster client routes them (``cluster.py``).
+    """
+    if is_cluster_url(url):
+        return None
     budget = timeout_ms / 1000
     return PipelinedConnection(
         url,

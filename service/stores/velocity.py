@@ -58,11 +58,12 @@ is counted by its latest sighting and at most ``catalog.DISTINCT_CAP`` members a
 seen only after it still counts; in time order (replays, the offline twin) the values
 agree exactly.
 
-Redis Cluster: the keys are tagged so that each entity's keys share a slot, but ``begin``
-touches several entities at once, so it cannot run as one function call there. In
-cluster mode it would be split: the claim on the transaction's slot first, then one call
-per entity slot (count and read), sent to the nodes in parallel; the commit likewise per
-slot. Only single-Redis mode is built and tested.
+Redis Cluster (a ``RedisCluster`` client, ``redis+cluster://``): the keys are tagged so
+that each entity's keys share a slot, but ``begin`` touches several entities at once, so
+there it is split by slot: the claim on the transaction's slot first, then one call per
+entity (count once, read) and the lists, sent to the nodes concurrently; the commit, the
+spool drain and feedback likewise. ``cluster.py`` has that protocol and why it counts
+once.
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from service.decision.record import record_key
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
+from service.stores.cluster import ClusterCalls
 from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
@@ -210,6 +213,10 @@ class VelocityStore:
         server_clock: bool = False,
     ) -> None:
         self.client = client
+        # a Redis Cluster: begin, commit and the drain split by hash slot (cluster.py)
+        in_cluster = isinstance(client, RedisCluster)
+        if in_cluster:
+            hot = None  # the cluster client routes every command itself
         # with the server clock (RISKSCORE_CLOCK=server) a window starts from the earlier of
         # the event second and the server's (plan.py): a stamp in the future cannot shorten it
         self._server_clock = server_clock
@@ -277,6 +284,7 @@ class VelocityStore:
             ("SET", tx, value, "EX", self._decision_ttl),
             ("XADD", *stream, "transaction_id", tid, "record", log),
         )
+        self._cluster = ClusterCalls(self) if in_cluster else None
 
     async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits.
@@ -305,6 +313,8 @@ class VelocityStore:
                     text = values[i]
                     members[code] = member_digest(text) if text else -1
         claim = claim or new_claim()
+        if self._cluster is not None:
+            return await self._begin_in_cluster(payment, digest, claim)
         second = event_second(payment.event_time)
         start = second
         if self._server_clock:
@@ -366,6 +376,18 @@ class VelocityStore:
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
 
+    async def _begin_in_cluster(self, payment: Payment, digest: str, claim: str) -> Begin:
+        """``begin`` on a Redis Cluster (``cluster.py``), answered alike."""
+        assert self._cluster is not None
+        status, stored, sums, found, version = await self._cluster.begin(payment, digest, claim)
+        if sums is None:
+            return Begin(status, stored, {}, [], 0)  # type: ignore[arg-type]
+        hits = [
+            ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
+            for name, entity, reason in found
+        ]
+        return Begin(status, None, self.plan.values(sums), hits, version)  # type: ignore[arg-type]
+
     def _list_lookups(
         self, values: list[str | None], believed: str
     ) -> tuple[str, list[str], list[str]]:
@@ -404,6 +426,7 @@ class VelocityStore:
         decision_json: bytes,
         record_json: bytes,
         declined: bool,
+        claim: str | None = None,
     ) -> None:
         """Store the decision, log it, and count a decline: one atomic round trip.
 
@@ -415,8 +438,20 @@ class VelocityStore:
         less than the function call (no Lua VM, no nested-call bookkeeping;
         ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
-        stores the same.
+        stores the same. ``claim``, the claimed-at its begin sent, names the call in a
+        cluster (its decision-log entry is appended once under it); on one Redis it is
+        not needed.
         """
+        if self._cluster is not None:
+            await self._cluster.commit(
+                payment,
+                digest=digest,
+                claim=claim or new_claim(),
+                decision_json=decision_json,
+                record_json=record_json,
+                declined=declined,
+            )
+            return
         tx, value, keyed, second = self._decision(payment, digest, decision_json)
         hot = self.hot
         if not declined:
@@ -544,6 +579,15 @@ class VelocityStore:
         level.
         """
         outcomes: dict[str, int] = {}
+        if self._cluster is not None:
+            cluster = self._cluster
+            for start in range(0, len(records), _DRAIN_BATCH):
+                parts = [self._drain_parts(line) for line in records[start : start + _DRAIN_BATCH]]
+                for name in await self.breaker.call(
+                    self._admin_budget, lambda p=parts: cluster.drain(p)
+                ):
+                    outcomes[name] = outcomes.get(name, 0) + 1
+            return outcomes
         for start in range(0, len(records), _DRAIN_BATCH):
             calls = [self._drain_call(line) for line in records[start : start + _DRAIN_BATCH]]
 
@@ -562,23 +606,7 @@ class VelocityStore:
 
     def _drain_call(self, line: bytes) -> tuple[list[str], list[Any]]:
         """``drain``'s keys and arguments for one spooled line."""
-        try:
-            entry = _spool_entry_decoder.decode(line)
-        except msgspec.ValidationError:  # an object of another shape: logged as it is
-            entry = _SpoolEntry()
-        spool_id = hashlib.blake2b(line, digest_size=16).hexdigest()
-        if entry.spool:
-            tx, transaction_id, record = entry.tx, entry.transaction_id, bytes(entry.record)
-        else:
-            merchant, transaction_id = record_key(line)
-            # only the marks go under it: the key of its merchant's transaction, else the
-            # merchant-less layout's
-            tx = (
-                self.keys.transaction(merchant, transaction_id)
-                if merchant
-                else self.keys.legacy_transaction(transaction_id)
-            )
-            record = line
+        entry, spool_id, tx, transaction_id, record = self._drain_parts(line)
         keys = [tx, self.keys.spool_marks(tx), self.keys.decisions]
         args: list[Any] = [
             spool_id,
@@ -597,6 +625,27 @@ class VelocityStore:
                 keys.append(key)
                 args.append(index)
         return keys, args
+
+    def _drain_parts(self, line: bytes) -> tuple[_SpoolEntry, str, str, str, bytes]:
+        """A spooled line decoded: its entry, spool id, transaction key, id and record."""
+        try:
+            entry = _spool_entry_decoder.decode(line)
+        except msgspec.ValidationError:  # an object of another shape: logged as it is
+            entry = _SpoolEntry()
+        spool_id = hashlib.blake2b(line, digest_size=16).hexdigest()
+        if entry.spool:
+            tx, transaction_id, record = entry.tx, entry.transaction_id, bytes(entry.record)
+        else:
+            merchant, transaction_id = record_key(line)
+            # only the marks go under it: the key of its merchant's transaction, else the
+            # merchant-less layout's
+            tx = (
+                self.keys.transaction(merchant, transaction_id)
+                if merchant
+                else self.keys.legacy_transaction(transaction_id)
+            )
+            record = line
+        return entry, spool_id, tx, transaction_id, record
 
 
 class RiskStore(VelocityStore):
@@ -620,6 +669,7 @@ class RiskStore(VelocityStore):
             self.transactions,
             budget=self._admin_budget,
             stream_maxlen=self._maxlen,
+            mark_ttl=self._decision_ttl,
         )
 
     async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:

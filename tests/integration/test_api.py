@@ -73,8 +73,8 @@ def settings_for(prefix: str, tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def client(redis_client, redis_prefix, tmp_path) -> AsyncIterator[AsyncTestClient]:
-    app = create_app(settings_for(redis_prefix, tmp_path))
+async def client(redis_client, redis_url, redis_prefix, tmp_path) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(settings_for(redis_prefix, tmp_path, redis_url=redis_url))
     async with AsyncTestClient(app=app) as c:
         yield c
 

@@ -13,6 +13,8 @@ from service.stores.decisions import read_decisions, read_labels
 from service.stores.redis_client import maxmemory_policy_warning, persistence_warning
 from service.stores.velocity import RiskStore
 
+pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis Cluster
+
 T0 = 1_700_000_000.0
 
 

@@ -7,16 +7,18 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from service.features.catalog import FEATURES_BY_NAME, VELOCITY_FEATURES
 from service.normalisation.normalise import LOG_COLUMNS
-from tests.conftest import TEST_REDIS_URL
 from tests.integration.test_replay import replay_sample, sample_slice, service  # noqa: F401
 from training.cli import main
 from training.dataset import build_dataset
 from training.export import DECISION_COLUMNS, LABELS_FILE_COLUMNS, export
 from training.logs import read_log
 from training.replay import log_seconds
+
+pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis Cluster
 
 
 def _cells(frame: pd.DataFrame) -> set[str]:
@@ -116,12 +118,13 @@ async def test_export_since_keeps_the_later_payments_and_their_labels(
 
 async def test_export_command_prints_what_it_wrote(
     service,  # noqa: F811
+    redis_url,
     redis_prefix,
     tmp_path,
     capsys,
 ):
     await replay_sample(service, sample_slice(head=30, every=1000))
-    argv = ["export", "--out", str(tmp_path), "--redis-url", TEST_REDIS_URL]
+    argv = ["export", "--out", str(tmp_path), "--redis-url", redis_url]
     argv += ["--prefix", redis_prefix, "--json"]
     code = await asyncio.to_thread(main, argv)
     assert code == 0

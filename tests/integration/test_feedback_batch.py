@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from redis.asyncio.client import Pipeline, Redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
 from service.api.feedback_batch import MAX_LABELS
 from service.app import create_app
@@ -29,6 +30,8 @@ from tests.integration.test_api import (  # noqa: F401
     settings_for,
 )
 from tests.integration.test_decisions_store import T0, decide
+
+pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis Cluster
 
 BATCH = "/v1/feedback/batch"
 
@@ -143,6 +146,7 @@ async def test_the_batch_needs_the_feedback_role_and_json(client):  # noqa: F811
 
 async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
     client,  # noqa: F811
+    redis_client,
     monkeypatch,
 ):
     scored = [f"full-{i}" for i in range(40)]
@@ -168,6 +172,28 @@ async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
 
     monkeypatch.setattr(Pipeline, "execute", counted_execute)
     monkeypatch.setattr(Redis, "execute_command", counted_command)
+    # on a cluster: its pipelines and commands, and per pipeline the round trips to nodes
+    in_cluster = isinstance(redis_client, RedisCluster)
+    node_trips: list[str] = []
+    cluster_execute, cluster_command = ClusterPipeline.execute, RedisCluster.execute_command
+    node_pipeline = ClusterNode.execute_pipeline
+
+    async def counted_cluster_execute(self, *args, **kwargs):
+        trips["pipelines"] += 1
+        node_trips.append("|")
+        return await cluster_execute(self, *args, **kwargs)
+
+    async def counted_cluster_command(self, *args, **kwargs):
+        trips["commands"] += 1
+        return await cluster_command(self, *args, **kwargs)
+
+    async def counted_node_pipeline(self, *args, **kwargs):
+        node_trips.append(self.name)
+        return await node_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClusterPipeline, "execute", counted_cluster_execute)
+    monkeypatch.setattr(RedisCluster, "execute_command", counted_cluster_command)
+    monkeypatch.setattr(ClusterNode, "execute_pipeline", counted_node_pipeline)
     started = time.perf_counter()
     r = await client.post(BATCH, json={"labels": labels}, headers=headers(FEEDBACK_KEY))
     elapsed = time.perf_counter() - started
@@ -176,8 +202,13 @@ async def test_a_full_batch_takes_a_bounded_number_of_redis_round_trips(
     counts = r.json()["counts"]
     assert counts["recorded"] == 40 and counts["unknown"] == MAX_LABELS // 3 + 1
     assert counts["duplicate"] == MAX_LABELS - 40 - counts["unknown"]
-    # read under the merchant's keys, the unknown ones under the old layout's, apply
-    assert trips == {"pipelines": 3, "commands": 0}
+    # read under the merchant's keys, the unknown ones under the old layout's, apply (on a
+    # cluster in two: the transactions' marks, then the stream and the entities)
+    assert trips == {"pipelines": 4 if in_cluster else 3, "commands": 0}
+    if in_cluster:  # each pipeline: at most one round trip per node, of three primaries
+        rounds = "".join(f"{t}\n" for t in node_trips).split("|\n")[1:]
+        per_pipeline = [r.split() for r in rounds]
+        assert all(len(nodes) == len(set(nodes)) <= 3 for nodes in per_pipeline), per_pipeline
     assert elapsed < 10  # generous: a loaded machine (benchmarks/README.md has the figure)
 
 
@@ -277,11 +308,14 @@ async def test_a_full_batch_may_exceed_the_score_routes_64_kib_but_not_1_mib(
     assert r.status_code == 413
 
 
-async def test_a_key_limited_to_merchants_records_only_theirs(redis_client, redis_prefix, tmp_path):
+async def test_a_key_limited_to_merchants_records_only_theirs(
+    redis_client, redis_url, redis_prefix, tmp_path
+):
     scoped = "k-feedback-scoped"
     settings = settings_for(
         redis_prefix,
         tmp_path,
+        redis_url=redis_url,
         api_keys={"k-score-123": frozenset({"score"}), scoped: frozenset({"feedback"})},
         api_key_merchants={scoped: frozenset({"shop-1"})},
     )

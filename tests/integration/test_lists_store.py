@@ -13,6 +13,8 @@ from service.normalisation.payment import Payment
 from service.stores.lists import LIST_NAMES, ListItem, ListStore, ip_range
 from service.stores.velocity import RiskStore
 
+pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis Cluster
+
 T0 = 1_700_000_000.0
 
 

@@ -43,9 +43,9 @@ def sample_slice(head: int = 200, every: int = 50) -> pd.DataFrame:
     return pd.concat(parts).drop_duplicates("transaction_id").copy()
 
 
-def event_clock_settings(prefix: str, tmp_path: Path) -> Settings:
+def event_clock_settings(prefix: str, tmp_path: Path, redis_url: str = TEST_REDIS_URL) -> Settings:
     return Settings(
-        redis_url=TEST_REDIS_URL,
+        redis_url=redis_url,
         redis_prefix=prefix,
         api_keys={SCORE_KEY: frozenset({"score"}), FEEDBACK_KEY: frozenset({"feedback"})},
         secret=b"test-secret-0123456789",
@@ -56,8 +56,10 @@ def event_clock_settings(prefix: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def service(redis_client, redis_prefix, tmp_path) -> AsyncIterator[AsyncTestClient]:
-    app = create_app(event_clock_settings(redis_prefix, tmp_path))
+async def service(
+    redis_client, redis_url, redis_prefix, tmp_path
+) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(event_clock_settings(redis_prefix, tmp_path, redis_url))
     async with AsyncTestClient(app=app) as client:
         yield client
 

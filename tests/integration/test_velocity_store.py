@@ -32,6 +32,8 @@ from service.stores.transactions import read_decided
 from service.stores.velocity import CLAIM_TTL_SECONDS, RiskStore
 from tests.conftest import TEST_REDIS_URL
 
+pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis Cluster
+
 DAY0 = 19_675 * 86_400  # a UTC midnight: aligned on every bucket width of the catalogue
 DR = {"digest": "dg", "decision_json": b"{}", "record_json": b"r"}  # a commit's payload
 HOUR = 3_600
@@ -689,6 +691,7 @@ def _store_on(hot: _CountingBegins, prefix: str) -> RiskStore:
     )
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_begin_learns_which_lists_hold_items_and_counts_the_attempt_once(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -725,6 +728,7 @@ async def test_begin_learns_which_lists_hold_items_and_counts_the_attempt_once(
     assert (retried.status, hot.begins) == ("pending", 10)
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_lists_that_change_again_meanwhile_are_all_looked_up(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -749,6 +753,7 @@ async def test_lists_that_change_again_meanwhile_are_all_looked_up(
     assert (len(again.list_hits), hot.begins) == (2, 4)
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_begin_sends_the_lists_version_its_mask_is_exact_for(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -795,6 +800,7 @@ async def test_a_lists_version_never_comes_back_after_the_index_is_lost(
     assert await lists.version() > after
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_a_list_emptied_by_expiry_gets_a_new_version_and_is_no_longer_sent(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -957,6 +963,7 @@ async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _
     return transactions, log, others
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_every_commit_path_stores_the_same_thing(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -1290,6 +1297,7 @@ def _reference_call(
     return keys, args, commit_keys, commit_args
 
 
+@pytest.mark.single_redis_only  # counts the calls on the single-Redis hot connection
 async def test_begin_and_commit_send_what_the_public_definitions_say(store: RiskStore) -> None:
     """The hot path's tables give the arguments the plain way gives.
 

@@ -1,0 +1,177 @@
+-- The Redis Cluster form of begin, commit, drain and feedback: each function touches the
+-- keys of one hash slot (cluster.py has the protocol that joins them). They reuse
+-- begin.lua's helpers (entity, recount, read_claim, check_lists, lookups) and layouts.
+--
+-- Every write here can be sent again (a client retry, a takeover, a spool drain) and
+-- counts once: the claim recognises its own claimed-at, an entity's count, decline and
+-- fraud each leave a mark in the entity's slot, and the decision log's append leaves one in
+-- the stream's slot.
+
+-- claim: the transaction's slot. KEYS: 1 tx. ARGV: 1 claimed-at (ms, names the call),
+-- 2 digest, 3 pending timeout (ms), 4 tx ttl (s).
+-- Returns {status, decision|false}: 'new' (also for the call's own claim sent again),
+-- 'replay', 'pending', 'conflict' or 'takeover' (begin.lua's rules).
+local function cluster_claim(KEYS, ARGV)
+  local tx = KEYS[1]
+  local held = redis.pcall('SET', tx, 'p\n' .. ARGV[2] .. '\n' .. ARGV[1], 'NX', 'GET',
+    'EX', ARGV[4])
+  if not held then return {'new', false} end
+  local state, digest, at, decision, legacy = read_claim(tx, held)
+  if digest and digest ~= ARGV[2] then return {'conflict', false} end
+  if state == 'done' then return {'replay', decision} end
+  if at == ARGV[1] then return {'new', false} end
+  if tonumber(ARGV[1]) - (tonumber(at) or 0) < tonumber(ARGV[3]) then
+    return {'pending', false}
+  end
+  if legacy then
+    call('HSET', tx, 'claimed_at', ARGV[1])
+  else
+    call('SET', tx, 'p\n' .. digest .. '\n' .. ARGV[1], 'KEEPTTL')
+  end
+  return {'takeover', false}
+end
+
+-- count: one entity's slot. KEYS: 1 the entity's velocity key, 2 its count mark for the
+-- transaction. ARGV: 1 the entity's position in PLAN, 2 the mark's TTL (s), 3 begin's packed
+-- numbers (begin.lua, ARGV[6]).
+-- Counts the attempt unless the mark says this transaction was counted here already, then
+-- reads the entity's windows; returns the packed sums (SLOTS doubles, this entity's slots
+-- filled, the others 0) and 1 when it counted, 0 when it only read.
+local function cluster_count(KEYS, ARGV)
+  local numbers = {struct.unpack(format(3 + MEMBERS), ARGV[3])}
+  local cents, t, from = numbers[1], numbers[2], numbers[3]
+  local out, cur, start, members = OUT, CUR, START, MEMBER
+  for i = 1, SLOTS do out[i] = 0 end
+  for i = 1, #WIDTHS do
+    cur[i] = floor(t / WIDTHS[i])
+    start[i] = floor(from / WIDTHS[i])
+  end
+  for i = 1, MEMBERS do
+    local digest = numbers[3 + i]
+    members[i] = digest >= 0 and digest
+  end
+  local write = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) ~= false
+  entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), members, t, cur, start, cents,
+    write, out)
+  return {struct.pack(format(SLOTS), unpack(out, 1, SLOTS)), write and 1 or 0}
+end
+
+-- lists: the lists' slot. KEYS: 1 lists index, then the key of each list marked '1'.
+-- ARGV: 1 now (ms), 2 the lists mask, 3 the version it is exact for, then the items
+-- (begin.lua's lookups). Returns {'ok', lists version, hits, [mask of the lists that hold
+-- items]} or {'lists', mask, version} when the client left out a list in use.
+local function cluster_lists(KEYS, ARGV)
+  local lists = ARGV[2]
+  local version = call('HGET', KEYS[1], 'version') or '0'
+  local index, held = nil, nil
+  if version ~= ARGV[3] then
+    index = call('HMGET', KEYS[1], unpack(LIST_FIELDS))
+    local unseen
+    unseen, held = check_lists(index, lists)
+    if unseen then return {'lists', held, tonumber(version) or 0} end
+  end
+  local hits = EMPTY
+  if #KEYS > 1 then
+    -- lookups reads the index key as KEYS[2]: shift by one (it sits first here)
+    local shifted = {false, KEYS[1]}
+    for i = 2, #KEYS do shifted[i + 1] = KEYS[i] end
+    hits = lookups(shifted, ARGV, 3, 4, lists, index, tonumber(ARGV[1]) / 1000)
+  end
+  return {'ok', tonumber(version) or 0, hits, held}
+end
+
+-- log: the decision stream's slot. KEYS: 1 the stream, 2 the call's log mark (tagged with
+-- the stream's name, so in its slot). ARGV: 1 mark TTL (s), 2 maxlen, then field/value
+-- pairs. Appends the entry unless the mark says it was appended; returns 1 or 0.
+local function cluster_log(KEYS, ARGV)
+  if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
+  call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+  return 1
+end
+
+-- decline: one entity's slot. KEYS: 1 velocity key, 2 its decline mark for the
+-- transaction. ARGV: 1 position in PLAN, 2 event second, 3 mark TTL (s).
+-- Adds the decline to the attempt's buckets once; returns 1, or 0 when marked before.
+local function cluster_decline(KEYS, ARGV)
+  if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) == false then return 0 end
+  recount(PLAN[tonumber(ARGV[1])], KEYS[1], 6, tonumber(ARGV[2]), 1)
+  return 1
+end
+
+-- fraud: one entity's slot. KEYS: 1 velocity key, 2 its fraud mark for the transaction.
+-- ARGV: 1 position in PLAN, 2 event second, 3 '1' the transaction counts as fraud, '0'
+-- not, 4 mark TTL (s). Brings the entity's fraud count for the transaction to that state:
+-- +1 or -1 when it differs, nothing when it is there already. Returns the delta.
+local function cluster_fraud(KEYS, ARGV)
+  local counted = call('GET', KEYS[2]) == '1'
+  local wanted = ARGV[3] == '1'
+  if counted == wanted then return 0 end
+  local delta = wanted and 1 or -1
+  recount(PLAN[tonumber(ARGV[1])], KEYS[1], 7, tonumber(ARGV[2]), delta)
+  if wanted then
+    call('SET', KEYS[2], '1', 'EX', ARGV[4])
+  else
+    call('DEL', KEYS[2])
+  end
+  return delta
+end
+
+-- label: the transaction's slot. KEYS: 1 tx. ARGV: 1 label.
+-- feedback.lua's decision on the transaction's fraud mark, without the stream and the
+-- entities (cluster.py sends those). Returns {outcome, mark}: outcome 'unknown' (never
+-- decided), 'duplicate' or 'recorded'; mark '1' when it counts as fraud now, else '0'.
+local function cluster_label(KEYS, ARGV)
+  local mark, store = fraud_mark(KEYS[1])
+  if not store then return {'unknown', '0'} end
+  local fraud = ARGV[1] == 'fraud' or ARGV[1] == 'chargeback'
+  local was = mark == '1'
+  if (fraud and was) or (not fraud and mark == '0') then
+    return {'duplicate', was and '1' or '0'}
+  end
+  store(fraud and '1' or '0')
+  return {'recorded', fraud and '1' or '0'}
+end
+
+-- drain_tx: the transaction's slot: drain.lua's decision for one spooled line. KEYS: 1 tx,
+-- 2 its drained marks. ARGV: 1 spool id, 2 tx ttl (s), 3 the decision value ('' for an
+-- old-format line), 4 digest, 5 claimed-at, 6 the value its commit tried to store.
+-- Returns {outcome, first}: drain.lua's outcomes ('committed', 'stored', 'superseded',
+-- 'conflict', 'logged') and, for a line drained before, the outcome it had then with
+-- first = 0 (the client completes the log and the declines again, which are marked).
+-- A third element is 1 when the line's own call counted the attempt ('committed', or
+-- 'stored' over its own claim): its declines count.
+local function cluster_drain_tx(KEYS, ARGV)
+  local marks = KEYS[2]
+  local before = call('HGET', marks, ARGV[1])
+  if before then
+    local outcome, own = string.match(before, '^(%a+):?(%d?)$')
+    return {outcome, 0, own == '1' and 1 or 0}
+  end
+  local outcome, own = 'logged', false
+  if ARGV[3] ~= '' then
+    local tx = KEYS[1]
+    local value = redis.pcall('GET', tx)
+    if value and value == ARGV[6] then
+      outcome, own = 'committed', true  -- its log entry and declines may still be missing
+      call('SET', tx, ARGV[3], 'KEEPTTL')
+    else
+      if value then
+        local state, digest, at, _, legacy = read_claim(tx, value)
+        if digest ~= ARGV[4] then
+          outcome = 'conflict'
+        elseif state == 'pending' and not legacy and at == ARGV[5] then
+          own = true
+        else
+          outcome = 'superseded'
+        end
+      end
+      if not value or own then
+        call('SET', tx, ARGV[3], 'EX', ARGV[2])
+        outcome = 'stored'
+      end
+    end
+  end
+  call('HSET', marks, ARGV[1], outcome .. ':' .. (own and '1' or '0'))
+  call('EXPIRE', marks, ARGV[2])
+  return {outcome, 1, own and 1 or 0}
+end

@@ -1,0 +1,321 @@
+"""Redis Cluster: a score call's Redis work split by hash slot, and still counted once.
+
+On one Redis, ``begin`` and ``commit`` are one atomic function call each (``velocity.py``).
+In a cluster a function may touch one hash slot only, and a payment's keys live in many:
+the transaction's (``{txn:…}``), one per entity (``{card:…}``, ``{device:…}``, …), the
+lists' (``{lists}``) and the decision stream's. ``VelocityStore`` hands its calls here
+when its client is redis-py's ``RedisCluster``, which routes each command to the node of
+its slot, follows ``MOVED``/``ASK`` and refreshes the topology after a failover; a
+pipeline of it sends the commands of each node in one round trip, the nodes concurrently.
+
+The protocol (the functions are in ``cluster.lua``):
+
+1. **claim** (one round trip, the transaction's node): ``cluster_claim`` claims the
+   transaction key with the call's claimed-at (``new_claim``), exactly as ``begin``
+   does: ``new``, ``replay`` (the stored answer), ``pending``, ``conflict``, or
+   ``takeover`` of a claim older than the pending timeout. The claim is first because a
+   replay or a conflict must count nothing, and only the transaction's slot knows.
+   The call's own claim sent again (a client retry) reads as ``new``.
+2. **count** (one round trip per node involved, concurrently; only for ``new`` and
+   ``takeover``): per entity ``cluster_count`` sets the entity's count mark for the
+   transaction (``Keys.entity_mark``, ``SET NX``, in the entity's slot) and counts the
+   attempt only when it set it, then reads the entity's windows; in the same pipeline
+   ``cluster_lists`` looks the payment up in the lists. The client adds the entities'
+   window sums (each entity fills its own output slots).
+3. **commit** (one round trip per node, concurrently): the decision ``SET`` under the
+   transaction key, ``cluster_log`` appends the record to the decision stream unless the
+   call's log mark (``Keys.log_mark``, in the stream's slot) says it did, and for a
+   decline ``cluster_decline`` counts it per entity unless its decline mark is set.
+
+Why each write counts once:
+
+- **Partial failure of step 2** (a node down or past the budget): the call is answered
+  with ``velocity`` degraded and its decision spooled (``scoring.py``); the counts that
+  did land are marked. A retry that takes the claim over (after the pending timeout)
+  counts in the entities without a mark and only reads the others; a count that arrives
+  late finds the mark of the retry. Counts and their marks are written by one function,
+  so they are replicated, and lost in a failover, together.
+- **Partial failure of step 3**: the call spools its decision with the value its commit
+  tried to store; the drain (``drain``) decides on the transaction's slot
+  (``cluster_drain_tx``: stored, superseded, conflict, or committed when the commit's
+  ``SET`` had landed), records that outcome in the transaction's drained marks, then
+  appends the record under the call's log mark and re-sends the call's declines under
+  their marks: a half-landed commit is completed, never repeated. A drain killed midway
+  is run again: the transaction's marks give back the first outcome and the rest is
+  marked.
+- **Feedback**: ``cluster_label`` changes the transaction's fraud mark (the labels'
+  order and duplicates as on one Redis), then each entity is brought to that state
+  (``cluster_fraud``: +1 or -1 only when its fraud mark differs), so a label sent again
+  repairs a half-applied one and never counts twice. Every label joins the labels stream
+  (as on one Redis, duplicates too; a client retry of the pipeline may add one more).
+
+What this costs and where it stops: a cluster score call makes two round trips before
+deciding (claim, then counts) and one after, against one before and one after on a single
+Redis; Redis runs one more ``SET`` per entity (the marks). Marks of attempts, declines and
+log entries live ``CLAIM_TTL_SECONDS`` (an hour, as an undecided claim): a takeover, retry
+or spool drain within that hour counts once; a drain of a decision whose commit half
+landed more than an hour before may log it or count its decline a second time. A
+transaction whose stored decision was lost in a failover (asynchronous replication) and
+is sent again after its marks expired is counted again.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError, ResponseError
+
+from service.stores.keys import mark_token, member_digest, tag_value
+from service.stores.plan import event_second, present
+
+if TYPE_CHECKING:
+    from service.normalisation.payment import Payment
+    from service.stores.library import Library
+
+
+class ClusterPartialFailure(RedisError):
+    """Some of a call's per-slot commands failed (the first error is the cause).
+
+    A ``RedisError``, so the breaker counts it and raises ``StoreUnavailable``.
+    """
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def run_commands(
+    client: RedisCluster, library: Library, commands: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    """Send ``commands`` in one cluster pipeline: per node one round trip, concurrently.
+
+    A command is ``("FCALL", <library function>, keys, args)`` or a plain Redis command.
+    Errors come back in their place; function calls refused because a node lacks the
+    library (a node that never had it; a replica promoted before it replicated) are sent
+    again once it is loaded on every primary.
+    """
+
+    def packed(i: int) -> tuple[Any, ...]:
+        command = commands[i]
+        if command[0] == "FCALL":
+            _, function, keys, args = command
+            return ("FCALL", library.functions[function], len(keys), *keys, *args)
+        return command
+
+    async def send(indices: Sequence[int]) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in indices:
+                pipe.execute_command(*packed(i))
+            return await pipe.execute(raise_on_error=False)
+
+    results = await send(range(len(commands)))
+    missing = [
+        i
+        for i, result in enumerate(results)
+        if isinstance(result, ResponseError) and "function not found" in str(result).lower()
+    ]
+    if missing:
+        await library.load(client)
+        for i, result in zip(missing, await send(missing), strict=True):
+            results[i] = result
+    return results
+
+
+def _raise_first(results: Sequence[Any]) -> None:
+    for result in results:
+        if isinstance(result, Exception):
+            raise ClusterPartialFailure(f"{type(result).__name__}: {result}") from result
+
+
+class ClusterCalls:
+    """``VelocityStore``'s begin, commit and spool drain for a Redis Cluster (see above)."""
+
+    def __init__(self, store: Any) -> None:
+        """For ``store``, a ``VelocityStore`` whose client is a ``RedisCluster``."""
+        self.s = store
+        self._indices = tuple(e.index for e in store.plan.entities)
+
+    async def begin(
+        self, payment: Payment, digest: str, claim: str
+    ) -> tuple[str, bytes | None, list[float] | None, list[Any], int]:
+        """Claim, then count and read per entity and look up the lists (module docstring).
+
+        Returns the status, the stored answer (``replay``), the window sums by output slot
+        (``new``, ``takeover``), the list hits as Redis gave them and the lists version.
+        """
+        s = self.s
+        values = [present(v) for v in s._read(payment)]
+        tx = s.keys.transaction(payment.merchant_id, payment.transaction_id)
+        entities: list[tuple[int, str]] = []
+        members: list[int | None] = [None] * s._member_slots
+        for (at, head, tail, distinct), index in zip(s._entities, self._indices, strict=True):
+            value = values[at]
+            if value is None:
+                continue
+            entities.append((index, head + tag_value(value) + tail))
+            for code, i in distinct:
+                if members[code] is None:
+                    text = values[i]
+                    members[code] = member_digest(text) if text else -1
+        second = event_second(payment.event_time)
+        start = second
+        if s._server_clock:
+            now = int(float(claim) // 1000)
+            if now < start:
+                start = now
+        numbers = s._numbers.pack(
+            payment.amount_usd_cents, second, start, *[-1 if m is None else m for m in members]
+        )
+        client, library = s.client, s.library
+
+        async def claim_it() -> Any:
+            return await library.call(
+                client, "cluster_claim", [tx], [claim, digest, s._pending_ms, s._claim_ttl]
+            )
+
+        reply = await s.breaker.call(s._budget, claim_it)
+        status = _text(reply[0])
+        if status not in ("new", "takeover"):
+            stored = reply[1] if len(reply) > 1 and reply[1] else None
+            return status, stored, None, [], 0
+
+        counts = [
+            (
+                "FCALL",
+                "cluster_count",
+                [key, s.keys.entity_mark(key, "n", tx)],
+                [index, s._claim_ttl, numbers],
+            )
+            for index, key in entities
+        ]
+        believed, version = s._lists
+        lists_call = self._lists_call(values, believed, version, claim)
+
+        async def count_and_look_up() -> list[Any]:
+            results = await run_commands(client, library, [*counts, lists_call])
+            _raise_first(results)
+            return results
+
+        results = await s.breaker.call(s._budget, count_and_look_up)
+        sums = window_sums(s._sums, [result[0] for result in results[:-1]])
+        listed = results[-1]
+        for attempt in range(3):
+            if _text(listed[0]) != "lists":
+                break
+            if attempt == 2:
+                raise RuntimeError("begin: Redis asked for the lists when every one was sent")
+            held, latest = _text(listed[1]), str(listed[2])
+            s._lists = (held, latest)
+            believed, version = (held, latest) if attempt == 0 else (s._every_list, "")
+            again = self._lists_call(values, believed, version, claim)
+            listed = await s.breaker.call(
+                s._budget, lambda c=again: library.call(client, c[1], c[2], c[3])
+            )
+        latest = str(listed[1])
+        if len(listed) > 3 and listed[3]:  # a list it sent holds no items any more
+            s._lists = (_text(listed[3]), latest)
+        elif believed is not s._every_list and latest != version:
+            s._lists = (believed, latest)
+        return status, None, sums, listed[2], int(listed[1])
+
+    def _lists_call(
+        self, values: list[str | None], believed: str, version: str, claim: str
+    ) -> tuple[Any, ...]:
+        mask, list_keys, items = self.s._list_lookups(values, believed)
+        return (
+            "FCALL",
+            "cluster_lists",
+            [self.s.keys.lists_index, *list_keys],
+            [claim, mask, version, *items],
+        )
+
+    def _log_call(self, token: str, transaction_id: str, record: bytes, *extra: Any) -> tuple:
+        s = self.s
+        return (
+            "FCALL",
+            "cluster_log",
+            [s.keys.decisions, s.keys.log_mark(token)],
+            [s._claim_ttl, s._maxlen, "transaction_id", transaction_id, "record", record, *extra],
+        )
+
+    def _decline_calls(self, tx: str, declines: Sequence[tuple[str, int]], second: int) -> list:
+        s = self.s
+        return [
+            (
+                "FCALL",
+                "cluster_decline",
+                [key, s.keys.entity_mark(key, "d", tx)],
+                [index, second, s._claim_ttl],
+            )
+            for key, index in declines
+        ]
+
+    async def commit(
+        self,
+        payment: Payment,
+        *,
+        digest: str,
+        claim: str,
+        decision_json: bytes,
+        record_json: bytes,
+        declined: bool,
+    ) -> None:
+        """Store the decision, log it once and count a decline once: per node one round trip."""
+        s = self.s
+        tx, value, keyed, second = s._decision(payment, digest, decision_json)
+        commands: list[tuple[Any, ...]] = [
+            ("SET", tx, value, "EX", s._decision_ttl),
+            self._log_call(mark_token(tx, claim), payment.transaction_id, record_json),
+        ]
+        if declined:
+            commands += self._decline_calls(tx, s._decline_keys(keyed), second)
+
+        async def run() -> None:
+            _raise_first(await run_commands(s.client, s.library, commands))
+
+        await s.breaker.call(s._budget, run)
+
+    async def drain(self, parts: Sequence[tuple[Any, str, str, str, bytes]]) -> list[str]:
+        """Spooled lines into the cluster, each exactly once; their outcomes, in order.
+
+        ``parts``: per line its entry (``velocity._SpoolEntry``), spool id, transaction
+        key, transaction id and record (``VelocityStore._drain_parts``).
+        """
+        s = self.s
+        first = [
+            (
+                "FCALL",
+                "cluster_drain_tx",
+                [tx, s.keys.spool_marks(tx)],
+                [spool_id, s._decision_ttl, e.value, e.digest, e.claim, e.committed],
+            )
+            for e, spool_id, tx, _, _ in parts
+        ]
+        decided = await run_commands(s.client, s.library, first)
+        _raise_first(decided)
+        outcomes: list[str] = []
+        rest: list[tuple[Any, ...]] = []
+        for (e, spool_id, tx, transaction_id, record), reply in zip(parts, decided, strict=True):
+            outcome, fresh, own = _text(reply[0]), int(reply[1]), int(reply[2])
+            outcomes.append(outcome if fresh else "duplicate")
+            # one log entry per call: under the call's mark when the line names its call
+            token = mark_token(tx, e.claim) if e.claim else spool_id
+            extra = () if outcome == "committed" else ("spooled", outcome)
+            rest.append(self._log_call(token, transaction_id, record, *extra))
+            if own and e.declines:
+                rest += self._decline_calls(tx, e.declines, e.second)
+        _raise_first(await run_commands(s.client, s.library, rest))
+        return outcomes
+
+
+def window_sums(packing: struct.Struct, replies: Sequence[bytes]) -> list[float]:
+    """The element-wise sum of packed window sums (each entity fills its own slots)."""
+    total = [0.0] * (packing.size // 8)
+    for reply in replies:
+        for i, x in enumerate(packing.unpack(reply)):
+            if x:
+                total[i] += x
+    return total

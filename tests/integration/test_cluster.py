@@ -1,0 +1,186 @@
+"""The store on a real Redis Cluster: round trips per node, and counting once after failures.
+
+The suites marked ``redis_cluster`` (velocity, idempotency, lists, feedback, export, the
+decision log) run on the cluster too; this module holds what only a cluster has: calls
+split by node, and the per-entity marks that make a retry after a partial failure count
+once (``service/stores/cluster.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from service.errors import StoreUnavailable
+from service.normalisation.payment import Payment
+from service.stores.keys import Keys
+from service.stores.redis_client import make_client
+from service.stores.velocity import RiskStore
+from tests.integration.test_idempotency import DECISION, make_payment
+from tests.redis_cluster import LocalCluster
+
+
+@pytest.fixture
+async def cluster_client(
+    redis_cluster: LocalCluster, redis_prefix: str
+) -> AsyncIterator[RedisCluster]:
+    client: Any = make_client(redis_cluster.url, timeout_ms=2_000)
+    await client.initialize()  # the slots map, which the tests read
+    try:
+        yield client
+    finally:
+        async for key in client.scan_iter(match=f"*{redis_prefix}*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+def store_on(client: RedisCluster, prefix: str, timeout_ms: float = 2_000) -> RiskStore:
+    return RiskStore(
+        client,  # type: ignore[arg-type]
+        prefix=prefix,
+        timeout_ms=timeout_ms,
+        decision_ttl_seconds=3_600,
+        pending_timeout_seconds=0.2,
+    )
+
+
+def node_of(client: RedisCluster, key: str) -> int:
+    return int(client.get_node_from_key(key).port)
+
+
+def transaction_apart_from(client: RedisCluster, prefix: str, port: int) -> str:
+    """A transaction id whose key lives on another primary than 127.0.0.1:``port``."""
+    keys = Keys(prefix)
+    for n in range(1_000):
+        if node_of(client, keys.transaction("m1", f"t-{n}")) != port:
+            return f"t-{n}"
+    raise LookupError("every transaction on one node")
+
+
+def card_key(store: RiskStore, payment: Payment) -> str:
+    [plan] = [e for e in store.plan.entities if e.entity == "card"]
+    return store.keys.velocity(plan.entity, payment.card_fingerprint or "", plan.layout)
+
+
+async def test_a_score_call_makes_at_most_one_round_trip_per_node_per_step(
+    cluster_client: RedisCluster, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_on(cluster_client, redis_prefix)
+    warm_up = msgspec.structs.replace(make_payment("warm-up"), card_fingerprint="fp-warm")
+    await store.begin(warm_up, digest="w")  # topology, library, connections
+    trips: list[tuple[str, str]] = []
+    node_command, node_pipeline = ClusterNode.execute_command, ClusterNode.execute_pipeline
+
+    async def command(self: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        trips.append(("command", self.name))
+        return await node_command(self, *args, **kwargs)
+
+    async def pipeline(self: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        trips.append(("pipeline", self.name))
+        return await node_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClusterNode, "execute_command", command)
+    monkeypatch.setattr(ClusterNode, "execute_pipeline", pipeline)
+    payment = make_payment("t1")
+    begun = await store.begin(payment, digest="d1")
+    claim_and_counts = list(trips)
+    trips.clear()
+    await store.commit(
+        payment, digest="d1", decision_json=DECISION, record_json=b"{}", declined=True
+    )
+    commit = list(trips)
+    monkeypatch.undo()
+
+    assert begun.status == "new" and begun.features["card_attempts_10m"] == 1.0
+    # the claim: one command to the transaction's node; then counts and lists: one
+    # pipelined round trip per node involved (three primaries), sent concurrently
+    tx_node = cluster_client.get_node_from_key(store.keys.transaction("m1", "t1")).name
+    assert claim_and_counts[0] == ("command", tx_node)
+    counts = claim_and_counts[1:]
+    assert {kind for kind, _ in counts} == {"pipeline"}
+    assert 2 <= len(counts) == len({node for _, node in counts}) <= 3
+    # the commit (decision, log entry, declines): again at most one round trip per node
+    assert {kind for kind, _ in commit} == {"pipeline"}
+    assert len(commit) == len({node for _, node in commit}) <= 3
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["late", "lost"])
+async def test_a_retry_after_a_partial_failure_counts_once(
+    redis_cluster: LocalCluster,
+    cluster_client: RedisCluster,
+    redis_prefix: str,
+    lost: bool,
+) -> None:
+    """A begin whose claim landed but whose card count timed out; then a takeover.
+
+    ``late``: the count reaches Redis after the call gave up (a node paused); ``lost``: it
+    never does (its connection is killed while the node is paused). Either way the retry
+    that takes the claim over leaves every entity counted once, the card included.
+    """
+    reference = store_on(cluster_client, f"{redis_prefix}-reference")
+    store = store_on(cluster_client, redis_prefix, timeout_ms=100)
+    card = card_key(store, make_payment("x"))
+    card_node = node_of(cluster_client, card)
+    tid = transaction_apart_from(cluster_client, redis_prefix, card_node)
+    expected = (await reference.begin(make_payment(tid), digest="d1")).features
+
+    paused = redis.Redis(port=card_node)
+    try:
+        paused.client_pause(600, all=False)  # writes wait: the card's count among them
+        with pytest.raises(StoreUnavailable):
+            await store.begin(make_payment(tid), digest="d1")
+        if lost:  # the waiting count goes with its connection, unrun
+            paused.client_kill_filter(_type="normal", skipme=True)
+        paused.client_unpause()
+    finally:
+        paused.close()
+    await asyncio.sleep(0.3)  # past the pending timeout: a retry takes the claim over
+    retry = await store.begin(make_payment(tid), digest="d1")
+
+    assert retry.status == "takeover"
+    assert retry.features == expected
+    assert retry.features["card_attempts_10m"] == 1.0
+    later = await store.begin(make_payment(f"{tid}-later"), digest="d2")
+    assert later.features["card_attempts_10m"] == 2.0
+
+
+async def test_a_commit_sent_again_logs_once_and_counts_its_decline_once(
+    cluster_client: RedisCluster, redis_prefix: str
+) -> None:
+    """The commit's writes carry the call's marks: sent twice, they land once."""
+    from service.stores.decisions import read_decisions
+
+    store = store_on(cluster_client, redis_prefix)
+    payment = make_payment("t1")
+    claim = "1700000000000.000"
+    await store.begin(payment, digest="d1", claim=claim)
+    for _ in range(2):
+        await store.commit(
+            payment,
+            digest="d1",
+            decision_json=DECISION,
+            record_json=b"{}",
+            declined=True,
+            claim=claim,
+        )
+    assert len(await read_decisions(cluster_client, redis_prefix)) == 1  # type: ignore[arg-type]
+    later = await store.begin(make_payment("t2"), digest="d2")
+    assert later.features["card_declines_24h"] == 1.0
+
+
+def test_the_cluster_url_names_every_node_and_refuses_what_is_not_one() -> None:
+    from service.errors import ConfigurationError
+    from service.stores.redis_client import cluster_nodes
+
+    nodes, credentials = cluster_nodes("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001")
+    assert nodes == [("10.0.0.1", 7000), ("::1", 7001)]
+    assert credentials == {"username": "u", "password": "p@ss"}
+    for bad in ("redis+cluster://", "redis+cluster://host", "redis+cluster://h:0,h:1"):
+        with pytest.raises(ConfigurationError, match="RISKSCORE_REDIS_URL"):
+            cluster_nodes(bad)
