@@ -10,6 +10,7 @@ removes their directory.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -58,7 +59,8 @@ class LocalCluster:
 
     def __init__(self) -> None:
         self.ports = free_cluster_ports(6)
-        self.dir = Path(tempfile.mkdtemp(prefix="riskscore-cluster-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="riskscore-cluster-")).resolve()
+        atexit.register(self.stop)
 
     @property
     def url(self) -> str:
@@ -68,25 +70,29 @@ class LocalCluster:
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, socket_timeout=2)
 
+    def launch(self, port: int) -> None:
+        """Start the node of ``port`` (again: it rejoins with its ``nodes-<port>.conf``)."""
+        subprocess.run(
+            [
+                "redis-server",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(self.dir / f"nodes-{port}.conf"),
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "yes",
+                "--dir", str(self.dir),
+                "--pidfile", str(self.dir / f"{port}.pid"),
+                "--logfile", str(self.dir / f"{port}.log"),
+            ],
+            check=True,
+        )  # fmt: skip
+
     def start(self) -> LocalCluster:
         for port in self.ports:
-            subprocess.run(
-                [
-                    "redis-server",
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(self.dir / f"nodes-{port}.conf"),
-                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--daemonize", "yes",
-                    "--dir", str(self.dir),
-                    "--pidfile", str(self.dir / f"{port}.pid"),
-                    "--logfile", str(self.dir / f"{port}.log"),
-                ],
-                check=True,
-            )  # fmt: skip
+            self.launch(port)
         for port in self.ports:
             self._wait(lambda p=port: self.node(p).ping())
         subprocess.run(
@@ -127,7 +133,7 @@ class LocalCluster:
                 if info["role"] == "slave" and info.get("master_link_status") != "up":
                     return False
             primaries = [p for p in self.alive() if self.role(p) == "master"]
-            return len(primaries) == 3
+            return len(primaries) == 3 and len(self.alive()) == len(self.ports)
 
         self._wait(ready, timeout)
 
@@ -140,10 +146,10 @@ class LocalCluster:
         except (OSError, ValueError):
             return None
         try:
-            os.kill(pid, 0)
-        except OSError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             return None
-        return pid
+        return None if state == "Z" else pid  # a killed node nobody reaped yet is gone
 
     def primary_of(self, key: str) -> int:
         """The port of the primary that holds ``key``'s slot now."""
@@ -165,14 +171,23 @@ class LocalCluster:
         pid = self.pid(port)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while self.pid(port) is not None and time.monotonic() < deadline:
-                time.sleep(0.01)
+
+    def _own_processes(self) -> list[int]:
+        """Every process running in this cluster's directory (its nodes, whatever pidfiles say)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(entry / "cwd")) == self.dir:
+                        found.append(int(entry.name))
+        return found
 
     def stop(self) -> None:
-        for port in self.ports:
-            pid = self.pid(port)
-            if pid is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        """Kill every node and remove the directory (also run at exit, should pytest not)."""
+        if not self.dir.exists():
+            return
+        pids = {self.pid(port) for port in self.ports} | set(self._own_processes())
+        for pid in pids - {None, os.getpid()}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
         shutil.rmtree(self.dir, ignore_errors=True)

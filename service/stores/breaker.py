@@ -4,7 +4,8 @@ A call has ``budget`` seconds. The hot path's pipelined connection enforces the 
 itself, per command, and counts an answer that arrived but was not yet read by a busy
 event loop as answered; ``asyncio.timeout`` cannot tell the two apart, so here it guards
 with twice the budget, for what hangs elsewhere (connecting, redis-py's admin calls). A
-timeout, a connection error or any other Redis error becomes ``StoreUnavailable``.
+timeout, a connection error or any other Redis error becomes ``StoreUnavailable``
+(also the cluster client's, such as a slot no node serves during a failover).
 
 After ``threshold`` consecutive failures that span at least one budget the breaker opens:
 calls fail at once, without touching the network, for ``cooldown`` seconds. Then one probe
@@ -26,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from service.errors import StoreUnavailable
 
@@ -77,7 +78,7 @@ class Breaker:
                     result = await operation()
             else:
                 result = await operation()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             now = self._clock()
             if self._failures == 0:
                 self._streak_since = now
