@@ -184,3 +184,53 @@ def test_the_cluster_url_names_every_node_and_refuses_what_is_not_one() -> None:
     for bad in ("redis+cluster://", "redis+cluster://host", "redis+cluster://h:0,h:1"):
         with pytest.raises(ConfigurationError, match="RISKSCORE_REDIS_URL"):
             cluster_nodes(bad)
+
+
+@pytest.mark.parametrize("landed", ["nothing", "decision only", "whole commit"])
+async def test_a_spooled_decision_drains_once_whatever_of_its_commit_landed(
+    cluster_client: RedisCluster, redis_prefix: str, landed: str
+) -> None:
+    """The drain completes a commit that half landed, and repeats nothing that did land.
+
+    The call's commit timed out: nothing of it reached Redis, only the decision's ``SET``
+    did (its node answered, the stream's did not), or all of it did after all. The spooled
+    line is drained twice (a drain killed midway runs again).
+    """
+    from service.stores.decisions import read_decisions
+
+    store = store_on(cluster_client, redis_prefix)
+    payment = make_payment("t1")
+    claim = "1700000000000.000"
+    await store.begin(payment, digest="d1", claim=claim)
+    committed = store.decided_value(payment, "d1", DECISION)
+    if landed == "decision only":
+        await cluster_client.set(store.keys.transaction("m1", "t1"), committed, ex=3_600)
+    elif landed == "whole commit":
+        await store.commit(
+            payment,
+            digest="d1",
+            decision_json=DECISION,
+            record_json=b'{"first":1}',
+            declined=True,
+            claim=claim,
+        )
+    line = store.spool_entry(
+        payment,
+        digest="d1",
+        claim=claim,
+        decision_json=DECISION,
+        record_json=b'{"spooled":1}',
+        declined=True,
+        committed=committed if landed != "nothing" else None,
+    )
+    first = await store.append_records([line])
+    again = await store.append_records([line])
+
+    expected = "stored" if landed == "nothing" else "committed"
+    assert (first, again) == ({expected: 1}, {"duplicate": 1})
+    log = await read_decisions(cluster_client, redis_prefix)  # type: ignore[arg-type]
+    assert len(log) == 1  # one entry for the call, the commit's when it landed
+    assert await store.stored_decision("m1", "t1") == DECISION
+    later = await store.begin(make_payment("t2"), digest="d2")
+    assert later.features["card_declines_24h"] == 1.0
+    assert later.features["card_attempts_10m"] == 2.0

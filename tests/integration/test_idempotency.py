@@ -23,6 +23,8 @@ pytestmark = pytest.mark.redis_cluster  # each test on one Redis and on a Redis 
 
 T0 = 1_700_000_000.0
 DECISION = b'{"transaction_id":"t1","decision":"review","score":61}'
+# the stores' pending timeout: long enough for a few calls on a loaded machine
+PENDING_S = 0.5
 
 
 def make_payment(transaction_id: str, event_time: float = T0) -> Payment:
@@ -77,7 +79,7 @@ async def store(
         prefix=redis_prefix,
         timeout_ms=2_000,
         decision_ttl_seconds=3_600,
-        pending_timeout_seconds=0.2,
+        pending_timeout_seconds=PENDING_S,
         hot=hot,
     )
     if hot is not None:
@@ -144,7 +146,7 @@ async def test_stale_pending_claim_is_taken_over_without_counting_again(
     first = await store.begin(make_payment("t1"), digest="d1")
     assert first.status == "new"
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
-    await asyncio.sleep(0.25)  # the first process died between begin and commit
+    await asyncio.sleep(PENDING_S + 0.05)  # the first process died between begin and commit
     takeover = await store.begin(make_payment("t1"), digest="d1")
     assert takeover.status == "takeover"
     assert takeover.features == first.features
@@ -195,7 +197,7 @@ async def test_a_decision_lives_the_decision_ttl_from_its_commit(
     await store.begin(make_payment("t1"), digest="d1")
     key = Keys(redis_prefix).transaction("m1", "t1")
     await redis_client.expire(key, 1_000)  # as if the claim had been made long ago
-    await asyncio.sleep(0.25)  # past the pending timeout: the claim may be taken over
+    await asyncio.sleep(PENDING_S + 0.05)  # past the pending timeout: the claim may be taken over
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "takeover"
     assert 990 <= await redis_client.ttl(key) <= 1_000  # the takeover keeps the claim's
     await commit(store, make_payment("t1"))
@@ -234,7 +236,7 @@ async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
     assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
     assert (await store.begin(make_payment("t1"), digest="d1")).status == "pending"
     assert await store.stored_decision("m1", "t1") is None
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(PENDING_S + 0.05)
     takeover = await store.begin(make_payment("t1"), digest="d1")
     assert takeover.status == "takeover"
     # One Redis: the old claim's begin counted, atomically, so the takeover only reads. A

@@ -164,6 +164,7 @@ async def _failover(
         "answers": len(answers),
         "retries": len(answers) - len(sent_ids),
         "statuses": statuses,
+        "answers_after_kill": len(after_kill),
         "degraded_after_kill": len(degraded),
         "degraded_kinds": sorted({d for a in degraded for d in a[4]}),
         "recovered_s": None if recovered_at is None else round(recovered_at - killed_at, 2),
