@@ -79,6 +79,7 @@ from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, 
 from service.reference.tables import FxTable
 from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
+from training.estimator import ESTIMATOR, estimator_bytes
 from training.evaluate import model_metrics
 from training.registry import register, version_name
 
@@ -538,6 +539,7 @@ def train_on_dataset(
     metrics = {"validation": period_metrics(split.validation), "test": period_metrics(split.test)}
 
     forest_bytes = forest.to_npz_bytes()
+    joblib_bytes = estimator_bytes(fitted.estimator)
     created = datetime.now(UTC)
     version = version_name(created, sha256_hex(forest_bytes))
     spec = ModelSpec(
@@ -561,6 +563,8 @@ def train_on_dataset(
         "created_at": created.isoformat(timespec="seconds"),
         "catalog_version": catalog.CATALOG_VERSION,
         "artifacts": {MODEL_JSON: sha256_hex(spec_bytes), FOREST: sha256_hex(forest_bytes)},
+        # for analysts' notebooks only (training.estimator); the service never reads it
+        "analyst_artifacts": {ESTIMATOR: sha256_hex(joblib_bytes)},
         "features": list(MODEL_FEATURES),
         "catalog_features": list(MODEL_SOURCES),
         "features_never_seen": [n for n, u in zip(MODEL_FEATURES, unseen, strict=True) if u],
@@ -620,6 +624,7 @@ def train_on_dataset(
             MODEL_JSON: spec_bytes,
             MODEL_CARD: card_bytes,
             MODEL_CARD_MD: model_card_markdown(card).encode(),
+            ESTIMATOR: joblib_bytes,
         },
         make_latest=promote,
     )
@@ -832,6 +837,10 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         "",
     ]
     lines += [f"- `{name}`: SHA-256 `{digest}`" for name, digest in card["artifacts"].items()]
+    lines += [
+        f"- `{name}` (analysts' notebooks only, never read by the service): SHA-256 `{digest}`"
+        for name, digest in (card.get("analyst_artifacts") or {}).items()
+    ]
     lines += ["", "## Libraries", ""]
     lines += [f"- {name} {v}" for name, v in card["libraries"].items()]
     lines += ["", f"Model inputs ({len(card['features'])}): " + ", ".join(card["features"]), ""]
