@@ -185,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.json,
         target_decline_rate=args.decline_rate,
         secret=_secret(),
+        refit=not args.no_refit,
+        exclude_known_fraud=args.exclude_known_fraud,
     )
     result = report.to_dict()
     if args.json:
@@ -821,6 +823,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-promote",
         action="store_true",
         help="register the model without making it live (LATEST stays as it is)",
+    )
+    train.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="ship the model fitted on the train period, not the refit on every mature "
+        "labelled row (the held-out figures are the same either way)",
+    )
+    train.add_argument(
+        "--exclude-known-fraud",
+        action="store_true",
+        help="leave out payments whose card, customer, device, email or account already had "
+        "a confirmed fraud when scored (lists and rules stop those)",
     )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)

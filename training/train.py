@@ -159,6 +159,8 @@ def train(
     params: Mapping[str, Any] | None = None,
     secret: bytes | None = None,
     fx: FxTable | None = None,
+    refit: bool = True,
+    exclude_known_fraud: bool = False,
 ) -> TrainReport:
     """Build features from ``log``, train, evaluate on the test period, register."""
     started = time.perf_counter()
@@ -176,6 +178,8 @@ def train(
         target_precision=target_precision,
         params=params,
         data_fingerprint=fingerprint(log),
+        refit=refit,
+        exclude_known_fraud=exclude_known_fraud,
     )
     report.timings = {"features_seconds": round(built - started, 3)} | report.timings
     return report
@@ -372,6 +376,7 @@ class Fitted:
     unseen: np.ndarray  # model columns with no value in the final rows (set to 0)
     disagreement: float  # max |compiled - scikit-learn| probability on checked rows
     refit: bool
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _fill_unseen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -417,6 +422,8 @@ def fit_protocol(
     rows are left to stop on) and keeps that calibration and those cut-offs.
     """
     settings = dict(settings)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
     first = HistGradientBoostingClassifier(**settings, random_state=seed)
     fit_matrix, unseen = _fill_unseen(matrix[fit_rows])
     stop_matrix = matrix[stop_rows]
@@ -424,6 +431,8 @@ def fit_protocol(
     # Early stopping watches stop_rows (scikit-learn refuses X_val without it).
     extra = {"X_val": stop_matrix, "y_val": y[stop_rows]} if early else {}
     first.fit(fit_matrix, y[fit_rows], **extra)
+    timings["first_fit_seconds"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     held_out, disagreement = _compile_checked(first, stop_matrix[:2000])
     calibration = calibrate(first, stop_matrix, y[stop_rows])
     scores = scores_from_logits(calibration.logit(held_out.raw_many(stop_matrix)))
@@ -431,6 +440,8 @@ def fit_protocol(
         scores, y[stop_rows], verticals[stop_rows], decline_rate=decline_rate, precision=precision
     )
     iterations = int(first.n_iter_)
+    timings["calibration_thresholds_seconds"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     refit = not np.array_equal(final_rows, fit_rows)
     final, forest = first, held_out
     if refit:
@@ -439,6 +450,7 @@ def fit_protocol(
         final_matrix, unseen = _fill_unseen(matrix[final_rows])
         final.fit(final_matrix, y[final_rows])
         forest, disagreement = _compile_checked(final, stop_matrix[:2000])
+        timings["refit_seconds"] = round(time.perf_counter() - clock, 3)
     return Fitted(
         estimator=final,
         forest=forest,
@@ -449,6 +461,7 @@ def fit_protocol(
         unseen=unseen,
         disagreement=disagreement,
         refit=refit,
+        timings=timings,
     )
 
 
@@ -526,6 +539,8 @@ def train_on_dataset(
         precision=target_precision,
     )
     timings["fit_seconds"] = round(time.perf_counter() - clock, 3)
+    timings |= fitted.timings
+    stage = time.perf_counter()
     forest, calibration, thresholds = fitted.forest, fitted.calibration, fitted.thresholds
     unseen = fitted.unseen
     disagreement = fitted.disagreement
@@ -537,6 +552,8 @@ def train_on_dataset(
         return model_metrics(frame, sigmoid_many(logits), scores_from_logits(logits), thresholds)
 
     metrics = {"validation": period_metrics(split.validation), "test": period_metrics(split.test)}
+    timings["metrics_seconds"] = round(time.perf_counter() - stage, 3)
+    stage = time.perf_counter()
 
     forest_bytes = forest.to_npz_bytes()
     joblib_bytes = estimator_bytes(fitted.estimator)
@@ -554,6 +571,7 @@ def train_on_dataset(
     bundle = ModelBundle(Path(version), {"version": version}, spec, forest)
     latency = _latency(bundle, dataset.loc[split.test])
     importance = _importance(forest, matrix[split.test][:2000])
+    timings["latency_importance_seconds"] = round(time.perf_counter() - stage, 3)
     timings["total_training_seconds"] = round(time.perf_counter() - clock, 3)
 
     time_ = dataset["event_time"].to_numpy(dtype=np.float64)
