@@ -104,6 +104,25 @@ def main() -> None:
             }
         )
     by_rule.sort(key=lambda r: -r["false_positive_load"])
+    # Why legitimate payments were declined: a declining rule, or the (adjusted) score.
+    active_declines = [
+        r.rule_id for r in ruleset.rules if r.mode == "active" and r.action == "decline"
+    ]
+    rule_decline = decided.hits[active_declines].to_numpy(dtype=bool).any(axis=1)
+    declined = strength == STRENGTH["decline"]
+    cuts = np.array([bundle.thresholds[v].decline for v in verticals])
+    attribution = {
+        "legit_declined_by_a_rule": round(float((declined & rule_decline)[legit].mean()), 4),
+        "legit_declined_by_score_only": round(
+            float((declined & ~rule_decline)[legit].mean()), 4
+        ),
+        "legit_model_score_over_decline_cut": round(
+            float((decided.model_score >= cuts)[legit].mean()), 4
+        ),
+        "fraud_declined_by_score_only": round(
+            float((declined & ~rule_decline)[labelled].mean()), 4
+        ),
+    }
     result = {
         "rows": len(frame),
         "seed": args.seed,
@@ -113,6 +132,7 @@ def main() -> None:
         "thresholds": msgspec.to_builtins(bundle.thresholds),
         "labels": shares(labelled, strength),
         "truth": shares(truth, strength),
+        "decline_attribution": attribution,
         "by_vertical": {
             v: shares(labelled[verticals == v], strength[verticals == v])
             for v in sorted(set(verticals))
