@@ -12,9 +12,8 @@ import sys
 
 def main() -> None:
     """Print a development secret and API keys as ``.run/env`` lines."""
-    keys = {
-        role: f"dev-{role}-{secrets.token_urlsafe(18)}" for role in ("score", "feedback", "analyst", "admin")
-    }
+    roles = ("score", "feedback", "analyst", "admin")
+    keys = {role: f"dev-{role}-{secrets.token_urlsafe(18)}" for role in roles}
     print("# riskscore development settings, made by `make run`; not for production")
     print(f"RISKSCORE_SECRET={secrets.token_urlsafe(32)}")
     spec = ",".join(
