@@ -58,6 +58,11 @@ def shares(fraud: np.ndarray, strength: np.ndarray) -> dict[str, Any]:
     }
 
 
+def ruleset_rule(ruleset: Any, rule_id: str) -> Any:
+    """The rule of ``ruleset`` with this id."""
+    return next(r for r in ruleset.rules if r.rule_id == rule_id)
+
+
 def main() -> None:
     """Train (or load), decide the other simulation, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,16 +114,29 @@ def main() -> None:
         r.rule_id for r in ruleset.rules if r.mode == "active" and r.action == "decline"
     ]
     rule_decline = decided.hits[active_declines].to_numpy(dtype=bool).any(axis=1)
+    # compliance: rules allow lists cannot override (age checks, licensing)
+    compliance = [r.rule_id for r in ruleset.rules if r.rule_id in active_declines]
+    compliance = [i for i in compliance if not ruleset_rule(ruleset, i).allowlist_bypass]
+    compliance_decline = decided.hits[compliance].to_numpy(dtype=bool).any(axis=1)
     declined = strength == STRENGTH["decline"]
+    risk_declined = declined & ~compliance_decline
     cuts = np.array([bundle.thresholds[v].decline for v in verticals])
     attribution = {
         "legit_declined_by_a_rule": round(float((declined & rule_decline)[legit].mean()), 4),
-        "legit_declined_by_score_only": round(
-            float((declined & ~rule_decline)[legit].mean()), 4
-        ),
+        "legit_declined_by_score_only": round(float((declined & ~rule_decline)[legit].mean()), 4),
         "legit_model_score_over_decline_cut": round(
             float((decided.model_score >= cuts)[legit].mean()), 4
         ),
+        "compliance_rules": compliance,
+        "legit_declined_by_compliance_rules": round(
+            float((declined & compliance_decline)[legit].mean()), 4
+        ),
+        "legit_declined_for_risk": round(float(risk_declined[legit].mean()), 4),
+        "fraud_declined_for_risk": round(float(risk_declined[labelled].mean()), 4),
+        "legit_declined_for_risk_by_vertical": {
+            v: round(float(risk_declined[legit & (verticals == v)].mean()), 4)
+            for v in sorted(set(verticals))
+        },
         "fraud_declined_by_score_only": round(
             float((declined & ~rule_decline)[labelled].mean()), 4
         ),
