@@ -19,12 +19,13 @@ from typing import Any, Final
 
 import joblib
 
+from service.errors import RiskscoreError
 from service.model.bundle import MODEL_CARD
 
 ESTIMATOR: Final = "estimator.joblib"
 
 
-class EstimatorRefused(ValueError):
+class EstimatorRefused(RiskscoreError):
     """The estimator file is missing, or is not the one the model card lists."""
 
 
