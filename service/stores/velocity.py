@@ -292,6 +292,8 @@ class VelocityStore:
         ``claim`` (``new_claim``, made here when None) is the claimed-at the claim records: a
         call that spools its decision spools it too.
         """
+        if self._cluster is not None:
+            return await self._begin_in_cluster(payment, digest, claim or new_claim())
         values = _present_all(self._read(payment))
         keys = [
             self.keys.transaction(payment.merchant_id, payment.transaction_id),
@@ -313,8 +315,6 @@ class VelocityStore:
                     text = values[i]
                     members[code] = member_digest(text) if text else -1
         claim = claim or new_claim()
-        if self._cluster is not None:
-            return await self._begin_in_cluster(payment, digest, claim)
         second = event_second(payment.event_time)
         start = second
         if self._server_clock:
