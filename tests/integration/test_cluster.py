@@ -234,3 +234,37 @@ async def test_a_spooled_decision_drains_once_whatever_of_its_commit_landed(
     later = await store.begin(make_payment("t2"), digest="d2")
     assert later.features["card_declines_24h"] == 1.0
     assert later.features["card_attempts_10m"] == 2.0
+
+
+async def test_a_node_without_the_function_library_gets_it_again(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, redis_prefix: str
+) -> None:
+    """As a replica promoted before the library reached it, or a node added later."""
+    store = store_on(cluster_client, redis_prefix)
+    for port in redis_cluster.alive():
+        node = redis.Redis(port=port)
+        try:
+            if node.info("replication")["role"] == "master":
+                node.function_flush()
+        finally:
+            node.close()
+    begun = await store.begin(make_payment("t1"), digest="d1")
+    await store.commit(
+        make_payment("t1"), digest="d1", decision_json=DECISION, record_json=b"{}", declined=True
+    )
+    assert begun.status == "new" and begun.features["card_attempts_10m"] == 1.0
+    for port in redis_cluster.alive():  # the primaries loaded it; each replica got it from its
+        node = redis.Redis(port=port)
+        try:
+            for _ in range(100):
+                names = [e[b"library_name"] for e in map(_fields, node.function_list())]
+                if store.library.name.encode() in names:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            node.close()
+        assert store.library.name.encode() in names, port
+
+
+def _fields(entry: list[Any]) -> dict[bytes, Any]:
+    return dict(zip(entry[::2], entry[1::2], strict=True))
