@@ -66,7 +66,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from service.stores.keys import mark_token, member_digest, tag_value
 from service.stores.plan import event_second, present
@@ -74,13 +74,6 @@ from service.stores.plan import event_second, present
 if TYPE_CHECKING:
     from service.normalisation.payment import Payment
     from service.stores.library import Library
-
-
-class ClusterPartialFailure(RedisError):
-    """Some of a call's per-slot commands failed (the first error is the cause).
-
-    A ``RedisError``, so the breaker counts it and raises ``StoreUnavailable``.
-    """
 
 
 def _text(value: Any) -> str:
@@ -125,9 +118,10 @@ async def run_commands(
 
 
 def _raise_first(results: Sequence[Any]) -> None:
+    """Raise the first error among a pipeline's replies (a Redis error: the breaker's)."""
     for result in results:
         if isinstance(result, Exception):
-            raise ClusterPartialFailure(f"{type(result).__name__}: {result}") from result
+            raise result
 
 
 class ClusterCalls:
