@@ -521,6 +521,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 {
                     "version": m.version,
                     "live": m.latest,
+                    "shadow": m.shadow,
                     "created_at": m.created_at,
                     "data_start": m.data_start,
                     "data_end": m.data_end,
@@ -539,7 +540,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         [
             [
                 m.version,
-                "LATEST" if m.latest else "",
+                "LATEST" if m.latest else "SHADOW" if m.shadow else "",
                 _minute(m.created_at),
                 f"{_minute(m.data_start)} to {_minute(m.data_end)}",
                 m.test_metrics.get("rows"),
@@ -617,13 +618,42 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_shadow(args: argparse.Namespace) -> int:
+    """``riskscore models shadow VERSION`` / ``--off``: verify it, then put it in shadow."""
+    from service.model.bundle import ModelBundle, ModelRefused
+    from training.registry import set_shadow
+
+    registry = _registry_dir(args)
+    if args.off == (args.version is not None):
+        print("riskscore models shadow: give a VERSION or --off", file=sys.stderr)
+        return 2
+    version = None
+    if args.version is not None:
+        directory = _model_directory(registry, args.version)
+        try:
+            ModelBundle.load(directory)  # what the service will do: refuse it here first
+        except ModelRefused as exc:
+            print(f"riskscore models shadow: not in shadow: {exc}", file=sys.stderr)
+            return 1
+        version = directory.name
+    previous = set_shadow(registry, version)
+    if args.json:
+        _print_json({"shadow": version, "previous": previous})
+    elif version is None:
+        print(f"no model in shadow (was {previous or 'none'}); {_FOLLOW}")
+    else:
+        print(f"{version} is in shadow (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
 def _add_models_commands(sub: Any) -> None:
     models = sub.add_parser(
         "models",
-        help="list, show, promote and roll back registered models",
+        help="list, show, promote, roll back and shadow registered models",
         description="The model registry (--registry, else RISKSCORE_MODEL_DIR, else models/): "
-        "LATEST names the live model, PROMOTIONS.json keeps the promotion history. A running "
-        "service follows LATEST within seconds, without a restart.",
+        "LATEST names the live model, SHADOW the model scored beside it (recorded in the "
+        "decision log, never decided with), PROMOTIONS.json keeps the history. A running "
+        "service follows LATEST and SHADOW within seconds, without a restart.",
     )
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
@@ -666,6 +696,17 @@ def _add_models_commands(sub: Any) -> None:
         "Go back to the model that was live before the current one (the promotion history, "
         "PROMOTIONS.json); a second rollback goes one further back.",
     )
+    shadow = action(
+        "shadow",
+        cmd_models_shadow,
+        "score every payment with a second model beside the live one, or stop (--off)",
+        "Verify VERSION as the service will, then name it in SHADOW: the running service "
+        "scores every payment with it beside the live model and writes its version and "
+        "probability into the decision log (and so the export), never into the decision. "
+        "--off removes the shadow model. A model that fails the checks is refused (exit 1).",
+    )
+    shadow.add_argument("version", metavar="VERSION", nargs="?", help="the version to shadow")
+    shadow.add_argument("--off", action="store_true", help="no model in shadow")
 
 
 def build_parser() -> argparse.ArgumentParser:
