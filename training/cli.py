@@ -159,30 +159,64 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it from going live
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """``riskscore train``: train, evaluate and register a model."""
+    """``riskscore train``: train, evaluate, register, and promote through the gate.
+
+    0 when done (promoted, or registered with --no-promote); ``GATE_REFUSED_EXIT`` when
+    registered but not promoted because it is worse than the live model.
+    """
+    from training.gate import GateDecision, live_model, promotion_gate
     from training.logs import read_log
+    from training.registry import promote
     from training.train import train
 
     log = read_log(args.log)
+    live = None if args.no_promote else live_model(args.registry)  # before registering
     report = train(
         log,
         registry=args.registry,
         since=args.since,
         legit_after_days=args.legit_after,
         as_of=args.as_of,
-        promote=not args.no_promote,
+        promote=False,  # the gate below decides
         seed=args.seed,
         progress=not args.json,
         target_decline_rate=args.decline_rate,
         secret=_secret(),
     )
-    result = report.to_dict()
+    gate: GateDecision | None = None
+    promoted = False
+    if live is not None:
+        assert report.holdout is not None and report.holdout_probability is not None
+        gate = promotion_gate(
+            live, report.holdout, report.holdout_probability, new_version=report.version
+        )
+        promoted = gate.promote or args.force
+        if promoted:
+            promote(args.registry, report.version)
+    result = report.to_dict() | {
+        "promoted": promoted,
+        "forced": bool(args.force and gate is not None and not gate.promote),
+        "gate": gate.to_dict() if gate is not None else None,
+    }
+    code = GATE_REFUSED_EXIT if gate is not None and not promoted else 0
     if args.json:
         _print_json(result)
-        return 0
-    live = "not promoted: `riskscore models promote` makes it live" if args.no_promote else "live"
+        return code
+    if args.no_promote:
+        live = "not promoted (--no-promote): `riskscore models promote` makes it live"
+    elif promoted:
+        live = "live" + (", forced past the gate" if result["forced"] else "")
+    else:
+        live = "registered, NOT promoted: the gate refused it; --force overrides"
     print(f"registered {report.version} in {report.directory} ({live})")
+    if gate is not None:
+        print(f"promotion gate: {gate.reason}", file=sys.stderr if not promoted else sys.stdout)
+        for warning in gate.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
     maturity = report.card["training_data"].get("maturity")
     if maturity:
@@ -217,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             for v, m in by_vertical.items()
         ],
     )
-    return 0
+    return code
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -772,7 +806,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fraud and chargeback labels (nobody reports a payment as fine): train it with "
         "--legit-after DAYS, so that a payment without a fraud label that is older than DAYS "
         "counts as legitimate; younger payments are then history only, labelled or not. "
-        "The new model goes live (LATEST) unless --no-promote.",
+        "The new model goes live (LATEST) unless --no-promote, and only when the promotion "
+        "gate finds it not worse than the live model on the new model's held-out test period "
+        "(average precision, and recall at the live model's decline rate there); otherwise it "
+        "is registered, not promoted, the reason is printed and the exit code is 3 (--force "
+        "promotes anyway).",
     )
     train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
     train.add_argument("--since", help="first training example time (RFC 3339)")
@@ -794,6 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-promote",
         action="store_true",
         help="register the model without making it live (LATEST stays as it is)",
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the promotion gate finds the new model worse than the live one",
     )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
