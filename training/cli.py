@@ -254,8 +254,83 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``riskscore evaluate --model A [--model B]``: models side by side on one period."""
+    from service.model.bundle import ModelBundle
+    from training.compare import compare_models
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    registry = Path(args.registry)
+    bundles = [ModelBundle.load(_model_directory(registry, v)) for v in args.model]
+    result = compare_models(
+        read_log(args.log),
+        bundles,
+        since=to_unix_seconds(args.since),
+        until=to_unix_seconds(args.until),
+        plots_dir=args.plots or args.out,
+        secret=_secret(),
+        progress=not args.json,
+    )
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if args.json:
+        _print_json(result)
+        return 0
+    period = result["period"]
+    names = ["roc_auc", "average_precision", "recall_at_1%_decline", "recall_at_5%_decline"]
+    names += ["card_precision_at_100"]
+    rows = [[n, *(m.get(n) for m in result["models"])] for n in names]
+    for part in ("decline", "review_or_decline"):
+        for key in ("rate", "precision", "recall"):
+            rows.append(
+                [
+                    f"{part} {key} (thresholds)",
+                    *(m.get("at_thresholds", {}).get(part, {}).get(key) for m in result["models"]),
+                ]
+            )
+    _table(
+        f"{period['start'][:16]} to {period['end'][:16]} UTC ({period['source']}): "
+        f"{period['rows']:,} labelled payments, {period['frauds']:,} frauds",
+        ["metric", *(m["version"] for m in result["models"])],
+        rows,
+    )
+    patterns = sorted({p for m in result["models"] for p in m.get("by_fraud_pattern", {})})
+    if patterns:
+        _table(
+            "recall at 1 % decline per fraud pattern",
+            ["pattern", *(m["version"] for m in result["models"])],
+            [
+                [
+                    p,
+                    *(
+                        m["by_fraud_pattern"].get(p, {}).get("recall_at_1%_decline")
+                        for m in result["models"]
+                    ),
+                ]
+                for p in patterns
+            ],
+        )
+    if "plots" in result:
+        print("plots: " + ", ".join(result["plots"].values()))
+    return 0
+
+
+def _fitted_rows_warnings(registry: Path, result: dict[str, Any]) -> list[str]:
+    """A warning when ``evaluate``'s period reaches into the rows the model was fitted on."""
+    from service.model.bundle import ModelBundle
+    from training.compare import period_overlap_warning
+
+    period = result.get("period") or {}
+    bundle = ModelBundle.load(Path(registry) / result["model_version"])
+    warning = period_overlap_warning(bundle, period.get("start"), period.get("end"))
+    return [warning] if warning else []
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``riskscore evaluate``: the registered model and rules over a labelled log."""
+    if args.model:
+        return cmd_compare(args)
     from training.evaluate import evaluate
     from training.logs import read_log
     from training.train import to_unix_seconds
@@ -269,6 +344,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         secret=_secret(),
         progress=not args.json,
     )
+    result["warnings"] = _fitted_rows_warnings(args.registry, result)
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if args.json:
         _print_json(result)
         return 0
@@ -599,6 +677,13 @@ def _model_directory(registry: Path, version: str) -> Path:
         if directory is None:
             raise RegistryError(f"no models registered in {registry}")
         return directory
+    if version in ("SHADOW", "shadow"):
+        from service.model.bundle import find_shadow
+
+        directory = find_shadow(registry)
+        if directory is None:
+            raise RegistryError(f"no model is in shadow in {registry}")
+        return directory
     directory = registry / version
     if not VERSION_PATTERN.match(version) or not (directory / MODEL_CARD).is_file():
         raise RegistryError(f"{version!r} is not a registered model in {registry}")
@@ -848,10 +933,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a labelled log with the registered model and rules; print metrics",
+        help="score a labelled log with the registered model and rules, or compare models",
+        description="Without --model: the live model, the rules and both combined over the "
+        "log's labelled payments (--since to start later). With --model A [--model B]: the "
+        "models side by side on the same labelled payments, by default the held-out test "
+        "period of A's model card (--since/--until choose another); a warning says when a "
+        "model is evaluated over payments it was fitted on. --plots DIR writes roc.png "
+        "(false-positive rate on a log axis), pr.png and calibration.png.",
     )
     evaluate.add_argument("--log", type=Path, required=True)
     evaluate.add_argument("--registry", type=Path, default=Path("models"))
+    evaluate.add_argument(
+        "--model",
+        action="append",
+        metavar="VERSION",
+        help="a registered version (or LATEST, SHADOW); twice to compare two models",
+    )
+    evaluate.add_argument("--until", help="with --model: the period's last payment (RFC 3339)")
+    evaluate.add_argument("--plots", type=Path, help="with --model: folder for the PNG plots")
     evaluate.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
     evaluate.add_argument("--out", type=Path, help="folder for pr.png and roc.png")
     evaluate.add_argument(

@@ -220,14 +220,20 @@ def test_shadow_promote_and_rollback_under_traffic_fail_no_request_and_are_recor
 
     # the decision log: every record names the live model that decided it and, while one
     # was in shadow, the shadow's version and probability, in the order they changed
+    # (a commit Redis was too slow for is spooled and drained into the stream within a second)
     client = redis.Redis.from_url(service.env["RISKSCORE_REDIS_URL"])
+    deadline = time.monotonic() + 15
     try:
-        entries = client.xrange(Keys(service.prefix).decisions)
+        while True:
+            entries = client.xrange(Keys(service.prefix).decisions)
+            records = [decode_record(fields[b"record"]) for _, fields in entries]
+            records = [r for r in records if r.payment.transaction_id.startswith("shadow-cycle-")]
+            if len(records) >= len(traffic.versions) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         client.close()
-    records = [decode_record(fields[b"record"]) for _, fields in entries]
-    records = [r for r in records if r.payment.transaction_id.startswith("shadow-cycle-")]
-    # in the order sent (a record spooled while Redis was slow reaches the stream later)
+    # in the order sent (a spooled record reaches the stream later)
     records.sort(key=lambda r: int(r.payment.transaction_id.rpartition("-")[2]))
     assert len(records) == len(traffic.versions)
     assert [r.model_version for r in records] == traffic.versions
