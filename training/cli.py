@@ -21,7 +21,7 @@ from service.settings import DEFAULT_RULES_DIR, Settings
 
 # The import names of the `train` extra's packages (pyproject.toml).
 TRAIN_EXTRA_MODULES = frozenset(
-    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx"}
+    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx", "ruamel"}
 )
 
 

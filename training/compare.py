@@ -225,7 +225,7 @@ def comparison_figures(
                 PrecisionRecallDisplay.from_predictions(labels, probability, name=version, ax=axes)
             else:
                 CalibrationDisplay.from_predictions(
-                    labels, probability, n_bins=10, strategy="quantile", name=version, ax=axes
+                    labels, probability, n_bins=10, strategy="uniform", name=version, ax=axes
                 )
         if kind == "roc":
             negatives = max(int((labels == 0).sum()), 1)
@@ -237,7 +237,9 @@ def comparison_figures(
             axes.axhline(labels.mean(), color="grey", linestyle=":", linewidth=0.8)
             axes.set_title(_title("Precision-recall", period, versions), fontsize=9)
         else:
-            axes.set_title(_title("Calibration (quantile bins)", period, versions), fontsize=9)
+            title = _title("Calibration (10 equal-width bins)", period, versions)
+            axes.set_title(title, fontsize=9)
+        axes.set_aspect("auto")  # the display classes make the axes square; fill the figure
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7, loc="upper right" if kind == "pr" else "lower right")
