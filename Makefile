@@ -95,7 +95,7 @@ $(NOTEBOOKS_STAMP): $(STAMP)
 
 notebooks: $(NOTEBOOKS_STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 \
-	  --ServerApp.port=$(NOTEBOOK_PORT) --no-browser
+	  --ServerApp.port=$(NOTEBOOK_PORT) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The UI files of /schema (Redoc, Swagger UI), fetched with npm at the versions pinned in
 # service/api/assets/sources.json; commit what it changes.
