@@ -7,8 +7,9 @@ the same rows, the same labels, for every model. The period is by default the fi
 model's held-out test period as its card records it; ``since``/``until`` choose another.
 
 A model judged on rows it was fitted on looks far better than it is (a near-perfect ROC
-AUC). The fitted range of each model (its card's train and validation periods, and any
-later refit) is compared with the evaluated rows, and every overlap is a warning that says
+AUC). The fitted range of each model (its card's train and validation periods, and the
+final refit's rows, which include the held-out period of a refitted model) is compared
+with the evaluated rows, and every overlap is a warning that says
 how many rows the model has seen.
 
 The figures per model are ``training.evaluate.model_metrics``'s (ROC AUC, average
@@ -35,7 +36,7 @@ from training.evaluate import model_metrics
 
 # The card periods whose rows a model was fitted on (or calibrated, or had its
 # thresholds chosen on): evaluating over them flatters it.
-FITTED_PERIODS: Final = ("train", "validation", "refit", "fit", "final")
+FITTED_PERIODS: Final = ("train", "validation", "final_fit")
 
 
 def _stamp(value: Any) -> float | None:

@@ -67,7 +67,7 @@ def _seen_by_live(live: ModelBundle, start: float) -> str | None:
     periods = live.card.get("periods") or {}
     ends = [
         (periods.get(name) or {}).get("end")
-        for name in ("train", "validation")
+        for name in ("train", "validation", "final_fit")
         if (periods.get(name) or {}).get("end")
     ]
     if not ends:

@@ -30,7 +30,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object, l
     write_log(log, directory / "log.parquet")
     dataset = build_dataset(log)
     registry = directory / "models"
-    a = train_on_dataset(dataset, registry=registry, params=SMALL)
+    a = train_on_dataset(dataset, registry=registry, params=SMALL, refit=False)
     late = dataset["event_time"].quantile(0.3)
     b = train_on_dataset(
         dataset, registry=registry, params={**SMALL, "max_iter": 10}, since=late, promote=False
@@ -59,6 +59,17 @@ def test_by_default_the_first_models_held_out_period_and_its_card_figures(two):
     assert first["rows"] == second["rows"] == test["rows"]  # the same rows for both
     assert first["roc_auc"] != second["roc_auc"]
     assert first["warning"] is None and result["warnings"] == [w for w in [second["warning"]] if w]
+
+
+def test_a_refitted_model_on_its_own_held_out_period_is_flagged(two, tmp_path):
+    """After the refit on every mature row, no period is held out from the shipped model."""
+    _, _, dataset, _ = two
+    refitted = ModelBundle.load(
+        train_on_dataset(dataset, registry=tmp_path, params=SMALL, refit=True).directory
+    )
+    result = compare_models(None, [refitted], dataset=dataset)
+    assert len(result["warnings"]) == 1
+    assert "final_fit" in result["warnings"][0] and "optimistic" in result["warnings"][0]
 
 
 def test_evaluating_over_training_rows_warns_loudly(two):

@@ -35,10 +35,11 @@ def shuffled_before(frame: pd.DataFrame, time_: np.ndarray, share: float) -> pd.
 
 def test_the_gate_refuses_a_worse_model_and_passes_a_better_one(tmp_path: Path) -> None:
     frame = feature_frame(rows=6000, seed=4)
-    good = train_on_dataset(frame, registry=tmp_path, params=SMALL)  # live: no model before
+    # refit=False: each model is the one its held-out figures measure (no refit on them)
+    good = train_on_dataset(frame, registry=tmp_path, params=SMALL, refit=False)
     shuffled = shuffled_before(frame, frame["event_time"].to_numpy(), 0.75)
     shuffled["label_at"] = np.where(shuffled["label"] == 1, frame["event_time"] + 86_400, np.nan)
-    bad = train_on_dataset(shuffled, registry=tmp_path, params=SMALL, promote=False)
+    bad = train_on_dataset(shuffled, registry=tmp_path, params=SMALL, promote=False, refit=False)
     assert find_latest(tmp_path) == good.directory
 
     decision = promotion_gate(
