@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
       Its password is hidden from ``repr``.
     - ``archive_retention_days`` (``RISKSCORE_ARCHIVE_RETENTION_DAYS``): the archive's
       daily partitions older than this are dropped.
+    - ``console_secure_cookies`` (``RISKSCORE_CONSOLE_SECURE_COOKIES``): mark the console's
+      session and CSRF cookies ``Secure`` (sent over HTTPS only); set it wherever the
+      console is reached over TLS.
 
     The defaults of ``thresholds`` and ``degraded_action`` are domain data
     (``service.verticals``). ``repr`` shows neither the secret nor the API keys.
@@ -134,6 +137,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     database_url: str | None = None
     archive_retention_days: int = 400
+    console_secure_cookies: bool = False
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
@@ -231,6 +235,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):
             kwargs["log_level"] = level.upper()
+        if (secure := get("RISKSCORE_CONSOLE_SECURE_COOKIES")) is not None and secure != "":
+            if secure.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigurationError(
+                    "RISKSCORE_CONSOLE_SECURE_COOKIES", "must be true or false"
+                )
+            kwargs["console_secure_cookies"] = secure.lower() in ("1", "true", "yes")
         if spec := get("RISKSCORE_THRESHOLDS"):
             kwargs["thresholds"] = {**DEFAULT_THRESHOLDS, **parse_thresholds(spec)}
         if spec := get("RISKSCORE_DEGRADED_ACTION"):
