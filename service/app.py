@@ -67,7 +67,7 @@ from service.stores.redis_client import (
 )
 from service.stores.velocity import RiskStore
 from service.telemetry.log_format import configure_logging
-from service.telemetry.metrics import Metrics
+from service.telemetry.metrics import SHARED_FLUSH_SECONDS, Metrics
 
 log = logging.getLogger("riskscore")
 
@@ -269,12 +269,22 @@ def create_app(settings: Settings) -> Litestar:
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
+        if metrics.shared:  # one of several workers: /metrics reads every worker's files
+
+            async def flush_metrics() -> None:
+                metrics.flush()
+
+            forgotten = metrics.forget_dead_workers()
+            if forgotten:
+                log.info("metrics: dropped the gauges of stopped workers %s", forgotten)
+            tasks.append(asyncio.create_task(_every(SHARED_FLUSH_SECONDS, flush_metrics)))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            metrics.worker_stopped()
             reference.close()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
