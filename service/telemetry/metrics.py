@@ -135,11 +135,33 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.shadow_model_reloads = Counter(
+            "riskscore_shadow_model_reloads",
+            "Shadow models swapped in (ok), switched off (off) or refused after SHADOW changed",
+            ["result"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "riskscore_model_version",
+            "1 for the version serving in each role: live (decides) and shadow (recorded only)",
+            ["role", "version"],
+            registry=r,
+        )
+        self._model_versions: dict[str, str] = {}
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
         self._rule_hits: dict[tuple[str, str], Counter] = {}
         self.redis_begin = self.redis_latency.labels("begin")
         self.redis_commit = self.redis_latency.labels("commit")
+
+    def serving(self, role: str, version: str | None) -> None:
+        """Show ``version`` as the model serving in ``role`` (live or shadow); None: none."""
+        before = self._model_versions.pop(role, None)
+        if before is not None:
+            self.model_version.remove(role, before)
+        if version is not None:
+            self._model_versions[role] = version
+            self.model_version.labels(role, version).set(1)
 
     def begin_seconds(self, seconds: float) -> None:
         """Observe a ``begin`` round trip."""
