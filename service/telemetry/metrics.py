@@ -146,6 +146,7 @@ class Metrics:
             "1 for the version serving in each role: live (decides) and shadow (recorded only)",
             ["role", "version"],
             registry=r,
+            multiprocess_mode="livemax",  # several workers: 1 when a live worker serves it
         )
         self._model_versions: dict[str, str] = {}
 
@@ -158,6 +159,8 @@ class Metrics:
         """Show ``version`` as the model serving in ``role`` (live or shadow); None: none."""
         before = self._model_versions.pop(role, None)
         if before is not None:
+            # 0 first: with several workers the value lives on in this worker's file
+            self.model_version.labels(role, before).set(0)
             self.model_version.remove(role, before)
         if version is not None:
             self._model_versions[role] = version
