@@ -72,7 +72,7 @@ from service.stores.redis_client import (
 )
 from service.stores.velocity import RiskStore
 from service.telemetry.log_format import configure_logging
-from service.telemetry.metrics import Metrics
+from service.telemetry.metrics import SHARED_FLUSH_SECONDS, Metrics
 
 log = logging.getLogger("riskscore")
 
@@ -308,12 +308,22 @@ def create_app(settings: Settings) -> Litestar:
         ]
         if archive is not None:
             tasks.append(asyncio.create_task(archive.run_upkeep()))
+        if metrics.shared:  # one of several workers: /metrics reads every worker's files
+
+            async def flush_metrics() -> None:
+                metrics.flush()
+
+            forgotten = metrics.forget_dead_workers()
+            if forgotten:
+                log.info("metrics: dropped the gauges of stopped workers %s", forgotten)
+            tasks.append(asyncio.create_task(_every(SHARED_FLUSH_SECONDS, flush_metrics)))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            metrics.worker_stopped()
             reference.close()
             if archive is not None:
                 await archive.close()
