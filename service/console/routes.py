@@ -12,6 +12,7 @@ A key limited to merchants sees only their reviews and decisions: another mercha
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -37,7 +38,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from service.console import formatting
-from service.console.pages import decision_page
+from service.console.pages import (
+    AGES,
+    decision_href,
+    decision_view,
+    history,
+    queue_view,
+    review_href,
+)
 from service.console.session import (
     CONSOLE_PATH,
     Analyst,
@@ -45,7 +53,14 @@ from service.console.session import (
     csrf_config,
     session_middleware,
 )
-from service.errors import NotFound, StoreUnavailable
+from service.contract import VERTICALS
+from service.errors import (
+    DatabaseUnavailable,
+    InvalidRequest,
+    NotFound,
+    StateConflict,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("riskscore")
 
@@ -198,10 +213,167 @@ async def decision(
     if not analyst.may_see(merchant):
         # another merchant's decision is not found, exactly as an unknown one
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
-    page = await decision_page(request.app.state, merchant, transaction)
-    if page is None:
+    view = await decision_view(request.app.state, merchant, transaction)
+    if view is None:
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
-    return _page(request, "decision.html", analyst, page=page, **context)
+    review = view.review
+    return _page(
+        request,
+        "decision.html",
+        analyst,
+        page=view,
+        review_link=review_href(merchant, transaction) if review is not None else None,
+        now=_now(),
+        **context,
+    )
+
+
+# --- the review queue and a review ---------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@get("/queue")
+async def queue(
+    request: Request,
+    analyst: NamedDependency[Analyst],
+    merchant_id: FromQuery[str | None] = None,
+    vertical: FromQuery[str | None] = None,
+    older_than: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Template:
+    """Open reviews, oldest first, with filters by merchant, vertical and age, and counts."""
+    merchant = _clean_id(merchant_id) or None
+    chosen_vertical = vertical if vertical in VERTICALS else None
+    age = older_than if older_than in AGES else ""
+    base_query = {
+        name: value
+        for name, value in (
+            ("merchant_id", merchant),
+            ("vertical", chosen_vertical),
+            ("older_than", age),
+        )
+        if value
+    }
+    filters = {
+        "merchant_id": merchant,
+        "vertical": chosen_vertical,
+        "older_than": age,
+        "active": bool(base_query),
+    }
+    context: dict[str, Any] = {
+        "filters": filters,
+        "verticals": VERTICALS,
+        "ages": [(value, label) for value, (label, _) in AGES.items()],
+        "now": _now(),
+    }
+    try:
+        view = await queue_view(
+            request.app.state,
+            merchants=analyst.merchants,
+            merchant_id=merchant,
+            vertical=chosen_vertical,
+            older_than=age,
+            cursor=cursor or None,
+            now=context["now"],
+            base_query=base_query,
+        )
+    except InvalidRequest as exc:  # a cursor of another listing, a hostile merchant id
+        return _page(request, "queue.html", analyst, status=400, error=str(exc), queue=None, **context)
+    return _page(request, "queue.html", analyst, queue=view, **context)
+
+
+def _reviews(request: Request) -> Any:
+    queue = getattr(request.app.state, "reviews", None)
+    if queue is None:
+        raise DatabaseUnavailable("reviews need a database: set RISKSCORE_DATABASE_URL")
+    return queue
+
+
+@get("/review")
+async def review(
+    request: Request,
+    analyst: NamedDependency[Analyst],
+    merchant_id: FromQuery[str | None] = None,
+    transaction_id: FromQuery[str | None] = None,
+) -> Template:
+    """One review: its decision, reasons, the features each fired rule read, the history."""
+    merchant, transaction = _clean_id(merchant_id), _clean_id(transaction_id)
+    if not merchant or not transaction:
+        raise NotFound("no such review")
+    state = request.app.state
+    found = await _reviews(request).get(merchant, transaction, merchants=analyst.merchants)
+    view = await decision_view(state, merchant, transaction)
+    if view is None:
+        raise NotFound("no such review")
+    entities = await history(state, view, analyst.merchants)
+    return _page(
+        request,
+        "review.html",
+        analyst,
+        review=found,
+        page=view,
+        history=entities,
+        missing_entities=[name for name, value in view.entities.items() if value is None],
+        decision_link=decision_href(merchant, transaction),
+        now=_now(),
+    )
+
+
+async def _review_form(request: Request) -> tuple[Any, str, str]:
+    form = await request.form()
+    merchant = _field(form, "merchant_id")[:MAX_ID_CHARS]
+    transaction = _field(form, "transaction_id")[:MAX_ID_CHARS]
+    if not merchant or not transaction:
+        raise NotFound("no such review")
+    return form, merchant, transaction
+
+
+@post("/review/claim", status_code=303)
+async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> Redirect:
+    """Claim the review for the signed-in analyst (or give the claim up: ``release``)."""
+    form, merchant, transaction = await _review_form(request)
+    reviews = _reviews(request)
+    try:
+        if _field(form, "action") == "release":
+            await reviews.release(merchant, transaction, analyst.name, merchants=analyst.merchants)
+            _flash(request, "You gave up the review.")
+        else:
+            claimed = await reviews.claim(
+                merchant, transaction, analyst.name, merchants=analyst.merchants
+            )
+            until = formatting.utc(claimed.claim_expires_at)
+            _flash(request, f"The review is yours until {until}.")
+    except StateConflict as exc:
+        _flash(request, str(exc))
+    return Redirect(review_href(merchant, transaction), status_code=303)
+
+
+@post("/review/close", status_code=303)
+async def close_review(request: Request, analyst: NamedDependency[Analyst]) -> Redirect:
+    """Approve or decline the payment, with a label and a note; back to the queue."""
+    form, merchant, transaction = await _review_form(request)
+    outcome = _field(form, "outcome")
+    label = _field(form, "label") or None
+    note = _field(form, "note") or None
+    try:
+        closed = await _reviews(request).close(
+            merchant,
+            transaction,
+            outcome=outcome,
+            label=label,
+            note=note,
+            analyst=analyst.name,
+            merchants=analyst.merchants,
+        )
+    except (StateConflict, InvalidRequest) as exc:
+        _flash(request, f"Not closed: {exc}")
+        return Redirect(review_href(merchant, transaction), status_code=303)
+    labelled = f", labelled {closed.label}" if closed.label else ""
+    _flash(request, f"Review of {transaction} ({merchant}) closed: {closed.outcome}{labelled}.")
+    return Redirect(QUEUE, status_code=303)
 
 
 # --- errors as pages -----------------------------------------------------------------------------
@@ -234,11 +406,16 @@ def _answer(request: Request, exc: Exception) -> Response:
             "The form has expired",
             "The page was open too long or came from elsewhere. Go back, reload it and try again.",
         )
+    if isinstance(exc, InvalidRequest):
+        return _error_page(request, 400, "Cannot do that", str(exc))
     if isinstance(exc, NotFound | NotFoundException):
         return _error_page(request, 404, "Not found", "There is nothing at this address.")
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable | DatabaseUnavailable):
         return _error_page(
-            request, 503, "Try again in a moment", "A data store did not answer in time."
+            request,
+            503,
+            "Try again in a moment",
+            "A data store did not answer in time; nothing was changed.",
         )
     if isinstance(exc, HTTPException):
         return _error_page(request, exc.status_code, "Cannot do that", str(exc.detail))
@@ -257,7 +434,18 @@ def console_router(secret: bytes, *, secure_cookies: bool = False) -> Router:
     )
     return Router(
         path=CONSOLE_PATH,
-        route_handlers=[home, sign_in_page, sign_in, sign_out, decision, static],
+        route_handlers=[
+            home,
+            sign_in_page,
+            sign_in,
+            sign_out,
+            decision,
+            queue,
+            review,
+            claim_review,
+            close_review,
+            static,
+        ],
         dependencies={"analyst": Provide(signed_in)},
         middleware=[
             DefineMiddleware(session_middleware, secret=secret, secure=secure_cookies),

@@ -31,6 +31,8 @@ from litestar.middleware.session.base import SessionMiddleware
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
 from litestar.types import ASGIApp
 
+from service.reviews.queue import analyst_for_key
+
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "riskscore_console"
 CSRF_COOKIE: Final = "riskscore_console_csrf"
@@ -51,14 +53,15 @@ def key_fingerprint(secret: bytes, api_key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Analyst:
-    """The signed-in analyst: the key's public id, its roles and merchant scope.
+    """The signed-in analyst: who they are, their key's roles and merchant scope.
 
-    ``key_id`` is the first 12 characters of the key's fingerprint: it names the key in
-    pages and in a closed review's record without revealing it. ``merchants`` is None for a
-    key that serves every merchant.
+    ``name`` is the review queue's name for the key (``analyst_for_key``: the same one the
+    review API records for it), shown in pages and recorded on the reviews they claim and
+    close; it never reveals the key. ``merchants`` is None for a key that serves every
+    merchant.
     """
 
-    key_id: str
+    name: str
     roles: frozenset[str]
     merchants: frozenset[str] | None
 
@@ -82,7 +85,7 @@ class ConsoleKeys:
             if roles & CONSOLE_ROLES:
                 fingerprint = key_fingerprint(secret, key)
                 self._by_fingerprint[fingerprint] = Analyst(
-                    key_id=fingerprint[:12], roles=roles, merchants=scopes.get(key)
+                    name=analyst_for_key(key), roles=roles, merchants=scopes.get(key)
                 )
 
     def fingerprint(self, api_key: str) -> str | None:
