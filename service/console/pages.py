@@ -10,6 +10,7 @@ lies outside it is never read into a page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,9 +195,7 @@ def fired_rules(
     return fired, note
 
 
-async def decision_view(
-    state: Any, merchant_id: str, transaction_id: str
-) -> DecisionView | None:
+async def decision_view(state: Any, merchant_id: str, transaction_id: str) -> DecisionView | None:
     """The decision of ``(merchant_id, transaction_id)``, or None when there is none.
 
     Redis answers while the decision is hot, the archive always (once archived); a store
@@ -220,9 +219,7 @@ async def decision_view(
             )
         except (*UNAVAILABLE, DatabaseUnavailable) as exc:
             problem = f"the archive did not answer ({type(exc).__name__})"
-    response = _decode_response(hot) or _decode_response(
-        archived.response if archived else None
-    )
+    response = _decode_response(hot) or _decode_response(archived.response if archived else None)
     if response is None and archived is None:
         return None
     if archived is None:
@@ -322,14 +319,12 @@ async def queue_view(
     pool = _archive_pool(state)
     archived: list[ArchivedDecision | None] = [None] * len(page.reviews)
     if pool is not None and page.reviews:
-        try:
+        with contextlib.suppress(*UNAVAILABLE):  # no amounts then, the queue all the same
             archived = list(
                 await asyncio.gather(
                     *(get_decision(pool, r.merchant_id, r.transaction_id) for r in page.reviews)
                 )
             )
-        except UNAVAILABLE:
-            pass
     rows = []
     for review, decision in zip(page.reviews, archived, strict=True):
         response = _decode_response(decision.response) if decision else None

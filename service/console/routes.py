@@ -61,6 +61,7 @@ from service.errors import (
     StateConflict,
     StoreUnavailable,
 )
+from service.reviews.queue import check_payment
 
 log = logging.getLogger("riskscore")
 
@@ -75,7 +76,6 @@ CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-MAX_ID_CHARS: Final = 64
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -191,7 +191,7 @@ async def sign_out(request: Request) -> Redirect:
 
 
 def _clean_id(value: str | None) -> str:
-    return (value or "").strip()[:MAX_ID_CHARS]
+    return (value or "").strip()
 
 
 @get("/decision")
@@ -210,8 +210,9 @@ async def decision(
         return _page(
             request, "search.html", analyst, status=400 if error else 200, error=error, **context
         )
-    if not analyst.may_see(merchant):
-        # another merchant's decision is not found, exactly as an unknown one
+    if not analyst.may_see(merchant) or check_payment(merchant, transaction):
+        # another merchant's decision is not found, exactly as an unknown one (and as ids
+        # no payment can have: a control character, a space in a transaction id)
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
     view = await decision_view(request.app.state, merchant, transaction)
     if view is None:
@@ -281,7 +282,9 @@ async def queue(
             base_query=base_query,
         )
     except InvalidRequest as exc:  # a cursor of another listing, a hostile merchant id
-        return _page(request, "queue.html", analyst, status=400, error=str(exc), queue=None, **context)
+        return _page(
+            request, "queue.html", analyst, status=400, error=str(exc), queue=None, **context
+        )
     return _page(request, "queue.html", analyst, queue=view, **context)
 
 
@@ -301,7 +304,7 @@ async def review(
 ) -> Template:
     """One review: its decision, reasons, the features each fired rule read, the history."""
     merchant, transaction = _clean_id(merchant_id), _clean_id(transaction_id)
-    if not merchant or not transaction:
+    if check_payment(merchant, transaction) or not analyst.may_see(merchant):
         raise NotFound("no such review")
     state = request.app.state
     found = await _reviews(request).get(merchant, transaction, merchants=analyst.merchants)
@@ -324,9 +327,9 @@ async def review(
 
 async def _review_form(request: Request) -> tuple[Any, str, str]:
     form = await request.form()
-    merchant = _field(form, "merchant_id")[:MAX_ID_CHARS]
-    transaction = _field(form, "transaction_id")[:MAX_ID_CHARS]
-    if not merchant or not transaction:
+    merchant = _field(form, "merchant_id")
+    transaction = _field(form, "transaction_id")
+    if check_payment(merchant, transaction):
         raise NotFound("no such review")
     return form, merchant, transaction
 

@@ -13,9 +13,13 @@ import time
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
+from service.reviews.queue import analyst_for_key
 
 from service.app import create_app
 from service.console.session import (
@@ -25,7 +29,6 @@ from service.console.session import (
     ConsoleKeys,
     key_fingerprint,
 )
-from service.reviews.queue import analyst_for_key
 from tests.integration.test_api import ADMIN_KEY, SCORE_KEY, payment, settings_for
 
 ANALYST_KEY = "k-analyst-0a1b2c3d"
@@ -35,9 +38,9 @@ CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
 def console_settings(prefix: str, tmp_path: Path):
-    settings = settings_for(prefix, tmp_path)
+    base = settings_for(prefix, tmp_path)
     keys = {
-        **settings.api_keys,
+        **base.api_keys,
         ANALYST_KEY: frozenset({"analyst"}),
         SCOPED_KEY: frozenset({"analyst"}),
     }
@@ -262,3 +265,16 @@ async def test_the_pages_carry_a_strict_content_security_policy(client):
     assert page.headers["cache-control"] == "no-store"
     css = await client.get("/console/static/console.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(merchant=st.text(max_size=80), transaction=st.text(max_size=80))
+async def test_any_id_in_a_search_is_an_answer_never_a_500(client, merchant, transaction):
+    if not client.cookies.get(SESSION_COOKIE):
+        await sign_in(client)
+    query = urlencode({"merchant_id": merchant, "transaction_id": transaction})
+    answer = await client.get(f"/console/decision?{query}")
+    assert answer.status_code in (200, 400, 404), answer.text
+    assert "<script" not in answer.text.lower()
