@@ -413,12 +413,14 @@ def _answer(request: Request, exc: Exception) -> Response:
         return _error_page(request, 400, "Cannot do that", str(exc))
     if isinstance(exc, NotFound | NotFoundException):
         return _error_page(request, 404, "Not found", "There is nothing at this address.")
-    if isinstance(exc, StoreUnavailable | DatabaseUnavailable):
+    if isinstance(exc, DatabaseUnavailable):
+        return _error_page(request, 503, "Try again in a moment", f"{exc}; nothing was changed.")
+    if isinstance(exc, StoreUnavailable):
         return _error_page(
             request,
             503,
             "Try again in a moment",
-            "A data store did not answer in time; nothing was changed.",
+            "Redis did not answer in time; nothing was changed.",
         )
     if isinstance(exc, HTTPException):
         return _error_page(request, exc.status_code, "Cannot do that", str(exc.detail))

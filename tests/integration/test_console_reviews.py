@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.console.session import SESSION_COOKIE
 from tests.integration.test_api import SCORE_KEY, payment, settings_for
 from tests.integration.test_console import ANALYST_KEY, SCOPED_KEY, csrf_token, sign_in
 
@@ -134,3 +138,27 @@ async def test_close_needs_its_csrf_token_and_closes_once(client):
     assert "Not closed" in page.text and "closed already" in page.text
     decision = await client.get("/console/decision?merchant_id=shop-1&transaction_id=t-rv-1")
     assert "decline" in decision.text and "fraud" in decision.text and "checked" in decision.text
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    merchant=st.text(max_size=70),
+    transaction=st.text(max_size=70),
+    vertical=st.text(max_size=12) | st.sampled_from(["forex", "gaming"]),
+    age=st.text(max_size=5) | st.sampled_from(["1h", "24h"]),
+    cursor=st.text(max_size=40),
+)
+async def test_any_filter_or_id_is_an_answer_never_a_500(
+    client, merchant, transaction, vertical, age, cursor
+):
+    if not client.cookies.get(SESSION_COOKIE):
+        await sign_in(client)
+    review = await client.get(
+        "/console/review?" + urlencode({"merchant_id": merchant, "transaction_id": transaction})
+    )
+    assert review.status_code in (200, 400, 404), review.text
+    query = {"merchant_id": merchant, "vertical": vertical, "older_than": age, "cursor": cursor}
+    queue = await client.get("/console/queue?" + urlencode(query))
+    assert queue.status_code in (200, 400), queue.text
