@@ -304,18 +304,17 @@ async def queue_view(
     if queue is None:
         raise DatabaseUnavailable("reviews need a database: set RISKSCORE_DATABASE_URL")
     waited = AGES.get(older_than, AGES[""])[1]
-    page, counts = await asyncio.gather(
-        queue.list(
-            status="open",
-            merchant_id=merchant_id,
-            vertical=vertical,
-            limit=QUEUE_PAGE_SIZE,
-            cursor=cursor,
-            decided_before=now - dt.timedelta(seconds=waited) if waited else None,
-            merchants=merchants,
-        ),
-        queue.counts(merchants=merchants, merchant_id=merchant_id),
+    # the listing first: it checks the filters (a bad one is InvalidRequest) before counting
+    page = await queue.list(
+        status="open",
+        merchant_id=merchant_id,
+        vertical=vertical,
+        limit=QUEUE_PAGE_SIZE,
+        cursor=cursor,
+        decided_before=now - dt.timedelta(seconds=waited) if waited else None,
+        merchants=merchants,
     )
+    counts = await queue.counts(merchants=merchants, merchant_id=merchant_id)
     pool = _archive_pool(state)
     archived: list[ArchivedDecision | None] = [None] * len(page.reviews)
     if pool is not None and page.reviews:
