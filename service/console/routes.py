@@ -119,7 +119,9 @@ def _take_flash(request: Request) -> str | None:
     return request.session.pop("flash", None) if request.session else None
 
 
-def _page(request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any):
+def _page(
+    request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any
+) -> Template:
     """A page of the console, with what every page shows (who is signed in, a flash)."""
     return Template(
         template_name=name,
