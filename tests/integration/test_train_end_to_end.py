@@ -190,6 +190,8 @@ def test_model_card_records_data_periods_metrics_and_hashes(trained):
     assert test["roc_auc"] > 0.8
     assert {"average_precision", "recall_at_1%_decline", "recall_at_5%_decline"} <= set(test)
     assert test["by_fraud_pattern"]
+    fresh = card["metrics"]["test_new_entities"]  # payments lists and rules would not stop
+    assert 0 < fresh["rows"] <= test["rows"]
     assert card["model"]["compiled_vs_sklearn_max_abs_diff"] <= 1e-9
     assert (report.directory / "MODEL_CARD.md").read_text().startswith(f"# Model {report.version}")
 
