@@ -477,6 +477,7 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/lists/{name}", "get"): (400, 401, 403),
     ("/v1/lists/{name}/items", "put"): (400, 401, 403, 413, 415),
     ("/v1/lists/{name}/items", "delete"): (400, 401, 403, 413, 415),
+    ("/v1/decisions/{merchant_id}/{transaction_id}", "get"): (401, 403, 404),
 }
 
 
@@ -489,6 +490,7 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/lists/{name}", "get"): (200,),
     ("/v1/lists/{name}/items", "put"): (200,),
     ("/v1/lists/{name}/items", "delete"): (200,),
+    ("/v1/decisions/{merchant_id}/{transaction_id}", "get"): (200,),
 }
 
 
