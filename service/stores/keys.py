@@ -13,7 +13,8 @@ key                             type    content
                                         event_second / width)`` and a value per measure
                                         (``a`` attempts, ``d`` declines, ``s`` USD cents,
                                         ``f`` frauds, ``r`` frauds by label arrival,
-                                        ``l``/``w`` amount log units and squares); then per distinct kind its member
+                                        ``l``/``w`` amount log units and squares);
+                                        then per distinct kind its member
                                         count and (member digest, last-seen second)
                                         pairs, at most ``catalog.DISTINCT_CAP``;
                                         ``<layout>`` names that order

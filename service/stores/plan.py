@@ -439,8 +439,8 @@ class Plan:
 
         ``PLAN``, one entry per entity: ``g`` counter groups {width, values per record (1 +
         measures), kept buckets, horizon (s), what begin adds, what a decline adds, what
-        a fraud adds, what a reported fraud adds (see ``Group.codes``)}; ``z`` distinct kinds {pruning width, kept
-        buckets, horizon (s)}; ``star`` the position of the refreshing group (0 when
+        a fraud adds, what a reported fraud adds (see ``Group.codes``)}; ``z`` distinct kinds
+        {pruning width, kept buckets, horizon (s)}; ``star`` the position of the refreshing group (0 when
         none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
         follows ``g`` and ``z`` in this order (``EntityPlan.layout`` names it). Then
         ``SLOTS``, ``CAP``, ``MEMBERS`` (begin's member arguments, one per distinct code)
@@ -486,8 +486,11 @@ class Plan:
 
 # The locals and arguments of the generated COUNT functions (``_count_entity``).
 _COUNT_LOCALS: Final = frozenset(
-    "p m ttl old opened n last h q c sb b v O out M cur start t cents units units2 write found"
-    " member low oldest at digest seen from count j".split()
+    (
+        *("p", "m", "ttl", "old", "opened", "n", "last", "h", "q", "c", "sb", "b", "v"),
+        *("O", "out", "M", "cur", "start", "t", "cents", "units", "units2", "write"),
+        *("found", "member", "low", "oldest", "at", "digest", "seen", "from", "count", "j"),
+    )
 )
 
 
