@@ -113,9 +113,7 @@ def _hour_utc_frame(frame: pd.DataFrame) -> pd.Series:
 
 def _local(p: Payment) -> tuple[int, bool] | None:
     """The payment's local hour and weekend flag: the customer's country, else the IP's."""
-    return local_time(
-        math.floor(p.event_time), p.customer_country or p.device_ip_country
-    )
+    return local_time(math.floor(p.event_time), p.customer_country or p.device_ip_country)
 
 
 def _hour_local(p: Payment) -> float | None:

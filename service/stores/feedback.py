@@ -140,9 +140,7 @@ class FeedbackStore:
             record.t,
             item.reason or "",
             item.merchant_id,
-            arrival_second(
-                record.t, item.reported_at if item.arrival is None else item.arrival
-            ),
+            arrival_second(record.t, item.reported_at if item.arrival is None else item.arrival),
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))

@@ -440,8 +440,8 @@ class Plan:
         ``PLAN``, one entry per entity: ``g`` counter groups {width, values per record (1 +
         measures), kept buckets, horizon (s), what begin adds, what a decline adds, what
         a fraud adds, what a reported fraud adds (see ``Group.codes``)}; ``z`` distinct kinds
-        {pruning width, kept buckets, horizon (s)}; ``star`` the position of the refreshing group (0 when
-        none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
+        {pruning width, kept buckets, horizon (s)}; ``star`` the position of the refreshing
+        group (0 when none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
         follows ``g`` and ``z`` in this order (``EntityPlan.layout`` names it). Then
         ``SLOTS``, ``CAP``, ``MEMBERS`` (begin's member arguments, one per distinct code)
         and ``WIDTHS``, every bucket width the plan reads, whose current bucket begin
