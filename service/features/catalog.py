@@ -156,21 +156,25 @@ MAX_BACKDATING_SECONDS: Final[int] = 600
 
 # Entity risk by label arrival (``frauds_reported``, ``fraud_rate_reported``). A confirmed
 # fraud counts for its entities in the bucket of its label's *arrival*, ``max(event second,
-# floor(label_at))`` (``label_at`` is the label's ``reported_at``; a label dated before its
-# own payment arrives with it), not in its payment's bucket as ``frauds`` does. So with
-# labels that come days or weeks after the payment, the 1, 7 and 30 days of arrivals still
-# see them, where ``frauds_7d`` over the payments' own week sees none. A payment at ``t``
-# counts the arrivals of its window's buckets up to its own (never a later one: a label
-# stamped after ``t`` is not used for it, even when it reached the store first), and online
-# only those that reached the store before it; in time order, those with ``label_at <=
-# t``. A label repeated (``fraud`` then ``chargeback``) counts once, at its first arrival;
-# ``legit`` after ``fraud`` withdraws it from the bucket it was counted in. The offline twin
-# knows the final label only: a fraud withdrawn later is absent there throughout (online it
-# counted until withdrawn). The rate is ``frauds_reported / count`` over the same window:
-# frauds reported per payment the entity made in that window (the current one included, so
-# never a division by zero). The frauds may belong to payments before the window, so the
-# rate can exceed 1 (a card paying once this week after three chargebacks on last month's
-# payments).
+# floor(label_at))`` (``label_at`` is the label's ``reported_at``, capped at its receipt by a
+# service on the server clock; a label dated before its own payment arrives with it), not
+# in its payment's bucket as ``frauds`` does. So with labels that come days or weeks after
+# the payment, the 1, 7 and 30 days of arrivals still see them, where ``frauds_7d`` over the
+# payments' own week sees none. A payment in bucket ``B`` (of its window second) counts the
+# arrivals of the ``n`` full buckets before it, ``B - n .. B - 1``: the last 24 to 25 hours
+# of arrivals up to the last full hour, 7 days up to the last full 6 hours, 30 days up to
+# the last full day. Never its own bucket or a later one, so a label is never used before
+# its ``label_at`` (not even one the store received first, stamped later: a gateway's clock
+# ahead), in either engine, and the rule needs no time order to be exact; the price is a
+# label counting only from the next bucket on (an hour, 6 hours, a day), nothing beside
+# delays of days to months. A label repeated (``fraud`` then ``chargeback``) counts once, at
+# its first arrival; ``legit`` after ``fraud`` withdraws it from the bucket it was counted
+# in. The offline twin knows the final label only: a fraud withdrawn later is absent there
+# throughout (online it counted until withdrawn). The rate is ``frauds_reported / count``,
+# the count over the entity's payments in its own window of the same name (the current one
+# included, so never a division by zero): frauds reported per payment the entity made in
+# about the same span. The frauds may belong to payments before that span, so the rate can
+# exceed 1 (a card paying once this week after three chargebacks on last month's payments).
 #
 # Amount against the entity's habit (``amount_over_mean``, ``amount_zscore``): the current
 # amount against the entity's *earlier* attempts of the window (the window's sums less the

@@ -323,23 +323,23 @@ class _History:
     def _reported(
         self, index: _EntityIndex, feature: VelocityFeature, keys: np.ndarray
     ) -> np.ndarray:
-        """A fraud row counts at its label's arrival, ``max(label_at, event_time)``.
+        """A fraud row counts from the bucket after its label's arrival, for ``n`` buckets.
 
-        It is seen by the entity's later rows stamped at or after that arrival, until the
-        arrival's bucket leaves their window (``catalog``'s label-arrival rule).
+        Its arrival is ``max(floor(label_at), event second)``; a row in bucket ``b`` sees
+        the arrivals of buckets ``b - n .. b - 1`` (``catalog``'s label-arrival rule).
         """
         n = len(index.rows)
         known = self.fraud_known_at[index.rows]
         fraud = np.flatnonzero(np.isfinite(known))
         if not len(fraud):
             return np.zeros(n, dtype=np.int64)
-        lo = np.maximum(fraud + 1, self._label_known_from(index)[fraud])
         arrival = np.maximum(np.floor(known[fraud]), self.seconds[index.rows][fraud])
         span, lowest = index.key_bases[(feature.bucket, feature.buckets)]
-        offset = arrival.astype(np.int64) // feature.bucket - lowest + 2 * feature.buckets - 1
-        last = index.codes[fraud] * span + np.minimum(offset, span - 1)
-        hi = np.searchsorted(keys, last, "right") - 1
-        return _runs(lo, hi, n)
+        offset = arrival.astype(np.int64) // feature.bucket - lowest + feature.buckets
+        base = index.codes[fraud] * span
+        lo = np.searchsorted(keys, base + np.minimum(offset, span - 1), "right")
+        hi = np.searchsorted(keys, base + np.minimum(offset + feature.buckets, span - 1), "right")
+        return _runs(np.maximum(lo, fraud + 1), hi - 1, n)
 
     def _distinct(self, index: _EntityIndex, member_column: str, start: np.ndarray) -> np.ndarray:
         """Distinct members of each window ``[start[i], i]``, capped at ``DISTINCT_CAP``.

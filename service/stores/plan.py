@@ -541,25 +541,24 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     at_q = ", ".join(f"v[q + {j}]" for j in range(1, k))
     kept = " or ".join(f"{x} > 0" for x in xs)
     store = ", ".join(f"O[m + {j}]" for j in range(1, k + 1))
+    # per window length, the adds of its series; reported frauds apart: their window is
+    # the n full buckets before the window second's, sb - n .. sb - 1 (``catalog``'s
+    # label-arrival rule), so they never count in the current or a later bucket
     windows: dict[int, list[str]] = {}
+    reported: dict[int, list[str]] = {}
     for s in g.series:
         for w in s.windows:
-            windows.setdefault(w.buckets, []).append(
+            (reported if s.measure == "r" else windows).setdefault(w.buckets, []).append(
                 f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
             )
     earlier = "".join(
         f"      if b > sb - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
+    ) + "".join(
+        f"      if b >= sb - {n} and b < sb then {'; '.join(adds)} end\n"
+        for n, adds in sorted(reported.items())
     )
     current = "".join(f"      {'; '.join(adds)}\n" for _, adds in sorted(windows.items()))
-    # a later bucket counts in every window, but for reported frauds: a label that arrived
-    # after this attempt's stamp is not used for it (``catalog``'s label-arrival rule)
-    later_adds = [
-        f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
-        for s in g.series
-        if s.measure != "r"
-        for w in s.windows
-    ]
-    later = f"      {'; '.join(later_adds)}\n" if later_adds else ""
+    later = current
     attempt = [f"{x} = {x} + {add}" for x, add in _BEGIN_ADDS if x in xs]
     count = f"    if write then {'; '.join(attempt)} end\n" if attempt else ""
     opens = "      if not found then opened = true end\n" if star else ""

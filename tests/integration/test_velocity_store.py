@@ -326,12 +326,10 @@ def _oracle(
                 members = {_member(p, f.of) for p in window} - {None}
                 result[f.name] = float(min(catalog.DISTINCT_CAP, len(members)))
             case Aggregate.frauds_reported | Aggregate.fraud_rate_reported:
-                # by arrival: from the window's first bucket up to the attempt's own
-                own = int(current.event_time) // f.bucket
+                # by arrival: the n full buckets before the window's own
                 reported = float(
                     sum(
-                        e.reported is not None
-                        and cur - f.buckets + 1 <= e.reported // f.bucket <= own
+                        e.reported is not None and cur - f.buckets <= e.reported // f.bucket < cur
                         for e in history
                         if getattr(e.payment, attribute) == key
                     )
