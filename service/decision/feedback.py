@@ -10,7 +10,7 @@ counted once) or ``unknown`` (never scored). A label without ``reported_at`` is 
 with the engine's clock. With the server clock a label counts among the entities' reported
 frauds from the earlier of its ``reported_at`` and its receipt (a ``reported_at`` in the
 future cannot reach back to payments scored before it); with the event clock (replays) from
-its ``reported_at``. The labels stream keeps that second as ``arrival``. Redis out of reach
+its ``reported_at``. The labels stream keeps that time as ``arrival``. Redis out of reach
 is ``StoreUnavailable``: nothing is half done that a retry would count twice, since a label
 applied twice is a duplicate.
 """

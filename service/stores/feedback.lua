@@ -2,14 +2,14 @@
 --
 -- KEYS: 1 tx, 2 labels stream, then the velocity keys of the entities with fraud series.
 -- ARGV: 1 label, 2 transaction id, 3 reported_at, 4 stream maxlen, 5 event second,
---       6 reason, 7 merchant id, 8 arrival second (the later of the event second and
---       reported_at's), then per velocity key the entity's position in PLAN.
+--       6 reason, 7 merchant id, 8 arrival (seconds: the later of the event second and
+--       reported_at, plan.arrival_time), then per velocity key the entity's position in PLAN.
 -- A fraud or chargeback label adds 1 to the transaction's buckets (frauds) and to the
 -- buckets of its arrival second (reported frauds) unless the transaction already counts as
 -- fraud; legit takes a counted fraud back from both (a bucket at 0 is dropped).
 -- The mark is kept in the transaction's decision (read_claim has the layout; a decision
 -- stored before it is a hash, with a 'fraud' field): '1' fraud followed by ':' and the
--- arrival second it was counted at ('1' alone: counted before reported frauds were kept,
+-- arrival it was counted at ('1' alone: counted before reported frauds were kept,
 -- so a withdrawal takes back the frauds only), '0' legit, '' no label.
 -- A label that changes nothing (fraud or chargeback on a fraud, legit on a legit) is a
 -- duplicate: it counts once, at its first arrival. Every label goes to the stream. Returns

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.library import Library
-from service.stores.plan import Plan, arrival_second
+from service.stores.plan import Plan, arrival_time
 from service.stores.transactions import TransactionStore, transaction_record_decoder
 
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
@@ -140,7 +140,7 @@ class FeedbackStore:
             record.t,
             item.reason or "",
             item.merchant_id,
-            arrival_second(record.t, item.reported_at if item.arrival is None else item.arrival),
+            arrival_time(record.t, item.reported_at if item.arrival is None else item.arrival),
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))

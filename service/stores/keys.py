@@ -63,9 +63,10 @@ key                             type    content
 ``P:labels``                    stream  feedback labels: ``transaction_id``, ``label``,
                                         ``reported_at``, ``event_time``, ``reason``,
                                         ``merchant_id`` (absent from labels written
-                                        before it was kept), ``arrival`` (the second
-                                        a fraud label counts at among reported
-                                        frauds; absent before they were kept)
+                                        before it was kept), ``arrival`` (when a
+                                        label counts among reported frauds,
+                                        ``plan.arrival_time``; absent before they
+                                        were kept)
 ==============================  ======  ====================================================
 
 Entity names are those of ``catalog.Entity``; ``customer`` is keyed by

@@ -98,12 +98,13 @@ def event_second(event_time: float) -> int:
     return math.floor(event_time)
 
 
-def arrival_second(event_second: int, reported_at: float) -> int:
-    """The second a fraud label counts at among reported frauds (``catalog``'s rule).
+def arrival_time(event_second: int, reported_at: float) -> float:
+    """When a fraud label counts among reported frauds (``catalog``'s rule), Unix seconds.
 
-    Its arrival, ``floor(reported_at)``, but never before its payment's ``event_second``.
+    Its arrival, ``reported_at``, but never before its payment's ``event_second``; its
+    bucket is that of ``floor`` of it, as for any event.
     """
-    return max(int(event_second), math.floor(reported_at))
+    return max(float(event_second), reported_at)
 
 
 def backdating_buckets(width: int) -> int:

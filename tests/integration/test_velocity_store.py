@@ -274,7 +274,7 @@ class _Event:
     payment: Payment
     declined: bool
     fraud: bool = field(default=False)
-    reported: int | None = None  # the second its fraud label counts at (plan.arrival_second)
+    reported: int | None = None  # the second its fraud label counts at (plan.arrival_time)
 
 
 def _member(payment: Payment, of: str) -> str | None:
