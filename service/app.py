@@ -35,6 +35,8 @@ from redis.exceptions import RedisError
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
+from service.console.routes import console_router, template_config
+from service.console.session import ConsoleKeys
 from service.contract import (
     ErrorBody,
     FeedbackBatch,
@@ -281,16 +283,24 @@ def create_app(settings: Settings) -> Litestar:
                 await engine.store.hot.aclose()
 
     app = ScoringApp(
-        route_handlers=[*ROUTES, assets_router()],
+        route_handlers=[
+            *ROUTES,
+            assets_router(),
+            console_router(settings.secret, secure_cookies=settings.console_secure_cookies),
+        ],
         lifespan=[lifespan],
         state=State(
             {
                 "api_keys": settings.api_keys,
                 "api_key_merchants": settings.api_key_merchants,
                 "max_in_flight": settings.max_in_flight,
+                "console_keys": ConsoleKeys(
+                    settings.secret, settings.api_keys, settings.api_key_merchants
+                ),
             }
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(
             title="riskscore",

@@ -17,7 +17,7 @@ from service.errors import ConfigurationError
 from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
-ROLES = frozenset({"score", "feedback", "admin"})
+ROLES = frozenset({"score", "feedback", "analyst", "admin"})
 _HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``repr`` leaves out
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
       before new ones get an immediate 503.
     - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
+    - ``console_secure_cookies`` (``RISKSCORE_CONSOLE_SECURE_COOKIES``): mark the console's
+      session and CSRF cookies ``Secure`` (sent over HTTPS only); set it wherever the
+      console is reached over TLS.
 
     The defaults of ``thresholds`` and ``degraded_action`` are domain data
     (``service.verticals``). ``repr`` shows neither the secret nor the API keys.
@@ -125,6 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1_000
     log_level: str = "INFO"
+    console_secure_cookies: bool = False
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
@@ -213,6 +217,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):
             kwargs["log_level"] = level.upper()
+        if (secure := get("RISKSCORE_CONSOLE_SECURE_COOKIES")) is not None and secure != "":
+            if secure.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigurationError(
+                    "RISKSCORE_CONSOLE_SECURE_COOKIES", "must be true or false"
+                )
+            kwargs["console_secure_cookies"] = secure.lower() in ("1", "true", "yes")
         if spec := get("RISKSCORE_THRESHOLDS"):
             kwargs["thresholds"] = {**DEFAULT_THRESHOLDS, **parse_thresholds(spec)}
         if spec := get("RISKSCORE_DEGRADED_ACTION"):
