@@ -34,7 +34,7 @@ local function feedback(KEYS, ARGV)
   local mark, store = fraud_mark(tx)
   if not store then return false end
   local label = ARGV[1]
-  local was = mark ~= nil and byte(mark, 1) == 49  -- '1'
+  local was = type(mark) == 'string' and byte(mark, 1) == 49  -- '1'
   local fraud = label == 'fraud' or label == 'chargeback'
   local duplicate = (fraud and was) or (not fraud and mark == '0')
   local delta = 0
