@@ -12,7 +12,7 @@ documented rather than hidden. Unknown or missing countries have no local time.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -66,8 +66,19 @@ def country_zone(country: str | None) -> ZoneInfo | None:
 
 def local_time(event_second: int, country: str | None) -> tuple[int, bool] | None:
     """The local hour (0-23) and whether it is Saturday or Sunday; None without a zone."""
+    return _quarter(event_second // _QUARTER, country)
+
+
+# Every zone's offset and transitions fall on quarter hours, so the local hour and day are
+# the same for every second of a UTC quarter hour: one conversion per quarter and country
+# (about 2 µs) serves every payment in it, from a cache.
+_QUARTER: Final = 900
+
+
+@lru_cache(maxsize=8_192)
+def _quarter(quarter: int, country: str | None) -> tuple[int, bool] | None:
     zone = country_zone(country)
     if zone is None:
         return None
-    local = datetime.fromtimestamp(event_second, zone)
+    local = datetime.fromtimestamp(quarter * _QUARTER, zone)
     return local.hour, local.weekday() >= 5
