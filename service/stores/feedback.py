@@ -135,7 +135,7 @@ class FeedbackStore:
         args: list[str | int | float] = [
             item.label,
             item.transaction_id,
-            item.reported_at,
+            float(item.reported_at),
             self._maxlen,
             record.t,
             item.reason or "",

@@ -104,7 +104,7 @@ def arrival_time(event_second: int, reported_at: float) -> float:
     Its arrival, ``reported_at``, but never before its payment's ``event_second``; its
     bucket is that of ``floor`` of it, as for any event.
     """
-    return max(float(event_second), reported_at)
+    return max(float(event_second), float(reported_at))  # (a Python float: Redis reads it)
 
 
 def backdating_buckets(width: int) -> int:
