@@ -3,7 +3,9 @@
 ``create_app(settings)`` opens the Redis client, loads the rule book, the reference data
 and the model in its lifespan, keeps them on ``app.state.engine`` and closes them in
 ``finally``. Background tasks reload changed rule files and reference files and drain the
-decision spool; none ever runs on the request path.
+decision spool; none ever runs on the request path. With ``database_url`` set, the
+decision archive (``service.archive``) is opened there too, as ``app.state.archive``
+(None without one).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis.exceptions import RedisError
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
+from service.archive.state import NOT_CONFIGURED, Archive
 from service.console.routes import console_router, template_config
 from service.console.session import ConsoleKeys
 from service.contract import (
@@ -253,13 +256,23 @@ def create_app(settings: Settings) -> Litestar:
                         engine.spool.rejected_path,
                     )
 
+        archive: Archive | None = None
+        if settings.database_url:
+            archive = await Archive.open(
+                settings.database_url, retention_days=settings.archive_retention_days
+            )
+        app.state.archive = archive
+
         async def readiness() -> dict[str, Any]:
-            return await _readiness(
+            report = await _readiness(
                 engine,
                 live.problem,
                 app.state.redis_warnings,
                 reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days),
             )
+            # the archive never makes the service unready: scoring goes on without it
+            report["archive"] = archive.report() if archive is not None else dict(NOT_CONFIGURED)
+            return report
 
         app.state.readiness = readiness
         app.state.redis_warnings = await _redis_warnings(engine)
@@ -271,6 +284,8 @@ def create_app(settings: Settings) -> Litestar:
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
+        if archive is not None:
+            tasks.append(asyncio.create_task(archive.run_upkeep()))
         try:
             yield
         finally:
@@ -278,6 +293,8 @@ def create_app(settings: Settings) -> Litestar:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             reference.close()
+            if archive is not None:
+                await archive.close()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()

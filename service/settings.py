@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -18,7 +19,8 @@ from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "analyst", "admin"})
-_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``repr`` leaves out
+# fields ``repr`` leaves out or masks
+_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants", "database_url"})
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -30,7 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     - ``redis_url`` (``RISKSCORE_REDIS_URL``): the Redis of counters, lists and decisions.
     - ``api_keys`` (``RISKSCORE_API_KEYS``): API key → its roles (``score``, ``feedback``,
-      ``admin``). Secret.
+      ``analyst``, ``admin``). Secret.
     - ``api_key_merchants`` (``RISKSCORE_API_KEYS``, ``key=role+role@m1+m2``): the keys
       limited to merchants → those merchants; such a key acts for no other merchant and
       not on the lists. Secret (its keys).
@@ -83,6 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
       before new ones get an immediate 503.
     - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
+    - ``database_url`` (``RISKSCORE_DATABASE_URL``): ``postgresql://…``, the decision
+      archive (``service.archive``); None runs without one, degraded (``/readyz`` says so).
+      Its password is hidden from ``repr``.
+    - ``archive_retention_days`` (``RISKSCORE_ARCHIVE_RETENTION_DAYS``): the archive's
+      daily partitions older than this are dropped.
     - ``console_secure_cookies`` (``RISKSCORE_CONSOLE_SECURE_COOKIES``): mark the console's
       session and CSRF cookies ``Secure`` (sent over HTTPS only); set it wherever the
       console is reached over TLS.
@@ -128,6 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1_000
     log_level: str = "INFO"
+    database_url: str | None = None
+    archive_retention_days: int = 400
     console_secure_cookies: bool = False
 
     def _shown(self, name: str) -> object:
@@ -138,6 +147,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return f"<{len(self.api_keys)} keys>"
         if name == "api_key_merchants":
             return f"<{len(self.api_key_merchants)} keys>"
+        if name == "database_url":
+            return _without_password(self.database_url)
         return getattr(self, name)
 
     def __repr__(self) -> str:
@@ -198,12 +209,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_KEEP_ALIVE_SECONDS", "keep_alive_seconds", float),
             ("RISKSCORE_MAX_HEADER_BYTES", "max_header_bytes", int),
             ("RISKSCORE_MAX_CONNECTIONS", "max_connections", int),
+            ("RISKSCORE_ARCHIVE_RETENTION_DAYS", "archive_retention_days", int),
         ):
             if (value := get(var)) is not None and value != "":
                 try:
                     kwargs[field] = convert(value)
                 except ValueError:
                     raise ConfigurationError(var, f"not a number: {value!r}") from None
+        if kwargs.get("archive_retention_days", 1) < 1:  # type: ignore[operator]
+            raise ConfigurationError("RISKSCORE_ARCHIVE_RETENTION_DAYS", "must be at least 1")
         skew = kwargs.get("max_clock_skew_seconds", 0.0)
         if not 0 <= skew <= MAX_BACKDATING_SECONDS / 2:  # the windows are exact up to it
             raise ConfigurationError(
@@ -213,6 +227,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if clock not in ("server", "event"):
                 raise ConfigurationError("RISKSCORE_CLOCK", "must be 'server' or 'event'")
             kwargs["clock"] = clock
+        if url := get("RISKSCORE_DATABASE_URL"):
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigurationError("RISKSCORE_DATABASE_URL", "must be a postgresql:// URL")
+            kwargs["database_url"] = url
         if prefix := get("RISKSCORE_REDIS_PREFIX"):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):
@@ -228,6 +246,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if spec := get("RISKSCORE_DEGRADED_ACTION"):
             kwargs["degraded_action"] = {**DEFAULT_DEGRADED, **parse_degraded(spec)}
         return cls(**kwargs)
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with its password, if any, replaced by ``***`` (settings get logged)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 def _parse_keys(
