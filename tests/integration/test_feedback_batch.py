@@ -356,7 +356,9 @@ async def test_a_label_stamped_in_the_future_counts_from_its_receipt(
     before = time.time()
     r = await client.post(BATCH, json=body, headers=headers(FEEDBACK_KEY))
     assert r.status_code == 200, r.text
-    future, plain = await read_labels(redis_client, redis_prefix)
+    assert [x["result"] for x in r.json()["results"]] == ["recorded", "recorded"], r.text
+    by_id = {x.transaction_id: x for x in await read_labels(redis_client, redis_prefix)}
+    future, plain = by_id["f-1"], by_id["f-2"]
     assert future.reported_at == pytest.approx(ahead, abs=1)
     assert future.arrival is not None and before - 1 <= future.arrival <= time.time()
     assert plain.arrival == plain.reported_at
