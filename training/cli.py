@@ -182,7 +182,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.registry import promote
     from training.train import train
 
-    log = read_log(args.log)
+    if args.log is None and not args.from_archive:
+        print("error: --log PATH or --from-archive is required", file=sys.stderr)
+        return 2
+    if args.log is not None and args.from_archive:
+        print("error: --log and --from-archive exclude each other", file=sys.stderr)
+        return 2
+    if args.from_archive:
+        log = _log_from_archive(args)
+        if log is None:
+            return 2
+    else:
+        log = read_log(args.log)
     live = None if args.no_promote else live_model(args.registry)  # before registering
     report = train(
         log,
@@ -595,15 +606,68 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """The archive's URL: ``--database-url`` or ``RISKSCORE_DATABASE_URL``; None (said) else."""
+    url = args.database_url or os.environ.get("RISKSCORE_DATABASE_URL")
+    if not url:
+        print(
+            "error: --from-archive needs --database-url or RISKSCORE_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        print("error: --database-url must be a postgresql:// URL", file=sys.stderr)
+        return None
+    return url
+
+
+def _log_from_archive(args: argparse.Namespace) -> Any:
+    """``train --from-archive``: the archive's labelled transactions up to ``--until``."""
+    import asyncio
+    import tempfile
+
+    from training.export import export_from_archive
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    url = _database_url(args)
+    if url is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="riskscore-archive-") as folder:
+        asyncio.run(
+            export_from_archive(
+                url, folder, until=to_unix_seconds(args.until), progress=not args.json
+            )
+        )
+        return read_log(Path(folder) / "transactions.parquet")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``riskscore export``: the decision log and labels as transaction logs."""
     import asyncio
 
     import redis.asyncio as aioredis
 
-    from training.export import export
+    from training.export import export, export_from_archive
     from training.train import to_unix_seconds
 
+    if args.from_archive or args.database_url:
+        database_url = _database_url(args)
+        if database_url is None:
+            return 2
+        result = asyncio.run(
+            export_from_archive(
+                database_url,
+                args.out,
+                since=to_unix_seconds(args.since),
+                until=to_unix_seconds(args.until),
+                progress=not args.json,
+            )
+        )
+        return _export_report(args, result)
+    if args.until:
+        print("error: --until needs --from-archive (the streams are read whole)", file=sys.stderr)
+        return 2
     url = args.redis_url or os.environ.get("RISKSCORE_REDIS_URL") or Settings().redis_url
     if url.startswith("redis+cluster://"):
         print("error: export from a Redis Cluster is not supported yet", file=sys.stderr)
@@ -623,7 +687,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    result = asyncio.run(run())
+    return _export_report(args, asyncio.run(run()))
+
+
+def _export_report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Print what ``export`` wrote, as a table or (``--json``) one object."""
     if args.json:
         _print_json(result)
         return 0
@@ -1035,7 +1103,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is registered, not promoted, the reason is printed and the exit code is 3 (--force "
         "promotes anyway).",
     )
-    train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
+    train.add_argument("--log", type=Path, help="transaction log with labels")
+    train.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="train on the decision archive (PostgreSQL: every retained decision and its "
+        "labels, up to --until) instead of --log",
+    )
+    train.add_argument("--database-url", help="the archive (default RISKSCORE_DATABASE_URL)")
+    train.add_argument("--until", help="with --from-archive: decisions before this time")
     train.add_argument("--since", help="first training example time (RFC 3339)")
     train.add_argument(
         "--legit-after",
@@ -1215,6 +1291,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--redis-url", help="default RISKSCORE_REDIS_URL")
     export.add_argument("--prefix", help="key prefix (default RISKSCORE_REDIS_PREFIX, rs)")
     export.add_argument("--since", help="only payments from this time on (RFC 3339)")
+    export.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="read the decision archive (PostgreSQL) instead of the Redis streams; "
+        "--since/--until then select decisions by when they were logged",
+    )
+    export.add_argument(
+        "--database-url",
+        help="the archive (default RISKSCORE_DATABASE_URL); implies --from-archive",
+    )
+    export.add_argument("--until", help="with --from-archive: decisions before this time")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
     _add_labels_commands(sub)
