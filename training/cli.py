@@ -439,6 +439,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from training.backtest import backtest
     from training.logs import read_log
 
+    if args.against is not None:
+        return _backtest_against(args)
+    if args.since is not None or args.until is not None:
+        raise ValueError("--since and --until go with --against (the draft beside the live set)")
     result = backtest(read_log(args.log), rules_dir=args.rules, secret=_secret())
     if args.json:
         _print_json(result)
@@ -457,6 +461,70 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"approval rate {total['approval_rate']:.3%}, decline rate {total['decline_rate']:.3%}, "
         f"fraud caught (decline or review) {total['recall']:.1%}"
     )
+    return 0
+
+
+def _backtest_against(args: argparse.Namespace) -> int:
+    """``riskscore backtest --rules DRAFT --against DIR``: the draft beside the live set."""
+    from training.backtest import compare
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    if args.rules is None:
+        raise ValueError("--against DIR compares a draft: give the draft with --rules DRAFT")
+    since, until = to_unix_seconds(args.since), to_unix_seconds(args.until)
+    result = compare(
+        read_log(args.log),
+        draft_dir=args.rules,
+        live_dir=args.against,
+        since=since,
+        until=until,
+        secret=_secret(),
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    changes = ("newly_stopped", "newly_let_through")
+
+    def cells(entry: dict) -> list[object]:
+        return [
+            f"{entry[c][k]['payments']:,} / {entry[c][k]['usd']}"
+            for c in changes
+            for k in ("fraud", "legit")
+        ]
+
+    heads = [
+        "stopped fraud",
+        "stopped legit",
+        "let through fraud",
+        "let through legit",
+    ]
+    print(
+        f"draft {result['draft']['version']} ({result['draft']['directory']}) beside live "
+        f"{result['live']['version']} ({result['live']['directory']}), "
+        f"{result['payments']:,} payments; stopped = {result['stopped_means']}; "
+        "cells are payments / USD"
+    )
+    _table("in total", ["", *heads], [["all verticals", *cells(result["total"])]])
+    _table(
+        "per vertical",
+        ["vertical", *heads],
+        [[v, *cells(e)] for v, e in result["by_vertical"].items()],
+    )
+    moved = {
+        rule: e
+        for rule, e in result["by_rule"].items()
+        if any(e[c]["all"]["payments"] for c in changes)
+    }
+    _table(
+        "per rule (a payment counts for every rule that stops it)",
+        ["rule", "in", *heads],
+        [[rule, e["in"], *cells(e)] for rule, e in moved.items()] or [["no change", "", *[""] * 4]],
+        width=140,
+    )
+    for side in ("live", "draft"):
+        for rule, error in result["errors"][side].items():
+            print(f"{side} rule {rule} could not run: {error}")
     return 0
 
 
@@ -1162,7 +1230,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a rule set over a labelled log: hits, precision, recall, approval rate",
     )
     backtest.add_argument("--log", type=Path, required=True)
-    backtest.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
+    backtest.add_argument(
+        "--rules",
+        type=Path,
+        help="rule directory (default: shipped packs); with --against, the draft",
+    )
+    backtest.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="the live rule directory to compare the draft (--rules) with: per rule, per "
+        "vertical and in total, payments and USD the draft newly stops (review or decline) "
+        "and newly lets through, fraud and legitimate apart",
+    )
+    backtest.add_argument("--since", help="with --against: payments from this time (RFC 3339)")
+    backtest.add_argument("--until", help="with --against: payments before this time")
     backtest.add_argument("--json", action="store_true", help="print one JSON object")
     backtest.set_defaults(func=cmd_backtest)
 

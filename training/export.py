@@ -100,6 +100,7 @@ LABELS_FILE_COLUMNS: Final = (
     "reason",
     "recorded_at",
     "timestamp",
+    "arrival",
 )
 _TIME_COLUMNS: Final = ("timestamp", "customer_created_at")
 _BOOL_COLUMNS: Final = (
@@ -255,9 +256,28 @@ def labels_frame(entries: list[LabelEntry]) -> pd.DataFrame:
             "reason": pd.Series([e.reason for e in entries], dtype=object),
             "recorded_at": _utc((_stream_ms(e.id) for e in entries), unit="ms"),
             "timestamp": _utc(e.event_time for e in entries),
+            "arrival": _utc(e.arrival for e in entries),
         },
         columns=list(LABELS_FILE_COLUMNS),
     )
+
+
+def _label_arrivals(labels: pd.DataFrame) -> pd.Series:
+    """When each transaction's current label arrived, as the service counted it.
+
+    The first of the latest run of labels of one class (``fraud`` then ``chargeback`` is
+    one fraud, counted at the first: ``feedback.lua``), at its ``arrival`` where the stream
+    kept one (``reported_at`` capped at its receipt and its payment's second), else its
+    ``reported_at``.
+    """
+    key = [labels["merchant_id"], labels["transaction_id"]]
+    fraud = labels["label"].isin(FRAUD_LABELS)
+    at = labels["reported_at"]
+    if "arrival" in labels.columns:
+        at = labels["arrival"].where(labels["arrival"].notna(), at)
+    previous = fraud.groupby(key).shift()
+    starts = previous.isna() | (previous != fraud)
+    return at.where(starts).groupby(key).ffill()
 
 
 def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -279,18 +299,18 @@ def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.Data
         labels.loc[unnamed, "merchant_id"] = [
             merchant_of.get(t) for t in labels.loc[unnamed, "transaction_id"]
         ]
-    latest = labels.dropna(subset=["merchant_id"]).drop_duplicates(
-        ["merchant_id", "transaction_id"], keep="last"
-    )
+    labels = labels.dropna(subset=["merchant_id"])
+    labels["label_at"] = _label_arrivals(labels)
+    latest = labels.drop_duplicates(["merchant_id", "transaction_id"], keep="last")
     joined = log[["merchant_id", "transaction_id"]].merge(
-        latest[["merchant_id", "transaction_id", "label", "reported_at"]],
+        latest[["merchant_id", "transaction_id", "label", "label_at"]],
         on=["merchant_id", "transaction_id"],
         how="left",
     )
     log["label"] = pd.array(
         [pd.NA if pd.isna(v) else int(v in FRAUD_LABELS) for v in joined["label"]], dtype="Int8"
     )
-    log["label_at"] = joined["reported_at"].astype("datetime64[us, UTC]").set_axis(log.index)
+    log["label_at"] = joined["label_at"].astype("datetime64[us, UTC]").set_axis(log.index)
     log.attrs[IDENTIFIERS_ATTR] = "pseudonymised"
     return log
 

@@ -124,7 +124,7 @@ local function cluster_label(KEYS, ARGV)
   local mark, store = fraud_mark(KEYS[1])
   if not store then return {'unknown', '0'} end
   local fraud = ARGV[1] == 'fraud' or ARGV[1] == 'chargeback'
-  local was = mark == '1'
+  local was = type(mark) == 'string' and byte(mark, 1) == 49  -- '1' or '1:<arrival>'
   if (fraud and was) or (not fraud and mark == '0') then
     return {'duplicate', was and '1' or '0'}
   end
