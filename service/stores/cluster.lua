@@ -38,8 +38,8 @@ end
 -- reads the entity's windows; returns the packed sums (SLOTS doubles, this entity's slots
 -- filled, the others 0) and 1 when it counted, 0 when it only read.
 local function cluster_count(KEYS, ARGV)
-  local numbers = {struct.unpack(format(3 + MEMBERS), ARGV[3])}
-  local cents, t, from = numbers[1], numbers[2], numbers[3]
+  local numbers = {struct.unpack(format(5 + MEMBERS), ARGV[3])}
+  local cents, t, from, units, units2 = numbers[1], numbers[2], numbers[3], numbers[4], numbers[5]
   local out, cur, start, members = OUT, CUR, START, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
   for i = 1, #WIDTHS do
@@ -47,12 +47,12 @@ local function cluster_count(KEYS, ARGV)
     start[i] = floor(from / WIDTHS[i])
   end
   for i = 1, MEMBERS do
-    local digest = numbers[3 + i]
+    local digest = numbers[5 + i]
     members[i] = digest >= 0 and digest
   end
   local write = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) ~= false
   entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), members, t, cur, start, cents,
-    write, out)
+    units, units2, write, out)
   return {struct.pack(format(SLOTS), unpack(out, 1, SLOTS)), write and 1 or 0}
 end
 
@@ -99,37 +99,43 @@ local function cluster_decline(KEYS, ARGV)
 end
 
 -- fraud: one entity's slot. KEYS: 1 velocity key, 2 its fraud mark for the transaction.
--- ARGV: 1 position in PLAN, 2 event second, 3 '1' the transaction counts as fraud, '0'
--- not, 4 mark TTL (s). Brings the entity's fraud count for the transaction to that state:
--- +1 or -1 when it differs, nothing when it is there already. Returns the delta.
+-- ARGV: 1 position in PLAN, 2 event second, 3 the transaction's fraud mark ('0' not fraud,
+-- '1:<arrival>' fraud reported at that second, '1' fraud before arrivals were kept),
+-- 4 mark TTL (s). Brings the entity's counts for the transaction to that mark: what the
+-- entity's own mark counted is taken back, what the new one counts is added (frauds at
+-- the event second, reported frauds at the arrival), nothing when they are the same.
 local function cluster_fraud(KEYS, ARGV)
-  local counted = call('GET', KEYS[2]) == '1'
-  local wanted = ARGV[3] == '1'
-  if counted == wanted then return 0 end
-  local delta = wanted and 1 or -1
-  recount(PLAN[tonumber(ARGV[1])], KEYS[1], 7, tonumber(ARGV[2]), delta)
-  if wanted then
-    call('SET', KEYS[2], '1', 'EX', ARGV[4])
-  else
-    call('DEL', KEYS[2])
+  local had = call('GET', KEYS[2]) or '0'
+  local wanted = ARGV[3]
+  if had == wanted then return 0 end
+  local P, t = PLAN[tonumber(ARGV[1])], tonumber(ARGV[2])
+  for _, change in ipairs({{had, -1}, {wanted, 1}}) do
+    local mark, delta = change[1], change[2]
+    if byte(mark, 1) == 49 then
+      recount(P, KEYS[1], 7, t, delta)
+      if #mark > 2 then recount(P, KEYS[1], 8, tonumber(sub(mark, 3)), delta) end
+    end
   end
-  return delta
+  if wanted == '0' then call('DEL', KEYS[2]) else call('SET', KEYS[2], wanted, 'EX', ARGV[4]) end
+  return 1
 end
 
--- label: the transaction's slot. KEYS: 1 tx. ARGV: 1 label.
+-- label: the transaction's slot. KEYS: 1 tx. ARGV: 1 label, 2 arrival (feedback.lua's).
 -- feedback.lua's decision on the transaction's fraud mark, without the stream and the
 -- entities (cluster.py sends those). Returns {outcome, mark}: outcome 'unknown' (never
--- decided), 'duplicate' or 'recorded'; mark '1' when it counts as fraud now, else '0'.
+-- decided), 'duplicate' or 'recorded'; mark the transaction's fraud mark now ('0' when not
+-- fraud).
 local function cluster_label(KEYS, ARGV)
   local mark, store = fraud_mark(KEYS[1])
   if not store then return {'unknown', '0'} end
   local fraud = ARGV[1] == 'fraud' or ARGV[1] == 'chargeback'
   local was = type(mark) == 'string' and byte(mark, 1) == 49  -- '1' or '1:<arrival>'
   if (fraud and was) or (not fraud and mark == '0') then
-    return {'duplicate', was and '1' or '0'}
+    return {'duplicate', was and mark or '0'}
   end
-  store(fraud and '1' or '0')
-  return {'recorded', fraud and '1' or '0'}
+  local now = fraud and ('1:' .. ARGV[2]) or '0'
+  store(now)
+  return {'recorded', now}
 end
 
 -- drain_tx: the transaction's slot: drain.lua's decision for one spooled line. KEYS: 1 tx,

@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from service.features.catalog import amount_log_units
 from service.stores.keys import mark_token, member_digest, tag_value
 from service.stores.plan import event_second, present
 
@@ -160,8 +161,14 @@ class ClusterCalls:
             now = int(float(claim) // 1000)
             if now < start:
                 start = now
+        units = amount_log_units(payment.amount_usd_cents)
         numbers = s._numbers.pack(
-            payment.amount_usd_cents, second, start, *[-1 if m is None else m for m in members]
+            payment.amount_usd_cents,
+            second,
+            start,
+            units,
+            units * units,
+            *[-1 if m is None else m for m in members],
         )
         client, library = s.client, s.library
 

@@ -148,10 +148,20 @@ class FeedbackStore:
         """
         outcomes: list[FeedbackOutcome] = ["unknown"] * len(labels)
         positions = [i for i, found in enumerate(decided) if found is not None and found.record]
+        arrivals: dict[int, float] = {}
+        for i in positions:
+            t = transaction_record_decoder.decode(decided[i].record).t  # type: ignore[union-attr]
+            item = labels[i]
+            arrivals[i] = arrival_time(
+                t, item.reported_at if item.arrival is None else item.arrival
+            )
         marked = await run_commands(
             self.client,
             self.library,
-            [("FCALL", "cluster_label", [keys[i]], [labels[i].label]) for i in positions],
+            [
+                ("FCALL", "cluster_label", [keys[i]], [labels[i].label, arrivals[i]])
+                for i in positions
+            ],
         )
         final: dict[str, tuple[str, bytes]] = {}
         rest: list[tuple[Any, ...]] = []
@@ -172,13 +182,14 @@ class FeedbackStore:
                     "transaction_id", item.transaction_id, "label", item.label,
                     "reported_at", item.reported_at, "event_time", t,
                     "reason", item.reason or "", "merchant_id", item.merchant_id,
+                    "arrival", arrivals[i],
                 )
             )  # fmt: skip
         for tx, (mark, record_json) in final.items():
             record = transaction_record_decoder.decode(record_json)
             for e in self.plan.entities:
                 value = record.e.get(str(e.entity))
-                if value is not None and e.frauds:
+                if value is not None and (e.frauds or e.reported):
                     key = self.keys.velocity(e.entity, value, e.layout)
                     rest.append(
                         (
