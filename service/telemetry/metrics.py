@@ -112,6 +112,22 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "riskscore_webhook_deliveries",
+            "Webhook delivery attempts, by result: delivered (a 2xx), failed (retried later)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "riskscore_webhook_backlog",
+            "Webhook events not yet delivered (the whole outbox, as this process last read it)",
+            registry=r,
+        )
+        self.webhook_oldest_seconds = Gauge(
+            "riskscore_webhook_oldest_seconds",
+            "Age of the oldest undelivered webhook event, 0 when none",
+            registry=r,
+        )
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
         self._rule_hits: dict[tuple[str, str], Counter] = {}
