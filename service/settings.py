@@ -17,8 +17,9 @@ from service.errors import ConfigurationError
 from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
-ROLES = frozenset({"score", "feedback", "admin"})
-_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants"})  # fields ``repr`` leaves out
+ROLES = frozenset({"score", "feedback", "analyst", "admin"})
+# the fields ``repr`` shows hidden, or without a password
+_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants", "webhook_secret", "database_url"})
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -30,7 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     - ``redis_url`` (``RISKSCORE_REDIS_URL``): the Redis of counters, lists and decisions.
     - ``api_keys`` (``RISKSCORE_API_KEYS``): API key → its roles (``score``, ``feedback``,
-      ``admin``). Secret.
+      ``analyst``, ``admin``). Secret.
     - ``api_key_merchants`` (``RISKSCORE_API_KEYS``, ``key=role+role@m1+m2``): the keys
       limited to merchants → those merchants; such a key acts for no other merchant and
       not on the lists. Secret (its keys).
@@ -83,6 +84,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
       before new ones get an immediate 503.
     - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
+    - ``database_url`` (``RISKSCORE_DATABASE_URL``): the PostgreSQL of the archive, labels,
+      reviews and the webhook outbox; None: none of those. Secret (it may hold a password).
+    - ``webhook_url`` (``RISKSCORE_WEBHOOK_URL``): where each closed review is POSTed
+      (``review.closed``); None: no webhook.
+    - ``webhook_secret`` (``RISKSCORE_WEBHOOK_SECRET``): the webhook's HMAC-SHA256 signing
+      key, 16 bytes or more; required with ``webhook_url``. Secret.
+    - ``review_claim_seconds`` (``RISKSCORE_REVIEW_CLAIM_SECONDS``): how long an analyst's
+      claim on a review holds.
 
     The defaults of ``thresholds`` and ``degraded_action`` are domain data
     (``service.verticals``). ``repr`` shows neither the secret nor the API keys.
@@ -125,11 +134,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1_000
     log_level: str = "INFO"
+    database_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: bytes = b""
+    review_claim_seconds: float = 900.0
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
-        if name == "secret":
+        if name in ("secret", "webhook_secret"):
             return "<hidden>"
+        if name == "database_url":
+            return _without_password(self.database_url)
         if name == "api_keys":
             return f"<{len(self.api_keys)} keys>"
         if name == "api_key_merchants":
@@ -209,6 +224,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if clock not in ("server", "event"):
                 raise ConfigurationError("RISKSCORE_CLOCK", "must be 'server' or 'event'")
             kwargs["clock"] = clock
+        if url := get("RISKSCORE_DATABASE_URL"):
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigurationError("RISKSCORE_DATABASE_URL", "must be a postgresql:// URL")
+            kwargs["database_url"] = url
+        if url := get("RISKSCORE_WEBHOOK_URL"):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigurationError("RISKSCORE_WEBHOOK_URL", "must be an http(s):// URL")
+            secret = get("RISKSCORE_WEBHOOK_SECRET") or ""
+            if len(secret) < 16:
+                raise ConfigurationError(
+                    "RISKSCORE_WEBHOOK_SECRET",
+                    "required with RISKSCORE_WEBHOOK_URL: at least 16 characters",
+                )
+            kwargs["webhook_url"] = url
+            kwargs["webhook_secret"] = secret.encode()
+        if (value := get("RISKSCORE_REVIEW_CLAIM_SECONDS")) is not None and value != "":
+            try:
+                claim = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    "RISKSCORE_REVIEW_CLAIM_SECONDS", f"not a number: {value!r}"
+                ) from None
+            if not 1 <= claim <= 86_400:
+                raise ConfigurationError("RISKSCORE_REVIEW_CLAIM_SECONDS", "must be 1 to 86400")
+            kwargs["review_claim_seconds"] = claim
         if prefix := get("RISKSCORE_REDIS_PREFIX"):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):
@@ -253,6 +293,16 @@ def _parse_keys(
                 )
             scopes[key.strip()] = merchants
     return keys, scopes
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with its password, if any, replaced by ``***``."""
+    if url is None or "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:

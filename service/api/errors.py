@@ -45,7 +45,7 @@ ERROR_ANSWERS: Final[dict[type[Exception], ErrorAnswer]] = {
     RetryLater: ErrorAnswer(503, retry_after="1"),
     # Redis out of reach outside the score path (which degrades instead): feedback, lists
     StoreUnavailable: ErrorAnswer(503, "redis unavailable, retry", retry_after="1"),
-    DatabaseUnavailable: ErrorAnswer(503, "database unavailable, retry", retry_after="1"),
+    DatabaseUnavailable: ErrorAnswer(503, retry_after="1"),  # says which database, and why
 }
 
 

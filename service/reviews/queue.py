@@ -195,7 +195,7 @@ async def review_state(
             transaction_id,
         )
     except _UNAVAILABLE as exc:
-        raise DatabaseUnavailable(f"reviews: {type(exc).__name__}") from None
+        raise _unavailable(exc) from None
     return None if row is None else review_of(row, now or datetime.now(UTC))
 
 
@@ -441,7 +441,7 @@ class ReviewQueue:
                         now=now,
                     )
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"reviews: {type(exc).__name__}") from None
+            raise _unavailable(exc) from None
         if self.webhook_on and self.wake is not None:
             self.wake()
         return closed
@@ -457,13 +457,13 @@ class ReviewQueue:
         try:
             return await self.pool.fetch(query, *args)
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"reviews: {type(exc).__name__}") from None
+            raise _unavailable(exc) from None
 
     async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         try:
             return await self.pool.fetchrow(query, *args)
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"reviews: {type(exc).__name__}") from None
+            raise _unavailable(exc) from None
 
 
 def closed_event(review: Review) -> dict[str, Any]:
@@ -477,6 +477,10 @@ def closed_event(review: Review) -> dict[str, Any]:
         "label": review.label,
         "closed_at": review.closed_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"database unavailable ({type(exc).__name__}), retry")
 
 
 def _not_found(merchant_id: str, transaction_id: str) -> NotFound:
