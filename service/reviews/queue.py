@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ import msgspec
 
 from service.contract import (
     MAX_NOTE_CHARS,
+    TRANSACTION_ID_PATTERN,
     VERTICALS,
     FeedbackRequest,
     Review,
@@ -84,6 +86,7 @@ class _Cursor(msgspec.Struct, array_like=True, frozen=True):
     transaction_id: str
 
 
+_TRANSACTION_ID: Final = re.compile(TRANSACTION_ID_PATTERN)
 _cursor_encoder: Final = msgspec.json.Encoder()
 _cursor_decoder: Final = msgspec.json.Decoder(_Cursor)
 
@@ -100,7 +103,9 @@ def decode_cursor(text: str, status: str) -> _Cursor:
         cursor = _cursor_decoder.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, msgspec.MsgspecError, ValueError):
         raise InvalidRequest([problem]) from None
-    if cursor.status != status or cursor.decided_at.tzinfo is None:
+    if check_payment(cursor.merchant_id, cursor.transaction_id) or cursor.decided_at.tzinfo is None:
+        raise InvalidRequest([problem])
+    if cursor.status != status:
         raise InvalidRequest([FieldProblem("cursor", f"belongs to another listing than {status}")])
     return cursor
 
@@ -127,6 +132,16 @@ def check_close(
     if problem := _printable_problem("note", note, MAX_NOTE_CHARS):
         problems.append(problem)
     problems += check_analyst(analyst)
+    return problems
+
+
+def check_payment(merchant_id: str, transaction_id: str) -> list[FieldProblem]:
+    """The field problems of a payment's names: the contract's merchant and transaction ids."""
+    problems = []
+    if not merchant_id or _printable_problem("merchant_id", merchant_id, 64):
+        problems.append(FieldProblem("merchant_id", "must be 1 to 64 printable characters"))
+    if not _TRANSACTION_ID.fullmatch(transaction_id):
+        problems.append(FieldProblem("transaction_id", "must be 1 to 64 of A-Z a-z 0-9 . _ : -"))
     return problems
 
 
@@ -186,8 +201,11 @@ async def review_state(
 ) -> Review | None:
     """The review of a payment, or None when it had none: for the decision lookup.
 
-    Raises ``DatabaseUnavailable`` when PostgreSQL does not answer.
+    Raises ``DatabaseUnavailable`` when PostgreSQL does not answer. Names no payment of
+    the contract's can have (a NUL, a long id) have no review.
     """
+    if check_payment(merchant_id, transaction_id):
+        return None
     try:
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM reviews WHERE merchant_id = $1 AND transaction_id = $2",
@@ -450,6 +468,8 @@ class ReviewQueue:
     def _check_scope(
         merchant_id: str, transaction_id: str, merchants: frozenset[str] | None
     ) -> None:
+        if problems := check_payment(merchant_id, transaction_id):
+            raise InvalidRequest(problems)
         if merchants is not None and merchant_id not in merchants:
             raise _not_found(merchant_id, transaction_id)
 

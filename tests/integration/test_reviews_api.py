@@ -259,3 +259,57 @@ async def test_without_a_database_there_are_no_review_routes(redis_client, redis
     async with AsyncTestClient(app=create_app(settings)) as c:
         assert (await c.get("/v1/reviews", headers=auth(ALICE))).status_code == 404
         assert "/v1/reviews" not in (await c.get("/schema/openapi.json")).json()["paths"]
+
+
+HOSTILE = [
+    "\x00",
+    "a\x00b",
+    "\u200b",
+    "\u202eevil",
+    "x" * 65,
+    "x" * 5000,
+    "%00",
+    "..",
+    "😀",
+    "' OR 1=1 --",
+    "\\",
+    "\ud800",
+    "4111111111111111",
+]
+
+
+async def test_hostile_ids_filters_and_bodies_get_a_4xx_never_a_5xx(client, pool):
+    await scored_review(client, pool, "h-1")
+    statuses: list[int] = []
+    for value in HOSTILE:
+        quoted = value.encode("utf-8", "surrogatepass").hex()  # stays one path segment
+        for method, path, kwargs in (
+            ("GET", "/v1/reviews", {"params": {"merchant_id": value}}),
+            ("GET", "/v1/reviews", {"params": {"cursor": value}}),
+            ("GET", "/v1/reviews", {"params": {"status": value, "vertical": value}}),
+            ("GET", f"/v1/reviews/{quoted}/h-1", {}),
+            ("POST", f"/v1/reviews/shop-1/{quoted}/claim", {}),
+            ("POST", "/v1/reviews/shop-1/h-1/claim", {"json": {"analyst": value}}),
+            ("POST", "/v1/reviews/shop-1/h-1", {"json": {"outcome": value}}),
+            ("POST", "/v1/reviews/shop-1/h-1", {"json": {"outcome": "approve", "note": value}}),
+            ("POST", "/v1/reviews/shop-1/h-1", {"json": {"outcome": "approve", "label": value}}),
+        ):
+            try:
+                r = await client.request(method, path, headers=auth(ALICE), **kwargs)
+            except UnicodeEncodeError:  # the client cannot send a lone surrogate in a URL
+                continue
+            statuses.append(r.status_code)
+            assert r.status_code < 500, (method, path, kwargs, r.text)
+            assert "4111111111111111" not in r.text
+    for raw in (b"\x00", b"{", b"[]", b'{"outcome": "approve", "note": "\\u0000"}'):
+        r = await client.post(
+            "/v1/reviews/shop-1/h-1",
+            content=raw,
+            headers={**auth(ALICE), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, raw
+    # ids the contract cannot have, raw in the path
+    for path in ("/v1/reviews/shop-1/%00", "/v1/reviews/%00/h-1", "/v1/reviews/shop-1/a%20b"):
+        r = await client.get(path, headers=auth(ALICE))
+        assert r.status_code == 400, path
+    assert 200 in statuses and 400 in statuses and 404 in statuses
