@@ -153,6 +153,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
+        self._logged_at = -60.0
 
     def wake(self) -> None:
         """Look for due events now (an event was just enqueued)."""
@@ -182,6 +183,13 @@ class Deliverer:
             await self._client.aclose()
             self._client = None
 
+    def _trouble(self, what: str, exc: Exception) -> None:
+        """Log a failure of the deliverer itself once a minute at most (the database away)."""
+        now = time.monotonic()
+        if now - self._logged_at >= 60.0:
+            self._logged_at = now
+            log.warning("webhook %s: %s: %s", what, type(exc).__name__, str(exc)[:200])
+
     async def _work(self) -> None:
         while True:
             try:
@@ -189,7 +197,7 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away, most likely: try again later
-                log.warning("webhook delivery: %s: %s", type(exc).__name__, str(exc)[:200])
+                self._trouble("delivery", exc)
                 sent = False
             if not sent:
                 with contextlib.suppress(TimeoutError):
@@ -285,5 +293,5 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("webhook backlog: %s: %s", type(exc).__name__, str(exc)[:200])
+                self._trouble("backlog", exc)
             await asyncio.sleep(max(self.poll_seconds, 1.0))

@@ -313,3 +313,24 @@ async def test_hostile_ids_filters_and_bodies_get_a_4xx_never_a_5xx(client, pool
         r = await client.get(path, headers=auth(ALICE))
         assert r.status_code == 400, path
     assert 200 in statuses and 400 in statuses and 404 in statuses
+
+
+async def test_with_the_database_down_reviews_answer_503_and_scoring_goes_on(
+    redis_client, redis_prefix, tmp_path, receiver
+):
+    settings = settings_for(
+        redis_prefix,
+        tmp_path,
+        database_url="postgresql://postgres@127.0.0.1:1/nowhere",
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        api_keys={ALICE: frozenset({"analyst"}), SCORE_KEY: frozenset({"score"})},
+    )
+    async with AsyncTestClient(app=create_app(settings)) as c:
+        r = await c.get("/v1/reviews", headers=auth(ALICE))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "database unavailable" in r.json()["error"]
+        r = await c.post("/v1/reviews/m/t", json={"outcome": "approve"}, headers=auth(ALICE))
+        assert r.status_code == 503
+        r = await c.post("/v1/score", json=payment("down-1"), headers=auth(SCORE_KEY))
+        assert r.status_code == 200 and r.json()["degraded"] == ["model"]  # no model here
