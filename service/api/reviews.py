@@ -10,7 +10,6 @@ their reviews (any other is a 404, as if it did not exist). Who acts (``claimed_
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
@@ -23,7 +22,7 @@ from service.api.auth import matching_key, merchant_scope, require_role
 from service.api.schemas import decode_body
 from service.contract import ReviewClaim, ReviewClose
 from service.errors import DatabaseUnavailable, FieldProblem, InvalidRequest
-from service.reviews.queue import DEFAULT_LIMIT, ReviewQueue
+from service.reviews.queue import DEFAULT_LIMIT, ReviewQueue, analyst_for_key
 
 JSON = "application/json"
 _ANALYST: dict[str, object] = {"role": ("analyst", "admin")}
@@ -47,7 +46,7 @@ def analyst_of(request: Request[Any, Any, Any], named: str | None) -> str:
     if named is not None:
         return named
     key = matching_key(request.app.state.api_keys, request.headers.get("x-api-key")) or ""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+    return analyst_for_key(key)
 
 
 def _require_json(request: Request[Any, Any, Any]) -> None:

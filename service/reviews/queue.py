@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -133,6 +134,14 @@ def check_close(
         problems.append(problem)
     problems += check_analyst(analyst)
     return problems
+
+
+def analyst_for_key(api_key: str) -> str:
+    """The analyst name of an API key when none is given (the API's and the console's).
+
+    ``key-`` and 10 hex digits of the key's SHA-256; never the key itself.
+    """
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
 
 
 def check_payment(merchant_id: str, transaction_id: str) -> list[FieldProblem]:
