@@ -136,7 +136,7 @@ class Deliverer:
         concurrency: int = 4,
         timeout: float = 10.0,
         base_delay: float = 1.0,
-        max_delay: float = 3600.0,
+        max_delay: float = 600.0,
         poll_seconds: float = 1.0,
         jitter: Callable[[], float] = random.random,
     ) -> None:

@@ -66,3 +66,10 @@ $$;
 
 CREATE TRIGGER decisions_open_review AFTER INSERT ON decisions
     FOR EACH ROW WHEN (NEW.decision = 'review') EXECUTE FUNCTION open_review();
+
+-- A database archived decisions before this migration: their reviews open now (still
+-- oldest first, by their decision's time).
+INSERT INTO reviews (merchant_id, transaction_id, vertical, score, decided_at)
+SELECT merchant_id, transaction_id, vertical, score, decided_at FROM decisions
+WHERE decision = 'review'
+ON CONFLICT (merchant_id, transaction_id) DO NOTHING;
