@@ -234,6 +234,8 @@ class ReviewQueue:
     ``claim_seconds``: how long a claim holds. ``webhook_on``: whether a close writes a
     ``review.closed`` event to the outbox; ``wake``: called after such a close commits (the
     local deliverer's ``wake``). ``clock``: seconds since the epoch (tests move it).
+    ``ready``: whether the schema is in place (the archive applies the migrations once
+    PostgreSQL answers); until then every call is ``DatabaseUnavailable``.
     """
 
     def __init__(
@@ -245,8 +247,10 @@ class ReviewQueue:
         webhook_on: bool = False,
         wake: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.pool = pool
+        self.ready = ready
         self.record_labels = record_labels
         self.claim_seconds = claim_seconds
         self.webhook_on = webhook_on
@@ -473,16 +477,21 @@ class ReviewQueue:
             self.wake()
         return closed
 
-    @staticmethod
     def _check_scope(
-        merchant_id: str, transaction_id: str, merchants: frozenset[str] | None
+        self, merchant_id: str, transaction_id: str, merchants: frozenset[str] | None
     ) -> None:
+        self._check_ready()
         if problems := check_payment(merchant_id, transaction_id):
             raise InvalidRequest(problems)
         if merchants is not None and merchant_id not in merchants:
             raise _not_found(merchant_id, transaction_id)
 
+    def _check_ready(self) -> None:
+        if not self.ready():
+            raise DatabaseUnavailable("database not ready (its schema is not applied yet), retry")
+
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self._check_ready()
         try:
             return await self.pool.fetch(query, *args)
         except _UNAVAILABLE as exc:

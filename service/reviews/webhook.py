@@ -123,7 +123,8 @@ class Deliverer:
     ``concurrency``: events in flight at once (each its own connection and transaction).
     ``timeout``: seconds a receiver has to answer. ``base_delay``, ``max_delay``: the
     backoff. ``poll_seconds``: how often an idle deliverer looks for due events (``wake``
-    makes it look at once). ``metrics``: deliveries, failures and the backlog.
+    makes it look at once). ``metrics``: deliveries, failures and the backlog. ``ready``:
+    whether the schema is in place; until then the deliverer waits.
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class Deliverer:
         max_delay: float = 600.0,
         poll_seconds: float = 1.0,
         jitter: Callable[[], float] = random.random,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.pool = pool
         self.url = url
@@ -150,6 +152,7 @@ class Deliverer:
         self.max_delay = max_delay
         self.poll_seconds = poll_seconds
         self.jitter = jitter
+        self.ready = ready
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -193,7 +196,7 @@ class Deliverer:
     async def _work(self) -> None:
         while True:
             try:
-                sent = await self.deliver_one()
+                sent = self.ready() and await self.deliver_one()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away, most likely: try again later
@@ -280,6 +283,9 @@ class Deliverer:
         pruned_at = 0.0
         while True:
             try:
+                if not self.ready():
+                    await asyncio.sleep(self.poll_seconds)
+                    continue
                 count, age = await self.backlog()
                 if self.metrics is not None:
                     self.metrics.webhook_backlog.set(count)
