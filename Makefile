@@ -43,7 +43,8 @@ model: | $(STAMP)
 
 run: setup .run/env redis model
 	@set -a && source .run/env && set +a && \
-	  echo "riskscore on http://127.0.0.1:8000 (keys in .run/env; OpenAPI at /schema)" && \
+	  echo "riskscore on http://127.0.0.1:8000 (keys in .run/env; OpenAPI at /schema;" \
+	    "the console at http://127.0.0.1:8000/console, sign in with ANALYST_KEY)" && \
 	  $(BIN)/riskscore serve
 
 # The browser test of the pages (tests/reliability/test_pages_offline.py) drives Debian's

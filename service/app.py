@@ -39,6 +39,8 @@ from service.api import reviews as review_routes
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
+from service.console.routes import console_router, template_config
+from service.console.session import ConsoleKeys
 from service.contract import (
     VERTICALS,
     ErrorBody,
@@ -308,6 +310,7 @@ def create_app(settings: Settings) -> Litestar:
             # reviews live in the database: without one, the service offers no review routes
             *(review_routes.ROUTES if settings.database_url else ()),
             assets_router(),
+            console_router(settings.secret, secure_cookies=settings.console_secure_cookies),
         ],
         lifespan=[lifespan],
         state=State(
@@ -315,9 +318,13 @@ def create_app(settings: Settings) -> Litestar:
                 "api_keys": settings.api_keys,
                 "api_key_merchants": settings.api_key_merchants,
                 "max_in_flight": settings.max_in_flight,
+                "console_keys": ConsoleKeys(
+                    settings.secret, settings.api_keys, settings.api_key_merchants
+                ),
             }
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(
             title="riskscore",

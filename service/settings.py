@@ -92,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
       key, 16 bytes or more; required with ``webhook_url``. Secret.
     - ``review_claim_seconds`` (``RISKSCORE_REVIEW_CLAIM_SECONDS``): how long an analyst's
       claim on a review holds.
+    - ``console_secure_cookies`` (``RISKSCORE_CONSOLE_SECURE_COOKIES``): mark the console's
+      session and CSRF cookies ``Secure`` (sent over HTTPS only); set it wherever the
+      console is reached over TLS.
 
     The defaults of ``thresholds`` and ``degraded_action`` are domain data
     (``service.verticals``). ``repr`` shows neither the secret nor the API keys.
@@ -138,6 +141,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_url: str | None = None
     webhook_secret: bytes = b""
     review_claim_seconds: float = 900.0
+    console_secure_cookies: bool = False
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
@@ -253,6 +257,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):
             kwargs["log_level"] = level.upper()
+        if (secure := get("RISKSCORE_CONSOLE_SECURE_COOKIES")) is not None and secure != "":
+            if secure.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigurationError(
+                    "RISKSCORE_CONSOLE_SECURE_COOKIES", "must be true or false"
+                )
+            kwargs["console_secure_cookies"] = secure.lower() in ("1", "true", "yes")
         if spec := get("RISKSCORE_THRESHOLDS"):
             kwargs["thresholds"] = {**DEFAULT_THRESHOLDS, **parse_thresholds(spec)}
         if spec := get("RISKSCORE_DEGRADED_ACTION"):

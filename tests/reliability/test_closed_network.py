@@ -41,6 +41,7 @@ PAGES = (
     "/schema/oauth2-redirect.html",
     "/schema/openapi.json",
     "/schema/openapi.yaml",
+    "/console/sign-in",
 )
 
 

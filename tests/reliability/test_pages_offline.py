@@ -54,6 +54,7 @@ PAGES = [
     Page("/schema/no-such-page", "h1", "Error 404"),  # the HTML error page
     Page("/no-such-path", "body", "not found"),  # the JSON error answer
     Page("/schema/openapi.json", "body", "riskscore"),
+    Page("/console/sign-in", "h1", "Sign in"),
 ]
 
 

@@ -1,0 +1,274 @@
+"""The console's pages under ``/console``: sign-in, the review queue, a review, decision search.
+
+Every page is rendered on the server (Jinja2 through Litestar's templating) and works
+without JavaScript; the pages load one stylesheet, from the service itself. The router
+carries its own middleware (the sealed session cookie, CSRF tokens on every form) and its
+own error pages, so the JSON API beside it is untouched: the score route keeps its direct
+path (``ScoringApp.direct_score``), which only holds while the app has no middleware.
+
+A key limited to merchants sees only their reviews and decisions: another merchant's is
+"not found", exactly as an unknown one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+)
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.params import FromQuery
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from service.console import formatting
+from service.console.pages import decision_page
+from service.console.session import (
+    CONSOLE_PATH,
+    Analyst,
+    ConsoleKeys,
+    csrf_config,
+    session_middleware,
+)
+from service.errors import NotFound, StoreUnavailable
+
+log = logging.getLogger("riskscore")
+
+PACKAGE_DIR: Final = Path(__file__).resolve().parent
+TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
+STATIC_DIR: Final = PACKAGE_DIR / "static"
+SIGN_IN: Final = f"{CONSOLE_PATH}/sign-in"
+QUEUE: Final = f"{CONSOLE_PATH}/queue"
+DECISION: Final = f"{CONSOLE_PATH}/decision"
+# Same origin only, and no inline script or style at all: the pages need none.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+MAX_ID_CHARS: Final = 64
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    """The console's templates, autoescaped, with the filters that format for people."""
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        money=formatting.money,
+        usd=formatting.usd,
+        age=formatting.age,
+        utc=formatting.utc,
+        number=formatting.number,
+    )
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+
+
+# --- who is signed in ----------------------------------------------------------------------------
+
+
+def _keys(request: Request) -> ConsoleKeys:
+    return request.app.state.console_keys
+
+
+async def signed_in(request: Request) -> Analyst:
+    """The signed-in analyst; an ended or absent session is sent to the sign-in page."""
+    analyst = _keys(request).analyst(request.session)
+    if analyst is None:
+        raise NotAuthorizedException("sign in to use the console")
+    return analyst
+
+
+def _flash(request: Request, message: str) -> None:
+    request.session["flash"] = message
+
+
+def _take_flash(request: Request) -> str | None:
+    return request.session.pop("flash", None) if request.session else None
+
+
+def _page(request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any):
+    """A page of the console, with what every page shows (who is signed in, a flash)."""
+    return Template(
+        template_name=name,
+        context={"analyst": analyst, "flash": _take_flash(request), **context},
+        status_code=status,
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a console path only, never another site."""
+    if (
+        target
+        and target.startswith(f"{CONSOLE_PATH}/")
+        and not any(c in target for c in ("\\", "\n", "\r"))
+    ):
+        return target
+    return QUEUE
+
+
+def _field(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+# --- sign-in and sign-out ------------------------------------------------------------------------
+
+
+@get("/", sync_to_thread=False)
+def home(request: Request) -> Redirect:
+    """The console's address: the queue when signed in, else the sign-in page."""
+    signed = _keys(request).analyst(request.session) is not None
+    return Redirect(QUEUE if signed else SIGN_IN, status_code=303)
+
+
+@get("/sign-in", sync_to_thread=False)
+def sign_in_page(request: Request, next_page: FromQuery[str | None] = None) -> Template:
+    """The sign-in form."""
+    return _page(request, "sign_in.html", None, next_page=_safe_next(next_page), error=None)
+
+
+@post("/sign-in", status_code=303)
+async def sign_in(request: Request) -> Response:
+    """Check the key; on success a fresh session and on to the page asked for."""
+    form = await request.form()
+    fingerprint = _keys(request).fingerprint(_field(form, "api_key"))
+    next_page = _safe_next(_field(form, "next"))
+    if fingerprint is None:
+        return _page(
+            request,
+            "sign_in.html",
+            None,
+            status=401,
+            next_page=next_page,
+            error="That key does not open the console: it needs the analyst or admin role.",
+        )
+    request.clear_session()
+    request.set_session({"key": fingerprint, "at": int(time.time())})
+    return Redirect(next_page, status_code=303)
+
+
+@post("/sign-out", status_code=303)
+async def sign_out(request: Request) -> Redirect:
+    """End the session and go back to the sign-in page."""
+    request.clear_session()
+    return Redirect(f"{SIGN_IN}?signed_out=1", status_code=303)
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def _clean_id(value: str | None) -> str:
+    return (value or "").strip()[:MAX_ID_CHARS]
+
+
+@get("/decision")
+async def decision(
+    request: Request,
+    analyst: NamedDependency[Analyst],
+    merchant_id: FromQuery[str | None] = None,
+    transaction_id: FromQuery[str | None] = None,
+) -> Template:
+    """Decision search; with a merchant and a transaction id, that decision's page."""
+    merchant, transaction = _clean_id(merchant_id), _clean_id(transaction_id)
+    context: dict[str, Any] = {"merchant_id": merchant, "transaction_id": transaction}
+    if not merchant or not transaction:
+        asked = merchant_id is not None or transaction_id is not None
+        error = "Give both the merchant and the transaction id." if asked else None
+        return _page(
+            request, "search.html", analyst, status=400 if error else 200, error=error, **context
+        )
+    if not analyst.may_see(merchant):
+        # another merchant's decision is not found, exactly as an unknown one
+        return _page(request, "search.html", analyst, status=404, not_found=True, **context)
+    page = await decision_page(request.app.state, merchant, transaction)
+    if page is None:
+        return _page(request, "search.html", analyst, status=404, not_found=True, **context)
+    return _page(request, "decision.html", analyst, page=page, **context)
+
+
+# --- errors as pages -----------------------------------------------------------------------------
+
+
+def _error_page(request: Request, status: int, title: str, detail: str) -> Response:
+    analyst = _keys(request).analyst(request.session) if "session" in request.scope else None
+    return Template(
+        template_name="error.html",
+        context={"analyst": analyst, "flash": None, "title": title, "detail": detail},
+        status_code=status,
+    )
+
+
+def _answer(request: Request, exc: Exception) -> Response:
+    """The console's one exception handler: pages, not JSON; sign-in when signed out."""
+    if isinstance(exc, NotAuthorizedException):
+        target = request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        if request.method != "GET":
+            target = QUEUE
+            _flash(request, "Your session ended; sign in again.")
+        query = urlencode({"next_page": target}, quote_via=quote)
+        return Redirect(f"{SIGN_IN}?{query}", status_code=303)  # type: ignore[return-value]
+    if isinstance(exc, PermissionDeniedException):
+        return _error_page(
+            request,
+            403,
+            "The form has expired",
+            "The page was open too long or came from elsewhere. Go back, reload it and try again.",
+        )
+    if isinstance(exc, NotFound | NotFoundException):
+        return _error_page(request, 404, "Not found", "There is nothing at this address.")
+    if isinstance(exc, StoreUnavailable):
+        return _error_page(
+            request, 503, "Try again in a moment", "A data store did not answer in time."
+        )
+    if isinstance(exc, HTTPException):
+        return _error_page(request, exc.status_code, "Cannot do that", str(exc.detail))
+    log.exception("console error on %s", request.url.path)
+    return _error_page(request, 500, "Something went wrong", "The error has been logged.")
+
+
+def console_router(secret: bytes, *, secure_cookies: bool = False) -> Router:
+    """The console, mounted at ``/console``, with its session, CSRF and error pages."""
+    static = create_static_files_router(
+        path="/static",
+        directories=[STATIC_DIR],
+        name="console-static",
+        cache_control=CacheControlHeader(max_age=3600, public=True),
+        include_in_schema=False,
+    )
+    return Router(
+        path=CONSOLE_PATH,
+        route_handlers=[home, sign_in_page, sign_in, sign_out, decision, static],
+        dependencies={"analyst": Provide(signed_in)},
+        middleware=[
+            DefineMiddleware(session_middleware, secret=secret, secure=secure_cookies),
+            DefineMiddleware(CSRFMiddleware, config=csrf_config(secret, secure=secure_cookies)),
+        ],
+        exception_handlers={Exception: _answer},
+        response_headers=[
+            ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
+            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+            ResponseHeader(name="Referrer-Policy", value="same-origin"),
+        ],
+        cache_control=CacheControlHeader(no_store=True),
+        include_in_schema=False,
+    )
