@@ -3,7 +3,9 @@
 ``create_app(settings)`` opens the Redis client, loads the rule book, the reference data
 and the model in its lifespan, keeps them on ``app.state.engine`` and closes them in
 ``finally``. Background tasks reload changed rule files and reference files and drain the
-decision spool; none ever runs on the request path.
+decision spool; none ever runs on the request path. With ``database_url`` set, the
+decision archive (``service.archive``) is opened there too, as ``app.state.archive``
+(None without one).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any, Final
 
-import asyncpg
 import msgspec
 from litestar import Litestar
 from litestar.datastructures import State
@@ -39,6 +40,7 @@ from service.api import reviews as review_routes
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
+from service.archive.state import NOT_CONFIGURED, Archive
 from service.console.routes import console_router, template_config
 from service.console.session import ConsoleKeys
 from service.contract import (
@@ -263,23 +265,29 @@ def create_app(settings: Settings) -> Litestar:
                         engine.spool.rejected_path,
                     )
 
+        archive: Archive | None = None
+        if settings.database_url:
+            archive = await Archive.open(
+                settings.database_url, retention_days=settings.archive_retention_days
+            )
+        app.state.archive = archive
+
         async def readiness() -> dict[str, Any]:
-            return await _readiness(
+            report = await _readiness(
                 engine,
                 live.problem,
                 app.state.redis_warnings,
                 reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days),
             )
+            # the archive never makes the service unready: scoring goes on without it
+            report["archive"] = archive.report() if archive is not None else dict(NOT_CONFIGURED)
+            return report
 
         app.state.readiness = readiness
-        # the database (archive, reviews): connections open on first use, so a database
-        # down at start delays nothing; its routes answer 503 until it is back
-        pool = None
-        reviews: Reviews | None = None
-        if settings.database_url:
-            pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=10)
-            reviews = await Reviews.start(settings, pool, engine)
-        app.state.reviews = reviews.queue if reviews else None
+        # the review queue and the webhook's deliverer, on the archive's database (their
+        # routes answer 503 until its schema is applied, or while it is away)
+        reviews = await Reviews.start(settings, archive, engine) if archive is not None else None
+        app.state.reviews = reviews.queue if reviews is not None else None
         app.state.redis_warnings = await _redis_warnings(engine)
         await _warm_up(engine)
         settle_heap()
@@ -289,6 +297,8 @@ def create_app(settings: Settings) -> Litestar:
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
+        if archive is not None:
+            tasks.append(asyncio.create_task(archive.run_upkeep()))
         try:
             yield
         finally:
@@ -297,9 +307,9 @@ def create_app(settings: Settings) -> Litestar:
             await asyncio.gather(*tasks, return_exceptions=True)
             if reviews is not None:
                 await reviews.stop()
-            if pool is not None:
-                await pool.close()
             reference.close()
+            if archive is not None:
+                await archive.close()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -84,8 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
       before new ones get an immediate 503.
     - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
-    - ``database_url`` (``RISKSCORE_DATABASE_URL``): the PostgreSQL of the archive, labels,
-      reviews and the webhook outbox; None: none of those. Secret (it may hold a password).
+    - ``database_url`` (``RISKSCORE_DATABASE_URL``): ``postgresql://…``, the decision
+      archive (``service.archive``); None runs without one, degraded (``/readyz`` says so).
+      Its password is hidden from ``repr``.
+    - ``archive_retention_days`` (``RISKSCORE_ARCHIVE_RETENTION_DAYS``): the archive's
+      daily partitions older than this are dropped.
     - ``webhook_url`` (``RISKSCORE_WEBHOOK_URL``): where each closed review is POSTed
       (``review.closed``); None: no webhook.
     - ``webhook_secret`` (``RISKSCORE_WEBHOOK_SECRET``): the webhook's HMAC-SHA256 signing
@@ -142,6 +146,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_secret: bytes = b""
     review_claim_seconds: float = 900.0
     console_secure_cookies: bool = False
+    archive_retention_days: int = 400
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
@@ -213,12 +218,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_KEEP_ALIVE_SECONDS", "keep_alive_seconds", float),
             ("RISKSCORE_MAX_HEADER_BYTES", "max_header_bytes", int),
             ("RISKSCORE_MAX_CONNECTIONS", "max_connections", int),
+            ("RISKSCORE_ARCHIVE_RETENTION_DAYS", "archive_retention_days", int),
         ):
             if (value := get(var)) is not None and value != "":
                 try:
                     kwargs[field] = convert(value)
                 except ValueError:
                     raise ConfigurationError(var, f"not a number: {value!r}") from None
+        if kwargs.get("archive_retention_days", 1) < 1:  # type: ignore[operator]
+            raise ConfigurationError("RISKSCORE_ARCHIVE_RETENTION_DAYS", "must be at least 1")
         skew = kwargs.get("max_clock_skew_seconds", 0.0)
         if not 0 <= skew <= MAX_BACKDATING_SECONDS / 2:  # the windows are exact up to it
             raise ConfigurationError(
@@ -270,6 +278,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(**kwargs)
 
 
+def _without_password(url: str | None) -> str | None:
+    """``url`` with its password, if any, replaced by ``***`` (settings get logged)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 def _parse_keys(
     spec: str,
 ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
@@ -303,16 +323,6 @@ def _parse_keys(
                 )
             scopes[key.strip()] = merchants
     return keys, scopes
-
-
-def _without_password(url: str | None) -> str | None:
-    """``url`` with its password, if any, replaced by ``***``."""
-    if url is None or "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:

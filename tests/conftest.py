@@ -1,4 +1,8 @@
-"""Fixtures that build real things: a real Redis database with a key prefix of its own."""
+"""Fixtures that build real things.
+
+A real Redis database with a key prefix of its own; a real PostgreSQL database of its own
+with the archive's schema (``archive_url``, ``archive_pool``), dropped afterwards.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,74 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 TEST_REDIS_URL = os.environ.get("RISKSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# A PostgreSQL server where tests may create (and drop) databases of their own.
+TEST_DATABASE_URL = os.environ.get(
+    "RISKSCORE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def database_url(name: str, server_url: str = TEST_DATABASE_URL) -> str:
+    """The URL of database ``name`` on the server of ``server_url``."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A new, uniquely named database (its URL), with the archive's schema; dropped after.
+
+    ``migrated``: every migration applied and today's partitions made; else empty.
+    """
+    from service.archive.schema import apply_migrations, maintain_partitions
+
+    name = f"rstest_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(TEST_DATABASE_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = database_url(name)
+        try:
+            if migrated:
+                connection = await asyncpg.connect(url)
+                try:
+                    await apply_migrations(connection)
+                    await maintain_partitions(
+                        connection, today=datetime.now(UTC).date(), retention_days=30
+                    )
+                finally:
+                    await connection.close()
+            yield url
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def archive_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database with the archive's schema (its URL); dropped afterwards."""
+    async with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def archive_pool(archive_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool on ``archive_url``'s database, closed afterwards."""
+    from service.archive import open_pool
+
+    pool = await open_pool(archive_url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

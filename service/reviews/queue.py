@@ -36,6 +36,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
+from service.archive import UNAVAILABLE
 from service.contract import (
     MAX_NOTE_CHARS,
     TRANSACTION_ID_PATTERN,
@@ -68,14 +69,7 @@ _COLUMNS: Final = (
     " claim_expires_at, outcome, label, note, feedback, closed_at, closed_by"
 )
 # errors that mean "the database is not there", as opposed to a bug in a query
-_UNAVAILABLE: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-)
+_UNAVAILABLE: Final = (*UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)
 
 
 class _Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -488,7 +482,7 @@ class ReviewQueue:
 
     def _check_ready(self) -> None:
         if not self.ready():
-            raise DatabaseUnavailable("database not ready (its schema is not applied yet), retry")
+            raise DatabaseUnavailable("database unavailable (or its schema not applied yet), retry")
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         self._check_ready()

@@ -1,81 +1,42 @@
-"""A throwaway PostgreSQL database with the reviews schema, for the reviews' tests.
+"""Decisions archived as the archiver archives them, for the reviews' tests.
 
-Until the archive's migrations run here, a minimal ``decisions`` table stands in for the
-archive's (the columns the reviews trigger reads), then ``0002_reviews.sql`` is applied as
-it is shipped.
+The databases are the archive's fixtures (``archive_url``, ``archive_pool``: every
+migration applied, ``0002_reviews.sql`` included); a decision goes in through the
+archive's own insert (``insert_decisions``), so its reviews open by the shipped trigger.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+import time
+from datetime import datetime
 
 import asyncpg
 
-ADMIN_URL = os.environ.get(
-    "RISKSCORE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-MIGRATIONS = Path(__file__).resolve().parents[2] / "service" / "archive" / "migrations"
-
-_STAND_IN = """
-CREATE TABLE decisions (
-    merchant_id text NOT NULL,
-    transaction_id text NOT NULL,
-    decision text NOT NULL,
-    vertical text NOT NULL,
-    score integer,
-    decided_at timestamptz NOT NULL,
-    PRIMARY KEY (merchant_id, transaction_id)
-);
-"""
-
-
-def database_url(name: str) -> str:
-    """The URL of database ``name`` on the test server."""
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-@asynccontextmanager
-async def throwaway_database() -> AsyncIterator[str]:
-    """A fresh database with the schema; its URL. Dropped afterwards."""
-    name = f"rstest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = database_url(name)
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(_STAND_IN)
-            await conn.execute((MIGRATIONS / "0002_reviews.sql").read_text())
-        finally:
-            await conn.close()
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+from service.archive.repository import insert_decisions
+from service.archive.rows import decision_row
+from tests.archive.records import decision_entry, response
 
 
 async def archive_decision(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    pool: asyncpg.Pool,
     merchant_id: str,
     transaction_id: str,
     decision: str = "review",
     *,
     vertical: str = "ecommerce",
     score: int = 70,
-    decided_at: object = None,
-) -> None:
-    """Insert a decision as the archiver would (``ON CONFLICT DO NOTHING``)."""
-    await conn.execute(
-        "INSERT INTO decisions (merchant_id, transaction_id, decision, vertical, score, decided_at)"
-        " VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) ON CONFLICT DO NOTHING",
+    decided_at: datetime | None = None,
+) -> int:
+    """Archive a decision (idempotent, as the archiver); how many rows were new (0 or 1)."""
+    at = decided_at.timestamp() if decided_at is not None else time.time()
+    entry = decision_entry(
         merchant_id,
         transaction_id,
-        decision,
-        vertical,
-        score,
-        decided_at,
+        at_ms=round(at * 1000),
+        decision=decision,
+        score=score,
+        vertical=vertical,
     )
+    row = decision_row(entry, response(transaction_id, decision, score))
+    async with pool.acquire() as connection:
+        return await insert_decisions(connection, [row])

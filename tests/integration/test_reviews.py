@@ -11,14 +11,15 @@ import asyncpg
 import pytest
 
 from service.app import build_engine
+from service.archive.schema import apply_migrations, maintain_partitions
 from service.decision.feedback import record_labels
 from service.decision.scoring import Engine
 from service.errors import InvalidRequest, NotFound, StateConflict
 from service.reviews.queue import ReviewQueue, review_state
 from service.settings import Settings
 from service.telemetry.metrics import Metrics
-from tests.conftest import TEST_REDIS_URL
-from tests.integration.reviews_db import archive_decision, throwaway_database
+from tests.conftest import TEST_REDIS_URL, fresh_database
+from tests.integration.reviews_db import archive_decision
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -34,13 +35,8 @@ class Clock:
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[asyncpg.Pool]:
-    async with throwaway_database() as url:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
-        try:
-            yield pool
-        finally:
-            await pool.close()
+def pool(archive_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return archive_pool
 
 
 @pytest.fixture
@@ -230,3 +226,22 @@ async def test_bad_close_arguments_are_refused_naming_each_field(pool, queue):
         await queue.close("m1", "t1", outcome="approve", label=None, note="a\u200bb", analyst="a")
     assert [p.field for p in caught.value.problems] == ["note"]
     assert (await queue.get("m1", "t1")).status == "open"
+
+
+async def test_decisions_archived_before_the_reviews_migration_get_their_reviews():
+    async with fresh_database(migrated=False) as url:
+        connection = await asyncpg.connect(url)
+        try:
+            assert await apply_migrations(connection, upto=1) == [1]
+            await maintain_partitions(connection, today=T0.date(), retention_days=30)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+            try:
+                await archive_decision(pool, "m1", "old-review", decided_at=T0)
+                await archive_decision(pool, "m1", "old-approve", "approve", decided_at=T0)
+            finally:
+                await pool.close()
+            assert 2 in await apply_migrations(connection)
+            rows = await connection.fetch("SELECT transaction_id, status FROM reviews")
+            assert [tuple(r) for r in rows] == [("old-review", "open")]
+        finally:
+            await connection.close()

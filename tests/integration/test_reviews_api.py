@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.reviews.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from service.stores.decisions import read_labels
-from tests.integration.reviews_db import archive_decision, throwaway_database
+from tests.integration.reviews_db import archive_decision
 from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment, settings_for
 from tests.integration.webhook_receiver import Receiver, running_receiver
 
@@ -25,9 +26,8 @@ def auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    async with throwaway_database() as url:
-        yield url
+def db_url(archive_url: str) -> str:
+    return archive_url
 
 
 @pytest.fixture
@@ -63,7 +63,11 @@ async def client(redis_client, redis_prefix, tmp_path, db_url, receiver):
         },
         api_key_merchants={SHOP2_ANALYST: frozenset({"shop-2"})},
     )
-    async with AsyncTestClient(app=create_app(settings)) as c:
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as c:
+        async with asyncio.timeout(10):
+            while not app.state.archive.ready:  # noqa: ASYNC110 - the archive sets a flag
+                await asyncio.sleep(0.02)
         yield c
 
 

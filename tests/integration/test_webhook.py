@@ -18,7 +18,7 @@ from service.reviews import webhook
 from service.reviews.queue import ReviewQueue
 from service.reviews.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, Deliverer, sign, verify
 from service.telemetry.metrics import Metrics
-from tests.integration.reviews_db import archive_decision, throwaway_database
+from tests.integration.reviews_db import archive_decision
 from tests.integration.test_reviews import engine  # noqa: F401 (a fixture)
 from tests.integration.webhook_receiver import Receiver, running_receiver
 
@@ -26,9 +26,8 @@ SECRET = b"whsec-test-0123456789"
 
 
 @pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    async with throwaway_database() as url:
-        yield url
+def db_url(archive_url: str) -> str:
+    return archive_url
 
 
 @pytest.fixture

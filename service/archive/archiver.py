@@ -1,0 +1,372 @@
+"""The archiver: decisions and labels from their Redis streams into PostgreSQL, exactly once.
+
+A consumer group (``GROUP``) on the decision-log stream and on the labels stream; every
+worker and instance runs one consumer in it, so they share the work. A round:
+
+1. entries left pending by a consumer gone quiet (killed mid-batch, its process ended)
+   for ``claim_idle_ms`` are taken over with ``XAUTOCLAIM``; then this consumer's own
+   pending entries (delivered, not acknowledged: PostgreSQL failed last time); then new
+   ones (``XREADGROUP >``);
+2. their rows go in one transaction per table, idempotently (``repository``): a decision
+   once per ``(merchant_id, transaction_id)``, a label once per stream entry;
+3. only after the commit are the entries acknowledged (``XACK``).
+
+So an entry is archived at least once (it stays pending until acknowledged, whoever dies)
+and at most once (the inserts ignore what is there): exactly once. PostgreSQL down: the
+round fails before acknowledging, the entries wait in the stream and the round is retried
+with backoff. Redis restarted: the group and its pending entries come back with the data
+(AOF); a group that vanished (a Redis without persistence) is made again from the start
+of what the stream still holds. Scoring never waits on any of this.
+
+``trim`` then cuts each stream below the oldest entry some group has not acknowledged
+(``XTRIM MINID``): never an entry not archived. ``lag`` measures what waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from service.archive import UNAVAILABLE
+from service.archive.repository import insert_decisions, insert_labels, put_catalogs
+from service.archive.rows import decision_row, label_row, stream_time
+from service.archive.state import Archive
+from service.stores.decisions import DecisionEntry, LabelEntry, read_catalogs
+from service.stores.keys import Keys
+from service.stores.transactions import read_decided
+
+log = logging.getLogger("riskscore.archive")
+
+GROUP: Final = "archive"
+BATCH: Final = 1000  # entries per stream per round
+BLOCK_MS: Final = 1000  # a round waits this long for new entries
+CLAIM_IDLE_MS: Final = 30_000  # a pending entry idle this long belongs to a dead consumer
+MAX_BACKOFF: Final = 10.0
+LAG_SCAN: Final = 100_000  # when Redis does not know a group's lag, count at most this many
+
+
+def consumer_name() -> str:
+    """This process's consumer name: host, pid and a random part (a restart is a new one)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Round(NamedTuple):
+    """What one round did: entries read, rows new in the archive, entries acknowledged."""
+
+    read: int
+    archived: int
+    acked: int
+
+
+class Lag(NamedTuple):
+    """What waits to be archived in one stream: entries, and the age of the oldest."""
+
+    entries: int
+    oldest_seconds: float | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, bytes]:
+    return {_text(k): v for k, v in raw.items()}
+
+
+def _decision_entry(entry_id: str, f: dict[str, bytes]) -> DecisionEntry:
+    return DecisionEntry(
+        entry_id,
+        _text(f.get("transaction_id", b"")),
+        f.get("record", b""),
+        _text(f.get("spooled", b"")),
+    )
+
+
+def _label_entry(entry_id: str, f: dict[str, bytes]) -> LabelEntry:
+    event_time = _text(f.get("event_time", b""))
+    return LabelEntry(
+        entry_id,
+        _text(f.get("transaction_id", b"")),
+        _text(f.get("label", b"")),
+        float(f.get("reported_at", 0) or 0),
+        float(event_time) if event_time else None,
+        _text(f.get("reason", b"")) or None,
+        _text(f.get("merchant_id", b"")) or None,
+    )
+
+
+class Archiver:
+    """One consumer of the archive group: ``run`` forever, or ``step`` a round at a time."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        archive: Archive,
+        *,
+        consumer: str | None = None,
+        batch: int = BATCH,
+        block_ms: int = BLOCK_MS,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+        metrics: Any = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.archive = archive
+        self.consumer = consumer or consumer_name()
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.metrics = metrics
+        self.streams = (keys.decisions, keys.labels)
+        self._groups_made = False
+        self._catalogs: set[str] = set()  # catalogue versions copied to the archive
+        self._days: set[Any] = set()  # partitions known to exist
+        self.rejected = 0  # decision records that do not decode (logged, acknowledged)
+
+    async def ensure_groups(self) -> None:
+        """Make the group on both streams (and the streams) unless there; start from 0."""
+        for stream in self.streams:
+            try:
+                await self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_made = True
+
+    async def _read(self) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
+        """This round's entries per stream: reclaimed, own pending, then new ones."""
+        found: dict[str, list[tuple[str, dict[str, bytes]]]] = {s: [] for s in self.streams}
+        for stream in self.streams:
+            claimed = await self.client.xautoclaim(
+                stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+            )
+            found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
+            # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
+            if len(claimed) > 2 and claimed[2]:
+                await self.client.xack(stream, GROUP, *claimed[2])
+            if not found[stream]:
+                mine = await self.client.xreadgroup(
+                    GROUP, self.consumer, {stream: "0"}, count=self.batch
+                )
+                for _, entries in mine:
+                    found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
+        if not any(found.values()):
+            # one stream per call (in a Redis Cluster the two live in different slots); only
+            # the decision log, read last, waits for new entries
+            labels, decisions = self.keys.labels, self.keys.decisions
+            for stream, block in ((labels, None), (decisions, self.block_ms or None)):
+                if stream == decisions and found[labels]:
+                    block = None
+                new = await self.client.xreadgroup(
+                    GROUP, self.consumer, {stream: ">"}, count=self.batch, block=block
+                )
+                for _, entries in new or []:
+                    found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
+        return found
+
+    async def step(self) -> Round:
+        """One round: read, archive, acknowledge. Raises when Redis or PostgreSQL fails."""
+        if not self._groups_made:
+            await self.ensure_groups()
+        try:
+            found = await self._read()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._groups_made = False  # the group vanished (a Redis without persistence)
+            await self.ensure_groups()
+            found = await self._read()
+        decisions = [_decision_entry(i, f) for i, f in found[self.keys.decisions]]
+        labels = [_label_entry(i, f) for i, f in found[self.keys.labels]]
+        if not decisions and not labels:
+            return Round(0, 0, 0)
+        decision_rows = await self._decision_rows(decisions)
+        label_rows = [label_row(e) for e in labels]
+        await self._copy_catalogs(decisions)
+        async with self.archive.pool.acquire() as connection:
+            new = await insert_decisions(connection, decision_rows, self._days)
+            new += await insert_labels(connection, label_rows, self._days)
+        self.archive.saw_answer()
+        acked = 0
+        if decisions:
+            acked += await self.client.xack(self.keys.decisions, GROUP, *(e.id for e in decisions))
+        if labels:
+            acked += await self.client.xack(self.keys.labels, GROUP, *(e.id for e in labels))
+        if self.metrics is not None:
+            self.metrics.archive_rows.labels("decisions").inc(len(decisions))
+            self.metrics.archive_rows.labels("labels").inc(len(labels))
+        return Round(len(decisions) + len(labels), new, acked)
+
+    async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
+        """The rows of ``entries``, each with its response as sent (one pipelined read)."""
+        keyed = []
+        for entry in entries:
+            try:
+                keyed.append((entry, decision_row(entry, None)))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.rejected += 1
+                log.warning("decision-log entry %s does not decode; not archived", entry.id)
+        keyed = [(e, row) for e, row in keyed if row is not None]
+        if not keyed:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _, row in keyed:
+                pipe.get(self.keys.transaction(str(row[0]), str(row[1])))
+            values = await pipe.execute(raise_on_error=False)
+        rows = []
+        for (_, row), value in zip(keyed, values, strict=True):
+            decided = read_decided(value) if isinstance(value, bytes) else None
+            if decided is not None:
+                row = (*row[:-1], decided.decision.decode())
+            rows.append(row)
+        return rows
+
+    async def _copy_catalogs(self, entries: Sequence[DecisionEntry]) -> None:
+        """Copy the feature names of catalogue versions the archive has not seen yet."""
+        wanted = {_catalog_of(e) for e in entries} - self._catalogs - {None}
+        if not wanted:
+            return
+        names = await read_catalogs(self.client, self.keys.prefix)
+        found = {v: n for v, n in names.items() if v in wanted}
+        await put_catalogs(self.archive.pool, found)
+        self._catalogs.update(found)
+
+    async def run(self) -> None:
+        """Rounds forever; failures of Redis or PostgreSQL back off and retry, never raise."""
+        backoff = 0.1
+        while True:
+            _still_cancelled()  # a library may have swallowed a cancellation mid-round
+            try:
+                done = await self.step()
+                backoff = 0.1
+                if done.read == 0 and self.block_ms == 0:
+                    await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                raise
+            except UNAVAILABLE as exc:  # PostgreSQL (or Redis's socket) away
+                _still_cancelled()
+                self.archive.saw_failure(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except RedisError as exc:
+                _still_cancelled()
+                log.warning("archiver: redis: %s", str(exc)[:200])
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception as exc:
+                _still_cancelled()
+                self.archive.saw_failure(exc)
+                log.exception("archiver round failed")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def lag(self) -> dict[str, Lag]:
+        """Per stream: entries not yet archived (pending or undelivered), the oldest's age."""
+        result = {}
+        now = time.time()
+        for stream in self.streams:
+            floor = await safe_trim_point(self.client, stream)
+            if floor is None:  # no group: nothing archived yet
+                length = await self.client.xlen(stream)
+                first = await self.client.xrange(stream, count=1)
+                oldest = _text(first[0][0]) if first else None
+                result[stream] = Lag(length, _age(oldest, now))
+                continue
+            waiting = await self.client.xrange(stream, min=floor, count=1)
+            oldest = _text(waiting[0][0]) if waiting else None
+            count = await _count_from(self.client, stream, floor) if oldest else 0
+            result[stream] = Lag(count, _age(oldest, now))
+        return result
+
+
+def _still_cancelled() -> None:
+    """Re-raise a cancellation a library turned into its own error (a query cut short)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _catalog_of(entry: DecisionEntry) -> str | None:
+    try:
+        return msgspec.json.decode(entry.record, type=_CatalogOnly).catalog_version
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class _CatalogOnly(msgspec.Struct):
+    catalog_version: str | None = None
+
+
+def _age(entry_id: str | None, now: float) -> float | None:
+    if entry_id is None:
+        return None
+    return max(0.0, now - stream_time(entry_id).timestamp())
+
+
+async def _count_from(client: aioredis.Redis, stream: str, floor: str) -> int:
+    """Entries not acknowledged by some group: the largest pending plus undelivered count.
+
+    A group's ``lag`` (undelivered entries) is unknown to Redis after some trims and
+    restarts; then the entries past its last delivered one are counted, up to ``LAG_SCAN``.
+    """
+    groups = await client.xinfo_groups(stream)
+    best = 0
+    for g in groups:
+        pending = int(g.get("pending", 0))
+        lag = g.get("lag")
+        if lag is None:
+            after = "(" + _text(g["last-delivered-id"])
+            lag = len(await client.xrange(stream, min=after, count=LAG_SCAN))
+        best = max(best, pending + int(lag))
+    return best
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+async def safe_trim_point(client: aioredis.Redis, stream: str) -> str | None:
+    """The id below which every group has acknowledged every entry; None without a group.
+
+    Per group: its oldest pending entry, else just past its last delivered one; the
+    lowest of those over all groups (another group on the stream holds the trim back too).
+    """
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:  # no such stream
+        return None
+    if not groups:
+        return None
+    points = []
+    for g in groups:
+        name = _text(g["name"])
+        if int(g.get("pending", 0)):
+            summary = await client.xpending(stream, name)
+            points.append(_text(summary["min"]))
+        else:
+            points.append(_next_id(_text(g["last-delivered-id"])))
+    return min(points, key=lambda i: tuple(int(p) for p in i.split("-")))
+
+
+async def trim(client: aioredis.Redis, stream: str) -> int:
+    """Cut ``stream`` below what every group acknowledged (``XTRIM MINID``); return removed.
+
+    Never by length: an entry no group has acknowledged stays, whatever the stream's size.
+    Without a group nothing is trimmed.
+    """
+    floor = await safe_trim_point(client, stream)
+    if floor is None:
+        return 0
+    return int(await client.xtrim(stream, minid=floor, approximate=False))

@@ -1,0 +1,110 @@
+"""The archive's schema: migrations applied once, fresh and upgraded alike; partitions kept."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from service.archive.schema import (
+    AHEAD_DAYS,
+    ArchiveError,
+    Migration,
+    apply_migrations,
+    maintain_partitions,
+    migrations,
+    partitions,
+)
+from tests.conftest import fresh_database
+
+SCHEMA_QUERY = """
+SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type
+       || ' ' || is_nullable || ' ' || coalesce(column_default, '') AS what
+FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT 'index', tablename || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'migration', version::text || ' ' || name || ' ' || checksum FROM schema_migrations
+ORDER BY 1, 2
+"""
+
+
+async def schema_of(url: str) -> list[tuple[str, str]]:
+    connection = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await connection.fetch(SCHEMA_QUERY)]
+    finally:
+        await connection.close()
+
+
+async def test_a_fresh_database_and_one_upgraded_step_by_step_have_the_same_schema():
+    versions = [m.version for m in migrations()]
+    assert versions == sorted(versions) and versions[0] == 1
+    async with fresh_database(migrated=False) as fresh, fresh_database(migrated=False) as stepped:
+        connection = await asyncpg.connect(fresh)
+        try:
+            assert await apply_migrations(connection) == versions
+            assert await apply_migrations(connection) == []  # applied once
+        finally:
+            await connection.close()
+        for version in versions:  # one start per version, as successive releases would
+            connection = await asyncpg.connect(stepped)
+            try:
+                assert await apply_migrations(connection, upto=version) == [version]
+            finally:
+                await connection.close()
+        assert await schema_of(fresh) == await schema_of(stepped)
+        assert any(kind == "migration" for kind, _ in await schema_of(fresh))
+
+
+async def test_several_processes_starting_at_once_apply_each_migration_once():
+    async with fresh_database(migrated=False) as url:
+        connections = [await asyncpg.connect(url) for _ in range(4)]
+        try:
+            applied = await asyncio.gather(*(apply_migrations(c) for c in connections))
+            assert sorted(v for a in applied for v in a) == [m.version for m in migrations()]
+            count = await connections[0].fetchval("SELECT count(*) FROM schema_migrations")
+            assert count == len(migrations())
+        finally:
+            for c in connections:
+                await c.close()
+
+
+async def test_an_applied_migration_edited_afterwards_is_refused():
+    async with fresh_database(migrated=False) as url:
+        connection = await asyncpg.connect(url)
+        try:
+            original = Migration(1, "t", "CREATE TABLE t (a int)", "aaa")
+            await apply_migrations(connection, files=[original])
+            with pytest.raises(ArchiveError, match="edited"):
+                await apply_migrations(connection, files=[original._replace(checksum="bbb")])
+        finally:
+            await connection.close()
+
+
+async def test_partitions_cover_the_retention_and_older_days_are_dropped(archive_url: str):
+    connection = await asyncpg.connect(archive_url)
+    try:
+        today = dt.date(2026, 12, 7)
+        old = today - dt.timedelta(days=40)
+        # a decision key and partition from before the retention
+        await maintain_partitions(connection, today=old, retention_days=1)
+        await connection.execute(
+            "INSERT INTO decision_keys VALUES ('m', 't', $1)",
+            dt.datetime.combine(old, dt.time(12), dt.UTC),
+        )
+        upkeep = await maintain_partitions(connection, today=today, retention_days=30)
+        days = await partitions(connection, "decisions")
+        assert old not in days and f"decisions_p{old:%Y%m%d}" in upkeep.dropped
+        assert days[-1] == today + dt.timedelta(days=AHEAD_DAYS)
+        assert upkeep.keys_deleted == 1
+        assert await partitions(connection, "labels") == days
+        again = await maintain_partitions(connection, today=today, retention_days=30)
+        assert again.made == [] and again.dropped == []
+    finally:
+        await connection.close()
