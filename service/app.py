@@ -590,7 +590,7 @@ _ONE_REVIEW = "/v1/reviews/{merchant_id}/{transaction_id}"
 # the review routes (present with a database): request body, 200 answer, error statuses
 _REVIEW_OPERATIONS: dict[tuple[str, str], tuple[type | None, str, tuple[int, ...]]] = {
     ("/v1/reviews", "get"): (None, "ReviewPage", (400, 401, 403, 503)),
-    (_ONE_REVIEW, "get"): (None, "Review", (401, 403, 404, 503)),
+    (_ONE_REVIEW, "get"): (None, "Review", (400, 401, 403, 404, 503)),
     (_ONE_REVIEW, "post"): (ReviewClose, "Review", (400, 401, 403, 404, 409, 413, 415, 503)),
     (_ONE_REVIEW + "/claim", "post"): (
         ReviewClaim,

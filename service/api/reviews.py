@@ -88,8 +88,8 @@ async def list_reviews(request: Request[Any, Any, Any], state: State) -> Respons
         raise InvalidRequest(problems)
     page = await _queue(state).list(
         status=query.get("status") or "open",
-        merchant_id=query.get("merchant_id"),
-        vertical=query.get("vertical"),
+        merchant_id=query.get("merchant_id") or None,  # empty: no filter
+        vertical=query.get("vertical") or None,
         limit=limit,
         cursor=query.get("cursor") or None,
         merchants=merchant_scope(request),

@@ -164,9 +164,9 @@ def check_listing(
     if status not in STATUSES:
         problems.append(FieldProblem("status", "must be one of: " + ", ".join(STATUSES)))
     if merchant_id is not None and (
-        not merchant_id or (problem := _printable_problem("merchant_id", merchant_id, 64))
+        not merchant_id or _printable_problem("merchant_id", merchant_id, 64)
     ):
-        problems.append(problem or FieldProblem("merchant_id", "1 to 64 characters"))
+        problems.append(FieldProblem("merchant_id", "must be 1 to 64 printable characters"))
     if vertical is not None and vertical not in VERTICALS:
         problems.append(FieldProblem("vertical", "must be one of: " + ", ".join(VERTICALS)))
     if not 1 <= limit <= MAX_LIMIT:

@@ -120,6 +120,7 @@ async def test_bad_filters_and_cursors_are_refused_naming_the_field(pool, queue)
         ({"limit": 0}, "limit"),
         ({"limit": 501}, "limit"),
         ({"merchant_id": "m\x00"}, "merchant_id"),
+        ({"merchant_id": ""}, "merchant_id"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "W10"}, "cursor"),  # base64 of "[]"
     ]:
