@@ -11,8 +11,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.archive.archiver import Archiver
+from service.archive.state import Archive
 from service.reviews.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from service.stores.decisions import read_labels
+from service.verticals import DEFAULT_THRESHOLDS, Thresholds
 from tests.integration.reviews_db import archive_decision
 from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment, settings_for
 from tests.integration.webhook_receiver import Receiver, running_receiver
@@ -338,3 +341,40 @@ async def test_with_the_database_down_reviews_answer_503_and_scoring_goes_on(
         assert r.status_code == 503
         r = await c.post("/v1/score", json=payment("down-1"), headers=auth(SCORE_KEY))
         assert r.status_code == 200 and r.json()["degraded"] == ["model"]  # no model here
+
+
+async def test_a_payment_scored_review_reaches_the_queue_through_the_archiver(
+    redis_client, redis_prefix, tmp_path, db_url
+):
+    # every ecommerce payment is held for review: the score is at least 0
+    settings = settings_for(
+        redis_prefix,
+        tmp_path,
+        database_url=db_url,
+        thresholds={**DEFAULT_THRESHOLDS, "ecommerce": Thresholds(0, 0, 101)},
+        api_keys={SCORE_KEY: frozenset({"score"}), ALICE: frozenset({"analyst"})},
+    )
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as c:
+        r = await c.post("/v1/score", json=payment("e2e-1"), headers=auth(SCORE_KEY))
+        assert r.json()["decision"] == "review"
+        r = await c.post(
+            "/v1/score", json=payment("e2e-2", vertical="forex"), headers=auth(SCORE_KEY)
+        )
+        assert r.json()["decision"] != "review"
+        # the archiver, in this test's event loop (the app's runs in the client's thread)
+        archive = await Archive.open(db_url, retention_days=30)
+        archiver = Archiver(redis_client, app.state.engine.store.keys, archive, block_ms=0)
+        async with asyncio.timeout(10):
+            while not app.state.archive.ready:  # noqa: ASYNC110 - the archive sets a flag
+                await asyncio.sleep(0.02)
+            await archive.prepare()
+            while not (await c.get("/v1/reviews", headers=auth(ALICE))).json()["reviews"]:
+                await archiver.step()
+        [review] = (await c.get("/v1/reviews", headers=auth(ALICE))).json()["reviews"]
+        assert (review["merchant_id"], review["transaction_id"]) == ("shop-1", "e2e-1")
+        assert review["vertical"] == "ecommerce" and review["status"] == "open"
+        r = await c.post(
+            "/v1/reviews/shop-1/e2e-1", json={"outcome": "approve"}, headers=auth(ALICE)
+        )
+        assert r.status_code == 200
