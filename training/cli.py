@@ -130,7 +130,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from training.simulate import simulate, summarise, write_log
 
     started = time.perf_counter()
-    frame = simulate(args.rows, seed=args.seed, start=args.start, progress=not args.json)
+    frame = simulate(
+        args.rows,
+        seed=args.seed,
+        start=args.start,
+        realism=args.realism,
+        progress=not args.json,
+    )
     write_log(frame, args.out)
     summary = summarise(frame) | {
         "out": str(args.out),
@@ -153,8 +159,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     _table(
         "by fraud pattern",
-        ["pattern", "payments", "share of fraud"],
-        [[p, r["rows"], f"{r['share_of_fraud']:.1%}"] for p, r in summary["by_pattern"].items()],
+        ["pattern", "labelled fraud", "share of fraud", "never labelled"],
+        [
+            [p, r["rows"], f"{r['share_of_fraud']:.1%}", r["never_labelled"]]
+            for p, r in summary["by_pattern"].items()
+        ],
     )
     return 0
 
@@ -176,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.json,
         target_decline_rate=args.decline_rate,
         secret=_secret(),
+        refit=not args.no_refit,
+        exclude_known_fraud=args.exclude_known_fraud,
     )
     result = report.to_dict()
     if args.json:
@@ -238,14 +249,65 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
+    keys = ["roc_auc", "average_precision", "recall_at_1%_decline", "recall_at_5%_decline"]
+    keys.append("card_precision_at_100")
     columns = ["", "roc_auc", "average_precision", "recall_at_1pct", "recall_at_5pct", "cp_at_100"]
     rows = []
     for name in ("model", "rules", "combined"):
         part = result.get(name) or {}
-        rows.append([name, *(part.get(c) for c in columns[1:])])
+        rows.append([name, *(part.get(c) for c in keys)])
     _table("evaluation", columns, rows)
     if args.out:
         print(f"PR and ROC curves in {args.out}")
+    return 0
+
+
+def cmd_walkforward(args: argparse.Namespace) -> int:
+    """``riskscore walkforward``: successive train-then-test periods in time order."""
+    from training.logs import read_log
+    from training.walkforward import HEADLINE, walk_forward
+
+    result = walk_forward(
+        read_log(args.log),
+        folds=args.folds,
+        test_share=args.test_share,
+        legit_after_days=args.legit_after,
+        exclude_known_fraud=args.exclude_known_fraud,
+        minimal=args.minimal,
+        seed=args.seed,
+        secret=_secret(),
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    names = ["ROC AUC", "AP", "recall@1%", "CP@100"]
+    rows = []
+    for fold in result["per_fold"]:
+        rows.append(
+            [f"fold {fold['fold']} ({fold['test']['start'][:10]}…{fold['test']['end'][:10]})"]
+            + [fold["all"][k] for k in HEADLINE]
+            + [fold["unknown_entities"][k] for k in HEADLINE[:3]]
+            + [fold["test_frauds"]]
+        )
+    for stat in ("mean", "std"):
+        summary = result["summary"]
+        rows.append(
+            [stat]
+            + [summary["all"][k][stat] for k in HEADLINE]
+            + [summary["unknown_entities"][k][stat] for k in HEADLINE[:3]]
+            + [None]
+        )
+    title = "walk-forward" + (" (minimal columns)" if args.minimal else "")
+    fresh = ["AUC new", "AP new", "recall@1% new"]
+    _table(title, ["", *names, *fresh, "frauds"], rows, width=120)
+    patterns = result["summary"]["by_pattern"]
+    _table(
+        "share of each pattern's payments in the riskiest 1 % (labelled or not)",
+        ["pattern", "payments", "mean", "std"],
+        [[p, m["rows"], m["mean"], m["std"]] for p, m in patterns.items()],
+    )
+    print("'new': payments whose card, customer, device, email and account had no confirmed fraud")
     return 0
 
 
@@ -720,6 +782,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rows", type=int, default=100_000, help="payments (default 100000)")
     simulate.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     simulate.add_argument("--start", default="2026-09-01", help="first day (default 2026-09-01)")
+    simulate.add_argument(
+        "--realism",
+        choices=("hard", "easy"),
+        default="hard",
+        help="hard (default): fraud that imitates legitimate payers, drift, odd legitimate "
+        "customers, labels late, missing or wrong; easy: every pattern obvious, every fraud "
+        "labelled",
+    )
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(func=cmd_simulate)
 
@@ -754,6 +824,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register the model without making it live (LATEST stays as it is)",
     )
+    train.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="ship the model fitted on the train period, not the refit on every mature "
+        "labelled row (the held-out figures are the same either way)",
+    )
+    train.add_argument(
+        "--exclude-known-fraud",
+        action="store_true",
+        help="leave out payments whose card, customer, device, email or account already had "
+        "a confirmed fraud when scored (lists and rules stop those)",
+    )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -775,6 +857,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    walkforward = sub.add_parser(
+        "walkforward",
+        help="walk-forward validation: train on the past, test on the next period, repeat",
+        description="Cut the log's last --test-share of time into --folds periods; for each, "
+        "in time order, train as `riskscore train` does on everything before it (labels as "
+        "known at its start: frauds whose label had arrived, legitimate once older than "
+        "--legit-after days) and score the period. Prints ROC AUC, average precision, recall "
+        "at 1 %% decline and CP@100 per fold with mean and spread, also on payments of "
+        "entities with no confirmed fraud yet, and the share of each fraud pattern caught.",
+    )
+    walkforward.add_argument("--log", type=Path, required=True, help="labelled transaction log")
+    walkforward.add_argument("--folds", type=int, default=3, help="test periods (default 3)")
+    walkforward.add_argument(
+        "--test-share",
+        type=float,
+        default=0.5,
+        help="share of the log's time span cut into test periods (default 0.5)",
+    )
+    walkforward.add_argument(
+        "--legit-after",
+        type=float,
+        default=14.0,
+        metavar="DAYS",
+        help="a training payment without a fraud label is legitimate once this old (default 14)",
+    )
+    walkforward.add_argument(
+        "--minimal",
+        action="store_true",
+        help="keep only the contract's required columns (and the labels) first",
+    )
+    walkforward.add_argument(
+        "--exclude-known-fraud",
+        action="store_true",
+        help="train without payments of entities already confirmed fraudulent",
+    )
+    walkforward.add_argument("--seed", type=int, default=0)
+    walkforward.add_argument("--json", action="store_true", help="print one JSON object")
+    walkforward.set_defaults(func=cmd_walkforward)
 
     backtest = sub.add_parser(
         "backtest",
@@ -838,7 +959,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The commands that compute features offline: they check emails against the operator's
 # disposable-mailbox list too, as the service does, when RISKSCORE_DISPOSABLE_DOMAINS names one.
-OFFLINE_FEATURE_COMMANDS = frozenset({"train", "evaluate", "backtest"})
+OFFLINE_FEATURE_COMMANDS = frozenset({"train", "evaluate", "backtest", "walkforward"})
 
 
 def _use_operator_domains() -> None:

@@ -1,9 +1,13 @@
 """Synthetic gateway traffic with labelled fraud, as a transaction log (`riskscore simulate`).
 
-The log has the contract's transaction-log columns, plus ``label`` (1 fraud, 0 legitimate),
-``label_at`` (when the business learnt it: chargebacks weeks later, confirmed fraud within
-days, legitimate payments once the dispute window has passed) and ``fraud_pattern`` (the
-pattern that made a fraudulent row, empty otherwise) for per-pattern evaluation.
+The log has the contract's transaction-log columns, plus ``label`` (1 fraud, 0 legitimate,
+as the business learnt it), ``label_at`` (when it learnt it: card chargebacks a week to
+three months later, UPI and wallet disputes within days, legitimate payments once the
+dispute window has passed) and ``fraud_pattern`` (the pattern that made a row, empty
+otherwise) for per-pattern evaluation only, never a feature. By default (``realism="hard"``,
+see ``training.simulation.realism``) the label is not always the truth: a fraud nobody
+disputed keeps its pattern but has label 0, and ``friendly_fraud`` rows are legitimate
+payments their payers disputed (label 1).
 
 Generation is seeded and vectorised: a population of merchants and repeat customers, one
 block of legitimate traffic, one block per fraud pattern, concatenated and sorted once.
@@ -33,6 +37,13 @@ from training.simulation.legit import legitimate
 from training.simulation.money import decimal_strings, to_minor_units
 from training.simulation.patterns import FRIENDLY_FRAUD_RATE, PATTERN_NAMES, PATTERNS
 from training.simulation.populations import PROFILE_LIST, World, per_vertical
+from training.simulation.realism import (
+    FRIENDLY_DISPUTE_RATE,
+    friendly_disputes,
+    imitate,
+    odd_legitimate,
+    report_labels,
+)
 from training.simulation.rhythm import Window, default_days
 
 LABEL_COLUMNS: tuple[str, ...] = ("label", "label_at", "fraud_pattern")
@@ -42,6 +53,8 @@ MAX_FRAUD_SHARE = 0.25  # tiny logs: fraud never crowds out the legitimate traff
 
 # Random streams, one per step; numbers are part of the seed's meaning, keep them stable.
 _WORLD, _LEGIT, _FRIENDLY, _IDS, _COUNTS = 0, 100, 101, 102, 103
+_IMITATE, _ODD, _DISPUTES, _LABELS = 104, 105, 106, 107
+REALISMS: tuple[str, ...] = ("hard", "easy")
 
 
 def _stream(seed: int, step: int) -> np.random.Generator:
@@ -54,27 +67,35 @@ def simulate(
     seed: int = 7,
     start: datetime | date | str = "2026-09-01",
     days: int | None = None,
+    realism: str = "hard",
     progress: bool = False,
 ) -> pd.DataFrame:
     """A labelled transaction log of exactly ``rows`` payments, sorted by time.
 
     ``days`` defaults to about 500 rows a day (7 to 90 days); ``start`` is a date or time,
-    UTC when naive. The same arguments always give the same frame.
+    UTC when naive. The same arguments always give the same frame. ``realism="hard"`` (the
+    default) adds imitation, drift, odd legitimate customers and labels that are late,
+    missing or wrong (``training.simulation.realism``); ``"easy"`` is the earlier
+    simulation, where every pattern leaves a clear trace and every fraud is labelled.
     """
+    if realism not in REALISMS:
+        raise ValueError(f"realism: must be one of {', '.join(REALISMS)}, got {realism!r}")
+    hard = realism == "hard"
     if isinstance(rows, bool) or not isinstance(rows, int | np.integer) or rows < 1:
         raise ValueError(f"rows: must be a positive integer, got {rows!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
     rows, seed = int(rows), int(seed)
     window = Window.of(start, default_days(rows) if days is None else int(days))
-    steps = 4 + len(PATTERNS)
+    patterns = [(step, p) for step, p in enumerate(PATTERNS, start=1) if hard or not p.hard_only]
+    steps = 4 + len(patterns) + (2 if hard else 0)
     with tqdm(total=steps, desc="simulate", unit="step", disable=not progress) as bar:
         bar.set_postfix_str("population")
         world = World.build(_stream(seed, _WORLD), window, rows)
         bar.update()
         counts = _stream(seed, _COUNTS)
         batches: list[Batch] = []
-        for step, pattern in enumerate(PATTERNS, start=1):
+        for step, pattern in patterns:
             bar.set_postfix_str(pattern.name)
             incidents = pattern.incidents(counts, rows)
             if incidents:
@@ -86,16 +107,27 @@ def simulate(
         fraud = Batch.concat(batches) if batches else None
         if fraud is not None and len(fraud) > rows * MAX_FRAUD_SHARE:
             fraud = fraud.take(np.arange(int(rows * MAX_FRAUD_SHARE)))
+        if hard and fraud is not None:
+            bar.set_postfix_str("imitation")
+            imitate(_stream(seed, _IMITATE), world, fraud)
+            bar.update()
         bar.set_postfix_str("legitimate")
         legit = legitimate(_stream(seed, _LEGIT), world, rows - (len(fraud) if fraud else 0))
         bar.update()
         bar.set_postfix_str("friendly_fraud")
         friendly_fraud(_stream(seed, _FRIENDLY), world, legit, round(FRIENDLY_FRAUD_RATE * rows))
+        if hard:
+            odd_legitimate(_stream(seed, _ODD), world, legit)
+            target = round(FRIENDLY_DISPUTE_RATE * rows)
+            friendly_disputes(_stream(seed, _DISPUTES), world, legit, target)
         bar.update()
+        everything = Batch.concat([legit, fraud]) if fraud else legit
+        if hard:
+            bar.set_postfix_str("labels")
+            report_labels(_stream(seed, _LABELS), everything)
+            bar.update()
         bar.set_postfix_str("log")
-        frame = _log_frame(
-            Batch.concat([legit, fraud]) if fraud else legit, world, _stream(seed, _IDS)
-        )
+        frame = _log_frame(everything, world, _stream(seed, _IDS))
         bar.update()
     return frame
 
@@ -244,6 +276,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
         for name, group in label.groupby(frame["vertical"].astype(str), sort=True)
     }
     fraud_patterns = pattern[label == 1].replace("", "unknown")
+    unlabelled = pattern[(label == 0) & (pattern != "")].value_counts()
     by_pattern = {}
     for name, group in fraud_patterns.groupby(fraud_patterns, sort=True):
         verticals = frame.loc[group.index, "vertical"].astype(str)
@@ -251,6 +284,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
             "rows": len(group),
             "share_of_rows": rate(len(group), n),
             "share_of_fraud": rate(len(group), frauds),
+            "never_labelled": int(unlabelled.get(name, 0)),
             "verticals": sorted(verticals.unique().tolist()),
         }
     return {

@@ -14,15 +14,27 @@
    separates them and its rows are dropped: a model trained today has not yet seen the
    labels of the last days, and evaluating right after the training period would flatter it.
 4. A ``HistGradientBoostingClassifier`` learns on the training period and stops early on
-   the validation period's log-loss. Categoricals are encoded as indicator columns
-   (``service.model.encoding``), so the trees have numeric splits only and compile.
-5. The trees are compiled (``service.model.compiled``) and checked against scikit-learn on
-   validation rows to 1e-9; serving uses the compiled forest only.
-6. Platt scaling on the validation period calibrates the probability; each vertical's
-   challenge / review / decline score cut-offs are chosen on the validation period for a
-   target decline rate (challenge and review at 5× and 2× that rate) or, when given, the
-   lowest decline cut-off reaching a target precision.
-7. The held-out test period is scored once, and the model is registered with its card.
+   the validation period's log-loss: that fixes the number of iterations. Categoricals are
+   encoded as indicator columns (``service.model.encoding``), so the trees have numeric
+   splits only and compile.
+5. Calibration: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(model),
+   method="sigmoid")`` (Platt) on the validation period. Each vertical's challenge /
+   review / decline score cut-offs are chosen on the validation period's calibrated scores
+   for a target decline rate (challenge and review at 5x and 2x that rate) or, when given,
+   the lowest decline cut-off reaching a target precision.
+6. The held-out test period is scored once with that model, calibration and cut-offs: the
+   card's ``metrics`` are these figures, measured before the refit.
+7. Refit: a new model with the same settings and the chosen number of iterations learns
+   on every example (all mature labelled rows from ``since`` on, train, gaps, validation
+   and test alike: with drift the latest days matter most). It keeps the calibration and
+   cut-offs of step 5 (nothing is left to fit them on that it has not seen). The card's
+   ``periods.final_fit`` says which rows it learnt from; ``refit=False`` ships the model
+   of step 4 instead.
+8. The final trees are compiled (``service.model.compiled``), checked against
+   scikit-learn to 1e-9 (serving uses the compiled forest only), and registered with the
+   card. ``exclude_known_fraud`` leaves out of every period the payments whose card,
+   customer, device, email or account already had a confirmed fraud when they were scored:
+   lists and rules stop those, and the model is trained and measured on the rest.
 """
 
 from __future__ import annotations
@@ -41,7 +53,9 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
 
 from service.contract import VERTICALS
 from service.errors import RiskscoreError
@@ -65,7 +79,8 @@ from service.model.encoding import MODEL_FEATURES, MODEL_SOURCES, SOURCE_INDEX, 
 from service.reference.tables import FxTable
 from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
-from training.evaluate import model_metrics
+from training.estimator import ESTIMATOR, estimator_bytes
+from training.evaluate import model_metrics, ranking_metrics
 from training.registry import register, version_name
 
 DEFAULT_PARAMS: Final[dict[str, Any]] = {
@@ -100,6 +115,7 @@ class Split:
     validation: np.ndarray
     test: np.ndarray
     gap_seconds: float
+    examples: np.ndarray  # every example row: the three periods and the gaps between them
 
 
 @dataclass(slots=True)
@@ -143,6 +159,8 @@ def train(
     params: Mapping[str, Any] | None = None,
     secret: bytes | None = None,
     fx: FxTable | None = None,
+    refit: bool = True,
+    exclude_known_fraud: bool = False,
 ) -> TrainReport:
     """Build features from ``log``, train, evaluate on the test period, register."""
     started = time.perf_counter()
@@ -160,6 +178,8 @@ def train(
         target_precision=target_precision,
         params=params,
         data_fingerprint=fingerprint(log),
+        refit=refit,
+        exclude_known_fraud=exclude_known_fraud,
     )
     report.timings = {"features_seconds": round(built - started, 3)} | report.timings
     return report
@@ -226,6 +246,27 @@ def mature_labels(
     )
 
 
+# Entities whose confirmed frauds make a payment the lists' and rules' business.
+KNOWN_FRAUD_ENTITIES: Final = frozenset({"card", "customer", "device", "email", "account"})
+
+
+def known_fraud_rows(dataset: pd.DataFrame) -> np.ndarray:
+    """Rows whose card, customer, device, email or account had a confirmed fraud already.
+
+    Read from the catalogue's confirmed-fraud features as the row was scored (labels count
+    only from their ``label_at`` on), so no later knowledge leaks in.
+    """
+    known = np.zeros(len(dataset), dtype=bool)
+    for feature in catalog.VELOCITY_FEATURES:
+        counts_fraud = "fraud" in str(feature.aggregate)
+        if counts_fraud and str(feature.entity) in KNOWN_FRAUD_ENTITIES:
+            values = dataset.get(feature.name)
+            if values is not None:
+                numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)
+                known |= np.nan_to_num(numbers) > 0
+    return known
+
+
 def split_periods(dataset: pd.DataFrame, since: float | None = None) -> Split:
     """Time-ordered train / validation / test masks with label-delay gaps (module doc)."""
     time_ = dataset["event_time"].to_numpy(dtype=np.float64)
@@ -249,48 +290,25 @@ def split_periods(dataset: pd.DataFrame, since: float | None = None) -> Split:
         validation=examples & (time_ >= cut_train + gap) & (time_ < cut_validation),
         test=examples & (time_ >= cut_validation + gap),
         gap_seconds=gap,
+        examples=examples,
     )
 
 
-def fit_platt(raw: np.ndarray, labels: np.ndarray, iterations: int = 100) -> Calibration:
-    """Platt scaling ``p = sigmoid(a * raw + b)``, by Newton's method with backtracking.
+def calibrate(estimator: Any, matrix: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Platt scaling of a fitted binary classifier's ``decision_function`` on held-out rows.
 
-    Platt's smoothed targets keep a small or perfectly separated validation period from
-    pushing the fit to infinite slopes (probabilities of exactly 0 or 1).
+    scikit-learn's ``CalibratedClassifierCV`` on the frozen estimator fits
+    ``p = 1 / (1 + exp(A f + B))`` (Platt's smoothed targets keep a small or separable
+    period from infinite slopes); the service's form is ``sigmoid(a * raw + b)``, so
+    ``a = -A`` and ``b = -B``. A period with one class only leaves the scores as they are.
     """
-    positives = float(labels.sum())
-    negatives = float(len(labels) - positives)
-    if positives == 0 or negatives == 0:
+    labels = np.asarray(labels)
+    if labels.sum() == 0 or labels.sum() == len(labels):
         return Calibration("platt", 1.0, 0.0)
-    target = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-
-    def loss(a: float, b: float) -> float:
-        z = a * raw + b
-        # log(1 + e^z) - t z, stable for large |z|
-        return float((np.logaddexp(0.0, z) - target * z).sum())
-
-    a, b = 1.0, 0.0
-    current = loss(a, b)
-    for _ in range(iterations):
-        p = sigmoid_many(a * raw + b)
-        w = p * (1 - p) + 1e-12
-        g = p - target
-        grad = np.array([(g * raw).sum(), g.sum()])
-        hess = np.array([[(w * raw * raw).sum(), (w * raw).sum()], [(w * raw).sum(), w.sum()]])
-        step = np.linalg.solve(hess + np.eye(2) * 1e-9, grad)
-        scale = 1.0
-        while scale > 1e-8:
-            candidate = loss(a - scale * step[0], b - scale * step[1])
-            if candidate <= current:
-                break
-            scale /= 2
-        else:
-            break
-        a, b = a - scale * step[0], b - scale * step[1]
-        improvement, current = current - candidate, candidate
-        if improvement < 1e-12 * max(1.0, abs(current)):
-            break
-    return Calibration("platt", float(a), float(b))
+    calibrated = CalibratedClassifierCV(FrozenEstimator(estimator), method="sigmoid")
+    calibrated.fit(matrix, labels)
+    sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
+    return Calibration("platt", -float(sigmoid.a_), -float(sigmoid.b_))
 
 
 def cut_for_rate(scores: np.ndarray, rate: float) -> int:
@@ -345,6 +363,108 @@ def choose_thresholds(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """What the training protocol (module doc, steps 4, 5 and 7) produced."""
+
+    estimator: HistGradientBoostingClassifier  # the final model (refit, or the first)
+    forest: CompiledForest  # the final model, compiled
+    held_out_forest: CompiledForest  # the first model: what the held-out figures measure
+    calibration: Calibration
+    thresholds: dict[str, Thresholds]
+    iterations: int  # chosen by early stopping on ``stop_rows``
+    unseen: np.ndarray  # model columns with no value in the final rows (set to 0)
+    disagreement: float  # max |compiled - scikit-learn| probability on checked rows
+    refit: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _fill_unseen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # scikit-learn cannot bin a column with no value at all; a constant never splits, so
+    # 0 there trains the same trees, and such a feature plays no part in any prediction.
+    unseen = np.isnan(matrix).all(axis=0)
+    if unseen.any():
+        matrix = matrix.copy()
+        matrix[:, unseen] = 0.0
+    return matrix, unseen
+
+
+def _compile_checked(model: HistGradientBoostingClassifier, check: np.ndarray):
+    forest = CompiledForest.from_sklearn(model)
+    disagreement = 0.0
+    if len(check):
+        proba = model.predict_proba(check)[:, 1]
+        disagreement = float(np.abs(forest.proba_many(check) - proba).max())
+    if disagreement > PARITY_TOLERANCE:
+        raise TrainingError(f"compiled forest differs from scikit-learn by {disagreement:.3g}")
+    return forest, disagreement
+
+
+def fit_protocol(
+    matrix: np.ndarray,
+    y: np.ndarray,
+    verticals: np.ndarray,
+    *,
+    fit_rows: np.ndarray,
+    stop_rows: np.ndarray,
+    final_rows: np.ndarray,
+    settings: Mapping[str, Any],
+    seed: int = 0,
+    decline_rate: float = 0.01,
+    precision: float | None = None,
+) -> Fitted:
+    """Iterations, calibration and cut-offs on ``stop_rows``, then a refit on ``final_rows``.
+
+    The first model learns on ``fit_rows`` and stops early on ``stop_rows`` (which follow
+    them in time); its calibration and cut-offs come from ``stop_rows`` too. When
+    ``final_rows`` differs from ``fit_rows``, a second model with the same settings and
+    the first one's number of iterations learns on ``final_rows`` (no early stopping: no
+    rows are left to stop on) and keeps that calibration and those cut-offs.
+    """
+    settings = dict(settings)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    first = HistGradientBoostingClassifier(**settings, random_state=seed)
+    fit_matrix, unseen = _fill_unseen(matrix[fit_rows])
+    stop_matrix = matrix[stop_rows]
+    early = settings.get("early_stopping", "auto") is not False
+    # Early stopping watches stop_rows (scikit-learn refuses X_val without it).
+    extra = {"X_val": stop_matrix, "y_val": y[stop_rows]} if early else {}
+    first.fit(fit_matrix, y[fit_rows], **extra)
+    timings["first_fit_seconds"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
+    held_out, disagreement = _compile_checked(first, stop_matrix[:2000])
+    calibration = calibrate(first, stop_matrix, y[stop_rows])
+    scores = scores_from_logits(calibration.logit(held_out.raw_many(stop_matrix)))
+    thresholds = choose_thresholds(
+        scores, y[stop_rows], verticals[stop_rows], decline_rate=decline_rate, precision=precision
+    )
+    iterations = int(first.n_iter_)
+    timings["calibration_thresholds_seconds"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
+    refit = not np.array_equal(final_rows, fit_rows)
+    final, forest = first, held_out
+    if refit:
+        final_settings = settings | {"max_iter": max(1, iterations), "early_stopping": False}
+        final = HistGradientBoostingClassifier(**final_settings, random_state=seed)
+        final_matrix, unseen = _fill_unseen(matrix[final_rows])
+        final.fit(final_matrix, y[final_rows])
+        forest, disagreement = _compile_checked(final, stop_matrix[:2000])
+        timings["refit_seconds"] = round(time.perf_counter() - clock, 3)
+    return Fitted(
+        estimator=final,
+        forest=forest,
+        held_out_forest=held_out,
+        calibration=calibration,
+        thresholds=thresholds,
+        iterations=iterations,
+        unseen=unseen,
+        disagreement=disagreement,
+        refit=refit,
+        timings=timings,
+    )
+
+
 def train_on_dataset(
     dataset: pd.DataFrame,
     *,
@@ -358,10 +478,13 @@ def train_on_dataset(
     target_precision: float | None = None,
     params: Mapping[str, Any] | None = None,
     data_fingerprint: str | None = None,
+    refit: bool = True,
+    exclude_known_fraud: bool = False,
 ) -> TrainReport:
     """Train on a ``training.dataset`` frame (features and meta columns) and register.
 
-    ``promote=False`` registers without pointing ``LATEST`` at the new model.
+    ``promote=False`` registers without pointing ``LATEST`` at the new model; ``refit`` and
+    ``exclude_known_fraud`` as the module docstring says (steps 7 and 8).
     """
     if not 0 < target_decline_rate < 1:
         raise TrainingError("target_decline_rate must lie between 0 and 1")
@@ -374,6 +497,11 @@ def train_on_dataset(
         dataset = dataset.assign(label=maturity.label)
     elif as_of is not None:
         raise TrainingError("--as-of goes with --legit-after")
+    excluded = 0
+    if exclude_known_fraud:
+        known = known_fraud_rows(dataset) & dataset["label"].notna().to_numpy()
+        excluded = int(known.sum())
+        dataset = dataset.assign(label=dataset["label"].where(~known))
     hint = "" if maturity is not None else _LEGIT_AFTER_HINT
     try:
         split = split_periods(dataset, since_seconds)
@@ -396,47 +524,43 @@ def train_on_dataset(
     matrix = encode_frame(dataset)
     y = (label == 1).astype(np.int64)
     settings = DEFAULT_PARAMS | dict(params or {})
-    model = HistGradientBoostingClassifier(**settings, random_state=seed)
-    train_matrix = matrix[split.train]
-    # scikit-learn cannot bin a column with no value at all; a constant never splits, so
-    # 0 there trains the same trees, and such a feature plays no part in any prediction.
-    unseen = np.isnan(train_matrix).all(axis=0)
-    train_matrix[:, unseen] = 0.0
-    # Early stopping watches the validation period (scikit-learn refuses X_val without it).
-    validation = (
-        {"X_val": matrix[split.validation], "y_val": y[split.validation]}
-        if settings.get("early_stopping", "auto") is not False
-        else {}
-    )
-    model.fit(train_matrix, y[split.train], **validation)
-    timings["fit_seconds"] = round(time.perf_counter() - clock, 3)
-
-    forest = CompiledForest.from_sklearn(model)
-    check = matrix[split.validation][:2000]
-    disagreement = float(np.abs(forest.proba_many(check) - model.predict_proba(check)[:, 1]).max())
-    if disagreement > PARITY_TOLERANCE:
-        raise TrainingError(f"compiled forest differs from scikit-learn by {disagreement:.3g}")
-
-    raw_validation = forest.raw_many(matrix[split.validation])
-    calibration = fit_platt(raw_validation, y[split.validation])
-    validation_scores = scores_from_logits(calibration.logit(raw_validation))
     verticals = dataset["vertical"].to_numpy(dtype=object)
-    thresholds = choose_thresholds(
-        validation_scores,
-        y[split.validation],
-        verticals[split.validation],
+    final_rows = split.examples if refit else split.train
+    fitted = fit_protocol(
+        matrix,
+        y,
+        verticals,
+        fit_rows=split.train,
+        stop_rows=split.validation,
+        final_rows=final_rows,
+        settings=settings,
+        seed=seed,
         decline_rate=target_decline_rate,
         precision=target_precision,
     )
+    timings["fit_seconds"] = round(time.perf_counter() - clock, 3)
+    timings |= fitted.timings
+    stage = time.perf_counter()
+    forest, calibration, thresholds = fitted.forest, fitted.calibration, fitted.thresholds
+    unseen = fitted.unseen
+    disagreement = fitted.disagreement
+    held_out = fitted.held_out_forest
 
     def period_metrics(mask: np.ndarray) -> dict[str, Any]:
-        logits = calibration.logit(forest.raw_many(matrix[mask]))
+        logits = calibration.logit(held_out.raw_many(matrix[mask]))
         frame = dataset.loc[mask]
         return model_metrics(frame, sigmoid_many(logits), scores_from_logits(logits), thresholds)
 
     metrics = {"validation": period_metrics(split.validation), "test": period_metrics(split.test)}
+    # the fair test: payments that lists and rules would not stop for a confirmed fraud
+    fresh = split.test & ~known_fraud_rows(dataset)
+    fresh_logits = calibration.logit(held_out.raw_many(matrix[fresh]))
+    metrics["test_new_entities"] = ranking_metrics(y[fresh], sigmoid_many(fresh_logits))
+    timings["metrics_seconds"] = round(time.perf_counter() - stage, 3)
+    stage = time.perf_counter()
 
     forest_bytes = forest.to_npz_bytes()
+    joblib_bytes = estimator_bytes(fitted.estimator)
     created = datetime.now(UTC)
     version = version_name(created, sha256_hex(forest_bytes))
     spec = ModelSpec(
@@ -451,6 +575,7 @@ def train_on_dataset(
     bundle = ModelBundle(Path(version), {"version": version}, spec, forest)
     latency = _latency(bundle, dataset.loc[split.test])
     importance = _importance(forest, matrix[split.test][:2000])
+    timings["latency_importance_seconds"] = round(time.perf_counter() - stage, 3)
     timings["total_training_seconds"] = round(time.perf_counter() - clock, 3)
 
     time_ = dataset["event_time"].to_numpy(dtype=np.float64)
@@ -460,6 +585,8 @@ def train_on_dataset(
         "created_at": created.isoformat(timespec="seconds"),
         "catalog_version": catalog.CATALOG_VERSION,
         "artifacts": {MODEL_JSON: sha256_hex(spec_bytes), FOREST: sha256_hex(forest_bytes)},
+        # for analysts' notebooks only (training.estimator); the service never reads it
+        "analyst_artifacts": {ESTIMATOR: sha256_hex(joblib_bytes)},
         "features": list(MODEL_FEATURES),
         "catalog_features": list(MODEL_SOURCES),
         "features_never_seen": [n for n, u in zip(MODEL_FEATURES, unseen, strict=True) if u],
@@ -469,17 +596,26 @@ def train_on_dataset(
             "labelled_rows": int((~np.isnan(label)).sum()),
             "since": _iso(since_seconds) if since_seconds is not None else None,
             "maturity": maturity.card() if maturity is not None else None,
+            "excluded_known_fraud_entities": excluded if exclude_known_fraud else None,
+        },
+        "protocol": {
+            "iterations_calibration_thresholds_from": "validation",
+            "held_out_metrics_from": "test, model fitted on train only (before the refit)",
+            "final_model_fitted_on": "final_fit" if fitted.refit else "train",
+            "refit": fitted.refit,
         },
         "periods": {
             "history": _range(time_, np.ones(len(time_), dtype=bool)),
             "train": _range(time_, split.train) | _counts(y, split.train),
             "validation": _range(time_, split.validation) | _counts(y, split.validation),
             "test": _range(time_, split.test) | _counts(y, split.test),
+            "final_fit": _range(time_, final_rows) | _counts(y, final_rows),
             "label_delay_gap_seconds": round(split.gap_seconds, 1),
         },
         "model": {
             "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
             "params": settings | {"random_state": seed},
+            "iterations": fitted.iterations,
             "trees": forest.n_trees,
             "max_depth": forest.max_depth,
             "compiled_vs_sklearn_max_abs_diff": disagreement,
@@ -510,6 +646,7 @@ def train_on_dataset(
             MODEL_JSON: spec_bytes,
             MODEL_CARD: card_bytes,
             MODEL_CARD_MD: model_card_markdown(card).encode(),
+            ESTIMATOR: joblib_bytes,
         },
         make_latest=promote,
     )
@@ -604,6 +741,20 @@ def _maturity_lines(maturity: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _protocol_line(card: Mapping[str, Any]) -> str:
+    protocol = card.get("protocol") or {}
+    iterations = card["model"].get("iterations")
+    if not protocol.get("refit"):
+        return f"Fitted on the train period ({iterations} iterations, early-stopped on validation)."
+    final = card["periods"]["final_fit"]
+    return (
+        f"Iterations ({iterations}), calibration and thresholds chosen on the validation "
+        f"period; the held-out test figures below are the model fitted on the train period "
+        f"only; the shipped model was then refitted on all {final['rows']:,} mature labelled "
+        f"rows ({final['start']} to {final['end']})."
+    )
+
+
 def model_card_markdown(card: Mapping[str, Any]) -> str:
     """The model card for people: what the model is, what it was trained on, how it does."""
     test = card["metrics"]["test"]
@@ -626,7 +777,9 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         "| period | from | to | rows | frauds | fraud rate |",
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
-    for name in ("train", "validation", "test"):
+    for name in ("train", "validation", "test", "final_fit"):
+        if name not in periods:
+            continue
         p = periods[name]
         lines.append(
             f"| {name} | {p['start']} | {p['end']} | {p['rows']:,} | {p['frauds']:,} | "
@@ -639,7 +792,9 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         "",
         f"{model['estimator']}: {model['trees']} trees, depth ≤ {model['max_depth']}; "
         f"compiled to numpy arrays (max difference from scikit-learn "
-        f"{model['compiled_vs_sklearn_max_abs_diff']:.1e}). Platt calibration "
+        f"{model['compiled_vs_sklearn_max_abs_diff']:.1e}). "
+        + _protocol_line(card)
+        + " Platt calibration (CalibratedClassifierCV on the frozen model, validation) "
         f"a = {card['calibration']['a']:.4f}, b = {card['calibration']['b']:.4f}. "
         f"Score: {card['score']['mapping']} with a = {card['score']['a']}, "
         f"b = {card['score']['b']}.",
@@ -657,6 +812,15 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
             f"{_fmt(m['recall_at_5%_decline'])} |"
         )
     lines += ["", f"Daily card precision@100: {_fmt(test.get('card_precision_at_100'))}", ""]
+    fresh = card["metrics"].get("test_new_entities")
+    if fresh:
+        lines += [
+            f"On the {fresh['rows']:,} test payments whose card, customer, device, email and "
+            f"account had no confirmed fraud yet ({fresh['frauds']:,} frauds): ROC AUC "
+            f"{_fmt(fresh['roc_auc'])}, average precision {_fmt(fresh['average_precision'])}, "
+            f"recall @1% {_fmt(fresh['recall_at_1%_decline'])}.",
+            "",
+        ]
     if test.get("by_fraud_pattern"):
         lines += [
             "| fraud pattern | frauds | recall @1% | recall @5% |",
@@ -704,6 +868,10 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         "",
     ]
     lines += [f"- `{name}`: SHA-256 `{digest}`" for name, digest in card["artifacts"].items()]
+    lines += [
+        f"- `{name}` (analysts' notebooks only, never read by the service): SHA-256 `{digest}`"
+        for name, digest in (card.get("analyst_artifacts") or {}).items()
+    ]
     lines += ["", "## Libraries", ""]
     lines += [f"- {name} {v}" for name, v in card["libraries"].items()]
     lines += ["", f"Model inputs ({len(card['features'])}): " + ", ".join(card["features"]), ""]

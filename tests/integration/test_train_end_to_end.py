@@ -190,8 +190,26 @@ def test_model_card_records_data_periods_metrics_and_hashes(trained):
     assert test["roc_auc"] > 0.8
     assert {"average_precision", "recall_at_1%_decline", "recall_at_5%_decline"} <= set(test)
     assert test["by_fraud_pattern"]
+    fresh = card["metrics"]["test_new_entities"]  # payments lists and rules would not stop
+    assert 0 < fresh["rows"] <= test["rows"]
     assert card["model"]["compiled_vs_sklearn_max_abs_diff"] <= 1e-9
     assert (report.directory / "MODEL_CARD.md").read_text().startswith(f"# Model {report.version}")
+
+
+def test_final_model_is_refitted_on_every_mature_labelled_row(log, trained):
+    _, report = trained
+    card = report.card
+    periods = card["periods"]
+    labelled = int(build_dataset(log)["label"].notna().sum())
+    final = periods["final_fit"]
+    assert card["protocol"]["refit"] is True
+    assert final["rows"] == card["training_data"]["labelled_rows"] == labelled
+    held_out = sum(periods[name]["rows"] for name in ("train", "validation", "test"))
+    assert final["rows"] >= held_out > periods["train"]["rows"]
+    assert (final["start"], final["end"]) == (periods["train"]["start"], periods["test"]["end"])
+    # the shipped trees are the refit's: one per iteration chosen on validation
+    assert card["model"]["trees"] == card["model"]["iterations"]
+    assert "refitted on all" in (report.directory / "MODEL_CARD.md").read_text()
 
 
 def test_registry_lists_the_model_as_latest(trained):

@@ -7,16 +7,17 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
 
 from service.model.bundle import find_latest
 from service.model.compiled import sigmoid_many
 from tests.integration.test_train_end_to_end import SMALL, synthetic_log
 from training.train import (
     TrainingError,
+    calibrate,
     choose_thresholds,
     cut_for_precision,
     cut_for_rate,
-    fit_platt,
     mature_labels,
     split_periods,
     to_unix_seconds,
@@ -74,11 +75,18 @@ def test_since_accepts_numbers_and_rfc3339():
     assert to_unix_seconds(None) is None
 
 
+def _identity(raw: np.ndarray) -> LogisticRegression:
+    """A fitted classifier whose decision_function is its one input column."""
+    model = LogisticRegression().fit(np.array([[-1.0], [1.0]]), np.array([0, 1]))
+    model.coef_, model.intercept_ = np.array([[1.0]]), np.array([0.0])
+    return model
+
+
 def test_platt_scaling_recovers_a_known_calibration():
     rng = np.random.default_rng(0)
     raw = rng.normal(-3, 2, 20_000)
     labels = (rng.random(len(raw)) < sigmoid_many(0.5 * raw - 1.0)).astype(int)
-    calibration = fit_platt(raw, labels)
+    calibration = calibrate(_identity(raw), raw[:, None], labels)
     assert calibration.a == pytest.approx(0.5, abs=0.05)
     assert calibration.b == pytest.approx(-1.0, abs=0.1)
 
@@ -86,9 +94,15 @@ def test_platt_scaling_recovers_a_known_calibration():
 def test_platt_scaling_stays_finite_on_separable_data():
     raw = np.concatenate([np.full(50, 30.0), np.full(950, -30.0)])
     labels = np.concatenate([np.ones(50), np.zeros(950)])
-    calibration = fit_platt(raw, labels)
+    calibration = calibrate(_identity(raw), raw[:, None], labels)
     assert np.isfinite([calibration.a, calibration.b]).all()
     assert sigmoid_many(np.array([calibration.a * 30 + calibration.b]))[0] < 1.0
+
+
+def test_platt_scaling_of_one_class_leaves_scores_alone():
+    raw = np.linspace(-3, 3, 100)
+    calibration = calibrate(_identity(raw), raw[:, None], np.zeros(100))
+    assert (calibration.a, calibration.b) == (1.0, 0.0)
 
 
 def test_cut_for_rate_flags_at_most_the_target_share():

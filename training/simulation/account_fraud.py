@@ -340,3 +340,53 @@ def friendly_fraud(rng: np.random.Generator, world: World, legit: Batch, target:
     legit["label"][rows] = 1
     legit["fraud_pattern"][rows] = "friendly_fraud"
     legit["label_delay"][rows] = label_delays(rng, rows.size, 20, 60)
+
+
+def account_farm(rng: np.random.Generator, world: World, incidents: int, size: float) -> Batch:
+    """Farmed accounts, aged for weeks, that start paying only in the window's second half.
+
+    A pattern the first half never shows (drift): each farm's accounts pay two to four
+    times by UPI, wallet or PIX, each from its own account, from a few shared phones.
+    """
+    k = incidents
+    members = sizes(rng, k, size, minimum=4, maximum=40)
+    ring, rank = _ring_members(members)
+    accounts = len(ring)
+    window = world.window
+    country = choose(rng, HOME_COUNTRIES, k, p=MULE_COUNTRY_WEIGHTS)
+    venue = world.merchants.pick(rng, (GAMING, ECOMMERCE, SERVICES), k)
+    begin = window.start + (window.span * rng.uniform(0.5, 0.85, k)).astype(np.int64)
+    opened = begin[ring] - (rng.uniform(10, 60, accounts) * DAY).astype(np.int64)
+    first_pay = begin[ring] + (rng.random(accounts) * 5 * DAY).astype(np.int64)
+    payments = 2 + rng.binomial(2, 0.4, accounts)
+    account, ts, _ = account_rows(rng, first_pay, payments, 1_800, 24 * HOUR)
+    n = len(account)
+    people = new_accounts(
+        rng, country[ring], opened, disposable_share=0.1, kyc=(0.3, 0.5, 0.2, 0.0)
+    )
+    locals_ = email_local_parts(rng, country[ring])
+    instruments = Instruments.draw(
+        rng, world.bins, country[ring], 0.0, locals_, people["customer_email"], with_cards=False
+    )
+    devices = new_devices(rng, 3 * k).reshape(k, 3)
+    ips = ip_pools(rng, country)
+    row_ring = ring[account]
+    vertical = world.merchants.vertical[venue[row_ring]]
+    median = per_vertical([p.median_usd for p in PROFILE_LIST], vertical)
+    deposits = per_vertical([p.deposits for p in PROFILE_LIST], vertical)
+    return Batch.of(
+        n,
+        ts=within(window, ts),
+        merchant=venue[row_ring],
+        amount_usd=median * 1.5 * rng.lognormal(0.0, 0.5, n),
+        amount_style=np.where(deposits, DEPOSIT, PRICE),
+        currency=instruments.currency[account],
+        **instruments.take(account).columns(),
+        **{name: column[account] for name, column in people.items()},
+        device_id=devices[row_ring, rank[account] % 3],
+        device_ip=ips[row_ring, rank[account] % 3],
+        device_ip_country=country[row_ring],
+        label=1,
+        label_delay=label_delays(rng, n, 1, 10),
+        fraud_pattern="account_farm",
+    )

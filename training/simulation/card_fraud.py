@@ -238,3 +238,52 @@ def compromised_merchant(
         label_delay=label_delays(rng, n, 5, 45),
         fraud_pattern="compromised_merchant",
     )
+
+
+def merchant_breach(rng: np.random.Generator, world: World, incidents: int, size: float) -> Batch:
+    """A merchant breached for weeks: local-looking cards and accounts, ordinary amounts.
+
+    Nothing about one payment stands out much; what gives it away is the merchant's share
+    of new cards and, once the disputes arrive, its fraud rate.
+    """
+    k = incidents
+    count = sizes(rng, k, size, minimum=10, maximum=800)
+    n = int(count.sum())
+    incident = np.repeat(np.arange(k), count)
+    merchant = world.merchants.pick(rng, (ECOMMERCE, SERVICES, GAMING), k)
+    span = rng.uniform(14, 35, k) * 86_400
+    start = starts(rng, world.window, k, room=14 * 86_400)
+    ts = within(world.window, (start[incident] + rng.random(n) * span[incident]).astype(np.int64))
+    row_merchant = merchant[incident]
+    country = world.merchants.customer_countries(rng, row_merchant)
+    issuer = np.where(rng.random(n) < 0.8, country, choose(rng, STOLEN_CARD_COUNTRIES, n))
+    issuer = issuer.astype(object)
+    cards = world.bins.draw(
+        rng, issuer, bin_rows=pick_bins(rng, world.bins, issuer, (0.4, 0.5, 0.1))
+    )
+    accounts = new_accounts(
+        rng,
+        country,
+        ts - 600 - rng.exponential(30 * 86_400, n).astype(np.int64),
+        disposable_share=0.05,
+    )
+    vertical = world.merchants.vertical[row_merchant]
+    median = per_vertical([p.median_usd for p in PROFILE_LIST], vertical)
+    deposits = per_vertical([p.deposits for p in PROFILE_LIST], vertical)
+    return Batch.of(
+        n,
+        ts=ts,
+        merchant=row_merchant,
+        amount_usd=median * rng.lognormal(0.3, 0.7, n),
+        amount_style=np.where(deposits, DEPOSIT, PRICE),
+        currency=card_currency(rng, world, row_merchant),
+        **card_columns(cards),
+        **accounts,
+        device_id=new_devices(rng, n),
+        device_ip=ip_addresses(rng, country),
+        device_ip_country=country,
+        context_three_ds=three_ds(rng, n, (0.5, 0.3, 0.2)),
+        label=1,
+        label_delay=label_delays(rng, n, 7, 90),
+        fraud_pattern="merchant_breach",
+    )

@@ -3,7 +3,9 @@
 Rates are shares of all rows; together they make about 1.2 % of the log, more in some
 verticals than others (forex and gaming attract first-deposit fraud, bonus abuse and
 mules; ecommerce and services attract card testing and compromised merchants; adult sites
-trial abuse and friendly fraud). ``size`` is the typical number of rows or accounts of
+trial abuse and friendly fraud). The two ``hard_only`` patterns (a merchant breached for
+weeks, account farms from mid-window on) belong to the harder default simulation
+(``training.simulation.realism``). ``size`` is the typical number of rows or accounts of
 one incident in a large log; small logs get smaller incidents, but at least one of each
 pattern once a log has a couple of thousand rows.
 """
@@ -17,6 +19,7 @@ from typing import Final
 import numpy as np
 
 from training.simulation.account_fraud import (
+    account_farm,
     account_takeover,
     bonus_abuse,
     mule_account,
@@ -27,6 +30,7 @@ from training.simulation.card_fraud import (
     card_testing,
     compromised_merchant,
     first_deposit_fraud,
+    merchant_breach,
     stolen_card,
 )
 from training.simulation.populations import World
@@ -45,6 +49,7 @@ class Pattern:
     minimum: float  # the typical size never shrinks below this
     rows_per_unit: float  # rows per account
     generate: Generate
+    hard_only: bool = False  # only in the default, harder simulation (``realism``)
 
     def typical_size(self, rows: int) -> float:
         """The typical incident size for a log of ``rows`` rows."""
@@ -72,6 +77,8 @@ PATTERNS: Final[tuple[Pattern, ...]] = (
     Pattern("trial_abuse", 0.0008, 7, 5, 1.0, trial_abuse),
     Pattern("compromised_merchant", 0.0012, 60, 12, 1.0, compromised_merchant),
     Pattern("mule_account", 0.0010, 10, 5, 1.6, mule_account),
+    Pattern("merchant_breach", 0.0015, 80, 12, 1.0, merchant_breach, hard_only=True),
+    Pattern("account_farm", 0.0008, 10, 5, 2.8, account_farm, hard_only=True),
 )
 FRIENDLY_FRAUD_RATE: Final[float] = 0.0012
 PATTERN_NAMES: Final[tuple[str, ...]] = (*(p.name for p in PATTERNS), "friendly_fraud")

@@ -1,0 +1,85 @@
+"""Walk-forward validation: successive train-then-test periods, labels only as known then."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.normalisation.normalise import REQUIRED_LOG_COLUMNS
+from training.cli import main
+from training.simulate import simulate, write_log
+from training.walkforward import labels_known_at, minimal_columns, walk_forward
+
+DAY = 86_400.0
+SMALL = {"max_iter": 30, "n_iter_no_change": 5, "min_samples_leaf": 20}
+
+
+@pytest.fixture(scope="module")
+def log() -> pd.DataFrame:
+    return simulate(30_000, seed=5)
+
+
+@pytest.fixture(scope="module")
+def result(log: pd.DataFrame) -> dict:
+    return walk_forward(log, folds=3, params=SMALL)
+
+
+def test_training_labels_are_those_known_at_the_fold_start() -> None:
+    moment = 100 * DAY
+    dataset = pd.DataFrame(
+        {
+            "event_time": [10, 10, 10, 95, 95, 99, 100, 120],
+            "label": [1, 1, 0, 1, 0, 0, 1, 0],
+            "label_at": [50, 101, 90, 99, 200, 200, 101, 300],
+        }
+    ).astype(float)
+    dataset[["event_time", "label_at"]] *= DAY
+    known = labels_known_at(dataset, moment, legit_after_days=14)
+    expected = [1.0, 0.0, 0.0, 1.0, np.nan, np.nan, np.nan, np.nan]
+    # row 1: its chargeback arrives after the fold starts, so it is learnt as legitimate;
+    # row 3: a fraud already labelled is fraud though young; rows 4-5: young, no label yet;
+    # rows 6-7: the test period's own rows are never training rows
+    np.testing.assert_array_equal(known, expected)
+
+
+def test_folds_follow_each_other_in_time_and_train_only_on_the_past(result: dict) -> None:
+    folds = result["per_fold"]
+    assert [f["fold"] for f in folds] == [1, 2, 3]
+    for before, after in itertools.pairwise(folds):
+        assert before["test"]["end"] == after["test"]["start"]
+        assert after["examples"] > before["examples"]
+    for fold in folds:
+        assert fold["train_until"] == fold["test"]["start"]
+        assert fold["test_frauds"] > 0
+        assert 0.5 < fold["all"]["roc_auc"] <= 1.0
+        assert fold["by_pattern"]
+
+
+def test_summary_is_the_mean_and_spread_of_the_folds(result: dict) -> None:
+    aucs = [f["all"]["roc_auc"] for f in result["per_fold"]]
+    summary = result["summary"]["all"]["roc_auc"]
+    assert summary["mean"] == pytest.approx(np.mean(aucs))
+    assert summary["std"] == pytest.approx(np.std(aucs))
+    assert set(result["summary"]["by_pattern"]) >= {"card_testing", "stolen_card"}
+
+
+def test_minimal_columns_keep_the_contracts_required_fields_and_the_labels(log) -> None:
+    minimal = minimal_columns(log)
+    assert list(minimal.columns) == [*REQUIRED_LOG_COLUMNS, "label", "label_at", "fraud_pattern"]
+    result = walk_forward(log, folds=3, minimal=True, params=SMALL)
+    assert result["columns"] == list(minimal.columns)
+    assert all(f["all"]["roc_auc"] is not None for f in result["per_fold"])
+
+
+def test_the_command_prints_json_and_refuses_bad_arguments(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    write_log(simulate(3_000, seed=2), path)
+    assert main(["walkforward", "--log", str(path), "--folds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--folds" in err and "Traceback" not in err
+    assert main(["walkforward", "--log", str(tmp_path / "missing.parquet")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,239 @@
+"""Walk-forward validation: does the training procedure hold up on the weeks that follow?
+
+A log's last ``test_share`` of time is cut into ``folds`` equal test periods. For each, in
+time order, the procedure ``riskscore train`` runs (``training.train.fit_protocol``:
+iterations, calibration and cut-offs on time-ordered validation, then a refit on every
+example) is run on everything before the period, with the labels as they were known at
+its start, and the model is then scored on the period:
+
+- features are point in time, and confirmed-fraud counts see a label only from its
+  ``label_at`` on (``training.dataset``), as online;
+- a training row is fraud when its fraud label had arrived by the period's start, and
+  legitimate when it is older than ``legit_after_days`` without one (a fraud labelled
+  later is learnt as legitimate, as in production); younger unlabelled rows are history;
+- the test period is judged by the log's labels, as the business eventually learnt them.
+
+Each fold reports ROC AUC, average precision, recall at 1 % decline, CP@100 and the
+per-pattern catch (the share of each ``fraud_pattern``'s rows, labelled or not, among the
+riskiest 1 %), on all test rows and on the rows whose card, customer, device, email and
+account had no confirmed fraud yet (``unknown_entities``: what lists and rules would not
+stop anyway). ``summary`` gives each figure's mean and standard deviation over the folds.
+``minimal=True`` first keeps only the contract's required columns (and the labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from service.model.bundle import scores_from_logits
+from service.model.compiled import sigmoid_many
+from service.model.encoding import encode_frame
+from service.normalisation.normalise import REQUIRED_LOG_COLUMNS
+from service.reference.tables import FxTable
+from training.dataset import build_dataset
+from training.evaluate import CP_K, model_metrics
+from training.train import (
+    DEFAULT_PARAMS,
+    TrainingError,
+    fit_protocol,
+    known_fraud_rows,
+    split_periods,
+)
+
+DAY: Final = 86_400.0
+HEADLINE: Final = (
+    "roc_auc",
+    "average_precision",
+    "recall_at_1%_decline",
+    f"card_precision_at_{CP_K}",
+)
+LABEL_COLUMNS: Final = ("label", "label_at", "fraud_pattern")
+CATCH_RATE: Final = 0.01
+
+
+def minimal_columns(log: pd.DataFrame) -> pd.DataFrame:
+    """The log with only the contract's required columns and the label columns."""
+    keep = [c for c in (*REQUIRED_LOG_COLUMNS, *LABEL_COLUMNS) if c in log.columns]
+    out = log[keep].copy()
+    out.attrs = dict(log.attrs)
+    return out
+
+
+def labels_known_at(dataset: pd.DataFrame, moment: float, legit_after_days: float) -> np.ndarray:
+    """Training labels as known at ``moment`` (module docstring); NaN: history only."""
+    time_ = dataset["event_time"].to_numpy(dtype=np.float64)
+    label = dataset["label"].to_numpy(dtype=np.float64)
+    label_at = dataset["label_at"].to_numpy(dtype=np.float64)
+    fraud_known = (label == 1) & (np.nan_to_num(label_at, nan=np.inf) <= moment)
+    out = np.full(len(dataset), np.nan)
+    out[time_ <= moment - legit_after_days * DAY] = 0.0
+    out[fraud_known] = 1.0
+    out[time_ >= moment] = np.nan
+    return out
+
+
+def pattern_catch(frame: pd.DataFrame, risk: np.ndarray, rate: float = CATCH_RATE):
+    """Per ``fraud_pattern``: its rows (labelled or not) and the share in the riskiest ``rate``."""
+    if "fraud_pattern" not in frame.columns or len(frame) == 0:
+        return {}
+    patterns = frame["fraud_pattern"].astype("string").fillna("").to_numpy()
+    top = np.zeros(len(frame), dtype=bool)
+    top[np.argsort(-risk, kind="stable")[: max(1, int(np.floor(rate * len(frame))))]] = True
+    labels = frame["label"].to_numpy() == 1
+    out = {}
+    for pattern in sorted(set(patterns) - {""}):
+        rows = patterns == pattern
+        out[pattern] = {
+            "rows": int(rows.sum()),
+            "labelled": int((rows & labels).sum()),
+            f"caught_at_{rate:.0%}": float(top[rows].mean()),
+        }
+    return out
+
+
+def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: metrics.get(name) for name in HEADLINE}
+
+
+def walk_forward(
+    log: pd.DataFrame,
+    *,
+    folds: int = 3,
+    test_share: float = 0.5,
+    legit_after_days: float = 14.0,
+    exclude_known_fraud: bool = False,
+    minimal: bool = False,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    decline_rate: float = 0.01,
+    secret: bytes | None = None,
+    fx: FxTable | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``folds`` train-then-test periods in time order; figures per fold and summary."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"--folds must be a positive whole number, not {folds!r}")
+    if not 0 < test_share < 1:
+        raise ValueError(f"--test-share must lie between 0 and 1, not {test_share}")
+    if not legit_after_days >= 0:
+        raise ValueError(f"--legit-after must be a number of days >= 0, not {legit_after_days}")
+    if "label" not in log.columns or "label_at" not in log.columns:
+        raise ValueError("the log needs label and label_at columns for a walk-forward")
+    if minimal:
+        log = minimal_columns(log)
+    settings = DEFAULT_PARAMS | dict(params or {})
+    with tqdm(total=1 + 2 * folds, desc="walk-forward", unit="step", disable=not progress) as bar:
+        bar.set_postfix_str("features")
+        dataset = build_dataset(log, secret=secret, fx=fx)
+        matrix = encode_frame(dataset)
+        bar.update()
+        time_ = dataset["event_time"].to_numpy(dtype=np.float64)
+        truth = dataset["label"].to_numpy(dtype=np.float64)
+        verticals = dataset["vertical"].to_numpy(dtype=object)
+        known = known_fraud_rows(dataset)
+        first, last = float(time_.min()), float(time_.max()) + 1.0
+        length = (last - first) * test_share / folds
+        results = []
+        for fold in range(folds):
+            start = last - (folds - fold) * length
+            end = start + length
+            bar.set_postfix_str(f"fold {fold + 1}: fit")
+            label = labels_known_at(dataset, start, legit_after_days)
+            if exclude_known_fraud:
+                label[known] = np.nan
+            view = dataset.assign(label=label)
+            try:
+                split = split_periods(view)
+            except TrainingError as exc:
+                raise TrainingError(f"fold {fold + 1}: {exc}") from None
+            for name in ("train", "validation"):
+                part = label[getattr(split, name)]
+                if not 0 < np.nansum(part) < len(part):
+                    raise TrainingError(
+                        f"fold {fold + 1}: the {name} period needs both fraud and legitimate "
+                        "rows; use fewer folds, a longer log or a shorter --legit-after"
+                    )
+            y = (label == 1).astype(np.int64)
+            fitted = fit_protocol(
+                matrix,
+                y,
+                verticals,
+                fit_rows=split.train,
+                stop_rows=split.validation,
+                final_rows=split.examples,
+                settings=settings,
+                seed=seed,
+                decline_rate=decline_rate,
+            )
+            bar.update()
+            bar.set_postfix_str(f"fold {fold + 1}: test")
+            test = (time_ >= start) & (time_ < end) & ~np.isnan(truth)
+            logits = fitted.calibration.logit(fitted.forest.raw_many(matrix[test]))
+            probabilities, scores = sigmoid_many(logits), scores_from_logits(logits)
+            frame = dataset.loc[test]
+            metrics = model_metrics(frame, probabilities, scores, fitted.thresholds)
+            fresh = ~known[test]
+            fresh_metrics = model_metrics(frame.loc[fresh], probabilities[fresh])
+            results.append(
+                {
+                    "fold": fold + 1,
+                    "train_until": _iso(start),
+                    "test": {"start": _iso(start), "end": _iso(end)},
+                    "examples": int(split.examples.sum()),
+                    "example_frauds": int(y[split.examples].sum()),
+                    "iterations": fitted.iterations,
+                    "test_rows": int(test.sum()),
+                    "test_frauds": int((truth[test] == 1).sum()),
+                    "known_fraud_entity_rows": int((~fresh).sum()),
+                    "all": _headline(metrics)
+                    | {
+                        "decline_rate": metrics["at_thresholds"]["decline"]["rate"],
+                        "decline_recall": metrics["at_thresholds"]["decline"]["recall"],
+                    },
+                    "unknown_entities": _headline(fresh_metrics),
+                    "by_pattern": pattern_catch(frame, probabilities),
+                }
+            )
+            bar.update()
+    return {
+        "rows": len(dataset),
+        "folds": folds,
+        "legit_after_days": legit_after_days,
+        "exclude_known_fraud": exclude_known_fraud,
+        "minimal_columns": minimal,
+        "columns": list(log.columns),
+        "per_fold": results,
+        "summary": summarise_folds(results),
+    }
+
+
+def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over the folds of each headline figure and pattern catch."""
+
+    def spread(values: list[Any]) -> dict[str, Any]:
+        numbers = [v for v in values if v is not None]
+        if not numbers:
+            return {"mean": None, "std": None}
+        return {"mean": float(np.mean(numbers)), "std": float(np.std(numbers))}
+
+    out: dict[str, Any] = {}
+    for scope in ("all", "unknown_entities"):
+        out[scope] = {name: spread([r[scope].get(name) for r in results]) for name in HEADLINE}
+    out["all"]["decline_rate"] = spread([r["all"]["decline_rate"] for r in results])
+    key = f"caught_at_{CATCH_RATE:.0%}"
+    patterns = sorted({p for r in results for p in r["by_pattern"]})
+    out["by_pattern"] = {
+        p: spread([r["by_pattern"].get(p, {}).get(key) for r in results])
+        | {"rows": sum(r["by_pattern"].get(p, {}).get("rows", 0) for r in results)}
+        for p in patterns
+    }
+    return out
+
+
+def _iso(seconds: float) -> str:
+    return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat(timespec="seconds")
