@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 REDIS_PORT ?= 6379
 
-.PHONY: setup run test lint format redis model bench clean browser assets
+.PHONY: setup run test lint format redis model bench clean browser assets notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,18 @@ bench: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || \
 	  { echo "redis-server is not installed: apt-get install redis-server" >&2; exit 2; }
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# JupyterLab on the analysts' notebooks (notebooks/), from the `notebooks` extra: not a
+# dependency of the service. NOTEBOOK_PORT picks the port (8888).
+NOTEBOOK_PORT ?= 8888
+NOTEBOOKS_STAMP := $(VENV)/.notebooks-stamp
+$(NOTEBOOKS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,notebooks]'
+	touch $(NOTEBOOKS_STAMP)
+
+notebooks: $(NOTEBOOKS_STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(NOTEBOOK_PORT) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The UI files of /schema (Redoc, Swagger UI), fetched with npm at the versions pinned in
 # service/api/assets/sources.json; commit what it changes.

@@ -81,7 +81,7 @@ from service.stores.redis_client import (
 )
 from service.stores.velocity import RiskStore
 from service.telemetry.log_format import configure_logging
-from service.telemetry.metrics import Metrics
+from service.telemetry.metrics import SHARED_FLUSH_SECONDS, Metrics
 
 log = logging.getLogger("riskscore")
 
@@ -96,12 +96,14 @@ def build_engine(
     metrics: Metrics,
     live: LiveModel | None = None,
     reference: ReferenceTables | None = None,
+    shadow: LiveModel | None = None,
 ) -> tuple[Engine, str | None]:
     """The decision core's long-lived parts from ``settings``, and why there is no model.
 
     The model is what ``live`` (by default a new ``LiveModel`` of the settings' registry)
-    loads now; the reason is None when one serves. ``reference``: the reference tables
-    already opened (the lifespan reloads them); opened from ``settings`` when not given.
+    loads now; the reason is None when one serves. The shadow model is what ``shadow``
+    (by default the registry's ``SHADOW`` pointer) loads now. ``reference``: the reference
+    tables already opened (the lifespan reloads them); opened from ``settings`` when not given.
     """
     if reference is None:
         reference = open_reference(settings)
@@ -118,6 +120,10 @@ def build_engine(
     live = live if live is not None else LiveModel(settings.model_dir)
     model = live.load()
     metrics.model_loaded.set(1 if model else 0)
+    metrics.serving("live", model.version if model else None)
+    shadow = shadow if shadow is not None else LiveModel(settings.model_dir, role="shadow")
+    shadow_model = shadow.load()
+    metrics.serving("shadow", shadow_model.version if shadow_model else None)
     engine = Engine(
         settings=settings,
         fx=reference.fx.current,
@@ -130,6 +136,7 @@ def build_engine(
         spool=DecisionSpool(settings.spool_path),
         metrics=metrics,
         model=model,
+        shadow=shadow_model,
     )
     return engine, live.problem
 
@@ -186,10 +193,13 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         reference = open_reference(settings)
         live = LiveModel(settings.model_dir)
-        engine, model_problem = build_engine(settings, metrics, live, reference)
+        shadow = LiveModel(settings.model_dir, role="shadow")
+        engine, model_problem = build_engine(settings, metrics, live, reference, shadow)
         app.state.engine = engine
         if model_problem:
             log.warning("scoring without a model: %s", model_problem)
+        if shadow.problem:
+            log.warning("no shadow model: %s", shadow.problem)
 
         async def follow_model() -> None:
             before = live.problem
@@ -198,10 +208,21 @@ def create_app(settings: Settings) -> Litestar:
                 engine.model = model  # one assignment: a score call sees one model or the other
                 metrics.model_loaded.set(1)
                 metrics.model_reloads.labels("ok").inc()
+                metrics.serving("live", model.version)
                 log.info("model now serving: %s", model.version)
             elif live.problem is not None and live.problem != before:
                 metrics.model_reloads.labels("refused").inc()
                 log.warning("model not swapped: %s", live.problem)
+            before = shadow.problem
+            if await asyncio.to_thread(shadow.refresh):
+                engine.shadow = shadow.current  # one assignment, as for the live model
+                version = shadow.current.version if shadow.current else None
+                metrics.shadow_model_reloads.labels("ok" if version else "off").inc()
+                metrics.serving("shadow", version)
+                log.info("shadow model now: %s", version or "none")
+            elif shadow.problem is not None and shadow.problem != before:
+                metrics.shadow_model_reloads.labels("refused").inc()
+                log.warning("shadow model not swapped: %s", shadow.problem)
 
         async def reload_rules() -> None:
             # In a thread, so reading and compiling never block the event loop; the compile
@@ -278,6 +299,7 @@ def create_app(settings: Settings) -> Litestar:
                 live.problem,
                 app.state.redis_warnings,
                 reference.report(today=utc_today(), fx_max_age_days=settings.fx_max_age_days),
+                shadow.problem,
             )
             # the archive never makes the service unready: scoring goes on without it
             report["archive"] = archive.report() if archive is not None else dict(NOT_CONFIGURED)
@@ -299,6 +321,15 @@ def create_app(settings: Settings) -> Litestar:
         ]
         if archive is not None:
             tasks.append(asyncio.create_task(archive.run_upkeep()))
+        if metrics.shared:  # one of several workers: /metrics reads every worker's files
+
+            async def flush_metrics() -> None:
+                metrics.flush()
+
+            forgotten = metrics.forget_dead_workers()
+            if forgotten:
+                log.info("metrics: dropped the gauges of stopped workers %s", forgotten)
+            tasks.append(asyncio.create_task(_every(SHARED_FLUSH_SECONDS, flush_metrics)))
         try:
             yield
         finally:
@@ -307,6 +338,7 @@ def create_app(settings: Settings) -> Litestar:
             await asyncio.gather(*tasks, return_exceptions=True)
             if reviews is not None:
                 await reviews.stop()
+            metrics.worker_stopped()
             reference.close()
             if archive is not None:
                 await archive.close()
@@ -415,6 +447,7 @@ async def _readiness(
     model_problem: str | None,
     warnings: list[str],
     reference: dict[str, Any] | None = None,
+    shadow_problem: str | None = None,
 ) -> dict[str, Any]:
     redis_ms, redis_problem = await probe(engine.store.client)
     rulebook = engine.rulebook
@@ -434,6 +467,10 @@ async def _readiness(
             "ok": engine.model is not None,
             "version": engine.model.version if engine.model else None,
             "problem": model_problem,
+        },
+        "shadow_model": {  # scored beside the live model and recorded; never decides
+            "version": engine.shadow.version if engine.shadow else None,
+            "problem": shadow_problem,
         },
         **(reference or {}),
         "decision_spool": {"pending": engine.spool.pending()},

@@ -11,24 +11,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from service.settings import DEFAULT_FX_RATES, Settings
 
+# prometheus_client's multiprocess directory (service.telemetry.metrics), named here so that
+# this process does not import prometheus_client before the variable is settled: the library
+# picks its mode once, on import.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve ``service.app`` with the settings from the environment; 2 without a secret."""
-    import uvicorn
-
-    from service.api.connections import GuardedProtocol
-
     settings = Settings.from_env(os.environ)
     if not settings.secret:
         print("RISKSCORE_SECRET is not set; `make run` writes a development one to .run/env")
         return 2
+    # One worker keeps its metrics in memory. Several share theirs through files in a fresh
+    # directory of this server's own (prometheus_client's multiprocess mode, which the
+    # workers, started after this, read from the environment), removed when it stops:
+    # files left by an earlier server would be counted again.
+    for name in (MULTIPROCESS_DIR_ENV, MULTIPROCESS_DIR_ENV.lower()):
+        os.environ.pop(name, None)
+    shared_dir = None
+    if args.workers > 1:
+        shared_dir = tempfile.mkdtemp(prefix="riskscore-metrics-")
+        os.environ[MULTIPROCESS_DIR_ENV] = shared_dir
+    try:
+        _run_uvicorn(args, settings)
+    finally:
+        if shared_dir is not None:
+            shutil.rmtree(shared_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from service.api.connections import GuardedProtocol
+
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
@@ -47,7 +73,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http=GuardedProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
-    return 0
 
 
 def cmd_reference_check(args: argparse.Namespace) -> int:
@@ -137,6 +162,17 @@ def cmd_reference_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a whole number from 1 to 256."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"from 1 to 256, not {value}")
+    return value
+
+
 def _problem(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"cannot read: {exc.strerror or exc}"
@@ -153,7 +189,13 @@ def add_serve_command(sub: Any) -> None:
     )
     serve.add_argument("--host", help="address to listen on (RISKSCORE_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (RISKSCORE_PORT, 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="worker processes sharing the port (default 1); /metrics from any of them "
+        "counts them all. About one per core the service has to itself (README: Deployment)",
+    )
     serve.set_defaults(func=cmd_serve)
 
 

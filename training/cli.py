@@ -21,7 +21,7 @@ from service.settings import DEFAULT_RULES_DIR, Settings
 
 # The import names of the `train` extra's packages (pyproject.toml).
 TRAIN_EXTRA_MODULES = frozenset(
-    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx"}
+    {"sklearn", "joblib", "pyarrow", "matplotlib", "rich", "tqdm", "httpx", "ruamel"}
 )
 
 
@@ -168,19 +168,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it from going live
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """``riskscore train``: train, evaluate and register a model."""
+    """``riskscore train``: train, evaluate, register, and promote through the gate.
+
+    0 when done (promoted, or registered with --no-promote); ``GATE_REFUSED_EXIT`` when
+    registered but not promoted because it is worse than the live model.
+    """
+    from training.gate import GateDecision, live_model, promotion_gate
     from training.logs import read_log
+    from training.registry import promote
     from training.train import train
 
     log = read_log(args.log)
+    live = None if args.no_promote else live_model(args.registry)  # before registering
     report = train(
         log,
         registry=args.registry,
         since=args.since,
         legit_after_days=args.legit_after,
         as_of=args.as_of,
-        promote=not args.no_promote,
+        promote=False,  # the gate below decides
         seed=args.seed,
         progress=not args.json,
         target_decline_rate=args.decline_rate,
@@ -188,12 +198,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         refit=not args.no_refit,
         exclude_known_fraud=args.exclude_known_fraud,
     )
-    result = report.to_dict()
+    gate: GateDecision | None = None
+    promoted = False
+    if live is not None:
+        assert report.holdout is not None and report.holdout_probability is not None
+        gate = promotion_gate(
+            live, report.holdout, report.holdout_probability, new_version=report.version
+        )
+        promoted = gate.promote or args.force
+        if promoted:
+            promote(args.registry, report.version)
+    result = report.to_dict() | {
+        "promoted": promoted,
+        "forced": bool(args.force and gate is not None and not gate.promote),
+        "gate": gate.to_dict() if gate is not None else None,
+    }
+    code = GATE_REFUSED_EXIT if gate is not None and not promoted else 0
     if args.json:
         _print_json(result)
-        return 0
-    live = "not promoted: `riskscore models promote` makes it live" if args.no_promote else "live"
+        return code
+    if args.no_promote:
+        live = "not promoted (--no-promote): `riskscore models promote` makes it live"
+    elif promoted:
+        live = "live" + (", forced past the gate" if result["forced"] else "")
+    else:
+        live = "registered, NOT promoted: the gate refused it; --force overrides"
     print(f"registered {report.version} in {report.directory} ({live})")
+    if gate is not None:
+        print(f"promotion gate: {gate.reason}", file=sys.stderr if not promoted else sys.stdout)
+        for warning in gate.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"model card: {Path(report.directory) / 'MODEL_CARD.md'}")
     maturity = report.card["training_data"].get("maturity")
     if maturity:
@@ -228,11 +262,86 @@ def cmd_train(args: argparse.Namespace) -> int:
             for v, m in by_vertical.items()
         ],
     )
+    return code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``riskscore evaluate --model A [--model B]``: models side by side on one period."""
+    from service.model.bundle import ModelBundle
+    from training.compare import compare_models
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    registry = Path(args.registry)
+    bundles = [ModelBundle.load(_model_directory(registry, v)) for v in args.model]
+    result = compare_models(
+        read_log(args.log),
+        bundles,
+        since=to_unix_seconds(args.since),
+        until=to_unix_seconds(args.until),
+        plots_dir=args.plots or args.out,
+        secret=_secret(),
+        progress=not args.json,
+    )
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if args.json:
+        _print_json(result)
+        return 0
+    period = result["period"]
+    names = ["roc_auc", "average_precision", "recall_at_1%_decline", "recall_at_5%_decline"]
+    names += ["card_precision_at_100"]
+    rows = [[n, *(m.get(n) for m in result["models"])] for n in names]
+    for part in ("decline", "review_or_decline"):
+        for key in ("rate", "precision", "recall"):
+            rows.append(
+                [
+                    f"{part} {key} (thresholds)",
+                    *(m.get("at_thresholds", {}).get(part, {}).get(key) for m in result["models"]),
+                ]
+            )
+    _table(
+        f"{period['start'][:16]} to {period['end'][:16]} UTC ({period['source']}): "
+        f"{period['rows']:,} labelled payments, {period['frauds']:,} frauds",
+        ["metric", *(m["version"] for m in result["models"])],
+        rows,
+    )
+    patterns = sorted({p for m in result["models"] for p in m.get("by_fraud_pattern", {})})
+    if patterns:
+        _table(
+            "recall at 1 % decline per fraud pattern",
+            ["pattern", *(m["version"] for m in result["models"])],
+            [
+                [
+                    p,
+                    *(
+                        m["by_fraud_pattern"].get(p, {}).get("recall_at_1%_decline")
+                        for m in result["models"]
+                    ),
+                ]
+                for p in patterns
+            ],
+        )
+    if "plots" in result:
+        print("plots: " + ", ".join(result["plots"].values()))
     return 0
+
+
+def _fitted_rows_warnings(registry: Path, result: dict[str, Any]) -> list[str]:
+    """A warning when ``evaluate``'s period reaches into the rows the model was fitted on."""
+    from service.model.bundle import ModelBundle
+    from training.compare import period_overlap_warning
+
+    period = result.get("period") or {}
+    bundle = ModelBundle.load(Path(registry) / result["model_version"])
+    warning = period_overlap_warning(bundle, period.get("start"), period.get("end"))
+    return [warning] if warning else []
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``riskscore evaluate``: the registered model and rules over a labelled log."""
+    if args.model:
+        return cmd_compare(args)
     from training.evaluate import evaluate
     from training.logs import read_log
     from training.train import to_unix_seconds
@@ -246,6 +355,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         secret=_secret(),
         progress=not args.json,
     )
+    result["warnings"] = _fitted_rows_warnings(args.registry, result)
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if args.json:
         _print_json(result)
         return 0
@@ -583,6 +695,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 {
                     "version": m.version,
                     "live": m.latest,
+                    "shadow": m.shadow,
                     "created_at": m.created_at,
                     "data_start": m.data_start,
                     "data_end": m.data_end,
@@ -601,7 +714,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         [
             [
                 m.version,
-                "LATEST" if m.latest else "",
+                "LATEST" if m.latest else "SHADOW" if m.shadow else "",
                 _minute(m.created_at),
                 f"{_minute(m.data_start)} to {_minute(m.data_end)}",
                 m.test_metrics.get("rows"),
@@ -625,6 +738,13 @@ def _model_directory(registry: Path, version: str) -> Path:
         directory = find_latest(registry)
         if directory is None:
             raise RegistryError(f"no models registered in {registry}")
+        return directory
+    if version in ("SHADOW", "shadow"):
+        from service.model.bundle import find_shadow
+
+        directory = find_shadow(registry)
+        if directory is None:
+            raise RegistryError(f"no model is in shadow in {registry}")
         return directory
     directory = registry / version
     if not VERSION_PATTERN.match(version) or not (directory / MODEL_CARD).is_file():
@@ -679,13 +799,42 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_shadow(args: argparse.Namespace) -> int:
+    """``riskscore models shadow VERSION`` / ``--off``: verify it, then put it in shadow."""
+    from service.model.bundle import ModelBundle, ModelRefused
+    from training.registry import set_shadow
+
+    registry = _registry_dir(args)
+    if args.off == (args.version is not None):
+        print("riskscore models shadow: give a VERSION or --off", file=sys.stderr)
+        return 2
+    version = None
+    if args.version is not None:
+        directory = _model_directory(registry, args.version)
+        try:
+            ModelBundle.load(directory)  # what the service will do: refuse it here first
+        except ModelRefused as exc:
+            print(f"riskscore models shadow: not in shadow: {exc}", file=sys.stderr)
+            return 1
+        version = directory.name
+    previous = set_shadow(registry, version)
+    if args.json:
+        _print_json({"shadow": version, "previous": previous})
+    elif version is None:
+        print(f"no model in shadow (was {previous or 'none'}); {_FOLLOW}")
+    else:
+        print(f"{version} is in shadow (was {previous or 'none'}); {_FOLLOW}")
+    return 0
+
+
 def _add_models_commands(sub: Any) -> None:
     models = sub.add_parser(
         "models",
-        help="list, show, promote and roll back registered models",
+        help="list, show, promote, roll back and shadow registered models",
         description="The model registry (--registry, else RISKSCORE_MODEL_DIR, else models/): "
-        "LATEST names the live model, PROMOTIONS.json keeps the promotion history. A running "
-        "service follows LATEST within seconds, without a restart.",
+        "LATEST names the live model, SHADOW the model scored beside it (recorded in the "
+        "decision log, never decided with), PROMOTIONS.json keeps the history. A running "
+        "service follows LATEST and SHADOW within seconds, without a restart.",
     )
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
@@ -728,6 +877,17 @@ def _add_models_commands(sub: Any) -> None:
         "Go back to the model that was live before the current one (the promotion history, "
         "PROMOTIONS.json); a second rollback goes one further back.",
     )
+    shadow = action(
+        "shadow",
+        cmd_models_shadow,
+        "score every payment with a second model beside the live one, or stop (--off)",
+        "Verify VERSION as the service will, then name it in SHADOW: the running service "
+        "scores every payment with it beside the live model and writes its version and "
+        "probability into the decision log (and so the export), never into the decision. "
+        "--off removes the shadow model. A model that fails the checks is refused (exit 1).",
+    )
+    shadow.add_argument("version", metavar="VERSION", nargs="?", help="the version to shadow")
+    shadow.add_argument("--off", action="store_true", help="no model in shadow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -801,7 +961,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fraud and chargeback labels (nobody reports a payment as fine): train it with "
         "--legit-after DAYS, so that a payment without a fraud label that is older than DAYS "
         "counts as legitimate; younger payments are then history only, labelled or not. "
-        "The new model goes live (LATEST) unless --no-promote.",
+        "The new model goes live (LATEST) unless --no-promote, and only when the promotion "
+        "gate finds it not worse than the live model on the new model's held-out test period "
+        "(average precision, and recall at the live model's decline rate there); otherwise it "
+        "is registered, not promoted, the reason is printed and the exit code is 3 (--force "
+        "promotes anyway).",
     )
     train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
     train.add_argument("--since", help="first training example time (RFC 3339)")
@@ -825,6 +989,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="register the model without making it live (LATEST stays as it is)",
     )
     train.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the promotion gate finds the new model worse than the live one",
+    )
+    train.add_argument(
         "--no-refit",
         action="store_true",
         help="ship the model fitted on the train period, not the refit on every mature "
@@ -846,10 +1015,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a labelled log with the registered model and rules; print metrics",
+        help="score a labelled log with the registered model and rules, or compare models",
+        description="Without --model: the live model, the rules and both combined over the "
+        "log's labelled payments (--since to start later). With --model A [--model B]: the "
+        "models side by side on the same labelled payments, by default the held-out test "
+        "period of A's model card (--since/--until choose another); a warning says when a "
+        "model is evaluated over payments it was fitted on. --plots DIR writes roc.png "
+        "(false-positive rate on a log axis), pr.png and calibration.png.",
     )
     evaluate.add_argument("--log", type=Path, required=True)
     evaluate.add_argument("--registry", type=Path, default=Path("models"))
+    evaluate.add_argument(
+        "--model",
+        action="append",
+        metavar="VERSION",
+        help="a registered version (or LATEST, SHADOW); twice to compare two models",
+    )
+    evaluate.add_argument("--until", help="with --model: the period's last payment (RFC 3339)")
+    evaluate.add_argument("--plots", type=Path, help="with --model: folder for the PNG plots")
     evaluate.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
     evaluate.add_argument("--out", type=Path, help="folder for pr.png and roc.png")
     evaluate.add_argument(

@@ -7,6 +7,8 @@ Three Parquet files in one folder:
   service's pseudonyms, never raw values; ``email_domain`` beside them), then the decision
   (``decision``, ``score``, ``model_probability``, ``model_version``, ``ruleset_version``,
   ``catalog_version``, ``fx_as_of`` (the FX table's date; empty for older records),
+  ``shadow_model_version`` and ``shadow_model_probability`` (the model in shadow that
+  scored the payment beside the live one, never part of the decision; empty without one),
   ``matched_rules``, ``shadow_rules``, ``rule_errors``, ``reasons``
   and ``degraded`` as lists of strings, ``latency_ms``, ``recorded_at``) and every feature
   value the decision used as an ``f_<name>`` column.
@@ -77,6 +79,8 @@ DECISION_COLUMNS: Final = (
     "ruleset_version",
     "catalog_version",
     "fx_as_of",
+    "shadow_model_version",
+    "shadow_model_probability",
     "matched_rules",
     "shadow_rules",
     "rule_errors",
@@ -184,6 +188,8 @@ def decision_row(
         ruleset_version=record.ruleset_version,
         catalog_version=record.catalog_version,
         fx_as_of=record.fx_as_of,
+        shadow_model_version=record.shadow_model_version,
+        shadow_model_probability=record.shadow_model_probability,
         # an active rule that fired is a reason unless a block list decided first
         matched_rules=[r.id for r in hits if r.mode == "active" and r.id in reasons],
         shadow_rules=[r.id for r in hits if r.mode == "shadow"],
@@ -225,7 +231,7 @@ def decisions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for name in _BOOL_COLUMNS:
         frame[name] = frame[name].astype("boolean")
     frame["score"] = pd.to_numeric(frame["score"]).astype("Int64")
-    for name in ("model_probability", "latency_ms"):
+    for name in ("model_probability", "shadow_model_probability", "latency_ms"):
         frame[name] = pd.to_numeric(frame[name]).astype(np.float64)
     for column in frame.columns:
         if column.startswith(FEATURE_PREFIX):

@@ -1,16 +1,19 @@
 """The model registry: a directory of versioned, immutable model directories.
 
-``<registry>/<version>/`` holds one model (see ``service.model.bundle`` for its files) and
-``<registry>/LATEST`` names the one to serve. Versions are ``<UTC time>-<sha8>``
-(``2026-11-27T163005Z-1a2b3c4d``, the hash prefix of the compiled trees), so names sort by
-time. A model is written into a hidden staging directory and renamed into place in one
-step, so a reader never sees half a model; ``LATEST`` is replaced atomically too.
+``<registry>/<version>/`` holds one model (see ``service.model.bundle`` for its files),
+``<registry>/LATEST`` names the one to serve and ``<registry>/SHADOW`` (when present) the
+one scored beside it, recorded in the decision log and never decided with. Versions are
+``<UTC time>-<sha8>`` (``2026-11-27T163005Z-1a2b3c4d``, the hash prefix of the compiled
+trees), so names sort by time. A model is written into a hidden staging directory and
+renamed into place in one step, so a reader never sees half a model; ``LATEST`` and
+``SHADOW`` are replaced atomically too.
 
 ``<registry>/PROMOTIONS.json`` is the promotion history: ``live``, the models that were
 live, oldest first, the current one last (``rollback`` pops it and makes the one before
-live again), and ``events``, every promotion and rollback with its time. It is rewritten
-whole and renamed into place, under a lock file (``.lock``) that serialises promotions.
-A running service follows ``LATEST`` (``service.model.live``).
+live again), and ``events``, every promotion, rollback and shadow change with its time.
+It is rewritten whole and renamed into place, under a lock file (``.lock``) that
+serialises promotions.
+A running service follows ``LATEST`` and ``SHADOW`` (``service.model.live``).
 
 The service finds and verifies models with ``service.model.bundle`` alone (it never
 imports training); this module is the writing side.
@@ -32,7 +35,14 @@ from typing import Any, Final
 import msgspec
 
 from service.errors import ModelRefused, RiskscoreError
-from service.model.bundle import LATEST, MODEL_CARD, VERSION_PATTERN, find_latest
+from service.model.bundle import (
+    LATEST,
+    MODEL_CARD,
+    SHADOW,
+    VERSION_PATTERN,
+    find_latest,
+    find_shadow,
+)
 
 PROMOTIONS: Final = "PROMOTIONS.json"
 _LOCK: Final = ".lock"
@@ -46,9 +56,9 @@ class PromotionEvent(msgspec.Struct, frozen=True):
     """One promotion or rollback, as ``PROMOTIONS.json`` keeps it."""
 
     at: str  # RFC 3339, UTC
-    action: str  # "promote" or "rollback"
-    version: str  # live after the event
-    previous: str | None  # live before it
+    action: str  # "promote", "rollback", "shadow" or "shadow-off"
+    version: str | None  # live (for shadow events: in shadow) after the event
+    previous: str | None  # live (in shadow) before it
 
 
 class Promotions(msgspec.Struct):
@@ -133,14 +143,50 @@ def live_version(registry: Path | str) -> str | None:
     return directory.name if directory is not None else None
 
 
-def _point(
-    registry: Path, history: Promotions, action: str, version: str, previous: str | None
+def _record(
+    registry: Path, history: Promotions, action: str, version: str | None, previous: str | None
 ) -> None:
     history.events.append(
         PromotionEvent(datetime.now(UTC).isoformat(timespec="seconds"), action, version, previous)
     )
     _write_atomically(registry / PROMOTIONS, msgspec.json.format(msgspec.json.encode(history)))
+
+
+def _point(
+    registry: Path, history: Promotions, action: str, version: str, previous: str | None
+) -> None:
+    _record(registry, history, action, version, previous)
     _write_atomically(registry / LATEST, (version + "\n").encode())
+
+
+def shadow_version(registry: Path | str) -> str | None:
+    """The version ``SHADOW`` names; None when no model is in shadow (or it names none)."""
+    try:
+        directory = find_shadow(registry)
+    except ModelRefused:
+        return None
+    return directory.name if directory is not None else None
+
+
+def set_shadow(registry: Path | str, version: str | None) -> str | None:
+    """Put ``version`` in shadow (None: no shadow model); returns the one in shadow before.
+
+    A running service scores every payment with it beside the live model within seconds,
+    and records its probability; it never changes a decision.
+    """
+    registry = Path(registry)
+    if version is not None and not _registered(registry, version):
+        raise RegistryError(f"{version!r} is not a registered model in {registry}")
+    registry.mkdir(parents=True, exist_ok=True)
+    with _locked(registry):
+        previous = shadow_version(registry)
+        if version is None:
+            (registry / SHADOW).unlink(missing_ok=True)
+        else:
+            _write_atomically(registry / SHADOW, (version + "\n").encode())
+        action = "shadow" if version is not None else "shadow-off"
+        _record(registry, promotions(registry), action, version, previous)
+        return previous
 
 
 def promote(registry: Path | str, version: str) -> str | None:
@@ -193,7 +239,7 @@ def rollback(registry: Path | str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class RegisteredModel:
-    """A registered model: version, directory, whether it is the latest, test metrics."""
+    """A registered model: version, directory, whether it is live or in shadow, test metrics."""
 
     version: str
     directory: Path
@@ -202,6 +248,7 @@ class RegisteredModel:
     test_metrics: dict[str, Any]
     data_start: str | None = None  # first payment of the training period
     data_end: str | None = None  # last payment of the test period
+    shadow: bool = False  # SHADOW names it
 
 
 def list_models(registry: Path | str) -> list[RegisteredModel]:
@@ -210,6 +257,7 @@ def list_models(registry: Path | str) -> list[RegisteredModel]:
     if not registry.is_dir():
         return []
     current = find_latest(registry)
+    in_shadow = shadow_version(registry)
     out = []
     for directory in sorted(registry.iterdir()):
         card_path = directory / MODEL_CARD
@@ -235,6 +283,7 @@ def list_models(registry: Path | str) -> list[RegisteredModel]:
                 headline,
                 (periods.get("train") or {}).get("start"),
                 (periods.get("test") or {}).get("end"),
+                directory.name == in_shadow,
             )
         )
     return out

@@ -126,6 +126,11 @@ class TrainReport:
     directory: Path
     card: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    # The held-out test period's rows (labels as training used them) and the calibrated
+    # probabilities the card's test figures were measured from: the promotion gate
+    # (``training.gate``) scores the live model on the same rows.
+    holdout: pd.DataFrame | None = None
+    holdout_probability: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON values."""
@@ -650,7 +655,11 @@ def train_on_dataset(
         },
         make_latest=promote,
     )
-    return TrainReport(version, directory, card, timings)
+    # the model the held-out figures measure (before the refit), as the gate must judge it
+    holdout_probability = sigmoid_many(calibration.logit(held_out.raw_many(matrix[split.test])))
+    return TrainReport(
+        version, directory, card, timings, dataset.loc[split.test], holdout_probability
+    )
 
 
 def _json_default(value: Any) -> Any:

@@ -16,6 +16,13 @@ such sockets are open, which is the exhaustion it should prevent. ``GuardedProto
   alive); a connection whose request is being handled is never closed. When every one
   is busy, the newcomer is closed instead.
 
+The clocks cost no timer per request: a connection keeps one deadline (a number), set
+and cleared as its request moves through the phases, and one timer per event loop
+(``_Sweep``) closes the connections past theirs, every quarter of the shortest limit (at
+most every second). A limit is therefore enforced between its time and that time plus a
+sweep's interval. uvicorn's own keep-alive timer, armed after every response, is replaced
+the same way (the same ``RISKSCORE_KEEP_ALIVE_SECONDS``).
+
 The limits come from ``Settings`` (``RISKSCORE_HEADER_TIMEOUT_SECONDS``,
 ``RISKSCORE_BODY_TIMEOUT_SECONDS``, ``RISKSCORE_MAX_HEADER_BYTES``,
 ``RISKSCORE_MAX_CONNECTIONS``; the keep-alive timeout is uvicorn's, from
@@ -28,13 +35,19 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import Settings
 
 log = logging.getLogger("riskscore")
+
+# The sweep runs every quarter of the shortest limit, at most every second, at least
+# every 50 ms.
+_SWEEPS_PER_LIMIT: Final = 4
+_SWEEP_MAX_SECONDS: Final = 1.0
+_SWEEP_MIN_SECONDS: Final = 0.05
 
 _TOO_LARGE_BODY = b'{"error":"request line and headers are too large","problems":[]}'
 _TOO_LARGE = (
@@ -63,6 +76,38 @@ class ConnectionLimits:
         )
 
 
+class _Sweep:
+    """One timer per event loop: closes the guarded connections whose deadline has passed.
+
+    It runs while the loop has guarded connections and stops when the last one goes (the
+    next connection starts it again).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.connections: set[GuardedProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: GuardedProtocol) -> None:
+        """Watch ``connection``'s deadline."""
+        self.connections.add(connection)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def discard(self, connection: GuardedProtocol) -> None:
+        """Stop watching ``connection``."""
+        self.connections.discard(connection)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for connection in tuple(self.connections):  # closing one may change the set
+            due = connection._due
+            if due and now >= due:
+                connection._expire()
+        self._timer = self.loop.call_later(self.interval, self._tick) if self.connections else None
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with time, size and connection limits.
 
@@ -70,6 +115,7 @@ class GuardedProtocol(HttpToolsProtocol):
     """
 
     _limits: ClassVar[ConnectionLimits | None] = None
+    _sweep: ClassVar[_Sweep | None] = None
 
     @classmethod
     def limits(cls) -> ConnectionLimits:
@@ -81,25 +127,34 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._guard_limits = self.limits()
-        self._deadline: asyncio.TimerHandle | None = None
+        # the loop time past which the connection is closed unless a request is in hand;
+        # 0.0: none (a request is being answered)
+        self._due = 0.0
         self._busy = False  # a request was read in full and its response is not complete
         self._in_headers = True  # waiting for (the rest of) a request line and headers
+        self._idle = False  # kept alive after a response; the next request has not begun
         self._header_bytes = 0
         self._waiting_since = 0.0
 
-    # -- timers ------------------------------------------------------------------------
-
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _watch(self) -> None:
+        """Join the loop's sweep (made on the loop's first connection)."""
+        sweep = GuardedProtocol._sweep
+        if sweep is None or sweep.loop is not self.loop:
+            limits = self._guard_limits
+            shortest = min(
+                limits.header_timeout_seconds,
+                limits.body_timeout_seconds,
+                float(self.timeout_keep_alive),
+            )
+            interval = min(_SWEEP_MAX_SECONDS, shortest / _SWEEPS_PER_LIMIT)
+            sweep = _Sweep(self.loop, max(_SWEEP_MIN_SECONDS, interval))
+            GuardedProtocol._sweep = sweep
+        self._swept_by = sweep
+        sweep.add(self)
 
     def _expire(self) -> None:
-        self._deadline = None
+        """The deadline passed: close, unless a request is being answered."""
+        self._due = 0.0
         if not self._busy and not self.transport.is_closing():
             self.transport.close()
 
@@ -108,8 +163,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the header clock, and make room when past the connection cap."""
         super().connection_made(transport)
-        self._waiting_since = self.loop.time()
-        self._arm(self._guard_limits.header_timeout_seconds)
+        self._waiting_since = now = self.loop.time()
+        self._due = now + self._guard_limits.header_timeout_seconds
+        self._watch()
         if len(self.connections) > self._guard_limits.max_connections:
             self._make_room()
 
@@ -129,16 +185,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock."""
-        self._disarm()
+        self._due = 0.0
+        self._swept_by.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Start the header clock on a kept-alive connection's next request; count header bytes."""
         if self._in_headers:
-            if self._deadline is None and not self._busy:
-                # the first byte of a request on a kept-alive connection
-                self._waiting_since = self.loop.time()
-                self._arm(self._guard_limits.header_timeout_seconds)
+            if self._idle:  # the first byte of a request on a kept-alive connection
+                self._idle = False
+                self._waiting_since = now = self.loop.time()
+                self._due = now + self._guard_limits.header_timeout_seconds
             self._header_bytes += len(data)
         super().data_received(data)
         too_large = self._in_headers and self._header_bytes > self._guard_limits.max_header_bytes
@@ -155,25 +212,50 @@ class GuardedProtocol(HttpToolsProtocol):
         """Headers in: the body's clock starts."""
         self._in_headers = False
         self._header_bytes = 0
-        self._arm(self._guard_limits.body_timeout_seconds)
+        self._due = self.loop.time() + self._guard_limits.body_timeout_seconds
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         """The request is in: no clock while it is answered."""
-        self._disarm()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._busy = True  # (an early answer, say a 413, leaves nothing in hand)
+        self._due = 0.0
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self._busy = True
+        elif not self.pipeline:
+            # answered early (say a 413) and now read in full: idle, kept alive
+            self._kept_alive()
         super().on_message_complete()
 
+    def _kept_alive(self) -> None:
+        """Idle after a response: closed after the keep-alive time unless a request begins."""
+        self._in_headers = True
+        self._header_bytes = 0
+        self._idle = True
+        self._waiting_since = now = self.loop.time()
+        self._due = now + self.timeout_keep_alive
+
     def on_response_complete(self) -> None:
-        """Answered: idle again (uvicorn's keep-alive clock runs)."""
+        """Answered: start a pipelined request, or idle (the keep-alive clock runs).
+
+        uvicorn's own, with the keep-alive timer replaced by the connection's deadline.
+        """
         queued = bool(self.pipeline)  # a pipelined request starts now: still busy
         # answered before its body was read in full: the body's time limit still runs
         body_pending = self.cycle is not None and self.cycle.more_body and not queued
-        super().on_response_complete()
-        self._busy = queued
-        if not body_pending:
-            self._in_headers = not queued
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            self._busy = False
+            return
+        self.flow.resume_reading()
+        if queued:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            self._in_headers = False
             self._header_bytes = 0
-        self._waiting_since = self.loop.time()
-        # uvicorn's keep-alive timer now runs; the next request's first byte arms ours
+            self._waiting_since = self.loop.time()
+            return
+        self._busy = False
+        if body_pending:
+            self._waiting_since = self.loop.time()
+        else:
+            self._kept_alive()

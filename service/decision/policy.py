@@ -285,7 +285,8 @@ class Verdict(msgspec.Struct, frozen=True):
     """``decide_payment``'s answer: the outcome, and what the record and metrics need.
 
     ``rules`` are the rules that hit or failed, as the decision record keeps them;
-    ``hits`` the hits the policy weighed; ``errors`` the ids of the rules that failed.
+    ``hits`` the hits the policy weighed; ``errors`` the ids of the rules that failed;
+    ``shadow_probability`` the shadow model's probability (recorded, never decided with).
     """
 
     outcome: Outcome
@@ -293,6 +294,7 @@ class Verdict(msgspec.Struct, frozen=True):
     hits: list[RuleOutcome]
     errors: list[str]
     model: ModelView | None
+    shadow_probability: float | None = None
 
 
 def is_allow_listed(list_matches: Sequence[ListMatch]) -> bool:
@@ -330,12 +332,15 @@ def decide_payment(
     policy: Policy,
     velocity_available: bool = True,
     model_reasons: int = 3,
+    shadow: ModelBundle | None = None,
 ) -> Verdict:
     """Decide one payment: lists, rules, model and policy, in the policy's order.
 
     ``features["vertical"]`` and ``["merchant_id"]`` pick the rules and their params; a
     ``model`` of None scores by the rules' adjustments alone. Pure: no I/O, the same answer
-    for the same inputs; ``model_reasons`` caps the model's reasons.
+    for the same inputs; ``model_reasons`` caps the model's reasons. A ``shadow`` model
+    scores the same encoded payment (one more tree walk); its probability is returned in
+    ``Verdict.shadow_probability`` and changes nothing else.
     """
     vertical = features["vertical"]
     executions = ruleset.evaluate(
@@ -346,8 +351,10 @@ def decide_payment(
     )
     hits, ran, errors = rule_effects(executions)
     view: ModelView | None = None
+    x = None
     if model is not None:
-        prediction = model.predict(features, reasons=model_reasons)
+        x = model.encode(features)
+        prediction = model.predict_encoded(x, features, reasons=model_reasons)
         view = ModelView(
             prediction.probability,
             prediction.score,
@@ -361,7 +368,10 @@ def decide_payment(
         velocity_available=velocity_available,
         degraded_action=policy.degraded_action[vertical],
     )
-    return Verdict(outcome, ran, hits, errors, view)
+    if shadow is None:
+        return Verdict(outcome, ran, hits, errors, view)
+    shadow_probability = shadow.probability(x if x is not None else shadow.encode(features))
+    return Verdict(outcome, ran, hits, errors, view, shadow_probability)
 
 
 def rule_effects_frame(hits: pd.DataFrame, rules: Sequence[Rule]) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +401,8 @@ class HistoryDecisions:
     ``strength`` and ``score`` are the policy's decision (``DECISIONS[strength]``) and
     score; ``rule_strength`` and ``rule_adjustment`` the rule step alone; ``model_*`` the
     model's (zeros and NaN without a model); ``hits`` one bool column per rule and
-    ``rule_errors`` the rules that could not run (``RuleSet.evaluate_frame``).
+    ``rule_errors`` the rules that could not run (``RuleSet.evaluate_frame``);
+    ``shadow_probability`` the shadow model's (NaN without one).
     """
 
     strength: np.ndarray
@@ -402,6 +413,7 @@ class HistoryDecisions:
     model_score: np.ndarray
     hits: pd.DataFrame
     rule_errors: Mapping[str, str]
+    shadow_probability: np.ndarray | None = None
 
     @property
     def decisions(self) -> np.ndarray:
@@ -415,6 +427,7 @@ def decide_history(
     ruleset: RuleSet | None,
     model: ModelBundle | None,
     policy: Policy,
+    shadow: ModelBundle | None = None,
 ) -> HistoryDecisions:
     """``decide_payment`` over a frame of payments, vectorised.
 
@@ -423,7 +436,8 @@ def decide_history(
 
     Optional bool columns hold what a log does not: ``allow_listed`` and ``block_listed``
     (a row matched an allow / block list; none by default) and ``velocity_available``
-    (True by default). ``ruleset`` None runs no rules; ``model`` None scores 0, as online.
+    (True by default). ``ruleset`` None runs no rules; ``model`` None scores 0, as online;
+    ``shadow`` is scored beside it and changes nothing else.
     """
     n = len(frame)
     blocked = _flag(frame, "block_listed", False)
@@ -453,8 +467,19 @@ def decide_history(
         velocity_available=velocity,
         degraded_action=policy.degraded_action,
     )
+    shadow_probability = np.full(n, np.nan)
+    if shadow is not None:
+        shadow_probability = shadow.predict_frame(frame)[0]
     return HistoryDecisions(
-        strength, score, rule_strength, rule_adjustment, probability, model_score, hits, errors
+        strength,
+        score,
+        rule_strength,
+        rule_adjustment,
+        probability,
+        model_score,
+        hits,
+        errors,
+        shadow_probability,
     )
 
 

@@ -7,7 +7,9 @@ spool while Redis is away), drained from the spool by the stores and exported by
 Fields: ``record_version``; ``payment``, the payment as normalised (pseudonyms only; the
 record's ``transaction_id`` and ``event_time`` are its own); ``decision``, ``score``,
 ``model_probability``, ``model_version``, ``ruleset_version``, ``catalog_version``;
-``fx_as_of`` (the date of the FX table that converted the amount); ``reasons`` (their
+``fx_as_of`` (the date of the FX table that converted the amount);
+``shadow_model_version`` and ``shadow_model_probability`` (the shadow model's, when one
+scored the payment beside the live one: recorded, never part of the decision); ``reasons`` (their
 codes); ``rules`` (the rules that hit or failed); ``degraded``;
 ``latency_ms``; and ``features``: every feature's value in ``catalog.FEATURE_NAMES`` order,
 without the names, which ``catalog_version`` identifies (the service registers each
@@ -20,6 +22,8 @@ Versions (``record_version``):
   array above. Both decode, and the export reads both.
 - 2: the field added; otherwise as version 1's array shape.
 - 3: ``fx_as_of`` added (None when decoding older versions).
+- 4: ``shadow_model_version`` and ``shadow_model_probability`` added (None when decoding
+  older versions, and when no shadow model scored the payment).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from service.contract import ScoreResponse
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES
 from service.normalisation.payment import Payment
 
-RECORD_VERSION: Final = 3
+RECORD_VERSION: Final = 4
 
 
 class RuleRecord(msgspec.Struct, frozen=True):
@@ -60,6 +64,8 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     ruleset_version: str | None = None
     catalog_version: str | None = None
     fx_as_of: str | None = None
+    shadow_model_version: str | None = None
+    shadow_model_probability: float | None = None
     reasons: list[str] = msgspec.field(default_factory=list)
     rules: list[RuleRecord] = msgspec.field(default_factory=list)
     degraded: list[str] = msgspec.field(default_factory=list)
@@ -84,6 +90,9 @@ def decision_record(
     decision: ScoreResponse,
     latency_ms: float,
     fx_as_of: str | None = None,
+    *,
+    shadow_model_version: str | None = None,
+    shadow_model_probability: float | None = None,
 ) -> DecisionRecord:
     """The record of ``decision`` for ``payment``: this version, the running catalogue."""
     return DecisionRecord(
@@ -96,6 +105,8 @@ def decision_record(
         ruleset_version=decision.ruleset_version,
         catalog_version=CATALOG_VERSION,
         fx_as_of=fx_as_of,
+        shadow_model_version=shadow_model_version,
+        shadow_model_probability=shadow_model_probability,
         reasons=list(map(_code, decision.reasons)),
         rules=rules,
         degraded=decision.degraded,

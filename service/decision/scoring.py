@@ -60,6 +60,7 @@ class Engine:
     spool: DecisionSpool
     metrics: Metrics = field(default_factory=Metrics)
     model: ModelBundle | None = None
+    shadow: ModelBundle | None = None  # scored beside ``model``, recorded, never decided with
     clock: Callable[[], float] = time.time
     _policy: tuple[ModelBundle | None, Policy] | None = field(default=None, repr=False)
 
@@ -116,7 +117,7 @@ async def score(
     features: dict[str, Any] = request_features(payment)
     features.update(begin.features if begin is not None else _NO_VELOCITY)
     matches = [] if begin is None else await _list_matches(engine, begin, normalised, degraded)
-    ruleset, model = engine.rulebook.current, engine.model
+    ruleset, model, shadow = engine.rulebook.current, engine.model, engine.shadow
     if model is None:
         degraded.append("model")
     verdict = decide_payment(
@@ -126,6 +127,7 @@ async def score(
         model=model,
         policy=engine.policy,
         velocity_available=begin is not None,
+        shadow=shadow,
     )
     decision = response_of(
         payment.transaction_id,
@@ -135,7 +137,16 @@ async def score(
         degraded=degraded,
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    record = decision_record(payment, features, verdict.rules, decision, latency_ms, fx.as_of_text)
+    record = decision_record(
+        payment,
+        features,
+        verdict.rules,
+        decision,
+        latency_ms,
+        fx.as_of_text,
+        shadow_model_version=shadow.version if shadow is not None else None,
+        shadow_model_probability=verdict.shadow_probability,
+    )
     await _commit(engine, payment, digest, claim, decision, record, stored=begin is not None)
 
     _observe(engine, payment.vertical, decision, verdict.hits, verdict.errors, started)

@@ -9,14 +9,21 @@ exactly once per line, so a drain that dies midway is simply sent again).
 A line that is not a JSON object (the torn tail of a write the process died in, a hand
 edit) would fail every drain and hold back every record after it, for good: ``take``
 moves such lines to ``<spool>.rejected``, kept for an operator, and drains the rest.
+
+The worker processes of one server (``riskscore serve --workers N``) share the file: an
+append and the drain's taking of the file exclude each other across processes (``flock``
+on ``<spool>.lock``), and one process drains at a time (``<spool>.drainer``, tried without
+waiting: a worker finding it held leaves the round to the other).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -39,7 +46,7 @@ class DecisionSpool:
         """Append one record and fsync it before returning."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = record_json.strip().replace(b"\n", b" ") + b"\n"
-        with self._lock, open(self.path, "a+b") as f:
+        with self._lock, self._across_processes(), open(self.path, "a+b") as f:
             if f.tell():
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":  # a torn tail: start a line of its own
@@ -65,9 +72,19 @@ class DecisionSpool:
     def _draining(self) -> Path:
         return self.path.with_suffix(".draining")
 
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Held by one process at a time: an append, or the drain setting the file aside."""
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def take(self) -> list[bytes]:
         """The spooled records, set aside until ``done``; a crash before ``done`` keeps them."""
-        with self._lock:
+        with self._lock, self._across_processes():
             if self.path.exists():
                 if self._draining.exists():
                     with open(self._draining, "ab") as f:
@@ -98,13 +115,23 @@ class DecisionSpool:
     async def drain(self, send: Callable[[list[bytes]], Awaitable[None]]) -> int:
         """Send spooled records with ``send``; they are dropped only once it succeeded.
 
-        ``send`` must take a line it has taken before as a no-op.
+        ``send`` must take a line it has taken before as a no-op. 0 without sending when
+        another process is draining this spool.
         """
-        records = await asyncio.to_thread(self.take)
-        if records:
-            await send(records)
-        await asyncio.to_thread(self.done)
-        return len(records)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        drainer = os.open(self.path.with_suffix(".drainer"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(drainer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # another worker drains it
+            records = await asyncio.to_thread(self.take)
+            if records:
+                await send(records)
+            await asyncio.to_thread(self.done)
+            return len(records)
+        finally:
+            os.close(drainer)  # releases the lock
 
 
 def _is_object(line: bytes) -> bool:

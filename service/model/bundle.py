@@ -57,6 +57,7 @@ MODEL_JSON: Final = "model.json"
 FOREST: Final = "forest.npz"
 ARTIFACTS: Final = (MODEL_JSON, FOREST)
 LATEST: Final = "LATEST"
+SHADOW: Final = "SHADOW"  # names the shadow model; absent when none
 VERSION_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _MAX_CARD_BYTES: Final = 1 << 20
 _MAX_ARTIFACT_BYTES: Final = 512 << 20
@@ -165,9 +166,23 @@ class ModelBundle:
             raise ModelRefused(directory, f"{FOREST}: {exc}") from None
         return cls(directory, card, spec, forest)
 
+    @staticmethod
+    def encode(features: Mapping[str, Any]) -> np.ndarray:
+        """The model vector of one payment, as every model of this service reads it.
+
+        Every model loaded here has this service's feature list, so a live and a shadow
+        model share one encoding.
+        """
+        return encode_one(features)
+
     def predict(self, features: Mapping[str, Any], *, reasons: int = 3) -> Prediction:
         """Probability, score and up to ``reasons`` model reasons for one payment."""
-        x = encode_one(features)  # contiguous float64 of n_features, as ``explain`` takes
+        return self.predict_encoded(encode_one(features), features, reasons=reasons)
+
+    def predict_encoded(
+        self, x: np.ndarray, features: Mapping[str, Any], *, reasons: int = 3
+    ) -> Prediction:
+        """``predict`` of a payment already encoded (``encode``); ``x`` is not changed."""
         forest = self.forest
         if reasons:
             contributions = np.zeros(forest.n_features)
@@ -177,6 +192,10 @@ class ModelBundle:
             raw, top = forest.explain(x), []
         logit = self.calibration.logit(raw)
         return Prediction(sigmoid(logit), score_from_logit(logit), top)
+
+    def probability(self, x: np.ndarray) -> float:
+        """The calibrated probability of an encoded payment: one tree walk, no reasons."""
+        return sigmoid(self.calibration.logit(self.forest.explain(x)))
 
     def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities and scores of encoded rows (``encode_frame`` output)."""
@@ -269,6 +288,23 @@ def find_latest(registry: Path | str) -> Path | None:
         if d.is_dir() and VERSION_PATTERN.match(d.name) and (d / MODEL_CARD).is_file()
     )
     return registry / versions[-1] if versions else None
+
+
+def find_shadow(registry: Path | str) -> Path | None:
+    """The directory of the shadow model ``SHADOW`` names; None when there is none.
+
+    Unlike ``LATEST`` there is no fallback: without the pointer no model is in shadow. A
+    pointer naming no registered model is refused (``ModelRefused``).
+    """
+    pointer = Path(registry) / SHADOW
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    directory = Path(registry) / name
+    if not VERSION_PATTERN.match(name) or not (directory / MODEL_CARD).is_file():
+        raise ModelRefused(pointer, f"names {name!r}, which is not registered")
+    return directory
 
 
 def load_latest(registry: Path | str) -> ModelBundle | None:

@@ -1,17 +1,27 @@
 """Prometheus metrics, in a registry owned by one app rather than the process-global one.
 
-A registry per app keeps tests independent. With several worker processes each process
-exposes its own counters; scrape each worker or run one worker per port.
+A registry per app keeps tests independent. With several worker processes
+(``riskscore serve --workers N``) the metrics are prometheus_client's multiprocess mode:
+``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory of its own, every worker
+writes its values to its own files there, and ``/metrics`` from any worker reads them all,
+so a scrape sees the instance's totals whichever worker answers it. A dead worker's counts
+stay counted; its gauge files are removed when it stops or when a worker starts after it
+died (``Metrics.forget_dead_workers``).
 
 The score call's own observations (Redis round trips, decision and latency, rule hits)
 are queued and added to their metrics in batches: before every collection of the
 registry (so ``/metrics`` is always exact) and every few hundred observations. Per
 observation prometheus_client takes a lock for the sum and one for the bucket, behind a
-few Python calls; a batch takes them once per metric.
+few Python calls; a batch takes them once per metric. With several workers a scrape can
+flush only its own worker's queue, so each worker also flushes every
+``SHARED_FLUSH_SECONDS`` (``Metrics.shared``; the app runs the flush): a scrape counts
+every call answered that long before it.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections import deque
@@ -21,11 +31,17 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 # Queued observations that trigger a batch outside collections: bounds the queue's memory.
 _BATCH: Final = 512
+# Where prometheus_client's multiprocess mode keeps the workers' files; it reads the
+# variable itself, when imported, so a process is in that mode or not for its whole life.
+MULTIPROCESS_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+# How often a worker of several adds its queued observations to its shared files.
+SHARED_FLUSH_SECONDS: Final = 0.1
 
 
 class _BeforeCollection:
@@ -47,6 +63,8 @@ class Metrics:
     """The service's Prometheus metrics, in a registry of its own."""
 
     def __init__(self) -> None:
+        # set (by ``riskscore serve --workers N``) before prometheus_client was imported
+        self.shared_dir: str | None = os.environ.get(MULTIPROCESS_DIR_ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # (histogram child, seconds) or (counter child, None), in the order observed
@@ -99,7 +117,12 @@ class Metrics:
             "Score calls refused with 503 because too many were in flight",
             registry=r,
         )
-        self.model_loaded = Gauge("riskscore_model_loaded", "1 when a model is serving", registry=r)
+        self.model_loaded = Gauge(
+            "riskscore_model_loaded",
+            "1 when a model is serving (in every live worker)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.labels = Counter(
             "riskscore_labels",
             "Labels received (feedback and batches), by outcome: recorded, duplicate, unknown",
@@ -122,17 +145,44 @@ class Metrics:
             "riskscore_webhook_backlog",
             "Webhook events not yet delivered (the whole outbox, as this process last read it)",
             registry=r,
+            multiprocess_mode="livemax",  # every worker reads the same outbox
         )
         self.webhook_oldest_seconds = Gauge(
             "riskscore_webhook_oldest_seconds",
             "Age of the oldest undelivered webhook event, 0 when none",
             registry=r,
+            multiprocess_mode="livemax",
         )
+        self.shadow_model_reloads = Counter(
+            "riskscore_shadow_model_reloads",
+            "Shadow models swapped in (ok), switched off (off) or refused after SHADOW changed",
+            ["result"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "riskscore_model_version",
+            "1 for the version serving in each role: live (decides) and shadow (recorded only)",
+            ["role", "version"],
+            registry=r,
+            multiprocess_mode="livemax",  # several workers: 1 when a live worker serves it
+        )
+        self._model_versions: dict[str, str] = {}
 
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
         self._rule_hits: dict[tuple[str, str], Counter] = {}
         self.redis_begin = self.redis_latency.labels("begin")
         self.redis_commit = self.redis_latency.labels("commit")
+
+    def serving(self, role: str, version: str | None) -> None:
+        """Show ``version`` as the model serving in ``role`` (live or shadow); None: none."""
+        before = self._model_versions.pop(role, None)
+        if before is not None:
+            # 0 first: with several workers the value lives on in this worker's file
+            self.model_version.labels(role, before).set(0)
+            self.model_version.remove(role, before)
+        if version is not None:
+            self._model_versions[role] = version
+            self.model_version.labels(role, version).set(1)
 
     def begin_seconds(self, seconds: float) -> None:
         """Observe a ``begin`` round trip."""
@@ -191,9 +241,57 @@ class Metrics:
                 else:
                     child.inc(len(values))  # whole counts add exactly
 
+    @property
+    def shared(self) -> bool:
+        """Whether the values are shared with other worker processes (multiprocess mode)."""
+        return self.shared_dir is not None
+
     def render(self) -> bytes:
-        """The metrics in Prometheus' text format, queued observations included."""
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format, queued observations included.
+
+        With several workers: every worker's values, summed (gauges: the smallest of the
+        live workers').
+        """
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        self.flush()
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, path=self.shared_dir)
+        return generate_latest(everyone)
+
+    def forget_dead_workers(self) -> list[int]:
+        """Remove the gauge files of workers no longer running; their counts stay.
+
+        Run at a worker's start: a worker killed outright leaves its files behind, and its
+        gauges would otherwise still count among the live workers'. Returns their pids.
+        """
+        if self.shared_dir is None:
+            return []
+        dead = set()
+        for path in glob.glob(os.path.join(self.shared_dir, "gauge_live*_*.db")):
+            pid = os.path.basename(path)[:-3].rsplit("_", 1)[-1]
+            if pid.isdigit() and not _running(int(pid)):
+                dead.add(int(pid))
+        for pid in dead:
+            mark_process_dead(pid, self.shared_dir)
+        return sorted(dead)
+
+    def worker_stopped(self) -> None:
+        """At a worker's orderly stop: add what is queued, and drop its live gauges."""
+        if self.shared_dir is not None:
+            self.flush()
+            mark_process_dead(os.getpid(), self.shared_dir)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of that id exists (a signal 0 reaches it or is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _observe_all(child: Histogram, values: list[float]) -> None:

@@ -16,8 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from service.decision.record import RECORD_VERSION, decode_record
 from service.model.bundle import FOREST, LATEST
+from service.stores.keys import Keys
 from tests.reliability.conftest import (
     RedisServer,
     ServiceProcess,
@@ -168,3 +171,79 @@ def test_a_model_that_fails_its_checks_never_replaces_the_one_serving(service, r
     while time.monotonic() < deadline and _ready(service)["problem"]:
         time.sleep(0.05)
     assert _ready(service) == {"ok": True, "version": serving, "problem": None}
+
+
+def _wait_for(
+    service: ServiceProcess, key: str, version: str | None, timeout: float = 10.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(service.base_url + "/readyz", timeout=5).json()[key]["version"] == version:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"/readyz {key} is not {version} after {timeout} s")
+
+
+def _runs(values: list[Any]) -> list[Any]:
+    """The values with repeats collapsed: [a, a, b, b, a] is [a, b, a]."""
+    return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
+
+
+def test_shadow_promote_and_rollback_under_traffic_fail_no_request_and_are_recorded_in_order(
+    service, registry
+):
+    directory, first, second = registry
+    live = _ready(service)["version"]
+    other = second if live == first else first
+    r = ["--registry", str(directory)]
+    with Traffic(service, "shadow-cycle") as traffic:
+        time.sleep(0.3)
+        assert main(["models", "shadow", other, *r]) == 0
+        _wait_for(service, "shadow_model", other)
+        metrics = httpx.get(service.base_url + "/metrics", timeout=5).text
+        assert f'riskscore_model_version{{role="live",version="{live}"}} 1.0' in metrics
+        assert f'riskscore_model_version{{role="shadow",version="{other}"}} 1.0' in metrics
+        time.sleep(0.3)
+        assert main(["models", "promote", other, *r]) == 0
+        _wait_for_version(service, other)
+        time.sleep(0.3)
+        assert main(["models", "rollback", *r]) == 0
+        _wait_for_version(service, live)
+        time.sleep(0.3)
+        assert main(["models", "shadow", "--off", *r]) == 0
+        _wait_for(service, "shadow_model", None)
+        time.sleep(0.3)
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert _runs(traffic.versions) == [live, other, live]
+    metrics = httpx.get(service.base_url + "/metrics", timeout=5).text
+    assert 'role="shadow"' not in metrics.split("riskscore_model_version")[-1].split("\n#")[0]
+
+    # the decision log: every record names the live model that decided it and, while one
+    # was in shadow, the shadow's version and probability, in the order they changed
+    # (a commit Redis was too slow for is spooled and drained into the stream within a second)
+    client = redis.Redis.from_url(service.env["RISKSCORE_REDIS_URL"])
+    deadline = time.monotonic() + 15
+    try:
+        while True:
+            entries = client.xrange(Keys(service.prefix).decisions)
+            records = [decode_record(fields[b"record"]) for _, fields in entries]
+            records = [r for r in records if r.payment.transaction_id.startswith("shadow-cycle-")]
+            if len(records) >= len(traffic.versions) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        client.close()
+    # in the order sent (a spooled record reaches the stream later)
+    records.sort(key=lambda r: int(r.payment.transaction_id.rpartition("-")[2]))
+    assert len(records) == len(traffic.versions)
+    assert [r.model_version for r in records] == traffic.versions
+    seen = [(r.model_version, r.shadow_model_version) for r in records]
+    assert _runs([r.shadow_model_version for r in records]) == [None, other, None], _runs(seen)
+    for record in records:
+        assert record.record_version == RECORD_VERSION
+        assert (record.shadow_model_probability is None) == (record.shadow_model_version is None)
+        if record.shadow_model_version is not None:
+            assert 0.0 <= record.shadow_model_probability <= 1.0
+            if record.shadow_model_version == record.model_version:
+                assert record.shadow_model_probability == record.model_probability
+    assert {r.shadow_model_version for r in records if r.model_version == other} == {other}

@@ -105,3 +105,36 @@ def test_the_twin_names_decisions_by_strength(history):
     )
     assert list(decided.decisions) == [DECISIONS[s] for s in decided.strength]
     assert np.array_equal(decided.rule_strength, np.zeros(50))
+
+
+def test_a_shadow_model_is_scored_alike_by_both_engines_and_changes_no_decision(history, tmp_path):
+    """The shadow's probability is the same online and offline; the decision is the live one's."""
+    frame, model = history
+    rows = frame.iloc[:400].reset_index(drop=True)
+    shadow_report = train_on_dataset(
+        frame.iloc[::-1].reset_index(drop=True),
+        registry=tmp_path,
+        params={**SMALL, "max_iter": 12},
+        promote=False,
+    )
+    shadow = ModelBundle.load(shadow_report.directory)
+    assert shadow.version != model.version
+    policy = Policy(model.thresholds, DEFAULT_DEGRADED)
+    alone = decide_history(rows, ruleset=RULESET, model=model, policy=policy)
+    beside = decide_history(rows, ruleset=RULESET, model=model, policy=policy, shadow=shadow)
+    assert np.isnan(alone.shadow_probability).all()
+    assert (beside.strength == alone.strength).all() and (beside.score == alone.score).all()
+    assert not np.allclose(beside.shadow_probability, beside.model_probability)
+    for i, row in enumerate(rows.to_dict(orient="records")):
+        features = features_of(row)
+        kwargs: dict[str, Any] = {"list_matches": [], "ruleset": RULESET, "policy": policy}
+        without = decide_payment(features, model=model, **kwargs)
+        verdict = decide_payment(features, model=model, shadow=shadow, **kwargs)
+        assert verdict.outcome == without.outcome and verdict.model == without.model
+        assert without.shadow_probability is None
+        assert verdict.shadow_probability == shadow.predict(features).probability, f"row {i}"
+        assert math.isclose(verdict.shadow_probability, beside.shadow_probability[i], rel_tol=1e-12)
+        # with no live model the shadow is still scored; the decision is the rules' alone
+        rules_only = decide_payment(features, model=None, shadow=shadow, **kwargs)
+        assert rules_only.shadow_probability == verdict.shadow_probability
+        assert rules_only.model is None

@@ -3,6 +3,8 @@
 ``tests/fixtures/decision-record-e1c800c.json`` is a record as the service wrote it at
 commit e1c800c, before ``record_version`` (captured from that code, byte for byte), with its
 catalogue's feature names beside it; the by-name shape of older records is made from it.
+``decision-record-c0a720d.json`` is a version 3 record as commit c0a720d wrote it (with
+``fx_as_of``, before the shadow model's fields of version 4), captured the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ V1_CATALOGS: dict[str, list[str]] = json.loads(
     (FIXTURES / "decision-record-e1c800c.catalog.json").read_text()
 )
 ENTRY = DecisionEntry("1795788181000-0", "rec-v1-0001", V1)
+V3 = (FIXTURES / "decision-record-c0a720d.json").read_bytes().strip()
+V3_CATALOGS: dict[str, list[str]] = json.loads(
+    (FIXTURES / "decision-record-c0a720d.catalog.json").read_text()
+)
 
 
 def by_name(raw: bytes) -> bytes:
@@ -77,15 +83,43 @@ def test_the_export_reads_records_written_before_versions(shape: str) -> None:
 
 
 def test_todays_record_is_the_old_one_with_its_version_first() -> None:
-    """Today's writer gives a version 1 record's bytes but for the version and FX date.
+    """Today's writer gives a version 1 record's bytes but for the version, FX date and shadow.
 
-    Nothing else in the format changed (``fx_as_of``, version 3, follows ``catalog_version``).
+    Nothing else in the format changed (``fx_as_of``, version 3, follows ``catalog_version``;
+    the shadow model's fields, version 4, follow it).
     """
     old = decode_record(V1)
-    assert old.fx_as_of is None
+    assert old.fx_as_of is None and old.shadow_model_version is None
     current = msgspec.structs.replace(old, record_version=RECORD_VERSION, fx_as_of="2026-11-20")
     head, sep, tail = V1[1:].partition(b',"reasons":')
     expected = b'{"record_version":%d,' % RECORD_VERSION + head + b',"fx_as_of":"2026-11-20"'
+    expected += b',"shadow_model_version":null,"shadow_model_probability":null'
+    assert encode_record(current) == expected + sep + tail
+
+
+def test_a_version_3_record_reads_whole_without_a_shadow_model() -> None:
+    record = decode_record(V3)
+    assert record.record_version == 3
+    assert record.fx_as_of == "2026-11-20"
+    assert record.model_probability == 0.8125
+    assert record.shadow_model_version is None and record.shadow_model_probability is None
+    assert record_key(V3) == ("broker-7", "rec-v3-0001")
+    row = decision_row(DecisionEntry("1795788182000-0", "rec-v3-0001", V3), record, V3_CATALOGS)
+    assert (row["decision"], row["score"], row["model_probability"]) == ("decline", 91, 0.8125)
+    assert row["shadow_model_version"] is None and row["shadow_model_probability"] is None
+    assert row["matched_rules"] == ["FX_PREPAID_CARD"]
+    assert row["f_vertical"] == "forex"
+    # today's writer: the same bytes, but for the version and the shadow model's two fields
+    current = msgspec.structs.replace(
+        record,
+        record_version=RECORD_VERSION,
+        shadow_model_version="2026-12-01T000000Z-5ad0c0de",
+        shadow_model_probability=0.25,
+    )
+    head, sep, tail = V3.removeprefix(b'{"record_version":3').partition(b',"reasons":')
+    expected = b'{"record_version":%d' % RECORD_VERSION + head
+    expected += b',"shadow_model_version":"2026-12-01T000000Z-5ad0c0de"'
+    expected += b',"shadow_model_probability":0.25'
     assert encode_record(current) == expected + sep + tail
 
 
@@ -106,11 +140,22 @@ def test_the_writer_and_the_readers_use_one_struct() -> None:
     )
     payment = decode_record(V1).payment
     rules = [RuleRecord("R", True, "shadow")]
-    record = decision_record(payment, features, rules, decision, 2.5, "2026-11-20")
+    record = decision_record(
+        payment,
+        features,
+        rules,
+        decision,
+        2.5,
+        "2026-11-20",
+        shadow_model_version="2026-12-01T000000Z-5ad0c0de",
+        shadow_model_probability=0.125,
+    )
     assert isinstance(record, DecisionRecord)
     back = decode_record(encode_record(record))
-    assert back.record_version == RECORD_VERSION == 3
+    assert back.record_version == RECORD_VERSION == 4
     assert back.fx_as_of == "2026-11-20"
+    assert back.shadow_model_version == "2026-12-01T000000Z-5ad0c0de"
+    assert back.shadow_model_probability == 0.125
     assert back.features == tuple(float(i) for i in range(len(FEATURE_NAMES)))
     assert back.rules == [RuleRecord("R", True, "shadow", None)]
     assert back.payment == payment

@@ -1,3 +1,7 @@
+import asyncio
+import multiprocessing
+from pathlib import Path
+
 import pytest
 
 from service.decision.spool import DecisionSpool
@@ -61,3 +65,59 @@ async def test_an_empty_spool_file_is_cleared_so_the_cheap_check_stops_seeing_it
     assert not spool.has_pending()
     spool.append(b'{"transaction_id":"a"}')
     assert spool.has_pending()
+
+
+def _append_many(path: str, name: str, n: int) -> None:
+    spool = DecisionSpool(Path(path))
+    for i in range(n):
+        spool.append(b'{"transaction_id":"%s-%d"}' % (name.encode(), i))
+
+
+def _drain_until(path: str, stop_file: str, out: str) -> None:
+    spool = DecisionSpool(Path(path))
+    sent: list[bytes] = []
+
+    async def keep(records: list[bytes]) -> None:
+        sent.extend(records)
+
+    def go_on() -> bool:
+        return not Path(stop_file).exists() or spool.has_pending()
+
+    async def loop() -> None:
+        while go_on():
+            await spool.drain(keep)
+            await asyncio.sleep(0.001)
+
+    asyncio.run(loop())
+    Path(out).write_bytes(b"\n".join(sent))
+
+
+async def test_worker_processes_sharing_a_spool_lose_no_line(tmp_path):
+    """Two workers of one server append and drain one spool file at once (--workers 2).
+
+    Every appended line is sent at least once (the drain's receiver ignores repeats).
+    """
+    path, stop = tmp_path / "spool.jsonl", tmp_path / "stop"
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(target=_append_many, args=(str(path), name, 400)) for name in ("a", "b")
+    ]
+    drainers = [
+        context.Process(target=_drain_until, args=(str(path), str(stop), str(tmp_path / f"d{i}")))
+        for i in range(2)
+    ]
+    for process in (*writers, *drainers):
+        process.start()
+    for process in writers:
+        process.join(120)
+    stop.touch()
+    for process in drainers:
+        process.join(120)
+        assert process.exitcode == 0
+    sent = set()
+    for i in range(2):
+        sent.update(line for line in (tmp_path / f"d{i}").read_bytes().split(b"\n") if line)
+    expected = {
+        b'{"transaction_id":"%s-%d"}' % (name, i) for name in (b"a", b"b") for i in range(400)
+    }
+    assert expected - sent == set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service.model.bundle import FOREST, LATEST, MODEL_CARD, find_latest
+from service.model.bundle import FOREST, LATEST, MODEL_CARD, SHADOW, find_latest, find_shadow
 from service.model.live import LiveModel
 from tests.unit.test_model_bundle import SMALL, feature_frame
 from training.cli import main
@@ -24,6 +24,8 @@ from training.registry import (
     promote,
     promotions,
     rollback,
+    set_shadow,
+    shadow_version,
 )
 from training.train import train_on_dataset
 
@@ -212,3 +214,69 @@ def test_live_model_follows_latest_and_keeps_the_old_one_when_the_new_is_refused
 def test_live_model_without_a_registry_says_so(tmp_path):
     live = LiveModel(tmp_path / "none")
     assert live.load() is None and live.problem == "no model registered"
+
+
+def test_set_shadow_names_a_model_lists_it_records_it_and_switches_off(registry, two_models):
+    first, second = (m.name for m in two_models)
+    assert shadow_version(registry) is None
+    assert set_shadow(registry, second) is None
+    assert (registry / SHADOW).read_text().strip() == second
+    assert find_shadow(registry).name == second
+    models = {m.version: m for m in list_models(registry)}
+    assert models[second].shadow and not models[second].latest
+    assert models[first].latest and not models[first].shadow
+    assert find_latest(registry).name == first  # the shadow never changes what is live
+    assert set_shadow(registry, None) == second
+    assert not (registry / SHADOW).exists() and find_shadow(registry) is None
+    events = [(e.action, e.version, e.previous) for e in promotions(registry).events][-2:]
+    assert events == [("shadow", second, None), ("shadow-off", None, second)]
+    assert promotions(registry).live == [first]  # rollback history untouched
+    with pytest.raises(RegistryError, match="not a registered model"):
+        set_shadow(registry, "2030-01-01T000000Z-00000000")
+    assert not (registry / SHADOW).exists()
+
+
+def test_models_shadow_command_verifies_sets_and_switches_off(registry, two_models, capsys):
+    first, second = (m.name for m in two_models)
+    r = ["--registry", str(registry)]
+    code, out, _ = _run(capsys, "models", "shadow", second, *r)
+    assert code == 0 and f"{second} is in shadow (was none)" in out
+    code, out, _ = _run(capsys, "models", "list", *r, "--json")
+    listed = {m["version"]: m for m in json.loads(out)}
+    assert listed[second]["shadow"] and not listed[first]["shadow"]
+    code, out, _ = _run(capsys, "models", "list", *r)
+    assert "SHADOW" in out
+    code, out, _ = _run(capsys, "models", "shadow", "--off", *r, "--json")
+    assert code == 0 and json.loads(out) == {"shadow": None, "previous": second}
+    code, _, err = _run(capsys, "models", "shadow", *r)
+    assert code == 2 and "VERSION or --off" in err
+    code, _, err = _run(capsys, "models", "shadow", second, "--off", *r)
+    assert code == 2
+    (registry / second / FOREST).write_bytes(b"tampered")
+    code, _, err = _run(capsys, "models", "shadow", second, *r)
+    assert code == 1 and "SHA-256" in err and not (registry / SHADOW).exists()
+
+
+def test_shadow_model_follows_its_pointer_is_switched_off_and_keeps_the_old_when_refused(
+    registry, two_models
+):
+    first, second = (m.name for m in two_models)
+    shadow = LiveModel(registry, role="shadow")
+    assert shadow.load() is None and shadow.problem is None  # no pointer: no shadow, no problem
+    assert not shadow.refresh()
+    set_shadow(registry, second)
+    assert shadow.refresh() and shadow.current.version == second
+    assert not shadow.refresh()  # nothing changed
+
+    bad = "2027-02-01T000000Z-dddddddd"
+    shutil.copytree(registry / first, registry / bad)
+    (registry / bad / FOREST).write_bytes(b"tampered")
+    set_shadow(registry, bad)
+    assert not shadow.refresh()
+    assert shadow.current.version == second and "SHA-256" in (shadow.problem or "")
+
+    set_shadow(registry, None)
+    assert shadow.refresh() and shadow.current is None and shadow.problem is None
+    (registry / SHADOW).write_text("2031-01-01T000000Z-00000000\n")  # by hand, unregistered
+    assert not shadow.refresh() and shadow.current is None
+    assert "not registered" in (shadow.problem or "")

@@ -144,6 +144,8 @@ def test_the_transaction_id_and_event_time_are_only_in_the_payment() -> None:
         "ruleset_version",
         "catalog_version",
         "fx_as_of",
+        "shadow_model_version",
+        "shadow_model_probability",
         "reasons",
         "rules",
         "degraded",
