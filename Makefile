@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 REDIS_PORT ?= 6379
 
-.PHONY: setup run test lint format redis model bench clean browser assets notebooks
+.PHONY: setup run test lint format redis model postgres bench clean browser assets notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,17 @@ model: | $(STAMP)
 	  $(BIN)/riskscore train --log .run/simulated.parquet --registry models; \
 	fi
 
-run: setup .run/env redis model
+# The decision archive: PostgreSQL at RISKSCORE_DATABASE_URL, else on 127.0.0.1:5432, else a
+# private one started under .run/pg; its database made and its schema applied
+# (training/dev_database.py). The URL it found is kept in .run/database-url.
+postgres: | $(STAMP)
+	@mkdir -p .run && $(BIN)/python -m training.dev_database > .run/database-url.new && \
+	  mv .run/database-url.new .run/database-url
+
+run: setup .run/env redis model postgres
 	@set -a && source .run/env && set +a && \
+	  export RISKSCORE_DATABASE_URL="$$(tail -n 1 .run/database-url)" && \
+	  echo "decision archive: $$RISKSCORE_DATABASE_URL" && \
 	  echo "riskscore on http://127.0.0.1:8000 (keys in .run/env; OpenAPI at /schema;" \
 	    "the console at http://127.0.0.1:8000/console, sign in with ANALYST_KEY)" && \
 	  $(BIN)/riskscore serve

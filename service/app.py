@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any, Final
 
 import msgspec
+import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.enums import ParamType
@@ -37,9 +38,11 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api import reviews as review_routes
+from service.api.decisions import get_stored_decision
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
+from service.archive.archiver import Archiver, trim
 from service.archive.state import NOT_CONFIGURED, Archive
 from service.console.routes import console_router, template_config
 from service.console.session import ConsoleKeys
@@ -75,6 +78,7 @@ from service.stores.redis_client import (
     make_client,
     make_hot_connection,
     maxmemory_policy_warning,
+    memory_warning,
     persistence_warning,
     probe,
     replica_warning,
@@ -86,6 +90,11 @@ from service.telemetry.metrics import SHARED_FLUSH_SECONDS, Metrics
 log = logging.getLogger("riskscore")
 
 WARM_CONNECTIONS = 16  # Redis connections opened at startup
+STREAM_MAXLEN = 10_000_000  # the streams' cap (MAXLEN ~) without an archive
+# With an archive the streams are trimmed only below what is archived (the archiver's
+# ``trim``), never by length: the cap is then out of reach.
+UNCAPPED_STREAM = 2**62
+ARCHIVE_TRIM_SECONDS = 5.0  # how often the archived part of the streams is trimmed
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 REFERENCE_RELOAD_TIMEOUT_SECONDS = 10.0  # a reference file read in a thread: how long to wait
 _REF = "#/components/schemas/"
@@ -115,6 +124,7 @@ def build_engine(
         decision_ttl_seconds=settings.decision_ttl_days * 86_400,
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
         server_clock=settings.clock == "server",
+        stream_maxlen=UNCAPPED_STREAM if settings.database_url else STREAM_MAXLEN,
     )
     lists = ListStore(client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms)
     live = live if live is not None else LiveModel(settings.model_dir)
@@ -287,11 +297,34 @@ def create_app(settings: Settings) -> Litestar:
                     )
 
         archive: Archive | None = None
+        archiver: Archiver | None = None
         if settings.database_url:
             archive = await Archive.open(
                 settings.database_url, retention_days=settings.archive_retention_days
             )
+            # a client of its own: long reads and blocking waits, never the hot path's pool
+            archive_redis = aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=10.0,
+                socket_connect_timeout=2.0,
+                client_name="riskscore-archive",
+            )
+            archiver = Archiver(archive_redis, engine.store.keys, archive, metrics=metrics)
         app.state.archive = archive
+        app.state.archiver = archiver
+
+        async def archive_upkeep() -> None:
+            # trim what every group acknowledged, then measure what waits
+            assert archiver is not None and archive is not None
+            lag: dict[str, Any] = {}
+            for stream, waiting in (await archiver.lag()).items():
+                name = stream.rpartition(":")[2]
+                if removed := await trim(archiver.client, stream):
+                    metrics.archive_trimmed.labels(name).inc(removed)
+                metrics.archive_pending.labels(name).set(waiting.entries)
+                metrics.archive_oldest.labels(name).set(waiting.oldest_seconds or 0.0)
+                lag[name] = {"entries": waiting.entries, "oldest_seconds": waiting.oldest_seconds}
+            archive.extra["lag"] = lag
 
         async def readiness() -> dict[str, Any]:
             report = await _readiness(
@@ -303,6 +336,8 @@ def create_app(settings: Settings) -> Litestar:
             )
             # the archive never makes the service unready: scoring goes on without it
             report["archive"] = archive.report() if archive is not None else dict(NOT_CONFIGURED)
+            if report["redis"]["ok"] and (warning := await memory_warning(engine.store.client)):
+                report["redis"]["warnings"] = [*report["redis"]["warnings"], warning]
             return report
 
         app.state.readiness = readiness
@@ -319,8 +354,10 @@ def create_app(settings: Settings) -> Litestar:
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
-        if archive is not None:
+        if archive is not None and archiver is not None:
             tasks.append(asyncio.create_task(archive.run_upkeep()))
+            tasks.append(asyncio.create_task(archiver.run()))
+            tasks.append(asyncio.create_task(_every(ARCHIVE_TRIM_SECONDS, archive_upkeep)))
         if metrics.shared:  # one of several workers: /metrics reads every worker's files
 
             async def flush_metrics() -> None:
@@ -340,8 +377,9 @@ def create_app(settings: Settings) -> Litestar:
                 await reviews.stop()
             metrics.worker_stopped()
             reference.close()
-            if archive is not None:
+            if archive is not None and archiver is not None:
                 await archive.close()
+                await archiver.client.aclose()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()
@@ -351,6 +389,7 @@ def create_app(settings: Settings) -> Litestar:
             *ROUTES,
             # reviews live in the database: without one, the service offers no review routes
             *(review_routes.ROUTES if settings.database_url else ()),
+            get_stored_decision,
             assets_router(),
             console_router(settings.secret, secure_cookies=settings.console_secure_cookies),
         ],
@@ -492,6 +531,7 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/lists/{name}", "get"): (400, 401, 403),
     ("/v1/lists/{name}/items", "put"): (400, 401, 403, 413, 415),
     ("/v1/lists/{name}/items", "delete"): (400, 401, 403, 413, 415),
+    ("/v1/decisions/{merchant_id}/{transaction_id}", "get"): (401, 403, 404),
 }
 
 
@@ -504,6 +544,7 @@ _OBJECTS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/lists/{name}", "get"): (200,),
     ("/v1/lists/{name}/items", "put"): (200,),
     ("/v1/lists/{name}/items", "delete"): (200,),
+    ("/v1/decisions/{merchant_id}/{transaction_id}", "get"): (200,),
 }
 
 

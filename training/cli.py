@@ -182,7 +182,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.registry import promote
     from training.train import train
 
-    log = read_log(args.log)
+    if args.log is None and not args.from_archive:
+        print("error: --log PATH or --from-archive is required", file=sys.stderr)
+        return 2
+    if args.log is not None and args.from_archive:
+        print("error: --log and --from-archive exclude each other", file=sys.stderr)
+        return 2
+    if args.from_archive:
+        log = _log_from_archive(args)
+        if log is None:
+            return 2
+    else:
+        log = read_log(args.log)
     live = None if args.no_promote else live_model(args.registry)  # before registering
     report = train(
         log,
@@ -428,6 +439,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from training.backtest import backtest
     from training.logs import read_log
 
+    if args.against is not None:
+        return _backtest_against(args)
+    if args.since is not None or args.until is not None:
+        raise ValueError("--since and --until go with --against (the draft beside the live set)")
     result = backtest(read_log(args.log), rules_dir=args.rules, secret=_secret())
     if args.json:
         _print_json(result)
@@ -446,6 +461,70 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"approval rate {total['approval_rate']:.3%}, decline rate {total['decline_rate']:.3%}, "
         f"fraud caught (decline or review) {total['recall']:.1%}"
     )
+    return 0
+
+
+def _backtest_against(args: argparse.Namespace) -> int:
+    """``riskscore backtest --rules DRAFT --against DIR``: the draft beside the live set."""
+    from training.backtest import compare
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    if args.rules is None:
+        raise ValueError("--against DIR compares a draft: give the draft with --rules DRAFT")
+    since, until = to_unix_seconds(args.since), to_unix_seconds(args.until)
+    result = compare(
+        read_log(args.log),
+        draft_dir=args.rules,
+        live_dir=args.against,
+        since=since,
+        until=until,
+        secret=_secret(),
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    changes = ("newly_stopped", "newly_let_through")
+
+    def cells(entry: dict) -> list[object]:
+        return [
+            f"{entry[c][k]['payments']:,} / {entry[c][k]['usd']}"
+            for c in changes
+            for k in ("fraud", "legit")
+        ]
+
+    heads = [
+        "stopped fraud",
+        "stopped legit",
+        "let through fraud",
+        "let through legit",
+    ]
+    print(
+        f"draft {result['draft']['version']} ({result['draft']['directory']}) beside live "
+        f"{result['live']['version']} ({result['live']['directory']}), "
+        f"{result['payments']:,} payments; stopped = {result['stopped_means']}; "
+        "cells are payments / USD"
+    )
+    _table("in total", ["", *heads], [["all verticals", *cells(result["total"])]])
+    _table(
+        "per vertical",
+        ["vertical", *heads],
+        [[v, *cells(e)] for v, e in result["by_vertical"].items()],
+    )
+    moved = {
+        rule: e
+        for rule, e in result["by_rule"].items()
+        if any(e[c]["all"]["payments"] for c in changes)
+    }
+    _table(
+        "per rule (a payment counts for every rule that stops it)",
+        ["rule", "in", *heads],
+        [[rule, e["in"], *cells(e)] for rule, e in moved.items()] or [["no change", "", *[""] * 4]],
+        width=140,
+    )
+    for side in ("live", "draft"):
+        for rule, error in result["errors"][side].items():
+            print(f"{side} rule {rule} could not run: {error}")
     return 0
 
 
@@ -527,15 +606,68 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """The archive's URL: ``--database-url`` or ``RISKSCORE_DATABASE_URL``; None (said) else."""
+    url = args.database_url or os.environ.get("RISKSCORE_DATABASE_URL")
+    if not url:
+        print(
+            "error: --from-archive needs --database-url or RISKSCORE_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        print("error: --database-url must be a postgresql:// URL", file=sys.stderr)
+        return None
+    return url
+
+
+def _log_from_archive(args: argparse.Namespace) -> Any:
+    """``train --from-archive``: the archive's labelled transactions up to ``--until``."""
+    import asyncio
+    import tempfile
+
+    from training.export import export_from_archive
+    from training.logs import read_log
+    from training.train import to_unix_seconds
+
+    url = _database_url(args)
+    if url is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="riskscore-archive-") as folder:
+        asyncio.run(
+            export_from_archive(
+                url, folder, until=to_unix_seconds(args.until), progress=not args.json
+            )
+        )
+        return read_log(Path(folder) / "transactions.parquet")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``riskscore export``: the decision log and labels as transaction logs."""
     import asyncio
 
     import redis.asyncio as aioredis
 
-    from training.export import export
+    from training.export import export, export_from_archive
     from training.train import to_unix_seconds
 
+    if args.from_archive or args.database_url:
+        database_url = _database_url(args)
+        if database_url is None:
+            return 2
+        result = asyncio.run(
+            export_from_archive(
+                database_url,
+                args.out,
+                since=to_unix_seconds(args.since),
+                until=to_unix_seconds(args.until),
+                progress=not args.json,
+            )
+        )
+        return _export_report(args, result)
+    if args.until:
+        print("error: --until needs --from-archive (the streams are read whole)", file=sys.stderr)
+        return 2
     url = args.redis_url or os.environ.get("RISKSCORE_REDIS_URL") or Settings().redis_url
     if url.startswith("redis+cluster://"):
         print("error: export from a Redis Cluster is not supported yet", file=sys.stderr)
@@ -555,7 +687,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    result = asyncio.run(run())
+    return _export_report(args, asyncio.run(run()))
+
+
+def _export_report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Print what ``export`` wrote, as a table or (``--json``) one object."""
     if args.json:
         _print_json(result)
         return 0
@@ -967,7 +1103,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is registered, not promoted, the reason is printed and the exit code is 3 (--force "
         "promotes anyway).",
     )
-    train.add_argument("--log", type=Path, required=True, help="transaction log with labels")
+    train.add_argument("--log", type=Path, help="transaction log with labels")
+    train.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="train on the decision archive (PostgreSQL: every retained decision and its "
+        "labels, up to --until) instead of --log",
+    )
+    train.add_argument("--database-url", help="the archive (default RISKSCORE_DATABASE_URL)")
+    train.add_argument("--until", help="with --from-archive: decisions before this time")
     train.add_argument("--since", help="first training example time (RFC 3339)")
     train.add_argument(
         "--legit-after",
@@ -1085,7 +1229,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a rule set over a labelled log: hits, precision, recall, approval rate",
     )
     backtest.add_argument("--log", type=Path, required=True)
-    backtest.add_argument("--rules", type=Path, help="rule directory (default: shipped packs)")
+    backtest.add_argument(
+        "--rules",
+        type=Path,
+        help="rule directory (default: shipped packs); with --against, the draft",
+    )
+    backtest.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="the live rule directory to compare the draft (--rules) with: per rule, per "
+        "vertical and in total, payments and USD the draft newly stops (review or decline) "
+        "and newly lets through, fraud and legitimate apart",
+    )
+    backtest.add_argument("--since", help="with --against: payments from this time (RFC 3339)")
+    backtest.add_argument("--until", help="with --against: payments before this time")
     backtest.add_argument("--json", action="store_true", help="print one JSON object")
     backtest.set_defaults(func=cmd_backtest)
 
@@ -1133,6 +1291,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--redis-url", help="default RISKSCORE_REDIS_URL")
     export.add_argument("--prefix", help="key prefix (default RISKSCORE_REDIS_PREFIX, rs)")
     export.add_argument("--since", help="only payments from this time on (RFC 3339)")
+    export.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="read the decision archive (PostgreSQL) instead of the Redis streams; "
+        "--since/--until then select decisions by when they were logged",
+    )
+    export.add_argument(
+        "--database-url",
+        help="the archive (default RISKSCORE_DATABASE_URL); implies --from-archive",
+    )
+    export.add_argument("--until", help="with --from-archive: decisions before this time")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
     _add_labels_commands(sub)

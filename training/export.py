@@ -1,4 +1,7 @@
-"""Exporting the service's decision log and labels from Redis as transaction logs.
+"""Exporting the service's decision log and labels as transaction logs.
+
+From Redis (``export``: the streams as they stand) or from the decision archive in
+PostgreSQL (``export_from_archive``: a period of it), into the same files.
 
 Three Parquet files in one folder:
 
@@ -97,6 +100,7 @@ LABELS_FILE_COLUMNS: Final = (
     "reason",
     "recorded_at",
     "timestamp",
+    "arrival",
 )
 _TIME_COLUMNS: Final = ("timestamp", "customer_created_at")
 _BOOL_COLUMNS: Final = (
@@ -252,9 +256,28 @@ def labels_frame(entries: list[LabelEntry]) -> pd.DataFrame:
             "reason": pd.Series([e.reason for e in entries], dtype=object),
             "recorded_at": _utc((_stream_ms(e.id) for e in entries), unit="ms"),
             "timestamp": _utc(e.event_time for e in entries),
+            "arrival": _utc(e.arrival for e in entries),
         },
         columns=list(LABELS_FILE_COLUMNS),
     )
+
+
+def _label_arrivals(labels: pd.DataFrame) -> pd.Series:
+    """When each transaction's current label arrived, as the service counted it.
+
+    The first of the latest run of labels of one class (``fraud`` then ``chargeback`` is
+    one fraud, counted at the first: ``feedback.lua``), at its ``arrival`` where the stream
+    kept one (``reported_at`` capped at its receipt and its payment's second), else its
+    ``reported_at``.
+    """
+    key = [labels["merchant_id"], labels["transaction_id"]]
+    fraud = labels["label"].isin(FRAUD_LABELS)
+    at = labels["reported_at"]
+    if "arrival" in labels.columns:
+        at = labels["arrival"].where(labels["arrival"].notna(), at)
+    previous = fraud.groupby(key).shift()
+    starts = previous.isna() | (previous != fraud)
+    return at.where(starts).groupby(key).ffill()
 
 
 def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -276,18 +299,18 @@ def transactions_frame(decisions: pd.DataFrame, labels: pd.DataFrame) -> pd.Data
         labels.loc[unnamed, "merchant_id"] = [
             merchant_of.get(t) for t in labels.loc[unnamed, "transaction_id"]
         ]
-    latest = labels.dropna(subset=["merchant_id"]).drop_duplicates(
-        ["merchant_id", "transaction_id"], keep="last"
-    )
+    labels = labels.dropna(subset=["merchant_id"])
+    labels["label_at"] = _label_arrivals(labels)
+    latest = labels.drop_duplicates(["merchant_id", "transaction_id"], keep="last")
     joined = log[["merchant_id", "transaction_id"]].merge(
-        latest[["merchant_id", "transaction_id", "label", "reported_at"]],
+        latest[["merchant_id", "transaction_id", "label", "label_at"]],
         on=["merchant_id", "transaction_id"],
         how="left",
     )
     log["label"] = pd.array(
         [pd.NA if pd.isna(v) else int(v in FRAUD_LABELS) for v in joined["label"]], dtype="Int8"
     )
-    log["label_at"] = joined["reported_at"].astype("datetime64[us, UTC]").set_axis(log.index)
+    log["label_at"] = joined["label_at"].astype("datetime64[us, UTC]").set_axis(log.index)
     log.attrs[IDENTIFIERS_ATTR] = "pseudonymised"
     return log
 
@@ -411,6 +434,125 @@ async def export(
     }
 
 
+_ARCHIVED_DECISIONS: Final = """
+SELECT d.stream_id, d.transaction_id, d.record::text AS record
+FROM decisions d
+WHERE ($1::timestamptz IS NULL OR d.decided_at >= $1)
+  AND ($2::timestamptz IS NULL OR d.decided_at < $2)
+ORDER BY d.decided_at, d.stream_id
+"""
+_ARCHIVED_LABELS: Final = """
+SELECT l.stream_id, l.transaction_id, l.label, l.reported_at, l.event_time, l.reason,
+       l.merchant_id
+FROM labels l JOIN decisions d USING (merchant_id, transaction_id)
+WHERE ($1::timestamptz IS NULL OR d.decided_at >= $1)
+  AND ($2::timestamptz IS NULL OR d.decided_at < $2)
+  AND l.received_at >= d.decided_at
+ORDER BY l.received_at, l.stream_id
+"""
+
+
+async def export_from_archive(
+    database_url: str,
+    out_dir: Path | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    page_size: int = 5000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``export``'s three files from the decision archive (PostgreSQL) instead of Redis.
+
+    The decisions logged from ``since`` up to ``until`` (Unix seconds; either open) by
+    their ``decided_at`` (the time each entered the decision log, which prunes the daily
+    partitions), and every label received for them. Read through a server-side cursor in
+    pages of ``page_size``; the archive holds each pair once, so nothing is a duplicate.
+    """
+    import datetime as dt
+
+    import asyncpg
+
+    def stamp(seconds: float | None) -> dt.datetime | None:
+        return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+    window = (stamp(since), stamp(until))
+    connection = await asyncpg.connect(database_url)
+    try:
+        names = await connection.fetch("SELECT version, names::text AS names FROM catalogs")
+        catalogs: dict[str, Sequence[str]] = {
+            r["version"]: msgspec.json.decode(r["names"]) for r in names
+        }
+        catalogs.update(CURRENT_CATALOGS)
+        rows: list[dict[str, Any]] = []
+        skipped = unknown_catalog = 0
+        unknown_versions: set[str] = set()
+        bar = tqdm(unit="decision", disable=not progress, desc="export")
+        async with connection.transaction(readonly=True):
+            cursor = connection.cursor(_ARCHIVED_DECISIONS, *window, prefetch=page_size)
+            async for row in cursor:
+                bar.update(1)
+                entry = DecisionEntry(row["stream_id"], row["transaction_id"], row["record"])
+                try:
+                    record = decode_record(entry.record)
+                except msgspec.DecodeError:
+                    skipped += 1
+                    continue
+                if (
+                    not isinstance(record.features, dict)
+                    and feature_names(record, catalogs) is None
+                ):
+                    unknown_catalog += 1
+                    unknown_versions.add(str(record.catalog_version))
+                rows.append(decision_row(entry, record, catalogs))
+            entries = [
+                LabelEntry(
+                    r["stream_id"],
+                    r["transaction_id"],
+                    r["label"],
+                    r["reported_at"].timestamp(),
+                    r["event_time"].timestamp() if r["event_time"] is not None else None,
+                    r["reason"],
+                    r["merchant_id"] or None,
+                )
+                async for r in connection.cursor(_ARCHIVED_LABELS, *window, prefetch=page_size)
+            ]
+        bar.close()
+    finally:
+        await connection.close()
+    decisions = decisions_frame(rows)
+    labels = labels_frame(entries)
+    transactions = transactions_frame(decisions, labels)
+    out = Path(out_dir)
+    files = {
+        "decisions": out / "decisions.parquet",
+        "labels": out / "labels.parquet",
+        "transactions": out / "transactions.parquet",
+    }
+    await asyncio.to_thread(
+        _write,
+        {
+            files["decisions"]: decisions,
+            files["labels"]: labels,
+            files["transactions"]: transactions,
+        },
+    )
+    return {
+        "out": str(out),
+        "source": "archive",
+        "decisions": len(decisions),
+        "labels": len(labels),
+        "labelled_transactions": int(transactions["label"].notna().sum()),
+        "frauds": int((transactions["label"] == 1).sum()),
+        "skipped": skipped,
+        "duplicates": 0,
+        "superseded": 0,
+        "unknown_catalog": unknown_catalog,
+        "unknown_catalog_versions": sorted(unknown_versions),
+        "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
+        "files": {name: str(path) for name, path in files.items()},
+    }
+
+
 __all__ = [
     "CURRENT_CATALOGS",
     "DECISION_COLUMNS",
@@ -420,6 +562,7 @@ __all__ = [
     "decision_row",
     "decisions_frame",
     "export",
+    "export_from_archive",
     "feature_names",
     "labels_frame",
     "record_features",

@@ -245,6 +245,8 @@ class Archiver:
     async def run(self) -> None:
         """Rounds forever; failures of Redis or PostgreSQL back off and retry, never raise."""
         backoff = 0.1
+        while not self.archive.ready:  # noqa: ASYNC110 - the schema first (run_upkeep sets it)
+            await asyncio.sleep(0.2)
         while True:
             _still_cancelled()  # a library may have swallowed a cancellation mid-round
             try:
@@ -337,16 +339,21 @@ def _next_id(entry_id: str) -> str:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
-async def safe_trim_point(client: aioredis.Redis, stream: str) -> str | None:
+async def safe_trim_point(
+    client: aioredis.Redis, stream: str, *, group: str | None = None
+) -> str | None:
     """The id below which every group has acknowledged every entry; None without a group.
 
     Per group: its oldest pending entry, else just past its last delivered one; the
     lowest of those over all groups (another group on the stream holds the trim back too).
+    ``group``: that group's point alone (None when it does not exist).
     """
     try:
         groups = await client.xinfo_groups(stream)
     except ResponseError:  # no such stream
         return None
+    if group is not None:
+        groups = [g for g in groups if _text(g["name"]) == group]
     if not groups:
         return None
     points = []

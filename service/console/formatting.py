@@ -34,7 +34,13 @@ def money(amount: object, currency: str | None) -> str:
         return f"{amount} {currency or ''}".strip()
     if not value.is_finite():
         return f"{amount} {currency or ''}".strip()
-    code = (currency or "").upper()
+    try:
+        return _money(value, (currency or "").upper())
+    except ArithmeticError:  # an exponent too large to lay out: shown as given
+        return f"{amount} {currency or ''}".strip()
+
+
+def _money(value: Decimal, code: str) -> str:
     if code not in _KNOWN:
         digits = format_decimal(value, locale=LOCALE, decimal_quantization=False)
         return f"{digits}{NBSP}{code}" if code else digits

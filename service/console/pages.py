@@ -1,41 +1,261 @@
 """What each console page shows, gathered from the stores: no HTTP, no HTML here.
 
 The route handlers (``service.console.routes``) check who is asking and render; these
-functions read the decision, the review and the history and shape them for the templates.
+functions read the decision (Redis while it is hot, the archive in PostgreSQL always),
+and the entities' history (the archive) and shape them
+for the templates. ``merchants`` is the signed-in key's scope (None: every merchant); what
+lies outside it is never read into a page.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import urlencode
 
 import msgspec
 
-from service.contract import ScoreResponse
+from service.archive import UNAVAILABLE
+from service.archive.repository import (
+    ArchivedDecision,
+    ArchivedLabel,
+    DecisionSummary,
+    get_decision,
+    recent_for_entities,
+)
+from service.contract import TRANSACTION_ID_PATTERN, Reason, ScoreResponse
+from service.decision.record import DecisionRecord, decode_record
+from service.errors import NotFound
+from service.rules.ruleset import RuleSet
+
+HISTORY_LIMIT: Final = 10
+ENTITIES: Final = ("card", "customer", "device")
 
 _response_decoder = msgspec.json.Decoder(ScoreResponse)
 
 
 @dataclass(frozen=True)
-class DecisionPage:
-    """One decision as the decision page shows it.
+class FiredRule:
+    """A rule that hit: what it did, the features it read and the params it compared with."""
 
-    ``response`` is the answer as it was sent to the gateway; ``labels`` the labels
-    received for it (newest last) and ``review`` its review's state, when known.
+    rule_id: str
+    mode: str
+    action: str | None
+    message: str | None
+    condition: str | None
+    features: list[tuple[str, Any]]
+    thresholds: list[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """One decision as the decision and review pages show it.
+
+    ``response``: the answer as sent to the gateway (from Redis while hot, else the
+    archive's copy). The payment's amounts, the record's rules and features, labels and
+    history come from the archive; before a decision is archived (seconds) they are absent.
     """
 
     merchant_id: str
     transaction_id: str
     response: ScoreResponse
-    source: str  # where it was read: "redis" while hot, "archive" afterwards
-    labels: list[dict[str, Any]] = field(default_factory=list)
-    review: dict[str, Any] | None = None
+    source: str  # "redis", "archive" or "redis and archive"
+    vertical: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    amount_usd: Decimal | None = None
+    decided_at: dt.datetime | None = None
+    record_known: bool = False
+    fired_rules: list[FiredRule] = field(default_factory=list)
+    rules_note: str | None = None
+    labels: list[ArchivedLabel] = field(default_factory=list)
+    review: Any | None = None  # the review's state, once reviews exist
+    entities: dict[str, str | None] = field(default_factory=dict)
+    archive_problem: str | None = None
 
 
-async def decision_page(state: Any, merchant_id: str, transaction_id: str) -> DecisionPage | None:
-    """The decision of ``(merchant_id, transaction_id)``, or None when there is none."""
-    stored = await state.engine.store.stored_decision(merchant_id, transaction_id)
-    if stored is None:
+_TRANSACTION_ID: Final = re.compile(TRANSACTION_ID_PATTERN)
+
+
+def valid_payment_ids(merchant_id: str, transaction_id: str) -> bool:
+    """Whether a payment can have these ids (the contract's): others are never found."""
+    return (
+        0 < len(merchant_id) <= 64
+        and merchant_id.isprintable()
+        and _TRANSACTION_ID.fullmatch(transaction_id) is not None
+    )
+
+
+def decision_href(merchant_id: str, transaction_id: str) -> str:
+    """The console address of a decision."""
+    return "/console/decision?" + urlencode(
+        {"merchant_id": merchant_id, "transaction_id": transaction_id}
+    )
+
+
+def _archive_pool(state: Any) -> Any | None:
+    archive = getattr(state, "archive", None)
+    return archive.pool if archive is not None and archive.ready else None
+
+
+def _reasons(response: ScoreResponse | None, codes: Sequence[str]) -> list[Reason]:
+    if response is not None:
+        return list(response.reasons)
+    return [Reason(code=c, source="rule", message="") for c in codes]  # type: ignore[arg-type]
+
+
+def _decode_response(raw: bytes | str | None) -> ScoreResponse | None:
+    if not raw:
         return None
-    response = _response_decoder.decode(stored)
-    return DecisionPage(merchant_id, transaction_id, response, source="redis")
+    try:
+        return _response_decoder.decode(raw)
+    except msgspec.MsgspecError:
+        return None
+
+
+def fired_rules(
+    record: DecisionRecord, feature_names: Sequence[str] | None, ruleset: RuleSet
+) -> tuple[list[FiredRule], str | None]:
+    """The record's rules that hit, each with the features it read and its thresholds.
+
+    The features are the record's values; the conditions and thresholds are the rule set's
+    as it is now (the note says so when the decision was made under another version).
+    """
+    if isinstance(record.features, dict):
+        values: dict[str, Any] = dict(record.features)
+    elif feature_names is not None:
+        values = dict(zip(feature_names, record.features, strict=False))
+    else:
+        values = {}
+    payment = record.payment
+    params = ruleset.params_for(payment.vertical, payment.merchant_id)
+    compiled = {rule.rule_id: rule for rule in ruleset.rules}
+    fired = []
+    for executed in record.rules:
+        if not executed.hit:
+            continue
+        rule = compiled.get(executed.id)
+        if rule is None:
+            fired.append(FiredRule(executed.id, executed.mode, None, None, None, [], []))
+            continue
+        names = sorted(rule.when.features | rule.message.features)
+        fired.append(
+            FiredRule(
+                rule_id=executed.id,
+                mode=executed.mode,
+                action=rule.action,
+                message=rule.description.strip() or None,
+                condition=rule.when.text.strip(),
+                features=[(n, values.get(n)) for n in names],
+                thresholds=[(p, params.get(p)) for p in sorted(rule.when.params)],
+            )
+        )
+    note = None
+    if record.ruleset_version and record.ruleset_version != ruleset.version:
+        note = (
+            f"Decided under rule set {record.ruleset_version}; conditions and thresholds are "
+            f"shown as rule set {ruleset.version} has them now."
+        )
+    if values == {} and fired:
+        note = (note + " " if note else "") + "This record's feature names are unknown."
+    return fired, note
+
+
+async def decision_view(state: Any, merchant_id: str, transaction_id: str) -> DecisionView | None:
+    """The decision of ``(merchant_id, transaction_id)``, or None when there is none.
+
+    Redis answers while the decision is hot, the archive always (once archived); a store
+    that does not answer leaves its part out rather than failing the page.
+    """
+    engine = state.engine
+    hot: bytes | None = None
+    try:
+        hot = await engine.store.stored_decision(merchant_id, transaction_id)
+    except Exception:  # Redis away: the archive may still know it
+        hot = None
+    pool = _archive_pool(state)
+    archived: ArchivedDecision | None = None
+    review: Any | None = None
+    problem = None if pool is not None else "the archive is not available"
+    if pool is not None:
+        try:
+            archived = await get_decision(pool, merchant_id, transaction_id)
+        except UNAVAILABLE as exc:
+            problem = f"the archive did not answer ({type(exc).__name__})"
+    queue = getattr(state, "reviews", None)  # the review queue, once reviews exist
+    if queue is not None:
+        try:
+            review = await queue.get(merchant_id, transaction_id)
+        except NotFound:
+            review = None
+    response = _decode_response(hot) or _decode_response(archived.response if archived else None)
+    if response is None and archived is None:
+        return None
+    if archived is None:
+        assert response is not None
+        return DecisionView(
+            merchant_id, transaction_id, response, "redis", review=review, archive_problem=problem
+        )
+    record = decode_record(archived.record)
+    if response is None:  # archived without the response as sent: rebuild what it said
+        response = ScoreResponse(
+            transaction_id=transaction_id,
+            decision=archived.decision,  # type: ignore[arg-type]
+            score=archived.score,
+            reasons=_reasons(None, archived.reasons),
+            matched_rules=[r.id for r in record.rules if r.hit and r.mode == "active"],
+            shadow_rules=[r.id for r in record.rules if r.hit and r.mode == "shadow"],
+            model_version=archived.model_version,
+            ruleset_version=archived.ruleset_version or "",
+            model_probability=archived.model_probability,
+            degraded=archived.degraded,
+            replayed=False,
+        )
+    rules, note = fired_rules(record, archived.feature_names, engine.rulebook.current)
+    payment = record.payment
+    return DecisionView(
+        merchant_id=merchant_id,
+        transaction_id=transaction_id,
+        response=response,
+        source="redis and archive" if hot else "archive",
+        vertical=archived.vertical,
+        amount=archived.amount,
+        currency=archived.currency,
+        amount_usd=archived.amount_usd,
+        decided_at=archived.decided_at,
+        record_known=True,
+        fired_rules=rules,
+        rules_note=note,
+        labels=archived.labels,
+        review=review,
+        entities={
+            "card": payment.card_fingerprint,
+            "customer": payment.customer_key,
+            "device": payment.device_id,
+        },
+    )
+
+
+async def history(
+    state: Any,
+    view: DecisionView,
+    merchants: frozenset[str] | None,
+) -> dict[str, list[DecisionSummary]] | None:
+    """The card's, customer's and device's recent decisions and labels; None without archive."""
+    pool = _archive_pool(state)
+    if pool is None or not view.entities:
+        return None
+    try:
+        return await recent_for_entities(
+            pool,
+            view.entities,
+            merchants=merchants,
+            limit=HISTORY_LIMIT,
+            exclude=(view.merchant_id, view.transaction_id),
+        )
+    except UNAVAILABLE:
+        return None

@@ -1,4 +1,7 @@
-"""The console's pages under ``/console``: sign-in, the review queue, a review, decision search.
+"""The console's pages under ``/console``: sign-in and the decision search.
+
+The review queue and a review's page follow once the review queue (``service.reviews``)
+is in; the decision page already shows a review's state when there is one.
 
 Every page is rendered on the server (Jinja2 through Litestar's templating) and works
 without JavaScript; the pages load one stylesheet, from the service itself. The router
@@ -12,6 +15,7 @@ A key limited to merchants sees only their reviews and decisions: another mercha
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -37,7 +41,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from service.console import formatting
-from service.console.pages import decision_page
+from service.console.pages import decision_view, history, valid_payment_ids
 from service.console.session import (
     CONSOLE_PATH,
     Analyst,
@@ -45,7 +49,11 @@ from service.console.session import (
     csrf_config,
     session_middleware,
 )
-from service.errors import NotFound, StoreUnavailable
+from service.errors import (
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("riskscore")
 
@@ -53,14 +61,12 @@ PACKAGE_DIR: Final = Path(__file__).resolve().parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
 STATIC_DIR: Final = PACKAGE_DIR / "static"
 SIGN_IN: Final = f"{CONSOLE_PATH}/sign-in"
-QUEUE: Final = f"{CONSOLE_PATH}/queue"
 DECISION: Final = f"{CONSOLE_PATH}/decision"
 # Same origin only, and no inline script or style at all: the pages need none.
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-MAX_ID_CHARS: Final = 64
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -104,7 +110,9 @@ def _take_flash(request: Request) -> str | None:
     return request.session.pop("flash", None) if request.session else None
 
 
-def _page(request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any):
+def _page(
+    request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any
+) -> Template:
     """A page of the console, with what every page shows (who is signed in, a flash)."""
     return Template(
         template_name=name,
@@ -121,7 +129,7 @@ def _safe_next(target: str | None) -> str:
         and not any(c in target for c in ("\\", "\n", "\r"))
     ):
         return target
-    return QUEUE
+    return DECISION
 
 
 def _field(form: Any, name: str) -> str:
@@ -134,9 +142,9 @@ def _field(form: Any, name: str) -> str:
 
 @get("/", sync_to_thread=False)
 def home(request: Request) -> Redirect:
-    """The console's address: the queue when signed in, else the sign-in page."""
+    """The console's address: the decision search when signed in, else the sign-in page."""
     signed = _keys(request).analyst(request.session) is not None
-    return Redirect(QUEUE if signed else SIGN_IN, status_code=303)
+    return Redirect(DECISION if signed else SIGN_IN, status_code=303)
 
 
 @get("/sign-in", sync_to_thread=False)
@@ -176,7 +184,7 @@ async def sign_out(request: Request) -> Redirect:
 
 
 def _clean_id(value: str | None) -> str:
-    return (value or "").strip()[:MAX_ID_CHARS]
+    return (value or "").strip()
 
 
 @get("/decision")
@@ -195,13 +203,28 @@ async def decision(
         return _page(
             request, "search.html", analyst, status=400 if error else 200, error=error, **context
         )
-    if not analyst.may_see(merchant):
-        # another merchant's decision is not found, exactly as an unknown one
+    if not analyst.may_see(merchant) or not valid_payment_ids(merchant, transaction):
+        # another merchant's decision is not found, exactly as an unknown one (and as ids
+        # no payment can have: a control character, a space in a transaction id)
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
-    page = await decision_page(request.app.state, merchant, transaction)
-    if page is None:
+    view = await decision_view(request.app.state, merchant, transaction)
+    if view is None:
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
-    return _page(request, "decision.html", analyst, page=page, **context)
+    entities = await history(request.app.state, view, analyst.merchants)
+    return _page(
+        request,
+        "decision.html",
+        analyst,
+        page=view,
+        history=entities,
+        missing_entities=[name for name, value in view.entities.items() if value is None],
+        now=_now(),
+        **context,
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 # --- errors as pages -----------------------------------------------------------------------------
@@ -223,7 +246,7 @@ def _answer(request: Request, exc: Exception) -> Response:
         if request.url.query:
             target += "?" + request.url.query
         if request.method != "GET":
-            target = QUEUE
+            target = DECISION
             _flash(request, "Your session ended; sign in again.")
         query = urlencode({"next_page": target}, quote_via=quote)
         return Redirect(f"{SIGN_IN}?{query}", status_code=303)  # type: ignore[return-value]
@@ -234,11 +257,16 @@ def _answer(request: Request, exc: Exception) -> Response:
             "The form has expired",
             "The page was open too long or came from elsewhere. Go back, reload it and try again.",
         )
+    if isinstance(exc, InvalidRequest):
+        return _error_page(request, 400, "Cannot do that", str(exc))
     if isinstance(exc, NotFound | NotFoundException):
         return _error_page(request, 404, "Not found", "There is nothing at this address.")
     if isinstance(exc, StoreUnavailable):
         return _error_page(
-            request, 503, "Try again in a moment", "A data store did not answer in time."
+            request,
+            503,
+            "Try again in a moment",
+            "Redis did not answer in time; nothing was changed.",
         )
     if isinstance(exc, HTTPException):
         return _error_page(request, exc.status_code, "Cannot do that", str(exc.detail))
@@ -257,7 +285,14 @@ def console_router(secret: bytes, *, secure_cookies: bool = False) -> Router:
     )
     return Router(
         path=CONSOLE_PATH,
-        route_handlers=[home, sign_in_page, sign_in, sign_out, decision, static],
+        route_handlers=[
+            home,
+            sign_in_page,
+            sign_in,
+            sign_out,
+            decision,
+            static,
+        ],
         dependencies={"analyst": Provide(signed_in)},
         middleware=[
             DefineMiddleware(session_middleware, secret=secret, secure=secure_cookies),

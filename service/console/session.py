@@ -49,16 +49,21 @@ def key_fingerprint(secret: bytes, api_key: str) -> str:
     return hmac.new(derived_key(secret, "key-id"), api_key.encode(), hashlib.sha256).hexdigest()
 
 
+def public_name(api_key: str) -> str:
+    """A name for a key that never reveals it: ``key-`` and 10 hex digits of its SHA-256."""
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True, slots=True)
 class Analyst:
-    """The signed-in analyst: the key's public id, its roles and merchant scope.
+    """The signed-in analyst: who they are, their key's roles and merchant scope.
 
-    ``key_id`` is the first 12 characters of the key's fingerprint: it names the key in
-    pages and in a closed review's record without revealing it. ``merchants`` is None for a
-    key that serves every merchant.
+    ``name`` names the key in pages without revealing it (``key-`` and 10 hex digits of
+    its SHA-256). ``merchants`` is None for a key that serves every
+    merchant.
     """
 
-    key_id: str
+    name: str
     roles: frozenset[str]
     merchants: frozenset[str] | None
 
@@ -82,7 +87,7 @@ class ConsoleKeys:
             if roles & CONSOLE_ROLES:
                 fingerprint = key_fingerprint(secret, key)
                 self._by_fingerprint[fingerprint] = Analyst(
-                    key_id=fingerprint[:12], roles=roles, merchants=scopes.get(key)
+                    name=public_name(key), roles=roles, merchants=scopes.get(key)
                 )
 
     def fingerprint(self, api_key: str) -> str | None:

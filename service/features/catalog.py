@@ -41,6 +41,7 @@ entity already holds ``DISTINCT_CAP`` members all seen later than it. In time or
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal, NamedTuple
@@ -137,6 +138,11 @@ class Aggregate(StrEnum):
     mean_usd = "mean_usd"  # sum_usd / count over the same window
     distinct = "distinct"  # distinct values of ``of`` seen with the entity
     frauds = "frauds"  # confirmed fraud (feedback) among the window's payments
+    # confirmed frauds of the entity whose labels arrived in the window (by label arrival)
+    frauds_reported = "frauds_reported"
+    fraud_rate_reported = "fraud_rate_reported"  # frauds_reported / count, same window
+    amount_over_mean = "amount_over_mean"  # this amount / mean of the window's earlier ones
+    amount_zscore = "amount_zscore"  # this log-amount against the earlier ones' mean and spread
 
 
 # A ``distinct`` feature counts at most this many members (see the module docstring).
@@ -146,6 +152,72 @@ DISTINCT_CAP: Final[int] = 32
 # exact (see the module docstring): a payment stamped the largest accepted clock skew
 # early after one stamped as much late.
 MAX_BACKDATING_SECONDS: Final[int] = 600
+
+
+# Entity risk by label arrival (``frauds_reported``, ``fraud_rate_reported``). A confirmed
+# fraud counts for its entities in the bucket of its label's *arrival*, ``max(event second,
+# floor(label_at))`` (``label_at`` is the label's ``reported_at``, capped at its receipt by a
+# service on the server clock; a label dated before its own payment arrives with it), not
+# in its payment's bucket as ``frauds`` does. So with labels that come days or weeks after
+# the payment, the 1, 7 and 30 days of arrivals still see them, where ``frauds_7d`` over the
+# payments' own week sees none. A payment in bucket ``B`` (of its window second) counts the
+# arrivals of the ``n`` full buckets before it, ``B - n .. B - 1``: the last 24 to 25 hours
+# of arrivals up to the last full hour, 7 days up to the last full 6 hours, 30 days up to
+# the last full day. Never its own bucket or a later one, so a label is never used before
+# its ``label_at`` (not even one the store received first, stamped later: a gateway's clock
+# ahead), in either engine, and the rule needs no time order to be exact; the price is a
+# label counting only from the next bucket on (an hour, 6 hours, a day), nothing beside
+# delays of days to months. A label repeated (``fraud`` then ``chargeback``) counts once, at
+# its first arrival; ``legit`` after ``fraud`` withdraws it from the bucket it was counted
+# in. The offline twin knows the final label only: a fraud withdrawn later is absent there
+# throughout (online it counted until withdrawn). The rate is ``frauds_reported / count``,
+# the count over the entity's payments in its own window of the same name (the current one
+# included, so never a division by zero): frauds reported per payment the entity made in
+# about the same span. The frauds may belong to payments before that span, so the rate can
+# exceed 1 (a card paying once this week after three chargebacks on last month's payments).
+#
+# Amount against the entity's habit (``amount_over_mean``, ``amount_zscore``): the current
+# amount against the entity's *earlier* attempts of the window (the window's sums less the
+# current attempt). ``amount_over_mean`` is ``cents / (earlier cents / earlier count)``, 1.0
+# when there is no earlier attempt (or they sum to 0): nothing unusual to see. The spread
+# is measured on ``amount_log_units`` (thousandths of ``ln(1 + USD)``, integers, so the
+# store's double sums and the offline integer sums agree exactly): ``amount_zscore`` is
+# ``(units - mean) / sd`` over the earlier attempts' units, 0.0 with fewer than two of them,
+# the standard deviation taken at least ``ZSCORE_MIN_SD`` (0.1 in ln units: amounts within
+# about 10 % of each other are one habit, so a card always paying $10 that pays $12 is not
+# a 10-sigma event).
+AMOUNT_LOG_SCALE: Final[int] = 1000
+ZSCORE_MIN_SD: Final[float] = 100.0
+
+
+def amount_log_units(cents: int) -> int:
+    """A USD amount in whole thousandths of ``ln(1 + USD)``: what the spread is measured on."""
+    return round(AMOUNT_LOG_SCALE * math.log1p(cents / 100))
+
+
+def fraud_rate(frauds: float, attempts: float) -> float:
+    """Frauds reported per attempt of the same window (0.0 without attempts)."""
+    return frauds / attempts if attempts > 0 else 0.0
+
+
+def amount_over_mean(cents: float, attempts: float, sum_cents: float) -> float:
+    """This amount over the mean of the window's earlier attempts; 1.0 without them."""
+    earlier = attempts - 1
+    rest = sum_cents - cents
+    if earlier <= 0 or rest <= 0:
+        return 1.0
+    return cents / (rest / earlier)
+
+
+def amount_zscore(units: float, attempts: float, sum_units: float, sum_squares: float) -> float:
+    """This amount's log units against the earlier attempts' mean and spread; 0.0 below two."""
+    n = attempts - 1
+    if n < 2:
+        return 0.0
+    mean = (sum_units - units) / n
+    variance = (sum_squares - units * units) / n - mean * mean
+    sd = math.sqrt(variance) if variance > ZSCORE_MIN_SD * ZSCORE_MIN_SD else ZSCORE_MIN_SD
+    return (units - mean) / sd
 
 
 # What a ``distinct`` aggregate counts: the name used in the feature, and its log column.
@@ -181,6 +253,14 @@ class VelocityFeature:
                 return "amount_usd_mean"
             case Aggregate.frauds:
                 return "frauds"
+            case Aggregate.frauds_reported:
+                return "reported_frauds"
+            case Aggregate.fraud_rate_reported:
+                return "reported_fraud_rate"
+            case Aggregate.amount_over_mean:
+                return "amount_over_mean"
+            case Aggregate.amount_zscore:
+                return "amount_zscore"
             case Aggregate.distinct:
                 return f"distinct_{self.of}"
 
@@ -224,6 +304,16 @@ def _v(entity: Entity, aggregate: Aggregate, window: str, doc: str, of: str | No
 
 
 E, A = Entity, Aggregate
+
+_SPANS: Final = (("24h", "day"), ("7d", "7 days"), ("30d", "30 days"))
+_REPORTED: Final = tuple(
+    (entity, window, span)
+    for entity in (E.merchant, E.card, E.customer, E.device, E.ip, E.email, E.account)
+    for window, span in _SPANS
+)
+_HABIT: Final = tuple(
+    (entity, window, span) for entity in (E.card, E.customer) for window, span in _SPANS
+)
 
 VELOCITY_FEATURES: Final[tuple[VelocityFeature, ...]] = (
     # card: card testing, stolen cards spread over merchants and customers
@@ -283,6 +373,47 @@ VELOCITY_FEATURES: Final[tuple[VelocityFeature, ...]] = (
     _v(E.bin, A.count, "10m", "Attempts with cards of this BIN in the last 10 minutes."),
     _v(E.bin, A.count, "1h", "Attempts with cards of this BIN in the last hour."),
     _v(E.bin, A.declines, "1h", "Attempts with cards of this BIN declined in the last hour."),
+    # entity risk by label arrival: works when labels come long after the payment
+    *(
+        _v(
+            entity,
+            A.frauds_reported,
+            window,
+            f"Confirmed frauds of this {entity} whose labels arrived in the last {span}.",
+        )
+        for entity, window, span in _REPORTED
+    ),
+    *(
+        _v(
+            entity,
+            A.fraud_rate_reported,
+            window,
+            f"Confirmed frauds of this {entity} reported in the last {span}, per {entity}"
+            " payment in the same window.",
+        )
+        for entity, window, span in _REPORTED
+    ),
+    # amount against the entity's own habit
+    *(
+        _v(
+            entity,
+            A.amount_over_mean,
+            window,
+            f"USD amount over the mean of this {entity}'s earlier attempts of {span}"
+            " (1 when none).",
+        )
+        for entity, window, span in _HABIT
+    ),
+    *(
+        _v(
+            entity,
+            A.amount_zscore,
+            window,
+            f"Z-score of ln(1 + USD) against this {entity}'s earlier attempts of {span}"
+            " (0 below two).",
+        )
+        for entity, window, span in _HABIT
+    ),
 )
 
 REQUEST_FEATURES: Final[tuple[RequestFeature, ...]] = (
@@ -323,6 +454,17 @@ REQUEST_FEATURES: Final[tuple[RequestFeature, ...]] = (
     RequestFeature("is_rebill", "bool", "The payment is a subscription rebill."),
     RequestFeature("three_ds", "string", "none, attempted or authenticated."),
     RequestFeature("hour_utc", "number", "Hour of the event time, UTC, 0 to 23."),
+    RequestFeature(
+        "hour_local",
+        "number",
+        "Hour of the event time, 0 to 23, in the customer's country (else the IP's);"
+        " one representative zone per country (service/reference/timezones.py).",
+    ),
+    RequestFeature(
+        "weekend_local",
+        "bool",
+        "Saturday or Sunday in the customer's country (else the IP's), as hour_local.",
+    ),
 )
 
 FEATURES_BY_NAME: Final[dict[str, VelocityFeature | RequestFeature]] = {
@@ -366,6 +508,7 @@ def _fingerprint() -> str:
         f"{f.name}|{f.kind}" for f in REQUEST_FEATURES
     ]
     parts.append(f"distinct cap {DISTINCT_CAP}")
+    parts.append(f"amount log scale {AMOUNT_LOG_SCALE}, z-score min sd {ZSCORE_MIN_SD}")
     parts.append(IDENTITY_SCHEME)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 

@@ -152,6 +152,8 @@ class _EntityIndex:
     codes: np.ndarray  # the entity code of each of those rows (non-decreasing)
     starts: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     bucket_keys: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    # per window shape: the keys' span per entity and the lowest bucket (``_window``)
+    key_bases: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     label_known_from: np.ndarray | None = None
 
 
@@ -172,6 +174,11 @@ class _History:
         # Buckets are cut from the whole event second, in integers, as the store cuts them.
         self.seconds = np.floor(self.time).astype(np.int64)
         self.cents = cents[order]
+        # catalog.amount_log_units of each amount, by the one scalar definition
+        distinct_cents, inverse = np.unique(self.cents, return_inverse=True)
+        self.units = np.array(
+            [catalog.amount_log_units(int(c)) for c in distinct_cents], dtype=np.int64
+        )[inverse].reshape(-1)
         self.declined = np.zeros(self.size, dtype=np.int64)
         if "declined" in frame.columns:
             self.declined = _flags(frame["declined"])[order].astype(np.int64)
@@ -237,6 +244,7 @@ class _History:
             if len(buckets):
                 span = int(buckets.max() - buckets.min()) + 2 * feature.buckets + 1
                 keys = index.codes * span + (buckets - buckets.min() + feature.buckets)
+                index.key_bases[shape] = (span, int(buckets.min()))
             else:
                 keys = buckets
             index.bucket_keys[shape] = keys
@@ -261,7 +269,9 @@ class _History:
 
     def feature(self, feature: VelocityFeature) -> np.ndarray:
         index = self.entity(feature.entity)
-        result = np.zeros(self.size)
+        # a row without the entity reads what the store reads for no history
+        no_history = 1.0 if feature.aggregate is Aggregate.amount_over_mean else 0.0
+        result = np.full(self.size, no_history)
         result[self.order[index.rows]] = self._aggregate(index, feature)
         return result
 
@@ -281,6 +291,17 @@ class _History:
                 return (_window_sum(declined, start) - declined).astype(np.float64)
             case Aggregate.frauds:
                 return self._frauds(index, feature, keys).astype(np.float64)
+            case Aggregate.frauds_reported:
+                return self._reported(index, feature, keys).astype(np.float64)
+            case Aggregate.fraud_rate_reported:
+                reported = self._reported(index, feature, keys).astype(np.float64)
+                return reported / (position - start + 1)
+            case Aggregate.amount_over_mean:
+                return _amount_over_mean(
+                    self.cents[index.rows], position - start + 1, self.cents[index.rows], start
+                )
+            case Aggregate.amount_zscore:
+                return _amount_zscore(self.units[index.rows], position - start + 1, start)
             case Aggregate.distinct:
                 assert feature.of is not None
                 return self._distinct(index, catalog.DISTINCT_OF[feature.of], start)
@@ -298,6 +319,27 @@ class _History:
         lo = np.maximum(fraud + 1, self._label_known_from(index)[fraud])
         hi = np.searchsorted(keys, keys[fraud] + (feature.buckets - 1), "right") - 1
         return _runs(lo, hi, len(index.rows))
+
+    def _reported(
+        self, index: _EntityIndex, feature: VelocityFeature, keys: np.ndarray
+    ) -> np.ndarray:
+        """A fraud row counts from the bucket after its label's arrival, for ``n`` buckets.
+
+        Its arrival is ``max(floor(label_at), event second)``; a row in bucket ``b`` sees
+        the arrivals of buckets ``b - n .. b - 1`` (``catalog``'s label-arrival rule).
+        """
+        n = len(index.rows)
+        known = self.fraud_known_at[index.rows]
+        fraud = np.flatnonzero(np.isfinite(known))
+        if not len(fraud):
+            return np.zeros(n, dtype=np.int64)
+        arrival = np.maximum(np.floor(known[fraud]), self.seconds[index.rows][fraud])
+        span, lowest = index.key_bases[(feature.bucket, feature.buckets)]
+        offset = arrival.astype(np.int64) // feature.bucket - lowest + feature.buckets
+        base = index.codes[fraud] * span
+        lo = np.searchsorted(keys, base + np.minimum(offset, span - 1), "right")
+        hi = np.searchsorted(keys, base + np.minimum(offset + feature.buckets, span - 1), "right")
+        return _runs(np.maximum(lo, fraud + 1), hi - 1, n)
 
     def _distinct(self, index: _EntityIndex, member_column: str, start: np.ndarray) -> np.ndarray:
         """Distinct members of each window ``[start[i], i]``, capped at ``DISTINCT_CAP``.
@@ -324,6 +366,32 @@ class _History:
         lo = np.maximum(present, np.searchsorted(start, previous, "right"))
         hi = np.searchsorted(start, present, "right") - 1
         return np.minimum(_runs(lo, hi, n), catalog.DISTINCT_CAP).astype(np.float64)
+
+
+def _amount_over_mean(
+    cents: np.ndarray, attempts: np.ndarray, values: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """``catalog.amount_over_mean`` of every row, with the same float operations."""
+    earlier = (attempts - 1).astype(np.float64)
+    rest = (_window_sum(values, start) - cents).astype(np.float64)
+    usable = (earlier > 0) & (rest > 0)
+    mean = np.divide(rest, earlier, out=np.ones_like(rest), where=usable)
+    return np.where(usable, cents.astype(np.float64) / mean, 1.0)
+
+
+def _amount_zscore(units: np.ndarray, attempts: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """``catalog.amount_zscore`` of every row, with the same float operations."""
+    n = (attempts - 1).astype(np.float64)
+    usable = n >= 2
+    n = np.where(usable, n, 1.0)
+    u = units.astype(np.float64)
+    mean = (_window_sum(units, start) - units).astype(np.float64) / n
+    squares = units * units
+    variance = (_window_sum(squares, start) - squares).astype(np.float64) / n - mean * mean
+    floor = catalog.ZSCORE_MIN_SD
+    wide = variance > floor * floor
+    sd = np.where(wide, np.sqrt(np.where(wide, variance, 1.0)), floor)
+    return np.where(usable, (u - mean) / sd, 0.0)
 
 
 def _window_sum(values: np.ndarray, start: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ between the merchant and the gateway, not a negative age.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +28,7 @@ import pandas as pd
 from service.features.catalog import REQUEST_FEATURES
 from service.normalisation.payment import Payment
 from service.reference.tables import CRYPTO_CURRENCIES, is_disposable_domain
+from service.reference.timezones import country_zone, local_time
 
 SECONDS_PER_DAY: Final = 86_400.0
 
@@ -107,6 +109,49 @@ def _hour_utc(p: Payment) -> float:
 def _hour_utc_frame(frame: pd.DataFrame) -> pd.Series:
     hours = np.floor_divide(frame["event_time"].to_numpy(dtype=np.float64), 3600.0) % 24
     return _floats(hours, frame)
+
+
+def _local(p: Payment) -> tuple[int, bool] | None:
+    """The payment's local hour and weekend flag: the customer's country, else the IP's."""
+    return local_time(math.floor(p.event_time), p.customer_country or p.device_ip_country)
+
+
+def _hour_local(p: Payment) -> float | None:
+    local = _local(p)
+    return None if local is None else float(local[0])
+
+
+def _weekend_local(p: Payment) -> bool | None:
+    local = _local(p)
+    return None if local is None else local[1]
+
+
+def _local_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``_local`` over a frame: hours (NaN unknown) and weekend flags (None unknown)."""
+    country = frame["customer_country"].astype(object)
+    if "device_ip_country" in frame.columns:
+        country = country.where(country.notna() & (country != ""), frame["device_ip_country"])
+    seconds = np.floor(frame["event_time"].to_numpy(dtype=np.float64)).astype(np.int64)
+    hours = np.full(len(frame), np.nan)
+    weekend = np.full(len(frame), None, dtype=object)
+    codes, uniques = pd.factorize(country, use_na_sentinel=True)
+    for code, name in enumerate(uniques):
+        zone = country_zone(name if isinstance(name, str) else None)
+        if zone is None:
+            continue
+        rows = np.flatnonzero(codes == code)
+        local = pd.to_datetime(seconds[rows], unit="s", utc=True).tz_convert(zone)
+        hours[rows] = local.hour.to_numpy(dtype=np.float64)
+        weekend[rows] = (local.day_of_week.to_numpy() >= 5).tolist()
+    return hours, weekend
+
+
+def _hour_local_frame(frame: pd.DataFrame) -> pd.Series:
+    return _floats(_local_frame(frame)[0], frame)
+
+
+def _weekend_local_frame(frame: pd.DataFrame) -> pd.Series:
+    return _objects(_local_frame(frame)[1], frame)
 
 
 def _is_crypto(p: Payment) -> bool:
@@ -215,6 +260,8 @@ DEFINITIONS: Final[tuple[Definition, ...]] = (
     D("is_rebill", lambda p: p.context_subscription_kind == "rebill", _rebill_frame),
     D("three_ds", lambda p: p.context_three_ds, _column("context_three_ds")),
     D("hour_utc", _hour_utc, _hour_utc_frame),
+    D("hour_local", _hour_local, _hour_local_frame),
+    D("weekend_local", _weekend_local, _weekend_local_frame),
 )
 
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(d.name for d in DEFINITIONS)

@@ -40,7 +40,13 @@ class ModelColumn:
     codes: Mapping[str, float] = field(default_factory=dict)  # for ``ordinal``
 
 
-_NUMERIC_REQUEST: Final = ("amount_usd", "account_age_days", "kyc_level", "hour_utc")
+_NUMERIC_REQUEST: Final = (
+    "amount_usd",
+    "account_age_days",
+    "kyc_level",
+    "hour_utc",
+    "hour_local",
+)
 _BOOL_REQUEST: Final = tuple(f.name for f in catalog.REQUEST_FEATURES if f.kind == "bool")
 _ONE_HOT: Final[dict[str, tuple[str, ...]]] = {
     "vertical": VERTICALS,

@@ -102,6 +102,20 @@ def _velocity_template(feature: VelocityFeature) -> Template:
             return lambda v: f"{_count(v, one, many)} {on} in {window}"
         case Aggregate.frauds:
             return lambda v: f"{_count(v, 'confirmed fraud', 'confirmed frauds')} {of} in {window}"
+        case Aggregate.frauds_reported:
+            return lambda v: (
+                f"{_count(v, 'confirmed fraud', 'confirmed frauds')} {of} reported in {window}"
+            )
+        case Aggregate.fraud_rate_reported:
+            return lambda v: (
+                f"{float(v):.2f} confirmed frauds reported per payment {of} in {window}"
+            )
+        case Aggregate.amount_over_mean:
+            return lambda v: f"amount {float(v):.1f} times the mean {of} over {window}"
+        case Aggregate.amount_zscore:
+            return lambda v: (
+                f"amount {float(v):+.1f} standard deviations from the usual {of} over {window}"
+            )
 
 
 def _flag(yes: str, no: str) -> Template:
@@ -119,6 +133,8 @@ _REQUEST_TEMPLATES: Final[dict[str, Template]] = {
     "account_age_days": lambda v: _account_age(float(v)),
     "kyc_level": lambda v: f"KYC level {round(float(v))}",
     "hour_utc": lambda v: f"payment at {round(float(v)):02d}:00 UTC",
+    "hour_local": lambda v: f"payment at {round(float(v)):02d}:00 the customer's local time",
+    "weekend_local": _flag("payment at the weekend", "payment on a weekday"),
     "is_crypto": _flag("paid with crypto", "not paid with crypto"),
     "card_prepaid": _flag("prepaid card", "not a prepaid card"),
     "card_ip_country_mismatch": _flag(
@@ -148,6 +164,8 @@ _MISSING: Final[dict[str, str]] = {
     "age_verified": "age verification unknown",
     "three_ds": "no 3-D Secure information",
     "card_funding": "card funding unknown",
+    "hour_local": "customer's local time unknown",
+    "weekend_local": "customer's local time unknown",
 }
 
 

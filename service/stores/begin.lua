@@ -8,6 +8,7 @@
 -- ARGV: 1 now (ms, the service clock), 2 digest, 3 pending timeout (ms), 4 tx ttl (s),
 --       5 entity mask ('0' absent, '1' present), 6 little-endian doubles: USD cents, event
 --       second, window second (plan.py: the event second, or the server's when earlier),
+--       the amount's log units (catalog.amount_log_units) and their square,
 --       then MEMBERS member digests, one per distinct code (keys.py) at the code's
 --       place (-1 when missing or unused), 7 the lists mask, 8 the lists version the mask
 --       is exact for ('' when it is not), then the items of each list entity with a list
@@ -120,6 +121,7 @@ local function copy_group(v, p, m, k, cur, low, codes, one, cents)
           elseif c == 2 then
             x = x + cents
           end
+          if x < 0 then x = 0 end  -- a withdrawal of a count the state no longer holds
         end
         O[m + j] = x
         if x > 0 then any = true end
@@ -138,19 +140,19 @@ end
 -- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
 -- bucket of the event second per width of WIDTHS, M the member digest per distinct code. (A
 -- takeover only reads: the same pass, without the attempt, and nothing written.)
-local function entity(e, key, blob, M, t, cur, start, cents, write, out)
+local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write, out)
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
     v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, start, t, cents, write)
+  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, start, t, cents, units, units2, write)
   if write then save(key, m, ttl + PLAN[e].refresh, existed, opened or ttl > old) end
 end
 
 -- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
--- 7 frauds: a position in PLAN's group entries) marks: commit's declines, feedback's
--- frauds. Nothing is pruned. The TTL grows when the touched groups need more.
+-- 7 frauds, 8 reported frauds: a position in PLAN's group entries) marks: commit's
+-- declines, feedback's frauds (at the payment's second and at the label's arrival). Nothing is pruned. The TTL grows when the touched groups need more.
 local function recount(P, key, which, t, delta)
   local v, existed = decode(call('GET', key))
   local G, Z = P.g, P.z
@@ -359,8 +361,8 @@ local function begin(KEYS, ARGV)
   local write = status == 'new'
 
   local mask = ARGV[5]
-  local numbers = {struct.unpack(format(3 + MEMBERS), ARGV[6])}
-  local cents, t, from = numbers[1], numbers[2], numbers[3]
+  local numbers = {struct.unpack(format(5 + MEMBERS), ARGV[6])}
+  local cents, t, from, units, units2 = numbers[1], numbers[2], numbers[3], numbers[4], numbers[5]
   local out, cur, start, members = OUT, CUR, START, MEMBER
   for i = 1, SLOTS do out[i] = 0 end
   for i = 1, #WIDTHS do
@@ -368,7 +370,7 @@ local function begin(KEYS, ARGV)
     start[i] = floor(from / WIDTHS[i])
   end
   for i = 1, MEMBERS do
-    local digest = numbers[3 + i]
+    local digest = numbers[5 + i]
     members[i] = digest >= 0 and digest
   end
   local marks = {byte(mask, 1, #PLAN)}
@@ -381,7 +383,7 @@ local function begin(KEYS, ARGV)
     local k = 3
     for e = 1, #PLAN do
       if marks[e] ~= 48 then
-        entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, write, out)
+        entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, units, units2, write, out)
         k = k + 1
       end
     end

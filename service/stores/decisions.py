@@ -48,6 +48,8 @@ class LabelEntry(msgspec.Struct, frozen=True):
     event_time: float | None
     reason: str | None
     merchant_id: str | None = None  # None for labels written before it was kept
+    # the second it counts at among reported frauds; None for labels written before it was kept
+    arrival: float | None = None
 
 
 def _start(start: str, after: str | None) -> str:
@@ -101,6 +103,7 @@ async def read_labels(
         event_time = _text(f.get("event_time", b""))
         reason = _text(f.get("reason", b""))
         merchant_id = _text(f.get("merchant_id", b""))
+        arrival = _text(f.get("arrival", b""))
         entries.append(
             LabelEntry(
                 entry_id,
@@ -110,6 +113,7 @@ async def read_labels(
                 float(event_time) if event_time else None,
                 reason or None,
                 merchant_id or None,
+                float(arrival) if arrival else None,
             )
         )
     return entries

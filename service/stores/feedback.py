@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from service.stores.breaker import Breaker
 from service.stores.keys import Keys
 from service.stores.library import Library
-from service.stores.plan import Plan
+from service.stores.plan import Plan, arrival_time
 from service.stores.transactions import TransactionStore, transaction_record_decoder
 
 FRAUD_LABELS = frozenset({"fraud", "chargeback"})
@@ -35,6 +35,9 @@ class FeedbackLabel(NamedTuple):
     label: str  # one of LABELS
     reported_at: float  # Unix seconds
     reason: str | None = None
+    # when it counts among the entities' reported frauds (Unix seconds): reported_at unless
+    # the caller caps it (service.decision.feedback: never after the label reached us)
+    arrival: float | None = None
 
 
 class FeedbackStore:
@@ -132,15 +135,16 @@ class FeedbackStore:
         args: list[str | int | float] = [
             item.label,
             item.transaction_id,
-            item.reported_at,
+            float(item.reported_at),
             self._maxlen,
             record.t,
             item.reason or "",
             item.merchant_id,
+            arrival_time(record.t, item.reported_at if item.arrival is None else item.arrival),
         ]
         for e in self.plan.entities:
             value = record.e.get(str(e.entity))
-            if value is not None and e.frauds:
+            if value is not None and (e.frauds or e.reported):
                 keys.append(self.keys.velocity(e.entity, value, e.layout))
                 args.append(e.index)
         return keys, args

@@ -12,7 +12,9 @@ key                             type    content
                                         then per bucket (ascending) its id ``floor(
                                         event_second / width)`` and a value per measure
                                         (``a`` attempts, ``d`` declines, ``s`` USD cents,
-                                        ``f`` frauds); then per distinct kind its member
+                                        ``f`` frauds, ``r`` frauds by label arrival,
+                                        ``l``/``w`` amount log units and squares);
+                                        then per distinct kind its member
                                         count and (member digest, last-seen second)
                                         pairs, at most ``catalog.DISTINCT_CAP``;
                                         ``<layout>`` names that order
@@ -25,7 +27,9 @@ key                             type    content
                                         newlines: a claim ``p``, the payload digest,
                                         ``claimed_at`` (ms, the call's ``new_claim``;
                                         the claim lives an hour); a decision ``d``, the
-                                        digest, the fraud mark (empty|0|1), the record
+                                        digest, the fraud mark (empty, 0, or
+                                        1 then ``:`` and the second it was counted
+                                        at among reported frauds), the record
                                         (entity keys and event second, for feedback),
                                         the response JSON (``transactions.decided_value``).
                                         One written before this layout is a hash
@@ -59,7 +63,10 @@ key                             type    content
 ``P:labels``                    stream  feedback labels: ``transaction_id``, ``label``,
                                         ``reported_at``, ``event_time``, ``reason``,
                                         ``merchant_id`` (absent from labels written
-                                        before it was kept)
+                                        before it was kept), ``arrival`` (when a
+                                        label counts among reported frauds,
+                                        ``plan.arrival_time``; absent before they
+                                        were kept)
 ==============================  ======  ====================================================
 
 Entity names are those of ``catalog.Entity``; ``customer`` is keyed by

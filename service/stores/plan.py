@@ -60,15 +60,29 @@ from service.features.catalog import Aggregate, Entity
 from service.normalisation.payment import Payment
 from service.stores.keys import DISTINCT_CODES, WIDTH_CODES
 
-_MEASURE: Final[dict[Aggregate, str]] = {
-    Aggregate.count: "a",
-    Aggregate.declines: "d",
-    Aggregate.sum_usd: "s",
-    Aggregate.frauds: "f",
+# The measures each aggregate reads, per bucket: ``a`` attempts, ``s`` USD cents, ``d``
+# declines, ``f`` frauds (at their payment's bucket), ``r`` frauds reported (at their
+# label's arrival), ``l`` and ``w`` the attempts' ``catalog.amount_log_units`` and their
+# squares. begin adds to a, s, l and w; commit to d; feedback to f and r. Each letter is a
+# Lua local of the generated COUNT code, so none may be one of its other locals.
+_WANTED: Final[dict[Aggregate, tuple[str, ...]]] = {
+    Aggregate.count: ("a",),
+    Aggregate.declines: ("d",),
+    Aggregate.sum_usd: ("s",),
+    Aggregate.frauds: ("f",),
+    Aggregate.frauds_reported: ("r",),
+    Aggregate.mean_usd: ("s", "a"),
+    Aggregate.fraud_rate_reported: ("r", "a"),
+    Aggregate.amount_over_mean: ("s", "a"),
+    Aggregate.amount_zscore: ("a", "l", "w"),
 }
-# What ``begin`` adds to a series of each measure: 1 per attempt, its cents, or nothing
-# (declines are counted by ``commit``, frauds by ``feedback``).
-_BEGIN_ADDS: Final[dict[str, int]] = {"a": 1, "s": 2, "d": 0, "f": 0}
+# What begin adds to each measure it counts, as Lua expressions of COUNT's arguments.
+_BEGIN_ADDS: Final[tuple[tuple[str, str], ...]] = (
+    ("a", "1"),
+    ("s", "cents"),
+    ("l", "units"),
+    ("w", "units2"),
+)
 
 
 def present(value: object) -> str | None:
@@ -82,6 +96,15 @@ def present(value: object) -> str | None:
 def event_second(event_time: float) -> int:
     """The whole second an event time falls in."""
     return math.floor(event_time)
+
+
+def arrival_time(event_second: int, reported_at: float) -> float:
+    """When a fraud label counts among reported frauds (``catalog``'s rule), Unix seconds.
+
+    Its arrival, ``reported_at``, but never before its payment's ``event_second``; its
+    bucket is that of ``floor`` of it, as for any event.
+    """
+    return max(float(event_second), float(reported_at))  # (a Python float: Redis reads it)
 
 
 def backdating_buckets(width: int) -> int:
@@ -233,6 +256,11 @@ class EntityPlan:
         """The entity's confirmed-fraud series."""
         return tuple(s for s in self.series if s.measure == "f")
 
+    @property
+    def reported(self) -> tuple[Series, ...]:
+        """The entity's series of frauds by label arrival."""
+        return tuple(s for s in self.series if s.measure == "r")
+
 
 def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str:
     """The name of an entity's packed-state layout, part of its key.
@@ -247,12 +275,19 @@ def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str
 
 @dataclass(frozen=True, slots=True)
 class FeatureSlots:
-    """Where a feature's value comes from in the script's output."""
+    """Where a feature's value comes from in the script's output.
+
+    ``slots``: one per measure the aggregate reads (``_WANTED``), in that order.
+    """
 
     name: str
     aggregate: Aggregate
-    slot: int
-    count_slot: int = -1  # mean_usd: the attempts of the same window
+    slots: tuple[int, ...]
+
+    @property
+    def slot(self) -> int:
+        """The slot of the aggregate's first measure."""
+        return self.slots[0]
 
 
 class Plan:
@@ -278,15 +313,15 @@ class Plan:
                 s = windows.setdefault(
                     (f.bucket, f.buckets), slot(("z", f.entity, f.of, f.bucket, f.buckets))
                 )
-                outputs.append(FeatureSlots(f.name, f.aggregate, s))
+                outputs.append(FeatureSlots(f.name, f.aggregate, (s,)))
                 continue
-            wanted = ("s", "a") if f.aggregate is Aggregate.mean_usd else (_MEASURE[f.aggregate],)
+            wanted = _WANTED[f.aggregate]
             found = []
             for m in wanted:
                 reads = series.setdefault((f.entity, m, f.bucket), {})
                 s = reads.setdefault(f.buckets, slot(("c", f.entity, f.bucket, m, f.buckets)))
                 found.append(s)
-            outputs.append(FeatureSlots(f.name, f.aggregate, *found))
+            outputs.append(FeatureSlots(f.name, f.aggregate, tuple(found)))
 
         entities = []
         for entity in Entity:
@@ -350,21 +385,27 @@ class Plan:
             (o.name, o.slot) for o in self.outputs if o.aggregate is Aggregate.sum_usd
         )
         self._means = tuple(
-            (o.name, o.slot, o.count_slot)
+            (o.name, *o.slots) for o in self.outputs if o.aggregate is Aggregate.mean_usd
+        )
+        self._derived = tuple(
+            (o.name, o.aggregate, o.slots)
             for o in self.outputs
-            if o.aggregate is Aggregate.mean_usd
+            if o.aggregate
+            in (Aggregate.fraud_rate_reported, Aggregate.amount_over_mean, Aggregate.amount_zscore)
         )
         self.slot_count = len(slots)
         # begin's member arguments: one per distinct code (keys.py), at the code's place
         self.member_slots = max(DISTINCT_CODES.values())
         self._prelude = self._render()
 
-    def values(self, raw: Sequence[float]) -> dict[str, float]:
+    def values(self, raw: Sequence[float], cents: int = 0, units: int = 0) -> dict[str, float]:
         """Feature name → value from the script's output array.
 
-        In catalogue order: every output as its slot's float first (right for all but the few money
-        features, which are then overwritten in place): one pass in C instead of one Python loop
-        step each.
+        ``cents`` and ``units`` are the current attempt's USD cents and
+        ``catalog.amount_log_units``, which the amount-against-habit features compare with the
+        window. In catalogue order: every output as its slot's float first (right for all but
+        the few money and derived features, which are then overwritten in place): one pass in
+        C instead of one Python loop step each.
         """
         result = self._zeros.copy()  # the names, without a resize per insert
         result.update(zip(self._names, map(float, self._raw_in_order(raw)), strict=True))
@@ -373,6 +414,13 @@ class Plan:
         for name, slot, count_slot in self._means:
             count = raw[count_slot]
             result[name] = raw[slot] / 100 / count if count else 0.0
+        for name, aggregate, (first, second, *rest) in self._derived:
+            if aggregate is Aggregate.fraud_rate_reported:
+                result[name] = catalog.fraud_rate(raw[first], raw[second])
+            elif aggregate is Aggregate.amount_over_mean:
+                result[name] = catalog.amount_over_mean(cents, raw[second], raw[first])
+            else:
+                result[name] = catalog.amount_zscore(units, raw[first], raw[second], raw[rest[0]])
         return result
 
     def zeros(self) -> dict[str, float]:
@@ -392,9 +440,9 @@ class Plan:
 
         ``PLAN``, one entry per entity: ``g`` counter groups {width, values per record (1 +
         measures), kept buckets, horizon (s), what begin adds, what a decline adds, what
-        a fraud adds (see ``Group.codes``)}; ``z`` distinct kinds {pruning width, kept
-        buckets, horizon (s)}; ``star`` the position of the refreshing group (0 when
-        none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
+        a fraud adds, what a reported fraud adds (see ``Group.codes``)}; ``z`` distinct kinds
+        {pruning width, kept buckets, horizon (s)}; ``star`` the position of the refreshing
+        group (0 when none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
         follows ``g`` and ``z`` in this order (``EntityPlan.layout`` names it). Then
         ``SLOTS``, ``CAP``, ``MEMBERS`` (begin's member arguments, one per distinct code)
         and ``WIDTHS``, every bucket width the plan reads, whose current bucket begin
@@ -412,7 +460,7 @@ class Plan:
         for e in self.entities:
             groups = ",".join(
                 f"{{{g.width},{1 + len(g.series)},{g.keep},{g.horizon},"
-                f"{g.codes('as')},{g.codes('d')},{g.codes('f')}}}"
+                f"{g.codes('as')},{g.codes('d')},{g.codes('f')},{g.codes('r')}}}"
                 for g in e.groups
             )
             kinds = ",".join(f"{{{d.keep_width},{d.keep},{d.horizon}}}" for d in e.distinct)
@@ -437,6 +485,16 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+# The locals and arguments of the generated COUNT functions (``_count_entity``).
+_COUNT_LOCALS: Final = frozenset(
+    (
+        *("p", "m", "ttl", "old", "opened", "n", "last", "h", "q", "c", "sb", "b", "v"),
+        *("O", "out", "M", "cur", "start", "t", "cents", "units", "units2", "write"),
+        *("found", "member", "low", "oldest", "at", "digest", "seen", "from", "count", "j"),
+    )
+)
+
+
 def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     """The Lua of ``COUNT[e.index]``: one entity's pass over its state.
 
@@ -453,7 +511,8 @@ def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
     body += "".join(_count_kind(e, d, at) for d in e.distinct)
     return (
-        f"COUNT[{e.index}] = function(v, O, out, M, cur, start, t, cents, write) -- {e.entity}\n"
+        f"COUNT[{e.index}] = function(v, O, out, M, cur, start, t, cents, units, units2, write)"
+        f" -- {e.entity}\n"
         f"  local p, m, ttl, old, opened = 1, 0, 0, 0, {'false' if e.star else 'true'}\n"
         "  local n, last, h, q, c, sb\n"
         f"{body}"
@@ -477,21 +536,31 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     """
     k = 1 + len(g.series)
     xs = [s.measure for s in g.series]  # one Lua local per measure, named by its letter
+    if set(xs) & _COUNT_LOCALS:
+        raise RuntimeError(f"measure letters {xs} clash with COUNT's Lua locals")
     values = ", ".join(xs)
     at_q = ", ".join(f"v[q + {j}]" for j in range(1, k))
     kept = " or ".join(f"{x} > 0" for x in xs)
     store = ", ".join(f"O[m + {j}]" for j in range(1, k + 1))
+    # per window length, the adds of its series; reported frauds apart: their window is
+    # the n full buckets before the window second's, sb - n .. sb - 1 (``catalog``'s
+    # label-arrival rule), so they never count in the current or a later bucket
     windows: dict[int, list[str]] = {}
+    reported: dict[int, list[str]] = {}
     for s in g.series:
         for w in s.windows:
-            windows.setdefault(w.buckets, []).append(
+            (reported if s.measure == "r" else windows).setdefault(w.buckets, []).append(
                 f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
             )
     earlier = "".join(
         f"      if b > sb - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
+    ) + "".join(
+        f"      if b >= sb - {n} and b < sb then {'; '.join(adds)} end\n"
+        for n, adds in sorted(reported.items())
     )
     current = "".join(f"      {'; '.join(adds)}\n" for _, adds in sorted(windows.items()))
-    attempt = [f"{x} = {x} + {add}" for x, add in (("a", "1"), ("s", "cents")) if x in xs]
+    later = current
+    attempt = [f"{x} = {x} + {add}" for x, add in _BEGIN_ADDS if x in xs]
     count = f"    if write then {'; '.join(attempt)} end\n" if attempt else ""
     opens = "      if not found then opened = true end\n" if star else ""
     return (
@@ -534,7 +603,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
         f"    local {values} = {at_q}\n"
         f"    if {kept} then\n"
         f"      {store} = v[q], {values}\n"
-        f"{current}"
+        f"{later}"
         f"      m = m + {k}\n"
         "    end\n"
         f"    q = q + {k}\n"

@@ -112,6 +112,24 @@ async def maxmemory_policy_warning(client: aioredis.Redis) -> str | None:
     )
 
 
+MEMORY_WARNING_SHARE = 0.8  # /readyz warns when Redis uses this share of its maxmemory
+
+
+async def memory_warning(client: aioredis.Redis, share: float = MEMORY_WARNING_SHARE) -> str | None:
+    """A warning when Redis's memory nears its ``maxmemory`` (None without a limit)."""
+    try:
+        info = await client.info("memory")
+    except (RedisError, OSError):
+        return None
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    if not limit or used < share * limit:
+        return None
+    return (
+        f"Redis uses {used / limit:.0%} of its maxmemory ({used:,} of {limit:,} bytes): "
+        "archive lag or traffic is filling it; at the limit writes fail and scores degrade"
+    )
+
+
 async def replica_warning(client: aioredis.Redis) -> str | None:
     """A warning when Redis is a read-only replica: every score would come back degraded."""
     try:

@@ -80,6 +80,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.decision.record import record_key
+from service.features.catalog import amount_log_units
 from service.normalisation.payment import Payment
 from service.stores.breaker import Breaker
 from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
@@ -246,7 +247,7 @@ class VelocityStore:
         )
         self._member_slots = plan.member_slots
         # begin's numbers (cents, event second, member digests) and its window sums, packed
-        self._numbers = struct.Struct(f"<{3 + plan.member_slots}d")
+        self._numbers = struct.Struct(f"<{5 + plan.member_slots}d")
         self._sums = struct.Struct(f"<{plan.slot_count}d")
         # per list entity (``lookups`` order): its block and allow list keys and the
         # positions of its attributes. begin sends the keys and items of the lists it
@@ -306,6 +307,7 @@ class VelocityStore:
                     members[code] = member_digest(text) if text else -1
         claim = claim or new_claim()
         second = event_second(payment.event_time)
+        units = amount_log_units(payment.amount_usd_cents)
         start = second
         if self._server_clock:
             now = int(float(claim) // 1000)
@@ -321,6 +323,8 @@ class VelocityStore:
                 payment.amount_usd_cents,
                 second,
                 start,
+                units,
+                units * units,
                 *[-1 if m is None else m for m in members],
             ),
         ]
@@ -362,7 +366,8 @@ class VelocityStore:
                 for name, entity, reason in reply[4]
             ]
             sums = self._sums.unpack(reply[3])
-            return Begin(status, None, self.plan.values(sums), hits, int(reply[2]))
+            features = self.plan.values(sums, payment.amount_usd_cents, units)
+            return Begin(status, None, features, hits, int(reply[2]))
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
 

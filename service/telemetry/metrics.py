@@ -168,6 +168,31 @@ class Metrics:
         )
         self._model_versions: dict[str, str] = {}
 
+        self.archive_rows = Counter(
+            "riskscore_archive_entries",
+            "Stream entries archived to PostgreSQL (acknowledged), by stream",
+            ["stream"],
+            registry=r,
+        )
+        self.archive_pending = Gauge(
+            "riskscore_archive_lag_entries",
+            "Stream entries not archived yet (pending or undelivered), by stream",
+            ["stream"],
+            registry=r,
+        )
+        self.archive_oldest = Gauge(
+            "riskscore_archive_lag_seconds",
+            "Age of the oldest stream entry not archived yet (0 when none), by stream",
+            ["stream"],
+            registry=r,
+        )
+        self.archive_trimmed = Counter(
+            "riskscore_archive_trimmed",
+            "Stream entries trimmed from Redis once archived, by stream",
+            ["stream"],
+            registry=r,
+        )
+
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
         self._rule_hits: dict[tuple[str, str], Counter] = {}
         self.redis_begin = self.redis_latency.labels("begin")

@@ -146,6 +146,7 @@ async def test_postgresql_down_then_up_archives_the_backlog_once(
     proxy = await Proxy("127.0.0.1", 5432).start()
     url = archive_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     handle = Archive(await open_pool(url, command_timeout=2.0), retention_days=30)
+    handle.ready = True
     direct = await open_pool(archive_url)
     try:
         archiver = Archiver(redis_client, keys, handle, batch=20, block_ms=0)

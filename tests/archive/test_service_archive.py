@@ -68,3 +68,38 @@ def test_the_database_password_never_shows_in_the_settings_repr():
         Settings.from_env({"RISKSCORE_DATABASE_URL": "mysql://x"})
     with pytest.raises(ConfigurationError, match="RISKSCORE_ARCHIVE_RETENTION_DAYS"):
         Settings.from_env({"RISKSCORE_ARCHIVE_RETENTION_DAYS": "0"})
+
+
+async def test_the_service_archives_trims_and_shows_its_lag(
+    redis_client, redis_prefix, tmp_path, archive_url
+):
+    from service.stores.keys import Keys
+    from training.export import export_from_archive
+
+    app = create_app(settings_for(redis_prefix, tmp_path, database_url=archive_url))
+    async with AsyncTestClient(app=app) as client:
+        for n in range(3):
+            answer = await client.post(
+                "/v1/score", json=payment(f"t-lag-{n}"), headers={"X-API-Key": SCORE_KEY}
+            )
+            assert answer.status_code == 200
+        keys = Keys(redis_prefix)
+        for _ in range(200):  # archived, then trimmed from the stream (every 5 s)
+            report = (await client.get("/readyz")).json()
+            lag = report["archive"].get("lag", {}).get("decisions")
+            if lag and lag["entries"] == 0 and await redis_client.xlen(keys.decisions) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(report)
+        assert lag["oldest_seconds"] is None
+        metrics = (await client.get("/metrics")).text
+        assert 'riskscore_archive_lag_entries{stream="decisions"} 0.0' in metrics
+        assert 'riskscore_archive_entries_total{stream="decisions"} 3.0' in metrics
+        assert 'riskscore_archive_trimmed_total{stream="decisions"} 3.0' in metrics
+    # a period of the archive, exported as the streams would be
+    result = await export_from_archive(archive_url, tmp_path / "out")
+    assert result["decisions"] == 3 and result["source"] == "archive"
+    assert result["features"] > 0  # the feature names came along
+    none = await export_from_archive(archive_url, tmp_path / "none", until=0.0)
+    assert none["decisions"] == 0

@@ -328,3 +328,37 @@ async def test_a_large_batch_is_screened_off_the_event_loop(client, monkeypatch)
         assert r.status_code == 200, r.text
     assert threads == [False, True]
     assert r.json()["counts"]["unknown"] == 1
+
+
+async def test_a_label_stamped_in_the_future_counts_from_its_receipt(
+    client,  # noqa: F811
+    redis_client,
+    redis_prefix,
+):
+    """A ``reported_at`` ahead of the server clock counts from the label's receipt.
+
+    Among reported frauds; the stream keeps ``reported_at`` as sent, ``arrival`` capped.
+    """
+    await _score(client, "f-1", "f-2")
+    ahead = time.time() + 30 * 86_400
+    sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ahead))
+    body = {
+        "labels": [
+            {
+                "merchant_id": "shop-1",
+                "transaction_id": "f-1",
+                "label": "fraud",
+                "reported_at": sent,
+            },
+            {"merchant_id": "shop-1", "transaction_id": "f-2", "label": "fraud"},
+        ]
+    }
+    before = time.time()
+    r = await client.post(BATCH, json=body, headers=headers(FEEDBACK_KEY))
+    assert r.status_code == 200, r.text
+    assert [x["result"] for x in r.json()["results"]] == ["recorded", "recorded"], r.text
+    by_id = {x.transaction_id: x for x in await read_labels(redis_client, redis_prefix)}
+    future, plain = by_id["f-1"], by_id["f-2"]
+    assert future.reported_at == pytest.approx(ahead, abs=1)
+    assert future.arrival is not None and before - 1 <= future.arrival <= time.time()
+    assert plain.arrival == plain.reported_at

@@ -253,7 +253,8 @@ async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
     assert (await store.begin(make_payment("t1"), digest="d2")).status == "conflict"
     assert await store.stored_decision("m1", "t1") == DECISION
     assert await store.record_feedback("m1", "t1", "fraud", reported_at=T0 + 60)
-    assert await redis_client.hget(key, "fraud") == b"1"
+    # fraud, and when it counts among reported frauds (feedback.lua)
+    assert await redis_client.hget(key, "fraud") == b"1:" + str(float(T0 + 60)).encode()
     frauds = await store.begin(make_payment("t2", T0 + 120), digest="x")
     assert frauds.features["card_frauds_30d"] == 1.0
     assert await store.record_feedback("m1", "t1", "chargeback", reported_at=T0 + 90)

@@ -41,7 +41,7 @@ _number_encoder = msgspec.json.Encoder(decimal_format="number")
 _string_encoder = msgspec.json.Encoder(decimal_format="string")
 
 ids = st.from_regex(r"[a-z][a-z0-9._:-]{0,11}", fullmatch=True)  # never 13 digits: no PAN
-countries = st.sampled_from(["IN", "BD", "ID", "VN", "BR", "US", "AE"])
+countries = st.sampled_from(["IN", "BD", "ID", "VN", "BR", "US", "AE", "DE", "AU"])
 zones = st.sampled_from(
     [
         UTC,

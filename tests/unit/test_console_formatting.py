@@ -38,6 +38,7 @@ def test_what_is_not_a_number_is_shown_as_given():
     assert formatting.money("abc", "INR") == "abc INR"
     assert formatting.money("NaN", "INR") == "NaN INR"
     assert formatting.usd("abc") == "abc"
+    assert formatting.money("1E+999999", "INR") == "1E+999999 INR"  # found by hypothesis
 
 
 def test_usd_is_rounded_to_cents():

@@ -22,6 +22,10 @@ _VELOCITY_BASELINE = {
     Aggregate.mean_usd: AMOUNT_USD,
     Aggregate.distinct: 1,
     Aggregate.frauds: 0,
+    Aggregate.frauds_reported: 0,
+    Aggregate.fraud_rate_reported: 0.0,
+    Aggregate.amount_over_mean: 1.0,  # no earlier attempt: the amount is its own habit
+    Aggregate.amount_zscore: 0.0,
 }
 ORDINARY: dict[str, Any] = {f.name: _VELOCITY_BASELINE[f.aggregate] for f in VELOCITY_FEATURES}
 ORDINARY.update(
@@ -52,6 +56,8 @@ ORDINARY.update(
     is_rebill=False,
     three_ds="authenticated",
     hour_utc=12,
+    hour_local=17,
+    weekend_local=False,
 )
 VERTICALS = ("forex", "gaming", "adult", "ecommerce", "services")
 

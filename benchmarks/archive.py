@@ -1,0 +1,202 @@
+"""The decision archive's figures: archiver throughput, decision lookup latency.
+
+Everything private: a new PostgreSQL database (dropped at the end) on the server of
+``--database-url`` and a key prefix of its own on ``--redis-url`` (deleted at the end).
+
+1. ``--rows`` decision records of the running catalogue's size (every feature, a full
+   payment) are logged to the decision stream as ``commit`` logs them (stream entry and
+   transaction key), then one archiver (``service.archive.archiver``, batches of
+   ``--batch``) drains them: rows/s sustained, COPY and commit included.
+2. Lookups of random archived decisions through ``lookup_decision``: ``--lookups`` from the
+   archive (PostgreSQL, after the drain) and as many from Redis (decisions logged but not
+   archived yet, ``--tail`` of them in the unarchived tail): p50, p99.
+
+    .venv/bin/python benchmarks/archive.py --rows 50000
+    .venv/bin/python benchmarks/archive.py --rows 2000 --lookups 200   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+import uuid
+from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from service.archive import open_pool
+from service.archive.archiver import Archiver
+from service.archive.lookup import lookup_decision
+from service.archive.schema import apply_migrations, maintain_partitions
+from service.archive.state import Archive
+from service.decision.record import DecisionRecord, RuleRecord, encode_record
+from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES
+from service.normalisation.payment import Payment, merchant_scoped
+from service.stores.decisions import register_catalog
+from service.stores.keys import Keys
+from service.stores.transactions import decided_value
+
+
+def record(merchant: str, tx: str, rng: random.Random) -> bytes:
+    """A decision record as large as a real one: a full payment, every feature."""
+    payment = Payment(
+        transaction_id=tx,
+        merchant_id=merchant,
+        vertical=rng.choice(["forex", "gaming", "adult", "ecommerce", "services"]),
+        amount=Decimal(f"{rng.randint(100, 500000)}.{rng.randint(0, 99):02d}"),
+        currency="INR",
+        amount_usd=Decimal(f"{rng.randint(1, 6000)}.{rng.randint(0, 99):02d}"),
+        amount_usd_cents=rng.randint(100, 600000),
+        event_time=time.time(),
+        payment_method_type="card",
+        customer_id=f"cust-{rng.randint(0, 10**6)}",
+        customer_key=merchant_scoped(merchant, f"cust-{rng.randint(0, 10**6)}"),
+        card_bin="412345",
+        card_last4="1111",
+        card_fingerprint=f"tok_{uuid.uuid4().hex}",
+        card_issuer_country="IN",
+        card_funding="debit",
+        customer_email=uuid.uuid4().hex * 2,
+        email_domain="example.com",
+        customer_country="IN",
+        device_id=f"dev-{uuid.uuid4().hex[:16]}",
+        device_ip=uuid.uuid4().hex * 2,
+        device_ip_country="IN",
+        context_three_ds="authenticated",
+    )
+    features = tuple(round(rng.random() * 100, 3) for _ in FEATURE_NAMES)
+    return encode_record(
+        DecisionRecord(
+            record_version=3,
+            payment=payment,
+            decision=rng.choice(["approve", "approve", "approve", "review", "decline"]),
+            score=rng.randint(0, 100),
+            model_probability=rng.random(),
+            model_version="2026-12-01-abc",
+            ruleset_version="r-abc123",
+            catalog_version=CATALOG_VERSION,
+            fx_as_of="2026-12-06",
+            reasons=["HIGH_VELOCITY", "MODEL_SCORE"],
+            rules=[RuleRecord("HIGH_VELOCITY", hit=True)],
+            degraded=[],
+            latency_ms=1.234,
+            features=features,
+        )
+    )
+
+
+RESPONSE = (
+    b'{"transaction_id":"%s","decision":"approve","score":12,"reasons":[],"matched_rules":[],'
+    b'"shadow_rules":[],"model_version":"2026-12-01-abc","ruleset_version":"r-abc123",'
+    b'"model_probability":0.01,"degraded":[],"replayed":false}'
+)
+
+
+async def log(client: aioredis.Redis, keys: Keys, start: int, count: int) -> list[tuple[str, str]]:
+    """Log ``count`` decisions as ``commit`` does (key and stream entry); their pairs."""
+    rng = random.Random(start)
+    pairs = []
+    for first in range(start, start + count, 1000):
+        async with client.pipeline(transaction=False) as pipe:
+            for n in range(first, min(first + 1000, start + count)):
+                merchant, tx = f"m{n % 50}", f"t{n}"
+                pairs.append((merchant, tx))
+                value = decided_value("d", b'{"t":1,"e":{}}', RESPONSE % tx.encode())
+                pipe.set(keys.transaction(merchant, tx), value, ex=3600)
+                pipe.xadd(
+                    keys.decisions, {"transaction_id": tx, "record": record(merchant, tx, rng)}
+                )
+            await pipe.execute()
+    return pairs
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p99 of ``samples`` (seconds) in milliseconds."""
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 3),
+        "n": len(ordered),
+    }
+
+
+async def main() -> None:
+    """Measure, print one JSON object, delete everything made."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--lookups", type=int, default=2000)
+    parser.add_argument(
+        "--tail", type=int, default=1000, help="unarchived entries for the Redis lookups"
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    name = f"rsbench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(args.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(args.database_url)._replace(path="/" + name))
+    client = aioredis.Redis.from_url(args.redis_url, socket_timeout=30)
+    keys = Keys(f"rsbench-{uuid.uuid4().hex[:8]}")
+    result: dict[str, object] = {"rows": args.rows, "batch": args.batch}
+    try:
+        connection = await asyncpg.connect(url)
+        await apply_migrations(connection)
+        await maintain_partitions(
+            connection,
+            today=time.gmtime() and __import__("datetime").date.today(),
+            retention_days=30,
+        )
+        await connection.close()
+        await register_catalog(client, keys.prefix)
+        archive = Archive(await open_pool(url), retention_days=30)
+        archive.ready = True
+        archiver = Archiver(client, keys, archive, batch=args.batch, block_ms=0)
+        pairs = await log(client, keys, 0, args.rows)
+        entry_bytes = await client.memory_usage(keys.decisions)
+        started = time.perf_counter()
+        while True:
+            done = await archiver.step()
+            if done.read == 0:
+                break
+        seconds = time.perf_counter() - started
+        result["archive_rows_per_s"] = round(args.rows / seconds)
+        result["archive_seconds"] = round(seconds, 2)
+        result["stream_bytes_per_entry"] = round(entry_bytes / args.rows) if entry_bytes else None
+        rng = random.Random(1)
+        samples = []
+        for merchant, tx in rng.sample(pairs, min(args.lookups, len(pairs))):
+            t0 = time.perf_counter()
+            found = await lookup_decision(client, keys, archive, merchant, tx)
+            samples.append(time.perf_counter() - t0)
+            assert found is not None and found.source == "archive"
+        result["lookup_archive"] = percentiles(samples)
+        hot = await log(client, keys, args.rows, args.tail)  # logged, not archived
+        samples = []
+        for merchant, tx in rng.choices(hot, k=args.lookups):
+            t0 = time.perf_counter()
+            found = await lookup_decision(client, keys, archive, merchant, tx)
+            samples.append(time.perf_counter() - t0)
+            assert found is not None and found.source == "redis"
+        result["lookup_redis"] = percentiles(samples)
+        result["lookup_redis"]["unarchived_tail"] = args.tail
+        await archive.close()
+    finally:
+        await client.delete(keys.decisions, keys.labels, keys.catalogs)
+        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=5000):
+            await client.delete(key)
+        await client.aclose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,59 @@
+"""``GET /v1/decisions/{merchant_id}/{transaction_id}``: a stored decision, whole.
+
+HTTP only: the key's role (``analyst`` or ``admin``) and merchant scope are checked here,
+``service.archive.lookup`` finds the decision. A merchant outside a scoped key's merchants
+is a 403 whether or not the decision exists (the answer never tells); an unknown pair is a
+404. The review's state comes from ``app.state.review_states`` (a
+``lookup.ReviewStates``) when the reviews are wired in.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
+
+from service.api.auth import authorize, require_merchant
+from service.archive.lookup import lookup_decision
+from service.errors import NotFound
+
+READ_ROLES = ("analyst", "admin")  # who may read decisions
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+async def require_reader(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """The guard: a valid key with the ``analyst`` or the ``admin`` role."""
+    state = connection.app.state
+    supplied = connection.headers.get("x-api-key")
+    for role in READ_ROLES:
+        try:
+            authorize(state.api_keys, supplied, role)
+            return
+        except PermissionDeniedException:
+            continue
+    raise PermissionDeniedException("this API key has neither the analyst nor the admin role")
+
+
+@get("/v1/decisions/{merchant_id:str}/{transaction_id:str}", guards=[require_reader])
+async def get_stored_decision(
+    merchant_id: FromPath[str], transaction_id: FromPath[str], request: Request, state: State
+) -> Response[bytes]:
+    """A stored decision: the response as sent, features, rules, versions, labels, review."""
+    require_merchant(request, merchant_id)
+    store = state.engine.store
+    archiver = getattr(state, "archiver", None)  # its Redis client allows long reads
+    view = await lookup_decision(
+        archiver.client if archiver is not None else store.client,
+        store.keys,
+        state.archive,
+        merchant_id,
+        transaction_id,
+        reviews=getattr(state, "review_states", None),
+    )
+    if view is None:
+        raise NotFound(f"no decision for transaction {transaction_id} of merchant {merchant_id}")
+    return Response(_encoder.encode(view), media_type="application/json")
