@@ -345,6 +345,7 @@ def create_app(settings: Settings) -> Litestar:
         # routes answer 503 until its schema is applied, or while it is away)
         reviews = await Reviews.start(settings, archive, engine) if archive is not None else None
         app.state.reviews = reviews.queue if reviews is not None else None
+        app.state.review_states = app.state.reviews  # the decision lookup's review state
         app.state.redis_warnings = await _redis_warnings(engine)
         await _warm_up(engine)
         settle_heap()

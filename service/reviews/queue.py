@@ -471,6 +471,20 @@ class ReviewQueue:
             self.wake()
         return closed
 
+    async def review_state(self, merchant_id: str, transaction_id: str) -> dict[str, Any] | None:
+        """The decision lookup's view (``service.archive.lookup.ReviewStates``).
+
+        The review as plain values; None when there is none, or while the database is away
+        (the lookup still answers from Redis then).
+        """
+        if not self.ready():
+            return None
+        try:
+            review = await review_state(self.pool, merchant_id, transaction_id, self._now())
+        except DatabaseUnavailable:
+            return None
+        return None if review is None else msgspec.to_builtins(review)
+
     def _check_scope(
         self, merchant_id: str, transaction_id: str, merchants: frozenset[str] | None
     ) -> None:

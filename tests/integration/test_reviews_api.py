@@ -378,3 +378,8 @@ async def test_a_payment_scored_review_reaches_the_queue_through_the_archiver(
             "/v1/reviews/shop-1/e2e-1", json={"outcome": "approve"}, headers=auth(ALICE)
         )
         assert r.status_code == 200
+        looked_up = await c.get("/v1/decisions/shop-1/e2e-1", headers=auth(ALICE))
+        assert looked_up.status_code == 200, looked_up.text
+        review = looked_up.json()["review"]
+        assert (review["status"], review["outcome"]) == ("closed", "approve")
+        await archive.close()
