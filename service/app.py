@@ -23,11 +23,13 @@ import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.enums import ParamType
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     PathItem,
     Reference,
     RequestBody,
@@ -35,6 +37,7 @@ from litestar.openapi.spec import (
 )
 from redis.exceptions import RedisError
 
+from service.api import reviews as review_routes
 from service.api.decisions import get_stored_decision
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
@@ -44,10 +47,15 @@ from service.archive.state import NOT_CONFIGURED, Archive
 from service.console.routes import console_router, template_config
 from service.console.session import ConsoleKeys
 from service.contract import (
+    VERTICALS,
     ErrorBody,
     FeedbackBatch,
     FeedbackRequest,
     ListChange,
+    Review,
+    ReviewClaim,
+    ReviewClose,
+    ReviewPage,
     ScoreRequest,
     ScoreResponse,
 )
@@ -61,6 +69,7 @@ from service.errors import (
 from service.model.live import LiveModel
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import ReferenceTables, utc_today
+from service.reviews.runtime import Reviews
 from service.rules.rulebook import RulebookHolder, RuleLimits
 from service.settings import Settings
 from service.stores.decisions import register_catalog
@@ -332,6 +341,11 @@ def create_app(settings: Settings) -> Litestar:
             return report
 
         app.state.readiness = readiness
+        # the review queue and the webhook's deliverer, on the archive's database (their
+        # routes answer 503 until its schema is applied, or while it is away)
+        reviews = await Reviews.start(settings, archive, engine) if archive is not None else None
+        app.state.reviews = reviews.queue if reviews is not None else None
+        app.state.review_states = app.state.reviews  # the decision lookup's review state
         app.state.redis_warnings = await _redis_warnings(engine)
         await _warm_up(engine)
         settle_heap()
@@ -360,6 +374,8 @@ def create_app(settings: Settings) -> Litestar:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if reviews is not None:
+                await reviews.stop()
             metrics.worker_stopped()
             reference.close()
             if archive is not None and archiver is not None:
@@ -372,6 +388,8 @@ def create_app(settings: Settings) -> Litestar:
     app = ScoringApp(
         route_handlers=[
             *ROUTES,
+            # reviews live in the database: without one, the service offers no review routes
+            *(review_routes.ROUTES if settings.database_url else ()),
             get_stored_decision,
             assets_router(),
             console_router(settings.secret, secure_cookies=settings.console_secure_cookies),
@@ -544,7 +562,15 @@ def _document_bodies(app: Litestar) -> None:
         ("/v1/lists/{name}/items", "put"): ListChange,
         ("/v1/lists/{name}/items", "delete"): ListChange,
     }
-    types = [*bodies.values(), ScoreResponse, ErrorBody]
+    types = [
+        *bodies.values(),
+        ScoreResponse,
+        ErrorBody,
+        ReviewClose,
+        ReviewClaim,
+        ReviewPage,
+        Review,
+    ]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -595,6 +621,67 @@ def _document_bodies(app: Litestar) -> None:
         operation = getattr(schema.paths[path], method)  # type: ignore[index]
         for status in statuses:
             operation.responses[str(status)] = json_response(status, "ErrorBody")
+    for (path, method), (body, answer, errors) in _REVIEW_OPERATIONS.items():
+        if path not in schema.paths:  # no database, no review routes
+            continue
+        operation = getattr(schema.paths[path], method)
+        if body is not None:
+            operation.request_body = RequestBody(
+                required=body is ReviewClose,
+                content={
+                    "application/json": OpenAPIMediaType(schema=Reference(ref=_REF + body.__name__))
+                },
+            )
+        operation.responses = {"200": json_response(200, answer)}
+        if path == "/v1/reviews":
+            operation.parameters = _review_query()
+        for status in errors:
+            operation.responses[str(status)] = json_response(status, "ErrorBody")
+
+
+def _review_query() -> list[Parameter | Reference]:
+    """The query parameters of ``GET /v1/reviews`` (its handler reads them itself)."""
+
+    def query(name: str, schema: Schema, description: str) -> Parameter:
+        return Parameter(
+            name=name,
+            param_in=ParamType.QUERY,
+            required=False,
+            schema=schema,
+            description=description,
+        )
+
+    text = OpenAPIType.STRING
+    return [
+        query("status", Schema(type=text, enum=["open", "closed"]), "open (default) or closed"),
+        query("merchant_id", Schema(type=text, min_length=1, max_length=64), "one merchant's"),
+        query("vertical", Schema(type=text, enum=list(VERTICALS)), "one vertical's"),
+        query(
+            "limit",
+            Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=500),
+            "reviews per page, 50 by default",
+        ),
+        query("cursor", Schema(type=text), "the previous page's next_cursor"),
+    ]
+
+
+_ONE_REVIEW = "/v1/reviews/{merchant_id}/{transaction_id}"
+# the review routes (present with a database): request body, 200 answer, error statuses
+_REVIEW_OPERATIONS: dict[tuple[str, str], tuple[type | None, str, tuple[int, ...]]] = {
+    ("/v1/reviews", "get"): (None, "ReviewPage", (400, 401, 403, 503)),
+    (_ONE_REVIEW, "get"): (None, "Review", (400, 401, 403, 404, 503)),
+    (_ONE_REVIEW, "post"): (ReviewClose, "Review", (400, 401, 403, 404, 409, 413, 415, 503)),
+    (_ONE_REVIEW + "/claim", "post"): (
+        ReviewClaim,
+        "Review",
+        (400, 401, 403, 404, 409, 413, 415, 503),
+    ),
+    (_ONE_REVIEW + "/claim", "delete"): (
+        ReviewClaim,
+        "Review",
+        (400, 401, 403, 404, 413, 415, 503),
+    ),
+}
 
 
 def app_from_env() -> Litestar:

@@ -27,6 +27,9 @@ Source = Literal["rule", "list", "velocity", "model", "policy"]
 Decision = DecisionName
 ReasonSource = Source
 Label = Literal["fraud", "chargeback", "legit"]
+ReviewStatus = Literal["open", "closed"]
+ReviewOutcome = Literal["approve", "decline"]
+ReviewLabel = Literal["fraud", "legit"]
 
 VERTICALS: Final[tuple[str, ...]] = get_args(Vertical)
 
@@ -183,6 +186,63 @@ class FeedbackBatch(msgspec.Struct, frozen=True):
     labels: Annotated[
         list[FeedbackRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH_LABELS)
     ]
+
+
+# --- reviews --------------------------------------------------------------------------------
+
+MAX_NOTE_CHARS: Final = 2_000
+Analyst = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class ReviewClose(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of ``POST /v1/reviews/{merchant_id}/{transaction_id}``: close a review.
+
+    ``label`` (when given) is feedback like ``POST /v1/feedback``'s; ``analyst`` names who
+    closes it (by default, an id derived from the API key).
+    """
+
+    outcome: ReviewOutcome
+    label: ReviewLabel | None = None
+    note: Annotated[str, msgspec.Meta(max_length=MAX_NOTE_CHARS)] | None = None
+    analyst: Analyst | None = None
+
+
+class ReviewClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """The (optional) body of ``POST /v1/reviews/{merchant_id}/{transaction_id}/claim``."""
+
+    analyst: Analyst | None = None
+
+
+class Review(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision of ``review`` and its state: open (maybe claimed) or closed with an outcome.
+
+    ``claimed_by`` and ``claim_expires_at`` are set only while a claim holds (an expired
+    claim reads as none). ``feedback`` is what the close's label did to the payment's label
+    (``recorded``, ``duplicate``, or ``unknown`` when Redis no longer held the payment).
+    """
+
+    merchant_id: str
+    transaction_id: str
+    vertical: str
+    score: int | None
+    decided_at: datetime
+    opened_at: datetime
+    status: ReviewStatus
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+    outcome: ReviewOutcome | None = None
+    label: ReviewLabel | None = None
+    note: str | None = None
+    feedback: str | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+
+
+class ReviewPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of ``GET /v1/reviews``; ``next_cursor`` is None on the last page."""
+
+    reviews: list[Review]
+    next_cursor: str | None = None
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

@@ -16,6 +16,9 @@ each its status; training's ``TrainingError`` and ``ReplayError`` derive from it
 - ``ModelRefused``: a registered model failed verification and is not served.
 - ``StoreUnavailable``: Redis did not answer within the budget.
 - ``RetryLater``: a concurrent call with the same transaction id has not finished deciding.
+- ``StateConflict``: the request does not fit the current state (a review closed already,
+  or claimed by another analyst).
+- ``DatabaseUnavailable``: PostgreSQL (reviews, the archive) did not answer.
 """
 
 from __future__ import annotations
@@ -120,5 +123,17 @@ class StoreUnavailable(RiskscoreError):
 
 class RetryLater(RiskscoreError):
     """A concurrent call with the same transaction id has not finished deciding."""
+
+    pass
+
+
+class StateConflict(RiskscoreError):
+    """The request does not fit the current state: a review closed already, or claimed."""
+
+    pass
+
+
+class DatabaseUnavailable(RiskscoreError):
+    """PostgreSQL did not answer (refused, timed out, or the connection was lost)."""
 
     pass

@@ -19,8 +19,8 @@ from service.features.catalog import MAX_BACKDATING_SECONDS
 from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedAction, Thresholds
 
 ROLES = frozenset({"score", "feedback", "analyst", "admin"})
-# fields ``repr`` leaves out or masks
-_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants", "database_url"})
+# the fields ``repr`` shows hidden, or without a password
+_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants", "webhook_secret", "database_url"})
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -90,6 +90,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
       Its password is hidden from ``repr``.
     - ``archive_retention_days`` (``RISKSCORE_ARCHIVE_RETENTION_DAYS``): the archive's
       daily partitions older than this are dropped.
+    - ``webhook_url`` (``RISKSCORE_WEBHOOK_URL``): where each closed review is POSTed
+      (``review.closed``); None: no webhook.
+    - ``webhook_secret`` (``RISKSCORE_WEBHOOK_SECRET``): the webhook's HMAC-SHA256 signing
+      key, 16 bytes or more; required with ``webhook_url``. Secret.
+    - ``review_claim_seconds`` (``RISKSCORE_REVIEW_CLAIM_SECONDS``): how long an analyst's
+      claim on a review holds.
     - ``console_secure_cookies`` (``RISKSCORE_CONSOLE_SECURE_COOKIES``): mark the console's
       session and CSRF cookies ``Secure`` (sent over HTTPS only); set it wherever the
       console is reached over TLS.
@@ -136,19 +142,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 1_000
     log_level: str = "INFO"
     database_url: str | None = None
-    archive_retention_days: int = 400
+    webhook_url: str | None = None
+    webhook_secret: bytes = b""
+    review_claim_seconds: float = 900.0
     console_secure_cookies: bool = False
+    archive_retention_days: int = 400
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
-        if name == "secret":
+        if name in ("secret", "webhook_secret"):
             return "<hidden>"
+        if name == "database_url":
+            return _without_password(self.database_url)
         if name == "api_keys":
             return f"<{len(self.api_keys)} keys>"
         if name == "api_key_merchants":
             return f"<{len(self.api_key_merchants)} keys>"
-        if name == "database_url":
-            return _without_password(self.database_url)
         return getattr(self, name)
 
     def __repr__(self) -> str:
@@ -231,6 +240,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ConfigurationError("RISKSCORE_DATABASE_URL", "must be a postgresql:// URL")
             kwargs["database_url"] = url
+        if url := get("RISKSCORE_WEBHOOK_URL"):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigurationError("RISKSCORE_WEBHOOK_URL", "must be an http(s):// URL")
+            secret = get("RISKSCORE_WEBHOOK_SECRET") or ""
+            if len(secret) < 16:
+                raise ConfigurationError(
+                    "RISKSCORE_WEBHOOK_SECRET",
+                    "required with RISKSCORE_WEBHOOK_URL: at least 16 characters",
+                )
+            kwargs["webhook_url"] = url
+            kwargs["webhook_secret"] = secret.encode()
+        if (value := get("RISKSCORE_REVIEW_CLAIM_SECONDS")) is not None and value != "":
+            try:
+                claim = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    "RISKSCORE_REVIEW_CLAIM_SECONDS", f"not a number: {value!r}"
+                ) from None
+            if not 1 <= claim <= 86_400:
+                raise ConfigurationError("RISKSCORE_REVIEW_CLAIM_SECONDS", "must be 1 to 86400")
+            kwargs["review_claim_seconds"] = claim
         if prefix := get("RISKSCORE_REDIS_PREFIX"):
             kwargs["redis_prefix"] = prefix
         if level := get("RISKSCORE_LOG_LEVEL"):

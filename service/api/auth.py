@@ -1,6 +1,6 @@
 """API keys, roles and merchant scopes: ``X-API-Key`` checked in constant time, never logged.
 
-A key has roles (``score``, ``feedback``, ``admin``) and may be limited to merchants
+A key has roles (``score``, ``feedback``, ``analyst``, ``admin``) and may be limited to merchants
 (``key=role+role@m1+m2`` in ``RISKSCORE_API_KEYS``): such a key acts only for those
 merchants' payments (scoring, labels) and gets 403 for any other merchant, and for what
 serves every merchant at once (the block and allow lists).
@@ -38,8 +38,10 @@ def roles_for(keys: Mapping[str, frozenset[str]], supplied: str | None) -> froze
     return None if key is None else keys[key]
 
 
-def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: str) -> str:
-    """Let a key with ``role`` in, and return it.
+def authorize(
+    keys: Mapping[str, frozenset[str]], supplied: str | None, role: str | tuple[str, ...]
+) -> str:
+    """Let a key with ``role`` (or one of the tuple's roles) in, and return it.
 
     Refuse a missing or unknown key (401) and a key without ``role`` (403); returns
     the key, for ``check_merchant``.
@@ -47,8 +49,9 @@ def authorize(keys: Mapping[str, frozenset[str]], supplied: str | None, role: st
     key = matching_key(keys, supplied)
     if key is None:
         raise NotAuthorizedException("missing or unknown API key (X-API-Key)")
-    if role not in keys[key]:
-        raise PermissionDeniedException(f"this API key does not have the {role} role")
+    roles = (role,) if isinstance(role, str) else role
+    if keys[key].isdisjoint(roles):
+        raise PermissionDeniedException(f"this API key does not have the {' or '.join(roles)} role")
     return key
 
 

@@ -16,10 +16,12 @@ from litestar.exceptions import HTTPException
 
 from service.contract import ErrorBody
 from service.errors import (
+    DatabaseUnavailable,
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
     RetryLater,
+    StateConflict,
     StoreUnavailable,
 )
 
@@ -39,9 +41,11 @@ ERROR_ANSWERS: Final[dict[type[Exception], ErrorAnswer]] = {
     InvalidRequest: ErrorAnswer(400, "invalid request"),  # with its field problems
     NotFound: ErrorAnswer(404),
     IdempotencyConflict: ErrorAnswer(409),
+    StateConflict: ErrorAnswer(409),
     RetryLater: ErrorAnswer(503, retry_after="1"),
     # Redis out of reach outside the score path (which degrades instead): feedback, lists
     StoreUnavailable: ErrorAnswer(503, "redis unavailable, retry", retry_after="1"),
+    DatabaseUnavailable: ErrorAnswer(503, retry_after="1"),  # says which database, and why
 }
 
 

@@ -108,8 +108,16 @@ def decode_score(
     return ValidRequest(request, ip)
 
 
-def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T:
-    """Decode any JSON body of the contract (feedback, list changes) with the PAN screen."""
+def decode_body(
+    body: bytes | bytearray | memoryview | str,
+    type_: type[T],
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> T:
+    """Decode any JSON body of the contract (feedback, list changes) with the PAN screen.
+
+    ``choices``: the accepted values an error lists for this body's enumerated fields,
+    where they differ from the score request's (a review's ``label``).
+    """
     _, plain = _screened_tree(body)
     decoder = _DECODERS.get(type_)
     if decoder is None:
@@ -117,7 +125,7 @@ def decode_body(body: bytes | bytearray | memoryview | str, type_: type[T]) -> T
     try:
         decoded = decoder.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
-        raise InvalidRequest([_problem_from_msgspec(exc)]) from None
+        raise InvalidRequest([_problem_from_msgspec(exc, choices)]) from None
     if not plain and (problems := unprintable_fields(decoded)):
         raise InvalidRequest(problems)
     return decoded
@@ -372,7 +380,9 @@ def _get(tree: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _problem_from_msgspec(exc: BaseException) -> FieldProblem:
+def _problem_from_msgspec(
+    exc: BaseException, choices: dict[str, tuple[str, ...]] | None = None
+) -> FieldProblem:
     """msgspec's ``Expected … - at `$.a.b[0]``` as a problem on field ``a.b[0]``."""
     if isinstance(exc, RecursionError):
         return FieldProblem("body", "JSON nested too deeply")
@@ -384,8 +394,8 @@ def _problem_from_msgspec(exc: BaseException) -> FieldProblem:
     if missing := _MISSING.match(message):
         return FieldProblem(f"{path}.{missing['name']}" if path else missing["name"], "required")
     if message.startswith("Invalid enum value"):
-        choices = _CHOICES.get(path)
-        message = "must be one of: " + ", ".join(choices) if choices else "not an accepted value"
+        accepted = (choices or {}).get(path) or _CHOICES.get(path)
+        message = "must be one of: " + ", ".join(accepted) if accepted else "not an accepted value"
     elif message.startswith("Expected `object`") and not path:
         return FieldProblem("body", "must be a JSON object")
     return FieldProblem(path or "body", message[:_MAX_MESSAGE])

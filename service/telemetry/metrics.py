@@ -135,6 +135,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "riskscore_webhook_deliveries",
+            "Webhook delivery attempts, by result: delivered (a 2xx), failed (retried later)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "riskscore_webhook_backlog",
+            "Webhook events not yet delivered (the whole outbox, as this process last read it)",
+            registry=r,
+            multiprocess_mode="livemax",  # every worker reads the same outbox
+        )
+        self.webhook_oldest_seconds = Gauge(
+            "riskscore_webhook_oldest_seconds",
+            "Age of the oldest undelivered webhook event, 0 when none",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.shadow_model_reloads = Counter(
             "riskscore_shadow_model_reloads",
             "Shadow models swapped in (ok), switched off (off) or refused after SHADOW changed",

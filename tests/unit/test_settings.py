@@ -77,3 +77,28 @@ def test_api_keys_may_be_limited_to_merchants():
         with pytest.raises(ConfigurationError) as refused:
             parse_api_keys(bad.format(k=key))
         assert "RISKSCORE_API_KEYS" in str(refused.value) and key not in str(refused.value)
+
+
+def test_the_webhook_needs_a_secret_and_hides_it_and_the_database_password():
+    with pytest.raises(ConfigurationError, match="RISKSCORE_WEBHOOK_SECRET"):
+        Settings.from_env({"RISKSCORE_WEBHOOK_URL": "https://example.com/hook"})
+    with pytest.raises(ConfigurationError, match="RISKSCORE_WEBHOOK_URL"):
+        Settings.from_env(
+            {"RISKSCORE_WEBHOOK_URL": "ftp://x", "RISKSCORE_WEBHOOK_SECRET": "s" * 16}
+        )
+    with pytest.raises(ConfigurationError, match="RISKSCORE_REVIEW_CLAIM_SECONDS"):
+        Settings.from_env({"RISKSCORE_REVIEW_CLAIM_SECONDS": "0"})
+    settings = Settings.from_env(
+        {
+            "RISKSCORE_WEBHOOK_URL": "https://example.com/hook",
+            "RISKSCORE_WEBHOOK_SECRET": "whsec-very-secret-value",
+            "RISKSCORE_DATABASE_URL": "postgresql://rs:pa55word@db:5432/riskscore",
+            "RISKSCORE_REVIEW_CLAIM_SECONDS": "120",
+        }
+    )
+    assert settings.webhook_secret == b"whsec-very-secret-value"
+    assert settings.review_claim_seconds == 120
+    for shown in (repr(settings), repr(dict(settings.__rich_repr__()))):
+        assert "whsec-very-secret-value" not in shown and "pa55word" not in shown
+    assert "webhook_url='https://example.com/hook'" in repr(settings)
+    assert "database_url=postgresql://rs:***@db:5432/riskscore" in repr(settings)

@@ -1,0 +1,195 @@
+"""HTTP handlers of the review queue: translate to ``service.reviews.queue``, nothing more.
+
+``GET /v1/reviews`` and ``POST /v1/reviews/{merchant_id}/{transaction_id}`` are the
+contract's; ``GET`` of one review and ``POST``/``DELETE .../claim`` extend it. Every route
+takes the ``analyst`` or ``admin`` role; a key limited to merchants sees and acts only on
+their reviews (any other is a 404, as if it did not exist). Who acts (``claimed_by``,
+``closed_by``) is the body's ``analyst`` when given, else an id derived from the API key
+(``key-`` and 10 hex digits of its SHA-256), never the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+
+from service.api.auth import matching_key, merchant_scope, require_role
+from service.api.schemas import decode_body
+from service.contract import ReviewClaim, ReviewClose
+from service.errors import DatabaseUnavailable, FieldProblem, InvalidRequest
+from service.reviews.queue import DEFAULT_LIMIT, ReviewQueue, analyst_for_key
+
+JSON = "application/json"
+_ANALYST: dict[str, object] = {"role": ("analyst", "admin")}
+_encoder = msgspec.json.Encoder()
+_QUERY_FIELDS = ("status", "merchant_id", "vertical", "limit", "cursor")
+
+
+def _json(body: object, status: int = 200) -> Response[bytes]:
+    return Response(_encoder.encode(body), status_code=status, media_type=JSON)
+
+
+def _queue(state: State) -> ReviewQueue:
+    queue: ReviewQueue | None = getattr(state, "reviews", None)
+    if queue is None:
+        raise DatabaseUnavailable("reviews need a database: set RISKSCORE_DATABASE_URL")
+    return queue
+
+
+def analyst_of(request: Request[Any, Any, Any], named: str | None) -> str:
+    """Who acts: the name the body gives, else an id of the API key (never the key)."""
+    if named is not None:
+        return named
+    key = matching_key(request.app.state.api_keys, request.headers.get("x-api-key")) or ""
+    return analyst_for_key(key)
+
+
+def _require_json(request: Request[Any, Any, Any]) -> None:
+    media_type = request.content_type[0]
+    if media_type != JSON:
+        raise HTTPException(
+            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
+        )
+
+
+async def _optional_body(request: Request[Any, Any, Any], type_: type[Any]) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return type_()
+    _require_json(request)
+    return decode_body(raw, type_)
+
+
+@get("/v1/reviews", guards=[require_role], opt=_ANALYST)
+async def list_reviews(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Reviews of a status (``open`` by default), oldest decision first, one page.
+
+    Query: ``status`` (``open``, ``closed``), ``merchant_id``, ``vertical``, ``limit``
+    (1–500, 50 by default), ``cursor`` (the previous page's ``next_cursor``).
+    """
+    query = request.query_params
+    problems = [
+        FieldProblem(name, "given more than once")
+        for name in _QUERY_FIELDS
+        if len(query.getall(name, [])) > 1
+    ]
+    limit = DEFAULT_LIMIT
+    if (text := query.get("limit")) is not None:
+        try:
+            limit = int(text)
+        except ValueError:
+            problems.append(FieldProblem("limit", "must be an integer, 1 to 500"))
+    if problems:
+        raise InvalidRequest(problems)
+    page = await _queue(state).list(
+        status=query.get("status") or "open",
+        merchant_id=query.get("merchant_id") or None,  # empty: no filter
+        vertical=query.get("vertical") or None,
+        limit=limit,
+        cursor=query.get("cursor") or None,
+        merchants=merchant_scope(request),
+    )
+    return _json(page)
+
+
+@get("/v1/reviews/{merchant_id:str}/{transaction_id:str}", guards=[require_role], opt=_ANALYST)
+async def get_review(
+    merchant_id: FromPath[str],
+    transaction_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+) -> Response[bytes]:
+    """One review and its state; 404 when there is none."""
+    review = await _queue(state).get(merchant_id, transaction_id, merchants=merchant_scope(request))
+    return _json(review)
+
+
+@post(
+    "/v1/reviews/{merchant_id:str}/{transaction_id:str}",
+    guards=[require_role],
+    opt=_ANALYST,
+    status_code=200,
+)
+async def close_review(
+    merchant_id: FromPath[str],
+    transaction_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+) -> Response[bytes]:
+    """Close a review: ``{"outcome": "approve"|"decline", "label": "fraud"|"legit"|null, "note"}``.
+
+    200 with the closed review; 409 when it was closed already (or another analyst's claim
+    holds); 404 when there is no such review. A label is feedback, as ``POST /v1/feedback``.
+    """
+    _require_json(request)
+    body = decode_body(await request.body(), ReviewClose, choices=_CLOSE_CHOICES)
+    review = await _queue(state).close(
+        merchant_id,
+        transaction_id,
+        outcome=body.outcome,
+        label=body.label,
+        note=body.note,
+        analyst=analyst_of(request, body.analyst),
+        merchants=merchant_scope(request),
+    )
+    return _json(review)
+
+
+_CLOSE_CHOICES = {"outcome": ("approve", "decline"), "label": ("fraud", "legit", "null")}
+
+
+@post(
+    "/v1/reviews/{merchant_id:str}/{transaction_id:str}/claim",
+    guards=[require_role],
+    opt=_ANALYST,
+    status_code=200,
+)
+async def claim_review(
+    merchant_id: FromPath[str],
+    transaction_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+) -> Response[bytes]:
+    """Claim an open review (body ``{"analyst": ...}`` optional); claiming again extends it.
+
+    200 with the review and its claim; 409 when closed or claimed by another analyst.
+    """
+    body = await _optional_body(request, ReviewClaim)
+    review = await _queue(state).claim(
+        merchant_id,
+        transaction_id,
+        analyst_of(request, body.analyst),
+        merchants=merchant_scope(request),
+    )
+    return _json(review)
+
+
+@delete(
+    "/v1/reviews/{merchant_id:str}/{transaction_id:str}/claim",
+    guards=[require_role],
+    opt=_ANALYST,
+    status_code=200,
+)
+async def release_review(
+    merchant_id: FromPath[str],
+    transaction_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+) -> Response[bytes]:
+    """Give up one's claim on a review (nothing happens without one); 200 with the review."""
+    body = await _optional_body(request, ReviewClaim)
+    review = await _queue(state).release(
+        merchant_id,
+        transaction_id,
+        analyst_of(request, body.analyst),
+        merchants=merchant_scope(request),
+    )
+    return _json(review)
+
+
+ROUTES = [list_reviews, get_review, close_review, claim_review, release_review]
