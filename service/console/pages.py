@@ -2,16 +2,17 @@
 
 The route handlers (``service.console.routes``) check who is asking and render; these
 functions read the decision (Redis while it is hot, the archive in PostgreSQL always),
-and the entities' history (the archive) and shape them
+the review (``service.reviews``) and the entities' history (the archive) and shape them
 for the templates. ``merchants`` is the signed-in key's scope (None: every merchant); what
 lies outside it is never read into a page.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -27,12 +28,22 @@ from service.archive.repository import (
     get_decision,
     recent_for_entities,
 )
-from service.contract import TRANSACTION_ID_PATTERN, Reason, ScoreResponse
+from service.contract import Reason, Review, ScoreResponse
 from service.decision.record import DecisionRecord, decode_record
-from service.errors import NotFound
+from service.errors import DatabaseUnavailable, InvalidRequest, NotFound
 from service.rules.ruleset import RuleSet
 
+QUEUE_PAGE_SIZE: Final = 50
+TOP_REASONS: Final = 3
 HISTORY_LIMIT: Final = 10
+# The queue's age filter: value → (label, seconds a review has waited at least).
+AGES: Final = {
+    "": ("any time", 0),
+    "15m": ("over 15 minutes", 15 * 60),
+    "1h": ("over an hour", 3600),
+    "4h": ("over 4 hours", 4 * 3600),
+    "24h": ("over a day", 86_400),
+}
 ENTITIES: Final = ("card", "customer", "device")
 
 _response_decoder = msgspec.json.Decoder(ScoreResponse)
@@ -73,20 +84,38 @@ class DecisionView:
     fired_rules: list[FiredRule] = field(default_factory=list)
     rules_note: str | None = None
     labels: list[ArchivedLabel] = field(default_factory=list)
-    review: Any | None = None  # the review's state, once reviews exist
+    review: Review | None = None
     entities: dict[str, str | None] = field(default_factory=dict)
     archive_problem: str | None = None
 
 
-_TRANSACTION_ID: Final = re.compile(TRANSACTION_ID_PATTERN)
+@dataclass(frozen=True)
+class QueueRow:
+    """One open review in the queue, with its payment's amounts and top reasons."""
+
+    review: Review
+    href: str
+    amount: Decimal | None
+    currency: str | None
+    amount_usd: Decimal | None
+    top_reasons: list[Reason]
+    more_reasons: int
 
 
-def valid_payment_ids(merchant_id: str, transaction_id: str) -> bool:
-    """Whether a payment can have these ids (the contract's): others are never found."""
-    return (
-        0 < len(merchant_id) <= 64
-        and merchant_id.isprintable()
-        and _TRANSACTION_ID.fullmatch(transaction_id) is not None
+@dataclass(frozen=True)
+class QueueView:
+    """One page of the queue and the counts beside it."""
+
+    rows: list[QueueRow]
+    counts: Mapping[str, int]
+    next_cursor: str | None
+    next_href: str | None
+
+
+def review_href(merchant_id: str, transaction_id: str) -> str:
+    """The console address of a review."""
+    return "/console/review?" + urlencode(
+        {"merchant_id": merchant_id, "transaction_id": transaction_id}
     )
 
 
@@ -165,6 +194,17 @@ def fired_rules(
     return fired, note
 
 
+async def _review(state: Any, merchant_id: str, transaction_id: str) -> Review | None:
+    """The payment's review from the app's queue; None without one or while it is away."""
+    queue = getattr(state, "reviews", None)  # the app's ReviewQueue (None: no database)
+    if queue is None:
+        return None
+    try:
+        return await queue.get(merchant_id, transaction_id)
+    except (NotFound, InvalidRequest, DatabaseUnavailable):
+        return None
+
+
 async def decision_view(state: Any, merchant_id: str, transaction_id: str) -> DecisionView | None:
     """The decision of ``(merchant_id, transaction_id)``, or None when there is none.
 
@@ -179,19 +219,16 @@ async def decision_view(state: Any, merchant_id: str, transaction_id: str) -> De
         hot = None
     pool = _archive_pool(state)
     archived: ArchivedDecision | None = None
-    review: Any | None = None
+    review: Review | None = None
     problem = None if pool is not None else "the archive is not available"
     if pool is not None:
         try:
-            archived = await get_decision(pool, merchant_id, transaction_id)
+            archived, review = await asyncio.gather(
+                get_decision(pool, merchant_id, transaction_id),
+                _review(state, merchant_id, transaction_id),
+            )
         except UNAVAILABLE as exc:
             problem = f"the archive did not answer ({type(exc).__name__})"
-    queue = getattr(state, "reviews", None)  # the review queue, once reviews exist
-    if queue is not None:
-        try:
-            review = await queue.get(merchant_id, transaction_id)
-        except NotFound:
-            review = None
     response = _decode_response(hot) or _decode_response(archived.response if archived else None)
     if response is None and archived is None:
         return None
@@ -259,3 +296,60 @@ async def history(
         )
     except UNAVAILABLE:
         return None
+
+
+async def queue_view(
+    state: Any,
+    *,
+    merchants: frozenset[str] | None,
+    merchant_id: str | None,
+    vertical: str | None,
+    older_than: str,
+    cursor: str | None,
+    now: dt.datetime,
+    base_query: Mapping[str, str],
+) -> QueueView:
+    """One page of open reviews, oldest first, with amounts and top reasons, and counts."""
+    queue = getattr(state, "reviews", None)
+    if queue is None:
+        raise DatabaseUnavailable("reviews need a database: set RISKSCORE_DATABASE_URL")
+    waited = AGES.get(older_than, AGES[""])[1]
+    # the listing first: it checks the filters (a bad one is InvalidRequest) before counting
+    page = await queue.list(
+        status="open",
+        merchant_id=merchant_id,
+        vertical=vertical,
+        limit=QUEUE_PAGE_SIZE,
+        cursor=cursor,
+        decided_before=now - dt.timedelta(seconds=waited) if waited else None,
+        merchants=merchants,
+    )
+    counts = await queue.counts(merchants=merchants, merchant_id=merchant_id)
+    pool = _archive_pool(state)
+    archived: list[ArchivedDecision | None] = [None] * len(page.reviews)
+    if pool is not None and page.reviews:
+        with contextlib.suppress(*UNAVAILABLE):  # no amounts then, the queue all the same
+            archived = list(
+                await asyncio.gather(
+                    *(get_decision(pool, r.merchant_id, r.transaction_id) for r in page.reviews)
+                )
+            )
+    rows = []
+    for review, decision in zip(page.reviews, archived, strict=True):
+        response = _decode_response(decision.response) if decision else None
+        reasons = _reasons(response, decision.reasons if decision else [])
+        rows.append(
+            QueueRow(
+                review=review,
+                href=review_href(review.merchant_id, review.transaction_id),
+                amount=decision.amount if decision else None,
+                currency=decision.currency if decision else None,
+                amount_usd=decision.amount_usd if decision else None,
+                top_reasons=reasons[:TOP_REASONS],
+                more_reasons=max(0, len(reasons) - TOP_REASONS),
+            )
+        )
+    next_href = None
+    if page.next_cursor:
+        next_href = "/console/queue?" + urlencode({**base_query, "cursor": page.next_cursor})
+    return QueueView(rows, counts, page.next_cursor, next_href)

@@ -1,7 +1,4 @@
-"""The console's pages under ``/console``: sign-in and the decision search.
-
-The review queue and a review's page follow once the review queue (``service.reviews``)
-is in; the decision page already shows a review's state when there is one.
+"""The console's pages under ``/console``: sign-in, the review queue, a review, decision search.
 
 Every page is rendered on the server (Jinja2 through Litestar's templating) and works
 without JavaScript; the pages load one stylesheet, from the service itself. The router
@@ -41,7 +38,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from service.console import formatting
-from service.console.pages import decision_view, history, valid_payment_ids
+from service.console.pages import (
+    AGES,
+    decision_href,
+    decision_view,
+    history,
+    queue_view,
+    review_href,
+)
 from service.console.session import (
     CONSOLE_PATH,
     Analyst,
@@ -49,11 +53,15 @@ from service.console.session import (
     csrf_config,
     session_middleware,
 )
+from service.contract import VERTICALS
 from service.errors import (
+    DatabaseUnavailable,
     InvalidRequest,
     NotFound,
+    StateConflict,
     StoreUnavailable,
 )
+from service.reviews.queue import check_payment
 
 log = logging.getLogger("riskscore")
 
@@ -61,6 +69,7 @@ PACKAGE_DIR: Final = Path(__file__).resolve().parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
 STATIC_DIR: Final = PACKAGE_DIR / "static"
 SIGN_IN: Final = f"{CONSOLE_PATH}/sign-in"
+QUEUE: Final = f"{CONSOLE_PATH}/queue"
 DECISION: Final = f"{CONSOLE_PATH}/decision"
 # Same origin only, and no inline script or style at all: the pages need none.
 CONTENT_SECURITY_POLICY: Final = (
@@ -129,7 +138,7 @@ def _safe_next(target: str | None) -> str:
         and not any(c in target for c in ("\\", "\n", "\r"))
     ):
         return target
-    return DECISION
+    return QUEUE
 
 
 def _field(form: Any, name: str) -> str:
@@ -137,14 +146,25 @@ def _field(form: Any, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def one_line(text: str) -> str:
+    """A textarea's text as one line (the review queue keeps notes on one printable line).
+
+    Every line break (CR LF, LF, CR, Unicode's separators) and tab becomes a space
+    between the lines' stripped text; blank lines go. Other unprintable characters stay,
+    for the queue to refuse with its own words.
+    """
+    lines = (line.strip() for line in text.replace("\t", " ").splitlines())
+    return " ".join(line for line in lines if line)
+
+
 # --- sign-in and sign-out ------------------------------------------------------------------------
 
 
 @get("/", sync_to_thread=False)
 def home(request: Request) -> Redirect:
-    """The console's address: the decision search when signed in, else the sign-in page."""
+    """The console's address: the queue when signed in, else the sign-in page."""
     signed = _keys(request).analyst(request.session) is not None
-    return Redirect(DECISION if signed else SIGN_IN, status_code=303)
+    return Redirect(QUEUE if signed else SIGN_IN, status_code=303)
 
 
 @get("/sign-in", sync_to_thread=False)
@@ -203,7 +223,7 @@ async def decision(
         return _page(
             request, "search.html", analyst, status=400 if error else 200, error=error, **context
         )
-    if not analyst.may_see(merchant) or not valid_payment_ids(merchant, transaction):
+    if not analyst.may_see(merchant) or check_payment(merchant, transaction):
         # another merchant's decision is not found, exactly as an unknown one (and as ids
         # no payment can have: a control character, a space in a transaction id)
         return _page(request, "search.html", analyst, status=404, not_found=True, **context)
@@ -218,13 +238,160 @@ async def decision(
         page=view,
         history=entities,
         missing_entities=[name for name, value in view.entities.items() if value is None],
+        review_link=review_href(merchant, transaction) if view.review is not None else None,
         now=_now(),
         **context,
     )
 
 
+# --- the review queue and a review ---------------------------------------------------------------
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@get("/queue")
+async def queue(
+    request: Request,
+    analyst: NamedDependency[Analyst],
+    merchant_id: FromQuery[str | None] = None,
+    vertical: FromQuery[str | None] = None,
+    older_than: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> Template:
+    """Open reviews, oldest first, with filters by merchant, vertical and age, and counts."""
+    merchant = _clean_id(merchant_id) or None
+    chosen_vertical = vertical if vertical in VERTICALS else None
+    age = older_than if older_than in AGES else ""
+    base_query = {
+        name: value
+        for name, value in (
+            ("merchant_id", merchant),
+            ("vertical", chosen_vertical),
+            ("older_than", age),
+        )
+        if value
+    }
+    filters = {
+        "merchant_id": merchant,
+        "vertical": chosen_vertical,
+        "older_than": age,
+        "active": bool(base_query),
+    }
+    context: dict[str, Any] = {
+        "filters": filters,
+        "verticals": VERTICALS,
+        "ages": [(value, label) for value, (label, _) in AGES.items()],
+        "now": _now(),
+    }
+    try:
+        view = await queue_view(
+            request.app.state,
+            merchants=analyst.merchants,
+            merchant_id=merchant,
+            vertical=chosen_vertical,
+            older_than=age,
+            cursor=cursor or None,
+            now=context["now"],
+            base_query=base_query,
+        )
+    except InvalidRequest as exc:  # a cursor of another listing, a hostile merchant id
+        return _page(
+            request, "queue.html", analyst, status=400, error=str(exc), queue=None, **context
+        )
+    return _page(request, "queue.html", analyst, queue=view, **context)
+
+
+def _reviews(request: Request) -> Any:
+    queue = getattr(request.app.state, "reviews", None)
+    if queue is None:
+        raise DatabaseUnavailable("reviews need a database: set RISKSCORE_DATABASE_URL")
+    return queue
+
+
+@get("/review")
+async def review(
+    request: Request,
+    analyst: NamedDependency[Analyst],
+    merchant_id: FromQuery[str | None] = None,
+    transaction_id: FromQuery[str | None] = None,
+) -> Template:
+    """One review: its decision, reasons, the features each fired rule read, the history."""
+    merchant, transaction = _clean_id(merchant_id), _clean_id(transaction_id)
+    if check_payment(merchant, transaction) or not analyst.may_see(merchant):
+        raise NotFound("no such review")
+    state = request.app.state
+    found = await _reviews(request).get(merchant, transaction, merchants=analyst.merchants)
+    view = await decision_view(state, merchant, transaction)
+    if view is None:
+        raise NotFound("no such review")
+    entities = await history(state, view, analyst.merchants)
+    return _page(
+        request,
+        "review.html",
+        analyst,
+        review=found,
+        page=view,
+        history=entities,
+        missing_entities=[name for name, value in view.entities.items() if value is None],
+        decision_link=decision_href(merchant, transaction),
+        now=_now(),
+    )
+
+
+async def _review_form(request: Request) -> tuple[Any, str, str]:
+    form = await request.form()
+    merchant = _field(form, "merchant_id")
+    transaction = _field(form, "transaction_id")
+    if check_payment(merchant, transaction):
+        raise NotFound("no such review")
+    return form, merchant, transaction
+
+
+@post("/review/claim", status_code=303)
+async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> Redirect:
+    """Claim the review for the signed-in analyst (or give the claim up: ``release``)."""
+    form, merchant, transaction = await _review_form(request)
+    reviews = _reviews(request)
+    try:
+        if _field(form, "action") == "release":
+            await reviews.release(merchant, transaction, analyst.name, merchants=analyst.merchants)
+            _flash(request, "You gave up the review.")
+        else:
+            claimed = await reviews.claim(
+                merchant, transaction, analyst.name, merchants=analyst.merchants
+            )
+            until = formatting.utc(claimed.claim_expires_at)
+            _flash(request, f"The review is yours until {until}.")
+    except StateConflict as exc:
+        _flash(request, str(exc))
+    return Redirect(review_href(merchant, transaction), status_code=303)
+
+
+@post("/review/close", status_code=303)
+async def close_review(request: Request, analyst: NamedDependency[Analyst]) -> Redirect:
+    """Approve or decline the payment, with a label and a note; back to the queue."""
+    form, merchant, transaction = await _review_form(request)
+    outcome = _field(form, "outcome")
+    label = _field(form, "label") or None
+    note = one_line(_field(form, "note")) or None
+    try:
+        closed = await _reviews(request).close(
+            merchant,
+            transaction,
+            outcome=outcome,
+            label=label,
+            note=note,
+            analyst=analyst.name,
+            merchants=analyst.merchants,
+        )
+    except (StateConflict, InvalidRequest) as exc:
+        _flash(request, f"Not closed: {exc}")
+        return Redirect(review_href(merchant, transaction), status_code=303)
+    labelled = f", labelled {closed.label}" if closed.label else ""
+    _flash(request, f"Review of {transaction} ({merchant}) closed: {closed.outcome}{labelled}.")
+    return Redirect(QUEUE, status_code=303)
 
 
 # --- errors as pages -----------------------------------------------------------------------------
@@ -246,7 +413,7 @@ def _answer(request: Request, exc: Exception) -> Response:
         if request.url.query:
             target += "?" + request.url.query
         if request.method != "GET":
-            target = DECISION
+            target = QUEUE
             _flash(request, "Your session ended; sign in again.")
         query = urlencode({"next_page": target}, quote_via=quote)
         return Redirect(f"{SIGN_IN}?{query}", status_code=303)  # type: ignore[return-value]
@@ -261,6 +428,8 @@ def _answer(request: Request, exc: Exception) -> Response:
         return _error_page(request, 400, "Cannot do that", str(exc))
     if isinstance(exc, NotFound | NotFoundException):
         return _error_page(request, 404, "Not found", "There is nothing at this address.")
+    if isinstance(exc, DatabaseUnavailable):
+        return _error_page(request, 503, "Try again in a moment", f"{exc}; nothing was changed.")
     if isinstance(exc, StoreUnavailable):
         return _error_page(
             request,
@@ -291,6 +460,10 @@ def console_router(secret: bytes, *, secure_cookies: bool = False) -> Router:
             sign_in,
             sign_out,
             decision,
+            queue,
+            review,
+            claim_review,
+            close_review,
             static,
         ],
         dependencies={"analyst": Provide(signed_in)},

@@ -31,6 +31,8 @@ from litestar.middleware.session.base import SessionMiddleware
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
 from litestar.types import ASGIApp
 
+from service.reviews.queue import analyst_for_key
+
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "riskscore_console"
 CSRF_COOKIE: Final = "riskscore_console_csrf"
@@ -49,17 +51,13 @@ def key_fingerprint(secret: bytes, api_key: str) -> str:
     return hmac.new(derived_key(secret, "key-id"), api_key.encode(), hashlib.sha256).hexdigest()
 
 
-def public_name(api_key: str) -> str:
-    """A name for a key that never reveals it: ``key-`` and 10 hex digits of its SHA-256."""
-    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
-
-
 @dataclass(frozen=True, slots=True)
 class Analyst:
     """The signed-in analyst: who they are, their key's roles and merchant scope.
 
-    ``name`` names the key in pages without revealing it (``key-`` and 10 hex digits of
-    its SHA-256). ``merchants`` is None for a key that serves every
+    ``name`` is the review queue's name for the key (``analyst_for_key``: the same one the
+    review API records for it), shown in pages and recorded on the reviews they claim and
+    close; it never reveals the key. ``merchants`` is None for a key that serves every
     merchant.
     """
 
@@ -87,7 +85,7 @@ class ConsoleKeys:
             if roles & CONSOLE_ROLES:
                 fingerprint = key_fingerprint(secret, key)
                 self._by_fingerprint[fingerprint] = Analyst(
-                    name=public_name(key), roles=roles, merchants=scopes.get(key)
+                    name=analyst_for_key(key), roles=roles, merchants=scopes.get(key)
                 )
 
     def fingerprint(self, api_key: str) -> str | None:
