@@ -391,7 +391,9 @@ class VelocityStore:
             ListHit(name.decode(), entity.decode(), reason.decode() if reason else None)
             for name, entity, reason in found
         ]
-        return Begin(status, None, self.plan.values(sums), hits, version)  # type: ignore[arg-type]
+        cents = payment.amount_usd_cents
+        features = self.plan.values(sums, cents, amount_log_units(cents))
+        return Begin(status, None, features, hits, version)  # type: ignore[arg-type]
 
     def _list_lookups(
         self, values: list[str | None], believed: str

@@ -67,8 +67,6 @@ async def store(
     Each commit path (a non-decline's MULTI over either client, the function call)
     keeps the same promises.
     """
-    if isinstance(redis_client, RedisCluster) and request.param != "redis-py":
-        pytest.skip("a cluster has one commit path: the cluster client's (cluster.py)")
     hot: Commands | None = {
         "redis-py": None,
         "pipelined": make_hot_connection(TEST_REDIS_URL, 2_000),

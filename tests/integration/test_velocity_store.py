@@ -420,7 +420,6 @@ async def _replay_random_history(
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.cluster_known_gap  # see tests/conftest.py
 async def test_store_matches_the_window_rule_on_random_histories(
     store: RiskStore, seed: int
 ) -> None:

@@ -116,7 +116,8 @@ def test_train_refuses_a_worse_model_says_why_and_force_overrides(logs, tmp_path
     refused = [d.name for d in registry.iterdir() if d.name not in (first["version"],)]
     assert len([v for v in refused if v[0].isdigit()]) == 1  # registered all the same
 
-    assert main(["train", "--log", str(bad), *r, "--seed", "1", "--force", "--json"]) == 0
+    # --no-refit: another artifact (the model before its refit), so another version
+    assert main(["train", "--log", str(bad), *r, "--no-refit", "--force", "--json"]) == 0
     forced = json.loads(capsys.readouterr().out)
     assert forced["promoted"] and forced["forced"] and not forced["gate"]["promote"]
     assert find_latest(registry).name == forced["version"]
