@@ -287,6 +287,11 @@ class VelocityStore:
         )
         self._cluster = ClusterCalls(self) if in_cluster else None
 
+    @property
+    def decision_ttl(self) -> int:
+        """The TTL (seconds) commit gives a transaction's key."""
+        return self._decision_ttl
+
     async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits.
 
