@@ -80,20 +80,11 @@ class DecisionSummary(msgspec.Struct, frozen=True, kw_only=True):
     label: str | None
 
 
-_INCOMING = (
-    "CREATE TEMP TABLE IF NOT EXISTS incoming_decisions "
-    "(LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_MOVE = f"""
-WITH fresh AS (
-    INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
-    SELECT merchant_id, transaction_id, decided_at FROM incoming_decisions
-    ON CONFLICT DO NOTHING
-    RETURNING merchant_id, transaction_id
-)
-INSERT INTO decisions ({", ".join(DECISION_COLUMNS)})
-SELECT {", ".join("i." + c for c in DECISION_COLUMNS)}
-FROM incoming_decisions i JOIN fresh f USING (merchant_id, transaction_id)
+_NEW_KEYS = """
+INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING merchant_id, transaction_id
 """
 
 
@@ -105,9 +96,11 @@ async def insert_decisions(
     """Insert decision rows (``rows.decision_row``) not archived yet; return how many were new.
 
     Idempotent on ``(merchant_id, transaction_id)``: a pair archived before (or twice in
-    ``rows``) keeps its first row. Runs in one transaction (COPY into a temporary table,
-    then one INSERT through ``decision_keys``). ``known_days``: a cache of the partitions
-    known to exist, kept by the caller; missing ones are made first.
+    ``rows``) keeps its first row. One transaction: the pairs go into ``decision_keys``
+    first (``ON CONFLICT DO NOTHING RETURNING``: the new ones), then only the new rows are
+    COPYed into ``decisions``; a batch already archived costs one small INSERT.
+    ``known_days``: a cache of the partitions known to exist, kept by the caller; missing
+    ones are made first.
     """
     if not rows:
         return 0
@@ -115,13 +108,20 @@ async def insert_decisions(
     for row in rows:
         first.setdefault((row[0], row[1]), row)
     await _ensure_days(connection, "decisions", (r[2] for r in first.values()), known_days)
+    pairs = list(first)
     async with connection.transaction():
-        await connection.execute(_INCOMING)
-        await connection.copy_records_to_table(
-            "incoming_decisions", records=list(first.values()), columns=list(DECISION_COLUMNS)
+        fresh = await connection.fetch(
+            _NEW_KEYS,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [first[p][2] for p in pairs],
         )
-        status = await connection.execute(_MOVE)
-    return int(status.split()[-1])
+        new = [first[(r[0], r[1])] for r in fresh]
+        if new:
+            await connection.copy_records_to_table(
+                "decisions", records=new, columns=list(DECISION_COLUMNS)
+            )
+    return len(new)
 
 
 _INSERT_LABELS = f"""
