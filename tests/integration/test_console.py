@@ -278,3 +278,23 @@ async def test_any_id_in_a_search_is_an_answer_never_a_500(client, merchant, tra
     answer = await client.get(f"/console/decision?{query}")
     assert answer.status_code in (200, 400, 404), answer.text
     assert "<script" not in answer.text.lower()
+
+
+async def test_the_console_and_the_api_build_a_hot_decision_alike(client):
+    # not archived (no archive at all): the record comes from the decision log, for both
+    body = payment("t-same-1", amount="150000.00")
+    scored = await client.post("/v1/score", json=body, headers={"X-API-Key": SCORE_KEY})
+    assert scored.status_code == 200
+    api = await client.get("/v1/decisions/shop-1/t-same-1", headers={"X-API-Key": ANALYST_KEY})
+    assert api.status_code == 200
+    stored = api.json()
+    assert stored["source"] == "redis" and stored["complete"] is True
+    await sign_in(client)
+    page = await client.get("/console/decision?merchant_id=shop-1&transaction_id=t-same-1")
+    assert page.status_code == 200, page.text
+    assert "redis" in page.text.split("Read from", 1)[1][:200]
+    assert "₹1,50,000.00" in page.text  # the payment, from the record the API found too
+    hit = [r["id"] for r in stored["rules"] if r["hit"]]
+    assert "COMMON_AMOUNT_OVER_LIMIT" in hit
+    assert "COMMON_AMOUNT_OVER_LIMIT" in page.text.split("Rules", 1)[-1]
+    assert "amount_limit_inr" in page.text and "100,000" in page.text  # its threshold
