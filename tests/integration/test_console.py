@@ -298,3 +298,31 @@ async def test_the_console_and_the_api_build_a_hot_decision_alike(client):
     assert "COMMON_AMOUNT_OVER_LIMIT" in hit
     assert "COMMON_AMOUNT_OVER_LIMIT" in page.text.split("Rules", 1)[-1]
     assert "amount_limit_inr" in page.text and "100,000" in page.text  # its threshold
+
+
+async def test_repeated_failed_sign_ins_are_refused_for_a_while_with_429(
+    client, redis_client, redis_prefix
+):
+    from service.console.throttle import PER_ADDRESS
+
+    async def attempt(key: str):
+        token = await csrf_token(client)
+        return await client.post(
+            "/console/sign-in", data={"api_key": key, "_csrf_token": token}, follow_redirects=False
+        )
+
+    for n in range(PER_ADDRESS):
+        assert (await attempt(f"guess-{n:04d}")).status_code == 401
+    refused = await attempt("guess-last")
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins" in refused.text and "Try again in 15 minutes" in refused.text
+    assert 0 < int(refused.headers["retry-after"]) <= 15 * 60
+    # while refused, even the right key is not checked: a guesser learns nothing
+    right = await attempt(ANALYST_KEY)
+    assert right.status_code == 429 and SESSION_COOKIE not in set_cookies(right)
+    # the counters are the service's, under its prefix, naming neither address nor key
+    names = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}:console*")]
+    assert len(names) == 2 and not any("guess" in n or "testclient" in n for n in names)
+    for name in names:
+        await redis_client.delete(name)
+    await sign_in(client)  # the window over: the right key opens the console again
