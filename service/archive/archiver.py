@@ -35,11 +35,12 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from service.archive import UNAVAILABLE
 from service.archive.repository import insert_decisions, insert_labels, put_catalogs
-from service.archive.rows import decision_row, label_row, stream_time
+from service.archive.rows import DECISION_COLUMNS, decision_row, label_row, stream_time
 from service.archive.state import Archive
 from service.stores.decisions import DecisionEntry, LabelEntry, read_catalogs
 from service.stores.keys import Keys
@@ -53,6 +54,7 @@ BLOCK_MS: Final = 1000  # a round waits this long for new entries
 CLAIM_IDLE_MS: Final = 30_000  # a pending entry idle this long belongs to a dead consumer
 MAX_BACKOFF: Final = 10.0
 LAG_SCAN: Final = 100_000  # when Redis does not know a group's lag, count at most this many
+_CATALOG: Final = DECISION_COLUMNS.index("catalog_version")
 
 
 def consumer_name() -> str:
@@ -193,7 +195,7 @@ class Archiver:
             return Round(0, 0, 0)
         decision_rows = await self._decision_rows(decisions)
         label_rows = [label_row(e) for e in labels]
-        await self._copy_catalogs(decisions)
+        await self._copy_catalogs(decision_rows)
         async with self.archive.pool.acquire() as connection:
             new = await insert_decisions(connection, decision_rows, self._days)
             new += await insert_labels(connection, label_rows, self._days)
@@ -209,7 +211,10 @@ class Archiver:
         return Round(len(decisions) + len(labels), new, acked)
 
     async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
-        """The rows of ``entries``, each with its response as sent (one pipelined read)."""
+        """The rows of ``entries``, each with its response as sent (one ``MGET``).
+
+        A transaction key gone (expired) or of the older hash layout reads as nil: no response.
+        """
         keyed = []
         for entry in entries:
             try:
@@ -220,10 +225,11 @@ class Archiver:
         keyed = [(e, row) for e, row in keyed if row is not None]
         if not keyed:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for _, row in keyed:
-                pipe.get(self.keys.transaction(str(row[0]), str(row[1])))
-            values = await pipe.execute(raise_on_error=False)
+        names = [self.keys.transaction(str(row[0]), str(row[1])) for _, row in keyed]
+        if isinstance(self.client, RedisCluster):  # the keys live in many slots
+            values = await self.client.mget_nonatomic(names)
+        else:
+            values = await self.client.mget(names)
         rows = []
         for (_, row), value in zip(keyed, values, strict=True):
             decided = read_decided(value) if isinstance(value, bytes) else None
@@ -232,9 +238,9 @@ class Archiver:
             rows.append(row)
         return rows
 
-    async def _copy_catalogs(self, entries: Sequence[DecisionEntry]) -> None:
+    async def _copy_catalogs(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Copy the feature names of catalogue versions the archive has not seen yet."""
-        wanted = {_catalog_of(e) for e in entries} - self._catalogs - {None}
+        wanted = {row[_CATALOG] for row in rows} - self._catalogs - {None}
         if not wanted:
             return
         names = await read_catalogs(self.client, self.keys.prefix)
@@ -297,17 +303,6 @@ def _still_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _catalog_of(entry: DecisionEntry) -> str | None:
-    try:
-        return msgspec.json.decode(entry.record, type=_CatalogOnly).catalog_version
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-class _CatalogOnly(msgspec.Struct):
-    catalog_version: str | None = None
 
 
 def _age(entry_id: str | None, now: float) -> float | None:

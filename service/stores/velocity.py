@@ -294,6 +294,11 @@ class VelocityStore:
         )
         self._cluster = ClusterCalls(self) if in_cluster else None
 
+    @property
+    def decision_ttl(self) -> int:
+        """The TTL (seconds) commit gives a transaction's key."""
+        return self._decision_ttl
+
     async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits.
 
@@ -671,8 +676,13 @@ class RiskStore(VelocityStore):
     applies labels. All share one client, key layout, circuit breaker and function library.
     """
 
-    def __init__(self, client: aioredis.Redis, **options: Any) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, label_ttl_seconds: int | None = None, **options: Any
+    ) -> None:
         super().__init__(client, **options)
+        # how long a labelled payment's fraud marks live: the decision's TTL, unless the
+        # transaction key lives only a replay window (an archive keeps the rest)
+        self.label_ttl = int(label_ttl_seconds or self._decision_ttl)
         self.transactions = TransactionStore(client, self.keys, self.breaker, budget=self._budget)
         self.feedback = FeedbackStore(
             client,
@@ -683,7 +693,7 @@ class RiskStore(VelocityStore):
             self.transactions,
             budget=self._admin_budget,
             stream_maxlen=self._maxlen,
-            mark_ttl=self._decision_ttl,
+            mark_ttl=self.label_ttl,
         )
 
     async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:
