@@ -322,7 +322,7 @@ async def test_repeated_failed_sign_ins_are_refused_for_a_while_with_429(
     assert right.status_code == 429 and SESSION_COOKIE not in set_cookies(right)
     # the counters are the service's, under its prefix, naming neither address nor key
     names = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}:console*")]
-    assert len(names) == 2 and not any("guess" in n or "testclient" in n for n in names)
+    assert names and not any("guess" in n or "testclient" in n for n in names)
     for name in names:
         await redis_client.delete(name)
     await sign_in(client)  # the window over: the right key opens the console again

@@ -26,10 +26,16 @@ async def test_guessing_the_rest_of_a_key_from_many_addresses_is_stopped(
     redis_client, redis_prefix
 ):
     limiter = throttle(redis_client, redis_prefix, per_address=100, per_key_prefix=4)
+    seen = "dev-analyst-Zq3x"  # a key's first 16 characters, seen over a shoulder
     for n in range(4):
-        await limiter.failed(f"10.0.1.{n}", f"k-seen12-{n:06d}")
-    assert await limiter.wait("10.9.9.9", "k-seen12-999999") > 0  # same first 8 characters
-    assert await limiter.wait("10.9.9.9", "k-other1-999999") == 0
+        await limiter.failed(f"10.0.1.{n}", f"{seen}{n:020d}")
+    assert await limiter.wait("10.9.9.9", f"{seen}{9:020d}") > 0
+    # another analyst's key of the same scheme is not locked out, nor a short key's address
+    assert await limiter.wait("10.9.9.9", f"dev-analyst-Ab12{9:020d}") == 0
+    for n in range(10):
+        await limiter.failed("10.0.2.1", f"{seen}{n}")  # too short to count for its prefix
+    assert await limiter.wait("10.0.2.2", f"{seen}{1:020d}") > 0  # (the 4 above)
+    assert await limiter.wait("10.0.2.2", f"{seen}1") == 0
 
 
 async def test_the_window_ends(redis_client, redis_prefix):
