@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from service.archive import UNAVAILABLE
@@ -43,12 +44,18 @@ from service.stores.velocity import FeedbackLabel, FeedbackOutcome
 
 
 async def record_labels(
-    engine: Engine, labels: Sequence[FeedbackRequest], *, archive: Archive | None = None
+    engine: Engine,
+    labels: Sequence[FeedbackRequest],
+    *,
+    archive: Archive | None = None,
+    connection: asyncpg.Connection | None = None,
 ) -> list[FeedbackOutcome]:
     """Apply ``labels`` in order; one outcome per label.
 
     Two Redis round trips; with ``archive``, labels of payments Redis no longer holds
-    cost one PostgreSQL query and three more round trips.
+    cost one PostgreSQL query and three more round trips. ``connection``: the archive
+    connection the caller holds (a review's close, in its transaction), read through
+    rather than taking a second one from the pool.
     """
     now = engine.clock()
     capped = engine.settings.clock == "server"
@@ -64,7 +71,9 @@ async def record_labels(
     outcomes = await engine.store.record_feedback_many(found)
     unknown = [i for i, outcome in enumerate(outcomes) if outcome == "unknown"]
     if unknown and archive is not None:
-        restored = await restore_from_archive(engine, archive, [found[i] for i in unknown])
+        restored = await restore_from_archive(
+            engine, archive, [found[i] for i in unknown], connection=connection
+        )
         again = [i for i in unknown if (found[i].merchant_id, found[i].transaction_id) in restored]
         if again:
             retried = await engine.store.record_feedback_many([found[i] for i in again])
@@ -76,7 +85,11 @@ async def record_labels(
 
 
 async def restore_from_archive(
-    engine: Engine, archive: Archive, labels: Sequence[FeedbackLabel]
+    engine: Engine,
+    archive: Archive,
+    labels: Sequence[FeedbackLabel],
+    *,
+    connection: asyncpg.Connection | None = None,
 ) -> set[tuple[str, str]]:
     """Put back the transaction keys of the labelled payments the archive holds; their pairs.
 
@@ -90,7 +103,7 @@ async def restore_from_archive(
             "cannot be applied now, retry"
         )
     try:
-        payments = await labelled_payments(archive.pool, pairs)
+        payments = await labelled_payments(connection or archive.pool, pairs)
     except UNAVAILABLE as exc:
         archive.saw_failure(exc)
         raise DatabaseUnavailable(f"archive unavailable ({type(exc).__name__}), retry") from exc
