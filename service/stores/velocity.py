@@ -84,8 +84,8 @@ from redis.asyncio.cluster import RedisCluster
 from service.decision.record import record_key
 from service.features.catalog import amount_log_units
 from service.normalisation.payment import Payment
-from service.stores.breaker import Breaker
-from service.stores.cluster import ClusterCalls
+from service.stores.breaker import GUARD, Breaker
+from service.stores.cluster import ClusterCalls, NodeConnections
 from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
@@ -216,8 +216,15 @@ class VelocityStore:
         self.client = client
         # a Redis Cluster: begin, commit and the drain split by hash slot (cluster.py)
         in_cluster = isinstance(client, RedisCluster)
-        if in_cluster:
-            hot = None  # the cluster client routes every command itself
+        if in_cluster:  # a pipelined connection per primary (cluster.py)
+            budget = timeout_ms / 1000
+            hot = NodeConnections(
+                client,  # type: ignore[arg-type]
+                # a step's replies, as the breaker's guard gave the cluster client's
+                budget_seconds=GUARD * budget,
+                connect_timeout=max(0.05, 4 * budget),
+                stall=max(0.5, 40 * budget),
+            )
         # with the server clock (RISKSCORE_CLOCK=server) a window starts from the earlier of
         # the event second and the server's (plan.py): a stamp in the future cannot shorten it
         self._server_clock = server_clock
