@@ -274,3 +274,24 @@ async def test_a_label_for_a_payment_only_the_archive_holds_is_read_on_the_close
         assert await engine.store.client.exists(tx)  # put back, with its fraud mark
     finally:
         await lone.close()
+
+
+async def test_a_label_for_a_decision_archived_without_its_response_is_applied(pool, engine):
+    import time
+
+    from service.archive.repository import insert_decisions
+    from service.archive.rows import decision_row
+    from service.archive.state import Archive
+    from service.contract import FeedbackRequest
+    from tests.archive.records import decision_entry
+
+    entry = decision_entry("m1", "t-no-response", at_ms=round(time.time() * 1000))
+    async with pool.acquire() as connection:
+        assert await insert_decisions(connection, [decision_row(entry, None)]) == 1
+    archive = Archive(pool, retention_days=30)
+    archive.ready = True
+    label = FeedbackRequest(merchant_id="m1", transaction_id="t-no-response", label="fraud")
+    assert await record_labels(engine, [label], archive=archive) == ["recorded"]
+    assert await record_labels(engine, [label], archive=archive) == ["duplicate"]
+    stored = await engine.store.stored_decision("m1", "t-no-response")
+    assert b'"transaction_id":"t-no-response"' in stored  # what it answered, rebuilt
