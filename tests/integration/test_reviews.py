@@ -246,3 +246,31 @@ async def test_decisions_archived_before_the_reviews_migration_get_their_reviews
             assert [tuple(r) for r in rows] == [("old-review", "open")]
         finally:
             await connection.close()
+
+
+async def test_a_label_for_a_payment_only_the_archive_holds_is_read_on_the_close_connection(
+    archive_url, engine, clock
+):
+    # one connection in all: the close holds it, so the label must be read through it
+    from service.archive.state import Archive
+
+    lone = await asyncpg.create_pool(archive_url, min_size=1, max_size=1)
+    try:
+        archive = Archive(lone, retention_days=30)
+        archive.ready = True
+        queue = ReviewQueue(
+            lone,
+            functools.partial(record_labels, engine, archive=archive),
+            claim_seconds=60,
+            clock=clock,
+        )
+        await archive_decision(lone, "m1", "t-only-archived", "review", decided_at=T0)
+        async with asyncio.timeout(10):
+            closed = await queue.close(
+                "m1", "t-only-archived", outcome="decline", label="fraud", note="", analyst="a"
+            )
+        assert closed.feedback == "recorded"
+        tx = engine.store.keys.transaction("m1", "t-only-archived")
+        assert await engine.store.client.exists(tx)  # put back, with its fraud mark
+    finally:
+        await lone.close()
