@@ -4,12 +4,16 @@ A consumer group (``GROUP``) on the decision-log stream and on the labels stream
 worker and instance runs one consumer in it, so they share the work. A round:
 
 1. entries left pending by a consumer gone quiet (killed mid-batch, its process ended)
-   for ``claim_idle_ms`` are taken over with ``XAUTOCLAIM``; then this consumer's own
-   pending entries (delivered, not acknowledged: PostgreSQL failed last time); then new
-   ones (``XREADGROUP >``);
+   for ``claim_idle_ms`` are taken over with ``XAUTOCLAIM`` (looked for every few
+   seconds); then, after a round that failed, this consumer's own pending entries
+   (delivered, not acknowledged); then new ones (``XREADGROUP >``);
 2. their rows go in one transaction per table, idempotently (``repository``): a decision
    once per ``(merchant_id, transaction_id)``, a label once per stream entry;
 3. only after the commit are the entries acknowledged (``XACK``).
+
+``run`` starts a round at most every ``linger_ms`` unless the last one read a full
+batch: at a low rate entries gather for a moment, so a round's fixed cost is shared by
+many rather than paid per entry, inside a worker that also scores.
 
 So an entry is archived at least once (it stays pending until acknowledged, whoever dies)
 and at most once (the inserts ignore what is there): exactly once. PostgreSQL down: the
@@ -52,6 +56,8 @@ GROUP: Final = "archive"
 BATCH: Final = 1000  # entries per stream per round
 BLOCK_MS: Final = 1000  # a round waits this long for new entries
 CLAIM_IDLE_MS: Final = 30_000  # a pending entry idle this long belongs to a dead consumer
+CLAIM_EVERY: Final = 5.0  # seconds between looks for such entries (at most)
+LINGER_MS: Final = 200  # a round that found less than a batch: the next starts this much later
 MAX_BACKOFF: Final = 10.0
 LAG_SCAN: Final = 100_000  # when Redis does not know a group's lag, count at most this many
 _CATALOG: Final = DECISION_COLUMNS.index("catalog_version")
@@ -120,6 +126,7 @@ class Archiver:
         batch: int = BATCH,
         block_ms: int = BLOCK_MS,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        linger_ms: int = LINGER_MS,
         metrics: Any = None,
     ) -> None:
         self.client = client
@@ -129,12 +136,20 @@ class Archiver:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.linger_ms = linger_ms
+        self._own_pending = True  # read this consumer's pending entries before new ones
+        self._next_claim = 0.0  # when to look for a dead consumer's entries next
         self.metrics = metrics
         self.streams = (keys.decisions, keys.labels)
         self._groups_made = False
         self._catalogs: set[str] = set()  # catalogue versions copied to the archive
         self._days: set[Any] = set()  # partitions known to exist
         self.rejected = 0  # decision records that do not decode (logged, acknowledged)
+
+    @property
+    def claim_every(self) -> float:
+        """Seconds between looks for a dead consumer's entries (they wait that much longer)."""
+        return min(CLAIM_EVERY, self.claim_idle_ms / 1000)
 
     async def ensure_groups(self) -> None:
         """Make the group on both streams (and the streams) unless there; start from 0."""
@@ -147,23 +162,37 @@ class Archiver:
         self._groups_made = True
 
     async def _read(self) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
-        """This round's entries per stream: reclaimed, own pending, then new ones."""
+        """This round's entries per stream: reclaimed, own pending, then new ones.
+
+        Takeovers (``XAUTOCLAIM``) are looked for every ``claim_every`` seconds, and this
+        consumer's own pending entries only after a round failed (and at start): a round
+        that succeeded acknowledged everything it read, so in steady state a round costs
+        one read per stream.
+        """
         found: dict[str, list[tuple[str, dict[str, bytes]]]] = {s: [] for s in self.streams}
+        now = time.monotonic()
+        claim = now >= self._next_claim
+        if claim:
+            self._next_claim = now + self.claim_every
         for stream in self.streams:
-            claimed = await self.client.xautoclaim(
-                stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-            )
-            found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
-            # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
-            if len(claimed) > 2 and claimed[2]:
-                await self.client.xack(stream, GROUP, *claimed[2])
-            if not found[stream]:
+            if claim:
+                claimed = await self.client.xautoclaim(
+                    stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+                )
+                found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
+                # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
+                if len(claimed) > 2 and claimed[2]:
+                    await self.client.xack(stream, GROUP, *claimed[2])
+                if len(claimed[1]) >= self.batch:
+                    self._next_claim = now  # more to take over: again next round
+            if self._own_pending and not found[stream]:
                 mine = await self.client.xreadgroup(
                     GROUP, self.consumer, {stream: "0"}, count=self.batch
                 )
                 for _, entries in mine:
                     found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
         if not any(found.values()):
+            self._own_pending = False  # none left: from now on, only what this round reads
             # one stream per call (in a Redis Cluster the two live in different slots); only
             # the decision log, read last, waits for new entries
             labels, decisions = self.keys.labels, self.keys.decisions
@@ -179,6 +208,14 @@ class Archiver:
 
     async def step(self) -> Round:
         """One round: read, archive, acknowledge. Raises when Redis or PostgreSQL fails."""
+        try:
+            return await self._step()
+        except BaseException:
+            # whatever this round read stays pending for this consumer: read it again first
+            self._own_pending = True
+            raise
+
+    async def _step(self) -> Round:
         if not self._groups_made:
             await self.ensure_groups()
         try:
@@ -256,10 +293,17 @@ class Archiver:
         while True:
             _still_cancelled()  # a library may have swallowed a cancellation mid-round
             try:
+                started = time.monotonic()
                 done = await self.step()
                 backoff = 0.1
                 if done.read == 0 and self.block_ms == 0:
                     await asyncio.sleep(0.2)
+                elif done.read < self.batch:
+                    # a part batch: let entries gather, so that a round's fixed cost (reads,
+                    # the transaction, the acknowledgement) is shared by many
+                    await asyncio.sleep(
+                        max(0.0, started + self.linger_ms / 1000 - time.monotonic())
+                    )
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE as exc:  # PostgreSQL (or Redis's socket) away

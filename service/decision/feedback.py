@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from service.archive import UNAVAILABLE
+from service.archive.lookup import response_from_record
 from service.archive.repository import LabelledPayment, labelled_payments
 from service.archive.state import Archive
 from service.contract import FeedbackRequest
@@ -41,14 +43,22 @@ from service.stores.feedback import FRAUD_LABELS
 from service.stores.plan import arrival_time, event_second
 from service.stores.velocity import FeedbackLabel, FeedbackOutcome
 
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
 
 async def record_labels(
-    engine: Engine, labels: Sequence[FeedbackRequest], *, archive: Archive | None = None
+    engine: Engine,
+    labels: Sequence[FeedbackRequest],
+    *,
+    archive: Archive | None = None,
+    connection: asyncpg.Connection | None = None,
 ) -> list[FeedbackOutcome]:
     """Apply ``labels`` in order; one outcome per label.
 
     Two Redis round trips; with ``archive``, labels of payments Redis no longer holds
-    cost one PostgreSQL query and three more round trips.
+    cost one PostgreSQL query and three more round trips. ``connection``: the archive
+    connection the caller holds (a review's close, in its transaction), read through
+    rather than taking a second one from the pool.
     """
     now = engine.clock()
     capped = engine.settings.clock == "server"
@@ -64,7 +74,9 @@ async def record_labels(
     outcomes = await engine.store.record_feedback_many(found)
     unknown = [i for i, outcome in enumerate(outcomes) if outcome == "unknown"]
     if unknown and archive is not None:
-        restored = await restore_from_archive(engine, archive, [found[i] for i in unknown])
+        restored = await restore_from_archive(
+            engine, archive, [found[i] for i in unknown], connection=connection
+        )
         again = [i for i in unknown if (found[i].merchant_id, found[i].transaction_id) in restored]
         if again:
             retried = await engine.store.record_feedback_many([found[i] for i in again])
@@ -76,7 +88,11 @@ async def record_labels(
 
 
 async def restore_from_archive(
-    engine: Engine, archive: Archive, labels: Sequence[FeedbackLabel]
+    engine: Engine,
+    archive: Archive,
+    labels: Sequence[FeedbackLabel],
+    *,
+    connection: asyncpg.Connection | None = None,
 ) -> set[tuple[str, str]]:
     """Put back the transaction keys of the labelled payments the archive holds; their pairs.
 
@@ -90,7 +106,7 @@ async def restore_from_archive(
             "cannot be applied now, retry"
         )
     try:
-        payments = await labelled_payments(archive.pool, pairs)
+        payments = await labelled_payments(connection or archive.pool, pairs)
     except UNAVAILABLE as exc:
         archive.saw_failure(exc)
         raise DatabaseUnavailable(f"archive unavailable ({type(exc).__name__}), retry") from exc
@@ -106,14 +122,17 @@ async def restore_from_archive(
 
 
 def _decided_value(engine: Engine, archived: LabelledPayment, *, capped: bool) -> bytes | None:
-    """The transaction key's decided value rebuilt from the archive (None: no response)."""
-    if archived.response is None:
-        return None
+    """The transaction key's decided value rebuilt from the archive (None: a bad record)."""
     try:
-        payment = decode_record(archived.record).payment
+        record = decode_record(archived.record)
     except msgspec.DecodeError:
         return None
-    value = engine.store.decided_value(payment, "", archived.response.encode())
+    payment = record.payment
+    if archived.response is not None:
+        response = archived.response.encode()
+    else:  # archived without the response as sent: what it answered, from the record
+        response = _encoder.encode(response_from_record(archived.transaction_id, record))
+    value = engine.store.decided_value(payment, "", response)
     mark = b""
     if archived.label in FRAUD_LABELS and archived.reported_at is not None:
         reported = archived.reported_at.timestamp()

@@ -162,3 +162,17 @@ async def test_a_review_closed_with_a_label_after_the_window_is_feedback(
         assert r.status_code == 200, r.text
         assert r.json()["feedback"] == "recorded"
         assert await card_frauds(client, "rv-next") == 1
+
+
+async def test_with_the_archive_away_a_label_only_it_could_place_is_a_503(
+    redis_client, redis_prefix, tmp_path
+):
+    nowhere = "postgresql://postgres@127.0.0.1:1/none"
+    app = create_app(app_settings(redis_prefix, tmp_path, database_url=nowhere))
+    async with AsyncTestClient(app=app) as client:
+        await score(client, on_card("away-1"))
+        assert (await label(client, "away-1", "fraud")).status_code == 202  # Redis holds it
+        await redis_client.delete(Keys(redis_prefix).transaction("shop-1", "away-1"))
+        r = await label(client, "away-1", "legit")
+        assert r.status_code == 503 and "retry" in r.text  # not "unknown": it may be known
+        assert r.headers.get("retry-after")
