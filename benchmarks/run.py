@@ -20,7 +20,17 @@ and reads, around every run, the CPU of the server's processes (``/proc``), of R
 machine. Every floor, the maximum and the half load run ``--rounds`` times (the floors
 and the maximum interleaved round by round) and the table shows each one's median round:
 one run of the same code varies by ±10 % on a shared VM, and an AOF rewrite's fork lands
-in one run and not the next. Then ``benchmarks/micro.py`` times the parts of a decision
+in one run and not the next.
+
+With the archiver (unless ``--no-archive``, or when no PostgreSQL answers at
+``--database-url``): a second service runs beside the first on the same Redis, under a key
+prefix of its own, archiving to a private database made on that server (dropped at the
+end). Every round, right after the maximum run of the first service, the same maximum run
+goes to the second while its archiver drains the decision log into PostgreSQL; then the
+backlog is left to drain before the next run. The report gives both throughputs, their
+ratio per round (the issue asks for at most 10 % less with the archiver), the archive's
+backlog at the end of each run and the seconds it took to drain. Then
+``benchmarks/micro.py`` times the parts of a decision
 in-process. Results go to ``benchmarks/results/`` as JSON and as the Markdown table the
 README quotes.
 
@@ -73,6 +83,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 FLOOR_POST_BODY = "{}"
 BENCH_MODEL_REGISTRY = ROOT / ".run" / "bench-models"
 BENCH_MODEL_ROWS = 100_000
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+ARCHIVE_GROUP = "archive"  # service.archive.archiver.GROUP
+ARCHIVE_DRAIN_TIMEOUT = 300.0
 
 
 class BenchError(RuntimeError):
@@ -559,6 +572,163 @@ def service(
         _stop(proc, group=True)
 
 
+def _admin_sql(server_url: str, sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(server_url, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def private_database(server_url: str) -> Iterator[str]:
+    """A new database on the PostgreSQL of ``server_url`` for the block, then dropped.
+
+    Raises ``BenchError`` when that server does not answer or refuses.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    name = f"rsbench_{secrets.token_hex(5)}"
+    try:
+        _admin_sql(server_url, f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"no PostgreSQL for the archive at {server_url}: {exc}") from exc
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path="/" + name))
+    finally:
+        _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def archive_backlog(client: redis.Redis, stream: str) -> int:
+    """Decision-log entries the archive group has not acknowledged (all, before the group)."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no stream yet
+        return 0
+    for g in groups:
+        if _text(g["name"]) != ARCHIVE_GROUP:
+            continue
+        lag = g.get("lag")
+        if lag is None:  # unknown to Redis after some trims: count past the last delivered
+            after = "(" + _text(g["last-delivered-id"])
+            lag = len(client.xrange(stream, min=after, count=1_000_000))
+        return int(g["pending"]) + int(lag)
+    return int(client.xlen(stream))
+
+
+def wait_archived(client: redis.Redis, stream: str, timeout: float) -> float:
+    """Seconds until the archive group has acknowledged the whole stream."""
+    started = time.monotonic()
+    while archive_backlog(client, stream):
+        if time.monotonic() - started > timeout:
+            raise BenchError(f"the archive did not drain {stream} in {timeout:.0f} s")
+        time.sleep(0.05)
+    return round(time.monotonic() - started, 2)
+
+
+@dataclass
+class Archived:
+    """The second service, whose archiver drains its decision log into PostgreSQL."""
+
+    bench: Bench
+    client: redis.Redis
+    stream: str
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, round_: int, connections: int, seconds: float) -> dict[str, Any]:
+        """The maximum score run with the archiver on, its backlog after, then the drain."""
+        before = wait_archived(self.client, self.stream, ARCHIVE_DRAIN_TIMEOUT)
+        run = self.bench.score("POST /v1/score, maximum, archiver running", connections, seconds)
+        run["round"] = round_
+        run["archive_backlog_at_end"] = archive_backlog(self.client, self.stream)
+        run["archive_drain_seconds"] = wait_archived(
+            self.client, self.stream, ARCHIVE_DRAIN_TIMEOUT
+        )
+        run["archive_waited_before_seconds"] = before
+        # rows archived while the run lasted, per second: keeping up means all of them
+        run["archived_per_second_during"] = round(
+            (run["requests"] - run["archive_backlog_at_end"]) / max(run["seconds"], 1e-9), 1
+        )
+        self.rounds.append(run)
+        return run
+
+    def summary(self, without: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Score throughput with the archiver running against without it, round by round."""
+        ratios = [
+            a["requests_per_second"] / w["requests_per_second"]
+            for a, w in zip(self.rounds, without, strict=True)
+        ]
+        return {
+            "runs": self.rounds,
+            "median_run": median_run(self.rounds, "requests_per_second"),
+            "score_rps_with_archiver": [r["requests_per_second"] for r in self.rounds],
+            "score_rps_without": [w["requests_per_second"] for w in without],
+            "with_to_without": [round(r, 3) for r in ratios],
+            "with_to_without_median": round(statistics.median(ratios), 3),
+            "backlog_at_end": [r["archive_backlog_at_end"] for r in self.rounds],
+            "drain_seconds": [r["archive_drain_seconds"] for r in self.rounds],
+            "archived_per_second_during": [r["archived_per_second_during"] for r in self.rounds],
+        }
+
+
+@contextmanager
+def archived_service(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    workdir: Path,
+    bench: Bench,
+    report: dict[str, Any],
+    connections: int,
+) -> Iterator[Archived | None]:
+    """The service again, with ``RISKSCORE_DATABASE_URL`` on a private database; None without.
+
+    Same Redis, API keys and model as ``bench``'s; a key prefix, port, spool and log of
+    its own, so that its decision log (and only its) is archived. ``report["archive"]``
+    says why there is none, when there is none.
+    """
+    if args.no_archive:
+        report["archive"] = {"skipped": "--no-archive"}
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            database_url = stack.enter_context(private_database(args.database_url))
+        except BenchError as exc:
+            report["archive"] = {"skipped": str(exc)}
+            print(f"note: no archive comparison: {exc}", file=sys.stderr, flush=True)
+            database_url = None
+        if database_url is None:
+            yield None
+            return
+        port = free_port()
+        prefix = f"{bench.tag}-a"
+        archived_env = {
+            **env,
+            "RISKSCORE_DATABASE_URL": database_url,
+            "RISKSCORE_REDIS_PREFIX": prefix,
+            "RISKSCORE_PORT": str(port),
+            "RISKSCORE_SPOOL_PATH": str(workdir / "spool-archived.jsonl"),
+        }
+        url = f"http://127.0.0.1:{port}"
+        command = server_command(args.server, port, args.workers)
+        with service(archived_env, command, url, workdir / "server-archived.log") as proc:
+            other = Bench(url, proc.pid, bench.probe, bench.score_key, bench.feedback_key, prefix)
+            archived = Archived(other, bench.probe.client, f"{prefix}:decisions")
+            other.score("warm-up, archiver running", connections, 1 if args.quick else 3)
+            other.runs.clear()
+            wait_archived(archived.client, archived.stream, ARCHIVE_DRAIN_TIMEOUT)
+            yield archived
+
+
 def choose_model(args: argparse.Namespace) -> Path | None:
     """The registry to serve from; None means rules and velocity only."""
     from service.model.bundle import ModelRefused, load_latest
@@ -692,7 +862,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             if not args.quick and args.ballast_mb > 0:
                 report["redis"]["ballast"] = fill_ballast(probe.client, args.ballast_mb)
             command = server_command(args.server, http_port, args.workers)
-            with service(env, command, url, workdir / "server.log") as proc:
+            with (
+                contextlib.ExitStack() as stack,
+                service(env, command, url, workdir / "server.log") as proc,
+            ):
                 with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
                     ready = json.loads(answer.read())
                 report["model"] = ready["model"]["version"]
@@ -700,6 +873,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 bench = Bench(url, proc.pid, probe, score_key, feedback_key, prefix)
                 bench.score("warm-up", connections, 1 if args.quick else 3)
                 bench.runs.clear()
+                archived = stack.enter_context(
+                    archived_service(args, env, workdir, bench, report, connections)
+                )
                 gets, posts, routes, tops = [], [], [], []
                 for n in range(1, rounds + 1):
                     gets.append(bench.floor_get(connections, seconds))
@@ -710,6 +886,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     tops.append(bench.score("POST /v1/score, maximum", connections, seconds))
                     for run in (gets[-1], posts[-1], routes[-1], tops[-1]):
                         run["round"] = n
+                    if archived is not None:
+                        archived.run(n, connections, seconds)
                 get, post, route, top = (
                     median_run(r, "requests_per_second") for r in (gets, posts, routes, tops)
                 )
@@ -749,6 +927,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ]
 
     to_healthz, to_empty_post = ratios(gets), ratios(posts)
+    archived_runs = archived.bench.runs if archived is not None else []
     report["rounds"] = {
         "count": rounds,
         "score_to_healthz": [round(r, 3) for r in to_healthz],
@@ -758,6 +937,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_us_per_score": [t["server_cpu_us_per_request"] for t in tops],
         "half_load_p99_ms": [h["p99_ms"] for h in halves],
     }
+    if archived is not None:
+        report["archive"] = archived.summary(tops)
     report["summary"] = {
         # rounds interleave the floors and the score run, so the machine's drift over the
         # benchmark falls on both sides of each ratio; the median ratio of the rounds.
@@ -768,8 +949,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             top["requests_per_second"] / route["requests_per_second"], 3
         ),
         "half_load_p99_ms": half["p99_ms"],
-        "errors": sum(r["errors"] for r in bench.runs),
-        "degraded": sum(r["degraded"] for r in bench.runs),
+        "errors": sum(r["errors"] for r in bench.runs + archived_runs),
+        "degraded": sum(r["degraded"] for r in bench.runs + archived_runs),
     }
     return report
 
@@ -894,7 +1075,8 @@ def markdown(report: dict[str, Any]) -> str:
         "| other load (cores) |",
         "| --- " + "| ---: " * 12 + "|",
     ]
-    for r in report["runs"]:
+    archive = report.get("archive") or {}
+    for r in report["runs"] + ([archive["median_run"]] if "median_run" in archive else []):
         name = r["name"]
         if "target_requests_per_second" in r:
             name += f" (target {r['target_requests_per_second']:,.0f}/s)"
@@ -914,6 +1096,25 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['half_load_p99_ms']:.2f} ms; errors {s['errors']}; decisions degraded by a "
         f"Redis time-out {s['degraded']}.",
     ]
+    if "median_run" in archive:
+
+        def each(key: str, form: str) -> str:
+            return ", ".join(format(v, form) for v in archive[key])
+
+        lines.append(
+            "With the archiver running (a second service on the same Redis, its decision log "
+            "archived to a private PostgreSQL database as it scores; run right after the "
+            "maximum run of the first, round by round): score req/s "
+            f"{each('score_rps_with_archiver', ',.0f')} against "
+            f"{each('score_rps_without', ',.0f')} without; with / without "
+            f"{each('with_to_without', '.2f')}, median "
+            f"**{archive['with_to_without_median']:.2f}**. The archive's backlog at the end "
+            f"of each run {each('backlog_at_end', ',')} entries, drained in "
+            f"{each('drain_seconds', '.1f')} s; archived during the runs "
+            f"{each('archived_per_second_during', ',.0f')} rows/s."
+        )
+    elif archive.get("skipped"):
+        lines.append(f"No run with the archiver: {archive['skipped']}.")
     rounds = report.get("rounds") or {}
     if rounds.get("count", 1) > 1:
 
@@ -1009,6 +1210,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="service log level (INFO)")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of /v1/score")
     parser.add_argument("--skip-micro", action="store_true", help="load runs only (comparisons)")
+    parser.add_argument(
+        "--no-archive",
+        action="store_true",
+        help="skip the maximum runs of a second service with the archiver on",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("RISKSCORE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        help="PostgreSQL server for the archive's private database "
+        "(RISKSCORE_DATABASE_URL, else the local one)",
+    )
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="results directory (benchmarks/results)"
     )

@@ -34,19 +34,15 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,6 +50,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(ROOT))
 
 import run  # noqa: E402  (benchmarks/run.py: Redis, service and wrk helpers)
+
+from tests.redis_cluster import LocalCluster  # noqa: E402  (the tests' cluster on loopback)
 
 ROWS = ("single", "workers", "cluster")
 
@@ -170,100 +168,28 @@ def run_wrk(
 # --- a Redis Cluster on loopback ---------------------------------------------------------
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def cluster_ports(count: int) -> list[int]:
-    """``count`` free loopback ports whose cluster bus ports (port + 10000) are free too."""
-    ports: list[int] = []
-    candidate = 21000 + os.getpid() % 8000
-    while len(ports) < count and candidate < 55000:
-        if _port_free(candidate) and _port_free(candidate + 10000):
-            ports.append(candidate)
-        candidate += 1
-    if len(ports) < count:
-        raise run.BenchError("no free ports for a Redis Cluster")
-    return ports
-
-
 @contextlib.contextmanager
 def redis_cluster(workdir: Path) -> Iterator[list[RedisNode]]:
-    """Three primaries with one replica each, AOF ``everysec`` and ``noeviction``."""
-    ports = cluster_ports(6)
-    procs = []
+    """Three primaries with one replica each, AOF ``everysec`` and ``noeviction``.
+
+    The tests' ``LocalCluster`` (``tests/redis_cluster.py``) with production's persistence
+    and a 2 s node timeout.
+    """
+    cluster = LocalCluster(persistent=True, node_timeout_ms=2000, parent=workdir)
     try:
-        for port in ports:
-            node_dir = workdir / f"node-{port}"
-            node_dir.mkdir()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--dir", str(node_dir),
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(node_dir / "nodes.conf"),
-                        "--cluster-node-timeout", "2000",
-                        "--save", "",
-                        "--appendonly", "yes",
-                        "--appendfsync", "everysec",
-                        "--maxmemory-policy", "noeviction",
-                        "--logfile", str(node_dir / "redis.log"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-        for port in ports:
-            _wait(lambda p=port: redis.Redis(port=p, socket_timeout=1).ping())
-        subprocess.run(
-            [
-                "redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas", "1", "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-
-        def ready() -> bool:
-            primaries = 0
-            for port in ports:
-                node = redis.Redis(port=port, socket_timeout=1)
-                if node.cluster("info")["cluster_state"] != "ok":
-                    return False
-                info = node.info("replication")
-                if info["role"] == "slave" and info.get("master_link_status") != "up":
-                    return False
-                primaries += info["role"] == "master"
-            return primaries == 3
-
-        _wait(ready, 60)
+        cluster.start()
+        primaries = set(cluster.primaries())
         nodes = []
-        for port, proc in zip(ports, procs, strict=True):
-            role = redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
-            nodes.append(RedisNode(port, proc.pid, "primary" if role == "master" else "replica"))
+        for port in cluster.ports:
+            pid = cluster.pid(port)
+            if pid is None:
+                raise run.BenchError(f"Redis Cluster node {port} is not running")
+            nodes.append(RedisNode(port, pid, "primary" if port in primaries else "replica"))
         yield nodes
+    except (subprocess.CalledProcessError, TimeoutError) as exc:
+        raise run.BenchError(f"Redis Cluster did not start: {exc}") from exc
     finally:
-        for proc in procs:
-            run._stop(proc)
-
-
-def _wait(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if check():
-                return
-        if time.monotonic() > deadline:
-            raise run.BenchError("Redis did not get ready")
-        time.sleep(0.05)
+        cluster.stop()
 
 
 def cluster_refused() -> str | None:

@@ -121,7 +121,14 @@ def build_engine(
         client,
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
-        decision_ttl_seconds=settings.decision_ttl_days * 86_400,
+        # with an archive the transaction's key is kept only while gateways retry
+        decision_ttl_seconds=(
+            min(settings.replay_days, settings.decision_ttl_days)
+            if settings.database_url
+            else settings.decision_ttl_days
+        )
+        * 86_400,
+        label_ttl_seconds=settings.decision_ttl_days * 86_400,
         hot=make_hot_connection(settings.redis_url, settings.redis_timeout_ms),
         server_clock=settings.clock == "server",
         stream_maxlen=UNCAPPED_STREAM if settings.database_url else STREAM_MAXLEN,

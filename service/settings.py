@@ -81,7 +81,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``degraded_action`` (``RISKSCORE_DEGRADED_ACTION``): vertical → the decision floor
       when Redis is unavailable.
     - ``decision_ttl_days`` (``RISKSCORE_DECISION_TTL_DAYS``): how long a decision is kept
-      for retries and feedback.
+      for retries and feedback (without an archive: the transaction's key; with one: a
+      labelled payment's fraud mark).
+    - ``replay_days`` (``RISKSCORE_REPLAY_DAYS``): with an archive, how long the
+      transaction's key (the retry's answer) lives in Redis; feedback and lookups after
+      that read the archive. Unused without an archive.
     - ``max_in_flight`` (``RISKSCORE_MAX_IN_FLIGHT``): score calls in flight per process
       before new ones get an immediate 503.
     - ``log_level`` (``RISKSCORE_LOG_LEVEL``): the level of the JSON log lines.
@@ -134,6 +138,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: dict(DEFAULT_DEGRADED)
     )
     decision_ttl_days: int = 90
+    replay_days: int = 7
     max_in_flight: int = 32
     header_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 10.0
@@ -212,6 +217,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ("RISKSCORE_RULES_MAX_RULES", "rules_max_rules", int),
             ("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", "rules_reload_timeout_seconds", float),
             ("RISKSCORE_DECISION_TTL_DAYS", "decision_ttl_days", int),
+            ("RISKSCORE_REPLAY_DAYS", "replay_days", int),
             ("RISKSCORE_MAX_IN_FLIGHT", "max_in_flight", int),
             ("RISKSCORE_HEADER_TIMEOUT_SECONDS", "header_timeout_seconds", float),
             ("RISKSCORE_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", float),
@@ -225,6 +231,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     kwargs[field] = convert(value)
                 except ValueError:
                     raise ConfigurationError(var, f"not a number: {value!r}") from None
+        if kwargs.get("replay_days", 1) < 1:  # type: ignore[operator]
+            raise ConfigurationError("RISKSCORE_REPLAY_DAYS", "must be at least 1")
         if kwargs.get("archive_retention_days", 1) < 1:  # type: ignore[operator]
             raise ConfigurationError("RISKSCORE_ARCHIVE_RETENTION_DAYS", "must be at least 1")
         skew = kwargs.get("max_clock_skew_seconds", 0.0)

@@ -5,7 +5,8 @@ free too, starts a ``redis-server --cluster-enabled yes`` on each (no persistenc
 ``cluster-node-timeout`` of 1 s so that a failover takes a second or two), joins them with
 ``redis-cli --cluster create … --cluster-replicas 1`` and waits until every node says
 ``cluster_state:ok`` and every replica is in sync. ``stop()`` shuts the nodes down and
-removes their directory.
+removes their directory. ``benchmarks/scaling.py`` starts its cluster with it too, with
+production's persistence (``persistent=True``: AOF ``everysec``, ``noeviction``).
 """
 
 from __future__ import annotations
@@ -55,11 +56,24 @@ def free_cluster_ports(count: int) -> list[int]:
 
 
 class LocalCluster:
-    """Six ``redis-server`` processes in cluster mode, in a temporary directory."""
+    """Six ``redis-server`` processes in cluster mode, in a temporary directory.
 
-    def __init__(self) -> None:
+    ``persistent``: AOF ``everysec`` and ``noeviction``, as production runs (the scaling
+    benchmark); else no persistence (the tests). ``node_timeout_ms``: how long a node may
+    be silent before its replica takes over.
+    """
+
+    def __init__(
+        self,
+        *,
+        persistent: bool = False,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
+        parent: Path | None = None,
+    ) -> None:
         self.ports = free_cluster_ports(6)
-        self.dir = Path(tempfile.mkdtemp(prefix="riskscore-cluster-")).resolve()
+        self.persistent = persistent
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = Path(tempfile.mkdtemp(prefix="riskscore-cluster-", dir=parent)).resolve()
         atexit.register(self.stop)
 
     @property
@@ -79,9 +93,18 @@ class LocalCluster:
                 "--bind", "127.0.0.1",
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.dir / f"nodes-{port}.conf"),
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--save", "",
-                "--appendonly", "no",
+                *(
+                    [
+                        "--appendonly", "yes",
+                        "--appendfsync", "everysec",
+                        "--appenddirname", f"aof-{port}",
+                        "--maxmemory-policy", "noeviction",
+                    ]
+                    if self.persistent
+                    else ["--appendonly", "no"]
+                ),
                 "--daemonize", "yes",
                 "--dir", str(self.dir),
                 "--pidfile", str(self.dir / f"{port}.pid"),
@@ -132,10 +155,13 @@ class LocalCluster:
                 info = node.info("replication")
                 if info["role"] == "slave" and info.get("master_link_status") != "up":
                     return False
-            primaries = [p for p in self.alive() if self.role(p) == "master"]
-            return len(primaries) == 3 and len(self.alive()) == len(self.ports)
+            return len(self.primaries()) == 3 and len(self.alive()) == len(self.ports)
 
         self._wait(ready, timeout)
+
+    def primaries(self) -> list[int]:
+        """The ports of the live primaries."""
+        return [p for p in self.alive() if self.role(p) == "master"]
 
     def role(self, port: int) -> str:
         return str(self.node(port).info("replication")["role"])

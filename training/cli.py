@@ -171,15 +171,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it from going live
 
 
+FEATURES_HELP = (
+    "feature set the model learns from: a set name (default, all) then -GROUP or +GROUP "
+    "(or a single model column), comma-separated, e.g. all,-reported_fraud_rate; groups: "
+    "frauds, reported_frauds, reported_fraud_rate, amount_over_mean, amount_zscore, "
+    "local_time (training/feature_sets.py; default: the set docs/model-evaluation.md chose)"
+)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``riskscore train``: train, evaluate, register, and promote through the gate.
 
     0 when done (promoted, or registered with --no-promote); ``GATE_REFUSED_EXIT`` when
     registered but not promoted because it is worse than the live model.
     """
-    from training.gate import GateDecision, live_model, promotion_gate
     from training.logs import read_log
-    from training.registry import promote
     from training.train import train
 
     if args.log is None and not args.from_archive:
@@ -194,36 +200,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 2
     else:
         log = read_log(args.log)
-    live = None if args.no_promote else live_model(args.registry)  # before registering
     report = train(
         log,
         registry=args.registry,
         since=args.since,
         legit_after_days=args.legit_after,
         as_of=args.as_of,
-        promote=False,  # the gate below decides
+        promote=not args.no_promote,  # through the promotion gate (training.gate)
+        force=args.force,
         seed=args.seed,
         progress=not args.json,
         target_decline_rate=args.decline_rate,
         secret=_secret(),
         refit=not args.no_refit,
         exclude_known_fraud=args.exclude_known_fraud,
+        features=args.features,
     )
-    gate: GateDecision | None = None
-    promoted = False
-    if live is not None:
-        assert report.holdout is not None and report.holdout_probability is not None
-        gate = promotion_gate(
-            live, report.holdout, report.holdout_probability, new_version=report.version
-        )
-        promoted = gate.promote or args.force
-        if promoted:
-            promote(args.registry, report.version)
-    result = report.to_dict() | {
-        "promoted": promoted,
-        "forced": bool(args.force and gate is not None and not gate.promote),
-        "gate": gate.to_dict() if gate is not None else None,
-    }
+    gate, promoted = report.gate, report.promoted
+    result = report.to_dict()
     code = GATE_REFUSED_EXIT if gate is not None and not promoted else 0
     if args.json:
         _print_json(result)
@@ -397,6 +391,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         legit_after_days=args.legit_after,
         exclude_known_fraud=args.exclude_known_fraud,
         minimal=args.minimal,
+        features=args.features,
         seed=args.seed,
         secret=_secret(),
         progress=not args.json,
@@ -1150,6 +1145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out payments whose card, customer, device, email or account already had "
         "a confirmed fraud when scored (lists and rules stop those)",
     )
+    train.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -1221,6 +1217,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train without payments of entities already confirmed fraudulent",
     )
+    walkforward.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
     walkforward.add_argument("--seed", type=int, default=0)
     walkforward.add_argument("--json", action="store_true", help="print one JSON object")
     walkforward.set_defaults(func=cmd_walkforward)

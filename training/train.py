@@ -35,6 +35,11 @@
    card. ``exclude_known_fraud`` leaves out of every period the payments whose card,
    customer, device, email or account already had a confirmed fraud when they were scored:
    lists and rules stop those, and the model is trained and measured on the rest.
+9. With ``promote`` (the default) the new model goes live only when the promotion gate
+   (``training.gate``) finds it not worse than the live one on its held-out period, or
+   with ``force``; whoever calls ``train``, the CLI or Python code. ``features`` chooses
+   the columns the trees may split on (``training.feature_sets``), recorded in the card.
+   The fits use the machine's free cores (``training.threads``).
 """
 
 from __future__ import annotations
@@ -81,7 +86,11 @@ from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.estimator import ESTIMATOR, estimator_bytes
 from training.evaluate import model_metrics, ranking_metrics
+from training.feature_sets import FeatureSet, resolve
+from training.gate import GateDecision, live_model, promotion_gate
+from training.registry import promote as promote_version
 from training.registry import register, version_name
+from training.threads import limited_threads
 
 DEFAULT_PARAMS: Final[dict[str, Any]] = {
     "learning_rate": 0.1,
@@ -131,10 +140,23 @@ class TrainReport:
     # (``training.gate``) scores the live model on the same rows.
     holdout: pd.DataFrame | None = None
     holdout_probability: np.ndarray | None = None
+    # ``promote=True``: the gate's decision, and whether the model went live (``forced``
+    # when it did only because of ``force``); ``gate`` is None with ``promote=False``.
+    gate: GateDecision | None = None
+    promoted: bool = False
+    forced: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON values."""
-        return {"version": self.version, "directory": str(self.directory)} | self.card
+        return (
+            {"version": self.version, "directory": str(self.directory)}
+            | self.card
+            | {
+                "promoted": self.promoted,
+                "forced": self.forced,
+                "gate": self.gate.to_dict() if self.gate is not None else None,
+            }
+        )
 
 
 def to_unix_seconds(value: float | int | str | datetime | pd.Timestamp | None) -> float | None:
@@ -157,6 +179,7 @@ def train(
     legit_after_days: float | None = None,
     as_of: float | str | datetime | None = None,
     promote: bool = True,
+    force: bool = False,
     seed: int = 0,
     progress: bool = False,
     target_decline_rate: float = 0.01,
@@ -166,8 +189,12 @@ def train(
     fx: FxTable | None = None,
     refit: bool = True,
     exclude_known_fraud: bool = False,
+    features: str | FeatureSet | None = None,
 ) -> TrainReport:
-    """Build features from ``log``, train, evaluate on the test period, register."""
+    """Build features from ``log``, train, evaluate on the test period, register.
+
+    ``promote``, ``force`` and ``features`` as ``train_on_dataset`` says.
+    """
     started = time.perf_counter()
     dataset = build_dataset(log, secret=secret, fx=fx, progress=progress)
     built = time.perf_counter()
@@ -178,6 +205,7 @@ def train(
         legit_after_days=legit_after_days,
         as_of=as_of,
         promote=promote,
+        force=force,
         seed=seed,
         target_decline_rate=target_decline_rate,
         target_precision=target_precision,
@@ -185,6 +213,7 @@ def train(
         data_fingerprint=fingerprint(log),
         refit=refit,
         exclude_known_fraud=exclude_known_fraud,
+        features=features,
     )
     report.timings = {"features_seconds": round(built - started, 3)} | report.timings
     return report
@@ -417,6 +446,7 @@ def fit_protocol(
     seed: int = 0,
     decline_rate: float = 0.01,
     precision: float | None = None,
+    threads: int | None = None,
 ) -> Fitted:
     """Iterations, calibration and cut-offs on ``stop_rows``, then a refit on ``final_rows``.
 
@@ -424,8 +454,39 @@ def fit_protocol(
     them in time); its calibration and cut-offs come from ``stop_rows`` too. When
     ``final_rows`` differs from ``fit_rows``, a second model with the same settings and
     the first one's number of iterations learns on ``final_rows`` (no early stopping: no
-    rows are left to stop on) and keeps that calibration and those cut-offs.
+    rows are left to stop on) and keeps that calibration and those cut-offs. The fits use
+    ``threads`` threads (by default ``training.threads.training_threads()``: the free cores).
     """
+    with limited_threads(threads) as used:
+        fitted = _fit_protocol(
+            matrix,
+            y,
+            verticals,
+            fit_rows=fit_rows,
+            stop_rows=stop_rows,
+            final_rows=final_rows,
+            settings=settings,
+            seed=seed,
+            decline_rate=decline_rate,
+            precision=precision,
+        )
+    fitted.timings["fit_threads"] = used
+    return fitted
+
+
+def _fit_protocol(
+    matrix: np.ndarray,
+    y: np.ndarray,
+    verticals: np.ndarray,
+    *,
+    fit_rows: np.ndarray,
+    stop_rows: np.ndarray,
+    final_rows: np.ndarray,
+    settings: Mapping[str, Any],
+    seed: int,
+    decline_rate: float,
+    precision: float | None,
+) -> Fitted:
     settings = dict(settings)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -478,6 +539,7 @@ def train_on_dataset(
     legit_after_days: float | None = None,
     as_of: float | str | datetime | None = None,
     promote: bool = True,
+    force: bool = False,
     seed: int = 0,
     target_decline_rate: float = 0.01,
     target_precision: float | None = None,
@@ -485,14 +547,20 @@ def train_on_dataset(
     data_fingerprint: str | None = None,
     refit: bool = True,
     exclude_known_fraud: bool = False,
+    features: str | FeatureSet | None = None,
 ) -> TrainReport:
     """Train on a ``training.dataset`` frame (features and meta columns) and register.
 
-    ``promote=False`` registers without pointing ``LATEST`` at the new model; ``refit`` and
-    ``exclude_known_fraud`` as the module docstring says (steps 7 and 8).
+    ``promote=True`` makes the new model live only through the promotion gate
+    (``training.gate``: not worse than the live model on the new model's held-out period)
+    or with ``force``; the report carries the gate's decision. ``promote=False`` registers
+    without pointing ``LATEST`` at it. ``features``: the feature set the trees may split on
+    (``training.feature_sets``; its default set when None), recorded in the card.
+    ``refit`` and ``exclude_known_fraud`` as the module docstring says (steps 7 and 8).
     """
     if not 0 < target_decline_rate < 1:
         raise TrainingError("target_decline_rate must lie between 0 and 1")
+    feature_set = features if isinstance(features, FeatureSet) else resolve(features)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     since_seconds = to_unix_seconds(since)
@@ -526,7 +594,7 @@ def train_on_dataset(
                 f"the {name} period holds only fraud: no legitimate payments" + hint
             )
 
-    matrix = encode_frame(dataset)
+    matrix = feature_set.apply(encode_frame(dataset))
     y = (label == 1).astype(np.int64)
     settings = DEFAULT_PARAMS | dict(params or {})
     verticals = dataset["vertical"].to_numpy(dtype=object)
@@ -595,6 +663,7 @@ def train_on_dataset(
         "features": list(MODEL_FEATURES),
         "catalog_features": list(MODEL_SOURCES),
         "features_never_seen": [n for n, u in zip(MODEL_FEATURES, unseen, strict=True) if u],
+        "feature_set": feature_set.card(),
         "training_data": {
             "fingerprint_sha256": data_fingerprint,
             "rows": len(dataset),
@@ -643,6 +712,8 @@ def train_on_dataset(
         "timings": timings,
     }
     card_bytes = json.dumps(card, indent=2, default=_json_default, allow_nan=False).encode()
+    # the gate compares with the model live before this one registers
+    live = live_model(registry) if promote else None
     directory = register(
         registry,
         version,
@@ -653,13 +724,19 @@ def train_on_dataset(
             MODEL_CARD_MD: model_card_markdown(card).encode(),
             ESTIMATOR: joblib_bytes,
         },
-        make_latest=promote,
+        make_latest=False,
     )
     # the model the held-out figures measure (before the refit), as the gate must judge it
+    holdout = dataset.loc[split.test]
     holdout_probability = sigmoid_many(calibration.logit(held_out.raw_many(matrix[split.test])))
-    return TrainReport(
-        version, directory, card, timings, dataset.loc[split.test], holdout_probability
-    )
+    report = TrainReport(version, directory, card, timings, holdout, holdout_probability)
+    if live is not None:
+        report.gate = promotion_gate(live, holdout, holdout_probability, new_version=version)
+        report.promoted = report.gate.promote or force
+        report.forced = report.promoted and not report.gate.promote
+        if report.promoted:
+            promote_version(registry, version)
+    return report
 
 
 def _json_default(value: Any) -> Any:

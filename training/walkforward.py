@@ -8,9 +8,13 @@ its start, and the model is then scored on the period:
 
 - features are point in time, and confirmed-fraud counts see a label only from its
   ``label_at`` on (``training.dataset``), as online;
-- a training row is fraud when its fraud label had arrived by the period's start, and
-  legitimate when it is older than ``legit_after_days`` without one (a fraud labelled
-  later is learnt as legitimate, as in production); younger unlabelled rows are history;
+- a training row older than ``legit_after_days`` at the period's start is fraud when its
+  fraud label had arrived by then, else legitimate (a fraud labelled later is learnt as
+  legitimate, as in production); younger rows are history only, labelled or not, as
+  ``train --legit-after`` treats them (``training.train.mature_labels``): among them only
+  the frauds are known yet, and as examples they would teach a fraud rate of 100 % for
+  the last days before the period, which any feature that grows with time (a merchant's
+  count of reported frauds) lets the trees find;
 - the test period is judged by the log's labels, as the business eventually learnt them.
 
 Each fold reports ROC AUC, average precision, recall at 1 % decline, CP@100 and the
@@ -37,6 +41,7 @@ from service.normalisation.normalise import REQUIRED_LOG_COLUMNS
 from service.reference.tables import FxTable
 from training.dataset import build_dataset
 from training.evaluate import CP_K, model_metrics
+from training.feature_sets import FeatureSet, resolve
 from training.train import (
     DEFAULT_PARAMS,
     TrainingError,
@@ -70,10 +75,10 @@ def labels_known_at(dataset: pd.DataFrame, moment: float, legit_after_days: floa
     label = dataset["label"].to_numpy(dtype=np.float64)
     label_at = dataset["label_at"].to_numpy(dtype=np.float64)
     fraud_known = (label == 1) & (np.nan_to_num(label_at, nan=np.inf) <= moment)
+    mature = time_ <= moment - legit_after_days * DAY
     out = np.full(len(dataset), np.nan)
-    out[time_ <= moment - legit_after_days * DAY] = 0.0
-    out[fraud_known] = 1.0
-    out[time_ >= moment] = np.nan
+    out[mature] = 0.0
+    out[mature & fraud_known] = 1.0
     return out
 
 
@@ -108,6 +113,7 @@ def walk_forward(
     legit_after_days: float = 14.0,
     exclude_known_fraud: bool = False,
     minimal: bool = False,
+    features: str | None = None,
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     decline_rate: float = 0.01,
@@ -115,7 +121,11 @@ def walk_forward(
     fx: FxTable | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run ``folds`` train-then-test periods in time order; figures per fold and summary."""
+    """Run ``folds`` train-then-test periods in time order; figures per fold and summary.
+
+    ``features`` is a feature-set specification (``training.feature_sets``; the default
+    set when None).
+    """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"--folds must be a positive whole number, not {folds!r}")
     if not 0 < test_share < 1:
@@ -126,87 +136,126 @@ def walk_forward(
         raise ValueError("the log needs label and label_at columns for a walk-forward")
     if minimal:
         log = minimal_columns(log)
-    settings = DEFAULT_PARAMS | dict(params or {})
+    feature_set = resolve(features)
     with tqdm(total=1 + 2 * folds, desc="walk-forward", unit="step", disable=not progress) as bar:
         bar.set_postfix_str("features")
         dataset = build_dataset(log, secret=secret, fx=fx)
-        matrix = encode_frame(dataset)
         bar.update()
-        time_ = dataset["event_time"].to_numpy(dtype=np.float64)
-        truth = dataset["label"].to_numpy(dtype=np.float64)
-        verticals = dataset["vertical"].to_numpy(dtype=object)
-        known = known_fraud_rows(dataset)
-        first, last = float(time_.min()), float(time_.max()) + 1.0
-        length = (last - first) * test_share / folds
-        results = []
-        for fold in range(folds):
-            start = last - (folds - fold) * length
-            end = start + length
-            bar.set_postfix_str(f"fold {fold + 1}: fit")
-            label = labels_known_at(dataset, start, legit_after_days)
-            if exclude_known_fraud:
-                label[known] = np.nan
-            view = dataset.assign(label=label)
-            try:
-                split = split_periods(view)
-            except TrainingError as exc:
-                raise TrainingError(f"fold {fold + 1}: {exc}") from None
-            for name in ("train", "validation"):
-                part = label[getattr(split, name)]
-                if not 0 < np.nansum(part) < len(part):
-                    raise TrainingError(
-                        f"fold {fold + 1}: the {name} period needs both fraud and legitimate "
-                        "rows; use fewer folds, a longer log or a shorter --legit-after"
-                    )
-            y = (label == 1).astype(np.int64)
-            fitted = fit_protocol(
-                matrix,
-                y,
-                verticals,
-                fit_rows=split.train,
-                stop_rows=split.validation,
-                final_rows=split.examples,
-                settings=settings,
-                seed=seed,
-                decline_rate=decline_rate,
-            )
-            bar.update()
-            bar.set_postfix_str(f"fold {fold + 1}: test")
-            test = (time_ >= start) & (time_ < end) & ~np.isnan(truth)
-            logits = fitted.calibration.logit(fitted.forest.raw_many(matrix[test]))
-            probabilities, scores = sigmoid_many(logits), scores_from_logits(logits)
-            frame = dataset.loc[test]
-            metrics = model_metrics(frame, probabilities, scores, fitted.thresholds)
-            fresh = ~known[test]
-            fresh_metrics = model_metrics(frame.loc[fresh], probabilities[fresh])
-            results.append(
-                {
-                    "fold": fold + 1,
-                    "train_until": _iso(start),
-                    "test": {"start": _iso(start), "end": _iso(end)},
-                    "examples": int(split.examples.sum()),
-                    "example_frauds": int(y[split.examples].sum()),
-                    "iterations": fitted.iterations,
-                    "test_rows": int(test.sum()),
-                    "test_frauds": int((truth[test] == 1).sum()),
-                    "known_fraud_entity_rows": int((~fresh).sum()),
-                    "all": _headline(metrics)
-                    | {
-                        "decline_rate": metrics["at_thresholds"]["decline"]["rate"],
-                        "decline_recall": metrics["at_thresholds"]["decline"]["recall"],
-                    },
-                    "unknown_entities": _headline(fresh_metrics),
-                    "by_pattern": pattern_catch(frame, probabilities),
-                }
-            )
-            bar.update()
+        out = walk_forward_dataset(
+            dataset,
+            folds=folds,
+            test_share=test_share,
+            legit_after_days=legit_after_days,
+            exclude_known_fraud=exclude_known_fraud,
+            feature_set=feature_set,
+            params=params,
+            seed=seed,
+            decline_rate=decline_rate,
+            bar=bar,
+        )
     return {
-        "rows": len(dataset),
+        "rows": out.pop("rows"),
         "folds": folds,
         "legit_after_days": legit_after_days,
         "exclude_known_fraud": exclude_known_fraud,
         "minimal_columns": minimal,
         "columns": list(log.columns),
+    } | out
+
+
+def walk_forward_dataset(
+    dataset: pd.DataFrame,
+    *,
+    folds: int = 3,
+    test_share: float = 0.5,
+    legit_after_days: float = 14.0,
+    exclude_known_fraud: bool = False,
+    feature_set: FeatureSet | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    decline_rate: float = 0.01,
+    bar: tqdm | None = None,
+) -> dict[str, Any]:
+    """``walk_forward`` on a ``training.dataset`` frame that is built already.
+
+    Comparing feature sets on one log builds its features once. Returns ``rows``,
+    ``feature_set``, ``per_fold`` and ``summary``.
+    """
+    feature_set = feature_set if feature_set is not None else resolve(None)
+    settings = DEFAULT_PARAMS | dict(params or {})
+    bar = bar if bar is not None else tqdm(disable=True)
+    matrix = feature_set.apply(encode_frame(dataset))
+    time_ = dataset["event_time"].to_numpy(dtype=np.float64)
+    truth = dataset["label"].to_numpy(dtype=np.float64)
+    verticals = dataset["vertical"].to_numpy(dtype=object)
+    known = known_fraud_rows(dataset)
+    first, last = float(time_.min()), float(time_.max()) + 1.0
+    length = (last - first) * test_share / folds
+    results = []
+    for fold in range(folds):
+        start = last - (folds - fold) * length
+        end = start + length
+        bar.set_postfix_str(f"fold {fold + 1}: fit")
+        label = labels_known_at(dataset, start, legit_after_days)
+        if exclude_known_fraud:
+            label[known] = np.nan
+        view = dataset.assign(label=label)
+        try:
+            split = split_periods(view)
+        except TrainingError as exc:
+            raise TrainingError(f"fold {fold + 1}: {exc}") from None
+        for name in ("train", "validation"):
+            part = label[getattr(split, name)]
+            if not 0 < np.nansum(part) < len(part):
+                raise TrainingError(
+                    f"fold {fold + 1}: the {name} period needs both fraud and legitimate "
+                    "rows; use fewer folds, a longer log or a shorter --legit-after"
+                )
+        y = (label == 1).astype(np.int64)
+        fitted = fit_protocol(
+            matrix,
+            y,
+            verticals,
+            fit_rows=split.train,
+            stop_rows=split.validation,
+            final_rows=split.examples,
+            settings=settings,
+            seed=seed,
+            decline_rate=decline_rate,
+        )
+        bar.update()
+        bar.set_postfix_str(f"fold {fold + 1}: test")
+        test = (time_ >= start) & (time_ < end) & ~np.isnan(truth)
+        logits = fitted.calibration.logit(fitted.forest.raw_many(matrix[test]))
+        probabilities, scores = sigmoid_many(logits), scores_from_logits(logits)
+        frame = dataset.loc[test]
+        metrics = model_metrics(frame, probabilities, scores, fitted.thresholds)
+        fresh = ~known[test]
+        fresh_metrics = model_metrics(frame.loc[fresh], probabilities[fresh])
+        results.append(
+            {
+                "fold": fold + 1,
+                "train_until": _iso(start),
+                "test": {"start": _iso(start), "end": _iso(end)},
+                "examples": int(split.examples.sum()),
+                "example_frauds": int(y[split.examples].sum()),
+                "iterations": fitted.iterations,
+                "test_rows": int(test.sum()),
+                "test_frauds": int((truth[test] == 1).sum()),
+                "known_fraud_entity_rows": int((~fresh).sum()),
+                "all": _headline(metrics)
+                | {
+                    "decline_rate": metrics["at_thresholds"]["decline"]["rate"],
+                    "decline_recall": metrics["at_thresholds"]["decline"]["recall"],
+                },
+                "unknown_entities": _headline(fresh_metrics),
+                "by_pattern": pattern_catch(frame, probabilities),
+            }
+        )
+        bar.update()
+    return {
+        "rows": len(dataset),
+        "feature_set": feature_set.card(),
         "per_fold": results,
         "summary": summarise_folds(results),
     }

@@ -3,8 +3,9 @@
 HTTP only: the key's role (``analyst`` or ``admin``) and merchant scope are checked here,
 ``service.archive.lookup`` finds the decision. A merchant outside a scoped key's merchants
 is a 403 whether or not the decision exists (the answer never tells); an unknown pair is a
-404. The review's state comes from ``app.state.review_states`` (a
-``lookup.ReviewStates``) when the reviews are wired in.
+404. ``lookup_in`` assembles the decision, as it does for the console. The review's
+state comes from ``app.state.review_states`` (a ``lookup.ReviewStates``) when the
+reviews are wired in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
 from service.api.auth import authorize, require_merchant
-from service.archive.lookup import lookup_decision
+from service.archive.lookup import lookup_in
 from service.errors import NotFound
 
 READ_ROLES = ("analyst", "admin")  # who may read decisions
@@ -44,16 +45,10 @@ async def get_stored_decision(
 ) -> Response[bytes]:
     """A stored decision: the response as sent, features, rules, versions, labels, review."""
     require_merchant(request, merchant_id)
-    store = state.engine.store
-    archiver = getattr(state, "archiver", None)  # its Redis client allows long reads
-    view = await lookup_decision(
-        archiver.client if archiver is not None else store.client,
-        store.keys,
-        state.archive,
-        merchant_id,
-        transaction_id,
-        reviews=getattr(state, "review_states", None),
+    found = await lookup_in(
+        state, merchant_id, transaction_id, reviews=getattr(state, "review_states", None)
     )
+    view = found.view if found is not None else None
     if view is None:
         raise NotFound(f"no decision for transaction {transaction_id} of merchant {merchant_id}")
     return Response(_encoder.encode(view), media_type="application/json")

@@ -175,7 +175,7 @@ async def feedback(request: Request, state: State) -> Response[bytes]:
     _require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
     require_merchant(request, body.merchant_id)
-    [outcome] = await _record(state.engine, [body])
+    [outcome] = await _record(state, [body])
     if outcome == "unknown":
         raise NotFound(
             f"transaction {body.transaction_id} was never scored for merchant {body.merchant_id}"
@@ -222,7 +222,7 @@ async def feedback_batch_route(request: Request, state: State) -> Response[bytes
         for item, ok in zip(decoded, allowed, strict=True)
         if ok and isinstance(item, FeedbackRequest)
     ]
-    outcomes = iter(await _record(state.engine, valid))
+    outcomes = iter(await _record(state, valid))
     results: list[dict[str, object]] = []
     counts = dict.fromkeys(("recorded", "duplicate", "unknown", "invalid", "forbidden"), 0)
     for index, (item, ok) in enumerate(zip(decoded, allowed, strict=True)):
@@ -243,13 +243,15 @@ async def feedback_batch_route(request: Request, state: State) -> Response[bytes
     return _json({"results": results, "counts": counts})
 
 
-async def _record(engine: Engine, labels: list[FeedbackRequest]) -> list[str]:
-    """``record_labels``, shared by both feedback routes.
+async def _record(state: State, labels: list[FeedbackRequest]) -> list[str]:
+    """``record_labels``, shared by both feedback routes (the archive for older payments).
 
-    Redis out of reach (``StoreUnavailable``) is a 503; a retry is safe, since a label
-    applied twice is a duplicate.
+    Redis out of reach (``StoreUnavailable``), or the archive when a payment is only there
+    (``DatabaseUnavailable``), is a 503; a retry is safe, since a label applied twice is a
+    duplicate.
     """
-    return list(await record_labels(engine, labels))
+    archive = getattr(state, "archive", None)
+    return list(await record_labels(state.engine, labels, archive=archive))
 
 
 # The lists serve every merchant: an admin key limited to merchants may not change them.

@@ -4,12 +4,16 @@ A consumer group (``GROUP``) on the decision-log stream and on the labels stream
 worker and instance runs one consumer in it, so they share the work. A round:
 
 1. entries left pending by a consumer gone quiet (killed mid-batch, its process ended)
-   for ``claim_idle_ms`` are taken over with ``XAUTOCLAIM``; then this consumer's own
-   pending entries (delivered, not acknowledged: PostgreSQL failed last time); then new
-   ones (``XREADGROUP >``);
+   for ``claim_idle_ms`` are taken over with ``XAUTOCLAIM`` (looked for every few
+   seconds); then, after a round that failed, this consumer's own pending entries
+   (delivered, not acknowledged); then new ones (``XREADGROUP >``);
 2. their rows go in one transaction per table, idempotently (``repository``): a decision
    once per ``(merchant_id, transaction_id)``, a label once per stream entry;
 3. only after the commit are the entries acknowledged (``XACK``).
+
+``run`` starts a round at most every ``linger_ms`` unless the last one read a full
+batch: at a low rate entries gather for a moment, so a round's fixed cost is shared by
+many rather than paid per entry, inside a worker that also scores.
 
 So an entry is archived at least once (it stays pending until acknowledged, whoever dies)
 and at most once (the inserts ignore what is there): exactly once. PostgreSQL down: the
@@ -35,11 +39,12 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from service.archive import UNAVAILABLE
 from service.archive.repository import insert_decisions, insert_labels, put_catalogs
-from service.archive.rows import decision_row, label_row, stream_time
+from service.archive.rows import DECISION_COLUMNS, decision_row, label_row, stream_time
 from service.archive.state import Archive
 from service.stores.decisions import DecisionEntry, LabelEntry, read_catalogs
 from service.stores.keys import Keys
@@ -51,8 +56,11 @@ GROUP: Final = "archive"
 BATCH: Final = 1000  # entries per stream per round
 BLOCK_MS: Final = 1000  # a round waits this long for new entries
 CLAIM_IDLE_MS: Final = 30_000  # a pending entry idle this long belongs to a dead consumer
+CLAIM_EVERY: Final = 5.0  # seconds between looks for such entries (at most)
+LINGER_MS: Final = 200  # a round that found less than a batch: the next starts this much later
 MAX_BACKOFF: Final = 10.0
 LAG_SCAN: Final = 100_000  # when Redis does not know a group's lag, count at most this many
+_CATALOG: Final = DECISION_COLUMNS.index("catalog_version")
 
 
 def consumer_name() -> str:
@@ -118,6 +126,7 @@ class Archiver:
         batch: int = BATCH,
         block_ms: int = BLOCK_MS,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        linger_ms: int = LINGER_MS,
         metrics: Any = None,
     ) -> None:
         self.client = client
@@ -127,12 +136,20 @@ class Archiver:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.linger_ms = linger_ms
+        self._own_pending = True  # read this consumer's pending entries before new ones
+        self._next_claim = 0.0  # when to look for a dead consumer's entries next
         self.metrics = metrics
         self.streams = (keys.decisions, keys.labels)
         self._groups_made = False
         self._catalogs: set[str] = set()  # catalogue versions copied to the archive
         self._days: set[Any] = set()  # partitions known to exist
         self.rejected = 0  # decision records that do not decode (logged, acknowledged)
+
+    @property
+    def claim_every(self) -> float:
+        """Seconds between looks for a dead consumer's entries (they wait that much longer)."""
+        return min(CLAIM_EVERY, self.claim_idle_ms / 1000)
 
     async def ensure_groups(self) -> None:
         """Make the group on both streams (and the streams) unless there; start from 0."""
@@ -145,23 +162,37 @@ class Archiver:
         self._groups_made = True
 
     async def _read(self) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
-        """This round's entries per stream: reclaimed, own pending, then new ones."""
+        """This round's entries per stream: reclaimed, own pending, then new ones.
+
+        Takeovers (``XAUTOCLAIM``) are looked for every ``claim_every`` seconds, and this
+        consumer's own pending entries only after a round failed (and at start): a round
+        that succeeded acknowledged everything it read, so in steady state a round costs
+        one read per stream.
+        """
         found: dict[str, list[tuple[str, dict[str, bytes]]]] = {s: [] for s in self.streams}
+        now = time.monotonic()
+        claim = now >= self._next_claim
+        if claim:
+            self._next_claim = now + self.claim_every
         for stream in self.streams:
-            claimed = await self.client.xautoclaim(
-                stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-            )
-            found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
-            # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
-            if len(claimed) > 2 and claimed[2]:
-                await self.client.xack(stream, GROUP, *claimed[2])
-            if not found[stream]:
+            if claim:
+                claimed = await self.client.xautoclaim(
+                    stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+                )
+                found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
+                # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
+                if len(claimed) > 2 and claimed[2]:
+                    await self.client.xack(stream, GROUP, *claimed[2])
+                if len(claimed[1]) >= self.batch:
+                    self._next_claim = now  # more to take over: again next round
+            if self._own_pending and not found[stream]:
                 mine = await self.client.xreadgroup(
                     GROUP, self.consumer, {stream: "0"}, count=self.batch
                 )
                 for _, entries in mine:
                     found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
         if not any(found.values()):
+            self._own_pending = False  # none left: from now on, only what this round reads
             # one stream per call (in a Redis Cluster the two live in different slots); only
             # the decision log, read last, waits for new entries
             labels, decisions = self.keys.labels, self.keys.decisions
@@ -177,6 +208,14 @@ class Archiver:
 
     async def step(self) -> Round:
         """One round: read, archive, acknowledge. Raises when Redis or PostgreSQL fails."""
+        try:
+            return await self._step()
+        except BaseException:
+            # whatever this round read stays pending for this consumer: read it again first
+            self._own_pending = True
+            raise
+
+    async def _step(self) -> Round:
         if not self._groups_made:
             await self.ensure_groups()
         try:
@@ -193,7 +232,7 @@ class Archiver:
             return Round(0, 0, 0)
         decision_rows = await self._decision_rows(decisions)
         label_rows = [label_row(e) for e in labels]
-        await self._copy_catalogs(decisions)
+        await self._copy_catalogs(decision_rows)
         async with self.archive.pool.acquire() as connection:
             new = await insert_decisions(connection, decision_rows, self._days)
             new += await insert_labels(connection, label_rows, self._days)
@@ -209,7 +248,10 @@ class Archiver:
         return Round(len(decisions) + len(labels), new, acked)
 
     async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
-        """The rows of ``entries``, each with its response as sent (one pipelined read)."""
+        """The rows of ``entries``, each with its response as sent (one ``MGET``).
+
+        A transaction key gone (expired) or of the older hash layout reads as nil: no response.
+        """
         keyed = []
         for entry in entries:
             try:
@@ -220,10 +262,11 @@ class Archiver:
         keyed = [(e, row) for e, row in keyed if row is not None]
         if not keyed:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for _, row in keyed:
-                pipe.get(self.keys.transaction(str(row[0]), str(row[1])))
-            values = await pipe.execute(raise_on_error=False)
+        names = [self.keys.transaction(str(row[0]), str(row[1])) for _, row in keyed]
+        if isinstance(self.client, RedisCluster):  # the keys live in many slots
+            values = await self.client.mget_nonatomic(names)
+        else:
+            values = await self.client.mget(names)
         rows = []
         for (_, row), value in zip(keyed, values, strict=True):
             decided = read_decided(value) if isinstance(value, bytes) else None
@@ -232,9 +275,9 @@ class Archiver:
             rows.append(row)
         return rows
 
-    async def _copy_catalogs(self, entries: Sequence[DecisionEntry]) -> None:
+    async def _copy_catalogs(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Copy the feature names of catalogue versions the archive has not seen yet."""
-        wanted = {_catalog_of(e) for e in entries} - self._catalogs - {None}
+        wanted = {row[_CATALOG] for row in rows} - self._catalogs - {None}
         if not wanted:
             return
         names = await read_catalogs(self.client, self.keys.prefix)
@@ -250,10 +293,17 @@ class Archiver:
         while True:
             _still_cancelled()  # a library may have swallowed a cancellation mid-round
             try:
+                started = time.monotonic()
                 done = await self.step()
                 backoff = 0.1
                 if done.read == 0 and self.block_ms == 0:
                     await asyncio.sleep(0.2)
+                elif done.read < self.batch:
+                    # a part batch: let entries gather, so that a round's fixed cost (reads,
+                    # the transaction, the acknowledgement) is shared by many
+                    await asyncio.sleep(
+                        max(0.0, started + self.linger_ms / 1000 - time.monotonic())
+                    )
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE as exc:  # PostgreSQL (or Redis's socket) away
@@ -297,17 +347,6 @@ def _still_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _catalog_of(entry: DecisionEntry) -> str | None:
-    try:
-        return msgspec.json.decode(entry.record, type=_CatalogOnly).catalog_version
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-class _CatalogOnly(msgspec.Struct):
-    catalog_version: str | None = None
 
 
 def _age(entry_id: str | None, now: float) -> float | None:

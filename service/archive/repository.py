@@ -3,7 +3,8 @@
 Writes (the archiver's): ``insert_decisions`` (once per ``(merchant_id, transaction_id)``,
 through ``decision_keys``), ``insert_labels`` (once per labels-stream entry) and
 ``put_catalogs``. Reads (the decision lookup, the console, the reviews): ``get_decision``
-and ``recent_for_entities``. Every function takes a connection or a pool; none waits on
+and ``recent_for_entities``; feedback for a payment Redis no longer holds:
+``labelled_payments``. Every function takes a connection or a pool; none waits on
 anything but PostgreSQL, and none is ever on the scoring path.
 """
 
@@ -79,20 +80,11 @@ class DecisionSummary(msgspec.Struct, frozen=True, kw_only=True):
     label: str | None
 
 
-_INCOMING = (
-    "CREATE TEMP TABLE IF NOT EXISTS incoming_decisions "
-    "(LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_MOVE = f"""
-WITH fresh AS (
-    INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
-    SELECT merchant_id, transaction_id, decided_at FROM incoming_decisions
-    ON CONFLICT DO NOTHING
-    RETURNING merchant_id, transaction_id
-)
-INSERT INTO decisions ({", ".join(DECISION_COLUMNS)})
-SELECT {", ".join("i." + c for c in DECISION_COLUMNS)}
-FROM incoming_decisions i JOIN fresh f USING (merchant_id, transaction_id)
+_NEW_KEYS = """
+INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING merchant_id, transaction_id
 """
 
 
@@ -104,9 +96,11 @@ async def insert_decisions(
     """Insert decision rows (``rows.decision_row``) not archived yet; return how many were new.
 
     Idempotent on ``(merchant_id, transaction_id)``: a pair archived before (or twice in
-    ``rows``) keeps its first row. Runs in one transaction (COPY into a temporary table,
-    then one INSERT through ``decision_keys``). ``known_days``: a cache of the partitions
-    known to exist, kept by the caller; missing ones are made first.
+    ``rows``) keeps its first row. One transaction: the pairs go into ``decision_keys``
+    first (``ON CONFLICT DO NOTHING RETURNING``: the new ones), then only the new rows are
+    COPYed into ``decisions``; a batch already archived costs one small INSERT.
+    ``known_days``: a cache of the partitions known to exist, kept by the caller; missing
+    ones are made first.
     """
     if not rows:
         return 0
@@ -114,13 +108,20 @@ async def insert_decisions(
     for row in rows:
         first.setdefault((row[0], row[1]), row)
     await _ensure_days(connection, "decisions", (r[2] for r in first.values()), known_days)
+    pairs = list(first)
     async with connection.transaction():
-        await connection.execute(_INCOMING)
-        await connection.copy_records_to_table(
-            "incoming_decisions", records=list(first.values()), columns=list(DECISION_COLUMNS)
+        fresh = await connection.fetch(
+            _NEW_KEYS,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [first[p][2] for p in pairs],
         )
-        status = await connection.execute(_MOVE)
-    return int(status.split()[-1])
+        new = [first[(r[0], r[1])] for r in fresh]
+        if new:
+            await connection.copy_records_to_table(
+                "decisions", records=new, columns=list(DECISION_COLUMNS)
+            )
+    return len(new)
 
 
 _INSERT_LABELS = f"""
@@ -221,6 +222,52 @@ async def get_decision(
         feature_names=msgspec.json.decode(row["feature_names"]) if row["feature_names"] else None,
         labels=[ArchivedLabel(**dict(r)) for r in labels],
     )
+
+
+class LabelledPayment(msgspec.Struct, frozen=True, kw_only=True):
+    """What feedback needs of an archived decision: its record, response and last label."""
+
+    merchant_id: str
+    transaction_id: str
+    decided_at: dt.datetime
+    record: str  # the decision record's JSON (its payment names the entities)
+    response: str | None  # the response as sent, when known
+    label: str | None  # the last label archived for it, with its times
+    reported_at: dt.datetime | None
+    received_at: dt.datetime | None
+
+
+async def labelled_payments(
+    executor: Executor, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], LabelledPayment]:
+    """The archived decisions of ``pairs`` (merchant, transaction), by pair, in one query.
+
+    Pairs the archive does not hold are left out. Each comes with the last label archived
+    for it (None when none was), which feedback turns back into the payment's fraud mark.
+    """
+    if not pairs:
+        return {}
+    rows = await executor.fetch(
+        """
+        SELECT d.merchant_id, d.transaction_id, d.decided_at, d.record::text AS record,
+               d.response::text AS response, l.label, l.reported_at, l.received_at
+        FROM unnest($1::text[], $2::text[]) AS p(merchant_id, transaction_id)
+        JOIN decision_keys k
+          ON k.merchant_id = p.merchant_id AND k.transaction_id = p.transaction_id
+        JOIN decisions d
+          ON d.merchant_id = k.merchant_id AND d.transaction_id = k.transaction_id
+         AND d.decided_at = k.decided_at
+        LEFT JOIN LATERAL (
+            SELECT label, reported_at, received_at FROM labels x
+            WHERE x.merchant_id = d.merchant_id AND x.transaction_id = d.transaction_id
+              AND x.received_at >= d.decided_at
+            ORDER BY x.received_at DESC, x.stream_id DESC LIMIT 1
+        ) l ON true
+        """,
+        [m for m, _ in pairs],
+        [t for _, t in pairs],
+    )
+    return {(r["merchant_id"], r["transaction_id"]): LabelledPayment(**dict(r)) for r in rows}
 
 
 # entity → its column in ``decisions``

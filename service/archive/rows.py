@@ -120,7 +120,7 @@ def label_row(entry: LabelEntry) -> tuple[object, ...]:
 
 
 def _text(raw: bytes | str) -> str:
-    """JSON text for a jsonb column (PostgreSQL refuses a NUL character escaped in jsonb)."""
+    """JSON text for a json column, escaped NUL characters removed (jsonb refuses them)."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     if "\\u0000" in text:
         text = msgspec.json.encode(_strip_nul(msgspec.json.decode(text))).decode()

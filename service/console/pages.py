@@ -1,10 +1,10 @@
 """What each console page shows, gathered from the stores: no HTTP, no HTML here.
 
 The route handlers (``service.console.routes``) check who is asking and render; these
-functions read the decision (Redis while it is hot, the archive in PostgreSQL always),
-the review (``service.reviews``) and the entities' history (the archive) and shape them
-for the templates. ``merchants`` is the signed-in key's scope (None: every merchant); what
-lies outside it is never read into a page.
+functions read the decision (``service.archive.lookup.lookup_in``, as
+``GET /v1/decisions`` does), the review (``service.reviews``) and the entities' history
+(the archive) and shape them for the templates. ``merchants`` is the signed-in key's
+scope (None: every merchant); what lies outside it is never read into a page.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from urllib.parse import urlencode
 import msgspec
 
 from service.archive import UNAVAILABLE
+from service.archive.lookup import DecisionView as StoredView
+from service.archive.lookup import LabelView, lookup_in, response_from_record
 from service.archive.repository import (
     ArchivedDecision,
-    ArchivedLabel,
     DecisionSummary,
     get_decision,
     recent_for_entities,
 )
 from service.contract import Reason, Review, ScoreResponse
-from service.decision.record import DecisionRecord, decode_record
+from service.decision.record import DecisionRecord
 from service.errors import DatabaseUnavailable, InvalidRequest, NotFound
 from service.rules.ruleset import RuleSet
 
@@ -64,17 +65,17 @@ class FiredRule:
 
 @dataclass(frozen=True)
 class DecisionView:
-    """One decision as the decision and review pages show it.
+    """One decision as the decision and review pages show it (from ``lookup_in``).
 
-    ``response``: the answer as sent to the gateway (from Redis while hot, else the
-    archive's copy). The payment's amounts, the record's rules and features, labels and
-    history come from the archive; before a decision is archived (seconds) they are absent.
+    ``response``: the answer as sent to the gateway. The payment's amounts, the record's
+    rules and features and the labels come from the record, wherever the lookup found it
+    (``source``); only when it found the response alone are they absent.
     """
 
     merchant_id: str
     transaction_id: str
     response: ScoreResponse
-    source: str  # "redis", "archive" or "redis and archive"
+    source: str  # "redis" or "archive", as GET /v1/decisions says
     vertical: str | None = None
     amount: Decimal | None = None
     currency: str | None = None
@@ -83,7 +84,7 @@ class DecisionView:
     record_known: bool = False
     fired_rules: list[FiredRule] = field(default_factory=list)
     rules_note: str | None = None
-    labels: list[ArchivedLabel] = field(default_factory=list)
+    labels: list[LabelView] = field(default_factory=list)
     review: Review | None = None
     entities: dict[str, str | None] = field(default_factory=dict)
     archive_problem: str | None = None
@@ -147,19 +148,15 @@ def _decode_response(raw: bytes | str | None) -> ScoreResponse | None:
 
 
 def fired_rules(
-    record: DecisionRecord, feature_names: Sequence[str] | None, ruleset: RuleSet
+    record: DecisionRecord, features: Mapping[str, Any] | None, ruleset: RuleSet
 ) -> tuple[list[FiredRule], str | None]:
     """The record's rules that hit, each with the features it read and its thresholds.
 
-    The features are the record's values; the conditions and thresholds are the rule set's
-    as it is now (the note says so when the decision was made under another version).
+    ``features``: the record's values by name (the lookup's ``features``; None when its
+    catalogue is unknown). The conditions and thresholds are the rule set's as it is now
+    (the note says so when the decision was made under another version).
     """
-    if isinstance(record.features, dict):
-        values: dict[str, Any] = dict(record.features)
-    elif feature_names is not None:
-        values = dict(zip(feature_names, record.features, strict=False))
-    else:
-        values = {}
+    values: dict[str, Any] = dict(features) if features is not None else {}
     payment = record.payment
     params = ruleset.params_for(payment.vertical, payment.merchant_id)
     compiled = {rule.rule_id: rule for rule in ruleset.rules}
@@ -208,73 +205,71 @@ async def _review(state: Any, merchant_id: str, transaction_id: str) -> Review |
 async def decision_view(state: Any, merchant_id: str, transaction_id: str) -> DecisionView | None:
     """The decision of ``(merchant_id, transaction_id)``, or None when there is none.
 
-    Redis answers while the decision is hot, the archive always (once archived); a store
-    that does not answer leaves its part out rather than failing the page.
+    Found as ``GET /v1/decisions`` finds it (``service.archive.lookup.lookup_in``: the
+    archive once archived, Redis while hot, the record from the decision log before the
+    archiver took it), shaped for the templates; a store that does not answer leaves its
+    part out rather than failing the page.
     """
-    engine = state.engine
-    hot: bytes | None = None
-    try:
-        hot = await engine.store.stored_decision(merchant_id, transaction_id)
-    except Exception:  # Redis away: the archive may still know it
-        hot = None
-    pool = _archive_pool(state)
-    archived: ArchivedDecision | None = None
-    review: Review | None = None
-    problem = None if pool is not None else "the archive is not available"
-    if pool is not None:
-        try:
-            archived, review = await asyncio.gather(
-                get_decision(pool, merchant_id, transaction_id),
-                _review(state, merchant_id, transaction_id),
-            )
-        except UNAVAILABLE as exc:
-            problem = f"the archive did not answer ({type(exc).__name__})"
-    response = _decode_response(hot) or _decode_response(archived.response if archived else None)
-    if response is None and archived is None:
+    found, review = await asyncio.gather(
+        lookup_in(state, merchant_id, transaction_id),
+        _review(state, merchant_id, transaction_id),
+    )
+    if found is None:
         return None
-    if archived is None:
-        assert response is not None
+    view, record = found
+    response = _response_of(view, record)
+    if response is None:
+        return None
+    problem = None
+    if getattr(state, "archive", None) is None or "archive" in view.problems:
+        problem = "the archive is not available"
+    if record is None:
         return DecisionView(
-            merchant_id, transaction_id, response, "redis", review=review, archive_problem=problem
+            merchant_id,
+            transaction_id,
+            response,
+            view.source,
+            decided_at=view.decided_at,
+            labels=view.labels,
+            review=review,
+            archive_problem=problem,
         )
-    record = decode_record(archived.record)
-    if response is None:  # archived without the response as sent: rebuild what it said
-        response = ScoreResponse(
-            transaction_id=transaction_id,
-            decision=archived.decision,  # type: ignore[arg-type]
-            score=archived.score,
-            reasons=_reasons(None, archived.reasons),
-            matched_rules=[r.id for r in record.rules if r.hit and r.mode == "active"],
-            shadow_rules=[r.id for r in record.rules if r.hit and r.mode == "shadow"],
-            model_version=archived.model_version,
-            ruleset_version=archived.ruleset_version or "",
-            model_probability=archived.model_probability,
-            degraded=archived.degraded,
-            replayed=False,
-        )
-    rules, note = fired_rules(record, archived.feature_names, engine.rulebook.current)
+    rules, note = fired_rules(record, view.features, state.engine.rulebook.current)
     payment = record.payment
     return DecisionView(
         merchant_id=merchant_id,
         transaction_id=transaction_id,
         response=response,
-        source="redis and archive" if hot else "archive",
-        vertical=archived.vertical,
-        amount=archived.amount,
-        currency=archived.currency,
-        amount_usd=archived.amount_usd,
-        decided_at=archived.decided_at,
+        source=view.source,
+        vertical=payment.vertical,
+        amount=payment.amount,
+        currency=payment.currency,
+        amount_usd=payment.amount_usd,
+        decided_at=view.decided_at,
         record_known=True,
         fired_rules=rules,
         rules_note=note,
-        labels=archived.labels,
+        labels=view.labels,
         review=review,
         entities={
             "card": payment.card_fingerprint,
             "customer": payment.customer_key,
             "device": payment.device_id,
         },
+        archive_problem=problem,
     )
+
+
+def _response_of(view: StoredView, record: DecisionRecord | None) -> ScoreResponse | None:
+    """The response as sent; rebuilt from the record when it was not kept."""
+    if view.response is not None:
+        try:
+            return msgspec.convert(view.response, ScoreResponse)
+        except msgspec.ValidationError:
+            pass
+    if record is None:
+        return None
+    return response_from_record(view.transaction_id, record)
 
 
 async def history(

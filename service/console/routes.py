@@ -53,6 +53,7 @@ from service.console.session import (
     csrf_config,
     session_middleware,
 )
+from service.console.throttle import SignInThrottle
 from service.contract import VERTICALS
 from service.errors import (
     DatabaseUnavailable,
@@ -111,6 +112,12 @@ async def signed_in(request: Request) -> Analyst:
     return analyst
 
 
+def _throttle(request: Request) -> SignInThrottle:
+    """Failed sign-ins, counted in the service's Redis (``throttle.py``)."""
+    store = request.app.state.engine.store
+    return SignInThrottle(store.client, store.keys.prefix, _keys(request).throttle_key)
+
+
 def _flash(request: Request, message: str) -> None:
     request.session["flash"] = message
 
@@ -120,13 +127,19 @@ def _take_flash(request: Request) -> str | None:
 
 
 def _page(
-    request: Request, name: str, analyst: Analyst | None, status: int = 200, **context: Any
+    request: Request,
+    name: str,
+    analyst: Analyst | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
 ) -> Template:
     """A page of the console, with what every page shows (who is signed in, a flash)."""
     return Template(
         template_name=name,
         context={"analyst": analyst, "flash": _take_flash(request), **context},
         status_code=status,
+        headers=headers,
     )
 
 
@@ -177,9 +190,28 @@ def sign_in_page(request: Request, next_page: FromQuery[str | None] = None) -> T
 async def sign_in(request: Request) -> Response:
     """Check the key; on success a fresh session and on to the page asked for."""
     form = await request.form()
-    fingerprint = _keys(request).fingerprint(_field(form, "api_key"))
+    api_key = _field(form, "api_key")
     next_page = _safe_next(_field(form, "next"))
+    throttle = _throttle(request)
+    address = request.client.host if request.client is not None else ""
+    wait = await throttle.wait(address, api_key)
+    if wait:
+        minutes = -(-wait // 60)
+        return _page(
+            request,
+            "sign_in.html",
+            None,
+            status=429,
+            headers={"Retry-After": str(wait)},
+            next_page=next_page,
+            error=(
+                "Too many failed sign-ins from this address or with keys like this one. "
+                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            ),
+        )
+    fingerprint = _keys(request).fingerprint(api_key)
     if fingerprint is None:
+        await throttle.failed(address, api_key)
         return _page(
             request,
             "sign_in.html",

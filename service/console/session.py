@@ -80,6 +80,7 @@ class ConsoleKeys:
         scopes: Mapping[str, frozenset[str]],
     ) -> None:
         self._secret = secret
+        self.throttle_key = derived_key(secret, "sign-in throttle")  # see throttle.py
         self._by_fingerprint: dict[str, Analyst] = {}
         for key, roles in api_keys.items():
             if roles & CONSOLE_ROLES:

@@ -61,8 +61,10 @@ STATUSES: Final = ("open", "closed")
 OUTCOMES: Final = ("approve", "decline")
 LABELS: Final = ("fraud", "legit")
 
-# What records a label: ``functools.partial(record_labels, engine)`` in the service.
-LabelRecorder = Callable[[Sequence[FeedbackRequest]], Awaitable[Sequence[str]]]
+# What records a label: ``functools.partial(record_labels, engine, archive=...)`` in the
+# service; called with the labels and ``connection=`` the close's own connection (a label
+# for a payment only the archive holds reads it there, not from a second pooled one).
+LabelRecorder = Callable[..., Awaitable[Sequence[str]]]
 
 _COLUMNS: Final = (
     "merchant_id, transaction_id, vertical, score, decided_at, opened_at, status, claimed_by,"
@@ -439,7 +441,8 @@ class ReviewQueue:
                                 reported_at=now,
                                 reason=f"review closed: {outcome}",
                             )
-                        ]
+                        ],
+                        connection=conn,
                     )
                 row = await conn.fetchrow(
                     f"UPDATE reviews SET status = 'closed', outcome = $3, label = $4, note = $5,"

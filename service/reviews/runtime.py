@@ -51,7 +51,7 @@ class Reviews:
             await deliverer.start()
         queue = ReviewQueue(
             archive.pool,
-            functools.partial(record_labels, engine),
+            functools.partial(record_labels, engine, archive=archive),
             claim_seconds=settings.review_claim_seconds,
             webhook_on=deliverer is not None,
             wake=deliverer.wake if deliverer is not None else None,

@@ -61,6 +61,25 @@ local function format(n)
   return f
 end
 
+-- Unpacks begin's numbers (ARGV[6] of begin; cluster_count's too): fills CUR and START
+-- (the bucket of the event and of the window second per width of WIDTHS) and MEMBER (the
+-- member digest per code, false when missing), zeroes OUT; returns the USD cents, the event
+-- second, the amount's log units and their square.
+local function numbers(packed)
+  local n = {struct.unpack(format(5 + MEMBERS), packed)}
+  local t, from = n[2], n[3]
+  for i = 1, SLOTS do OUT[i] = 0 end
+  for i = 1, #WIDTHS do
+    CUR[i] = floor(t / WIDTHS[i])
+    START[i] = floor(from / WIDTHS[i])
+  end
+  for i = 1, MEMBERS do
+    local digest = n[5 + i]
+    MEMBER[i] = digest >= 0 and digest
+  end
+  return n[1], t, n[4], n[5]
+end
+
 -- An entity's state as one array (struct.unpack's trailing position is ignored).
 local function decode(blob)
   if not blob then return EMPTY, false end
@@ -240,6 +259,18 @@ local function check_lists(index, mask)
   return false, nil
 end
 
+-- The lists version and, when it is not ``known`` (the one the client's mask is exact for),
+-- the index (LIST_FIELDS) and check_lists of ``mask`` against it: returns the version, the
+-- index (nil when not read), the mask of the lists that hold items (nil unless it differs)
+-- and whether the client left out a list in use (then it must send again).
+local function lists_state(index_key, mask, known)
+  local version = call('HGET', index_key, 'version') or '0'
+  if version == known then return version, nil, nil, false end
+  local index = call('HMGET', index_key, unpack(LIST_FIELDS))
+  local unseen, held = check_lists(index, mask)
+  return version, index, held, unseen
+end
+
 -- Looks up the items A[a].. (per list entity sent, one per attribute, '' when missing) in
 -- the lists sent (KEYS[k].., in LISTS order, block before allow) that hold items (by
 -- ``index``, when begin read it; else every list sent: the client's mask is exact); an
@@ -329,50 +360,41 @@ local function read_claim(tx, value)
   return 'done', sub(value, 3, a - 1), nil, sub(value, c + 1), false
 end
 
+-- Claims the transaction key ``tx`` for the call claimed at ``at`` (ms, as text) with the
+-- payload ``digest``, the claim living ``ttl`` s. One command claims a new id, with its
+-- TTL, and hands back a claim already there. Returns 'new'; 'replay' and the stored answer;
+-- 'conflict' (another digest); 'pending' (claimed less than ``pending`` ms before); or
+-- 'takeover' (an older claim, which now carries ``at``). ``resent``: a claim that carries
+-- ``at`` already is the call's own sent again (a cluster client's retry) and reads 'new'.
+local function claim(tx, at, digest, pending, ttl, resent)
+  local held = redis.pcall('SET', tx, 'p\n' .. digest .. '\n' .. at, 'NX', 'GET', 'EX', ttl)
+  if not held then return 'new' end
+  local state, was, claimed_at, decision, legacy = read_claim(tx, held)
+  if was and was ~= digest then return 'conflict' end
+  if state == 'done' then return 'replay', decision end
+  if resent and claimed_at == at then return 'new' end
+  if tonumber(at) - (tonumber(claimed_at) or 0) < tonumber(pending) then return 'pending' end
+  if legacy then
+    call('HSET', tx, 'claimed_at', at)
+  else
+    call('SET', tx, 'p\n' .. was .. '\n' .. at, 'KEEPTTL')
+  end
+  return 'takeover'
+end
+
 local function begin(KEYS, ARGV)
   local lists = ARGV[7]
-  local version = call('HGET', KEYS[2], 'version') or '0'
-  local index, held = nil, nil
-  if version ~= ARGV[8] then  -- the lists changed since the client learned them
-    index = call('HMGET', KEYS[2], unpack(LIST_FIELDS))
-    local unseen
-    unseen, held = check_lists(index, lists)
-    if unseen then return {'lists', held, tonumber(version) or 0} end  -- nothing done yet
-  end
-  local tx = KEYS[1]
-  -- One command claims a new id, with its TTL, and hands back a claim already there.
-  local claim = redis.pcall('SET', tx, 'p\n' .. ARGV[2] .. '\n' .. ARGV[1], 'NX', 'GET',
-    'EX', ARGV[4])
-  local status = 'new'
-  if claim then
-    local state, digest, at, decision, legacy = read_claim(tx, claim)
-    if digest and digest ~= ARGV[2] then return {'conflict'} end
-    if state == 'done' then return {'replay', decision} end
-    if tonumber(ARGV[1]) - (tonumber(at) or 0) < tonumber(ARGV[3]) then
-      return {'pending'}
-    end
-    status = 'takeover'
-    if legacy then
-      call('HSET', tx, 'claimed_at', ARGV[1])
-    else
-      call('SET', tx, 'p\n' .. digest .. '\n' .. ARGV[1], 'KEEPTTL')
-    end
-  end
+  -- the lists changed since the client learned them: one it left out is in use?
+  local version, index, held, unseen = lists_state(KEYS[2], lists, ARGV[8])
+  if unseen then return {'lists', held, tonumber(version) or 0} end  -- nothing done yet
+  local status, decision = claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], false)
+  if status == 'replay' then return {status, decision} end
+  if status ~= 'new' and status ~= 'takeover' then return {status} end
   local write = status == 'new'
 
   local mask = ARGV[5]
-  local numbers = {struct.unpack(format(5 + MEMBERS), ARGV[6])}
-  local cents, t, from, units, units2 = numbers[1], numbers[2], numbers[3], numbers[4], numbers[5]
+  local cents, t, units, units2 = numbers(ARGV[6])
   local out, cur, start, members = OUT, CUR, START, MEMBER
-  for i = 1, SLOTS do out[i] = 0 end
-  for i = 1, #WIDTHS do
-    cur[i] = floor(t / WIDTHS[i])
-    start[i] = floor(from / WIDTHS[i])
-  end
-  for i = 1, MEMBERS do
-    local digest = numbers[5 + i]
-    members[i] = digest >= 0 and digest
-  end
   local marks = {byte(mask, 1, #PLAN)}
   local present = 0
   for e = 1, #PLAN do

@@ -1,6 +1,8 @@
 -- The Redis Cluster form of begin, commit, drain and feedback: each function touches the
--- keys of one hash slot (cluster.py has the protocol that joins them). They reuse
--- begin.lua's helpers (entity, recount, read_claim, check_lists, lookups) and layouts.
+-- keys of one hash slot (cluster.py has the protocol that joins them). They are made of
+-- the pieces the single-Redis functions are made of, each defined once: begin.lua's claim,
+-- numbers, entity, recount, read_claim, lists_state and lookups, drain.lua's drain_decide;
+-- the layouts are theirs.
 --
 -- Every write here can be sent again (a client retry, a takeover, a spool drain) and
 -- counts once: the claim recognises its own claimed-at, an entity's count, decline and
@@ -12,23 +14,8 @@
 -- Returns {status, decision|false}: 'new' (also for the call's own claim sent again),
 -- 'replay', 'pending', 'conflict' or 'takeover' (begin.lua's rules).
 local function cluster_claim(KEYS, ARGV)
-  local tx = KEYS[1]
-  local held = redis.pcall('SET', tx, 'p\n' .. ARGV[2] .. '\n' .. ARGV[1], 'NX', 'GET',
-    'EX', ARGV[4])
-  if not held then return {'new', false} end
-  local state, digest, at, decision, legacy = read_claim(tx, held)
-  if digest and digest ~= ARGV[2] then return {'conflict', false} end
-  if state == 'done' then return {'replay', decision} end
-  if at == ARGV[1] then return {'new', false} end
-  if tonumber(ARGV[1]) - (tonumber(at) or 0) < tonumber(ARGV[3]) then
-    return {'pending', false}
-  end
-  if legacy then
-    call('HSET', tx, 'claimed_at', ARGV[1])
-  else
-    call('SET', tx, 'p\n' .. digest .. '\n' .. ARGV[1], 'KEEPTTL')
-  end
-  return {'takeover', false}
+  local status, decision = claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], true)
+  return {status, decision or false}
 end
 
 -- count: one entity's slot. KEYS: 1 the entity's velocity key, 2 its count mark for the
@@ -38,22 +25,11 @@ end
 -- reads the entity's windows; returns the packed sums (SLOTS doubles, this entity's slots
 -- filled, the others 0) and 1 when it counted, 0 when it only read.
 local function cluster_count(KEYS, ARGV)
-  local numbers = {struct.unpack(format(5 + MEMBERS), ARGV[3])}
-  local cents, t, from, units, units2 = numbers[1], numbers[2], numbers[3], numbers[4], numbers[5]
-  local out, cur, start, members = OUT, CUR, START, MEMBER
-  for i = 1, SLOTS do out[i] = 0 end
-  for i = 1, #WIDTHS do
-    cur[i] = floor(t / WIDTHS[i])
-    start[i] = floor(from / WIDTHS[i])
-  end
-  for i = 1, MEMBERS do
-    local digest = numbers[5 + i]
-    members[i] = digest >= 0 and digest
-  end
+  local cents, t, units, units2 = numbers(ARGV[3])
   local write = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) ~= false
-  entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), members, t, cur, start, cents,
-    units, units2, write, out)
-  return {struct.pack(format(SLOTS), unpack(out, 1, SLOTS)), write and 1 or 0}
+  entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), MEMBER, t, CUR, START, cents,
+    units, units2, write, OUT)
+  return {struct.pack(format(SLOTS), unpack(OUT, 1, SLOTS)), write and 1 or 0}
 end
 
 -- lists: the lists' slot. KEYS: 1 lists index, then the key of each list marked '1'.
@@ -62,14 +38,8 @@ end
 -- items]} or {'lists', mask, version} when the client left out a list in use.
 local function cluster_lists(KEYS, ARGV)
   local lists = ARGV[2]
-  local version = call('HGET', KEYS[1], 'version') or '0'
-  local index, held = nil, nil
-  if version ~= ARGV[3] then
-    index = call('HMGET', KEYS[1], unpack(LIST_FIELDS))
-    local unseen
-    unseen, held = check_lists(index, lists)
-    if unseen then return {'lists', held, tonumber(version) or 0} end
-  end
+  local version, index, held, unseen = lists_state(KEYS[1], lists, ARGV[3])
+  if unseen then return {'lists', held, tonumber(version) or 0} end
   local hits = EMPTY
   if #KEYS > 1 then
     -- lookups reads the index key as KEYS[2]: shift by one (it sits first here)
@@ -153,30 +123,7 @@ local function cluster_drain_tx(KEYS, ARGV)
     local outcome, own = string.match(before, '^(%a+):?(%d?)$')
     return {outcome, 0, own == '1' and 1 or 0}
   end
-  local outcome, own = 'logged', false
-  if ARGV[3] ~= '' then
-    local tx = KEYS[1]
-    local value = redis.pcall('GET', tx)
-    if value and value == ARGV[6] then
-      outcome, own = 'committed', true  -- its log entry and declines may still be missing
-      call('SET', tx, ARGV[3], 'KEEPTTL')
-    else
-      if value then
-        local state, digest, at, _, legacy = read_claim(tx, value)
-        if digest ~= ARGV[4] then
-          outcome = 'conflict'
-        elseif state == 'pending' and not legacy and at == ARGV[5] then
-          own = true
-        else
-          outcome = 'superseded'
-        end
-      end
-      if not value or own then
-        call('SET', tx, ARGV[3], 'EX', ARGV[2])
-        outcome = 'stored'
-      end
-    end
-  end
+  local outcome, own = drain_decide(KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[2])
   call('HSET', marks, ARGV[1], outcome .. ':' .. (own and '1' or '0'))
   call('EXPIRE', marks, ARGV[2])
   return {outcome, 1, own and 1 or 0}

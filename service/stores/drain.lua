@@ -23,38 +23,39 @@
 --   'conflict'   the id holds another payload: logged as not stored;
 --   'logged'     an entry of the old format (a bare record): logged.
 
+-- The decision for a spooled line on the transaction key ``tx`` (cluster_drain_tx's too):
+-- ``value`` the decision value ('' for an old-format line: 'logged'), ``digest`` and
+-- ``claimed_at`` its begin's, ``committed`` the value its commit tried to store, ``ttl`` the
+-- decision's. Stores the decision when it is to be the transaction's answer; returns the
+-- outcome and whether the line's own call counted the attempt ('committed', or 'stored'
+-- over its own claim).
+local function drain_decide(tx, value, digest, claimed_at, committed, ttl)
+  if value == '' then return 'logged', false end
+  local held = redis.pcall('GET', tx)
+  if held and held == committed then
+    -- the answer sent said its log failed: the replay says so too
+    call('SET', tx, value, 'KEEPTTL')
+    return 'committed', true
+  end
+  local own = false
+  if held then
+    local state, was, at, _, legacy = read_claim(tx, held)
+    if was ~= digest then return 'conflict', false end
+    if state ~= 'pending' or legacy or at ~= claimed_at then return 'superseded', false end
+    own = true
+  end
+  call('SET', tx, value, 'EX', ttl)
+  return 'stored', own
+end
+
 local function drain(KEYS, ARGV)
   local marks = KEYS[2]
   if call('HEXISTS', marks, ARGV[1]) == 1 then return 'duplicate' end
-  local outcome = 'logged'
-  if ARGV[6] ~= '' then
-    local tx = KEYS[1]
-    local value = redis.pcall('GET', tx)
-    if value and value == ARGV[9] then
-      outcome = 'committed'  -- the answer sent said its log failed: the replay says so too
-      call('SET', tx, ARGV[6], 'KEEPTTL')
-    else
-      local own = false
-      if value then
-        local state, digest, at, _, legacy = read_claim(tx, value)
-        if digest ~= ARGV[7] then
-          outcome = 'conflict'
-        elseif state == 'pending' and not legacy and at == ARGV[8] then
-          own = true
-        else
-          outcome = 'superseded'
-        end
-      end
-      if not value or own then
-        call('SET', tx, ARGV[6], 'EX', ARGV[5])
-        outcome = 'stored'
-        if own and #KEYS > 3 then
-          local t = tonumber(ARGV[10])
-          for i = 4, #KEYS do
-            recount(PLAN[tonumber(ARGV[7 + i])], KEYS[i], 6, t, 1)
-          end
-        end
-      end
+  local outcome, own = drain_decide(KEYS[1], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[5])
+  if outcome == 'stored' and own and #KEYS > 3 then
+    local t = tonumber(ARGV[10])
+    for i = 4, #KEYS do
+      recount(PLAN[tonumber(ARGV[7 + i])], KEYS[i], 6, t, 1)
     end
   end
   if outcome ~= 'committed' then

@@ -132,6 +132,24 @@ class FeedbackStore:
 
         return await self.breaker.call(self._budget, run)
 
+    async def restore(self, values: Sequence[tuple[str, bytes]]) -> None:
+        """Put decided values back under transaction keys that expired, in one round trip.
+
+        For labels of payments Redis no longer holds (``service.decision.feedback``): each
+        ``(key, value)`` is set unless the key exists (``SET NX``), to live as a fraud mark
+        does (``mark_ttl``).
+        """
+        if not values:
+            return
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in values:
+                    pipe.set(key, value, nx=True, ex=self._mark_ttl)
+                await pipe.execute()
+
+        await self.breaker.call(self._budget, run)
+
     async def _apply_in_cluster(
         self,
         labels: Sequence[FeedbackLabel],

@@ -118,7 +118,7 @@ def make_client(url: str, timeout_ms: float) -> aioredis.Redis:
 def make_hot_connection(url: str, timeout_ms: float) -> PipelinedConnection | None:
     """The pipelined connection ``begin`` and ``commit`` share (see ``pipelined.py``).
 
-    None for a Redis Cluster: there the cluster client routes them (``cluster.py``).
+    None for a Redis Cluster: there the store opens one per primary (``cluster.py``).
     """
     if is_cluster_url(url):
         return None

@@ -89,8 +89,8 @@ from service.decision.record import record_key
 from service.errors import StoreUnavailable
 from service.features.catalog import amount_log_units
 from service.normalisation.payment import Payment
-from service.stores.breaker import Breaker
-from service.stores.cluster import ClusterCalls
+from service.stores.breaker import GUARD, Breaker
+from service.stores.cluster import ClusterCalls, NodeConnections
 from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStore
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
@@ -255,8 +255,15 @@ class VelocityStore:
         self.client = client
         # a Redis Cluster: begin, commit and the drain split by hash slot (cluster.py)
         in_cluster = isinstance(client, RedisCluster)
-        if in_cluster:
-            hot = None  # the cluster client routes every command itself
+        if in_cluster:  # a pipelined connection per primary (cluster.py)
+            budget = timeout_ms / 1000
+            hot = NodeConnections(
+                client,  # type: ignore[arg-type]
+                # a step's replies, as the breaker's guard gave the cluster client's
+                budget_seconds=GUARD * budget,
+                connect_timeout=max(0.05, 4 * budget),
+                stall=max(0.5, 40 * budget),
+            )
         # with the server clock (RISKSCORE_CLOCK=server) a window starts from the earlier of
         # the event second and the server's (plan.py): a stamp in the future cannot shorten it
         self._server_clock = server_clock
@@ -325,6 +332,11 @@ class VelocityStore:
             ("XADD", *stream, "transaction_id", tid, "record", log),
         )
         self._cluster = ClusterCalls(self) if in_cluster else None
+
+    @property
+    def decision_ttl(self) -> int:
+        """The TTL (seconds) commit gives a transaction's key."""
+        return self._decision_ttl
 
     async def begin(self, payment: Payment, digest: str, claim: str | None = None) -> Begin:
         """Claim the transaction id, count the attempt, read features and list hits.
@@ -712,8 +724,13 @@ class RiskStore(VelocityStore):
     applies labels. All share one client, key layout, circuit breaker and function library.
     """
 
-    def __init__(self, client: aioredis.Redis, **options: Any) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, label_ttl_seconds: int | None = None, **options: Any
+    ) -> None:
         super().__init__(client, **options)
+        # how long a labelled payment's fraud marks live: the decision's TTL, unless the
+        # transaction key lives only a replay window (an archive keeps the rest)
+        self.label_ttl = int(label_ttl_seconds or self._decision_ttl)
         self.transactions = TransactionStore(client, self.keys, self.breaker, budget=self._budget)
         self.feedback = FeedbackStore(
             client,
@@ -724,7 +741,7 @@ class RiskStore(VelocityStore):
             self.transactions,
             budget=self._admin_budget,
             stream_maxlen=self._maxlen,
-            mark_ttl=self._decision_ttl,
+            mark_ttl=self.label_ttl,
         )
 
     async def stored_decision(self, merchant_id: str, transaction_id: str) -> bytes | None:

@@ -140,3 +140,56 @@ async def test_lookup_needs_the_analyst_or_admin_role_and_respects_merchant_scop
     one = await wait_archived(client, "shop-1", "t-ten-1")
     two = await wait_archived(client, "shop-2", "t-ten-1")
     assert one["payment"]["merchant_id"] == "shop-1" and two["payment"]["merchant_id"] == "shop-2"
+
+
+async def test_the_redis_lookup_finds_the_log_entry_by_the_keys_expiry_not_by_a_scan(
+    redis_client, redis_prefix, tmp_path, monkeypatch
+):
+    from service.archive import lookup as module
+
+    keys = Keys(redis_prefix)
+    scans: list[str] = []
+    real = module._unarchived
+
+    async def counted(client, stream):
+        scans.append(stream)
+        return await real(client, stream)
+
+    monkeypatch.setattr(module, "_unarchived", counted)
+    app = create_app(app_settings(redis_prefix, tmp_path))
+    async with AsyncTestClient(app=app) as client:
+        sent = await score(client, "t-idx-0")
+        for n in range(1, 40):  # later decisions: the tail holds 39 others first
+            await score(client, f"t-idx-{n}")
+        ttl = app.state.engine.store.decision_ttl
+
+        async def find(tx: str, decision_ttl: int | None = ttl):
+            return await module.lookup_decision(
+                redis_client, keys, None, "shop-1", tx, decision_ttl=decision_ttl
+            )
+
+        found = await find("t-idx-0")
+        assert found is not None and found.complete and found.response == sent
+        assert found.features["card_attempts_10m"] == 1
+        assert scans == []  # neither the decision log's tail nor the labels'
+        scans.clear()
+        monkeypatch.setattr(module, "TAIL_SCAN", 10)  # the tail no longer reaches it
+        assert (await find("t-idx-0")).complete and scans == []
+        unindexed = await find("t-idx-0", decision_ttl=None)  # no TTL known: the tail
+        assert unindexed.complete is False and unindexed.response == sent
+        assert scans == [keys.decisions]
+        monkeypatch.setattr(module, "TAIL_SCAN", 5_000)
+        # a label applied: its fraud mark says so, and the labels tail is read
+        await client.post(
+            "/v1/feedback",
+            json={"merchant_id": "shop-1", "transaction_id": "t-idx-0", "label": "fraud"},
+            headers={"X-API-Key": FEEDBACK_KEY},
+        )
+        scans.clear()
+        found = await find("t-idx-0")
+        assert found.complete and [x.label for x in found.labels] == ["fraud"]
+        assert scans == [keys.labels]
+        # the API answers what the function does
+        answer = (await lookup(client, "shop-1", "t-idx-0")).json()
+        assert answer["complete"] and answer["features"] == found.features
+        assert await find("t-idx-none") is None

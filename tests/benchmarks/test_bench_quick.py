@@ -7,6 +7,7 @@ figures themselves are measurements for ``make bench``, not for a test on a busy
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,17 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
     tmp_path: Path,
 ) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--database-url",
+            os.environ.get(
+                "RISKSCORE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+            ),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,7 +83,18 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
     assert report["summary"]["score_to_empty_post"] > 0
     assert report["summary"]["score_to_score_route_floor"] > 0
     assert report["micro"]["parts"].keys() >= PARTS
+    # the same maximum run against a second service whose archiver drains into PostgreSQL
+    archive = report["archive"]
+    [archived] = archive["runs"]
+    assert archived["name"] == "POST /v1/score, maximum, archiver running"
+    assert archived.keys() >= RUN_FIGURES and archived["requests"] > 0 and archived["errors"] == 0
+    assert 0 <= archived["archive_backlog_at_end"] <= archived["requests"]
+    assert archive["with_to_without"] == [
+        round(archived["requests_per_second"] / report["runs"][3]["requests_per_second"], 3)
+    ]
 
     table = (tmp_path / "quick.md").read_text()
     assert "| POST /v1/score, maximum |" in table
     assert "Score throughput / `GET /healthz`" in table
+    assert "| POST /v1/score, maximum, archiver running |" in table
+    assert "With the archiver running" in table

@@ -278,3 +278,51 @@ async def test_any_id_in_a_search_is_an_answer_never_a_500(client, merchant, tra
     answer = await client.get(f"/console/decision?{query}")
     assert answer.status_code in (200, 400, 404), answer.text
     assert "<script" not in answer.text.lower()
+
+
+async def test_the_console_and_the_api_build_a_hot_decision_alike(client):
+    # not archived (no archive at all): the record comes from the decision log, for both
+    body = payment("t-same-1", amount="150000.00")
+    scored = await client.post("/v1/score", json=body, headers={"X-API-Key": SCORE_KEY})
+    assert scored.status_code == 200
+    api = await client.get("/v1/decisions/shop-1/t-same-1", headers={"X-API-Key": ANALYST_KEY})
+    assert api.status_code == 200
+    stored = api.json()
+    assert stored["source"] == "redis" and stored["complete"] is True
+    await sign_in(client)
+    page = await client.get("/console/decision?merchant_id=shop-1&transaction_id=t-same-1")
+    assert page.status_code == 200, page.text
+    assert "redis" in page.text.split("Read from", 1)[1][:200]
+    assert "₹1,50,000.00" in page.text  # the payment, from the record the API found too
+    hit = [r["id"] for r in stored["rules"] if r["hit"]]
+    assert "COMMON_AMOUNT_OVER_LIMIT" in hit
+    assert "COMMON_AMOUNT_OVER_LIMIT" in page.text.split("Rules", 1)[-1]
+    assert "amount_limit_inr" in page.text and "100,000" in page.text  # its threshold
+
+
+async def test_repeated_failed_sign_ins_are_refused_for_a_while_with_429(
+    client, redis_client, redis_prefix
+):
+    from service.console.throttle import PER_ADDRESS
+
+    async def attempt(key: str):
+        token = await csrf_token(client)
+        return await client.post(
+            "/console/sign-in", data={"api_key": key, "_csrf_token": token}, follow_redirects=False
+        )
+
+    for n in range(PER_ADDRESS):
+        assert (await attempt(f"guess-{n:04d}")).status_code == 401
+    refused = await attempt("guess-last")
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins" in refused.text and "Try again in 15 minutes" in refused.text
+    assert 0 < int(refused.headers["retry-after"]) <= 15 * 60
+    # while refused, even the right key is not checked: a guesser learns nothing
+    right = await attempt(ANALYST_KEY)
+    assert right.status_code == 429 and SESSION_COOKIE not in set_cookies(right)
+    # the counters are the service's, under its prefix, naming neither address nor key
+    names = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}:console*")]
+    assert names and not any("guess" in n or "testclient" in n for n in names)
+    for name in names:
+        await redis_client.delete(name)
+    await sign_in(client)  # the window over: the right key opens the console again

@@ -64,6 +64,33 @@ def test_the_gate_refuses_a_worse_model_and_passes_a_better_one(tmp_path: Path) 
     assert decision.new["average_precision"] > decision.live["average_precision"]
 
 
+def test_train_called_from_python_promotes_only_through_the_gate(tmp_path: Path) -> None:
+    """``train_on_dataset(promote=True)`` (and so ``train``) applies the gate, not only the CLI."""
+    frame = feature_frame(rows=6000, seed=4)
+    good = train_on_dataset(frame, registry=tmp_path, params=SMALL, refit=False)
+    assert good.promoted and not good.forced
+    assert good.gate is not None and good.gate.reason == "no live model: nothing to compare with"
+    assert find_latest(tmp_path) == good.directory
+
+    shuffled = shuffled_before(frame, frame["event_time"].to_numpy(), 0.75)
+    shuffled["label_at"] = np.where(shuffled["label"] == 1, frame["event_time"] + 86_400, np.nan)
+    bad = train_on_dataset(shuffled, registry=tmp_path, params=SMALL, refit=False)
+    assert not bad.promoted and not bad.forced
+    assert bad.gate is not None and not bad.gate.promote
+    assert bad.gate.reason.startswith(f"worse than the live model {good.version}")
+    assert find_latest(tmp_path) == good.directory  # LATEST untouched
+    assert bad.directory.is_dir()  # registered all the same
+    assert bad.to_dict()["gate"]["promote"] is False
+
+    forced = train_on_dataset(shuffled, registry=tmp_path, params=SMALL, force=True)
+    assert forced.promoted and forced.forced and not forced.gate.promote
+    assert find_latest(tmp_path) == forced.directory
+
+    kept = train_on_dataset(frame, registry=tmp_path, params=SMALL, promote=False)
+    assert kept.gate is None and not kept.promoted
+    assert find_latest(tmp_path) == forced.directory
+
+
 def test_without_a_live_model_the_gate_lets_the_first_through(tmp_path: Path) -> None:
     report = train_on_dataset(feature_frame(seed=5), registry=tmp_path / "a", params=SMALL)
     decision = promotion_gate(

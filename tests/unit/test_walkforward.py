@@ -11,6 +11,7 @@ import pytest
 
 from service.normalisation.normalise import REQUIRED_LOG_COLUMNS
 from training.cli import main
+from training.feature_sets import resolve
 from training.simulate import simulate, write_log
 from training.walkforward import labels_known_at, minimal_columns, walk_forward
 
@@ -39,10 +40,11 @@ def test_training_labels_are_those_known_at_the_fold_start() -> None:
     ).astype(float)
     dataset[["event_time", "label_at"]] *= DAY
     known = labels_known_at(dataset, moment, legit_after_days=14)
-    expected = [1.0, 0.0, 0.0, 1.0, np.nan, np.nan, np.nan, np.nan]
+    expected = [1.0, 0.0, 0.0, np.nan, np.nan, np.nan, np.nan, np.nan]
     # row 1: its chargeback arrives after the fold starts, so it is learnt as legitimate;
-    # row 3: a fraud already labelled is fraud though young; rows 4-5: young, no label yet;
-    # rows 6-7: the test period's own rows are never training rows
+    # rows 3-5: younger than 14 days: history only, even the fraud already labelled (as
+    # train --legit-after: young examples would all be frauds); rows 6-7: the test
+    # period's own rows are never training rows
     np.testing.assert_array_equal(known, expected)
 
 
@@ -83,3 +85,10 @@ def test_the_command_prints_json_and_refuses_bad_arguments(capsys, tmp_path: Pat
     assert "--folds" in err and "Traceback" not in err
     assert main(["walkforward", "--log", str(tmp_path / "missing.parquet")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+    assert main(["walkforward", "--log", str(path), "--features", "all,-nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "--features: 'nonsense'" in err and "Traceback" not in err
+
+
+def test_the_folds_record_the_feature_set_they_learnt_from(result: dict) -> None:
+    assert result["feature_set"] == resolve(None).card()
