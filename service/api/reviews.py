@@ -10,11 +10,13 @@ their reviews (any other is a 404, as if it did not exist). Who acts (``claimed_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
@@ -41,6 +43,26 @@ def _queue(state: State) -> ReviewQueue:
     return queue
 
 
+@dataclass(frozen=True, slots=True)
+class Reviews:
+    """What every review route acts through: the queue, scoped to the request's key.
+
+    ``merchants``: those the key may act for (None: every one); ``request`` names who acts.
+    """
+
+    queue: ReviewQueue
+    merchants: frozenset[str] | None
+    request: Request[Any, Any, Any]
+
+    def analyst(self, named: str | None) -> str:
+        """Who acts: the body's ``analyst``, else an id of the API key."""
+        return analyst_of(self.request, named)
+
+
+def _reviews(request: Request[Any, Any, Any], state: State) -> Reviews:
+    return Reviews(_queue(state), merchant_scope(request), request)
+
+
 def analyst_of(request: Request[Any, Any, Any], named: str | None) -> str:
     """Who acts: the name the body gives, else an id of the API key (never the key)."""
     if named is not None:
@@ -65,14 +87,14 @@ async def _optional_body(request: Request[Any, Any, Any], type_: type[Any]) -> A
     return decode_body(raw, type_)
 
 
-@get("/v1/reviews", guards=[require_role], opt=_ANALYST)
-async def list_reviews(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+@get()
+async def list_reviews(reviews: NamedDependency[Reviews]) -> Response[bytes]:
     """Reviews of a status (``open`` by default), oldest decision first, one page.
 
     Query: ``status`` (``open``, ``closed``), ``merchant_id``, ``vertical``, ``limit``
     (1–500, 50 by default), ``cursor`` (the previous page's ``next_cursor``).
     """
-    query = request.query_params
+    query = reviews.request.query_params
     problems = [
         FieldProblem(name, "given more than once")
         for name in _QUERY_FIELDS
@@ -86,56 +108,47 @@ async def list_reviews(request: Request[Any, Any, Any], state: State) -> Respons
             problems.append(FieldProblem("limit", "must be an integer, 1 to 500"))
     if problems:
         raise InvalidRequest(problems)
-    page = await _queue(state).list(
+    page = await reviews.queue.list(
         status=query.get("status") or "open",
         merchant_id=query.get("merchant_id") or None,  # empty: no filter
         vertical=query.get("vertical") or None,
         limit=limit,
         cursor=query.get("cursor") or None,
-        merchants=merchant_scope(request),
+        merchants=reviews.merchants,
     )
     return _json(page)
 
 
-@get("/v1/reviews/{merchant_id:str}/{transaction_id:str}", guards=[require_role], opt=_ANALYST)
+_ONE = "/{merchant_id:str}/{transaction_id:str}"
+
+
+@get(_ONE)
 async def get_review(
-    merchant_id: FromPath[str],
-    transaction_id: FromPath[str],
-    request: Request[Any, Any, Any],
-    state: State,
+    merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
     """One review and its state; 404 when there is none."""
-    review = await _queue(state).get(merchant_id, transaction_id, merchants=merchant_scope(request))
-    return _json(review)
+    return _json(await reviews.queue.get(merchant_id, transaction_id, merchants=reviews.merchants))
 
 
-@post(
-    "/v1/reviews/{merchant_id:str}/{transaction_id:str}",
-    guards=[require_role],
-    opt=_ANALYST,
-    status_code=200,
-)
+@post(_ONE, status_code=200)
 async def close_review(
-    merchant_id: FromPath[str],
-    transaction_id: FromPath[str],
-    request: Request[Any, Any, Any],
-    state: State,
+    merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
     """Close a review: ``{"outcome": "approve"|"decline", "label": "fraud"|"legit"|null, "note"}``.
 
     200 with the closed review; 409 when it was closed already (or another analyst's claim
     holds); 404 when there is no such review. A label is feedback, as ``POST /v1/feedback``.
     """
-    _require_json(request)
-    body = decode_body(await request.body(), ReviewClose, choices=_CLOSE_CHOICES)
-    review = await _queue(state).close(
+    _require_json(reviews.request)
+    body = decode_body(await reviews.request.body(), ReviewClose, choices=_CLOSE_CHOICES)
+    review = await reviews.queue.close(
         merchant_id,
         transaction_id,
         outcome=body.outcome,
         label=body.label,
         note=body.note,
-        analyst=analyst_of(request, body.analyst),
-        merchants=merchant_scope(request),
+        analyst=reviews.analyst(body.analyst),
+        merchants=reviews.merchants,
     )
     return _json(review)
 
@@ -143,53 +156,42 @@ async def close_review(
 _CLOSE_CHOICES = {"outcome": ("approve", "decline"), "label": ("fraud", "legit", "null")}
 
 
-@post(
-    "/v1/reviews/{merchant_id:str}/{transaction_id:str}/claim",
-    guards=[require_role],
-    opt=_ANALYST,
-    status_code=200,
-)
+@post(_ONE + "/claim", status_code=200)
 async def claim_review(
-    merchant_id: FromPath[str],
-    transaction_id: FromPath[str],
-    request: Request[Any, Any, Any],
-    state: State,
+    merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
     """Claim an open review (body ``{"analyst": ...}`` optional); claiming again extends it.
 
     200 with the review and its claim; 409 when closed or claimed by another analyst.
     """
-    body = await _optional_body(request, ReviewClaim)
-    review = await _queue(state).claim(
-        merchant_id,
-        transaction_id,
-        analyst_of(request, body.analyst),
-        merchants=merchant_scope(request),
+    body = await _optional_body(reviews.request, ReviewClaim)
+    analyst = reviews.analyst(body.analyst)
+    return _json(
+        await reviews.queue.claim(merchant_id, transaction_id, analyst, merchants=reviews.merchants)
     )
-    return _json(review)
 
 
-@delete(
-    "/v1/reviews/{merchant_id:str}/{transaction_id:str}/claim",
-    guards=[require_role],
-    opt=_ANALYST,
-    status_code=200,
-)
+@delete(_ONE + "/claim", status_code=200)
 async def release_review(
-    merchant_id: FromPath[str],
-    transaction_id: FromPath[str],
-    request: Request[Any, Any, Any],
-    state: State,
+    merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
     """Give up one's claim on a review (nothing happens without one); 200 with the review."""
-    body = await _optional_body(request, ReviewClaim)
-    review = await _queue(state).release(
-        merchant_id,
-        transaction_id,
-        analyst_of(request, body.analyst),
-        merchants=merchant_scope(request),
+    body = await _optional_body(reviews.request, ReviewClaim)
+    analyst = reviews.analyst(body.analyst)
+    return _json(
+        await reviews.queue.release(
+            merchant_id, transaction_id, analyst, merchants=reviews.merchants
+        )
     )
-    return _json(review)
 
 
-ROUTES = [list_reviews, get_review, close_review, claim_review, release_review]
+# the one preamble of every review route: its prefix, role guard and the scoped queue
+ROUTES = [
+    Router(
+        "/v1/reviews",
+        route_handlers=[list_reviews, get_review, close_review, claim_review, release_review],
+        guards=[require_role],
+        opt=_ANALYST,
+        dependencies={"reviews": Provide(_reviews, sync_to_thread=False)},
+    )
+]

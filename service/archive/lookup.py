@@ -43,6 +43,7 @@ from service.archive.archiver import GROUP, safe_trim_point
 from service.archive.repository import ArchivedDecision, get_decision
 from service.archive.rows import stream_time
 from service.archive.state import Archive
+from service.contract import Reason, ScoreResponse
 from service.decision.record import DecisionRecord, decode_record, record_key
 from service.stores.decisions import read_catalogs
 from service.stores.keys import Keys
@@ -149,6 +150,27 @@ def _view(
         labels=labels,
         review=review,
         problems=problems,
+    )
+
+
+def response_from_record(transaction_id: str, record: DecisionRecord) -> ScoreResponse:
+    """What a decision answered, rebuilt from its record (when the response was not kept).
+
+    Everything but the reasons' messages and sources, which the record does not keep
+    (reasons read as rule reasons with no message).
+    """
+    return ScoreResponse(
+        transaction_id=transaction_id,
+        decision=record.decision,  # type: ignore[arg-type]
+        score=record.score,
+        reasons=[Reason(code=c, source="rule", message="") for c in record.reasons],
+        matched_rules=[r.id for r in record.rules if r.hit and r.mode == "active"],
+        shadow_rules=[r.id for r in record.rules if r.hit and r.mode == "shadow"],
+        model_version=record.model_version,
+        ruleset_version=record.ruleset_version or "",
+        model_probability=record.model_probability,
+        degraded=list(record.degraded),
+        replayed=False,
     )
 
 

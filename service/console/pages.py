@@ -22,7 +22,7 @@ import msgspec
 
 from service.archive import UNAVAILABLE
 from service.archive.lookup import DecisionView as StoredView
-from service.archive.lookup import LabelView, lookup_in
+from service.archive.lookup import LabelView, lookup_in, response_from_record
 from service.archive.repository import (
     ArchivedDecision,
     DecisionSummary,
@@ -269,19 +269,7 @@ def _response_of(view: StoredView, record: DecisionRecord | None) -> ScoreRespon
             pass
     if record is None:
         return None
-    return ScoreResponse(
-        transaction_id=view.transaction_id,
-        decision=record.decision,  # type: ignore[arg-type]
-        score=record.score,
-        reasons=_reasons(None, record.reasons),
-        matched_rules=[r.id for r in record.rules if r.hit and r.mode == "active"],
-        shadow_rules=[r.id for r in record.rules if r.hit and r.mode == "shadow"],
-        model_version=record.model_version,
-        ruleset_version=record.ruleset_version or "",
-        model_probability=record.model_probability,
-        degraded=list(record.degraded),
-        replayed=False,
-    )
+    return response_from_record(view.transaction_id, record)
 
 
 async def history(

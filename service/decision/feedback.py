@@ -32,6 +32,7 @@ import asyncpg
 import msgspec
 
 from service.archive import UNAVAILABLE
+from service.archive.lookup import response_from_record
 from service.archive.repository import LabelledPayment, labelled_payments
 from service.archive.state import Archive
 from service.contract import FeedbackRequest
@@ -41,6 +42,8 @@ from service.errors import DatabaseUnavailable
 from service.stores.feedback import FRAUD_LABELS
 from service.stores.plan import arrival_time, event_second
 from service.stores.velocity import FeedbackLabel, FeedbackOutcome
+
+_encoder = msgspec.json.Encoder(decimal_format="string")
 
 
 async def record_labels(
@@ -119,14 +122,17 @@ async def restore_from_archive(
 
 
 def _decided_value(engine: Engine, archived: LabelledPayment, *, capped: bool) -> bytes | None:
-    """The transaction key's decided value rebuilt from the archive (None: no response)."""
-    if archived.response is None:
-        return None
+    """The transaction key's decided value rebuilt from the archive (None: a bad record)."""
     try:
-        payment = decode_record(archived.record).payment
+        record = decode_record(archived.record)
     except msgspec.DecodeError:
         return None
-    value = engine.store.decided_value(payment, "", archived.response.encode())
+    payment = record.payment
+    if archived.response is not None:
+        response = archived.response.encode()
+    else:  # archived without the response as sent: what it answered, from the record
+        response = _encoder.encode(response_from_record(archived.transaction_id, record))
+    value = engine.store.decided_value(payment, "", response)
     mark = b""
     if archived.label in FRAUD_LABELS and archived.reported_at is not None:
         reported = archived.reported_at.timestamp()

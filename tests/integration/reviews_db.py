@@ -1,5 +1,7 @@
 """Decisions archived as the archiver archives them, for the reviews' tests.
 
+(Their fixtures, ``pool``, ``engine`` and ``receiver``, are in this directory's conftest.)
+
 The databases are the archive's fixtures (``archive_url``, ``archive_pool``: every
 migration applied, ``0002_reviews.sql`` included); a decision goes in through the
 archive's own insert (``insert_decisions``), so its reviews open by the shipped trigger.
@@ -15,6 +17,8 @@ import asyncpg
 from service.archive.repository import insert_decisions
 from service.archive.rows import decision_row
 from tests.archive.records import decision_entry, response
+
+WEBHOOK_SECRET = b"whsec-test-0123456789"  # the review tests' RISKSCORE_WEBHOOK_SECRET
 
 
 async def archive_decision(

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from service.app import build_engine
 from service.archive.schema import apply_migrations, maintain_partitions
 from service.decision.feedback import record_labels
-from service.decision.scoring import Engine
 from service.errors import InvalidRequest, NotFound, StateConflict
 from service.reviews.queue import ReviewQueue, review_state
-from service.settings import Settings
-from service.telemetry.metrics import Metrics
-from tests.conftest import TEST_REDIS_URL, fresh_database
+from tests.conftest import fresh_database
 from tests.integration.reviews_db import archive_decision
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -32,29 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def pool(archive_pool: asyncpg.Pool) -> asyncpg.Pool:
-    return archive_pool
-
-
-@pytest.fixture
-async def engine(redis_client, redis_prefix, tmp_path) -> AsyncIterator[Engine]:
-    settings = Settings(
-        redis_url=TEST_REDIS_URL,
-        redis_prefix=redis_prefix,
-        secret=b"test-secret-0123456789",
-        model_dir=tmp_path / "models",
-        spool_path=tmp_path / "spool.jsonl",
-    )
-    engine, _ = build_engine(settings, Metrics())
-    try:
-        yield engine
-    finally:
-        await engine.store.client.aclose()
-        if engine.store.hot is not engine.store.client:
-            await engine.store.hot.aclose()
 
 
 @pytest.fixture
@@ -274,3 +246,24 @@ async def test_a_label_for_a_payment_only_the_archive_holds_is_read_on_the_close
         assert await engine.store.client.exists(tx)  # put back, with its fraud mark
     finally:
         await lone.close()
+
+
+async def test_a_label_for_a_decision_archived_without_its_response_is_applied(pool, engine):
+    import time
+
+    from service.archive.repository import insert_decisions
+    from service.archive.rows import decision_row
+    from service.archive.state import Archive
+    from service.contract import FeedbackRequest
+    from tests.archive.records import decision_entry
+
+    entry = decision_entry("m1", "t-no-response", at_ms=round(time.time() * 1000))
+    async with pool.acquire() as connection:
+        assert await insert_decisions(connection, [decision_row(entry, None)]) == 1
+    archive = Archive(pool, retention_days=30)
+    archive.ready = True
+    label = FeedbackRequest(merchant_id="m1", transaction_id="t-no-response", label="fraud")
+    assert await record_labels(engine, [label], archive=archive) == ["recorded"]
+    assert await record_labels(engine, [label], archive=archive) == ["duplicate"]
+    stored = await engine.store.stored_decision("m1", "t-no-response")
+    assert b'"transaction_id":"t-no-response"' in stored  # what it answered, rebuilt

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -16,12 +15,11 @@ from service.archive.state import Archive
 from service.reviews.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from service.stores.decisions import read_labels
 from service.verticals import DEFAULT_THRESHOLDS, Thresholds
+from tests.integration.reviews_db import WEBHOOK_SECRET as SECRET
 from tests.integration.reviews_db import archive_decision
 from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment, settings_for
-from tests.integration.webhook_receiver import Receiver, running_receiver
 
 ALICE, BOB, SHOP2_ANALYST, ADMIN = "k-alice-0001", "k-bob-0002", "k-shop2-0003", "k-adm-0004"
-SECRET = b"whsec-test-0123456789"
 
 
 def auth(key: str) -> dict[str, str]:
@@ -29,31 +27,11 @@ def auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def db_url(archive_url: str) -> str:
-    return archive_url
-
-
-@pytest.fixture
-async def pool(db_url) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-async def client(redis_client, redis_prefix, tmp_path, db_url, receiver):
+async def client(redis_client, redis_prefix, tmp_path, archive_url, receiver):
     settings = settings_for(
         redis_prefix,
         tmp_path,
-        database_url=db_url,
+        database_url=archive_url,
         webhook_url=receiver.url,
         webhook_secret=SECRET,
         api_keys={
@@ -344,13 +322,13 @@ async def test_with_the_database_down_reviews_answer_503_and_scoring_goes_on(
 
 
 async def test_a_payment_scored_review_reaches_the_queue_through_the_archiver(
-    redis_client, redis_prefix, tmp_path, db_url
+    redis_client, redis_prefix, tmp_path, archive_url
 ):
     # every ecommerce payment is held for review: the score is at least 0
     settings = settings_for(
         redis_prefix,
         tmp_path,
-        database_url=db_url,
+        database_url=archive_url,
         thresholds={**DEFAULT_THRESHOLDS, "ecommerce": Thresholds(0, 0, 101)},
         api_keys={SCORE_KEY: frozenset({"score"}), ALICE: frozenset({"analyst"})},
     )
@@ -363,7 +341,7 @@ async def test_a_payment_scored_review_reaches_the_queue_through_the_archiver(
         )
         assert r.json()["decision"] != "review"
         # the archiver, in this test's event loop (the app's runs in the client's thread)
-        archive = await Archive.open(db_url, retention_days=30)
+        archive = await Archive.open(archive_url, retention_days=30)
         archiver = Archiver(redis_client, app.state.engine.store.keys, archive, block_ms=0)
         async with asyncio.timeout(10):
             while not app.state.archive.ready:  # noqa: ASYNC110 - the archive sets a flag

@@ -7,42 +7,18 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 
 from service.decision.feedback import record_labels
 from service.reviews import webhook
 from service.reviews.queue import ReviewQueue
 from service.reviews.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, Deliverer, sign, verify
 from service.telemetry.metrics import Metrics
+from tests.integration.reviews_db import WEBHOOK_SECRET as SECRET
 from tests.integration.reviews_db import archive_decision
-from tests.integration.test_reviews import engine  # noqa: F401 (a fixture)
-from tests.integration.webhook_receiver import Receiver, running_receiver
-
-SECRET = b"whsec-test-0123456789"
-
-
-@pytest.fixture
-def db_url(archive_url: str) -> str:
-    return archive_url
-
-
-@pytest.fixture
-async def pool(db_url) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as receiver:
-        yield receiver
+from tests.integration.webhook_receiver import Receiver
 
 
 async def drained(pool: asyncpg.Pool) -> None:
@@ -95,7 +71,7 @@ def test_backoff_is_exponential_with_full_jitter_and_a_ceiling():
 async def test_a_closed_review_is_posted_signed_with_the_contract_body(
     pool,
     receiver,
-    engine,  # noqa: F811
+    engine,
 ):
     sender = deliverer(pool, receiver)
     queue = ReviewQueue(
@@ -125,7 +101,7 @@ async def test_a_closed_review_is_posted_signed_with_the_contract_body(
     assert got.headers["x-riskscore-event"] == "review.closed"
 
 
-async def test_without_the_webhook_a_close_enqueues_nothing(pool, engine):  # noqa: F811
+async def test_without_the_webhook_a_close_enqueues_nothing(pool, engine):
     queue = ReviewQueue(pool, functools.partial(record_labels, engine))
     await archive_decision(pool, "m1", "t1")
     await queue.close("m1", "t1", outcome="approve", label=None, note=None, analyst="a")
@@ -196,7 +172,7 @@ async def test_events_of_one_payment_arrive_in_order_while_others_pass(pool, rec
 
 
 async def test_pending_events_survive_a_restart_and_two_deliverers_share_the_outbox(
-    db_url, pool, receiver
+    archive_url, pool, receiver
 ):
     receiver.answer = lambda body, n: 503  # the receiver is down at first
     expected = {str(await enqueue(pool, "m1", f"t{i}", 0)) for i in range(12)}
@@ -209,7 +185,7 @@ async def test_pending_events_survive_a_restart_and_two_deliverers_share_the_out
     ) == len(expected)
     receiver.answer = lambda body, n: 200
     # a new start: two deliverers (two workers), each with its own pool
-    pools = [await asyncpg.create_pool(db_url, min_size=1, max_size=5) for _ in range(2)]
+    pools = [await asyncpg.create_pool(archive_url, min_size=1, max_size=5) for _ in range(2)]
     senders = [deliverer(p, receiver, concurrency=3) for p in pools]
     try:
         for sender in senders:
