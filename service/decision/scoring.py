@@ -9,6 +9,17 @@ read, list look-ups; ``commit``: stored decision, decision log, decline counters
 within the configured budget. When Redis does not answer, the decision is made from what
 is available and says so in ``degraded``; the decision record then goes to the local
 spool so that it is not lost.
+
+A retry must get the stored answer back, also when its ``begin`` misses the budget (a
+loaded host, a hiccup): decided afresh, it would answer something other than what is
+stored, and the drain would log it as ``superseded``. So a ``begin`` that timed out on a
+live connection is not given up at once: the call waits up to ``LATE_BEGIN_BUDGETS``
+more budgets for Redis' answer to that same command (nothing is sent again, so nothing is
+counted twice). An id decided before is then replayed, one held by a concurrent call
+waited for, another payload's refused, exactly as on time; a claim of its own (``new``,
+``takeover``) is still decided without velocity and spooled, and the drain stores that
+answer over the call's own claim. Only a retry whose ``begin`` gets no answer at all
+(Redis down, the breaker open, or later than that wait) is answered afresh, ``degraded``.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from service.reference.tables import FxTable
 from service.rules.rulebook import RulebookHolder
 from service.settings import Settings
 from service.stores.lists import ListStore
-from service.stores.velocity import Begin, RiskStore, new_claim
+from service.stores.velocity import Begin, BeginTimedOut, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
@@ -43,6 +54,8 @@ from .policy import ListMatch, Policy, RuleOutcome, Verdict, decide_payment
 
 decision_lines = DecisionLines("riskscore.decision")
 
+# how long a call whose begin timed out waits for Redis' late answer to it, in budgets
+LATE_BEGIN_BUDGETS: Final = 4
 VELOCITY_NAMES = tuple(f.name for f in VELOCITY_FEATURES)
 _NO_VELOCITY: Final = dict.fromkeys(VELOCITY_NAMES)  # the velocity features when Redis is away
 
@@ -168,12 +181,23 @@ async def score(
 async def _begin(
     engine: Engine, payment: Payment, digest: str, claim: str, degraded: list[str]
 ) -> Begin | None:
-    """``begin`` in Redis; None (and ``velocity`` degraded) when Redis does not answer."""
+    """``begin`` in Redis; None (and ``velocity`` degraded) when Redis does not answer.
+
+    Past its budget, Redis' late answer is awaited a while: one that says the id is not
+    this call's to decide (replay, pending, conflict) is returned as if on time.
+    """
     try:
         t0 = time.perf_counter()
         begin = await engine.store.begin(payment, digest, claim)
         engine.metrics.begin_seconds(time.perf_counter() - t0)
         return begin
+    except BeginTimedOut as timed_out:
+        wait = LATE_BEGIN_BUDGETS * engine.settings.redis_timeout_ms / 1000
+        late = await timed_out.late_status(wait)
+        if late is not None and late.status in ("replay", "pending", "conflict"):
+            return late
+        degraded.append("velocity")
+        return None
     except StoreUnavailable:
         degraded.append("velocity")
         return None

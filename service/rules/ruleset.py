@@ -12,7 +12,7 @@ import math
 import re
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
@@ -75,12 +75,41 @@ def _format_value(value: Any, spec: str) -> str:
     return str(value)
 
 
+def _plain_float(value: float) -> str:
+    """``_format_value`` of a ``float`` without a spec (most values a message shows)."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if value != value:
+        return "missing"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
-    """Reason text with ``{feature}`` / ``{param}`` placeholders (and optional ``:spec``)."""
+    """Reason text with ``{feature}`` / ``{param}`` placeholders (and optional ``:spec``).
+
+    Rendered on every rule hit, so the pieces are turned once into a ``%`` pattern (the
+    literals, ``%`` doubled, with ``%s`` for each placeholder) and the placeholders' look-ups:
+    a render is a look-up and a format per placeholder and one ``%`` of the pattern.
+    """
 
     text: str
     pieces: tuple[tuple[str, str | None, str, bool], ...]  # literal, name, spec, is_param
+    _pattern: str = field(init=False, repr=False, compare=False)
+    _slots: tuple[tuple[str, str, bool], ...] = field(init=False, repr=False, compare=False)
+    _constant: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pattern, slots = [], []
+        for literal, name, spec, is_param in self.pieces:
+            pattern.append(literal.replace("%", "%%"))
+            if name is not None:
+                pattern.append("%s")
+                slots.append((name, spec, is_param))
+        constant = None if slots else "".join(p for p, *_ in self.pieces)
+        object.__setattr__(self, "_pattern", "".join(pattern))
+        object.__setattr__(self, "_slots", tuple(slots))
+        object.__setattr__(self, "_constant", constant)
 
     @classmethod
     def parse(cls, text: str, params: Mapping[str, float]) -> MessageTemplate:
@@ -126,15 +155,17 @@ class MessageTemplate:
 
     def render(self, features: Mapping[str, Any], params: Mapping[str, float]) -> str:
         """The message for one payment's features and the rule's params."""
-        if len(self.pieces) == 1 and self.pieces[0][1] is None:
-            return self.text.replace("{{", "{").replace("}}", "}")
-        out = []
-        for literal, name, spec, is_param in self.pieces:
-            out.append(literal)
-            if name is not None:
-                value = params.get(name) if is_param else features.get(name)
-                out.append(_format_value(value, spec)[:MAX_VALUE_CHARS])
-        return "".join(out)
+        if self._constant is not None:
+            return self._constant
+        values = []
+        for name, spec, is_param in self._slots:
+            value = params.get(name) if is_param else features.get(name)
+            if value.__class__ is float and not spec:
+                text = _plain_float(value)
+            else:
+                text = _format_value(value, spec)
+            values.append(text[:MAX_VALUE_CHARS])
+        return self._pattern % tuple(values)
 
 
 # ---------------------------------------------------------------------------------------

@@ -68,14 +68,16 @@ end
 local function numbers(packed)
   local n = {struct.unpack(format(5 + MEMBERS), packed)}
   local t, from = n[2], n[3]
-  for i = 1, SLOTS do OUT[i] = 0 end
-  for i = 1, #WIDTHS do
-    CUR[i] = floor(t / WIDTHS[i])
-    START[i] = floor(from / WIDTHS[i])
+  local out, cur, start, members, widths = OUT, CUR, START, MEMBER, WIDTHS
+  for i = 1, SLOTS do out[i] = 0 end
+  for i = 1, #widths do
+    local w = widths[i]
+    cur[i] = floor(t / w)
+    start[i] = floor(from / w)
   end
   for i = 1, MEMBERS do
     local digest = n[5 + i]
-    MEMBER[i] = digest >= 0 and digest
+    members[i] = digest >= 0 and digest
   end
   return n[1], t, n[4], n[5]
 end

@@ -18,11 +18,14 @@ The calls of one write share a deadline and deadlines come in the order of the w
 one timer serves them all: it is set for the oldest write that still has a call waiting,
 and under load, when every call is answered within milliseconds, it fires about once per
 budget, where a timer per call would be set and cancelled twice per score.
-A call that gives up leaves its place in the queue: its reply, when it comes, is dropped,
-so the stream of replies never shifts. A connection that answers
-nothing for ``stall_seconds`` while calls wait is dropped and the next call reconnects;
-all waiting calls then fail with ``ConnectionError``, which the breaker turns into a
-degraded answer. Everything else (admin, lists, readiness) keeps using redis-py.
+A call that gives up leaves its place in the queue, so the stream of replies never shifts:
+its reply, when it comes, goes to the ``late`` future of its ``ReplyTimeout`` (cancelled
+if the connection is lost first), for a caller that needs to know what Redis did with a
+command it gave up on (``VelocityStore.begin``); nobody awaiting it, it is dropped.
+A connection that answers nothing for ``stall_seconds`` while calls wait is dropped and
+the next call reconnects; all waiting calls then fail with ``ConnectionError``, which the
+breaker turns into a degraded answer. Everything else (admin, lists, readiness) keeps
+using redis-py.
 
 ``execute_transaction`` sends ``MULTI``, its commands and ``EXEC`` as one call: one
 future, one deadline, one place in the queue, written in the same flush as the other
@@ -142,8 +145,21 @@ class TransactionTemplate:
         return self._format % tuple(parts)
 
 
+class ReplyTimeout(TimeoutError):
+    """A call past its budget on a live connection; ``late`` gets its reply if one comes.
+
+    ``late`` is resolved with the raw reply (a ``hiredis.ReplyError`` for an error, EXEC's
+    reply for a transaction) when it arrives, and cancelled when the connection is lost
+    before. The connection never sends the command again.
+    """
+
+    def __init__(self, message: str, late: asyncio.Future[Any]) -> None:
+        super().__init__(message)
+        self.late = late
+
+
 class _Call:
-    __slots__ = ("future", "queued_at", "refused", "skip", "transaction")
+    __slots__ = ("future", "late", "queued_at", "refused", "skip", "transaction")
 
     def __init__(self, future: asyncio.Future[Any], queued_at: float, skip: int = 0) -> None:
         self.future = future
@@ -153,6 +169,7 @@ class _Call:
         self.skip = skip
         self.transaction = skip > 0
         self.refused: hiredis.ReplyError | None = None
+        self.late: asyncio.Future[Any] | None = None  # set when the call gives up
 
 
 def _transaction_error(call: _Call, reply: Any) -> ResponseError | None:
@@ -197,6 +214,9 @@ class _Protocol(asyncio.Protocol):
             waiting.popleft()
             future = call.future
             if future.done():
+                late = call.late
+                if late is not None and not late.done():
+                    late.set_result(reply)
                 continue
             if call.transaction:
                 error = _transaction_error(call, reply)
@@ -317,11 +337,12 @@ class PipelinedConnection:
         await self._connect()
         return await self._send(pack(), time.monotonic(), skip)
 
-    def _time_out(self, future: asyncio.Future[Any]) -> None:
+    def _time_out(self, call: _Call) -> None:
+        future = call.future
         if not future.done():
-            future.set_exception(
-                TimeoutError(f"redis did not answer within {self._budget * 1000:.0f} ms")
-            )
+            call.late = late = self._loop.create_future()
+            message = f"redis did not answer within {self._budget * 1000:.0f} ms"
+            future.set_exception(ReplyTimeout(message, late))
 
     def _send(self, packed: bytes, queued_at: float, skip: int = 0) -> asyncio.Future[Any]:
         loop = self._loop
@@ -373,7 +394,7 @@ class PipelinedConnection:
             else:
                 for call in calls:
                     if not call.future.done():
-                        loop.call_later(GRACE_SECONDS, self._time_out, call.future)
+                        loop.call_later(GRACE_SECONDS, self._time_out, call)
             written.popleft()
 
     async def _connect(self) -> None:
@@ -429,6 +450,8 @@ class PipelinedConnection:
         for call in waiting:
             if not call.future.done():
                 call.future.set_exception(error)
+            elif call.late is not None:
+                call.late.cancel()  # its reply will never come
 
     async def aclose(self) -> None:
         """Close the socket; waiting calls fail with ``ConnectionError``."""

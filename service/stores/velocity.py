@@ -37,7 +37,10 @@ found, the labels applied in order); ``record_feedback`` is the same for one lab
 
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
-is ``StoreUnavailable``.
+is ``StoreUnavailable``. Nothing is sent again after a failure; a ``begin`` past its
+budget on the pipelined connection is ``BeginTimedOut``, whose ``late_status`` waits for
+Redis' answer to that very call (``service.decision.scoring`` uses it so that a retry
+answered late is still replayed).
 
 Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stays lean:
 each entity's whole state is one key (``keys.py``), a run of numbers read with one
@@ -68,6 +71,7 @@ once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import time
@@ -82,6 +86,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from service.decision.record import record_key
+from service.errors import StoreUnavailable
 from service.features.catalog import amount_log_units
 from service.normalisation.payment import Payment
 from service.stores.breaker import GUARD, Breaker
@@ -90,7 +95,7 @@ from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStor
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
-from service.stores.pipelined import Slot, TransactionTemplate
+from service.stores.pipelined import ReplyTimeout, Slot, TransactionTemplate
 from service.stores.plan import PLAN, Plan, event_second, present
 from service.stores.transactions import (
     Decided,
@@ -105,6 +110,40 @@ BeginStatus = Literal["new", "replay", "pending", "conflict", "takeover"]
 # How long a claim that no decision replaced lives (a call that died, or whose spooled
 # decision never drained): a retry within it takes the claim over without counting again.
 CLAIM_TTL_SECONDS = 3_600
+
+
+class BeginTimedOut(StoreUnavailable):
+    """``begin`` got no answer within its budget, but the connection lives: Redis may run it.
+
+    ``late_status`` waits a while for Redis' answer to that very call (nothing is sent
+    again, so nothing can be counted twice) and says what it found.
+    """
+
+    def __init__(self, message: str, late: asyncio.Future[Any]) -> None:
+        super().__init__(message)
+        self._late = late
+
+    async def late_status(self, wait: float) -> Begin | None:
+        """Redis' late answer to the call, if it comes within ``wait`` s, else None.
+
+        A ``replay``, ``pending`` or ``conflict`` comes with its stored decision, as
+        ``begin`` answers it; ``new`` and ``takeover`` (the call's claim is in Redis, its
+        attempt counted) come without features; an error, a lost connection or ``lists``
+        (Redis did nothing) is None.
+        """
+        late = self._late
+        if not late.done():
+            await asyncio.wait((late,), timeout=wait)
+        if not late.done() or late.cancelled():
+            return None
+        reply = late.result()
+        if not isinstance(reply, list) or not reply:
+            return None
+        status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if status not in ("new", "takeover", "replay", "pending", "conflict"):
+            return None
+        stored = reply[1] if status == "replay" and len(reply) > 1 else None
+        return Begin(status, stored, {}, [], 0)  # type: ignore[arg-type]
 
 
 class Begin(msgspec.Struct, frozen=True):
@@ -359,13 +398,22 @@ class VelocityStore:
         believed, version = self._lists
         for attempt in range(3):
             lists, list_keys, items = self._list_lookups(values, believed)
-            reply = await self.breaker.call(
-                self._budget,
-                lambda k=keys + list_keys, a=[*args, lists, version, *items]: self.library.call(
-                    self.hot, "begin", k, a
-                ),
-                guard=self._hot_guard,
-            )
+            try:
+                reply = await self.breaker.call(
+                    self._budget,
+                    partial(
+                        self.library.call,
+                        self.hot,
+                        "begin",
+                        keys + list_keys,
+                        [*args, lists, version, *items],
+                    ),
+                    guard=self._hot_guard,
+                )
+            except StoreUnavailable as exc:
+                if isinstance(exc.__cause__, ReplyTimeout):
+                    raise BeginTimedOut(str(exc), exc.__cause__.late) from exc
+                raise
             if reply[0] not in (b"lists", "lists"):
                 break
             if attempt == 2:

@@ -273,3 +273,41 @@ async def test_a_node_without_the_function_library_gets_it_again(
 
 def _fields(entry: list[Any]) -> dict[bytes, Any]:
     return dict(zip(entry[::2], entry[1::2], strict=True))
+
+
+async def test_a_stale_slots_map_is_followed_through_the_cluster_client(
+    cluster_client: RedisCluster, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node connection that reaches the wrong primary gets MOVED: the command is sent again.
+
+    The store's slots map says another primary holds the transaction's and the card's
+    slots (as after a resharding or a failover it has not seen yet); the claim and the
+    count it sends there are redirected, redis-py's cluster client sends them to the right
+    node (and learns the map again), and the call counts once.
+    """
+    store = store_on(cluster_client, redis_prefix)
+    payment = make_payment("t1")
+    slots = cluster_client.nodes_manager.slots_cache
+    for key in (store.keys.transaction("m1", "t1"), card_key(store, payment)):
+        slot = cluster_client.keyslot(key)
+        right = slots[slot][0].name
+        slots[slot] = [next(n for n in cluster_client.get_primaries() if n.name != right)]
+    through_cluster_client: list[str] = []
+    node_pipeline = ClusterNode.execute_pipeline
+
+    async def pipeline(self: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        through_cluster_client.append(self.name)
+        return await node_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClusterNode, "execute_pipeline", pipeline)
+    begun = await store.begin(payment, digest="d1")
+    await store.commit(
+        payment, digest="d1", decision_json=DECISION, record_json=b"{}", declined=False
+    )
+    monkeypatch.undo()
+
+    assert through_cluster_client  # the redirected commands went through it
+    assert begun.status == "new" and begun.features["card_attempts_10m"] == 1.0
+    assert (await store.begin(payment, digest="d1")).status == "replay"
+    later = await store.begin(make_payment("t2"), digest="d2")
+    assert later.features["card_attempts_10m"] == 2.0

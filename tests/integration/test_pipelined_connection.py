@@ -16,7 +16,12 @@ import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from service.stores.pipelined import PipelinedConnection, Slot, TransactionTemplate
+from service.stores.pipelined import (
+    PipelinedConnection,
+    ReplyTimeout,
+    Slot,
+    TransactionTemplate,
+)
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -76,6 +81,31 @@ async def test_redis_slower_than_the_budget_is_a_timeout(redis_prefix: str) -> N
         assert time.monotonic() - started < 0.3
     finally:
         await conn.aclose()
+
+
+async def test_the_reply_of_a_call_past_its_budget_reaches_its_late_future(
+    redis_prefix: str,
+) -> None:
+    """Redis' answer to a call that gave up goes to its ``late``; a lost connection cancels it."""
+    conn, other = _connection(budget_seconds=0.05), _connection()
+    key = f"{redis_prefix}:late"
+    try:
+        with pytest.raises(ReplyTimeout) as gave_up:
+            await conn.execute_command("BLPOP", key, 2)
+        late = gave_up.value.late
+        assert not late.done()
+        await other.execute_command("RPUSH", key, "x")  # Redis answers the BLPOP now
+        assert await asyncio.wait_for(late, 1) == [key.encode(), b"x"]
+        assert await conn.execute_command("PING") == b"PONG"  # nothing shifted
+
+        with pytest.raises(ReplyTimeout) as gave_up:
+            await conn.execute_command("BLPOP", key, 2)
+        await conn.aclose()
+        await asyncio.sleep(0)
+        assert gave_up.value.late.cancelled()  # its answer can no longer come
+    finally:
+        await conn.aclose()
+        await other.aclose()
 
 
 async def test_each_call_times_out_one_budget_after_it_was_written(redis_prefix: str) -> None:

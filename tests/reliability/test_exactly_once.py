@@ -7,6 +7,7 @@ the same card, whose own attempt is included (so N earlier attempts read N + 1).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,12 +15,18 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import AsyncTestClient
 
+from service.app import create_app
+from service.decision.spool import DecisionSpool
 from tests.reliability.conftest import (
     DEADLINE_S,
     FaultProxy,
     RedisServer,
     Scenario,
+    auth,
+    free_port,
+    in_process_settings,
     payment,
     running_service,
 )
@@ -223,3 +230,63 @@ async def test_every_payment_answered_through_redis_faults_is_replayed_and_logge
     assert stored == {b["transaction_id"].encode(): 1 for b in bodies}
     scenario.expected = "every retry replayed, 1 stored record each"
     scenario.found = f"{len(retries)} replayed ({degraded} degraded first), {len(entries)} logged"
+
+
+async def test_a_retry_whose_begin_redis_answers_past_the_budget_is_replayed(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """A retry whose ``begin`` Redis answers only after the budget gets the stored answer.
+
+    Redis is stopped (SIGSTOP) for three budgets while a call's ``begin`` waits, as a
+    loaded host or a hiccup does. The retry of a decided payment still gets that decision
+    back, replayed, rather than one decided afresh without velocity (which is not the
+    stored answer: it was what failed in CI). A new payment in the same position is
+    decided without velocity, and once drained its retry gets that answer; each is
+    counted and logged once.
+    """
+    server = RedisServer(free_port()).start()
+    settings = in_process_settings(server.url, tmp_path, redis_timeout_ms=25)
+    pause_s = 3 * settings.redis_timeout_ms / 1000
+
+    async def score_while_redis_stops(client: AsyncTestClient[Any], body: Any) -> httpx.Response:
+        server.pause()
+        # a thread of its own: the test client's requests may hold up this event loop
+        threading.Timer(pause_s, server.resume).start()
+        return await scenario.score(client, body, headers=auth())
+
+    try:
+        async with AsyncTestClient(app=create_app(settings)) as client:
+            decided = _on_card("slow-retry-1", "tok_slow")
+            first = await scenario.score(client, decided, headers=auth())
+            retry = await score_while_redis_stops(client, decided)
+            await asyncio.sleep(pause_s)
+            new = _on_card("slow-new-1", "tok_slow")
+            late_new = await score_while_redis_stops(client, new)
+            spool = DecisionSpool(settings.spool_path)
+            for _ in range(100):  # the drain runs every second
+                if not spool.pending():
+                    break
+                await asyncio.sleep(0.1)
+            assert spool.pending() == 0
+            new_retry = await scenario.score(client, new, headers=auth())
+            features = await _attempts(scenario, client, "tok_slow")  # type: ignore[arg-type]
+        log = server.client().xrange(f"{settings.redis_prefix}:decisions")
+    finally:
+        server.resume()
+        server.kill()
+    assert first.status_code == retry.status_code == 200
+    assert first.json()["degraded"] == ["model"]
+    assert retry.json() == {**first.json(), "replayed": True}
+    assert late_new.status_code == new_retry.status_code == 200
+    assert "velocity" in late_new.json()["degraded"]
+    assert new_retry.json() == {**late_new.json(), "replayed": True}
+    assert features["card_attempts_10m"] == 3
+    stored = [
+        fields[b"transaction_id"]
+        for _, fields in log
+        if fields[b"transaction_id"].startswith(b"slow-")
+        and fields.get(b"spooled") not in (b"superseded", b"conflict")
+    ]
+    assert sorted(stored) == [b"slow-new-1", b"slow-retry-1"]
+    scenario.expected = "the retry replayed, the new one degraded then replayed, counted once"
+    scenario.found = f"{retry.json()['replayed']}, {new_retry.json()['replayed']}"
