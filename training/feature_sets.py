@@ -40,6 +40,11 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
     # confirmed frauds by label arrival (issue 16)
     "reported_frauds": _matching(r"[a-z]+_reported_frauds_\w+"),
     "reported_fraud_rate": _matching(r"[a-z]+_reported_fraud_rate_\w+"),
+    # the merchant's share of those: counts that grow with the merchant's volume and, over
+    # the first months of a log, with time itself (labels arrive up to 90 days late)
+    "merchant_reported": _matching(r"merchant_reported_fraud\w+"),
+    # every count of the merchant's confirmed frauds, by payment time or by label arrival
+    "merchant_fraud_counts": _matching(r"merchant_(reported_)?fraud\w+"),
     # amount against the card's and customer's habit (issue 16)
     "amount_over_mean": _matching(r"[a-z]+_amount_over_mean_\w+"),
     "amount_zscore": _matching(r"[a-z]+_amount_zscore_\w+"),
@@ -52,7 +57,7 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
 # walk-forward evidence it was chosen on.
 FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
     "all": (),
-    "default": (),
+    "default": ("merchant_fraud_counts",),
 }
 DEFAULT_SET: Final = "default"
 

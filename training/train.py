@@ -961,4 +961,13 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Libraries", ""]
     lines += [f"- {name} {v}" for name, v in card["libraries"].items()]
     lines += ["", f"Model inputs ({len(card['features'])}): " + ", ".join(card["features"]), ""]
+    feature_set = card.get("feature_set")
+    if feature_set:
+        left_out = feature_set["columns_left_out"]
+        lines += [
+            f"Feature set `{feature_set['spec']}` (training/feature_sets.py): the trees split on "
+            f"{feature_set['columns_used']} of these; left out ({len(left_out)}): "
+            + (", ".join(left_out) or "none"),
+            "",
+        ]
     return "\n".join(lines)

@@ -63,6 +63,7 @@ def test_a_left_out_column_is_blanked_and_never_split_on(tmp_path) -> None:
         "columns_used": len(MODEL_FEATURES) - len(left_out),
         "columns_left_out": list(left_out),
     }
+    assert f"Feature set `{spec}`" in (report.directory / "MODEL_CARD.md").read_text()
     bundle = ModelBundle.load(report.directory)
     arrays = bundle.forest.arrays
     splits = arrays["node_feature"][~arrays["node_is_leaf"].astype(bool)]
