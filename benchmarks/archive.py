@@ -6,7 +6,11 @@ Everything private: a new PostgreSQL database (dropped at the end) on the server
 1. ``--rows`` decision records of the running catalogue's size (every feature, a full
    payment) are logged to the decision stream as ``commit`` logs them (stream entry and
    transaction key), then one archiver (``service.archive.archiver``, batches of
-   ``--batch``) drains them: rows/s sustained, COPY and commit included.
+   ``--batch``, its ``run`` as the service runs it) drains them: rows/s sustained, COPY
+   and commit included, and the archiver's own CPU per row (this process's).
+   ``--rate``: then decisions logged at that rate by another process for
+   ``--paced-seconds`` while the archiver keeps up: its CPU per row at that rate, what it
+   takes from a worker that also scores.
 2. Lookups of random archived decisions through ``lookup_decision``: ``--lookups`` from the
    archive (PostgreSQL, after the drain) and as many from Redis (decisions logged but not
    archived yet, ``--tail`` of them in the unarchived tail): p50, p99; from Redis both by
@@ -14,6 +18,7 @@ Everything private: a new PostgreSQL database (dropped at the end) on the server
 
     .venv/bin/python benchmarks/archive.py --rows 50000
     .venv/bin/python benchmarks/archive.py --rows 2000 --lookups 200   # a smoke run
+    .venv/bin/python benchmarks/archive.py --rows 20000 --rate 2000    # and paced
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ import asyncio
 import json
 import random
 import statistics
+import sys
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from service.archive import open_pool
-from service.archive.archiver import Archiver
+from service.archive.archiver import GROUP, Archiver
 from service.archive.lookup import lookup_decision
 from service.archive.schema import apply_migrations, maintain_partitions
 from service.archive.state import Archive
@@ -42,6 +50,8 @@ from service.normalisation.payment import Payment, merchant_scoped
 from service.stores.decisions import register_catalog
 from service.stores.keys import Keys
 from service.stores.transactions import decided_value
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def record(merchant: str, tx: str, rng: random.Random) -> bytes:
@@ -126,6 +136,85 @@ async def log(
     return pairs
 
 
+async def backlog(client: aioredis.Redis, stream: str) -> int:
+    """Entries of ``stream`` the archive group has not acknowledged."""
+    for g in await client.xinfo_groups(stream):
+        if g["name"] in (GROUP, GROUP.encode()):
+            return int(g["pending"]) + int(g["lag"] or 0)
+    return int(await client.xlen(stream))
+
+
+async def drained(archiver: Archiver, client: aioredis.Redis, keys: Keys) -> tuple[float, float]:
+    """Run the archiver as the service does until the stream is archived: seconds, CPU s."""
+    started, cpu = time.perf_counter(), time.process_time()
+    task = asyncio.create_task(archiver.run())
+    while await backlog(client, keys.decisions):  # noqa: ASYNC110 - polling Redis
+        await asyncio.sleep(0.005)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return seconds, cpu
+
+
+_PRODUCER = """
+import asyncio, sys, time
+import redis.asyncio as aioredis
+sys.path[:0] = [sys.argv[5], sys.argv[5] + "/benchmarks"]
+import archive
+from service.stores.keys import Keys
+
+async def main(url, prefix, start, rate, seconds):
+    client = aioredis.Redis.from_url(url)
+    t0, n, step = time.monotonic(), 0, max(1, rate // 50)
+    while n < rate * seconds:
+        await archive.log(client, Keys(prefix), start + n, step)
+        n += step
+        await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
+    print(n)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[6])))
+"""
+
+
+async def log_paced(
+    client: aioredis.Redis, keys: Keys, start: int, rate: int, seconds: float, archiver: Archiver
+) -> dict[str, Any]:
+    """Decisions logged at ``rate`` a second by another process while the archiver runs.
+
+    The archiver's own CPU per row at that rate: what it takes from a worker that also
+    scores (the producer's CPU is another process's).
+    """
+    url = client.connection_pool.connection_kwargs
+    redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
+    task = asyncio.create_task(archiver.run())
+    cpu = time.process_time()
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _PRODUCER,
+        redis_url,
+        keys.prefix,
+        str(start),
+        str(rate),
+        str(ROOT),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await producer.communicate()
+    while await backlog(client, keys.decisions):  # noqa: ASYNC110 - polling Redis
+        await asyncio.sleep(0.01)
+    cpu = time.process_time() - cpu
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    count = int(out)
+    return {
+        "rows_per_s": rate,
+        "rows": count,
+        "archiver_cpu_us_per_row": round(cpu / count * 1e6, 1),
+        "pairs": [(f"m{n % 50}", f"t{n}") for n in range(start, start + count)],
+    }
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     """p50 and p99 of ``samples`` (seconds) in milliseconds."""
     ordered = sorted(samples)
@@ -145,6 +234,10 @@ async def main() -> None:
     parser.add_argument(
         "--tail", type=int, default=1000, help="unarchived entries for the Redis lookups"
     )
+    parser.add_argument(
+        "--rate", type=int, default=0, help="then decisions paced at this rate (rows/s)"
+    )
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -168,39 +261,45 @@ async def main() -> None:
         await register_catalog(client, keys.prefix)
         archive = Archive(await open_pool(url), retention_days=30)
         archive.ready = True
-        archiver = Archiver(client, keys, archive, batch=args.batch, block_ms=0)
+        archiver = Archiver(client, keys, archive, batch=args.batch)
+        await archiver.ensure_groups()
         pairs = await log(client, keys, 0, args.rows)
         entry_bytes = await client.memory_usage(keys.decisions)
-        started = time.perf_counter()
-        while True:
-            done = await archiver.step()
-            if done.read == 0:
-                break
-        seconds = time.perf_counter() - started
+        seconds, cpu = await drained(archiver, client, keys)
         result["archive_rows_per_s"] = round(args.rows / seconds)
         result["archive_seconds"] = round(seconds, 2)
+        result["archiver_cpu_us_per_row"] = round(cpu / args.rows * 1e6, 1)
+        if args.rate:
+            paced = await log_paced(
+                client, keys, args.rows, args.rate, args.paced_seconds, archiver
+            )
+            pairs += paced.pop("pairs")
+            result["paced"] = paced
         result["stream_bytes_per_entry"] = round(entry_bytes / args.rows) if entry_bytes else None
-        rng = random.Random(1)
-        samples = []
-        for merchant, tx in rng.sample(pairs, min(args.lookups, len(pairs))):
-            t0 = time.perf_counter()
-            found = await lookup_decision(client, keys, archive, merchant, tx)
-            samples.append(time.perf_counter() - t0)
-            assert found is not None and found.source == "archive"
-        result["lookup_archive"] = percentiles(samples)
-        hot = await log(client, keys, args.rows, args.tail, paced=True)  # not archived
-        # by the key's expiry (the service's way), and by scanning the tail (no TTL known),
-        # interleaved so that both see the same load
-        samples, scanned = [], []
-        for merchant, tx in rng.choices(hot, k=args.lookups):
-            for ttl, into in ((3600, samples), (None, scanned)):
+        if args.lookups:  # 0: the archiver's figures only
+            rng = random.Random(1)
+            samples = []
+            for merchant, tx in rng.sample(pairs, min(args.lookups, len(pairs))):
                 t0 = time.perf_counter()
-                found = await lookup_decision(client, keys, archive, merchant, tx, decision_ttl=ttl)
-                into.append(time.perf_counter() - t0)
-                assert found is not None and found.source == "redis" and found.complete
-        result["lookup_redis"] = percentiles(samples)
-        result["lookup_redis_tail_scan"] = percentiles(scanned)
-        result["lookup_redis"]["unarchived_tail"] = args.tail
+                found = await lookup_decision(client, keys, archive, merchant, tx)
+                samples.append(time.perf_counter() - t0)
+                assert found is not None and found.source == "archive"
+            result["lookup_archive"] = percentiles(samples)
+            hot = await log(client, keys, len(pairs), args.tail, paced=True)  # not archived
+            # by the key's expiry (the service's way), and by scanning the tail (no TTL known),
+            # interleaved so that both see the same load
+            samples, scanned = [], []
+            for merchant, tx in rng.choices(hot, k=args.lookups):
+                for ttl, into in ((3600, samples), (None, scanned)):
+                    t0 = time.perf_counter()
+                    found = await lookup_decision(
+                        client, keys, archive, merchant, tx, decision_ttl=ttl
+                    )
+                    into.append(time.perf_counter() - t0)
+                    assert found is not None and found.source == "redis" and found.complete
+            result["lookup_redis"] = percentiles(samples)
+            result["lookup_redis_tail_scan"] = percentiles(scanned)
+            result["lookup_redis"]["unarchived_tail"] = args.tail
         await archive.close()
     finally:
         await client.delete(keys.decisions, keys.labels, keys.catalogs)

@@ -95,6 +95,7 @@ class LocalCluster:
                 "--cluster-config-file", str(self.dir / f"nodes-{port}.conf"),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--save", "",
+                "--repl-diskless-sync-delay", "0",  # a rejoining replica syncs at once
                 *(
                     [
                         "--appendonly", "yes",
@@ -145,17 +146,30 @@ class LocalCluster:
         return [p for p in self.ports if self.pid(p) is not None]
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every live node says ``cluster_state:ok`` and every replica is in sync."""
+        """Until every node runs, says ``cluster_state:ok``, and every replica is in sync.
+
+        Every node is asked in the same pass, after its process was found running: a node
+        just launched again (its pidfile not written yet) must not be left out of the
+        pass and then counted as present.
+        """
 
         def ready() -> bool:
-            for port in self.alive():
+            if len(self.alive()) != len(self.ports):
+                return False
+            primaries = 0
+            for port in self.ports:
                 node = self.node(port)
-                if node.cluster("info")["cluster_state"] != "ok":
+                try:
+                    if node.cluster("info")["cluster_state"] != "ok":
+                        return False
+                    info = node.info("replication")
+                finally:
+                    node.close()
+                if info["role"] == "master":
+                    primaries += 1
+                elif info.get("master_link_status") != "up":
                     return False
-                info = node.info("replication")
-                if info["role"] == "slave" and info.get("master_link_status") != "up":
-                    return False
-            return len(self.primaries()) == 3 and len(self.alive()) == len(self.ports)
+            return primaries == 3
 
         self._wait(ready, timeout)
 

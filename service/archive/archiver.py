@@ -76,6 +76,19 @@ class Round(NamedTuple):
     acked: int
 
 
+class _Batch(NamedTuple):
+    """A round's entries and their rows, read and built, not written yet."""
+
+    decisions: list[DecisionEntry]
+    labels: list[LabelEntry]
+    decision_rows: list[tuple[object, ...]]
+    label_rows: list[tuple[object, ...]]
+
+    @property
+    def read(self) -> int:
+        return len(self.decisions) + len(self.labels)
+
+
 class Lag(NamedTuple):
     """What waits to be archived in one stream: entries, and the age of the oldest."""
 
@@ -87,29 +100,26 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _fields(raw: dict[Any, Any]) -> dict[str, bytes]:
-    return {_text(k): v for k, v in raw.items()}
-
-
-def _decision_entry(entry_id: str, f: dict[str, bytes]) -> DecisionEntry:
+def _decision_entry(entry_id: str, f: dict[bytes, bytes]) -> DecisionEntry:
+    spooled = f.get(b"spooled")
     return DecisionEntry(
         entry_id,
-        _text(f.get("transaction_id", b"")),
-        f.get("record", b""),
-        _text(f.get("spooled", b"")),
+        f.get(b"transaction_id", b"").decode(),
+        f.get(b"record", b""),
+        spooled.decode() if spooled else "",
     )
 
 
-def _label_entry(entry_id: str, f: dict[str, bytes]) -> LabelEntry:
-    event_time = _text(f.get("event_time", b""))
+def _label_entry(entry_id: str, f: dict[bytes, bytes]) -> LabelEntry:
+    event_time = _text(f.get(b"event_time", b""))
     return LabelEntry(
         entry_id,
-        _text(f.get("transaction_id", b"")),
-        _text(f.get("label", b"")),
-        float(f.get("reported_at", 0) or 0),
+        _text(f.get(b"transaction_id", b"")),
+        _text(f.get(b"label", b"")),
+        float(f.get(b"reported_at", 0) or 0),
         float(event_time) if event_time else None,
-        _text(f.get("reason", b"")) or None,
-        _text(f.get("merchant_id", b"")) or None,
+        _text(f.get(b"reason", b"")) or None,
+        _text(f.get(b"merchant_id", b"")) or None,
     )
 
 
@@ -139,6 +149,7 @@ class Archiver:
         self.linger_ms = linger_ms
         self._own_pending = True  # read this consumer's pending entries before new ones
         self._next_claim = 0.0  # when to look for a dead consumer's entries next
+        self._ahead: asyncio.Future[_Batch] | None = None  # the next batch, read ahead
         self.metrics = metrics
         self.streams = (keys.decisions, keys.labels)
         self._groups_made = False
@@ -161,7 +172,7 @@ class Archiver:
                     raise
         self._groups_made = True
 
-    async def _read(self) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
+    async def _read(self) -> dict[str, list[tuple[str, dict[bytes, bytes]]]]:
         """This round's entries per stream: reclaimed, own pending, then new ones.
 
         Takeovers (``XAUTOCLAIM``) are looked for every ``claim_every`` seconds, and this
@@ -169,7 +180,7 @@ class Archiver:
         that succeeded acknowledged everything it read, so in steady state a round costs
         one read per stream.
         """
-        found: dict[str, list[tuple[str, dict[str, bytes]]]] = {s: [] for s in self.streams}
+        found: dict[str, list[tuple[str, dict[bytes, bytes]]]] = {s: [] for s in self.streams}
         now = time.monotonic()
         claim = now >= self._next_claim
         if claim:
@@ -179,7 +190,7 @@ class Archiver:
                 claimed = await self.client.xautoclaim(
                     stream, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
                 )
-                found[stream] += [(_text(i), _fields(f)) for i, f in claimed[1] if f is not None]
+                found[stream] += [(_text(i), f) for i, f in claimed[1] if f is not None]
                 # deleted while pending (trimmed by hand): nothing to archive, just acknowledge
                 if len(claimed) > 2 and claimed[2]:
                     await self.client.xack(stream, GROUP, *claimed[2])
@@ -190,7 +201,7 @@ class Archiver:
                     GROUP, self.consumer, {stream: "0"}, count=self.batch
                 )
                 for _, entries in mine:
-                    found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
+                    found[stream] += [(_text(i), f) for i, f in entries if f]
         if not any(found.values()):
             self._own_pending = False  # none left: from now on, only what this round reads
             # one stream per call (in a Redis Cluster the two live in different slots); only
@@ -203,19 +214,41 @@ class Archiver:
                     GROUP, self.consumer, {stream: ">"}, count=self.batch, block=block
                 )
                 for _, entries in new or []:
-                    found[stream] += [(_text(i), _fields(f)) for i, f in entries if f]
+                    found[stream] += [(_text(i), f) for i, f in entries if f]
         return found
 
-    async def step(self) -> Round:
-        """One round: read, archive, acknowledge. Raises when Redis or PostgreSQL fails."""
+    async def step(self, *, read_ahead: bool = False) -> Round:
+        """One round: read, archive, acknowledge. Raises when Redis or PostgreSQL fails.
+
+        ``read_ahead`` (``run``'s): after a full batch, the next one is read and its rows
+        built while this one is written, so Python and PostgreSQL work at the same time;
+        the next round takes it. Its entries are pending for this consumer like any read.
+        """
         try:
-            return await self._step()
+            if self._ahead is not None:
+                ahead, self._ahead = self._ahead, None
+                batch = await ahead
+            else:
+                batch = await self._prepare()
+            if read_ahead and batch.read >= self.batch and not self._own_pending:
+                self._ahead = asyncio.ensure_future(self._prepare())
+            return await self._write(batch)
         except BaseException:
-            # whatever this round read stays pending for this consumer: read it again first
+            await self.drop_ahead()
+            # whatever was read stays pending for this consumer: read it again first
             self._own_pending = True
             raise
 
-    async def _step(self) -> Round:
+    async def drop_ahead(self) -> None:
+        """Forget a batch read ahead (its entries stay pending for this consumer)."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+            self._own_pending = True
+
+    async def _prepare(self) -> _Batch:
+        """Read a round's entries and build their rows (no write to the tables but catalogs)."""
         if not self._groups_made:
             await self.ensure_groups()
         try:
@@ -229,23 +262,29 @@ class Archiver:
         decisions = [_decision_entry(i, f) for i, f in found[self.keys.decisions]]
         labels = [_label_entry(i, f) for i, f in found[self.keys.labels]]
         if not decisions and not labels:
-            return Round(0, 0, 0)
+            return _Batch([], [], [], [])
         decision_rows = await self._decision_rows(decisions)
-        label_rows = [label_row(e) for e in labels]
         await self._copy_catalogs(decision_rows)
+        return _Batch(decisions, labels, decision_rows, [label_row(e) for e in labels])
+
+    async def _write(self, batch: _Batch) -> Round:
+        """Insert a batch's rows in one transaction per table, then acknowledge its entries."""
+        if not batch.read:
+            return Round(0, 0, 0)
         async with self.archive.pool.acquire() as connection:
-            new = await insert_decisions(connection, decision_rows, self._days)
-            new += await insert_labels(connection, label_rows, self._days)
+            new = await insert_decisions(connection, batch.decision_rows, self._days)
+            new += await insert_labels(connection, batch.label_rows, self._days)
         self.archive.saw_answer()
         acked = 0
-        if decisions:
-            acked += await self.client.xack(self.keys.decisions, GROUP, *(e.id for e in decisions))
-        if labels:
-            acked += await self.client.xack(self.keys.labels, GROUP, *(e.id for e in labels))
+        if batch.decisions:
+            ids = (e.id for e in batch.decisions)
+            acked += await self.client.xack(self.keys.decisions, GROUP, *ids)
+        if batch.labels:
+            acked += await self.client.xack(self.keys.labels, GROUP, *(e.id for e in batch.labels))
         if self.metrics is not None:
-            self.metrics.archive_rows.labels("decisions").inc(len(decisions))
-            self.metrics.archive_rows.labels("labels").inc(len(labels))
-        return Round(len(decisions) + len(labels), new, acked)
+            self.metrics.archive_rows.labels("decisions").inc(len(batch.decisions))
+            self.metrics.archive_rows.labels("labels").inc(len(batch.labels))
+        return Round(batch.read, new, acked)
 
     async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
         """The rows of ``entries``, each with its response as sent (one ``MGET``).
@@ -262,7 +301,7 @@ class Archiver:
         keyed = [(e, row) for e, row in keyed if row is not None]
         if not keyed:
             return []
-        names = [self.keys.transaction(str(row[0]), str(row[1])) for _, row in keyed]
+        names = [self.keys.transaction(str(row[0]), str(row[1])).encode() for _, row in keyed]
         if isinstance(self.client, RedisCluster):  # the keys live in many slots
             values = await self.client.mget_nonatomic(names)
         else:
@@ -287,14 +326,20 @@ class Archiver:
 
     async def run(self) -> None:
         """Rounds forever; failures of Redis or PostgreSQL back off and retry, never raise."""
-        backoff = 0.1
         while not self.archive.ready:  # noqa: ASYNC110 - the schema first (run_upkeep sets it)
             await asyncio.sleep(0.2)
+        try:
+            await self._rounds()
+        finally:
+            await asyncio.shield(self.drop_ahead())
+
+    async def _rounds(self) -> None:
+        backoff = 0.1
         while True:
             _still_cancelled()  # a library may have swallowed a cancellation mid-round
             try:
                 started = time.monotonic()
-                done = await self.step()
+                done = await self.step(read_ahead=True)
                 backoff = 0.1
                 if done.read == 0 and self.block_ms == 0:
                     await asyncio.sleep(0.2)
@@ -398,9 +443,12 @@ async def safe_trim_point(
     points = []
     for g in groups:
         name = _text(g["name"])
+        oldest = None
         if int(g.get("pending", 0)):
-            summary = await client.xpending(stream, name)
-            points.append(_text(summary["min"]))
+            # None when the entries were acknowledged since XINFO: the point below is lower
+            oldest = (await client.xpending(stream, name))["min"]
+        if oldest is not None:
+            points.append(_text(oldest))
         else:
             points.append(_next_id(_text(g["last-delivered-id"])))
     return min(points, key=lambda i: tuple(int(p) for p in i.split("-")))

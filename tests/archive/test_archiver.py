@@ -92,6 +92,7 @@ async def archive(archive_url: str) -> AsyncIterator[Archive]:
         await handle.close()
 
 
+@pytest.mark.redis_cluster  # on a cluster: one stream per read, the responses' MGET per slot
 async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     redis_client, redis_prefix, archive
 ):
@@ -254,3 +255,16 @@ async def test_a_redis_restart_mid_batch_archives_everything_once(tmp_path, arch
         await client.aclose()
         server.terminate()
         server.wait(timeout=10)
+
+
+async def test_a_group_acknowledging_between_the_two_reads_gives_a_trim_point_not_an_error():
+    # XINFO GROUPS saw entries pending; by XPENDING the archiver had acknowledged them all
+    class Raced:
+        async def xinfo_groups(self, stream: str) -> list[dict]:
+            return [{"name": b"archive", "pending": 3, "last-delivered-id": b"1700000000000-2"}]
+
+        async def xpending(self, stream: str, name: str) -> dict:
+            return {"pending": 0, "min": None, "max": None, "consumers": []}
+
+    point = await safe_trim_point(Raced(), "s")  # type: ignore[arg-type]
+    assert point == "1700000000000-3"  # all delivered then were acknowledged: not past them
