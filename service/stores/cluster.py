@@ -19,7 +19,10 @@ The protocol (the functions are in ``cluster.lua``):
    does: ``new``, ``replay`` (the stored answer), ``pending``, ``conflict``, or
    ``takeover`` of a claim older than the pending timeout. The claim is first because a
    replay or a conflict must count nothing, and only the transaction's slot knows.
-   The call's own claim sent again (a client retry) reads as ``new``.
+   The call's own claim sent again (a client retry) reads as ``new``. A claim past its
+   budget is ``BeginTimedOut``, as ``begin`` on one Redis (``VelocityStore._claim``):
+   ``scoring`` waits a while for its late answer, so a retry is still replayed; a late
+   ``new`` or ``takeover`` counts nothing (step 2 is not sent) and is decided degraded.
 2. **count** (one round trip per node involved, concurrently; only for ``new`` and
    ``takeover``): per entity ``cluster_count`` sets the entity's count mark for the
    transaction (``Keys.entity_mark``, ``SET NX``, in the entity's slot) and counts the
@@ -144,6 +147,11 @@ class NodeConnections:
             self._connections[name] = connection
         return connection
 
+    @property
+    def budget(self) -> float:
+        """How long (s) a node's connection waits for a reply."""
+        return float(self._options["budget_seconds"])
+
     async def send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Each command to its slot's primary, concurrently; replies or errors in order."""
         client = self.client
@@ -218,23 +226,28 @@ async def run_commands(
                 pipe.execute_command(*packed(i))
             return await pipe.execute(raise_on_error=False)
 
+    # what goes through the cluster client has what is left of the node connections'
+    # budget: a step sent without the breaker's guard (the claim) is bounded all the same
+    ends = None if nodes is None else asyncio.get_running_loop().time() + nodes.budget
     if nodes is None:
         results = await send(range(len(commands)))
     else:
         results = await nodes.send([packed(i) for i in range(len(commands))])
         redo = [i for i, result in enumerate(results) if _redirected(result)]
         if redo:
-            for i, result in zip(redo, await send(redo), strict=True):
-                results[i] = result
+            async with asyncio.timeout_at(ends):
+                for i, result in zip(redo, await send(redo), strict=True):
+                    results[i] = result
     missing = [
         i
         for i, result in enumerate(results)
         if isinstance(result, ResponseError) and "function not found" in str(result).lower()
     ]
     if missing:
-        await library.load(client)
-        for i, result in zip(missing, await send(missing), strict=True):
-            results[i] = result
+        async with asyncio.timeout_at(ends):
+            await library.load(client)
+            for i, result in zip(missing, await send(missing), strict=True):
+                results[i] = result
     return results
 
 
@@ -300,7 +313,9 @@ class ClusterCalls:
             _raise_first([reply])
             return reply
 
-        reply = await s.breaker.call(s._budget, claim_it)
+        # on the node connections the claim keeps their deadline (no guard), so that one
+        # past it is BeginTimedOut with Redis' late answer to come, as on one Redis
+        reply = await s._claim(claim_it, guard=nodes is None)
         status = _text(reply[0])
         if status not in ("new", "takeover"):
             stored = reply[1] if len(reply) > 1 and reply[1] else None

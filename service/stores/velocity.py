@@ -38,9 +38,9 @@ found, the labels applied in order); ``record_feedback`` is the same for one lab
 The key layout is in ``service.stores.keys``; the window rule in ``service.stores.plan``.
 Every call has a time budget and goes through a circuit breaker (``breaker.py``); failure
 is ``StoreUnavailable``. Nothing is sent again after a failure; a ``begin`` past its
-budget on the pipelined connection is ``BeginTimedOut``, whose ``late_status`` waits for
-Redis' answer to that very call (``service.decision.scoring`` uses it so that a retry
-answered late is still replayed).
+budget on the pipelined connection (on a cluster, its claim step on a node's connection)
+is ``BeginTimedOut``, whose ``late_status`` waits for Redis' answer to that very call
+(``service.decision.scoring`` uses it so that a retry answered late is still replayed).
 
 Cost: Redis runs ``begin`` single-threaded for every score call, so its Lua stays lean:
 each entity's whole state is one key (``keys.py``), a run of numbers read with one
@@ -127,9 +127,10 @@ class BeginTimedOut(StoreUnavailable):
         """Redis' late answer to the call, if it comes within ``wait`` s, else None.
 
         A ``replay``, ``pending`` or ``conflict`` comes with its stored decision, as
-        ``begin`` answers it; ``new`` and ``takeover`` (the call's claim is in Redis, its
-        attempt counted) come without features; an error, a lost connection or ``lists``
-        (Redis did nothing) is None.
+        ``begin`` answers it; ``new`` and ``takeover`` (the call's claim is in Redis; on
+        one Redis its attempt counted, on a cluster not) come without features; an error,
+        a lost connection or ``lists`` (Redis did nothing) is None. One Redis' ``begin``
+        and a cluster's ``cluster_claim`` answer alike here.
         """
         late = self._late
         if not late.done():
@@ -398,22 +399,16 @@ class VelocityStore:
         believed, version = self._lists
         for attempt in range(3):
             lists, list_keys, items = self._list_lookups(values, believed)
-            try:
-                reply = await self.breaker.call(
-                    self._budget,
-                    partial(
-                        self.library.call,
-                        self.hot,
-                        "begin",
-                        keys + list_keys,
-                        [*args, lists, version, *items],
-                    ),
-                    guard=self._hot_guard,
-                )
-            except StoreUnavailable as exc:
-                if isinstance(exc.__cause__, ReplyTimeout):
-                    raise BeginTimedOut(str(exc), exc.__cause__.late) from exc
-                raise
+            reply = await self._claim(
+                partial(
+                    self.library.call,
+                    self.hot,
+                    "begin",
+                    keys + list_keys,
+                    [*args, lists, version, *items],
+                ),
+                guard=self._hot_guard,
+            )
             if reply[0] not in (b"lists", "lists"):
                 break
             if attempt == 2:
@@ -440,6 +435,19 @@ class VelocityStore:
             return Begin(status, None, features, hits, int(reply[2]))
         stored = reply[1] if len(reply) > 1 else None
         return Begin(status, stored, {}, [], 0)
+
+    async def _claim(self, operation: Callable[[], Awaitable[Any]], *, guard: bool) -> Any:
+        """``begin``'s claim step (``begin`` itself, or ``cluster_claim``) through the breaker.
+
+        Past its budget on a pipelined connection it raises ``BeginTimedOut``, carrying
+        Redis' late answer to that very call: one and the same on one Redis and a cluster.
+        """
+        try:
+            return await self.breaker.call(self._budget, operation, guard=guard)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, ReplyTimeout):
+                raise BeginTimedOut(str(exc), exc.__cause__.late) from exc
+            raise
 
     async def _begin_in_cluster(self, payment: Payment, digest: str, claim: str) -> Begin:
         """``begin`` on a Redis Cluster (``cluster.py``), answered alike."""

@@ -92,6 +92,7 @@ async def archive(archive_url: str) -> AsyncIterator[Archive]:
         await handle.close()
 
 
+@pytest.mark.redis_cluster  # on a cluster: one stream per read, the responses' MGET per slot
 async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     redis_client, redis_prefix, archive
 ):

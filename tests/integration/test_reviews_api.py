@@ -53,11 +53,16 @@ async def client(redis_client, redis_prefix, tmp_path, archive_url, receiver):
 
 
 async def scored_review(client: AsyncTestClient, pool: asyncpg.Pool, tx: str, **changes) -> None:
-    """Score a payment, then archive its decision as one of ``review`` (the archiver's part)."""
-    r = await client.post("/v1/score", json=payment(tx, **changes), headers=auth(SCORE_KEY))
-    assert r.status_code == 200, r.text
+    """Archive a decision of ``review`` for a payment, then score the payment itself.
+
+    The archive row comes first: the app's own archiver then finds the transaction archived
+    and adds nothing, where the other order let it archive the real (non-review) decision
+    first and no review opened.
+    """
     merchant = changes.get("merchant_id", "shop-1")
     await archive_decision(pool, merchant, tx, "review")
+    r = await client.post("/v1/score", json=payment(tx, **changes), headers=auth(SCORE_KEY))
+    assert r.status_code == 200, r.text
 
 
 async def test_claim_close_and_a_second_close_through_the_api(client, pool, receiver):

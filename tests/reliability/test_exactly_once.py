@@ -7,18 +7,24 @@ the same card, whose own attempt is included (so N earlier attempts read N + 1).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from redis.cluster import RedisCluster as SyncRedisCluster
 
 from service.app import create_app
 from service.decision.spool import DecisionSpool
+from service.stores.keys import Keys
+from tests.redis_cluster import LocalCluster
 from tests.reliability.conftest import (
     DEADLINE_S,
     FaultProxy,
@@ -232,35 +238,54 @@ async def test_every_payment_answered_through_redis_faults_is_replayed_and_logge
     scenario.found = f"{len(retries)} replayed ({degraded} degraded first), {len(entries)} logged"
 
 
+@pytest.mark.parametrize("where", ["single", "cluster"])
 async def test_a_retry_whose_begin_redis_answers_past_the_budget_is_replayed(
-    scenario: Scenario, tmp_path: Path
+    scenario: Scenario, tmp_path: Path, request: pytest.FixtureRequest, where: str
 ) -> None:
     """A retry whose ``begin`` Redis answers only after the budget gets the stored answer.
 
-    Redis is stopped (SIGSTOP) for three budgets while a call's ``begin`` waits, as a
-    loaded host or a hiccup does. The retry of a decided payment still gets that decision
-    back, replayed, rather than one decided afresh without velocity (which is not the
-    stored answer: it was what failed in CI). A new payment in the same position is
-    decided without velocity, and once drained its retry gets that answer; each is
-    counted and logged once.
+    Redis (on a cluster, the primary of the transaction's slot, which answers the claim) is
+    stopped (SIGSTOP) for three budgets while a call's ``begin`` waits, as a loaded host or
+    a hiccup does. The retry of a decided payment still gets that decision back, replayed,
+    rather than one decided afresh without velocity (which is not the stored answer: it
+    was what failed in CI). A new payment in the same position is decided without
+    velocity, and once drained its retry gets that answer; each is logged once, and
+    counted once on one Redis (on a cluster the count step follows a claim answered in
+    time, so the late one's attempt is not counted).
     """
-    server = RedisServer(free_port()).start()
-    settings = in_process_settings(server.url, tmp_path, redis_timeout_ms=25)
+    decided = _on_card("slow-retry-1", "tok_slow")
+    new = _on_card("slow-new-1", "tok_slow")
+    server: RedisServer | None = None
+    if where == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        settings = in_process_settings(cluster.url, tmp_path, redis_timeout_ms=25)
+        keys = Keys(settings.redis_prefix)
+
+        def process(tx: str) -> int:  # the primary that holds (and claims) the transaction
+            pid = cluster.pid(cluster.primary_of(keys.transaction(decided["merchant_id"], tx)))
+            assert pid is not None
+            return pid
+
+        stopped = {tx: process(tx) for tx in ("slow-retry-1", "slow-new-1")}
+        pause: Callable[[str], None] = lambda tx: os.kill(stopped[tx], signal.SIGSTOP)  # noqa: E731
+        resume: Callable[[str], None] = lambda tx: os.kill(stopped[tx], signal.SIGCONT)  # noqa: E731
+    else:
+        server = RedisServer(free_port()).start()
+        settings = in_process_settings(server.url, tmp_path, redis_timeout_ms=25)
+        pause, resume = (lambda _: server.pause()), (lambda _: server.resume())  # type: ignore[union-attr]
     pause_s = 3 * settings.redis_timeout_ms / 1000
 
     async def score_while_redis_stops(client: AsyncTestClient[Any], body: Any) -> httpx.Response:
-        server.pause()
+        pause(body["transaction_id"])
         # a thread of its own: the test client's requests may hold up this event loop
-        threading.Timer(pause_s, server.resume).start()
+        threading.Timer(pause_s, resume, (body["transaction_id"],)).start()
         return await scenario.score(client, body, headers=auth())
 
     try:
         async with AsyncTestClient(app=create_app(settings)) as client:
-            decided = _on_card("slow-retry-1", "tok_slow")
             first = await scenario.score(client, decided, headers=auth())
             retry = await score_while_redis_stops(client, decided)
             await asyncio.sleep(pause_s)
-            new = _on_card("slow-new-1", "tok_slow")
             late_new = await score_while_redis_stops(client, new)
             spool = DecisionSpool(settings.spool_path)
             for _ in range(100):  # the drain runs every second
@@ -270,17 +295,26 @@ async def test_a_retry_whose_begin_redis_answers_past_the_budget_is_replayed(
             assert spool.pending() == 0
             new_retry = await scenario.score(client, new, headers=auth())
             features = await _attempts(scenario, client, "tok_slow")  # type: ignore[arg-type]
-        log = server.client().xrange(f"{settings.redis_prefix}:decisions")
+        if server is None:
+            reader = SyncRedisCluster(host="127.0.0.1", port=cluster.alive()[0])
+            try:
+                log = reader.xrange(keys.decisions)
+            finally:
+                reader.close()
+        else:
+            log = server.client().xrange(f"{settings.redis_prefix}:decisions")
     finally:
-        server.resume()
-        server.kill()
+        for tx in ("slow-retry-1", "slow-new-1"):
+            resume(tx)
+        if server is not None:
+            server.kill()
     assert first.status_code == retry.status_code == 200
     assert first.json()["degraded"] == ["model"]
     assert retry.json() == {**first.json(), "replayed": True}
     assert late_new.status_code == new_retry.status_code == 200
     assert "velocity" in late_new.json()["degraded"]
     assert new_retry.json() == {**late_new.json(), "replayed": True}
-    assert features["card_attempts_10m"] == 3
+    assert features["card_attempts_10m"] == (3 if server is not None else 2)
     stored = [
         fields[b"transaction_id"]
         for _, fields in log
