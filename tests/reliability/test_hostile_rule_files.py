@@ -83,6 +83,39 @@ HOSTILE = {
 }
 
 
+# The time budgets below are those of a quiet machine. On a loaded one (CI: 2 shared cores)
+# every step is slower, so a budget exceeded is checked again against the budget scaled by
+# how much slower than REFERENCE_COMPILE_S the shipped rules compile here, now.
+REFERENCE_COMPILE_S = 0.05  # the shipped rules' compile on a quiet machine takes less
+# The compile's own time limit (RuleLimits.seconds) is raised past any budget here: a slow
+# machine must not turn the refusal these tests expect into "compiling took longer".
+NO_COMPILE_LIMIT_S = 120.0
+
+
+def slowdown() -> float:
+    """How much slower than a quiet machine this one runs now (1 at least).
+
+    The median of three compiles of the shipped (valid) rules, against REFERENCE_COMPILE_S.
+    """
+    files = {p.name: p.read_bytes() for p in DEFAULT_RULES_DIR.glob("*.yaml")}
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        compile_files(DEFAULT_RULES_DIR, files)
+        times.append(time.perf_counter() - started)
+    return max(1.0, statistics.median(times) / REFERENCE_COMPILE_S)
+
+
+def within(elapsed: float, budget: float, pace: float | None = None) -> bool:
+    """Whether ``elapsed`` s is within ``budget`` s of a quiet machine, scaled to this one.
+
+    ``pace``: the slowdown measured already; else measured now, only when needed.
+    """
+    if elapsed < budget:
+        return True
+    return elapsed < budget * (slowdown() if pace is None else pace)
+
+
 def rules_copy(tmp_path: Path) -> Path:
     return Path(shutil.copytree(DEFAULT_RULES_DIR, tmp_path / f"rules-{uuid.uuid4().hex[:6]}"))
 
@@ -96,8 +129,12 @@ def replace_common(rules: Path, text: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(HOSTILE))
 def test_rules_check_refuses_a_hostile_file_fast_with_its_line(
-    variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    variant: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("RISKSCORE_RULES_RELOAD_TIMEOUT_SECONDS", str(NO_COMPILE_LIMIT_S))
     text, expected = HOSTILE[variant]
     rules = rules_copy(tmp_path)
     replace_common(rules, text)
@@ -109,7 +146,7 @@ def test_rules_check_refuses_a_hostile_file_fast_with_its_line(
     assert expected in err, err
     assert "Traceback" not in err
     assert LINE.search(err), f"no file:line in {err!r}"
-    assert elapsed < 1.0, f"{variant}: {elapsed:.2f} s"
+    assert within(elapsed, 1.0), f"{variant}: {elapsed:.2f} s"
 
 
 def test_the_alias_bombs_line_is_the_first_anchor(tmp_path: Path) -> None:
@@ -163,11 +200,12 @@ def test_oversized_sections_are_refused_fast(variant: str, tmp_path: Path) -> No
     text = f"pack: services\n{key}:\n" + "".join(entry.format(i=i) for i in range(n))
     (rules / "services.yaml").write_text(text)
     started = time.perf_counter()
-    problems = check_directory(rules)
+    problems = check_directory(rules, RuleLimits(seconds=NO_COMPILE_LIMIT_S))
     elapsed = time.perf_counter() - started
     assert any(expected in str(p) for p in problems), problems[-3:]
     assert len(problems) <= 201
-    assert elapsed < 5.0, f"{variant}: {elapsed:.2f} s"  # it was 37 s; 0.5 s on a quiet machine
+    # it was 37 s; 0.5 s on a quiet machine
+    assert within(elapsed, 5.0), f"{variant}: {elapsed:.2f} s"
 
 
 def test_a_compile_past_its_time_limit_is_refused_not_waited_for(tmp_path: Path) -> None:
@@ -210,8 +248,11 @@ def test_any_nesting_or_alias_is_refused_fast_with_a_line_or_compiles(text: str)
     files = {p.name: p.read_bytes() for p in DEFAULT_RULES_DIR.glob("*.yaml")}
     files["common.yaml"] = text.encode()
     started = time.perf_counter()
-    ruleset, errors = compile_files(DEFAULT_RULES_DIR, files)
-    assert time.perf_counter() - started < 1.0
+    ruleset, errors = compile_files(
+        DEFAULT_RULES_DIR, files, RuleLimits(seconds=NO_COMPILE_LIMIT_S)
+    )
+    elapsed = time.perf_counter() - started
+    assert within(elapsed, 1.0), f"{elapsed:.2f} s"
     if "&" in text.split("x_tree:", 1)[1] or "*" in text.split("x_tree:", 1)[1]:
         assert ruleset is None
         assert all(e.line is not None for e in errors), errors
@@ -249,19 +290,26 @@ def test_a_message_format_is_refused_or_renders_short(spec: str, value: object) 
 
 
 class LoopWatch:
-    """A heartbeat on the event loop: the longest gap between 5 ms ticks."""
+    """A heartbeat on the event loop: the longest gap between 5 ms ticks.
+
+    ``worst``: the longest gap in wall-clock time (a loaded machine not running the process
+    lengthens it too); ``worst_cpu``: the most CPU time the loop's own thread spent within
+    one gap, which only work done on the loop (a compile that blocks it) lengthens.
+    """
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_cpu = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _beat(self) -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.thread_time()
         while True:
             await asyncio.sleep(0.005)
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), time.thread_time()
             self.worst = max(self.worst, now - last - 0.005)
-            last = now
+            self.worst_cpu = max(self.worst_cpu, now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
 
     def __enter__(self) -> LoopWatch:
         self._task = asyncio.get_running_loop().create_task(self._beat())
@@ -293,8 +341,13 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
 ) -> None:
     rules = rules_copy(tmp_path)
     old = load_ruleset(rules).version
+    pace = slowdown()  # measured before the watch starts: it blocks the loop
     settings_ = in_process_settings(
-        redis_server.url, tmp_path, rules_dir=rules, rules_reload_seconds=0.02
+        redis_server.url,
+        tmp_path,
+        rules_dir=rules,
+        rules_reload_seconds=0.02,
+        rules_reload_timeout_seconds=NO_COMPILE_LIMIT_S,
     )
     async with AsyncTestClient(app=create_app(settings_)) as client:
         await _p50_ms(scenario, client, 20)  # warm
@@ -308,7 +361,7 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
                     state = await _ready(scenario, client)
                     if state["last_error"] and expected in state["last_error"]:
                         break
-                    assert time.perf_counter() - started < 1.5, f"{variant}: {state}"
+                    assert within(time.perf_counter() - started, 1.5, pace), f"{variant}: {state}"
                     await asyncio.sleep(0.01)
                 refused[variant] = time.perf_counter() - started
                 assert state["ok"] is False and state["version"] == old
@@ -328,7 +381,10 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
             during, versions = await _p50_ms(scenario, client, 60)
             await swapping
         assert versions == {old}
-        assert watch.worst < 1.0, f"event loop blocked for {watch.worst * 1000:.0f} ms"
+        # the loop never worked a second on end (wall-clock gaps are reported, not asserted:
+        # on a loaded machine the process is left unscheduled for more than that at times)
+        blocked = watch.worst_cpu
+        assert blocked < 1.0, f"event loop blocked for {blocked * 1000:.0f} ms of CPU"
         assert during < max(3 * before, before + 10), f"p50 {before:.1f} -> {during:.1f} ms"
 
         # a valid file afterwards is still picked up, and /readyz clears
@@ -336,7 +392,7 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
         new = load_ruleset(rules).version
         started = time.perf_counter()
         while (state := await _ready(scenario, client))["version"] != new:
-            assert time.perf_counter() - started < 3.0, state
+            assert within(time.perf_counter() - started, 3.0, pace), state
             await asyncio.sleep(0.02)
         assert state["ok"] is True and state["last_error"] is None
         _, versions = await _p50_ms(scenario, client, 5)
@@ -345,5 +401,5 @@ async def test_hostile_files_on_hot_reload_are_refused_and_never_slow_scoring(
     scenario.expected = "refused < 1.5 s, p50 kept, loop free"
     scenario.found = (
         f"slowest {slowest} {refused[slowest] * 1000:.0f} ms, p50 {before:.1f}->{during:.1f} ms, "
-        f"loop gap {watch.worst * 1000:.0f} ms"
+        f"loop gap {watch.worst * 1000:.0f} ms ({blocked * 1000:.0f} ms CPU)"
     )
