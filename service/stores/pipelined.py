@@ -55,6 +55,8 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from service.errors import RiskscoreError
+
 GRACE_SECONDS = 0.001  # a timer set now runs after the loop's next poll of its sockets
 # A deadline this close counts as passed: uvloop rounds a timer's delay to the millisecond,
 # so it may fire that much early, and setting it again would spin the loop until then.
@@ -145,8 +147,11 @@ class TransactionTemplate:
         return self._format % tuple(parts)
 
 
-class ReplyTimeout(TimeoutError):
+class ReplyTimeout(RiskscoreError, TimeoutError):
     """A call past its budget on a live connection; ``late`` gets its reply if one comes.
+
+    A ``TimeoutError`` too, so the breaker treats it as any timeout (``StoreUnavailable``
+    with this as its cause).
 
     ``late`` is resolved with the raw reply (a ``hiredis.ReplyError`` for an error, EXEC's
     reply for a transaction) when it arrives, and cancelled when the connection is lost
