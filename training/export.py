@@ -321,6 +321,55 @@ def _write(frames: dict[Path, pd.DataFrame]) -> None:
         frame.to_parquet(path, index=False)
 
 
+async def _write_export(
+    rows: list[dict[str, Any]],
+    entries: list[LabelEntry],
+    out_dir: Path | str,
+    *,
+    skipped: int,
+    duplicates: int,
+    superseded: int,
+    unknown_catalog: int,
+    unknown_versions: set[str],
+) -> dict[str, Any]:
+    """Write the three files from decision rows and label entries; the export's summary.
+
+    Both exports (the decision stream's and the archive's) end here, so their files and
+    summaries cannot drift apart.
+    """
+    decisions = decisions_frame(rows)
+    labels = labels_frame(entries)
+    transactions = transactions_frame(decisions, labels)
+    out = Path(out_dir)
+    files = {
+        "decisions": out / "decisions.parquet",
+        "labels": out / "labels.parquet",
+        "transactions": out / "transactions.parquet",
+    }
+    await asyncio.to_thread(
+        _write,
+        {
+            files["decisions"]: decisions,
+            files["labels"]: labels,
+            files["transactions"]: transactions,
+        },
+    )
+    return {
+        "out": str(out),
+        "decisions": len(decisions),
+        "labels": len(labels),
+        "labelled_transactions": int(transactions["label"].notna().sum()),
+        "frauds": int((transactions["label"] == 1).sum()),
+        "skipped": skipped,
+        "duplicates": duplicates,
+        "superseded": superseded,
+        "unknown_catalog": unknown_catalog,
+        "unknown_catalog_versions": sorted(unknown_versions),
+        "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
+        "files": {name: str(path) for name, path in files.items()},
+    }
+
+
 async def export(
     client: aioredis.Redis,
     prefix: str,
@@ -401,37 +450,16 @@ async def export(
             or (e.event_time is not None and e.event_time >= since)
         )
 
-    decisions = decisions_frame(rows)
-    labels = labels_frame(entries)
-    transactions = transactions_frame(decisions, labels)
-    out = Path(out_dir)
-    files = {
-        "decisions": out / "decisions.parquet",
-        "labels": out / "labels.parquet",
-        "transactions": out / "transactions.parquet",
-    }
-    await asyncio.to_thread(
-        _write,
-        {
-            files["decisions"]: decisions,
-            files["labels"]: labels,
-            files["transactions"]: transactions,
-        },
+    return await _write_export(
+        rows,
+        entries,
+        out_dir,
+        skipped=skipped,
+        duplicates=duplicates,
+        superseded=superseded,
+        unknown_catalog=unknown_catalog,
+        unknown_versions=unknown_versions,
     )
-    return {
-        "out": str(out),
-        "decisions": len(decisions),
-        "labels": len(labels),
-        "labelled_transactions": int(transactions["label"].notna().sum()),
-        "frauds": int((transactions["label"] == 1).sum()),
-        "skipped": skipped,
-        "duplicates": duplicates,
-        "superseded": superseded,
-        "unknown_catalog": unknown_catalog,
-        "unknown_catalog_versions": sorted(unknown_versions),
-        "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
-        "files": {name: str(path) for name, path in files.items()},
-    }
 
 
 _ARCHIVED_DECISIONS: Final = """
@@ -519,38 +547,17 @@ async def export_from_archive(
         bar.close()
     finally:
         await connection.close()
-    decisions = decisions_frame(rows)
-    labels = labels_frame(entries)
-    transactions = transactions_frame(decisions, labels)
-    out = Path(out_dir)
-    files = {
-        "decisions": out / "decisions.parquet",
-        "labels": out / "labels.parquet",
-        "transactions": out / "transactions.parquet",
-    }
-    await asyncio.to_thread(
-        _write,
-        {
-            files["decisions"]: decisions,
-            files["labels"]: labels,
-            files["transactions"]: transactions,
-        },
+    summary = await _write_export(
+        rows,
+        entries,
+        out_dir,
+        skipped=skipped,
+        duplicates=0,
+        superseded=0,
+        unknown_catalog=unknown_catalog,
+        unknown_versions=unknown_versions,
     )
-    return {
-        "out": str(out),
-        "source": "archive",
-        "decisions": len(decisions),
-        "labels": len(labels),
-        "labelled_transactions": int(transactions["label"].notna().sum()),
-        "frauds": int((transactions["label"] == 1).sum()),
-        "skipped": skipped,
-        "duplicates": 0,
-        "superseded": 0,
-        "unknown_catalog": unknown_catalog,
-        "unknown_catalog_versions": sorted(unknown_versions),
-        "features": sum(c.startswith(FEATURE_PREFIX) for c in decisions.columns),
-        "files": {name: str(path) for name, path in files.items()},
-    }
+    return {"out": summary.pop("out"), "source": "archive", **summary}
 
 
 __all__ = [
