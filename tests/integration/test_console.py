@@ -37,7 +37,8 @@ SECRET = b"test-secret-0123456789"
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
-def console_settings(prefix: str, tmp_path: Path):
+def console_settings(prefix: str, tmp_path: Path, **overrides: object):
+    """The API's test settings plus two analyst keys, one scoped to shop-2 (and overrides)."""
     base = settings_for(prefix, tmp_path)
     keys = {
         **base.api_keys,
@@ -49,6 +50,7 @@ def console_settings(prefix: str, tmp_path: Path):
         tmp_path,
         api_keys=keys,
         api_key_merchants={SCOPED_KEY: frozenset({"shop-2"})},
+        **overrides,
     )
 
 

@@ -18,24 +18,13 @@ from service.app import create_app
 from service.archive.archiver import Archiver
 from service.archive.state import Archive
 from service.stores.keys import Keys
-from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment, settings_for
-from tests.integration.test_console import ANALYST_KEY, SCOPED_KEY, sign_in
+from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment
+from tests.integration.test_console import SCOPED_KEY, console_settings, sign_in
 
 
 @pytest.fixture
 async def client(redis_client, redis_prefix, tmp_path: Path, archive_url: str) -> AsyncIterator:
-    base = settings_for(redis_prefix, tmp_path)
-    settings = settings_for(
-        redis_prefix,
-        tmp_path,
-        api_keys={
-            **base.api_keys,
-            ANALYST_KEY: frozenset({"analyst"}),
-            SCOPED_KEY: frozenset({"analyst"}),
-        },
-        api_key_merchants={SCOPED_KEY: frozenset({"shop-2"})},
-        database_url=archive_url,
-    )
+    settings = console_settings(redis_prefix, tmp_path, database_url=archive_url)
     async with AsyncTestClient(app=create_app(settings)) as c:
         yield c
 

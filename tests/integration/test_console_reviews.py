@@ -20,8 +20,14 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.console.session import SESSION_COOKIE
-from tests.integration.test_api import SCORE_KEY, payment, settings_for
-from tests.integration.test_console import ANALYST_KEY, SCOPED_KEY, csrf_token, sign_in
+from tests.integration.test_api import SCORE_KEY, payment
+from tests.integration.test_console import (
+    ANALYST_KEY,
+    SCOPED_KEY,
+    console_settings,
+    csrf_token,
+    sign_in,
+)
 
 
 def held(tx: str, merchant: str) -> dict:
@@ -31,18 +37,7 @@ def held(tx: str, merchant: str) -> dict:
 
 @pytest.fixture
 async def client(redis_client, redis_prefix, tmp_path: Path, archive_url: str) -> AsyncIterator:
-    base = settings_for(redis_prefix, tmp_path)
-    settings = settings_for(
-        redis_prefix,
-        tmp_path,
-        api_keys={
-            **base.api_keys,
-            ANALYST_KEY: frozenset({"analyst"}),
-            SCOPED_KEY: frozenset({"analyst"}),
-        },
-        api_key_merchants={SCOPED_KEY: frozenset({"shop-2"})},
-        database_url=archive_url,
-    )
+    settings = console_settings(redis_prefix, tmp_path, database_url=archive_url)
     async with AsyncTestClient(app=create_app(settings)) as c:
         for tx, merchant in (("t-rv-1", "shop-1"), ("t-rv-2", "shop-2"), ("t-rv-3", "shop-1")):
             answer = await c.post(
