@@ -111,8 +111,17 @@ async def test_a_score_call_makes_at_most_one_round_trip_per_node_per_step(
     counts = claim_and_counts[1:]
     assert 2 <= len(counts) == len({node for node, _ in counts}) <= 3
     assert sum(n for _, n in counts) > len(counts)  # several entities share a node's write
-    # the commit (decision, log entry, declines): again at most one write per node
-    assert 1 <= len(commit) == len({node for node, _ in commit}) <= 3
+    # the commit: one write to each node holding the decision, the log or a declined
+    # entity's counts, and to no other
+    declining = [
+        store.keys.velocity(e.entity, getattr(payment, e.attribute), e.layout)
+        for e in store.plan.entities
+        if e.declines and getattr(payment, e.attribute) is not None
+    ]
+    assert declining  # the payment is declined: some entity counts it
+    holders = {store.keys.transaction("m1", "t1"), store.keys.decisions, *declining}
+    expected = {cluster_client.get_node_from_key(key).name for key in holders}
+    assert sorted(node for node, _ in commit) == sorted(expected)
 
 
 @pytest.mark.parametrize("lost", [False, True], ids=["late", "lost"])
