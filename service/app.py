@@ -42,8 +42,9 @@ from service.api.decisions import get_stored_decision
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
-from service.archive.archiver import Archiver, trim
+from service.archive.archiver import Archiver
 from service.archive.state import NOT_CONFIGURED, Archive
+from service.archive.upkeep import archive_client, keep_streams
 from service.console.routes import console_router, template_config
 from service.console.session import ConsoleKeys
 from service.contract import (
@@ -94,7 +95,6 @@ STREAM_MAXLEN = 10_000_000  # the streams' cap (MAXLEN ~) without an archive
 # With an archive the streams are trimmed only below what is archived (the archiver's
 # ``trim``), never by length: the cap is then out of reach.
 UNCAPPED_STREAM = 2**62
-ARCHIVE_TRIM_SECONDS = 5.0  # how often the archived part of the streams is trimmed
 RULES_SETTLE_SECONDS = 1.0  # a rule file is reloaded once unmodified this long
 REFERENCE_RELOAD_TIMEOUT_SECONDS = 10.0  # a reference file read in a thread: how long to wait
 _REF = "#/components/schemas/"
@@ -305,33 +305,17 @@ def create_app(settings: Settings) -> Litestar:
 
         archive: Archive | None = None
         archiver: Archiver | None = None
+        archive_redis: aioredis.Redis | None = None
         if settings.database_url:
             archive = await Archive.open(
                 settings.database_url, retention_days=settings.archive_retention_days
             )
             # a client of its own: long reads and blocking waits, never the hot path's pool
-            archive_redis = aioredis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=10.0,
-                socket_connect_timeout=2.0,
-                client_name="riskscore-archive",
-            )
-            archiver = Archiver(archive_redis, engine.store.keys, archive, metrics=metrics)
+            archive_redis = archive_client(settings.redis_url)
+            if settings.archiver == "inline":  # else `riskscore archive` runs it
+                archiver = Archiver(archive_redis, engine.store.keys, archive, metrics=metrics)
         app.state.archive = archive
         app.state.archiver = archiver
-
-        async def archive_upkeep() -> None:
-            # trim what every group acknowledged, then measure what waits
-            assert archiver is not None and archive is not None
-            lag: dict[str, Any] = {}
-            for stream, waiting in (await archiver.lag()).items():
-                name = stream.rpartition(":")[2]
-                if removed := await trim(archiver.client, stream):
-                    metrics.archive_trimmed.labels(name).inc(removed)
-                metrics.archive_pending.labels(name).set(waiting.entries)
-                metrics.archive_oldest.labels(name).set(waiting.oldest_seconds or 0.0)
-                lag[name] = {"entries": waiting.entries, "oldest_seconds": waiting.oldest_seconds}
-            archive.extra["lag"] = lag
 
         async def readiness() -> dict[str, Any]:
             report = await _readiness(
@@ -362,10 +346,21 @@ def create_app(settings: Settings) -> Litestar:
             asyncio.create_task(_every(settings.model_reload_seconds, follow_model)),
             asyncio.create_task(_every(1.0, drain_spool)),
         ]
-        if archive is not None and archiver is not None:
+        if archive is not None and archive_redis is not None:
+            # the schema (lookups and reviews need it, whoever archives), the archiver when
+            # inline, and the streams' lag for /readyz and /metrics: trimmed here only when
+            # the archiver runs here (an external one trims them itself)
             tasks.append(asyncio.create_task(archive.run_upkeep()))
-            tasks.append(asyncio.create_task(archiver.run()))
-            tasks.append(asyncio.create_task(_every(ARCHIVE_TRIM_SECONDS, archive_upkeep)))
+            if archiver is not None:
+                tasks.append(asyncio.create_task(archiver.run()))
+            keep = keep_streams(
+                archive_redis,
+                engine.store.keys,
+                archive,
+                metrics,
+                trim_streams=archiver is not None,
+            )
+            tasks.append(asyncio.create_task(keep))
         if metrics.shared:  # one of several workers: /metrics reads every worker's files
 
             async def flush_metrics() -> None:
@@ -385,9 +380,9 @@ def create_app(settings: Settings) -> Litestar:
                 await reviews.stop()
             metrics.worker_stopped()
             reference.close()
-            if archive is not None and archiver is not None:
+            if archive is not None and archive_redis is not None:
                 await archive.close()
-                await archiver.client.aclose()
+                await archive_redis.aclose()
             await engine.store.client.aclose()
             if engine.store.hot is not engine.store.client:
                 await engine.store.hot.aclose()

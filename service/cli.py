@@ -1,9 +1,9 @@
-"""``riskscore serve`` and ``riskscore reference check``: the operators' commands.
+"""``riskscore serve``, ``archive`` and ``reference check``: the operators' commands.
 
 The service's own commands, needing nothing beyond the service's dependencies. The
 ``riskscore`` entry point (``training.cli``) offers it beside the offline commands;
 ``python -m service.cli serve`` runs it where the ``train`` extra is not installed (and
-``python -m service.cli reference check``).
+``python -m service.cli archive``, ``python -m service.cli reference check``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from service.settings import DEFAULT_FX_RATES, Settings
 # this process does not import prometheus_client before the variable is settled: the library
 # picks its mode once, on import.
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# ``riskscore archive``'s defaults: service.archive.archiver's BATCH and LINGER_MS,
+# service.archive.process's PROGRESS_SECONDS and STOP_TIMEOUT
+ARCHIVE_DEFAULTS = (1000, 200, 10.0, 30.0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -73,6 +76,39 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         http=GuardedProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Run the archiver as a process of its own until SIGTERM/SIGINT; 2 on bad configuration."""
+    import asyncio
+
+    from service.archive.process import run_archive_process
+    from service.errors import ConfigurationError
+    from service.telemetry.log_format import configure_logging
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigurationError as exc:
+        print(f"riskscore archive: {exc}", file=sys.stderr)
+        return 2
+    if not settings.database_url:
+        print(
+            "riskscore archive: RISKSCORE_DATABASE_URL is not set: there is no archive to fill",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_level)
+    asyncio.run(
+        run_archive_process(
+            settings,
+            batch=args.batch,
+            linger_ms=args.linger_ms,
+            consumer=args.consumer,
+            progress_seconds=args.progress_seconds,
+            stop_timeout=args.stop_timeout,
+        )
+    )
+    return 0
 
 
 def cmd_reference_check(args: argparse.Namespace) -> int:
@@ -173,6 +209,21 @@ def _workers(text: str) -> int:
     return value
 
 
+def _positive(kind: type) -> Any:
+    """An ``argparse`` type: a number of ``kind`` greater than 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    return parse
+
+
 def _problem(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"cannot read: {exc.strerror or exc}"
@@ -197,6 +248,66 @@ def add_serve_command(sub: Any) -> None:
         "counts them all. About one per core the service has to itself (README: Deployment)",
     )
     serve.set_defaults(func=cmd_serve)
+
+
+def add_archive_command(sub: Any) -> None:
+    """Register ``archive`` on an ``argparse`` sub-parsers object.
+
+    Its defaults are the archiver's (``ARCHIVE_DEFAULTS``, checked equal by a test), named
+    here so that building the parser imports neither redis nor asyncpg.
+    """
+    batch, linger_ms, progress_seconds, stop_timeout = ARCHIVE_DEFAULTS
+    archive = sub.add_parser(
+        "archive",
+        help="run the decision archiver as a process of its own",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Archive the decision and labels streams of RISKSCORE_REDIS_URL (one Redis, or
+redis+cluster://) into the PostgreSQL of RISKSCORE_DATABASE_URL, exactly once, and
+trim the streams below what is archived. The same archiver the service runs inside
+itself by default; run this beside services started with RISKSCORE_ARCHIVER=external
+so that archiving takes no time from scoring's event loop (README: The decision
+archive). Several may run at once: they share the work (one consumer group).
+
+Reads RISKSCORE_REDIS_URL, RISKSCORE_REDIS_PREFIX, RISKSCORE_DATABASE_URL,
+RISKSCORE_ARCHIVE_RETENTION_DAYS and RISKSCORE_LOG_LEVEL. Logs progress and lag as
+JSON lines. SIGTERM or SIGINT: finish the round in hand (acknowledged only after its
+commit), trim, exit 0; a second signal stops at once (what was read stays pending and
+is archived later, still once). Exit 2: bad or missing configuration.""",
+    )
+    archive.add_argument(
+        "--batch",
+        type=_positive(int),
+        default=batch,
+        help=f"entries per stream per round (default {batch})",
+    )
+    archive.add_argument(
+        "--linger-ms",
+        type=int,
+        default=linger_ms,
+        help="after a round that found less than a batch, wait this long before the next, "
+        f"so that entries gather (default {linger_ms})",
+    )
+    archive.add_argument(
+        "--consumer",
+        help="this archiver's name in the consumer group (default: host, pid and a random "
+        "part); a stable name lets a restarted archiver take its unacknowledged entries "
+        "back at once rather than after 30 s",
+    )
+    archive.add_argument(
+        "--progress-seconds",
+        type=_positive(float),
+        default=progress_seconds,
+        help=f"log progress and lag this often (default {progress_seconds:g})",
+    )
+    archive.add_argument(
+        "--stop-timeout",
+        type=_positive(float),
+        default=stop_timeout,
+        help="on SIGTERM, give the round in hand this long before cancelling it "
+        f"(default {stop_timeout:g} s)",
+    )
+    archive.set_defaults(func=cmd_archive)
 
 
 def add_reference_command(sub: Any) -> None:
@@ -225,10 +336,11 @@ def add_reference_command(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The service-only command line: ``serve``, ``reference check``."""
+    """The service-only command line: ``serve``, ``archive``, ``reference check``."""
     parser = argparse.ArgumentParser(prog="python -m service.cli")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_command(sub)
+    add_archive_command(sub)
     add_reference_command(sub)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -94,6 +94,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
       Its password is hidden from ``repr``.
     - ``archive_retention_days`` (``RISKSCORE_ARCHIVE_RETENTION_DAYS``): the archive's
       daily partitions older than this are dropped.
+    - ``archiver`` (``RISKSCORE_ARCHIVER``): ``inline`` (the default) runs the archiver
+      inside the service, beside scoring; ``external`` leaves it to a ``riskscore
+      archive`` process of its own (which also trims the streams) while the service still
+      answers lookups from the archive and reports its lag. Unused without an archive.
     - ``webhook_url`` (``RISKSCORE_WEBHOOK_URL``): where each closed review is POSTed
       (``review.closed``); None: no webhook.
     - ``webhook_secret`` (``RISKSCORE_WEBHOOK_SECRET``): the webhook's HMAC-SHA256 signing
@@ -152,6 +156,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     review_claim_seconds: float = 900.0
     console_secure_cookies: bool = False
     archive_retention_days: int = 400
+    archiver: Literal["inline", "external"] = "inline"
 
     def _shown(self, name: str) -> object:
         """A field's value as ``repr`` may show it: the secret and keys left out."""
@@ -248,6 +253,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ConfigurationError("RISKSCORE_DATABASE_URL", "must be a postgresql:// URL")
             kwargs["database_url"] = url
+        if archiver := get("RISKSCORE_ARCHIVER"):
+            if archiver not in ("inline", "external"):
+                raise ConfigurationError("RISKSCORE_ARCHIVER", "must be 'inline' or 'external'")
+            kwargs["archiver"] = archiver
         if url := get("RISKSCORE_WEBHOOK_URL"):
             if not url.startswith(("http://", "https://")):
                 raise ConfigurationError("RISKSCORE_WEBHOOK_URL", "must be an http(s):// URL")

@@ -1,8 +1,8 @@
 """The ``riskscore`` command line: one entry point for operators and analysts.
 
 Sub-commands import what they need when they run, so ``riskscore --help`` stays instant
-and ``riskscore serve`` (``service.cli``) runs where only the service is installed; the
-offline commands need the ``train`` extra, and say so when it is missing.
+and ``riskscore serve`` and ``archive`` (``service.cli``) run where only the service is
+installed; the offline commands need the ``train`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.cli import add_reference_command, add_serve_command
+from service.cli import add_archive_command, add_reference_command, add_serve_command
 from service.errors import RiskscoreError
 from service.settings import DEFAULT_RULES_DIR, Settings
 
@@ -1032,6 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_serve_command(sub)
+    add_archive_command(sub)
 
     rules = sub.add_parser("rules", help="work with rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")

@@ -23,12 +23,15 @@ with backoff. Redis restarted: the group and its pending entries come back with 
 of what the stream still holds. Scoring never waits on any of this.
 
 ``trim`` then cuts each stream below the oldest entry some group has not acknowledged
-(``XTRIM MINID``): never an entry not archived. ``lag`` measures what waits.
+(``XTRIM MINID``): never an entry not archived. ``stream_lag`` measures what waits;
+``service.archive.upkeep`` does both every few seconds, beside the archiver, whether it
+runs inside the service or as ``riskscore archive``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -156,6 +159,9 @@ class Archiver:
         self._catalogs: set[str] = set()  # catalogue versions copied to the archive
         self._days: set[Any] = set()  # partitions known to exist
         self.rejected = 0  # decision records that do not decode (logged, acknowledged)
+        self.acked = 0  # entries archived and acknowledged since start (both streams)
+        self.inserted = 0  # of which rows new to the archive (the rest were there already)
+        self._stopping = asyncio.Event()  # ``stop``: finish the round in hand, then return
 
     @property
     def claim_every(self) -> float:
@@ -281,6 +287,8 @@ class Archiver:
             acked += await self.client.xack(self.keys.decisions, GROUP, *ids)
         if batch.labels:
             acked += await self.client.xack(self.keys.labels, GROUP, *(e.id for e in batch.labels))
+        self.acked += acked
+        self.inserted += new
         if self.metrics is not None:
             self.metrics.archive_rows.labels("decisions").inc(len(batch.decisions))
             self.metrics.archive_rows.labels("labels").inc(len(batch.labels))
@@ -324,67 +332,100 @@ class Archiver:
         await put_catalogs(self.archive.pool, found)
         self._catalogs.update(found)
 
+    def stop(self) -> None:
+        """Ask ``run`` to return once the round in hand is written and acknowledged."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stopping.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when ``stop`` is called meanwhile."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def run(self) -> None:
-        """Rounds forever; failures of Redis or PostgreSQL back off and retry, never raise."""
-        while not self.archive.ready:  # noqa: ASYNC110 - the schema first (run_upkeep sets it)
-            await asyncio.sleep(0.2)
+        """Rounds until ``stop`` (or cancelled); failures back off and retry, never raise.
+
+        After ``stop`` the round in hand and a batch read ahead are written and
+        acknowledged before it returns, so a clean stop leaves nothing pending; cancelled
+        instead, what was read stays pending and is read again (by this consumer name, or
+        taken over by another after ``claim_idle_ms``).
+        """
+        while not self.archive.ready:  # the schema first (run_upkeep sets it)
+            if self.stopping:
+                return
+            await self._pause(0.2)
         try:
             await self._rounds()
+            if self._ahead is not None:  # stopped with a batch read ahead: write it too
+                with contextlib.suppress(*UNAVAILABLE, RedisError):
+                    await self.step()
         finally:
             await asyncio.shield(self.drop_ahead())
 
     async def _rounds(self) -> None:
         backoff = 0.1
-        while True:
+        while not self.stopping:
             _still_cancelled()  # a library may have swallowed a cancellation mid-round
             try:
                 started = time.monotonic()
                 done = await self.step(read_ahead=True)
                 backoff = 0.1
                 if done.read == 0 and self.block_ms == 0:
-                    await asyncio.sleep(0.2)
+                    await self._pause(0.2)
                 elif done.read < self.batch:
                     # a part batch: let entries gather, so that a round's fixed cost (reads,
                     # the transaction, the acknowledgement) is shared by many
-                    await asyncio.sleep(
-                        max(0.0, started + self.linger_ms / 1000 - time.monotonic())
-                    )
+                    await self._pause(started + self.linger_ms / 1000 - time.monotonic())
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE as exc:  # PostgreSQL (or Redis's socket) away
                 _still_cancelled()
                 self.archive.saw_failure(exc)
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except RedisError as exc:
                 _still_cancelled()
                 log.warning("archiver: redis: %s", str(exc)[:200])
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except Exception as exc:
                 _still_cancelled()
                 self.archive.saw_failure(exc)
                 log.exception("archiver round failed")
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def lag(self) -> dict[str, Lag]:
         """Per stream: entries not yet archived (pending or undelivered), the oldest's age."""
-        result = {}
-        now = time.time()
-        for stream in self.streams:
-            floor = await safe_trim_point(self.client, stream)
-            if floor is None:  # no group: nothing archived yet
-                length = await self.client.xlen(stream)
-                first = await self.client.xrange(stream, count=1)
-                oldest = _text(first[0][0]) if first else None
-                result[stream] = Lag(length, _age(oldest, now))
-                continue
-            waiting = await self.client.xrange(stream, min=floor, count=1)
-            oldest = _text(waiting[0][0]) if waiting else None
-            count = await _count_from(self.client, stream, floor) if oldest else 0
-            result[stream] = Lag(count, _age(oldest, now))
-        return result
+        return await stream_lag(self.client, self.streams)
+
+
+async def stream_lag(client: aioredis.Redis, streams: Sequence[str]) -> dict[str, Lag]:
+    """Per stream: entries some group has not acknowledged, and the oldest one's age.
+
+    Read from Redis alone, so any process can tell (the service beside an archiver that
+    runs elsewhere). Without a group (no archiver ever ran) the whole stream waits.
+    """
+    result = {}
+    now = time.time()
+    for stream in streams:
+        floor = await safe_trim_point(client, stream)
+        if floor is None:  # no group: nothing archived yet
+            length = await client.xlen(stream)
+            first = await client.xrange(stream, count=1)
+            oldest = _text(first[0][0]) if first else None
+            result[stream] = Lag(length, _age(oldest, now))
+            continue
+        waiting = await client.xrange(stream, min=floor, count=1)
+        oldest = _text(waiting[0][0]) if waiting else None
+        count = await _count_from(client, stream, floor) if oldest else 0
+        result[stream] = Lag(count, _age(oldest, now))
+    return result
 
 
 def _still_cancelled() -> None:
