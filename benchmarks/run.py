@@ -25,9 +25,12 @@ in one run and not the next.
 With the archiver (unless ``--no-archive``, or when no PostgreSQL answers at
 ``--database-url``): a second service runs beside the first on the same Redis, under a key
 prefix of its own, archiving to a private database made on that server (dropped at the
-end). Every round, right after the maximum run of the first service, the same maximum run
-goes to the second while its archiver drains the decision log into PostgreSQL; then the
-backlog is left to drain before the next run. The report gives both throughputs, their
+end). As a deployment runs it, the archiver is a process of its own (``riskscore
+archive``, the service started with ``RISKSCORE_ARCHIVER=external``); ``--archiver
+inline`` runs it inside the service's worker instead, for comparison. Every round, right
+after the maximum run of the first service, the same maximum run goes to the second while
+the archiver drains the decision log into PostgreSQL; then the backlog is left to drain
+before the next run. The report gives both throughputs, their
 ratio per round (the issue asks for at most 10 % less with the archiver), the archive's
 backlog at the end of each run and the seconds it took to drain. Then
 ``benchmarks/micro.py`` times the parts of a decision
@@ -642,12 +645,17 @@ class Archived:
     bench: Bench
     client: redis.Redis
     stream: str
+    archiver_pid: int | None = None  # ``riskscore archive``; None: inside the service
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self, round_: int, connections: int, seconds: float) -> dict[str, Any]:
         """The maximum score run with the archiver on, its backlog after, then the drain."""
         before = wait_archived(self.client, self.stream, ARCHIVE_DRAIN_TIMEOUT)
+        archiver = [self.archiver_pid] if self.archiver_pid is not None else []
+        cpu_before = cpu_seconds(archiver)
         run = self.bench.score("POST /v1/score, maximum, archiver running", connections, seconds)
+        # the archiver process's CPU over the run (it is in the server's when inline)
+        run["archiver_cpu_cores"] = round((cpu_seconds(archiver) - cpu_before) / run["seconds"], 2)
         run["round"] = round_
         run["archive_backlog_at_end"] = archive_backlog(self.client, self.stream)
         run["archive_drain_seconds"] = wait_archived(
@@ -677,7 +685,31 @@ class Archived:
             "backlog_at_end": [r["archive_backlog_at_end"] for r in self.rounds],
             "drain_seconds": [r["archive_drain_seconds"] for r in self.rounds],
             "archived_per_second_during": [r["archived_per_second_during"] for r in self.rounds],
+            "archiver": "external" if self.archiver_pid is not None else "inline",
+            "archiver_cpu_cores": [r["archiver_cpu_cores"] for r in self.rounds],
         }
+
+
+@contextmanager
+def archiver_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[Any]]:
+    """``riskscore archive`` for the block, stopped with SIGTERM (a clean stop) after it."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "riskscore"), "archive"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        time.sleep(0.5)
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"riskscore archive did not start:\n{tail}")
+        yield proc
+    finally:
+        _stop(proc, group=True)
 
 
 @contextmanager
@@ -717,12 +749,23 @@ def archived_service(
             "RISKSCORE_REDIS_PREFIX": prefix,
             "RISKSCORE_PORT": str(port),
             "RISKSCORE_SPOOL_PATH": str(workdir / "spool-archived.jsonl"),
+            "RISKSCORE_ARCHIVER": args.archiver,
         }
         url = f"http://127.0.0.1:{port}"
         command = server_command(args.server, port, args.workers)
         with service(archived_env, command, url, workdir / "server-archived.log") as proc:
+            archiver = None
+            if args.archiver == "external":  # as a deployment runs it: a process of its own
+                archiver = stack.enter_context(
+                    archiver_process(archived_env, workdir / "archiver.log")
+                )
             other = Bench(url, proc.pid, bench.probe, bench.score_key, bench.feedback_key, prefix)
-            archived = Archived(other, bench.probe.client, f"{prefix}:decisions")
+            archived = Archived(
+                other,
+                bench.probe.client,
+                f"{prefix}:decisions",
+                archiver.pid if archiver is not None else None,
+            )
             other.score("warm-up, archiver running", connections, 1 if args.quick else 3)
             other.runs.clear()
             wait_archived(archived.client, archived.stream, ARCHIVE_DRAIN_TIMEOUT)
@@ -1103,15 +1146,25 @@ def markdown(report: dict[str, Any]) -> str:
 
         lines.append(
             "With the archiver running (a second service on the same Redis, its decision log "
-            "archived to a private PostgreSQL database as it scores; run right after the "
-            "maximum run of the first, round by round): score req/s "
+            "archived to a private PostgreSQL database as it scores, by "
+            + (
+                "a `riskscore archive` process of its own"
+                if archive.get("archiver") == "external"
+                else "the service's worker itself"
+            )
+            + "; run right after the maximum run of the first, round by round): score req/s "
             f"{each('score_rps_with_archiver', ',.0f')} against "
             f"{each('score_rps_without', ',.0f')} without; with / without "
             f"{each('with_to_without', '.2f')}, median "
             f"**{archive['with_to_without_median']:.2f}**. The archive's backlog at the end "
             f"of each run {each('backlog_at_end', ',')} entries, drained in "
             f"{each('drain_seconds', '.1f')} s; archived during the runs "
-            f"{each('archived_per_second_during', ',.0f')} rows/s."
+            f"{each('archived_per_second_during', ',.0f')} rows/s"
+            + (
+                f", the archiver process using {each('archiver_cpu_cores', '.2f')} cores."
+                if archive.get("archiver") == "external"
+                else "."
+            )
         )
     elif archive.get("skipped"):
         lines.append(f"No run with the archiver: {archive['skipped']}.")
@@ -1214,6 +1267,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-archive",
         action="store_true",
         help="skip the maximum runs of a second service with the archiver on",
+    )
+    parser.add_argument(
+        "--archiver",
+        choices=["external", "inline"],
+        default="external",
+        help="where the second service's archiver runs: a `riskscore archive` process of its "
+        "own, as deployed (external, the default), or inside the service's worker (inline)",
     )
     parser.add_argument(
         "--database-url",
