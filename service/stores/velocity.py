@@ -568,11 +568,11 @@ class VelocityStore:
         )
 
     def _decision(
-        self, payment: Payment, digest: str, decision_json: bytes
+        self, payment: Payment, digest: str, decision_json: bytes, mark: bytes = b""
     ) -> tuple[str, bytes, dict[str, str], int]:
         """The transaction key, its decided value, the entity keys by name and the event second.
 
-        The decided value is what ``commit`` stores under the key.
+        The decided value is what ``commit`` stores under the key (``mark``: its fraud mark).
         """
         second = event_second(payment.event_time)
         raw = self._read_keys(payment)
@@ -593,7 +593,7 @@ class VelocityStore:
                 if value is not None
             }
         entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
-        value = decided_value(digest, entity_record, decision_json)
+        value = decided_value(digest, entity_record, decision_json, mark)
         return (
             self.keys.transaction(payment.merchant_id, payment.transaction_id),
             value,
@@ -601,9 +601,11 @@ class VelocityStore:
             second,
         )
 
-    def decided_value(self, payment: Payment, digest: str, decision_json: bytes) -> bytes:
-        """The value ``commit`` stores under the transaction's key."""
-        return self._decision(payment, digest, decision_json)[1]
+    def decided_value(
+        self, payment: Payment, digest: str, decision_json: bytes, mark: bytes = b""
+    ) -> bytes:
+        """The value ``commit`` stores under the transaction's key; ``mark``: its fraud mark."""
+        return self._decision(payment, digest, decision_json, mark)[1]
 
     def _decline_keys(self, keyed: dict[str, str]) -> list[tuple[str, int]]:
         """The velocity keys a decline counts in, each with its entity's plan index."""
