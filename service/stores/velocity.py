@@ -128,7 +128,8 @@ class BeginTimedOut(StoreUnavailable):
 
         A ``replay``, ``pending`` or ``conflict`` comes with its stored decision, as
         ``begin`` answers it; ``new`` and ``takeover`` (the call's claim is in Redis; on
-        one Redis its attempt counted, on a cluster not) come without features; an error,
+        one Redis its attempt counted, on a cluster the drain of its spooled line counts
+        it) come without features; an error,
         a lost connection or ``lists`` (Redis did nothing) is None. One Redis' ``begin``
         and a cluster's ``cluster_claim`` answer alike here.
         """
@@ -181,6 +182,9 @@ class _SpoolEntry(msgspec.Struct, omit_defaults=True):
     committed: str = ""
     second: int = 0
     declines: list[tuple[str, int]] = []
+    # a cluster's call whose attempt was not counted: the entities and numbers to count it
+    counts: list[tuple[str, int]] = []
+    numbers: bytes = b""
     record: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
 
 
@@ -622,14 +626,22 @@ class VelocityStore:
         record_json: bytes,
         declined: bool,
         committed: bytes | None = None,
+        counted: bool = True,
     ) -> bytes:
         """The spool line of a decision Redis did not take.
 
         It holds all ``append_records`` needs to store it as the transaction's answer and log it
         (``drain.lua``). ``claim`` is what the call's begin sent; ``committed`` the value its
-        commit tried to store.
+        commit tried to store. ``counted`` False: the call's begin gave no answer with
+        features; on a cluster its claim may have landed uncounted, and the line then
+        carries the counts, which the drain sends under their marks when the claim was
+        the call's own (``cluster.py``). On one Redis ``begin`` counts with its claim.
         """
         tx, value, keyed, second = self._decision(payment, digest, decision_json)
+        counts: list[tuple[str, int]] = []
+        numbers = b""
+        if not counted and self._cluster is not None:
+            counts, numbers = self._cluster.counts_of(payment, claim)
         entry = _SpoolEntry(
             spool=1,
             tx=tx,
@@ -640,6 +652,8 @@ class VelocityStore:
             committed=committed.decode() if committed else "",
             second=second,
             declines=self._decline_keys(keyed) if declined else [],
+            counts=counts,
+            numbers=numbers,
             record=msgspec.Raw(record_json),
         )
         return _spool_encoder.encode(entry)
