@@ -27,9 +27,12 @@ end
 local function cluster_count(KEYS, ARGV)
   local cents, t, units, units2 = numbers(ARGV[3])
   local write = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) ~= false
-  entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), MEMBER, t, CUR, START, cents,
-    units, units2, write, OUT)
-  return {struct.pack(format(SLOTS), unpack(OUT, 1, SLOTS)), write and 1 or 0}
+  local e = tonumber(ARGV[1])
+  local sums = SUMS
+  for i = 1, #PLAN do sums[i] = ZERO[i] or zero(i) end
+  sums[e] = entity(e, KEYS[1], call('GET', KEYS[1]), MEMBER, t, CUR, START, cents, units,
+    units2, write)
+  return {table.concat(sums, '', 1, #PLAN), write and 1 or 0}
 end
 
 -- lists: the lists' slot. KEYS: 1 lists index, then the key of each list marked '1'.
