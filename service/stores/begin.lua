@@ -46,11 +46,11 @@
 -- per kind of PLAN[e].z its member count n then n pairs (member digest, last seen).
 
 -- Scratch tables kept across calls (filled afresh by each, so no call sees another's
--- values), rather than made per call: O the state being written, OUT the sums by slot,
--- CUR the bucket of the event second per width of WIDTHS, START that of the window second
--- (where the windows start), MEMBER the member digests by
--- code.
-local EMPTY, O, OUT, CUR, START, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}, {}
+-- values), rather than made per call: O the state being written, SUMS the packed sums of
+-- each entity, CUR the bucket of the event second per width of WIDTHS, START that of the
+-- window second (where the windows start), MEMBER the member digests by code. ZERO[e]:
+-- entity e's sums when it is absent (its slots at 0), made at the first use.
+local EMPTY, O, SUMS, CUR, START, MEMBER, FORMATS, ZERO = {}, {}, {}, {}, {}, {}, {}, {}
 
 local function format(n)
   local f = FORMATS[n]
@@ -63,13 +63,12 @@ end
 
 -- Unpacks begin's numbers (ARGV[6] of begin; cluster_count's too): fills CUR and START
 -- (the bucket of the event and of the window second per width of WIDTHS) and MEMBER (the
--- member digest per code, false when missing), zeroes OUT; returns the USD cents, the event
--- second, the amount's log units and their square.
+-- member digest per code, false when missing); returns the USD cents, the event second,
+-- the amount's log units and their square.
 local function numbers(packed)
   local n = {struct.unpack(format(5 + MEMBERS), packed)}
   local t, from = n[2], n[3]
-  local out, cur, start, members, widths = OUT, CUR, START, MEMBER, WIDTHS
-  for i = 1, SLOTS do out[i] = 0 end
+  local cur, start, members, widths = CUR, START, MEMBER, WIDTHS
   for i = 1, #widths do
     local w = widths[i]
     cur[i] = floor(t / w)
@@ -157,18 +156,30 @@ local function copy_group(v, p, m, k, cur, low, codes, one, cents)
   return last + 1, m, made
 end
 
--- Counts the attempt (``write``) and reads entity e's windows into ``out``: COUNT[e]
--- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
--- bucket of the event second per width of WIDTHS, M the member digest per distinct code. (A
--- takeover only reads: the same pass, without the attempt, and nothing written.)
-local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write, out)
+-- Counts the attempt (``write``) and reads entity e's windows: COUNT[e] copies the state
+-- forward to O, pruning it, and begin writes it back; ``cur`` holds the bucket of the event
+-- second per width of WIDTHS, M the member digest per distinct code. (A takeover only reads:
+-- the same pass, without the attempt, and nothing written.) Returns the entity's sums, its
+-- run of the output slots (plan.py numbers them entity by entity), packed.
+local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write)
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
     v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, start, t, cents, units, units2, write)
+  local m, ttl, old, opened, sums = COUNT[e](v, O, M, cur, start, t, cents, units, units2, write)
   if write then save(key, m, ttl + PLAN[e].refresh, existed, opened or ttl > old) end
+  return sums
+end
+
+-- Entity e's sums when it is absent: its slots at 0.
+local function zero(e)
+  local z = ZERO[e]
+  if not z then
+    z = string.rep('\0', 8 * PLAN[e].slots)
+    ZERO[e] = z
+  end
+  return z
 end
 
 -- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
@@ -396,26 +407,26 @@ local function begin(KEYS, ARGV)
 
   local mask = ARGV[5]
   local cents, t, units, units2 = numbers(ARGV[6])
-  local out, cur, start, members = OUT, CUR, START, MEMBER
+  local sums, cur, start, members = SUMS, CUR, START, MEMBER
   local marks = {byte(mask, 1, #PLAN)}
   local present = 0
   for e = 1, #PLAN do
     if marks[e] ~= 48 then present = present + 1 end
   end
-  if present > 0 then
-    local blobs = call('MGET', unpack(KEYS, 3, 2 + present))
-    local k = 3
-    for e = 1, #PLAN do
-      if marks[e] ~= 48 then
-        entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, units, units2, write, out)
-        k = k + 1
-      end
+  local blobs = present > 0 and call('MGET', unpack(KEYS, 3, 2 + present))
+  local k = 3
+  for e = 1, #PLAN do
+    if marks[e] ~= 48 then
+      sums[e] = entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, units, units2,
+        write)
+      k = k + 1
+    else
+      sums[e] = ZERO[e] or zero(e)
     end
   end
   local hits = EMPTY
   if #KEYS > 2 + present then  -- a list was sent
     hits = lookups(KEYS, ARGV, 3 + present, 9, lists, index, tonumber(ARGV[1]) / 1000)
   end
-  local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
-  return {status, false, tonumber(version) or 0, sums, hits, held}
+  return {status, false, tonumber(version) or 0, table.concat(sums, '', 1, #PLAN), hits, held}
 end
