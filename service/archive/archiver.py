@@ -345,8 +345,11 @@ class Archiver:
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when ``stop`` is called meanwhile."""
         if seconds > 0:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that lands as its timeout fires, and the task would run on
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
 
     async def run(self) -> None:
         """Rounds until ``stop`` (or cancelled); failures back off and retry, never raise.
@@ -359,6 +362,7 @@ class Archiver:
         while not self.archive.ready:  # the schema first (run_upkeep sets it)
             if self.stopping:
                 return
+            _still_cancelled()
             await self._pause(0.2)
         try:
             await self._rounds()

@@ -69,10 +69,12 @@ class Archive:
             try:
                 await self.prepare()
             except UNAVAILABLE as exc:
+                _still_cancelled(exc)
                 self.saw_failure(exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             except Exception as exc:  # a schema we cannot use: say so, try again later
+                _still_cancelled(exc)
                 self.saw_failure(exc)
                 log.exception("archive schema upkeep failed")
                 await asyncio.sleep(RETRY_SECONDS * 15)
@@ -95,6 +97,13 @@ class Archive:
                 await self.pool.close()
         except TimeoutError:
             self.pool.terminate()
+
+
+def _still_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation the driver turned into its own error (a connect cut short)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 NOT_CONFIGURED: Final = {

@@ -99,5 +99,8 @@ async def keep_streams(
         try:
             await upkeep(client, keys, archive, metrics, trim_streams=trim_streams)
         except Exception as exc:  # Redis away: the next round tries again
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancellation redis-py turned
+                raise asyncio.CancelledError from exc  # into its own error: stop
             log.warning("archive upkeep failed: %s: %s", type(exc).__name__, str(exc)[:200])
         await asyncio.sleep(every or UPKEEP_SECONDS)
