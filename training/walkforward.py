@@ -189,12 +189,8 @@ def walk_forward_dataset(
     truth = dataset["label"].to_numpy(dtype=np.float64)
     verticals = dataset["vertical"].to_numpy(dtype=object)
     known = known_fraud_rows(dataset)
-    first, last = float(time_.min()), float(time_.max()) + 1.0
-    length = (last - first) * test_share / folds
     results = []
-    for fold in range(folds):
-        start = last - (folds - fold) * length
-        end = start + length
+    for fold, (start, end) in enumerate(fold_periods(time_, folds, test_share)):
         bar.set_postfix_str(f"fold {fold + 1}: fit")
         label = labels_known_at(dataset, start, legit_after_days)
         if exclude_known_fraud:
@@ -259,6 +255,16 @@ def walk_forward_dataset(
         "per_fold": results,
         "summary": summarise_folds(results),
     }
+
+
+def fold_periods(
+    event_time: np.ndarray, folds: int, test_share: float
+) -> list[tuple[float, float]]:
+    """The ``folds`` test periods ``[start, end)``, Unix seconds, over the last ``test_share``."""
+    first, last = float(np.min(event_time)), float(np.max(event_time)) + 1.0
+    length = (last - first) * test_share / folds
+    starts = [last - (folds - fold) * length for fold in range(folds)]
+    return [(start, start + length) for start in starts]
 
 
 def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
