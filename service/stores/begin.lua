@@ -94,16 +94,20 @@ local TTLS = {}
 -- Writes O[1..m]: with the TTL ``ttl`` when ``expire`` (setting a TTL costs about a
 -- microsecond more than keeping one), else keeping the key's TTL; deletes the state when
 -- nothing in it can count (``ttl`` 0).
+local function ttl_text(ttl)
+  local text = TTLS[ttl]
+  if not text then
+    text = tostring(ttl)
+    TTLS[ttl] = text
+  end
+  return text
+end
+
 local function save(key, m, ttl, existed, expire)
   if ttl == 0 then
     if existed then call('DEL', key) end
   elseif expire or not existed then
-    local text = TTLS[ttl]
-    if not text then
-      text = tostring(ttl)
-      TTLS[ttl] = text
-    end
-    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', text)
+    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', ttl_text(ttl))
   else
     call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
@@ -162,6 +166,13 @@ end
 -- the same pass, without the attempt, and nothing written.) Returns the entity's sums, its
 -- run of the output slots (plan.py numbers them entity by entity), packed.
 local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write)
+  local fresh = not blob and write and FRESH[e]
+  if fresh then  -- a new entity's attempt: COUNT[e]'s state and sums, made straight
+    local ttl, sums, state = fresh(O, format, M, cur, start, t, cents, units, units2)
+    ttl = ttl + PLAN[e].refresh
+    if ttl > 0 then call('SET', key, state, 'EX', ttl_text(ttl)) end
+    return sums
+  end
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
