@@ -120,27 +120,29 @@ class _HeldWrites:
     the connection is closed through here. Everything else is the transport's.
     """
 
-    __slots__ = ("_held", "_loop", "_transport")
+    __slots__ = ("_call_soon", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] | None = None
+        self._call_soon = loop.call_soon
+        self._held: bytes | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` with the rest of this turn's writes."""
         held = self._held
         if held is None:
-            self._held = [data]
-            self._loop.call_soon(self.flush)
+            self._held = data if type(data) is bytes else bytes(data)
+            self._call_soon(self.flush)
         else:
-            held.append(data)
+            self._held = held + data
 
     def flush(self) -> None:
         """Send what is held now (nothing once the connection is closing)."""
-        held, self._held = self._held, None
-        if held and not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         """Send what is held, then close."""

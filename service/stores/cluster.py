@@ -30,10 +30,11 @@ The protocol (the functions are in ``cluster.lua``):
    attempt only when it set it, then reads the entity's windows; in the same pipeline
    ``cluster_lists`` looks the payment up in the lists. The client adds the entities'
    window sums (each entity fills its own output slots).
-3. **commit** (one round trip per node, concurrently): the decision ``SET`` under the
-   transaction key, ``cluster_log`` appends the record to the decision stream unless the
-   call's log mark (``Keys.log_mark``, in the stream's slot) says it did, and for a
-   decline ``cluster_decline`` counts it per entity unless its decline mark is set.
+3. **commit** (one round trip per node, concurrently): ``cluster_commit_tx`` stores the
+   decision under the transaction key only over the call's own claim (or over nothing),
+   ``cluster_log`` appends the record to the decision stream unless the call's log mark
+   (``Keys.log_mark``, in the stream's slot) says it did, and for a decline
+   ``cluster_decline`` counts it per entity unless its decline mark is set.
 
 Why each write counts once:
 
@@ -56,11 +57,15 @@ Why each write counts once:
 - **Partial failure of step 3**: the call spools its decision with the value its commit
   tried to store; the drain (``drain``) decides on the transaction's slot
   (``cluster_drain_tx``: stored, superseded, conflict, or committed when the commit's
-  ``SET`` had landed), records that outcome in the transaction's drained marks, then
+  decision had landed), records that outcome in the transaction's drained marks, then
   appends the record under the call's log mark and re-sends the call's declines under
   their marks: a half-landed commit is completed, never repeated. A drain killed midway
   is run again: the transaction's marks give back the first outcome and the rest is
-  marked.
+  marked. A commit that reaches its nodes only after the drain (held in flight past
+  its budget: a slow node, a retransmitted packet) changes nothing: the drained answer
+  is no longer the call's claim, so ``cluster_commit_tx`` leaves it (the answer sent,
+  which says ``decision_log``, stays the stored one), and its log entry and declines
+  find the marks the drain set.
 - **Feedback**: ``cluster_label`` changes the transaction's fraud mark (the labels'
   order and duplicates as on one Redis), then each entity is brought to that state
   (``cluster_fraud``: +1 or -1 only when its fraud mark differs), so a label sent again
@@ -81,6 +86,7 @@ is sent again after its marks expired is counted again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -432,17 +438,24 @@ class ClusterCalls:
         payment: Payment,
         *,
         digest: str,
-        claim: str,
+        claim: str | None,
         decision_json: bytes,
         record_json: bytes,
         declined: bool,
     ) -> None:
-        """Store the decision, log it once and count a decline once: per node one round trip."""
+        """Store the decision, log it once and count a decline once: per node one round trip.
+
+        ``claim``, the claimed-at the call's begin sent, names the call: its log mark, and
+        the decision is stored only over that claim (``cluster_commit_tx``); None (a caller
+        that names no call) stores it over anything and logs it under a mark of its own.
+        """
         s = self.s
         tx, value, keyed, second = s._decision(payment, digest, decision_json)
         commands: list[tuple[Any, ...]] = [
-            ("SET", tx, value, "EX", s._decision_ttl),
-            self._log_call(mark_token(tx, claim), payment.transaction_id, record_json),
+            ("FCALL", "cluster_commit_tx", [tx], [value, s._decision_ttl, claim or ""]),
+            self._log_call(
+                mark_token(tx, claim or secrets.token_hex(8)), payment.transaction_id, record_json
+            ),
         ]
         if declined:
             commands += self._decline_calls(tx, s._decline_keys(keyed), second)

@@ -517,15 +517,17 @@ class VelocityStore:
         less than the function call (no Lua VM, no nested-call bookkeeping;
         ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
-        stores the same. ``claim``, the claimed-at its begin sent, names the call in a
-        cluster (its decision-log entry is appended once under it); on one Redis it is
-        not needed.
+        stores the same. ``claim``, the claimed-at its begin sent, names the call: the
+        function (a decline; a cluster's ``cluster_commit_tx``) stores the decision only
+        over that call's claim or over nothing, so a commit reaching Redis after the spool
+        drain stored the call's answer leaves it (``commit.lua``); a cluster also logs
+        under it once. None: stored over anything.
         """
         if self._cluster is not None:
             await self._cluster.commit(
                 payment,
                 digest=digest,
-                claim=claim or new_claim(),
+                claim=claim,
                 decision_json=decision_json,
                 record_json=record_json,
                 declined=declined,
@@ -555,6 +557,7 @@ class VelocityStore:
             self._maxlen,
             payment.transaction_id,
             record_json,
+            claim or "",
         ]
         if declined:
             args.append(second)
