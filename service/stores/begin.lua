@@ -25,15 +25,19 @@
 -- benchmark's traffic): a redis.call some 10 to 20 thousand (arguments, the command, its
 -- reply as Lua values, the AOF), an argument of FCALL about a thousand (parsed, then made a
 -- Lua string), tonumber of a long digit string about 1,300 (strtod), a double packed or
--- unpacked by struct a hundred or two, and every Lua instruction some 30. So the entities'
+-- unpacked by struct a hundred or two, every string Lua makes (a state read, a state
+-- packed) some 10 a byte (Redis' Lua hashes every byte to intern it), a table read or
+-- write about a hundred, and every Lua instruction some 30. So the entities'
 -- states come with one MGET and each goes back with one SET; a state is one flat run of
 -- numbers (no table per series, no strings), and one pass copies it forward while
 -- counting, pruning and reading windows: COUNT[e], which plan.py writes out per entity
 -- with the plan's numbers as constants (the rules are in its _count_group and
--- _count_kind), rather than a loop reading them from PLAN; what every entity needs (the
--- bucket of each width, the member digests) is computed once per call; the sums go back
--- packed in one string (a reply of 49 numbers costs Redis twice the packing); only the
--- lists in use are sent (lookups below).
+-- _count_kind), rather than a loop reading them from PLAN, its window sums in Lua locals
+-- (not a table), returned packed; a new entity's state, of fixed shape, is made straight
+-- by FRESH[e] (plan.py's _fresh_entity) instead; what every entity needs (the bucket of
+-- each width, the member digests) is computed once per call; the sums go back packed in
+-- one string (a reply of 49 numbers costs Redis twice the packing); only the lists in use
+-- are sent (lookups below).
 --
 -- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
 -- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
