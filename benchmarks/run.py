@@ -29,7 +29,14 @@ end). Every round, right after the maximum run of the first service, the same ma
 goes to the second while its archiver drains the decision log into PostgreSQL; then the
 backlog is left to drain before the next run. The report gives both throughputs, their
 ratio per round (the issue asks for at most 10 % less with the archiver), the archive's
-backlog at the end of each run and the seconds it took to drain. Then
+backlog at the end of each run and the seconds it took to drain.
+
+With a shadow model (unless ``--no-shadow``, or when no model serves): one more service on
+the same Redis, under a key prefix of its own, serves a private registry whose ``LATEST``
+and ``SHADOW`` both name the benchmark's model, so every payment is scored by a second
+model of the same size (``shadow_registry``). Every round ends with its maximum run; the
+report gives its throughput and server CPU per score against the first service's maximum
+run of the same round, and their ratio and difference per round (``Shadowed.summary``). Then
 ``benchmarks/micro.py`` times the parts of a decision
 in-process. Results go to ``benchmarks/results/`` as JSON and as the Markdown table the
 README quotes.
@@ -729,6 +736,118 @@ def archived_service(
             yield archived
 
 
+@dataclass
+class Shadowed:
+    """The service with a model in shadow beside the live one: its maximum runs."""
+
+    bench: Bench
+    version: str  # the model in shadow (the live one's version: the same model, again)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, round_: int, connections: int, seconds: float) -> dict[str, Any]:
+        """The maximum score run with the shadow model scoring every payment."""
+        run = self.bench.score("POST /v1/score, maximum, shadow model", connections, seconds)
+        run["round"] = round_
+        self.rounds.append(run)
+        return run
+
+    def summary(self, without: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Throughput and server CPU per score with the shadow against without, by round."""
+        ratios = [
+            s["requests_per_second"] / w["requests_per_second"]
+            for s, w in zip(self.rounds, without, strict=True)
+        ]
+        added = [
+            s["server_cpu_us_per_request"] - w["server_cpu_us_per_request"]
+            for s, w in zip(self.rounds, without, strict=True)
+        ]
+        return {
+            "shadow_model": self.version,
+            "runs": self.rounds,
+            "median_run": median_run(self.rounds, "requests_per_second"),
+            "score_rps_with_shadow": [r["requests_per_second"] for r in self.rounds],
+            "score_rps_without": [w["requests_per_second"] for w in without],
+            "with_to_without": [round(r, 3) for r in ratios],
+            "with_to_without_median": round(statistics.median(ratios), 3),
+            "server_cpu_us_per_score_with_shadow": [
+                r["server_cpu_us_per_request"] for r in self.rounds
+            ],
+            "server_cpu_us_per_score_without": [w["server_cpu_us_per_request"] for w in without],
+            "server_cpu_us_per_score_added": [round(a, 1) for a in added],
+            "server_cpu_us_per_score_added_median": round(statistics.median(added), 1),
+        }
+
+
+def shadow_registry(model_dir: Path, directory: Path) -> tuple[Path, str] | None:
+    """A registry in ``directory`` whose ``LATEST`` and ``SHADOW`` name ``model_dir``'s model.
+
+    The model is linked, not copied, and loaded twice by the service: a shadow of the live
+    model's own size, whose cost is that of any challenger of that size. Returns the
+    registry and the version; None when ``model_dir`` serves no model.
+    """
+    from service.model.bundle import LATEST, SHADOW, find_latest
+
+    live = find_latest(model_dir)
+    if live is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / live.name).symlink_to(live.resolve(), target_is_directory=True)
+    for pointer in (LATEST, SHADOW):
+        (directory / pointer).write_text(live.name + "\n", encoding="utf-8")
+    return directory, live.name
+
+
+@contextmanager
+def shadow_service(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    workdir: Path,
+    bench: Bench,
+    report: dict[str, Any],
+    connections: int,
+    model_dir: Path | None,
+) -> Iterator[Shadowed | None]:
+    """The service again, with a model in shadow (``shadow_registry``); None without.
+
+    Same Redis, API keys and model as ``bench``'s; a key prefix, port, spool and log of its
+    own. ``report["shadow"]`` says why there is none, when there is none.
+    """
+    found = None
+    if args.no_shadow:
+        report["shadow"] = {"skipped": "--no-shadow"}
+    elif model_dir is None:
+        report["shadow"] = {"skipped": "no model to put in shadow (rules only)"}
+    else:
+        found = shadow_registry(model_dir, workdir / "shadow-models")
+        if found is None:
+            report["shadow"] = {"skipped": f"no model registered in {model_dir}"}
+    if found is None:
+        yield None
+        return
+    registry, version = found
+    port = free_port()
+    prefix = f"{bench.tag}-s"
+    shadow_env = {
+        **env,
+        "RISKSCORE_MODEL_DIR": str(registry),
+        "RISKSCORE_REDIS_PREFIX": prefix,
+        "RISKSCORE_PORT": str(port),
+        "RISKSCORE_SPOOL_PATH": str(workdir / "spool-shadow.jsonl"),
+    }
+    url = f"http://127.0.0.1:{port}"
+    command = server_command(args.server, port, args.workers)
+    with service(shadow_env, command, url, workdir / "server-shadow.log") as proc:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+            ready = json.loads(answer.read())
+        serving = (ready.get("shadow_model") or {}).get("version")
+        if serving != version:
+            raise BenchError(f"the shadow service serves {serving!r} in shadow, not {version}")
+        other = Bench(url, proc.pid, bench.probe, bench.score_key, bench.feedback_key, prefix)
+        other.score("warm-up, shadow model", connections, 1 if args.quick else 3)
+        other.runs.clear()
+        yield Shadowed(other, version)
+
+
 def choose_model(args: argparse.Namespace) -> Path | None:
     """The registry to serve from; None means rules and velocity only."""
     from service.model.bundle import ModelRefused, load_latest
@@ -876,6 +995,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 archived = stack.enter_context(
                     archived_service(args, env, workdir, bench, report, connections)
                 )
+                shadowed = stack.enter_context(
+                    shadow_service(args, env, workdir, bench, report, connections, model_dir)
+                )
                 gets, posts, routes, tops = [], [], [], []
                 for n in range(1, rounds + 1):
                     gets.append(bench.floor_get(connections, seconds))
@@ -888,6 +1010,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         run["round"] = n
                     if archived is not None:
                         archived.run(n, connections, seconds)
+                    if shadowed is not None:
+                        shadowed.run(n, connections, seconds)
                 get, post, route, top = (
                     median_run(r, "requests_per_second") for r in (gets, posts, routes, tops)
                 )
@@ -939,6 +1063,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
     if archived is not None:
         report["archive"] = archived.summary(tops)
+    shadow_runs = shadowed.bench.runs if shadowed is not None else []
+    if shadowed is not None:
+        report["shadow"] = shadowed.summary(tops)
     report["summary"] = {
         # rounds interleave the floors and the score run, so the machine's drift over the
         # benchmark falls on both sides of each ratio; the median ratio of the rounds.
@@ -949,8 +1076,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             top["requests_per_second"] / route["requests_per_second"], 3
         ),
         "half_load_p99_ms": half["p99_ms"],
-        "errors": sum(r["errors"] for r in bench.runs + archived_runs),
-        "degraded": sum(r["degraded"] for r in bench.runs + archived_runs),
+        "errors": sum(r["errors"] for r in bench.runs + archived_runs + shadow_runs),
+        "degraded": sum(r["degraded"] for r in bench.runs + archived_runs + shadow_runs),
     }
     return report
 
@@ -1055,6 +1182,27 @@ def _ms(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _shadow_lines(shadow: dict[str, Any]) -> list[str]:
+    """The report's sentence on the shadow model's runs (or why there were none)."""
+    if "median_run" not in shadow:
+        return [f"No run with a shadow model: {shadow['skipped']}."] if "skipped" in shadow else []
+
+    def each(key: str, form: str) -> str:
+        return ", ".join(format(v, form) for v in shadow[key])
+
+    return [
+        "With a shadow model (a third service on the same Redis, the live model loaded "
+        f"again in shadow, {shadow['shadow_model']}; the last run of each round): score "
+        f"req/s {each('score_rps_with_shadow', ',.0f')} against "
+        f"{each('score_rps_without', ',.0f')} without; with / without "
+        f"{each('with_to_without', '.2f')}, median **{shadow['with_to_without_median']:.2f}**. "
+        f"Server CPU µs per score {each('server_cpu_us_per_score_with_shadow', ',.0f')} "
+        f"against {each('server_cpu_us_per_score_without', ',.0f')}: "
+        f"{each('server_cpu_us_per_score_added', '+,.0f')} µs, median "
+        f"**{shadow['server_cpu_us_per_score_added_median']:+,.0f} µs** per score."
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as the Markdown table the README quotes."""
     m = report["machine"]
@@ -1076,7 +1224,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| --- " + "| ---: " * 12 + "|",
     ]
     archive = report.get("archive") or {}
-    for r in report["runs"] + ([archive["median_run"]] if "median_run" in archive else []):
+    shadow = report.get("shadow") or {}
+    medians = [x["median_run"] for x in (archive, shadow) if "median_run" in x]
+    for r in report["runs"] + medians:
         name = r["name"]
         if "target_requests_per_second" in r:
             name += f" (target {r['target_requests_per_second']:,.0f}/s)"
@@ -1115,6 +1265,7 @@ def markdown(report: dict[str, Any]) -> str:
         )
     elif archive.get("skipped"):
         lines.append(f"No run with the archiver: {archive['skipped']}.")
+    lines += _shadow_lines(shadow)
     rounds = report.get("rounds") or {}
     if rounds.get("count", 1) > 1:
 
@@ -1214,6 +1365,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-archive",
         action="store_true",
         help="skip the maximum runs of a second service with the archiver on",
+    )
+    parser.add_argument(
+        "--no-shadow",
+        action="store_true",
+        help="skip the maximum runs of a third service with a model in shadow",
     )
     parser.add_argument(
         "--database-url",

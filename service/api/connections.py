@@ -16,6 +16,10 @@ such sockets are open, which is the exhaustion it should prevent. ``GuardedProto
   alive); a connection whose request is being handled is never closed. When every one
   is busy, the newcomer is closed instead.
 
+It also sends a response's status line, headers and body in one write (``_HeldWrites``):
+uvicorn writes the head and the body apart, and uvloop sends each write at once, so every
+answer cost two ``send`` system calls (and two wake-ups of the client).
+
 The clocks cost no timer per request: a connection keeps one deadline (a number), set
 and cleared as its request moves through the phases, and one timer per event loop
 (``_Sweep``) closes the connections past theirs, every quarter of the shortest limit (at
@@ -108,6 +112,51 @@ class _Sweep:
         self._timer = self.loop.call_later(self.interval, self._tick) if self.connections else None
 
 
+class _HeldWrites:
+    """A connection's transport as its responses see it: one loop turn's writes, one send.
+
+    The first write of a turn is held and the rest of the turn's writes joined to it; the
+    whole goes to the socket at the next turn of the loop (``call_soon``), or at once when
+    the connection is closed through here. Everything else is the transport's.
+    """
+
+    __slots__ = ("_call_soon", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._call_soon = loop.call_soon
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` with the rest of this turn's writes."""
+        held = self._held
+        if held is None:
+            self._held = data if type(data) is bytes else bytes(data)
+            self._call_soon(self.flush)
+        else:
+            self._held = held + data
+
+    def flush(self) -> None:
+        """Send what is held now (nothing once the connection is closing)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        """Send what is held, then close."""
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with time, size and connection limits.
 
@@ -135,6 +184,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._idle = False  # kept alive after a response; the next request has not begun
         self._header_bytes = 0
         self._waiting_since = 0.0
+        self._writes: _HeldWrites | None = None
 
     def _watch(self) -> None:
         """Join the loop's sweep (made on the loop's first connection)."""
@@ -156,13 +206,20 @@ class GuardedProtocol(HttpToolsProtocol):
         """The deadline passed: close, unless a request is being answered."""
         self._due = 0.0
         if not self._busy and not self.transport.is_closing():
-            self.transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close the connection, once any held response is sent."""
+        if self._writes is not None:
+            self._writes.flush()
+        self.transport.close()
 
     # -- the protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the header clock, and make room when past the connection cap."""
         super().connection_made(transport)
+        self._writes = _HeldWrites(transport, self.loop)
         self._waiting_since = now = self.loop.time()
         self._due = now + self._guard_limits.header_timeout_seconds
         self._watch()
@@ -181,7 +238,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 and (oldest is None or other._waiting_since < oldest._waiting_since)
             ):
                 oldest = other
-        (oldest or self).transport.close()
+        (oldest or self)._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock."""
@@ -200,6 +257,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
         too_large = self._in_headers and self._header_bytes > self._guard_limits.max_header_bytes
         if too_large and not self.transport.is_closing():
+            if self._writes is not None:  # after any response still held
+                self._writes.flush()
             self.transport.write(_TOO_LARGE)
             self.transport.close()
 
@@ -214,6 +273,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._due = self.loop.time() + self._guard_limits.body_timeout_seconds
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and self._writes is not None:
+            cycle.transport = self._writes  # type: ignore[assignment]
+
+    def shutdown(self) -> None:
+        """uvicorn's, with a held response sent before the connection closes."""
+        if self._writes is not None:
+            self._writes.flush()
+        super().shutdown()
 
     def on_message_complete(self) -> None:
         """The request is in: no clock while it is answered."""

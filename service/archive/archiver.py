@@ -287,9 +287,10 @@ class Archiver:
         return Round(batch.read, new, acked)
 
     async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
-        """The rows of ``entries``, each with its response as sent (one ``MGET``).
+        """The rows of ``entries``, each with its response as sent and digest (one ``MGET``).
 
-        A transaction key gone (expired) or of the older hash layout reads as nil: no response.
+        A transaction key gone (expired) or of the older hash layout reads as nil: no response
+        and no digest.
         """
         keyed = []
         for entry in entries:
@@ -309,8 +310,8 @@ class Archiver:
         rows = []
         for (_, row), value in zip(keyed, values, strict=True):
             decided = read_decided(value) if isinstance(value, bytes) else None
-            if decided is not None:
-                row = (*row[:-1], decided.decision.decode())
+            if decided is not None:  # the row's last two columns: response, digest
+                row = (*row[:-2], decided.decision.decode(), decided.digest.decode() or None)
             rows.append(row)
         return rows
 

@@ -225,13 +225,14 @@ async def get_decision(
 
 
 class LabelledPayment(msgspec.Struct, frozen=True, kw_only=True):
-    """What feedback needs of an archived decision: its record, response and last label."""
+    """What feedback needs of an archived decision: record, response, digest and last label."""
 
     merchant_id: str
     transaction_id: str
     decided_at: dt.datetime
     record: str  # the decision record's JSON (its payment names the entities)
     response: str | None  # the response as sent, when known
+    digest: str | None  # the payload's digest, when known (a retry's conflict check)
     label: str | None  # the last label archived for it, with its times
     reported_at: dt.datetime | None
     received_at: dt.datetime | None
@@ -250,7 +251,8 @@ async def labelled_payments(
     rows = await executor.fetch(
         """
         SELECT d.merchant_id, d.transaction_id, d.decided_at, d.record::text AS record,
-               d.response::text AS response, l.label, l.reported_at, l.received_at
+               d.response::text AS response, d.digest, l.label, l.reported_at,
+               l.received_at
         FROM unnest($1::text[], $2::text[]) AS p(merchant_id, transaction_id)
         JOIN decision_keys k
           ON k.merchant_id = p.merchant_id AND k.transaction_id = p.transaction_id

@@ -42,6 +42,7 @@ DECISION_COLUMNS: Final = (
     "device_ip",
     "record",
     "response",
+    "digest",
 )
 LABEL_COLUMNS: Final = (
     "stream_id",
@@ -66,12 +67,16 @@ def _time(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-def decision_row(entry: DecisionEntry, response: bytes | None) -> tuple[object, ...] | None:
+def decision_row(
+    entry: DecisionEntry, response: bytes | None, digest: bytes | None = None
+) -> tuple[object, ...] | None:
     """The ``decisions`` row of a decision-log entry; None when it is not archived.
 
     Not archived: an entry drained from the spool that is not its transaction's answer
-    (``NOT_THE_ANSWER``). ``response``: the response JSON as sent (from the transaction's
-    key), when still known. Raises ``msgspec.DecodeError`` for a record that does not decode.
+    (``NOT_THE_ANSWER``). ``response`` and ``digest``: the response JSON as sent and the
+    payload's digest (both from the transaction's key), when still known: what a retry of a
+    key put back after the replay window is answered with. Raises ``msgspec.DecodeError`` for
+    a record that does not decode.
     """
     if entry.spooled in NOT_THE_ANSWER:
         return None
@@ -102,6 +107,7 @@ def decision_row(entry: DecisionEntry, response: bytes | None) -> tuple[object, 
         payment.device_ip,
         _text(entry.record),
         _text(response) if response else None,
+        digest.decode() if digest else None,
     )
 
 

@@ -18,10 +18,12 @@ With an archive, a payment's transaction key lives only the replay window
 (``RISKSCORE_REPLAY_DAYS``). A label for a payment Redis no longer holds is then applied
 from the archive (``restore_from_archive``): its decided value is put back under the
 transaction's key (its entities from the archived record, its fraud mark from the last
-label archived, no payload digest) for ``RISKSCORE_DECISION_TTL_DAYS``, and the label is
-applied as any other. Only that path reads PostgreSQL, never scoring; PostgreSQL out of
-reach there is ``DatabaseUnavailable`` (a retry is safe). Without an archive such a label
-is ``unknown``, as it always was.
+label archived, the payload's digest and the response as sent, as archived) for
+``RISKSCORE_DECISION_TTL_DAYS``, and the label is applied as any other: a retry of the
+payment then gets the original answer (another payload, a 409), as within the window.
+Only that path reads PostgreSQL, never scoring; PostgreSQL out of reach there is
+``DatabaseUnavailable`` (a retry is safe). Without an archive such a label is
+``unknown``, as it always was.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def _decided_value(engine: Engine, archived: LabelledPayment, *, capped: bool) -
         response = archived.response.encode()
     else:  # archived without the response as sent: what it answered, from the record
         response = _encoder.encode(response_from_record(archived.transaction_id, record))
-    value = engine.store.decided_value(payment, "", response)
+    # no digest archived (a row archived before migration 0009, or after its key expired):
+    # an empty one, which no payload matches (a retry is a 409, never a wrong replay)
     mark = b""
     if archived.label in FRAUD_LABELS and archived.reported_at is not None:
         reported = archived.reported_at.timestamp()
@@ -141,4 +144,4 @@ def _decided_value(engine: Engine, archived: LabelledPayment, *, capped: bool) -
         mark = b"1:" + repr(arrival_time(event_second(payment.event_time), reported)).encode()
     elif archived.label is not None:
         mark = b"0"
-    return b"d\n\n" + mark + value[3:]  # digest empty, mark set (transactions.decided_value)
+    return engine.store.decided_value(payment, archived.digest or "", response, mark)

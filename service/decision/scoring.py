@@ -18,8 +18,10 @@ more budgets for Redis' answer to that same command (nothing is sent again, so n
 counted twice). An id decided before is then replayed, one held by a concurrent call
 waited for, another payload's refused, exactly as on time; a claim of its own (``new``,
 ``takeover``) is still decided without velocity and spooled, and the drain stores that
-answer over the call's own claim. Only a retry whose ``begin`` gets no answer at all
-(Redis down, the breaker open, or later than that wait) is answered afresh, ``degraded``.
+answer over the call's own claim (on a cluster, where the claim does not count, the line
+carries the attempt's counts and the drain counts it, once: ``stores/cluster.py``). Only
+a retry whose ``begin`` gets no answer at all (Redis down, the breaker open, or later than
+that wait) is answered afresh, ``degraded``.
 """
 
 from __future__ import annotations
@@ -294,6 +296,7 @@ async def _commit(
         record_json=record_json,
         declined=declined,
         committed=committed,
+        counted=stored,  # no begin answered with features: a cluster may not have counted
     )
     await asyncio.to_thread(engine.spool.append, entry)
 

@@ -25,15 +25,19 @@
 -- benchmark's traffic): a redis.call some 10 to 20 thousand (arguments, the command, its
 -- reply as Lua values, the AOF), an argument of FCALL about a thousand (parsed, then made a
 -- Lua string), tonumber of a long digit string about 1,300 (strtod), a double packed or
--- unpacked by struct a hundred or two, and every Lua instruction some 30. So the entities'
+-- unpacked by struct a hundred or two, every string Lua makes (a state read, a state
+-- packed) some 10 a byte (Redis' Lua hashes every byte to intern it), a table read or
+-- write about a hundred, and every Lua instruction some 30. So the entities'
 -- states come with one MGET and each goes back with one SET; a state is one flat run of
 -- numbers (no table per series, no strings), and one pass copies it forward while
 -- counting, pruning and reading windows: COUNT[e], which plan.py writes out per entity
 -- with the plan's numbers as constants (the rules are in its _count_group and
--- _count_kind), rather than a loop reading them from PLAN; what every entity needs (the
--- bucket of each width, the member digests) is computed once per call; the sums go back
--- packed in one string (a reply of 49 numbers costs Redis twice the packing); only the
--- lists in use are sent (lookups below).
+-- _count_kind), rather than a loop reading them from PLAN, its window sums in Lua locals
+-- (not a table), returned packed; a new entity's state, of fixed shape, is made straight
+-- by FRESH[e] (plan.py's _fresh_entity) instead; what every entity needs (the bucket of
+-- each width, the member digests) is computed once per call; the sums go back packed in
+-- one string (a reply of 49 numbers costs Redis twice the packing); only the lists in use
+-- are sent (lookups below).
 --
 -- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
 -- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
@@ -46,11 +50,11 @@
 -- per kind of PLAN[e].z its member count n then n pairs (member digest, last seen).
 
 -- Scratch tables kept across calls (filled afresh by each, so no call sees another's
--- values), rather than made per call: O the state being written, OUT the sums by slot,
--- CUR the bucket of the event second per width of WIDTHS, START that of the window second
--- (where the windows start), MEMBER the member digests by
--- code.
-local EMPTY, O, OUT, CUR, START, MEMBER, FORMATS = {}, {}, {}, {}, {}, {}, {}
+-- values), rather than made per call: O the state being written, SUMS the packed sums of
+-- each entity, CUR the bucket of the event second per width of WIDTHS, START that of the
+-- window second (where the windows start), MEMBER the member digests by code. ZERO[e]:
+-- entity e's sums when it is absent (its slots at 0), made at the first use.
+local EMPTY, O, SUMS, CUR, START, MEMBER, FORMATS, ZERO = {}, {}, {}, {}, {}, {}, {}, {}
 
 local function format(n)
   local f = FORMATS[n]
@@ -63,13 +67,12 @@ end
 
 -- Unpacks begin's numbers (ARGV[6] of begin; cluster_count's too): fills CUR and START
 -- (the bucket of the event and of the window second per width of WIDTHS) and MEMBER (the
--- member digest per code, false when missing), zeroes OUT; returns the USD cents, the event
--- second, the amount's log units and their square.
+-- member digest per code, false when missing); returns the USD cents, the event second,
+-- the amount's log units and their square.
 local function numbers(packed)
   local n = {struct.unpack(format(5 + MEMBERS), packed)}
   local t, from = n[2], n[3]
-  local out, cur, start, members, widths = OUT, CUR, START, MEMBER, WIDTHS
-  for i = 1, SLOTS do out[i] = 0 end
+  local cur, start, members, widths = CUR, START, MEMBER, WIDTHS
   for i = 1, #widths do
     local w = widths[i]
     cur[i] = floor(t / w)
@@ -95,16 +98,20 @@ local TTLS = {}
 -- Writes O[1..m]: with the TTL ``ttl`` when ``expire`` (setting a TTL costs about a
 -- microsecond more than keeping one), else keeping the key's TTL; deletes the state when
 -- nothing in it can count (``ttl`` 0).
+local function ttl_text(ttl)
+  local text = TTLS[ttl]
+  if not text then
+    text = tostring(ttl)
+    TTLS[ttl] = text
+  end
+  return text
+end
+
 local function save(key, m, ttl, existed, expire)
   if ttl == 0 then
     if existed then call('DEL', key) end
   elseif expire or not existed then
-    local text = TTLS[ttl]
-    if not text then
-      text = tostring(ttl)
-      TTLS[ttl] = text
-    end
-    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', text)
+    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', ttl_text(ttl))
   else
     call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
@@ -157,18 +164,37 @@ local function copy_group(v, p, m, k, cur, low, codes, one, cents)
   return last + 1, m, made
 end
 
--- Counts the attempt (``write``) and reads entity e's windows into ``out``: COUNT[e]
--- copies the state forward to O, pruning it, and begin writes it back; ``cur`` holds the
--- bucket of the event second per width of WIDTHS, M the member digest per distinct code. (A
--- takeover only reads: the same pass, without the attempt, and nothing written.)
-local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write, out)
+-- Counts the attempt (``write``) and reads entity e's windows: COUNT[e] copies the state
+-- forward to O, pruning it, and begin writes it back; ``cur`` holds the bucket of the event
+-- second per width of WIDTHS, M the member digest per distinct code. (A takeover only reads:
+-- the same pass, without the attempt, and nothing written.) Returns the entity's sums, its
+-- run of the output slots (plan.py numbers them entity by entity), packed.
+local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write)
+  local fresh = not blob and write and FRESH[e]
+  if fresh then  -- a new entity's attempt: COUNT[e]'s state and sums, made straight
+    local ttl, sums, state = fresh(O, format, M, cur, start, t, cents, units, units2)
+    ttl = ttl + PLAN[e].refresh
+    if ttl > 0 then call('SET', key, state, 'EX', ttl_text(ttl)) end
+    return sums
+  end
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8
     v, existed = {struct.unpack(FORMATS[n] or format(n), blob)}, true
   end
-  local m, ttl, old, opened = COUNT[e](v, O, out, M, cur, start, t, cents, units, units2, write)
+  local m, ttl, old, opened, sums = COUNT[e](v, O, M, cur, start, t, cents, units, units2, write)
   if write then save(key, m, ttl + PLAN[e].refresh, existed, opened or ttl > old) end
+  return sums
+end
+
+-- Entity e's sums when it is absent: its slots at 0.
+local function zero(e)
+  local z = ZERO[e]
+  if not z then
+    z = string.rep('\0', 8 * PLAN[e].slots)
+    ZERO[e] = z
+  end
+  return z
 end
 
 -- Adds ``delta`` to the bucket of second ``t`` of the measures that ``which`` (6 declines,
@@ -396,26 +422,26 @@ local function begin(KEYS, ARGV)
 
   local mask = ARGV[5]
   local cents, t, units, units2 = numbers(ARGV[6])
-  local out, cur, start, members = OUT, CUR, START, MEMBER
+  local sums, cur, start, members = SUMS, CUR, START, MEMBER
   local marks = {byte(mask, 1, #PLAN)}
   local present = 0
   for e = 1, #PLAN do
     if marks[e] ~= 48 then present = present + 1 end
   end
-  if present > 0 then
-    local blobs = call('MGET', unpack(KEYS, 3, 2 + present))
-    local k = 3
-    for e = 1, #PLAN do
-      if marks[e] ~= 48 then
-        entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, units, units2, write, out)
-        k = k + 1
-      end
+  local blobs = present > 0 and call('MGET', unpack(KEYS, 3, 2 + present))
+  local k = 3
+  for e = 1, #PLAN do
+    if marks[e] ~= 48 then
+      sums[e] = entity(e, KEYS[k], blobs[k - 2], members, t, cur, start, cents, units, units2,
+        write)
+      k = k + 1
+    else
+      sums[e] = ZERO[e] or zero(e)
     end
   end
   local hits = EMPTY
   if #KEYS > 2 + present then  -- a list was sent
     hits = lookups(KEYS, ARGV, 3 + present, 9, lists, index, tonumber(ARGV[1]) / 1000)
   end
-  local sums = struct.pack(format(SLOTS), unpack(out, 1, SLOTS))
-  return {status, false, tonumber(version) or 0, sums, hits, held}
+  return {status, false, tonumber(version) or 0, table.concat(sums, '', 1, #PLAN), hits, held}
 end

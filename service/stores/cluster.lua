@@ -27,9 +27,12 @@ end
 local function cluster_count(KEYS, ARGV)
   local cents, t, units, units2 = numbers(ARGV[3])
   local write = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) ~= false
-  entity(tonumber(ARGV[1]), KEYS[1], call('GET', KEYS[1]), MEMBER, t, CUR, START, cents,
-    units, units2, write, OUT)
-  return {struct.pack(format(SLOTS), unpack(OUT, 1, SLOTS)), write and 1 or 0}
+  local e = tonumber(ARGV[1])
+  local sums = SUMS
+  for i = 1, #PLAN do sums[i] = ZERO[i] or zero(i) end
+  sums[e] = entity(e, KEYS[1], call('GET', KEYS[1]), MEMBER, t, CUR, START, cents, units,
+    units2, write)
+  return {table.concat(sums, '', 1, #PLAN), write and 1 or 0}
 end
 
 -- lists: the lists' slot. KEYS: 1 lists index, then the key of each list marked '1'.
@@ -127,4 +130,16 @@ local function cluster_drain_tx(KEYS, ARGV)
   call('HSET', marks, ARGV[1], outcome .. ':' .. (own and '1' or '0'))
   call('EXPIRE', marks, ARGV[2])
   return {outcome, 1, own and 1 or 0}
+end
+
+-- commit_tx: the transaction's slot: the commit's decision. KEYS: 1 tx. ARGV: 1 the
+-- decision value, 2 tx ttl (s), 3 the claimed-at the call's begin sent. Stores it only
+-- over the call's own claim or over nothing (commit.lua's committable): a commit that
+-- reaches Redis after the spool drain stored the call's spooled answer leaves that answer
+-- (its log entry and declines, under the marks the drain used, count nothing either).
+-- Returns 1 when stored, else 0.
+local function cluster_commit_tx(KEYS, ARGV)
+  if not committable(KEYS[1], ARGV[3]) then return 0 end
+  call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
 end

@@ -22,34 +22,50 @@ The protocol (the functions are in ``cluster.lua``):
    The call's own claim sent again (a client retry) reads as ``new``. A claim past its
    budget is ``BeginTimedOut``, as ``begin`` on one Redis (``VelocityStore._claim``):
    ``scoring`` waits a while for its late answer, so a retry is still replayed; a late
-   ``new`` or ``takeover`` counts nothing (step 2 is not sent) and is decided degraded.
+   ``new`` or ``takeover`` is decided degraded, without step 2, and its attempt is
+   counted by the spool drain (below).
 2. **count** (one round trip per node involved, concurrently; only for ``new`` and
    ``takeover``): per entity ``cluster_count`` sets the entity's count mark for the
    transaction (``Keys.entity_mark``, ``SET NX``, in the entity's slot) and counts the
    attempt only when it set it, then reads the entity's windows; in the same pipeline
    ``cluster_lists`` looks the payment up in the lists. The client adds the entities'
    window sums (each entity fills its own output slots).
-3. **commit** (one round trip per node, concurrently): the decision ``SET`` under the
-   transaction key, ``cluster_log`` appends the record to the decision stream unless the
-   call's log mark (``Keys.log_mark``, in the stream's slot) says it did, and for a
-   decline ``cluster_decline`` counts it per entity unless its decline mark is set.
+3. **commit** (one round trip per node, concurrently): ``cluster_commit_tx`` stores the
+   decision under the transaction key only over the call's own claim (or over nothing),
+   ``cluster_log`` appends the record to the decision stream unless the call's log mark
+   (``Keys.log_mark``, in the stream's slot) says it did, and for a decline
+   ``cluster_decline`` counts it per entity unless its decline mark is set.
 
 Why each write counts once:
 
-- **Partial failure of step 2** (a node down or past the budget): the call is answered
-  with ``velocity`` degraded and its decision spooled (``scoring.py``); the counts that
-  did land are marked. A retry that takes the claim over (after the pending timeout)
-  counts in the entities without a mark and only reads the others; a count that arrives
-  late finds the mark of the retry. Counts and their marks are written by one function,
-  so they are replicated, and lost in a failover, together.
+- **A claim or step 2 that missed the budget** (a node slow, down or paused): the call
+  is answered with ``velocity`` degraded and its decision spooled (``scoring.py``) with
+  step 2's counts (``spool_entry(counted=False)``: the entity keys and the packed
+  numbers), since on a cluster, unlike ``begin`` on one Redis, the claim does not count.
+  The drain (step 3's) sends them, under the same count marks, only when the
+  transaction's slot still held the call's own claim (its ``own``): so the attempt of a
+  payment whose claim answered late, or whose counts were lost with a node's
+  connection, is counted once, a second or so late. The marks make every order safe:
+  counts of step 2 that did land, or land later still, are not repeated by the drain,
+  nor the drain's by a line drained again (a drain killed midway, a resend after
+  ``MOVED``); a retry that takes the claim over (after the pending timeout) counts in the
+  entities without a mark and only reads the others, and the line is then
+  ``superseded`` and counts nothing. A claim that landed only after the drain stored
+  the answer reads it as a ``replay`` and is not counted (nor would ``begin`` on one
+  Redis count it). Counts and their marks are written by one function, so they are
+  replicated, and lost in a failover, together.
 - **Partial failure of step 3**: the call spools its decision with the value its commit
   tried to store; the drain (``drain``) decides on the transaction's slot
   (``cluster_drain_tx``: stored, superseded, conflict, or committed when the commit's
-  ``SET`` had landed), records that outcome in the transaction's drained marks, then
+  decision had landed), records that outcome in the transaction's drained marks, then
   appends the record under the call's log mark and re-sends the call's declines under
   their marks: a half-landed commit is completed, never repeated. A drain killed midway
   is run again: the transaction's marks give back the first outcome and the rest is
-  marked.
+  marked. A commit that reaches its nodes only after the drain (held in flight past
+  its budget: a slow node, a retransmitted packet) changes nothing: the drained answer
+  is no longer the call's claim, so ``cluster_commit_tx`` leaves it (the answer sent,
+  which says ``decision_log``, stays the stored one), and its log entry and declines
+  find the marks the drain set.
 - **Feedback**: ``cluster_label`` changes the transaction's fraud mark (the labels'
   order and duplicates as on one Redis), then each entity is brought to that state
   (``cluster_fraud``: +1 or -1 only when its fraud mark differs), so a label sent again
@@ -70,6 +86,7 @@ is sent again after its marks expired is counted again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -268,24 +285,20 @@ class ClusterCalls:
         hot = store.hot
         self.nodes = hot if isinstance(hot, NodeConnections) else None
 
-    async def begin(
-        self, payment: Payment, digest: str, claim: str
-    ) -> tuple[str, bytes | None, list[float] | None, list[Any], int]:
-        """Claim, then count and read per entity and look up the lists (module docstring).
-
-        Returns the status, the stored answer (``replay``), the window sums by output slot
-        (``new``, ``takeover``), the list hits as Redis gave them and the lists version.
-        """
+    def _counting(
+        self, payment: Payment, claim: str, values: list[str | None] | None = None
+    ) -> tuple[list[tuple[str, int]], bytes]:
+        """The payment's entities (velocity key, plan index) and ``cluster_count``'s numbers."""
         s = self.s
-        values = [present(v) for v in s._read(payment)]
-        tx = s.keys.transaction(payment.merchant_id, payment.transaction_id)
-        entities: list[tuple[int, str]] = []
+        if values is None:
+            values = [present(v) for v in s._read(payment)]
+        entities: list[tuple[str, int]] = []
         members: list[int | None] = [None] * s._member_slots
         for (at, head, tail, distinct), index in zip(s._entities, self._indices, strict=True):
             value = values[at]
             if value is None:
                 continue
-            entities.append((index, head + tag_value(value) + tail))
+            entities.append((head + tag_value(value) + tail, index))
             for code, i in distinct:
                 if members[code] is None:
                     text = values[i]
@@ -305,6 +318,39 @@ class ClusterCalls:
             units * units,
             *[-1 if m is None else m for m in members],
         )
+        return entities, numbers
+
+    def counts_of(self, payment: Payment, claim: str) -> tuple[list[tuple[str, int]], bytes]:
+        """What a spooled line carries to count its attempt in the drain (``drain``)."""
+        return self._counting(payment, claim)
+
+    def _count_calls(
+        self, tx: str, entities: Sequence[tuple[str, int]], numbers: bytes
+    ) -> list[tuple[Any, ...]]:
+        """Per entity ``cluster_count`` under the transaction's count mark: counts once."""
+        s = self.s
+        return [
+            (
+                "FCALL",
+                "cluster_count",
+                [key, s.keys.entity_mark(key, "n", tx)],
+                [index, s._claim_ttl, numbers],
+            )
+            for key, index in entities
+        ]
+
+    async def begin(
+        self, payment: Payment, digest: str, claim: str
+    ) -> tuple[str, bytes | None, list[float] | None, list[Any], int]:
+        """Claim, then count and read per entity and look up the lists (module docstring).
+
+        Returns the status, the stored answer (``replay``), the window sums by output slot
+        (``new``, ``takeover``), the list hits as Redis gave them and the lists version.
+        """
+        s = self.s
+        values = [present(v) for v in s._read(payment)]
+        tx = s.keys.transaction(payment.merchant_id, payment.transaction_id)
+        entities, numbers = self._counting(payment, claim, values)
         client, library, nodes = s.client, s.library, self.nodes
         claiming = ("FCALL", "cluster_claim", [tx], [claim, digest, s._pending_ms, s._claim_ttl])
 
@@ -321,15 +367,7 @@ class ClusterCalls:
             stored = reply[1] if len(reply) > 1 and reply[1] else None
             return status, stored, None, [], 0
 
-        counts = [
-            (
-                "FCALL",
-                "cluster_count",
-                [key, s.keys.entity_mark(key, "n", tx)],
-                [index, s._claim_ttl, numbers],
-            )
-            for index, key in entities
-        ]
+        counts = self._count_calls(tx, entities, numbers)
         believed, version = s._lists
         lists_call = self._lists_call(values, believed, version, claim)
 
@@ -400,17 +438,24 @@ class ClusterCalls:
         payment: Payment,
         *,
         digest: str,
-        claim: str,
+        claim: str | None,
         decision_json: bytes,
         record_json: bytes,
         declined: bool,
     ) -> None:
-        """Store the decision, log it once and count a decline once: per node one round trip."""
+        """Store the decision, log it once and count a decline once: per node one round trip.
+
+        ``claim``, the claimed-at the call's begin sent, names the call: its log mark, and
+        the decision is stored only over that claim (``cluster_commit_tx``); None (a caller
+        that names no call) stores it over anything and logs it under a mark of its own.
+        """
         s = self.s
         tx, value, keyed, second = s._decision(payment, digest, decision_json)
         commands: list[tuple[Any, ...]] = [
-            ("SET", tx, value, "EX", s._decision_ttl),
-            self._log_call(mark_token(tx, claim), payment.transaction_id, record_json),
+            ("FCALL", "cluster_commit_tx", [tx], [value, s._decision_ttl, claim or ""]),
+            self._log_call(
+                mark_token(tx, claim or secrets.token_hex(8)), payment.transaction_id, record_json
+            ),
         ]
         if declined:
             commands += self._decline_calls(tx, s._decline_keys(keyed), second)
@@ -447,6 +492,8 @@ class ClusterCalls:
             token = mark_token(tx, e.claim) if e.claim else spool_id
             extra = () if outcome == "committed" else ("spooled", outcome)
             rest.append(self._log_call(token, transaction_id, record, *extra))
+            if own and e.counts:  # its begin did not count: under the marks the counts use
+                rest += self._count_calls(tx, e.counts, e.numbers)
             if own and e.declines:
                 rest += self._decline_calls(tx, e.declines, e.second)
         _raise_first(await run_commands(s.client, s.library, rest))

@@ -48,6 +48,7 @@ CLUSTER_FUNCTIONS = (
     "cluster_fraud",
     "cluster_label",
     "cluster_drain_tx",
+    "cluster_commit_tx",
 )
 
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Final
 
@@ -261,6 +261,53 @@ class EntityPlan:
         """The entity's series of frauds by label arrival."""
         return tuple(s for s in self.series if s.measure == "r")
 
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """The output slots the entity's windows fill, ascending (one run: ``Plan``)."""
+        counted = (w.slot for s in self.series for w in s.windows)
+        distinct = (w.slot for d in self.distinct for w in d.windows)
+        return tuple(sorted((*counted, *distinct)))
+
+
+def _entity_ordered_slots(
+    entities: list[EntityPlan], outputs: list[FeatureSlots]
+) -> tuple[list[EntityPlan], list[FeatureSlots]]:
+    """``entities`` and ``outputs`` with the output slots numbered entity by entity.
+
+    In plan order, and within an entity its groups' series' windows, then its kinds'
+    windows: so each entity's slots are one run, which ``_count_entity`` returns packed.
+    Only the numbering changes.
+    """
+    new: dict[int, int] = {}
+    for e in entities:
+        for s in e.series:
+            for w in s.windows:
+                new[w.slot] = len(new)
+        for d in e.distinct:
+            for w in d.windows:
+                new[w.slot] = len(new)
+    renumbered = [
+        replace(
+            e,
+            groups=tuple(
+                replace(
+                    g,
+                    series=tuple(
+                        replace(s, windows=tuple(replace(w, slot=new[w.slot]) for w in s.windows))
+                        for s in g.series
+                    ),
+                )
+                for g in e.groups
+            ),
+            distinct=tuple(
+                replace(d, windows=tuple(replace(w, slot=new[w.slot]) for w in d.windows))
+                for d in e.distinct
+            ),
+        )
+        for e in entities
+    ]
+    return renumbered, [replace(o, slots=tuple(new[s] for s in o.slots)) for o in outputs]
+
 
 def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str:
     """The name of an entity's packed-state layout, part of its key.
@@ -370,6 +417,9 @@ class Plan:
                         layout(tuple(counters), tuple(kinds)),
                     )
                 )
+        # output slots renumbered entity by entity, in plan order (each slot is one entity's),
+        # so that each entity's sums are one run of the output (``_count_entity`` packs it)
+        entities, outputs = _entity_ordered_slots(entities, outputs)
         self.entities: tuple[EntityPlan, ...] = tuple(entities)
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
         self._names = tuple(o.name for o in self.outputs)
@@ -442,7 +492,8 @@ class Plan:
         measures), kept buckets, horizon (s), what begin adds, what a decline adds, what
         a fraud adds, what a reported fraud adds (see ``Group.codes``)}; ``z`` distinct kinds
         {pruning width, kept buckets, horizon (s)}; ``star`` the position of the refreshing
-        group (0 when none), ``refresh`` its width (see ``begin.lua`` on TTLs). The state's layout
+        group (0 when none), ``refresh`` its width (see ``begin.lua`` on TTLs), ``slots`` the
+        count of its output slots (one run, ``_entity_ordered_slots``). The state's layout
         follows ``g`` and ``z`` in this order (``EntityPlan.layout`` names it). Then
         ``SLOTS``, ``CAP``, ``MEMBERS`` (begin's member arguments, one per distinct code)
         and ``WIDTHS``, every bucket width the plan reads, whose current bucket begin
@@ -465,8 +516,8 @@ class Plan:
             )
             kinds = ",".join(f"{{{d.keep_width},{d.keep},{d.horizon}}}" for d in e.distinct)
             lines.append(
-                f"  {{g={{{groups}}},z={{{kinds}}},star={e.star},refresh={e.refresh}}},"
-                f" -- {e.entity}"
+                f"  {{g={{{groups}}},z={{{kinds}}},star={e.star},refresh={e.refresh},"
+                f"slots={len(e.slots)}}}, -- {e.entity}"
             )
         lines.append("}")
         lines.append(
@@ -479,9 +530,10 @@ class Plan:
             | {w.width for e in self.entities for d in e.distinct for w in d.windows}
         )
         lines.append(f"local WIDTHS = {{{','.join(map(str, widths))}}}")
-        lines.append("local COUNT = {}")
+        lines.append("local COUNT, FRESH = {}, {}")
         at = {width: i + 1 for i, width in enumerate(widths)}  # cur[i]: bucket of WIDTHS[i]
         lines += (_count_entity(e, at) for e in self.entities)
+        lines += (_fresh_entity(e, at) for e in self.entities if _freshable(e))
         return "\n".join(lines) + "\n"
 
 
@@ -489,7 +541,7 @@ class Plan:
 _COUNT_LOCALS: Final = frozenset(
     (
         *("p", "m", "ttl", "old", "opened", "n", "last", "h", "q", "c", "sb", "b", "v"),
-        *("O", "out", "M", "cur", "start", "t", "cents", "units", "units2", "write"),
+        *("O", "M", "cur", "start", "t", "cents", "units", "units2", "write"),
         *("found", "member", "low", "oldest", "at", "digest", "seen", "from", "count", "j"),
     )
 )
@@ -498,27 +550,39 @@ _COUNT_LOCALS: Final = frozenset(
 def _count_entity(e: EntityPlan, at: dict[int, int]) -> str:
     """The Lua of ``COUNT[e.index]``: one entity's pass over its state.
 
-    ``COUNT[e.index]``: reads the entity's windows into ``out`` while it copies the
-    state ``v`` (an array of its doubles, empty when new) to ``O``, counting the attempt
+    ``COUNT[e.index]``: sums the entity's windows while it copies the state ``v`` (an
+    array of its doubles, empty when new) to ``O``, counting the attempt
     when ``write``: per group ``_count_group``, per kind ``_count_kind``. ``cur`` holds the
     bucket of the event second ``t`` per width (``cur[at[width]]``, by the width's place
     in WIDTHS), ``start`` that of the window second (``t``, or the server's second when
     that is earlier: the module docstring), ``M`` the member digests by code (false when
     missing). Returns the length of the state in O, the longest horizon of its non-empty
-    groups and kinds after and before, and whether the refreshing group opened a bucket
-    (begin.lua sets the TTL from them).
+    groups and kinds after and before, whether the refreshing group opened a bucket
+    (begin.lua sets the TTL from them), and the window sums, packed: the entity's run of
+    the output slots (``_entity_ordered_slots``). Each sum is a Lua local, not a table
+    entry: an addition then is one VM instruction instead of a table read and write.
     """
+    if len(e.slots) > 120:  # Lua 5.1 allows a function 200 locals
+        raise RuntimeError(f"{e.entity}: {len(e.slots)} windows, too many for one Lua function")
     body = "".join(_count_group(e, g, i + 1 == e.star, at) for i, g in enumerate(e.groups))
     body += "".join(_count_kind(e, d, at) for d in e.distinct)
+    sums = ", ".join(_sum(slot) for slot in e.slots)
+    zeros = ", ".join("0" for _ in e.slots)
     return (
-        f"COUNT[{e.index}] = function(v, O, out, M, cur, start, t, cents, units, units2, write)"
+        f"COUNT[{e.index}] = function(v, O, M, cur, start, t, cents, units, units2, write)"
         f" -- {e.entity}\n"
         f"  local p, m, ttl, old, opened = 1, 0, 0, 0, {'false' if e.star else 'true'}\n"
         "  local n, last, h, q, c, sb\n"
+        f"  local {sums} = {zeros}\n"
         f"{body}"
-        "  return m, ttl, old, opened\n"
+        f"  return m, ttl, old, opened, struct.pack('<{'d' * len(e.slots)}', {sums})\n"
         "end"
     )
+
+
+def _sum(slot: int) -> str:
+    """The Lua local of ``_count_entity`` that sums output slot ``slot``."""
+    return f"o{slot + 1}"
 
 
 def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str:
@@ -550,7 +614,7 @@ def _count_group(e: EntityPlan, g: Group, star: bool, at: dict[int, int]) -> str
     for s in g.series:
         for w in s.windows:
             (reported if s.measure == "r" else windows).setdefault(w.buckets, []).append(
-                f"out[{w.slot + 1}] = out[{w.slot + 1}] + {s.measure}"
+                f"{_sum(w.slot)} = {_sum(w.slot)} + {s.measure}"
             )
     earlier = "".join(
         f"      if b > sb - {n} then {'; '.join(adds)} end\n" for n, adds in sorted(windows.items())
@@ -629,7 +693,7 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
         "        for j = h + 2, m, 2 do\n"
         "          if O[j] >= from then count = count + 1 end\n"
         "        end\n"
-        f"        out[{w.slot + 1}] = count\n"
+        f"        {_sum(w.slot)} = count\n"
         "      end\n"
         for w in d.windows
     )
@@ -671,6 +735,79 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
         "    end\n"
         "    p = last + 1\n"
         "  end\n"
+    )
+
+
+def _freshable(e: EntityPlan) -> bool:
+    """Whether ``_fresh_entity`` can write ``e``: each of its groups counts attempts.
+
+    An attempt then makes one record in every group, so a new state's groups have a fixed
+    shape.
+    """
+    return all("a" in (s.measure for s in g.series) for g in e.groups)
+
+
+def _fresh_entity(e: EntityPlan, at: dict[int, int]) -> str:
+    """The Lua of ``FRESH[e.index]``: ``COUNT[e.index]`` for a new entity's attempt.
+
+    What ``_count_entity`` does with an empty state and ``write``, with what is fixed then
+    written in: one record per group, its bucket ``cur``'s, holding the attempt; per kind
+    the payment's member, if any, last seen at ``t``. The values go to ``struct.pack`` as
+    locals instead of through ``O`` (which holds only the kinds' part, the one of
+    variable length) and no loop runs over an empty state. Arguments: ``O`` and
+    ``format`` (begin.lua's scratch table and pack format for n doubles), then
+    ``COUNT``'s. Returns the state's TTL (its longest horizon, as ``COUNT``'s ``ttl``),
+    the window sums packed (as ``COUNT``) and the state packed. The same state and sums
+    as ``COUNT`` bit for bit (``tests/unit/test_plan_fresh.py`` runs both).
+    """
+    sums = ", ".join(_sum(slot) for slot in e.slots)
+    zeros = ", ".join("0" for _ in e.slots)
+    adds = dict(_BEGIN_ADDS)
+    body, values = [], []
+    for i, g in enumerate(e.groups, start=1):
+        xs = [f"{sr.measure}{i}" for sr in g.series]
+        first = ", ".join(
+            f"0 + {adds[sr.measure]}" if sr.measure in adds else "0" for sr in g.series
+        )
+        body.append(
+            f"  -- {e.entity} {g.name}\n"
+            f"  local c{i}, {', '.join(xs)} = cur[{at[g.width]}], {first}\n"
+        )
+        for sr, x in zip(g.series, xs, strict=True):
+            if sr.measure != "r":  # (reported frauds: never the current bucket's)
+                body += (f"  {_sum(w.slot)} = {_sum(w.slot)} + {x}\n" for w in sr.windows)
+        values += ["1", f"c{i}", *xs]
+    for d in e.distinct:
+        windows = "".join(
+            f"      if t >= (start[{at[w.width]}] - {w.buckets - 1}) * {w.width} then"
+            f" {_sum(w.slot)} = 1 end\n"
+            for w in d.windows
+        )
+        body.append(
+            f"  -- {e.entity} {d.name}: the {d.of} seen with it\n"
+            "  do\n"
+            f"    local member = M[{d.code}]\n"
+            f"    if member and t >= (start[{at[d.keep_width]}] - {d.keep}) * {d.keep_width} then\n"
+            "      O[n + 1], O[n + 2], O[n + 3] = 1, member, t\n"
+            "      n = n + 3\n"
+            f"{windows}"
+            f"      if {d.horizon} > ttl then ttl = {d.horizon} end\n"
+            "    else\n"
+            "      O[n + 1] = 0\n"
+            "      n = n + 1\n"
+            "    end\n"
+            "  end\n"
+        )
+    horizon = max(g.horizon for g in e.groups) if e.groups else 0
+    return (
+        f"FRESH[{e.index}] = function(O, format, M, cur, start, t, cents, units, units2)"
+        f" -- {e.entity}\n"
+        f"  local ttl, n = {horizon}, 0\n"
+        f"  local {sums} = {zeros}\n"
+        f"{''.join(body)}"
+        f"  return ttl, struct.pack('<{'d' * len(e.slots)}', {sums}),\n"
+        f"    struct.pack(format({len(values)} + n), {', '.join([*values, 'unpack(O, 1, n)'])})\n"
+        "end"
     )
 
 

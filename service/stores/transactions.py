@@ -34,28 +34,31 @@ transaction_record_decoder = msgspec.json.Decoder(TransactionRecord)
 
 
 class Decided(NamedTuple):
-    """A decided transaction's stored parts: the entity record and the response."""
+    """A decided transaction's stored parts: the entity record, the response, the digest."""
 
     record: bytes  # the entity record (TransactionRecord JSON), for feedback
     decision: bytes  # the response JSON, for a replay
+    digest: bytes = b""  # the payload's digest (a retry's conflict check); empty: none kept
 
 
-def decided_value(digest: str, entity_record: bytes, decision_json: bytes) -> bytes:
+def decided_value(
+    digest: str, entity_record: bytes, decision_json: bytes, mark: bytes = b""
+) -> bytes:
     """A decided transaction's value under its key.
 
     ``d``, the payment's digest, the fraud mark (empty until feedback), the entity record and the
     response, apart by newlines, which JSON text never holds (``begin.lua``'s ``read_claim`` reads
     it in Redis).
     """
-    return b"d\n%s\n\n%s\n%s" % (digest.encode(), entity_record, decision_json)
+    return b"d\n%s\n%s\n%s\n%s" % (digest.encode(), mark, entity_record, decision_json)
 
 
 def read_decided(value: bytes | None) -> Decided | None:
-    """``decided_value``'s record and response; None for a claim or a missing key."""
+    """``decided_value``'s record, response and digest; None for a claim or a missing key."""
     if not value or not value.startswith(b"d\n"):
         return None
-    _, _, _, record, decision = value.split(b"\n", 4)
-    return Decided(record, decision)
+    _, digest, _, record, decision = value.split(b"\n", 4)
+    return Decided(record, decision, digest)
 
 
 class TransactionStore:

@@ -128,7 +128,8 @@ class BeginTimedOut(StoreUnavailable):
 
         A ``replay``, ``pending`` or ``conflict`` comes with its stored decision, as
         ``begin`` answers it; ``new`` and ``takeover`` (the call's claim is in Redis; on
-        one Redis its attempt counted, on a cluster not) come without features; an error,
+        one Redis its attempt counted, on a cluster the drain of its spooled line counts
+        it) come without features; an error,
         a lost connection or ``lists`` (Redis did nothing) is None. One Redis' ``begin``
         and a cluster's ``cluster_claim`` answer alike here.
         """
@@ -181,6 +182,9 @@ class _SpoolEntry(msgspec.Struct, omit_defaults=True):
     committed: str = ""
     second: int = 0
     declines: list[tuple[str, int]] = []
+    # a cluster's call whose attempt was not counted: the entities and numbers to count it
+    counts: list[tuple[str, int]] = []
+    numbers: bytes = b""
     record: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
 
 
@@ -513,15 +517,17 @@ class VelocityStore:
         less than the function call (no Lua VM, no nested-call bookkeeping;
         ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
         that cannot run transactions (a test's wrapper) gets the function call, which
-        stores the same. ``claim``, the claimed-at its begin sent, names the call in a
-        cluster (its decision-log entry is appended once under it); on one Redis it is
-        not needed.
+        stores the same. ``claim``, the claimed-at its begin sent, names the call: the
+        function (a decline; a cluster's ``cluster_commit_tx``) stores the decision only
+        over that call's claim or over nothing, so a commit reaching Redis after the spool
+        drain stored the call's answer leaves it (``commit.lua``); a cluster also logs
+        under it once. None: stored over anything.
         """
         if self._cluster is not None:
             await self._cluster.commit(
                 payment,
                 digest=digest,
-                claim=claim or new_claim(),
+                claim=claim,
                 decision_json=decision_json,
                 record_json=record_json,
                 declined=declined,
@@ -551,6 +557,7 @@ class VelocityStore:
             self._maxlen,
             payment.transaction_id,
             record_json,
+            claim or "",
         ]
         if declined:
             args.append(second)
@@ -564,11 +571,11 @@ class VelocityStore:
         )
 
     def _decision(
-        self, payment: Payment, digest: str, decision_json: bytes
+        self, payment: Payment, digest: str, decision_json: bytes, mark: bytes = b""
     ) -> tuple[str, bytes, dict[str, str], int]:
         """The transaction key, its decided value, the entity keys by name and the event second.
 
-        The decided value is what ``commit`` stores under the key.
+        The decided value is what ``commit`` stores under the key (``mark``: its fraud mark).
         """
         second = event_second(payment.event_time)
         raw = self._read_keys(payment)
@@ -589,7 +596,7 @@ class VelocityStore:
                 if value is not None
             }
         entity_record = transaction_record_encoder.encode(TransactionRecord(second, keyed))
-        value = decided_value(digest, entity_record, decision_json)
+        value = decided_value(digest, entity_record, decision_json, mark)
         return (
             self.keys.transaction(payment.merchant_id, payment.transaction_id),
             value,
@@ -597,9 +604,11 @@ class VelocityStore:
             second,
         )
 
-    def decided_value(self, payment: Payment, digest: str, decision_json: bytes) -> bytes:
-        """The value ``commit`` stores under the transaction's key."""
-        return self._decision(payment, digest, decision_json)[1]
+    def decided_value(
+        self, payment: Payment, digest: str, decision_json: bytes, mark: bytes = b""
+    ) -> bytes:
+        """The value ``commit`` stores under the transaction's key; ``mark``: its fraud mark."""
+        return self._decision(payment, digest, decision_json, mark)[1]
 
     def _decline_keys(self, keyed: dict[str, str]) -> list[tuple[str, int]]:
         """The velocity keys a decline counts in, each with its entity's plan index."""
@@ -620,14 +629,22 @@ class VelocityStore:
         record_json: bytes,
         declined: bool,
         committed: bytes | None = None,
+        counted: bool = True,
     ) -> bytes:
         """The spool line of a decision Redis did not take.
 
         It holds all ``append_records`` needs to store it as the transaction's answer and log it
         (``drain.lua``). ``claim`` is what the call's begin sent; ``committed`` the value its
-        commit tried to store.
+        commit tried to store. ``counted`` False: the call's begin gave no answer with
+        features; on a cluster its claim may have landed uncounted, and the line then
+        carries the counts, which the drain sends under their marks when the claim was
+        the call's own (``cluster.py``). On one Redis ``begin`` counts with its claim.
         """
         tx, value, keyed, second = self._decision(payment, digest, decision_json)
+        counts: list[tuple[str, int]] = []
+        numbers = b""
+        if not counted and self._cluster is not None:
+            counts, numbers = self._cluster.counts_of(payment, claim)
         entry = _SpoolEntry(
             spool=1,
             tx=tx,
@@ -638,6 +655,8 @@ class VelocityStore:
             committed=committed.decode() if committed else "",
             second=second,
             declines=self._decline_keys(keyed) if declined else [],
+            counts=counts,
+            numbers=numbers,
             record=msgspec.Raw(record_json),
         )
         return _spool_encoder.encode(entry)

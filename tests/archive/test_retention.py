@@ -90,7 +90,8 @@ async def test_feedback_after_the_window_is_applied_from_the_archive(
 ):
     keys = Keys(redis_prefix)
     tx = keys.transaction("shop-1", "old-1")
-    await score(retained, on_card("old-1"))
+    body = on_card("old-1")
+    sent = await score(retained, body)
     await wait_archived(retained, "shop-1", "old-1")
     await redis_client.delete(tx)  # the replay window is over
     r = await label(retained, "old-1", "fraud")
@@ -101,8 +102,13 @@ async def test_feedback_after_the_window_is_applied_from_the_archive(
     ]
     assert 90 * DAY - 60 < await redis_client.ttl(tx) <= 90 * DAY  # the mark lives on
     assert (await label(retained, "old-1", "chargeback")).json()["result"] == "duplicate"
-    # the key put back has no payload digest: a retry this late is a conflict
-    r = await retained.post("/v1/score", json=on_card("old-1"), headers={"X-API-Key": SCORE_KEY})
+    # the key put back carries the payload's digest and the response as sent: a retry this
+    # late gets the original answer, counting nothing; another payload is a conflict
+    assert await retry(retained, body) == {**sent, "replayed": True}
+    assert await card_frauds(retained, "old-2b") == 1
+    r = await retained.post(
+        "/v1/score", json={**body, "amount": "1.23"}, headers={"X-API-Key": SCORE_KEY}
+    )
     assert r.status_code == 409, r.text
     # a label the archive holds is the mark of a key put back later: fraud again is a duplicate
     await wait_label_archived(archive_url, "old-1", 2)
@@ -114,6 +120,51 @@ async def test_feedback_after_the_window_is_applied_from_the_archive(
     assert await card_frauds(retained, "old-4") == 0  # withdrawn
     # never scored: unknown, with or without an archive
     assert (await label(retained, "never-scored", "fraud")).status_code == 404
+
+
+async def retry(client: AsyncTestClient, body: dict) -> dict:
+    r = await client.post("/v1/score", json=body, headers={"X-API-Key": SCORE_KEY})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_retry_of_a_payment_archived_without_its_digest_is_a_conflict(
+    redis_client, redis_prefix, retained, archive_url
+):
+    """A row archived before its digest was (migration 0009), or after its key expired."""
+    tx = Keys(redis_prefix).transaction("shop-1", "nodigest-1")
+    body = on_card("nodigest-1")
+    await score(retained, body)
+    await wait_archived(retained, "shop-1", "nodigest-1")
+    connection = await asyncpg.connect(archive_url)
+    try:
+        query = "UPDATE decisions SET digest = NULL WHERE transaction_id = $1 RETURNING digest"
+        assert await connection.fetch(query, "nodigest-1")  # the row was archived...
+        await redis_client.delete(tx)
+        assert (await label(retained, "nodigest-1", "fraud")).json()["result"] == "recorded"
+    finally:
+        await connection.close()
+    r = await retained.post("/v1/score", json=body, headers={"X-API-Key": SCORE_KEY})
+    assert r.status_code == 409, r.text  # never a replay it cannot vouch for
+
+
+async def test_an_unlabelled_payment_retried_after_the_window_is_scored_afresh(
+    redis_client, redis_prefix, retained
+):
+    """Scoring never reads PostgreSQL: a key gone is a payment not seen (README)."""
+    body = on_card("fresh-1", explain=True)
+    first = await score(retained, body)
+    assert first["features"]["card_attempts_10m"] == 1
+    await wait_archived(retained, "shop-1", "fresh-1")
+    within = await retry(retained, body)
+    assert within["replayed"] is True and within["transaction_id"] == "fresh-1"
+    await redis_client.delete(Keys(redis_prefix).transaction("shop-1", "fresh-1"))
+    again = await retry(retained, body)
+    assert again["replayed"] is False  # decided again, and counted again
+    assert again["features"]["card_attempts_10m"] == 2
+    # the archive keeps the first decision (one row per pair)
+    found = await wait_archived(retained, "shop-1", "fresh-1")
+    assert found["features"]["card_attempts_10m"] == 1
 
 
 async def wait_label_archived(url: str, tx: str, count: int) -> None:

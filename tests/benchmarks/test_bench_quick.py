@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.unit.test_model_bundle import SMALL, feature_frame
+from training.train import train_on_dataset
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_FIGURES = {
     "name",
@@ -43,11 +46,16 @@ PARTS = {
 def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
     tmp_path: Path,
 ) -> None:
+    # a small model, so that the model's and the shadow's runs are exercised too
+    registry = tmp_path / "models"
+    live = train_on_dataset(feature_frame(seed=0), registry=registry, params=SMALL)
     done = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "run.py"),
             "--quick",
+            "--model-dir",
+            str(registry),
             "--out",
             str(tmp_path),
             "--database-url",
@@ -93,8 +101,24 @@ def test_quick_benchmark_writes_table_and_json_with_every_figure_and_no_errors(
         round(archived["requests_per_second"] / report["runs"][3]["requests_per_second"], 3)
     ]
 
+    # the same maximum run against a third service with the live model in shadow too
+    shadow = report["shadow"]
+    [shadowed] = shadow["runs"]
+    assert shadow["shadow_model"] == live.version == report["model"]
+    assert shadowed["name"] == "POST /v1/score, maximum, shadow model"
+    assert shadowed.keys() >= RUN_FIGURES and shadowed["requests"] > 0 and shadowed["errors"] == 0
+    top = report["runs"][3]
+    assert shadow["with_to_without"] == [
+        round(shadowed["requests_per_second"] / top["requests_per_second"], 3)
+    ]
+    assert shadow["server_cpu_us_per_score_added"] == [
+        round(shadowed["server_cpu_us_per_request"] - top["server_cpu_us_per_request"], 1)
+    ]
+
     table = (tmp_path / "quick.md").read_text()
     assert "| POST /v1/score, maximum |" in table
     assert "Score throughput / `GET /healthz`" in table
     assert "| POST /v1/score, maximum, archiver running |" in table
     assert "With the archiver running" in table
+    assert "| POST /v1/score, maximum, shadow model |" in table
+    assert "With a shadow model" in table and live.version in table

@@ -188,6 +188,133 @@ async def test_a_commit_sent_again_logs_once_and_counts_its_decline_once(
     assert later.features["card_declines_24h"] == 1.0
 
 
+@pytest.mark.parametrize(
+    "then", ["drained twice", "a retry takes over first", "the count lands late", "count lost"]
+)
+async def test_an_attempt_whose_claim_or_count_missed_the_budget_is_counted_once(
+    cluster_client: RedisCluster, redis_prefix: str, then: str
+) -> None:
+    """A call decided without velocity has its attempt counted by the drain, once.
+
+    The first two: the claim's node is paused past the budget and its late answer is
+    ``new``, so the count step was never sent (the call spools with ``counted=False``);
+    the line is drained twice, or only after a retry took the claim over and counted.
+    The last two: the claim answered in time but the card's node was paused during the
+    count step, whose count then lands late or is lost with its connection. Either way
+    the card holds the attempt once.
+    """
+    store = store_on(cluster_client, redis_prefix, timeout_ms=100)
+    card = card_key(store, make_payment("x"))
+    card_node = node_of(cluster_client, card)
+    tid = transaction_apart_from(cluster_client, redis_prefix, card_node)
+    tx = store.keys.transaction("m1", tid)
+    claim = "1700000000000.000"
+    late_claim = then in ("drained twice", "a retry takes over first")
+    await store.library.load(cluster_client)  # on every primary before one is paused
+    paused = redis.Redis(port=node_of(cluster_client, tx) if late_claim else card_node)
+    try:
+        paused.client_pause(600, all=False)  # writes wait: the claim, or the card's count
+        with pytest.raises(StoreUnavailable) as failed:
+            await store.begin(make_payment(tid), digest="d1", claim=claim)
+        if then == "count lost":  # the waiting count goes with its connection, unrun
+            paused.client_kill_filter(_type="normal", skipme=True)
+            await cluster_client.get_node_from_key(card).disconnect()  # the kill's too
+        paused.client_unpause()
+    finally:
+        paused.close()
+    if late_claim:
+        late = await failed.value.late_status(2.0)  # type: ignore[attr-defined]
+        assert late is not None and late.status == "new"
+    line = store.spool_entry(
+        make_payment(tid),
+        digest="d1",
+        claim=claim,
+        decision_json=DECISION,
+        record_json=b"{}",
+        declined=False,
+        counted=False,
+    )
+
+    if then == "a retry takes over first":
+        await asyncio.sleep(0.3)  # past the pending timeout
+        retry = await store.begin(make_payment(tid), digest="d1")
+        assert retry.status == "takeover"
+        assert retry.features["card_attempts_10m"] == 1.0
+        assert await store.append_records([line]) == {"superseded": 1}
+    else:
+        assert await store.append_records([line]) == {"stored": 1}
+        assert await store.append_records([line]) == {"duplicate": 1}
+    later = await store.begin(make_payment(f"{tid}-later"), digest="d2")
+    assert later.features["card_attempts_10m"] == 2.0
+    assert later.features["customer_attempts_24h"] == later.features["device_attempts_1h"] == 2.0
+
+
+@pytest.mark.parametrize("declined", [False, True], ids=["approve", "decline"])
+async def test_a_commit_that_lands_after_the_drain_changes_nothing(
+    cluster_client: RedisCluster, redis_prefix: str, declined: bool
+) -> None:
+    """A commit held in flight past its budget reaches Redis after the drain stored its call.
+
+    The transaction node's connection goes through a proxy that holds the commit: the
+    call gives up on it and spools the answer it sends (``decision_log`` degraded), the
+    drain (the cluster client, not held) stores that answer and logs it; then the proxy
+    lets the commit through. The stored answer stays the one sent, the call is logged once
+    and its decline counted once.
+    """
+    from service.stores.decisions import read_decisions
+    from tests.reliability.conftest import FaultProxy
+
+    store = store_on(cluster_client, redis_prefix, timeout_ms=100)
+    payment = make_payment("t1")
+    tx = store.keys.transaction("m1", "t1")
+    node = cluster_client.get_node_from_key(tx)
+    proxy = FaultProxy(int(node.port)).start()
+    nodes = store._cluster.nodes  # type: ignore[union-attr]
+    assert nodes is not None
+    nodes._connections[node.name] = PipelinedConnection(
+        f"redis://127.0.0.1:{proxy.port}",
+        budget_seconds=5.0,
+        connect_timeout=1.0,
+        stall_seconds=30.0,  # the held commit stays on its connection
+    )
+    sent = DECISION[:-1] + b',"degraded":["decision_log"]}'
+    claim = "1700000000000.000"
+    try:
+        assert (await store.begin(payment, digest="d1", claim=claim)).status == "new"
+        proxy.stalled = True
+        with pytest.raises(StoreUnavailable):
+            await store.commit(
+                payment,
+                digest="d1",
+                decision_json=DECISION,
+                record_json=b'{"commit":1}',
+                declined=declined,
+                claim=claim,
+            )
+        line = store.spool_entry(
+            payment,
+            digest="d1",
+            claim=claim,
+            decision_json=sent,
+            record_json=b'{"spooled":1}',
+            declined=declined,
+            committed=store.decided_value(payment, "d1", DECISION),
+        )
+        assert await store.append_records([line]) == {"stored": 1}
+        proxy.stalled = False
+        # the connection keeps its order: once this PING is answered, the commit landed
+        assert await nodes._connections[node.name].execute_command("PING") in (b"PONG", "PONG")
+    finally:
+        proxy.stop()
+        await nodes.aclose()
+    assert await store.stored_decision("m1", "t1") == sent
+    log = await read_decisions(cluster_client, redis_prefix)  # type: ignore[arg-type]
+    assert [e.transaction_id for e in log] == ["t1"]
+    later = await store.begin(make_payment("t2"), digest="d2")
+    assert later.features["card_attempts_10m"] == 2.0
+    assert later.features["card_declines_24h"] == (1.0 if declined else 0.0)
+
+
 def test_the_cluster_url_names_every_node_and_refuses_what_is_not_one() -> None:
     from service.errors import ConfigurationError
     from service.stores.redis_client import cluster_nodes

@@ -201,18 +201,29 @@ async def test_bad_close_arguments_are_refused_naming_each_field(pool, queue):
     assert (await queue.get("m1", "t1")).status == "open"
 
 
+async def archive_as_of_0001(connection: asyncpg.Connection, tx: str, decision: str) -> None:
+    """A decision archived as the archiver wrote it under migration 0001 (its columns only)."""
+    from service.archive.rows import DECISION_COLUMNS, decision_row
+    from tests.archive.records import decision_entry, response
+
+    entry = decision_entry("m1", tx, at_ms=round(T0.timestamp() * 1000), decision=decision)
+    row = decision_row(entry, response(tx, decision, 70))
+    assert row is not None
+    columns = DECISION_COLUMNS[: DECISION_COLUMNS.index("digest")]  # added by 0009
+    await connection.execute("INSERT INTO decision_keys VALUES ($1, $2, $3)", *row[:3])
+    await connection.copy_records_to_table(
+        "decisions", records=[row[: len(columns)]], columns=list(columns)
+    )
+
+
 async def test_decisions_archived_before_the_reviews_migration_get_their_reviews():
     async with fresh_database(migrated=False) as url:
         connection = await asyncpg.connect(url)
         try:
             assert await apply_migrations(connection, upto=1) == [1]
             await maintain_partitions(connection, today=T0.date(), retention_days=30)
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-            try:
-                await archive_decision(pool, "m1", "old-review", decided_at=T0)
-                await archive_decision(pool, "m1", "old-approve", "approve", decided_at=T0)
-            finally:
-                await pool.close()
+            await archive_as_of_0001(connection, "old-review", "review")
+            await archive_as_of_0001(connection, "old-approve", "approve")
             assert 2 in await apply_migrations(connection)
             rows = await connection.fetch("SELECT transaction_id, status FROM reviews")
             assert [tuple(r) for r in rows] == [("old-review", "open")]

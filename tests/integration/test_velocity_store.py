@@ -1327,7 +1327,8 @@ def _reference_call(
         store.keys.decisions,
     ]
     value = b"d\ndg\n\n" + record + b"\n{}"  # digest dg, no fraud mark, record, response
-    commit_args = [value, 86_400, 10_000_000, payment.transaction_id, b"r", second]
+    # the claimed-at ('' when the caller names no call), then a decline's second
+    commit_args = [value, 86_400, 10_000_000, payment.transaction_id, b"r", "", second]
     for e, value in entities:
         if e.declines:
             commit_keys.append(store.keys.velocity(e.entity, value, e.layout))
@@ -1393,7 +1394,7 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
         await store.commit(payment, **DR, declined=True)
         assert list(recorder.sent[3:]) == commit_keys + commit_args
         await store.commit(payment, **DR, declined=False)
-        assert list(recorder.sent[3:]) == commit_keys[:2] + commit_args[:5]
+        assert list(recorder.sent[3:]) == commit_keys[:2] + commit_args[:6]
         # over a connection that runs transactions: a decline calls the function, any
         # other decision is commit.lua's commands for these keys and arguments, in MULTI
         store.hot = transacting

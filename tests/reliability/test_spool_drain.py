@@ -27,11 +27,14 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.decision.spool import DecisionSpool
+from service.errors import StoreUnavailable
 from service.normalisation.payment import Payment
 from service.stores.decisions import read_decisions
 from service.stores.keys import Keys
+from service.stores.pipelined import PipelinedConnection
 from service.stores.velocity import RiskStore, new_claim
 from tests.reliability.conftest import (
+    FaultProxy,
     RedisServer,
     Scenario,
     auth,
@@ -203,6 +206,82 @@ async def test_a_commit_that_landed_after_its_timeout_is_not_logged_again(
     assert await store.append_records([other]) == {"conflict": 1}
     assert await store.stored_decision("m1", "slow-1") == answer
     scenario.expected, scenario.found = "committed; conflict", "committed; conflict"
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        "decline",
+        pytest.param(
+            "approve",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="one Redis: a non-decline commit is a MULTI, not conditional (README)",
+            ),
+        ),
+    ],
+)
+async def test_a_commit_that_lands_after_the_drain_stored_its_answer_changes_nothing(
+    scenario: Scenario, redis_client: aioredis.Redis, redis_server: RedisServer, decision: str
+) -> None:
+    """The commit is held in flight (a proxy on the hot connection) past its budget.
+
+    The call spools the answer it sends (``decision_log`` degraded), the drain (on its own
+    connection) stores and logs it and counts its decline; then the commit reaches Redis:
+    the stored answer stays the one sent, one log entry, the decline counted once.
+    """
+    prefix = f"drain-{os.urandom(4).hex()}"
+    proxy = FaultProxy(redis_server.port).start()
+    hot = PipelinedConnection(
+        f"redis://127.0.0.1:{proxy.port}",
+        budget_seconds=5.0,
+        connect_timeout=1.0,
+        stall_seconds=30.0,  # the held commit stays on its connection
+    )
+    store = RiskStore(
+        redis_client, prefix=prefix, timeout_ms=100, decision_ttl_seconds=86_400, hot=hot
+    )
+    payment, claim = _payment("held-1"), new_claim()
+    answer = _answer("held-1", decision)
+    sent = answer[:-1] + b',"degraded":["decision_log"]}'
+    try:
+        assert (await store.begin(payment, "dg", claim)).status == "new"
+        proxy.stalled = True
+        with pytest.raises(StoreUnavailable):
+            await store.commit(
+                payment,
+                digest="dg",
+                decision_json=answer,
+                record_json=_record("held-1", "commit"),
+                declined=decision == "decline",
+                claim=claim,
+            )
+        committed = store.decided_value(payment, "dg", answer)
+        line = store.spool_entry(
+            payment,
+            digest="dg",
+            claim=claim,
+            decision_json=sent,
+            record_json=_record("held-1", "spooled"),
+            declined=decision == "decline",
+            committed=committed,
+        )
+        assert await store.append_records([line]) == {"stored": 1}
+        proxy.stalled = False
+        # the connection keeps its order: once this PING is answered, the commit landed
+        assert await hot.execute_command("PING") in (b"PONG", "PONG")
+    finally:
+        proxy.stop()
+        await hot.aclose()
+    later = await _store(redis_client, prefix).begin(_payment("held-2"), "dg2")
+    logged = await _log(redis_client, prefix, "held-1")
+    stored = await store.stored_decision("m1", "held-1")
+    scenario.expected = "the answer sent stored, 1 log entry, 1 decline"
+    scenario.found = f"{stored == sent}, {logged}, {later.features['card_declines_24h']}"
+    assert stored == sent
+    assert logged == [("spooled", "stored")]
+    assert later.features["card_declines_24h"] == (1.0 if decision == "decline" else 0.0)
+    assert later.features["card_attempts_10m"] == 2.0
 
 
 async def test_after_an_outage_an_identical_retry_is_replayed_with_one_log_record(
