@@ -179,6 +179,28 @@ FEATURES_HELP = (
 )
 
 
+def _share(text: str) -> float:
+    """A share in (0, 1] for ``--refit-sample``; argparse names the option on failure."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], not {text}")
+    return value
+
+
+# ``--refit-sample`` of train and walkforward (training.train.refit_sample_rows); the
+# default's 250,000 is training.train.REFIT_LEGIT_ROWS (a test checks they agree).
+REFIT_SAMPLE_ARGUMENT: dict[str, Any] = {
+    "type": _share,
+    "metavar": "SHARE",
+    "help": "the refit on every mature labelled row learns from every fraud and this share "
+    "of the legitimate rows, each weighted 1/SHARE so calibration and thresholds stay right "
+    "(default: all legitimate rows up to 250,000, a sample of 250,000 above; 1 = every row)",
+}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``riskscore train``: train, evaluate, register, and promote through the gate.
 
@@ -213,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_decline_rate=args.decline_rate,
         secret=_secret(),
         refit=not args.no_refit,
+        refit_sample=args.refit_sample,
         exclude_known_fraud=args.exclude_known_fraud,
         features=args.features,
     )
@@ -393,6 +416,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         minimal=args.minimal,
         features=args.features,
         seed=args.seed,
+        refit_sample=args.refit_sample,
         secret=_secret(),
         progress=not args.json,
     )
@@ -1139,6 +1163,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ship the model fitted on the train period, not the refit on every mature "
         "labelled row (the held-out figures are the same either way)",
     )
+    train.add_argument("--refit-sample", **REFIT_SAMPLE_ARGUMENT)
     train.add_argument(
         "--exclude-known-fraud",
         action="store_true",
@@ -1218,6 +1243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train without payments of entities already confirmed fraudulent",
     )
     walkforward.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
+    walkforward.add_argument("--refit-sample", **REFIT_SAMPLE_ARGUMENT)
     walkforward.add_argument("--seed", type=int, default=0)
     walkforward.add_argument("--json", action="store_true", help="print one JSON object")
     walkforward.set_defaults(func=cmd_walkforward)

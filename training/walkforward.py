@@ -117,6 +117,7 @@ def walk_forward(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     decline_rate: float = 0.01,
+    refit_sample: float | None = None,
     secret: bytes | None = None,
     fx: FxTable | None = None,
     progress: bool = False,
@@ -124,7 +125,8 @@ def walk_forward(
     """Run ``folds`` train-then-test periods in time order; figures per fold and summary.
 
     ``features`` is a feature-set specification (``training.feature_sets``; the default
-    set when None).
+    set when None). ``refit_sample``: the share of legitimate rows each fold's refit learns
+    from, as ``train --refit-sample`` (``training.train.refit_sample_rows``).
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"--folds must be a positive whole number, not {folds!r}")
@@ -151,6 +153,7 @@ def walk_forward(
             params=params,
             seed=seed,
             decline_rate=decline_rate,
+            refit_sample=refit_sample,
             bar=bar,
         )
     return {
@@ -159,6 +162,7 @@ def walk_forward(
         "legit_after_days": legit_after_days,
         "exclude_known_fraud": exclude_known_fraud,
         "minimal_columns": minimal,
+        "refit_sample": refit_sample,
         "columns": list(log.columns),
     } | out
 
@@ -174,6 +178,7 @@ def walk_forward_dataset(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     decline_rate: float = 0.01,
+    refit_sample: float | None = None,
     bar: tqdm | None = None,
 ) -> dict[str, Any]:
     """``walk_forward`` on a ``training.dataset`` frame that is built already.
@@ -222,6 +227,7 @@ def walk_forward_dataset(
             settings=settings,
             seed=seed,
             decline_rate=decline_rate,
+            refit_sample=refit_sample,
         )
         bar.update()
         bar.set_postfix_str(f"fold {fold + 1}: test")
@@ -240,6 +246,7 @@ def walk_forward_dataset(
                 "examples": int(split.examples.sum()),
                 "example_frauds": int(y[split.examples].sum()),
                 "iterations": fitted.iterations,
+                "refit_sample": fitted.refit_sample.card() if fitted.refit_sample else None,
                 "test_rows": int(test.sum()),
                 "test_frauds": int((truth[test] == 1).sum()),
                 "known_fraud_entity_rows": int((~fresh).sum()),

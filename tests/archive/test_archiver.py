@@ -104,10 +104,12 @@ async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     assert await archived(archive.pool) == (25, 25, 1)
     pending = await redis_client.xpending(keys.decisions, GROUP)
     assert pending["pending"] == 0
-    # the response as sent came along from the transaction's key
+    # the response as sent and the payload's digest came along from the transaction's key
     async with archive.pool.acquire() as c:
-        sent = await c.fetchval("SELECT response->>'transaction_id' FROM decisions LIMIT 1")
-    assert sent is not None and sent.startswith("t")
+        query = "SELECT response->>'transaction_id', digest FROM decisions"
+        rows = await c.fetch(query)
+    assert all(sent is not None and sent.startswith("t") for sent, _ in rows)
+    assert {digest for _, digest in rows} == {"digest"}  # a retry's conflict check
     # the same decisions logged again (a spool drain, a re-read): still once each
     await log_decisions(redis_client, keys, "m1", 0, 25)
     await drain(archiver)
