@@ -34,8 +34,9 @@
    legitimate rows, each weighted by the inverse of the sampling rate, so the trees see
    the full fraud rate, and its baseline is then shifted so that it predicts as many
    frauds over all the rows as they hold (``match_fraud_rate``): the calibration and
-   cut-offs of step 5 stay right for it. The card's ``protocol.refit_sample`` says how
-   many rows of each kind it kept and the shift.
+   cut-offs of step 5 stay right for it. Its trees' node counts are made the weighted
+   counts (``weigh_node_counts``), which the reasons are measured against. The card's
+   ``protocol.refit_sample`` says how many rows of each kind it kept and the shift.
 8. The final trees are compiled (``service.model.compiled``), checked against
    scikit-learn to 1e-9 (serving uses the compiled forest only), and registered with the
    card. ``exclude_known_fraud`` leaves out of every period the payments whose card,
@@ -70,6 +71,7 @@ from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from service.contract import VERTICALS
 from service.errors import RiskscoreError
@@ -548,6 +550,36 @@ def match_fraud_rate(
     return shift
 
 
+def weigh_node_counts(
+    model: HistGradientBoostingClassifier, matrix: np.ndarray, weight: np.ndarray
+) -> None:
+    """Make every tree node's ``count`` the weighted count of the rows the model fitted.
+
+    scikit-learn stores how many fitted rows reached each node, whatever their weights.
+    The compiled forest's expected values (what the ``MODEL_*`` reasons are measured
+    against) and scikit-learn's partial dependence weigh nodes by those counts, so after a
+    refit on a weighted sample (every fraud, some of the legitimate rows) they would count
+    frauds several times too often. ``matrix`` and ``weight``: the rows fitted and theirs.
+    Each leaf gets the sum of its rows' weights, rounded; each split its children's sum.
+    """
+    known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
+    threads = _openmp_effective_n_threads()  # as scikit-learn's predict: the pool's limit
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        values = nodes["value"].copy()
+        nodes["value"] = np.arange(len(nodes))  # predict() now answers the leaf's index
+        try:
+            leaf = predictor.predict(matrix, known_categories, feature_map, threads)
+        finally:
+            nodes["value"] = values
+        weighted = np.bincount(leaf.astype(np.intp), weights=weight, minlength=len(nodes))
+        counts = np.rint(weighted).astype(np.int64)
+        for i in range(len(nodes) - 1, -1, -1):  # children come after their parent
+            if not nodes["is_leaf"][i]:
+                counts[i] = counts[nodes["left"][i]] + counts[nodes["right"][i]]
+        nodes["count"] = counts.astype(nodes["count"].dtype)
+
+
 def _fill_unseen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # scikit-learn cannot bin a column with no value at all; a constant never splits, so
     # 0 there trains the same trees, and such a feature plays no part in any prediction.
@@ -655,6 +687,7 @@ def _fit_protocol(
         final_matrix, unseen = _fill_unseen(matrix[sample.rows])
         final.fit(final_matrix, y[sample.rows], sample_weight=sample.weight)
         if sample.weight is not None:
+            weigh_node_counts(final, final_matrix, sample.weight)
             shift = match_fraud_rate(final, matrix, y, final_rows, seed)
             sample = dataclasses.replace(sample, baseline_shift=shift)
         forest, disagreement = _compile_checked(final, stop_matrix[:2000])

@@ -94,6 +94,18 @@ def test_the_weighted_refit_keeps_the_fraud_rate_the_calibration_was_fitted_for(
     for fitted in (every, sampled):
         assert fitted.forest.proba_many(fresh).mean() == pytest.approx(fresh_y.mean(), rel=0.1)
     assert sampled.timings["refit_cpu_seconds"] >= 0
+    # the trees' node counts weigh the sampled rows as the rows they stand for, so the
+    # reasons' reference point (the forest's expected raw score) is about the model's mean
+    # raw score over every final row (-5.08; -5.32 weighted, -4.02 with the sample's counts)
+    for (tree,) in sampled.estimator._predictors:
+        nodes = tree.nodes
+        assert abs(int(nodes["count"][0]) - rows) <= len(nodes)  # rounding per leaf
+        split = ~nodes["is_leaf"].astype(bool)
+        children = nodes["count"][nodes["left"][split]] + nodes["count"][nodes["right"][split]]
+        np.testing.assert_array_equal(nodes["count"][split], children)
+    mean_raw = sampled.forest.raw_many(matrix).mean()
+    assert sampled.forest.expected_raw == pytest.approx(mean_raw, abs=0.35)
+    assert every.forest.expected_raw == pytest.approx(every.forest.raw_many(matrix).mean())
 
 
 @pytest.fixture(scope="module")
