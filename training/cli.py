@@ -476,11 +476,13 @@ def _print_compared(result: dict) -> None:
         figures = [cell(run["summary"], k) for k in HEADLINE_COMPARED]
         ap, recall = delta["all.average_precision"], delta["all.recall_at_1%_decline"]
         rows.append([spec, *figures, deltas(ap), deltas(recall)])
+    columns = ["feature set", "ROC AUC", "AP", "recall@1%", "ΔAP per fold", "Δrecall@1% per fold"]
+    widest = [max(len(str(v)) for v in values) for values in zip(columns, *rows, strict=True)]
     _table(
         f"feature sets on the same folds (differences per fold against {first})",
-        ["feature set", "ROC AUC", "AP", "recall@1%", "ΔAP per fold", "Δrecall@1% per fold"],
+        columns,
         rows,
-        width=120,
+        width=sum(widest) + 3 * len(columns) + 1,  # every value whole, never cut
     )
 
 
