@@ -415,6 +415,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         exclude_known_fraud=args.exclude_known_fraud,
         minimal=args.minimal,
         features=args.features,
+        compare=args.compare or (),
         seed=args.seed,
         refit_sample=args.refit_sample,
         secret=_secret(),
@@ -450,7 +451,39 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         [[p, m["rows"], m["mean"], m["std"]] for p, m in patterns.items()],
     )
     print("'new': payments whose card, customer, device, email and account had no confirmed fraud")
+    if "compared" in result:
+        _print_compared(result)
     return 0
+
+
+HEADLINE_COMPARED = ("roc_auc", "average_precision", "recall_at_1%_decline")
+
+
+def _print_compared(result: dict) -> None:
+    """``walkforward --compare``: each feature set's mean ± sd and its AP and recall per fold."""
+
+    def cell(summary: dict, name: str) -> str:
+        figure = summary["all"][name]
+        return "–" if figure["mean"] is None else f"{figure['mean']:.3f} ± {figure['std']:.3f}"
+
+    def deltas(values: list) -> str:
+        return ", ".join("–" if v is None else f"{v:+.3f}" for v in values)
+
+    first = result["feature_set"]["spec"]
+    rows = [[first, *(cell(result["summary"], k) for k in HEADLINE_COMPARED), "", ""]]
+    for spec, run in result["compared"].items():
+        delta = run["delta_per_fold"]
+        figures = [cell(run["summary"], k) for k in HEADLINE_COMPARED]
+        ap, recall = delta["all.average_precision"], delta["all.recall_at_1%_decline"]
+        rows.append([spec, *figures, deltas(ap), deltas(recall)])
+    columns = ["feature set", "ROC AUC", "AP", "recall@1%", "ΔAP per fold", "Δrecall@1% per fold"]
+    widest = [max(len(str(v)) for v in values) for values in zip(columns, *rows, strict=True)]
+    _table(
+        f"feature sets on the same folds (differences per fold against {first})",
+        columns,
+        rows,
+        width=sum(widest) + 3 * len(columns) + 1,  # every value whole, never cut
+    )
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -1243,6 +1276,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train without payments of entities already confirmed fraudulent",
     )
     walkforward.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
+    walkforward.add_argument(
+        "--compare",
+        metavar="SPEC",
+        action="append",
+        help="also run this feature set on the same folds (repeatable; features built once) "
+        "and print each beside --features with its AP and recall differences per fold",
+    )
     walkforward.add_argument("--refit-sample", **REFIT_SAMPLE_ARGUMENT)
     walkforward.add_argument("--seed", type=int, default=0)
     walkforward.add_argument("--json", action="store_true", help="print one JSON object")
