@@ -108,3 +108,20 @@ async def test_partitions_cover_the_retention_and_older_days_are_dropped(archive
         assert again.made == [] and again.dropped == []
     finally:
         await connection.close()
+
+
+async def test_no_index_nothing_reads_is_kept():
+    async with fresh_database() as url:  # today's partitions made: theirs are checked too
+        connection = await asyncpg.connect(url)
+        try:
+            indexes = {
+                r["indexname"]: r["indexdef"]
+                for r in await connection.fetch("SELECT indexname, indexdef FROM pg_indexes")
+            }
+        finally:
+            await connection.close()
+    assert "decisions_customer" in indexes  # an entity's history reads it
+    assert not indexes.keys() & {"decisions_queue", "decisions_merchant"}
+    unread = ("(decision, decided_at)", "(merchant_id, decided_at)")
+    assert not [name for name, sql in indexes.items() if sql.endswith(unread)]
+    assert any(name.startswith("decisions_p") for name in indexes)
