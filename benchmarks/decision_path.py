@@ -35,7 +35,7 @@ from service.decision.scoring import response_of
 from service.features.catalog import VELOCITY_FEATURES
 from service.features.request import request_features
 from service.model.bundle import ModelBundle
-from service.normalisation.normalise import normalise, payment_digest
+from service.normalisation.normalise import normalise
 from service.normalisation.pseudonymise import Pseudonymiser
 from service.reference.tables import FxTable
 from service.rules.rulebook import load_ruleset
@@ -66,8 +66,8 @@ def main(n: int, model_dir: Path | None = None, shadow_dir: Path | None = None) 
             clock="server",
             max_skew_seconds=300,
             ip=valid.ip,
+            digest_key=b"digest-key",
         ).payment
-        payment_digest(valid.request, key=b"digest-key")
         features = request_features(payment)
         features.update(velocity)
         verdict = decide_payment(

@@ -48,7 +48,7 @@ from service.api.schemas import decode_score_request
 from service.app import build_engine
 from service.decision.scoring import Engine, score
 from service.features.request import request_features
-from service.normalisation.normalise import normalise, payment_digest
+from service.normalisation.normalise import normalise
 from service.settings import Settings
 from service.telemetry.metrics import Metrics
 
@@ -176,8 +176,9 @@ async def measure(engine: Engine, iterations: int, seed: int) -> dict[str, Any]:
             now=time.time(),
             clock=settings.clock,
             max_skew_seconds=settings.max_clock_skew_seconds,
+            digest_key=settings.secret,
         )
-        return normalised, payment_digest(request, key=settings.secret)
+        return normalised, normalised.digest
 
     parts["normalise_pseudonymise"] = timed(normalise_one, requests)
     normalised = [normalise_one(r) for r in requests]

@@ -174,9 +174,32 @@ GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it f
 FEATURES_HELP = (
     "feature set the model learns from: a set name (default, all) then -GROUP or +GROUP "
     "(or a single model column), comma-separated, e.g. all,-reported_fraud_rate; groups: "
-    "frauds, reported_frauds, reported_fraud_rate, amount_over_mean, amount_zscore, "
-    "local_time (training/feature_sets.py; default: the set docs/model-evaluation.md chose)"
+    "frauds, reported_frauds, reported_fraud_rate, merchant_reported, merchant_reported_rate, "
+    "merchant_fraud_counts, amount_over_mean, amount_zscore, local_time "
+    "(training/feature_sets.py; default: the set docs/model-evaluation.md chose)"
 )
+
+
+def _share(text: str) -> float:
+    """A share in (0, 1] for ``--refit-sample``; argparse names the option on failure."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], not {text}")
+    return value
+
+
+# ``--refit-sample`` of train and walkforward (training.train.refit_sample_rows); the
+# default's 250,000 is training.train.REFIT_LEGIT_ROWS (a test checks they agree).
+REFIT_SAMPLE_ARGUMENT: dict[str, Any] = {
+    "type": _share,
+    "metavar": "SHARE",
+    "help": "the refit on every mature labelled row learns from every fraud and this share "
+    "of the legitimate rows, each weighted 1/SHARE so calibration and thresholds stay right "
+    "(default: all legitimate rows up to 250,000, a sample of 250,000 above; 1 = every row)",
+}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -213,6 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_decline_rate=args.decline_rate,
         secret=_secret(),
         refit=not args.no_refit,
+        refit_sample=args.refit_sample,
         exclude_known_fraud=args.exclude_known_fraud,
         features=args.features,
     )
@@ -392,7 +416,9 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         exclude_known_fraud=args.exclude_known_fraud,
         minimal=args.minimal,
         features=args.features,
+        compare=args.compare or (),
         seed=args.seed,
+        refit_sample=args.refit_sample,
         secret=_secret(),
         progress=not args.json,
     )
@@ -426,7 +452,39 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         [[p, m["rows"], m["mean"], m["std"]] for p, m in patterns.items()],
     )
     print("'new': payments whose card, customer, device, email and account had no confirmed fraud")
+    if "compared" in result:
+        _print_compared(result)
     return 0
+
+
+HEADLINE_COMPARED = ("roc_auc", "average_precision", "recall_at_1%_decline")
+
+
+def _print_compared(result: dict) -> None:
+    """``walkforward --compare``: each feature set's mean ± sd and its AP and recall per fold."""
+
+    def cell(summary: dict, name: str) -> str:
+        figure = summary["all"][name]
+        return "–" if figure["mean"] is None else f"{figure['mean']:.3f} ± {figure['std']:.3f}"
+
+    def deltas(values: list) -> str:
+        return ", ".join("–" if v is None else f"{v:+.3f}" for v in values)
+
+    first = result["feature_set"]["spec"]
+    rows = [[first, *(cell(result["summary"], k) for k in HEADLINE_COMPARED), "", ""]]
+    for spec, run in result["compared"].items():
+        delta = run["delta_per_fold"]
+        figures = [cell(run["summary"], k) for k in HEADLINE_COMPARED]
+        ap, recall = delta["all.average_precision"], delta["all.recall_at_1%_decline"]
+        rows.append([spec, *figures, deltas(ap), deltas(recall)])
+    columns = ["feature set", "ROC AUC", "AP", "recall@1%", "ΔAP per fold", "Δrecall@1% per fold"]
+    widest = [max(len(str(v)) for v in values) for values in zip(columns, *rows, strict=True)]
+    _table(
+        f"feature sets on the same folds (differences per fold against {first})",
+        columns,
+        rows,
+        width=sum(widest) + 3 * len(columns) + 1,  # every value whole, never cut
+    )
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -1140,6 +1198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ship the model fitted on the train period, not the refit on every mature "
         "labelled row (the held-out figures are the same either way)",
     )
+    train.add_argument("--refit-sample", **REFIT_SAMPLE_ARGUMENT)
     train.add_argument(
         "--exclude-known-fraud",
         action="store_true",
@@ -1219,6 +1278,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train without payments of entities already confirmed fraudulent",
     )
     walkforward.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
+    walkforward.add_argument(
+        "--compare",
+        metavar="SPEC",
+        action="append",
+        help="also run this feature set on the same folds (repeatable; features built once) "
+        "and print each beside --features with its AP and recall differences per fold",
+    )
+    walkforward.add_argument("--refit-sample", **REFIT_SAMPLE_ARGUMENT)
     walkforward.add_argument("--seed", type=int, default=0)
     walkforward.add_argument("--json", action="store_true", help="print one JSON object")
     walkforward.set_defaults(func=cmd_walkforward)

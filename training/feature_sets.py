@@ -43,6 +43,10 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
     # the merchant's share of those: counts that grow with the merchant's volume and, over
     # the first months of a log, with time itself (labels arrive up to 90 days late)
     "merchant_reported": _matching(r"merchant_reported_fraud\w+"),
+    # the merchant's reported frauds per payment of the same window: what finds a terminal
+    # compromised for weeks when labels come days late (docs/model-evaluation.md, card data
+    # of the handbook's shape: `default,+merchant_reported_rate`)
+    "merchant_reported_rate": _matching(r"merchant_reported_fraud_rate_\w+"),
     # every count of the merchant's confirmed frauds, by payment time or by label arrival
     "merchant_fraud_counts": _matching(r"merchant_(reported_)?fraud\w+"),
     # amount against the card's and customer's habit (issue 16)

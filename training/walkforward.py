@@ -27,7 +27,7 @@ stop anyway). ``summary`` gives each figure's mean and standard deviation over t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -114,9 +114,11 @@ def walk_forward(
     exclude_known_fraud: bool = False,
     minimal: bool = False,
     features: str | None = None,
+    compare: Sequence[str] = (),
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     decline_rate: float = 0.01,
+    refit_sample: float | None = None,
     secret: bytes | None = None,
     fx: FxTable | None = None,
     progress: bool = False,
@@ -124,7 +126,11 @@ def walk_forward(
     """Run ``folds`` train-then-test periods in time order; figures per fold and summary.
 
     ``features`` is a feature-set specification (``training.feature_sets``; the default
-    set when None).
+    set when None). ``refit_sample``: the share of legitimate rows each fold's refit learns
+    from, as ``train --refit-sample`` (``training.train.refit_sample_rows``).
+    ``compare``: more feature sets run on the same folds (features built once), each under
+    ``compared`` with its figures and its differences per fold from ``features``'
+    (``delta_per_fold``): what choosing a feature set by walk-forward needs.
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"--folds must be a positive whole number, not {folds!r}")
@@ -137,28 +143,46 @@ def walk_forward(
     if minimal:
         log = minimal_columns(log)
     feature_set = resolve(features)
-    with tqdm(total=1 + 2 * folds, desc="walk-forward", unit="step", disable=not progress) as bar:
+    others = [resolve(spec) for spec in compare]
+    steps = 1 + 2 * folds * (1 + len(others))
+    with tqdm(total=steps, desc="walk-forward", unit="step", disable=not progress) as bar:
         bar.set_postfix_str("features")
         dataset = build_dataset(log, secret=secret, fx=fx)
         bar.update()
-        out = walk_forward_dataset(
-            dataset,
-            folds=folds,
-            test_share=test_share,
-            legit_after_days=legit_after_days,
-            exclude_known_fraud=exclude_known_fraud,
-            feature_set=feature_set,
-            params=params,
-            seed=seed,
-            decline_rate=decline_rate,
-            bar=bar,
-        )
+        runs = [
+            walk_forward_dataset(
+                dataset,
+                folds=folds,
+                test_share=test_share,
+                legit_after_days=legit_after_days,
+                exclude_known_fraud=exclude_known_fraud,
+                feature_set=chosen,
+                params=params,
+                seed=seed,
+                decline_rate=decline_rate,
+                refit_sample=refit_sample,
+                bar=bar,
+            )
+            for chosen in (feature_set, *others)
+        ]
+    out, compared = runs[0], runs[1:]
+    if compared:
+        out["compared"] = {
+            run["feature_set"]["spec"]: {
+                "feature_set": run["feature_set"],
+                "per_fold": run["per_fold"],
+                "summary": run["summary"],
+                "delta_per_fold": fold_deltas(run["per_fold"], out["per_fold"]),
+            }
+            for run in compared
+        }
     return {
         "rows": out.pop("rows"),
         "folds": folds,
         "legit_after_days": legit_after_days,
         "exclude_known_fraud": exclude_known_fraud,
         "minimal_columns": minimal,
+        "refit_sample": refit_sample,
         "columns": list(log.columns),
     } | out
 
@@ -174,6 +198,7 @@ def walk_forward_dataset(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     decline_rate: float = 0.01,
+    refit_sample: float | None = None,
     bar: tqdm | None = None,
 ) -> dict[str, Any]:
     """``walk_forward`` on a ``training.dataset`` frame that is built already.
@@ -189,12 +214,8 @@ def walk_forward_dataset(
     truth = dataset["label"].to_numpy(dtype=np.float64)
     verticals = dataset["vertical"].to_numpy(dtype=object)
     known = known_fraud_rows(dataset)
-    first, last = float(time_.min()), float(time_.max()) + 1.0
-    length = (last - first) * test_share / folds
     results = []
-    for fold in range(folds):
-        start = last - (folds - fold) * length
-        end = start + length
+    for fold, (start, end) in enumerate(fold_periods(time_, folds, test_share)):
         bar.set_postfix_str(f"fold {fold + 1}: fit")
         label = labels_known_at(dataset, start, legit_after_days)
         if exclude_known_fraud:
@@ -222,6 +243,7 @@ def walk_forward_dataset(
             settings=settings,
             seed=seed,
             decline_rate=decline_rate,
+            refit_sample=refit_sample,
         )
         bar.update()
         bar.set_postfix_str(f"fold {fold + 1}: test")
@@ -240,6 +262,7 @@ def walk_forward_dataset(
                 "examples": int(split.examples.sum()),
                 "example_frauds": int(y[split.examples].sum()),
                 "iterations": fitted.iterations,
+                "refit_sample": fitted.refit_sample.card() if fitted.refit_sample else None,
                 "test_rows": int(test.sum()),
                 "test_frauds": int((truth[test] == 1).sum()),
                 "known_fraud_entity_rows": int((~fresh).sum()),
@@ -259,6 +282,32 @@ def walk_forward_dataset(
         "per_fold": results,
         "summary": summarise_folds(results),
     }
+
+
+def fold_periods(
+    event_time: np.ndarray, folds: int, test_share: float
+) -> list[tuple[float, float]]:
+    """The ``folds`` test periods ``[start, end)``, Unix seconds, over the last ``test_share``."""
+    first, last = float(np.min(event_time)), float(np.max(event_time)) + 1.0
+    length = (last - first) * test_share / folds
+    starts = [last - (folds - fold) * length for fold in range(folds)]
+    return [(start, start + length) for start in starts]
+
+
+def fold_deltas(
+    folds: list[dict[str, Any]], against: list[dict[str, Any]]
+) -> dict[str, list[float | None]]:
+    """Per headline figure (all rows and "new" ones): ``folds`` minus ``against``, per fold."""
+    out: dict[str, list[float | None]] = {}
+    for scope in ("all", "unknown_entities"):
+        for name in HEADLINE:
+            out[f"{scope}.{name}"] = [
+                None
+                if a[scope].get(name) is None or b[scope].get(name) is None
+                else a[scope][name] - b[scope][name]
+                for a, b in zip(folds, against, strict=True)
+            ]
+    return out
 
 
 def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
 from service.features.catalog import VELOCITY_FEATURES
 from service.features.request import request_features
 from service.model.bundle import ModelBundle
-from service.normalisation.normalise import Normalised, normalise, payment_digest
+from service.normalisation.normalise import Normalised, normalise
 from service.normalisation.payment import Payment
 from service.normalisation.pseudonymise import IPAddress, Pseudonymiser
 from service.reference.tables import FxTable
@@ -118,9 +118,10 @@ async def score(
         clock=settings.clock,
         max_skew_seconds=settings.max_clock_skew_seconds,
         ip=ip,
+        digest_key=settings.secret,
     )
     payment = normalised.payment
-    digest = payment_digest(request, key=settings.secret)
+    digest = normalised.digest
     claim = new_claim()
     degraded: list[str] = []
     begin = await _begin(engine, payment, digest, claim, degraded)

@@ -196,6 +196,7 @@ class Normalised(msgspec.Struct, frozen=True):
 
     payment: Payment
     ip: IPAddress | None
+    digest: str = ""  # ``payment_digest``'s, when ``normalise`` was given its key
 
 
 # --- online --------------------------------------------------------------------------------
@@ -227,13 +228,18 @@ def normalise(
     clock: Clock,
     max_skew_seconds: float,
     ip: IPAddress | Literal["unparsed"] | None = "unparsed",
+    digest_key: bytes | None = None,
 ) -> Normalised:
     """The request's ``Payment``, pseudonymised, and its IP address for list ranges.
+
+    With ``digest_key``, also ``payment_digest(request, key=digest_key)``, from the same
+    read of the request's fields (``Normalised.digest``).
 
     ``ip`` is ``device.ip`` as validation already parsed it (``ValidRequest.ip``), so that
     a request's address is parsed once; by default it is parsed here. Raises
     ``InvalidRequest`` for a currency without a reference rate or a bad IP address.
     """
+    flat = _read_flat(request)
     (
         transaction_id,
         _timestamp,
@@ -263,7 +269,7 @@ def normalise(
         context_subscription_kind,
         context_subscription_trial,
         context_three_ds,
-    ) = _read_flat(request)
+    ) = flat
     amount_usd = fx.to_usd(amount, currency)
     if isinstance(ip, str):  # "unparsed"
         ip = None
@@ -312,7 +318,8 @@ def normalise(
         context_subscription_trial=context_subscription_trial,
         context_three_ds=context_three_ds,
     )
-    return Normalised(payment=payment, ip=ip)
+    digest = _digest_of_flat(flat, digest_key) if digest_key is not None else ""
+    return Normalised(payment=payment, ip=ip, digest=digest)
 
 
 def _rfc3339(value: datetime | None) -> str | None:
@@ -341,9 +348,19 @@ def payment_digest(request: ScoreRequest, *, key: bytes = b"") -> str:
 
     The message is ``request_to_log_row`` with the canonical amount, as JSON with sorted
     keys; it is written from ``_DigestRow``, whose fields are those keys in that order,
-    because building and sorting the dict took half the digest's time.
+    because building and sorting the dict took half the digest's time. ``normalise``
+    gives the same digest from its own read of the fields (``digest_key``).
     """
-    row = _DigestRow(*_read_digest_row(request))
+    return _digest_of_flat(_read_flat(request), key)
+
+
+def _digest_of_flat(flat: tuple[Any, ...], key: bytes) -> str:
+    """``payment_digest`` of the request whose ``_read_flat`` values are ``flat``."""
+    values = list(_digest_order(flat))
+    for i, convert in _DIGEST_CONVERSIONS:
+        if values[i] is not None:
+            values[i] = convert(values[i])
+    row = _DigestRow(*values)
     return _digest_key(key).digest(_digest_encoder.encode(row))[:16].hex()
 
 
@@ -399,8 +416,12 @@ def _canonical_decimal(value: Decimal) -> str:
 _read_flat: Final = flat_reader(FLAT_FORM)
 _read_log_row: Final = flat_reader(FLAT_FORM, {"amount": str, "instant": _rfc3339})
 _DIGEST_FIELDS: Final = tuple(sorted(FLAT_FORM, key=lambda f: f.column))
-_read_digest_row: Final = flat_reader(
-    _DIGEST_FIELDS, {"amount": _canonical_decimal, "instant": _utc}
+# the digest's row from ``_read_flat``'s values: its fields' order, then the conversions
+_digest_order: Final = itemgetter(*(FLAT_FORM.index(f) for f in _DIGEST_FIELDS))
+_DIGEST_CONVERSIONS: Final = tuple(
+    (i, {"amount": _canonical_decimal, "instant": _utc}[f.kind])
+    for i, f in enumerate(_DIGEST_FIELDS)
+    if f.kind in ("amount", "instant")
 )
 # ``request_to_log_row``'s keys in sorted order: msgspec encodes a struct's fields from a
 # table built once, in this order, which is the JSON of the sorted dict.

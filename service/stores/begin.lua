@@ -25,15 +25,19 @@
 -- benchmark's traffic): a redis.call some 10 to 20 thousand (arguments, the command, its
 -- reply as Lua values, the AOF), an argument of FCALL about a thousand (parsed, then made a
 -- Lua string), tonumber of a long digit string about 1,300 (strtod), a double packed or
--- unpacked by struct a hundred or two, and every Lua instruction some 30. So the entities'
+-- unpacked by struct a hundred or two, every string Lua makes (a state read, a state
+-- packed) some 10 a byte (Redis' Lua hashes every byte to intern it), a table read or
+-- write about a hundred, and every Lua instruction some 30. So the entities'
 -- states come with one MGET and each goes back with one SET; a state is one flat run of
 -- numbers (no table per series, no strings), and one pass copies it forward while
 -- counting, pruning and reading windows: COUNT[e], which plan.py writes out per entity
 -- with the plan's numbers as constants (the rules are in its _count_group and
--- _count_kind), rather than a loop reading them from PLAN; what every entity needs (the
--- bucket of each width, the member digests) is computed once per call; the sums go back
--- packed in one string (a reply of 49 numbers costs Redis twice the packing); only the
--- lists in use are sent (lookups below).
+-- _count_kind), rather than a loop reading them from PLAN, its window sums in Lua locals
+-- (not a table), returned packed; a new entity's state, of fixed shape, is made straight
+-- by FRESH[e] (plan.py's _fresh_entity) instead; what every entity needs (the bucket of
+-- each width, the member digests) is computed once per call; the sums go back packed in
+-- one string (a reply of 49 numbers costs Redis twice the packing); only the lists in use
+-- are sent (lookups below).
 --
 -- TTL: a state's TTL is the longest horizon of its non-empty groups and kinds plus the
 -- width of its refreshing group (PLAN[e].star: the group begin writes with the longest
@@ -94,16 +98,20 @@ local TTLS = {}
 -- Writes O[1..m]: with the TTL ``ttl`` when ``expire`` (setting a TTL costs about a
 -- microsecond more than keeping one), else keeping the key's TTL; deletes the state when
 -- nothing in it can count (``ttl`` 0).
+local function ttl_text(ttl)
+  local text = TTLS[ttl]
+  if not text then
+    text = tostring(ttl)
+    TTLS[ttl] = text
+  end
+  return text
+end
+
 local function save(key, m, ttl, existed, expire)
   if ttl == 0 then
     if existed then call('DEL', key) end
   elseif expire or not existed then
-    local text = TTLS[ttl]
-    if not text then
-      text = tostring(ttl)
-      TTLS[ttl] = text
-    end
-    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', text)
+    call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'EX', ttl_text(ttl))
   else
     call('SET', key, struct.pack(FORMATS[m] or format(m), unpack(O, 1, m)), 'KEEPTTL')
   end
@@ -162,6 +170,13 @@ end
 -- the same pass, without the attempt, and nothing written.) Returns the entity's sums, its
 -- run of the output slots (plan.py numbers them entity by entity), packed.
 local function entity(e, key, blob, M, t, cur, start, cents, units, units2, write)
+  local fresh = not blob and write and FRESH[e]
+  if fresh then  -- a new entity's attempt: COUNT[e]'s state and sums, made straight
+    local ttl, sums, state = fresh(O, format, M, cur, start, t, cents, units, units2)
+    ttl = ttl + PLAN[e].refresh
+    if ttl > 0 then call('SET', key, state, 'EX', ttl_text(ttl)) end
+    return sums
+  end
   local v, existed = EMPTY, false
   if blob then
     local n = #blob / 8

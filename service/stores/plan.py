@@ -530,9 +530,10 @@ class Plan:
             | {w.width for e in self.entities for d in e.distinct for w in d.windows}
         )
         lines.append(f"local WIDTHS = {{{','.join(map(str, widths))}}}")
-        lines.append("local COUNT = {}")
+        lines.append("local COUNT, FRESH = {}, {}")
         at = {width: i + 1 for i, width in enumerate(widths)}  # cur[i]: bucket of WIDTHS[i]
         lines += (_count_entity(e, at) for e in self.entities)
+        lines += (_fresh_entity(e, at) for e in self.entities if _freshable(e))
         return "\n".join(lines) + "\n"
 
 
@@ -734,6 +735,79 @@ def _count_kind(e: EntityPlan, d: DistinctKind, at: dict[int, int]) -> str:
         "    end\n"
         "    p = last + 1\n"
         "  end\n"
+    )
+
+
+def _freshable(e: EntityPlan) -> bool:
+    """Whether ``_fresh_entity`` can write ``e``: each of its groups counts attempts.
+
+    An attempt then makes one record in every group, so a new state's groups have a fixed
+    shape.
+    """
+    return all("a" in (s.measure for s in g.series) for g in e.groups)
+
+
+def _fresh_entity(e: EntityPlan, at: dict[int, int]) -> str:
+    """The Lua of ``FRESH[e.index]``: ``COUNT[e.index]`` for a new entity's attempt.
+
+    What ``_count_entity`` does with an empty state and ``write``, with what is fixed then
+    written in: one record per group, its bucket ``cur``'s, holding the attempt; per kind
+    the payment's member, if any, last seen at ``t``. The values go to ``struct.pack`` as
+    locals instead of through ``O`` (which holds only the kinds' part, the one of
+    variable length) and no loop runs over an empty state. Arguments: ``O`` and
+    ``format`` (begin.lua's scratch table and pack format for n doubles), then
+    ``COUNT``'s. Returns the state's TTL (its longest horizon, as ``COUNT``'s ``ttl``),
+    the window sums packed (as ``COUNT``) and the state packed. The same state and sums
+    as ``COUNT`` bit for bit (``tests/unit/test_plan_fresh.py`` runs both).
+    """
+    sums = ", ".join(_sum(slot) for slot in e.slots)
+    zeros = ", ".join("0" for _ in e.slots)
+    adds = dict(_BEGIN_ADDS)
+    body, values = [], []
+    for i, g in enumerate(e.groups, start=1):
+        xs = [f"{sr.measure}{i}" for sr in g.series]
+        first = ", ".join(
+            f"0 + {adds[sr.measure]}" if sr.measure in adds else "0" for sr in g.series
+        )
+        body.append(
+            f"  -- {e.entity} {g.name}\n"
+            f"  local c{i}, {', '.join(xs)} = cur[{at[g.width]}], {first}\n"
+        )
+        for sr, x in zip(g.series, xs, strict=True):
+            if sr.measure != "r":  # (reported frauds: never the current bucket's)
+                body += (f"  {_sum(w.slot)} = {_sum(w.slot)} + {x}\n" for w in sr.windows)
+        values += ["1", f"c{i}", *xs]
+    for d in e.distinct:
+        windows = "".join(
+            f"      if t >= (start[{at[w.width]}] - {w.buckets - 1}) * {w.width} then"
+            f" {_sum(w.slot)} = 1 end\n"
+            for w in d.windows
+        )
+        body.append(
+            f"  -- {e.entity} {d.name}: the {d.of} seen with it\n"
+            "  do\n"
+            f"    local member = M[{d.code}]\n"
+            f"    if member and t >= (start[{at[d.keep_width]}] - {d.keep}) * {d.keep_width} then\n"
+            "      O[n + 1], O[n + 2], O[n + 3] = 1, member, t\n"
+            "      n = n + 3\n"
+            f"{windows}"
+            f"      if {d.horizon} > ttl then ttl = {d.horizon} end\n"
+            "    else\n"
+            "      O[n + 1] = 0\n"
+            "      n = n + 1\n"
+            "    end\n"
+            "  end\n"
+        )
+    horizon = max(g.horizon for g in e.groups) if e.groups else 0
+    return (
+        f"FRESH[{e.index}] = function(O, format, M, cur, start, t, cents, units, units2)"
+        f" -- {e.entity}\n"
+        f"  local ttl, n = {horizon}, 0\n"
+        f"  local {sums} = {zeros}\n"
+        f"{''.join(body)}"
+        f"  return ttl, struct.pack('<{'d' * len(e.slots)}', {sums}),\n"
+        f"    struct.pack(format({len(values)} + n), {', '.join([*values, 'unpack(O, 1, n)'])})\n"
+        "end"
     )
 
 

@@ -31,6 +31,14 @@ def test_every_group_names_model_columns_and_the_new_groups_are_complete() -> No
     # the payment-time fraud counts are not mistaken for the label-arrival ones
     assert not set(FEATURE_GROUPS["frauds"]) & set(FEATURE_GROUPS["reported_frauds"])
     assert "merchant_frauds_7d" in FEATURE_GROUPS["frauds"]
+    assert FEATURE_GROUPS["merchant_reported_rate"] == (
+        "merchant_reported_fraud_rate_24h",
+        "merchant_reported_fraud_rate_7d",
+        "merchant_reported_fraud_rate_30d",
+    )
+    # the default set leaves them out, the spec the card-data section names puts them back
+    kept = set(resolve("default,+merchant_reported_rate").excluded)
+    assert kept == set(resolve(None).excluded) - set(FEATURE_GROUPS["merchant_reported_rate"])
 
 
 def test_specifications_resolve_to_left_out_columns() -> None:

@@ -357,8 +357,13 @@ def test_canonical_decimal_matches_its_digit_tuple_reading(text: str) -> None:
     assert _canonical_decimal(value) == _canonical_decimal(value.normalize())
 
 
-def test_the_digest_is_the_keyed_hmac_of_the_sorted_log_row(fx: FxTable) -> None:
-    """The digest's definition: the log row, amount canonical, keys sorted, HMAC-SHA256."""
+def test_the_digest_is_the_keyed_hmac_of_the_sorted_log_row(
+    fx: FxTable, pseudonymiser: Pseudonymiser
+) -> None:
+    """The digest's definition: the log row, amount canonical, keys sorted, HMAC-SHA256.
+
+    ``normalise`` with the key gives the same digest from its own read of the fields.
+    """
     variants: list[dict[str, Any]] = [
         BASE,
         {**BASE, "amount": "0100.500", "timestamp": "2026-11-20T15:30:00+05:30"},
@@ -389,10 +394,12 @@ def test_the_digest_is_the_keyed_hmac_of_the_sorted_log_row(fx: FxTable) -> None
         row = request_to_log_row(request)
         row["amount"] = _canonical_decimal(request.amount)
         reference = msgspec.json.encode(row, order="sorted")
-        assert (
-            payment_digest(request, key=SECRET)
-            == (hmac.digest(SECRET, reference, "sha256").hex()[:32])
-        )
+        expected = hmac.digest(SECRET, reference, "sha256").hex()[:32]
+        assert payment_digest(request, key=SECRET) == expected
+        kwargs: dict[str, Any] = {"fx": fx, "pseudonymiser": pseudonymiser, "now": 1.8e9}
+        kwargs |= {"clock": "event", "max_skew_seconds": 300.0}
+        assert normalise(request, **kwargs, digest_key=SECRET).digest == expected
+        assert normalise(request, **kwargs).digest == ""
 
 
 @pytest.mark.parametrize(

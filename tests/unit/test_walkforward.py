@@ -92,3 +92,32 @@ def test_the_command_prints_json_and_refuses_bad_arguments(capsys, tmp_path: Pat
 
 def test_the_folds_record_the_feature_set_they_learnt_from(result: dict) -> None:
     assert result["feature_set"] == resolve(None).card()
+
+
+def test_compare_runs_other_feature_sets_on_the_same_folds(log, result: dict) -> None:
+    spec = "default,+merchant_reported_rate"
+    both = walk_forward(log, folds=3, params=SMALL, compare=[spec])
+    # the first set's figures are those of a run without --compare
+    assert both["per_fold"] == result["per_fold"]
+    alone = walk_forward(log, folds=3, params=SMALL, features=spec)
+    compared = both["compared"][resolve(spec).spec]
+    assert compared["per_fold"] == alone["per_fold"]
+    assert compared["feature_set"] == resolve(spec).card()
+    ap = [f["all"]["average_precision"] for f in alone["per_fold"]]
+    before = [f["all"]["average_precision"] for f in result["per_fold"]]
+    delta = compared["delta_per_fold"]["all.average_precision"]
+    assert delta == pytest.approx([a - b for a, b in zip(ap, before, strict=True)])
+    assert "compared" not in result
+
+
+def test_the_command_compares_feature_sets_side_by_side(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    write_log(simulate(20_000, seed=3, days=60), path)
+    command = ["walkforward", "--log", str(path), "--folds", "2", "--legit-after", "7"]
+    assert main([*command, "--compare", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "feature sets on the same folds" in out and "ΔAP per fold" in out
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("all "))
+    assert row.count(",") == 2  # one AP and one recall difference per fold, two folds
+    assert main(["walkforward", "--log", str(path), "--compare", "all,-nonsense"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
