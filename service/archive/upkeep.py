@@ -91,16 +91,14 @@ async def keep_streams(
     trim_streams: bool = True,
     every: float | None = None,
 ) -> None:
-    """Forever: ``upkeep`` now, then every ``every`` seconds (``UPKEEP_SECONDS``).
+    """Forever: every ``every`` seconds (``UPKEEP_SECONDS``), ``upkeep``.
 
-    A failure is logged and tried again next time.
+    A failure is logged and tried again next time. The first round waits too: an upkeep
+    started with the service and still in Redis when it stops has hung its shutdown.
     """
     while True:
+        await asyncio.sleep(every or UPKEEP_SECONDS)
         try:
             await upkeep(client, keys, archive, metrics, trim_streams=trim_streams)
         except Exception as exc:  # Redis away: the next round tries again
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # a cancellation redis-py turned
-                raise asyncio.CancelledError from exc  # into its own error: stop
             log.warning("archive upkeep failed: %s: %s", type(exc).__name__, str(exc)[:200])
-        await asyncio.sleep(every or UPKEEP_SECONDS)
