@@ -16,17 +16,18 @@ import logging
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from service.archive.archiver import Lag, stream_lag, trim
 from service.archive.state import Archive
 from service.stores.keys import Keys
-from service.stores.redis_client import cluster_nodes, is_cluster_url
+from service.stores.redis_client import is_cluster_url, make_client
 
 log = logging.getLogger("riskscore.archive")
 
 UPKEEP_SECONDS: Final = 5.0  # how often the archived part of the streams is trimmed
 SOCKET_TIMEOUT: Final = 10.0  # long reads and the archiver's blocking waits (1 s)
+# make_client's socket timeout is 40 budgets: the budget that gives SOCKET_TIMEOUT
+CLUSTER_TIMEOUT_SCALE: Final = 40
 
 
 def archive_client(redis_url: str) -> aioredis.Redis:
@@ -35,16 +36,8 @@ def archive_client(redis_url: str) -> aioredis.Redis:
     Never the scoring path's pool: the archiver's reads are long and it waits on
     ``XREADGROUP BLOCK``; its budget is seconds, not the hot path's milliseconds.
     """
-    if is_cluster_url(redis_url):
-        nodes, credentials = cluster_nodes(redis_url)
-        return RedisCluster(  # type: ignore[return-value]
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            require_full_coverage=False,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=2.0,
-            client_name="riskscore-archive",
-            **credentials,  # type: ignore[arg-type]
-        )
+    if is_cluster_url(redis_url):  # the service's cluster client, with the archive's timeouts
+        return make_client(redis_url, timeout_ms=SOCKET_TIMEOUT * 1000 / CLUSTER_TIMEOUT_SCALE)
     return aioredis.Redis.from_url(
         redis_url,
         socket_timeout=SOCKET_TIMEOUT,
