@@ -6,6 +6,7 @@ request_features_frame, value for value, over hypothesis-generated valid request
 
 from __future__ import annotations
 
+import hmac
 import io
 import math
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,9 +24,11 @@ from service.features.catalog import REQUEST_FEATURES
 from service.features.request import FEATURE_NAMES, request_features, request_features_frame
 from service.normalisation.normalise import (
     PAYMENT_COLUMNS,
+    _canonical_decimal,
     merchant_scoped_series,
     normalise,
     normalise_frame,
+    payment_digest,
     payment_from_row,
     request_to_log_row,
 )
@@ -228,6 +231,31 @@ def test_parity_holds_through_a_parquet_round_trip(batch: list[ScoreRequest]) ->
 def test_parity_holds_for_a_csv_log_read_as_text(batch: list[ScoreRequest]) -> None:
     text = pd.DataFrame([request_to_log_row(r) for r in batch]).to_csv(index=False)
     assert_parity(batch, pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
+
+
+@given(requests(), st.binary(min_size=16, max_size=32))
+def test_the_score_path_s_digest_is_the_keyed_hmac_of_the_sorted_log_row(
+    batch: list[ScoreRequest], key: bytes
+) -> None:
+    """On any request, the score path's digest is its definition's.
+
+    The definition: the offline log row, amount canonical, keys sorted, HMAC-SHA256;
+    ``normalise``'s own read and ``payment_digest`` both give it.
+    """
+    for request in batch:
+        row = request_to_log_row(request)
+        row["amount"] = _canonical_decimal(request.amount)
+        expected = hmac.digest(key, msgspec.json.encode(row, order="sorted"), "sha256")
+        normalised = normalise(
+            request,
+            fx=FX,
+            pseudonymiser=PSEUDONYMISER,
+            now=0.0,
+            clock="event",
+            max_skew_seconds=300.0,
+            digest_key=key,
+        )
+        assert normalised.digest == payment_digest(request, key=key) == expected.hex()[:32]
 
 
 def test_frame_engine_keeps_the_row_index() -> None:
