@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
@@ -126,6 +127,41 @@ async def test_a_card_number_beside_a_batchs_labels_is_refused_and_not_echoed(
     assert answer.status_code == 400, answer.text
     assert answer.json()["problems"][0]["field"] == key
     assert_not_echoed(pan, answer.text)
+
+
+_OUT_OF_RANGE = st.sampled_from(["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"]) | (
+    st.tuples(
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(1969, 12, 31))
+        | st.datetimes(min_value=datetime(2100, 1, 2), max_value=datetime(9999, 12, 30)),
+        st.integers(-1439, 1439),
+    ).map(lambda t: t[0].replace(tzinfo=timezone(timedelta(minutes=t[1]))).isoformat())
+)
+
+
+@_FIXTURES
+@given(reported_at=_OUT_OF_RANGE)
+async def test_a_label_stamped_outside_1970_to_2100_is_refused_naming_reported_at(
+    client,  # noqa: F811
+    reported_at,
+):
+    # year 0 or 10000 in UTC (year 1 at +23:59) stopped every archiver round, for everyone
+    label = {"merchant_id": "shop-1", "transaction_id": "t-range-1", "label": "fraud"}
+    single = await client.post(
+        "/v1/feedback", json=label | {"reported_at": reported_at}, headers=auth(FEEDBACK_KEY)
+    )
+    assert single.status_code == 400, single.text
+    assert single.json()["problems"][0]["field"] == "reported_at"
+    batch = await client.post(
+        "/v1/feedback/batch",
+        json={"labels": [label | {"reported_at": reported_at}, label]},
+        headers=auth(FEEDBACK_KEY),
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert first["result"] == "invalid" and first["problems"][0]["field"] == (
+        "labels[0].reported_at"
+    )
+    assert second["result"] == "unknown"  # the next label goes on (never scored here)
 
 
 # --- the console ---------------------------------------------------------------------------------
