@@ -129,6 +129,24 @@ async def test_a_card_number_beside_a_batchs_labels_is_refused_and_not_echoed(
     assert_not_echoed(pan, answer.text)
 
 
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [("/v1/feedback/batch", "1,048,576"), ("/v1/feedback", "65,536"), ("/v1/score", "65,536")],
+)
+async def test_a_body_over_a_routes_limit_is_a_413_naming_the_limit(
+    client,  # noqa: F811
+    path,
+    limit,
+):
+    body = b'{"labels": [' + b'"' + b"r" * (1 << 20) + b'"]}'
+    key = SCORE_KEY if path == "/v1/score" else FEEDBACK_KEY
+    answer = await client.post(
+        path, content=body, headers={**auth(key), "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413, answer.text
+    assert f"at most {limit} bytes" in answer.json()["error"], answer.text
+
+
 _OUT_OF_RANGE = st.sampled_from(["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"]) | (
     st.tuples(
         st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(1969, 12, 31))
