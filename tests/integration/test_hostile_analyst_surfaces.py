@@ -19,9 +19,12 @@ from urllib.parse import quote, urljoin, urlsplit
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient
 
+from service.app import create_app
+from service.console.session import SESSION_COOKIE
 from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment
-from tests.integration.test_console import ANALYST_KEY, csrf_token
+from tests.integration.test_console import ANALYST_KEY, console_settings, csrf_token
 from tests.integration.test_console import client as console_client  # noqa: F401
 from tests.integration.test_reviews_api import ALICE, auth, client, scored_review  # noqa: F401
 from tests.reliability.test_pan_screen import spellings
@@ -294,3 +297,32 @@ async def test_a_merchant_id_with_a_slash_can_be_looked_up(client):  # noqa: F81
     assert answer.status_code == 200, answer.text
     found = await client.get("/v1/decisions/acme%2Feu/slash-1", headers=auth(ALICE))
     assert found.status_code == 200, found.text
+
+
+async def test_another_browsers_csrf_token_and_another_secrets_session_open_nothing(
+    console_client,  # noqa: F811
+    redis_client,
+    redis_prefix,
+    tmp_path,
+):
+    other_token = await csrf_token(console_client)  # a token of this browser...
+    console_client.cookies.clear()
+    await console_sign_in(console_client, ANALYST_KEY)  # ...a second browser, signed in
+    for path, form in (
+        ("/console/sign-out", {}),
+        ("/console/review/claim", {"merchant_id": "shop-1", "transaction_id": "t-1"}),
+        ("/console/review/close", {"merchant_id": "shop-1", "transaction_id": "t-1"}),
+    ):
+        answer = await console_client.post(
+            path, data=form | {"_csrf_token": other_token}, follow_redirects=False
+        )
+        assert answer.status_code == 403, (path, answer.text)
+    assert (await console_client.get("/console/decision")).status_code == 200  # still in
+    # a session sealed by an instance with another RISKSCORE_SECRET is nobody's session
+    settings = console_settings(redis_prefix, tmp_path, secret=b"another-secret-9876543210")
+    async with AsyncTestClient(app=create_app(settings)) as other:
+        other.cookies.set(
+            SESSION_COOKIE, console_client.cookies.get(SESSION_COOKIE), path="/console"
+        )
+        answer = await other.get("/console/decision", follow_redirects=False)
+        assert answer.status_code == 303 and "/console/sign-in" in answer.headers["location"]
