@@ -72,9 +72,20 @@ def answer_error(request: Request, exc: Exception) -> Response:
         body = ErrorBody(error=answer.error or str(exc), problems=problems)
         return error_body(answer.status, body, answer.retry_after)
     if isinstance(exc, HTTPException):
-        return error_body(exc.status_code, ErrorBody(error=exc.detail))
+        detail = exc.detail
+        if exc.status_code == 413 and (limit := _body_limit(request)) is not None:
+            detail = f"request body too large: this route takes at most {limit:,} bytes"
+        return error_body(exc.status_code, ErrorBody(error=detail))
     log.exception("unexpected error on %s", request.url.path)
     return error_body(500, ErrorBody(error="internal error"))
+
+
+def _body_limit(request: Request) -> int | None:
+    """The body limit of the request's route (the app's, unless the route sets its own)."""
+    handler = request.scope.get("route_handler")
+    resolve = getattr(handler, "resolve_request_max_body_size", None)
+    limit = resolve() if resolve is not None else None
+    return limit if limit is not None else request.app.request_max_body_size
 
 
 # What ``create_app`` registers: every exception goes through the one table.
