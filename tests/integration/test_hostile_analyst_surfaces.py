@@ -110,6 +110,36 @@ async def test_a_card_number_in_a_reviews_path_is_not_echoed(
     assert_not_echoed(pan, answer.text)
 
 
+@_FIXTURES
+@given(
+    spelled=spellings(),
+    route=st.sampled_from(
+        [
+            ("/v1/score", SCORE_KEY),
+            ("/v1/feedback", FEEDBACK_KEY),
+            ("/v1/feedback/batch", FEEDBACK_KEY),
+            ("/v1/reviews/shop-1/t-1", ALICE),
+        ]
+    ),
+)
+async def test_a_card_number_as_a_content_type_is_a_415_that_does_not_echo_it(
+    client,  # noqa: F811
+    spelled,
+    route,
+):
+    pan, text = spelled
+    path, key = route
+    try:
+        header = text.encode("latin-1")  # what a header can carry
+    except UnicodeEncodeError:
+        header = (pan[:4] + "-" + pan[4:]).encode()
+    header = re.sub(rb"[\x00-\x1f\x7f]", b" ", header).strip()
+    answer = await client.post(path, content=b"{}", headers={**auth(key), "Content-Type": header})
+    assert answer.status_code == 415, answer.text
+    assert "application/json" in answer.json()["error"]
+    assert_not_echoed(pan, answer.text)
+
+
 # --- POST /v1/feedback/batch ---------------------------------------------------------------------
 
 
