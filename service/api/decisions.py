@@ -47,6 +47,25 @@ async def get_stored_decision(
     merchant_id: FromPath[str], transaction_id: FromPath[str], request: Request, state: State
 ) -> Response[bytes]:
     """A stored decision: the response as sent, features, rules, versions, labels, review."""
+    return await _stored_decision(merchant_id, transaction_id, request, state)
+
+
+@get("/v1/decisions/{ids:path}", guards=[require_reader], include_in_schema=False)
+async def get_stored_decision_of_a_merchant_id_with_slashes(
+    ids: FromPath[str], request: Request, state: State
+) -> Response[bytes]:
+    """``get_stored_decision`` for a merchant id holding ``/`` (sent as ``%2F`` or as is).
+
+    The server decodes ``%2F`` before routing, so such an id arrives as more segments; a
+    transaction id never holds ``/``, so the last segment is it and the rest the merchant.
+    """
+    merchant_id, _, transaction_id = ids.strip("/").rpartition("/")
+    return await _stored_decision(merchant_id, transaction_id, request, state)
+
+
+async def _stored_decision(
+    merchant_id: str, transaction_id: str, request: Request, state: State
+) -> Response[bytes]:
     require_merchant(request, merchant_id)
     found = None
     if not check_payment(merchant_id, transaction_id):
