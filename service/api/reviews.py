@@ -17,10 +17,10 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from service.api.auth import matching_key, merchant_scope, require_role
+from service.api.errors import require_json
 from service.api.schemas import decode_body
 from service.contract import ReviewClaim, ReviewClose
 from service.errors import DatabaseUnavailable, FieldProblem, InvalidRequest
@@ -71,19 +71,11 @@ def analyst_of(request: Request[Any, Any, Any], named: str | None) -> str:
     return analyst_for_key(key)
 
 
-def _require_json(request: Request[Any, Any, Any]) -> None:
-    media_type = request.content_type[0]
-    if media_type != JSON:
-        raise HTTPException(
-            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
-        )
-
-
 async def _optional_body(request: Request[Any, Any, Any], type_: type[Any]) -> Any:
     raw = await request.body()
     if not raw.strip():
         return type_()
-    _require_json(request)
+    require_json(request)
     return decode_body(raw, type_)
 
 
@@ -139,7 +131,7 @@ async def close_review(
     200 with the closed review; 409 when it was closed already (or another analyst's claim
     holds); 404 when there is no such review. A label is feedback, as ``POST /v1/feedback``.
     """
-    _require_json(reviews.request)
+    require_json(reviews.request)
     body = decode_body(await reviews.request.body(), ReviewClose, choices=_CLOSE_CHOICES)
     review = await reviews.queue.close(
         merchant_id,

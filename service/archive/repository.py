@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -79,6 +79,11 @@ class DecisionSummary(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[str]
     label: str | None
 
+
+# A decision's record and response as text: in ``record``/``response`` (text) from migration
+# 0011 on, in ``record_json``/``response_json`` for the rows archived before it.
+RECORD: Final = "coalesce(d.record, d.record_json::text)"
+RESPONSE: Final = "coalesce(d.response, d.response_json::text)"
 
 _NEW_KEYS = """
 INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
@@ -179,8 +184,9 @@ async def get_decision(
     (pruned at run time), and its labels received since.
     """
     row = await executor.fetchrow(
-        """
-        SELECT d.*, c.names::text AS feature_names
+        f"""
+        SELECT d.*, {RECORD} AS record_text, {RESPONSE} AS response_text,
+               c.names::text AS feature_names
         FROM decisions d LEFT JOIN catalogs c ON c.version = d.catalog_version
         WHERE d.merchant_id = $1 AND d.transaction_id = $2 AND d.decided_at = (
             SELECT decided_at FROM decision_keys WHERE merchant_id = $1 AND transaction_id = $2
@@ -217,8 +223,8 @@ async def get_decision(
         reasons=list(row["reasons"]),
         degraded=list(row["degraded"]),
         latency_ms=row["latency_ms"],
-        record=row["record"],
-        response=row["response"],
+        record=row["record_text"],
+        response=row["response_text"],
         feature_names=msgspec.json.decode(row["feature_names"]) if row["feature_names"] else None,
         labels=[ArchivedLabel(**dict(r)) for r in labels],
     )
@@ -249,10 +255,9 @@ async def labelled_payments(
     if not pairs:
         return {}
     rows = await executor.fetch(
-        """
-        SELECT d.merchant_id, d.transaction_id, d.decided_at, d.record::text AS record,
-               d.response::text AS response, d.digest, l.label, l.reported_at,
-               l.received_at
+        f"""
+        SELECT d.merchant_id, d.transaction_id, d.decided_at, {RECORD} AS record,
+               {RESPONSE} AS response, d.digest, l.label, l.reported_at, l.received_at
         FROM unnest($1::text[], $2::text[]) AS p(merchant_id, transaction_id)
         JOIN decision_keys k
           ON k.merchant_id = p.merchant_id AND k.transaction_id = p.transaction_id

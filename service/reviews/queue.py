@@ -337,7 +337,7 @@ class ReviewQueue:
         self._check_scope(merchant_id, transaction_id, merchants)
         review = await review_state(self.pool, merchant_id, transaction_id, self._now())
         if review is None:
-            raise _not_found(merchant_id, transaction_id)
+            raise _not_found()
         return review
 
     async def claim(
@@ -426,7 +426,7 @@ class ReviewQueue:
                 )
                 now = self._now()
                 if row is None:
-                    raise _not_found(merchant_id, transaction_id)
+                    raise _not_found()
                 current = review_of(row, now)
                 if current.status == "closed" or current.claimed_by not in (None, analyst):
                     raise _conflict(current)
@@ -495,7 +495,7 @@ class ReviewQueue:
         if problems := check_payment(merchant_id, transaction_id):
             raise InvalidRequest(problems)
         if merchants is not None and merchant_id not in merchants:
-            raise _not_found(merchant_id, transaction_id)
+            raise _not_found()
 
     def _check_ready(self) -> None:
         if not self.ready():
@@ -532,8 +532,9 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"database unavailable ({type(exc).__name__}), retry")
 
 
-def _not_found(merchant_id: str, transaction_id: str) -> NotFound:
-    return NotFound(f"no review of transaction {transaction_id} for merchant {merchant_id}")
+def _not_found() -> NotFound:
+    # neither id repeated: one typed wrong may be a card number (the caller knows them)
+    return NotFound("no review for this merchant_id and transaction_id")
 
 
 def _conflict(review: Review) -> StateConflict:

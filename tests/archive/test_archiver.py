@@ -106,7 +106,7 @@ async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     assert pending["pending"] == 0
     # the response as sent and the payload's digest came along from the transaction's key
     async with archive.pool.acquire() as c:
-        query = "SELECT response->>'transaction_id', digest FROM decisions"
+        query = "SELECT response::json->>'transaction_id', digest FROM decisions"
         rows = await c.fetch(query)
     assert all(sent is not None and sent.startswith("t") for sent, _ in rows)
     assert {digest for _, digest in rows} == {"digest"}  # a retry's conflict check
