@@ -72,7 +72,7 @@ class DecisionPath:
 
     def run(self, bodies: list[bytes], shadow: ModelBundle | None) -> float:
         """Decide every body (with ``shadow`` in shadow, or none); CPU seconds spent."""
-        model, ruleset, fx = self.model, self.ruleset, self.fx
+        model, ruleset, fx, policy = self.model, self.ruleset, self.fx, self.policy
         started = time.process_time()
         for body in bodies:
             valid = decode_score(body, currencies=fx.currencies)
@@ -93,7 +93,7 @@ class DecisionPath:
                 list_matches=[],
                 ruleset=ruleset,
                 model=model,
-                policy=self.policy,
+                policy=policy,
                 shadow=shadow,
             )
             decision = response_of(
