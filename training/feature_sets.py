@@ -137,6 +137,11 @@ def resolve(spec: str | None = None) -> FeatureSet:
     base = DEFAULT_SET
     if tokens[0][0] not in "+-":
         base = tokens.pop(0)
+    if base == AUTO:
+        raise FeatureSetError(
+            "--features auto names no set: `train` weighs its candidates on validation; "
+            "`walkforward --compare SPEC` weighs sets over several periods"
+        )
     if base not in FEATURE_SETS:
         raise FeatureSetError(
             f"--features: unknown feature set {base!r}; known: {', '.join(FEATURE_SETS)}"

@@ -111,6 +111,8 @@ def test_the_candidate_list_is_data_runs_from_small_to_large_and_resolves() -> N
     assert set(FEATURE_SETS) <= {s.spec for s in sets}  # every named set is weighed
     with pytest.raises(FeatureSetError, match="candidate 'default,\\+nonsense'"):
         candidates(["default", "default,+nonsense"])
+    with pytest.raises(FeatureSetError, match="walkforward --compare"):
+        resolve("auto")  # what walkforward --features auto meets
 
 
 SIGNAL = "merchant_reported_fraud_rate_7d"  # left out of `default`, put back by the candidate
