@@ -746,7 +746,7 @@ class FeatureChoice:
             "chosen": self.chosen.spec,
             "rule": AUTO_RULE,
             "chosen_on": "validation",
-            "fitted_on": "train"
+            "fitted_on": "train period"
             + (" (every fraud, a weighted sample of the legitimate rows)" if sampled else ""),
             "train_sample": self.sample.card() if sampled else None,
             "candidates": self.figures,
@@ -1310,7 +1310,7 @@ def _feature_choice_lines(choice: Mapping[str, Any] | None) -> list[str]:
         return []
     lines = [
         f"Chosen by `--features auto` on the validation period ({choice['rule']}); each "
-        f"candidate learnt on the {choice['fitted_on']} period and stopped early on "
+        f"candidate learnt on the {choice['fitted_on']} and stopped early on "
         "validation; the test period played no part:",
         "",
         "| candidate | columns | iterations | ROC AUC | avg precision | recall @1% | chosen |",
