@@ -1,4 +1,4 @@
--- 0013: stream entries the archiver could not archive, set aside instead of blocking it.
+-- 0015: stream entries the archiver could not archive, set aside instead of blocking it.
 --
 -- An entry that does not convert to a row, or whose row PostgreSQL refuses, is kept here
 -- verbatim and acknowledged in the transaction that archives the rest of its batch, so
