@@ -15,19 +15,18 @@ import asyncpg
 import pytest
 from prometheus_client import generate_latest
 
-from service.archive import open_pool
 from service.archive.archiver import GROUP, Archiver, refused, trim
-from service.archive.state import Archive
 from service.archive.upkeep import upkeep
 from service.stores.keys import Keys
 from service.telemetry.metrics import Metrics
-from tests.archive.proxy import Proxy
 from tests.archive.records import T0_MS, decision_entry
 from tests.archive.test_archive_process import RISKSCORE
 from tests.archive.test_archiver import archive as archive_fixture
 from tests.archive.test_archiver import archived, drain, log_decisions
+from tests.archive.test_archiver import cuttable as cuttable_fixture
 
-archive = archive_fixture  # the same fixture: a fresh archive of the test's own
+archive = archive_fixture  # the same fixtures: a fresh archive of the test's own,
+cuttable = cuttable_fixture  # and one behind a proxy that can be cut
 
 YEAR_0 = -62_167_219_200  # 0000-01-01T00:00:00Z: Python's datetime has no year 0
 
@@ -141,35 +140,26 @@ async def test_bad_entries_are_set_aside_acknowledged_and_the_rest_archived_once
 
 
 async def test_postgresql_down_sets_nothing_aside_and_leaves_every_entry_pending(
-    redis_client, redis_prefix, archive_url
+    redis_client, redis_prefix, cuttable
 ):
     keys = Keys(redis_prefix)
-    proxy = await Proxy("127.0.0.1", 5432).start()
-    url = archive_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    handle = Archive(await open_pool(url, command_timeout=2.0), retention_days=30)
-    handle.ready = True
-    direct = await open_pool(archive_url)
-    try:
-        archiver = Archiver(redis_client, keys, handle, batch=50, block_ms=0)
-        await log_decisions(redis_client, keys, "m1", 100, 1)
-        await drain(archiver)  # the connection and the partitions, made while up
-        bad = await log_bad_entries(redis_client, keys)
-        proxy.cut()
-        for _ in range(3):
-            with pytest.raises(Exception):  # noqa: B017 - whatever the driver says
-                await asyncio.wait_for(archiver.step(), 10)
-        for stream, waiting in (await archiver.lag()).items():
-            assert waiting.entries == (12 if stream == keys.decisions else 4)
-        assert archiver.set_aside == 0
-        proxy.restore()
-        assert await direct.fetchval("SELECT count(*) FROM set_aside") == 0
-        await drain(archiver)
-        assert await archived(direct) == (11, 11, 2)
-        assert await direct.fetchval("SELECT count(*) FROM set_aside") == len(bad)
-    finally:
-        await direct.close()
-        await handle.close()
-        await proxy.close()
+    proxy, handle, direct = cuttable
+    archiver = Archiver(redis_client, keys, handle, batch=50, block_ms=0)
+    await log_decisions(redis_client, keys, "m1", 100, 1)
+    await drain(archiver)  # the connection and the partitions, made while up
+    bad = await log_bad_entries(redis_client, keys)
+    proxy.cut()
+    for _ in range(3):
+        with pytest.raises(Exception):  # noqa: B017 - whatever the driver says
+            await asyncio.wait_for(archiver.step(), 10)
+    for stream, waiting in (await archiver.lag()).items():
+        assert waiting.entries == (12 if stream == keys.decisions else 4)
+    assert archiver.set_aside == 0
+    proxy.restore()
+    assert await direct.fetchval("SELECT count(*) FROM set_aside") == 0
+    await drain(archiver)
+    assert await archived(direct) == (11, 11, 2)
+    assert await direct.fetchval("SELECT count(*) FROM set_aside") == len(bad)
 
 
 @pytest.mark.parametrize(
