@@ -190,3 +190,31 @@ async def test_rows_archived_before_0011_read_after_it_as_rows_archived_after_it
         finally:
             await fresh.close()
             await old.close()
+
+
+async def test_the_export_reads_decisions_in_time_order_without_sorting_the_window(
+    archive_url: str,
+):
+    """Its first rows at once and its memory bounded: each day's rows in the index's order.
+
+    (0011's BRIN index made it sort the whole window first; 0013 put the B-tree back.)
+    """
+    connection = await asyncpg.connect(archive_url)
+    try:
+        await connection.execute(
+            """
+            INSERT INTO decisions (merchant_id, transaction_id, decided_at, stream_id,
+                event_time, decision, score, vertical, amount, currency, amount_usd, reasons,
+                degraded, customer_key, record)
+            SELECT 'm', 't' || g, date_trunc('day', now()) + g * interval '5 s', g::text,
+                   now(), 'approve', 1, 'gaming', 1, 'INR', 1, '{}', '{}', 'c', '{}'
+            FROM generate_series(1, 30000) g
+            """
+        )
+        await connection.execute("ANALYZE decisions")
+        plan = "\n".join(
+            r[0] for r in await connection.fetch("EXPLAIN " + _ARCHIVED_DECISIONS, None, None)
+        )
+        assert "Presorted Key: d.decided_at" in plan and "decided_at_idx" in plan, plan
+    finally:
+        await connection.close()
