@@ -38,6 +38,7 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api import reviews as review_routes
+from service.api.auth import key_identity
 from service.api.decisions import (
     get_stored_decision,
     get_stored_decision_of_a_merchant_id_with_slashes,
@@ -405,6 +406,9 @@ def create_app(settings: Settings) -> Litestar:
             {
                 "api_keys": settings.api_keys,
                 "api_key_merchants": settings.api_key_merchants,
+                "api_key_identities": {
+                    key: key_identity(settings.secret, key) for key in settings.api_keys
+                },
                 "max_in_flight": settings.max_in_flight,
                 "console_keys": ConsoleKeys(
                     settings.secret, settings.api_keys, settings.api_key_merchants

@@ -433,11 +433,13 @@ async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> R
     reviews = _reviews(request)
     try:
         if _field(form, "action") == "release":
-            await reviews.release(merchant, transaction, analyst.name, merchants=analyst.merchants)
+            await reviews.release(
+                merchant, transaction, merchants=analyst.merchants, **analyst.actor
+            )
             _flash(request, "You gave up the review.")
         else:
             claimed = await reviews.claim(
-                merchant, transaction, analyst.name, merchants=analyst.merchants
+                merchant, transaction, merchants=analyst.merchants, **analyst.actor
             )
             until = formatting.utc(claimed.claim_expires_at)
             _flash(request, f"The review is yours until {until}.")
@@ -462,8 +464,8 @@ async def close_review(request: Request, analyst: NamedDependency[Analyst]) -> R
             outcome=outcome,
             label=label,
             note=note,
-            analyst=analyst.name,
             merchants=analyst.merchants,
+            **analyst.actor,
         )
     except (StateConflict, InvalidRequest) as exc:
         _flash(request, f"Not closed: {exc}")

@@ -4,8 +4,9 @@ What a card tester, a colluding merchant or a careless integrator sends where th
 tests send well-formed input: ids no payment can have in a lookup's path (a NUL, which
 PostgreSQL cannot even take as text), card numbers in any spelling in a lookup's path, in
 a batch's envelope beside its labels and in a console note (the contract refuses a PAN in
-any field, echoes, logs and stores none), and ``next=`` targets that leave the console
-once a browser resolves their dot segments. Real Redis and a throwaway PostgreSQL.
+any field, echoes, logs and stores none), ``next=`` targets that leave the console once a
+browser resolves their dot segments, and an analyst key naming another analyst in a review's
+body (who acts is the key, whatever the body says). Real Redis and a throwaway PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.console.session import SESSION_COOKIE
+from service.stores.decisions import read_labels
 from tests.integration.test_api import FEEDBACK_KEY, SCORE_KEY, payment
 from tests.integration.test_console import ANALYST_KEY, console_settings, csrf_token
 from tests.integration.test_console import client as console_client  # noqa: F401
 from tests.integration.test_reviews_api import (  # noqa: F401
     ALICE,
+    BOB,
     SHOP2_ANALYST,
     auth,
     client,
@@ -365,3 +368,55 @@ async def test_another_browsers_csrf_token_and_another_secrets_session_open_noth
         )
         answer = await other.get("/console/decision", follow_redirects=False)
         assert answer.status_code == 303 and "/console/sign-in" in answer.headers["location"]
+
+
+# --- who acts on a review: the key, never the body's name ---------------------------------------
+
+_CLAIMS_NAME = "\x00alice's claim\x00"  # stands for the name Alice's claim is recorded under
+
+
+@_FIXTURES
+@given(
+    name=st.sampled_from(["alice", _CLAIMS_NAME]) | st.text(min_size=1, max_size=64),
+    route=st.sampled_from(["close", "claim", "release"]),
+)
+async def test_a_name_in_the_body_never_acts_under_another_keys_claim(
+    client,  # noqa: F811
+    pool,
+    redis_client,
+    redis_prefix,
+    name,
+    route,
+):
+    """The finding: Bob's key closed Alice's claimed review by sending ``"analyst": "alice"``."""
+    path = "/v1/reviews/shop-1/forged-1"
+    if (await client.get(path, headers=auth(ALICE))).status_code == 404:
+        await scored_review(client, pool, "forged-1")
+    claimed = await client.post(path + "/claim", json={"analyst": "alice"}, headers=auth(ALICE))
+    assert claimed.status_code == 200, claimed.text
+    alice = claimed.json()["claimed_by"]
+    body = {"analyst": alice if name == _CLAIMS_NAME else name}
+    if route == "close":
+        body |= {"outcome": "decline", "label": "fraud", "note": "forged"}
+        answer = await client.post(path, json=body, headers=auth(BOB))
+    elif route == "claim":
+        answer = await client.post(path + "/claim", json=body, headers=auth(BOB))
+    else:
+        answer = await client.request("DELETE", path + "/claim", json=body, headers=auth(BOB))
+    printable = body["analyst"].isprintable()
+    expected = {"close": 409, "claim": 409, "release": 200}[route] if printable else 400
+    assert answer.status_code == expected, answer.text
+    row = await pool.fetchrow(
+        "SELECT status, claimed_by, claimed_key, closed_by, closed_key, label FROM reviews"
+        " WHERE merchant_id = 'shop-1' AND transaction_id = 'forged-1'"
+    )
+    assert dict(row) == {
+        "status": "open",
+        "claimed_by": alice,
+        "claimed_key": client.app.state.api_key_identities[ALICE],
+        "closed_by": None,
+        "closed_key": None,
+        "label": None,
+    }
+    assert alice == client.app.state.api_key_identities[ALICE] + " (alice)"
+    assert await read_labels(redis_client, redis_prefix) == []  # no label, recorded nowhere
