@@ -151,6 +151,21 @@ async def insert_labels(
     return int(status.split()[-1])
 
 
+async def ensure_days(
+    connection: asyncpg.Connection,
+    decision_rows: Sequence[tuple[object, ...]],
+    label_rows: Sequence[tuple[object, ...]],
+    known: set[tuple[str, dt.date]],
+) -> None:
+    """Make the partitions ``rows`` fall in, before a transaction that inserts them.
+
+    Made outside it, a partition stays when the transaction fails, so ``known`` (the
+    caller's cache) stays true.
+    """
+    await _ensure_days(connection, "decisions", (r[2] for r in decision_rows), known)
+    await _ensure_days(connection, "labels", (r[1] for r in label_rows), known)
+
+
 async def _ensure_days(
     connection: asyncpg.Connection,
     table: str,
@@ -163,6 +178,21 @@ async def _ensure_days(
         await ensure_partitions(connection, table, missing)
         if known is not None:
             known.update((table, d) for d in missing)
+
+
+_SET_ASIDE = """
+INSERT INTO set_aside (stream, stream_id, fields, error) VALUES ($1, $2, $3, $4)
+ON CONFLICT (stream, stream_id) DO UPDATE SET error = EXCLUDED.error
+"""
+
+
+async def set_aside(
+    connection: asyncpg.Connection, entries: Iterable[tuple[str, str, list[bytes], str]]
+) -> None:
+    """Keep entries not archived: ``(stream, entry id, fields, error)``; first_seen stays."""
+    rows = list(entries)
+    if rows:
+        await connection.executemany(_SET_ASIDE, rows)
 
 
 async def put_catalogs(executor: Executor, catalogs: Mapping[str, Sequence[str]]) -> None:
