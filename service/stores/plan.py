@@ -73,6 +73,7 @@ _WANTED: Final[dict[Aggregate, tuple[str, ...]]] = {
     Aggregate.frauds_reported: ("r",),
     Aggregate.mean_usd: ("s", "a"),
     Aggregate.fraud_rate_reported: ("r", "a"),
+    Aggregate.fraud_rate_matured: ("f", "a"),  # and the same of its ``recent`` window
     Aggregate.amount_over_mean: ("s", "a"),
     Aggregate.amount_zscore: ("a", "l", "w"),
 }
@@ -324,7 +325,8 @@ def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str
 class FeatureSlots:
     """Where a feature's value comes from in the script's output.
 
-    ``slots``: one per measure the aggregate reads (``_WANTED``), in that order.
+    ``slots``: one per measure the aggregate reads (``_WANTED``), in that order; for
+    ``fraud_rate_matured`` the same again of its ``recent`` window.
     """
 
     name: str
@@ -362,12 +364,14 @@ class Plan:
                 )
                 outputs.append(FeatureSlots(f.name, f.aggregate, (s,)))
                 continue
-            wanted = _WANTED[f.aggregate]
             found = []
-            for m in wanted:
-                reads = series.setdefault((f.entity, m, f.bucket), {})
-                s = reads.setdefault(f.buckets, slot(("c", f.entity, f.bucket, m, f.buckets)))
-                found.append(s)
+            for window in (f, f.recent) if f.recent else (f,):
+                for m in _WANTED[f.aggregate]:
+                    reads = series.setdefault((f.entity, m, window.bucket), {})
+                    s = reads.setdefault(
+                        window.buckets, slot(("c", f.entity, window.bucket, m, window.buckets))
+                    )
+                    found.append(s)
             outputs.append(FeatureSlots(f.name, f.aggregate, tuple(found)))
 
         entities = []
@@ -441,7 +445,12 @@ class Plan:
             (o.name, o.aggregate, o.slots)
             for o in self.outputs
             if o.aggregate
-            in (Aggregate.fraud_rate_reported, Aggregate.amount_over_mean, Aggregate.amount_zscore)
+            in (
+                Aggregate.fraud_rate_reported,
+                Aggregate.fraud_rate_matured,
+                Aggregate.amount_over_mean,
+                Aggregate.amount_zscore,
+            )
         )
         self.slot_count = len(slots)
         # begin's member arguments: one per distinct code (keys.py), at the code's place
@@ -467,6 +476,10 @@ class Plan:
         for name, aggregate, (first, second, *rest) in self._derived:
             if aggregate is Aggregate.fraud_rate_reported:
                 result[name] = catalog.fraud_rate(raw[first], raw[second])
+            elif aggregate is Aggregate.fraud_rate_matured:
+                result[name] = catalog.fraud_rate_matured(
+                    raw[first], raw[second], raw[rest[0]], raw[rest[1]]
+                )
             elif aggregate is Aggregate.amount_over_mean:
                 result[name] = catalog.amount_over_mean(cents, raw[second], raw[first])
             else:
