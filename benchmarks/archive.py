@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -144,16 +145,54 @@ async def backlog(client: aioredis.Redis, stream: str) -> int:
     return int(await client.xlen(stream))
 
 
-async def drained(archiver: Archiver, client: aioredis.Redis, keys: Keys) -> tuple[float, float]:
-    """Run the archiver as the service does until the stream is archived: seconds, CPU s."""
+class BackendCPU:
+    """CPU seconds used by the PostgreSQL backends of one database, when the server is local.
+
+    Read from ``/proc/<pid>/stat`` of each backend ``pg_stat_activity`` lists for the
+    database (the archive pool's connections); None where the server runs elsewhere.
+    """
+
+    def __init__(self, admin: asyncpg.Connection, database: str) -> None:
+        self.admin, self.database = admin, database
+
+    async def seconds(self) -> float | None:
+        """Their CPU seconds so far (user and system), None when a backend is not local."""
+        pids = await self.admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
+        )
+        times = [_cpu_seconds(pid) for (pid,) in pids]
+        return None if None in times else sum(t for t in times if t is not None)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of a local process (``/proc/<pid>/stat``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+async def drained(
+    archiver: Archiver, client: aioredis.Redis, keys: Keys, backends: BackendCPU
+) -> tuple[float, float, float | None]:
+    """Run the archiver as the service does until the stream is archived.
+
+    Seconds, the archiver's CPU seconds, and its PostgreSQL backends' (None when unknown).
+    """
+    pg = await backends.seconds()
     started, cpu = time.perf_counter(), time.process_time()
     task = asyncio.create_task(archiver.run())
     while await backlog(client, keys.decisions):  # noqa: ASYNC110 - polling Redis
         await asyncio.sleep(0.005)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    pg_after = await backends.seconds()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    return seconds, cpu
+    return seconds, cpu, (pg_after - pg) if pg is not None and pg_after is not None else None
 
 
 _PRODUCER = """
@@ -177,7 +216,13 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), f
 
 
 async def log_paced(
-    client: aioredis.Redis, keys: Keys, start: int, rate: int, seconds: float, archiver: Archiver
+    client: aioredis.Redis,
+    keys: Keys,
+    start: int,
+    rate: int,
+    seconds: float,
+    archiver: Archiver,
+    backends: BackendCPU,
 ) -> dict[str, Any]:
     """Decisions logged at ``rate`` a second by another process while the archiver runs.
 
@@ -187,7 +232,7 @@ async def log_paced(
     url = client.connection_pool.connection_kwargs
     redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
     task = asyncio.create_task(archiver.run())
-    cpu = time.process_time()
+    cpu, pg = time.process_time(), await backends.seconds()
     producer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -203,7 +248,7 @@ async def log_paced(
     out, _ = await producer.communicate()
     while await backlog(client, keys.decisions):  # noqa: ASYNC110 - polling Redis
         await asyncio.sleep(0.01)
-    cpu = time.process_time() - cpu
+    cpu, pg_after = time.process_time() - cpu, await backends.seconds()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     count = int(out)
@@ -211,8 +256,15 @@ async def log_paced(
         "rows_per_s": rate,
         "rows": count,
         "archiver_cpu_us_per_row": round(cpu / count * 1e6, 1),
+        "postgres_cpu_us_per_row": _per_row(pg, pg_after, count),
         "pairs": [(f"m{n % 50}", f"t{n}") for n in range(start, start + count)],
     }
+
+
+def _per_row(before: float | None, after: float | None, rows: int) -> float | None:
+    if before is None or after is None:
+        return None
+    return round((after - before) / rows * 1e6, 1)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -240,9 +292,10 @@ async def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database-prefix", default="rsbench_", help="the private database's")
     args = parser.parse_args()
 
-    name = f"rsbench_{uuid.uuid4().hex[:10]}"
+    name = f"{args.database_prefix}{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(args.database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = urlunsplit(urlsplit(args.database_url)._replace(path="/" + name))
@@ -265,13 +318,15 @@ async def main() -> None:
         await archiver.ensure_groups()
         pairs = await log(client, keys, 0, args.rows)
         entry_bytes = await client.memory_usage(keys.decisions)
-        seconds, cpu = await drained(archiver, client, keys)
+        backends = BackendCPU(admin, name)
+        seconds, cpu, pg = await drained(archiver, client, keys, backends)
         result["archive_rows_per_s"] = round(args.rows / seconds)
         result["archive_seconds"] = round(seconds, 2)
         result["archiver_cpu_us_per_row"] = round(cpu / args.rows * 1e6, 1)
+        result["postgres_cpu_us_per_row"] = _per_row(0.0, pg, args.rows)
         if args.rate:
             paced = await log_paced(
-                client, keys, args.rows, args.rate, args.paced_seconds, archiver
+                client, keys, args.rows, args.rate, args.paced_seconds, archiver, backends
             )
             pairs += paced.pop("pairs")
             result["paced"] = paced

@@ -38,7 +38,11 @@ from litestar.openapi.spec import (
 from redis.exceptions import RedisError
 
 from service.api import reviews as review_routes
-from service.api.decisions import get_stored_decision
+from service.api.auth import key_identity
+from service.api.decisions import (
+    get_stored_decision,
+    get_stored_decision_of_a_merchant_id_with_slashes,
+)
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.routes import MAX_BODY_BYTES, ROUTES, SCORE_PATH, score_direct
 from service.api.schema_pages import assets_router, openapi_config
@@ -393,6 +397,7 @@ def create_app(settings: Settings) -> Litestar:
             # reviews live in the database: without one, the service offers no review routes
             *(review_routes.ROUTES if settings.database_url else ()),
             get_stored_decision,
+            get_stored_decision_of_a_merchant_id_with_slashes,
             assets_router(),
             console_router(settings.secret, secure_cookies=settings.console_secure_cookies),
         ],
@@ -401,6 +406,9 @@ def create_app(settings: Settings) -> Litestar:
             {
                 "api_keys": settings.api_keys,
                 "api_key_merchants": settings.api_key_merchants,
+                "api_key_identities": {
+                    key: key_identity(settings.secret, key) for key in settings.api_keys
+                },
                 "max_in_flight": settings.max_in_flight,
                 "console_keys": ConsoleKeys(
                     settings.secret, settings.api_keys, settings.api_key_merchants

@@ -98,6 +98,12 @@ def cmd_archive(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level)
+    if args.retry_set_aside:
+        from service.archive.process import retry_set_aside
+
+        archived, kept = asyncio.run(retry_set_aside(settings))
+        print(f"{archived} set-aside entries archived, {kept} still set aside")
+        return 1 if kept else 0
     asyncio.run(
         run_archive_process(
             settings,
@@ -306,6 +312,13 @@ is archived later, still once). Exit 2: bad or missing configuration.""",
         default=stop_timeout,
         help="on SIGTERM, give the round in hand this long before cancelling it "
         f"(default {stop_timeout:g} s)",
+    )
+    archive.add_argument(
+        "--retry-set-aside",
+        action="store_true",
+        help="instead of archiving: try the entries set aside (README: The decision archive) "
+        "again, once, oldest first, up to 10,000; print how many were archived and how many "
+        "are still set aside (with their new error); exit 1 when some are",
     )
     archive.set_defaults(func=cmd_archive)
 

@@ -197,8 +197,8 @@ Analyst = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 class ReviewClose(msgspec.Struct, frozen=True, kw_only=True):
     """The body of ``POST /v1/reviews/{merchant_id}/{transaction_id}``: close a review.
 
-    ``label`` (when given) is feedback like ``POST /v1/feedback``'s; ``analyst`` names who
-    closes it (by default, an id derived from the API key).
+    ``label`` (when given) is feedback like ``POST /v1/feedback``'s; ``analyst`` (our
+    extension) is a display name recorded beside the API key's identity, which is who acts.
     """
 
     outcome: ReviewOutcome
@@ -208,7 +208,10 @@ class ReviewClose(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReviewClaim(msgspec.Struct, frozen=True, kw_only=True):
-    """The (optional) body of ``POST /v1/reviews/{merchant_id}/{transaction_id}/claim``."""
+    """The (optional) body of ``POST /v1/reviews/{merchant_id}/{transaction_id}/claim``.
+
+    ``analyst``: a display name recorded beside the API key's identity (who claims).
+    """
 
     analyst: Analyst | None = None
 
@@ -217,8 +220,10 @@ class Review(msgspec.Struct, frozen=True, kw_only=True):
     """A decision of ``review`` and its state: open (maybe claimed) or closed with an outcome.
 
     ``claimed_by`` and ``claim_expires_at`` are set only while a claim holds (an expired
-    claim reads as none). ``feedback`` is what the close's label did to the payment's label
-    (``recorded``, ``duplicate``, or ``unknown`` when Redis no longer held the payment).
+    claim reads as none). ``claimed_by``/``closed_by`` name the acting API key's identity,
+    then any name it gave: ``key-1a2b3c4d5e6f (alice)``. ``feedback`` is what the close's
+    label did to the payment's label (``recorded``, ``duplicate``, or ``unknown`` when Redis
+    no longer held the payment).
     """
 
     merchant_id: str

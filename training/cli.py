@@ -209,8 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     registered but not promoted because it is worse than the live model.
     """
     from training.logs import read_log
-    from training.train import train
+    from training.train import feature_request, train
 
+    feature_request(args.features, args.candidate)  # a bad spec fails before any work
     if args.log is None and not args.from_archive:
         print("error: --log PATH or --from-archive is required", file=sys.stderr)
         return 2
@@ -239,6 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         refit_sample=args.refit_sample,
         exclude_known_fraud=args.exclude_known_fraud,
         features=args.features,
+        feature_candidates=args.candidate,
     )
     gate, promoted = report.gate, report.promoted
     result = report.to_dict()
@@ -265,6 +267,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{maturity['unlabelled_counted_legit']:,} unlabelled payments up to "
             f"{maturity['mature_until']} counted legitimate; "
             f"{maturity['younger_rows_history_only']:,} younger payments are history only"
+        )
+    choice = report.card.get("feature_choice")
+    if choice:
+        _table(
+            f"feature sets on the validation period (--features auto: {choice['rule']})",
+            ["feature set", "columns", "roc_auc", "average_precision", "recall_at_1%", "chosen"],
+            [
+                [
+                    c["spec"],
+                    c["columns_used"],
+                    c["validation"]["roc_auc"],
+                    c["validation"]["average_precision"],
+                    c["validation"]["recall_at_1%_decline"],
+                    "yes" if c["chosen"] else "",
+                ]
+                for c in choice["candidates"]
+            ],
+            width=120,
         )
     metrics = result.get("metrics", {})
     names = ["rows", "frauds", "roc_auc", "average_precision", "recall_at_1%_decline"]
@@ -1205,7 +1225,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out payments whose card, customer, device, email or account already had "
         "a confirmed fraud when scored (lists and rules stop those)",
     )
-    train.add_argument("--features", metavar="SPEC", help=FEATURES_HELP)
+    train.add_argument(
+        "--features",
+        metavar="SPEC",
+        help=FEATURES_HELP + "; or auto: weigh each candidate set on the validation period "
+        "and keep the best by average precision, a near tie going to the smaller set "
+        "(training/feature_sets.py)",
+    )
+    train.add_argument(
+        "--candidate",
+        metavar="SPEC",
+        action="append",
+        help="with --features auto: a candidate feature set (repeatable; default: the list "
+        "AUTO_CANDIDATES in training/feature_sets.py)",
+    )
     train.add_argument("--registry", type=Path, default=Path("models"), help="default models/")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(

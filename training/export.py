@@ -59,6 +59,7 @@ import pandas as pd
 import redis.asyncio as aioredis
 from tqdm.auto import tqdm
 
+from service.archive.repository import RECORD as ARCHIVED_RECORD
 from service.decision.record import DecisionRecord, decode_record
 from service.features.catalog import CATALOG_VERSION, FEATURE_NAMES, FEATURES_BY_NAME, feature_kind
 from service.normalisation.normalise import LOG_COLUMNS
@@ -462,8 +463,8 @@ async def export(
     )
 
 
-_ARCHIVED_DECISIONS: Final = """
-SELECT d.stream_id, d.transaction_id, d.record::text AS record
+_ARCHIVED_DECISIONS: Final = f"""
+SELECT d.stream_id, d.transaction_id, {ARCHIVED_RECORD} AS record
 FROM decisions d
 WHERE ($1::timestamptz IS NULL OR d.decided_at >= $1)
   AND ($2::timestamptz IS NULL OR d.decided_at < $2)

@@ -10,11 +10,16 @@ specification and the columns it left out, so the choice is reproducible.
 A specification is a comma-separated list: an optional set name first (``DEFAULT_SET``
 when omitted), then ``-NAME`` to leave out a group or a single column and ``+NAME`` to
 put one back, e.g. ``all,-reported_fraud_rate`` or ``default,+local_time``.
+
+``AUTO`` (``train --features auto``) names no set: ``train`` then weighs each of
+``AUTO_CANDIDATES`` on its own time-ordered validation period and keeps the one
+``choose_by_average_precision`` picks (``training.train.choose_features``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,6 +73,22 @@ FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
 }
 DEFAULT_SET: Final = "default"
 
+# ``train --features auto``: the candidates weighed on the validation period, from the
+# fewest columns to the most. docs/model-evaluation.md ("Card data of the handbook's
+# shape") found each of the last three best on one kind of data and worse on another.
+AUTO: Final = "auto"
+AUTO_CANDIDATES: Final[tuple[str, ...]] = (
+    DEFAULT_SET,
+    "default,+merchant_reported_rate",
+    "default,+merchant_reported",
+    "all",
+)
+# Validation average precision within this of the best is a tie: the tied candidate with
+# the fewest columns wins (list order among equals). A larger set must earn its columns:
+# one validation period is noisier than a walk-forward's folds (docs/model-evaluation.md,
+# "Choosing the feature set inside `train`": +0.008 there, -0.012 to -0.021 per fold).
+AUTO_TIE_AP: Final = 0.02
+
 
 @dataclass(frozen=True, slots=True)
 class FeatureSet:
@@ -119,6 +140,11 @@ def resolve(spec: str | None = None) -> FeatureSet:
     base = DEFAULT_SET
     if tokens[0][0] not in "+-":
         base = tokens.pop(0)
+    if base == AUTO:
+        raise FeatureSetError(
+            "--features auto names no set: `train` weighs its candidates on validation; "
+            "`walkforward --compare SPEC` weighs sets over several periods"
+        )
     if base not in FEATURE_SETS:
         raise FeatureSetError(
             f"--features: unknown feature set {base!r}; known: {', '.join(FEATURE_SETS)}"
@@ -133,3 +159,42 @@ def resolve(spec: str | None = None) -> FeatureSet:
         left_out = left_out | names if token[0] == "-" else left_out - names
     canonical = ",".join([base, *tokens])
     return FeatureSet(canonical, tuple(n for n in MODEL_FEATURES if n in left_out))
+
+
+def candidates(specs: Sequence[str] | None = None) -> list[FeatureSet]:
+    """The resolved candidates of ``--features auto`` (``AUTO_CANDIDATES`` when None).
+
+    A bad specification raises ``FeatureSetError`` naming it; duplicates count once.
+    """
+    out: list[FeatureSet] = []
+    for spec in AUTO_CANDIDATES if specs is None else specs:
+        try:
+            resolved = resolve(spec)
+        except FeatureSetError as exc:
+            raise FeatureSetError(f"feature-set candidate {spec!r}: {exc}") from None
+        if resolved.excluded not in [c.excluded for c in out]:
+            out.append(resolved)
+    if not out:
+        raise FeatureSetError("--features auto needs at least one candidate feature set")
+    return out
+
+
+def choose_by_average_precision(
+    sets: Sequence[FeatureSet], average_precision: Sequence[float | None]
+) -> int:
+    """Index of the set ``--features auto`` keeps: the rule the model card states.
+
+    The highest average precision wins; every set within ``AUTO_TIE_AP`` of it ties, and
+    among the tied the one with the fewest columns (then the first listed) is kept. A
+    missing figure (None) never wins.
+    """
+    figures = [-np.inf if ap is None else float(ap) for ap in average_precision]
+    best = max(figures)
+    tied = [i for i, ap in enumerate(figures) if ap >= best - AUTO_TIE_AP]
+    return min(tied, key=lambda i: (len(MODEL_FEATURES) - len(sets[i].excluded), i))
+
+
+AUTO_RULE: Final = (
+    "highest validation average precision; candidates within "
+    f"{AUTO_TIE_AP} of it tie, and the tied set with the fewest columns is kept"
+)

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import httpx
 import msgspec
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -54,7 +55,9 @@ def read_labels_file(path: Path | str) -> pd.DataFrame:
     parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
         if parquet:
-            frame = pd.read_parquet(path)
+            # nullable dtypes: an integer column with an empty cell stays integers (as
+            # floats, ids above 2**53 would lose digits)
+            frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas and pyarrow raise many kinds; all mean "unreadable"
@@ -66,7 +69,55 @@ def read_labels_file(path: Path | str) -> pd.DataFrame:
             f"{path} lacks the column(s) {', '.join(missing)}: a labels file has "
             f"{', '.join(REQUIRED)} (reported_at may be empty) and optionally reason"
         )
+    if parquet:
+        for name in (*REQUIRED, *(c for c in OPTIONAL if c in frame.columns)):
+            column = frame[name]
+            if not (name == "reported_at" and pd.api.types.is_datetime64_any_dtype(column)):
+                frame[name] = _as_text(path, name, column)
     return frame
+
+
+def _as_text(path: Path, name: str, column: pd.Series) -> list[str | None]:
+    """A Parquet column's cells as the text the file holds (None where empty).
+
+    Integers as written (a float that is an integer too: ``123.0`` is the id ``123``);
+    UTF-8 bytes decoded; text kept. Anything else (lists,
+    structs, fractions, booleans, undecodable bytes) is a ``LabelsImportError`` naming the
+    file, the column and the first such row.
+    """
+    texts: list[str | None] = []
+    for row, value in enumerate(column.astype(object).tolist(), start=1):
+        if _missing(value):
+            texts.append(None)
+        elif isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, bytes):
+            try:
+                texts.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _not_text(path, name, row, "bytes that are not UTF-8") from None
+        elif _integral(value):
+            texts.append(str(int(value)))
+        else:
+            raise _not_text(path, name, row, f"a {type(value).__name__} ({str(value)[:20]!r})")
+    return texts
+
+
+def _integral(value: object) -> bool:
+    """An integer, or a float that is one (not a boolean)."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | np.integer):
+        return True
+    return (
+        isinstance(value, float | np.floating) and bool(np.isfinite(value)) and value == int(value)
+    )
+
+
+def _not_text(path: Path, name: str, row: int, what: str) -> LabelsImportError:
+    return LabelsImportError(
+        f"{path}: column {name}, row {row}: holds {what}, not text or an integer"
+    )
 
 
 def label_bodies(frame: pd.DataFrame) -> list[dict[str, str]]:

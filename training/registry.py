@@ -228,9 +228,10 @@ def rollback(registry: Path | str) -> tuple[str, str | None]:
         while live and (live[-1] == current or not _registered(registry, live[-1])):
             live.pop()
         if not live:
+            before = f"before {current}" if current else "and no model is live"
             raise RegistryError(
                 f"no earlier live model to roll back to in {registry} "
-                f"(the promotion history in {PROMOTIONS} holds none before {current})"
+                f"(the promotion history in {PROMOTIONS} holds none {before})"
             )
         target = live[-1]
         _point(registry, history, "rollback", target, current)

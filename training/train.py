@@ -46,7 +46,13 @@
    (``training.gate``) finds it not worse than the live one on its held-out period, or
    with ``force``; whoever calls ``train``, the CLI or Python code. ``features`` chooses
    the columns the trees may split on (``training.feature_sets``), recorded in the card.
-   The fits use the machine's free cores (``training.threads``).
+   ``features="auto"`` chooses them in step 4 instead (``choose_features``): each candidate
+   set learns on the train period (on many legitimate rows, a weighted sample of them)
+   and stops early on the validation period, the validation average precision picks one
+   (``training.feature_sets.choose_by_average_precision``), and steps 4-8 run with it; the
+   test period plays no part in the choice. The card's ``feature_choice`` has every
+   candidate's validation figures. The fits use the machine's free cores
+   (``training.threads``).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +78,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+from tqdm import tqdm
 
 from service.contract import VERTICALS
 from service.errors import RiskscoreError
@@ -97,7 +104,15 @@ from service.verticals import Thresholds
 from training.dataset import build_dataset, fingerprint
 from training.estimator import ESTIMATOR, estimator_bytes
 from training.evaluate import model_metrics, ranking_metrics
-from training.feature_sets import FeatureSet, resolve
+from training.feature_sets import (
+    AUTO,
+    AUTO_RULE,
+    FeatureSet,
+    FeatureSetError,
+    choose_by_average_precision,
+    resolve,
+)
+from training.feature_sets import candidates as resolve_candidates
 from training.gate import GateDecision, live_model, promotion_gate
 from training.registry import promote as promote_version
 from training.registry import register, version_name
@@ -127,6 +142,10 @@ PARITY_TOLERANCE: Final = 1e-9
 REFIT_LEGIT_ROWS: Final = 250_000
 # Legitimate rows the sampled refit's fraud-rate match (``match_fraud_rate``) scores.
 RATE_CHECK_LEGIT_ROWS: Final = 200_000
+# ``--features auto``: above this many legitimate train-period rows each candidate learns
+# from every fraud and a weighted sample of this many (benchmarks/README.md, "train on a
+# million rows": it bounds what the choice adds to ``train``).
+AUTO_LEGIT_ROWS: Final = 100_000
 
 
 class TrainingError(RiskscoreError):
@@ -208,11 +227,14 @@ def train(
     refit_sample: float | None = None,
     exclude_known_fraud: bool = False,
     features: str | FeatureSet | None = None,
+    feature_candidates: Sequence[str] | None = None,
 ) -> TrainReport:
     """Build features from ``log``, train, evaluate on the test period, register.
 
-    ``promote``, ``force``, ``features`` and ``refit_sample`` as ``train_on_dataset`` says.
+    ``promote``, ``force``, ``features``, ``feature_candidates`` and ``refit_sample`` as
+    ``train_on_dataset`` says; a bad feature-set specification fails before any work.
     """
+    feature_request(features, feature_candidates)
     clock = StageClock()
     dataset = build_dataset(log, secret=secret, fx=fx, progress=progress)
     clock.lap("features")
@@ -233,6 +255,8 @@ def train(
         refit_sample=refit_sample,
         exclude_known_fraud=exclude_known_fraud,
         features=features,
+        feature_candidates=feature_candidates,
+        progress=progress,
     )
     report.timings = clock.timings | report.timings
     return report
@@ -707,6 +731,99 @@ def _fit_protocol(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureChoice:
+    """What ``--features auto`` weighed on the validation period, and what it kept."""
+
+    chosen: FeatureSet
+    figures: list[dict[str, Any]]  # per candidate, in the order weighed
+    sample: RefitSample  # the train-period rows each candidate learnt from
+
+    def card(self) -> dict[str, Any]:
+        """The model card's ``feature_choice``."""
+        sampled = self.sample.weight is not None
+        return {
+            "chosen": self.chosen.spec,
+            "rule": AUTO_RULE,
+            "chosen_on": "validation",
+            "fitted_on": "train period"
+            + (" (every fraud, a weighted sample of the legitimate rows)" if sampled else ""),
+            "train_sample": self.sample.card() if sampled else None,
+            "candidates": self.figures,
+        }
+
+
+def choose_features(
+    encoded: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    sets: Sequence[FeatureSet],
+    *,
+    settings: Mapping[str, Any],
+    seed: int = 0,
+    legit_rows: int = AUTO_LEGIT_ROWS,
+    threads: int | None = None,
+    progress: bool = False,
+) -> FeatureChoice:
+    """Weigh each feature set on the validation period; keep the best (``--features auto``).
+
+    ``encoded``: every model column (``encode_frame``). Each set learns on the train
+    period (every fraud and up to ``legit_rows`` legitimate rows, weighted as the sampled
+    refit's, ``refit_sample_rows``) and stops early on the validation period, whose ranking
+    figures then decide (``choose_by_average_precision``). The test period is never read.
+    """
+    legitimate = int((y[split.train] == 0).sum())
+    rate = min(1.0, legit_rows / legitimate) if legitimate else 1.0
+    sample = refit_sample_rows(y, split.train, rate, seed)
+    fit_rows, stop_rows = encoded[sample.rows], encoded[split.validation]
+    y_stop = y[split.validation]
+    figures: list[dict[str, Any]] = []
+    with (
+        limited_threads(threads),
+        tqdm(sets, desc="feature sets", unit="set", disable=not progress) as bar,
+    ):
+        for feature_set in bar:
+            bar.set_postfix_str(feature_set.spec)
+            started = time.process_time()
+            model = HistGradientBoostingClassifier(**settings, random_state=seed)
+            extra = {}
+            if settings.get("early_stopping", "auto") is not False:
+                extra = {"X_val": feature_set.apply(stop_rows), "y_val": y_stop}
+            matrix, _ = _fill_unseen(feature_set.apply(fit_rows))
+            model.fit(matrix, y[sample.rows], sample_weight=sample.weight, **extra)
+            risk = expit(model.decision_function(feature_set.apply(stop_rows)))
+            figures.append(
+                {
+                    "spec": feature_set.spec,
+                    "columns_used": feature_set.card()["columns_used"],
+                    "iterations": int(model.n_iter_),
+                    "validation": ranking_metrics(y_stop, risk),
+                    "fit_cpu_seconds": round(time.process_time() - started, 2),
+                }
+            )
+    chosen = choose_by_average_precision(
+        sets, [f["validation"]["average_precision"] for f in figures]
+    )
+    for i, figure in enumerate(figures):
+        figure["chosen"] = i == chosen
+    return FeatureChoice(sets[chosen], figures, sample)
+
+
+def feature_request(
+    features: str | FeatureSet | None, feature_candidates: Sequence[str] | None = None
+) -> FeatureSet | list[FeatureSet]:
+    """The feature set ``features`` names, or with ``"auto"`` the candidates to weigh.
+
+    ``feature_candidates`` (``--candidate``) replaces ``AUTO_CANDIDATES`` and goes with
+    ``"auto"`` only. Raises ``FeatureSetError`` for a bad specification.
+    """
+    if isinstance(features, str) and features.strip().lower() == AUTO:
+        return resolve_candidates(feature_candidates)
+    if feature_candidates:
+        raise FeatureSetError("--candidate goes with --features auto")
+    return features if isinstance(features, FeatureSet) else resolve(features)
+
+
 def train_on_dataset(
     dataset: pd.DataFrame,
     *,
@@ -725,6 +842,8 @@ def train_on_dataset(
     refit_sample: float | None = None,
     exclude_known_fraud: bool = False,
     features: str | FeatureSet | None = None,
+    feature_candidates: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> TrainReport:
     """Train on a ``training.dataset`` frame (features and meta columns) and register.
 
@@ -732,7 +851,9 @@ def train_on_dataset(
     (``training.gate``: not worse than the live model on the new model's held-out period)
     or with ``force``; the report carries the gate's decision. ``promote=False`` registers
     without pointing ``LATEST`` at it. ``features``: the feature set the trees may split on
-    (``training.feature_sets``; its default set when None), recorded in the card.
+    (``training.feature_sets``; its default set when None), recorded in the card; ``"auto"``
+    chooses it on the validation period among ``feature_candidates`` (``choose_features``;
+    ``AUTO_CANDIDATES`` when None). ``progress`` shows a bar while the candidates fit.
     ``refit``, ``refit_sample`` (the share of legitimate rows the refit learns from;
     None: ``REFIT_LEGIT_ROWS`` at most) and ``exclude_known_fraud`` as the module
     docstring says (steps 7 and 8).
@@ -741,7 +862,7 @@ def train_on_dataset(
         raise TrainingError("target_decline_rate must lie between 0 and 1")
     if refit_sample is not None and not 0 < refit_sample <= 1:
         raise TrainingError(f"--refit-sample must be a share in (0, 1], not {refit_sample}")
-    feature_set = features if isinstance(features, FeatureSet) else resolve(features)
+    requested = feature_request(features, feature_candidates)
     total = StageClock()
     clock = StageClock()
     timings = clock.timings
@@ -776,9 +897,20 @@ def train_on_dataset(
                 f"the {name} period holds only fraud: no legitimate payments" + hint
             )
 
-    matrix = feature_set.apply(encode_frame(dataset))
+    encoded = encode_frame(dataset)
     y = (label == 1).astype(np.int64)
     settings = DEFAULT_PARAMS | dict(params or {})
+    choice = None
+    if isinstance(requested, FeatureSet):
+        feature_set = requested
+    else:
+        choice = choose_features(
+            encoded, y, split, requested, settings=settings, seed=seed, progress=progress
+        )
+        feature_set = choice.chosen
+        clock.lap("feature_choice")
+    matrix = feature_set.apply(encoded)
+    del encoded
     verticals = dataset["vertical"].to_numpy(dtype=object)
     final_rows = split.examples if refit else split.train
     fitted = fit_protocol(
@@ -846,6 +978,8 @@ def train_on_dataset(
         "catalog_features": list(MODEL_SOURCES),
         "features_never_seen": [n for n, u in zip(MODEL_FEATURES, unseen, strict=True) if u],
         "feature_set": feature_set.card(),
+        # --features auto: every candidate's validation figures and the one kept
+        "feature_choice": choice.card() if choice is not None else None,
         "training_data": {
             "fingerprint_sha256": data_fingerprint,
             "rows": len(dataset),
@@ -856,6 +990,7 @@ def train_on_dataset(
         },
         "protocol": {
             "iterations_calibration_thresholds_from": "validation",
+            "feature_set_from": "validation (--features auto)" if choice else "given",
             "held_out_metrics_from": "test, model fitted on train only (before the refit)",
             "final_model_fitted_on": "final_fit" if fitted.refit else "train",
             "refit": fitted.refit,
@@ -1165,4 +1300,27 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
             + (", ".join(left_out) or "none"),
             "",
         ]
+    lines += _feature_choice_lines(card.get("feature_choice"))
     return "\n".join(lines)
+
+
+def _feature_choice_lines(choice: Mapping[str, Any] | None) -> list[str]:
+    """``--features auto``: the candidates' validation figures, the rule and the choice."""
+    if not choice:
+        return []
+    lines = [
+        f"Chosen by `--features auto` on the validation period ({choice['rule']}); each "
+        f"candidate learnt on the {choice['fitted_on']} and stopped early on "
+        "validation; the test period played no part:",
+        "",
+        "| candidate | columns | iterations | ROC AUC | avg precision | recall @1% | chosen |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for c in choice["candidates"]:
+        v = c["validation"]
+        lines.append(
+            f"| `{c['spec']}` | {c['columns_used']} | {c['iterations']} | {_fmt(v['roc_auc'])} | "
+            f"{_fmt(v['average_precision'])} | {_fmt(v['recall_at_1%_decline'])} | "
+            f"{'yes' if c['chosen'] else ''} |"
+        )
+    return [*lines, ""]

@@ -3,17 +3,34 @@
 A key has roles (``score``, ``feedback``, ``analyst``, ``admin``) and may be limited to merchants
 (``key=role+role@m1+m2`` in ``RISKSCORE_API_KEYS``): such a key acts only for those
 merchants' payments (scoring, labels) and gets 403 for any other merchant, and for what
-serves every merchant at once (the block and allow lists).
+serves every merchant at once (the block and allow lists). ``key_identity`` names a key
+where who acted must be recorded (the reviews), without revealing it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Final
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+
+IDENTITY_HEX: Final = 12  # hex digits of a key's identity: 48 bits, no collision among keys
+
+
+def key_identity(secret: bytes, api_key: str) -> str:
+    """The stable, non-secret name of an API key: who acted, in the reviews' records.
+
+    ``key-`` and 12 hex digits of an HMAC-SHA256 of the key under a key derived from
+    ``RISKSCORE_SECRET`` (so nobody without the secret can test guessed keys against it).
+    The same key has the same identity in the API and the console while the secret stays.
+    """
+    derived = hmac.new(secret, b"riskscore api key identity", hashlib.sha256).digest()
+    digest = hmac.new(derived, api_key.encode(), hashlib.sha256).hexdigest()
+    return "key-" + digest[:IDENTITY_HEX]
 
 
 def matching_key(keys: Mapping[str, frozenset[str]], supplied: str | None) -> str | None:

@@ -4,7 +4,8 @@ The body is ``{"labels": [label, …]}``. The envelope must be sound (JSON, an o
 of 1 to ``MAX_LABELS`` labels) or the whole call is a 400; each label is then decoded by
 ``decode_body`` exactly as ``POST /v1/feedback`` decodes its body (the same field checks
 and card-number screen), so one bad label becomes its own result, named by its position
-(``labels[3].label``), and never stops the others.
+(``labels[3].label``), and never stops the others. Members beside ``labels`` are ignored,
+but screened too: a card number there refuses the whole call, as in any other body.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Envelope(msgspec.Struct, frozen=True):
 
 
 _envelope = msgspec.json.Decoder(_Envelope)
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def decode_feedback_batch(
@@ -49,6 +51,8 @@ def decode_feedback_batch(
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidRequest([FieldProblem("body", f"not valid JSON: {reason}")]) from None
+    if rest := {k: v for k, v in _members.decode(body).items() if k != "labels"}:
+        decode_body(msgspec.json.encode(rest), dict)  # the card-number screen, nothing more
     out: list[FeedbackRequest | list[FieldProblem]] = []
     for i, raw in enumerate(envelope.labels):
         try:

@@ -3,9 +3,10 @@
 ``GET /v1/reviews`` and ``POST /v1/reviews/{merchant_id}/{transaction_id}`` are the
 contract's; ``GET`` of one review and ``POST``/``DELETE .../claim`` extend it. Every route
 takes the ``analyst`` or ``admin`` role; a key limited to merchants sees and acts only on
-their reviews (any other is a 404, as if it did not exist). Who acts (``claimed_by``,
-``closed_by``) is the body's ``analyst`` when given, else an id derived from the API key
-(``key-`` and 10 hex digits of its SHA-256), never the key.
+their reviews (any other is a 404, as if it did not exist). Who acts is the API key that
+authenticated (``key_identity``: never the key itself); the body's ``analyst`` is only a name
+recorded beside it, so no key acts under another's claim. An ``admin`` key may take over or
+close a review another key claimed.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from service.api.auth import matching_key, merchant_scope, require_role
+from service.api.errors import require_json
 from service.api.schemas import decode_body
 from service.contract import ReviewClaim, ReviewClose
 from service.errors import DatabaseUnavailable, FieldProblem, InvalidRequest
-from service.reviews.queue import DEFAULT_LIMIT, ReviewQueue, analyst_for_key
+from service.reviews.queue import DEFAULT_LIMIT, ReviewQueue
 
 JSON = "application/json"
 _ANALYST: dict[str, object] = {"role": ("analyst", "admin")}
@@ -47,43 +48,34 @@ def _queue(state: State) -> ReviewQueue:
 class Reviews:
     """What every review route acts through: the queue, scoped to the request's key.
 
-    ``merchants``: those the key may act for (None: every one); ``request`` names who acts.
+    ``merchants``: those the key may act for (None: every one); ``key``: the identity of the
+    request's API key (who acts); ``admin``: whether that key may override another's claim.
     """
 
     queue: ReviewQueue
     merchants: frozenset[str] | None
     request: Request[Any, Any, Any]
+    key: str
+    admin: bool
 
-    def analyst(self, named: str | None) -> str:
-        """Who acts: the body's ``analyst``, else an id of the API key."""
-        return analyst_of(self.request, named)
+    def actor(self, named: str | None) -> dict[str, Any]:
+        """The queue's arguments naming who acts: the key, the body's name beside it."""
+        return {"analyst": named or self.key, "key": self.key, "override": self.admin}
 
 
 def _reviews(request: Request[Any, Any, Any], state: State) -> Reviews:
-    return Reviews(_queue(state), merchant_scope(request), request)
-
-
-def analyst_of(request: Request[Any, Any, Any], named: str | None) -> str:
-    """Who acts: the name the body gives, else an id of the API key (never the key)."""
-    if named is not None:
-        return named
-    key = matching_key(request.app.state.api_keys, request.headers.get("x-api-key")) or ""
-    return analyst_for_key(key)
-
-
-def _require_json(request: Request[Any, Any, Any]) -> None:
-    media_type = request.content_type[0]
-    if media_type != JSON:
-        raise HTTPException(
-            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
-        )
+    # the guard let a key with the analyst or admin role in, so one matches
+    key = matching_key(state.api_keys, request.headers.get("x-api-key")) or ""
+    identity = state.api_key_identities.get(key, "")
+    admin = "admin" in state.api_keys.get(key, frozenset())
+    return Reviews(_queue(state), merchant_scope(request), request, identity, admin)
 
 
 async def _optional_body(request: Request[Any, Any, Any], type_: type[Any]) -> Any:
     raw = await request.body()
     if not raw.strip():
         return type_()
-    _require_json(request)
+    require_json(request)
     return decode_body(raw, type_)
 
 
@@ -136,10 +128,11 @@ async def close_review(
 ) -> Response[bytes]:
     """Close a review: ``{"outcome": "approve"|"decline", "label": "fraud"|"legit"|null, "note"}``.
 
-    200 with the closed review; 409 when it was closed already (or another analyst's claim
-    holds); 404 when there is no such review. A label is feedback, as ``POST /v1/feedback``.
+    200 with the closed review; 409 when it was closed already (or another key's claim holds,
+    unless the key is an admin's); 404 when there is no such review. A label is feedback,
+    as ``POST /v1/feedback``.
     """
-    _require_json(reviews.request)
+    require_json(reviews.request)
     body = decode_body(await reviews.request.body(), ReviewClose, choices=_CLOSE_CHOICES)
     review = await reviews.queue.close(
         merchant_id,
@@ -147,8 +140,8 @@ async def close_review(
         outcome=body.outcome,
         label=body.label,
         note=body.note,
-        analyst=reviews.analyst(body.analyst),
         merchants=reviews.merchants,
+        **reviews.actor(body.analyst),
     )
     return _json(review)
 
@@ -160,14 +153,16 @@ _CLOSE_CHOICES = {"outcome": ("approve", "decline"), "label": ("fraud", "legit",
 async def claim_review(
     merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
-    """Claim an open review (body ``{"analyst": ...}`` optional); claiming again extends it.
+    """Claim an open review for the request's key (body ``{"analyst": name}`` optional).
 
-    200 with the review and its claim; 409 when closed or claimed by another analyst.
+    Claiming again extends it. 200 with the review and its claim; 409 when closed or claimed
+    by another key (an admin key takes the claim over).
     """
     body = await _optional_body(reviews.request, ReviewClaim)
-    analyst = reviews.analyst(body.analyst)
     return _json(
-        await reviews.queue.claim(merchant_id, transaction_id, analyst, merchants=reviews.merchants)
+        await reviews.queue.claim(
+            merchant_id, transaction_id, merchants=reviews.merchants, **reviews.actor(body.analyst)
+        )
     )
 
 
@@ -175,12 +170,11 @@ async def claim_review(
 async def release_review(
     merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
-    """Give up one's claim on a review (nothing happens without one); 200 with the review."""
+    """Give up the key's claim (nothing happens without one; an admin's: any claim); 200."""
     body = await _optional_body(reviews.request, ReviewClaim)
-    analyst = reviews.analyst(body.analyst)
     return _json(
         await reviews.queue.release(
-            merchant_id, transaction_id, analyst, merchants=reviews.merchants
+            merchant_id, transaction_id, merchants=reviews.merchants, **reviews.actor(body.analyst)
         )
     )
 

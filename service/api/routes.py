@@ -9,7 +9,6 @@ import msgspec
 from litestar import Litestar, Request, Response, asgi, delete, get, post, put
 from litestar.datastructures import State
 from litestar.exceptions import (
-    HTTPException,
     InternalServerException,
     MethodNotAllowedException,
 )
@@ -26,6 +25,7 @@ from service.api.auth import (
     require_merchant,
     require_role,
 )
+from service.api.errors import require_json, unsupported_media_type
 from service.api.schemas import decode_body, decode_score
 from service.contract import FeedbackRequest, ListChange
 from service.decision.feedback import record_labels
@@ -42,14 +42,6 @@ _encoder = msgspec.json.Encoder()
 
 def _json(body: object, status: int = 200) -> Response[bytes]:
     return Response(_encoder.encode(body), status_code=status, media_type=JSON)
-
-
-def _require_json(request: Request) -> None:
-    media_type = request.content_type[0]
-    if media_type != JSON:
-        raise HTTPException(
-            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
-        )
 
 
 async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,9 +66,7 @@ async def _score_app(scope: Scope, receive: Receive, send: Send) -> None:
     key = authorize(state.api_keys, api_key, "score")
     media_type = content_type.partition(";")[0].strip().lower() if content_type else ""
     if media_type != JSON:
-        raise HTTPException(
-            status_code=415, detail=f"Content-Type must be {JSON}, not {media_type or 'absent'}"
-        )
+        raise unsupported_media_type(media_type)
     body = await _read_body(receive, content_length)
     # admitted once the body is in, so that a client trickling its body holds no slot
     await _admission.admit(scope, send, lambda: _score_body(state, key, body, send))
@@ -172,7 +162,7 @@ async def render_error(
 @post("/v1/feedback", guards=[require_role], opt={"role": "feedback"}, status_code=202)
 async def feedback(request: Request, state: State) -> Response[bytes]:
     """Record a label (fraud, chargeback, legit) for a scored transaction."""
-    _require_json(request)
+    require_json(request)
     body = decode_body(await request.body(), FeedbackRequest)
     require_merchant(request, body.merchant_id)
     [outcome] = await _record(state, [body])
@@ -204,7 +194,7 @@ async def feedback_batch_route(request: Request, state: State) -> Response[bytes
     A result is ``recorded``, ``duplicate``, ``unknown``, ``invalid`` with the field
     problems, or ``forbidden`` for a merchant outside the API key's scope.
     """
-    _require_json(request)
+    require_json(request)
     body = await request.body()
     if len(body) > feedback_batch.OFF_LOOP_BYTES:
         # A full batch is screened label by label: tens of ms of CPU for a hostile one, run
@@ -275,7 +265,7 @@ async def list_items(name: FromPath[str], state: State) -> Response[bytes]:
 @put("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN)
 async def add_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Add items to a list, optionally with a reason and a time to live."""
-    _require_json(request)
+    require_json(request)
     change = decode_body(await request.body(), ListChange)
     engine: Engine = state.engine
     items = normalise_items(name, change.items, engine.pseudonymiser)
@@ -298,7 +288,7 @@ async def add_list_items(name: FromPath[str], request: Request, state: State) ->
 @delete("/v1/lists/{name:str}/items", guards=[require_role], opt=_LIST_ADMIN, status_code=200)
 async def remove_list_items(name: FromPath[str], request: Request, state: State) -> Response[bytes]:
     """Remove items from a list."""
-    _require_json(request)
+    require_json(request)
     change = decode_body(await request.body(), ListChange)
     engine: Engine = state.engine
     items = normalise_items(name, change.items, engine.pseudonymiser)

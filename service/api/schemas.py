@@ -126,9 +126,28 @@ def decode_body(
         decoded = decoder.decode(body)
     except (msgspec.MsgspecError, RecursionError, ArithmeticError, ValueError) as exc:
         raise InvalidRequest([_problem_from_msgspec(exc, choices)]) from None
-    if not plain and (problems := unprintable_fields(decoded)):
+    problems = instant_fields(decoded)
+    if not plain:
+        problems += unprintable_fields(decoded)
+    if problems:
         raise InvalidRequest(problems)
     return decoded
+
+
+def instant_fields(value: Any) -> list[FieldProblem]:
+    """Every date-time field of the decoded body ``value`` (a struct) outside 1970–2100.
+
+    As the score request's times: a label's ``reported_at`` of year 1 at +23:59 is year 0
+    in UTC, which no reader downstream (Python, the archive) can represent.
+    """
+    if not isinstance(value, msgspec.Struct):
+        return []
+    return [
+        FieldProblem(name, message)
+        for name in value.__struct_fields__
+        if isinstance(child := getattr(value, name), datetime)
+        and (message := _instant_range_problem(child))
+    ]
 
 
 def _decode_tree(body: bytes | bytearray | memoryview | str) -> dict[str, Any]:

@@ -15,6 +15,13 @@ worker and instance runs one consumer in it, so they share the work. A round:
 batch: at a low rate entries gather for a moment, so a round's fixed cost is shared by
 many rather than paid per entry, inside a worker that also scores.
 
+An entry that cannot be archived (it does not convert to a row, or PostgreSQL refuses
+its row) is set aside (``repository.set_aside``: verbatim, with the error) in the
+transaction that archives the rest of its batch, and acknowledged with them: found by
+converting entry by entry and, when an insert is refused, by halving the batch (a few
+inserts per bad entry). It never blocks the archive nor the trimming; ``retry_set_aside``
+tries such entries again. PostgreSQL out of reach is never a bad entry (``refused``).
+
 So an entry is archived at least once (it stays pending until acknowledged, whoever dies)
 and at most once (the inserts ignore what is there): exactly once. PostgreSQL down: the
 round fails before acknowledging, the entries wait in the stream and the round is retried
@@ -40,13 +47,19 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-import msgspec
+import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from service.archive import UNAVAILABLE
-from service.archive.repository import insert_decisions, insert_labels, put_catalogs
+from service.archive.repository import (
+    ensure_days,
+    insert_decisions,
+    insert_labels,
+    put_catalogs,
+    set_aside,
+)
 from service.archive.rows import DECISION_COLUMNS, decision_row, label_row, stream_time
 from service.archive.state import Archive
 from service.stores.decisions import DecisionEntry, LabelEntry, read_catalogs
@@ -72,24 +85,67 @@ def consumer_name() -> str:
 
 
 class Round(NamedTuple):
-    """What one round did: entries read, rows new in the archive, entries acknowledged."""
+    """What one round did: entries read, rows new in the archive, acknowledged, set aside."""
 
     read: int
     archived: int
     acked: int
+    set_aside: int = 0
+
+
+Fields = dict[bytes, bytes]
+Row = tuple[object, ...]
+
+
+class SetAside(NamedTuple):
+    """An entry not archived: its stream, id, fields as read, and why."""
+
+    stream: str
+    entry_id: str
+    fields: Fields
+    error: str
 
 
 class _Batch(NamedTuple):
-    """A round's entries and their rows, read and built, not written yet."""
+    """A round's entries and their rows, read and built, not written yet.
 
-    decisions: list[DecisionEntry]
-    labels: list[LabelEntry]
-    decision_rows: list[tuple[object, ...]]
-    label_rows: list[tuple[object, ...]]
+    ``entries``: by stream, every entry read (acknowledged once written), by id;
+    ``rows``: by stream, the rows to insert with their entry's id; ``aside``: entries
+    that did not convert.
+    """
+
+    entries: dict[str, dict[str, Fields]]
+    rows: dict[str, list[tuple[str, Row]]]
+    aside: list[SetAside]
 
     @property
     def read(self) -> int:
-        return len(self.decisions) + len(self.labels)
+        return sum(len(e) for e in self.entries.values())
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether PostgreSQL (or the driver) refused the data, rather than being out of reach.
+
+    A data exception (class 22: a NUL in text, a value out of range), a constraint broken
+    (23: a row for no partition), a limit exceeded (54), or a value the driver cannot
+    encode: the same rows would be refused again. Anything else (``UNAVAILABLE``, a
+    timeout, a shutdown) leaves every entry pending.
+    """
+    if isinstance(exc, asyncpg.exceptions.DataError):  # the driver's, before sending
+        return True
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, UNAVAILABLE):
+        return str(exc.sqlstate or "")[:2] in {"22", "23", "54"}
+    return False
+
+
+def _error(exc: BaseException) -> str:
+    """An exception as the text kept beside a set-aside entry (no NUL: text refuses it)."""
+    return f"{type(exc).__name__}: {exc}"[:1000].replace("\x00", "\\x00")
+
+
+def _flat(fields: Fields) -> list[bytes]:
+    """A stream entry's fields as XADD takes them: name, value, name, value..."""
+    return [v if isinstance(v, bytes) else str(v).encode() for kv in fields.items() for v in kv]
 
 
 class Lag(NamedTuple):
@@ -158,7 +214,7 @@ class Archiver:
         self._groups_made = False
         self._catalogs: set[str] = set()  # catalogue versions copied to the archive
         self._days: set[Any] = set()  # partitions known to exist
-        self.rejected = 0  # decision records that do not decode (logged, acknowledged)
+        self.set_aside = 0  # entries set aside since start (kept in ``set_aside``, acknowledged)
         self.acked = 0  # entries archived and acknowledged since start (both streams)
         self.inserted = 0  # of which rows new to the archive (the rest were there already)
         self._stopping = asyncio.Event()  # ``stop``: finish the round in hand, then return
@@ -265,49 +321,161 @@ class Archiver:
             self._groups_made = False  # the group vanished (a Redis without persistence)
             await self.ensure_groups()
             found = await self._read()
-        decisions = [_decision_entry(i, f) for i, f in found[self.keys.decisions]]
-        labels = [_label_entry(i, f) for i, f in found[self.keys.labels]]
-        if not decisions and not labels:
-            return _Batch([], [], [], [])
-        decision_rows = await self._decision_rows(decisions)
-        await self._copy_catalogs(decision_rows)
-        return _Batch(decisions, labels, decision_rows, [label_row(e) for e in labels])
+        return await self._convert(found)
 
-    async def _write(self, batch: _Batch) -> Round:
-        """Insert a batch's rows in one transaction per table, then acknowledge its entries."""
+    async def _convert(self, found: dict[str, list[tuple[str, Fields]]]) -> _Batch:
+        """Entries → rows, entry by entry: one that does not convert is set aside."""
+        decisions, labels = self.keys.decisions, self.keys.labels
+        batch = _Batch({s: dict(e) for s, e in found.items()}, {decisions: [], labels: []}, [])
+        if not batch.read:
+            return batch
+        keyed: list[tuple[str, Row]] = []
+        for entry_id, fields in found[decisions]:
+            try:
+                row = decision_row(_decision_entry(entry_id, fields), None)
+            except Exception as exc:  # whatever it is, the rest of the batch goes on
+                batch.aside.append(SetAside(decisions, entry_id, fields, _error(exc)))
+                continue
+            if row is not None:
+                keyed.append((entry_id, row))
+        for entry_id, fields in found[labels]:
+            try:
+                batch.rows[labels].append((entry_id, label_row(_label_entry(entry_id, fields))))
+            except Exception as exc:
+                batch.aside.append(SetAside(labels, entry_id, fields, _error(exc)))
+        batch.rows[decisions].extend(await self._decision_rows(keyed))
+        await self._copy_catalogs([row for _, row in batch.rows[decisions]])
+        return batch
+
+    async def _write(self, batch: _Batch, *, retried: bool = False) -> Round:
+        """Insert a batch's rows and set aside what cannot be, in one transaction; then ack.
+
+        ``retried``: the entries come from ``set_aside`` (acknowledged long ago): those
+        archived now leave it instead.
+        """
         if not batch.read:
             return Round(0, 0, 0)
         async with self.archive.pool.acquire() as connection:
-            new = await insert_decisions(connection, batch.decision_rows, self._days)
-            new += await insert_labels(connection, batch.label_rows, self._days)
+            rows = batch.rows
+            await ensure_days(
+                connection,
+                [r for _, r in rows[self.keys.decisions]],
+                [r for _, r in rows[self.keys.labels]],
+                self._days,
+            )
+            try:
+                new, aside = await self._insert(connection, batch, retried, sort_out=False)
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                new, aside = await self._insert(connection, batch, retried, sort_out=True)
         self.archive.saw_answer()
         acked = 0
-        if batch.decisions:
-            ids = (e.id for e in batch.decisions)
-            acked += await self.client.xack(self.keys.decisions, GROUP, *ids)
-        if batch.labels:
-            acked += await self.client.xack(self.keys.labels, GROUP, *(e.id for e in batch.labels))
+        if not retried:
+            for stream, entries in batch.entries.items():
+                if entries:
+                    acked += await self.client.xack(stream, GROUP, *entries)
+        for item in aside:
+            log.warning(
+                "stream entry %s of %s set aside: %s",
+                item.entry_id,
+                item.stream,
+                item.error,
+                extra={"stream": item.stream, "entry_id": item.entry_id, "error": item.error},
+            )
         self.acked += acked
         self.inserted += new
+        if not retried:
+            self.set_aside += len(aside)
         if self.metrics is not None:
-            self.metrics.archive_rows.labels("decisions").inc(len(batch.decisions))
-            self.metrics.archive_rows.labels("labels").inc(len(batch.labels))
-        return Round(batch.read, new, acked)
+            for stream, entries in batch.entries.items():
+                name = stream.rpartition(":")[2]
+                self.metrics.archive_rows.labels(name).inc(len(entries))
+        return Round(batch.read, new, acked, len(aside))
 
-    async def _decision_rows(self, entries: Sequence[DecisionEntry]) -> list[tuple[object, ...]]:
-        """The rows of ``entries``, each with its response as sent and digest (one ``MGET``).
+    async def _insert(
+        self, connection: asyncpg.Connection, batch: _Batch, retried: bool, *, sort_out: bool
+    ) -> tuple[int, list[SetAside]]:
+        """One transaction: the rows, and the entries set aside; return (new rows, aside).
+
+        ``sort_out``: rows PostgreSQL refuses are found (``_sorted_insert``) and set aside
+        too; otherwise a refusal raises and nothing is written.
+        """
+        aside = list(batch.aside)
+        new = 0
+        async with connection.transaction():
+            for stream, insert in (
+                (self.keys.decisions, insert_decisions),
+                (self.keys.labels, insert_labels),
+            ):
+                keyed = batch.rows[stream]
+                if not sort_out:
+                    new += await insert(connection, [row for _, row in keyed], self._days)
+                    continue
+                inserted, bad = await self._sorted_insert(connection, insert, keyed)
+                new += inserted
+                fields = batch.entries[stream]
+                aside += [SetAside(stream, i, fields[i], error) for i, error in bad]
+            if retried:
+                done = [(s, i) for s, e in batch.entries.items() for i in e]
+                kept = {(a.stream, a.entry_id) for a in aside}
+                await connection.executemany(
+                    "DELETE FROM set_aside WHERE stream = $1 AND stream_id = $2",
+                    [key for key in done if key not in kept],
+                )
+            await set_aside(
+                connection, ((a.stream, a.entry_id, _flat(a.fields), a.error) for a in aside)
+            )
+        return new, aside
+
+    async def _sorted_insert(
+        self, connection: asyncpg.Connection, insert: Any, keyed: list[tuple[str, Row]]
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Insert ``keyed``'s rows; those refused are found by halving: (new, [(id, error)]).
+
+        Each try in a savepoint; a batch with ``k`` bad rows of ``n`` costs about
+        ``2 k log2 n`` inserts.
+        """
+        if not keyed:
+            return 0, []
+        try:
+            async with connection.transaction():
+                return await insert(connection, [row for _, row in keyed], self._days), []
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            if len(keyed) == 1:
+                return 0, [(keyed[0][0], _error(exc))]
+        half = len(keyed) // 2
+        first, bad = await self._sorted_insert(connection, insert, keyed[:half])
+        second, more = await self._sorted_insert(connection, insert, keyed[half:])
+        return first + second, bad + more
+
+    async def retry_set_aside(self, limit: int = BATCH) -> tuple[int, int]:
+        """Try entries set aside (this archiver's streams) again: return (archived, still aside).
+
+        Each is converted and inserted as the archiver would (after a fix, say); those
+        archived leave ``set_aside``, the others stay with their new error.
+        """
+        async with self.archive.pool.acquire() as connection:
+            kept = await connection.fetch(
+                "SELECT stream, stream_id, fields FROM set_aside WHERE stream = ANY($1)"
+                " ORDER BY first_seen LIMIT $2",
+                list(self.streams),
+                limit,
+            )
+        found: dict[str, list[tuple[str, Fields]]] = {s: [] for s in self.streams}
+        for stream, entry_id, flat in kept:
+            found[stream].append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+        done = await self._write(await self._convert(found), retried=True)
+        return done.read - done.set_aside, done.set_aside
+
+    async def _decision_rows(self, keyed: list[tuple[str, Row]]) -> list[tuple[str, Row]]:
+        """``keyed``'s rows, each with its response as sent and digest (one ``MGET``).
 
         A transaction key gone (expired) or of the older hash layout reads as nil: no response
         and no digest.
         """
-        keyed = []
-        for entry in entries:
-            try:
-                keyed.append((entry, decision_row(entry, None)))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.rejected += 1
-                log.warning("decision-log entry %s does not decode; not archived", entry.id)
-        keyed = [(e, row) for e, row in keyed if row is not None]
         if not keyed:
             return []
         names = [self.keys.transaction(str(row[0]), str(row[1])).encode() for _, row in keyed]
@@ -316,11 +484,11 @@ class Archiver:
         else:
             values = await self.client.mget(names)
         rows = []
-        for (_, row), value in zip(keyed, values, strict=True):
+        for (entry_id, row), value in zip(keyed, values, strict=True):
             decided = read_decided(value) if isinstance(value, bytes) else None
             if decided is not None:  # the row's last two columns: response, digest
                 row = (*row[:-2], decided.decision.decode(), decided.digest.decode() or None)
-            rows.append(row)
+            rows.append((entry_id, row))
         return rows
 
     async def _copy_catalogs(self, rows: Sequence[tuple[object, ...]]) -> None:
@@ -330,7 +498,13 @@ class Archiver:
             return
         names = await read_catalogs(self.client, self.keys.prefix)
         found = {v: n for v, n in names.items() if v in wanted}
-        await put_catalogs(self.archive.pool, found)
+        try:
+            await put_catalogs(self.archive.pool, found)
+        except Exception as exc:  # a version PostgreSQL refuses: its rows will be set aside
+            if not refused(exc):
+                raise
+            log.warning("catalogue versions not copied: %s", _error(exc))
+            return
         self._catalogs.update(found)
 
     def stop(self) -> None:

@@ -117,6 +117,22 @@ async def run_archive_process(
         await client.aclose()
 
 
+async def retry_set_aside(settings: Settings, limit: int = 10_000) -> tuple[int, int]:
+    """Try the entries set aside again once (``Archiver.retry_set_aside``): (archived, kept)."""
+    assert settings.database_url is not None
+    archive = await Archive.open(
+        settings.database_url, retention_days=settings.archive_retention_days, max_size=1
+    )
+    client = archive_client(settings.redis_url)
+    try:
+        await archive.prepare()
+        archiver = Archiver(client, Keys(settings.redis_prefix), archive)
+        return await archiver.retry_set_aside(limit)
+    finally:
+        await archive.close()
+        await client.aclose()
+
+
 async def _progress(archiver: Archiver, archive: Archive, every: float) -> None:
     """Log what was archived since the last line, the rate, the lag and any problem."""
     acked, since = archiver.acked, time.monotonic()

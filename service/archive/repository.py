@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -79,6 +79,11 @@ class DecisionSummary(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[str]
     label: str | None
 
+
+# A decision's record and response as text: in ``record``/``response`` (text) from migration
+# 0011 on, in ``record_json``/``response_json`` for the rows archived before it.
+RECORD: Final = "coalesce(d.record, d.record_json::text)"
+RESPONSE: Final = "coalesce(d.response, d.response_json::text)"
 
 _NEW_KEYS = """
 INSERT INTO decision_keys (merchant_id, transaction_id, decided_at)
@@ -146,6 +151,21 @@ async def insert_labels(
     return int(status.split()[-1])
 
 
+async def ensure_days(
+    connection: asyncpg.Connection,
+    decision_rows: Sequence[tuple[object, ...]],
+    label_rows: Sequence[tuple[object, ...]],
+    known: set[tuple[str, dt.date]],
+) -> None:
+    """Make the partitions ``rows`` fall in, before a transaction that inserts them.
+
+    Made outside it, a partition stays when the transaction fails, so ``known`` (the
+    caller's cache) stays true.
+    """
+    await _ensure_days(connection, "decisions", (r[2] for r in decision_rows), known)
+    await _ensure_days(connection, "labels", (r[1] for r in label_rows), known)
+
+
 async def _ensure_days(
     connection: asyncpg.Connection,
     table: str,
@@ -158,6 +178,21 @@ async def _ensure_days(
         await ensure_partitions(connection, table, missing)
         if known is not None:
             known.update((table, d) for d in missing)
+
+
+_SET_ASIDE = """
+INSERT INTO set_aside (stream, stream_id, fields, error) VALUES ($1, $2, $3, $4)
+ON CONFLICT (stream, stream_id) DO UPDATE SET error = EXCLUDED.error
+"""
+
+
+async def set_aside(
+    connection: asyncpg.Connection, entries: Iterable[tuple[str, str, list[bytes], str]]
+) -> None:
+    """Keep entries not archived: ``(stream, entry id, fields, error)``; first_seen stays."""
+    rows = list(entries)
+    if rows:
+        await connection.executemany(_SET_ASIDE, rows)
 
 
 async def put_catalogs(executor: Executor, catalogs: Mapping[str, Sequence[str]]) -> None:
@@ -179,8 +214,9 @@ async def get_decision(
     (pruned at run time), and its labels received since.
     """
     row = await executor.fetchrow(
-        """
-        SELECT d.*, c.names::text AS feature_names
+        f"""
+        SELECT d.*, {RECORD} AS record_text, {RESPONSE} AS response_text,
+               c.names::text AS feature_names
         FROM decisions d LEFT JOIN catalogs c ON c.version = d.catalog_version
         WHERE d.merchant_id = $1 AND d.transaction_id = $2 AND d.decided_at = (
             SELECT decided_at FROM decision_keys WHERE merchant_id = $1 AND transaction_id = $2
@@ -217,8 +253,8 @@ async def get_decision(
         reasons=list(row["reasons"]),
         degraded=list(row["degraded"]),
         latency_ms=row["latency_ms"],
-        record=row["record"],
-        response=row["response"],
+        record=row["record_text"],
+        response=row["response_text"],
         feature_names=msgspec.json.decode(row["feature_names"]) if row["feature_names"] else None,
         labels=[ArchivedLabel(**dict(r)) for r in labels],
     )
@@ -249,10 +285,9 @@ async def labelled_payments(
     if not pairs:
         return {}
     rows = await executor.fetch(
-        """
-        SELECT d.merchant_id, d.transaction_id, d.decided_at, d.record::text AS record,
-               d.response::text AS response, d.digest, l.label, l.reported_at,
-               l.received_at
+        f"""
+        SELECT d.merchant_id, d.transaction_id, d.decided_at, {RECORD} AS record,
+               {RESPONSE} AS response, d.digest, l.label, l.reported_at, l.received_at
         FROM unnest($1::text[], $2::text[]) AS p(merchant_id, transaction_id)
         JOIN decision_keys k
           ON k.merchant_id = p.merchant_id AND k.transaction_id = p.transaction_id

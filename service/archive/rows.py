@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from service.decision.record import decode_record
+from service.decision.record import decode_record_columns
 from service.stores.decisions import DecisionEntry, LabelEntry
 
 # the columns of ``decisions``, in the order ``decision_row`` gives them
@@ -80,7 +80,7 @@ def decision_row(
     """
     if entry.spooled in NOT_THE_ANSWER:
         return None
-    record = decode_record(entry.record)
+    record = decode_record_columns(entry.record)
     payment = record.payment
     return (
         payment.merchant_id,

@@ -25,6 +25,7 @@ from service.stores.redis_client import is_cluster_url, make_client
 log = logging.getLogger("riskscore.archive")
 
 UPKEEP_SECONDS: Final = 5.0  # how often the archived part of the streams is trimmed
+SET_ASIDE_TIMEOUT: Final = 2.0  # counting the set-aside entries waits at most this
 SOCKET_TIMEOUT: Final = 10.0  # long reads and the archiver's blocking waits (1 s)
 # make_client's socket timeout is 40 budgets: the budget that gives SOCKET_TIMEOUT
 CLUSTER_TIMEOUT_SCALE: Final = 40
@@ -72,7 +73,42 @@ async def upkeep(
         lags[name] = waiting
         report[name] = {"entries": waiting.entries, "oldest_seconds": waiting.oldest_seconds}
     archive.extra["lag"] = report
+    await count_set_aside(archive, keys, metrics)
     return lags
+
+
+async def count_set_aside(archive: Archive, keys: Keys, metrics: Any = None) -> None:
+    """Entries set aside by stream, to ``archive.extra`` (``/readyz``, warned) and ``metrics``.
+
+    PostgreSQL not answering within ``SET_ASIDE_TIMEOUT`` leaves the last count.
+    """
+    if not archive.ready:
+        return
+    try:
+        async with asyncio.timeout(SET_ASIDE_TIMEOUT), archive.pool.acquire() as connection:
+            counts = dict(
+                await connection.fetch(
+                    "SELECT stream, count(*) FROM set_aside WHERE stream = ANY($1) GROUP BY stream",
+                    [keys.decisions, keys.labels],
+                )
+            )
+    except Exception as exc:
+        log.warning("counting set-aside entries failed: %s: %s", type(exc).__name__, exc)
+        return
+    report = {}
+    for stream in (keys.decisions, keys.labels):
+        name = stream.rpartition(":")[2]
+        report[name] = int(counts.get(stream, 0))
+        if metrics is not None:
+            metrics.archive_set_aside.labels(name).set(report[name])
+    archive.extra["set_aside"] = report
+    if sum(report.values()):
+        archive.extra["warnings"] = [
+            f"{sum(report.values())} stream entries set aside, not archived: see the "
+            "set_aside table (README, 'The decision archive')"
+        ]
+    else:
+        archive.extra.pop("warnings", None)
 
 
 async def keep_streams(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +38,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from service.api.pan import contains_pan
 from service.console import formatting
 from service.console.pages import (
     AGES,
@@ -59,6 +61,7 @@ from service.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     NotFound,
+    PanDetected,
     StateConflict,
     StoreUnavailable,
 )
@@ -143,20 +146,52 @@ def _page(
     )
 
 
+_NEXT_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_NEXT_QUERY = re.compile(r"[!-~]*")  # printable ASCII, no space
+
+
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: a console path only, never another site."""
+    """Where to go after signing in: a console page only, never another site or page.
+
+    The path is ``/console/`` and segments of letters, digits, ``_`` and ``-``: no dot
+    segment (``..``, ``%2e%2e``: a browser resolves them, ``/console/../x`` is ``/x``), no
+    empty one, no backslash, tab or other character a browser drops or reads as ``/``;
+    the query is printable ASCII without a ``#`` or a backslash. Anything else: the queue.
+    """
+    if not target:
+        return QUEUE
+    path, mark, query = target.partition("?")
+    segments = path.split("/")
     if (
-        target
-        and target.startswith(f"{CONSOLE_PATH}/")
-        and not any(c in target for c in ("\\", "\n", "\r"))
+        segments[:2] == ["", CONSOLE_PATH.strip("/")]
+        and len(segments) > 2
+        and all(_NEXT_SEGMENT.fullmatch(s) for s in segments[2:-1])
+        and (segments[-1] == "" or _NEXT_SEGMENT.fullmatch(segments[-1]))
+        and _NEXT_QUERY.fullmatch(query)
+        and not any(c in query for c in "#\\")
     ):
-        return target
+        return path + mark + query
     return QUEUE
 
 
 def _field(form: Any, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
+
+
+def card_numbers(**fields: str | None) -> InvalidRequest | None:
+    """The refusal of the fields that hold a card number (named, never echoed), else None.
+
+    The console's forms and searches are screened as the API's bodies are: a PAN typed
+    into a note or a search box is refused, neither stored nor shown back.
+    """
+    problems = [
+        problem
+        for name, value in fields.items()
+        if value and contains_pan(value)
+        for problem in PanDetected(name).problems
+    ]
+    return InvalidRequest(problems) if problems else None
 
 
 def one_line(text: str) -> str:
@@ -248,6 +283,9 @@ async def decision(
 ) -> Template:
     """Decision search; with a merchant and a transaction id, that decision's page."""
     merchant, transaction = _clean_id(merchant_id), _clean_id(transaction_id)
+    if refused := card_numbers(merchant_id=merchant, transaction_id=transaction):
+        context = {"merchant_id": "", "transaction_id": ""}  # the number is not shown back
+        return _page(request, "search.html", analyst, status=400, error=str(refused), **context)
     context: dict[str, Any] = {"merchant_id": merchant, "transaction_id": transaction}
     if not merchant or not transaction:
         asked = merchant_id is not None or transaction_id is not None
@@ -294,6 +332,9 @@ async def queue(
 ) -> Template:
     """Open reviews, oldest first, with filters by merchant, vertical and age, and counts."""
     merchant = _clean_id(merchant_id) or None
+    refused = card_numbers(merchant_id=merchant)
+    if refused is not None:
+        merchant = None  # the number is not shown back in the filter
     chosen_vertical = vertical if vertical in VERTICALS else None
     age = older_than if older_than in AGES else ""
     base_query = {
@@ -317,6 +358,10 @@ async def queue(
         "ages": [(value, label) for value, (label, _) in AGES.items()],
         "now": _now(),
     }
+    if refused is not None:
+        return _page(
+            request, "queue.html", analyst, status=400, error=str(refused), queue=None, **context
+        )
     try:
         view = await queue_view(
             request.app.state,
@@ -388,11 +433,13 @@ async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> R
     reviews = _reviews(request)
     try:
         if _field(form, "action") == "release":
-            await reviews.release(merchant, transaction, analyst.name, merchants=analyst.merchants)
+            await reviews.release(
+                merchant, transaction, merchants=analyst.merchants, **analyst.actor
+            )
             _flash(request, "You gave up the review.")
         else:
             claimed = await reviews.claim(
-                merchant, transaction, analyst.name, merchants=analyst.merchants
+                merchant, transaction, merchants=analyst.merchants, **analyst.actor
             )
             until = formatting.utc(claimed.claim_expires_at)
             _flash(request, f"The review is yours until {until}.")
@@ -409,14 +456,16 @@ async def close_review(request: Request, analyst: NamedDependency[Analyst]) -> R
     label = _field(form, "label") or None
     note = one_line(_field(form, "note")) or None
     try:
+        if refused := card_numbers(note=note):
+            raise refused
         closed = await _reviews(request).close(
             merchant,
             transaction,
             outcome=outcome,
             label=label,
             note=note,
-            analyst=analyst.name,
             merchants=analyst.merchants,
+            **analyst.actor,
         )
     except (StateConflict, InvalidRequest) as exc:
         _flash(request, f"Not closed: {exc}")

@@ -24,14 +24,14 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from litestar.config.csrf import CSRFConfig
 from litestar.middleware.session.base import SessionMiddleware
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
 from litestar.types import ASGIApp
 
-from service.reviews.queue import analyst_for_key
+from service.api.auth import key_identity
 
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "riskscore_console"
@@ -55,15 +55,19 @@ def key_fingerprint(secret: bytes, api_key: str) -> str:
 class Analyst:
     """The signed-in analyst: who they are, their key's roles and merchant scope.
 
-    ``name`` is the review queue's name for the key (``analyst_for_key``: the same one the
-    review API records for it), shown in pages and recorded on the reviews they claim and
-    close; it never reveals the key. ``merchants`` is None for a key that serves every
-    merchant.
+    ``name`` is the key's identity (``key_identity``: the same one the review API acts
+    under), shown in pages and the key the reviews they claim and close are recorded under;
+    it never reveals the key. ``merchants`` is None for a key that serves every merchant.
     """
 
     name: str
     roles: frozenset[str]
     merchants: frozenset[str] | None
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        """The review queue's arguments naming who acts: the session's key, admin or not."""
+        return {"analyst": self.name, "key": self.name, "override": "admin" in self.roles}
 
     def may_see(self, merchant_id: str) -> bool:
         """Whether this analyst's key covers ``merchant_id``."""
@@ -86,7 +90,7 @@ class ConsoleKeys:
             if roles & CONSOLE_ROLES:
                 fingerprint = key_fingerprint(secret, key)
                 self._by_fingerprint[fingerprint] = Analyst(
-                    name=analyst_for_key(key), roles=roles, merchants=scopes.get(key)
+                    name=key_identity(secret, key), roles=roles, merchants=scopes.get(key)
                 )
 
     def fingerprint(self, api_key: str) -> str | None:

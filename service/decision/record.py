@@ -125,6 +125,32 @@ def decode_record(raw: bytes | str) -> DecisionRecord:
     return _decoder.decode(raw)
 
 
+class RecordColumns(DecisionRecord, frozen=True, kw_only=True):
+    """A decision record with its feature values left as their JSON (``features``).
+
+    What the archive's columns need of a record, without building a float per feature.
+    """
+
+    features: msgspec.Raw = msgspec.Raw(b"[]")  # type: ignore[assignment]
+
+
+_columns_decoder: Final = msgspec.json.Decoder(RecordColumns)
+
+
+def decode_record_columns(raw: bytes | str) -> RecordColumns:
+    """A record as ``decode_record`` reads it but for the feature values, kept as JSON.
+
+    Refuses exactly what ``decode_record`` refuses: the features' JSON is checked for
+    syntax and must be an array or an object.
+    """
+    record = _columns_decoder.decode(raw)
+    if memoryview(record.features)[:1].tobytes() not in (b"[", b"{"):
+        raise msgspec.ValidationError(
+            "Expected `array | object`, got another value - at `$.features`"
+        )
+    return record
+
+
 class _KeyPayment(msgspec.Struct):
     transaction_id: str = ""
     merchant_id: str = ""

@@ -6,11 +6,16 @@ another merchant is ``NotFound``, as if it did not exist. The promises:
 
 - ``list``: oldest decision first, keyset-paged with an opaque cursor, so a page never
   repeats or skips a review while others are opened or closed.
-- ``claim``: one analyst at a time; a claim lasts ``claim_seconds`` and then reads as
-  none. Claiming again (by its holder) extends it; another analyst's claim while it holds
-  is ``StateConflict``, as is claiming a closed review.
+- Who acts is a ``key`` (the API key's identity, ``service.api.auth.key_identity``; by
+  default the ``analyst`` name itself) and a name for people (``analyst``): the claim lock
+  compares keys only, so a name given in a body cannot act for another key. Recorded in
+  ``claimed_by``/``closed_by`` as ``acting_name`` says: the key, then the name given.
+- ``claim``: one key at a time; a claim lasts ``claim_seconds`` and then reads as none.
+  Claiming again (by its key) extends it; another key's claim while it holds is
+  ``StateConflict`` (unless ``override``: an admin key), as is claiming a closed review.
 - ``close``: once. The review's row is locked for the whole close, so of two closes one
-  wins and the other is ``StateConflict``. A label is recorded first, through the
+  wins and the other is ``StateConflict``; so is closing under another key's claim (unless
+  ``override``). A label is recorded first, through the
   feedback function ``POST /v1/feedback`` uses (``record_labels``: entity risk and the
   labels stream follow), then the review is closed and, when the webhook is on, its
   ``review.closed`` event joins the outbox, in one transaction. Redis out of reach fails
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,7 +72,8 @@ LabelRecorder = Callable[..., Awaitable[Sequence[str]]]
 
 _COLUMNS: Final = (
     "merchant_id, transaction_id, vertical, score, decided_at, opened_at, status, claimed_by,"
-    " claim_expires_at, outcome, label, note, feedback, closed_at, closed_by"
+    " claim_expires_at, outcome, label, note, feedback, closed_at, closed_by, claimed_key,"
+    " closed_key"
 )
 # errors that mean "the database is not there", as opposed to a bug in a query
 _UNAVAILABLE: Final = (*UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)
@@ -132,12 +137,19 @@ def check_close(
     return problems
 
 
-def analyst_for_key(api_key: str) -> str:
-    """The analyst name of an API key when none is given (the API's and the console's).
+def acting_name(analyst: str, key: str | None) -> str:
+    """What ``claimed_by``/``closed_by`` record: the acting key, then the name it gave.
 
-    ``key-`` and 10 hex digits of the key's SHA-256; never the key itself.
+    ``key-1a2b3c4d5e6f (alice)`` when a name other than the key is given, else the key (or,
+    with no key, the name). The key comes first, so no name can pass for another key.
     """
-    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
+    return analyst if key is None or analyst == key else f"{key} ({analyst})"
+
+
+def _holds_another(row: asyncpg.Record, key: str, now: datetime) -> bool:
+    """Whether another key's unexpired claim holds the review of ``row``."""
+    held = row["claim_expires_at"] is not None and row["claim_expires_at"] > now
+    return held and row["claimed_key"] not in (None, key)
 
 
 def check_payment(merchant_id: str, transaction_id: str) -> list[FieldProblem]:
@@ -337,7 +349,7 @@ class ReviewQueue:
         self._check_scope(merchant_id, transaction_id, merchants)
         review = await review_state(self.pool, merchant_id, transaction_id, self._now())
         if review is None:
-            raise _not_found(merchant_id, transaction_id)
+            raise _not_found()
         return review
 
     async def claim(
@@ -346,26 +358,31 @@ class ReviewQueue:
         transaction_id: str,
         analyst: str,
         *,
+        key: str | None = None,
+        override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
-        """Claim an open review for ``analyst`` for ``claim_seconds`` (again: extend it).
+        """Claim an open review for ``key`` (named ``analyst``) for ``claim_seconds``.
 
-        ``StateConflict`` when it is closed or another analyst's claim holds.
+        Claiming again under the same key extends it. ``StateConflict`` when it is closed or
+        another key's claim holds, unless ``override`` (an admin key takes it over).
         """
         if problems := check_analyst(analyst):
             raise InvalidRequest(problems)
         self._check_scope(merchant_id, transaction_id, merchants)
         now = self._now()
         row = await self._fetchrow(
-            f"UPDATE reviews SET claimed_by = $3, claim_expires_at = $4"
+            f"UPDATE reviews SET claimed_by = $3, claim_expires_at = $4, claimed_key = $6"
             f" WHERE merchant_id = $1 AND transaction_id = $2 AND status = 'open'"
-            f" AND (claimed_by IS NULL OR claim_expires_at <= $5 OR claimed_by = $3)"
+            f" AND (claimed_key IS NULL OR claim_expires_at <= $5 OR claimed_key = $6 OR $7)"
             f" RETURNING {_COLUMNS}",
             merchant_id,
             transaction_id,
-            analyst,
+            acting_name(analyst, key),
             now + timedelta(seconds=self.claim_seconds),
             now,
+            key or analyst,
+            override,
         )
         if row is not None:
             return review_of(row, now)
@@ -378,17 +395,21 @@ class ReviewQueue:
         transaction_id: str,
         analyst: str,
         *,
+        key: str | None = None,
+        override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
-        """Give up ``analyst``'s claim (nothing happens when they hold none)."""
+        """Give up ``key``'s claim (nothing happens without one); ``override``: anyone's."""
         self._check_scope(merchant_id, transaction_id, merchants)
         row = await self._fetchrow(
-            f"UPDATE reviews SET claimed_by = NULL, claim_expires_at = NULL"
-            f" WHERE merchant_id = $1 AND transaction_id = $2 AND claimed_by = $3"
+            f"UPDATE reviews SET claimed_by = NULL, claim_expires_at = NULL, claimed_key = NULL"
+            f" WHERE merchant_id = $1 AND transaction_id = $2 AND status = 'open'"
+            f" AND (claimed_key = $3 OR ($4 AND claimed_key IS NOT NULL))"
             f" RETURNING {_COLUMNS}",
             merchant_id,
             transaction_id,
-            analyst,
+            key or analyst,
+            override,
         )
         if row is not None:
             return review_of(row, self._now())
@@ -403,14 +424,19 @@ class ReviewQueue:
         label: str | None,
         note: str | None,
         analyst: str,
+        key: str | None = None,
+        override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
         """Close an open review with ``outcome`` (``approve``/``decline``), once.
 
+        ``key`` (named ``analyst``) closes it, recorded in ``closed_by``; another key's
+        claim while it holds refuses the close unless ``override`` (an admin key).
+
         ``label`` (``fraud``, ``legit`` or None) is recorded as feedback; ``note`` is free
         text for people (at most 2,000 printable characters). ``InvalidRequest`` for bad
         arguments, ``NotFound`` for no such review, ``StateConflict`` when it was closed
-        already or another analyst's claim holds, ``StoreUnavailable`` when Redis cannot take
+        already or another key's claim holds, ``StoreUnavailable`` when Redis cannot take
         the label (nothing changed then).
         """
         if problems := check_close(outcome, label, note, analyst):
@@ -426,9 +452,10 @@ class ReviewQueue:
                 )
                 now = self._now()
                 if row is None:
-                    raise _not_found(merchant_id, transaction_id)
+                    raise _not_found()
                 current = review_of(row, now)
-                if current.status == "closed" or current.claimed_by not in (None, analyst):
+                holds = not override and _holds_another(row, key or analyst, now)
+                if current.status == "closed" or holds:
                     raise _conflict(current)
                 feedback = None
                 if label is not None:
@@ -447,7 +474,7 @@ class ReviewQueue:
                 row = await conn.fetchrow(
                     f"UPDATE reviews SET status = 'closed', outcome = $3, label = $4, note = $5,"
                     f" feedback = $6, closed_at = $7, closed_by = $8, claimed_by = NULL,"
-                    f" claim_expires_at = NULL"
+                    f" claim_expires_at = NULL, claimed_key = NULL, closed_key = $9"
                     f" WHERE merchant_id = $1 AND transaction_id = $2 RETURNING {_COLUMNS}",
                     merchant_id,
                     transaction_id,
@@ -456,7 +483,8 @@ class ReviewQueue:
                     note,
                     feedback,
                     now,
-                    analyst,
+                    acting_name(analyst, key),
+                    key or analyst,
                 )
                 closed = review_of(row, now)
                 if self.webhook_on:
@@ -495,7 +523,7 @@ class ReviewQueue:
         if problems := check_payment(merchant_id, transaction_id):
             raise InvalidRequest(problems)
         if merchants is not None and merchant_id not in merchants:
-            raise _not_found(merchant_id, transaction_id)
+            raise _not_found()
 
     def _check_ready(self) -> None:
         if not self.ready():
@@ -532,8 +560,9 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"database unavailable ({type(exc).__name__}), retry")
 
 
-def _not_found(merchant_id: str, transaction_id: str) -> NotFound:
-    return NotFound(f"no review of transaction {transaction_id} for merchant {merchant_id}")
+def _not_found() -> NotFound:
+    # neither id repeated: one typed wrong may be a card number (the caller knows them)
+    return NotFound("no review for this merchant_id and transaction_id")
 
 
 def _conflict(review: Review) -> StateConflict:

@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Final
 
@@ -84,6 +85,44 @@ _BEGIN_ADDS: Final[tuple[tuple[str, str], ...]] = (
     ("l", "units"),
     ("w", "units2"),
 )
+
+
+def _usd(cents: float) -> float:
+    """A window's USD cents as USD (``sum_usd``)."""
+    return cents / 100
+
+
+def _mean_usd(cents: float, attempts: float) -> float:
+    """A window's mean USD per attempt, 0 without attempts (``mean_usd``)."""
+    return cents / 100 / attempts if attempts else 0.0
+
+
+# How a feature's value comes from the window sums of its slots (``FeatureSlots.slots``, in
+# ``_WANTED``'s order): None, the one sum itself; else the function, the attempt's own figure
+# it takes first ("cents", "units", or None) and the positions of the slots it takes next.
+_VALUE_OF: Final[
+    dict[Aggregate, tuple[Callable[..., float], str | None, tuple[int, ...]] | None]
+] = {
+    Aggregate.count: None,
+    Aggregate.declines: None,
+    Aggregate.frauds: None,
+    Aggregate.frauds_reported: None,
+    Aggregate.distinct: None,
+    Aggregate.sum_usd: (_usd, None, (0,)),
+    Aggregate.mean_usd: (_mean_usd, None, (0, 1)),
+    Aggregate.fraud_rate_reported: (catalog.fraud_rate, None, (0, 1)),
+    Aggregate.fraud_rate_matured: (catalog.fraud_rate_matured, None, (0, 1, 2, 3)),
+    Aggregate.amount_over_mean: (catalog.amount_over_mean, "cents", (1, 0)),
+    Aggregate.amount_zscore: (catalog.amount_zscore, "units", (0, 1, 2)),
+}
+
+
+def _getter(slots: Sequence[int]) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """The values at ``slots`` as a tuple, in one C call (``itemgetter`` of one is bare)."""
+    if len(slots) == 1:
+        slot = slots[0]
+        return lambda raw: (raw[slot],)
+    return itemgetter(*slots)
 
 
 def present(value: object) -> str | None:
@@ -428,29 +467,20 @@ class Plan:
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
         self._names = tuple(o.name for o in self.outputs)
         self._zeros: dict[str, float] = dict.fromkeys(self._names, 0.0)
-        # every output's raw slot in catalogue order, read in one C call by ``values``
-        slots_in_order = [o.slot for o in self.outputs]
-        self._raw_in_order = (
-            itemgetter(*slots_in_order)
-            if len(slots_in_order) != 1
-            else lambda raw, slot=slots_in_order[0]: (raw[slot],)
-        )
-        self._cents = tuple(
-            (o.name, o.slot) for o in self.outputs if o.aggregate is Aggregate.sum_usd
-        )
-        self._means = tuple(
-            (o.name, *o.slots) for o in self.outputs if o.aggregate is Aggregate.mean_usd
-        )
-        self._derived = tuple(
-            (o.name, o.aggregate, o.slots)
-            for o in self.outputs
-            if o.aggregate
-            in (
-                Aggregate.fraud_rate_reported,
-                Aggregate.fraud_rate_matured,
-                Aggregate.amount_over_mean,
-                Aggregate.amount_zscore,
+        # per aggregate form (``_VALUE_OF``), its features' names and how their values come
+        # from the raw sums: read by ``values`` in one ``dict.update`` over C iterators
+        forms: dict[object, list[FeatureSlots]] = {}
+        for o in self.outputs:
+            forms.setdefault(_VALUE_OF[o.aggregate], []).append(o)
+        self._value_names = tuple(o.name for group in forms.values() for o in group)
+        self._forms = tuple(
+            (
+                form,
+                _getter([o.slot for o in group])
+                if form is None
+                else tuple(_getter([o.slots[i] for o in group]) for i in form[2]),
             )
+            for form, group in forms.items()
         )
         self.slot_count = len(slots)
         # begin's member arguments: one per distinct code (keys.py), at the code's place
@@ -458,33 +488,30 @@ class Plan:
         self._prelude = self._render()
 
     def values(self, raw: Sequence[float], cents: int = 0, units: int = 0) -> dict[str, float]:
-        """Feature name → value from the script's output array.
+        """Feature name → value from the script's output array (floats, as unpacked).
 
         ``cents`` and ``units`` are the current attempt's USD cents and
         ``catalog.amount_log_units``, which the amount-against-habit features compare with the
-        window. In catalogue order: every output as its slot's float first (right for all but
-        the few money and derived features, which are then overwritten in place): one pass in
-        C instead of one Python loop step each.
+        window. Each feature's value is its aggregate's form (``_VALUE_OF``) of its slots, the
+        features of one form read by ``itemgetter`` and mapped in C, every value put in one
+        ``update`` of the names in catalogue order: no Python loop step per feature.
         """
-        result = self._zeros.copy()  # the names, without a resize per insert
-        result.update(zip(self._names, map(float, self._raw_in_order(raw)), strict=True))
-        for name, slot in self._cents:
-            result[name] = raw[slot] / 100
-        for name, slot, count_slot in self._means:
-            count = raw[count_slot]
-            result[name] = raw[slot] / 100 / count if count else 0.0
-        for name, aggregate, (first, second, *rest) in self._derived:
-            if aggregate is Aggregate.fraud_rate_reported:
-                result[name] = catalog.fraud_rate(raw[first], raw[second])
-            elif aggregate is Aggregate.fraud_rate_matured:
-                result[name] = catalog.fraud_rate_matured(
-                    raw[first], raw[second], raw[rest[0]], raw[rest[1]]
-                )
-            elif aggregate is Aggregate.amount_over_mean:
-                result[name] = catalog.amount_over_mean(cents, raw[second], raw[first])
-            else:
-                result[name] = catalog.amount_zscore(units, raw[first], raw[second], raw[rest[0]])
+        result = self._zeros.copy()  # catalogue order, without a resize per insert
+        values = chain.from_iterable(self._each(raw, cents, units))
+        result.update(zip(self._value_names, values, strict=True))
         return result
+
+    def _each(self, raw: Sequence[float], cents: int, units: int) -> Iterator[Iterable[float]]:
+        """Per form of ``_forms``, its features' values (in ``_value_names`` order)."""
+        for form, read in self._forms:
+            if form is None:
+                yield read(raw)
+                continue
+            function, lead, _order = form
+            columns = [r(raw) for r in read]
+            if lead is not None:
+                columns.insert(0, repeat(cents if lead == "cents" else units))
+            yield map(function, *columns)
 
     def zeros(self) -> dict[str, float]:
         """Every velocity feature at 0, for a payment without history."""

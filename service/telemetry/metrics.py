@@ -186,6 +186,12 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        self.archive_set_aside = Gauge(
+            "riskscore_archive_set_aside_entries",
+            "Stream entries set aside, not archived (they failed to convert or insert), by stream",
+            ["stream"],
+            registry=r,
+        )
         self.archive_trimmed = Counter(
             "riskscore_archive_trimmed",
             "Stream entries trimmed from Redis once archived, by stream",

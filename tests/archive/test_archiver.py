@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import pytest
@@ -92,6 +93,29 @@ async def archive(archive_url: str) -> AsyncIterator[Archive]:
         await handle.close()
 
 
+class Cuttable(NamedTuple):
+    """An archive reached through ``proxy`` (``handle``), and ``direct``ly for checks."""
+
+    proxy: Proxy
+    handle: Archive
+    direct: asyncpg.Pool
+
+
+@pytest.fixture
+async def cuttable(archive_url: str) -> AsyncIterator[Cuttable]:
+    proxy = await Proxy("127.0.0.1", 5432).start()
+    url = archive_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    handle = Archive(await open_pool(url, command_timeout=2.0), retention_days=30)
+    handle.ready = True
+    direct = await open_pool(archive_url)
+    try:
+        yield Cuttable(proxy, handle, direct)
+    finally:
+        await direct.close()
+        await handle.close()
+        await proxy.close()
+
+
 @pytest.mark.redis_cluster  # on a cluster: one stream per read, the responses' MGET per slot
 async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     redis_client, redis_prefix, archive
@@ -106,7 +130,7 @@ async def test_decisions_and_labels_are_archived_once_then_acknowledged(
     assert pending["pending"] == 0
     # the response as sent and the payload's digest came along from the transaction's key
     async with archive.pool.acquire() as c:
-        query = "SELECT response->>'transaction_id', digest FROM decisions"
+        query = "SELECT response::json->>'transaction_id', digest FROM decisions"
         rows = await c.fetch(query)
     assert all(sent is not None and sent.startswith("t") for sent, _ in rows)
     assert {digest for _, digest in rows} == {"digest"}  # a retry's conflict check
@@ -143,40 +167,31 @@ async def test_an_archiver_killed_mid_batch_loses_and_duplicates_nothing(
 
 
 async def test_postgresql_down_then_up_archives_the_backlog_once(
-    redis_client, redis_prefix, archive_url
+    redis_client, redis_prefix, cuttable
 ):
     keys = Keys(redis_prefix)
-    proxy = await Proxy("127.0.0.1", 5432).start()
-    url = archive_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    handle = Archive(await open_pool(url, command_timeout=2.0), retention_days=30)
-    handle.ready = True
-    direct = await open_pool(archive_url)
-    try:
-        archiver = Archiver(redis_client, keys, handle, batch=20, block_ms=0)
-        await log_decisions(redis_client, keys, "m1", 0, 30)
-        await drain(archiver)
-        proxy.cut()
-        await log_decisions(redis_client, keys, "m1", 30, 50)
-        task = asyncio.create_task(archiver.run())
-        await asyncio.sleep(0.5)
-        assert handle.problem is not None  # /readyz says the archive is unreachable
-        lag = (await archiver.lag())[keys.decisions]
-        assert lag.entries == 50 and lag.oldest_seconds is not None
-        assert await trim(redis_client, keys.decisions) <= 30  # never the backlog
-        assert await redis_client.xlen(keys.decisions) >= 50
-        proxy.restore()
-        for _ in range(200):
-            if (await archiver.lag())[keys.decisions].entries == 0:
-                break
-            await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert await archived(direct) == (80, 80, 0)
-        assert handle.problem is None
-    finally:
-        await direct.close()
-        await handle.close()
-        await proxy.close()
+    proxy, handle, direct = cuttable
+    archiver = Archiver(redis_client, keys, handle, batch=20, block_ms=0)
+    await log_decisions(redis_client, keys, "m1", 0, 30)
+    await drain(archiver)
+    proxy.cut()
+    await log_decisions(redis_client, keys, "m1", 30, 50)
+    task = asyncio.create_task(archiver.run())
+    await asyncio.sleep(0.5)
+    assert handle.problem is not None  # /readyz says the archive is unreachable
+    lag = (await archiver.lag())[keys.decisions]
+    assert lag.entries == 50 and lag.oldest_seconds is not None
+    assert await trim(redis_client, keys.decisions) <= 30  # never the backlog
+    assert await redis_client.xlen(keys.decisions) >= 50
+    proxy.restore()
+    for _ in range(200):
+        if (await archiver.lag())[keys.decisions].entries == 0:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await archived(direct) == (80, 80, 0)
+    assert handle.problem is None
 
 
 async def test_trimming_never_drops_an_entry_not_archived(redis_client, redis_prefix, archive):

@@ -8,6 +8,14 @@ import datetime as dt
 import asyncpg
 import pytest
 
+from service.archive.repository import (
+    get_decision,
+    insert_decisions,
+    insert_labels,
+    labelled_payments,
+    put_catalogs,
+)
+from service.archive.rows import decision_row, label_row
 from service.archive.schema import (
     AHEAD_DAYS,
     ArchiveError,
@@ -17,7 +25,9 @@ from service.archive.schema import (
     migrations,
     partitions,
 )
+from tests.archive.records import decision_entry, label_entry, response
 from tests.conftest import fresh_database
+from training.export import _ARCHIVED_DECISIONS
 
 SCHEMA_QUERY = """
 SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type
@@ -125,3 +135,86 @@ async def test_no_index_nothing_reads_is_kept():
     unread = ("(decision, decided_at)", "(merchant_id, decided_at)")
     assert not [name for name, sql in indexes.items() if sql.endswith(unread)]
     assert any(name.startswith("decisions_p") for name in indexes)
+
+
+async def test_rows_archived_before_0011_read_after_it_as_rows_archived_after_it_do():
+    """The same rows archived into an archive at 0009 then upgraded, and into a fresh one.
+
+    The lookup (``get_decision``), feedback's ``labelled_payments`` and the export's query
+    answer alike from both; the upgraded one reads its old rows from the json columns.
+    """
+    rows = [
+        decision_row(decision_entry("m1", "t1"), response("t1"), b"digest-1"),
+        decision_row(decision_entry("m1", "t2", seq=1, decision="approve"), None),
+    ]
+
+    async def archive(connection: asyncpg.Connection) -> None:
+        assert await insert_decisions(connection, rows) == 2
+        await insert_labels(connection, [label_row(label_entry("m1", "t1"))])
+        await put_catalogs(connection, {"c1": ["a", "b", "c"]})
+
+    async def reads(connection: asyncpg.Connection) -> tuple[object, ...]:
+        return (
+            await get_decision(connection, "m1", "t1"),
+            await get_decision(connection, "m1", "t2"),
+            await labelled_payments(connection, [("m1", "t1"), ("m1", "t2")]),
+            [tuple(r) for r in await connection.fetch(_ARCHIVED_DECISIONS, None, None)],
+        )
+
+    async with fresh_database() as fresh_url, fresh_database(migrated=False) as old_url:
+        fresh, old = await asyncpg.connect(fresh_url), await asyncpg.connect(old_url)
+        try:
+            await archive(fresh)
+            await apply_migrations(old, upto=9)
+            await archive(old)  # the records go into 0009's json columns
+            await apply_migrations(old)
+            kept = await old.fetch(
+                "SELECT record IS NULL AND record_json IS NOT NULL AS old FROM decisions"
+            )
+            assert [r["old"] for r in kept] == [True, True]
+            expected = await reads(fresh)
+            assert expected[0] is not None and expected[0].response is not None
+            assert expected[0].record == rows[0][-3] and expected[0].response == rows[0][-2]
+            assert await reads(old) == expected
+
+            stored = await fresh.fetchrow(
+                "SELECT record, record_json, response_json FROM decisions "
+                "WHERE transaction_id = 't1'"
+            )
+            assert stored["record"] == rows[0][-3] and stored["record_json"] is None
+            assert stored["response_json"] is None
+            with pytest.raises(asyncpg.CheckViolationError):  # neither column: refused
+                await fresh.execute(
+                    "UPDATE decisions SET record = NULL WHERE transaction_id = 't1'"
+                )
+        finally:
+            await fresh.close()
+            await old.close()
+
+
+async def test_the_export_reads_decisions_in_time_order_without_sorting_the_window(
+    archive_url: str,
+):
+    """Its first rows at once and its memory bounded: each day's rows in the index's order.
+
+    (0011's BRIN index made it sort the whole window first; 0013 put the B-tree back.)
+    """
+    connection = await asyncpg.connect(archive_url)
+    try:
+        await connection.execute(
+            """
+            INSERT INTO decisions (merchant_id, transaction_id, decided_at, stream_id,
+                event_time, decision, score, vertical, amount, currency, amount_usd, reasons,
+                degraded, customer_key, record)
+            SELECT 'm', 't' || g, date_trunc('day', now()) + g * interval '5 s', g::text,
+                   now(), 'approve', 1, 'gaming', 1, 'INR', 1, '{}', '{}', 'c', '{}'
+            FROM generate_series(1, 30000) g
+            """
+        )
+        await connection.execute("ANALYZE decisions")
+        plan = "\n".join(
+            r[0] for r in await connection.fetch("EXPLAIN " + _ARCHIVED_DECISIONS, None, None)
+        )
+        assert "Presorted Key: d.decided_at" in plan and "decided_at_idx" in plan, plan
+    finally:
+        await connection.close()

@@ -42,6 +42,30 @@ def test_decision_path_runs_with_a_model_and_a_shadow(registry):
     assert out.startswith("50 payments (rules + model + shadow), ")
 
 
+def test_decision_path_weighs_the_shadow_off_and_on_in_one_process(registry):
+    _, live, shadow = registry
+    script = str(ROOT / "benchmarks" / "decision_path.py")
+    args = [sys.executable, script, "40", "--model", str(live), "--shadow", str(shadow)]
+    result = json.loads(
+        subprocess.run(
+            [*args, "--ab", "3", "--json"], check=True, capture_output=True, text=True, timeout=300
+        ).stdout
+    )
+    off, on = result["cpu_us_per_payment_off"], result["cpu_us_per_payment_on"]
+    assert result["rounds"] == len(off) == len(on) == 3 and min(off + on) > 0
+    assert result["added_us_per_round"] == pytest.approx(
+        [b - a for a, b in zip(off, on, strict=True)], abs=0.02
+    )
+    assert result["shadow"] == shadow.name and result["model"] == live.name
+    refused = subprocess.run(
+        [sys.executable, script, "40", "--model", str(live), "--ab", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "--shadow" in refused.stderr
+
+
 def test_model_swap_follows_every_promotion_without_a_failed_request(registry):
     directory, _, _ = registry
     script = str(ROOT / "benchmarks" / "model_swap.py")

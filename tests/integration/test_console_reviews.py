@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.console.session import SESSION_COOKIE
-from tests.integration.test_api import SCORE_KEY, payment
+from tests.integration.test_api import ADMIN_KEY, SCORE_KEY, payment
 from tests.integration.test_console import (
     ANALYST_KEY,
     SCOPED_KEY,
@@ -137,6 +137,42 @@ async def test_close_needs_its_csrf_token_and_closes_once(client):
     decision = await client.get("/console/decision?merchant_id=shop-1&transaction_id=t-rv-1")
     assert "decline" in decision.text and "fraud" in decision.text
     assert "checked the card and the device twice" in decision.text
+
+
+async def test_the_console_acts_as_its_keys_identity_and_only_an_admin_overrides(client):
+    ids = client.app.state.api_key_identities
+    # another key claims, naming itself after the console's analyst: still not theirs
+    body = {"analyst": ids[ANALYST_KEY]}
+    held = await client.post(
+        "/v1/reviews/shop-2/t-rv-2/claim", json=body, headers={"X-API-Key": SCOPED_KEY}
+    )
+    assert held.status_code == 200, held.text
+    await sign_in(client)
+    token = await csrf_token(client, "/console/review?merchant_id=shop-2&transaction_id=t-rv-2")
+    form = {"merchant_id": "shop-2", "transaction_id": "t-rv-2", "_csrf_token": token}
+    for action, extra in (("close", {"outcome": "approve"}), ("claim", {})):
+        path = f"/console/review/{action}"
+        answer = await client.post(path, data=form | extra, follow_redirects=False)
+        assert answer.status_code == 303
+        page = await client.get(answer.headers["location"])
+        assert f"claimed by {ids[SCOPED_KEY]}" in page.text, path
+    state = await client.get("/v1/reviews/shop-2/t-rv-2", headers={"X-API-Key": ADMIN_KEY})
+    assert state.json()["status"] == "open"
+    assert state.json()["claimed_by"] == f"{ids[SCOPED_KEY]} ({ids[ANALYST_KEY]})"
+    # the console's own claim is recorded under its key's identity
+    mine = form | {"merchant_id": "shop-1", "transaction_id": "t-rv-1"}
+    await client.post("/console/review/claim", data=mine, follow_redirects=False)
+    state = await client.get("/v1/reviews/shop-1/t-rv-1", headers={"X-API-Key": ADMIN_KEY})
+    assert state.json()["claimed_by"] == ids[ANALYST_KEY]
+    # an admin signed in to the console closes another key's claimed review
+    client.cookies.clear()
+    await sign_in(client, ADMIN_KEY)
+    token = await csrf_token(client, "/console/review?merchant_id=shop-2&transaction_id=t-rv-2")
+    form |= {"_csrf_token": token, "outcome": "decline"}
+    closed = await client.post("/console/review/close", data=form, follow_redirects=False)
+    assert closed.status_code == 303 and closed.headers["location"] == "/console/queue"
+    state = await client.get("/v1/reviews/shop-2/t-rv-2", headers={"X-API-Key": ADMIN_KEY})
+    assert state.json()["status"] == "closed" and state.json()["closed_by"] == ids[ADMIN_KEY]
 
 
 @settings(

@@ -107,6 +107,27 @@ async def test_bad_filters_and_cursors_are_refused_naming_the_field(pool, queue)
     assert caught.value.problems[0].field == "cursor"
 
 
+async def test_the_claim_lock_compares_keys_and_names_are_only_recorded(pool, queue, clock):
+    await archive_decision(pool, "m1", "t1", decided_at=T0)
+    claimed = await queue.claim("m1", "t1", "alice", key="key-aaaaaaaaaaaa")
+    assert claimed.claimed_by == "key-aaaaaaaaaaaa (alice)"
+    for name in ("alice", "key-aaaaaaaaaaaa", "key-aaaaaaaaaaaa (alice)"):
+        with pytest.raises(StateConflict, match="claimed by key-aaaaaaaaaaaa"):
+            await queue.claim("m1", "t1", name, key="key-bbbbbbbbbbbb")
+        with pytest.raises(StateConflict, match="claimed by key-aaaaaaaaaaaa"):
+            await queue.close(
+                "m1", "t1", outcome="approve", label=None, note=None, analyst=name,
+                key="key-bbbbbbbbbbbb",
+            )  # fmt: skip
+        released = await queue.release("m1", "t1", name, key="key-bbbbbbbbbbbb")
+        assert released.claimed_by == "key-aaaaaaaaaaaa (alice)"
+    clock.now += 61  # expired: another key may claim it
+    bob = await queue.claim("m1", "t1", "alice", key="key-bbbbbbbbbbbb")
+    assert bob.claimed_by == "key-bbbbbbbbbbbb (alice)"
+    admin = await queue.claim("m1", "t1", "key-cccccccccccc", key="key-cccccccccccc", override=True)
+    assert admin.claimed_by == "key-cccccccccccc"
+
+
 async def test_a_claim_holds_one_analyst_at_a_time_until_it_expires(pool, queue, clock):
     await archive_decision(pool, "m1", "t1", decided_at=T0)
     claimed = await queue.claim("m1", "t1", "alice")

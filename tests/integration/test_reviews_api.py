@@ -112,6 +112,42 @@ async def test_claim_close_and_a_second_close_through_the_api(client, pool, rece
     }
 
 
+async def test_the_key_that_claimed_closes_and_an_admin_key_may_take_over(client, pool):
+    ids = client.app.state.api_key_identities
+    for tx in ("own-1", "adm-1", "adm-2"):
+        await scored_review(client, pool, tx)
+    # the same key claims and closes, under any name it gives itself
+    r = await client.post("/v1/reviews/shop-1/own-1/claim", headers=auth(ALICE))
+    assert r.status_code == 200 and r.json()["claimed_by"] == ids[ALICE]
+    body = {"outcome": "approve", "analyst": "Alice A."}
+    r = await client.post("/v1/reviews/shop-1/own-1", json=body, headers=auth(ALICE))
+    assert r.status_code == 200, r.text
+    assert r.json()["closed_by"] == f"{ids[ALICE]} (Alice A.)"
+    row = await pool.fetchrow("SELECT closed_key FROM reviews WHERE transaction_id = 'own-1'")
+    assert row["closed_key"] == ids[ALICE]
+    # an admin key takes a claim over; the analyst whose claim it was is then refused
+    r = await client.post("/v1/reviews/shop-1/adm-1/claim", headers=auth(ALICE))
+    assert r.status_code == 200
+    r = await client.post("/v1/reviews/shop-1/adm-1/claim", headers=auth(ADMIN))
+    assert r.status_code == 200 and r.json()["claimed_by"] == ids[ADMIN]
+    r = await client.post("/v1/reviews/shop-1/adm-1", json=body, headers=auth(ALICE))
+    assert r.status_code == 409 and ids[ADMIN] in r.json()["error"]
+    r = await client.post("/v1/reviews/shop-1/adm-1", json=body, headers=auth(ADMIN))
+    assert r.status_code == 200 and r.json()["closed_by"] == f"{ids[ADMIN]} (Alice A.)"
+    # an admin key closes another's claimed review, or gives the claim up for it
+    await client.post("/v1/reviews/shop-1/adm-2/claim", headers=auth(BOB))
+    r = await client.request("DELETE", "/v1/reviews/shop-1/adm-2/claim", headers=auth(ALICE))
+    assert r.status_code == 200 and r.json()["claimed_by"] == ids[BOB]  # not Alice's to give up
+    r = await client.request("DELETE", "/v1/reviews/shop-1/adm-2/claim", headers=auth(ADMIN))
+    assert r.status_code == 200 and r.json()["claimed_by"] is None
+    await client.post("/v1/reviews/shop-1/adm-2/claim", headers=auth(BOB))
+    decline = {"outcome": "decline"}
+    r = await client.post("/v1/reviews/shop-1/adm-2", json=decline, headers=auth(ADMIN))
+    assert r.status_code == 200 and r.json()["closed_by"] == ids[ADMIN]
+    assert len(set(ids.values())) == len(ids) and all(len(i) == 16 for i in ids.values())
+    assert not any(key in i for key, i in ids.items())
+
+
 async def test_a_label_on_close_is_feedback_like_post_v1_feedback(
     client, pool, redis_client, redis_prefix
 ):

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.contract import ScoreResponse
 from service.decision.record import (
@@ -23,6 +25,7 @@ from service.decision.record import (
     RuleRecord,
     decision_record,
     decode_record,
+    decode_record_columns,
     encode_record,
     record_key,
 )
@@ -159,3 +162,63 @@ def test_the_writer_and_the_readers_use_one_struct() -> None:
     assert back.features == tuple(float(i) for i in range(len(FEATURE_NAMES)))
     assert back.rules == [RuleRecord("R", True, "shadow", None)]
     assert back.payment == payment
+
+
+def _both(raw: bytes) -> tuple[DecisionRecord | None, Any]:
+    """Each decoder's record, or None where it refuses ``raw``."""
+    out: list[Any] = []
+    for decode in (decode_record, decode_record_columns):
+        try:
+            out.append(decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            out.append(None)
+    return out[0], out[1]
+
+
+def _same(whole: DecisionRecord | None, columns: Any) -> None:
+    """Both refused, or both read and equal but for the features (kept as their JSON)."""
+    assert (whole is None) == (columns is None)
+    if whole is not None:
+        for field in DecisionRecord.__struct_fields__:
+            if field != "features":
+                assert getattr(columns, field) == getattr(whole, field), field
+        features = msgspec.json.decode(columns.features)
+        assert (tuple(features) if isinstance(features, list) else features) == whole.features
+
+
+@pytest.mark.parametrize("raw", [V1, by_name(V1), V3], ids=["v1", "v1-by-name", "v3"])
+def test_the_archives_columns_read_a_record_as_the_whole_record_does(raw: bytes) -> None:
+    whole, columns = _both(raw)
+    assert whole is not None
+    _same(whole, columns)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from([*DecisionRecord.__struct_fields__, "payment.amount", "other"]),
+    value=_json,
+    cut=st.none() | st.integers(min_value=0, max_value=len(V3)),
+)
+def test_the_archives_columns_refuse_exactly_the_records_decode_record_refuses(
+    field: str, value: Any, cut: int | None
+) -> None:
+    """A field replaced by any JSON value, or the record cut short: both decodes agree.
+
+    Features a number, a string, a map...: refused by both or read alike by both.
+    """
+    record = msgspec.json.decode(V3)
+    if field == "payment.amount":
+        record["payment"]["amount"] = value
+    else:
+        record[field] = value
+    raw = msgspec.json.encode(record)
+    if cut is not None:
+        raw = raw[:cut]
+    _same(*_both(raw))

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from service.model.bundle import ModelBundle
 from service.model.encoding import MODEL_FEATURES, encode_frame
 from tests.unit.test_model_bundle import SMALL, feature_frame
+from training.cli import main
 from training.feature_sets import (
+    AUTO_CANDIDATES,
+    AUTO_TIE_AP,
     DEFAULT_SET,
     FEATURE_GROUPS,
     FEATURE_SETS,
     FeatureSetError,
+    candidates,
+    choose_by_average_precision,
     resolve,
 )
+from training.simulate import simulate, write_log
 from training.train import train_on_dataset
 
 
@@ -89,3 +96,85 @@ def test_a_left_out_column_is_blanked_and_never_split_on(tmp_path) -> None:
     np.testing.assert_array_equal(
         bundle.forest.proba_many(matrix), bundle.forest.proba_many(changed)
     )
+
+
+def test_the_auto_rule_prefers_the_smaller_set_on_a_near_tie() -> None:
+    sets = [resolve(spec) for spec in ("all", "default", "default,+merchant_reported_rate")]
+    # a clear winner wins whatever its size
+    assert choose_by_average_precision(sets, [0.60, 0.50, 0.52]) == 0
+    # within AUTO_TIE_AP of the best: the set with the fewest columns
+    assert choose_by_average_precision(sets, [0.60, 0.60 - AUTO_TIE_AP / 2, 0.59]) == 1
+    assert choose_by_average_precision(sets, [0.60, 0.50, 0.60 - AUTO_TIE_AP / 2]) == 2
+    assert choose_by_average_precision(sets, [None, 0.1, None]) == 1
+
+
+def test_the_candidate_list_is_data_runs_from_small_to_large_and_resolves() -> None:
+    sets = candidates()
+    assert [s.spec for s in sets] == [resolve(spec).spec for spec in AUTO_CANDIDATES]
+    used = [len(MODEL_FEATURES) - len(s.excluded) for s in sets]
+    assert used == sorted(used) and sets[0] == resolve(None)
+    assert set(FEATURE_SETS) <= {s.spec for s in sets}  # every named set is weighed
+    with pytest.raises(FeatureSetError, match="candidate 'default,\\+nonsense'"):
+        candidates(["default", "default,+nonsense"])
+    with pytest.raises(FeatureSetError, match="walkforward --compare"):
+        resolve("auto")  # what walkforward --features auto meets
+
+
+SIGNAL = "merchant_reported_fraud_rate_7d"  # left out of `default`, put back by the candidate
+
+
+def drifting_frame(rows: int = 6000, seed: int = 4) -> pd.DataFrame:
+    """``feature_frame`` plus a merchant rate that tracks fraud until the test period.
+
+    Over the first 80 % of the time (train and validation) the rate is high on frauds;
+    over the last 20 % (the test period) it is high on legitimate payments instead, so a
+    model that uses it is better on validation and worse on test than one that does not.
+    """
+    frame = feature_frame(rows=rows, seed=seed)
+    rng = np.random.default_rng(seed)
+    time_ = frame["event_time"].to_numpy()
+    late = time_ >= np.quantile(time_, 0.8)
+    fraud = frame["label"].to_numpy() == 1
+    tracks = np.where(late, ~fraud, fraud)
+    return frame.assign(**{SIGNAL: np.where(tracks, 0.3, 0.0) + rng.uniform(0, 0.1, rows)})
+
+
+def test_auto_chooses_on_validation_never_on_test(tmp_path) -> None:
+    frame = drifting_frame()
+    specs = ["default", "default,+merchant_reported_rate"]
+    kwargs = {"params": SMALL, "promote": False}
+    report = train_on_dataset(
+        frame, registry=tmp_path, features="auto", feature_candidates=specs, **kwargs
+    )
+    card = json.loads((report.directory / "model_card.json").read_text())
+    choice = card["feature_choice"]
+    figures = {c["spec"]: c["validation"]["average_precision"] for c in choice["candidates"]}
+    assert list(figures) == specs
+    # validation prefers the merchant rate by far more than a tie ...
+    assert figures[specs[1]] > figures[specs[0]] + AUTO_TIE_AP
+    assert choice["chosen"] == specs[1] and card["feature_set"] == resolve(specs[1]).card()
+    assert [c["chosen"] for c in choice["candidates"]] == [False, True]
+    assert card["protocol"]["feature_set_from"].startswith("validation")
+    # ... while the test period would have chosen the other: the choice never read it
+    given = train_on_dataset(frame, registry=tmp_path, features=specs[0], **kwargs).card
+    test_ap = card["metrics"]["test"]["average_precision"]
+    assert given["metrics"]["test"]["average_precision"] > test_ap + 0.05
+    assert given["feature_choice"] is None
+    assert "Chosen by `--features auto`" in (report.directory / "MODEL_CARD.md").read_text()
+
+
+def test_the_command_trains_with_auto_and_refuses_a_bad_candidate(capsys, tmp_path) -> None:
+    path = tmp_path / "log.parquet"
+    write_log(simulate(3_000, seed=2), path)
+    command = ["train", "--log", str(path), "--registry", str(tmp_path / "m"), "--no-promote"]
+    assert main([*command, "--features", "auto", "--candidate", "default,+nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "'default,+nonsense'" in err
+    assert main([*command, "--candidate", "all"]) == 2  # --candidate goes with auto only
+    assert "--features auto" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # nothing was trained
+    candidates_ = ["--candidate", "default", "--candidate", "all"]
+    assert main([*command, "--features", "auto", *candidates_, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [c["spec"] for c in result["feature_choice"]["candidates"]] == ["default", "all"]
+    assert result["feature_set"]["spec"] == result["feature_choice"]["chosen"]

@@ -280,3 +280,9 @@ def test_shadow_model_follows_its_pointer_is_switched_off_and_keeps_the_old_when
     (registry / SHADOW).write_text("2031-01-01T000000Z-00000000\n")  # by hand, unregistered
     assert not shadow.refresh() and shadow.current is None
     assert "not registered" in (shadow.problem or "")
+
+
+def test_rollback_of_an_empty_registry_says_no_model_is_live(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="holds none and no model is live") as refused:
+        rollback(tmp_path)
+    assert "None" not in str(refused.value)
