@@ -10,6 +10,7 @@ anything but PostgreSQL, and none is ever on the scoring path.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -101,7 +102,8 @@ async def insert_decisions(
     """Insert decision rows (``rows.decision_row``) not archived yet; return how many were new.
 
     Idempotent on ``(merchant_id, transaction_id)``: a pair archived before (or twice in
-    ``rows``) keeps its first row. One transaction: the pairs go into ``decision_keys``
+    ``rows``) keeps its first row. One transaction (the caller's, when it is in one): the
+    pairs go into ``decision_keys``
     first (``ON CONFLICT DO NOTHING RETURNING``: the new ones), then only the new rows are
     COPYed into ``decisions``; a batch already archived costs one small INSERT.
     ``known_days``: a cache of the partitions known to exist, kept by the caller; missing
@@ -114,7 +116,9 @@ async def insert_decisions(
         first.setdefault((row[0], row[1]), row)
     await _ensure_days(connection, "decisions", (r[2] for r in first.values()), known_days)
     pairs = list(first)
-    async with connection.transaction():
+    # within the caller's transaction, no savepoint of its own (two round trips saved)
+    own = contextlib.nullcontext() if connection.is_in_transaction() else connection.transaction()
+    async with own:
         fresh = await connection.fetch(
             _NEW_KEYS,
             [p[0] for p in pairs],
