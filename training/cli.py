@@ -175,7 +175,7 @@ FEATURES_HELP = (
     "feature set the model learns from: a set name (default, all) then -GROUP or +GROUP "
     "(or a single model column), comma-separated, e.g. all,-reported_fraud_rate; groups: "
     "frauds, reported_frauds, reported_fraud_rate, merchant_reported, merchant_reported_rate, "
-    "merchant_fraud_counts, amount_over_mean, amount_zscore, local_time "
+    "merchant_fraud_counts, merchant_matured_rate, amount_over_mean, amount_zscore, local_time "
     "(training/feature_sets.py; default: the set docs/model-evaluation.md chose)"
 )
 

@@ -52,6 +52,9 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
     # compromised for weeks when labels come days late (docs/model-evaluation.md, card data
     # of the handbook's shape: `default,+merchant_reported_rate`)
     "merchant_reported_rate": _matching(r"merchant_reported_fraud_rate_\w+"),
+    # the merchant's confirmed frauds per payment among its payments of 7 to 30 days ago:
+    # the handbook's terminal risk over a window ending a label delay ago
+    "merchant_matured_rate": _matching(r"merchant_matured_fraud_rate_\w+"),
     # every count of the merchant's confirmed frauds, by payment time or by label arrival
     "merchant_fraud_counts": _matching(r"merchant_(reported_)?fraud\w+"),
     # amount against the card's and customer's habit (issue 16)
@@ -66,7 +69,7 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
 # walk-forward evidence it was chosen on.
 FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
     "all": (),
-    "default": ("merchant_fraud_counts",),
+    "default": ("merchant_fraud_counts", "merchant_matured_rate"),
 }
 DEFAULT_SET: Final = "default"
 

@@ -141,6 +141,8 @@ class Aggregate(StrEnum):
     # confirmed frauds of the entity whose labels arrived in the window (by label arrival)
     frauds_reported = "frauds_reported"
     fraud_rate_reported = "fraud_rate_reported"  # frauds_reported / count, same window
+    # frauds / count of the window's payments older than the window ``after`` (matured)
+    fraud_rate_matured = "fraud_rate_matured"
     amount_over_mean = "amount_over_mean"  # this amount / mean of the window's earlier ones
     amount_zscore = "amount_zscore"  # this log-amount against the earlier ones' mean and spread
 
@@ -176,6 +178,18 @@ MAX_BACKDATING_SECONDS: Final[int] = 600
 # about the same span. The frauds may belong to payments before that span, so the rate can
 # exceed 1 (a card paying once this week after three chargebacks on last month's payments).
 #
+# Entity risk over matured payments (``fraud_rate_matured``, the textbook's delayed-window
+# terminal risk): the confirmed frauds among the entity's payments of the window that are
+# older than a shorter window ``after``, per payment of that span, ``(frauds - frauds of
+# after) / (count - count of after)``, 0.0 when the span holds no payment. Both windows
+# are the catalogue's own (``frauds`` by the payment's bucket, its label counted once its
+# ``label_at`` has passed; ``count`` the same window's attempts), so the value is a
+# difference of two sums either engine already keeps: the 7-day window starts after the
+# 30-day one in every case, its payments are among the 30-day window's. With labels a week
+# late, ``merchant_frauds_7d`` sees none of its own week; the payments of days 7 to 30 back
+# are the ones whose labels have had time to arrive, numerator and denominator from the
+# same payments, as the handbook's terminal risk counts them.
+#
 # Amount against the entity's habit (``amount_over_mean``, ``amount_zscore``): the current
 # amount against the entity's *earlier* attempts of the window (the window's sums less the
 # current attempt). ``amount_over_mean`` is ``cents / (earlier cents / earlier count)``, 1.0
@@ -198,6 +212,13 @@ def amount_log_units(cents: int) -> int:
 def fraud_rate(frauds: float, attempts: float) -> float:
     """Frauds reported per attempt of the same window (0.0 without attempts)."""
     return frauds / attempts if attempts > 0 else 0.0
+
+
+def fraud_rate_matured(
+    frauds: float, attempts: float, recent_frauds: float, recent_attempts: float
+) -> float:
+    """Frauds per payment of a window less its recent part ``after`` (0.0 without any)."""
+    return fraud_rate(frauds - recent_frauds, attempts - recent_attempts)
 
 
 def amount_over_mean(cents: float, attempts: float, sum_cents: float) -> float:
@@ -238,6 +259,7 @@ class VelocityFeature:
     window: str
     doc: str
     of: str | None = None  # for ``distinct``: a key of DISTINCT_OF
+    after: str | None = None  # for ``fraud_rate_matured``: the recent window left out
 
     @property
     def measure(self) -> str:
@@ -257,6 +279,8 @@ class VelocityFeature:
                 return "reported_frauds"
             case Aggregate.fraud_rate_reported:
                 return "reported_fraud_rate"
+            case Aggregate.fraud_rate_matured:
+                return f"matured_fraud_rate_{self.after}"
             case Aggregate.amount_over_mean:
                 return "amount_over_mean"
             case Aggregate.amount_zscore:
@@ -268,6 +292,16 @@ class VelocityFeature:
     def name(self) -> str:
         """The feature's name: entity, measure and window."""
         return f"{self.entity}_{self.measure}_{self.window}"
+
+    @property
+    def recent(self) -> VelocityFeature | None:
+        """For ``fraud_rate_matured``: the window ``after`` of the same entity, else None.
+
+        Its frauds and attempts are subtracted from the window's own.
+        """
+        if self.after is None:
+            return None
+        return VelocityFeature(self.entity, Aggregate.frauds, self.after, self.doc)
 
     @property
     def seconds(self) -> int:
@@ -297,10 +331,21 @@ class RequestFeature:
     doc: str
 
 
-def _v(entity: Entity, aggregate: Aggregate, window: str, doc: str, of: str | None = None):
+def _v(
+    entity: Entity,
+    aggregate: Aggregate,
+    window: str,
+    doc: str,
+    of: str | None = None,
+    after: str | None = None,
+) -> VelocityFeature:
     if aggregate is Aggregate.distinct:
         doc = f"{doc.rstrip('.')}, counted up to {DISTINCT_CAP}."
-    return VelocityFeature(entity, aggregate, window, doc, of)
+    if (after is not None) != (aggregate is Aggregate.fraud_rate_matured):
+        raise RuntimeError(f"{entity} {aggregate} {window}: 'after' is for fraud_rate_matured")
+    if after is not None and WINDOW_SECONDS[after] >= WINDOW_SECONDS[window]:
+        raise RuntimeError(f"{entity} {aggregate} {window}: 'after' must be a shorter window")
+    return VelocityFeature(entity, aggregate, window, doc, of, after)
 
 
 E, A = Entity, Aggregate
@@ -392,6 +437,15 @@ VELOCITY_FEATURES: Final[tuple[VelocityFeature, ...]] = (
             " payment in the same window.",
         )
         for entity, window, span in _REPORTED
+    ),
+    # entity risk over payments old enough for their labels to have arrived
+    _v(
+        E.merchant,
+        A.fraud_rate_matured,
+        "30d",
+        "Confirmed frauds among this merchant's payments of 7 to 30 days ago, per payment"
+        " of that span (0 when none).",
+        after="7d",
     ),
     # amount against the entity's own habit
     *(

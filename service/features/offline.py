@@ -296,6 +296,20 @@ class _History:
             case Aggregate.fraud_rate_reported:
                 reported = self._reported(index, feature, keys).astype(np.float64)
                 return reported / (position - start + 1)
+            case Aggregate.fraud_rate_matured:
+                recent = feature.recent
+                assert recent is not None
+                recent_keys, recent_start = self._window(index, recent)
+                frauds = self._frauds(index, feature, keys) - self._frauds(
+                    index, recent, recent_keys
+                )
+                attempts = (recent_start - start).astype(np.float64)
+                return np.divide(
+                    frauds.astype(np.float64),
+                    attempts,
+                    out=np.zeros(n),
+                    where=attempts > 0,
+                )
             case Aggregate.amount_over_mean:
                 return _amount_over_mean(
                     self.cents[index.rows], position - start + 1, self.cents[index.rows], start

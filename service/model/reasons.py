@@ -110,6 +110,11 @@ def _velocity_template(feature: VelocityFeature) -> Template:
             return lambda v: (
                 f"{float(v):.2f} confirmed frauds reported per payment {of} in {window}"
             )
+        case Aggregate.fraud_rate_matured:
+            recent = _WINDOW[feature.after or ""]
+            return lambda v: (
+                f"{float(v):.2f} confirmed frauds per payment {of} from {recent} to {window} ago"
+            )
         case Aggregate.amount_over_mean:
             return lambda v: f"amount {float(v):.1f} times the mean {of} over {window}"
         case Aggregate.amount_zscore:

@@ -74,6 +74,7 @@ _WANTED: Final[dict[Aggregate, tuple[str, ...]]] = {
     Aggregate.frauds_reported: ("r",),
     Aggregate.mean_usd: ("s", "a"),
     Aggregate.fraud_rate_reported: ("r", "a"),
+    Aggregate.fraud_rate_matured: ("f", "a"),  # and the same of its ``recent`` window
     Aggregate.amount_over_mean: ("s", "a"),
     Aggregate.amount_zscore: ("a", "l", "w"),
 }
@@ -110,6 +111,7 @@ _VALUE_OF: Final[
     Aggregate.sum_usd: (_usd, None, (0,)),
     Aggregate.mean_usd: (_mean_usd, None, (0, 1)),
     Aggregate.fraud_rate_reported: (catalog.fraud_rate, None, (0, 1)),
+    Aggregate.fraud_rate_matured: (catalog.fraud_rate_matured, None, (0, 1, 2, 3)),
     Aggregate.amount_over_mean: (catalog.amount_over_mean, "cents", (1, 0)),
     Aggregate.amount_zscore: (catalog.amount_zscore, "units", (0, 1, 2)),
 }
@@ -362,7 +364,8 @@ def layout(groups: tuple[Group, ...], distinct: tuple[DistinctKind, ...]) -> str
 class FeatureSlots:
     """Where a feature's value comes from in the script's output.
 
-    ``slots``: one per measure the aggregate reads (``_WANTED``), in that order.
+    ``slots``: one per measure the aggregate reads (``_WANTED``), in that order; for
+    ``fraud_rate_matured`` the same again of its ``recent`` window.
     """
 
     name: str
@@ -400,12 +403,14 @@ class Plan:
                 )
                 outputs.append(FeatureSlots(f.name, f.aggregate, (s,)))
                 continue
-            wanted = _WANTED[f.aggregate]
             found = []
-            for m in wanted:
-                reads = series.setdefault((f.entity, m, f.bucket), {})
-                s = reads.setdefault(f.buckets, slot(("c", f.entity, f.bucket, m, f.buckets)))
-                found.append(s)
+            for window in (f, f.recent) if f.recent else (f,):
+                for m in _WANTED[f.aggregate]:
+                    reads = series.setdefault((f.entity, m, window.bucket), {})
+                    s = reads.setdefault(
+                        window.buckets, slot(("c", f.entity, window.bucket, m, window.buckets))
+                    )
+                    found.append(s)
             outputs.append(FeatureSlots(f.name, f.aggregate, tuple(found)))
 
         entities = []

@@ -323,6 +323,14 @@ def _oracle(
                 result[f.name] = float(sum(e.declined for e in past))
             case Aggregate.frauds:
                 result[f.name] = float(sum(e.fraud for e in past))
+            case Aggregate.fraud_rate_matured:
+                # the window's payments before the recent window's first bucket
+                assert f.recent is not None
+                recent_low = int(start) // f.recent.bucket - f.recent.buckets + 1
+                older = [
+                    e for e in past if int(e.payment.event_time) // f.recent.bucket < recent_low
+                ]
+                result[f.name] = catalog.fraud_rate(sum(e.fraud for e in older), len(older))
             case Aggregate.distinct:
                 assert f.of is not None
                 members = {_member(p, f.of) for p in window} - {None}

@@ -1,9 +1,10 @@
 """Entity risk by label arrival and amount against habit: both engines, exactly.
 
 The features added for models that generalise (``catalog``: ``*_reported_frauds_*``,
-``*_reported_fraud_rate_*``, ``*_amount_over_mean_*``, ``*_amount_zscore_*``) are held to
-exact equality (not a tolerance) between the Redis store, replayed in time order with labels
-fed back as they arrive, and the offline twin; with labels that come days to months after
+``*_reported_fraud_rate_*``, ``*_matured_fraud_rate_*``, ``*_amount_over_mean_*``,
+``*_amount_zscore_*``) are held to exact equality (not a tolerance) between the Redis store,
+replayed in time order with labels fed back as they arrive, and the offline twin; with
+labels that come days to months after
 their payments, as disputes do. Then the label-arrival rule at its edges: a label arriving
 at the first second of a window's first bucket counts, one a second earlier does not, and a
 label arriving after the payment being scored is never used for it, in either engine, even
@@ -41,6 +42,7 @@ NEW = [
     in (
         Aggregate.frauds_reported,
         Aggregate.fraud_rate_reported,
+        Aggregate.fraud_rate_matured,
         Aggregate.amount_over_mean,
         Aggregate.amount_zscore,
     )
@@ -91,6 +93,10 @@ async def test_both_engines_agree_exactly_when_labels_arrive_weeks_late(
     assert seen.sum() > 50
     assert (offline.loc[seen, "merchant_frauds_7d"] == 0).sum() > 10
     assert offline["card_reported_fraud_rate_30d"].max() > 0
+    # the matured rate sees frauds of 7 to 30 days back where the payments' own week does not
+    matured = offline["merchant_matured_fraud_rate_7d_30d"]
+    assert ((matured > 0) & (offline["merchant_frauds_7d"] == 0)).sum() > 10
+    assert (matured < offline["merchant_frauds_30d"]).sum() > 100
     assert (offline["card_amount_over_mean_30d"] != 1.0).sum() > 100
     assert (offline["customer_amount_zscore_7d"] != 0.0).sum() > 100
 

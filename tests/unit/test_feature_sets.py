@@ -46,6 +46,11 @@ def test_every_group_names_model_columns_and_the_new_groups_are_complete() -> No
     # the default set leaves them out, the spec the card-data section names puts them back
     kept = set(resolve("default,+merchant_reported_rate").excluded)
     assert kept == set(resolve(None).excluded) - set(FEATURE_GROUPS["merchant_reported_rate"])
+    # the merchant's rate over its matured payments: a group of its own, left out by default
+    matured = FEATURE_GROUPS["merchant_matured_rate"]
+    assert matured == ("merchant_matured_fraud_rate_7d_30d",)
+    assert set(matured) <= set(resolve(None).excluded)
+    assert not set(matured) & set(FEATURE_GROUPS["merchant_fraud_counts"])
 
 
 def test_specifications_resolve_to_left_out_columns() -> None:

@@ -352,6 +352,17 @@ def reference(frame: pd.DataFrame, feature: VelocityFeature) -> list[float]:
                         if j < i
                     )
                 )
+            case Aggregate.fraud_rate_matured:
+                # the window's payments before the recent window's first bucket
+                recent = feature.recent
+                recent_low = math.floor(row["event_time"] / recent.bucket) - recent.buckets + 1
+                older = [(j, o) for j, o in seen if o["event_time"] // recent.bucket < recent_low]
+                frauds = sum(
+                    o["label"] == 1 and o["label_at"] <= row["event_time"]
+                    for j, o in older
+                    if j < i
+                )
+                value = float(frauds) / len(older) if older else 0.0
             case Aggregate.distinct:
                 member = catalog.DISTINCT_OF[feature.of]
                 value = float(len({key(o, member) for _, o in seen} - {None}))
@@ -401,6 +412,7 @@ CHECKED = [
         "card_frauds_30d",
         "customer_frauds_30d",
         "merchant_frauds_7d",
+        "merchant_matured_fraud_rate_7d_30d",
     )
 ]
 

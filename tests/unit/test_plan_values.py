@@ -23,6 +23,10 @@ def _feature_by_feature(raw: tuple[float, ...], cents: int, units: int) -> dict[
                 result[o.name] = raw[s[0]] / 100 / raw[s[1]] if raw[s[1]] else 0.0
             case Aggregate.fraud_rate_reported:
                 result[o.name] = catalog.fraud_rate(raw[s[0]], raw[s[1]])
+            case Aggregate.fraud_rate_matured:
+                result[o.name] = catalog.fraud_rate_matured(
+                    raw[s[0]], raw[s[1]], raw[s[2]], raw[s[3]]
+                )
             case Aggregate.amount_over_mean:
                 result[o.name] = catalog.amount_over_mean(cents, raw[s[1]], raw[s[0]])
             case Aggregate.amount_zscore:

@@ -24,6 +24,7 @@ _VELOCITY_BASELINE = {
     Aggregate.frauds: 0,
     Aggregate.frauds_reported: 0,
     Aggregate.fraud_rate_reported: 0.0,
+    Aggregate.fraud_rate_matured: 0.0,
     Aggregate.amount_over_mean: 1.0,  # no earlier attempt: the amount is its own habit
     Aggregate.amount_zscore: 0.0,
 }
