@@ -75,10 +75,12 @@ DEFAULT_SET: Final = "default"
 
 # ``train --features auto``: the candidates weighed on the validation period, from the
 # fewest columns to the most. docs/model-evaluation.md ("Card data of the handbook's
-# shape") found each of the last three best on one kind of data and worse on another.
+# shape") found the merchant's label-arrival sets and ``all`` best on one kind of data
+# and worse on another; the merchant's matured rate is the handbook's terminal risk.
 AUTO: Final = "auto"
 AUTO_CANDIDATES: Final[tuple[str, ...]] = (
     DEFAULT_SET,
+    "default,+merchant_matured_rate",
     "default,+merchant_reported_rate",
     "default,+merchant_reported",
     "all",

@@ -156,6 +156,7 @@ async def _progress(archiver: Archiver, archive: Archive, every: float) -> None:
                 "per_second": round(rate, 1),
                 "lag": lag,
                 "problem": archive.problem,
+                "set_aside": archive.extra.get("set_aside", {}),
             },
         )
         acked, since = archiver.acked, now
