@@ -199,6 +199,23 @@ def test_fraud_counts_once_its_label_is_known_and_until_its_bucket_leaves():
     assert values(frame, "card_frauds_30d")["card_frauds_30d"] == [0, 0, 1, 0, 0, 1, 0]
 
 
+def test_the_matured_rate_counts_frauds_among_payments_before_the_recent_week():
+    """Frauds per payment of days 7 to 30 back, each fraud once its label has arrived."""
+    matured = "merchant_matured_fraud_rate_7d_30d"
+    frame = rows(
+        {"event_time": 1 * DAY, "label": 1, "label_at": 9 * DAY},  # labelled 8 days late
+        {"event_time": 2 * DAY},
+        {"event_time": 9 * DAY - 1},  # the 7-day window starts at day 2: one older payment
+        {"event_time": 9 * DAY},  # it starts at 2.25 days: two, the label has arrived
+        {"event_time": 32 * DAY},  # the 30-day window starts at day 3: no fraud left
+    )
+    got = values(frame, matured, "merchant_frauds_7d", "merchant_frauds_30d")
+    assert got[matured] == [0.0, 0.0, 0.0, 0.5, 0.0]
+    # the payments' own week sees no fraud when the matured rate does
+    assert got["merchant_frauds_7d"][3] == 0.0
+    assert got["merchant_frauds_30d"][3] == 1.0
+
+
 def test_a_label_dated_before_its_own_payment_is_first_seen_by_the_next_payment():
     # Online, feedback can only name a transaction already scored.
     frame = rows(
