@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import call, itemgetter, truediv
 from typing import Final
 
 from service.features import catalog
@@ -87,11 +87,6 @@ _BEGIN_ADDS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-def _usd(cents: float) -> float:
-    """A window's USD cents as USD (``sum_usd``)."""
-    return cents / 100
-
-
 def _mean_usd(cents: float, attempts: float) -> float:
     """A window's mean USD per attempt, 0 without attempts (``mean_usd``)."""
     return cents / 100 / attempts if attempts else 0.0
@@ -99,21 +94,25 @@ def _mean_usd(cents: float, attempts: float) -> float:
 
 # How a feature's value comes from the window sums of its slots (``FeatureSlots.slots``, in
 # ``_WANTED``'s order): None, the one sum itself; else the function, the attempt's own figure
-# it takes first ("cents", "units", or None) and the positions of the slots it takes next.
+# it takes first ("cents", "units", or None), the positions of the slots it takes next and
+# the constants it takes last (``sum_usd``: ``cents / 100``, with no Python call).
 _VALUE_OF: Final[
-    dict[Aggregate, tuple[Callable[..., float], str | None, tuple[int, ...]] | None]
+    dict[
+        Aggregate,
+        tuple[Callable[..., float], str | None, tuple[int, ...], tuple[float, ...]] | None,
+    ]
 ] = {
     Aggregate.count: None,
     Aggregate.declines: None,
     Aggregate.frauds: None,
     Aggregate.frauds_reported: None,
     Aggregate.distinct: None,
-    Aggregate.sum_usd: (_usd, None, (0,)),
-    Aggregate.mean_usd: (_mean_usd, None, (0, 1)),
-    Aggregate.fraud_rate_reported: (catalog.fraud_rate, None, (0, 1)),
-    Aggregate.fraud_rate_matured: (catalog.fraud_rate_matured, None, (0, 1, 2, 3)),
-    Aggregate.amount_over_mean: (catalog.amount_over_mean, "cents", (1, 0)),
-    Aggregate.amount_zscore: (catalog.amount_zscore, "units", (0, 1, 2)),
+    Aggregate.sum_usd: (truediv, None, (0,), (100,)),
+    Aggregate.mean_usd: (_mean_usd, None, (0, 1), ()),
+    Aggregate.fraud_rate_reported: (catalog.fraud_rate, None, (0, 1), ()),
+    Aggregate.fraud_rate_matured: (catalog.fraud_rate_matured, None, (0, 1, 2, 3), ()),
+    Aggregate.amount_over_mean: (catalog.amount_over_mean, "cents", (1, 0), ()),
+    Aggregate.amount_zscore: (catalog.amount_zscore, "units", (0, 1, 2), ()),
 }
 
 
@@ -467,20 +466,32 @@ class Plan:
         self.outputs: tuple[FeatureSlots, ...] = tuple(outputs)
         self._names = tuple(o.name for o in self.outputs)
         self._zeros: dict[str, float] = dict.fromkeys(self._names, 0.0)
-        # per aggregate form (``_VALUE_OF``), its features' names and how their values come
-        # from the raw sums: read by ``values`` in one ``dict.update`` over C iterators
+        # per aggregate form (``_VALUE_OF``), its features' names and how ``values`` makes
+        # their values from the raw sums: the plain sums by one getter; a form of several
+        # features by one getter per slot position (a column) and ``map`` (its constants as
+        # ``repeat``, made once); a form of one feature by one getter and a direct call
         forms: dict[object, list[FeatureSlots]] = {}
         for o in self.outputs:
             forms.setdefault(_VALUE_OF[o.aggregate], []).append(o)
-        self._value_names = tuple(o.name for group in forms.values() for o in group)
-        self._forms = tuple(
+        plain = forms.pop(None, [])
+        several = [(form, group) for form, group in forms.items() if len(group) > 1]
+        single = [(form, group[0]) for form, group in forms.items() if len(group) == 1]
+        self._value_names = tuple(
+            o.name for o in (*plain, *(o for _, g in several for o in g), *(o for _, o in single))
+        )
+        self._plain = _getter([o.slot for o in plain])
+        self._several = tuple(
             (
-                form,
-                _getter([o.slot for o in group])
-                if form is None
-                else tuple(_getter([o.slots[i] for o in group]) for i in form[2]),
+                function,
+                lead,
+                tuple(_getter([o.slots[i] for o in group]) for i in order),
+                tuple(map(repeat, last)),
             )
-            for form, group in forms.items()
+            for (function, lead, order, last), group in several
+        )
+        self._single = tuple(
+            (function, lead, _getter([o.slots[i] for i in order]), last)
+            for (function, lead, order, last), o in single
         )
         self.slot_count = len(slots)
         # begin's member arguments: one per distinct code (keys.py), at the code's place
@@ -493,25 +504,27 @@ class Plan:
         ``cents`` and ``units`` are the current attempt's USD cents and
         ``catalog.amount_log_units``, which the amount-against-habit features compare with the
         window. Each feature's value is its aggregate's form (``_VALUE_OF``) of its slots, the
-        features of one form read by ``itemgetter`` and mapped in C, every value put in one
-        ``update`` of the names in catalogue order: no Python loop step per feature.
+        features of one form read by ``itemgetter`` and mapped in C (a form of one feature:
+        called once on its slots), every value put in one ``update`` of the names in catalogue
+        order: no Python loop step per feature.
         """
         result = self._zeros.copy()  # catalogue order, without a resize per insert
-        values = chain.from_iterable(self._each(raw, cents, units))
-        result.update(zip(self._value_names, values, strict=True))
+        parts: list[Iterable[float]] = [self._plain(raw)]
+        for function, lead, reads, last in self._several:
+            columns = map(call, reads, repeat(raw))
+            if lead is None:
+                parts.append(map(function, *columns, *last))
+            else:
+                figure = repeat(cents if lead == "cents" else units)
+                parts.append(map(function, figure, *columns, *last))
+        for function, lead, read, constants in self._single:
+            if lead is None:
+                parts.append((function(*read(raw), *constants),))
+            else:
+                figure = cents if lead == "cents" else units
+                parts.append((function(figure, *read(raw), *constants),))
+        result.update(zip(self._value_names, chain.from_iterable(parts), strict=True))
         return result
-
-    def _each(self, raw: Sequence[float], cents: int, units: int) -> Iterator[Iterable[float]]:
-        """Per form of ``_forms``, its features' values (in ``_value_names`` order)."""
-        for form, read in self._forms:
-            if form is None:
-                yield read(raw)
-                continue
-            function, lead, _order = form
-            columns = [r(raw) for r in read]
-            if lead is not None:
-                columns.insert(0, repeat(cents if lead == "cents" else units))
-            yield map(function, *columns)
 
     def zeros(self) -> dict[str, float]:
         """Every velocity feature at 0, for a payment without history."""
