@@ -245,6 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     gate, promoted = report.gate, report.promoted
     result = report.to_dict()
     code = GATE_REFUSED_EXIT if gate is not None and not promoted else 0
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if args.json:
         _print_json(result)
         return code
@@ -270,8 +272,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     choice = report.card.get("feature_choice")
     if choice:
+        how = choice["fallback"] or choice["rule"]
         _table(
-            f"feature sets on the validation period (--features auto: {choice['rule']})",
+            f"feature sets on the validation period (--features auto: {how})",
             ["feature set", "columns", "roc_auc", "average_precision", "recall_at_1%", "chosen"],
             [
                 [

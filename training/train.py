@@ -53,6 +53,10 @@
    test period plays no part in the choice. The card's ``feature_choice`` has every
    candidate's validation figures. The fits use the machine's free cores
    (``training.threads``).
+10. A validation period with fewer than ``MIN_VALIDATION_FRAUDS`` frauds decides the
+   iterations, calibration and cut-offs on noise: ``train`` says so in the card's
+   ``warnings`` (and ``MODEL_CARD.md``), and ``features="auto"`` then keeps its first
+   candidate (``default``) whatever the figures, as ``feature_choice.fallback`` says.
 """
 
 from __future__ import annotations
@@ -146,6 +150,9 @@ RATE_CHECK_LEGIT_ROWS: Final = 200_000
 # from every fraud and a weighted sample of this many (benchmarks/README.md, "train on a
 # million rows": it bounds what the choice adds to ``train``).
 AUTO_LEGIT_ROWS: Final = 100_000
+# Fewer validation frauds than this: the choices made on validation are noise (module doc,
+# step 10; docs/model-evaluation.md, "How many validation frauds" has the bootstrap).
+MIN_VALIDATION_FRAUDS: Final = 200
 
 
 class TrainingError(RiskscoreError):
@@ -738,6 +745,7 @@ class FeatureChoice:
     chosen: FeatureSet
     figures: list[dict[str, Any]]  # per candidate, in the order weighed
     sample: RefitSample  # the train-period rows each candidate learnt from
+    fallback: str | None = None  # why the figures did not decide (too few frauds)
 
     def card(self) -> dict[str, Any]:
         """The model card's ``feature_choice``."""
@@ -750,6 +758,7 @@ class FeatureChoice:
             + (" (every fraud, a weighted sample of the legitimate rows)" if sampled else ""),
             "train_sample": self.sample.card() if sampled else None,
             "candidates": self.figures,
+            "fallback": self.fallback,
         }
 
 
@@ -764,6 +773,7 @@ def choose_features(
     legit_rows: int = AUTO_LEGIT_ROWS,
     threads: int | None = None,
     progress: bool = False,
+    min_frauds: int = MIN_VALIDATION_FRAUDS,
 ) -> FeatureChoice:
     """Weigh each feature set on the validation period; keep the best (``--features auto``).
 
@@ -771,6 +781,8 @@ def choose_features(
     period (every fraud and up to ``legit_rows`` legitimate rows, weighted as the sampled
     refit's, ``refit_sample_rows``) and stops early on the validation period, whose ranking
     figures then decide (``choose_by_average_precision``). The test period is never read.
+    With fewer than ``min_frauds`` validation frauds the figures are still measured but
+    the first set is kept (``FeatureChoice.fallback`` says why).
     """
     legitimate = int((y[split.train] == 0).sum())
     rate = min(1.0, legit_rows / legitimate) if legitimate else 1.0
@@ -801,12 +813,34 @@ def choose_features(
                     "fit_cpu_seconds": round(time.process_time() - started, 2),
                 }
             )
-    chosen = choose_by_average_precision(
-        sets, [f["validation"]["average_precision"] for f in figures]
-    )
+    fallback = None
+    frauds = int(y_stop.sum())
+    if frauds < min_frauds:
+        chosen = 0
+        fallback = (
+            f"{frauds} validation frauds, fewer than {min_frauds}: the first candidate "
+            f"`{sets[0].spec}` is kept whatever the figures (they are noise at that count)"
+        )
+    else:
+        chosen = choose_by_average_precision(
+            sets, [f["validation"]["average_precision"] for f in figures]
+        )
     for i, figure in enumerate(figures):
         figure["chosen"] = i == chosen
-    return FeatureChoice(sets[chosen], figures, sample)
+    return FeatureChoice(sets[chosen], figures, sample, fallback)
+
+
+def validation_warnings(frauds: int, min_frauds: int, auto: bool) -> list[str]:
+    """The card's ``warnings`` about a validation period of ``frauds`` frauds."""
+    if frauds >= min_frauds:
+        return []
+    kept = "; --features auto kept its first candidate instead of choosing" if auto else ""
+    return [
+        f"the validation period holds {frauds} frauds, fewer than the minimum of "
+        f"{min_frauds} (MIN_VALIDATION_FRAUDS): the iterations, calibration and "
+        f"thresholds chosen on it rest on noise{kept}; train on a longer log or check "
+        "with `riskscore walkforward` (docs/model-evaluation.md)"
+    ]
 
 
 def feature_request(
@@ -844,6 +878,7 @@ def train_on_dataset(
     features: str | FeatureSet | None = None,
     feature_candidates: Sequence[str] | None = None,
     progress: bool = False,
+    min_validation_frauds: int = MIN_VALIDATION_FRAUDS,
 ) -> TrainReport:
     """Train on a ``training.dataset`` frame (features and meta columns) and register.
 
@@ -856,7 +891,8 @@ def train_on_dataset(
     ``AUTO_CANDIDATES`` when None). ``progress`` shows a bar while the candidates fit.
     ``refit``, ``refit_sample`` (the share of legitimate rows the refit learns from;
     None: ``REFIT_LEGIT_ROWS`` at most) and ``exclude_known_fraud`` as the module
-    docstring says (steps 7 and 8).
+    docstring says (steps 7 and 8). Fewer validation frauds than ``min_validation_frauds``:
+    a warning in the card, and ``"auto"`` keeps its first candidate (step 10).
     """
     if not 0 < target_decline_rate < 1:
         raise TrainingError("target_decline_rate must lie between 0 and 1")
@@ -905,7 +941,14 @@ def train_on_dataset(
         feature_set = requested
     else:
         choice = choose_features(
-            encoded, y, split, requested, settings=settings, seed=seed, progress=progress
+            encoded,
+            y,
+            split,
+            requested,
+            settings=settings,
+            seed=seed,
+            progress=progress,
+            min_frauds=min_validation_frauds,
         )
         feature_set = choice.chosen
         clock.lap("feature_choice")
@@ -966,11 +1009,16 @@ def train_on_dataset(
     timings |= total.timings
 
     time_ = dataset["event_time"].to_numpy(dtype=np.float64)
+    warnings = validation_warnings(
+        int(y[split.validation].sum()), min_validation_frauds, auto=choice is not None
+    )
     card: dict[str, Any] = {
         "format": FORMAT,
         "version": version,
         "created_at": created.isoformat(timespec="seconds"),
         "catalog_version": catalog.CATALOG_VERSION,
+        # what the reader must know before trusting the figures below (validation too thin)
+        "warnings": warnings,
         "artifacts": {MODEL_JSON: sha256_hex(spec_bytes), FOREST: sha256_hex(forest_bytes)},
         # for analysts' notebooks only (training.estimator); the service never reads it
         "analyst_artifacts": {ESTIMATOR: sha256_hex(joblib_bytes)},
@@ -1182,6 +1230,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
         f"feature catalogue `{card['catalog_version']}`; the service refuses it otherwise, "
         "and refuses any artifact whose SHA-256 differs from the list below.",
         "",
+        *_warning_lines(card.get("warnings")),
         "## Training data",
         "",
         f"- fingerprint (SHA-256): `{card['training_data']['fingerprint_sha256']}`",
@@ -1304,6 +1353,13 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _warning_lines(warnings: Sequence[str] | None) -> list[str]:
+    """The card's warnings, first thing after the title (none: no section)."""
+    if not warnings:
+        return []
+    return ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+
+
 def _feature_choice_lines(choice: Mapping[str, Any] | None) -> list[str]:
     """``--features auto``: the candidates' validation figures, the rule and the choice."""
     if not choice:
@@ -1316,6 +1372,11 @@ def _feature_choice_lines(choice: Mapping[str, Any] | None) -> list[str]:
         "| candidate | columns | iterations | ROC AUC | avg precision | recall @1% | chosen |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    if choice.get("fallback"):
+        lines[0] = (
+            f"Not chosen by the figures: {choice['fallback']}. The candidates' validation "
+            f"figures (each learnt on the {choice['fitted_on']}), for reference only:"
+        )
     for c in choice["candidates"]:
         v = c["validation"]
         lines.append(

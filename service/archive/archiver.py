@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import asyncpg
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
@@ -157,6 +158,29 @@ class Lag(NamedTuple):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class _Object(msgspec.Struct):
+    """Any JSON object (its fields skipped): a response's check before it is archived."""
+
+
+_response_check: Final = msgspec.json.Decoder(_Object)
+
+
+def _stored(value: object) -> tuple[str, str | None] | None:
+    """A transaction key's response (JSON object text) and digest; None when it holds none.
+
+    Raises when the value does not decode (a corrupt value): not UTF-8, not JSON, a NUL,
+    too few parts; the caller archives the decision without them.
+    """
+    decided = read_decided(value) if isinstance(value, bytes) else None
+    if decided is None:
+        return None
+    _response_check.decode(decided.decision)
+    digest = decided.digest.decode()
+    if "\x00" in digest:
+        raise ValueError("a NUL in the digest")
+    return decided.decision.decode(), digest or None
 
 
 def _decision_entry(entry_id: str, f: dict[bytes, bytes]) -> DecisionEntry:
@@ -474,7 +498,8 @@ class Archiver:
         """``keyed``'s rows, each with its response as sent and digest (one ``MGET``).
 
         A transaction key gone (expired) or of the older hash layout reads as nil: no response
-        and no digest.
+        and no digest. A value that does not decode (``_stored``) is treated alike, with a
+        warning: it costs its own row those two columns, never the round.
         """
         if not keyed:
             return []
@@ -485,9 +510,18 @@ class Archiver:
             values = await self.client.mget(names)
         rows = []
         for (entry_id, row), value in zip(keyed, values, strict=True):
-            decided = read_decided(value) if isinstance(value, bytes) else None
-            if decided is not None:  # the row's last two columns: response, digest
-                row = (*row[:-2], decided.decision.decode(), decided.digest.decode() or None)
+            try:
+                stored = _stored(value)
+            except Exception as exc:  # whatever it is, the decision is archived without it
+                log.warning(
+                    "stream entry %s archived without its response: transaction key unreadable: %s",
+                    entry_id,
+                    _error(exc),
+                    extra={"stream": self.keys.decisions, "entry_id": entry_id},
+                )
+                stored = None
+            if stored is not None:  # the row's last two columns: response, digest
+                row = (*row[:-2], *stored)
             rows.append((entry_id, row))
         return rows
 

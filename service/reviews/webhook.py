@@ -12,7 +12,12 @@
   ``(merchant_id, transaction_id)`` is undelivered); several deliverers (workers,
   instances) share one outbox safely: each event is taken with ``FOR UPDATE SKIP LOCKED``
   and held in its transaction while it is sent, so a deliverer that dies mid-send leaves
-  it to the next. A restart loses nothing: the outbox is in PostgreSQL.
+  it to the next. A restart loses nothing: the outbox is in PostgreSQL. Each attempt has
+  one deadline (``DELIVERY_DEADLINE``) from connecting to the answer: a receiver slower
+  than that (one that trickles its answer, say) is a failed attempt, so it holds an event
+  (and its payment's later ones) no longer. A 2xx is a delivery once its status line and
+  headers arrive (its body is never read); of another answer at most
+  ``RESPONSE_BODY_LIMIT`` bytes are read, for the error kept and logged.
 - ``verify`` is the receiver's check of a signature (the README shows it).
 """
 
@@ -43,6 +48,8 @@ DELIVERY_HEADER: Final = "X-Riskscore-Delivery"
 EVENT_HEADER: Final = "X-Riskscore-Event"
 DEFAULT_TOLERANCE_SECONDS: Final = 300
 PRUNE_DELIVERED_AFTER: Final = timedelta(days=7)  # delivered rows kept this long, then deleted
+DELIVERY_DEADLINE: Final = 10.0  # seconds for a whole attempt: connect, send, status, body read
+RESPONSE_BODY_LIMIT: Final = 512  # bytes of a non-2xx answer's body read (for the log), at most
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -121,7 +128,7 @@ class Deliverer:
     """Sends the outbox's events to ``url``, signed with ``secret`` (module docstring).
 
     ``concurrency``: events in flight at once (each its own connection and transaction).
-    ``timeout``: seconds a receiver has to answer. ``base_delay``, ``max_delay``: the
+    ``deadline``: seconds one attempt may take in all. ``base_delay``, ``max_delay``: the
     backoff. ``poll_seconds``: how often an idle deliverer looks for due events (``wake``
     makes it look at once). ``metrics``: deliveries, failures and the backlog. ``ready``:
     whether the schema is in place; until then the deliverer waits.
@@ -135,7 +142,7 @@ class Deliverer:
         *,
         metrics: Metrics | None = None,
         concurrency: int = 4,
-        timeout: float = 10.0,
+        deadline: float = DELIVERY_DEADLINE,
         base_delay: float = 1.0,
         max_delay: float = 600.0,
         poll_seconds: float = 1.0,
@@ -147,7 +154,7 @@ class Deliverer:
         self.secret = secret
         self.metrics = metrics
         self.concurrency = concurrency
-        self.timeout = timeout
+        self.deadline = deadline
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.poll_seconds = poll_seconds
@@ -169,7 +176,7 @@ class Deliverer:
 
     async def start(self) -> None:
         """Start delivering in the background (``stop`` ends it)."""
-        self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=self.deadline, follow_redirects=False)
         self._tasks = [
             asyncio.create_task(self._work(), name=f"webhook-deliverer-{n}")
             for n in range(self.concurrency)
@@ -260,13 +267,28 @@ class Deliverer:
             DELIVERY_HEADER: str(row["delivery_id"]),
             EVENT_HEADER: row["event_type"],
         }
+        status: int | None = None
+        answer = b""
         try:
-            response = await self._client.post(self.url, content=body, headers=headers)
+            async with (
+                asyncio.timeout(self.deadline),
+                self._client.stream("POST", self.url, content=body, headers=headers) as response,
+            ):
+                status = response.status_code
+                if 200 <= status < 300:
+                    return status, None
+                async for chunk in response.aiter_raw():  # a little, for the log
+                    answer += chunk
+                    if len(answer) >= RESPONSE_BODY_LIMIT:
+                        break
+        except TimeoutError:
+            if status is None:
+                return None, f"no answer within the {self.deadline:g} s deadline"
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {str(exc)[:200]}"
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+            if status is None:
+                return None, f"{type(exc).__name__}: {str(exc)[:200]}"
+        text = answer[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace").replace("\x00", "")
+        return status, f"HTTP {status}: {text[:200]}" if text.strip() else f"HTTP {status}"
 
     async def backlog(self) -> tuple[int, float]:
         """Undelivered events, and the age in seconds of the oldest (0 when none)."""

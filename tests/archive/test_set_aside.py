@@ -214,3 +214,36 @@ def test_any_entry_converts_or_is_set_aside_with_its_fields(labels, decisions):
         for entry_id, fields in read:
             if entry_id in aside:
                 assert aside[entry_id].fields == fields and "\x00" not in aside[entry_id].error
+
+
+CORRUPT_VALUES = [
+    b"d\n\xff\xfe",  # too few parts
+    b"d\ndigest\n{}\nrecord\n\xff\xfe not utf-8",
+    b'd\ndigest\n{}\nrecord\n{"decision": "review"',  # not JSON
+    b'd\ndigest\n{}\nrecord\n"\x00"',  # not an object (and a NUL text refuses)
+    b"d\n\xc3\x28\n{}\nrecord\n{}",  # the digest not UTF-8
+    b"\xff\x00 garbage",
+]
+
+
+async def test_a_corrupt_transaction_value_costs_its_own_response_never_the_round(
+    redis_client, redis_prefix, archive
+):
+    keys = Keys(redis_prefix)
+    total = 10 + len(CORRUPT_VALUES)
+    await log_decisions(redis_client, keys, "m1", 0, total)
+    for n, value in enumerate(CORRUPT_VALUES, start=10):
+        await redis_client.set(keys.transaction("m1", f"t{n}"), value)
+    archiver = Archiver(redis_client, keys, archive, batch=50, block_ms=0)
+    done = await archiver.step()  # one round, and it does not fail
+    assert (done.read, done.archived, done.acked, done.set_aside) == (total, total, total, 0)
+    assert await archived(archive.pool) == (total, total, 0)  # every entry, once
+    assert (await redis_client.xpending(keys.decisions, GROUP))["pending"] == 0
+    async with archive.pool.acquire() as c:
+        rows = await c.fetch("SELECT transaction_id, response, digest FROM decisions")
+        assert await c.fetchval("SELECT count(*) FROM set_aside") == 0
+    kept = {r["transaction_id"]: (r["response"], r["digest"]) for r in rows}
+    for n in range(total):  # the corrupt ones without response and digest, as if expired
+        response, digest = kept[f"t{n}"]
+        assert (response is None, digest is None) == (n >= 10, n >= 10)
+    assert await archiver.step() == (0, 0, 0, 0)  # nothing left, nothing twice

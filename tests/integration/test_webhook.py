@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
@@ -198,3 +199,106 @@ async def test_pending_events_survive_a_restart_and_two_deliverers_share_the_out
             await p.close()
     delivered_ids = [r.headers[DELIVERY_HEADER.lower()] for r in receiver.delivered()]
     assert sorted(delivered_ids) == sorted(expected)  # each exactly once once it was up
+
+
+class Trickler:
+    """A receiver (plain asyncio) whose first ``slow`` answers come a byte per second.
+
+    ``attempts``: per connection, (seconds it lasted, whether it trickled); a trickled one
+    ends when the sender gives up and closes it.
+    """
+
+    def __init__(self, slow: int, *, status: int = 200, body: bytes = b"") -> None:
+        self.slow = slow
+        self.answer = (
+            f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        self.attempts: list[tuple[float, bool]] = []
+        self.url = ""
+
+    async def __aenter__(self) -> Trickler:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started = time.monotonic()
+        slow = len(self.attempts) < self.slow
+        trickle = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if b"length:" in line
+            )
+            await reader.readexactly(length)
+            if slow:
+                trickle = asyncio.ensure_future(self.trickle(writer))
+            else:
+                writer.write(self.answer)
+                await writer.drain()
+            await reader.read()  # EOF: the sender is done with this connection
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the sender closed it mid-answer
+        finally:
+            self.attempts.append((time.monotonic() - started, slow))
+            if trickle is not None:
+                trickle.cancel()
+            writer.close()
+
+    async def trickle(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            for n in range(len(self.answer)):
+                writer.write(self.answer[n : n + 1])
+                await writer.drain()
+                await asyncio.sleep(1.0)
+
+
+async def test_a_trickling_receiver_costs_an_attempt_its_deadline_then_a_retry(pool):
+    async with Trickler(slow=2) as receiver:
+        await enqueue(pool, "m1", "t1", 0)
+        sender = deliverer(pool, receiver, deadline=2.0)  # type: ignore[arg-type]
+        await sender.start()
+        try:
+            await drained(pool)  # within 10 s: each trickled attempt ends at its deadline
+        finally:
+            await sender.stop()
+    assert [slow for _, slow in receiver.attempts] == [True, True, False]
+    assert all(1.9 < took < 3.0 for took, slow in receiver.attempts if slow)
+    row = await pool.fetchrow("SELECT attempts, last_status, delivered_at FROM webhook_outbox")
+    assert (row["attempts"], row["last_status"]) == (3, 200) and row["delivered_at"] is not None
+    text = sender.metrics.render().decode()  # type: ignore[union-attr]
+    assert 'riskscore_webhook_deliveries_total{result="failed"} 2.0' in text
+    assert 'riskscore_webhook_deliveries_total{result="delivered"} 1.0' in text
+
+
+async def test_a_failed_answer_keeps_a_bounded_part_of_its_body(pool):
+    async with Trickler(slow=0, status=503, body=b"busy " * 20_000) as receiver:
+        await enqueue(pool, "m1", "t1", 0)
+        sender = deliverer(pool, receiver, deadline=2.0)  # type: ignore[arg-type]
+        await sender.start()
+        try:
+            async with asyncio.timeout(5.0):
+                while not receiver.attempts:  # noqa: ASYNC110 - polling the receiver
+                    await asyncio.sleep(0.02)
+        finally:
+            await sender.stop()
+    error = await pool.fetchval("SELECT last_error FROM webhook_outbox")
+    assert error.startswith("HTTP 503: busy busy") and len(error) <= len("HTTP 503: ") + 200
+
+
+async def test_a_normal_receiver_gets_each_event_exactly_once(pool, receiver):
+    ids = [await enqueue(pool, "m1", f"t{n}", n) for n in range(3)]
+    sender = deliverer(pool, receiver, deadline=2.0)  # type: ignore[arg-type]
+    await sender.start()
+    try:
+        await drained(pool)
+        await asyncio.sleep(0.3)  # time for a second delivery, were there one
+    finally:
+        await sender.stop()
+    got = [r.headers[DELIVERY_HEADER.lower()] for r in receiver.requests]
+    assert sorted(got) == sorted(str(i) for i in ids) and len(got) == 3

@@ -24,7 +24,7 @@ from training.feature_sets import (
     resolve,
 )
 from training.simulate import simulate, write_log
-from training.train import train_on_dataset
+from training.train import MIN_VALIDATION_FRAUDS, split_periods, train_on_dataset
 
 
 def test_every_group_names_model_columns_and_the_new_groups_are_complete() -> None:
@@ -139,10 +139,15 @@ def drifting_frame(rows: int = 6000, seed: int = 4) -> pd.DataFrame:
     return frame.assign(**{SIGNAL: np.where(tracks, 0.3, 0.0) + rng.uniform(0, 0.1, rows)})
 
 
+def validation_frauds(frame: pd.DataFrame) -> int:
+    return int((frame["label"].to_numpy()[split_periods(frame).validation] == 1).sum())
+
+
 def test_auto_chooses_on_validation_never_on_test(tmp_path) -> None:
     frame = drifting_frame()
     specs = ["default", "default,+merchant_reported_rate"]
-    kwargs = {"params": SMALL, "promote": False}
+    # exactly the minimum of validation frauds: enough, the figures decide
+    kwargs = {"params": SMALL, "promote": False, "min_validation_frauds": validation_frauds(frame)}
     report = train_on_dataset(
         frame, registry=tmp_path, features="auto", feature_candidates=specs, **kwargs
     )
@@ -154,6 +159,8 @@ def test_auto_chooses_on_validation_never_on_test(tmp_path) -> None:
     assert figures[specs[1]] > figures[specs[0]] + AUTO_TIE_AP
     assert choice["chosen"] == specs[1] and card["feature_set"] == resolve(specs[1]).card()
     assert [c["chosen"] for c in choice["candidates"]] == [False, True]
+    assert choice["fallback"] is None and card["warnings"] == []
+    assert "## Warnings" not in (report.directory / "MODEL_CARD.md").read_text()
     assert card["protocol"]["feature_set_from"].startswith("validation")
     # ... while the test period would have chosen the other: the choice never read it
     given = train_on_dataset(frame, registry=tmp_path, features=specs[0], **kwargs).card
@@ -161,6 +168,44 @@ def test_auto_chooses_on_validation_never_on_test(tmp_path) -> None:
     assert given["metrics"]["test"]["average_precision"] > test_ap + 0.05
     assert given["feature_choice"] is None
     assert "Chosen by `--features auto`" in (report.directory / "MODEL_CARD.md").read_text()
+
+
+def test_too_few_validation_frauds_warn_and_auto_keeps_the_first_candidate(tmp_path) -> None:
+    frame = drifting_frame()
+    frauds = validation_frauds(frame)
+    specs = ["default", "default,+merchant_reported_rate"]
+    report = train_on_dataset(
+        frame,
+        registry=tmp_path,
+        params=SMALL,
+        promote=False,
+        features="auto",
+        feature_candidates=specs,
+        min_validation_frauds=frauds + 1,  # one short of the minimum
+    )
+    card = report.card
+    choice = card["feature_choice"]
+    figures = {c["spec"]: c["validation"]["average_precision"] for c in choice["candidates"]}
+    # the merchant rate still wins on validation by far more than a tie, yet default is kept
+    assert figures[specs[1]] > figures[specs[0]] + AUTO_TIE_AP
+    assert choice["chosen"] == "default" and card["feature_set"] == resolve(None).card()
+    assert [c["chosen"] for c in choice["candidates"]] == [True, False]
+    assert f"{frauds} validation frauds, fewer than {frauds + 1}" in choice["fallback"]
+    (warning,) = card["warnings"]
+    assert f"holds {frauds} frauds, fewer than the minimum of {frauds + 1}" in warning
+    assert "--features auto kept its first candidate" in warning
+    stored = json.loads((report.directory / "model_card.json").read_text())
+    assert stored["warnings"] == card["warnings"]
+    assert stored["feature_choice"]["fallback"] == choice["fallback"]
+    markdown = (report.directory / "MODEL_CARD.md").read_text()
+    assert "## Warnings" in markdown and warning in markdown
+    assert "Not chosen by the figures" in markdown
+    # a given feature set: the same warning, without the words about auto
+    given = train_on_dataset(
+        frame, registry=tmp_path, params=SMALL, promote=False, min_validation_frauds=frauds + 1
+    ).card
+    assert given["feature_choice"] is None and len(given["warnings"]) == 1
+    assert "--features auto" not in given["warnings"][0]
 
 
 def test_the_command_trains_with_auto_and_refuses_a_bad_candidate(capsys, tmp_path) -> None:
@@ -175,6 +220,14 @@ def test_the_command_trains_with_auto_and_refuses_a_bad_candidate(capsys, tmp_pa
     assert not (tmp_path / "m").exists()  # nothing was trained
     candidates_ = ["--candidate", "default", "--candidate", "all"]
     assert main([*command, "--features", "auto", *candidates_, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    result = json.loads(out)
     assert [c["spec"] for c in result["feature_choice"]["candidates"]] == ["default", "all"]
     assert result["feature_set"]["spec"] == result["feature_choice"]["chosen"]
+    # a 3,000-row log has far fewer validation frauds than the documented minimum
+    frauds = result["periods"]["validation"]["frauds"]
+    assert frauds < MIN_VALIDATION_FRAUDS
+    (warning,) = result["warnings"]
+    assert f"holds {frauds} frauds, fewer than the minimum of {MIN_VALIDATION_FRAUDS}" in warning
+    assert f"WARNING: {warning}" in err
+    assert result["feature_choice"]["chosen"] == "default" and result["feature_choice"]["fallback"]
