@@ -73,6 +73,20 @@ def version_name(created: datetime, artifact_sha256: str) -> str:
     return f"{created:%Y-%m-%dT%H%M%SZ}-{artifact_sha256[:8]}"
 
 
+def unused_version_name(registry: Path | str, created: datetime, artifact_sha256: str) -> str:
+    """``version_name``, suffixed ``.2``, ``.3``… when the registry already holds that name.
+
+    The same data trained twice within one second gives the same artifact and second; the
+    second model (its card may differ) is registered beside the first, not refused.
+    """
+    base = version_name(created, artifact_sha256)
+    name, n = base, 1
+    while (Path(registry) / name).exists():
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
 def register(
     registry: Path | str, version: str, files: Mapping[str, bytes], *, make_latest: bool = True
 ) -> Path:

@@ -119,7 +119,7 @@ from training.feature_sets import (
 from training.feature_sets import candidates as resolve_candidates
 from training.gate import GateDecision, live_model, promotion_gate
 from training.registry import promote as promote_version
-from training.registry import register, version_name
+from training.registry import register, unused_version_name
 from training.threads import limited_threads
 
 DEFAULT_PARAMS: Final[dict[str, Any]] = {
@@ -991,7 +991,7 @@ def train_on_dataset(
     forest_bytes = forest.to_npz_bytes()
     joblib_bytes = estimator_bytes(fitted.estimator)
     created = datetime.now(UTC)
-    version = version_name(created, sha256_hex(forest_bytes))
+    version = unused_version_name(registry, created, sha256_hex(forest_bytes))
     spec = ModelSpec(
         format=FORMAT,
         version=version,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -286,3 +287,23 @@ def test_rollback_of_an_empty_registry_says_no_model_is_live(tmp_path: Path) -> 
     with pytest.raises(RegistryError, match="holds none and no model is live") as refused:
         rollback(tmp_path)
     assert "None" not in str(refused.value)
+
+
+def test_the_same_model_trained_twice_in_one_second_is_registered_twice(tmp_path, monkeypatch):
+    import training.train as train_module
+
+    instant = datetime(2026, 12, 8, 0, 56, 36, tzinfo=UTC)
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return instant
+
+    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    frame = feature_frame(seed=0)
+    first = train_on_dataset(frame, registry=tmp_path, params=SMALL)
+    second = train_on_dataset(frame, registry=tmp_path, params=SMALL, promote=False)
+    assert second.version == f"{first.version}.2"
+    assert (second.directory / MODEL_CARD).is_file() and (first.directory / MODEL_CARD).is_file()
+    assert [m.version for m in list_models(tmp_path)].count(second.version) == 1
+    assert find_latest(tmp_path) == first.directory
