@@ -33,12 +33,16 @@ import pandas as pd
 
 from service.contract import DecisionName, Reason
 from service.decision.record import RuleRecord
+from service.features.catalog import FEATURE_INDEX, RowView, row_of
 from service.settings import Settings
 from service.verticals import DegradedAction, Thresholds
 
 if TYPE_CHECKING:
     from service.model.bundle import ModelBundle
     from service.rules.ruleset import RuleExecution, RuleSet
+
+_VERTICAL: Final = FEATURE_INDEX["vertical"]
+_MERCHANT_ID: Final = FEATURE_INDEX["merchant_id"]
 
 # The decisions from weakest to strongest: a decision's strength is its index here.
 DECISIONS: Final[tuple[DecisionName, ...]] = ("approve", "challenge", "review", "decline")
@@ -342,19 +346,46 @@ def decide_payment(
     scores the same encoded payment (one more tree walk); its probability is returned in
     ``Verdict.shadow_probability`` and changes nothing else.
     """
-    vertical = features["vertical"]
-    executions = ruleset.evaluate(
+    return decide_row(
+        row_of(features),
+        list_matches=list_matches,
+        ruleset=ruleset,
+        model=model,
+        policy=policy,
+        velocity_available=velocity_available,
+        model_reasons=model_reasons,
+        shadow=shadow,
+    )
+
+
+def decide_row(
+    row: Sequence[Any],
+    *,
+    list_matches: Sequence[ListMatch],
+    ruleset: RuleSet,
+    model: ModelBundle | None,
+    policy: Policy,
+    velocity_available: bool = True,
+    model_reasons: int = 3,
+    shadow: ModelBundle | None = None,
+) -> Verdict:
+    """``decide_payment`` of the payment's row (``catalog.FEATURE_NAMES`` order).
+
+    The scoring path's form: the rules and the model read the features at their positions.
+    """
+    vertical = row[_VERTICAL]
+    executions = ruleset.evaluate_row(
         vertical,
-        features["merchant_id"],
-        features,
+        row[_MERCHANT_ID],
+        row,
         allow_listed=is_allow_listed(list_matches) if list_matches else False,
     )
     hits, ran, errors = rule_effects(executions)
     view: ModelView | None = None
     x = None
     if model is not None:
-        x = model.encode(features)
-        prediction = model.predict_encoded(x, features, reasons=model_reasons)
+        x = model.encode_row(row)
+        prediction = model.predict_encoded(x, RowView(row), reasons=model_reasons)
         view = ModelView(
             prediction.probability,
             prediction.score,
@@ -370,7 +401,7 @@ def decide_payment(
     )
     if shadow is None:
         return Verdict(outcome, ran, hits, errors, view)
-    shadow_probability = shadow.probability(x if x is not None else shadow.encode(features))
+    shadow_probability = shadow.probability(x if x is not None else shadow.encode_row(row))
     return Verdict(outcome, ran, hits, errors, view, shadow_probability)
 
 

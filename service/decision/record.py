@@ -78,6 +78,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
 # whatever order the features dict was filled in, and a missing feature is a KeyError,
 # never a silently shifted list.
 _feature_values: Final = itemgetter(*FEATURE_NAMES)
+_N_FEATURES: Final = len(FEATURE_NAMES)
 _code: Final = attrgetter("code")
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(DecisionRecord)
@@ -85,7 +86,7 @@ _decoder: Final = msgspec.json.Decoder(DecisionRecord)
 
 def decision_record(
     payment: Payment,
-    features: dict[str, Any],
+    features: dict[str, Any] | list[Any],
     rules: list[RuleRecord],
     decision: ScoreResponse,
     latency_ms: float,
@@ -94,7 +95,17 @@ def decision_record(
     shadow_model_version: str | None = None,
     shadow_model_probability: float | None = None,
 ) -> DecisionRecord:
-    """The record of ``decision`` for ``payment``: this version, the running catalogue."""
+    """The record of ``decision`` for ``payment``: this version, the running catalogue.
+
+    ``features`` is the name -> value dict, or the payment's row (a list of the values in
+    catalogue order, as the scoring path builds it), taken as it stands.
+    """
+    if type(features) is list:
+        if len(features) != _N_FEATURES:
+            raise ValueError(f"a row of {len(features)} features, not {_N_FEATURES}")
+        values = tuple(features)
+    else:
+        values = _feature_values(features)
     return DecisionRecord(
         record_version=RECORD_VERSION,
         payment=payment,
@@ -111,7 +122,7 @@ def decision_record(
         rules=rules,
         degraded=decision.degraded,
         latency_ms=round(latency_ms, 3),
-        features=_feature_values(features),
+        features=values,
     )
 
 

@@ -38,8 +38,8 @@ from service.contract import ScoreRequest, ScoreResponse
 from service.decision.record import DecisionRecord, decision_record, encode_record
 from service.decision.spool import DecisionSpool
 from service.errors import IdempotencyConflict, RetryLater, StoreUnavailable
-from service.features.catalog import VELOCITY_FEATURES
-from service.features.request import request_features
+from service.features.catalog import FEATURE_NAMES, VELOCITY_FEATURES, feature_row
+from service.features.request import request_values
 from service.model.bundle import ModelBundle
 from service.normalisation.normalise import Normalised, normalise
 from service.normalisation.payment import Payment
@@ -52,7 +52,7 @@ from service.stores.velocity import Begin, BeginTimedOut, RiskStore, new_claim
 from service.telemetry.log_format import DecisionLines
 from service.telemetry.metrics import Metrics
 
-from .policy import ListMatch, Policy, RuleOutcome, Verdict, decide_payment
+from .policy import ListMatch, Policy, RuleOutcome, Verdict, decide_row
 
 decision_lines = DecisionLines("riskscore.decision")
 
@@ -130,14 +130,15 @@ async def score(
         engine.metrics.replayed.inc()
         return stored
 
-    features: dict[str, Any] = request_features(payment)
-    features.update(begin.features if begin is not None else _NO_VELOCITY)
+    # The payment's features as one row in catalogue order, read by position from here on
+    velocity = begin.features if begin is not None else _NO_VELOCITY
+    row = feature_row(request_values(payment), velocity)
     matches = [] if begin is None else await _list_matches(engine, begin, normalised, degraded)
     ruleset, model, shadow = engine.rulebook.current, engine.model, engine.shadow
     if model is None:
         degraded.append("model")
-    verdict = decide_payment(
-        features,
+    verdict = decide_row(
+        row,
         list_matches=matches,
         ruleset=ruleset,
         model=model,
@@ -155,7 +156,7 @@ async def score(
     latency_ms = (time.perf_counter() - started) * 1000
     record = decision_record(
         payment,
-        features,
+        row,
         verdict.rules,
         decision,
         latency_ms,
@@ -177,7 +178,8 @@ async def score(
         record.latency_ms,
     )
     if request.explain:
-        return msgspec.structs.replace(decision, features=features)
+        named = dict(zip(FEATURE_NAMES, row, strict=True))
+        return msgspec.structs.replace(decision, features=named)
     return decision
 
 

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal, NamedTuple
+from operator import itemgetter
+from typing import Any, Final, Literal, NamedTuple
 
 
 class Entity(StrEnum):
@@ -538,6 +540,59 @@ if len(FEATURES_BY_NAME) != len(VELOCITY_FEATURES) + len(REQUEST_FEATURES):
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
     f.name for f in (*REQUEST_FEATURES, *VELOCITY_FEATURES)
 )
+
+
+# A payment's features as a row: a list of values in ``FEATURE_NAMES`` order, a
+# feature's position fixed by the catalogue. The scoring path builds one row per payment
+# and the rules, the model and the decision record read positions in it, where a name ->
+# value dict was filled and looked up by name at every step.
+FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+VELOCITY_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in VELOCITY_FEATURES)
+FIRST_VELOCITY: Final[int] = len(REQUEST_FEATURES)  # the row's velocity block starts here
+_velocity_values: Final = itemgetter(*VELOCITY_NAMES)
+
+
+def feature_row(request_values: list[Any], velocity: Mapping[str, Any]) -> list[Any]:
+    """The row of one payment: its request values (catalogue order), then its velocity.
+
+    ``request_values`` is extended in place and returned. ``velocity`` maps every velocity
+    feature's name to its value; a dict whose keys are the catalogue's in its order (what
+    the store answers) is read by its values, any other by name (a missing name is a
+    ``KeyError``, never a shifted row).
+    """
+    if type(velocity) is dict and tuple(velocity) == VELOCITY_NAMES:
+        request_values += velocity.values()
+    else:
+        request_values += _velocity_values(velocity)
+    return request_values
+
+
+def row_of(features: Mapping[str, Any]) -> list[Any]:
+    """The row of a name -> value mapping; an absent feature is None, as ``get`` gives it."""
+    return list(map(features.get, FEATURE_NAMES))
+
+
+class RowView(Mapping[str, Any]):
+    """A row read by name: what needs a feature by name (reasons, ``explain``) gets this."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        self._row = row
+
+    def __getitem__(self, name: str) -> Any:
+        return self._row[FEATURE_INDEX[name]]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The feature's value; ``default`` for a name not in the catalogue."""
+        i = FEATURE_INDEX.get(name)
+        return default if i is None else self._row[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURE_NAMES)
+
+    def __len__(self) -> int:
+        return len(FEATURE_NAMES)
 
 
 def feature_kind(name: str) -> FeatureKind:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -46,6 +46,7 @@ from service.model.encoding import (
     SOURCE_INDEX,
     encode_frame,
     encode_one,
+    encode_row,
 )
 from service.model.reasons import Explainer, ModelReason
 from service.verticals import Thresholds
@@ -174,6 +175,11 @@ class ModelBundle:
         model share one encoding.
         """
         return encode_one(features)
+
+    @staticmethod
+    def encode_row(row: Sequence[Any]) -> np.ndarray:
+        """``encode`` of the payment's row (``catalog.FEATURE_NAMES`` order)."""
+        return encode_row(row)
 
     def predict(self, features: Mapping[str, Any], *, reasons: int = 3) -> Prediction:
         """Probability, score and up to ``reasons`` model reasons for one payment."""

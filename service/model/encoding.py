@@ -15,7 +15,7 @@ service refuses a model whose feature list differs from the one encoded here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final, Literal
@@ -123,6 +123,20 @@ def _derived_tables() -> tuple[DerivedTable, ...]:
 
 _DERIVED_TABLES: Final = _derived_tables()
 
+# The same reads by position in the payment's row (``catalog.FEATURE_NAMES`` order): the
+# model's columns start with every velocity feature in catalogue order, which is the row's
+# velocity block as it stands, then the pass-through request features picked by position.
+_N_VELOCITY: Final = len(catalog.VELOCITY_FEATURES)
+if _PASS[:_N_VELOCITY] != catalog.VELOCITY_NAMES:
+    raise RuntimeError("the model's first columns must be the velocity features, in order")
+_FIRST_VELOCITY: Final = catalog.FIRST_VELOCITY
+_END_VELOCITY: Final = _FIRST_VELOCITY + _N_VELOCITY
+_request_pass: Final = itemgetter(*(catalog.FEATURE_INDEX[n] for n in _PASS[_N_VELOCITY:]))
+_DERIVED_AT: Final = tuple(
+    (catalog.FEATURE_INDEX[source], table, unknown, missing)
+    for source, table, unknown, missing in _DERIVED_TABLES
+)
+
 
 def encode_one(features: Mapping[str, Any]) -> np.ndarray:
     """The model vector (float64, NaN where missing) of one payment's feature mapping."""
@@ -144,6 +158,20 @@ def encode_one(features: Mapping[str, Any]) -> np.ndarray:
         else:
             values += table.get(value, unknown)
     # None becomes NaN, booleans 1/0, Decimals their float value.
+    return np.array(values, dtype=np.float64)
+
+
+def encode_row(row: Sequence[Any]) -> np.ndarray:
+    """``encode_one`` of the payment's row (``catalog.FEATURE_NAMES`` order): the same vector."""
+    values = row[_FIRST_VELOCITY:_END_VELOCITY]
+    values = values if type(values) is list else list(values)
+    values += _request_pass(row)
+    for at, table, unknown, missing in _DERIVED_AT:
+        value = row[at]
+        if value is None or value != value:  # None or NaN
+            values += missing
+        else:
+            values += table.get(value, unknown)
     return np.array(values, dtype=np.float64)
 
 

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from service.errors import ExpressionError
+from service.features.catalog import row_of
 from service.rules.scalar import Scalar, compile_scalar
 from service.rules.syntax import Feature, Node, Param, parse, walk
 from service.rules.vectorised import Columns, Vector, compile_vector
@@ -67,8 +68,9 @@ __all__ = ["Columns", "Expression", "ExpressionError", "parse"]
 class Expression:
     """A checked condition compiled for both engines.
 
-    ``scalar(features, params)`` is the request path: a closure tree, no allocation beyond
-    the call frames. ``evaluate_columns(columns)`` is the offline path: one bool per row.
+    ``scalar(row, params)`` is the request path: a closure tree over the payment's row
+    (``catalog.FEATURE_NAMES`` order), no allocation beyond the call frames.
+    ``evaluate_columns(columns)`` is the offline path: one bool per row.
     """
 
     __slots__ = ("_vector", "features", "params", "scalar", "text", "tree")
@@ -95,7 +97,7 @@ class Expression:
         self, features: Mapping[str, Any], params: Mapping[str, float] | None = None
     ) -> bool:
         """The condition's value for one payment's features and params."""
-        return bool(self.scalar(features, params if params is not None else {}))
+        return bool(self.scalar(row_of(features), params if params is not None else {}))
 
     def evaluate_columns(self, columns: Columns) -> np.ndarray:
         """The condition over whole columns, one boolean per row."""

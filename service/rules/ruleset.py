@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from service.features.catalog import FEATURES_BY_NAME
+from service.features.catalog import FEATURE_INDEX, FEATURES_BY_NAME, row_of
 from service.rules.language import Columns, Expression
 
 COMMON: Final = "common"
@@ -96,7 +96,8 @@ class MessageTemplate:
     text: str
     pieces: tuple[tuple[str, str | None, str, bool], ...]  # literal, name, spec, is_param
     _pattern: str = field(init=False, repr=False, compare=False)
-    _slots: tuple[tuple[str, str, bool], ...] = field(init=False, repr=False, compare=False)
+    # (the param's name, or the feature's position in the row; spec; is_param)
+    _slots: tuple[tuple[Any, str, bool], ...] = field(init=False, repr=False, compare=False)
     _constant: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,7 +106,7 @@ class MessageTemplate:
             pattern.append(literal.replace("%", "%%"))
             if name is not None:
                 pattern.append("%s")
-                slots.append((name, spec, is_param))
+                slots.append((name if is_param else FEATURE_INDEX[name], spec, is_param))
         constant = None if slots else "".join(p for p, *_ in self.pieces)
         object.__setattr__(self, "_pattern", "".join(pattern))
         object.__setattr__(self, "_slots", tuple(slots))
@@ -155,11 +156,15 @@ class MessageTemplate:
 
     def render(self, features: Mapping[str, Any], params: Mapping[str, float]) -> str:
         """The message for one payment's features and the rule's params."""
+        return self.render_row(row_of(features), params)
+
+    def render_row(self, row: Sequence[Any], params: Mapping[str, float]) -> str:
+        """``render`` of the payment's row (``catalog.FEATURE_NAMES`` order)."""
         if self._constant is not None:
             return self._constant
         values = []
-        for name, spec, is_param in self._slots:
-            value = params.get(name) if is_param else features.get(name)
+        for key, spec, is_param in self._slots:
+            value = params.get(key) if is_param else row[key]
             if value.__class__ is float and not spec:
                 text = _plain_float(value)
             else:
@@ -241,6 +246,17 @@ class RuleSet:
         allow_listed: bool = False,
     ) -> list[RuleExecution]:
         """Run the vertical's rules on one payment's features; never raises for a rule."""
+        return self.evaluate_row(vertical, merchant_id, row_of(features), allow_listed=allow_listed)
+
+    def evaluate_row(
+        self,
+        vertical: str,
+        merchant_id: str,
+        features: Sequence[Any],
+        *,
+        allow_listed: bool = False,
+    ) -> list[RuleExecution]:
+        """``evaluate`` of the payment's row (``catalog.FEATURE_NAMES`` order)."""
         scope = self._scopes.get(vertical, self._fallback)
         params = scope.merchant_params.get(merchant_id, scope.params)
         out: list[RuleExecution] = []
@@ -265,7 +281,7 @@ class RuleSet:
                 continue
             if hit:
                 try:
-                    message = rule.message.render(features, params)
+                    message = rule.message.render_row(features, params)
                 except Exception:
                     message = rule.message.text
                 append(

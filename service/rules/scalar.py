@@ -1,16 +1,20 @@
 """The scalar engine: a checked condition compiled to closures over one request's features.
 
-Each node becomes a closure ``(features, params) -> value`` where a value is None when
-missing; conditions return True/False only. Comparisons of a feature with a constant or a
-param are fused into one closure, which keeps a rule to a few hundred nanoseconds.
+Each node becomes a closure ``(row, params) -> value`` where a value is None when
+missing; conditions return True/False only. ``row`` is the payment's features in
+catalogue order (``catalog.FEATURE_NAMES``): a feature is read at its position, fixed when
+the rule is compiled (``row[i]``), not looked up by name. Comparisons of a feature with a
+constant or a param are fused into one closure, which keeps a rule to a few hundred
+nanoseconds.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from service.features.catalog import FEATURE_INDEX
 from service.rules.syntax import (
     And,
     Arithmetic,
@@ -28,7 +32,7 @@ from service.rules.syntax import (
     Param,
 )
 
-Scalar = Callable[[Mapping[str, Any], Mapping[str, float]], Any]
+Scalar = Callable[[Sequence[Any], Mapping[str, float]], Any]
 
 OPERATORS: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "==": operator.eq,
@@ -55,9 +59,10 @@ def _scalar_value(node: Node) -> Scalar:
     """A closure giving the node's value, or None when it is missing."""
     match node:
         case Feature(name=name, kind="number"):
+            i = FEATURE_INDEX[name]
 
-            def number(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
-                v = f.get(name)
+            def number(f: Sequence[Any], p: Mapping[str, float]) -> Any:
+                v = f[i]
                 if v is None:
                     return None
                 t = type(v)
@@ -67,16 +72,18 @@ def _scalar_value(node: Node) -> Scalar:
 
             return number
         case Feature(name=name, kind="bool"):
+            i = FEATURE_INDEX[name]
 
-            def boolean(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
-                v = f.get(name)
+            def boolean(f: Sequence[Any], p: Mapping[str, float]) -> Any:
+                v = f[i]
                 return None if v is None or v != v else bool(v)
 
             return boolean
         case Feature(name=name):
+            i = FEATURE_INDEX[name]
 
-            def string(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
-                v = f.get(name)
+            def string(f: Sequence[Any], p: Mapping[str, float]) -> Any:
+                v = f[i]
                 return None if v is None or v != v else v
 
             return string
@@ -87,7 +94,7 @@ def _scalar_value(node: Node) -> Scalar:
         case Negate(operand=operand):
             inner = _scalar_value(operand)
 
-            def negate(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+            def negate(f: Sequence[Any], p: Mapping[str, float]) -> Any:
                 v = inner(f, p)
                 return None if v is None else -v
 
@@ -97,7 +104,7 @@ def _scalar_value(node: Node) -> Scalar:
         case Function(name="abs", args=(arg,)):
             inner = _scalar_value(arg)
 
-            def absolute(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+            def absolute(f: Sequence[Any], p: Mapping[str, float]) -> Any:
                 v = inner(f, p)
                 return None if v is None else abs(v)
 
@@ -106,7 +113,7 @@ def _scalar_value(node: Node) -> Scalar:
             pick = min if name == "min" else max
             parts = tuple(_scalar_value(a) for a in args)
 
-            def extreme(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+            def extreme(f: Sequence[Any], p: Mapping[str, float]) -> Any:
                 values = [g(f, p) for g in parts]
                 return None if None in values else pick(values)
 
@@ -114,7 +121,7 @@ def _scalar_value(node: Node) -> Scalar:
         case Coalesce(value=value, default=default):
             first, second = _scalar_value(value), _scalar_value(default)
 
-            def coalesce(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+            def coalesce(f: Sequence[Any], p: Mapping[str, float]) -> Any:
                 v = first(f, p)
                 return second(f, p) if v is None else v
 
@@ -126,7 +133,7 @@ def _scalar_value(node: Node) -> Scalar:
 def _scalar_arithmetic(op: str, a: Scalar, b: Scalar) -> Scalar:
     if op == "/":
 
-        def divide(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+        def divide(f: Sequence[Any], p: Mapping[str, float]) -> Any:
             x = a(f, p)
             if x is None:
                 return None
@@ -139,7 +146,7 @@ def _scalar_arithmetic(op: str, a: Scalar, b: Scalar) -> Scalar:
         return divide
     fn = OPERATORS[op]
 
-    def arithmetic(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+    def arithmetic(f: Sequence[Any], p: Mapping[str, float]) -> Any:
         x = a(f, p)
         if x is None:
             return None
@@ -156,7 +163,8 @@ def _scalar_condition(node: Node) -> Scalar:
     """A closure giving True or False, never None: missing has already been decided."""
     match node:
         case Feature(name=name, kind="bool"):
-            return lambda f, p: (v := f.get(name)) is not None and v == v and bool(v)
+            i = FEATURE_INDEX[name]
+            return lambda f, p: (v := f[i]) is not None and v == v and bool(v)
         case Constant(value=value):
             result = bool(value)
             return lambda f, p: result
@@ -192,7 +200,7 @@ def _all_of(parts: tuple[Scalar, ...]) -> Scalar:
         case (a, b, c, d):
             return lambda f, p: a(f, p) and b(f, p) and c(f, p) and d(f, p)
 
-    def every(f: Mapping[str, Any], p: Mapping[str, float]) -> bool:
+    def every(f: Sequence[Any], p: Mapping[str, float]) -> bool:
         for part in parts:  # noqa: SIM110 (all() of a generator is what this avoids)
             if not part(f, p):
                 return False
@@ -210,7 +218,7 @@ def _any_of(parts: tuple[Scalar, ...]) -> Scalar:
         case (a, b, c, d):
             return lambda f, p: a(f, p) or b(f, p) or c(f, p) or d(f, p)
 
-    def some(f: Mapping[str, Any], p: Mapping[str, float]) -> bool:
+    def some(f: Sequence[Any], p: Mapping[str, float]) -> bool:
         for part in parts:  # noqa: SIM110 (all() of a generator is what this avoids)
             if part(f, p):
                 return True
@@ -220,7 +228,7 @@ def _any_of(parts: tuple[Scalar, ...]) -> Scalar:
 
 
 def _direct(node: Node) -> str | None:
-    """A number or string feature read straight from the mapping, for the fused fast paths."""
+    """A number or string feature read straight from the row, for the fused fast paths."""
     if isinstance(node, Feature) and node.kind in ("number", "string"):
         return node.name
     return None
@@ -232,25 +240,26 @@ def _scalar_compare(node: Compare) -> Scalar:
         op, left, right = _SWAPPED[op], right, left
     fn = OPERATORS[op]
     name = _direct(left)
+    i = FEATURE_INDEX[name] if name is not None else -1
     if name is not None and isinstance(right, Constant):
         c = right.value
 
-        def feature_constant(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
-            v = f.get(name)
+        def feature_constant(f: Sequence[Any], p: Mapping[str, float]) -> Any:
+            v = f[i]
             return v is not None and v == v and fn(v, c)
 
         return feature_constant
     if name is not None and isinstance(right, Param):
         param = right.name
 
-        def feature_param(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
-            v = f.get(name)
+        def feature_param(f: Sequence[Any], p: Mapping[str, float]) -> Any:
+            v = f[i]
             return v is not None and v == v and fn(v, p[param])
 
         return feature_param
     a, b = _scalar_value(left), _scalar_value(right)
 
-    def compare(f: Mapping[str, Any], p: Mapping[str, float]) -> Any:
+    def compare(f: Sequence[Any], p: Mapping[str, float]) -> Any:
         x = a(f, p)
         if x is None:
             return False
@@ -263,9 +272,10 @@ def _scalar_compare(node: Compare) -> Scalar:
 def _scalar_member(operand: Node, values: frozenset[Any], negated: bool) -> Scalar:
     name = _direct(operand)
     if name is not None:
+        i = FEATURE_INDEX[name]
         if negated:
-            return lambda f, p: (v := f.get(name)) is not None and v == v and v not in values
-        return lambda f, p: (v := f.get(name)) is not None and v == v and v in values
+            return lambda f, p: (v := f[i]) is not None and v == v and v not in values
+        return lambda f, p: (v := f[i]) is not None and v == v and v in values
     inner = _scalar_value(operand)
     if negated:
         return lambda f, p: (v := inner(f, p)) is not None and v not in values
@@ -273,5 +283,5 @@ def _scalar_member(operand: Node, values: frozenset[Any], negated: bool) -> Scal
 
 
 def compile_scalar(tree: Node) -> Scalar:
-    """The closure that decides a condition for one request: True or False, never None."""
+    """The closure that decides a condition for one payment's row: True or False, never None."""
     return _scalar_condition(tree)
