@@ -166,7 +166,7 @@ _CELL = st.text(
 def test_any_text_a_csv_writer_quotes_is_read_back_cell_for_cell(tmp_path, rows, dialect, bom):
     """Row ``i`` of the file is body ``i``: a quoted newline never shifts a row.
 
-    (Python's writer with ``\n`` line ends leaves a lone ``\r`` unquoted, which no reader
+    (Python's writer with LF line ends leaves a lone CR unquoted, which no reader
     can tell from a line end: such files are written with every cell quoted here.)
     """
     out = io.StringIO()
