@@ -18,15 +18,17 @@ the import, with what was sent so far reported.
 from __future__ import annotations
 
 import asyncio
+import csv
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import httpx
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from service.errors import RiskscoreError
@@ -38,6 +40,8 @@ MAX_BATCH: Final = 1_000
 RESULTS: Final = ("recorded", "duplicate", "unknown", "invalid", "forbidden")
 _LABEL_CODES: Final = {"1": "fraud", "0": "legit", "1.0": "fraud", "0.0": "legit"}
 _KEPT_PROBLEMS: Final = 50
+# The longest cell a label can use is a 512-character reason; a longer one is no label.
+MAX_CELL_CHARS: Final = 4_096
 
 
 class LabelsImportError(RiskscoreError):
@@ -45,36 +49,137 @@ class LabelsImportError(RiskscoreError):
 
 
 def read_labels_file(path: Path | str) -> pd.DataFrame:
-    """The labels file as text columns (``reported_at`` as RFC 3339 or timestamps).
+    """The labels file's columns as text (``reported_at`` as RFC 3339 or timestamps).
 
-    A missing file, an unreadable one or a missing column is a clear ``LabelsImportError``.
+    A missing file, an unreadable one, a missing or repeated column, a CSV row with more
+    fields than the header, text that is not UTF-8, a cell longer than any label's field
+    (``MAX_CELL_CHARS``) or Parquet timestamps without a time zone are a clear
+    ``LabelsImportError`` naming the row (and the line, for a CSV) and the column: such a
+    file sends nothing.
     """
     path = Path(path)
     if not path.is_file():
         raise LabelsImportError(f"no labels file at {path}")
-    parquet = path.suffix.lower() in (".parquet", ".pq")
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return _read_csv(path)
     try:
-        if parquet:
-            # nullable dtypes: an integer column with an empty cell stays integers (as
-            # floats, ids above 2**53 would lose digits)
-            frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        names = pq.read_schema(path).names
+        _check_header(path, names)
+        # nullable dtypes: an integer column with an empty cell stays integers (as
+        # floats, ids above 2**53 would lose digits)
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+    except LabelsImportError:
+        raise
     except Exception as exc:  # pandas and pyarrow raise many kinds; all mean "unreadable"
-        kind = "Parquet" if parquet else "CSV"
-        raise LabelsImportError(f"cannot read {path} as {kind}: {exc}") from None
-    missing = [c for c in REQUIRED if c not in frame.columns]
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabelsImportError(f"cannot read {path} as Parquet: {first}") from None
+    for name in (*REQUIRED, *(c for c in OPTIONAL if c in frame.columns)):
+        column = frame[name]
+        if name == "reported_at" and pd.api.types.is_datetime64_any_dtype(column):
+            if column.dt.tz is None and column.notna().any():
+                row = int(np.argmax(column.notna().to_numpy())) + 1
+                raise LabelsImportError(
+                    f"{path}: column reported_at, row {row}: a timestamp without a time zone; "
+                    "write it with one (UTC), as the contract's RFC 3339 times have"
+                )
+        else:
+            frame[name] = _as_text(path, name, column)
+    return frame
+
+
+def _check_header(path: Path, names: Sequence[str]) -> None:
+    """Every column read is there, once."""
+    used = (*REQUIRED, *OPTIONAL)
+    for name in used:
+        where = [i + 1 for i, n in enumerate(names) if n == name]
+        if len(where) > 1:
+            raise LabelsImportError(
+                f"{path}: column {name} appears {len(where)} times (columns "
+                f"{', '.join(map(str, where))}): which one holds the labels is unclear"
+            )
+    missing = [c for c in REQUIRED if c not in names]
     if missing:
+        found = ", ".join(repr(n) for n in names[:12]) or "none"
         raise LabelsImportError(
             f"{path} lacks the column(s) {', '.join(missing)}: a labels file has "
-            f"{', '.join(REQUIRED)} (reported_at may be empty) and optionally reason"
+            f"{', '.join(REQUIRED)} (reported_at may be empty) and optionally reason; "
+            f"it has {found}"
         )
-    if parquet:
-        for name in (*REQUIRED, *(c for c in OPTIONAL if c in frame.columns)):
-            column = frame[name]
-            if not (name == "reported_at" and pd.api.types.is_datetime64_any_dtype(column)):
-                frame[name] = _as_text(path, name, column)
-    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV labels file (UTF-8, with or without a BOM; any line ends; quoted newlines).
+
+    Read with the ``csv`` module line by line, so that every problem names its row (data
+    rows from 1, the header not counted) and its line in the file. A row with fewer fields
+    than the header has the missing ones empty (the service then names a missing field);
+    one with more is refused unless the extra fields are empty (a trailing comma). A row's
+    line is the one where it starts (a quote never closed: where it opened).
+    """
+    columns: dict[str, list[str | None]] = {}
+    where: dict[str, int] = {}
+    width = 0
+    row = 0
+    line = 1  # the line where the row being read starts
+    with path.open("rb") as raw:
+        head = raw.read(4)
+        raw.seek(0)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise LabelsImportError(f"{path} is UTF-16 text: save it as UTF-8")
+        reader = csv.reader(_utf8_lines(path, raw), strict=True)
+        try:
+            for fields in reader:
+                if not fields:  # a blank line
+                    line = reader.line_num + 1
+                    continue
+                if not where:
+                    names = [n.strip() for n in fields]
+                    _check_header(path, names)
+                    width = len(names)
+                    where = {n: names.index(n) for n in (*REQUIRED, *OPTIONAL) if n in names}
+                    columns = {n: [] for n in where}
+                    line = reader.line_num + 1
+                    continue
+                row += 1
+                if len(fields) > width and any(f.strip() for f in fields[width:]):
+                    raise LabelsImportError(
+                        f"{path}: row {row} (line {line}) has {len(fields)} fields "
+                        f"where the header names {width}"
+                    )
+                for name, i in where.items():
+                    cell = fields[i] if i < len(fields) else ""
+                    if len(cell) > MAX_CELL_CHARS:
+                        raise _too_long(path, name, row, line)
+                    columns[name].append(cell or None)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            at = f"row {row + 1} (line {line})" if where else "the header"
+            raise LabelsImportError(f"{path}: {at}: not CSV: {exc}") from None
+    if not where:
+        raise LabelsImportError(f"cannot read {path} as CSV: the file is empty")
+    return pd.DataFrame(columns, dtype=object)
+
+
+def _utf8_lines(path: Path, raw: BinaryIO) -> Iterator[str]:
+    """The file's lines as text; a line that is not UTF-8 is an error naming it."""
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            byte = line[exc.start : exc.start + 1].hex()
+            raise LabelsImportError(
+                f"{path}: line {number}: not UTF-8 text (byte 0x{byte} at byte {exc.start + 1} "
+                "of the line): save the file as UTF-8"
+            ) from None
+        yield text
+
+
+def _too_long(path: Path, name: str, row: int, line: int | None = None) -> LabelsImportError:
+    at = f"row {row}" if line is None else f"row {row} (line {line})"
+    return LabelsImportError(
+        f"{path}: column {name}, {at}: more than {MAX_CELL_CHARS:,} characters, longer than "
+        "any field of a label"
+    )
 
 
 def _as_text(path: Path, name: str, column: pd.Series) -> list[str | None]:
@@ -89,13 +194,14 @@ def _as_text(path: Path, name: str, column: pd.Series) -> list[str | None]:
     for row, value in enumerate(column.astype(object).tolist(), start=1):
         if _missing(value):
             texts.append(None)
-        elif isinstance(value, str):
-            texts.append(value)
-        elif isinstance(value, bytes):
+        elif isinstance(value, str | bytes):
             try:
-                texts.append(value.decode("utf-8"))
+                text = value if isinstance(value, str) else value.decode("utf-8")
             except UnicodeDecodeError:
                 raise _not_text(path, name, row, "bytes that are not UTF-8") from None
+            if len(text) > MAX_CELL_CHARS:
+                raise _too_long(path, name, row)
+            texts.append(text)
         elif _integral(value):
             texts.append(str(int(value)))
         else:

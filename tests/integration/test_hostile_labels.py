@@ -1,0 +1,186 @@
+"""Labels as a careless integrator, a colluding merchant and a broken dispute feed send them.
+
+``riskscore labels import`` reads the file whole before sending anything, so a file it
+cannot read faithfully (a repeated column, a row wider than the header, text that is not
+UTF-8, a cell no label can hold, Parquet times without a zone) sends nothing and names the
+row, line and column; a file it can read sends every row, and a bad label is its own
+``invalid`` result, named by row and field. ``POST /v1/feedback/batch`` resent after it was
+half applied counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from training.cli import main
+from training.labels import MAX_CELL_CHARS, LabelsImportError, label_bodies, read_labels_file
+
+HEADER = "merchant_id,transaction_id,label,reported_at"
+
+
+def _refused(path: Path, *fragments: str) -> str:
+    """The one-line error of reading ``path``; the command exits 2 without a traceback."""
+    with pytest.raises(LabelsImportError) as raised:
+        label_bodies(read_labels_file(path))
+    message = str(raised.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "\n" not in message
+    return message
+
+
+def _cli_refuses(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(["labels", "import", str(path), "--url", "http://127.0.0.1:9", "--api-key", "k"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# --- the file: read faithfully or refused, naming where ------------------------------------
+
+
+def test_a_repeated_label_column_is_refused_not_read_as_its_first(tmp_path, capsys):
+    """Two ``label`` columns (legit, then fraud): which one the feed meant is unknowable."""
+    path = tmp_path / "twice.csv"
+    path.write_text("merchant_id,transaction_id,label,label,reported_at\nm,t1,legit,fraud,\n")
+    _refused(path, "column label appears 2 times", "columns 3, 4")
+    _cli_refuses(path, capsys)
+    table = pa.Table.from_arrays(
+        [pa.array(x) for x in (["m"], ["t1"], ["legit"], ["fraud"], ["2026-01-01T00:00:00Z"])],
+        names=["merchant_id", "transaction_id", "label", "label", "reported_at"],
+    )
+    pq.write_table(table, tmp_path / "twice.parquet")
+    _refused(tmp_path / "twice.parquet", "column label appears 2 times")
+
+
+def test_a_row_wider_than_the_header_is_refused_not_shifted_into_other_columns(tmp_path):
+    """pandas read a first row with one field too many as an index: every column shifted."""
+    path = tmp_path / "wide.csv"
+    path.write_text(f"{HEADER}\nm,t1,fraud,2026-01-01T00:00:00Z,oops\nm,t2,legit,\n")
+    _refused(path, "row 1 (line 2) has 5 fields where the header names 4")
+    # in the middle, after a quoted newline: the row and the line both named
+    path.write_text(f'{HEADER},reason\nm,t1,fraud,,"two\nlines"\nm,t2,fraud,,r,x\n')
+    _refused(path, "row 2 (line 4) has 6 fields where the header names 5")
+
+
+def test_a_trailing_comma_and_spaces_after_the_header_commas_are_read_as_meant(tmp_path):
+    path = tmp_path / "sloppy.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfmerchant_id, transaction_id, label, reported_at\r\n"
+        b"m,t1,fraud,2026-01-01T00:00:00Z,\r\n\r\nm,t2,legit,,\r\n"
+    )
+    assert label_bodies(read_labels_file(path)) == [
+        {"merchant_id": "m", "transaction_id": "t1", "label": "fraud",
+         "reported_at": "2026-01-01T00:00:00Z"},
+        {"merchant_id": "m", "transaction_id": "t2", "label": "legit"},
+    ]  # fmt: skip
+
+
+def test_text_that_is_not_utf8_names_its_line(tmp_path, capsys):
+    path = tmp_path / "latin1.csv"
+    rows = [f"m,t{i},fraud," for i in range(1, 6)] + ["m,caf\u00e9,fraud,"]
+    path.write_bytes("\n".join([HEADER, *rows]).encode("latin-1"))
+    _refused(path, "line 7: not UTF-8 text (byte 0xe9", "save the file as UTF-8")
+    _cli_refuses(path, capsys)
+    path.write_bytes(f"{HEADER}\nm,t1,fraud,\n".encode("utf-16"))
+    _refused(path, "is UTF-16 text: save it as UTF-8")
+
+
+def test_an_unclosed_quote_never_swallows_the_rest_of_the_file(tmp_path):
+    path = tmp_path / "quote.csv"
+    path.write_text(f'{HEADER}\nm,t1,fraud,\nm,"t2,fraud,\nm,t3,fraud,\nm,t4,fraud,\n')
+    _refused(path, "row 2 (line 3): not CSV")
+
+
+def test_a_cell_no_label_can_hold_is_refused_naming_row_and_column(tmp_path, capsys):
+    """A huge field sent on would make its batch a 413 and stop the import midway."""
+    path = tmp_path / "huge.csv"
+    huge = "x" * (MAX_CELL_CHARS + 1)
+    path.write_text(f"{HEADER},reason\nm,t1,fraud,,ok\nm,t2,fraud,,{huge}\n")
+    _refused(path, "column reason, row 2 (line 3): more than 4,096 characters")
+    _cli_refuses(path, capsys)
+    path.write_text(f"{HEADER}\nm,t1,fraud,\nm,{'y' * 200_000},fraud,\n")
+    _refused(path, "row 2 (line 3): not CSV: field larger than field limit")
+    # an unused column may hold anything
+    path.write_text(f"{HEADER},notes\nm,t1,fraud,,{huge}\n")
+    assert label_bodies(read_labels_file(path)) == [
+        {"merchant_id": "m", "transaction_id": "t1", "label": "fraud"}
+    ]
+    table = pa.table(
+        {"merchant_id": ["m", "m"], "transaction_id": ["t1", huge], "label": ["fraud"] * 2,
+         "reported_at": pa.array([None, None], pa.string())}
+    )  # fmt: skip
+    pq.write_table(table, tmp_path / "huge.parquet")
+    _refused(tmp_path / "huge.parquet", "column transaction_id, row 2: more than 4,096")
+
+
+def test_parquet_times_without_a_zone_are_refused_not_taken_for_utc(tmp_path, capsys):
+    """A feed writing local times (India, +05:30) would have its labels arrive 5.5 h late."""
+    stamps = pa.array([None, pd.Timestamp("2026-11-01 10:00")], pa.timestamp("us"))
+    table = pa.table(
+        {"merchant_id": ["m", "m"], "transaction_id": ["t1", "t2"], "label": ["fraud"] * 2,
+         "reported_at": stamps}
+    )  # fmt: skip
+    path = tmp_path / "naive.parquet"
+    pq.write_table(table, path)
+    _refused(path, "column reported_at, row 2: a timestamp without a time zone")
+    _cli_refuses(path, capsys)
+    local = pa.array([pd.Timestamp("2026-11-01 10:00", tz="Asia/Kolkata")],
+                     pa.timestamp("us", tz="Asia/Kolkata"))  # fmt: skip
+    pq.write_table(
+        pa.table({"merchant_id": ["m"], "transaction_id": ["t1"], "label": ["fraud"],
+                  "reported_at": local}),
+        path,
+    )  # fmt: skip
+    assert label_bodies(read_labels_file(path))[0]["reported_at"] == "2026-11-01T10:00:00+05:30"
+
+
+def test_a_missing_column_error_shows_the_columns_the_file_has(tmp_path):
+    path = tmp_path / "semicolons.csv"
+    path.write_text(HEADER.replace(",", ";") + "\nm;t1;fraud;\n")
+    _refused(path, "lacks the column(s) merchant_id", "it has 'merchant_id;transaction_id;")
+
+
+_CELL = st.text(
+    st.characters(blacklist_categories=("Cs",)), max_size=30
+)  # any text: commas, quotes, CR, LF, NUL, BOMs, other scripts
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(_CELL, _CELL, _CELL, _CELL, _CELL), min_size=1, max_size=12),
+    dialect=st.sampled_from([("\r\n", csv.QUOTE_MINIMAL), ("\n", csv.QUOTE_ALL)]),
+    bom=st.booleans(),
+)
+def test_any_text_a_csv_writer_quotes_is_read_back_cell_for_cell(tmp_path, rows, dialect, bom):
+    """Row ``i`` of the file is body ``i``: a quoted newline never shifts a row.
+
+    (Python's writer with LF line ends leaves a lone CR unquoted, which no reader
+    can tell from a line end: such files are written with every cell quoted here.)
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=dialect[0], quoting=dialect[1])
+    writer.writerow([*HEADER.split(","), "reason"])
+    writer.writerows(rows)
+    path = tmp_path / "any.csv"
+    path.write_bytes(("\ufeff" if bom else "").encode() + out.getvalue().encode())
+    bodies = label_bodies(read_labels_file(path))
+    names = [*HEADER.split(","), "reason"]
+    expected = []
+    for row in rows:
+        body = {n: v for n, v in zip(names, row, strict=True) if v != ""}
+        if body.get("label") in ("1", "0"):
+            body["label"] = {"1": "fraud", "0": "legit"}[body["label"]]
+        expected.append(body)
+    assert bodies == expected
