@@ -178,6 +178,8 @@ class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 MAX_BATCH_LABELS: Final = 1_000
+# A batch body's size limit: 1,000 labels of valid size (about 800 bytes each) fit.
+MAX_BATCH_BODY_BYTES: Final = 1 << 20
 
 
 class FeedbackBatch(msgspec.Struct, frozen=True):

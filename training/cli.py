@@ -857,13 +857,13 @@ def _add_labels_commands(sub: Any) -> None:
         description="Send a CSV or Parquet file with the columns merchant_id, transaction_id, "
         "label (fraud, chargeback or legit; 1 and 0 read as fraud and legit), reported_at "
         "(RFC 3339; an empty cell is stamped by the service) and optionally reason, in file "
-        "order, in batches of up to 1,000, to POST /v1/feedback/batch. Every label updates "
-        "entity risk and the labels stream exactly as POST /v1/feedback does. Batches that "
-        "meet a connection error or a 5xx are resent with backoff (a label sent twice counts "
-        "once). Prints the labels per result (recorded, duplicate, unknown: never scored, "
-        "invalid: with row and field; forbidden: a merchant outside the key's scope); exits 1 "
-        "when some rows were invalid or forbidden, 2 when the file "
-        "cannot be read or the service refused the import.",
+        "order, in batches of up to 1,000 (and 1 MiB), to POST /v1/feedback/batch. Every "
+        "label updates entity risk and the labels stream exactly as POST /v1/feedback does. "
+        "Batches that meet a connection error or a 5xx are resent with backoff (a label sent "
+        "twice counts once). Prints the labels per result (recorded, duplicate, unknown: "
+        "never scored, invalid: with row and field; forbidden: a merchant outside the key's "
+        "scope); exits 1 when some rows were invalid or forbidden, 2 when the file cannot be "
+        "read or the service refused the import.",
     )
     send.add_argument("path", metavar="PATH", type=Path, help="labels file (.csv or .parquet)")
     send.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")

@@ -4,15 +4,15 @@ The file is CSV or Parquet with the columns ``merchant_id, transaction_id, label
 reported_at`` and, optionally, ``reason``. ``label`` is ``fraud``, ``chargeback`` or
 ``legit`` (``1`` and ``0``, a transaction log's labels, are read as fraud and legit); an
 empty ``reported_at`` is stamped by the service on arrival. Rows go in file order, in
-batches of at most 1,000, one batch at a time, so that a later label of a transaction (a
-``legit`` withdrawing a ``fraud``) is applied after the earlier one.
+batches of at most 1,000 labels and 1 MiB, one batch at a time, so that a later label of
+a transaction (a ``legit`` withdrawing a ``fraud``) is applied after the earlier one.
 
 The service checks every label as it checks ``POST /v1/feedback``; a bad row comes back
 as its own result (``invalid``, with the field) and is reported with its row number.
 A batch that meets a connection error or a 5xx is sent again with exponential backoff:
 labels are idempotent (a label sent twice is a ``duplicate``, counted once), so a batch
 whose answer was lost may be resent safely. Any other answer (401, 403, 413, 4xx) stops
-the import, with what was sent so far reported.
+the import, saying which rows were sent and which were not.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from service.contract import MAX_BATCH_BODY_BYTES
 from service.errors import RiskscoreError
 
 REQUIRED: Final = ("merchant_id", "transaction_id", "label", "reported_at")
@@ -270,26 +271,37 @@ async def import_labels(
     retries: int = 6,
     backoff: float = 0.5,
     progress: bool = False,
+    max_bytes: int = MAX_BATCH_BODY_BYTES,
 ) -> dict[str, Any]:
-    """Send ``bodies`` in batches; counts per result, the first problems by row, retries."""
+    """Send ``bodies`` in batches; counts per result, the first problems by row, retries.
+
+    A batch holds at most ``batch_size`` labels and ``max_bytes`` of JSON (the route's
+    body limit), so long fields never make a batch the service refuses whole. An import
+    stopped by a refusal says which rows were sent and which were not.
+    """
     if not 1 <= batch_size <= MAX_BATCH:
         raise LabelsImportError(f"--batch-size must be 1 to {MAX_BATCH}, not {batch_size}")
     counts = dict.fromkeys(RESULTS, 0)
     problems: list[dict[str, Any]] = []
     unknown_rows: list[int] = []
     resent = 0
+    batches = 0
     started = time.perf_counter()
     headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
     bar = tqdm(total=len(bodies), unit="label", disable=not progress, desc="labels")
+    offset = 0
     try:
-        for offset in range(0, len(bodies), batch_size):
-            batch = bodies[offset : offset + batch_size]
-            content = msgspec.json.encode({"labels": batch})
-            answer, attempts = await _send(client, content, headers, retries, backoff)
+        for offset, size, content in _batches(bodies, batch_size, max_bytes):
+            try:
+                answer, attempts = await _send(client, content, headers, retries, backoff)
+            except LabelsImportError as exc:
+                done = _sent_so_far(offset, len(bodies), counts)
+                raise LabelsImportError(f"{exc}; {done}") from None
+            batches += 1
             resent += attempts - 1
-            if len(answer.results) != len(batch):
+            if len(answer.results) != size:
                 raise LabelsImportError(
-                    f"the service answered {len(answer.results)} results for {len(batch)} labels"
+                    f"the service answered {len(answer.results)} results for {size} labels"
                 )
             for i, result in enumerate(answer.results):
                 outcome = result.get("result")
@@ -302,13 +314,13 @@ async def import_labels(
                         problems.append({"row": row, "field": field, "message": message})
                 elif outcome == "unknown" and len(unknown_rows) < _KEPT_PROBLEMS:
                     unknown_rows.append(row)
-            bar.update(len(batch))
+            bar.update(size)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
     return {
         "labels": len(bodies),
-        "batches": -(-len(bodies) // batch_size),
+        "batches": batches,
         "counts": counts,
         "problems": problems,
         "unknown_rows": unknown_rows,
@@ -316,6 +328,44 @@ async def import_labels(
         "seconds": round(seconds, 2),
         "labels_per_second": round(len(bodies) / seconds) if seconds > 0 else None,
     }
+
+
+_HEAD, _TAIL = b'{"labels":[', b"]}"
+
+
+def _batches(
+    bodies: Sequence[dict[str, str]], batch_size: int, max_bytes: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(offset, labels, body)`` per batch: at most ``batch_size`` labels, ``max_bytes``."""
+    parts: list[bytes] = []
+    used = len(_HEAD) + len(_TAIL)
+    offset = 0
+    for row, body in enumerate(bodies):
+        part = msgspec.json.encode(body)
+        if len(_HEAD) + len(part) + len(_TAIL) > max_bytes:
+            raise LabelsImportError(
+                f"row {row + 1}: {len(part):,} bytes of JSON, more than a batch may hold; "
+                f"{_sent_so_far(offset, len(bodies), None)}"
+            )
+        if parts and (len(parts) == batch_size or used + 1 + len(part) > max_bytes):
+            yield offset, len(parts), _HEAD + b",".join(parts) + _TAIL
+            offset += len(parts)
+            parts, used = [], len(_HEAD) + len(_TAIL)
+        used += len(part) + (1 if parts else 0)
+        parts.append(part)
+    if parts:
+        yield offset, len(parts), _HEAD + b",".join(parts) + _TAIL
+
+
+def _sent_so_far(offset: int, total: int, counts: dict[str, int] | None) -> str:
+    """What an import stopped at row ``offset + 1`` of ``total`` had done."""
+    if offset == 0:
+        return f"nothing was sent (the file holds {total:,} labels)"
+    done = ", ".join(f"{k} {v:,}" for k, v in (counts or {}).items() if v)
+    return (
+        f"rows 1-{offset:,} were sent{f' ({done})' if done else ''}, rows {offset + 1:,}-"
+        f"{total:,} were not; the import may be run again (a label sent twice counts once)"
+    )
 
 
 async def _send(

@@ -14,6 +14,8 @@ import csv
 import io
 from pathlib import Path
 
+import httpx
+import msgspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,8 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.test_api import FEEDBACK_KEY, client, headers, payment  # noqa: F401
 from training.cli import main
-from training.labels import MAX_CELL_CHARS, LabelsImportError, label_bodies, read_labels_file
+from training.labels import (
+    MAX_BATCH,
+    MAX_CELL_CHARS,
+    LabelsImportError,
+    _batches,
+    import_labels,
+    label_bodies,
+    read_labels_file,
+)
 
 HEADER = "merchant_id,transaction_id,label,reported_at"
 
@@ -184,3 +195,68 @@ def test_any_text_a_csv_writer_quotes_is_read_back_cell_for_cell(tmp_path, rows,
             body["label"] = {"1": "fraud", "0": "legit"}[body["label"]]
         expected.append(body)
     assert bodies == expected
+
+
+# --- the import: batches the service takes, and a stop that says what was sent -------------
+
+
+async def test_long_fields_in_many_rows_make_smaller_batches_not_a_413(client):  # noqa: F811
+    """1,000 labels with 3,000-character reasons are 3 MB: the route takes 1 MiB a call.
+
+    Before, the one batch was a 413 and the import stopped with nothing sent; now every
+    row gets its result: the too-long reasons ``invalid`` by row and field.
+    """
+    r = await client.post("/v1/score", json=payment("long-1"), headers=headers())
+    assert r.status_code == 200, r.text
+    bodies = [
+        {
+            "merchant_id": "shop-1",
+            "transaction_id": "long-1",
+            "label": "fraud",
+            "reason": "r" * 3000,
+        }
+        for _ in range(MAX_BATCH)
+    ]
+    bodies[500] = {"merchant_id": "shop-1", "transaction_id": "long-1", "label": "fraud"}
+    result = await import_labels(bodies, client=client, api_key=FEEDBACK_KEY)
+    assert result["batches"] > 1
+    assert result["counts"] == {
+        "recorded": 1, "duplicate": 0, "unknown": 0, "invalid": MAX_BATCH - 1, "forbidden": 0
+    }  # fmt: skip
+    assert result["problems"][0]["row"] == 1 and result["problems"][0]["field"] == "reason"
+    assert 501 not in {p["row"] for p in result["problems"]}
+
+
+def test_batches_hold_at_most_the_size_and_the_bytes_given():
+    bodies = [{"merchant_id": "m", "transaction_id": f"t-{i}", "label": "fraud"} for i in range(50)]
+    one = len(msgspec.json.encode(bodies[0]))
+    for size, limit in ((7, 10_000), (1000, 13 + 3 * one + 2), (1, 100)):
+        batches = list(_batches(bodies, size, limit))
+        sent = [msgspec.json.decode(body)["labels"] for _, _, body in batches]
+        assert [b for batch in sent for b in batch] == bodies
+        assert all(len(body) <= limit and n <= size for _, n, body in batches)
+        assert [offset for offset, _, _ in batches] == [
+            sum(len(s) for s in sent[:i]) for i in range(len(sent))
+        ]
+
+
+async def test_an_import_stopped_midway_says_which_rows_were_sent():
+    """A 403 at the third batch (a key revoked mid-import): rows 1-4 landed, 5-9 did not."""
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        labels = msgspec.json.decode(request.content)["labels"]
+        calls.append(len(labels))
+        if len(calls) == 3:
+            return httpx.Response(403, json={"error": "forbidden"})
+        return httpx.Response(200, json={"results": [{"result": "recorded"}] * len(labels)})
+
+    bodies = [{"merchant_id": "m", "transaction_id": f"t-{i}", "label": "fraud"} for i in range(9)]
+    async with httpx.AsyncClient(
+        base_url="http://labels.test", transport=httpx.MockTransport(answer)
+    ) as mock:
+        with pytest.raises(LabelsImportError) as raised:
+            await import_labels(bodies, client=mock, api_key="k", batch_size=2)
+    message = str(raised.value)
+    assert calls == [2, 2, 2]
+    assert "403" in message and "rows 1-4 were sent (recorded 4), rows 5-9 were not" in message
