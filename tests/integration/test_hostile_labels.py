@@ -10,8 +10,11 @@ half applied counts nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
+import uuid
 from pathlib import Path
 
 import httpx
@@ -20,10 +23,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from service.errors import StoreUnavailable
+from service.stores import feedback as feedback_store
+from service.stores.cluster import run_commands
+from service.stores.decisions import read_labels
+from service.stores.velocity import FeedbackLabel, RiskStore
+from tests.conftest import TEST_REDIS_URL
 from tests.integration.test_api import FEEDBACK_KEY, client, headers, payment  # noqa: F401
+from tests.integration.test_decisions_store import T0, decide
+from tests.integration.test_feedback_batch import _expected, _state
 from training.cli import main
 from training.labels import (
     MAX_BATCH,
@@ -260,3 +274,135 @@ async def test_an_import_stopped_midway_says_which_rows_were_sent():
     message = str(raised.value)
     assert calls == [2, 2, 2]
     assert "403" in message and "rows 1-4 were sent (recorded 4), rows 5-9 were not" in message
+
+
+# --- a batch resent after it was half applied counts nothing twice --------------------------
+
+# fraud, withdrawn, fraud again, a chargeback on a fraud, labels of a payment never scored
+_ADVERSARIAL = [
+    ("a", "fraud"), ("b", "chargeback"), ("a", "legit"), ("never", "fraud"), ("a", "fraud"),
+    ("c", "legit"), ("b", "fraud"), ("c", "fraud"), ("a", "fraud"), ("c", "legit"),
+]  # fmt: skip
+_TRANSACTIONS = ("a", "b", "c")
+
+
+def _items(labels: list[tuple[str, str]]) -> list[FeedbackLabel]:
+    return [FeedbackLabel("m1", tx, label, T0 + 60 * i) for i, (tx, label) in enumerate(labels)]
+
+
+async def _stores(redis: aioredis.Redis, prefix: str) -> tuple[RiskStore, RiskStore]:
+    """Two stores with the same payments decided: one sent a batch twice, one once."""
+    stores = (
+        RiskStore(redis, prefix=f"{prefix}-twice", timeout_ms=2_000, decision_ttl_seconds=3_600),
+        RiskStore(redis, prefix=f"{prefix}-once", timeout_ms=2_000, decision_ttl_seconds=3_600),
+    )
+    for store in stores:
+        for tx in _TRANSACTIONS:
+            await decide(store, tx)
+    return stores
+
+
+async def _same_entity_risk(redis: aioredis.Redis, twice: RiskStore, once: RiskStore) -> None:
+    """Every transaction mark and entity state (fraud counts by bucket and arrival) equal.
+
+    A cluster's marks (per entity, per logged decision) are named by a hash of the
+    transaction's key, which holds the prefix: those are compared as values per kind.
+    """
+    states = []
+    for store in (twice, once):
+        state: dict[bytes, object] = {}
+        for key, value in (await _state(redis, store.keys.prefix)).items():
+            if match := _MARK.search(key):
+                marks = state.setdefault(key[: match.start()], [])
+                marks.append(value)  # type: ignore[union-attr]
+            else:
+                state[key] = value
+        states.append({k: sorted(v) if isinstance(v, list) else v for k, v in state.items()})
+    assert states[0] == states[1]
+
+
+_MARK = re.compile(rb"[0-9a-f]{24}$")
+
+
+@pytest.mark.redis_cluster
+@pytest.mark.parametrize("applied", [0, 1, 3, 5, 8, len(_ADVERSARIAL)])
+async def test_a_batch_resent_after_a_prefix_of_it_landed_counts_once(
+    redis_client, redis_prefix, applied
+):
+    """The pipeline died after ``applied`` labels (or its answer was lost): the feed resends."""
+    twice, once = await _stores(redis_client, redis_prefix)
+    items = _items(_ADVERSARIAL)
+    await twice.record_feedback_many(items[:applied])
+    resent = await twice.record_feedback_many(items)
+    assert await once.record_feedback_many(items) == _expected(_ADVERSARIAL)
+    await _same_entity_risk(redis_client, twice, once)
+    # the stream holds every accepted label of both sends, as single labels resent would
+    streams = [[(e.transaction_id, e.label) for e in await read_labels(redis_client, s.keys.prefix)]
+               for s in (twice, once)]  # fmt: skip
+    accepted = [(tx, label) for tx, label in _ADVERSARIAL if tx != "never"]
+    assert streams == [[x for x in _ADVERSARIAL[:applied] if x[0] != "never"] + accepted, accepted]
+    assert resent.count("unknown") == 1
+
+
+@pytest.mark.redis_cluster
+async def test_a_cluster_batch_whose_marks_landed_but_not_its_counts_completes_on_resend(
+    redis_client, redis_prefix, monkeypatch
+):
+    """On a cluster a batch is two steps: the marks, then the stream and the entities.
+
+    The second step lost (a node failed over): the resend finds every mark set (all
+    ``duplicate``) and still brings the entities to them, once.
+    """
+    if not isinstance(redis_client, RedisCluster):
+        pytest.skip("one Redis applies a label's mark and counts in one function call")
+    twice, once = await _stores(redis_client, redis_prefix)
+    items = _items(_ADVERSARIAL)
+    calls = []
+
+    async def second_step_lost(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RedisConnectionError("connection reset")
+        return await run_commands(*args, **kwargs)
+
+    monkeypatch.setattr(feedback_store, "run_commands", second_step_lost)
+    with pytest.raises(StoreUnavailable):
+        await twice.record_feedback_many(items)
+    monkeypatch.setattr(feedback_store, "run_commands", run_commands)
+    again = await twice.record_feedback_many(items)
+    await once.record_feedback_many(items)
+    await _same_entity_risk(redis_client, twice, once)
+    assert "recorded" in again  # the marks that changed within the batch change again
+
+
+_ANY_LABELS = st.lists(
+    st.tuples(
+        st.sampled_from([*_TRANSACTIONS, "never"]),
+        st.sampled_from(["fraud", "chargeback", "legit"]),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(labels=_ANY_LABELS, data=st.data())
+def test_any_batch_resent_after_any_prefix_landed_counts_once(labels, data):
+    applied = data.draw(st.integers(0, len(labels)), label="applied")
+
+    async def run() -> None:
+        redis = aioredis.Redis.from_url(TEST_REDIS_URL)
+        prefix = f"rstest-labels-{uuid.uuid4().hex[:10]}"
+        try:
+            twice, once = await _stores(redis, prefix)
+            items = _items(labels)
+            await twice.record_feedback_many(items[:applied])
+            await twice.record_feedback_many(items)
+            await once.record_feedback_many(items)
+            await _same_entity_risk(redis, twice, once)
+        finally:
+            async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+                await redis.delete(key)
+            await redis.aclose()
+
+    asyncio.run(run())
