@@ -275,6 +275,8 @@ async def import_labels(
 ) -> dict[str, Any]:
     """Send ``bodies`` in batches; counts per result, the first problems by row, retries.
 
+    The problems are the invalid rows' fields and the forbidden rows' ``merchant_id``.
+
     A batch holds at most ``batch_size`` labels and ``max_bytes`` of JSON (the route's
     body limit), so long fields never make a batch the service refuses whole. An import
     stopped by a refusal says which rows were sent and which were not.
@@ -312,6 +314,9 @@ async def import_labels(
                         field = str(problem.get("field", "")).split(".", 1)[-1]
                         message = str(problem.get("message", ""))
                         problems.append({"row": row, "field": field, "message": message})
+                elif outcome == "forbidden" and len(problems) < _KEPT_PROBLEMS:
+                    message = "a merchant outside the API key's merchants: not applied"
+                    problems.append({"row": row, "field": "merchant_id", "message": message})
                 elif outcome == "unknown" and len(unknown_rows) < _KEPT_PROBLEMS:
                     unknown_rows.append(row)
             bar.update(size)

@@ -26,16 +26,25 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from service.app import create_app
 from service.errors import StoreUnavailable
 from service.stores import feedback as feedback_store
 from service.stores.cluster import run_commands
 from service.stores.decisions import read_labels
 from service.stores.velocity import FeedbackLabel, RiskStore
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.test_api import FEEDBACK_KEY, client, headers, payment  # noqa: F401
+from tests.integration.test_api import (  # noqa: F401
+    FEEDBACK_KEY,
+    SCORE_KEY,
+    client,
+    headers,
+    payment,
+    settings_for,
+)
 from tests.integration.test_decisions_store import T0, decide
 from tests.integration.test_feedback_batch import _expected, _state
 from training.cli import main
@@ -406,3 +415,41 @@ def test_any_batch_resent_after_any_prefix_landed_counts_once(labels, data):
             await redis.aclose()
 
     asyncio.run(run())
+
+
+async def test_a_scoped_key_importing_another_merchants_labels_is_told_which_rows(
+    redis_client, redis_url, redis_prefix, tmp_path
+):
+    """A colluding merchant's key (shop-1 only) sends a chargeback for shop-2's payment.
+
+    The row is ``forbidden`` and named (before, only counted), and shop-2's payment keeps
+    its entity risk: nothing joins the stream or the card's fraud count.
+    """
+    scoped = "k-feedback-shop-1"
+    settings = settings_for(
+        redis_prefix,
+        tmp_path,
+        redis_url=redis_url,
+        api_keys={SCORE_KEY: frozenset({"score"}), scoped: frozenset({"feedback"})},
+        api_key_merchants={scoped: frozenset({"shop-1"})},
+    )
+    async with AsyncTestClient(app=create_app(settings)) as scoped_client:
+        for merchant, tx in (("shop-1", "own-1"), ("shop-2", "theirs-1")):
+            r = await scoped_client.post(
+                "/v1/score", json=payment(tx, merchant_id=merchant), headers=headers()
+            )
+            assert r.status_code == 200, r.text
+        bodies = [
+            {"merchant_id": "shop-1", "transaction_id": "own-1", "label": "fraud"},
+            {"merchant_id": "shop-2", "transaction_id": "theirs-1", "label": "chargeback"},
+        ]
+        result = await import_labels(bodies, client=scoped_client, api_key=scoped)
+        assert result["counts"]["recorded"] == 1 and result["counts"]["forbidden"] == 1
+        assert [(p["row"], p["field"]) for p in result["problems"]] == [(2, "merchant_id")]
+        r = await scoped_client.post(
+            "/v1/score", json=payment("theirs-2", merchant_id="shop-2", explain=True),
+            headers=headers(),
+        )  # fmt: skip
+        assert r.json()["features"]["card_frauds_30d"] == 1  # own-1's fraud only
+    stream = await read_labels(redis_client, redis_prefix)
+    assert [(x.merchant_id, x.transaction_id) for x in stream] == [("shop-1", "own-1")]
