@@ -230,17 +230,24 @@ async def review_state(
     Raises ``DatabaseUnavailable`` when PostgreSQL does not answer. Names no payment of
     the contract's can have (a NUL, a long id) have no review.
     """
+    row = await _review_row(conn, merchant_id, transaction_id)
+    return None if row is None else review_of(row, now or datetime.now(UTC))
+
+
+async def _review_row(
+    conn: asyncpg.Pool | asyncpg.Connection, merchant_id: str, transaction_id: str
+) -> asyncpg.Record | None:
+    """The ``reviews`` row of a payment (None without one, or for names no payment has)."""
     if check_payment(merchant_id, transaction_id):
         return None
     try:
-        row = await conn.fetchrow(
+        return await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM reviews WHERE merchant_id = $1 AND transaction_id = $2",
             merchant_id,
             transaction_id,
         )
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from None
-    return None if row is None else review_of(row, now or datetime.now(UTC))
 
 
 class ReviewQueue:
@@ -360,6 +367,27 @@ class ReviewQueue:
         if review is None:
             raise _not_found()
         return review
+
+    async def get_for(
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        key: str,
+        *,
+        merchants: frozenset[str] | None = None,
+    ) -> tuple[Review, bool]:
+        """The review of a payment, and whether ``key``'s own claim holds it.
+
+        Compared by the key's identity (the claim lock's ``claimed_key``), never by the name
+        ``claimed_by`` shows: a key holds its claim whatever name it gave when claiming.
+        ``NotFound`` as ``get``.
+        """
+        self._check_scope(merchant_id, transaction_id, merchants)
+        row = await _review_row(self.pool, merchant_id, transaction_id)
+        if row is None:
+            raise _not_found()
+        review = review_of(row, self._now())
+        return review, review.claimed_by is not None and row["claimed_key"] == key
 
     async def claim(
         self,

@@ -175,3 +175,37 @@ async def test_the_console_shows_the_signed_in_key_by_its_name(client, pool):
     page = await client.get(review)
     assert client.app.state.api_key_identities[ALICE] in page.text
     assert f"{escape(ANA_NAME)} holds this review" in page.text
+
+
+async def test_the_console_knows_a_keys_own_claim_by_the_key_not_by_the_name_shown(client, pool):
+    """A key's claim made through the API under a body name is still its own in the console."""
+    ids = client.app.state.api_key_identities
+    await scored_review(client, pool, "own-api-1")
+    r = await client.post(
+        "/v1/reviews/shop-1/own-api-1/claim", json={"analyst": "alice"}, headers=auth(ALICE)
+    )
+    assert r.json()["claimed_by"] == f"{ids[ALICE]} (alice)"
+    review = "/console/review?" + urlencode(
+        {"merchant_id": "shop-1", "transaction_id": "own-api-1"}
+    )
+    await sign_in(client, ANA)  # another key: sees who holds it, cannot give it up
+    page = await client.get(review)
+    assert f"{ids[ALICE]} (alice) holds this review" in page.text
+    token = await csrf_token(client, review)
+    form = {"merchant_id": "shop-1", "transaction_id": "own-api-1", "_csrf_token": token}
+    await client.post(
+        "/console/review/claim", data={**form, "action": "release"}, follow_redirects=False
+    )
+    page = await client.get(review)
+    assert f"Not given up: {ids[ALICE]} (alice) holds the review." in page.text
+    await client.post("/console/sign-out", data={"_csrf_token": await csrf_token(client, review)})
+    await sign_in(client, ALICE)  # the key that claimed: its claim, whatever name it gave
+    page = await client.get(review)
+    assert "You hold this review" in page.text and "Give it up" in page.text
+    token = await csrf_token(client, review)
+    form["_csrf_token"] = token
+    await client.post(
+        "/console/review/claim", data={**form, "action": "release"}, follow_redirects=False
+    )
+    page = await client.get(review)
+    assert "You gave up the review." in page.text and "Nobody holds this review" in page.text
