@@ -800,13 +800,15 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from training.labels import LabelsImportError, import_labels, label_bodies, read_labels_file
+    from training.labels import LabelsImportError, import_labels, iter_label_frames, label_bodies
 
-    try:
-        bodies = label_bodies(read_labels_file(args.path))
+    try:  # the whole file read once before anything is sent: a file it cannot read sends nothing
+        total = sum(len(frame) for frame in iter_label_frames(args.path))
     except LabelsImportError as exc:
         print(f"riskscore labels import: {exc}", file=sys.stderr)
         return 2
+    # then read again as it is sent, a part at a time: millions of rows never held at once
+    bodies = (body for frame in iter_label_frames(args.path) for body in label_bodies(frame))
 
     async def run() -> dict:
         async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout) as client:
@@ -817,6 +819,7 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 retries=args.retries,
                 progress=not args.json,
+                total=total,
             )
 
     try:

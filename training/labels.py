@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -28,6 +28,7 @@ import httpx
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -43,6 +44,8 @@ _LABEL_CODES: Final = {"1": "fraud", "0": "legit", "1.0": "fraud", "0.0": "legit
 _KEPT_PROBLEMS: Final = 50
 # The longest cell a label can use is a 512-character reason; a longer one is no label.
 MAX_CELL_CHARS: Final = 4_096
+# Rows read at a time: a file of millions of labels is never held whole.
+CHUNK_ROWS: Final = 10_000
 
 
 class LabelsImportError(RiskscoreError):
@@ -52,39 +55,79 @@ class LabelsImportError(RiskscoreError):
 def read_labels_file(path: Path | str) -> pd.DataFrame:
     """The labels file's columns as text (``reported_at`` as RFC 3339 or timestamps).
 
-    A missing file, an unreadable one, a missing or repeated column, a CSV row with more
-    fields than the header, text that is not UTF-8, a cell longer than any label's field
+    The whole file at once (``iter_label_frames`` reads it a part at a time). A missing
+    file, an unreadable one, a missing or repeated column, a CSV row with more fields than
+    the header, text that is not UTF-8, a cell longer than any label's field
     (``MAX_CELL_CHARS``) or Parquet timestamps without a time zone are a clear
-    ``LabelsImportError`` naming the row (and the line, for a CSV) and the column: such a
-    file sends nothing.
+    ``LabelsImportError`` naming the row (and the line, for a CSV) and the column.
+    """
+    frames = list(iter_label_frames(path))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def iter_label_frames(path: Path | str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The labels file ``rows`` rows at a time, as ``read_labels_file`` reads it whole.
+
+    Memory stays that of one part whatever the file's size; row numbers in errors count
+    from the file's first data row. At least one frame (with the columns) even when the
+    file holds no rows.
     """
     path = Path(path)
     if not path.is_file():
         raise LabelsImportError(f"no labels file at {path}")
     if path.suffix.lower() not in (".parquet", ".pq"):
-        return _read_csv(path)
+        yield from _read_csv(path, rows)
+        return
     try:
-        names = pq.read_schema(path).names
+        source = pq.ParquetFile(path)
+        names = source.schema_arrow.names
         _check_header(path, names)
+        read = [n for n in (*REQUIRED, *OPTIONAL) if n in names]
+        batches = source.iter_batches(batch_size=rows, columns=read)
         # nullable dtypes: an integer column with an empty cell stays integers (as
         # floats, ids above 2**53 would lose digits)
-        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+        first = 1
+        empty = True
+        for batch in batches:
+            frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=_NULLABLE.get)
+            yield _parquet_text(path, frame, first)
+            first += len(frame)
+            empty = False
+        if empty:
+            none = source.schema_arrow.empty_table().select(read)
+            yield _parquet_text(path, none.to_pandas(types_mapper=_NULLABLE.get), 1)
     except LabelsImportError:
         raise
     except Exception as exc:  # pandas and pyarrow raise many kinds; all mean "unreadable"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LabelsImportError(f"cannot read {path} as Parquet: {first}") from None
-    for name in (*REQUIRED, *(c for c in OPTIONAL if c in frame.columns)):
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LabelsImportError(f"cannot read {path} as Parquet: {first_line}") from None
+
+
+# Arrow's integers, floats, booleans and text as pandas' nullable dtypes (as
+# ``read_parquet(dtype_backend="numpy_nullable")``).
+_NULLABLE: Final[dict[pa.DataType, Any]] = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype(),
+    pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype(),
+    pa.large_string(): pd.StringDtype(),
+}  # fmt: skip
+
+
+def _parquet_text(path: Path, frame: pd.DataFrame, first: int) -> pd.DataFrame:
+    """A part of a Parquet file (its first row is row ``first``) with its columns as text."""
+    for name in frame.columns:
         column = frame[name]
         if name == "reported_at" and pd.api.types.is_datetime64_any_dtype(column):
             if column.dt.tz is None and column.notna().any():
-                row = int(np.argmax(column.notna().to_numpy())) + 1
+                row = first + int(np.argmax(column.notna().to_numpy()))
                 raise LabelsImportError(
                     f"{path}: column reported_at, row {row}: a timestamp without a time zone; "
                     "write it with one (UTC), as the contract's RFC 3339 times have"
                 )
         else:
-            frame[name] = _as_text(path, name, column)
+            frame[name] = _as_text(path, name, column, first)
     return frame
 
 
@@ -108,14 +151,15 @@ def _check_header(path: Path, names: Sequence[str]) -> None:
         )
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     """A CSV labels file (UTF-8, with or without a BOM; any line ends; quoted newlines).
 
     Read with the ``csv`` module line by line, so that every problem names its row (data
     rows from 1, the header not counted) and its line in the file. A row with fewer fields
     than the header has the missing ones empty (the service then names a missing field);
     one with more is refused unless the extra fields are empty (a trailing comma). A row's
-    line is the one where it starts (a quote never closed: where it opened).
+    line is the one where it starts (a quote never closed: where it opened). Parts of
+    ``rows`` rows.
     """
     columns: dict[str, list[str | None]] = {}
     where: dict[str, int] = {}
@@ -153,12 +197,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
                         raise _too_long(path, name, row, line)
                     columns[name].append(cell or None)
                 line = reader.line_num + 1
+                if row % rows == 0:
+                    yield pd.DataFrame(columns, dtype=object)
+                    columns = {n: [] for n in where}
         except csv.Error as exc:
             at = f"row {row + 1} (line {line})" if where else "the header"
             raise LabelsImportError(f"{path}: {at}: not CSV: {exc}") from None
     if not where:
         raise LabelsImportError(f"cannot read {path} as CSV: the file is empty")
-    return pd.DataFrame(columns, dtype=object)
+    if row % rows or row == 0:
+        yield pd.DataFrame(columns, dtype=object)
 
 
 def _utf8_lines(path: Path, raw: BinaryIO) -> Iterator[str]:
@@ -183,16 +231,16 @@ def _too_long(path: Path, name: str, row: int, line: int | None = None) -> Label
     )
 
 
-def _as_text(path: Path, name: str, column: pd.Series) -> list[str | None]:
+def _as_text(path: Path, name: str, column: pd.Series, first: int = 1) -> list[str | None]:
     """A Parquet column's cells as the text the file holds (None where empty).
 
     Integers as written (a float that is an integer too: ``123.0`` is the id ``123``);
     UTF-8 bytes decoded; text kept. Anything else (lists,
     structs, fractions, booleans, undecodable bytes) is a ``LabelsImportError`` naming the
-    file, the column and the first such row.
+    file, the column and the first such row (the column's first is row ``first``).
     """
     texts: list[str | None] = []
-    for row, value in enumerate(column.astype(object).tolist(), start=1):
+    for row, value in enumerate(column.astype(object).tolist(), start=first):
         if _missing(value):
             texts.append(None)
         elif isinstance(value, str | bytes):
@@ -263,7 +311,7 @@ _answer = msgspec.json.Decoder(_Answer)
 
 
 async def import_labels(
-    bodies: Sequence[dict[str, str]],
+    bodies: Iterable[dict[str, str]],
     *,
     client: httpx.AsyncClient,
     api_key: str,
@@ -272,10 +320,13 @@ async def import_labels(
     backoff: float = 0.5,
     progress: bool = False,
     max_bytes: int = MAX_BATCH_BODY_BYTES,
+    total: int | None = None,
 ) -> dict[str, Any]:
     """Send ``bodies`` in batches; counts per result, the first problems by row, retries.
 
     The problems are the invalid rows' fields and the forbidden rows' ``merchant_id``.
+    ``bodies`` may be read as it goes (``iter_label_frames``): ``total`` is then its
+    length, for the progress bar and the report.
 
     A batch holds at most ``batch_size`` labels and ``max_bytes`` of JSON (the route's
     body limit), so long fields never make a batch the service refuses whole. An import
@@ -283,6 +334,9 @@ async def import_labels(
     """
     if not 1 <= batch_size <= MAX_BATCH:
         raise LabelsImportError(f"--batch-size must be 1 to {MAX_BATCH}, not {batch_size}")
+    if total is None:
+        bodies = list(bodies)
+        total = len(bodies)
     counts = dict.fromkeys(RESULTS, 0)
     problems: list[dict[str, Any]] = []
     unknown_rows: list[int] = []
@@ -290,14 +344,14 @@ async def import_labels(
     batches = 0
     started = time.perf_counter()
     headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-    bar = tqdm(total=len(bodies), unit="label", disable=not progress, desc="labels")
+    bar = tqdm(total=total, unit="label", disable=not progress, desc="labels")
     offset = 0
     try:
-        for offset, size, content in _batches(bodies, batch_size, max_bytes):
+        for offset, size, content in _batches(bodies, total, batch_size, max_bytes):
             try:
                 answer, attempts = await _send(client, content, headers, retries, backoff)
             except LabelsImportError as exc:
-                done = _sent_so_far(offset, len(bodies), counts)
+                done = _sent_so_far(offset, total, counts)
                 raise LabelsImportError(f"{exc}; {done}") from None
             batches += 1
             resent += attempts - 1
@@ -324,14 +378,14 @@ async def import_labels(
         bar.close()
     seconds = time.perf_counter() - started
     return {
-        "labels": len(bodies),
+        "labels": total,
         "batches": batches,
         "counts": counts,
         "problems": problems,
         "unknown_rows": unknown_rows,
         "resent_batches": resent,
         "seconds": round(seconds, 2),
-        "labels_per_second": round(len(bodies) / seconds) if seconds > 0 else None,
+        "labels_per_second": round(total / seconds) if seconds > 0 else None,
     }
 
 
@@ -339,7 +393,7 @@ _HEAD, _TAIL = b'{"labels":[', b"]}"
 
 
 def _batches(
-    bodies: Sequence[dict[str, str]], batch_size: int, max_bytes: int
+    bodies: Iterable[dict[str, str]], total: int, batch_size: int, max_bytes: int
 ) -> Iterator[tuple[int, int, bytes]]:
     """``(offset, labels, body)`` per batch: at most ``batch_size`` labels, ``max_bytes``."""
     parts: list[bytes] = []
@@ -350,7 +404,7 @@ def _batches(
         if len(_HEAD) + len(part) + len(_TAIL) > max_bytes:
             raise LabelsImportError(
                 f"row {row + 1}: {len(part):,} bytes of JSON, more than a batch may hold; "
-                f"{_sent_so_far(offset, len(bodies), None)}"
+                f"{_sent_so_far(offset, total, None)}"
             )
         if parts and (len(parts) == batch_size or used + 1 + len(part) > max_bytes):
             yield offset, len(parts), _HEAD + b",".join(parts) + _TAIL

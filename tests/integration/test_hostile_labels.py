@@ -54,6 +54,7 @@ from training.labels import (
     LabelsImportError,
     _batches,
     import_labels,
+    iter_label_frames,
     label_bodies,
     read_labels_file,
 )
@@ -254,7 +255,7 @@ def test_batches_hold_at_most_the_size_and_the_bytes_given():
     bodies = [{"merchant_id": "m", "transaction_id": f"t-{i}", "label": "fraud"} for i in range(50)]
     one = len(msgspec.json.encode(bodies[0]))
     for size, limit in ((7, 10_000), (1000, 13 + 3 * one + 2), (1, 100)):
-        batches = list(_batches(bodies, size, limit))
+        batches = list(_batches(bodies, len(bodies), size, limit))
         sent = [msgspec.json.decode(body)["labels"] for _, _, body in batches]
         assert [b for batch in sent for b in batch] == bodies
         assert all(len(body) <= limit and n <= size for _, n, body in batches)
@@ -453,3 +454,58 @@ async def test_a_scoped_key_importing_another_merchants_labels_is_told_which_row
         assert r.json()["features"]["card_frauds_30d"] == 1  # own-1's fraud only
     stream = await read_labels(redis_client, redis_prefix)
     assert [(x.merchant_id, x.transaction_id) for x in stream] == [("shop-1", "own-1")]
+
+
+# --- millions of rows: read a part at a time, checked whole before anything is sent ---------
+
+
+def _ten_rows() -> list[dict[str, str]]:
+    return [
+        {"merchant_id": "m", "transaction_id": f"t-{i}", "label": "fraud" if i % 2 else "legit"}
+        for i in range(10)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_file_read_in_parts_is_the_file_read_whole_and_names_rows_across_parts(tmp_path, kind):
+    rows = _ten_rows()
+    frame = pd.DataFrame(rows).assign(reported_at=None)
+    path = tmp_path / f"ten.{kind}"
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.astype({"reported_at": "string"}).to_parquet(path)
+    parts = list(iter_label_frames(path, rows=3))
+    assert [len(p) for p in parts] == [3, 3, 3, 1]
+    assert [b for p in parts for b in label_bodies(p)] == rows
+    assert label_bodies(read_labels_file(path)) == rows
+    # a bad row in the fourth part is named by its row in the file, not in the part
+    if kind == "csv":
+        lines = path.read_text().splitlines()
+        lines[9] += ",extra"  # row 9
+        path.write_text("\n".join(lines) + "\n")
+        expected = "row 9 (line 10) has 5 fields"
+    else:
+        ids = [f"t-{i}" for i in range(10)]
+        table = pa.table(
+            {"merchant_id": ["m"] * 10, "transaction_id": ids, "label": [1.0] * 9 + [1.5],
+             "reported_at": pa.array([None] * 10, pa.string())}
+        )  # fmt: skip
+        pq.write_table(table, path, row_group_size=3)
+        expected = "column label, row 10: holds a float"
+    with pytest.raises(LabelsImportError, match=re.escape(expected)):
+        for _ in iter_label_frames(path, rows=3):
+            pass
+
+
+def test_a_bad_row_deep_in_a_large_file_sends_nothing(tmp_path, capsys):
+    """Row 25,001 of 30,000 (past the first parts) is wider than the header: exit 2, nothing sent.
+
+    The file is checked whole first; an unreachable service proves nothing was tried.
+    """
+    lines = [HEADER, *(f"m,t-{i},fraud," for i in range(30_000))]
+    lines[25_001] += ",oops"
+    path = tmp_path / "large.csv"
+    path.write_text("\n".join(lines) + "\n")
+    err = _cli_refuses(path, capsys)
+    assert "row 25001 (line 25002) has 5 fields" in err
