@@ -365,16 +365,13 @@ def check_display_name(name: str) -> str | None:
 
 
 def _header_safe(key: str) -> bool:
-    """Whether ``key`` is printable and an HTTP header (Latin-1) can carry it."""
-    return key.isprintable() and _latin1(key)
+    """Whether every client sends ``key`` in an HTTP header as it is written: printable ASCII.
 
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
+    A header's bytes are read as Latin-1, so a key with ``é`` matches only when a client
+    sends Latin-1 bytes; curl in a UTF-8 terminal sends two other bytes, and httpx refuses
+    a non-ASCII header outright. Such a key opens nothing for most clients.
+    """
+    return key.isascii() and key.isprintable()
 
 
 def parse_api_key_entries(spec: str) -> ApiKeyEntries:
@@ -383,7 +380,7 @@ def parse_api_key_entries(spec: str) -> ApiKeyEntries:
     Every entry is read whole or refused with a ``ConfigurationError`` naming its number
     (the first entry is 1; empty entries are skipped and not counted); no message repeats
     a key, a name or a role given, any of which may be a key pasted in the wrong place.
-    A key is printable text an HTTP header can carry; a merchant is 1 to 64 printable
+    A key is printable ASCII (``_header_safe``); a merchant is 1 to 64 printable
     characters (the contract's ``merchant_id``) and no configured key (the console shows a
     key's merchants); a name is what ``check_display_name`` allows, holds no configured key
     and is given to one key only (compared case-folded), so that a name shown on a review
@@ -405,7 +402,7 @@ def parse_api_key_entries(spec: str) -> ApiKeyEntries:
         if not sep or not key or parts is None:
             raise refuse(n, f"is not {_FORM}")
         if not _header_safe(key):
-            raise refuse(n, "has a key that is not printable text an HTTP header can carry")
+            raise refuse(n, "has a key that is not printable ASCII (what a header carries)")
         roles = frozenset(r.strip() for r in parts["roles"].split("+") if r.strip())
         if not roles:
             raise refuse(n, f"names no role: it is not {_FORM}")

@@ -13,12 +13,13 @@ import itertools
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from markupsafe import escape
 
 from service.app import create_app
+from service.errors import ConfigurationError
 from service.settings import parse_api_key_entries
 from tests.integration.reviews_db import WEBHOOK_SECRET
 from tests.integration.test_api import SCORE_KEY, settings_for
@@ -209,3 +210,57 @@ async def test_the_console_knows_a_keys_own_claim_by_the_key_not_by_the_name_sho
     )
     page = await client.get(review)
     assert "You gave up the review." in page.text and "Nobody holds this review" in page.text
+
+
+# keys as hostile as the parser lets through: printable ASCII but the grammar's , and =
+_HEADER_KEYS = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters=",="),
+    min_size=12,
+    max_size=40,
+)
+# names: mostly printable text of any script (the rest is refused at start)
+_NAMES = st.text(
+    alphabet=st.characters(exclude_categories=("Cc", "Cs", "Cf", "Co", "Cn", "Zl", "Zp")),
+    min_size=1,
+    max_size=66,
+) | st.text(min_size=1, max_size=66)
+
+
+@_FIXTURES
+@given(key=_HEADER_KEYS, name=_NAMES, merchant_scoped=st.booleans())
+async def test_any_key_and_name_the_parser_takes_work_at_request_time(
+    redis_client, redis_prefix, tmp_path, archive_url, pool, key, name, merchant_scoped
+):
+    """Whatever ``RISKSCORE_API_KEYS`` lets through is served: no 500, the name shown."""
+    scope = "@shop-1+shop(2)" if merchant_scoped else ""
+    try:
+        keys = parse_api_key_entries(f"{SCORE_KEY}=score,{key}=analyst({name}){scope}")
+    except ConfigurationError:
+        event("refused at start")
+        return  # (the unit tests hold what a refusal says)
+    event("served")
+    [(named_key, shown)] = keys.names.items()
+    app = create_app(
+        settings_for(
+            redis_prefix,
+            tmp_path,
+            database_url=archive_url,
+            api_keys=keys.roles,
+            api_key_merchants=keys.merchants,
+            api_key_names=keys.names,
+        )
+    )
+    header = {"X-API-Key": named_key}
+    async with AsyncTestClient(app=app) as client:
+        async with asyncio.timeout(10):
+            while not app.state.archive.ready:  # noqa: ASYNC110 - the archive sets a flag
+                await asyncio.sleep(0.02)
+        tx = f"any-{next(_numbers)}"
+        await scored_review(client, pool, tx)
+        claimed = await client.post(f"/v1/reviews/shop-1/{tx}/claim", headers=header)
+        assert claimed.status_code == 200, claimed.text
+        assert claimed.json()["claimed_by"] == shown
+        await sign_in(client, named_key)
+        queue = await client.get("/console/queue")
+        assert queue.status_code == 200
+        assert queue.text.count(str(escape(shown))) >= 2  # who is signed in, who holds it
