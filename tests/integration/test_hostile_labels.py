@@ -541,3 +541,54 @@ def test_a_file_without_line_ends_is_refused_without_being_held_whole(tmp_path, 
     path = tmp_path / "one-line.csv"
     path.write_text(f"{HEADER}\n" + "x," * 50_000)
     _refused(path, "line 2 is longer than")
+
+
+async def test_every_bad_label_of_a_file_is_named_by_row_and_field_and_the_rest_apply(
+    client,  # noqa: F811
+    redis_client,
+    redis_prefix,
+    tmp_path,
+):
+    """What a careless integrator's file holds, through the service: no 500, rows named.
+
+    Conflicting labels of one payment apply in file order (fraud, withdrawn, fraud again);
+    the same label twice counts once.
+    """
+    for tx in ("ok-1", "ok-2", "ok-3"):
+        r = await client.post("/v1/score", json=payment(tx), headers=headers())
+        assert r.status_code == 200, r.text
+    bad = [  # (transaction_id, label, reported_at, field named)
+        ("ok-2", "fraud", "2026-11-01 10:00:00", "reported_at"),  # no zone
+        ("ok-2", "fraud", "2200-01-01T00:00:00Z", "reported_at"),
+        ("ok-2", "fraud", "1969-12-31T23:59:59Z", "reported_at"),
+        ("ok-2", "fraud", "2026-02-30T00:00:00Z", "reported_at"),
+        ("ok-2", "nan", "", "label"),
+        ("ok-2", "inf", "", "label"),
+        ("ok-2", "-1", "", "label"),
+        ("ok-2", " fraud", "", "label"),
+        ("ok-2", "FRAUD", "", "label"),
+        ("ok\x002", "fraud", "", "transaction_id"),
+        ("ok-2", "", "", "label"),
+    ]
+    rows = [("ok-1", "fraud", "")] + [b[:3] for b in bad]
+    rows += [("ok-3", "fraud", ""), ("ok-3", "legit", ""), ("ok-3", "fraud", ""), ("ok-1", "1", "")]
+    path = tmp_path / "careless.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER.split(","))
+        writer.writerows([("shop-1", *row) for row in rows])
+    result = await import_labels(
+        label_bodies(read_labels_file(path)), client=client, api_key=FEEDBACK_KEY
+    )
+    assert result["counts"] == {
+        "recorded": 4, "duplicate": 1, "unknown": 0, "invalid": len(bad), "forbidden": 0
+    }  # fmt: skip
+    named = {(p["row"], p["field"]) for p in result["problems"]}
+    assert named == {(i + 2, b[3]) for i, b in enumerate(bad)}
+    stream = [(x.transaction_id, x.label) for x in await read_labels(redis_client, redis_prefix)]
+    assert stream == [
+        ("ok-1", "fraud"), ("ok-3", "fraud"), ("ok-3", "legit"), ("ok-3", "fraud"),
+        ("ok-1", "fraud"),
+    ]  # fmt: skip
+    r = await client.post("/v1/score", json=payment("ok-4", explain=True), headers=headers())
+    assert r.json()["features"]["card_frauds_30d"] == 2  # ok-1 and ok-3, each once
