@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -210,17 +211,49 @@ def _read_csv(path: Path, rows: int) -> Iterator[pd.DataFrame]:
 
 
 def _utf8_lines(path: Path, raw: BinaryIO) -> Iterator[str]:
-    """The file's lines as text; a line that is not UTF-8 is an error naming it."""
-    for number, line in enumerate(raw, start=1):
-        try:
-            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            byte = line[exc.start : exc.start + 1].hex()
+    """The file's lines as text, each with its line end (LF, CRLF or a lone CR).
+
+    A line that is not UTF-8, or longer than ``MAX_LINE_BYTES`` (a file with no line ends),
+    is an error naming it; no more than a line and a chunk is held at once.
+    """
+    number = 0
+    pending = b""
+    while True:
+        chunk = raw.read(_CHUNK_BYTES)
+        data = pending + chunk
+        start = 0
+        for end in _LINE_END.finditer(data):
+            if end.end() == len(data) and chunk and data.endswith(b"\r"):
+                break  # a CR at the chunk's end may be half of a CRLF
+            number += 1
+            yield _decoded(path, number, data[start : end.end()])
+            start = end.end()
+        pending = data[start:]
+        if len(pending) > MAX_LINE_BYTES:
             raise LabelsImportError(
-                f"{path}: line {number}: not UTF-8 text (byte 0x{byte} at byte {exc.start + 1} "
-                "of the line): save the file as UTF-8"
-            ) from None
-        yield text
+                f"{path}: line {number + 1} is longer than {MAX_LINE_BYTES >> 20} MiB: "
+                "no line ends, or not a labels file"
+            )
+        if not chunk:
+            if pending:
+                yield _decoded(path, number + 1, pending)
+            return
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_CHUNK_BYTES: Final = 1 << 20
+MAX_LINE_BYTES: Final = 4 << 20
+
+
+def _decoded(path: Path, number: int, line: bytes) -> str:
+    try:
+        return line.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        byte = line[exc.start : exc.start + 1].hex()
+        raise LabelsImportError(
+            f"{path}: line {number}: not UTF-8 text (byte 0x{byte} at byte {exc.start + 1} "
+            "of the line): save the file as UTF-8"
+        ) from None
 
 
 def _too_long(path: Path, name: str, row: int, line: int | None = None) -> LabelsImportError:

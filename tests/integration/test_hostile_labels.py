@@ -47,6 +47,7 @@ from tests.integration.test_api import (  # noqa: F401
 )
 from tests.integration.test_decisions_store import T0, decide
 from tests.integration.test_feedback_batch import _expected, _state
+from training import labels as labels_module
 from training.cli import main
 from training.labels import (
     MAX_BATCH,
@@ -509,3 +510,34 @@ def test_a_bad_row_deep_in_a_large_file_sends_nothing(tmp_path, capsys):
     path.write_text("\n".join(lines) + "\n")
     err = _cli_refuses(path, capsys)
     assert "row 25001 (line 25002) has 5 fields" in err
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])
+def test_any_line_ends_are_read_alike_wherever_a_read_ends(tmp_path, monkeypatch, chunk):
+    """LF, CRLF and a lone CR (old spreadsheet exports) end lines; a quoted one is text.
+
+    The file is read in chunks: a CRLF split by a chunk's end is still one line end.
+    """
+    monkeypatch.setattr(labels_module, "_CHUNK_BYTES", chunk)
+    path = tmp_path / "ends.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfmerchant_id,transaction_id,label,reported_at,reason\r"
+        b'm,t1,fraud,,"a\r\nb"\r\nm,t2,legit,,\rm,t3,1,,x\n\nm,t4,0,,\r\n'
+    )
+    assert label_bodies(read_labels_file(path)) == [
+        {"merchant_id": "m", "transaction_id": "t1", "label": "fraud", "reason": "a\r\nb"},
+        {"merchant_id": "m", "transaction_id": "t2", "label": "legit"},
+        {"merchant_id": "m", "transaction_id": "t3", "label": "fraud", "reason": "x"},
+        {"merchant_id": "m", "transaction_id": "t4", "label": "legit"},
+    ]
+    lines = path.read_bytes().replace(b"t4,0,,", b"t4,0,,,x")
+    path.write_bytes(lines)
+    _refused(path, "row 4 (line 7) has 6 fields")
+
+
+def test_a_file_without_line_ends_is_refused_without_being_held_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(labels_module, "MAX_LINE_BYTES", 10_000)
+    monkeypatch.setattr(labels_module, "_CHUNK_BYTES", 4_096)
+    path = tmp_path / "one-line.csv"
+    path.write_text(f"{HEADER}\n" + "x," * 50_000)
+    _refused(path, "line 2 is longer than")
