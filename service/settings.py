@@ -342,6 +342,10 @@ class ApiKeyEntries(msgspec.Struct, frozen=True):
     merchants: dict[str, frozenset[str]]
     names: dict[str, str]
 
+    def __repr__(self) -> str:
+        """How many keys, never the keys (as ``Settings``'s repr)."""
+        return f"ApiKeyEntries(<{len(self.roles)} keys, {len(self.names)} named>)"
+
 
 def check_display_name(name: str) -> str | None:
     """What is wrong with ``name`` as a key's display name, or None when it may be one.

@@ -216,3 +216,5 @@ def test_the_names_are_hidden_from_repr_with_their_keys():
     for shown in (repr(settings), repr(dict(settings.__rich_repr__()))):
         assert "k-secret-000000" not in shown
     assert "api_key_names=<1 keys>" in repr(settings)
+    entries = parse_api_key_entries("k-secret-0000001=analyst(Alice Smith)")
+    assert repr(entries) == "ApiKeyEntries(<1 keys, 1 named>)"
