@@ -77,7 +77,10 @@ def iter_label_frames(path: Path | str, rows: int = CHUNK_ROWS) -> Iterator[pd.D
     if not path.is_file():
         raise LabelsImportError(f"no labels file at {path}")
     if path.suffix.lower() not in (".parquet", ".pq"):
-        yield from _read_csv(path, rows)
+        try:
+            yield from _read_csv(path, rows)
+        except OSError as exc:  # unreadable: permissions, a disk error, a file gone
+            raise LabelsImportError(f"cannot read {path}: {exc.strerror or exc}") from None
         return
     try:
         source = pq.ParquetFile(path)

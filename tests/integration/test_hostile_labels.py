@@ -657,3 +657,15 @@ def test_the_command_writes_every_row_not_applied_to_rejects(tmp_path, capsys, m
     ]
     assert main(argv) == 1
     assert "30 rows not applied: --rejects PATH lists them all" in capsys.readouterr().err
+
+
+def test_a_file_the_system_cannot_read_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "locked.csv"
+    path.write_text(f"{HEADER}\nm,t1,fraud,\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refused)
+    err = _cli_refuses(path, capsys)
+    assert "cannot read" in err and "Permission denied" in err
