@@ -797,6 +797,7 @@ def _export_report(args: argparse.Namespace, result: dict[str, Any]) -> int:
 def cmd_labels_import(args: argparse.Namespace) -> int:
     """``riskscore labels import``: 0 when sent, 1 with invalid or forbidden rows, 2 refused."""
     import asyncio
+    import csv
 
     import httpx
 
@@ -810,7 +811,7 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
     # then read again as it is sent, a part at a time: millions of rows never held at once
     bodies = (body for frame in iter_label_frames(args.path) for body in label_bodies(frame))
 
-    async def run() -> dict:
+    async def run(rejects: Any) -> dict:
         async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout) as client:
             return await import_labels(
                 bodies,
@@ -820,12 +821,22 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
                 retries=args.retries,
                 progress=not args.json,
                 total=total,
+                rejects=rejects,
             )
 
     try:
-        result = asyncio.run(run())
+        if args.rejects is None:
+            result = asyncio.run(run(None))
+        else:  # every row not applied, with its field and message, for the feed to fix
+            with args.rejects.open("w", newline="", encoding="utf-8") as out:
+                writer = csv.DictWriter(out, ["row", "result", "field", "message"])
+                writer.writeheader()
+                result = asyncio.run(run(writer.writerow))
     except LabelsImportError as exc:
         print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"riskscore labels import: cannot write --rejects: {exc}", file=sys.stderr)
         return 2
     result = {"file": str(args.path)} | result
     invalid = result["counts"]["invalid"] + result["counts"]["forbidden"]
@@ -844,6 +855,11 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         print(f"unknown (never scored for that merchant): rows {rows}", file=sys.stderr)
     for problem in result["problems"][:20]:
         print(f"row {problem['row']}: {problem['field']}: {problem['message']}", file=sys.stderr)
+    not_applied = invalid + counts["unknown"]
+    if args.rejects is not None and not_applied:
+        print(f"every row not applied is in {args.rejects}", file=sys.stderr)
+    elif not_applied > 20:
+        print(f"{not_applied:,} rows not applied: --rejects PATH lists them all", file=sys.stderr)
     return 1 if invalid else 0
 
 
@@ -879,6 +895,13 @@ def _add_labels_commands(sub: Any) -> None:
     )
     send.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per HTTP call (default 30)"
+    )
+    send.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="PATH",
+        help="write every row not applied (invalid, forbidden, unknown) to this CSV: "
+        "row, result, field, message",
     )
     send.add_argument("--json", action="store_true", help="print one JSON object")
     send.set_defaults(func=cmd_labels_import)

@@ -21,7 +21,7 @@ import asyncio
 import csv
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -77,7 +77,10 @@ def iter_label_frames(path: Path | str, rows: int = CHUNK_ROWS) -> Iterator[pd.D
     if not path.is_file():
         raise LabelsImportError(f"no labels file at {path}")
     if path.suffix.lower() not in (".parquet", ".pq"):
-        yield from _read_csv(path, rows)
+        try:
+            yield from _read_csv(path, rows)
+        except OSError as exc:  # unreadable: permissions, a disk error, a file gone
+            raise LabelsImportError(f"cannot read {path}: {exc.strerror or exc}") from None
         return
     try:
         source = pq.ParquetFile(path)
@@ -354,12 +357,16 @@ async def import_labels(
     progress: bool = False,
     max_bytes: int = MAX_BATCH_BODY_BYTES,
     total: int | None = None,
+    rejects: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Send ``bodies`` in batches; counts per result, the first problems by row, retries.
 
     The problems are the invalid rows' fields and the forbidden rows' ``merchant_id``.
     ``bodies`` may be read as it goes (``iter_label_frames``): ``total`` is then its
-    length, for the progress bar and the report.
+    length, for the progress bar and the report. The report keeps the first 50 problems
+    and unknown rows; ``rejects`` is called with every row not applied (``row``,
+    ``result``: invalid, forbidden or unknown, ``field``, ``message``), one call per
+    problem.
 
     A batch holds at most ``batch_size`` labels and ``max_bytes`` of JSON (the route's
     body limit), so long fields never make a batch the service refuses whole. An import
@@ -396,16 +403,14 @@ async def import_labels(
                 outcome = result.get("result")
                 counts[outcome] = counts.get(outcome, 0) + 1
                 row = offset + i + 1  # 1-based data row, the header not counted
-                if outcome == "invalid" and len(problems) < _KEPT_PROBLEMS:
-                    for problem in result.get("problems", []):
-                        field = str(problem.get("field", "")).split(".", 1)[-1]
-                        message = str(problem.get("message", ""))
-                        problems.append({"row": row, "field": field, "message": message})
-                elif outcome == "forbidden" and len(problems) < _KEPT_PROBLEMS:
-                    message = "a merchant outside the API key's merchants: not applied"
-                    problems.append({"row": row, "field": "merchant_id", "message": message})
+                found = _rejected(row, outcome, result)
+                if outcome in ("invalid", "forbidden") and len(problems) < _KEPT_PROBLEMS:
+                    problems.extend({k: x[k] for k in ("row", "field", "message")} for x in found)
                 elif outcome == "unknown" and len(unknown_rows) < _KEPT_PROBLEMS:
                     unknown_rows.append(row)
+                if rejects is not None:
+                    for rejected in found:
+                        rejects(rejected)
             bar.update(size)
     finally:
         bar.close()
@@ -420,6 +425,27 @@ async def import_labels(
         "seconds": round(seconds, 2),
         "labels_per_second": round(total / seconds) if seconds > 0 else None,
     }
+
+
+def _rejected(row: int, outcome: object, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The problems of a row the service did not apply (none for an applied one)."""
+    if outcome == "invalid":
+        return [
+            {
+                "row": row,
+                "result": outcome,
+                "field": str(problem.get("field", "")).split(".", 1)[-1],
+                "message": str(problem.get("message", "")),
+            }
+            for problem in result.get("problems", [])
+        ]
+    if outcome == "forbidden":
+        message = "a merchant outside the API key's merchants: not applied"
+        return [{"row": row, "result": outcome, "field": "merchant_id", "message": message}]
+    if outcome == "unknown":
+        message = "never scored for that merchant"
+        return [{"row": row, "result": outcome, "field": "transaction_id", "message": message}]
+    return []
 
 
 _HEAD, _TAIL = b'{"labels":[', b"]}"

@@ -592,3 +592,80 @@ async def test_every_bad_label_of_a_file_is_named_by_row_and_field_and_the_rest_
     ]  # fmt: skip
     r = await client.post("/v1/score", json=payment("ok-4", explain=True), headers=headers())
     assert r.json()["features"]["card_frauds_30d"] == 2  # ok-1 and ok-3, each once
+
+
+async def test_every_row_not_applied_reaches_rejects_beyond_the_reports_first_50():
+    """A feed with 120 bad rows of 200: the report names 50, ``rejects`` gets all 120."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        labels = msgspec.json.decode(request.content)["labels"]
+        results = []
+        for i, label in enumerate(labels):
+            if label["label"] == "bad":
+                problem = {"field": f"labels[{i}].label", "message": "must be one of …"}
+                results.append({"result": "invalid", "problems": [problem]})
+            else:
+                results.append({"result": "unknown" if label["label"] == "legit" else "recorded"})
+        return httpx.Response(200, json={"results": results})
+
+    labels = ["bad" if i % 5 < 3 else ("legit" if i % 5 == 3 else "fraud") for i in range(200)]
+    bodies = [
+        {"merchant_id": "m", "transaction_id": f"t-{i}", "label": x} for i, x in enumerate(labels)
+    ]
+    rejected: list[dict] = []
+    async with httpx.AsyncClient(
+        base_url="http://labels.test", transport=httpx.MockTransport(answer)
+    ) as mock:
+        result = await import_labels(
+            bodies, client=mock, api_key="k", batch_size=30, rejects=rejected.append
+        )
+    assert len(result["problems"]) == 50 and len(result["unknown_rows"]) == 40
+    assert [(x["row"], x["result"], x["field"]) for x in rejected] == [
+        (i + 1, "invalid" if x == "bad" else "unknown", "label" if x == "bad" else "transaction_id")
+        for i, x in enumerate(labels)
+        if x != "fraud"
+    ]
+
+
+def test_the_command_writes_every_row_not_applied_to_rejects(tmp_path, capsys, monkeypatch):
+    """``--rejects PATH``: a CSV of row, result, field, message, for the feed to fix."""
+    path = tmp_path / "feed.csv"
+    path.write_text(
+        HEADER + "\n" + "".join(f"m,t-{i},{'stolen' if i % 2 else 'fraud'},\n" for i in range(60))
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        labels = msgspec.json.decode(request.content)["labels"]
+        return httpx.Response(200, json={"results": [
+            {"result": "recorded"} if x["label"] == "fraud" else
+            {"result": "invalid", "problems": [{"field": f"labels[{i}].label", "message": "no"}]}
+            for i, x in enumerate(labels)
+        ]})  # fmt: skip
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(
+        httpx, "AsyncClient", lambda **kw: real(transport=httpx.MockTransport(answer), **kw)
+    )
+    rejects = tmp_path / "rejects.csv"
+    argv = ["labels", "import", str(path), "--url", "http://labels.test", "--api-key", "k"]
+    assert main([*argv, "--rejects", str(rejects)]) == 1
+    err = capsys.readouterr().err
+    assert f"every row not applied is in {rejects}" in err
+    written = list(csv.DictReader(rejects.open()))
+    assert [(int(x["row"]), x["result"], x["field"]) for x in written] == [
+        (i + 1, "invalid", "label") for i in range(60) if i % 2
+    ]
+    assert main(argv) == 1
+    assert "30 rows not applied: --rejects PATH lists them all" in capsys.readouterr().err
+
+
+def test_a_file_the_system_cannot_read_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "locked.csv"
+    path.write_text(f"{HEADER}\nm,t1,fraud,\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refused)
+    err = _cli_refuses(path, capsys)
+    assert "cannot read" in err and "Permission denied" in err
