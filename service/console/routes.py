@@ -94,6 +94,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         money=formatting.money,
         usd=formatting.usd,
         age=formatting.age,
+        ends=formatting.ends,
         utc=formatting.utc,
         number=formatting.number,
     )
@@ -447,8 +448,9 @@ async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> R
             claimed = await reviews.claim(
                 merchant, transaction, merchants=analyst.merchants, **analyst.actor
             )
+            ends = formatting.ends(claimed.claim_expires_at, _now())
             until = formatting.utc(claimed.claim_expires_at)
-            _flash(request, f"The review is yours until {until}.")
+            _flash(request, f"The review is yours: your claim ends {ends} ({until}).")
     except StateConflict as exc:
         _flash(request, str(exc))
     return Redirect(review_href(merchant, transaction), status_code=303)

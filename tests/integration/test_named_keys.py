@@ -169,7 +169,7 @@ async def test_the_console_shows_the_signed_in_key_by_its_name(client, pool):
     decision = await client.get(
         "/console/decision?" + urlencode({"merchant_id": "shop-1", "transaction_id": "con-1"})
     )
-    assert f"<td>{escape(ANA_NAME)} until" in decision.text
+    assert f"<td>{escape(ANA_NAME)}, the claim ends" in decision.text
     # an unnamed key signs in as its identity
     await client.post("/console/sign-out", data={"_csrf_token": await csrf_token(client, review)})
     await sign_in(client, ALICE)

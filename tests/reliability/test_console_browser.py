@@ -254,7 +254,8 @@ def test_an_analyst_signs_in_works_a_review_and_the_gateway_hears_of_it(
     assert "amount_limit_inr" in rules and "100,000" in rules and "150,000" in rules
     page.click("text=Claim it")
     page.wait_for_url("**/console/review?*")
-    assert "You hold this review" in page.inner_text("form.claim")
+    claim = page.inner_text("form.claim")
+    assert "You hold this review: your claim ends in 1" in claim, claim  # 15m: 900 s
     snap(page, "3-review")
 
     # decline it as fraud, with a note
