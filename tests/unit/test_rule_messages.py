@@ -91,10 +91,27 @@ def test_a_bare_comma_groups_a_float_and_keeps_at_most_two_decimals() -> None:
     features = {"account_age_days": float("inf"), "amount_usd": None}
     assert template.render(features, PARAMS) == "inf days, missing"
     assert _format_value(12345, ",") == "12,345"  # integers as Python groups them
+    # a small crypto amount keeps two significant digits rather than reading as nothing
+    assert [_format_value(v, ",") for v in (0.000523, 0.0005, -0.0031)] == [
+        "0.00052",
+        "0.0005",
+        "-0.0031",
+    ]
+
+
+def test_a_crypto_amount_over_the_limit_is_not_shown_as_zero() -> None:
+    ruleset = load_ruleset(DEFAULT_RULES_DIR)
+    (rule,) = [
+        r for r in ruleset.rules if "{amount:" in r.message.text and "{currency}" in r.message.text
+    ]
+    features = {"amount": 0.00052, "currency": "BTC", "amount_usd": 51.234}
+    message = rule.message.render(features, ruleset.params_for(rule.pack, "m1"))
+    assert message.startswith("Amount 0.00052 BTC (51.23 USD)"), message
 
 
 UNGROUPED = re.compile(r"\d{4}")  # grouping puts a ',' at most every 3 digits
-LONG_DECIMALS = re.compile(r"\.\d{3}")
+# more than 2 decimals, but for a value below 0.01 (two significant digits: 0.00052)
+LONG_DECIMALS = re.compile(r"\b(?!0\.00)[\d,]+\.\d{3}")
 
 
 @settings(max_examples=60, deadline=None)
