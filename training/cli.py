@@ -171,6 +171,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it from going live
 
 
+# ``riskscore train`` chooses its feature set on validation unless told (training.feature_sets)
+AUTO_FEATURES = "auto"
 FEATURES_HELP = (
     "feature set the model learns from: a set name (default, all) then -GROUP or +GROUP "
     "(or a single model column), comma-separated, e.g. all,-reported_fraud_rate; groups: "
@@ -1257,9 +1259,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--features",
         metavar="SPEC",
-        help=FEATURES_HELP + "; or auto: weigh each candidate set on the validation period "
-        "and keep the best by average precision, a near tie going to the smaller set "
-        "(training/feature_sets.py)",
+        default=AUTO_FEATURES,
+        help=FEATURES_HELP.replace("default: the set", "the set default is the one")
+        + "; or auto, the default: weigh each candidate set on the validation period and "
+        "keep the best by average precision, a near tie going to the smaller set, and the "
+        "first candidate (default) when validation holds too few frauds "
+        "(MIN_VALIDATION_FRAUDS); the model card's feature_choice (and --json) says what was "
+        "chosen and why. --features default trains on the default set without choosing",
     )
     train.add_argument(
         "--candidate",
