@@ -7,7 +7,8 @@ Everything private: a new PostgreSQL database (dropped at the end) on the server
    payment) are logged to the decision stream as ``commit`` logs them (stream entry and
    transaction key), then one archiver (``service.archive.archiver``, batches of
    ``--batch``, its ``run`` as the service runs it) drains them: rows/s sustained, COPY
-   and commit included, and the archiver's own CPU per row (this process's).
+   and commit included, and the archiver's own CPU per row (this process's, its heap
+   settled as ``riskscore archive`` settles it).
    ``--rate``: then decisions logged at that rate by another process for
    ``--paced-seconds`` while the archiver keeps up: its CPU per row at that rate, what it
    takes from a worker that also scores.
@@ -43,6 +44,7 @@ import redis.asyncio as aioredis
 from service.archive import open_pool
 from service.archive.archiver import GROUP, Archiver
 from service.archive.lookup import lookup_decision
+from service.archive.process import settle_heap
 from service.archive.schema import apply_migrations, maintain_partitions
 from service.archive.state import Archive
 from service.decision.record import DecisionRecord, RuleRecord, encode_record
@@ -293,6 +295,7 @@ async def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database-prefix", default="rsbench_", help="the private database's")
+    parser.add_argument("--key-prefix", default="rsbench-", help="the private Redis prefix's")
     args = parser.parse_args()
 
     name = f"{args.database_prefix}{uuid.uuid4().hex[:10]}"
@@ -300,7 +303,7 @@ async def main() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = urlunsplit(urlsplit(args.database_url)._replace(path="/" + name))
     client = aioredis.Redis.from_url(args.redis_url, socket_timeout=30)
-    keys = Keys(f"rsbench-{uuid.uuid4().hex[:8]}")
+    keys = Keys(f"{args.key_prefix}{uuid.uuid4().hex[:8]}")
     result: dict[str, object] = {"rows": args.rows, "batch": args.batch}
     try:
         connection = await asyncpg.connect(url)
@@ -316,6 +319,7 @@ async def main() -> None:
         archive.ready = True
         archiver = Archiver(client, keys, archive, batch=args.batch)
         await archiver.ensure_groups()
+        settle_heap()  # as ``riskscore archive`` does once started
         pairs = await log(client, keys, 0, args.rows)
         entry_bytes = await client.memory_usage(keys.decisions)
         backends = BackendCPU(admin, name)

@@ -30,13 +30,16 @@ variant's feature values are hashed and checked against the first's (they must a
 the variant changed results). Variants run interleaved, in alternating order per round, so
 the drift of a shared machine falls on all of them alike.
 
-``--commit`` measures a non-declined ``RiskStore.commit`` instead, both ways it can run:
-``multi`` (the ``MULTI``/``EXEC`` the pipelined connection sends) and ``function`` (the
-``commit`` function, as for a decline), interleaved as variants are. The warm phase begins
-and commits every payment; the measured phase begins them all first, unmeasured, then
-measures their commits, ``--concurrency`` in flight, with decision and record JSON of the
-service's sizes. What the commits stored (transactions' values, TTLs set, the log's
-entries) is hashed and must agree between the two.
+``--commit`` measures a non-declined ``RiskStore.commit`` instead, two ways: ``hot`` (what
+the service sends on its pipelined connection: the ``commit`` function since 2026-12-08, a
+``MULTI``/``EXEC`` before, so run this script with an older tree first on ``PYTHONPATH``
+to time that) and ``function`` (the ``commit`` function through ``Library.call``), and
+``--variant`` texts of ``commit.lua`` over the hot connection, interleaved as variants
+are. The warm phase begins and commits every payment; the measured phase begins them all
+first, unmeasured, then measures their commits, ``--concurrency`` in flight, with decision
+and record JSON of the service's sizes; each commit names its begin's claim, as the
+service's does, so the function's check of the claim runs. What the commits stored
+(transactions' values, TTLs set, the log's entries) is hashed and must agree.
 
 By default a private ``redis-server`` (AOF ``everysec``, as ``make bench`` runs it) is
 started on a free loopback port and stopped at the end, so nothing else's commands mix
@@ -49,6 +52,7 @@ too. Either way the keys a run wrote are deleted after it.
     .venv/bin/python benchmarks/redis_begin.py --warm-span 604800 --lists
     .venv/bin/python benchmarks/redis_begin.py --callgrind --warm 5000 --calls 1000
     .venv/bin/python benchmarks/redis_begin.py --commit --rounds 6
+    .venv/bin/python benchmarks/redis_begin.py --commit --callgrind --warm 2000 --calls 1000
 """
 
 from __future__ import annotations
@@ -200,12 +204,23 @@ def _cpu(info: dict[str, Any]) -> tuple[float, float]:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), main
 
 
+def _claim(payment: Payment) -> str:
+    """The claimed-at a payment's begin sends and its commit names (from its event time).
+
+    Fixed per payment, so that every run stores the same claims, and sent by the commit as
+    the service's is (``commit.lua`` then checks that the key still holds it).
+    """
+    return f"{payment.event_time * 1000:.3f}"
+
+
 async def _drive(store: RiskStore, batch: list[Payment], concurrency: int) -> list[Any]:
     """begin for every payment, ``concurrency`` in flight; the results in order."""
     results: list[Any] = []
     for i in range(0, len(batch), concurrency):
         chunk = batch[i : i + concurrency]
-        results += await asyncio.gather(*(store.begin(p, f"dg-{p.transaction_id}") for p in chunk))
+        results += await asyncio.gather(
+            *(store.begin(p, f"dg-{p.transaction_id}", _claim(p)) for p in chunk)
+        )
     return results
 
 
@@ -238,6 +253,7 @@ async def _commit_all(store: RiskStore, batch: list[Payment], args: argparse.Nam
                     decision_json=_decision_json(p, args.decision_bytes),
                     record_json=_decision_json(p, args.record_bytes),
                     declined=False,
+                    claim=_claim(p),
                 )
                 for p in batch[i : i + args.concurrency]
             )
@@ -274,8 +290,9 @@ async def one_run(
 ) -> dict[str, Any]:
     """One measured run of ``begin`` or of a commit variant.
 
-    One run of ``begin`` (of the package's or ``source``) or, with ``commit`` ("multi"
-    or "function"), of a non-declined commit taking that way.
+    One run of ``begin`` (of the package's or ``source``) or, with ``commit`` (a variant's
+    name), of a non-declined commit: "function" through ``Library.call``, any other over
+    the hot connection, with ``source`` as ``commit.lua`` when given.
     """
     url, private = server.url, server.pid is not None
     admin = redis.Redis.from_url(url)
@@ -289,7 +306,8 @@ async def one_run(
         decision_ttl_seconds=86_400,
         hot=_FunctionsOnly(hot) if commit == "function" else hot,
     )
-    variant = Library(store.plan, {"begin": source}) if source is not None else store.library
+    function = "commit" if commit else "begin"
+    variant = Library(store.plan, {function: source}) if source is not None else store.library
     if not args.warm_with_current:
         store.library = variant
     known = {lib[b"library_name"] for lib in admin.execute_command("FUNCTION", "LIST")}
@@ -354,7 +372,7 @@ async def one_run(
     n = len(measured)
     # the call (a transaction's EXEC; the function's FCALL) and the commands it ran, with
     # MULTI as one of them
-    top = "cmdstat_exec" if commit == "multi" else "cmdstat_fcall"
+    top = "cmdstat_exec" if "cmdstat_exec" in stats else "cmdstat_fcall"
     nested = {
         name.removeprefix("cmdstat_"): (int(v["calls"]) / n, float(v["usec_per_call"]))
         for name, v in sorted(stats.items())
@@ -430,8 +448,9 @@ def main() -> None:
     parser.add_argument(
         "--commit",
         action="store_true",
-        help="measure a non-declined commit instead of begin, as MULTI/EXEC ('multi') "
-        "and as the function call ('function'), interleaved",
+        help="measure a non-declined commit instead of begin, as the service sends it "
+        "('hot') and through Library.call ('function'), interleaved; --variant then "
+        "names commit.lua texts",
     )
     parser.add_argument(
         "--decision-bytes",
@@ -493,15 +512,14 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="also time this begin.lua text (repeatable); 'current' is the package's own",
+        help="also time this begin.lua (with --commit: commit.lua) text (repeatable); "
+        "'current' is the package's own",
     )
     args = parser.parse_args()
 
     variants: list[tuple[str, str | None]] = [("current", None)]
     if args.commit:
-        if args.variant:
-            parser.error("--commit times the two ways of commit: leave out --variant")
-        variants = [("multi", None), ("function", None)]
+        variants = [("hot", None), ("function", None)]
     what = "commit" if args.commit else "begin"
     for spec in args.variant:
         name, _, path = spec.partition("=")

@@ -3,9 +3,10 @@
 ``RiskStore.begin`` and a non-declined ``RiskStore.commit``, ``N`` times over 200 payments
 of ``micro.py``'s traffic mix (made before the calls, so not in the difference below), over
 a stand-in for the pipelined connection that packs every command as the real one does
-(hiredis; the commit's ``TransactionTemplate``) and answers at once with a canned reply of
-``begin``'s shape (status ``new``, the lists version, the window sums packed, no list hits;
-the sums vary by call). What it measures is what the server spends building ``begin``'s
+(hiredis; a non-declined commit was a ``TransactionTemplate`` until 2026-12-08, since an
+``FCALL`` as every commit) and answers at once with a canned reply of ``begin``'s shape
+(status ``new``, the lists version, the window sums packed, no list hits; the sums vary by
+call). What it measures is what the server spends building ``begin``'s
 arguments, packing them, turning the reply into the velocity features (``Plan.values``) and
 building and packing the commit: the client half of the "Redis client side" of a score's
 CPU, without the socket, the event loop or Redis.
@@ -61,8 +62,10 @@ class CannedConnection:
         return future
 
     def execute_command(self, *args: Any) -> asyncio.Future[Any]:
-        """``begin``'s ``FCALL``: packed, answered with the next canned reply."""
+        """An ``FCALL``: packed; ``begin`` answered with the next canned reply, commit 1."""
         self.sent += len(hiredis.pack_command(args))
+        if "_commit_" in args[1]:
+            return self._done(1)
         reply = self._replies[self._next % len(self._replies)]
         self._next += 1
         return self._done(reply)
@@ -116,10 +119,15 @@ async def run(batch: list[Payment], calls: int) -> float:
     started = time.thread_time()
     for i in range(calls):
         payment = batch[i % len(batch)]
-        digest = f"dg-{i}"
-        begin = await store.begin(payment, digest)
+        digest, claim = f"dg-{i}", f"{1.8e12 + i:.3f}"
+        begin = await store.begin(payment, digest, claim)
         await store.commit(
-            payment, digest=digest, decision_json=decision, record_json=record, declined=False
+            payment,
+            digest=digest,
+            decision_json=decision,
+            record_json=record,
+            declined=False,
+            claim=claim,
         )
         assert begin.status == "new"
     spent = time.thread_time() - started

@@ -9,13 +9,15 @@ stage's seconds and the total as JSON. The target (issue 16) is at most 3 minute
 ``--threads N`` fixes the fits' thread count (``RISKSCORE_TRAIN_THREADS``); by default
 training takes the free cores (``training.threads``), and the figures say how many.
 ``--refit-sample SHARE`` is ``train --refit-sample`` (the default: ``train``'s),
-``--features SPEC`` is ``train --features`` (``auto``: the candidates are weighed on the
-validation period first, ``feature_choice`` in the output). Each
+``--features SPEC`` is ``train --features``: by default ``auto``, as ``riskscore train``
+(the candidates are weighed on the validation period first, ``feature_choice`` in the
+output: each candidate's CPU seconds and the shared binning's); ``--features default``
+is ``train`` without the choice. Each
 stage has its wall seconds and its CPU seconds (``*_cpu_seconds``: user + system of this
 process over all its threads), which a machine shared with other work moves far less.
 
     .venv/bin/python benchmarks/train_1m.py [--rows 1000000] [--seed 7] [--threads N]
-        [--refit-sample SHARE] [--features SPEC]
+        [--refit-sample SHARE] [--features auto|SPEC]
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def main() -> None:
     parser.add_argument(
         "--refit-sample", type=float, help="share of legitimate rows the refit learns from"
     )
-    parser.add_argument("--features", help="train --features SPEC (auto: chosen on validation)")
+    parser.add_argument(
+        "--features",
+        default="auto",
+        help="train --features SPEC (default auto: chosen on validation)",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         os.environ[THREADS_ENV] = str(args.threads)
@@ -81,7 +87,11 @@ def main() -> None:
                     "fit_cpu_seconds": c["fit_cpu_seconds"],
                 }
                 for c in choice["candidates"]
-            } | {"chosen": choice["chosen"], "train_sample": choice["train_sample"]}
+            } | {
+                "chosen": choice["chosen"],
+                "train_sample": choice["train_sample"],
+                "binning_cpu_seconds": choice["binning_cpu_seconds"],
+            }
         test = report.card["metrics"]["test"]
         figures["held_out"] = {
             k: round(test[k], 3)

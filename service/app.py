@@ -409,9 +409,13 @@ def create_app(settings: Settings) -> Litestar:
                 "api_key_identities": {
                     key: key_identity(settings.secret, key) for key in settings.api_keys
                 },
+                "api_key_names": settings.api_key_names,
                 "max_in_flight": settings.max_in_flight,
                 "console_keys": ConsoleKeys(
-                    settings.secret, settings.api_keys, settings.api_key_merchants
+                    settings.secret,
+                    settings.api_keys,
+                    settings.api_key_merchants,
+                    settings.api_key_names,
                 ),
             }
         ),

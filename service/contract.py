@@ -178,6 +178,8 @@ class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 MAX_BATCH_LABELS: Final = 1_000
+# A batch body's size limit: 1,000 labels of valid size (about 800 bytes each) fit.
+MAX_BATCH_BODY_BYTES: Final = 1 << 20
 
 
 class FeedbackBatch(msgspec.Struct, frozen=True):
@@ -198,7 +200,8 @@ class ReviewClose(msgspec.Struct, frozen=True, kw_only=True):
     """The body of ``POST /v1/reviews/{merchant_id}/{transaction_id}``: close a review.
 
     ``label`` (when given) is feedback like ``POST /v1/feedback``'s; ``analyst`` (our
-    extension) is a display name recorded beside the API key's identity, which is who acts.
+    extension) is a display name recorded beside the API key's identity, which is who acts
+    (ignored for a key with a display name of its own in ``RISKSCORE_API_KEYS``).
     """
 
     outcome: ReviewOutcome
@@ -210,7 +213,8 @@ class ReviewClose(msgspec.Struct, frozen=True, kw_only=True):
 class ReviewClaim(msgspec.Struct, frozen=True, kw_only=True):
     """The (optional) body of ``POST /v1/reviews/{merchant_id}/{transaction_id}/claim``.
 
-    ``analyst``: a display name recorded beside the API key's identity (who claims).
+    ``analyst``: a display name recorded beside the API key's identity (who claims);
+    ignored for a key with a display name of its own.
     """
 
     analyst: Analyst | None = None
@@ -220,7 +224,8 @@ class Review(msgspec.Struct, frozen=True, kw_only=True):
     """A decision of ``review`` and its state: open (maybe claimed) or closed with an outcome.
 
     ``claimed_by`` and ``claim_expires_at`` are set only while a claim holds (an expired
-    claim reads as none). ``claimed_by``/``closed_by`` name the acting API key's identity,
+    claim reads as none). ``claimed_by``/``closed_by`` name the acting API key: its display
+    name from ``RISKSCORE_API_KEYS`` (``Alice Smith``) when it has one, else its identity,
     then any name it gave: ``key-1a2b3c4d5e6f (alice)``. ``feedback`` is what the close's
     label did to the payment's label (``recorded``, ``duplicate``, or ``unknown`` when Redis
     no longer held the payment).

@@ -6,9 +6,10 @@ in production, ``Settings(...)`` built by hand in tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -20,7 +21,9 @@ from service.verticals import DEFAULT_DEGRADED, DEFAULT_THRESHOLDS, DegradedActi
 
 ROLES = frozenset({"score", "feedback", "analyst", "admin"})
 # the fields ``repr`` shows hidden, or without a password
-_HIDDEN = frozenset({"secret", "api_keys", "api_key_merchants", "webhook_secret", "database_url"})
+_HIDDEN = frozenset(
+    {"secret", "api_keys", "api_key_merchants", "api_key_names", "webhook_secret", "database_url"}
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_DIR = PACKAGE_DIR / "rules" / "packs"
@@ -36,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     - ``api_key_merchants`` (``RISKSCORE_API_KEYS``, ``key=role+role@m1+m2``): the keys
       limited to merchants → those merchants; such a key acts for no other merchant and
       not on the lists. Secret (its keys).
+    - ``api_key_names`` (``RISKSCORE_API_KEYS``, ``key=role+role(Display Name)@m1+m2``): the
+      keys that carry a display name → that name, what the reviews record and the console
+      shows for whoever uses the key (``check_display_name`` says what a name may be).
+      Secret (its keys).
     - ``secret`` (``RISKSCORE_SECRET``): the pseudonymisation key, 16 bytes or more. Secret.
     - ``rules_dir`` (``RISKSCORE_RULES_DIR``): the rule files, reloaded when they change.
     - ``model_dir`` (``RISKSCORE_MODEL_DIR``): the model registry.
@@ -116,6 +123,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
     # the keys limited to merchants (``key=role@m1+m2``): key → its merchants
     api_key_merchants: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    # the keys with a display name (``key=role(Name)``): key → its name
+    api_key_names: dict[str, str] = msgspec.field(default_factory=dict)
     secret: bytes = b""
     rules_dir: Path = DEFAULT_RULES_DIR
     model_dir: Path = Path("models")
@@ -168,6 +177,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return f"<{len(self.api_keys)} keys>"
         if name == "api_key_merchants":
             return f"<{len(self.api_key_merchants)} keys>"
+        if name == "api_key_names":
+            return f"<{len(self.api_key_names)} keys>"
         return getattr(self, name)
 
     def __repr__(self) -> str:
@@ -193,8 +204,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigurationError("RISKSCORE_REDIS_URL", "must be a redis:// URL")
             kwargs["redis_url"] = url
         if keys := get("RISKSCORE_API_KEYS"):
-            kwargs["api_keys"] = parse_api_keys(keys)
-            kwargs["api_key_merchants"] = parse_api_key_merchants(keys)
+            parsed = parse_api_key_entries(keys)
+            kwargs["api_keys"] = parsed.roles
+            kwargs["api_key_merchants"] = parsed.merchants
+            kwargs["api_key_names"] = parsed.names
         if secret := get("RISKSCORE_SECRET"):
             if len(secret) < 16:
                 raise ConfigurationError("RISKSCORE_SECRET", "must be at least 16 characters")
@@ -307,49 +320,141 @@ def _without_password(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
-def _parse_keys(
-    spec: str,
-) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
-    """Parse ``RISKSCORE_API_KEYS`` into roles and merchant scopes.
+# A display name: 1 to 64 printable characters (the contract's ``analyst``), no parentheses
+# (they delimit it), and nothing that reads as a key's identity (``service.api.auth``).
+MAX_NAME_CHARS: Final = 64
+_IDENTITY_LIKE: Final = re.compile(r"key-[0-9a-f]{12}", re.IGNORECASE)
+# a grant: roles, then maybe ``(name)``, then maybe ``@merchants``. An entry valid before
+# names existed has no ``(`` before its ``@`` (its roles are role words), so it reads the same.
+_GRANT: Final = re.compile(
+    r"(?P<roles>[^(@]*)(?:\((?P<name>[^()]*)\)\s*)?(?:@(?P<merchants>.*))?", re.DOTALL
+)
+# a name may not hold a configured key this long (a shorter one may be any word: ``k1``),
+# nor equal any key
+_MIN_KEY_IN_NAME: Final = 8
+_FORM: Final = "key=role+role[(display name)][@merchant+merchant]"
 
-    ``key=role+role@m1+m2,key2=role`` → ({key: roles}, {scoped key: merchants}).
-    Error messages never include a key.
+
+class ApiKeyEntries(msgspec.Struct, frozen=True):
+    """``RISKSCORE_API_KEYS`` parsed: key → roles, scoped key → merchants, named key → name."""
+
+    roles: dict[str, frozenset[str]]
+    merchants: dict[str, frozenset[str]]
+    names: dict[str, str]
+
+    def __repr__(self) -> str:
+        """How many keys, never the keys (as ``Settings``'s repr)."""
+        return f"ApiKeyEntries(<{len(self.roles)} keys, {len(self.names)} named>)"
+
+
+def check_display_name(name: str) -> str | None:
+    """What is wrong with ``name`` as a key's display name, or None when it may be one.
+
+    1 to 64 printable characters (no control, format, bidi or zero-width characters, no
+    space but U+0020, none at either end), no ``(`` or ``)``, and nothing shaped like a
+    key's identity (``key-`` and 12 hex digits), so a name never passes for an unnamed key.
+    The message never repeats the name (it may be a key pasted in the wrong place).
     """
-    keys: dict[str, frozenset[str]] = {}
+    if not name or name != name.strip():
+        return "a display name must not be empty or start or end with a space"
+    if len(name) > MAX_NAME_CHARS:
+        return f"a display name has at most {MAX_NAME_CHARS} characters"
+    if not name.isprintable():
+        return "a display name must be printable text (no control or invisible characters)"
+    if "(" in name or ")" in name:
+        return "a display name may not hold ( or )"
+    if _IDENTITY_LIKE.search(name):
+        return "a display name may not hold key- and 12 hex digits (a key's identity)"
+    return None
+
+
+def _header_safe(key: str) -> bool:
+    """Whether every client sends ``key`` in an HTTP header as it is written: printable ASCII.
+
+    A header's bytes are read as Latin-1, so a key with ``é`` matches only when a client
+    sends Latin-1 bytes; curl in a UTF-8 terminal sends two other bytes, and httpx refuses
+    a non-ASCII header outright. Such a key opens nothing for most clients.
+    """
+    return key.isascii() and key.isprintable()
+
+
+def parse_api_key_entries(spec: str) -> ApiKeyEntries:
+    """Parse ``RISKSCORE_API_KEYS``: ``key=role+role[(display name)][@m1+m2],…``.
+
+    Every entry is read whole or refused with a ``ConfigurationError`` naming its number
+    (the first entry is 1; empty entries are skipped and not counted); no message repeats
+    a key, a name or a role given, any of which may be a key pasted in the wrong place.
+    A key is printable ASCII (``_header_safe``); a merchant is 1 to 64 printable
+    characters (the contract's ``merchant_id``) and no configured key (the console shows a
+    key's merchants); a name is what ``check_display_name`` allows, holds no configured key
+    and is given to one key only (compared case-folded), so that a name shown on a review
+    says which key acted.
+    """
+    roles_of: dict[str, frozenset[str]] = {}
     scopes: dict[str, frozenset[str]] = {}
-    for n, item in enumerate(filter(None, (s.strip() for s in spec.split(","))), start=1):
+    names: dict[str, str] = {}
+    named_entry: dict[str, int] = {}  # a name, case-folded → its entry's number
+    entries = list(enumerate(filter(None, (s.strip() for s in spec.split(","))), start=1))
+
+    def refuse(n: int, message: str) -> ConfigurationError:
+        return ConfigurationError("RISKSCORE_API_KEYS", f"entry {n} {message}")
+
+    for n, item in entries:
         key, sep, grant = item.partition("=")
-        roles_spec, at, merchants_spec = grant.partition("@")
-        roles = frozenset(r.strip() for r in roles_spec.split("+") if r.strip())
-        if not sep or not key.strip() or not roles:
-            raise ConfigurationError(
-                "RISKSCORE_API_KEYS", f"entry {n} is not key=role+role[@merchant+merchant]"
-            )
-        if unknown := roles - ROLES:
-            raise ConfigurationError(
-                "RISKSCORE_API_KEYS", f"entry {n} has unknown roles {sorted(unknown)}"
-            )
-        if key.strip() in keys:
-            raise ConfigurationError("RISKSCORE_API_KEYS", f"entry {n} repeats a key")
-        keys[key.strip()] = roles
-        if at:
-            merchants = frozenset(m.strip() for m in merchants_spec.split("+") if m.strip())
+        key = key.strip()
+        parts = _GRANT.fullmatch(grant)
+        if not sep or not key or parts is None:
+            raise refuse(n, f"is not {_FORM}")
+        if not _header_safe(key):
+            raise refuse(n, "has a key that is not printable ASCII (what a header carries)")
+        roles = frozenset(r.strip() for r in parts["roles"].split("+") if r.strip())
+        if not roles:
+            raise refuse(n, f"names no role: it is not {_FORM}")
+        if not roles <= ROLES:
+            raise refuse(n, "has a role other than " + ", ".join(sorted(ROLES)))
+        if key in roles_of:
+            raise refuse(n, "repeats a key")
+        roles_of[key] = roles
+        if parts["merchants"] is not None:
+            merchants = frozenset(m.strip() for m in parts["merchants"].split("+") if m.strip())
             if not merchants:
-                raise ConfigurationError(
-                    "RISKSCORE_API_KEYS", f"entry {n} names no merchant after @"
-                )
-            scopes[key.strip()] = merchants
-    return keys, scopes
+                raise refuse(n, "names no merchant after @")
+            if any(len(m) > MAX_NAME_CHARS or not m.isprintable() for m in merchants):
+                raise refuse(n, "has a merchant id that is not 1 to 64 printable characters")
+            scopes[key] = merchants
+        if parts["name"] is not None:
+            name = parts["name"].strip()
+            if problem := check_display_name(name):
+                raise refuse(n, f"has a bad display name: {problem}")
+            if (first := named_entry.setdefault(name.casefold(), n)) != n:
+                raise refuse(n, f"repeats the display name of entry {first}")
+            names[key] = name
+    for n, item in entries:  # every key known: no name nor merchant id may show one
+        key = item.partition("=")[0].strip()
+        if not scopes.get(key, frozenset()).isdisjoint(roles_of):
+            raise refuse(n, "has a merchant id that is an API key")
+        name = names.get(key)
+        if name is not None and any(
+            name == other or (len(other) >= _MIN_KEY_IN_NAME and other in name)
+            for other in roles_of
+        ):
+            raise refuse(n, "has a display name that holds an API key")
+    return ApiKeyEntries(roles_of, scopes, names)
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
-    """``key=role+role[@m1+m2],…`` → {key: roles}. Error messages never include a key."""
-    return _parse_keys(spec)[0]
+    """``key=role+role[(name)][@m1+m2],…`` → {key: roles}. Error messages never include a key."""
+    return parse_api_key_entries(spec).roles
 
 
 def parse_api_key_merchants(spec: str) -> dict[str, frozenset[str]]:
     """The keys of ``spec`` limited to merchants (``@m1+m2``) → their merchants."""
-    return _parse_keys(spec)[1]
+    return parse_api_key_entries(spec).merchants
+
+
+def parse_api_key_names(spec: str) -> dict[str, str]:
+    """The keys of ``spec`` with a display name (``(Alice Smith)``) → their names."""
+    return parse_api_key_entries(spec).names
 
 
 def parse_thresholds(spec: str) -> dict[str, Thresholds]:

@@ -171,6 +171,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 GATE_REFUSED_EXIT = 3  # ``train``: registered, but the promotion gate kept it from going live
 
 
+# ``riskscore train`` chooses its feature set on validation unless told (training.feature_sets)
+AUTO_FEATURES = "auto"
 FEATURES_HELP = (
     "feature set the model learns from: a set name (default, all) then -GROUP or +GROUP "
     "(or a single model column), comma-separated, e.g. all,-reported_fraud_rate; groups: "
@@ -797,18 +799,21 @@ def _export_report(args: argparse.Namespace, result: dict[str, Any]) -> int:
 def cmd_labels_import(args: argparse.Namespace) -> int:
     """``riskscore labels import``: 0 when sent, 1 with invalid or forbidden rows, 2 refused."""
     import asyncio
+    import csv
 
     import httpx
 
-    from training.labels import LabelsImportError, import_labels, label_bodies, read_labels_file
+    from training.labels import LabelsImportError, import_labels, iter_label_frames, label_bodies
 
-    try:
-        bodies = label_bodies(read_labels_file(args.path))
+    try:  # the whole file read once before anything is sent: a file it cannot read sends nothing
+        total = sum(len(frame) for frame in iter_label_frames(args.path))
     except LabelsImportError as exc:
         print(f"riskscore labels import: {exc}", file=sys.stderr)
         return 2
+    # then read again as it is sent, a part at a time: millions of rows never held at once
+    bodies = (body for frame in iter_label_frames(args.path) for body in label_bodies(frame))
 
-    async def run() -> dict:
+    async def run(rejects: Any) -> dict:
         async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout) as client:
             return await import_labels(
                 bodies,
@@ -817,12 +822,23 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 retries=args.retries,
                 progress=not args.json,
+                total=total,
+                rejects=rejects,
             )
 
     try:
-        result = asyncio.run(run())
+        if args.rejects is None:
+            result = asyncio.run(run(None))
+        else:  # every row not applied, with its field and message, for the feed to fix
+            with args.rejects.open("w", newline="", encoding="utf-8") as out:
+                writer = csv.DictWriter(out, ["row", "result", "field", "message"])
+                writer.writeheader()
+                result = asyncio.run(run(writer.writerow))
     except LabelsImportError as exc:
         print(f"riskscore labels import: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"riskscore labels import: cannot write --rejects: {exc}", file=sys.stderr)
         return 2
     result = {"file": str(args.path)} | result
     invalid = result["counts"]["invalid"] + result["counts"]["forbidden"]
@@ -841,6 +857,11 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         print(f"unknown (never scored for that merchant): rows {rows}", file=sys.stderr)
     for problem in result["problems"][:20]:
         print(f"row {problem['row']}: {problem['field']}: {problem['message']}", file=sys.stderr)
+    not_applied = invalid + counts["unknown"]
+    if args.rejects is not None and not_applied:
+        print(f"every row not applied is in {args.rejects}", file=sys.stderr)
+    elif not_applied > 20:
+        print(f"{not_applied:,} rows not applied: --rejects PATH lists them all", file=sys.stderr)
     return 1 if invalid else 0
 
 
@@ -857,13 +878,13 @@ def _add_labels_commands(sub: Any) -> None:
         description="Send a CSV or Parquet file with the columns merchant_id, transaction_id, "
         "label (fraud, chargeback or legit; 1 and 0 read as fraud and legit), reported_at "
         "(RFC 3339; an empty cell is stamped by the service) and optionally reason, in file "
-        "order, in batches of up to 1,000, to POST /v1/feedback/batch. Every label updates "
-        "entity risk and the labels stream exactly as POST /v1/feedback does. Batches that "
-        "meet a connection error or a 5xx are resent with backoff (a label sent twice counts "
-        "once). Prints the labels per result (recorded, duplicate, unknown: never scored, "
-        "invalid: with row and field; forbidden: a merchant outside the key's scope); exits 1 "
-        "when some rows were invalid or forbidden, 2 when the file "
-        "cannot be read or the service refused the import.",
+        "order, in batches of up to 1,000 (and 1 MiB), to POST /v1/feedback/batch. Every "
+        "label updates entity risk and the labels stream exactly as POST /v1/feedback does. "
+        "Batches that meet a connection error or a 5xx are resent with backoff (a label sent "
+        "twice counts once). Prints the labels per result (recorded, duplicate, unknown: "
+        "never scored, invalid: with row and field; forbidden: a merchant outside the key's "
+        "scope); exits 1 when some rows were invalid or forbidden, 2 when the file cannot be "
+        "read or the service refused the import.",
     )
     send.add_argument("path", metavar="PATH", type=Path, help="labels file (.csv or .parquet)")
     send.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
@@ -876,6 +897,13 @@ def _add_labels_commands(sub: Any) -> None:
     )
     send.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per HTTP call (default 30)"
+    )
+    send.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="PATH",
+        help="write every row not applied (invalid, forbidden, unknown) to this CSV: "
+        "row, result, field, message",
     )
     send.add_argument("--json", action="store_true", help="print one JSON object")
     send.set_defaults(func=cmd_labels_import)
@@ -1231,9 +1259,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--features",
         metavar="SPEC",
-        help=FEATURES_HELP + "; or auto: weigh each candidate set on the validation period "
-        "and keep the best by average precision, a near tie going to the smaller set "
-        "(training/feature_sets.py)",
+        default=AUTO_FEATURES,
+        help=FEATURES_HELP.replace("default: the set", "the set default is the one")
+        + "; or auto, the default: weigh each candidate set on the validation period and "
+        "keep the best by average precision, a near tie going to the smaller set, and the "
+        "first candidate (default) when validation holds too few frauds "
+        "(MIN_VALIDATION_FRAUDS); the model card's feature_choice (and --json) says what was "
+        "chosen and why. --features default trains on the default set without choosing",
     )
     train.add_argument(
         "--candidate",

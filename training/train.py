@@ -50,9 +50,12 @@
    set learns on the train period (on many legitimate rows, a weighted sample of them)
    and stops early on the validation period, the validation average precision picks one
    (``training.feature_sets.choose_by_average_precision``), and steps 4-8 run with it; the
-   test period plays no part in the choice. The card's ``feature_choice`` has every
-   candidate's validation figures. The fits use the machine's free cores
-   (``training.threads``).
+   test period plays no part in the choice. The candidates share one binning of the
+   columns (``shared_bins``) and fit only their own columns: the same trees, at about
+   half the CPU. ``riskscore train`` chooses so by default (``--features default``
+   opts out); ``train`` and ``train_on_dataset`` here take ``features="auto"``. The
+   card's ``feature_choice`` has every candidate's validation figures. The fits use the
+   machine's free cores (``training.threads``).
 10. A validation period with fewer than ``MIN_VALIDATION_FRAUDS`` frauds decides the
    iterations, calibration and cut-offs on noise: ``train`` says so in the card's
    ``warnings`` (and ``MODEL_CARD.md``), and ``features="auto"`` then keeps its first
@@ -82,6 +85,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+from sklearn.utils.stats import _weighted_percentile
 from tqdm import tqdm
 
 from service.contract import VERTICALS
@@ -738,6 +742,73 @@ def _fit_protocol(
     )
 
 
+# scikit-learn's histogram boosting: at most 255 bins for the values, one for missing, and
+# edges clipped below infinity (sklearn.ensemble._hist_gradient_boosting.common.ALMOST_INF).
+MAX_BINS: Final = 255
+_ALMOST_INF: Final = 1e300
+
+
+def bin_edges(column: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """The bin edges ``HistGradientBoostingClassifier`` finds for one column of its rows.
+
+    The same edges as scikit-learn's binning (``_find_binning_thresholds``: the midpoints of
+    the distinct values when there are at most ``MAX_BINS``, else the weighted quantiles),
+    with every quantile taken in one pass over the sorted column where scikit-learn sorts
+    it again for each of its 254 quantiles: with weights that was more than half of a
+    candidate's fit (``choose_features``). Missing and zero-weight values are ignored.
+    """
+    present = ~np.isnan(column)
+    values = column[present]
+    if weight is not None:
+        w = weight[present]
+        values, w = values[w != 0], w[w != 0]
+    order = np.argsort(values)
+    values = values[order]
+    distinct = np.unique(values)
+    if len(distinct) <= 1:
+        return np.empty(0)
+    if len(distinct) <= MAX_BINS:
+        edges = (distinct[:-1] + distinct[1:]) / 2
+    else:
+        ranks = np.linspace(0, 100, num=MAX_BINS + 1)[1:-1]
+        if weight is None:
+            edges = np.percentile(values, ranks, method="averaged_inverted_cdf")
+        else:
+            edges = _weighted_percentile(values, w[order], ranks, average=True)
+        edges = np.unique(edges)
+    return np.minimum(edges, _ALMOST_INF)
+
+
+def shared_bins(
+    fit: np.ndarray, weight: np.ndarray | None, *others: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """``fit`` and ``others`` with every value replaced by its bin's rank: bin once, fit many.
+
+    The boosted trees see a column only through the bins its fit rows make of it
+    (``bin_edges``), so a model fitted on the ranks, and scored on ``others`` ranked by the
+    same edges, grows the same trees as one fitted on the values: the same predictions.
+    Each column's bins depend on that column alone, so the feature sets of ``--features
+    auto`` share one binning, and a set that leaves columns out takes the others' ranks
+    as they are. Ranks count only the bins that hold a fit row: a value of ``others`` in
+    an empty bin takes the next bin's rank, the side of every split it fell on before.
+    Missing values stay missing (NaN). Above 200,000 fit rows scikit-learn would find the
+    edges on a random subsample of them; here every row counts.
+    """
+    outputs = [np.full(m.shape, np.nan) for m in (fit, *others)]
+    for j in range(fit.shape[1]):
+        edges = bin_edges(fit[:, j], weight)
+        present = ~np.isnan(fit[:, j])
+        held = np.unique(np.searchsorted(edges, fit[present, j], side="left"))
+        if len(held) == 0:
+            continue
+        for source, out in zip((fit, *others), outputs, strict=True):
+            known = ~np.isnan(source[:, j])
+            bins = np.searchsorted(edges, source[known, j], side="left")
+            ranks = np.minimum(np.searchsorted(held, bins, side="left"), len(held) - 1)
+            out[known, j] = ranks
+    return tuple(outputs)
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureChoice:
     """What ``--features auto`` weighed on the validation period, and what it kept."""
@@ -746,6 +817,7 @@ class FeatureChoice:
     figures: list[dict[str, Any]]  # per candidate, in the order weighed
     sample: RefitSample  # the train-period rows each candidate learnt from
     fallback: str | None = None  # why the figures did not decide (too few frauds)
+    binning_cpu_seconds: float = 0.0  # the one binning every candidate shares (shared_bins)
 
     def card(self) -> dict[str, Any]:
         """The model card's ``feature_choice``."""
@@ -759,6 +831,7 @@ class FeatureChoice:
             "train_sample": self.sample.card() if sampled else None,
             "candidates": self.figures,
             "fallback": self.fallback,
+            "binning_cpu_seconds": self.binning_cpu_seconds,
         }
 
 
@@ -781,13 +854,19 @@ def choose_features(
     period (every fraud and up to ``legit_rows`` legitimate rows, weighted as the sampled
     refit's, ``refit_sample_rows``) and stops early on the validation period, whose ranking
     figures then decide (``choose_by_average_precision``). The test period is never read.
+    The columns are binned once for every set (``shared_bins``) and each set fits its own
+    columns only: the figures are those of fitting each set on the values.
     With fewer than ``min_frauds`` validation frauds the figures are still measured but
     the first set is kept (``FeatureChoice.fallback`` says why).
     """
     legitimate = int((y[split.train] == 0).sum())
     rate = min(1.0, legit_rows / legitimate) if legitimate else 1.0
     sample = refit_sample_rows(y, split.train, rate, seed)
-    fit_rows, stop_rows = encoded[sample.rows], encoded[split.validation]
+    started = time.process_time()
+    fit_rows, stop_rows = shared_bins(
+        encoded[sample.rows], sample.weight, encoded[split.validation]
+    )
+    binning_cpu = round(time.process_time() - started, 2)
     y_stop = y[split.validation]
     figures: list[dict[str, Any]] = []
     with (
@@ -798,12 +877,16 @@ def choose_features(
             bar.set_postfix_str(feature_set.spec)
             started = time.process_time()
             model = HistGradientBoostingClassifier(**settings, random_state=seed)
+            # the set's columns only: a left-out column would be a constant the trees
+            # never split on, yet pay for in every histogram
+            kept = ~feature_set.mask
+            stop = stop_rows[:, kept]
             extra = {}
             if settings.get("early_stopping", "auto") is not False:
-                extra = {"X_val": feature_set.apply(stop_rows), "y_val": y_stop}
-            matrix, _ = _fill_unseen(feature_set.apply(fit_rows))
+                extra = {"X_val": stop, "y_val": y_stop}
+            matrix, _ = _fill_unseen(fit_rows[:, kept])
             model.fit(matrix, y[sample.rows], sample_weight=sample.weight, **extra)
-            risk = expit(model.decision_function(feature_set.apply(stop_rows)))
+            risk = expit(model.decision_function(stop))
             figures.append(
                 {
                     "spec": feature_set.spec,
@@ -827,7 +910,7 @@ def choose_features(
         )
     for i, figure in enumerate(figures):
         figure["chosen"] = i == chosen
-    return FeatureChoice(sets[chosen], figures, sample, fallback)
+    return FeatureChoice(sets[chosen], figures, sample, fallback, binning_cpu)
 
 
 def validation_warnings(frauds: int, min_frauds: int, auto: bool) -> list[str]:

@@ -15,12 +15,12 @@ from typing import Annotated, Final
 import msgspec
 
 from service.api.schemas import decode_body
+from service.contract import MAX_BATCH_BODY_BYTES, FeedbackRequest
 from service.contract import MAX_BATCH_LABELS as MAX_LABELS
-from service.contract import FeedbackRequest
 from service.errors import FieldProblem, InvalidRequest
 
 # A label is at most about 800 bytes of JSON (ids, time, a 512-character reason).
-MAX_BODY_BYTES: Final = 1 << 20
+MAX_BODY_BYTES: Final = MAX_BATCH_BODY_BYTES
 # Bodies larger than the score route's limit are decoded off the event loop.
 OFF_LOOP_BYTES: Final = 64 << 10
 

@@ -4,9 +4,11 @@
 contract's; ``GET`` of one review and ``POST``/``DELETE .../claim`` extend it. Every route
 takes the ``analyst`` or ``admin`` role; a key limited to merchants sees and acts only on
 their reviews (any other is a 404, as if it did not exist). Who acts is the API key that
-authenticated (``key_identity``: never the key itself); the body's ``analyst`` is only a name
-recorded beside it, so no key acts under another's claim. An ``admin`` key may take over or
-close a review another key claimed.
+authenticated (``key_identity``: never the key itself), so no key acts under another's claim.
+Who is shown: a key with a display name in ``RISKSCORE_API_KEYS`` is recorded by that name
+and the body's ``analyst`` is ignored (see ``service.reviews.queue.acting_name``); for a key
+without one, the body's ``analyst`` is recorded beside the key's identity. An ``admin`` key
+may take over or close a review another key claimed.
 """
 
 from __future__ import annotations
@@ -49,26 +51,34 @@ class Reviews:
     """What every review route acts through: the queue, scoped to the request's key.
 
     ``merchants``: those the key may act for (None: every one); ``key``: the identity of the
-    request's API key (who acts); ``admin``: whether that key may override another's claim.
+    request's API key (who acts); ``name``: the key's display name, if configured;
+    ``admin``: whether that key may override another's claim.
     """
 
     queue: ReviewQueue
     merchants: frozenset[str] | None
     request: Request[Any, Any, Any]
     key: str
+    name: str | None
     admin: bool
 
     def actor(self, named: str | None) -> dict[str, Any]:
-        """The queue's arguments naming who acts: the key, the body's name beside it."""
-        return {"analyst": named or self.key, "key": self.key, "override": self.admin}
+        """The queue's arguments naming who acts: the key, and its name or the body's."""
+        return {
+            "analyst": named or self.key,
+            "key": self.key,
+            "key_name": self.name,
+            "override": self.admin,
+        }
 
 
 def _reviews(request: Request[Any, Any, Any], state: State) -> Reviews:
     # the guard let a key with the analyst or admin role in, so one matches
     key = matching_key(state.api_keys, request.headers.get("x-api-key")) or ""
     identity = state.api_key_identities.get(key, "")
+    name = state.api_key_names.get(key)
     admin = "admin" in state.api_keys.get(key, frozenset())
-    return Reviews(_queue(state), merchant_scope(request), request, identity, admin)
+    return Reviews(_queue(state), merchant_scope(request), request, identity, name, admin)
 
 
 async def _optional_body(request: Request[Any, Any, Any], type_: type[Any]) -> Any:
@@ -154,6 +164,8 @@ async def claim_review(
     merchant_id: FromPath[str], transaction_id: FromPath[str], reviews: NamedDependency[Reviews]
 ) -> Response[bytes]:
     """Claim an open review for the request's key (body ``{"analyst": name}`` optional).
+
+    The body's name is ignored for a key with a display name.
 
     Claiming again extends it. 200 with the review and its claim; 409 when closed or claimed
     by another key (an admin key takes the claim over).

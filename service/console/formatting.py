@@ -87,6 +87,23 @@ def age(value: object, now: dt.datetime | None = None) -> str:
     return format_timedelta(delta, add_direction=True, format="narrow", locale=LOCALE)
 
 
+def ends(value: object, now: dt.datetime | None = None) -> str:
+    """When a claim on a review ends, relative to now: ``in 15m``, ``in under a minute``, ``now``.
+
+    For a time still ahead (a claim's expiry), which ``age`` would call ``just now`` within
+    45 seconds either side; a time passed reads ``now`` (the claim has lapsed).
+    """
+    when = as_datetime(value)
+    if when is None:
+        return ""
+    delta = when - (now or dt.datetime.now(dt.UTC))
+    if delta <= dt.timedelta(0):
+        return "now"
+    if delta < dt.timedelta(minutes=1):
+        return "in under a minute"
+    return format_timedelta(delta, add_direction=True, format="narrow", locale=LOCALE)
+
+
 def utc(value: object) -> str:
     """A time in UTC to the second: ``2026-12-07 14:03:00 UTC``."""
     when = as_datetime(value)

@@ -94,6 +94,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         money=formatting.money,
         usd=formatting.usd,
         age=formatting.age,
+        ends=formatting.ends,
         utc=formatting.utc,
         number=formatting.number,
     )
@@ -399,7 +400,9 @@ async def review(
     if check_payment(merchant, transaction) or not analyst.may_see(merchant):
         raise NotFound("no such review")
     state = request.app.state
-    found = await _reviews(request).get(merchant, transaction, merchants=analyst.merchants)
+    found, yours = await _reviews(request).get_for(
+        merchant, transaction, analyst.identity, merchants=analyst.merchants
+    )
     view = await decision_view(state, merchant, transaction)
     if view is None:
         raise NotFound("no such review")
@@ -409,6 +412,7 @@ async def review(
         "review.html",
         analyst,
         review=found,
+        yours=yours,
         page=view,
         history=entities,
         missing_entities=[name for name, value in view.entities.items() if value is None],
@@ -433,16 +437,20 @@ async def claim_review(request: Request, analyst: NamedDependency[Analyst]) -> R
     reviews = _reviews(request)
     try:
         if _field(form, "action") == "release":
-            await reviews.release(
+            released = await reviews.release(
                 merchant, transaction, merchants=analyst.merchants, **analyst.actor
             )
-            _flash(request, "You gave up the review.")
+            if released.claimed_by is None:
+                _flash(request, "You gave up the review.")
+            else:  # another key's claim, not this key's to give up
+                _flash(request, f"Not given up: {released.claimed_by} holds the review.")
         else:
             claimed = await reviews.claim(
                 merchant, transaction, merchants=analyst.merchants, **analyst.actor
             )
+            ends = formatting.ends(claimed.claim_expires_at, _now())
             until = formatting.utc(claimed.claim_expires_at)
-            _flash(request, f"The review is yours until {until}.")
+            _flash(request, f"The review is yours: your claim ends {ends} ({until}).")
     except StateConflict as exc:
         _flash(request, str(exc))
     return Redirect(review_href(merchant, transaction), status_code=303)

@@ -55,19 +55,33 @@ def key_fingerprint(secret: bytes, api_key: str) -> str:
 class Analyst:
     """The signed-in analyst: who they are, their key's roles and merchant scope.
 
-    ``name`` is the key's identity (``key_identity``: the same one the review API acts
-    under), shown in pages and the key the reviews they claim and close are recorded under;
-    it never reveals the key. ``merchants`` is None for a key that serves every merchant.
+    ``identity`` is the key's identity (``key_identity``: the same one the review API acts
+    under), the key the reviews they claim and close are recorded under; it never reveals
+    the key. ``display_name`` is the key's display name from ``RISKSCORE_API_KEYS``, if it
+    has one. ``name`` is who pages say is signed in and what the reviews record:
+    the display name, else the identity. ``merchants`` is None for a key that serves every
+    merchant.
     """
 
-    name: str
+    identity: str
     roles: frozenset[str]
     merchants: frozenset[str] | None
+    display_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Who is signed in, as pages show it: the key's display name, else its identity."""
+        return self.display_name or self.identity
 
     @property
     def actor(self) -> dict[str, Any]:
         """The review queue's arguments naming who acts: the session's key, admin or not."""
-        return {"analyst": self.name, "key": self.name, "override": "admin" in self.roles}
+        return {
+            "analyst": self.identity,
+            "key": self.identity,
+            "key_name": self.display_name,
+            "override": "admin" in self.roles,
+        }
 
     def may_see(self, merchant_id: str) -> bool:
         """Whether this analyst's key covers ``merchant_id``."""
@@ -75,22 +89,30 @@ class Analyst:
 
 
 class ConsoleKeys:
-    """The configured keys that may open the console, found by their fingerprints."""
+    """The configured keys that may open the console, found by their fingerprints.
+
+    ``names``: the keys' display names (``Settings.api_key_names``), shown as who is signed in.
+    """
 
     def __init__(
         self,
         secret: bytes,
         api_keys: Mapping[str, frozenset[str]],
         scopes: Mapping[str, frozenset[str]],
+        names: Mapping[str, str] | None = None,
     ) -> None:
         self._secret = secret
         self.throttle_key = derived_key(secret, "sign-in throttle")  # see throttle.py
         self._by_fingerprint: dict[str, Analyst] = {}
+        names = names or {}
         for key, roles in api_keys.items():
             if roles & CONSOLE_ROLES:
                 fingerprint = key_fingerprint(secret, key)
                 self._by_fingerprint[fingerprint] = Analyst(
-                    name=key_identity(secret, key), roles=roles, merchants=scopes.get(key)
+                    identity=key_identity(secret, key),
+                    roles=roles,
+                    merchants=scopes.get(key),
+                    display_name=names.get(key),
                 )
 
     def fingerprint(self, api_key: str) -> str | None:

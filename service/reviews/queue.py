@@ -7,9 +7,11 @@ another merchant is ``NotFound``, as if it did not exist. The promises:
 - ``list``: oldest decision first, keyset-paged with an opaque cursor, so a page never
   repeats or skips a review while others are opened or closed.
 - Who acts is a ``key`` (the API key's identity, ``service.api.auth.key_identity``; by
-  default the ``analyst`` name itself) and a name for people (``analyst``): the claim lock
-  compares keys only, so a name given in a body cannot act for another key. Recorded in
-  ``claimed_by``/``closed_by`` as ``acting_name`` says: the key, then the name given.
+  default the ``analyst`` name itself) and a name for people: the key's display name from
+  ``RISKSCORE_API_KEYS`` (``key_name``) when it has one, else the name the caller gave
+  (``analyst``). The claim lock compares keys only, so a name given in a body cannot act for
+  another key. Recorded in ``claimed_by``/``closed_by`` as ``acting_name`` says: a named
+  key's name alone (the caller's ``analyst`` ignored), else the key, then the name given.
 - ``claim``: one key at a time; a claim lasts ``claim_seconds`` and then reads as none.
   Claiming again (by its key) extends it; another key's claim while it holds is
   ``StateConflict`` (unless ``override``: an admin key), as is claiming a closed review.
@@ -137,12 +139,19 @@ def check_close(
     return problems
 
 
-def acting_name(analyst: str, key: str | None) -> str:
-    """What ``claimed_by``/``closed_by`` record: the acting key, then the name it gave.
+def acting_name(analyst: str, key: str | None, key_name: str | None = None) -> str:
+    """What ``claimed_by``/``closed_by`` record: who acted, as people read it.
 
-    ``key-1a2b3c4d5e6f (alice)`` when a name other than the key is given, else the key (or,
-    with no key, the name). The key comes first, so no name can pass for another key.
+    A key with a display name (``key_name``, set in ``RISKSCORE_API_KEYS``): that name, and
+    ``analyst`` is ignored: the operator named the key, so a body cannot rename it (and a
+    client that sends a name keeps working). Otherwise ``key-1a2b3c4d5e6f (alice)`` when a
+    name other than the key is given, else the key (or, with no key, the name): the key
+    comes first, so no name can pass for another key. A display name cannot look like a
+    key's identity nor hold parentheses (``service.settings.check_display_name``), so it
+    cannot pass for one either.
     """
+    if key_name is not None:
+        return key_name
     return analyst if key is None or analyst == key else f"{key} ({analyst})"
 
 
@@ -221,17 +230,24 @@ async def review_state(
     Raises ``DatabaseUnavailable`` when PostgreSQL does not answer. Names no payment of
     the contract's can have (a NUL, a long id) have no review.
     """
+    row = await _review_row(conn, merchant_id, transaction_id)
+    return None if row is None else review_of(row, now or datetime.now(UTC))
+
+
+async def _review_row(
+    conn: asyncpg.Pool | asyncpg.Connection, merchant_id: str, transaction_id: str
+) -> asyncpg.Record | None:
+    """The ``reviews`` row of a payment (None without one, or for names no payment has)."""
     if check_payment(merchant_id, transaction_id):
         return None
     try:
-        row = await conn.fetchrow(
+        return await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM reviews WHERE merchant_id = $1 AND transaction_id = $2",
             merchant_id,
             transaction_id,
         )
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from None
-    return None if row is None else review_of(row, now or datetime.now(UTC))
 
 
 class ReviewQueue:
@@ -352,6 +368,27 @@ class ReviewQueue:
             raise _not_found()
         return review
 
+    async def get_for(
+        self,
+        merchant_id: str,
+        transaction_id: str,
+        key: str,
+        *,
+        merchants: frozenset[str] | None = None,
+    ) -> tuple[Review, bool]:
+        """The review of a payment, and whether ``key``'s own claim holds it.
+
+        Compared by the key's identity (the claim lock's ``claimed_key``), never by the name
+        ``claimed_by`` shows: a key holds its claim whatever name it gave when claiming.
+        ``NotFound`` as ``get``.
+        """
+        self._check_scope(merchant_id, transaction_id, merchants)
+        row = await _review_row(self.pool, merchant_id, transaction_id)
+        if row is None:
+            raise _not_found()
+        review = review_of(row, self._now())
+        return review, review.claimed_by is not None and row["claimed_key"] == key
+
     async def claim(
         self,
         merchant_id: str,
@@ -359,6 +396,7 @@ class ReviewQueue:
         analyst: str,
         *,
         key: str | None = None,
+        key_name: str | None = None,
         override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
@@ -366,8 +404,9 @@ class ReviewQueue:
 
         Claiming again under the same key extends it. ``StateConflict`` when it is closed or
         another key's claim holds, unless ``override`` (an admin key takes it over).
+        ``key_name``: the key's display name, recorded instead of ``analyst``.
         """
-        if problems := check_analyst(analyst):
+        if key_name is None and (problems := check_analyst(analyst)):
             raise InvalidRequest(problems)
         self._check_scope(merchant_id, transaction_id, merchants)
         now = self._now()
@@ -378,7 +417,7 @@ class ReviewQueue:
             f" RETURNING {_COLUMNS}",
             merchant_id,
             transaction_id,
-            acting_name(analyst, key),
+            acting_name(analyst, key, key_name),
             now + timedelta(seconds=self.claim_seconds),
             now,
             key or analyst,
@@ -396,10 +435,14 @@ class ReviewQueue:
         analyst: str,
         *,
         key: str | None = None,
+        key_name: str | None = None,
         override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
-        """Give up ``key``'s claim (nothing happens without one); ``override``: anyone's."""
+        """Give up ``key``'s claim (nothing happens without one); ``override``: anyone's.
+
+        ``analyst`` and ``key_name`` are not recorded (a release leaves no name behind).
+        """
         self._check_scope(merchant_id, transaction_id, merchants)
         row = await self._fetchrow(
             f"UPDATE reviews SET claimed_by = NULL, claim_expires_at = NULL, claimed_key = NULL"
@@ -425,13 +468,15 @@ class ReviewQueue:
         note: str | None,
         analyst: str,
         key: str | None = None,
+        key_name: str | None = None,
         override: bool = False,
         merchants: frozenset[str] | None = None,
     ) -> Review:
         """Close an open review with ``outcome`` (``approve``/``decline``), once.
 
-        ``key`` (named ``analyst``) closes it, recorded in ``closed_by``; another key's
-        claim while it holds refuses the close unless ``override`` (an admin key).
+        ``key`` (named ``analyst``, or ``key_name`` when the key has a display name) closes
+        it, recorded in ``closed_by`` (``acting_name``); another key's claim while it holds
+        refuses the close unless ``override`` (an admin key).
 
         ``label`` (``fraud``, ``legit`` or None) is recorded as feedback; ``note`` is free
         text for people (at most 2,000 printable characters). ``InvalidRequest`` for bad
@@ -439,7 +484,8 @@ class ReviewQueue:
         already or another key's claim holds, ``StoreUnavailable`` when Redis cannot take
         the label (nothing changed then).
         """
-        if problems := check_close(outcome, label, note, analyst):
+        problems = check_close(outcome, label, note, analyst if key_name is None else key_name)
+        if problems:
             raise InvalidRequest(problems)
         self._check_scope(merchant_id, transaction_id, merchants)
         try:
@@ -483,7 +529,7 @@ class ReviewQueue:
                     note,
                     feedback,
                     now,
-                    acting_name(analyst, key),
+                    acting_name(analyst, key, key_name),
                     key or analyst,
                 )
                 closed = review_of(row, now)

@@ -30,7 +30,10 @@ MAX_WIDTH: Final = 20
 MAX_VALUE_CHARS: Final = 64  # of one rendered value: a reason stays short, whatever the input
 MAX_PRECISION: Final = 6
 # A message placeholder's format spec: an optional width (1-20), ',' and a precision of
-# 0-6 with 'f' or '%'. No fill, alignment, nested fields or larger widths.
+# 0-6 with 'f' or '%'. No fill, alignment, nested fields or larger widths. A bare ','
+# on a float groups thousands and shows at most 2 decimals, trailing zeros dropped
+# (1,095 days; 0.13 days), where Python's own ',' would show "1,095.0" or 17 digits;
+# below 0.01 it shows two significant digits (0.00052 BTC), never a bare "0".
 FORMAT_SPEC: Final = re.compile(r"(?:[1-9]|1[0-9]|20)?,?(?:\.[0-6][f%])?")
 NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")  # params, lists, message placeholders
 
@@ -63,6 +66,12 @@ def _format_value(value: Any, spec: str) -> str:
         return "true" if value else "false"
     if isinstance(value, Decimal | np.floating):
         value = float(value)
+    if spec == "," and isinstance(value, float) and math.isfinite(value):
+        if value.is_integer():
+            return f"{int(value):,}"
+        if abs(value) < 0.01:  # a small crypto amount: two significant digits, not "0"
+            return f"{value:.2g}" if abs(value) < 1e-8 else _two_significant(value)
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     if spec:
         try:
             return format(value, spec)
@@ -73,6 +82,12 @@ def _format_value(value: Any, spec: str) -> str:
             return str(int(value))
         return f"{value:.2f}".rstrip("0").rstrip(".")
     return str(value)
+
+
+def _two_significant(value: float) -> str:
+    """``value`` (below 0.01 in size) with two significant digits, in plain decimals."""
+    digits = 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def _plain_float(value: float) -> str:

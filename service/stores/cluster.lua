@@ -134,12 +134,10 @@ end
 
 -- commit_tx: the transaction's slot: the commit's decision. KEYS: 1 tx. ARGV: 1 the
 -- decision value, 2 tx ttl (s), 3 the claimed-at the call's begin sent. Stores it only
--- over the call's own claim or over nothing (commit.lua's committable): a commit that
--- reaches Redis after the spool drain stored the call's spooled answer leaves that answer
--- (its log entry and declines, under the marks the drain used, count nothing either).
--- Returns 1 when stored, else 0.
+-- over the call's own claim or over nothing (commit.lua's store_decision, as on one
+-- Redis): a commit that reaches Redis after the spool drain stored the call's spooled
+-- answer leaves that answer (its log entry and declines, under the marks the drain used,
+-- count nothing either). Returns 1 when stored, else 0.
 local function cluster_commit_tx(KEYS, ARGV)
-  if not committable(KEYS[1], ARGV[3]) then return 0 end
-  call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return 1
+  return store_decision(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) and 1 or 0
 end

@@ -16,8 +16,7 @@
 --   'committed'  the call's own commit reached Redis after all (it logged the record;
 --                its stored answer is replaced by the answer sent, which says so); a
 --                commit reaching Redis only after this drain finds the answer here and
---                does nothing (commit.lua's committable; on one Redis a non-decline's
---                MULTI cannot check, the README says what that leaves);
+--                does nothing (commit.lua's store_decision);
 --   'stored'     no decision was there, or only the claim of the call's own begin: the
 --                spooled decision is now the transaction's stored answer (a decline is
 --                counted when its begin had counted the attempt) and it is logged;

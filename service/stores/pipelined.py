@@ -31,7 +31,10 @@ using redis-py.
 future, one deadline, one place in the queue, written in the same flush as the other
 calls. Why: a non-declined ``commit`` (a ``SET`` and an ``XADD``)
 costs Redis less as a transaction than as a function call, whose Lua VM, argument copies
-and nested-call bookkeeping cost more than the three commands themselves. The call skips
+and nested-call bookkeeping cost more than the three commands themselves. (Since
+2026-12-08 no commit is a transaction: only the function can check that the key still
+holds the call's claim, ``commit.lua``; these stay for a caller whose writes need no
+check.) The call skips
 ``MULTI``'s ``+OK`` and each ``+QUEUED`` (counting them, so that a timed-out transaction's
 replies are still all consumed) and is resolved by ``EXEC``'s reply.
 

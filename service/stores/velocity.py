@@ -17,11 +17,12 @@ A score call costs two round trips:
    not count again (``takeover``). A claim lives ``CLAIM_TTL_SECONDS`` unless a decision
    replaces it; it carries the claimed-at its call sent (``new_claim``), by which the
    spool drain recognises the claim of its own call.
-2. ``commit``: one atomic round trip stores the decision under the transaction key,
-   appends the decision record to the decision-log stream, and for a decline adds to the
-   entities' decline counters in the attempt's buckets. A decline is a function call (a
-   read-modify-write of the entities' packed states); any other decision a MULTI/EXEC of
-   the same writes, which costs Redis less.
+2. ``commit``: one atomic round trip (the ``commit`` function, ``commit.lua``) stores the
+   decision under the transaction key, appends the decision record to the decision-log
+   stream, and for a decline adds to the entities' decline counters in the attempt's
+   buckets; all of it only when the key still holds the call's own claim (or nothing), so
+   a commit that reaches Redis after the spool drain stored its call's answer changes
+   nothing.
 
 A decision that could not be stored (Redis away or past its budget) goes to the local
 spool (``spool_entry``) and, once Redis answers again, ``append_records`` drains it with
@@ -95,7 +96,7 @@ from service.stores.feedback import FeedbackLabel, FeedbackOutcome, FeedbackStor
 from service.stores.keys import Keys, member_digest, tag_value
 from service.stores.library import Commands, Library
 from service.stores.lists import ListHit, lookup_lists
-from service.stores.pipelined import ReplyTimeout, Slot, TransactionTemplate
+from service.stores.pipelined import ReplyTimeout
 from service.stores.plan import PLAN, Plan, event_second, present
 from service.stores.transactions import (
     Decided,
@@ -217,28 +218,6 @@ def _present_all(values: tuple[Any, ...]) -> list[str | None]:
     ]
 
 
-async def _redis_py_transaction(client: aioredis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """``PipelinedConnection.execute_transaction`` for a redis-py hot client.
-
-    ``PipelinedConnection.execute_transaction`` for a redis-py hot client (tests, tools
-    built without the pipelined connection): the same commands, in redis-py's transaction.
-    """
-    async with client.pipeline(transaction=True) as pipe:
-        for command in commands:
-            pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute()
-        return replies
-
-
-def _run_commands(
-    transact: Callable[..., Awaitable[list[Any]]],
-    template: TransactionTemplate,
-    values: Sequence[Any],
-) -> Awaitable[list[Any]]:
-    """``execute_template`` for a hot client that runs transactions of commands only."""
-    return transact(*template.commands(values))
-
-
 class VelocityStore:
     """The hot path's two round trips: ``begin`` (claim, count, read, lists) and ``commit``."""
 
@@ -328,13 +307,6 @@ class VelocityStore:
             (str(e.entity), *self.keys.velocity_affixes(e.entity, e.layout), e.index)
             for e in plan.entities
             if e.declines
-        )
-        # a non-declined commit: transaction key, its decision value, id, log record
-        tx, value, tid, log = (Slot(i) for i in range(4))
-        stream = (self.keys.decisions, "MAXLEN", "~", self._maxlen, "*")
-        self._commit_template = TransactionTemplate(
-            ("SET", tx, value, "EX", self._decision_ttl),
-            ("XADD", *stream, "transaction_id", tid, "record", log),
         )
         self._cluster = ClusterCalls(self) if in_cluster else None
 
@@ -511,17 +483,13 @@ class VelocityStore:
 
         The decision replaces begin's claim under the transaction key, with the payment's
         ``digest`` (a retry with another payload is still a conflict) and the entity
-        record that feedback reads (``decided_value``). A decline recounts its entities'
-        packed states, which only the ``commit`` function can do. Any other decision is a
-        ``MULTI``/``EXEC`` of the commands that function would run, which costs Redis
-        less than the function call (no Lua VM, no nested-call bookkeeping;
-        ``benchmarks/redis_begin.py --commit --callgrind``). A hot client
-        that cannot run transactions (a test's wrapper) gets the function call, which
-        stores the same. ``claim``, the claimed-at its begin sent, names the call: the
-        function (a decline; a cluster's ``cluster_commit_tx``) stores the decision only
-        over that call's claim or over nothing, so a commit reaching Redis after the spool
-        drain stored the call's answer leaves it (``commit.lua``); a cluster also logs
-        under it once. None: stored over anything.
+        record that feedback reads (``decided_value``); a decline recounts its entities'
+        packed states. One ``commit`` function call does it all, whatever the decision.
+        ``claim``, the claimed-at its begin sent, names the call: the function (a
+        cluster's ``cluster_commit_tx``) stores, logs and counts only over that call's
+        claim or over nothing, so a commit reaching Redis after the spool drain stored
+        the call's answer, or after a retry took the claim over, changes nothing
+        (``commit.lua``); a cluster also logs under it once. None: stored over anything.
         """
         if self._cluster is not None:
             await self._cluster.commit(
@@ -535,21 +503,6 @@ class VelocityStore:
             return
         tx, value, keyed, second = self._decision(payment, digest, decision_json)
         hot = self.hot
-        if not declined:
-            values = (tx, value, payment.transaction_id, record_json)
-            template = self._commit_template
-            run = getattr(hot, "execute_template", None)
-            if run is None:
-                transact = getattr(hot, "execute_transaction", None)
-                if transact is None and isinstance(hot, aioredis.Redis):
-                    transact = partial(_redis_py_transaction, hot)
-                if transact is not None:
-                    run = partial(_run_commands, transact)
-            if run is not None:
-                await self.breaker.call(
-                    self._budget, lambda: run(template, values), guard=self._hot_guard
-                )
-                return
         keys = [tx, self.keys.decisions]
         args: list[str | int | bytes] = [
             value,

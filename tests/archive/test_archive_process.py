@@ -7,6 +7,7 @@ database of the test's own, and is stopped with real signals.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -160,3 +161,54 @@ async def test_with_an_external_archiver_the_service_runs_none_but_reports_the_l
         groups = await redis_client.xinfo_groups(keys.decisions)
         assert not groups  # no archiver ever read the stream
     assert await rows(archive_url) == (0, 0)
+
+
+@pytest.fixture
+def collector():
+    """The collector's settings restored after the test (the archive process changes them)."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+async def test_the_process_drains_a_backlog_without_a_garbage_collection(
+    redis_client, redis_prefix, archive_url, tmp_path, collector
+):
+    """Everything a round makes is freed by reference counting: the collector need not run.
+
+    At CPython's defaults a drain ran a young collection every few rows and middle ones
+    every few hundred, each walking what the rounds hold (see ``process.settle_heap``).
+    """
+    keys = Keys(redis_prefix)
+    total = 6000
+    await log_decisions(redis_client, keys, "m1", 0, total)
+    settings = settings_for(redis_prefix, tmp_path, database_url=archive_url)
+    stop_event = asyncio.Event()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    running = asyncio.create_task(process.run_archive_process(settings, batch=500, stop=stop_event))
+    try:
+        deadline = time.monotonic() + 120
+        while not await redis_client.xinfo_groups(keys.decisions):  # the archiver's started
+            assert not running.done() and time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        gc.callbacks.append(count)
+        try:
+            while await redis_client.xlen(keys.decisions) and (
+                await pending(redis_client, keys.decisions)
+                or (await redis_client.xinfo_groups(keys.decisions))[0]["lag"]
+            ):
+                assert not running.done() and time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+        finally:
+            gc.callbacks.remove(count)
+    finally:
+        stop_event.set()
+        await asyncio.wait_for(running, 60)
+    assert await rows(archive_url) == (total, total)
+    assert collections == []

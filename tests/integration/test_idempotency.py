@@ -249,6 +249,33 @@ async def test_a_pending_claim_of_the_hash_layout_is_pending_then_taken_over(
     assert (replay.status, replay.stored_decision) == ("replay", DECISION)
 
 
+async def test_a_commit_naming_its_call_stores_over_that_calls_claim_of_the_hash_layout_only(
+    store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A late commit leaves another call's claim of the hash layout; the holder's replaces it.
+
+    Such a claim refuses ``SET ... GET``: ``commit.lua`` reads it, and writes only over the
+    committing call's own.
+    """
+    key = Keys(redis_prefix).transaction("m1", "t1")
+    await redis_client.hset(key, mapping={"state": "pending", "digest": "d1", "claimed_at": "5.5"})
+    await redis_client.expire(key, 1_000)
+    for claim in ("4.5", "5.5"):  # another call's claim first, then the holder's
+        await store.commit(
+            make_payment("t1"),
+            digest="d1",
+            decision_json=DECISION,
+            record_json=b"{}",
+            declined=False,
+            claim=claim,
+        )
+        if claim == "4.5":
+            assert await redis_client.hget(key, "claimed_at") == b"5.5"
+            assert 990 <= await redis_client.ttl(key) <= 1_000
+    assert await redis_client.type(key) == b"string"
+    assert await store.stored_decision("m1", "t1") == DECISION
+
+
 async def test_a_decision_of_the_hash_layout_is_replayed_and_takes_feedback(
     store: RiskStore, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:

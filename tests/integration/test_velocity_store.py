@@ -952,7 +952,7 @@ async def test_a_ttl_is_kept_until_the_refreshing_bucket_opens_or_a_longer_one_i
     assert longest - 5 <= await redis_client.ttl(key) <= longest
 
 
-# --- commit: a function call for declines, MULTI/EXEC for the rest ------------------------
+# --- commit: one function call, whatever the decision and the hot connection -------------
 
 
 class _CountingTransactions(PipelinedConnection):
@@ -1005,12 +1005,12 @@ async def _stored(redis_client: aioredis.Redis, keys: Keys, ids: list[str]) -> _
 async def test_every_commit_path_stores_the_same_thing(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    """A non-decline's MULTI stores what the commit function stores.
+    """Every hot connection stores the same through the commit function, never a MULTI.
 
-    A non-decline's MULTI (over the pipelined connection or redis-py) stores what the
-    commit function stores: the transaction's value, the decision log's entries, the
-    decision TTL (also where the claim was old, or vanished), and a decline (always the
-    function) counts the same.
+    Over the pipelined connection (which can run transactions), redis-py or a bare
+    wrapper, a commit stores the same: the transaction's value, the decision log's
+    entries, the decision TTL (also where the claim was old, or vanished), and a decline
+    counts the same.
     """
     pipelined = _CountingTransactions(
         TEST_REDIS_URL, budget_seconds=2.0, connect_timeout=2.0, stall_seconds=5.0
@@ -1063,8 +1063,8 @@ async def test_every_commit_path_stores_the_same_thing(
         await pipelined.aclose()
         await commands.aclose()
 
-    # every commit but the decline's: as a template, and as commands
-    assert (pipelined.transactions, commands.transactions) == (6, 6)
+    # no commit is a transaction (a MULTI cannot check the claim: commit.lua)
+    assert (pipelined.transactions, commands.transactions) == (0, 0)
     reference = stored["function"]
     assert len(reference[2]) > 10  # the entities' states
     for name, (transactions, log, others, features) in stored.items():
@@ -1403,24 +1403,16 @@ async def test_begin_and_commit_send_what_the_public_definitions_say(store: Risk
         assert list(recorder.sent[3:]) == commit_keys + commit_args
         await store.commit(payment, **DR, declined=False)
         assert list(recorder.sent[3:]) == commit_keys[:2] + commit_args[:6]
-        # over a connection that runs transactions: a decline calls the function, any
-        # other decision is commit.lua's commands for these keys and arguments, in MULTI
-        store.hot = transacting
-        transacting.calls.clear()
-        await store.commit(payment, **DR, declined=True)
-        assert [list(c[3:]) for c in transacting.calls] == [commit_keys + commit_args]
-        await store.commit(payment, **DR, declined=False)
-        (tx, stream), (value, ttl, maxlen, tid, log) = commit_keys[:2], commit_args[:5]
-        assert transacting.transactions.pop() == (
-            ("SET", tx, value, "EX", ttl),
-            ("XADD", stream, "MAXLEN", "~", maxlen, "*", "transaction_id", tid, "record", log),
-        )
-        assert (len(transacting.calls), transacting.transactions) == (1, [])
-        # over the pipelined connection: the same commands, packed by a template
-        store.hot = templating
-        await store.commit(payment, **DR, declined=False)
-        assert templating.transactions.pop() == (
-            ("SET", tx, value, "EX", ttl),
-            ("XADD", stream, "MAXLEN", "~", maxlen, "*", "transaction_id", tid, "record", log),
-        )
+        # over a connection that runs transactions too, every decision is the function
+        # call (only it checks the claim before writing: commit.lua), never a MULTI
+        for hot in (transacting, templating):
+            store.hot = hot
+            hot.calls.clear()
+            await store.commit(payment, **DR, declined=True)
+            await store.commit(payment, **DR, declined=False)
+            assert [list(c[3:]) for c in hot.calls] == [
+                commit_keys + commit_args,
+                commit_keys[:2] + commit_args[:6],
+            ]
+            assert hot.transactions == []
         store.hot = recorder

@@ -308,7 +308,9 @@ class ServiceProcess:
                 if up and self.logs().count("Application startup complete") >= self.workers:
                     return self
             time.sleep(0.1)
-        raise TimeoutError(f"service did not start:\n{self.log_path.read_text()}")
+        log = self.log_path.read_text()
+        self.stop()  # a service that did not start in time is not left running
+        raise TimeoutError(f"service did not start:\n{log}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

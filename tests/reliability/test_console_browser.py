@@ -41,6 +41,7 @@ from tests.reliability.conftest import (
 from tests.reliability.test_pages_offline import CHROMIUM, CHROMIUM_ARGS
 
 ANALYST_KEY = "rel-analyst-key-3e8d1f07b6"
+ANALYST_NAME = "Asha Rao"  # the key's display name: who the console says is signed in
 WEBHOOK_SECRET = "webhook-secret-for-the-console-test"
 SCREENSHOTS = os.environ.get("RISKSCORE_CONSOLE_SCREENSHOTS")
 # Payments the rules hold for review (each above its rail's per-payment limit), in the
@@ -119,10 +120,13 @@ def service(
     redis_server: RedisServer, evidence_dir: Path, database_url: str, receiver: Receiver
 ) -> Iterator[ServiceProcess]:
     env = {
-        "RISKSCORE_API_KEYS": f"{API_KEYS},{ANALYST_KEY}=analyst",
+        "RISKSCORE_API_KEYS": f"{API_KEYS},{ANALYST_KEY}=analyst({ANALYST_NAME})",
         "RISKSCORE_DATABASE_URL": database_url,
         "RISKSCORE_WEBHOOK_URL": receiver.url,
         "RISKSCORE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # a loaded machine must not push a payment past the 25 ms budget into the spool:
+        # drained later, its review would open out of the order the queue is checked in
+        "RISKSCORE_REDIS_TIMEOUT_MS": "1000",
     }
     with running_service(redis_server.url, evidence_dir, env=env) as service:
         yield service
@@ -154,7 +158,29 @@ def wait_until(check: Any, what: str, timeout: float = 30.0) -> Any:
     raise AssertionError(f"gave up waiting for {what}")
 
 
+# each "name = value" of the fired rules' features and thresholds whose box is taller than
+# the same text kept on one line: split over lines
+_SPLIT_RULE_ITEMS = """() => [
+  ...document.querySelectorAll('table.rules .rule-features li')
+].filter(li => {
+  const height = li.getBoundingClientRect().height;
+  li.style.whiteSpace = 'nowrap';
+  const oneLine = li.getBoundingClientRect().height;
+  li.style.whiteSpace = '';
+  return height > oneLine + 2;
+}).map(li => li.innerText)"""
+
+
+def assert_fits_a_laptop(page: Any) -> None:
+    """The page needs no sideways scrolling, and no rule's name = value is split over lines."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{page.url} is {overflow}px wider than the window"
+    split = page.evaluate(_SPLIT_RULE_ITEMS)
+    assert split == [], f"{page.url} splits these over lines: {split}"
+
+
 def snap(page: Any, name: str) -> None:
+    assert_fits_a_laptop(page)
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
@@ -204,6 +230,7 @@ def test_an_analyst_signs_in_works_a_review_and_the_gateway_hears_of_it(
 
     # the queue: oldest first, amounts in their currencies and in USD
     page.wait_for_url(base + "/console/queue")
+    assert ANALYST_NAME in page.inner_text("header .who")
     rows = page.locator("table.queue tbody tr")
     assert rows.count() == len(HELD)
     first = rows.nth(0).inner_text()
@@ -227,7 +254,8 @@ def test_an_analyst_signs_in_works_a_review_and_the_gateway_hears_of_it(
     assert "amount_limit_inr" in rules and "100,000" in rules and "150,000" in rules
     page.click("text=Claim it")
     page.wait_for_url("**/console/review?*")
-    assert "You hold this review" in page.inner_text("form.claim")
+    claim = page.inner_text("form.claim")
+    assert "You hold this review: your claim ends in 1" in claim, claim  # 15m: 900 s
     snap(page, "3-review")
 
     # decline it as fraud, with a note

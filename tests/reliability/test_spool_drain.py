@@ -9,6 +9,7 @@ does so once per spooled line, however often the drain is cut short and run agai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -208,19 +209,7 @@ async def test_a_commit_that_landed_after_its_timeout_is_not_logged_again(
     scenario.expected, scenario.found = "committed; conflict", "committed; conflict"
 
 
-@pytest.mark.parametrize(
-    "decision",
-    [
-        "decline",
-        pytest.param(
-            "approve",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="one Redis: a non-decline commit is a MULTI, not conditional (README)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("decision", ["decline", "approve"])
 async def test_a_commit_that_lands_after_the_drain_stored_its_answer_changes_nothing(
     scenario: Scenario, redis_client: aioredis.Redis, redis_server: RedisServer, decision: str
 ) -> None:
@@ -282,6 +271,96 @@ async def test_a_commit_that_lands_after_the_drain_stored_its_answer_changes_not
     assert logged == [("spooled", "stored")]
     assert later.features["card_declines_24h"] == (1.0 if decision == "decline" else 0.0)
     assert later.features["card_attempts_10m"] == 2.0
+
+
+# Every order of: the call's commit landing (C), the drain of the line it spooled when it
+# gave up on that commit (D, and the same line drained again), a retry's begin (T: it takes
+# the claim over when the call's claim is there) and the retry's commit (R, after T).
+_ORDERS = sorted({o for o in itertools.permutations("CDDTR") if o.index("T") < o.index("R")})
+
+
+@pytest.mark.parametrize("decision", ["approve", "decline"])
+@pytest.mark.parametrize("order", ["".join(o) for o in _ORDERS])
+async def test_commit_drain_and_takeover_in_any_order_store_log_and_count_once(
+    scenario: Scenario, redis_client: aioredis.Redis, order: str, decision: str
+) -> None:
+    """Whatever reaches Redis first stands; nothing is logged or counted twice.
+
+    The model: the call's commit stores, logs and counts only over its own claim; the
+    first drain finds the commit's value ('committed': the answer sent replaces it, no
+    second log entry), the call's claim ('stored', logged, a decline counted) or the
+    retry's claim or answer ('superseded', logged as not stored); a second drain is a
+    'duplicate'; the retry takes over only the call's claim (else it is replayed), and
+    its commit stores over its own claim.
+    """
+    prefix = f"order-{os.urandom(4).hex()}"
+    store = _store(redis_client, prefix, pending_timeout_seconds=0)
+    tx, declined = "ord-1", decision == "decline"
+    answer, retry_answer = _answer(tx, decision), _answer(tx, "review")
+    sent = answer[:-1] + b',"degraded":["decision_log"]}'
+    # claimed-at values of the service's form, fixed: the retry's is the later one
+    claim, retry_claim = "1800000000000.000", "1800000009000.000"
+    assert (await store.begin(_payment(tx), "dg", claim)).status == "new"
+    line = store.spool_entry(
+        _payment(tx),
+        digest="dg",
+        claim=claim,
+        decision_json=sent,
+        record_json=_record(tx, "spooled"),
+        declined=declined,
+        committed=store.decided_value(_payment(tx), "dg", answer),
+    )
+    held, log, declines, outcomes = "claim", [], 0, []  # the model's
+    for event in order:
+        if event == "C":
+            await store.commit(
+                _payment(tx),
+                digest="dg",
+                decision_json=answer,
+                record_json=_record(tx, "commit"),
+                declined=declined,
+                claim=claim,
+            )
+            if held == "claim":
+                held, log, declines = "commit", [*log, ("commit", "")], declines + declined
+        elif event == "D":
+            outcomes += list(await store.append_records([line]))
+            if len(outcomes) == 2:
+                assert outcomes[1] == "duplicate"
+            elif held == "commit":
+                assert outcomes == ["committed"]
+                held = "sent"
+            elif held == "claim":
+                assert outcomes == ["stored"]
+                held, log, declines = "sent", [*log, ("spooled", "stored")], declines + declined
+            else:
+                assert outcomes == ["superseded"]
+                log = [*log, ("spooled", "superseded")]
+        elif event == "T":
+            retry = await store.begin(_payment(tx), "dg", retry_claim)
+            assert retry.status == ("takeover" if held == "claim" else "replay")
+            if held == "claim":
+                held = "retry's claim"
+        elif held == "retry's claim":  # R: the retry's commit, when it took over
+            await store.commit(
+                _payment(tx),
+                digest="dg",
+                decision_json=retry_answer,
+                record_json=_record(tx, "retry"),
+                declined=False,
+                claim=retry_claim,
+            )
+            held, log = "retry", [*log, ("retry", "")]
+    stored = await store.stored_decision("m1", tx)
+    probe = await store.begin(_payment("ord-probe"), "dg")
+    logged = await _log(redis_client, prefix, tx)
+    scenario.expected = f"{order}: {held}, {log}, {declines} decline"
+    scenario.found = f"{stored == {'commit': answer, 'sent': sent, 'retry': retry_answer}[held]}"
+    assert stored == {"commit": answer, "sent": sent, "retry": retry_answer}[held]
+    assert logged == log
+    assert 0 < await redis_client.ttl(store.keys.transaction("m1", tx)) <= 86_400
+    assert probe.features["card_declines_24h"] == declines
+    assert probe.features["card_attempts_10m"] == 2  # the call's begin and the probe's
 
 
 async def test_after_an_outage_an_identical_retry_is_replayed_with_one_log_record(

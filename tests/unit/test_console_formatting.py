@@ -56,6 +56,16 @@ def test_ages_are_relative_and_times_exact():
     assert formatting.utc(None) == ""
 
 
+def test_a_claims_end_is_relative_to_now():
+    now = dt.datetime(2026, 12, 7, 15, 0, tzinfo=dt.UTC)
+    assert formatting.ends(now + dt.timedelta(minutes=15), now) == "in 15m"
+    assert formatting.ends(now + dt.timedelta(hours=2), now) == "in 2h"
+    assert formatting.ends(now + dt.timedelta(seconds=20), now) == "in under a minute"
+    assert formatting.ends(now, now) == "now"
+    assert formatting.ends(now - dt.timedelta(minutes=5), now) == "now"  # lapsed
+    assert formatting.ends(None, now) == ""
+
+
 def test_feature_values_read_well():
     assert formatting.number(12345) == "12,345"
     assert formatting.number(0.123456) == "0.1235"

@@ -7,6 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble._hist_gradient_boosting.binning import _find_binning_thresholds
+from threadpoolctl import threadpool_limits
 
 from service.model.bundle import ModelBundle
 from service.model.encoding import MODEL_FEATURES, encode_frame
@@ -24,7 +29,15 @@ from training.feature_sets import (
     resolve,
 )
 from training.simulate import simulate, write_log
-from training.train import MIN_VALIDATION_FRAUDS, split_periods, train_on_dataset
+from training.train import (
+    MAX_BINS,
+    MIN_VALIDATION_FRAUDS,
+    _fill_unseen,
+    bin_edges,
+    shared_bins,
+    split_periods,
+    train_on_dataset,
+)
 
 
 def test_every_group_names_model_columns_and_the_new_groups_are_complete() -> None:
@@ -215,13 +228,17 @@ def test_the_command_trains_with_auto_and_refuses_a_bad_candidate(capsys, tmp_pa
     assert main([*command, "--features", "auto", "--candidate", "default,+nonsense"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "'default,+nonsense'" in err
-    assert main([*command, "--candidate", "all"]) == 2  # --candidate goes with auto only
+    # --candidate goes with auto only
+    assert main([*command, "--features", "default", "--candidate", "all"]) == 2
     assert "--features auto" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()  # nothing was trained
+    # auto is train's default: without --features the candidates are weighed
     candidates_ = ["--candidate", "default", "--candidate", "all"]
-    assert main([*command, "--features", "auto", *candidates_, "--json"]) == 0
+    assert main([*command, *candidates_, "--json"]) == 0
     out, err = capsys.readouterr()
     result = json.loads(out)
+    assert result["protocol"]["feature_set_from"] == "validation (--features auto)"
+    assert result["feature_choice"]["rule"] and result["feature_choice"]["binning_cpu_seconds"] >= 0
     assert [c["spec"] for c in result["feature_choice"]["candidates"]] == ["default", "all"]
     assert result["feature_set"]["spec"] == result["feature_choice"]["chosen"]
     # a 3,000-row log has far fewer validation frauds than the documented minimum
@@ -231,3 +248,139 @@ def test_the_command_trains_with_auto_and_refuses_a_bad_candidate(capsys, tmp_pa
     assert f"holds {frauds} frauds, fewer than the minimum of {MIN_VALIDATION_FRAUDS}" in warning
     assert f"WARNING: {warning}" in err
     assert result["feature_choice"]["chosen"] == "default" and result["feature_choice"]["fallback"]
+
+
+# --- the candidates share one binning (training.train.shared_bins) --------------------
+
+_values = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False, width=32),
+    st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0]),
+)
+
+
+@st.composite
+def weighted_columns(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column and its weights: ties, NaN, infinities, zero weights, few or many values."""
+    rows = draw(st.integers(2, 600))
+    if draw(st.booleans()):  # many distinct values: scikit-learn takes quantiles
+        column = np.random.default_rng(draw(st.integers(0, 2**16))).normal(size=rows)
+        column[draw(st.lists(st.integers(0, rows - 1), max_size=20))] = np.nan
+        column = np.round(column, draw(st.integers(0, 3)))  # ties
+    else:
+        column = np.array(draw(st.lists(_values, min_size=rows, max_size=rows)))
+    if draw(st.booleans()):
+        return column, None
+    weight = draw(st.sampled_from([1.0, 3.95, 0.5])) * np.ones(rows)
+    weight[draw(st.lists(st.integers(0, rows - 1), max_size=rows // 2))] = draw(
+        st.sampled_from([0.0, 1.0, 7.3])
+    )
+    return column, weight
+
+
+@settings(max_examples=100, deadline=None)
+@given(weighted_columns())
+def test_bin_edges_are_scikit_learns(case: tuple[np.ndarray, np.ndarray | None]) -> None:
+    column, weight = case
+    kept = ~np.isnan(column) & (weight != 0 if weight is not None else True)
+    assume(len(np.unique(column[kept])) >= 1)
+    expected = _find_binning_thresholds(column, MAX_BINS, sample_weight=weight)
+    assert np.array_equal(bin_edges(column, weight), expected)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 2**16), st.integers(800, 1500), st.booleans())
+def test_trees_on_shared_bins_predict_as_trees_on_the_values(
+    seed: int, rows: int, weighted: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    fit = np.column_stack(
+        [
+            np.round(rng.normal(size=rows), 2),  # quantile bins, some empty once weighted
+            np.round(rng.exponential(size=rows), 1),  # ties
+            rng.integers(0, 4, rows).astype(float),  # few values
+            np.where(rng.random(rows) < 0.3, np.nan, rng.normal(size=rows)),  # missing
+            np.full(rows, np.nan),  # never seen: filled as train fills it
+        ]
+    )
+    y = (rng.random(rows) < 1 / (1 + np.exp(-fit[:, 0] - fit[:, 2] + 3))).astype(int)
+    heavy = rng.choice([1.0, 40.0, 0.0], rows, p=[0.8, 0.1, 0.1])  # leaves bins empty
+    weight = np.where(y == 1, 1.0, heavy) if weighted else None
+    # later rows, some beyond the fit rows' range and in bins no fit row fell in
+    others = np.column_stack(
+        [
+            3 * rng.normal(size=500),
+            np.round(rng.exponential(size=500), 2),
+            rng.integers(-1, 6, 500).astype(float),
+            np.where(rng.random(500) < 0.3, np.nan, rng.normal(size=500)),
+            rng.normal(size=500),
+        ]
+    )
+    params = {"max_iter": 15, "min_samples_leaf": 5, "early_stopping": False}
+
+    def fitted(matrix: np.ndarray) -> HistGradientBoostingClassifier:
+        model = HistGradientBoostingClassifier(**params, random_state=0)
+        return model.fit(_fill_unseen(matrix)[0], y, sample_weight=weight)
+
+    binned_fit, binned_others = shared_bins(fit, weight, others)
+    with threadpool_limits(1):  # OpenMP threads spin on a shared machine
+        on_values, on_bins = fitted(fit), fitted(binned_fit)
+    assert on_values.n_iter_ == on_bins.n_iter_
+    assert np.allclose(
+        on_values.decision_function(others),
+        on_bins.decision_function(binned_others),
+        rtol=0,
+        atol=1e-9,
+    )
+    assert np.allclose(
+        on_values.decision_function(fit), on_bins.decision_function(binned_fit), rtol=0, atol=1e-9
+    )
+    # the ranks are dense (the trees re-bin them one value per bin), and a value of
+    # `others`, also in a bin no fit row fell in, is on the side of every split it was on
+    edges = bin_edges(fit[:, 0], weight)
+    fit_bins, other_bins = (np.searchsorted(edges, m[:, 0]) for m in (fit, others))
+    ranks = np.unique(binned_fit[:, 0])
+    assert np.array_equal(ranks, np.arange(len(ranks)))
+    for split in np.unique(fit_bins)[:-1]:  # the last held bin splits no fit rows
+        rank = binned_fit[fit_bins == split, 0][0]
+        assert np.array_equal(other_bins <= split, binned_others[:, 0] <= rank)
+    # missing stays missing; a column no fit row has a value in is missing everywhere
+    assert np.array_equal(np.isnan(binned_fit[:, :4]), np.isnan(fit[:, :4]))
+    assert np.isnan(binned_others[:, 4]).all()
+
+
+def test_a_value_in_a_bin_no_fit_row_holds_keeps_its_side_of_every_split() -> None:
+    # heavy and zero weights make weighted quantiles that leave a bin empty (found by search)
+    rng = np.random.default_rng(55)
+    column = np.round(rng.normal(size=1000), 2)
+    weight = rng.choice([1.0, 40.0, 0.0], 1000, p=[0.8, 0.1, 0.1])
+    edges = bin_edges(column, weight)
+    fit_bins = np.searchsorted(edges, column)
+    held = np.unique(fit_bins)
+    empty = np.setdiff1d(np.arange(len(edges) + 1), held)
+    assert ((empty > held.min()) & (empty < held.max())).any()  # the case exists
+    bounds = np.concatenate([[edges[0] - 1], edges, [edges[-1] + 1]])
+    inside = (bounds[empty] + bounds[empty + 1]) / 2  # a value in each empty bin
+    binned_fit, binned_inside = (
+        m[:, 0] for m in shared_bins(column[:, None], weight, inside[:, None])
+    )
+    assert np.array_equal(np.unique(binned_fit), np.arange(len(held)))  # dense ranks
+    for split in held[:-1]:  # a split keeps bins <= split on the left
+        rank = binned_fit[fit_bins == split][0]
+        assert np.array_equal(empty <= split, binned_inside <= rank)
+
+
+def test_train_without_features_weighs_every_candidate_and_default_opts_out(
+    capsys, tmp_path
+) -> None:
+    path = tmp_path / "log.parquet"
+    write_log(simulate(3_000, seed=5), path)
+    command = ["train", "--log", str(path), "--registry", str(tmp_path / "m"), "--no-promote"]
+    assert main([*command, "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    specs = [c["spec"] for c in chosen["feature_choice"]["candidates"]]
+    assert specs == [s.spec for s in candidates()]  # AUTO_CANDIDATES, all of them
+    assert chosen["feature_set"]["spec"] == chosen["feature_choice"]["chosen"]
+    assert main([*command, "--features", "default", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["feature_choice"] is None and given["feature_set"] == resolve(None).card()
+    assert given["protocol"]["feature_set_from"] == "given"

@@ -376,5 +376,5 @@ def test_hit_messages_read_as_sentences(ruleset: RuleSet) -> None:
         "forex", "fx_broker_mumbai", first_deposit=True, kyc_level=0, amount_usd=150.0
     )
     (hit,) = [e for e in ruleset.evaluate("forex", "fx_broker_mumbai", features) if e.hit]
-    assert hit.message == "First deposit of 150 USD is above the limit for KYC level 0"
+    assert hit.message == "First deposit of 150.00 USD is above the limit for KYC level 0"
     assert (hit.action, hit.mode) == ("review", "active")
