@@ -6,7 +6,8 @@ with the archive's schema (``archive_url``, ``archive_pool``), dropped afterward
 A test module marked ``redis_cluster`` runs each test that uses ``redis_client`` twice:
 on one Redis (``single``) and on a real three-primary Redis Cluster with a replica each
 (``cluster``: ``tests/redis_cluster.py``, started once per run when first needed). A test
-of something only one Redis has is marked ``single_redis_only``.
+of something only one Redis has is marked ``single_redis_only``; of a cluster only,
+``cluster_only``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ async def archive_pool(archive_url: str) -> AsyncIterator[asyncpg.Pool]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis_cluster: run on one Redis and on a Redis Cluster")
     config.addinivalue_line("markers", "single_redis_only: a behaviour of one Redis only")
+    config.addinivalue_line("markers", "cluster_only: a behaviour of a Redis Cluster only")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -99,7 +101,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "redis_cluster"
     ):
         only_single = metafunc.definition.get_closest_marker("single_redis_only")
-        variants = ["single"] if only_single else ["single", "cluster"]
+        only_cluster = metafunc.definition.get_closest_marker("cluster_only")
+        variants = (
+            ["single"] if only_single else ["cluster"] if only_cluster else ["single", "cluster"]
+        )
         metafunc.parametrize("redis_client", variants, indirect=True)
 
 

@@ -356,6 +356,7 @@ async def test_a_batch_resent_after_a_prefix_of_it_landed_counts_once(
 
 
 @pytest.mark.redis_cluster
+@pytest.mark.cluster_only
 async def test_a_cluster_batch_whose_marks_landed_but_not_its_counts_completes_on_resend(
     redis_client, redis_prefix, monkeypatch
 ):
@@ -364,8 +365,7 @@ async def test_a_cluster_batch_whose_marks_landed_but_not_its_counts_completes_o
     The second step lost (a node failed over): the resend finds every mark set (all
     ``duplicate``) and still brings the entities to them, once.
     """
-    if not isinstance(redis_client, RedisCluster):
-        pytest.skip("one Redis applies a label's mark and counts in one function call")
+    assert isinstance(redis_client, RedisCluster)  # one Redis: mark and counts in one call
     twice, once = await _stores(redis_client, redis_prefix)
     items = _items(_ADVERSARIAL)
     calls = []

@@ -89,7 +89,15 @@ def test_any_string_parses_into_valid_entries_or_is_refused_by_entry_number(spec
     if isinstance(result, ConfigurationError):
         number = _ENTRY_NUMBER.match(str(result))
         assert number, str(result)
-        assert 1 <= int(number.group(1)) <= entry_count(spec)
+        # the entry named is the first the parser cannot take: what comes before it parses
+        named = int(number.group(1))
+        entries = [e for e in spec.split(",") if e.strip()]
+        assert named <= len(entries), (named, entries)
+        before = outcome(",".join(entries[: named - 1]))
+        assert not isinstance(before, ConfigurationError), (named, str(before))
+        through = outcome(",".join(entries[:named]))
+        assert isinstance(through, ConfigurationError), named
+        assert _ENTRY_NUMBER.match(str(through)).group(1) == str(named)
     elif result.roles:
         assert_valid(result)
     else:
